@@ -1,0 +1,1 @@
+"""Features, statistics, charts and reports."""

@@ -1,0 +1,1 @@
+"""Codebook, labelling, labellers and agreement."""

@@ -1,0 +1,245 @@
+"""Repository functions shared by every area: look-ups, get-or-create, tidy DataFrames.
+
+All take an open ``Session`` so callers decide the transaction. DataFrame builders end in ``_df``
+and return stable column sets (empty frames keep their columns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from db.models import (
+    AssistantConfig,
+    Condition,
+    Conversation,
+    Label,
+    LabelSource,
+    Participant,
+    Profile,
+    QuestionnaireResponse,
+    Scenario,
+    SimulatorConfig,
+    Study,
+    TaskContext,
+    Turn,
+)
+from workbench.errors import NotFoundError
+
+
+def fingerprint(**fields: Any) -> str:
+    """Stable hash of a config's defining fields (used to share identical configs)."""
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def get_study(session: Session, name: str) -> Study:
+    study = session.exec(select(Study).where(Study.name == name)).first()
+    if study is None:
+        names = session.exec(select(Study.name).order_by(Study.name)).all()
+        known = ", ".join(names) if names else "none yet"
+        raise NotFoundError(f"no study named {name!r} (studies: {known})")
+    return study
+
+
+def get_or_create_assistant_config(
+    session: Session,
+    model: str,
+    system_prompt: Optional[str] = None,
+    temperature: Optional[float] = None,
+    max_tokens: Optional[int] = None,
+    version: str = "1",
+    params: Optional[dict] = None,
+    name: Optional[str] = None,
+) -> AssistantConfig:
+    params = params or {}
+    fp = fingerprint(model=model, system_prompt=system_prompt, temperature=temperature,
+                     max_tokens=max_tokens, version=version, params=params)
+    cfg = session.exec(select(AssistantConfig).where(AssistantConfig.fingerprint == fp)).first()
+    if cfg is None:
+        cfg = AssistantConfig(fingerprint=fp, model=model, system_prompt=system_prompt, temperature=temperature,
+                              max_tokens=max_tokens, version=version, params=params, name=name or model)
+        session.add(cfg)
+        session.flush()
+    return cfg
+
+
+def get_or_create_simulator_config(
+    session: Session,
+    model: str,
+    prompt_template: Optional[str] = None,
+    prompt_version: str = "1",
+    temperature: Optional[float] = None,
+    seed: Optional[int] = None,
+    params: Optional[dict] = None,
+    name: Optional[str] = None,
+) -> SimulatorConfig:
+    params = params or {}
+    fp = fingerprint(model=model, prompt_template=prompt_template, prompt_version=prompt_version,
+                     temperature=temperature, seed=seed, params=params)
+    cfg = session.exec(select(SimulatorConfig).where(SimulatorConfig.fingerprint == fp)).first()
+    if cfg is None:
+        label = name or f"{model} | {prompt_template or 'default'}@{prompt_version} | T={temperature}"
+        cfg = SimulatorConfig(fingerprint=fp, model=model, prompt_template=prompt_template,
+                              prompt_version=prompt_version, temperature=temperature, seed=seed,
+                              params=params, name=label)
+        session.add(cfg)
+        session.flush()
+    return cfg
+
+
+def get_label_source(session: Session, name: str) -> LabelSource:
+    src = session.exec(select(LabelSource).where(LabelSource.name == name)).first()
+    if src is None:
+        names = session.exec(select(LabelSource.name).order_by(LabelSource.name)).all()
+        raise NotFoundError(f"no label source {name!r} (known: {', '.join(names) or 'none'})")
+    return src
+
+
+def get_or_create_label_source(session: Session, name: str, kind: str, **fields: Any) -> LabelSource:
+    src = session.exec(select(LabelSource).where(LabelSource.name == name)).first()
+    if src is None:
+        src = LabelSource(name=name, kind=kind, **fields)
+        session.add(src)
+        session.flush()
+    return src
+
+
+# --------------------------------------------------------------------------------------------------
+# Tidy frames
+# --------------------------------------------------------------------------------------------------
+
+CONVERSATION_COLUMNS = [
+    "conversation_id", "study_id", "user_kind", "scenario", "condition_id", "condition_key",
+    "task_context_id", "profile_id", "assistant_config_id", "assistant_model", "participant",
+    "simulator_config_id", "simulator", "run_id", "replicate", "twin_of_id", "status", "language",
+    "started_at", "ended_at", "end_reason", "ended_by", "wave", "source", "external_id", "n_turns",
+]
+
+
+def conversations_df(session: Session, study_id: int, conversation_ids: Optional[Iterable[int]] = None) -> pd.DataFrame:
+    """One row per conversation of the study with its condition and population columns."""
+    q = (
+        select(Conversation, Condition, Scenario.key, AssistantConfig.model, Participant.pseudonym,
+               SimulatorConfig.name)
+        .join(Condition, Condition.id == Conversation.condition_id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .join(AssistantConfig, AssistantConfig.id == Condition.assistant_config_id)
+        .outerjoin(Participant, Participant.id == Conversation.participant_id)
+        .outerjoin(SimulatorConfig, SimulatorConfig.id == Conversation.simulator_config_id)
+        .where(Conversation.study_id == study_id)
+        .order_by(Conversation.id)
+    )
+    if conversation_ids is not None:
+        q = q.where(Conversation.id.in_(list(conversation_ids)))
+    counts = dict(
+        session.exec(
+            select(Turn.conversation_id, func.count(Turn.id))
+            .join(Conversation, Conversation.id == Turn.conversation_id)
+            .where(Conversation.study_id == study_id)
+            .group_by(Turn.conversation_id)
+        ).all()
+    )
+    rows = []
+    for conv, cond, scen_key, model, pseudo, sim_name in session.exec(q).all():
+        rows.append({
+            "conversation_id": conv.id, "study_id": conv.study_id, "user_kind": conv.user_kind,
+            "scenario": scen_key, "condition_id": cond.id, "condition_key": cond.key,
+            "task_context_id": cond.task_context_id, "profile_id": cond.profile_id,
+            "assistant_config_id": cond.assistant_config_id, "assistant_model": model,
+            "participant": pseudo, "simulator_config_id": conv.simulator_config_id, "simulator": sim_name,
+            "run_id": conv.run_id, "replicate": conv.replicate, "twin_of_id": conv.twin_of_id,
+            "status": conv.status, "language": conv.language, "started_at": conv.started_at,
+            "ended_at": conv.ended_at, "end_reason": conv.end_reason, "ended_by": conv.ended_by,
+            "wave": conv.wave, "source": conv.source, "external_id": conv.external_id,
+            "n_turns": counts.get(conv.id, 0),
+        })
+    return pd.DataFrame(rows, columns=CONVERSATION_COLUMNS)
+
+
+TURN_COLUMNS = [
+    "conversation_id", "index", "role", "content", "translation", "translation_language", "created_at",
+    "completed_at", "latency_ms", "prompt_tokens", "completion_tokens", "hallucination", "satisfaction",
+    "satisfaction_reason", "intent",
+]
+
+
+def turns_df(session: Session, study_id: int, conversation_ids: Optional[Iterable[int]] = None) -> pd.DataFrame:
+    """One row per turn of the study's conversations, ordered by conversation and index."""
+    q = (
+        select(Turn)
+        .join(Conversation, Conversation.id == Turn.conversation_id)
+        .where(Conversation.study_id == study_id)
+        .order_by(Turn.conversation_id, Turn.index)
+    )
+    if conversation_ids is not None:
+        q = q.where(Turn.conversation_id.in_(list(conversation_ids)))
+    rows = [{c: getattr(t, c) for c in TURN_COLUMNS} for t in session.exec(q).all()]
+    return pd.DataFrame(rows, columns=TURN_COLUMNS)
+
+
+LABEL_COLUMNS = [
+    "conversation_id", "turn_index", "dimension", "value", "source", "source_kind", "rationale",
+    "flagged", "status", "samples", "created_at",
+]
+
+
+def labels_df(session: Session, study_id: int, sources: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """One row per label of the study (optionally of the named sources only)."""
+    q = (
+        select(Label, LabelSource.name, LabelSource.kind)
+        .join(LabelSource, LabelSource.id == Label.source_id)
+        .join(Conversation, Conversation.id == Label.conversation_id)
+        .where(Conversation.study_id == study_id)
+        .order_by(Label.conversation_id, Label.dimension, Label.turn_index)
+    )
+    if sources is not None:
+        q = q.where(LabelSource.name.in_(list(sources)))
+    rows = []
+    for lab, src_name, src_kind in session.exec(q).all():
+        rows.append({
+            "conversation_id": lab.conversation_id, "turn_index": lab.turn_index, "dimension": lab.dimension,
+            "value": lab.value, "source": src_name, "source_kind": src_kind, "rationale": lab.rationale,
+            "flagged": lab.flagged, "status": lab.status, "samples": lab.samples, "created_at": lab.created_at,
+        })
+    return pd.DataFrame(rows, columns=LABEL_COLUMNS)
+
+
+QUESTIONNAIRE_COLUMNS = ["conversation_id", "participant_id", "questionnaire", "item", "value", "raw_value",
+                         "question", "created_at"]
+
+
+def questionnaires_df(session: Session, study_id: int) -> pd.DataFrame:
+    q = (
+        select(QuestionnaireResponse)
+        .where(QuestionnaireResponse.study_id == study_id)
+        .order_by(QuestionnaireResponse.id)
+    )
+    rows = [{c: getattr(r, c) for c in QUESTIONNAIRE_COLUMNS} for r in session.exec(q).all()]
+    return pd.DataFrame(rows, columns=QUESTIONNAIRE_COLUMNS)
+
+
+def label_sources_df(session: Session, study_id: Optional[int] = None) -> pd.DataFrame:
+    """Label sources with how many labels each holds (in the study, when given)."""
+    q = select(LabelSource.name, LabelSource.kind, LabelSource.model, LabelSource.prompt_version,
+               func.count(Label.id)).outerjoin(Label, Label.source_id == LabelSource.id)
+    if study_id is not None:
+        q = q.join(Conversation, Conversation.id == Label.conversation_id).where(Conversation.study_id == study_id)
+    q = q.group_by(LabelSource.id).order_by(LabelSource.name)
+    rows = [dict(zip(["name", "kind", "model", "prompt_version", "n_labels"], r)) for r in session.exec(q).all()]
+    return pd.DataFrame(rows, columns=["name", "kind", "model", "prompt_version", "n_labels"])
+
+
+def profile_and_context(session: Session, condition_id: int) -> tuple[Condition, Scenario, TaskContext, Optional[Profile]]:
+    cond = session.get(Condition, condition_id)
+    if cond is None:
+        raise NotFoundError(f"no condition {condition_id}")
+    scen = session.get(Scenario, cond.scenario_id)
+    ctx = session.get(TaskContext, cond.task_context_id)
+    prof = session.get(Profile, cond.profile_id) if cond.profile_id else None
+    return cond, scen, ctx, prof

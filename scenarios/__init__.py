@@ -1,0 +1,1 @@
+"""Scenario schema, loader and the bundled scenario packs."""

@@ -1,0 +1,41 @@
+"""Configuration read from the environment.
+
+Every setting has an embedded default so the workbench runs with no configuration at all:
+an SQLite file under the data directory and, with no API key, the offline local model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DATA_DIR = "WORKBENCH_DATA_DIR"
+ENV_DB_URL = "WORKBENCH_DB_URL"
+DEFAULT_DATA_DIR = Path("data")
+
+
+def data_dir() -> Path:
+    """The directory holding the default SQLite database, caches and run outputs."""
+    path = Path(os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_url() -> str:
+    """`WORKBENCH_DB_URL` if set, else `sqlite:///<data dir>/workbench.db`."""
+    url = os.environ.get(ENV_DB_URL)
+    if url:
+        return url
+    return f"sqlite:///{(data_dir() / 'workbench.db').resolve()}"
+
+
+def default_model() -> str:
+    """The model used when a command is given none: a hosted model when its key is set,
+    otherwise the offline SmolLM2 model (for trying the pipeline, not for studies)."""
+    if os.environ.get("WORKBENCH_DEFAULT_MODEL"):
+        return os.environ["WORKBENCH_DEFAULT_MODEL"]
+    if os.environ.get("OPENAI_API_KEY"):
+        return "openai/gpt-4o-mini"
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return "anthropic/claude-3-5-haiku-latest"
+    return "local/smollm2"

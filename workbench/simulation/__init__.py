@@ -1,0 +1,1 @@
+"""The simulated user and the batch runner."""
