@@ -109,3 +109,18 @@ def use_db(db_url, monkeypatch):
     """Point WORKBENCH_DB_URL (CLI, app) at the parametrised empty database."""
     monkeypatch.setenv("WORKBENCH_DB_URL", db_url)
     return db_url
+
+
+@pytest.fixture(scope="session")
+def reference_db(tmp_path_factory) -> str:
+    """URL of an SQLite database holding the whole released dataset, imported once per test session
+    as study "recllmsim" (skips where the dataset is absent). Treat it as read-only."""
+    path = dataset_path()
+    from workbench.dataio.recllmsim import import_recllmsim
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('reference') / 'reference.db'}"
+    eng = make_engine(url)
+    upgrade(eng)
+    import_recllmsim(eng, path, study="recllmsim")
+    eng.dispose()
+    return url
