@@ -1,0 +1,352 @@
+"""The codebook: the behavioural dimensions, their label sets and definitions (EN/ZH).
+
+``load_codebook()`` reads the bundled ``annotation/codebook.yaml`` plus any extension files named
+in ``WORKBENCH_CODEBOOK`` (``os.pathsep``-separated). A file with ``extends: default`` adds its
+dimensions to the bundled codebook; a file without it is a codebook of its own. Every problem is
+reported as a ``UserInputError`` naming the file and the field, e.g.
+``codebook.yaml: dimensions[3] (order).scale: unknown scale type 'ordnal' (use nominal or ordinal)``.
+
+Example::
+
+    cb = load_codebook()
+    dim = cb.get("politeness")
+    dim.labels                # ['Polite', 'Neutral', 'Impolite']
+    dim.definition["en"]      # or dim.definition.en / dim.definition.get("zh")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workbench.errors import UserInputError
+
+DEFAULT_PATH = Path(__file__).with_name("codebook.yaml")
+ENV_VAR = "WORKBENCH_CODEBOOK"
+SCALES = ("nominal", "ordinal")
+LEVELS = ("conversation", "turn")
+GROUPS = ("strategy", "interaction_style", "evaluation", "other")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Text(BaseModel):
+    """A text in English and (optionally) Chinese; ``t["en"]``, ``t.en`` and ``t.get(lang)`` all work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    en: str
+    zh: Optional[str] = None
+
+    def get(self, lang: str = "en", default: Optional[str] = None) -> Optional[str]:
+        """The text in ``lang``, falling back to English."""
+        value = getattr(self, lang, None) if lang in ("en", "zh") else None
+        return value or self.en or default
+
+    def __getitem__(self, lang: str) -> str:
+        if lang not in ("en", "zh"):
+            raise KeyError(lang)
+        value = getattr(self, lang)
+        if value is None:
+            raise KeyError(lang)
+        return value
+
+    def __str__(self) -> str:
+        return self.en
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    label: str
+    text: Text
+    note: Optional[Text] = None
+
+
+class Dimension(BaseModel):
+    """One labelled dimension. ``labels`` is ordered (low to high for ordinal scales)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    group: str = "other"
+    level: str = "conversation"
+    scale: str = "nominal"
+    labels: list[str] = Field(default_factory=list)
+    title: Optional[Text] = None
+    definition: Text
+    label_definitions: dict[str, Text] = Field(default_factory=dict)
+    aspects: dict[str, list[Text]] = Field(default_factory=dict)
+    examples: list[Example] = Field(default_factory=list)
+    judged_on: Literal["user", "assistant"] = "user"
+    turn_role: Optional[Literal["user", "assistant"]] = None  # turn-level: which turns get a label
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, v: Any) -> Any:
+        # YAML reads 1..5 and yes/no as numbers/booleans; labels are stored as strings.
+        if isinstance(v, list):
+            return [_as_label(x) for x in v]
+        return v
+
+    @field_validator("label_definitions", mode="before")
+    @classmethod
+    def _keys_as_strings(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {_as_label(k): val for k, val in v.items()}
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"dimension name {v!r} must be lower_snake_case (letters, digits, _)")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _check_scale(cls, v: str) -> str:
+        if v not in SCALES:
+            raise ValueError(f"unknown scale type {v!r} (use {' or '.join(SCALES)})")
+        return v
+
+    @field_validator("level")
+    @classmethod
+    def _check_level(cls, v: str) -> str:
+        if v not in LEVELS:
+            raise ValueError(f"unknown level {v!r} (use {' or '.join(LEVELS)})")
+        return v
+
+    @field_validator("group")
+    @classmethod
+    def _check_group(cls, v: str) -> str:
+        if v not in GROUPS:
+            raise ValueError(f"unknown group {v!r} (use one of {', '.join(GROUPS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> "Dimension":
+        if not self.labels:
+            what = "an ordinal scale needs" if self.scale == "ordinal" else "a dimension needs"
+            raise ValueError(f"{what} a non-empty, ordered list of labels")
+        if len(self.labels) < 2:
+            raise ValueError("labels: at least two labels are needed")
+        dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"labels: duplicate label(s) {', '.join(dupes)}")
+        unknown = [k for k in self.label_definitions if k not in self.labels]
+        if unknown:
+            raise ValueError(f"label_definitions: {', '.join(map(repr, unknown))} not in labels {self.labels}")
+        bad = [e.label for e in self.examples if e.label not in self.labels]
+        if bad:
+            raise ValueError(f"examples: label(s) {', '.join(map(repr, bad))} not in labels {self.labels}")
+        if self.level == "turn" and self.turn_role is None:
+            object.__setattr__(self, "turn_role", "assistant")
+        if self.level == "conversation" and self.turn_role is not None:
+            raise ValueError("turn_role: only turn-level dimensions take a turn_role")
+        return self
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @property
+    def is_ordinal(self) -> bool:
+        return self.scale == "ordinal"
+
+    def display_title(self, lang: str = "en") -> str:
+        return self.title.get(lang) if self.title else self.name.replace("_", " ").capitalize()
+
+    def label_definition(self, value: str, lang: str = "en") -> Optional[str]:
+        text = self.label_definitions.get(value)
+        return text.get(lang) if text else None
+
+    def aspect_names(self, scenario_key: str, lang: str = "en") -> list[str]:
+        """Scenario-specific aspects (e.g. of ``order``) as plain strings; [] when none."""
+        return [a.get(lang) for a in self.aspects.get(scenario_key, [])]
+
+    def rank(self, value: str) -> int:
+        """Position of ``value`` in the ordered label list (for ordinal statistics)."""
+        return self.labels.index(_as_label(value))
+
+    def json_schema(self) -> dict:
+        """JSON schema of one value of this dimension (exactly the label set)."""
+        return {"type": "string", "enum": list(self.labels)}
+
+
+class Codebook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: str
+    languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
+    dimensions: list[Dimension]
+    sources: list[str] = Field(default_factory=list)  # files it was read from
+
+    def get(self, name: str) -> Dimension:
+        for d in self.dimensions:
+            if d.name == name:
+                return d
+        raise UserInputError(f"no dimension {name!r} in the codebook (known: {', '.join(self.names)})")
+
+    def __contains__(self, name: object) -> bool:
+        return any(d.name == name for d in self.dimensions)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.dimensions)
+
+    def __len__(self) -> int:
+        return len(self.dimensions)
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def conversation_dimensions(self) -> list[Dimension]:
+        return [d for d in self.dimensions if d.level == "conversation"]
+
+    def turn_dimensions(self) -> list[Dimension]:
+        return [d for d in self.dimensions if d.level == "turn"]
+
+    def select(self, names: Optional[Iterable[str]]) -> list[Dimension]:
+        """The named dimensions (all when ``names`` is None); unknown names are a UserInputError."""
+        if names is None:
+            return list(self.dimensions)
+        return [self.get(n) for n in names]
+
+
+class _File(BaseModel):
+    """What one YAML file may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Union[str, int, float]
+    extends: Optional[str] = None
+    languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
+    dimensions: list[dict] = Field(default_factory=list)
+
+
+def _as_label(x: Any) -> Any:
+    if isinstance(x, bool):  # YAML 1.1 reads yes/no as booleans
+        return "yes" if x else "no"
+    if isinstance(x, (int, float)):
+        return str(x)
+    return x
+
+
+def _loc(loc: tuple, raw_dims: list) -> str:
+    parts: list[str] = []
+    for i, p in enumerate(loc):
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{p}]"]
+            if i == 1 and loc[0] == "dimensions" and p < len(raw_dims) and isinstance(raw_dims[p], dict):
+                name = raw_dims[p].get("name")
+                if name:
+                    parts[-1] += f" ({name})"
+        else:
+            parts.append(str(p))
+    return ".".join(parts) or "(top level)"
+
+
+def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
+    if not path.is_file():
+        raise UserInputError(f"codebook file {path} does not exist (check the path or {ENV_VAR})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserInputError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{path}: a codebook is a mapping with 'version' and 'dimensions'")
+    try:
+        head = _File.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserInputError(f"{path}: {_loc(err['loc'], [])}: {_msg(err)}") from exc
+    if head.extends not in (None, "default"):
+        raise UserInputError(f"{path}: extends: only 'default' (the bundled codebook) can be extended")
+    raw_dims = raw.get("dimensions") or []
+    dims = []
+    for i, d in enumerate(raw_dims):
+        if not isinstance(d, dict):
+            raise UserInputError(f"{path}: dimensions[{i}]: each dimension is a mapping with name, scale, labels, ...")
+        try:
+            dims.append(Dimension.model_validate(d))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UserInputError(f"{path}: {_loc(('dimensions', i) + tuple(err['loc']), raw_dims)}: {_msg(err)}") from exc
+    if not dims and head.extends is None:
+        raise UserInputError(f"{path}: dimensions: a codebook needs at least one dimension")
+    return head, dims
+
+
+def _msg(err: dict) -> str:
+    msg = err.get("msg", "invalid")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field (check the spelling; see annotation/codebook.yaml for the fields)"
+    if err.get("type") == "missing":
+        msg = "required field is missing"
+    return msg
+
+
+def _env_paths() -> list[Path]:
+    value = os.environ.get(ENV_VAR, "").strip()
+    return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+
+
+def load_codebook(path: Union[str, Path, Iterable[Union[str, Path]], None] = None) -> Codebook:
+    """Load and validate the codebook.
+
+    ``path`` None: the bundled codebook plus the files in ``WORKBENCH_CODEBOOK``. Otherwise the
+    given file(s); files with ``extends: default`` are added to the bundled codebook.
+    """
+    if path is None:
+        paths = _env_paths()
+    elif isinstance(path, (str, Path)):
+        paths = [Path(path)]
+    else:
+        paths = [Path(p) for p in path]
+    key = tuple((str(p.resolve()), _mtime(p)) for p in paths)
+    return _load_cached(key, _mtime(DEFAULT_PATH))
+
+
+def _mtime(p: Path) -> tuple:
+    # Part of the cache key, so an edited file is re-read (the app stays up while researchers edit).
+    try:
+        st = p.stat()
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (-1, -1)
+
+
+@lru_cache(maxsize=32)
+def _load_cached(key: tuple, _default_mtime: tuple) -> Codebook:
+    paths = [Path(p) for p, _ in key]
+    files = [(p, *_read_file(p)) for p in paths]
+    if not files or any(head.extends == "default" for _, head, _ in files):
+        files.insert(0, (DEFAULT_PATH, *_read_file(DEFAULT_PATH)))
+    standalone = [p for p, head, _ in files if head.extends is None]
+    if len(standalone) > 1:
+        raise UserInputError(
+            f"{standalone[1]}: two stand-alone codebooks ({standalone[0]} and {standalone[1]}); "
+            "add 'extends: default' to a file that only adds dimensions"
+        )
+    dims: list[Dimension] = []
+    seen: dict[str, Path] = {}
+    versions: list[str] = []
+    languages: list[str] = []
+    for p, head, file_dims in files:
+        versions.append(str(head.version))
+        languages += [lang for lang in head.languages if lang not in languages]
+        for i, d in enumerate(file_dims):
+            if d.name in seen:
+                raise UserInputError(
+                    f"{p}: dimensions[{i}].name: duplicate dimension name {d.name!r} "
+                    f"(already defined in {seen[d.name]}); rename one of them"
+                )
+            seen[d.name] = p
+            dims.append(d)
+    version = "+".join(versions)
+    if len(version) > 40:  # LabelSource.codebook_version holds 40 characters
+        version = versions[0][:20] + "+" + hashlib.sha256(version.encode()).hexdigest()[:12]
+    return Codebook(version=version, languages=languages, dimensions=dims, sources=[str(p) for p, _, _ in files])

@@ -1,0 +1,231 @@
+"""The codebook loader on the bundled file, on extensions and on broken files."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from annotation.codebook import DEFAULT_PATH, load_codebook
+from workbench.errors import UserInputError
+
+REFERENCE_DIMENSIONS = [
+    "problem_solving", "order", "question_broadness", "context_dependency", "explanation", "promise",
+    "feedback", "politeness", "formality", "utility", "operability",
+]
+
+
+def write(tmp_path: Path, text: str, name: str = "cb.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text), encoding="utf-8")
+    return p
+
+
+def test_bundled_codebook_has_the_reference_dimensions():
+    cb = load_codebook()
+    assert cb.version
+    assert [d.name for d in cb.conversation_dimensions()] == REFERENCE_DIMENSIONS
+    hall = cb.get("hallucination")
+    assert hall.level == "turn" and hall.turn_role == "assistant" and hall.labels == ["yes", "no", "cant_tell"]
+    assert cb.get("question_broadness").labels == ["1", "2", "3", "4", "5"]
+    assert cb.get("question_broadness").is_ordinal and cb.get("context_dependency").is_ordinal
+    assert cb.get("problem_solving").labels == ["AllInOne", "StepByStep"]
+    assert {d.group for d in cb} == {"strategy", "interaction_style", "evaluation"}
+    assert cb.get("order").aspect_names("travel_planning") == ["destination", "accommodation", "transport"]
+    assert set(cb.get("order").aspects) >= {"travel_planning", "recipe_planning", "preparing_gifts",
+                                            "skills_learning_planning"}
+
+
+def test_every_label_is_defined_in_both_languages():
+    for d in load_codebook():
+        assert d.definition.en and d.definition.zh, d.name
+        assert d.title and d.title.zh, d.name
+        for value in d.labels:
+            text = d.label_definitions[value]
+            assert text.en and text.zh, (d.name, value)
+
+
+def test_impolite_has_its_own_definition():
+    # The reference prompt copied another label's definition into Impolite.
+    pol = load_codebook().get("politeness")
+    texts = [pol.label_definitions[v].en for v in pol.labels]
+    assert len(set(texts)) == len(texts)
+    imp = pol.label_definitions["Impolite"]
+    assert "rude" in imp.en.lower() and "粗鲁" in imp.zh
+    all_other = [t.en for d in load_codebook() for v, t in d.label_definitions.items() if (d.name, v) != ("politeness", "Impolite")]
+    assert imp.en not in all_other
+
+
+def test_label_values_match_the_released_data(recllmsim):
+    """Every value the released files use is in the codebook (and nothing else is needed)."""
+    cb = load_codebook()
+    seen = defaultdict(set)
+    files = sorted(recllmsim.glob("LLM_agent_user/*/*.json"))[:150] + sorted(recllmsim.glob("human_exp_V2/*/*/*.json"))[:150]
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        for key, block in data.items():
+            if key.startswith("strategy") and isinstance(block, dict) and isinstance(block.get("final"), dict):
+                for dim, value in block["final"].items():
+                    seen[dim].add(str(value))
+    assert set(seen) == set(REFERENCE_DIMENSIONS)
+    for dim, values in seen.items():
+        assert values <= set(cb.get(dim).labels), (dim, values)
+
+
+def test_extension_via_environment_adds_a_dimension(tmp_path, monkeypatch):
+    ext = write(tmp_path, """
+        version: "x1"
+        extends: default
+        dimensions:
+          - name: humour
+            group: interaction_style
+            scale: ordinal
+            definition: {en: "How funny the user is.", zh: "用户有多幽默。"}
+            labels: [1, 2, 3]
+    """)
+    monkeypatch.setenv("WORKBENCH_CODEBOOK", str(ext))
+    cb = load_codebook()
+    assert cb.names[-1] == "humour" and "politeness" in cb
+    assert cb.get("humour").labels == ["1", "2", "3"]
+    assert cb.version == "1.0+x1"
+    assert str(DEFAULT_PATH) in cb.sources and str(ext) in cb.sources
+
+
+def test_standalone_codebook_by_path(tmp_path):
+    p = write(tmp_path, """
+        version: 2
+        dimensions:
+          - name: flagged
+            level: turn
+            definition: {en: "Anything odd?"}
+            labels: [yes, no]
+    """)
+    cb = load_codebook(p)
+    assert cb.names == ["flagged"] and cb.version == "2"
+    d = cb.get("flagged")
+    assert d.labels == ["yes", "no"] and d.turn_role == "assistant"
+    assert d.definition.get("zh") == "Anything odd?"  # falls back to English
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            scale: ordnal
+            definition: {en: x}
+            labels: ["1", "2"]
+        """, r"dimensions\[0\] \(a\)\.scale: unknown scale type 'ordnal'"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            definition: {en: x}
+            labels: [p, q]
+          - name: a
+            definition: {en: y}
+            labels: [p, q]
+        """, r"dimensions\[1\]\.name: duplicate dimension name 'a'"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            scale: ordinal
+            definition: {en: x}
+        """, r"dimensions\[0\] \(a\): an ordinal scale needs a non-empty, ordered list of labels"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            definition: {en: x}
+            labels: [p, q]
+            label_definitions: {r: {en: z}}
+        """, r"label_definitions: 'r' not in labels"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            definition: {en: x}
+            labels: [p, q]
+            lables: [p]
+        """, r"dimensions\[0\] \(a\)\.lables: unknown field"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            labels: [p, q]
+        """, r"dimensions\[0\] \(a\)\.definition: required field is missing"),
+        ("""
+        version: 1
+        dimensions:
+          - name: Bad Name
+            definition: {en: x}
+            labels: [p, q]
+        """, r"\.name: dimension name 'Bad Name' must be lower_snake_case"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            level: utterance
+            definition: {en: x}
+            labels: [p, q]
+        """, r"\.level: unknown level 'utterance'"),
+        ("""
+        version: 1
+        dimensions:
+          - name: a
+            definition: {en: x}
+            labels: [p, p]
+        """, r"duplicate label\(s\) p"),
+        ("""
+        dimensions: []
+        """, r"version: required field is missing"),
+        ("""
+        version: 1
+        dimensions: [
+        """, r"not valid YAML"),
+    ],
+)
+def test_bad_files_name_file_and_field(tmp_path, body, expected):
+    p = write(tmp_path, body)
+    with pytest.raises(UserInputError, match=expected) as info:
+        load_codebook(p)
+    assert str(p) in str(info.value)
+
+
+def test_duplicate_with_the_bundled_codebook(tmp_path):
+    p = write(tmp_path, """
+        version: 1
+        extends: default
+        dimensions:
+          - name: politeness
+            definition: {en: x}
+            labels: [p, q]
+    """)
+    with pytest.raises(UserInputError, match=r"duplicate dimension name 'politeness' \(already defined in .*codebook.yaml\)"):
+        load_codebook(p)
+
+
+def test_missing_file_and_unknown_dimension(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_codebook(tmp_path / "nope.yaml")
+    with pytest.raises(UserInputError, match="no dimension 'nope'"):
+        load_codebook().get("nope")
+
+
+def test_reload_after_edit(tmp_path):
+    p = write(tmp_path, """
+        version: 1
+        dimensions:
+          - {name: a, definition: {en: x}, labels: [p, q]}
+    """)
+    assert load_codebook(p).names == ["a"]
+    import os
+    p.write_text("version: 2\ndimensions:\n  - {name: b, definition: {en: x}, labels: [p, q]}\n", encoding="utf-8")
+    os.utime(p, (p.stat().st_atime, p.stat().st_mtime + 5))
+    assert load_codebook(p).names == ["b"]
