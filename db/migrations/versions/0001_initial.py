@@ -245,6 +245,31 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_conversation_study_id'), ['study_id'], unique=False)
         batch_op.create_index('ix_conversation_study_kind', ['study_id', 'user_kind'], unique=False)
 
+    op.create_table('annotationassignment',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('study_id', sa.Integer(), nullable=False),
+    sa.Column('annotator_id', sa.Integer(), nullable=False),
+    sa.Column('conversation_id', sa.Integer(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('flagged', sa.Boolean(), nullable=False),
+    sa.Column('flag_note', sa.Text(), nullable=True),
+    sa.Column('skip_reason', sa.Text(), nullable=True),
+    sa.Column('batch', sqlmodel.sql.sqltypes.AutoString(length=60), nullable=True),
+    sa.Column('created_at', db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', db.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['annotator_id'], ['annotator.id'], ),
+    sa.ForeignKeyConstraint(['conversation_id'], ['conversation.id'], ),
+    sa.ForeignKeyConstraint(['study_id'], ['study.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('study_id', 'annotator_id', 'conversation_id', name='uq_annassign_item'),
+    sa.UniqueConstraint('study_id', 'annotator_id', 'position', name='uq_annassign_position')
+    )
+    with op.batch_alter_table('annotationassignment', schema=None) as batch_op:
+        batch_op.create_index('ix_annassign_study_conv', ['study_id', 'conversation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_annotationassignment_annotator_id'), ['annotator_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_annotationassignment_study_id'), ['study_id'], unique=False)
+
     op.create_table('assignment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('participant_id', sa.Integer(), nullable=False),
@@ -262,6 +287,25 @@ def upgrade() -> None:
     with op.batch_alter_table('assignment', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_assignment_condition_id'), ['condition_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_assignment_participant_id'), ['participant_id'], unique=False)
+
+    op.create_table('humanityguess',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('study_id', sa.Integer(), nullable=False),
+    sa.Column('annotator_id', sa.Integer(), nullable=False),
+    sa.Column('conversation_id', sa.Integer(), nullable=False),
+    sa.Column('guess', sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
+    sa.Column('confidence', sa.Integer(), nullable=True),
+    sa.Column('created_at', db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['annotator_id'], ['annotator.id'], ),
+    sa.ForeignKeyConstraint(['conversation_id'], ['conversation.id'], ),
+    sa.ForeignKeyConstraint(['study_id'], ['study.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('annotator_id', 'conversation_id', name='uq_humanityguess')
+    )
+    with op.batch_alter_table('humanityguess', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_humanityguess_annotator_id'), ['annotator_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_humanityguess_conversation_id'), ['conversation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_humanityguess_study_id'), ['study_id'], unique=False)
 
     op.create_table('llmcall',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -396,11 +440,23 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_llmcall_cache_key'))
 
     op.drop_table('llmcall')
+    with op.batch_alter_table('humanityguess', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_humanityguess_study_id'))
+        batch_op.drop_index(batch_op.f('ix_humanityguess_conversation_id'))
+        batch_op.drop_index(batch_op.f('ix_humanityguess_annotator_id'))
+
+    op.drop_table('humanityguess')
     with op.batch_alter_table('assignment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_assignment_participant_id'))
         batch_op.drop_index(batch_op.f('ix_assignment_condition_id'))
 
     op.drop_table('assignment')
+    with op.batch_alter_table('annotationassignment', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_annotationassignment_study_id'))
+        batch_op.drop_index(batch_op.f('ix_annotationassignment_annotator_id'))
+        batch_op.drop_index('ix_annassign_study_conv')
+
+    op.drop_table('annotationassignment')
     with op.batch_alter_table('conversation', schema=None) as batch_op:
         batch_op.drop_index('ix_conversation_study_kind')
         batch_op.drop_index(batch_op.f('ix_conversation_study_id'))
