@@ -1,0 +1,1 @@
+"""Import and export: the released RecLLMSim data, and a study's conversations as JSONL/CSV/Parquet."""
