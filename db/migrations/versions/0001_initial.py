@@ -288,6 +288,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_assignment_condition_id'), ['condition_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_assignment_participant_id'), ['participant_id'], unique=False)
 
+    op.create_table('conversationfeatures',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('conversation_id', sa.Integer(), nullable=False),
+    sa.Column('version', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('values', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('turns', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('computed_at', db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['conversation_id'], ['conversation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('conversation_id', 'version', name='uq_conversationfeatures_version')
+    )
+    with op.batch_alter_table('conversationfeatures', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_conversationfeatures_conversation_id'), ['conversation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_conversationfeatures_version'), ['version'], unique=False)
+
     op.create_table('humanityguess',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('study_id', sa.Integer(), nullable=False),
@@ -446,6 +461,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_humanityguess_annotator_id'))
 
     op.drop_table('humanityguess')
+    with op.batch_alter_table('conversationfeatures', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_conversationfeatures_version'))
+        batch_op.drop_index(batch_op.f('ix_conversationfeatures_conversation_id'))
+
+    op.drop_table('conversationfeatures')
     with op.batch_alter_table('assignment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_assignment_participant_id'))
         batch_op.drop_index(batch_op.f('ix_assignment_condition_id'))
