@@ -1,0 +1,264 @@
+"""The participant flow core: entry, assignment, chat, ratings, questionnaires, idle expiry."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from db.models import Assignment, Condition, Conversation, LLMCall, Participant, Profile, QuestionnaireResponse, Turn
+from db.types import utcnow
+from tests.participation_helpers import POST_TASK, make_study, profile_answers
+from workbench import participation as P
+from workbench.errors import NotFoundError, UserInputError
+from workbench.llm import LLMError, ScriptedModel
+from workbench.participation.assignment import latin_square_order
+
+
+def scripted(replies=None):
+    model = ScriptedModel(replies)
+    return lambda engine, cfg, study_id, conv_id: model
+
+
+def drain(engine, pid, factory):
+    return "".join(P.stream_reply(engine, pid, factory))
+
+
+def test_latin_square_is_balanced():
+    for k in (2, 3, 4, 5):
+        rows = [latin_square_order(k, r) for r in range(k if k % 2 == 0 else 2 * k)]
+        for row in rows:
+            assert sorted(row) == list(range(k))
+        # every condition appears equally often at every position
+        for pos in range(k):
+            counts = Counter(row[pos] for row in rows)
+            assert len(set(counts.values())) == 1 and len(counts) == k
+        # Williams: every ordered pair (a followed by b) equally often
+        pairs = Counter((row[i], row[i + 1]) for row in rows for i in range(k - 1))
+        assert len(pairs) == k * (k - 1) and len(set(pairs.values())) == 1
+
+
+def test_invite_tokens_are_hashed_and_unique(session):
+    make_study(session)
+    tokens = P.create_invites(session, "pilot", 3)
+    session.commit()
+    assert len(set(tokens)) == 3 and all(len(t) >= 30 for t in tokens)
+    stored = session.exec(select(Participant.invite_token_hash)).all()
+    assert set(stored) == {P.hash_token(t) for t in tokens}
+    assert not set(stored) & set(tokens)
+    assert P.participant_for_token(session, tokens[1]).invite_token_hash == P.hash_token(tokens[1])
+    with pytest.raises(NotFoundError):
+        P.participant_for_token(session, "guess")
+
+
+def test_full_session_participant_mode(engine):
+    with Session(engine) as s:
+        make_study(s, settings={"tasks_per_participant": 2, "min_turns": 1, "max_turns": 2})
+        [token] = P.create_invites(s, "pilot", 1)
+        s.commit()
+    factory = scripted(lambda msgs: f"Answer {sum(m['role'] == 'user' for m in msgs)} ![x](http://evil/x.png)")
+    with Session(engine) as s:
+        p = P.open_participant(s, token)
+        assert P.participant_view(s, p).step == "consent"
+        P.give_consent(s, p, True)
+        P.finish_instructions(s, p)
+        with pytest.raises(UserInputError):
+            P.submit_profile(s, p, {})
+        P.submit_profile(s, p, profile_answers())
+        s.commit()
+        pid = p.id
+    for task in range(2):
+        with Session(engine) as s:
+            p = s.get(Participant, pid)
+            view = P.participant_view(s, p)
+            assert view.step == "task" and view.task.position == task and view.task.can_send
+            assert not view.task.can_finish
+            P.send_message(s, p, "Hello <b>there</b>")
+            s.commit()
+        # the user's message is stored before the assistant is asked
+        with Session(engine) as s:
+            assert P.participant_view(s, s.get(Participant, pid)).task.pending_reply
+        assert drain(engine, pid, factory).startswith("Answer 1")
+        with Session(engine) as s:
+            p = s.get(Participant, pid)
+            view = P.participant_view(s, p)
+            assert view.task.unrated_index == 1 and not view.task.can_send
+            with pytest.raises(UserInputError):
+                P.send_message(s, p, "next")
+            P.rate_reply(s, p, 1, "cant_tell", 4, "ok")
+            P.send_message(s, p, "second")
+            s.commit()
+        drain(engine, pid, factory)
+        with Session(engine) as s:
+            p = s.get(Participant, pid)
+            P.rate_reply(s, p, 3, "no", 5)
+            view = P.participant_view(s, p)
+            assert view.task.at_max and not view.task.can_send and view.task.can_finish
+            P.finish_task(s, p)
+            view = P.participant_view(s, p)
+            assert view.step == "post_task" and view.ask_attention == (task == 0)
+            with pytest.raises(UserInputError):
+                P.submit_post_task(s, p, {"memorization": "no"})
+            P.submit_post_task(s, p, POST_TASK, attention="blue" if task == 0 else None)
+            s.commit()
+    with Session(engine) as s:
+        p = s.get(Participant, pid)
+        view = P.participant_view(s, p)
+        assert view.step == "done" and view.code == "COMPLETE" and p.status == "completed"
+        convs = s.exec(select(Conversation).where(Conversation.participant_id == pid)).all()
+        assert len(convs) == 2 and {c.status for c in convs} == {"completed"}
+        assert {c.end_reason for c in convs} == {"max_turns"}
+        # digital twins: the human's conditions carry the participant's own profile
+        prof = s.get(Profile, p.profile_id)
+        assert prof.source == "participant" and prof.fields["gender"] == profile_answers()["gender"]
+        for c in convs:
+            cond = s.get(Condition, c.condition_id)
+            assert cond.profile_id == p.profile_id
+        turns = s.exec(select(Turn).where(Turn.conversation_id == convs[0].id).order_by(Turn.index)).all()
+        assert [t.role for t in turns] == ["user", "assistant"] * 2
+        assert turns[0].content == "Hello <b>there</b>"
+        assert turns[1].hallucination == "cant_tell" and turns[1].satisfaction == 4
+        assert turns[1].satisfaction_reason == "ok" and turns[3].satisfaction_reason is None
+        assert all(t.created_at and t.completed_at for t in turns)
+        assert turns[1].created_at.tzinfo is not None and turns[1].latency_ms is not None
+        assert len(s.exec(select(QuestionnaireResponse).where(
+            QuestionnaireResponse.questionnaire == "post_task")).all()) == 10
+        att = s.exec(select(QuestionnaireResponse).where(
+            QuestionnaireResponse.questionnaire == "attention_check")).all()
+        assert [(a.value, a.raw_value) for a in att] == [("pass", "blue")]
+        assert {a.status for a in s.exec(select(Assignment)).all()} == {"completed"}
+
+
+def test_llm_error_keeps_message_and_retry_works(sqlite_engine):
+    engine = sqlite_engine
+    with Session(engine) as s:
+        make_study(s, settings={"profile_mode": "assigned"}, with_profiles=True)
+        [token] = P.create_invites(s, "pilot", 1)
+        p = P.open_participant(s, token)
+        P.give_consent(s, p, True)
+        P.finish_instructions(s, p)  # assigned mode: straight to the first task
+        assert P.participant_view(s, p).task.profile_text.startswith("A person")
+        P.send_message(s, p, "Plan my trip")
+        s.commit()
+        pid = p.id
+    factory = scripted([LLMError("rate limited"), "Here is a plan."])
+    with pytest.raises(P.ReplyError, match="rate limited"):
+        drain(engine, pid, factory)
+    with Session(engine) as s:
+        view = P.participant_view(s, s.get(Participant, pid))
+        assert [t.content for t in view.task.turns] == ["Plan my trip"] and view.task.pending_reply
+    assert drain(engine, pid, factory) == "Here is a plan."
+    with Session(engine) as s:
+        view = P.participant_view(s, s.get(Participant, pid))
+        assert [t.role for t in view.task.turns] == ["user", "assistant"] and not view.task.pending_reply
+
+
+def test_recorded_assistant_writes_llm_calls(sqlite_engine):
+    from workbench.llm import recorded
+
+    engine = sqlite_engine
+    with Session(engine) as s:
+        make_study(s)
+        [token] = P.create_invites(s, "pilot", 1)
+        p = P.open_participant(s, token)
+        P.give_consent(s, p, True)
+        P.finish_instructions(s, p)
+        P.submit_profile(s, p, profile_answers())
+        P.send_message(s, p, "hi")
+        s.commit()
+        pid = p.id
+    model = ScriptedModel(["hello"])
+    factory = lambda eng, cfg, study_id, conv_id: recorded(model, eng, purpose="assistant", study_id=study_id,
+                                                          conversation_id=conv_id, cache=False)
+    assert drain(engine, pid, factory) == "hello"
+    with Session(engine) as s:
+        call = s.exec(select(LLMCall)).one()
+        turn = s.exec(select(Turn).where(Turn.role == "assistant")).one()
+        assert call.purpose == "assistant" and call.conversation_id == turn.conversation_id
+        assert turn.llm_call_id == call.id
+
+
+def test_decline_gives_screenout_code(session):
+    make_study(session, settings={"screenout_code": "NOPE"})
+    [token] = P.create_invites(session, "pilot", 1)
+    p = P.open_participant(session, token)
+    P.give_consent(session, p, False)
+    view = P.participant_view(session, p)
+    assert view.step == "screened_out" and view.code == "NOPE" and p.status == "screened_out"
+    with pytest.raises(UserInputError):
+        P.give_consent(session, p, True)
+
+
+def _enter(session, token):
+    p = P.open_participant(session, token)
+    P.give_consent(session, p, True)
+    P.finish_instructions(session, p)
+    P.submit_profile(session, p, profile_answers())
+    return p
+
+
+def test_assignment_balanced_with_quota_and_counterbalanced(session):
+    study = make_study(session, scenarios=("travel_planning", "recipe_planning", "preparing_gifts"), contexts=1,
+                       settings={"tasks_per_participant": 2, "quota_per_condition": 4})
+    tokens = P.create_invites(session, "pilot", 7)
+    firsts = []
+    for t in tokens[:6]:
+        p = _enter(session, t)
+        rows = session.exec(select(Assignment).where(Assignment.participant_id == p.id)
+                            .order_by(Assignment.position)).all()
+        assert len(rows) == 2
+        conds = [session.get(Condition, a.condition_id) for a in rows]
+        assert conds[0].scenario_id != conds[1].scenario_id  # different scenarios first
+        firsts.append(conds[0].scenario_id)
+    # 6 participants x 2 tasks over 3 units: exactly 4 each (balanced, quota reached)
+    from workbench.participation.assignment import unit_loads
+
+    loads = unit_loads(session, study.id, "participant")
+    assert sorted(loads.values()) == [4, 4, 4]
+    assert len(set(firsts)) > 1  # order counterbalanced
+    p7 = _enter(session, tokens[6])
+    assert P.participant_view(session, p7).step == "full"
+
+
+def test_idle_session_abandoned_and_assignment_released(session):
+    make_study(session, settings={"idle_timeout_minutes": 5})
+    [token] = P.create_invites(session, "pilot", 1)
+    p = _enter(session, token)
+    P.send_message(session, p, "hi")
+    p.last_seen_at = utcnow() - timedelta(minutes=6)
+    session.add(p)
+    session.flush()
+    assert P.expire_idle(session) == 1
+    assert p.status == "abandoned"
+    assert {a.status for a in session.exec(select(Assignment)).all()} == {"released"}
+    conv = session.exec(select(Conversation)).first()
+    assert conv.status == "abandoned" and conv.end_reason == "idle"
+    assert len(session.exec(select(Turn)).all()) == 1  # what was typed is kept
+    assert P.participant_view(session, P.open_participant(session, token)).step == "expired"
+
+
+def test_open_participant_expires_on_return(session):
+    make_study(session, settings={"idle_timeout_minutes": 5})
+    [token] = P.create_invites(session, "pilot", 1)
+    p = _enter(session, token)
+    p.last_seen_at = utcnow() - timedelta(minutes=10)
+    assert P.open_participant(session, token).status == "abandoned"
+
+
+def test_prolific_entry_resumes_and_keeps_external_id_apart(session):
+    make_study(session, settings={"prolific_completion_url": "https://app.prolific.com/submissions/complete?cc="})
+    p, tok1 = P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "SESS1", study_name="pilot")
+    assert p.external_id == "5f0a1b2c3d4e5f6a7b8c9d0e" and p.pseudonym != p.external_id
+    p2, tok2 = P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "SESS1", study_name="pilot")
+    assert p2.id == p.id and tok1 != tok2
+    with pytest.raises(NotFoundError):
+        P.participant_for_token(session, tok1)  # the old token stops working
+    with pytest.raises(UserInputError):
+        P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "OTHER", study_name="pilot")
+    with pytest.raises(UserInputError):
+        P.enter_prolific(session, "<script>", "STUDY1", "S", study_name="pilot")
+    p = P.open_participant(session, tok2)
+    P.give_consent(session, p, False)
+    assert P.participant_view(session, p).redirect_url == "https://app.prolific.com/submissions/complete?cc=SCREENOUT"

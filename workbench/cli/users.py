@@ -1,0 +1,57 @@
+"""Account commands: workbench users add|list."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from db.engine import session_scope
+from workbench.errors import UserInputError
+
+PASSWORD_ENV = "WORKBENCH_PASSWORD"
+
+
+def register(app: typer.Typer) -> None:
+    users = typer.Typer(help="Accounts of annotators and researchers (passwords stored as bcrypt hashes).",
+                        no_args_is_help=True)
+    app.add_typer(users, name="users")
+
+    @users.command("add")
+    def add(
+        name: str = typer.Argument(..., help="Login name."),
+        role: str = typer.Option(..., "--role", help="researcher or annotator."),
+        password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+        update: bool = typer.Option(False, "--update", help="Reset the role and password of an existing user."),
+    ) -> None:
+        """Create an account. The password comes from --password-stdin, $WORKBENCH_PASSWORD or a prompt."""
+        from workbench.accounts import add_user
+        from workbench.cli._common import ready_engine
+
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif os.environ.get(PASSWORD_ENV):
+            password = os.environ[PASSWORD_ENV]
+        elif sys.stdin.isatty():
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        else:
+            raise UserInputError(f"no password given: use --password-stdin, set {PASSWORD_ENV}, or run in a terminal")
+        engine = ready_engine()
+        with session_scope(engine) as session:
+            user = add_user(session, name, role, password, update=update)
+            typer.echo(f"{'Updated' if update else 'Created'} {user.role} {user.name!r}.")
+
+    @users.command("list")
+    def list_() -> None:
+        """List the accounts (never the password hashes)."""
+        from workbench.accounts import users_df
+        from workbench.cli._common import ready_engine
+
+        with session_scope(ready_engine()) as session:
+            df = users_df(session)
+        if df.empty:
+            typer.echo("No users yet: add one with `workbench users add NAME --role researcher`.")
+            return
+        for row in df.itertuples():
+            typer.echo(f"{row.name}\t{row.role}\t{'active' if row.active else 'inactive'}")

@@ -1,0 +1,156 @@
+"""The participant's chat with the assistant: messages, streamed replies, live ratings.
+
+The user's message is committed before the assistant is called and the reply is committed when
+complete, so nothing typed is lost when the model fails or the server stops in between (the page
+then offers to retry the missing reply).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from db.engine import session_scope
+from db.models import AssistantConfig, Condition, Conversation, Participant, Turn
+from db.types import utcnow
+from workbench.errors import UserInputError, WorkbenchError
+from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment, task_view
+from workbench.participation.texts import HALLUCINATION_VALUES
+
+MAX_MESSAGE_CHARS = 4000
+
+# (engine, assistant config, study id, conversation id) -> a ChatModel with .stream(messages, **params)
+ModelFactory = Callable[[Engine, AssistantConfig, int, int], Any]
+
+
+class ReplyError(WorkbenchError):
+    """The assistant could not produce a reply; the user's message is kept and can be retried."""
+
+
+def default_model_factory(engine: Engine, cfg: AssistantConfig, study_id: int, conversation_id: int) -> Any:
+    """The study's assistant model, every call recorded as an LLMCall (no response cache: each
+    participant gets a freshly sampled reply)."""
+    from workbench.llm import get_model, recorded
+
+    return recorded(get_model(cfg.model), engine, purpose="assistant", study_id=study_id,
+                    conversation_id=conversation_id, prompt_version=cfg.version, cache=False)
+
+
+_factory: ModelFactory = default_model_factory
+
+
+def set_model_factory(factory: Optional[ModelFactory]) -> None:
+    """Replace how the assistant model is made (tests pass a scripted model); None restores the default."""
+    global _factory
+    _factory = factory or default_model_factory
+
+
+def _current_conversation(session: Session, p: Participant) -> Conversation:
+    a = current_assignment(session, p)
+    if a is None or a.conversation_id is None:
+        raise UserInputError("there is no task in progress")
+    return session.get(Conversation, a.conversation_id)
+
+
+def send_message(session: Session, p: Participant, text: str) -> Turn:
+    """Store the participant's message (the caller commits it before asking for the reply)."""
+    _expect(p, "task")
+    text = (text or "").strip()
+    if not text:
+        raise UserInputError("the message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise UserInputError(f"the message is too long (at most {MAX_MESSAGE_CHARS} characters)")
+    view = task_view(session, p, _settings(session, p))
+    if view is None or not view.can_send:
+        if view is not None and view.unrated_index is not None:
+            raise UserInputError("please rate the assistant's last reply first")
+        if view is not None and view.at_max:
+            raise UserInputError("this task has reached its maximum number of messages")
+        raise UserInputError("the assistant has not replied yet")
+    conv = _current_conversation(session, p)
+    now = utcnow()
+    turn = Turn(conversation_id=conv.id, index=len(view.turns), role="user", content=text, created_at=now,
+                completed_at=now)
+    session.add(turn)
+    p.last_seen_at = now
+    session.add(p)
+    session.flush()
+    return turn
+
+
+def assistant_messages(session: Session, conv: Conversation) -> tuple[list[dict], AssistantConfig]:
+    cond = session.get(Condition, conv.condition_id)
+    cfg = session.get(AssistantConfig, cond.assistant_config_id)
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    messages += [{"role": t.role, "content": t.content} for t in conversation_turns(session, conv.id)
+                 if t.role in ("user", "assistant")]
+    return messages, cfg
+
+
+def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFactory] = None) -> Iterator[str]:
+    """Stream the assistant's reply to the participant's pending message and store it when complete.
+
+    Yields text pieces. Raises ReplyError when the model fails (nothing is stored then).
+    """
+    with Session(engine, expire_on_commit=False) as s:
+        p = s.get(Participant, participant_id)
+        conv = _current_conversation(s, p)
+        messages, cfg = assistant_messages(s, conv)
+        if not messages or messages[-1]["role"] != "user":
+            return
+        index = len(conversation_turns(s, conv.id))
+        conv_id, study_id = conv.id, conv.study_id
+    params = {k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None}
+    started, t0 = utcnow(), time.perf_counter()
+    pieces: list[str] = []
+    try:
+        model = (factory or _factory)(engine, cfg, study_id, conv_id)
+        stream = model.stream(messages, **params)
+        for piece in stream:
+            if piece:
+                pieces.append(piece)
+                yield piece
+    except WorkbenchError as exc:
+        raise ReplyError(str(exc)) from exc
+    except Exception as exc:  # SDK or network failure: keep the message, offer a retry
+        raise ReplyError(f"{exc.__class__.__name__}: {exc}") from exc
+    completion = getattr(stream, "completion", None)
+    text = (getattr(completion, "text", None) or "".join(pieces)).strip()
+    if not text:
+        raise ReplyError("the assistant returned an empty reply")
+    usage = getattr(completion, "usage", None)
+    turn = Turn(conversation_id=conv_id, index=index, role="assistant", content=text, created_at=started,
+                completed_at=utcnow(), latency_ms=(time.perf_counter() - t0) * 1000,
+                prompt_tokens=getattr(usage, "prompt_tokens", None),
+                completion_tokens=getattr(usage, "completion_tokens", None),
+                llm_call_id=getattr(completion, "call_id", None))
+    try:
+        with session_scope(engine) as s:
+            s.add(turn)
+    except IntegrityError:
+        pass  # another tab stored this reply first; the conversation is still consistent
+
+
+def rate_reply(session: Session, p: Participant, turn_index: int, hallucination: Optional[str],
+               satisfaction: Optional[int], reason: Optional[str] = None) -> None:
+    """Store the participant's judgement of one assistant reply of the current task."""
+    _expect(p, "task")
+    if hallucination not in HALLUCINATION_VALUES:
+        raise UserInputError("please say whether the reply contained made-up information")
+    if satisfaction is None or int(satisfaction) not in range(1, 6):
+        raise UserInputError("please choose a satisfaction from 1 to 5")
+    conv = _current_conversation(session, p)
+    turn = session.exec(select(Turn).where(Turn.conversation_id == conv.id, Turn.index == int(turn_index))).first()
+    if turn is None or turn.role != "assistant":
+        raise UserInputError("there is no such reply to rate")
+    turn.hallucination, turn.satisfaction = hallucination, int(satisfaction)
+    turn.satisfaction_reason = (reason or "").strip()[:2000] or None
+    turn.meta = {**(turn.meta or {}), "rated_at": utcnow().isoformat()}
+    session.add(turn)
+    p.last_seen_at = utcnow()
+    session.add(p)
+    session.flush()

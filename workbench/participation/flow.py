@@ -1,0 +1,431 @@
+"""The participant flow as a state machine kept in the database.
+
+Everything a page needs to draw the participant's current step comes from ``participant_view``;
+every action is one function that validates the step, writes, and moves the state on. Because
+the state lives in ``Participant.state`` (not in the browser), a refresh, a closed tab or a server
+restart resumes exactly where the participant was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Optional
+
+from sqlmodel import Session, select
+
+from db.models import (
+    Assignment,
+    Conversation,
+    Participant,
+    Profile,
+    QuestionnaireResponse,
+    Scenario,
+    Study,
+    TaskContext,
+    Turn,
+)
+from db.repo import profile_and_context
+from db.types import utcnow
+from workbench.errors import UserInputError
+from workbench.participation import assignment as assign_mod
+from workbench.participation.entry import participant_for_token
+from workbench.participation.texts import ATTENTION_EXPECTED, ATTENTION_OPTIONS, POST_TASK_ITEMS
+from workbench.studies import StudySettings, study_settings
+
+STEPS = ("consent", "instructions", "profile", "task", "post_task", "done", "screened_out", "full", "expired")
+
+
+@dataclass
+class TurnView:
+    index: int
+    role: str
+    content: str
+    hallucination: Optional[str] = None
+    satisfaction: Optional[int] = None
+    satisfaction_reason: Optional[str] = None
+    created_at: Optional[datetime] = None
+
+    @property
+    def rated(self) -> bool:
+        return self.role != "assistant" or (self.hallucination is not None and self.satisfaction is not None)
+
+
+@dataclass
+class TaskView:
+    position: int
+    n_tasks: int
+    scenario: str
+    task_text: str
+    profile_text: Optional[str]
+    turns: list[TurnView]
+    n_user_turns: int
+    min_turns: int
+    max_turns: int
+    pending_reply: bool  # the last message is the user's: the assistant still owes a reply
+    unrated_index: Optional[int]  # the assistant turn waiting for the participant's rating
+    can_send: bool
+    can_finish: bool
+    at_max: bool
+
+
+@dataclass
+class ParticipantView:
+    step: str
+    language: str
+    settings: StudySettings
+    pseudonym: str
+    task: Optional[TaskView] = None
+    code: Optional[str] = None
+    redirect_url: Optional[str] = None
+    ask_attention: bool = False
+    profile_fields: list[dict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening a session
+# --------------------------------------------------------------------------------------------------
+
+
+def open_participant(session: Session, token: Optional[str], now: Optional[datetime] = None) -> Participant:
+    """The participant of this token, expired first if idle too long, then marked as seen."""
+    p = participant_for_token(session, token)
+    now = now or utcnow()
+    settings = study_settings(session.get(Study, p.study_id))
+    if p.status == "active" and p.last_seen_at is not None and \
+            now - p.last_seen_at > timedelta(minutes=settings.idle_timeout_minutes):
+        abandon(session, p, now)
+    elif p.status in ("invited", "active"):
+        p.last_seen_at = now
+        if p.status == "invited":
+            p.status = "active"
+        session.add(p)
+    session.flush()
+    return p
+
+
+def abandon(session: Session, p: Participant, now: Optional[datetime] = None) -> None:
+    """Mark an idle participant abandoned: open conversations end, unfinished assignments are released."""
+    now = now or utcnow()
+    p.status = "abandoned"
+    p.state = {**(p.state or {}), "step": "expired"}
+    session.add(p)
+    for a in session.exec(select(Assignment).where(Assignment.participant_id == p.id)).all():
+        if a.status in ("assigned", "in_progress"):
+            a.status = "released"
+            session.add(a)
+            if a.conversation_id:
+                conv = session.get(Conversation, a.conversation_id)
+                if conv is not None and conv.status == "in_progress":
+                    conv.status, conv.ended_at, conv.end_reason, conv.ended_by = "abandoned", now, "idle", "system"
+                    session.add(conv)
+    session.flush()
+
+
+def expire_idle(session: Session, now: Optional[datetime] = None) -> int:
+    """Abandon every active participant idle beyond their study's idle timeout; returns how many."""
+    now = now or utcnow()
+    n = 0
+    for study in session.exec(select(Study)).all():
+        limit = now - timedelta(minutes=study_settings(study).idle_timeout_minutes)
+        for p in session.exec(select(Participant).where(
+                Participant.study_id == study.id, Participant.status == "active",
+                Participant.last_seen_at < limit)).all():
+            abandon(session, p, now)
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------------------------------
+
+
+def _settings(session: Session, p: Participant) -> StudySettings:
+    return study_settings(session.get(Study, p.study_id))
+
+
+def _step(p: Participant) -> str:
+    return (p.state or {}).get("step", "consent")
+
+
+def _set_step(session: Session, p: Participant, step: str, **extra: Any) -> None:
+    p.state = {**(p.state or {}), "step": step, **extra}
+    p.last_seen_at = utcnow()
+    session.add(p)
+    session.flush()
+
+
+def _expect(p: Participant, *steps: str) -> None:
+    if _step(p) not in steps:
+        raise UserInputError("this step is already done; the page shows where you are now")
+
+
+def current_assignment(session: Session, p: Participant) -> Optional[Assignment]:
+    pos = (p.state or {}).get("position", 0)
+    return session.exec(select(Assignment).where(Assignment.participant_id == p.id,
+                                                 Assignment.position == pos)).first()
+
+
+def n_assignments(session: Session, p: Participant) -> int:
+    return len(session.exec(select(Assignment.id).where(Assignment.participant_id == p.id)).all())
+
+
+def conversation_turns(session: Session, conversation_id: int) -> list[Turn]:
+    return list(session.exec(select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.index)).all())
+
+
+def task_view(session: Session, p: Participant, settings: StudySettings) -> Optional[TaskView]:
+    a = current_assignment(session, p)
+    if a is None or a.conversation_id is None:
+        return None
+    conv = session.get(Conversation, a.conversation_id)
+    cond, scen, ctx, prof = profile_and_context(session, a.condition_id)
+    lang = p.language
+    turns = [TurnView(t.index, t.role, t.content, t.hallucination, t.satisfaction, t.satisfaction_reason,
+                      t.created_at) for t in conversation_turns(session, conv.id)]
+    n_user = sum(1 for t in turns if t.role == "user")
+    pending = bool(turns) and turns[-1].role == "user"
+    unrated = next((t.index for t in reversed(turns) if t.role == "assistant" and not t.rated), None)
+    at_max = n_user >= settings.max_turns
+    open_ = conv.status == "in_progress"
+    task_text = (ctx.translations or {}).get(lang) or ctx.text
+    scenario = (scen.names or {}).get(lang) or scen.name
+    profile_text = None
+    if settings.profile_mode == "assigned" and prof is not None:
+        profile_text = (prof.translations or {}).get(lang) or prof.text
+    return TaskView(
+        position=a.position, n_tasks=n_assignments(session, p), scenario=scenario, task_text=task_text,
+        profile_text=profile_text, turns=turns, n_user_turns=n_user, min_turns=settings.min_turns,
+        max_turns=settings.max_turns, pending_reply=pending and open_, unrated_index=unrated,
+        can_send=open_ and not pending and unrated is None and not at_max,
+        can_finish=open_ and not pending and unrated is None and n_user >= settings.min_turns, at_max=at_max,
+    )
+
+
+def completion_redirect(settings: StudySettings, code: str, prolific: bool) -> Optional[str]:
+    url = settings.prolific_completion_url
+    if not prolific or not url:
+        return None
+    if "{code}" in url:
+        return url.replace("{code}", code)
+    return url + code if url.endswith("=") else url
+
+
+def participant_view(session: Session, p: Participant) -> ParticipantView:
+    settings = _settings(session, p)
+    step = _step(p)
+    view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym)
+    prolific = p.external_source == "prolific"
+    if step == "profile":
+        view.profile_fields = profile_fields(p.language)
+    elif step == "task":
+        view.task = task_view(session, p, settings)
+    elif step == "post_task":
+        view.ask_attention = settings.attention_check and not (p.state or {}).get("attention_done")
+        view.task = task_view(session, p, settings)
+    elif step == "done":
+        view.code = settings.completion_code
+        view.redirect_url = completion_redirect(settings, settings.completion_code, prolific)
+    elif step in ("screened_out", "full"):
+        view.code = settings.screenout_code
+        view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
+    return view
+
+
+# --------------------------------------------------------------------------------------------------
+# Profile questionnaire fields
+# --------------------------------------------------------------------------------------------------
+
+_FALLBACK_FIELDS = ["gender", "age", "personality", "occupation", "daily_interests", "travel_habits",
+                    "dining_preferences", "spending_habits", "other_aspects"]
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _localised(value: Any, language: str) -> Any:
+    if isinstance(value, dict) and ("en" in value or "zh" in value):
+        return value.get(language) or value.get("en")
+    return value
+
+
+def profile_fields(language: str) -> list[dict]:
+    """Normalised profile fields from ``scenarios.profile_fields()``:
+    {name, label, type (choice|multi_choice|integer|text), options [(value, label)], min, max, required}.
+    """
+    try:
+        from scenarios import profile_fields as pf  # the scenarios engineer's pack file
+
+        raw = pf()
+    except (ImportError, AttributeError, FileNotFoundError):
+        raw = []
+    if not raw:
+        return [{"name": n, "label": n.replace("_", " ").capitalize(), "type": "text", "options": [],
+                 "min": None, "max": None, "required": True} for n in _FALLBACK_FIELDS]
+    out = []
+    for f in raw:
+        names = _get(f, "names")
+        label = names.get(language) if hasattr(names, "get") and not isinstance(names, dict) else \
+            _localised(names, language) if names else _get(f, "key")
+        opts = []
+        for o in _get(f, "options") or []:
+            value = str(_get(o, "value"))
+            text = (_get(o, "zh") if language == "zh" else None) or _get(o, "en") or value
+            opts.append((value, str(text)))
+        out.append({"name": str(_get(f, "key")), "label": str(label), "type": _get(f, "type", "choice"),
+                    "options": opts, "min": _get(f, "min"), "max": _get(f, "max"),
+                    "required": bool(_get(f, "required", True))})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Actions
+# --------------------------------------------------------------------------------------------------
+
+
+def give_consent(session: Session, p: Participant, agreed: bool) -> None:
+    _expect(p, "consent")
+    session.add(QuestionnaireResponse(study_id=p.study_id, participant_id=p.id, questionnaire="consent",
+                                      item="consent", value="yes" if agreed else "no"))
+    if agreed:
+        _set_step(session, p, "instructions")
+    else:
+        p.status, p.completed_at = "screened_out", utcnow()
+        _set_step(session, p, "screened_out")
+
+
+def finish_instructions(session: Session, p: Participant) -> None:
+    _expect(p, "instructions")
+    settings = _settings(session, p)
+    if settings.profile_mode == "participant":
+        _set_step(session, p, "profile")
+    else:
+        _start_tasks(session, p, settings)
+
+
+def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) -> None:
+    """Store the participant's profile (as a Profile row and as questionnaire answers), then assign."""
+    _expect(p, "profile")
+    fields = profile_fields(p.language)
+    clean: dict[str, Any] = {}
+    for f in fields:
+        v = answers.get(f["name"])
+        if isinstance(v, str):
+            v = v.strip()[:2000]
+        elif isinstance(v, (list, tuple)):
+            v = [str(x)[:200] for x in v]
+        if v in (None, "", []):
+            if f["required"]:
+                raise UserInputError(f"please answer: {f['label']}")
+            continue
+        allowed = {value for value, _ in f["options"]}
+        if f["type"] == "choice" and allowed and v not in allowed:
+            raise UserInputError(f"please choose one of the options for: {f['label']}")
+        if f["type"] == "multi_choice" and allowed and not set(v) <= allowed:
+            raise UserInputError(f"please choose from the options for: {f['label']}")
+        if f["type"] == "integer":
+            try:
+                v = int(v)
+            except (TypeError, ValueError):
+                raise UserInputError(f"please enter a whole number for: {f['label']}") from None
+            if (f["min"] is not None and v < f["min"]) or (f["max"] is not None and v > f["max"]):
+                raise UserInputError(f"{f['label']}: please enter a number from {f['min']} to {f['max']}")
+        clean[f["name"]] = v
+    text = "\n".join(f"{f['label']}: {_answer_text(clean[f['name']])}" for f in fields if f["name"] in clean)
+    prof = Profile(key=f"participant-{p.pseudonym}", language=p.language, fields=clean, text=text,
+                   source="participant")
+    session.add(prof)
+    session.flush()
+    p.profile_id = prof.id
+    for name, v in clean.items():
+        session.add(QuestionnaireResponse(study_id=p.study_id, participant_id=p.id, questionnaire="profile",
+                                          item=name, value=_answer_text(v)))
+    _start_tasks(session, p, _settings(session, p))
+
+
+def _answer_text(v: Any) -> str:
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def _start_tasks(session: Session, p: Participant, settings: StudySettings) -> None:
+    assignments = assign_mod.assign(session, p, settings)
+    if not assignments:
+        p.status, p.completed_at = "screened_out", utcnow()
+        _set_step(session, p, "full")
+        return
+    _enter_task(session, p, 0)
+
+
+def _enter_task(session: Session, p: Participant, position: int) -> None:
+    _set_step(session, p, "task", position=position)
+    a = current_assignment(session, p)
+    if a.conversation_id is None:
+        cond, _, _, _ = profile_and_context(session, a.condition_id)
+        conv = Conversation(study_id=p.study_id, condition_id=cond.id, user_kind="human", participant_id=p.id,
+                            language=cond.language, source="collected", status="in_progress",
+                            meta={"position": position})
+        session.add(conv)
+        session.flush()
+        a.conversation_id = conv.id
+    a.status = "in_progress"
+    session.add(a)
+    session.flush()
+
+
+def finish_task(session: Session, p: Participant) -> None:
+    """End the current task's conversation (after the minimum turns, all replies rated)."""
+    _expect(p, "task")
+    settings = _settings(session, p)
+    view = task_view(session, p, settings)
+    if view is None or not view.can_finish:
+        if view is not None and view.unrated_index is not None:
+            raise UserInputError("please rate the assistant's last reply first")
+        raise UserInputError(f"you can finish after {settings.min_turns} messages")
+    a = current_assignment(session, p)
+    conv = session.get(Conversation, a.conversation_id)
+    conv.status, conv.ended_at, conv.ended_by = "completed", utcnow(), "user"
+    conv.end_reason = "max_turns" if view.at_max else "user_ended"
+    session.add(conv)
+    _set_step(session, p, "post_task", position=a.position)
+
+
+def submit_post_task(session: Session, p: Participant, answers: dict[str, Any],
+                     attention: Optional[str] = None) -> None:
+    """Store the post-task questionnaire (and the attention check once), then go on."""
+    _expect(p, "post_task")
+    lang = p.language
+    missing = [item for item in POST_TASK_ITEMS if answers.get(item) not in POST_TASK_ITEMS[item]["en"]]
+    if missing:
+        raise UserInputError(f"please answer every question ({', '.join(missing)})")
+    ask_attention = _settings(session, p).attention_check and not (p.state or {}).get("attention_done")
+    if ask_attention and attention not in ATTENTION_OPTIONS["en"]:
+        raise UserInputError("please answer every question (attention)")
+    a = current_assignment(session, p)
+    for item, labels in POST_TASK_ITEMS.items():
+        session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,
+                                          participant_id=p.id, questionnaire="post_task", item=item,
+                                          value=answers[item], raw_value=labels[lang][answers[item]]))
+    free = (answers.get("free_text") or "").strip()[:5000]
+    if free:
+        session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,
+                                          participant_id=p.id, questionnaire="post_task", item="free_text",
+                                          value=free, raw_value=free))
+    extra: dict[str, Any] = {}
+    if ask_attention:
+        session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,
+                                          participant_id=p.id, questionnaire="attention_check", item="color",
+                                          value="pass" if attention == ATTENTION_EXPECTED else "fail",
+                                          raw_value=attention))
+        extra["attention_done"] = True
+    a.status = "completed"
+    session.add(a)
+    p.state = {**(p.state or {}), **extra}
+    if a.position + 1 < n_assignments(session, p):
+        _enter_task(session, p, a.position + 1)
+    else:
+        p.status, p.completed_at = "completed", utcnow()
+        _set_step(session, p, "done")
