@@ -1,0 +1,169 @@
+"""``anthropic/<model>``: the anthropic SDK (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Iterator, Optional
+
+from pydantic import SecretStr
+
+from workbench.errors import UserInputError
+from workbench.llm.base import BaseOptions, CallParams, ChatModel, Completion, LLMError, Usage, parse_retry_after
+from workbench.llm.openai_provider import PLACEHOLDER_KEY, _short
+
+
+class AnthropicOptions(BaseOptions):
+    api_key: Optional[SecretStr] = None  # default: ANTHROPIC_API_KEY; never recorded
+    base_url: Optional[str] = None  # default: ANTHROPIC_BASE_URL
+    default_max_tokens: int = 1024  # the messages API requires max_tokens
+
+
+class AnthropicParams(CallParams):
+    top_k: Optional[int] = None
+
+
+def _sdk():
+    try:
+        import anthropic
+    except ImportError:  # pragma: no cover - anthropic is a core dependency
+        raise UserInputError("the anthropic SDK is not installed: pip install anthropic") from None
+    return anthropic
+
+
+def to_anthropic(messages: list[dict]) -> tuple[Optional[str], list[dict]]:
+    """System prompt apart; turns alternate and start with the user, as the messages API requires."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
+    turns: list[dict] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if turns and turns[-1]["role"] == m["role"]:
+            turns[-1] = {"role": m["role"], "content": turns[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            turns.append(dict(m))
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": "(start)"})
+    return system, turns
+
+
+class AnthropicChatModel(ChatModel):
+    provider = "anthropic"
+    options_class = AnthropicOptions
+    params_class = AnthropicParams
+
+    def __init__(self, model: str, **options: Any):
+        super().__init__(model, **options)
+        self._sdk = _sdk()
+        o = self.options
+        self._base_url = o.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        key = o.api_key.get_secret_value() if o.api_key else os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            if not self._base_url:
+                raise UserInputError(
+                    f"{self.name} needs an API key: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a "
+                    "compatible server), or use local/smollm2 to try the pipeline offline")
+            key = PLACEHOLDER_KEY
+        self._key = key
+        self._client = None
+        self._aclient = None
+        self._aloop = None
+
+    def public_options(self) -> dict:
+        d = super().public_options()
+        d["base_url"] = self._base_url
+        return d
+
+    def _client_kwargs(self) -> dict:
+        return dict(api_key=self._key, base_url=self._base_url, timeout=self.options.timeout, max_retries=0)
+
+    def client(self):
+        if self._client is None:
+            self._client = self._sdk.Anthropic(**self._client_kwargs())
+        return self._client
+
+    def aclient(self):
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aloop is not loop:
+            self._aclient = self._sdk.AsyncAnthropic(**self._client_kwargs())
+            self._aloop = loop
+        return self._aclient
+
+    def _request(self, messages: list[dict], params: dict) -> dict:
+        system, turns = to_anthropic(messages)
+        req: dict = {"model": self.model, "messages": turns,
+                     "max_tokens": params.get("max_tokens") or self.options.default_max_tokens}
+        if system:
+            req["system"] = system
+        # Sampling parameters go in the body directly: newer SDK releases dropped them from the
+        # typed signature, while the messages API still takes them.
+        sampling = {k: params[k] for k in ("temperature", "top_p", "top_k") if k in params}
+        if sampling:
+            req["extra_body"] = sampling
+        if params.get("stop"):
+            req["stop_sequences"] = params["stop"]
+        # "seed" is not part of the messages API: it only keys the response cache.
+        return req
+
+    def _to_completion(self, resp: Any) -> Completion:
+        try:
+            text = "".join(getattr(b, "text", "") for b in resp.content if getattr(b, "type", "") == "text")
+            usage = Usage(int(resp.usage.input_tokens or 0), int(resp.usage.output_tokens or 0))
+            raw = resp.model_dump(mode="json") if hasattr(resp, "model_dump") else None
+        except (AttributeError, TypeError) as exc:
+            raise LLMError(f"{self.name} returned a malformed response ({exc})", retryable=True) from None
+        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=resp.stop_reason)
+
+    def _call(self, messages: list[dict], params: dict) -> Completion:
+        try:
+            resp = self.client().messages.create(**self._request(messages, params))
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return self._to_completion(resp)
+
+    async def _acall(self, messages: list[dict], params: dict) -> Completion:
+        try:
+            resp = await self.aclient().messages.create(**self._request(messages, params))
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return self._to_completion(resp)
+
+    def _stream_pieces(self, messages: list[dict], params: dict, holder: dict) -> Iterator[str]:
+        req = self._request(messages, params)
+        req["stream"] = True
+        prompt_tokens = completion_tokens = 0
+        try:
+            for ev in self.client().messages.create(**req):
+                kind = getattr(ev, "type", "")
+                if kind == "message_start":
+                    prompt_tokens = int(ev.message.usage.input_tokens or 0)
+                elif kind == "content_block_delta" and getattr(ev.delta, "type", "") == "text_delta":
+                    yield ev.delta.text
+                elif kind == "message_delta":
+                    completion_tokens = int(getattr(ev.usage, "output_tokens", 0) or 0)
+                    holder["finish_reason"] = getattr(ev.delta, "stop_reason", None)
+        except LLMError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+        holder["usage"] = Usage(prompt_tokens, completion_tokens)
+
+    def _translate(self, exc: Exception) -> LLMError:
+        sdk = self._sdk
+        if isinstance(exc, sdk.APITimeoutError):
+            return LLMError(f"{self.name} timed out after {self.options.timeout}s", retryable=True)
+        if isinstance(exc, sdk.APIConnectionError):
+            return LLMError(f"cannot reach {self._base_url or 'the Anthropic API'}: {exc}", retryable=True)
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
+            msg = f"{self.name} returned HTTP {status}: {_short(exc)}"
+            if status in (401, 403):
+                msg += " (check ANTHROPIC_API_KEY)"
+            elif status == 404:
+                msg += " (check the model name and ANTHROPIC_BASE_URL)"
+            return LLMError(msg, retryable=status in (408, 409, 429, 529) or status >= 500,
+                            retry_after=retry_after, status=status)
+        if isinstance(exc, (sdk.APIResponseValidationError, ValueError)):
+            return LLMError(f"{self.name} returned a malformed response: {_short(exc)}", retryable=True)
+        return LLMError(f"{self.name} call failed: {exc.__class__.__name__}: {_short(exc)}", retryable=False)

@@ -1,0 +1,154 @@
+"""``openai/<model>``: the openai SDK; any OpenAI-compatible server through OPENAI_BASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Iterator, Optional
+
+from pydantic import SecretStr
+
+from workbench.errors import UserInputError
+from workbench.llm.base import BaseOptions, CallParams, ChatModel, Completion, LLMError, Usage, parse_retry_after
+
+# Local servers (vLLM, Ollama, llama.cpp server) accept any key; the SDK insists on one.
+PLACEHOLDER_KEY = "not-needed"
+
+
+class OpenAIOptions(BaseOptions):
+    api_key: Optional[SecretStr] = None  # default: OPENAI_API_KEY; never recorded
+    base_url: Optional[str] = None  # default: OPENAI_BASE_URL
+    organization: Optional[str] = None
+    max_tokens_field: str = "max_tokens"  # some models want "max_completion_tokens"
+
+
+class OpenAIParams(CallParams):
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+
+
+def _sdk():
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a core dependency
+        raise UserInputError("the openai SDK is not installed: pip install openai") from None
+    return openai
+
+
+class OpenAIChatModel(ChatModel):
+    provider = "openai"
+    options_class = OpenAIOptions
+    params_class = OpenAIParams
+
+    def __init__(self, model: str, **options: Any):
+        super().__init__(model, **options)
+        self._sdk = _sdk()
+        o = self.options
+        self._base_url = o.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = o.api_key.get_secret_value() if o.api_key else os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self._base_url:
+                raise UserInputError(
+                    f"{self.name} needs an API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local "
+                    "OpenAI-compatible server), or use local/smollm2 to try the pipeline offline")
+            key = PLACEHOLDER_KEY
+        self._key = key
+        self._client = None
+        self._aclient = None
+        self._aloop = None
+
+    def public_options(self) -> dict:
+        d = super().public_options()
+        d["base_url"] = self._base_url
+        return d
+
+    def _client_kwargs(self) -> dict:
+        # max_retries=0: our own retries are the ones that are recorded and tuned.
+        return dict(api_key=self._key, base_url=self._base_url, timeout=self.options.timeout, max_retries=0,
+                    organization=self.options.organization)
+
+    def client(self):
+        if self._client is None:
+            self._client = self._sdk.OpenAI(**self._client_kwargs())
+        return self._client
+
+    def aclient(self):
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aloop is not loop:
+            self._aclient = self._sdk.AsyncOpenAI(**self._client_kwargs())
+            self._aloop = loop
+        return self._aclient
+
+    def _request(self, messages: list[dict], params: dict) -> dict:
+        req: dict = {"model": self.model, "messages": messages}
+        for k, v in params.items():
+            req[self.options.max_tokens_field if k == "max_tokens" else k] = v
+        return req
+
+    def _to_completion(self, resp: Any) -> Completion:
+        try:
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+            u = resp.usage
+            usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0)) if u else Usage()
+            raw = resp.model_dump(mode="json") if hasattr(resp, "model_dump") else None
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise LLMError(f"{self.name} returned a malformed response ({exc})", retryable=True) from None
+        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=choice.finish_reason)
+
+    def _call(self, messages: list[dict], params: dict) -> Completion:
+        try:
+            resp = self.client().chat.completions.create(**self._request(messages, params))
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return self._to_completion(resp)
+
+    async def _acall(self, messages: list[dict], params: dict) -> Completion:
+        try:
+            resp = await self.aclient().chat.completions.create(**self._request(messages, params))
+        except Exception as exc:
+            raise self._translate(exc) from None
+        return self._to_completion(resp)
+
+    def _stream_pieces(self, messages: list[dict], params: dict, holder: dict) -> Iterator[str]:
+        req = self._request(messages, params)
+        req.update(stream=True, stream_options={"include_usage": True})
+        try:
+            for chunk in self.client().chat.completions.create(**req):
+                if getattr(chunk, "usage", None):
+                    holder["usage"] = Usage(int(chunk.usage.prompt_tokens or 0),
+                                            int(chunk.usage.completion_tokens or 0))
+                for choice in chunk.choices or []:
+                    if choice.finish_reason:
+                        holder["finish_reason"] = choice.finish_reason
+                    if choice.delta and choice.delta.content:
+                        yield choice.delta.content
+        except LLMError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: Exception) -> LLMError:
+        sdk = self._sdk
+        if isinstance(exc, sdk.APITimeoutError):
+            return LLMError(f"{self.name} timed out after {self.options.timeout}s", retryable=True)
+        if isinstance(exc, sdk.APIConnectionError):
+            return LLMError(f"cannot reach {self._base_url or 'the OpenAI API'}: {exc}", retryable=True)
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
+            msg = f"{self.name} returned HTTP {status}: {_short(exc)}"
+            if status in (401, 403):
+                msg += " (check OPENAI_API_KEY)"
+            elif status == 404:
+                msg += " (check the model name and OPENAI_BASE_URL)"
+            return LLMError(msg, retryable=status in (408, 409, 429) or status >= 500,
+                            retry_after=retry_after, status=status)
+        if isinstance(exc, (sdk.APIResponseValidationError, ValueError)):
+            return LLMError(f"{self.name} returned a malformed response: {_short(exc)}", retryable=True)
+        return LLMError(f"{self.name} call failed: {exc.__class__.__name__}: {_short(exc)}", retryable=False)
+
+
+def _short(exc: Exception, n: int = 300) -> str:
+    s = str(exc)
+    return s if len(s) <= n else s[:n] + "..."

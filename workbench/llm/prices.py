@@ -1,0 +1,63 @@
+"""Per-model prices (USD per million tokens) from ``prices.yaml``, overridable with WORKBENCH_PRICES."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from workbench.errors import UserInputError
+
+ENV_PRICES = "WORKBENCH_PRICES"
+BUNDLED = Path(__file__).with_name("prices.yaml")
+
+
+def _read(path: Path) -> dict[str, dict]:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserInputError(f"cannot read the price table {path}: {exc}") from None
+    models = doc.get("models", doc) if isinstance(doc, dict) else None
+    if not isinstance(models, dict):
+        raise UserInputError(f"{path}: expected 'models: {{provider/model: {{input: X, output: Y}}}}'")
+    out = {}
+    for name, p in models.items():
+        if name == "version":
+            continue
+        if not isinstance(p, dict) or not {"input", "output"} <= set(p):
+            raise UserInputError(f"{path}: price of {name!r} needs 'input' and 'output' (USD per 1M tokens)")
+        out[str(name)] = {"input": float(p["input"]), "output": float(p["output"])}
+    return out
+
+
+@lru_cache(maxsize=8)
+def _table(override: Optional[str]) -> dict[str, dict]:
+    table = _read(BUNDLED)
+    if override:
+        table.update(_read(Path(override)))
+    return table
+
+
+def price_table() -> dict[str, dict]:
+    """The effective table: bundled prices updated with the WORKBENCH_PRICES file."""
+    return dict(_table(os.environ.get(ENV_PRICES) or None))
+
+
+def price_of(model: str) -> Optional[dict]:
+    table = _table(os.environ.get(ENV_PRICES) or None)
+    if model in table:
+        return table[model]
+    matches = [k for k in table if any(c in k for c in "*?[") and fnmatch.fnmatchcase(model, k)]
+    return table[max(matches, key=len)] if matches else None
+
+
+def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> Optional[float]:
+    """USD for one call, or None when the model has no price (unknown cost, not zero)."""
+    p = price_of(model)
+    if p is None:
+        return None
+    return (prompt_tokens * p["input"] + completion_tokens * p["output"]) / 1_000_000

@@ -1,0 +1,191 @@
+"""Recording and caching: ``recorded(model, engine, purpose, ...)`` writes every call as an LLMCall.
+
+The response cache reuses LLMCall rows: a successful call's ``cache_key`` (a hash of the model name,
+messages and parameters, seed included) answers later identical calls for free. Cache hits are
+recorded too (``cache_hit=True``, cost 0), so a conversation's provenance is complete either way.
+API keys never reach a row: only ``public_options()`` and call parameters are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from db.models import LLMCall
+from db.types import utcnow
+from workbench.llm.base import ChatModel, Completion, LLMError, Stream, Usage, validate_messages
+
+ENV_CACHE = "WORKBENCH_LLM_CACHE"
+_T = LLMCall.__table__
+
+
+def cache_enabled(default: bool = True) -> bool:
+    """False when WORKBENCH_LLM_CACHE is 0/false/off/no."""
+    v = os.environ.get(ENV_CACHE)
+    if v is None:
+        return default
+    return v.strip().lower() not in ("0", "false", "off", "no")
+
+
+def cache_key(model: str, messages: list[dict], params: dict) -> str:
+    blob = json.dumps({"model": model, "messages": messages, "params": params}, sort_keys=True,
+                      ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class RecordedModel(ChatModel):
+    """The same interface as the wrapped model; every call is written to the database."""
+
+    def __init__(self, inner: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
+                 conversation_id: Optional[int] = None, run_id: Optional[int] = None,
+                 prompt_version: Optional[str] = None, cache: bool = True):
+        # No ChatModel.__init__: options belong to the inner model.
+        self.inner = inner
+        self.provider = inner.provider
+        self.model = inner.model
+        self.name = inner.name
+        self.options = inner.options
+        self.engine = engine
+        self.purpose = purpose
+        self.context = {"study_id": study_id, "conversation_id": conversation_id, "run_id": run_id,
+                        "prompt_version": prompt_version}
+        self.cache = bool(cache) and cache_enabled()
+        self._options_record = inner.public_options()
+
+    def __repr__(self) -> str:
+        return f"<recorded {self.name} purpose={self.purpose}>"
+
+    def bind(self, **context: Any) -> "RecordedModel":
+        """A copy writing other ids (e.g. ``conversation_id=``), sharing the model and its clients."""
+        new = object.__new__(RecordedModel)
+        new.__dict__.update(self.__dict__)
+        new.context = {**self.context, **context}
+        if "purpose" in context:
+            new.purpose = new.context.pop("purpose")
+        return new
+
+    def check_params(self, params: dict) -> dict:
+        return self.inner.check_params(params)
+
+    def public_options(self) -> dict:
+        return self._options_record
+
+    # ------------------------------------------------------------------ database
+    def _lookup(self, key: str) -> Optional[dict]:
+        q = (select(_T.c.id, _T.c.response, _T.c.prompt_tokens, _T.c.completion_tokens)
+             .where(_T.c.cache_key == key, _T.c.error.is_(None), _T.c.cache_hit.is_(False))
+             .order_by(_T.c.id).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
+
+    def _write(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
+               error: Optional[str], latency_ms: float, hit: bool) -> int:
+        values = dict(
+            provider=self.provider, model=self.name, purpose=self.purpose,
+            params={"call": params, "options": self._options_record}, messages=messages,
+            response=c.text if c else None, raw=None if (c is None or hit) else c.raw,
+            prompt_tokens=c.usage.prompt_tokens if c else None,
+            completion_tokens=c.usage.completion_tokens if c else None,
+            cost_usd=(0.0 if hit else c.cost_usd) if c else None, latency_ms=latency_ms, error=error,
+            cache_key=key, cache_hit=hit, created_at=utcnow(), **self.context,
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(insert(_T).values(**values)).inserted_primary_key[0]
+
+    def _from_cache(self, row: dict, t0: float) -> Completion:
+        return Completion(text=row["response"] or "", model=self.name,
+                          usage=Usage(row["prompt_tokens"] or 0, row["completion_tokens"] or 0),
+                          latency_ms=(time.perf_counter() - t0) * 1000, cost_usd=0.0, cached=True,
+                          raw={"cached_from": row["id"]})
+
+    def _prepare(self, messages: Any, params: dict) -> tuple[list[dict], dict, str]:
+        msgs = validate_messages(messages)
+        p = self.check_params(params)
+        return msgs, p, cache_key(self.name, msgs, p)
+
+    # ------------------------------------------------------------------ calls
+    def complete(self, messages: list[dict], **params: Any) -> Completion:
+        msgs, p, key = self._prepare(messages, params)
+        t0 = time.perf_counter()
+        if self.cache:
+            row = self._lookup(key)
+            if row:
+                c = self._from_cache(row, t0)
+                c.call_id = self._write(msgs, p, key, c, None, c.latency_ms, True)
+                return c
+        try:
+            c = self.inner.complete(msgs, **p)
+        except LLMError as exc:
+            self._write(msgs, p, key, None, str(exc), (time.perf_counter() - t0) * 1000, False)
+            raise
+        c.call_id = self._write(msgs, p, key, c, None, c.latency_ms, False)
+        return c
+
+    async def acomplete(self, messages: list[dict], **params: Any) -> Completion:
+        msgs, p, key = self._prepare(messages, params)
+        t0 = time.perf_counter()
+        # Database work runs in worker threads so in-flight conversations do not wait on each other.
+        if self.cache:
+            row = await asyncio.to_thread(self._lookup, key)
+            if row:
+                c = self._from_cache(row, t0)
+                c.call_id = await asyncio.to_thread(self._write, msgs, p, key, c, None, c.latency_ms, True)
+                return c
+        try:
+            c = await self.inner.acomplete(msgs, **p)
+        except LLMError as exc:
+            await asyncio.to_thread(self._write, msgs, p, key, None, str(exc),
+                                    (time.perf_counter() - t0) * 1000, False)
+            raise
+        c.call_id = await asyncio.to_thread(self._write, msgs, p, key, c, None, c.latency_ms, False)
+        return c
+
+    def stream(self, messages: list[dict], **params: Any) -> Stream:
+        msgs, p, key = self._prepare(messages, params)
+        t0 = time.perf_counter()
+        if self.cache:
+            row = self._lookup(key)
+            if row:
+                c = self._from_cache(row, t0)
+
+                def finish_cached(_text: str) -> Completion:
+                    c.call_id = self._write(msgs, p, key, c, None, c.latency_ms, True)
+                    return c
+
+                return Stream(iter([c.text]), finish_cached)
+        inner = self.inner.stream(msgs, **p)
+
+        def pieces() -> Iterator[str]:
+            try:
+                yield from inner
+            except LLMError as exc:
+                self._write(msgs, p, key, None, str(exc), (time.perf_counter() - t0) * 1000, False)
+                raise
+
+        def finish(_text: str) -> Completion:
+            c = inner.completion
+            c.call_id = self._write(msgs, p, key, c, None, c.latency_ms, False)
+            return c
+
+        return Stream(pieces(), finish)
+
+
+def recorded(model: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
+             conversation_id: Optional[int] = None, run_id: Optional[int] = None,
+             prompt_version: Optional[str] = None, cache: bool = True) -> RecordedModel:
+    """``model`` with every call written as an LLMCall row (and answered from the cache when allowed).
+
+    The cache is off when ``cache=False`` or WORKBENCH_LLM_CACHE=0.
+    """
+    if isinstance(model, RecordedModel):
+        model = model.inner
+    return RecordedModel(model, engine, purpose, study_id=study_id, conversation_id=conversation_id,
+                         run_id=run_id, prompt_version=prompt_version, cache=cache)

@@ -1,0 +1,55 @@
+"""``get_model("provider/model", **options)``: the one way to get a ChatModel by name.
+
+SDKs are imported only when their provider is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from workbench.errors import UserInputError
+from workbench.llm.base import ChatModel
+
+
+def _openai(model: str, **o: Any) -> ChatModel:
+    from workbench.llm.openai_provider import OpenAIChatModel
+
+    return OpenAIChatModel(model, **o)
+
+
+def _anthropic(model: str, **o: Any) -> ChatModel:
+    from workbench.llm.anthropic_provider import AnthropicChatModel
+
+    return AnthropicChatModel(model, **o)
+
+
+def _local(model: str, **o: Any) -> ChatModel:
+    from workbench.llm.local_provider import LocalChatModel
+
+    return LocalChatModel(model, **o)
+
+
+def _scripted(model: str, **o: Any) -> ChatModel:
+    from workbench.llm.scripted import ScriptedModel
+
+    return ScriptedModel(name=f"scripted/{model}", **o)
+
+
+PROVIDERS: dict[str, Callable[..., ChatModel]] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "local": _local,
+    "scripted": _scripted,
+}
+
+
+def get_model(name: str, **options: Any) -> ChatModel:
+    """A ChatModel for ``provider/model`` (e.g. ``openai/gpt-4o-mini``, ``local/smollm2``)."""
+    if not isinstance(name, str) or "/" not in name or not name.split("/", 1)[1]:
+        raise UserInputError(f"model names look like provider/model (e.g. openai/gpt-4o-mini), got {name!r}; "
+                             f"providers: {', '.join(PROVIDERS)}")
+    provider, model = name.split("/", 1)
+    if provider not in PROVIDERS:
+        raise UserInputError(f"unknown model provider {provider!r} in {name!r}; known providers: "
+                             f"{', '.join(PROVIDERS)}")
+    return PROVIDERS[provider](model, **options)
