@@ -1,0 +1,129 @@
+"""Adjudication: where annotators disagree, a researcher picks the final label.
+
+The final labels form their own source ``adjudicated:<study>`` (kind "adjudicated"), so analyses
+can use them as gold while the annotators' own labels stay untouched. Each adjudicated label keeps
+the values it was chosen among in ``Label.samples`` ({"source", "value"} records) and who decided
+in ``Label.rationale``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import pandas as pd
+from sqlmodel import Session, select
+
+from annotation.codebook import Codebook
+from db.models import Conversation, Label, LabelSource, Turn
+from db.repo import get_or_create_label_source, get_study
+from db.types import utcnow
+from workbench.errors import NotFoundError, UserInputError
+
+DISAGREEMENT_COLUMNS = ["conversation_id", "dimension", "turn_index", "n", "n_distinct", "values", "adjudicated"]
+
+
+def adjudicated_source_name(study_name: str) -> str:
+    return f"adjudicated:{study_name}"
+
+
+def _sources(session: Session, names: Optional[Iterable[str]]) -> list[LabelSource]:
+    if names is None:
+        return list(session.exec(select(LabelSource).where(LabelSource.kind == "human").order_by(LabelSource.name)).all())
+    names = list(names)
+    found = {s.name: s for s in session.exec(select(LabelSource).where(LabelSource.name.in_(names))).all()}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFoundError(f"no label source(s) {', '.join(missing)} (list them with `workbench labels sources`)")
+    return [found[n] for n in names]
+
+
+def disagreements_df(session: Session, study_name: str, sources: Optional[Iterable[str]] = None,
+                     dimensions: Optional[Iterable[str]] = None, include_agreed: bool = False) -> pd.DataFrame:
+    """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently.
+
+    ``sources`` defaults to every human annotator source. ``values`` maps source name -> value;
+    ``adjudicated`` is the final value already chosen (None when still open).
+    """
+    study = get_study(session, study_name)
+    srcs = _sources(session, sources)
+    if not srcs:
+        return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
+    by_id = {s.id: s.name for s in srcs}
+    q = (
+        select(Label.conversation_id, Label.dimension, Label.turn_index, Label.source_id, Label.value)
+        .join(Conversation, Conversation.id == Label.conversation_id)
+        .where(Conversation.study_id == study.id, Label.source_id.in_(list(by_id)), Label.status == "ok",
+               Label.value.is_not(None))
+    )
+    if dimensions is not None:
+        q = q.where(Label.dimension.in_(list(dimensions)))
+    rows = session.exec(q).all()
+    if not rows:
+        return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
+    df = pd.DataFrame(rows, columns=["conversation_id", "dimension", "turn_index", "source_id", "value"])
+    final = _final_values(session, study_name)
+    out = []
+    for (conv, dim, idx), part in df.groupby(["conversation_id", "dimension", "turn_index"], sort=True):
+        if len(part) < 2:
+            continue
+        values = {by_id[s]: v for s, v in zip(part["source_id"], part["value"])}
+        n_distinct = len(set(values.values()))
+        if n_distinct < 2 and not include_agreed:
+            continue
+        out.append({"conversation_id": int(conv), "dimension": dim, "turn_index": int(idx), "n": len(values),
+                    "n_distinct": n_distinct, "values": values, "adjudicated": final.get((int(conv), dim, int(idx)))})
+    return pd.DataFrame(out, columns=DISAGREEMENT_COLUMNS)
+
+
+def _final_values(session: Session, study_name: str) -> dict[tuple[int, str, int], str]:
+    src = session.exec(select(LabelSource).where(LabelSource.name == adjudicated_source_name(study_name))).first()
+    if src is None:
+        return {}
+    rows = session.exec(select(Label.conversation_id, Label.dimension, Label.turn_index, Label.value)
+                        .where(Label.source_id == src.id)).all()
+    return {(c, d, i): v for c, d, i, v in rows}
+
+
+def adjudicate(session: Session, study_name: str, conversation_id: int, dimension: str, value: str,
+               codebook: Codebook, turn_index: int = -1, adjudicator: Optional[str] = None,
+               note: Optional[str] = None, sources: Optional[Iterable[str]] = None) -> Label:
+    """Record the final label of one item under ``adjudicated:<study>``; replaces an earlier decision."""
+    study = get_study(session, study_name)
+    conv = session.get(Conversation, conversation_id)
+    if conv is None or conv.study_id != study.id:
+        raise NotFoundError(f"conversation {conversation_id} is not in study {study_name!r}")
+    dim = codebook.get(dimension)
+    value = str(value)
+    if value not in dim.labels:
+        raise UserInputError(f"{value!r} is not a label of {dimension} (use one of {', '.join(dim.labels)})")
+    if (turn_index < 0) != (dim.level == "conversation"):
+        raise UserInputError(f"{dimension} is {dim.level}-level: give {'no' if turn_index < 0 else 'a'} turn index")
+    turn_id = None
+    if turn_index >= 0:
+        turn = session.exec(select(Turn).where(Turn.conversation_id == conversation_id, Turn.index == turn_index)).first()
+        if turn is None:
+            raise NotFoundError(f"conversation {conversation_id} has no turn {turn_index}")
+        turn_id = turn.id
+    srcs = _sources(session, sources)
+    considered = session.exec(
+        select(LabelSource.name, Label.value).join(LabelSource, LabelSource.id == Label.source_id)
+        .where(Label.conversation_id == conversation_id, Label.dimension == dimension,
+               Label.turn_index == turn_index, Label.source_id.in_([s.id for s in srcs]))
+        .order_by(LabelSource.name)
+    ).all()
+    final_src = get_or_create_label_source(session, adjudicated_source_name(study_name), "adjudicated",
+                                           codebook_version=codebook.version,
+                                           params={"study": study_name, "gold": True})
+    lab = session.exec(select(Label).where(Label.source_id == final_src.id, Label.conversation_id == conversation_id,
+                                           Label.dimension == dimension, Label.turn_index == turn_index)).first()
+    if lab is None:
+        lab = Label(conversation_id=conversation_id, dimension=dimension, turn_index=turn_index,
+                    source_id=final_src.id)
+    who = f"adjudicated by {adjudicator}" if adjudicator else "adjudicated"
+    note = (note or "").strip()
+    lab.value, lab.turn_id, lab.status, lab.created_at = value, turn_id, "ok", utcnow()
+    lab.rationale = f"{who}: {note}" if note else who
+    lab.samples = [{"source": s, "value": v} for s, v in considered]
+    session.add(lab)
+    session.flush()
+    return lab

@@ -1,0 +1,276 @@
+"""Annotators' queues: who labels which conversation, in which order.
+
+``assign_items`` chooses conversations balanced across user kind and scenario (round robin over
+the strata, random within each, seeded) and gives each to ``overlap`` annotators, always the least
+loaded ones, so every item gets k independent labels and the load is even. Calling it again tops
+the queues up: items already in someone's queue are not given to them twice.
+
+Example::
+
+    report = assign_items(session, "pilot", ["ann", "bob", "cy"], overlap=2, per_annotator=40)
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import pandas as pd
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from db.models import Annotator, Condition, Conversation, Scenario, Study, Turn
+from db.models.annotation import AnnotationAssignment
+from db.repo import get_study
+from db.types import utcnow
+from workbench.errors import NotFoundError, UserInputError
+
+EXCLUDED_STATUSES = ("in_progress", "failed")
+
+
+@dataclass
+class AssignReport:
+    study: str
+    batch: str
+    overlap: int
+    n_items: int = 0
+    per_annotator: dict[str, int] = field(default_factory=dict)  # new items per annotator
+    per_stratum: dict[str, int] = field(default_factory=dict)  # "kind/scenario" -> items
+    n_available: int = 0  # candidate items before sampling
+
+    def summary(self) -> str:
+        lines = [f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
+                 f"(batch {self.batch}; {self.n_available} candidates)."]
+        for name, n in self.per_annotator.items():
+            lines.append(f"  {name}: +{n}")
+        for stratum, n in sorted(self.per_stratum.items()):
+            lines.append(f"  {stratum}: {n} items")
+        return "\n".join(lines)
+
+
+def get_annotators(session: Session, names: Sequence[str]) -> list[Annotator]:
+    """The accounts with these names, in order; unknown names are a UserInputError."""
+    clean = [n.strip() for n in names if n and n.strip()]
+    if not clean:
+        raise UserInputError("no annotators given: name them with --annotators a,b,c")
+    dupes = sorted({n for n in clean if clean.count(n) > 1})
+    if dupes:
+        raise UserInputError(f"annotator(s) named twice: {', '.join(dupes)}")
+    found = {a.name: a for a in session.exec(select(Annotator).where(Annotator.name.in_(clean))).all()}
+    missing = [n for n in clean if n not in found]
+    if missing:
+        raise NotFoundError(
+            f"no account for annotator(s) {', '.join(missing)}: create them with "
+            "`workbench users add NAME --role annotator`"
+        )
+    inactive = [n for n in clean if not found[n].active]
+    if inactive:
+        raise UserInputError(f"annotator account(s) {', '.join(inactive)} are deactivated")
+    return [found[n] for n in clean]
+
+
+def candidates_df(session: Session, study: Study, conversation_ids: Optional[Iterable[int]] = None) -> pd.DataFrame:
+    """Conversations that can be labelled: finished, with at least one user turn."""
+    user_turns = (
+        select(Turn.conversation_id, func.count(Turn.id).label("n"))
+        .where(Turn.role == "user")
+        .group_by(Turn.conversation_id)
+        .subquery()
+    )
+    q = (
+        select(Conversation.id, Conversation.user_kind, Scenario.key)
+        .join(Condition, Condition.id == Conversation.condition_id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .join(user_turns, user_turns.c.conversation_id == Conversation.id)
+        .where(Conversation.study_id == study.id)
+        .where(Conversation.status.not_in(EXCLUDED_STATUSES))
+        .order_by(Conversation.id)
+    )
+    if conversation_ids is not None:
+        q = q.where(Conversation.id.in_(list(conversation_ids)))
+    rows = session.exec(q).all()
+    return pd.DataFrame(rows, columns=["conversation_id", "user_kind", "scenario"])
+
+
+def _balanced_sample(cands: pd.DataFrame, n: Optional[int], rng: random.Random) -> list[int]:
+    """Round robin over (user kind, scenario) strata, random order within each stratum."""
+    strata: dict[tuple, list[int]] = {}
+    for key, part in cands.groupby(["user_kind", "scenario"], sort=True):
+        ids = part["conversation_id"].tolist()
+        rng.shuffle(ids)
+        strata[key] = ids
+    order: list[int] = []
+    keys = sorted(strata)
+    while any(strata[k] for k in keys):
+        for k in keys:
+            if strata[k]:
+                order.append(strata[k].pop())
+    return order if n is None else order[:n]
+
+
+def assign_items(
+    session: Session,
+    study_name: str,
+    annotators: Sequence[str],
+    overlap: int = 2,
+    per_annotator: Optional[int] = None,
+    seed: int = 0,
+    conversation_ids: Optional[Iterable[int]] = None,
+    user_kinds: Optional[Sequence[str]] = None,
+) -> AssignReport:
+    """Add conversations to the annotators' queues so each new item has ``overlap`` annotators.
+
+    ``per_annotator``: new items per annotator (default: every unassigned conversation).
+    """
+    study = get_study(session, study_name)
+    people = get_annotators(session, annotators)
+    if overlap < 1:
+        raise UserInputError("--overlap must be at least 1")
+    if overlap > len(people):
+        raise UserInputError(f"--overlap {overlap} needs at least {overlap} annotators (got {len(people)})")
+    if per_annotator is not None and per_annotator < 1:
+        raise UserInputError("--per-annotator must be at least 1")
+
+    cands = candidates_df(session, study, conversation_ids)
+    if user_kinds:
+        cands = cands[cands["user_kind"].isin(list(user_kinds))]
+    existing = session.exec(
+        select(AnnotationAssignment.conversation_id, AnnotationAssignment.annotator_id, AnnotationAssignment.position)
+        .where(AnnotationAssignment.study_id == study.id)
+    ).all()
+    assigned_to: dict[int, set[int]] = defaultdict(set)
+    next_pos: dict[int, int] = defaultdict(int)
+    for conv_id, ann_id, pos in existing:
+        assigned_to[conv_id].add(ann_id)
+        next_pos[ann_id] = max(next_pos[ann_id], pos + 1)
+    # New items are those nobody has yet; topping up overlap of old items is a separate decision.
+    cands = cands[~cands["conversation_id"].isin(list(assigned_to))]
+    batch = f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    report = AssignReport(study=study.name, batch=batch, overlap=overlap, n_available=len(cands))
+    if cands.empty:
+        report.per_annotator = {p.name: 0 for p in people}
+        return report
+
+    rng = random.Random(seed)
+    n_items = None if per_annotator is None else (per_annotator * len(people)) // overlap
+    chosen = _balanced_sample(cands, n_items, rng)
+    kind_scen = cands.set_index("conversation_id")[["user_kind", "scenario"]].to_dict("index")
+
+    load: Counter = Counter({p.id: 0 for p in people})
+    new_items: dict[int, list[int]] = defaultdict(list)
+    for conv_id in chosen:
+        # The least-loaded annotators take the item; random tie-breaks spread the pairs evenly.
+        order = sorted(people, key=lambda p: (load[p.id], rng.random()))
+        for p in order[:overlap]:
+            load[p.id] += 1
+            new_items[p.id].append(conv_id)
+        ks = kind_scen[conv_id]
+        stratum = f"{ks['user_kind']}/{ks['scenario']}"
+        report.per_stratum[stratum] = report.per_stratum.get(stratum, 0) + 1
+    for p in people:
+        items = new_items[p.id]
+        # Each annotator sees their items in their own random order (no shared order effects).
+        rng.shuffle(items)
+        for i, conv_id in enumerate(items):
+            session.add(AnnotationAssignment(study_id=study.id, annotator_id=p.id, conversation_id=conv_id,
+                                             position=next_pos[p.id] + i, batch=batch))
+        report.per_annotator[p.name] = len(items)
+    session.flush()
+    report.n_items = len(chosen)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a queue
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.done - self.skipped
+
+    @property
+    def fraction(self) -> float:
+        return (self.done + self.skipped) / self.total if self.total else 0.0
+
+
+def queue_progress(session: Session, study_id: int, annotator_id: int) -> Progress:
+    counts = dict(session.exec(
+        select(AnnotationAssignment.status, func.count(AnnotationAssignment.id))
+        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id)
+        .group_by(AnnotationAssignment.status)
+    ).all())
+    return Progress(total=sum(counts.values()), done=counts.get("done", 0), skipped=counts.get("skipped", 0))
+
+
+def next_item(session: Session, study_id: int, annotator_id: int) -> Optional[AnnotationAssignment]:
+    """The first pending item of the queue (None when the queue is finished)."""
+    return session.exec(
+        select(AnnotationAssignment)
+        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id,
+               AnnotationAssignment.status == "pending")
+        .order_by(AnnotationAssignment.position)
+    ).first()
+
+
+def queue_items(session: Session, study_id: int, annotator_id: int) -> list[AnnotationAssignment]:
+    return list(session.exec(
+        select(AnnotationAssignment)
+        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id)
+        .order_by(AnnotationAssignment.position)
+    ).all())
+
+
+def annotator_studies(session: Session, annotator_id: int) -> list[Study]:
+    """Studies in which this annotator has a queue, newest first."""
+    ids = session.exec(
+        select(AnnotationAssignment.study_id).where(AnnotationAssignment.annotator_id == annotator_id).distinct()
+    ).all()
+    if not ids:
+        return []
+    return list(session.exec(select(Study).where(Study.id.in_(list(ids))).order_by(Study.id.desc())).all())
+
+
+def reopen_skipped(session: Session, study_id: int, annotator_id: int) -> int:
+    """Put the annotator's skipped items back in the queue; returns how many."""
+    items = session.exec(
+        select(AnnotationAssignment)
+        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id,
+               AnnotationAssignment.status == "skipped")
+    ).all()
+    for a in items:
+        a.status = "pending"
+        session.add(a)
+    session.flush()
+    return len(items)
+
+
+def progress_df(session: Session, study_name: str) -> pd.DataFrame:
+    """One row per annotator of the study: total, done, skipped, flagged, pending."""
+    study = get_study(session, study_name)
+    rows = session.exec(
+        select(Annotator.name, AnnotationAssignment.status, AnnotationAssignment.flagged)
+        .join(Annotator, Annotator.id == AnnotationAssignment.annotator_id)
+        .where(AnnotationAssignment.study_id == study.id)
+    ).all()
+    cols = ["annotator", "total", "done", "skipped", "pending", "flagged"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows, columns=["annotator", "status", "flagged"])
+    out = df.groupby("annotator").agg(
+        total=("status", "size"),
+        done=("status", lambda s: int((s == "done").sum())),
+        skipped=("status", lambda s: int((s == "skipped").sum())),
+        pending=("status", lambda s: int((s == "pending").sum())),
+        flagged=("flagged", lambda s: int(s.sum())),
+    ).reset_index()
+    return out[cols]

@@ -1,0 +1,177 @@
+"""Assignment, saving and resuming labels, guesses, skips and adjudication (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import combinations
+
+import pytest
+from sqlmodel import select
+
+from annotation.adjudication import adjudicate, disagreements_df
+from annotation.codebook import load_codebook
+from annotation.labelling import blind_view, guesses_df, load_saved, save_labels, skip_item
+from annotation.queue import assign_items, next_item, progress_df, queue_progress, reopen_skipped
+from db.models import Annotator, Conversation, Label, LabelSource
+from db.models.annotation import AnnotationAssignment
+from tests.annotation_data import SECRET_MODEL, full_labels, make_study
+from workbench.errors import NotFoundError, UserInputError
+
+
+def ann(session, name):
+    return session.exec(select(Annotator).where(Annotator.name == name)).one()
+
+
+def test_assignment_overlap_and_balance(session):
+    make_study(session, n_per_cell=5)  # 4 strata x 5 = 20 conversations
+    rep = assign_items(session, "pilot", ["ann", "bob", "cy"], overlap=2, per_annotator=8, seed=1)
+    assert rep.n_items == 12  # 3 annotators x 8 / overlap 2
+    assert rep.per_annotator == {"ann": 8, "bob": 8, "cy": 8}
+    # Balanced across user kind and scenario: 12 items over 4 strata = 3 each.
+    assert sorted(rep.per_stratum.values()) == [3, 3, 3, 3]
+    rows = session.exec(select(AnnotationAssignment)).all()
+    per_item = Counter(r.conversation_id for r in rows)
+    assert set(per_item.values()) == {2}
+    # No annotator gets an item twice; positions are 0..n-1 per annotator.
+    for a in ("ann", "bob", "cy"):
+        mine = [r for r in rows if r.annotator_id == ann(session, a).id]
+        assert len({r.conversation_id for r in mine}) == len(mine) == 8
+        assert sorted(r.position for r in mine) == list(range(8))
+    # Every pair of annotators shares items (pairwise agreement is computable).
+    by_item = {}
+    for r in rows:
+        by_item.setdefault(r.conversation_id, set()).add(r.annotator_id)
+    pairs = Counter(tuple(sorted(p)) for s in by_item.values() for p in combinations(s, 2))
+    assert len(pairs) == 3 and min(pairs.values()) >= 3
+    # Topping up never re-assigns an item and continues the positions.
+    rep2 = assign_items(session, "pilot", ["ann", "bob", "cy"], overlap=3, seed=2)
+    assert rep2.n_items == 8 and rep2.per_annotator == {"ann": 8, "bob": 8, "cy": 8}
+    rows = session.exec(select(AnnotationAssignment)).all()
+    assert len({(r.annotator_id, r.conversation_id) for r in rows}) == len(rows) == 48
+    rep3 = assign_items(session, "pilot", ["ann", "bob"], overlap=1)
+    assert rep3.n_items == 0
+
+
+def test_assignment_errors(session):
+    make_study(session, n_per_cell=1)
+    with pytest.raises(UserInputError, match="needs at least 3 annotators"):
+        assign_items(session, "pilot", ["ann", "bob"], overlap=3)
+    with pytest.raises(NotFoundError, match="workbench users add"):
+        assign_items(session, "pilot", ["ann", "zed"], overlap=1)
+    with pytest.raises(NotFoundError, match="no study named 'nope'"):
+        assign_items(session, "nope", ["ann"], overlap=1)
+    with pytest.raises(UserInputError, match="named twice"):
+        assign_items(session, "pilot", ["ann", "ann"], overlap=1)
+    assert session.exec(select(AnnotationAssignment)).all() == []
+
+
+def test_save_resume_and_guess(session):
+    study = make_study(session, n_per_cell=1)
+    cb = load_codebook()
+    assign_items(session, "pilot", ["ann"], overlap=1, seed=0)
+    a = ann(session, "ann")
+    assert queue_progress(session, study.id, a.id).total == 4
+    first = next_item(session, study.id, a.id)
+    conv_id = first.conversation_id
+    labels = full_labels(cb) | {"question_broadness": "4"}
+    with pytest.raises(UserInputError, match="choose a label for: politeness"):
+        save_labels(session, study.id, a, conv_id, cb, {k: v for k, v in labels.items() if k != "politeness"})
+    with pytest.raises(UserInputError, match="'7' is not a label of question_broadness"):
+        save_labels(session, study.id, a, conv_id, cb, labels | {"question_broadness": "7"})
+    with pytest.raises(UserInputError, match="turn 0 .* is not a assistant turn"):
+        save_labels(session, study.id, a, conv_id, cb, labels, turn_values={("hallucination", 0): "yes"})
+    with pytest.raises(UserInputError, match="guess must be one of"):
+        save_labels(session, study.id, a, conv_id, cb, labels, guess="robot")
+    assert session.exec(select(Label)).all() == []  # nothing half-written
+    n = save_labels(session, study.id, a, conv_id, cb, labels, turn_values={("hallucination", 1): "cant_tell"},
+                    rationale="  asks for details ", guess="ai", confidence=4)
+    assert n == 12
+    src = session.exec(select(LabelSource).where(LabelSource.name == "human:ann")).one()
+    assert (src.kind, src.annotator_id, src.codebook_version) == ("human", a.id, cb.version)
+    lab = session.exec(select(Label).where(Label.dimension == "question_broadness")).one()
+    assert (lab.value, lab.turn_index, lab.rationale, lab.source_id) == ("4", -1, "asks for details", src.id)
+    turn_lab = session.exec(select(Label).where(Label.dimension == "hallucination")).one()
+    assert (turn_lab.turn_index, turn_lab.value) == (1, "cant_tell") and turn_lab.turn_id is not None
+    # Resume: the next item is another one; progress moved; what was saved comes back.
+    assert next_item(session, study.id, a.id).conversation_id != conv_id
+    assert queue_progress(session, study.id, a.id).done == 1
+    saved = load_saved(session, study.id, a, conv_id)
+    assert saved.values["question_broadness"] == "4" and saved.guess == "ai" and saved.confidence == 4
+    assert saved.turn_values == {("hallucination", 1): "cant_tell"}
+    # Saving again replaces (no duplicate rows), clearing a turn label and the guess.
+    save_labels(session, study.id, a, conv_id, cb, labels | {"question_broadness": "2"}, flagged=True,
+                flag_note="odd ending")
+    assert session.exec(select(Label).where(Label.dimension == "hallucination")).all() == []
+    assert [x.value for x in session.exec(select(Label).where(Label.dimension == "question_broadness")).all()] == ["2"]
+    assert guesses_df(session, study.id).empty
+    assert load_saved(session, study.id, a, conv_id).flagged
+    # Guesses frame for the indistinguishability statistics.
+    conv2 = next_item(session, study.id, a.id).conversation_id
+    save_labels(session, study.id, a, conv2, cb, labels, guess="human", confidence=2)
+    g = guesses_df(session, study.id)
+    assert g[["conversation_id", "annotator", "guess", "confidence"]].values.tolist() == [[conv2, "ann", "human", 2]]
+    # Skip and reopen.
+    conv3 = next_item(session, study.id, a.id).conversation_id
+    skip_item(session, study.id, a, conv3, reason="unreadable", flagged=True, flag_note="garbled")
+    p = queue_progress(session, study.id, a.id)
+    assert (p.done, p.skipped, p.pending) == (2, 1, 1)
+    assert reopen_skipped(session, study.id, a.id) == 1
+    assert progress_df(session, "pilot").to_dict("records") == [
+        {"annotator": "ann", "total": 4, "done": 2, "skipped": 0, "pending": 2, "flagged": 2}]
+    # Not in the queue: clear error.
+    other = session.exec(select(Conversation.id)).all()
+    with pytest.raises(NotFoundError, match="not in this annotator's queue"):
+        save_labels(session, study.id, ann(session, "bob"), other[0], cb, labels)
+
+
+def test_blind_view_uses_translations_and_hides_metadata(session):
+    make_study(session, n_per_cell=1, language="zh")
+    convs = session.exec(select(Conversation).order_by(Conversation.id)).all()
+    agent = next(c for c in convs if c.user_kind == "agent")
+    human = next(c for c in convs if c.user_kind == "human")
+    av = blind_view(session, agent.id, "zh")
+    hv = blind_view(session, human.id, "zh")
+    assert av.language == hv.language == "zh"
+    assert all(t.text.startswith("[zh] ") for t in av.turns)
+    assert av.scenario_name in ("旅行规划", "菜谱规划")
+    for v in (av, hv):
+        blob = repr(v)
+        assert SECRET_MODEL not in blob and ".json" not in blob and "wave" not in blob
+    # Same language as the conversation: the original text.
+    assert blind_view(session, agent.id, "en").turns[0].text.startswith("agent-")
+
+
+def test_adjudication(session):
+    study = make_study(session, n_per_cell=1)
+    cb = load_codebook()
+    assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=0)
+    conv_ids = sorted({r.conversation_id for r in session.exec(select(AnnotationAssignment)).all()})
+    base = full_labels(cb)
+    for name, pol in (("ann", "Polite"), ("bob", "Neutral")):
+        for cid in conv_ids[:2]:
+            save_labels(session, study.id, ann(session, name), cid, cb,
+                        base | {"politeness": pol if cid == conv_ids[0] else "Polite"},
+                        turn_values={("hallucination", 1): "yes" if name == "ann" else "no"})
+    df = disagreements_df(session, "pilot")
+    got = sorted((r.conversation_id, r.dimension, r.turn_index) for r in df.itertuples())
+    assert got == [(conv_ids[0], "hallucination", 1), (conv_ids[0], "politeness", -1), (conv_ids[1], "hallucination", 1)]
+    row = df[(df.dimension == "politeness")].iloc[0]
+    assert row["values"] == {"human:ann": "Polite", "human:bob": "Neutral"} and row["adjudicated"] is None
+    with pytest.raises(UserInputError, match="not a label of politeness"):
+        adjudicate(session, "pilot", conv_ids[0], "politeness", "Rude", cb)
+    with pytest.raises(UserInputError, match="turn-level"):
+        adjudicate(session, "pilot", conv_ids[0], "hallucination", "yes", cb)
+    lab = adjudicate(session, "pilot", conv_ids[0], "politeness", "Neutral", cb, adjudicator="res", note="no courtesy")
+    adjudicate(session, "pilot", conv_ids[0], "hallucination", "no", cb, turn_index=1, adjudicator="res")
+    src = session.get(LabelSource, lab.source_id)
+    assert (src.name, src.kind) == ("adjudicated:pilot", "adjudicated")
+    assert lab.samples == [{"source": "human:ann", "value": "Polite"}, {"source": "human:bob", "value": "Neutral"}]
+    assert lab.rationale == "adjudicated by res: no courtesy"
+    # Deciding again replaces the decision.
+    adjudicate(session, "pilot", conv_ids[0], "politeness", "Polite", cb)
+    finals = session.exec(select(Label).where(Label.source_id == src.id, Label.dimension == "politeness")).all()
+    assert [f.value for f in finals] == ["Polite"]
+    df = disagreements_df(session, "pilot")
+    assert df.set_index(["conversation_id", "dimension"]).loc[(conv_ids[0], "politeness"), "adjudicated"] == "Polite"
+    # Adjudicated labels are not themselves counted as an annotator.
+    assert all("adjudicated:pilot" not in v for v in df["values"])
