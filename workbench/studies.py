@@ -6,11 +6,16 @@ reads settings through it so defaults live in one place.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+import random
+import re
+from typing import Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlmodel import Session, select
 
-from db.models import Study
+from db.models import Condition, Profile, Scenario, Study, TaskContext
+from db.repo import get_or_create_assistant_config
+from workbench.errors import UserInputError
 
 
 class StudySettings(BaseModel):
@@ -43,3 +48,143 @@ class StudySettings(BaseModel):
 
 def study_settings(study: Study) -> StudySettings:
     return StudySettings.model_validate(study.settings or {})
+
+
+# --------------------------------------------------------------------------------------------------
+# Creating a study
+# --------------------------------------------------------------------------------------------------
+
+MODEL_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*/\S.*$")
+LANGUAGES = ("en", "zh")
+
+
+def check_model_string(model: str) -> str:
+    """``provider/model`` (e.g. ``openai/gpt-4o-mini``) or raise UserInputError."""
+    model = (model or "").strip()
+    if not MODEL_PATTERN.match(model):
+        raise UserInputError(
+            f"model {model!r} is not of the form provider/model, e.g. openai/gpt-4o-mini, "
+            "anthropic/claude-3-5-haiku-latest, local/smollm2 or scripted/test"
+        )
+    return model
+
+
+def create_study(
+    session: Session,
+    name: str,
+    assistant_model: str,
+    scenarios: Optional[Sequence[str]] = None,
+    profiles: Union[int, Sequence[str], None] = None,
+    language: str = "en",
+    system_prompt: Optional[str] = None,
+    temperature: Optional[float] = None,
+    max_tokens: Optional[int] = None,
+    settings: Optional[dict] = None,
+    seed: int = 0,
+    description: Optional[str] = None,
+    context_sets: Optional[Sequence[str]] = None,
+    library=None,
+) -> tuple[Study, int]:
+    """Create a study and its conditions: every chosen scenario x task context (of ``language``, from
+    ``context_sets``, default the reference's "main" templates) x profile. Returns (study, n_conditions).
+
+    ``scenarios=None`` means the reference's four scenarios. ``profiles``: ``None``/0 = no fixed profile
+    (conditions without a profile; participants bring their own), an int N = N pool profiles sampled
+    with ``seed``, or a list of profile keys. One AssistantConfig is shared by all conditions.
+    Nothing is committed here: the caller's transaction decides. Bad input raises UserInputError
+    before anything is written."""
+    from scenarios import load_library, sync_library
+
+    name = (name or "").strip()
+    if not name:
+        raise UserInputError("the study needs a name")
+    if len(name) > 200:
+        raise UserInputError("the study name is longer than 200 characters")
+    if session.exec(select(Study).where(Study.name == name)).first() is not None:
+        raise UserInputError(f"a study named {name!r} already exists; choose another name")
+    assistant_model = check_model_string(assistant_model)
+    if language not in LANGUAGES:
+        raise UserInputError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise UserInputError(f"temperature {temperature} is outside 0..2")
+    if max_tokens is not None and max_tokens < 1:
+        raise UserInputError(f"max tokens must be positive (got {max_tokens})")
+    merged = {"interface_language": language, **(settings or {})}
+    try:
+        study_cfg = StudySettings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UserInputError(f"invalid study settings: {problems}") from None
+    if study_cfg.min_turns > study_cfg.max_turns:
+        raise UserInputError(f"min turns ({study_cfg.min_turns}) is greater than max turns ({study_cfg.max_turns})")
+
+    lib = library if library is not None else load_library()
+    keys = list(scenarios) if scenarios else lib.reference_scenarios()
+    if not keys:
+        raise UserInputError("no scenarios chosen and the library has no reference scenarios")
+    unknown = [k for k in keys if k not in lib.scenarios]
+    if unknown:
+        raise UserInputError(
+            f"unknown scenario(s) {', '.join(map(repr, unknown))}; known scenarios: {', '.join(sorted(lib.scenarios))}"
+        )
+    keys = list(dict.fromkeys(keys))  # drop repeats, keep order
+    sets = set(context_sets or ["main"])
+    chosen_contexts = {}
+    for key in keys:
+        ctxs = lib.scenarios[key].contexts(language=language, sets=sets)
+        if not ctxs:
+            raise UserInputError(
+                f"scenario {key!r} has no task contexts in language {language!r} and set(s) {sorted(sets)}"
+            )
+        chosen_contexts[key] = ctxs
+
+    pool = sorted(lib.profiles, key=_profile_sort_key)
+    if profiles is None or profiles == 0:
+        profile_keys: list[Optional[str]] = [None]
+        if study_cfg.profile_mode == "assigned":
+            raise UserInputError("profile mode 'assigned' needs profiles: pass --profiles N (or a list of keys)")
+    elif isinstance(profiles, int):
+        if profiles < 0 or profiles > len(pool):
+            raise UserInputError(f"--profiles must be between 0 and {len(pool)} (the pool size); got {profiles}")
+        profile_keys = sorted(random.Random(seed).sample(pool, profiles), key=_profile_sort_key)
+    else:
+        missing = [p for p in profiles if p not in lib.profiles]
+        if missing:
+            raise UserInputError(f"unknown profile(s) {', '.join(missing)}; pool keys look like {pool[0] if pool else 'pool-0'}")
+        profile_keys = list(dict.fromkeys(profiles))
+
+    sync_library(session, lib)
+    cfg = get_or_create_assistant_config(session, model=assistant_model, system_prompt=system_prompt,
+                                         temperature=temperature, max_tokens=max_tokens)
+    settings_doc = study_cfg.model_dump()
+    settings_doc.update({
+        "scenarios": keys, "context_sets": sorted(sets), "seed": seed,
+        "profiles": [p for p in profile_keys if p is not None],
+    })
+    study = Study(name=name, description=description, language=language, settings=settings_doc, source="created")
+    session.add(study)
+    session.flush()
+
+    scen_rows = {s.key: s for s in session.exec(select(Scenario).where(Scenario.key.in_(keys)))}
+    prof_rows = {p.key: p for p in session.exec(select(Profile).where(Profile.key.in_([k for k in profile_keys if k])))}
+    n = 0
+    for key in keys:
+        scen = scen_rows[key]
+        tc_rows = {t.key: t for t in session.exec(select(TaskContext).where(TaskContext.scenario_id == scen.id))}
+        for ctx in chosen_contexts[key]:
+            tc = tc_rows[ctx.key]
+            for pkey in profile_keys:
+                session.add(Condition(
+                    study_id=study.id, key=f"{key}/{ctx.key}/{pkey or 'own-profile'}", scenario_id=scen.id,
+                    task_context_id=tc.id, profile_id=prof_rows[pkey].id if pkey else None,
+                    assistant_config_id=cfg.id, language=language, quota=study_cfg.quota_per_condition,
+                ))
+                n += 1
+    session.flush()
+    return study, n
+
+
+def _profile_sort_key(key: str):
+    # pool-2 before pool-10
+    head, _, tail = key.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (key, -1)
