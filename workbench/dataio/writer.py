@@ -161,7 +161,7 @@ class _Resolver:
         self.report = report
         self.scenarios: dict[str, int] = {}
         self.contexts: dict[int, tuple[dict, dict, set]] = {}  # scenario_id -> (by text, by translation, keys)
-        self.profiles: dict[str, int] = {k: i for i, k in session.exec(select(Profile.key, Profile.id)).all()}
+        self.profiles: dict[str, int] = {k: i for k, i in session.exec(select(Profile.key, Profile.id)).all()}
         self.participant_profiles: dict[tuple, tuple[int, str]] = {}
         self.participants: dict[tuple, tuple[int, str]] = {}
         for pid, src, ext, pseudo in session.exec(
