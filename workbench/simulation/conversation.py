@@ -1,0 +1,125 @@
+"""One simulated conversation: the simulated user and the assistant take turns until the user ends
+through its structured signal, or the maximum number of user turns is reached."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
+
+from db.types import utcnow
+from workbench.simulation.user import SimulatedUser, parse_user_reply
+
+
+@dataclass
+class TurnRecord:
+    index: int
+    role: str
+    content: str
+    created_at: Any
+    completed_at: Any
+    latency_ms: float
+    prompt_tokens: Optional[int]
+    completion_tokens: Optional[int]
+    llm_call_id: Optional[int]
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class ConversationResult:
+    end_reason: str  # user_ended | max_turns | simulator_empty
+    ended_by: str  # user | system
+    n_user_turns: int
+    cost_usd: float
+    n_calls: int
+    tokens: int
+    turns: list[TurnRecord]
+
+
+async def _maybe(fn: Optional[Callable], *args: Any) -> Any:
+    if fn is None:
+        return None
+    out = fn(*args)
+    if inspect.isawaitable(out):
+        return await out
+    return out
+
+
+async def run_conversation(
+    user: SimulatedUser,
+    simulator: Any,
+    assistant: Any,
+    assistant_system: Optional[str] = None,
+    simulator_params: Optional[dict] = None,
+    assistant_params: Optional[dict] = None,
+    on_turn: Optional[Callable[[TurnRecord], Awaitable[None] | None]] = None,
+    before_call: Optional[Callable[[], Awaitable[None] | None]] = None,
+    after_call: Optional[Callable[[Any], Awaitable[None] | None]] = None,
+) -> ConversationResult:
+    """Run one conversation. ``on_turn`` is called as each turn happens (the runner writes it to the
+    database); ``before_call``/``after_call`` wrap every model call (rate limits, budget, cost)."""
+    sp, ap = dict(simulator_params or {}), dict(assistant_params or {})
+    ctx = user.ctx
+    turns: list[dict] = []
+    records: list[TurnRecord] = []
+    n_user = 0
+    cost = 0.0
+    calls = tokens = 0
+
+    async def call(model: Any, messages: list[dict], params: dict):
+        nonlocal cost, calls, tokens
+        await _maybe(before_call)
+        c = await model.acomplete(messages, **params)
+        calls += 1
+        tokens += c.usage.prompt_tokens + c.usage.completion_tokens
+        cost += c.cost_usd or 0.0
+        await _maybe(after_call, c)
+        return c
+
+    async def add(role: str, content: str, c: Any, started: Any, t0: float, meta: dict) -> None:
+        rec = TurnRecord(index=len(turns), role=role, content=content, created_at=started, completed_at=utcnow(),
+                         latency_ms=(time.perf_counter() - t0) * 1000, prompt_tokens=c.usage.prompt_tokens,
+                         completion_tokens=c.usage.completion_tokens, llm_call_id=c.call_id, meta=meta)
+        turns.append({"role": role, "content": content})
+        records.append(rec)
+        await _maybe(on_turn, rec)
+
+    def result(reason: str, by: str) -> ConversationResult:
+        return ConversationResult(reason, by, n_user, cost, calls, tokens, records)
+
+    while True:
+        started, t0 = utcnow(), time.perf_counter()
+        meta: dict = {}
+        c = await call(simulator, user.messages(turns), sp)
+        reply = parse_user_reply(c.text)
+        if reply.end and n_user < ctx.min_turns:
+            # Too early: ask once more with a note instead of letting the user leave.
+            meta["early_end_refused"] = True
+            c = await call(simulator, user.messages(turns, note=user.too_early_note(n_user)), sp)
+            reply = parse_user_reply(c.text)
+            if reply.end:
+                reply.end = False
+                meta["end_ignored"] = True
+        meta.update(parse=reply.parse, end=reply.end)
+        if reply.end:
+            if reply.message:
+                await add("user", reply.message, c, started, t0, meta)
+            return result("user_ended", "user")
+        if not reply.message:
+            return result("simulator_empty", "system")
+        await add("user", reply.message, c, started, t0, meta)
+        n_user += 1
+
+        started, t0 = utcnow(), time.perf_counter()
+        messages = ([{"role": "system", "content": assistant_system}] if assistant_system else []) + turns
+        a = await call(assistant, messages, ap)
+        await add("assistant", a.text, a, started, t0, {})
+        if n_user >= ctx.max_turns:
+            return result("max_turns", "system")
+
+
+def simulate(user: SimulatedUser, simulator: Any, assistant: Any, **kw: Any) -> ConversationResult:
+    """Synchronous wrapper of ``run_conversation`` (scripts, notebooks, tests)."""
+    return asyncio.run(run_conversation(user, simulator, assistant, **kw))
