@@ -1,0 +1,195 @@
+"""The labelling page with Streamlit's AppTest: blindness, plain-text rendering, saving, resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+from streamlit.testing.v1 import AppTest
+
+from annotation.codebook import load_codebook
+from annotation.queue import assign_items
+from db.engine import make_engine
+from db.migrate import upgrade
+from db.models import Annotator, Conversation, Label, Turn
+from db.models.annotation import AnnotationAssignment, HumanityGuess
+from tests.annotation_data import SECRET_MODEL, SECRET_PATH, SECRET_SIMULATOR, make_study
+
+PAGES = Path(__file__).resolve().parent.parent / "workbench" / "app" / "pages"
+INJECTED = "<script>alert('x')</script> ![x](http://evil.example/x.png) **bold** [link](http://evil.example)"
+# Words that would tell the annotator who the user was.
+KIND_WORDS = ["agent", "human", "llm_agent", "llm", "simulat", "gpt", "secretmodel", ".json", "real_human", "wave",
+              "translat", "[zh]"]
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'page.db'}"
+    monkeypatch.setenv("WORKBENCH_DB_URL", url)
+    eng = make_engine(url)
+    upgrade(eng)
+    with Session(eng, expire_on_commit=False) as s:
+        make_study(s, n_per_cell=1, language="zh", annotators=("ann", "bob"))
+        # Turn texts that do not themselves name the kind (the test data marks them for other tests).
+        for t in s.exec(select(Turn)).all():
+            t.content = f"message {t.id}"
+            if t.translation:
+                t.translation = f"消息 {t.id}"
+            s.add(t)
+        first_user = s.exec(select(Turn).where(Turn.role == "user").order_by(Turn.id)).first()
+        first_user.content = first_user.translation = INJECTED
+        s.add(first_user)
+        assign_items(s, "pilot", ["ann", "bob"], overlap=2, seed=3)
+        s.commit()
+        users = {a.name: a.id for a in s.exec(select(Annotator)).all()}
+    yield eng, users
+    eng.dispose()
+
+
+def page(users, name="ann", role="annotator", file="annotate.py") -> AppTest:
+    at = AppTest.from_file(str(PAGES / file), default_timeout=30)
+    at.session_state["user"] = {"id": users[name], "name": name, "role": role}
+    return at.run()
+
+
+def all_texts(at: AppTest) -> list[str]:
+    """Every text an element shows: values, labels, help, options, captions, titles."""
+    out = []
+
+    def walk(node):
+        for attr in ("value", "label", "help", "body", "placeholder", "name"):
+            v = getattr(node, attr, None) if attr != "value" or node.type in (
+                "markdown", "caption", "title", "header", "subheader", "text", "code", "alert", "success",
+                "info", "warning", "error", "exception", "toast") else None
+            if isinstance(v, str):
+                out.append(v)
+        for opt in getattr(node, "options", None) or []:
+            out.append(str(opt))
+        if node.type == "expandable":
+            out.append(node.proto.expandable.label)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+    walk(at._tree)
+    return out
+
+
+def test_page_is_blind_and_renders_text_safely(db):
+    eng, users = db
+    at = page(users)
+    assert not at.exception, at.exception
+    texts = all_texts(at)
+    blob = "\n".join(texts).lower()
+    # The scan sees turn texts, radio labels and options, help texts, expanders and buttons.
+    for seen in ("消息", "礼貌程度", "allinone", "定义: ", "保存并继续", "用户对助手所用语言", "真人"):
+        assert seen in blob, seen
+    for word in KIND_WORDS:
+        assert word not in blob, f"{word!r} shown on the labelling page"
+    assert SECRET_MODEL.lower() not in blob and SECRET_SIMULATOR.lower() not in blob
+    assert Path(SECRET_PATH).name not in blob
+    # Every codebook dimension is in the form (radio labels), in the study language (zh).
+    cb = load_codebook()
+    radio_labels = [r.label for r in at.radio]
+    for d in cb.conversation_dimensions():
+        assert d.display_title("zh") in radio_labels
+    assert any("幻觉" in lab for lab in radio_labels)  # per-turn hallucination
+    assert "这位用户是真人还是 AI？（可选）" in radio_labels
+    # Injected markup is shown as text: escaped in markdown, never as HTML.
+    md = [m for m in at.markdown if "script" in m.value]
+    if md:
+        assert all("\\<script\\>" in m.value and "\\!\\[x\\]" in m.value for m in md)
+        assert not any(m.proto.allow_html for m in at.markdown)
+    else:  # the injected turn is in another annotator's first item
+        assert not any("<script>" in m.value for m in at.markdown)
+    assert at.get("progress")
+
+
+def test_injected_content_is_escaped_wherever_it_appears(db):
+    eng, users = db
+    with Session(eng) as s:
+        for t in s.exec(select(Turn)).all():
+            t.content, t.translation = INJECTED, INJECTED if t.translation else None
+            s.add(t)
+        s.commit()
+    at = page(users)
+    turn_md = [m.value for m in at.markdown if "script" in m.value]
+    assert turn_md and all("\\<script\\>" in v and "\\!\\[x\\]\\(http" in v for v in turn_md)
+    assert not any(m.proto.allow_html for m in at.markdown)
+    assert not any("<script>" in m.value for m in at.markdown)
+
+
+def fill(at: AppTest, skip_dims=()):
+    cb = load_codebook()
+    for d in cb.conversation_dimensions():
+        if d.name in skip_dims:
+            continue
+        radio = next(r for r in at.radio if r.label == d.display_title("zh"))
+        radio.set_value(d.labels[-1])
+    return cb
+
+
+def test_save_guess_progress_and_resume(db):
+    eng, users = db
+    at = page(users)
+    with Session(eng) as s:
+        first = s.exec(select(AnnotationAssignment).where(AnnotationAssignment.annotator_id == users["ann"])
+                       .order_by(AnnotationAssignment.position)).first().conversation_id
+    # Missing a label: an error, nothing saved.
+    fill(at, skip_dims=("politeness",))
+    save_btn = next(b for b in at.button if b.label == "保存并继续")
+    save_btn.click().run()
+    assert any("politeness" in e.value for e in at.error)
+    with Session(eng) as s:
+        assert s.exec(select(Label)).all() == []
+    # Complete it, with a per-turn label and a guess.
+    fill(at)
+    turn_radio = next(r for r in at.radio if "幻觉" in r.label)
+    turn_radio.set_value("yes")
+    next(r for r in at.radio if r.label.startswith("这位用户")).set_value("ai")
+    next(r for r in at.radio if r.label == "你有多确定？").set_value(4)
+    at.text_area[0].input("clear requests")
+    next(b for b in at.button if b.label == "保存并继续").click().run()
+    assert not at.exception and not at.error
+    with Session(eng) as s:
+        labs = s.exec(select(Label).where(Label.conversation_id == first)).all()
+        assert len([x for x in labs if x.turn_index == -1]) == 11
+        assert [x.value for x in labs if x.dimension == "hallucination"] == ["yes"]
+        g = s.exec(select(HumanityGuess)).one()
+        assert (g.conversation_id, g.guess, g.confidence) == (first, "ai", 4)
+        assert s.exec(select(AnnotationAssignment).where(AnnotationAssignment.conversation_id == first,
+                      AnnotationAssignment.annotator_id == users["ann"])).one().status == "done"
+    assert "已标注 1" in at.get("progress")[0].proto.text
+    # Skip the next one.
+    next(b for b in at.button if b.label == "跳过").click().run()
+    # A fresh session (new login) resumes at the third item, with progress from the database.
+    at2 = page(users)
+    assert "已标注 1，已跳过 1，剩余 2" in at2.get("progress")[0].proto.text
+    assert "第 3 条" in at2.subheader[0].value
+    # Other annotators are unaffected.
+    at3 = page(users, "bob")
+    assert "已标注 0" in at3.get("progress")[0].proto.text
+
+
+def test_no_queue_and_finished_queue(db):
+    eng, users = db
+    with Session(eng) as s:
+        s.add(Annotator(name="cy", role="annotator"))
+        s.commit()
+        cy = s.exec(select(Annotator).where(Annotator.name == "cy")).one().id
+    at = AppTest.from_file(str(PAGES / "annotate.py"), default_timeout=30)
+    at.session_state["user"] = {"id": cy, "name": "cy", "role": "annotator"}
+    at.run()
+    assert not at.exception
+    assert at.info and "workbench annotate assign" in at.info[0].value
+    with Session(eng) as s:
+        for a in s.exec(select(AnnotationAssignment).where(AnnotationAssignment.annotator_id == users["ann"])).all():
+            a.status = "done"
+            s.add(a)
+        s.commit()
+    at = page(users)
+    assert at.success and "谢谢" in at.success[0].value
+
+
+def test_page_requires_login(db):
+    at = AppTest.from_file(str(PAGES / "annotate.py"), default_timeout=30).run()
+    assert not at.radio and at.warning

@@ -1,0 +1,121 @@
+"""Annotation commands: workbench annotate assign|progress|guesses|disagreements|codebook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from db.engine import session_scope
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def register(app: typer.Typer) -> None:
+    annotate = typer.Typer(help="Human annotation: codebook, annotators' queues, guesses, disagreements.",
+                           no_args_is_help=True)
+    app.add_typer(annotate, name="annotate")
+
+    @annotate.command("assign")
+    def assign(
+        study: str = typer.Option(..., "--study", help="Study name."),
+        annotators: str = typer.Option(..., "--annotators", help="Comma-separated annotator account names."),
+        overlap: int = typer.Option(2, "--overlap", help="Annotators per conversation (k)."),
+        per_annotator: Optional[int] = typer.Option(
+            None, "--per-annotator", help="New conversations per annotator (default: all unassigned)."),
+        kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds, e.g. human,agent."),
+        seed: int = typer.Option(0, "--seed", help="Random seed of the sample and the queue order."),
+    ) -> None:
+        """Fill annotators' queues: each new conversation goes to k annotators, balanced by user kind and scenario."""
+        from annotation.queue import assign_items
+        from workbench.cli._common import ready_engine
+
+        with session_scope(ready_engine()) as session:
+            report = assign_items(session, study, _split(annotators) or [], overlap=overlap,
+                                  per_annotator=per_annotator, seed=seed, user_kinds=_split(kinds))
+        if report.n_items == 0:
+            typer.echo(f"Nothing to assign in study {study!r}: every labellable conversation is already in a queue.")
+            return
+        typer.echo(report.summary())
+
+    @annotate.command("progress")
+    def progress(study: str = typer.Option(..., "--study", help="Study name.")) -> None:
+        """Per annotator: items in the queue, done, skipped, pending, flagged."""
+        from annotation.queue import progress_df
+        from workbench.cli._common import ready_engine
+
+        with session_scope(ready_engine()) as session:
+            df = progress_df(session, study)
+        if df.empty:
+            typer.echo(f"No queues in study {study!r} yet: run `workbench annotate assign --study {study} ...`.")
+            return
+        typer.echo(df.to_string(index=False))
+
+    @annotate.command("guesses")
+    def guesses(
+        study: str = typer.Option(..., "--study", help="Study name."),
+        csv: Optional[Path] = typer.Option(None, "--csv", help="Write the guesses to this CSV file."),
+    ) -> None:
+        """How well annotators told people from simulators ("person or AI?" guesses), per simulator."""
+        from annotation.labelling import guesses_df
+        from db.repo import conversations_df, get_study
+        from workbench.cli._common import ready_engine
+
+        with session_scope(ready_engine()) as session:
+            st = get_study(session, study)
+            g = guesses_df(session, st.id)
+            convs = conversations_df(session, st.id, conversation_ids=g["conversation_id"].unique().tolist())
+        if g.empty:
+            typer.echo("No guesses yet.")
+            return
+        if csv:
+            g.to_csv(csv, index=False)
+            typer.echo(f"Wrote {len(g)} guesses to {csv}")
+        from annotation.agreement import indistinguishability_df
+
+        typer.echo(indistinguishability_df(g, convs).to_string(index=False))
+
+    @annotate.command("disagreements")
+    def disagreements(
+        study: str = typer.Option(..., "--study", help="Study name."),
+        sources: Optional[str] = typer.Option(None, "--sources", help="Comma-separated label sources (default: all human:*)."),
+        open_only: bool = typer.Option(False, "--open", help="Only items not yet adjudicated."),
+        as_json: Optional[Path] = typer.Option(None, "--json", help="Write the items as JSON to this file."),
+    ) -> None:
+        """Items two or more annotators labelled differently (adjudicate them in the app)."""
+        from annotation.adjudication import disagreements_df
+        from workbench.cli._common import ready_engine
+
+        with session_scope(ready_engine()) as session:
+            df = disagreements_df(session, study, sources=_split(sources))
+        if open_only and not df.empty:
+            df = df[df["adjudicated"].isna()]
+        if as_json:
+            as_json.write_text(json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1), encoding="utf-8")
+            typer.echo(f"Wrote {len(df)} items to {as_json}")
+        if df.empty:
+            typer.echo("No disagreements.")
+            return
+        typer.echo(f"{len(df)} items with disagreement ({int(df['adjudicated'].isna().sum())} open):")
+        typer.echo(df.groupby("dimension").size().rename("items").to_string())
+
+    @annotate.command("codebook")
+    def codebook(
+        path: Optional[Path] = typer.Argument(None, help="A codebook file to check (default: the active codebook)."),
+        lang: str = typer.Option("en", "--lang", help="en or zh."),
+    ) -> None:
+        """Validate and print the codebook (the bundled one plus WORKBENCH_CODEBOOK extensions)."""
+        from annotation.codebook import load_codebook
+
+        cb = load_codebook(path)
+        typer.echo(f"Codebook version {cb.version} ({len(cb)} dimensions) from {', '.join(cb.sources)}")
+        for d in cb:
+            level = "per turn" if d.level == "turn" else "per conversation"
+            typer.echo(f"- {d.name} [{d.group}, {d.scale}, {level}]: {' | '.join(d.labels)}")
+            typer.echo(f"    {d.definition.get(lang)}")
