@@ -127,3 +127,16 @@ def adjudicate(session: Session, study_name: str, conversation_id: int, dimensio
     session.add(lab)
     session.flush()
     return lab
+
+
+def study_names_with_labels(session: Session) -> list[str]:
+    """Studies that have human labels (the adjudication page's choices)."""
+    from db.models import Study
+
+    rows = session.exec(
+        select(Study.name).join(Conversation, Conversation.study_id == Study.id)
+        .join(Label, Label.conversation_id == Conversation.id)
+        .join(LabelSource, LabelSource.id == Label.source_id)
+        .where(LabelSource.kind == "human").distinct().order_by(Study.name)
+    ).all()
+    return list(rows)

@@ -193,3 +193,39 @@ def test_no_queue_and_finished_queue(db):
 def test_page_requires_login(db):
     at = AppTest.from_file(str(PAGES / "annotate.py"), default_timeout=30).run()
     assert not at.radio and at.warning
+
+
+def test_adjudication_page(db):
+    from annotation.labelling import save_labels
+    from db.models import LabelSource
+    from tests.annotation_data import full_labels
+
+    eng, users = db
+    cb = load_codebook()
+    with Session(eng, expire_on_commit=False) as s:
+        s.add(Annotator(name="res", role="researcher"))
+        conv = s.exec(select(AnnotationAssignment.conversation_id).order_by(AnnotationAssignment.id)).first()
+        for name, pol in (("ann", "Polite"), ("bob", "Impolite")):
+            a = s.exec(select(Annotator).where(Annotator.name == name)).one()
+            save_labels(s, 1, a, conv, cb, full_labels(cb) | {"politeness": pol})
+        s.commit()
+        res = s.exec(select(Annotator).where(Annotator.name == "res")).one().id
+    denied = page(users, "ann", "annotator", file="adjudicate.py")
+    assert denied.error and not denied.radio
+    at = AppTest.from_file(str(PAGES / "adjudicate.py"), default_timeout=30)
+    at.session_state["user"] = {"id": res, "name": "res", "role": "researcher"}
+    at.run()
+    assert not at.exception, at.exception
+    assert "0 of 1 disagreements settled" in at.get("progress")[0].proto.text
+    labels_md = "\n".join(m.value for m in at.markdown)
+    assert "- ann: **Polite**" in labels_md and "- bob: **Impolite**" in labels_md
+    at.radio[0].set_value("Polite")
+    at.text_input[0].input("thanks in turn 1")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    with Session(eng) as s:
+        src = s.exec(select(LabelSource).where(LabelSource.name == "adjudicated:pilot")).one()
+        lab = s.exec(select(Label).where(Label.source_id == src.id)).one()
+        assert (lab.conversation_id, lab.dimension, lab.value) == (conv, "politeness", "Polite")
+        assert lab.rationale == "adjudicated by res: thanks in turn 1"
+    assert at.success and "settled" in at.success[0].value

@@ -1,0 +1,110 @@
+"""Researcher: settle the items where annotators disagree; the decision is its own label source.
+
+The conversation is shown through the same blind view as on the labelling page.
+"""
+
+import streamlit as st
+
+from annotation import adjudication as A
+from annotation.codebook import load_codebook
+from annotation.labelling import blind_view
+from db.engine import session_scope
+from workbench.app.common import engine, escape_markdown, show_text
+from workbench.errors import WorkbenchError
+
+try:
+    from workbench.app.auth import require_role
+except ImportError:  # the app's login module is optional for this page
+    def require_role(*roles):
+        user = st.session_state.get("user")
+        if not user or (roles and user.get("role") not in roles):
+            st.warning("Please log in as a researcher.")
+            st.stop()
+        return user
+
+user = require_role("researcher")
+st.title("Adjudicate disagreements")
+eng = engine()
+try:
+    codebook = load_codebook()
+except WorkbenchError as exc:
+    st.error(escape_markdown(f"The codebook cannot be loaded: {exc}"))
+    st.stop()
+with session_scope(eng) as s:
+    studies = A.study_names_with_labels(s)
+if not studies:
+    st.info("No human labels yet: annotators label on the Annotate page.")
+    st.stop()
+c1, c2, c3 = st.columns(3)
+study = c1.selectbox("Study", studies, key="adj_study")
+dims = c2.multiselect("Dimensions", codebook.names, key="adj_dims")
+open_only = c3.toggle("Only open items", value=True, key="adj_open")
+with session_scope(eng) as s:
+    df = A.disagreements_df(s, study, dimensions=dims or None)
+n_all, n_open = len(df), int(df["adjudicated"].isna().sum()) if len(df) else 0
+st.progress((n_all - n_open) / n_all if n_all else 1.0, text=f"{n_all - n_open} of {n_all} disagreements settled")
+if open_only and n_all:
+    df = df[df["adjudicated"].isna()]
+if df.empty:
+    st.success("Nothing to adjudicate." if not n_all else "Every disagreement is settled.")
+    st.stop()
+
+keys = list(range(len(df)))
+
+
+def _describe(i: int) -> str:
+    r = df.iloc[i]
+    turn = f", turn {int(r['turn_index']) + 1}" if r["turn_index"] >= 0 else ""
+    return f"conversation {r['conversation_id']}: {r['dimension']}{turn}"
+
+
+pick = st.selectbox("Item", keys, format_func=_describe, key="adj_item")
+row = df.iloc[pick]
+dim = codebook.get(row["dimension"]) if row["dimension"] in codebook else None
+with session_scope(eng) as s:
+    view = blind_view(s, int(row["conversation_id"]), "en")  # researchers read the language of the codebook
+
+left, right = st.columns([3, 2])
+with left:
+    st.caption(escape_markdown(f"Task: {view.scenario_name}"))
+    for turn in view.turns:
+        with st.chat_message(turn.role):
+            if turn.index == row["turn_index"]:
+                st.caption(f"⟶ turn {turn.index + 1} (the item)")
+            show_text(turn.text)
+with right:
+    st.subheader(escape_markdown(dim.display_title() if dim else row["dimension"]))
+    if dim:
+        with st.expander("Definition", expanded=True):
+            show_text(dim.definition.get("en"))
+            for value in dim.labels:
+                text = dim.label_definition(value)
+                if text:
+                    st.markdown(f"**{escape_markdown(value)}**: {escape_markdown(text)}")
+            aspects = dim.aspect_names(view.scenario_key)
+            if aspects:
+                st.markdown("*Aspects*: " + escape_markdown(", ".join(aspects)))
+    st.markdown("**Annotators' labels**")
+    for src, value in sorted(row["values"].items()):
+        who = src.split(":", 1)[-1] if src.startswith("human:") else src  # annotator name
+        st.markdown(f"- {escape_markdown(who)}: **{escape_markdown(value)}**")
+    options = dim.labels if dim else sorted(set(row["values"].values()))
+    with st.form(key=f"adj-{row['conversation_id']}-{row['dimension']}-{row['turn_index']}"):
+        current = row["adjudicated"]
+        final = st.radio("Final label", options, index=options.index(current) if current in options else None,
+                         horizontal=True)
+        note = st.text_input("Note (optional)")
+        done = st.form_submit_button("Save decision", type="primary")
+    if done:
+        if final is None:
+            st.error("Choose the final label.")
+        else:
+            try:
+                with session_scope(eng) as s:
+                    A.adjudicate(s, study, int(row["conversation_id"]), row["dimension"], final, codebook,
+                                 turn_index=int(row["turn_index"]), adjudicator=user["name"], note=note)
+            except WorkbenchError as exc:
+                st.error(escape_markdown(str(exc)))
+            else:
+                st.toast("Saved.")
+                st.rerun()
