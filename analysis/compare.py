@@ -1,0 +1,198 @@
+"""Human vs agent comparisons: one tidy table over every label dimension and feature, pooled and
+per scenario (and per assistant model / simulator configuration where there are several), with
+paired rows for matched conditions and a multiple-comparison correction over the whole table.
+
+Which test for what:
+- nominal labels and categorical features: Pearson chi-square (no continuity correction; Fisher's
+  exact test for a 2x2 table with an expected count < 5), Cramer's V with a bootstrap interval;
+- ordinal labels: Mann-Whitney U with Cliff's delta, and beside it an OLS mean difference with
+  standard errors clustered by participant (humans contribute many conversations each);
+- continuous features: Welch's t with Hedges' g, and Mann-Whitney U with Cliff's delta;
+- matched pairs (a human session and its digital twins, or human and agent conversations of one
+  condition): Wilcoxon signed-rank (ordinal/continuous) or McNemar-Bowker (nominal).
+
+Example::
+
+    table = comparisons_df(load_study(engine, "recllmsim"), correction="holm")
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.dataset import StudyData
+from analysis.features import CONTINUOUS_FEATURES, NOMINAL_FEATURES
+
+COLUMNS = ["dimension", "scenario", "test", "statistic", "p_value", "p_adjusted", "effect_size_name",
+           "effect_size", "ci_low", "ci_high", "n_human", "n_agent"]
+EXTRA_COLUMNS = ["kind", "scale", "slice_by", "slice", "human_summary", "agent_summary", "label_source",
+                 "correction", "note"]
+ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
+MIN_PAIRS = 3
+
+
+def _summary(values: pd.Series, scale: str, categories: Optional[list] = None) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    if scale == "nominal":
+        share = values.astype(str).value_counts(normalize=True)
+        order = [c for c in (categories or []) if c in share.index] + [c for c in share.index if c not in (categories or [])]
+        return json.dumps({c: round(float(share[c]), 3) for c in order})
+    return f"mean={values.astype(float).mean():.3f}; median={values.astype(float).median():.3f}"
+
+
+def _numeric(values: pd.Series, scale: str, categories: list) -> pd.Series:
+    """Ordinal labels as their rank in the codebook order (1-based); continuous as floats."""
+    if scale == "ordinal":
+        pos = {c: i + 1 for i, c in enumerate(categories)}
+        return values.astype(str).map(pos).astype(float)
+    return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def _tests_for(variable: str, kind: str, scale: str, categories: list, human: pd.DataFrame, agent: pd.DataFrame,
+               n_boot: int, ci: float) -> list[dict]:
+    h, a = human[variable].dropna(), agent[variable].dropna()
+    if scale == "nominal":
+        out = [stats.chi_square_test(h.astype(str).tolist(), a.astype(str).tolist(), categories, n_boot=n_boot, ci=ci)]
+    elif scale == "ordinal":
+        hn = _numeric(h, scale, categories)
+        an = _numeric(a, scale, categories)
+        hn, an = hn.dropna(), an.dropna()
+        out = [stats.mann_whitney_test(hn.values, an.values, ci),
+               stats.clustered_test(hn.values, an.values, human.loc[hn.index, "participant"].fillna("").values, ci)]
+    else:
+        hn, an = h.astype(float), a.astype(float)
+        out = [stats.welch_t_test(hn.values, an.values, ci), stats.mann_whitney_test(hn.values, an.values, ci)]
+    for r in out:
+        r.update(dimension=variable, kind=kind, scale=scale,
+                 human_summary=_summary(h, scale, categories), agent_summary=_summary(a, scale, categories))
+    return out
+
+
+def _variables(data: StudyData, include_features: bool) -> list[tuple[str, str, str, list]]:
+    """(name, kind, scale, categories) for every label dimension and feature to compare."""
+    out = []
+    for dim in data.dimensions:
+        scale, cats = data.scales.get(dim, ("nominal", []))
+        out.append((dim, "label", scale if scale in ("nominal", "ordinal") else "nominal", list(cats)))
+    if include_features:
+        for f in CONTINUOUS_FEATURES:
+            if f in data.features.columns:
+                out.append((f, "feature", "continuous", []))
+        for f in NOMINAL_FEATURES:
+            if f in data.features.columns:
+                out.append((f, "feature", "nominal", []))
+    return out
+
+
+def analysis_frame(data: StudyData) -> pd.DataFrame:
+    """Conversations joined with their labels and features (one row per conversation)."""
+    frame = data.conversations.merge(data.labels, on="conversation_id", how="left")
+    feats = data.features.drop(columns=[c for c in data.features.columns
+                                        if c in frame.columns and c != "conversation_id"])
+    return frame.merge(feats, on="conversation_id", how="left")
+
+
+def _slices(frame: pd.DataFrame, by: Iterable[str]) -> list[tuple[str, str, str, pd.DataFrame, pd.DataFrame]]:
+    """(slice_by, slice, scenario, human rows, agent rows)."""
+    hum, age = frame[frame["user_kind"] == "human"], frame[frame["user_kind"] == "agent"]
+    out = [("pooled", "all", "all", hum, age)]
+    if "scenario" in by:
+        for scen in sorted(frame["scenario"].dropna().unique()):
+            out.append(("scenario", scen, scen, hum[hum["scenario"] == scen], age[age["scenario"] == scen]))
+    # Only models (simulators) both kinds talked to are compared; the slice exists when there are several.
+    shared = sorted(set(hum["assistant_model"].dropna()) & set(age["assistant_model"].dropna()))
+    if "assistant_model" in by and len(shared) > 1:
+        for model in shared:
+            out.append(("assistant_model", model, "all", hum[hum["assistant_model"] == model],
+                        age[age["assistant_model"] == model]))
+    if "simulator" in by and age["simulator"].nunique() > 1:
+        for sim in sorted(age["simulator"].dropna().unique()):
+            # Each simulator configuration against all humans.
+            out.append(("simulator", sim, "all", hum, age[age["simulator"] == sim]))
+    return out
+
+
+def matched_pairs_df(frame: pd.DataFrame) -> pd.DataFrame:
+    """(human conversation, agent conversation) pairs: digital twins (``twin_of_id`` pointing at the
+    human session) first; otherwise human and agent conversations of the same condition."""
+    hum = frame[frame["user_kind"] == "human"]
+    age = frame[frame["user_kind"] == "agent"]
+    pairs = []
+    twins = age[age["twin_of_id"].notna()]
+    human_ids = set(hum["conversation_id"])
+    for row in twins.itertuples():
+        if int(row.twin_of_id) in human_ids:
+            pairs.append((int(row.twin_of_id), int(row.conversation_id), "twin"))
+    paired_humans = {p[0] for p in pairs}
+    by_cond = age[age["twin_of_id"].isna()].groupby("condition_id")["conversation_id"].apply(list).to_dict()
+    for row in hum.itertuples():
+        if row.conversation_id in paired_humans:
+            continue
+        for aid in by_cond.get(row.condition_id, []):
+            pairs.append((int(row.conversation_id), int(aid), "condition"))
+    return pd.DataFrame(pairs, columns=["human_id", "agent_id", "match"])
+
+
+def _paired_rows(frame: pd.DataFrame, variables, ci: float) -> list[dict]:
+    pairs = matched_pairs_df(frame)
+    if pairs.empty:
+        return []
+    idx = frame.set_index("conversation_id")
+    rows = []
+    for name, kind, scale, cats in variables:
+        if name not in idx.columns:
+            continue
+        hv = idx[name].reindex(pairs["human_id"]).values
+        av = idx[name].reindex(pairs["agent_id"]).values
+        p = pairs.assign(h=hv, a=av).dropna(subset=["h", "a"])
+        if scale == "nominal":
+            # One agent per human: with several twins take the most common agent value.
+            g = p.groupby("human_id").agg(h=("h", "first"), a=("a", lambda s: s.astype(str).mode().iloc[0]))
+            r = stats.mcnemar_bowker_test(g["h"].astype(str).tolist(), g["a"].tolist(), cats, ci)
+        else:
+            p = p.assign(h=_numeric(p["h"], scale, cats), a=_numeric(p["a"], scale, cats)).dropna(subset=["h", "a"])
+            g = p.groupby("human_id").agg(h=("h", "first"), a=("a", "mean"))  # mean over a human's twins
+            r = stats.wilcoxon_paired_test(g["h"].values, g["a"].values, ci)
+        if r["n_human"] < MIN_PAIRS:
+            continue
+        r.update(dimension=name, kind=kind, scale=scale, slice_by="paired", slice=",".join(sorted(p["match"].unique())),
+                 scenario="all", human_summary="", agent_summary="")
+        rows.append(r)
+    return rows
+
+
+def comparisons_df(data: StudyData, correction: str = "holm", n_boot: int = stats.DEFAULT_BOOT,
+                   ci: float = stats.DEFAULT_CI, by: Iterable[str] = ("scenario", "assistant_model", "simulator"),
+                   include_features: bool = True, paired: bool = True) -> pd.DataFrame:
+    """The comparison table (``COLUMNS`` first, then ``EXTRA_COLUMNS``); p_adjusted is corrected over
+    every test in the table (Holm by default, ``correction="bh"`` for Benjamini-Hochberg)."""
+    stats.adjust_p([], correction)  # validate the method name before any work
+    frame = analysis_frame(data)
+    variables = _variables(data, include_features)
+    rows: list[dict] = []
+    if not frame.empty:
+        for slice_by, slice_name, scenario, hum, age in _slices(frame, by):
+            for name, kind, scale, cats in variables:
+                for r in _tests_for(name, kind, scale, cats, hum, age, n_boot, ci):
+                    r.update(scenario=scenario, slice_by=slice_by, slice=slice_name)
+                    rows.append(r)
+        if paired:
+            rows.extend(_paired_rows(frame, variables, ci))
+    out = pd.DataFrame(rows, columns=ALL_COLUMNS)
+    out["p_adjusted"] = stats.adjust_p(out["p_value"].tolist(), correction) if len(out) else []
+    out["label_source"] = data.label_source
+    out["correction"] = correction
+    out["note"] = out["note"].fillna("")
+    return out
+
+
+def comparison_records(df: pd.DataFrame) -> list[dict]:
+    """JSON-ready records (NaN -> None)."""
+    return json.loads(df.to_json(orient="records"))

@@ -1,0 +1,187 @@
+"""Everything one analysis needs from a study, loaded once: conversations, the chosen labels (wide,
+one column per dimension), features, and the dimension scales.
+
+Example::
+
+    data = load_study(engine, "recllmsim")              # default label source, features from the store
+    data = load_study(engine, "recllmsim", labels="imported:recllmsim-human")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pandas as pd
+from sqlmodel import Session, select
+
+from workbench.errors import NotFoundError, UserInputError
+
+# Used when the codebook is not available or lacks a dimension found in the labels (which are
+# then still analysed: nominal, categories in sorted order).
+FALLBACK_SCALES: dict[str, tuple[str, list[str]]] = {
+    "problem_solving": ("nominal", ["AllInOne", "StepByStep"]),
+    "order": ("nominal", ["Depth", "Breadth", "DepthBreadth", "BreadthDepth"]),
+    "question_broadness": ("ordinal", ["1", "2", "3", "4", "5"]),
+    "context_dependency": ("ordinal", ["1", "2", "3", "4", "5"]),
+    "explanation": ("nominal", ["Frequent", "Rare", "NoExplanation"]),
+    "promise": ("nominal", ["HavePromise", "NoPromise"]),
+    "feedback": ("nominal", ["NoFeedback", "Positive", "Negative", "Both"]),
+    "politeness": ("nominal", ["Polite", "Neutral", "Impolite"]),
+    "formality": ("nominal", ["Oral", "Formal", "Mixed"]),
+    "utility": ("nominal", ["High", "Moderate", "Low"]),
+    "operability": ("nominal", ["High", "Moderate", "Low"]),
+}
+
+# Preference of label sources when none is named: adjudicated, then human, then model labels.
+TIER_NAMES = {0: "adjudicated", 1: "human", 2: "model/imported"}
+MIN_COVERAGE = 0.5  # a better-tier source is only chosen when it labels this share of each user kind
+
+
+@dataclass
+class StudyData:
+    study_name: str
+    study_id: int
+    conversations: pd.DataFrame
+    labels: pd.DataFrame  # conversation_id + one column per dimension (conversation-level labels)
+    label_source: Optional[str]
+    label_source_reason: str
+    features: pd.DataFrame
+    scales: dict[str, tuple[str, list[str]]]
+    feature_version: Optional[str] = None
+    codebook_version: Optional[str] = None
+    language: Optional[str] = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dimensions(self) -> list[str]:
+        return [c for c in self.labels.columns if c != "conversation_id"]
+
+
+def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], Optional[str]]:
+    """Scales from ``annotation.codebook`` when it is available, else the built-in fallback."""
+    scales = dict(FALLBACK_SCALES)
+    try:
+        from annotation.codebook import load_codebook
+
+        cb = load_codebook()
+    except Exception:  # the codebook is another area's; analysis still runs without it
+        return scales, None
+    for d in cb.dimensions:
+        scales[d.name] = (d.scale, [str(v) for v in d.labels])
+    return scales, str(cb.version)
+
+
+def _tier(kind: str, params: dict) -> int:
+    params = params or {}
+    if kind == "adjudicated" or params.get("adjudicated"):
+        return 0
+    if kind == "human" or params.get("human"):
+        return 1
+    return 2
+
+
+def label_sources_coverage_df(session: Session, study_id: int, conversations: pd.DataFrame) -> pd.DataFrame:
+    """Each label source of the study with its tier and its coverage of human and agent conversations."""
+    from sqlalchemy import distinct, func
+
+    from db.models import Conversation, Label, LabelSource
+
+    q = (
+        select(LabelSource.name, LabelSource.kind, LabelSource.params, Conversation.user_kind,
+               func.count(distinct(Label.conversation_id)))
+        .join(Label, Label.source_id == LabelSource.id)
+        .join(Conversation, Conversation.id == Label.conversation_id)
+        .where(Conversation.study_id == study_id, Label.turn_index == -1)
+        .group_by(LabelSource.name, LabelSource.kind, LabelSource.params, Conversation.user_kind)
+    )
+    totals = conversations["user_kind"].value_counts().to_dict()
+    rows: dict[str, dict] = {}
+    for name, kind, params, user_kind, n in session.exec(q).all():
+        r = rows.setdefault(name, {"name": name, "kind": kind, "tier": _tier(kind, params), "human": 0, "agent": 0})
+        if user_kind in ("human", "agent"):
+            r[user_kind] = n
+    out = pd.DataFrame(list(rows.values()), columns=["name", "kind", "tier", "human", "agent"])
+    out["coverage_human"] = out["human"] / max(totals.get("human", 0), 1)
+    out["coverage_agent"] = out["agent"] / max(totals.get("agent", 0), 1)
+    out["coverage"] = out[["coverage_human", "coverage_agent"]].min(axis=1)
+    return out.sort_values(["tier", "coverage"], ascending=[True, False]).reset_index(drop=True)
+
+
+def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
+    """The best available source: the best tier (adjudicated, human, model) whose coverage of both
+    user kinds is at least ``MIN_COVERAGE``; failing that, the source with the widest coverage."""
+    if coverage.empty:
+        return None, "no conversation-level labels in this study"
+    good = coverage[coverage["coverage"] >= MIN_COVERAGE]
+    if not good.empty:
+        best = good.iloc[0]
+        skipped = coverage[(coverage["tier"] < best["tier"])]
+        why = f"best available ({TIER_NAMES[int(best['tier'])]}; covers {best['coverage']:.0%} of each user kind)"
+        if not skipped.empty:
+            why += "; skipped for low coverage: " + ", ".join(
+                f"{r.name} ({r.coverage:.0%})" for r in skipped.itertuples())
+        return str(best["name"]), why
+    best = coverage.sort_values("coverage", ascending=False).iloc[0]
+    return str(best["name"]), f"widest coverage ({best['coverage']:.0%}); no source covers {MIN_COVERAGE:.0%}"
+
+
+def wide_labels_df(labels: pd.DataFrame) -> pd.DataFrame:
+    """Conversation-level labels (``db.repo.labels_df`` rows of one source) as one column per dimension."""
+    lab = labels[(labels["turn_index"] == -1) & (labels["status"].fillna("ok") == "ok") & labels["value"].notna()]
+    if lab.empty:
+        return pd.DataFrame({"conversation_id": pd.Series(dtype="int64")})
+    wide = lab.pivot_table(index="conversation_id", columns="dimension", values="value", aggfunc="first")
+    wide.columns.name = None
+    return wide.reset_index().astype({"conversation_id": "int64"})
+
+
+def default_language(conversations: pd.DataFrame) -> Optional[str]:
+    """Analyse text in the humans' language when the two user kinds differ (the reference: humans
+    wrote Chinese; agent turns carry Chinese translations), otherwise each in its own language."""
+    langs = conversations.groupby("user_kind")["language"].agg(lambda s: s.mode().iloc[0] if len(s.mode()) else None)
+    if "human" in langs and "agent" in langs and langs["human"] != langs["agent"]:
+        return langs["human"]
+    return None
+
+
+def load_study(engine, study_name: str, labels: Optional[str] = None, features: bool = True,
+               pipelines: Optional[dict] = None, language: Optional[str] = "auto") -> StudyData:
+    """Load a study for analysis. ``labels``: a label source name (default: best available);
+    ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code."""
+    from db.repo import conversations_df, get_label_source, get_study, labels_df
+
+    with Session(engine) as session:
+        study = get_study(session, study_name)
+        convs = conversations_df(session, study.id)
+        convs = convs[convs["user_kind"].isin(["human", "agent"])].reset_index(drop=True)
+        coverage = label_sources_coverage_df(session, study.id, convs)
+        if labels:
+            get_label_source(session, labels)  # clear error for an unknown name
+            if labels not in set(coverage["name"]):
+                raise NotFoundError(f"label source {labels!r} has no conversation-level labels in study "
+                                    f"{study_name!r} (sources with labels: {', '.join(coverage['name']) or 'none'})")
+            source, reason = labels, "chosen with --labels"
+        else:
+            source, reason = choose_label_source(coverage)
+        lab = labels_df(session, study.id, sources=[source]) if source else labels_df(session, study.id, sources=[])
+    wide = wide_labels_df(lab)
+    wide = wide[wide["conversation_id"].isin(convs["conversation_id"])].reset_index(drop=True)
+    scales, cb_version = codebook_scales()
+    for dim in wide.columns[1:]:
+        if dim not in scales:
+            scales[dim] = ("nominal", sorted(wide[dim].dropna().astype(str).unique()))
+    lang = default_language(convs) if language == "auto" else language
+    if language not in (None, "auto") and not isinstance(language, str):
+        raise UserInputError("language must be a language code, 'auto' or None")
+    feats = pd.DataFrame({"conversation_id": convs["conversation_id"]})
+    version = None
+    if features and len(convs):
+        from analysis.features import features_df
+
+        feats = features_df(engine, study.id, convs, pipelines=pipelines, language=lang)
+        version = feats.attrs.get("feature_version")
+    return StudyData(study_name=study_name, study_id=study.id, conversations=convs, labels=wide,
+                     label_source=source, label_source_reason=reason, features=feats, scales=scales,
+                     feature_version=version, codebook_version=cb_version, language=lang,
+                     meta={"label_sources": coverage.to_dict("records")})

@@ -1,0 +1,341 @@
+"""Two-sample statistics for human vs agent comparisons.
+
+Each function takes the two samples (human first, agent second) and returns a plain dict with the
+fixed keys of the comparison table (``test``, ``statistic``, ``p_value``, ``effect_size_name``,
+``effect_size``, ``ci_low``, ``ci_high``, ``n_human``, ``n_agent``, ``note``). Every statistic is
+checked against scipy / statsmodels or a published value in ``tests/test_analysis_stats.py``.
+
+Signs: effect sizes are oriented *agent minus human* (a positive Cliff's delta or Hedges' g means
+agents score higher), so one forest plot reads the same way for every dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+MIN_PER_GROUP = 2  # below this a two-sample test is meaningless: report "not enough data"
+DEFAULT_BOOT = 1000
+DEFAULT_CI = 0.95
+
+
+def result(test: str, statistic=None, p_value=None, effect_size_name=None, effect_size=None,
+           ci_low=None, ci_high=None, n_human=0, n_agent=0, note: str = "") -> dict:
+    def f(x):
+        return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
+
+    return {"test": test, "statistic": f(statistic), "p_value": f(p_value), "effect_size_name": effect_size_name,
+            "effect_size": f(effect_size), "ci_low": f(ci_low), "ci_high": f(ci_high),
+            "n_human": int(n_human), "n_agent": int(n_agent), "note": note}
+
+
+def not_enough(test: str, n_human: int, n_agent: int, effect_size_name=None, why: str = "") -> dict:
+    note = "not enough data" + (f": {why}" if why else f" (n_human={n_human}, n_agent={n_agent})")
+    return result(test, effect_size_name=effect_size_name, n_human=n_human, n_agent=n_agent, note=note)
+
+
+# --------------------------------------------------------------------------------------------------
+# Categorical labels
+# --------------------------------------------------------------------------------------------------
+
+
+def contingency(human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list]:
+    """2 x k table of counts (row 0 human, row 1 agent); categories seen in neither group are dropped."""
+    cats = list(categories) if categories is not None else []
+    seen = set(map(str, human)) | set(map(str, agent))
+    cats = [c for c in cats if c in seen] + sorted(seen - set(cats))
+    idx = {c: i for i, c in enumerate(cats)}
+    table = np.zeros((2, len(cats)), dtype=np.int64)
+    for row, values in ((0, human), (1, agent)):
+        for v in values:
+            table[row, idx[str(v)]] += 1
+    return table, cats
+
+
+def cramers_v(table: np.ndarray) -> float:
+    """Cramer's V = sqrt(chi2 / (n (min(r, c) - 1))) from the uncorrected Pearson chi-square."""
+    table = np.asarray(table, dtype=float)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    r, c = table.shape
+    if min(r, c) < 2:
+        return 0.0
+    n = table.sum()
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
+    chi2 = ((table - expected) ** 2 / expected).sum()
+    return float(math.sqrt(chi2 / (n * (min(r, c) - 1))))
+
+
+def _multinomial_boot(table: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of a 2 x k table: each group resampled with its own size.
+
+    Resampling n observations with replacement from a group's categorical values is exactly a
+    multinomial draw with the observed proportions, so this is the ordinary nonparametric
+    bootstrap (stratified by group), done without materialising the samples.
+    """
+    reps = np.empty((n_boot,) + table.shape, dtype=np.int64)
+    for i, row in enumerate(table):
+        n = int(row.sum())
+        reps[:, i, :] = rng.multinomial(n, row / n, size=n_boot)
+    return reps
+
+
+def chi_square_test(human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None,
+                    n_boot: int = DEFAULT_BOOT, ci: float = DEFAULT_CI, seed: int = 0) -> dict:
+    """Pearson chi-square without continuity correction, or Fisher's exact test for a 2x2 table with
+    an expected count below 5; Cramer's V with a percentile bootstrap interval."""
+    n_h, n_a = len(human), len(agent)
+    if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP:
+        return not_enough("chi_square", n_h, n_a, "cramers_v")
+    table, cats = contingency(human, agent, categories)
+    if table.shape[1] < 2:
+        return result("chi_square", 0.0, 1.0, "cramers_v", 0.0, 0.0, 0.0, n_h, n_a,
+                      note=f"one category only ({cats[0]!r}): no difference possible")
+    chi2, p, dof, expected = stats.chi2_contingency(table, correction=False)
+    test, statistic, note = "chi_square", chi2, f"dof={dof}"
+    if table.shape == (2, 2) and expected.min() < 5:
+        odds, p = stats.fisher_exact(table)
+        test, statistic, note = "fisher_exact", odds, "statistic = odds ratio; expected count < 5"
+    v = cramers_v(table)
+    rng = np.random.default_rng(seed)
+    reps = _multinomial_boot(table, n_boot, rng)
+    boot = np.array([cramers_v(t) for t in reps])
+    alpha = (1 - ci) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return result(test, statistic, p, "cramers_v", v, lo, hi, n_h, n_a, note=note)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ordinal scales and continuous features
+# --------------------------------------------------------------------------------------------------
+
+
+def cliffs_delta(human: Sequence[float], agent: Sequence[float]) -> float:
+    """Cliff's delta = P(agent > human) - P(agent < human), via ranks (O(n log n))."""
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    if len(x) == 0 or len(y) == 0:
+        return float("nan")
+    ranks = stats.rankdata(np.concatenate([y, x]))
+    u_agent = ranks[: len(y)].sum() - len(y) * (len(y) + 1) / 2  # counts agent > human + ties/2
+    return float(2 * u_agent / (len(x) * len(y)) - 1)
+
+
+def _placements(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong placement values: for each y, share of x below it (ties 1/2), and for each x the share
+    of y above it."""
+    xs, ys = np.sort(x), np.sort(y)
+    below_y = (np.searchsorted(xs, y, "left") + np.searchsorted(xs, y, "right")) / 2 / len(x)
+    above_x = 1 - (np.searchsorted(ys, x, "left") + np.searchsorted(ys, x, "right")) / 2 / len(y)
+    return below_y, above_x
+
+
+def cliffs_delta_ci(human: Sequence[float], agent: Sequence[float], ci: float = DEFAULT_CI) -> tuple[float, float, float]:
+    """Cliff's delta with a confidence interval from DeLong's variance of the AUC (delta = 2 AUC - 1).
+
+    DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44:837; the interval is computed on the
+    AUC, then clipped to [-1, 1]. Checked against a bootstrap in the tests.
+    """
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    m, n = len(x), len(y)
+    below_y, above_x = _placements(x, y)
+    auc = below_y.mean()
+    var = (below_y.var(ddof=1) / n if n > 1 else 0) + (above_x.var(ddof=1) / m if m > 1 else 0)
+    z = stats.norm.ppf(1 - (1 - ci) / 2)
+    half = z * math.sqrt(max(var, 0.0))
+    delta = 2 * auc - 1
+    return float(delta), float(max(-1.0, delta - 2 * half)), float(min(1.0, delta + 2 * half))
+
+
+def mann_whitney_test(human: Sequence[float], agent: Sequence[float], ci: float = DEFAULT_CI) -> dict:
+    """Two-sided Mann-Whitney U (statistic = U of the agent sample) with Cliff's delta and interval."""
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    if len(x) < MIN_PER_GROUP or len(y) < MIN_PER_GROUP:
+        return not_enough("mann_whitney", len(x), len(y), "cliffs_delta")
+    if np.ptp(np.concatenate([x, y])) == 0:
+        return result("mann_whitney", len(x) * len(y) / 2, 1.0, "cliffs_delta", 0.0, 0.0, 0.0, len(x), len(y),
+                      note="all values equal")
+    u, p = stats.mannwhitneyu(y, x, alternative="two-sided")
+    d, lo, hi = cliffs_delta_ci(x, y, ci)
+    return result("mann_whitney", u, p, "cliffs_delta", d, lo, hi, len(x), len(y))
+
+
+def hedges_g(human: Sequence[float], agent: Sequence[float]) -> float:
+    """Hedges' g (agent - human) with the small-sample correction J = 1 - 3 / (4 df - 1)
+    (Hedges & Olkin 1985, eq. 5.10)."""
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    n1, n2 = len(x), len(y)
+    df = n1 + n2 - 2
+    sp = math.sqrt(((n1 - 1) * x.var(ddof=1) + (n2 - 1) * y.var(ddof=1)) / df)
+    if sp == 0:
+        return 0.0
+    return float((y.mean() - x.mean()) / sp * (1 - 3 / (4 * df - 1)))
+
+
+def hedges_g_ci(human, agent, ci: float = DEFAULT_CI) -> tuple[float, float, float]:
+    """g with the normal-approximation interval, var(g) = (n1+n2)/(n1 n2) + g^2 / (2 (n1+n2))
+    (Hedges & Olkin 1985, eq. 5.15)."""
+    n1, n2 = len(human), len(agent)
+    g = hedges_g(human, agent)
+    se = math.sqrt((n1 + n2) / (n1 * n2) + g * g / (2 * (n1 + n2)))
+    z = stats.norm.ppf(1 - (1 - ci) / 2)
+    return g, g - z * se, g + z * se
+
+
+def welch_t_test(human: Sequence[float], agent: Sequence[float], ci: float = DEFAULT_CI) -> dict:
+    """Welch's t (unequal variances; statistic oriented agent - human) with Hedges' g."""
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    if len(x) < MIN_PER_GROUP or len(y) < MIN_PER_GROUP:
+        return not_enough("welch_t", len(x), len(y), "hedges_g")
+    if x.var() == 0 and y.var() == 0:
+        same = x[0] == y[0]
+        return result("welch_t", 0.0 if same else None, 1.0 if same else None, "hedges_g", 0.0 if same else None,
+                      n_human=len(x), n_agent=len(y), note="no variance in either group")
+    t, p = stats.ttest_ind(y, x, equal_var=False)
+    g, lo, hi = hedges_g_ci(x, y, ci)
+    return result("welch_t", t, p, "hedges_g", g, lo, hi, len(x), len(y))
+
+
+def clustered_test(human: Sequence[float], agent: Sequence[float], human_clusters: Sequence,
+                   ci: float = DEFAULT_CI) -> dict:
+    """Mean difference (agent - human) by OLS with cluster-robust (CR1) standard errors, clustered by
+    participant; each agent conversation is its own cluster.
+
+    This accounts for humans contributing many conversations each (the marginal counterpart of a
+    random intercept per participant). A random-intercept MixedLM took ~30 s and failed to converge
+    on the reference data (1,856 singleton agent groups), so the robust OLS is the default.
+    Matches ``statsmodels OLS.fit(cov_type="cluster")`` (tested).
+    """
+    import statsmodels.api as sm
+
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    n_h, n_a = len(x), len(y)
+    clusters = pd.Series(list(human_clusters)).fillna("").astype(str)
+    n_clusters = clusters.nunique()
+    if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP or n_clusters < 2:
+        return not_enough("ols_cluster_robust", n_h, n_a, "mean_difference",
+                          why=f"n_human={n_h}, n_agent={n_a}, human clusters={n_clusters}")
+    values = np.concatenate([x, y])
+    if np.ptp(values) == 0:
+        return result("ols_cluster_robust", 0.0, 1.0, "mean_difference", 0.0, 0.0, 0.0, n_h, n_a, note="all values equal")
+    groups = np.concatenate([pd.factorize(clusters)[0], n_clusters + np.arange(n_a)])
+    design = sm.add_constant(np.concatenate([np.zeros(n_h), np.ones(n_a)]))
+    fit = sm.OLS(values, design).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    lo, hi = fit.conf_int(alpha=1 - ci)[1]
+    return result("ols_cluster_robust", fit.tvalues[1], fit.pvalues[1], "mean_difference", fit.params[1], lo, hi,
+                  n_h, n_a, note=f"clusters: {n_clusters} participants + {n_a} agent conversations")
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired (matched) comparisons
+# --------------------------------------------------------------------------------------------------
+
+
+def wilcoxon_paired_test(human: Sequence[float], agent: Sequence[float], ci: float = DEFAULT_CI) -> dict:
+    """Wilcoxon signed-rank on matched pairs (agent - human) with the matched-pairs rank-biserial
+    correlation r = (W+ - W-) / (W+ + W-) (Kerby 2014) and a percentile bootstrap interval."""
+    x, y = np.asarray(human, float), np.asarray(agent, float)
+    n = len(x)
+    d = y - x
+    nz = d[d != 0]
+    if n < 3:
+        return not_enough("wilcoxon_paired", n, n, "rank_biserial")
+    if len(nz) == 0:
+        return result("wilcoxon_paired", 0.0, 1.0, "rank_biserial", 0.0, 0.0, 0.0, n, n, note="all pairs equal")
+    w, p = stats.wilcoxon(y, x, zero_method="wilcox")
+
+    def rbc(diffs):
+        diffs = diffs[diffs != 0]
+        if len(diffs) == 0:
+            return 0.0
+        r = stats.rankdata(np.abs(diffs))
+        return (r[diffs > 0].sum() - r[diffs < 0].sum()) / r.sum()
+
+    rng = np.random.default_rng(0)
+    boot = [rbc(d[rng.integers(0, n, n)]) for _ in range(500)]
+    lo, hi = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return result("wilcoxon_paired", w, p, "rank_biserial", rbc(d), lo, hi, n, n, note="pairs")
+
+
+def mcnemar_bowker_test(human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None,
+                        ci: float = DEFAULT_CI) -> dict:
+    """Symmetry test of the human x agent table of matched pairs (McNemar for two categories,
+    Bowker for more; statsmodels ``SquareTable.symmetry``); effect = share of pairs that agree,
+    with a Wilson interval."""
+    from statsmodels.stats.contingency_tables import SquareTable
+    from statsmodels.stats.proportion import proportion_confint
+
+    n = len(human)
+    if n < 3:
+        return not_enough("mcnemar_bowker", n, n, "pair_agreement")
+    cats = list(categories or [])
+    seen = set(map(str, human)) | set(map(str, agent))
+    cats = [c for c in cats if c in seen] + sorted(seen - set(cats))
+    idx = {c: i for i, c in enumerate(cats)}
+    table = np.zeros((len(cats), len(cats)))
+    for h, a in zip(human, agent):
+        table[idx[str(h)], idx[str(a)]] += 1
+    agree = int(np.trace(table))
+    lo, hi = proportion_confint(agree, n, alpha=1 - ci, method="wilson")
+    if len(cats) < 2 or agree == n:
+        return result("mcnemar_bowker", 0.0, 1.0, "pair_agreement", agree / n, lo, hi, n, n, note="all pairs agree")
+    sym = SquareTable(table, shift_zeros=False).symmetry()
+    return result("mcnemar_bowker", sym.statistic, sym.pvalue, "pair_agreement", agree / n, lo, hi, n, n,
+                  note=f"dof={int(sym.df)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Multiple comparisons, Jensen-Shannon
+# --------------------------------------------------------------------------------------------------
+
+
+def adjust_p(p_values: Sequence[Optional[float]], method: str = "holm") -> list[Optional[float]]:
+    """Holm (default) or Benjamini-Hochberg over the non-missing p-values (statsmodels multipletests)."""
+    from statsmodels.stats.multitest import multipletests
+
+    methods = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "none": None}
+    if method not in methods:
+        from workbench.errors import UserInputError
+
+        raise UserInputError(f"unknown correction {method!r}: use holm, bh or none")
+    p = np.array([np.nan if v is None else v for v in p_values], dtype=float)
+    out: list[Optional[float]] = [None] * len(p)
+    ok = np.isfinite(p)
+    if ok.any():
+        adj = p[ok] if methods[method] is None else multipletests(p[ok], method=methods[method])[1]
+        for i, v in zip(np.flatnonzero(ok), adj):
+            out[i] = float(v)
+    return out
+
+
+def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Jensen-Shannon distance with base-2 logs (in [0, 1]); equals scipy's ``jensenshannon(p, q, 2)``."""
+    p, q = np.asarray(p, float), np.asarray(q, float)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(a, b):
+        mask = a > 0
+        return float((a[mask] * np.log2(a[mask] / b[mask])).sum())
+
+    return math.sqrt(max(0.0, (kl(p, m) + kl(q, m)) / 2))
+
+
+def js_distance_ci(human_counts: Sequence[int], agent_counts: Sequence[int], n_boot: int = DEFAULT_BOOT,
+                   ci: float = DEFAULT_CI, seed: int = 0) -> tuple[float, float, float]:
+    """JS distance between the two label distributions with a percentile bootstrap interval
+    (each group resampled with its own size). Note the plug-in distance is biased upwards for
+    small samples: two samples of one distribution are not at distance 0."""
+    table = np.array([human_counts, agent_counts], dtype=np.int64)
+    d = js_distance(table[0], table[1])
+    reps = _multinomial_boot(table, n_boot, np.random.default_rng(seed)).astype(float)
+    reps /= reps.sum(axis=2, keepdims=True)
+    m = (reps[:, 0] + reps[:, 1]) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(reps[:, 0] > 0, reps[:, 0] * np.log2(reps[:, 0] / m), 0).sum(axis=1)
+        kl_q = np.where(reps[:, 1] > 0, reps[:, 1] * np.log2(reps[:, 1] / m), 0).sum(axis=1)
+    boot = np.sqrt(np.maximum(0, (kl_p + kl_q) / 2))
+    lo, hi = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return d, float(lo), float(hi)

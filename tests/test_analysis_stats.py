@@ -1,0 +1,167 @@
+"""Every statistic of analysis.stats against an independent implementation or a published value."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from scipy.spatial.distance import jensenshannon
+
+from analysis import stats
+from workbench.errors import UserInputError
+
+
+def _cats(rng, probs, n, labels="ABC"):
+    return list(rng.choice(list(labels[: len(probs)]), size=n, p=probs))
+
+
+def test_chi_square_and_cramers_v_match_scipy():
+    rng = np.random.default_rng(1)
+    h, a = _cats(rng, [0.5, 0.3, 0.2], 300), _cats(rng, [0.2, 0.3, 0.5], 250)
+    r = stats.chi_square_test(h, a, ["A", "B", "C"], n_boot=300)
+    table, _ = stats.contingency(h, a, ["A", "B", "C"])
+    chi2, p, dof, _ = sps.chi2_contingency(table, correction=False)
+    assert r["test"] == "chi_square" and r["statistic"] == pytest.approx(chi2) and r["p_value"] == pytest.approx(p)
+    # scipy.stats.contingency.association implements Cramer's V (uncorrected chi-square).
+    assert r["effect_size"] == pytest.approx(sps.contingency.association(table, method="cramer"))
+    assert r["ci_low"] < r["effect_size"] < r["ci_high"]
+    assert (r["n_human"], r["n_agent"]) == (300, 250)
+
+
+def test_cramers_v_published_value():
+    # Agresti (2007), Table 2.1-style 2x2: V for a 2x2 equals |phi| = |ad - bc| / sqrt(r1 r2 c1 c2).
+    t = np.array([[30, 10], [10, 30]])
+    phi = (30 * 30 - 10 * 10) / math.sqrt(40 * 40 * 40 * 40)
+    assert stats.cramers_v(t) == pytest.approx(phi) == pytest.approx(0.5)
+
+
+def test_small_2x2_uses_fisher():
+    h, a = ["A"] * 6 + ["B"] * 1, ["A"] * 1 + ["B"] * 5
+    r = stats.chi_square_test(h, a, n_boot=200)
+    table, _ = stats.contingency(h, a)
+    odds, p = sps.fisher_exact(table)
+    assert r["test"] == "fisher_exact" and r["p_value"] == pytest.approx(p) and r["statistic"] == pytest.approx(odds)
+
+
+def test_bootstrap_interval_close_to_explicit_resampling():
+    rng = np.random.default_rng(2)
+    h, a = np.array(_cats(rng, [0.6, 0.4], 200, "AB")), np.array(_cats(rng, [0.4, 0.6], 200, "AB"))
+    r = stats.chi_square_test(list(h), list(a), n_boot=2000)
+    boot = []
+    for _ in range(2000):
+        hh, aa = rng.choice(h, len(h)), rng.choice(a, len(a))
+        boot.append(stats.cramers_v(stats.contingency(list(hh), list(aa), ["A", "B"])[0]))
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    assert r["ci_low"] == pytest.approx(lo, abs=0.02) and r["ci_high"] == pytest.approx(hi, abs=0.02)
+
+
+def test_mann_whitney_and_cliffs_delta():
+    rng = np.random.default_rng(3)
+    h, a = rng.integers(1, 6, 120), rng.integers(2, 6, 100)
+    r = stats.mann_whitney_test(h, a)
+    u, p = sps.mannwhitneyu(a, h, alternative="two-sided")
+    assert r["statistic"] == pytest.approx(u) and r["p_value"] == pytest.approx(p)
+    # Cliff (1993): delta = P(agent > human) - P(agent < human), by brute force over all pairs.
+    brute = np.mean(np.sign(a[:, None] - h[None, :]))
+    assert r["effect_size"] == pytest.approx(brute)
+    assert r["ci_low"] < r["effect_size"] < r["ci_high"]
+    assert stats.cliffs_delta([1, 2, 3], [4, 5, 6]) == 1.0 and stats.cliffs_delta([4, 5], [1, 2]) == -1.0
+
+
+def test_cliffs_delta_interval_agrees_with_bootstrap():
+    rng = np.random.default_rng(4)
+    h, a = rng.normal(0, 1, 150), rng.normal(0.4, 1, 150)
+    d, lo, hi = stats.cliffs_delta_ci(h, a)
+    boot = [stats.cliffs_delta(rng.choice(h, 150), rng.choice(a, 150)) for _ in range(1500)]
+    blo, bhi = np.quantile(boot, [0.025, 0.975])
+    assert lo == pytest.approx(blo, abs=0.03) and hi == pytest.approx(bhi, abs=0.03)
+
+
+def test_hedges_g_matches_statsmodels_and_welch_matches_scipy():
+    from statsmodels.stats.meta_analysis import effectsize_smd
+
+    rng = np.random.default_rng(5)
+    h, a = rng.normal(10, 2, 40), rng.normal(11, 3, 35)
+    r = stats.welch_t_test(h, a)
+    g_sm, var_sm = effectsize_smd(a.mean(), a.std(ddof=1), len(a), h.mean(), h.std(ddof=1), len(h))
+    assert r["effect_size"] == pytest.approx(g_sm)
+    half = 1.959964 * math.sqrt(var_sm)
+    assert r["ci_high"] - r["ci_low"] == pytest.approx(2 * half, rel=0.02)  # variance formulas differ in n-3.94
+    t, p = sps.ttest_ind(a, h, equal_var=False)
+    assert r["statistic"] == pytest.approx(t) and r["p_value"] == pytest.approx(p)
+
+
+def test_clustered_test_matches_hand_sandwich():
+    rng = np.random.default_rng(6)
+    people = np.repeat(np.arange(20), 6)
+    h = rng.normal(0, 1, 120) + rng.normal(0, 1, 20)[people]
+    a = rng.normal(0.5, 1, 80)
+    r = stats.clustered_test(h, a, [f"p{i}" for i in people])
+    # CR1 sandwich by hand (Cameron & Miller 2015, eq. 11, with the small-sample factor of Stata/statsmodels).
+    y = np.concatenate([h, a])
+    X = np.column_stack([np.ones(200), np.r_[np.zeros(120), np.ones(80)]])
+    g = np.r_[people, 100 + np.arange(80)]
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    e = y - X @ beta
+    bread = np.linalg.inv(X.T @ X)
+    meat = sum(np.outer(X[g == c].T @ e[g == c], X[g == c].T @ e[g == c]) for c in np.unique(g))
+    G, n, k = len(np.unique(g)), 200, 2
+    V = G / (G - 1) * (n - 1) / (n - k) * bread @ meat @ bread
+    assert r["effect_size"] == pytest.approx(beta[1])
+    assert r["statistic"] == pytest.approx(beta[1] / math.sqrt(V[1, 1]))
+
+
+def test_paired_tests():
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    rng = np.random.default_rng(7)
+    h = rng.integers(1, 6, 40).astype(float)
+    a = np.clip(h + rng.integers(-1, 3, 40), 1, 5)
+    r = stats.wilcoxon_paired_test(h, a)
+    w, p = sps.wilcoxon(a, h)
+    assert r["statistic"] == pytest.approx(w) and r["p_value"] == pytest.approx(p)
+    d = (a - h)[a != h]
+    ranks = sps.rankdata(np.abs(d))
+    assert r["effect_size"] == pytest.approx((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())  # Kerby 2014
+
+    hh = ["A"] * 20 + ["B"] * 20
+    aa = ["A"] * 12 + ["B"] * 8 + ["A"] * 2 + ["B"] * 18
+    r = stats.mcnemar_bowker_test(hh, aa)
+    ref = mcnemar(np.array([[12, 8], [2, 18]]), exact=False, correction=False)
+    assert r["statistic"] == pytest.approx(ref.statistic) and r["p_value"] == pytest.approx(ref.pvalue)
+    assert r["effect_size"] == pytest.approx(30 / 40)
+
+
+def test_adjust_p_holm_and_bh():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, None, 0.5]
+    holm = stats.adjust_p(p, "holm")
+    # Holm (1979) by hand: sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1 = 0.04, 0.09, 0.08, 0.5,
+    # then the running maximum: 0.04, 0.09, 0.09, 0.5.
+    assert [holm[i] for i in (0, 1, 2, 4)] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm[3] is None
+    bh = stats.adjust_p(p, "bh")
+    ref = multipletests([0.01, 0.04, 0.03, 0.5], method="fdr_bh")[1]
+    assert [bh[i] for i in (0, 1, 2, 4)] == pytest.approx(list(ref))
+    with pytest.raises(UserInputError):
+        stats.adjust_p(p, "bonferonni")
+
+
+def test_js_distance_matches_scipy():
+    p, q = [10, 5, 0, 3], [2, 8, 4, 4]
+    assert stats.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2))
+    d, lo, hi = stats.js_distance_ci(p, q, n_boot=500)
+    assert d == pytest.approx(jensenshannon(p, q, base=2)) and lo <= hi
+    assert stats.js_distance([1, 0], [1, 0]) == 0.0 and stats.js_distance([1, 0], [0, 1]) == pytest.approx(1.0)
+
+
+def test_not_enough_data_rows():
+    for r in (stats.chi_square_test(["A"], ["A", "B"]), stats.mann_whitney_test([], [1, 2]),
+              stats.welch_t_test([1.0], [2.0, 3.0]), stats.clustered_test([1, 2], [3, 4], ["x", "x"]),
+              stats.wilcoxon_paired_test([1], [2])):
+        assert r["note"].startswith("not enough data") and r["p_value"] is None
+    one = stats.chi_square_test(["A", "A"], ["A", "A", "A"])
+    assert one["effect_size"] == 0.0 and "one category" in one["note"]
