@@ -1,0 +1,312 @@
+"""AppTest tests of every page and role, with the database checked after each step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from db.engine import get_engine
+from db.models import Assignment, Conversation, Participant, QuestionnaireResponse, Study, Turn
+from tests.participation_helpers import make_study, profile_answers
+from workbench import participation as P
+from workbench.cli._common import ready_engine
+from workbench.llm import ScriptedModel
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+AppTest = streamlit_testing.AppTest
+
+MAIN = str(Path(__file__).resolve().parent.parent / "workbench" / "app" / "main.py")
+EVIL = "<img src=x onerror=alert(1)> ![pic](http://evil.example/x.png) [link](http://evil.example)"
+
+
+@pytest.fixture
+def eng():
+    engine = ready_engine()
+    yield engine
+
+
+@pytest.fixture
+def scripted_assistant():
+    model = ScriptedModel(lambda msgs: f"Reply {sum(m['role'] == 'user' for m in msgs)}: {EVIL}")
+    P.set_model_factory(lambda engine, cfg, study_id, conv_id: model)
+    yield model
+    P.set_model_factory(None)
+
+
+def app(**query) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=30)
+    for k, v in query.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def participant(eng, pid) -> Participant:
+    with Session(eng) as s:
+        return s.get(Participant, pid)
+
+
+UNSAFE = re.compile(r"(?<!\\)(<|!\[|\]\()")  # an unescaped tag, image or link
+
+
+def no_unsafe_markdown(at: AppTest) -> None:
+    for md in [*at.markdown, *at.caption, *at.error]:
+        assert not UNSAFE.search(md.value), md.value
+
+
+def test_invalid_token_shows_error(eng):
+    at = app(t="not-a-token")
+    assert not at.exception
+    assert "not valid" in at.error[0].value
+
+
+def test_participant_full_flow(eng, scripted_assistant):
+    with Session(eng) as s:
+        make_study(s, settings={"tasks_per_participant": 2, "min_turns": 1, "max_turns": 3})
+        [token] = P.create_invites(s, "pilot", 1)
+        s.commit()
+        pid = s.exec(select(Participant.id)).one()
+    at = app(t=token)
+    assert not at.exception, at.exception
+    assert at.header[0].value == "Consent"
+    at.button[0].click().run()  # agree
+    assert participant(eng, pid).state["step"] == "instructions"
+    at.button[0].click().run()
+    assert participant(eng, pid).state["step"] == "profile"
+    # submitting an empty profile keeps the participant on the page with a message
+    at.button[0].click().run()
+    assert at.error and participant(eng, pid).state["step"] == "profile"
+    answers = profile_answers()
+    for sb in at.selectbox:
+        sb.set_value(answers[sb.key.removeprefix("profile_")])
+    for ms in at.multiselect:
+        ms.set_value(answers[ms.key.removeprefix("profile_")])
+    for ni in at.number_input:
+        ni.set_value(answers[ni.key.removeprefix("profile_")])
+    for ti in at.text_input:
+        ti.set_value(answers[ti.key.removeprefix("profile_")])
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    p = participant(eng, pid)
+    assert p.state["step"] == "task" and p.profile_id is not None
+    for task in range(2):
+        assert at.subheader[0].value == f"Task {task + 1} of 2"
+        at.chat_input[0].set_value("Hi ![me](http://evil.example/me.png)").run()  # sends, then streams
+        with Session(eng) as s:
+            turns = s.exec(select(Turn).join(Conversation).where(Conversation.participant_id == pid,
+                                                                  Conversation.status == "in_progress")
+                           .order_by(Turn.index)).all()
+            assert [t.role for t in turns] == ["user", "assistant"]
+            assert turns[0].content == "Hi ![me](http://evil.example/me.png)"
+        no_unsafe_markdown(at)
+        assert at.chat_input[0].disabled  # rate first
+        at.radio(key="h_1").set_value("no")
+        at.radio(key="s_1").set_value(4)
+        at.text_input(key="r_1").set_value("clear answer")
+        at.button[0].click().run()  # Save rating (first button on the page is the form submit)
+        with Session(eng) as s:
+            t = s.exec(select(Turn).join(Conversation).where(Conversation.participant_id == pid,
+                                                              Conversation.status == "in_progress",
+                                                              Turn.index == 1)).one()
+            assert (t.hallucination, t.satisfaction, t.satisfaction_reason) == ("no", 4, "clear answer")
+        finish = [b for b in at.button if b.label == "Finish this task"]
+        finish[0].click().run()
+        assert participant(eng, pid).state["step"] == "post_task"
+        for item, value in {"memorization": "no", "detail": "brief", "usefulness": "somewhat_useful",
+                            "diversity": "single"}.items():
+            at.radio(key=f"q_{item}").set_value(value)
+        if task == 0:
+            at.radio(key="q_attention").set_value("red")
+        else:
+            assert not [r for r in at.radio if r.key == "q_attention"]
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+    p = participant(eng, pid)
+    assert p.status == "completed" and p.state["step"] == "done"
+    assert at.code[0].value == "COMPLETE"
+    with Session(eng) as s:
+        assert {a.status for a in s.exec(select(Assignment)).all()} == {"completed"}
+        att = s.exec(select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "attention_check")).one()
+        assert att.value == "fail"
+
+
+def test_reload_mid_task_resumes(eng, scripted_assistant):
+    with Session(eng) as s:
+        make_study(s, settings={"profile_mode": "assigned"}, with_profiles=True)
+        [token] = P.create_invites(s, "pilot", 1)
+        p = P.open_participant(s, token)
+        P.give_consent(s, p, True)
+        P.finish_instructions(s, p)
+        P.send_message(s, p, "typed before the crash")
+        s.commit()
+    # A new browser session (refresh / restart): the pending reply is produced and nothing is lost.
+    at = app(t=token)
+    assert not at.exception, at.exception
+    msgs = [m for m in at.chat_message]
+    assert len(msgs) == 2 and msgs[0].markdown[0].value == "typed before the crash"
+    at2 = app(t=token)
+    assert len(at2.chat_message) == 2 and scripted_assistant.calls and len(scripted_assistant.calls) == 1
+
+
+def test_llm_error_shows_retry(eng):
+    from workbench.llm import LLMError
+
+    model = ScriptedModel([LLMError("the service is down"), "Back again."])
+    P.set_model_factory(lambda *a: model)
+    try:
+        with Session(eng) as s:
+            make_study(s, settings={"profile_mode": "assigned"}, with_profiles=True)
+            [token] = P.create_invites(s, "pilot", 1)
+            p = P.open_participant(s, token)
+            P.give_consent(s, p, True)
+            P.finish_instructions(s, p)
+            s.commit()
+        at = app(t=token)
+        at.chat_input[0].set_value("my long carefully typed message").run()
+        assert "the service is down" in at.error[0].value
+        assert [b.label for b in at.button if b.label == "Try again"]
+        with Session(eng) as s:
+            assert s.exec(select(Turn.content)).all() == ["my long carefully typed message"]
+        [b for b in at.button if b.label == "Try again"][0].click().run()
+        assert not at.error
+        with Session(eng) as s:
+            assert s.exec(select(Turn.content).order_by(Turn.index)).all() == [
+                "my long carefully typed message", "Back again."]
+    finally:
+        P.set_model_factory(None)
+
+
+def test_decline_shows_screenout_code(eng):
+    with Session(eng) as s:
+        make_study(s, settings={"screenout_code": "SO-123"})
+        [token] = P.create_invites(s, "pilot", 1)
+        s.commit()
+    at = app(t=token)
+    at.button[1].click().run()
+    assert at.code[0].value == "SO-123"
+    with Session(eng) as s:
+        assert s.exec(select(Participant.status)).one() == "screened_out"
+
+
+def test_prolific_entry_replaces_ids_with_token(eng):
+    with Session(eng) as s:
+        make_study(s, settings={"prolific_study_id": "PSTUDY"})
+        s.commit()
+    at = app(PROLIFIC_PID="abc123", STUDY_ID="PSTUDY", SESSION_ID="sess1")
+    assert not at.exception, at.exception
+    assert "t" in at.query_params and "PROLIFIC_PID" not in at.query_params
+    assert at.header[0].value == "Consent"
+    with Session(eng) as s:
+        p = s.exec(select(Participant)).one()
+        assert p.external_source == "prolific" and p.external_id == "abc123" and p.pseudonym != "abc123"
+        assert p.invite_token_hash == P.hash_token(at.query_params["t"][0] if isinstance(
+            at.query_params["t"], list) else at.query_params["t"])
+
+
+def test_login_required_and_wrong_password(eng):
+    from workbench.accounts import add_user
+
+    with Session(eng) as s:
+        add_user(s, "rita", "researcher", "correct horse")
+        s.commit()
+    at = app()
+    assert at.title[0].value == "LLM user workbench"
+    at.text_input[0].set_value("rita")
+    at.text_input[1].set_value("wrong password")
+    at.button[0].click().run()
+    assert "wrong password" in at.error[0].value and "user" not in at.session_state
+    at.text_input[1].set_value("correct horse")
+    at.button[0].click().run()
+    assert at.session_state["user"]["role"] == "researcher"
+    assert at.title[0].value == "Studies"
+
+
+def logged_in(role: str, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=30)
+    at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}").run()
+    return at
+
+
+@pytest.mark.parametrize("page", ["studies.py", "progress.py", "transcripts.py", "simulation.py", "export.py"])
+def test_researcher_pages_refuse_annotators(eng, page):
+    at = AppTest.from_file(str(Path(MAIN).parent / "pages" / page), default_timeout=30)
+    at.session_state["user"] = {"id": 1, "name": "ann", "role": "annotator"}
+    at.run()
+    assert at.error and "access" in at.error[0].value
+    at = AppTest.from_file(str(Path(MAIN).parent / "pages" / page), default_timeout=30).run()
+    assert at.warning and "log in" in at.warning[0].value
+
+
+def _collected_study(eng):
+    with Session(eng) as s:
+        make_study(s, settings={"min_turns": 1, "tasks_per_participant": 1})
+        [token] = P.create_invites(s, "pilot", 1)
+        p = P.open_participant(s, token)
+        P.give_consent(s, p, True)
+        P.finish_instructions(s, p)
+        P.submit_profile(s, p, profile_answers())
+        P.send_message(s, p, EVIL)
+        s.commit()
+        pid = p.id
+    "".join(P.stream_reply(eng, pid, lambda *a: ScriptedModel(["Sure " + EVIL])))
+    with Session(eng) as s:
+        P.rate_reply(s, s.get(Participant, pid), 1, "yes", 2, EVIL)
+        s.commit()
+
+
+def test_home_lists_studies_with_counts(eng):
+    _collected_study(eng)
+    at = logged_in("annotator")
+    assert not at.exception, at.exception
+    df = at.dataframe[0].value
+    assert set(df["study"]) == {"pilot"} and df["human"].sum() == 1 and df["agent"].sum() == 0
+
+
+def test_progress_and_transcripts(eng):
+    _collected_study(eng)
+    at = logged_in("researcher", "progress.py")
+    assert not at.exception, at.exception
+    status = at.dataframe[0].value
+    assert dict(zip(status["status"], status["participants"])) == {"active": 1}
+    at = logged_in("researcher", "transcripts.py")
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) == 1
+    texts = [m.value for m in at.markdown]
+    assert any("onerror" in t for t in texts)
+    no_unsafe_markdown(at)
+
+
+def test_studies_page_settings_and_invites(eng):
+    with Session(eng) as s:
+        make_study(s)
+        s.commit()
+    at = logged_in("researcher", "studies.py")
+    assert not at.exception, at.exception
+    at.number_input(key=None) if False else None
+    form_inputs = [t for t in at.text_input if t.label == "Completion code"]
+    form_inputs[0].set_value("DONE-42")
+    [b for b in at.button if b.label == "Save settings"][0].click().run()
+    assert not at.exception, at.exception
+    with Session(eng) as s:
+        assert s.exec(select(Study)).one().settings["completion_code"] == "DONE-42"
+    [n for n in at.number_input if n.label == "How many invite links"][0].set_value(3)
+    [b for b in at.button if b.label == "Create invite links"][0].click().run()
+    links = [t for t in at.text_area if t.label == "Invite links"][0].value.splitlines()
+    assert len(links) == 3 and all("?t=" in link for link in links)
+    with Session(eng) as s:
+        hashes = set(s.exec(select(Participant.invite_token_hash)).all())
+    assert hashes == {P.hash_token(link.split("?t=")[1]) for link in links}
+
+
+def test_simulation_and_export_pages_render(eng):
+    with Session(eng) as s:
+        make_study(s)
+        s.commit()
+    for page in ("simulation.py", "export.py"):
+        at = logged_in("researcher", page)
+        assert not at.exception, at.exception

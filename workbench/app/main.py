@@ -1,0 +1,60 @@
+"""Entry of the Streamlit app (``workbench serve``): chooses the pages by role.
+
+Participants arrive with a token (``?t=``) or a Prolific link and see only their study page;
+annotators and researchers log in and get their pages in the sidebar.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts this file's folder on sys.path, not the repository; make the packages importable.
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from workbench.app.auth import current_user, login_form, logout  # noqa: E402
+
+PAGES = Path(__file__).resolve().parent / "pages"
+
+st.set_page_config(page_title="LLM user workbench", layout="wide")
+
+
+def _logout_page() -> None:
+    logout()
+    st.rerun()
+
+
+def _page(name: str, title: str, **kw):
+    path = PAGES / name
+    return st.Page(path, title=title, **kw) if path.exists() else None
+
+
+params = st.query_params
+if "t" in params or "PROLIFIC_PID" in params:
+    nav = st.navigation([st.Page(PAGES / "participant.py", title="Study", default=True)], position="hidden")
+else:
+    user = current_user()
+    if user is None:
+        # The login form is drawn here rather than as a page, so that after logging in the
+        # navigation starts fresh on its default page.
+        login_form()
+        st.stop()
+    else:
+        sections: dict[str, list] = {"Workbench": [st.Page(PAGES / "home.py", title="Home", default=True)]}
+        if user["role"] in ("annotator", "researcher"):
+            labelling = [p for p in (_page("annotate.py", "Annotate"), _page("adjudicate.py", "Adjudicate")) if p]
+            if labelling:
+                sections["Annotation"] = labelling
+        if user["role"] == "researcher":
+            sections["Research"] = [p for p in (
+                _page("studies.py", "Studies"), _page("progress.py", "Progress"),
+                _page("transcripts.py", "Transcripts"), _page("simulation.py", "Simulation"),
+                _page("export.py", "Export"), _page("dashboard.py", "Dashboard"),
+            ) if p]
+        sections["Account"] = [st.Page(_logout_page, title=f"Log out ({user['name']})", url_path="logout")]
+        nav = st.navigation(sections)
+nav.run()

@@ -1,0 +1,182 @@
+"""The participant's study page: everything comes from the database, keyed by the token in the URL."""
+
+import streamlit as st
+
+from db.engine import session_scope
+from workbench import participation as P
+from workbench.app.common import engine, escape_markdown, run_action, show_flash, show_text
+from workbench.errors import WorkbenchError
+from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, ui
+
+eng = engine()
+params = st.query_params
+
+# Prolific entry: swap the Prolific ids in the URL for a session token of our own.
+if "t" not in params and "PROLIFIC_PID" in params:
+    try:
+        with session_scope(eng) as s:
+            _, new_token = P.enter_prolific(s, params.get("PROLIFIC_PID", ""), params.get("STUDY_ID", ""),
+                                            params.get("SESSION_ID", ""), study_name=params.get("study"))
+    except WorkbenchError as exc:
+        st.error(escape_markdown(str(exc)))
+        st.stop()
+    st.query_params.clear()
+    st.query_params["t"] = new_token
+    st.rerun()
+
+token = params.get("t")
+try:
+    with session_scope(eng) as s:
+        p = P.open_participant(s, token)
+        view = P.participant_view(s, p)
+        pid = p.id
+except WorkbenchError:
+    st.error(ui("en")["invalid_link"])
+    st.stop()
+
+T = ui(view.language)
+S = view.settings
+
+
+def act(fn, *args, **kwargs):
+    def run(session, *a, **kw):
+        from db.models import Participant
+
+        return fn(session, session.get(Participant, pid), *a, **kw)
+
+    run_action(run, *args, **kwargs)
+    st.rerun()
+
+
+st.title(T["title"])
+show_flash()
+
+if view.step == "consent":
+    st.header(T["consent_header"])
+    show_text(S.consent_text)
+    c1, c2 = st.columns(2)
+    if c1.button(T["agree"], type="primary"):
+        act(P.give_consent, True)
+    if c2.button(T["decline"]):
+        act(P.give_consent, False)
+
+elif view.step == "instructions":
+    st.header(T["instructions_header"])
+    show_text(S.instructions_text)
+    if st.button(T["continue"], type="primary"):
+        act(P.finish_instructions)
+
+elif view.step == "profile":
+    st.header(T["profile_header"])
+    st.write(T["profile_intro"])
+    with st.form("profile"):
+        answers = {}
+        for f in view.profile_fields:
+            labels = dict(f["options"])
+            key = f"profile_{f['name']}"
+            if f["type"] == "choice":
+                answers[f["name"]] = st.selectbox(f["label"], list(labels), index=None, key=key,
+                                                  format_func=labels.get)
+            elif f["type"] == "multi_choice":
+                answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get)
+            elif f["type"] == "integer":
+                answers[f["name"]] = st.number_input(f["label"], min_value=f["min"], max_value=f["max"], value=None,
+                                                     step=1, key=key)
+            else:
+                answers[f["name"]] = st.text_input(f["label"], key=key, max_chars=500)
+        if st.form_submit_button(T["continue"], type="primary"):
+            act(P.submit_profile, answers)
+
+elif view.step == "task" and view.task is not None:
+    task = view.task
+    st.subheader(T["task_header"].format(position=task.position + 1, n=task.n_tasks))
+    card, chat = st.columns([1, 2], gap="large")
+    with card:
+        with st.container(border=True):
+            st.caption(T["scenario"])
+            show_text(task.scenario)
+            st.caption(T["task_card"])
+            show_text(task.task_text)
+            if task.profile_text:
+                st.caption(T["your_profile"])
+                show_text(task.profile_text)
+    with chat:
+        h_labels = {v: T[f"hallucination_{v}"] for v in HALLUCINATION_VALUES}
+        for turn in task.turns:
+            with st.chat_message(turn.role):
+                show_text(turn.content)
+                if turn.role == "assistant" and turn.rated:
+                    st.caption(T["rated"].format(h=h_labels[turn.hallucination], s=turn.satisfaction))
+            if turn.role == "assistant" and turn.index == task.unrated_index:
+                with st.form(f"rate_{turn.index}"):
+                    st.markdown(f"**{T['rate_header']}**")
+                    h = st.radio(T["hallucination"], list(h_labels), format_func=h_labels.get, index=None,
+                                 horizontal=True, key=f"h_{turn.index}")
+                    sat = st.radio(T["satisfaction"], [1, 2, 3, 4, 5], index=None, horizontal=True,
+                                   key=f"s_{turn.index}")
+                    reason = st.text_input(T["reason"], key=f"r_{turn.index}", max_chars=2000)
+                    if st.form_submit_button(T["save_rating"], type="primary"):
+                        act(P.rate_reply, turn.index, h, sat, reason)
+        if task.pending_reply:
+            failed = st.session_state.get("reply_failed")
+            if failed:
+                st.error(escape_markdown(T["llm_error"].format(error=failed)))
+                if st.button(T["retry"], type="primary"):
+                    st.session_state.pop("reply_failed", None)
+                    st.rerun()
+            else:
+                with st.chat_message("assistant"):
+                    box = st.empty()
+                    box.caption(T["thinking"])
+                    text = ""
+                    try:
+                        for piece in P.stream_reply(eng, pid):
+                            text += piece
+                            box.markdown(escape_markdown(text))
+                    except P.ReplyError as exc:
+                        st.session_state["reply_failed"] = str(exc)[:300]
+                st.rerun()
+        if task.at_max and task.unrated_index is None:
+            st.info(T["max_reached"])
+        if task.can_finish:
+            if st.button(T["finish"], type="primary"):
+                act(P.finish_task)
+        elif task.n_user_turns < task.min_turns:
+            st.caption(T["finish_hint"].format(n=task.min_turns))
+    prompt = st.chat_input(T["chat_placeholder"], disabled=not task.can_send, max_chars=4000)
+    if prompt:
+        act(P.send_message, prompt)
+
+elif view.step == "post_task":
+    st.header(T["post_header"])
+    with st.form("post_task"):
+        answers = {}
+        for item, labels in POST_TASK_ITEMS.items():
+            opts = labels[view.language if view.language in labels else "en"]
+            answers[item] = st.radio(T[item], list(opts), format_func=opts.get, index=None, horizontal=True,
+                                     key=f"q_{item}")
+        attention = None
+        if view.ask_attention:
+            opts = ATTENTION_OPTIONS.get(view.language, ATTENTION_OPTIONS["en"])
+            attention = st.radio(T["attention"], list(opts), format_func=opts.get, index=None, horizontal=True,
+                                 key="q_attention")
+        answers["free_text"] = st.text_area(T["free_text"], key="q_free_text", max_chars=5000)
+        if st.form_submit_button(T["submit"], type="primary"):
+            act(P.submit_post_task, answers, attention)
+
+elif view.step == "done":
+    st.header(T["done_header"])
+    st.write(T["done_text"])
+    st.code(view.code, language=None)
+    if view.redirect_url:
+        st.link_button(T["prolific_return"], view.redirect_url, type="primary")
+
+elif view.step in ("screened_out", "full"):
+    st.header(T["screened_out_header"])
+    st.write(T["screened_out_text"] if view.step == "screened_out" else T["full_text"])
+    st.code(view.code, language=None)
+    if view.redirect_url:
+        st.link_button(T["prolific_return"], view.redirect_url)
+
+else:  # expired
+    st.warning(T["expired_text"])

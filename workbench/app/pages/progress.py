@@ -1,0 +1,34 @@
+"""Researcher: live progress of a study."""
+
+import streamlit as st
+
+from db.engine import session_scope
+from db.repo import get_study
+from workbench.app.auth import require_role
+from workbench.app.common import engine
+from workbench.participation import console as C
+from workbench.participation.flow import expire_idle
+
+require_role("researcher")
+st.title("Progress")
+eng = engine()
+with session_scope(eng) as s:
+    names = C.study_names(s)
+if not names:
+    st.info("No studies yet.")
+    st.stop()
+study = st.selectbox("Study", names)
+if st.button("Refresh"):
+    st.rerun()
+with session_scope(eng) as s:
+    expire_idle(s)  # idle sessions count as dropouts as soon as anyone looks
+    sid = get_study(s, study).id
+    status = C.participants_status_df(s, sid)
+    per_condition = C.condition_progress_df(s, sid)
+    dropouts = C.dropouts_df(s, sid)
+st.subheader("Participants by status")
+st.dataframe(status, hide_index=True)
+st.subheader("Conversations per condition by user kind")
+st.dataframe(per_condition, hide_index=True, use_container_width=True)
+st.subheader("Dropouts")
+st.dataframe(dropouts, hide_index=True, use_container_width=True)

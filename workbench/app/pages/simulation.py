@@ -1,0 +1,43 @@
+"""Researcher: launch a simulation run for a study and follow it from the database."""
+
+import streamlit as st
+
+from db.engine import session_scope
+from db.repo import get_study
+from workbench.app.auth import require_role
+from workbench.app.common import engine
+from workbench.errors import WorkbenchError
+from workbench.participation import console as C
+
+require_role("researcher")
+st.title("Simulation")
+eng = engine()
+with session_scope(eng) as s:
+    names = C.study_names(s)
+if not names:
+    st.info("No studies yet.")
+    st.stop()
+study = st.selectbox("Study", names)
+with st.form("simulate"):
+    model = st.text_input("Simulator model (provider/model)", value="openai/gpt-4o-mini")
+    n = st.number_input("Conversations per condition", 1, 100, 1)
+    concurrency = st.number_input("Concurrency", 1, 32, 4)
+    if st.form_submit_button("Start simulation", type="primary"):
+        try:
+            st.session_state["sim_key"] = C.start_simulation(eng, study, model, int(n), int(concurrency))
+        except WorkbenchError as exc:
+            st.error(str(exc))
+key = st.session_state.get("sim_key")
+if key:
+    state = C.simulation_status(key)
+    if state["error"]:
+        st.error(f"The simulation stopped: {state['error']}")
+    elif state["running"]:
+        st.info("Running in the background. Refresh to update the figures.")
+    else:
+        st.success("Finished.")
+if st.button("Refresh"):
+    st.rerun()
+with session_scope(eng) as s:
+    runs = C.simulation_runs_df(s, get_study(s, study).id)
+st.dataframe(runs, hide_index=True, use_container_width=True)

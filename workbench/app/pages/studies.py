@@ -1,0 +1,108 @@
+"""Researcher: create a study from the scenario packs, change its settings, make invite links."""
+
+import streamlit as st
+
+from db.engine import session_scope
+from workbench.app.auth import require_role
+from workbench.app.common import engine, escape_markdown, run_action, show_flash
+from workbench.participation import console as C
+from workbench.participation.entry import create_invites, invite_url, prolific_url
+from workbench.studies import StudySettings
+
+require_role("researcher")
+st.title("Studies")
+show_flash()
+eng = engine()
+with session_scope(eng) as s:
+    names = C.study_names(s)
+
+create_tab, settings_tab, invite_tab = st.tabs(["Create", "Settings", "Invite links"])
+
+with create_tab:
+    try:
+        scenario_keys = C.available_scenarios()
+    except C.MissingFeature as exc:
+        scenario_keys = []
+        st.warning(str(exc))
+    with st.form("create_study"):
+        name = st.text_input("Study name")
+        model = st.text_input("Assistant model (provider/model)", value="openai/gpt-4o-mini")
+        chosen = st.multiselect("Scenarios (none = the four reference scenarios)", scenario_keys)
+        profiles = st.number_input("Pool profiles to sample (0 = none)", min_value=0, max_value=100, value=0)
+        language = st.selectbox("Language", ["en", "zh"])
+        system_prompt = st.text_area("Assistant system prompt (optional)")
+        c1, c2, c3 = st.columns(3)
+        tasks = c1.number_input("Tasks per participant", 1, 10, 2)
+        min_turns = c2.number_input("Minimum turns", 1, 50, 2)
+        max_turns = c3.number_input("Maximum turns", 1, 100, 10)
+        mode = st.selectbox("Profiles in human sessions", ["participant", "assigned"],
+                            help="participant: people fill in the profile questionnaire; assigned: the "
+                                 "condition's profile is shown to them")
+        if st.form_submit_button("Create study", type="primary"):
+            result = run_action(C.create_study_from_packs, name, model, chosen, int(profiles), language,
+                                system_prompt, {"tasks_per_participant": int(tasks), "min_turns": int(min_turns),
+                                                "max_turns": int(max_turns), "profile_mode": mode,
+                                                "interface_language": language})
+            if result is not None:
+                st.session_state["_created"] = f"Created study {result[0].name!r} with {result[1]} conditions."
+            st.rerun()
+    if st.session_state.get("_created"):
+        st.success(escape_markdown(st.session_state.pop("_created")))
+
+with settings_tab:
+    if not names:
+        st.info("No studies yet.")
+    else:
+        study = st.selectbox("Study", names, key="settings_study")
+        with session_scope(eng) as s:
+            cur = C.get_settings(s, study)
+        with st.form("settings"):
+            c1, c2, c3 = st.columns(3)
+            tasks = c1.number_input("Tasks per participant", 1, 10, cur.tasks_per_participant)
+            min_turns = c2.number_input("Minimum turns", 1, 50, cur.min_turns)
+            max_turns = c3.number_input("Maximum turns", 1, 100, cur.max_turns)
+            c4, c5, c6 = st.columns(3)
+            mode = c4.selectbox("Profile mode", ["participant", "assigned"],
+                                index=["participant", "assigned"].index(cur.profile_mode))
+            lang = c5.selectbox("Interface language", ["en", "zh"], index=["en", "zh"].index(cur.interface_language))
+            idle = c6.number_input("Idle timeout (minutes)", 1, 24 * 60, cur.idle_timeout_minutes)
+            quota = st.number_input("Human conversations per condition (0 = unlimited)", 0, 10_000,
+                                    cur.quota_per_condition or 0)
+            consent = st.text_area("Consent text", cur.consent_text)
+            instructions = st.text_area("Instructions", cur.instructions_text)
+            c7, c8 = st.columns(2)
+            completion = c7.text_input("Completion code", cur.completion_code)
+            screenout = c8.text_input("Screen-out code", cur.screenout_code)
+            prolific = st.text_input("Prolific completion URL (code appended, or {code} replaced)",
+                                     cur.prolific_completion_url or "")
+            prolific_id = st.text_input("Prolific STUDY_ID (links without ?study=)",
+                                        (cur.model_extra or {}).get("prolific_study_id", ""))
+            attention = st.checkbox("Attention check", cur.attention_check)
+            if st.form_submit_button("Save settings", type="primary"):
+                changes = {"tasks_per_participant": int(tasks), "min_turns": int(min_turns), "max_turns": int(max_turns),
+                           "profile_mode": mode, "interface_language": lang, "idle_timeout_minutes": int(idle),
+                           "quota_per_condition": int(quota) or None, "consent_text": consent,
+                           "instructions_text": instructions, "completion_code": completion,
+                           "screenout_code": screenout, "prolific_completion_url": prolific or None,
+                           "prolific_study_id": prolific_id or None, "attention_check": attention}
+                if run_action(C.update_settings, study, changes) is not None:
+                    st.session_state["_saved"] = "Settings saved."
+                st.rerun()
+        if st.session_state.get("_saved"):
+            st.success(st.session_state.pop("_saved"))
+
+with invite_tab:
+    if names:
+        study = st.selectbox("Study", names, key="invite_study")
+        base = st.text_input("Public address of this app", value="http://localhost:8501")
+        n = st.number_input("How many invite links", 1, 1000, 10)
+        if st.button("Create invite links", type="primary"):
+            tokens = run_action(create_invites, study, int(n))
+            if tokens:
+                st.session_state["_links"] = "\n".join(invite_url(base, t) for t in tokens)
+        if st.session_state.get("_links"):
+            st.warning("Copy these links now: only their hashes are stored, they cannot be shown again.")
+            st.text_area("Invite links", st.session_state["_links"], height=200)
+            st.download_button("Download links", st.session_state["_links"], file_name=f"{study}-invites.txt")
+        st.caption("Prolific study URL (Prolific fills in the ids):")
+        st.code(prolific_url(base, study), language=None)

@@ -1,0 +1,64 @@
+"""Researcher: browse transcripts; a human conversation beside its matched agent conversations."""
+
+import streamlit as st
+
+from db.engine import session_scope
+from workbench.app.auth import require_role
+from workbench.app.common import engine, escape_markdown, show_text
+from workbench.participation import console as C
+
+require_role("researcher")
+st.title("Transcripts")
+eng = engine()
+with session_scope(eng) as s:
+    names = C.study_names(s)
+if not names:
+    st.info("No studies yet.")
+    st.stop()
+c1, c2, c3, c4 = st.columns(4)
+study = c1.selectbox("Study", names)
+with session_scope(eng) as s:
+    all_rows = C.transcripts_df(s, study)
+scenario = c2.selectbox("Scenario", ["(all)"] + sorted(all_rows["scenario"].dropna().unique().tolist()))
+kind = c3.selectbox("User kind", ["(all)", "human", "agent"])
+condition = c4.selectbox("Condition", ["(all)"] + sorted(all_rows["condition_key"].dropna().unique().tolist()))
+with session_scope(eng) as s:
+    rows = C.transcripts_df(s, study, scenario=None if scenario == "(all)" else scenario,
+                            user_kind=None if kind == "(all)" else kind,
+                            condition=None if condition == "(all)" else condition)
+st.caption(f"{len(rows)} conversations")
+st.dataframe(rows.head(500), hide_index=True, use_container_width=True)
+if rows.empty:
+    st.stop()
+conv_id = st.selectbox("Open conversation", rows["conversation_id"].tolist())
+
+
+def show(conversation_id: int, title: str) -> None:
+    st.markdown(f"**{title}**")
+    with session_scope(eng) as s:
+        turns = C.transcript(s, conversation_id)
+    for t in turns:
+        with st.chat_message(t.role if t.role in ("user", "assistant") else "ai"):
+            show_text(t.content)
+            notes = []
+            if t.hallucination:
+                notes.append(f"hallucination: {t.hallucination}")
+            if t.satisfaction:
+                notes.append(f"satisfaction: {t.satisfaction}/5")
+            if notes:
+                st.caption("; ".join(notes))
+            if t.satisfaction_reason:
+                st.caption("reason: " + escape_markdown(t.satisfaction_reason))
+
+
+with session_scope(eng) as s:
+    matched = C.matched_conversations(s, int(conv_id))
+kind_of = dict(zip(all_rows["conversation_id"], all_rows["user_kind"]))
+cols = st.columns(1 + min(len(matched), 2))
+with cols[0]:
+    show(int(conv_id), f"Conversation {conv_id} ({kind_of.get(conv_id, '')})")
+for col, other in zip(cols[1:], matched[:2]):
+    with col:
+        show(other, f"Matched conversation {other} ({kind_of.get(other, '')})")
+if len(matched) > 2:
+    st.caption(f"{len(matched) - 2} more matched conversations: {', '.join(map(str, matched[2:12]))}")

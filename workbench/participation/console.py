@@ -1,0 +1,255 @@
+"""The researcher console's core: study overview, progress, transcripts, settings, simulation, export.
+
+Functions of other areas (study creation, the simulation runner, export) are imported when called,
+so the console works while those parts are missing and says clearly what is not there.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from db.engine import session_scope
+from db.models import (
+    Assignment,
+    Condition,
+    Conversation,
+    Participant,
+    Scenario,
+    SimulationRun,
+    Study,
+)
+from db.repo import conversations_df, get_study
+from workbench.errors import UserInputError, WorkbenchError
+from workbench.participation.flow import TurnView, conversation_turns
+from workbench.studies import StudySettings, study_settings
+
+
+class MissingFeature(WorkbenchError):
+    """A part of the workbench this action needs is not installed or not built yet."""
+
+
+def _require(module: str, name: str, what: str) -> Any:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise MissingFeature(f"{what} is not available in this installation ({module}.{name} is missing)") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Overview and progress
+# --------------------------------------------------------------------------------------------------
+
+
+def study_names(session: Session) -> list[str]:
+    return list(session.exec(select(Study.name).order_by(Study.name)).all())
+
+
+def studies_overview_df(session: Session) -> pd.DataFrame:
+    """Conversations per study and scenario, by user kind (columns human, agent)."""
+    rows = session.exec(
+        select(Study.name, Scenario.key, Conversation.user_kind, func.count(Conversation.id))
+        .join(Conversation, Conversation.study_id == Study.id)
+        .join(Condition, Condition.id == Conversation.condition_id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .group_by(Study.name, Scenario.key, Conversation.user_kind)
+    ).all()
+    df = pd.DataFrame(rows, columns=["study", "scenario", "user_kind", "n"])
+    out = df.pivot_table(index=["study", "scenario"], columns="user_kind", values="n", aggfunc="sum", fill_value=0)
+    out = out.reindex(columns=["human", "agent"], fill_value=0).reset_index()
+    # Studies without conversations still appear.
+    for name in study_names(session):
+        if name not in set(out["study"]):
+            out.loc[len(out)] = [name, "", 0, 0]
+    return out.sort_values(["study", "scenario"]).reset_index(drop=True)[["study", "scenario", "human", "agent"]]
+
+
+def participants_status_df(session: Session, study_id: int) -> pd.DataFrame:
+    rows = session.exec(
+        select(Participant.status, func.count(Participant.id)).where(Participant.study_id == study_id)
+        .group_by(Participant.status)
+    ).all()
+    return pd.DataFrame(rows, columns=["status", "participants"]).sort_values("status").reset_index(drop=True)
+
+
+def condition_progress_df(session: Session, study_id: int) -> pd.DataFrame:
+    """Conversations per condition by user kind and status (twin conditions included)."""
+    rows = session.exec(
+        select(Condition.key, Scenario.key, Conversation.user_kind, Conversation.status, func.count(Conversation.id))
+        .join(Conversation, Conversation.condition_id == Condition.id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .where(Condition.study_id == study_id)
+        .group_by(Condition.key, Scenario.key, Conversation.user_kind, Conversation.status)
+    ).all()
+    df = pd.DataFrame(rows, columns=["condition", "scenario", "user_kind", "status", "n"])
+    if df.empty:
+        return pd.DataFrame(columns=["condition", "scenario", "user_kind", "completed", "in_progress",
+                                     "abandoned", "failed"])
+    out = df.pivot_table(index=["condition", "scenario", "user_kind"], columns="status", values="n",
+                         aggfunc="sum", fill_value=0)
+    out = out.reindex(columns=["completed", "in_progress", "abandoned", "failed"], fill_value=0).reset_index()
+    return out
+
+
+def dropouts_df(session: Session, study_id: int) -> pd.DataFrame:
+    """Participants who abandoned or were screened out, with how far they got (pseudonyms only)."""
+    rows = []
+    for p in session.exec(select(Participant).where(
+            Participant.study_id == study_id,
+            Participant.status.in_(["abandoned", "screened_out"])).order_by(Participant.id)).all():
+        done = session.exec(select(func.count(Assignment.id)).where(
+            Assignment.participant_id == p.id, Assignment.status == "completed")).one()
+        rows.append({"participant": p.pseudonym, "status": p.status, "step": (p.state or {}).get("step"),
+                     "tasks_completed": done, "last_seen_at": p.last_seen_at})
+    return pd.DataFrame(rows, columns=["participant", "status", "step", "tasks_completed", "last_seen_at"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Transcripts
+# --------------------------------------------------------------------------------------------------
+
+
+def transcripts_df(session: Session, study_name: str, scenario: Optional[str] = None,
+                   user_kind: Optional[str] = None, condition: Optional[str] = None) -> pd.DataFrame:
+    study = get_study(session, study_name)
+    df = conversations_df(session, study.id)
+    if scenario:
+        df = df[df["scenario"] == scenario]
+    if user_kind:
+        df = df[df["user_kind"] == user_kind]
+    if condition:
+        df = df[df["condition_key"] == condition]
+    return df[["conversation_id", "user_kind", "scenario", "condition_key", "participant", "simulator", "status",
+               "n_turns", "started_at"]].reset_index(drop=True)
+
+
+def transcript(session: Session, conversation_id: int) -> list[TurnView]:
+    return [TurnView(t.index, t.role, t.content, t.hallucination, t.satisfaction, t.satisfaction_reason,
+                     t.created_at) for t in conversation_turns(session, conversation_id)]
+
+
+def matched_conversations(session: Session, conversation_id: int) -> list[int]:
+    """Agent conversations matched to a human one: its digital twins, or those under the same condition."""
+    conv = session.get(Conversation, conversation_id)
+    if conv is None:
+        return []
+    twins = session.exec(select(Conversation.id).where(Conversation.twin_of_id == conversation_id)
+                         .order_by(Conversation.id)).all()
+    same = session.exec(select(Conversation.id).where(
+        Conversation.condition_id == conv.condition_id, Conversation.user_kind != conv.user_kind)
+        .order_by(Conversation.id)).all()
+    return list(dict.fromkeys([*twins, *same]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Study configuration and invites
+# --------------------------------------------------------------------------------------------------
+
+
+def available_scenarios() -> list[str]:
+    load_library = _require("scenarios", "load_library", "The scenario library")
+    lib = load_library()
+    scen = getattr(lib, "scenarios", lib)
+    keys = [getattr(s, "key", s) for s in (scen.values() if isinstance(scen, dict) else scen)]
+    return sorted(str(k) for k in keys)
+
+
+def create_study_from_packs(session: Session, name: str, assistant_model: str, scenarios: list[str],
+                            profiles: Optional[int], language: str, system_prompt: Optional[str],
+                            settings: dict) -> tuple[Study, int]:
+    """Sync the scenario packs and create the study (``workbench.studies.create_study``)."""
+    if not name.strip():
+        raise UserInputError("give the study a name")
+    if not assistant_model.strip() or "/" not in assistant_model:
+        raise UserInputError("the assistant model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
+    validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
+    sync = _require("scenarios", "sync_library", "The scenario library")
+    create = _require("workbench.studies", "create_study", "Study creation")
+    sync(session)
+    return create(session, name.strip(), assistant_model.strip(), scenarios=scenarios or None,
+                  profiles=profiles or None, language=language, system_prompt=system_prompt or None,
+                  settings=validated)
+
+
+def update_settings(session: Session, study_name: str, changes: dict) -> StudySettings:
+    """Validate and store new settings for a study (unknown keys are kept, bad values refused)."""
+    study = get_study(session, study_name)
+    try:
+        new = StudySettings.model_validate({**(study.settings or {}), **changes})
+    except Exception as exc:
+        raise UserInputError(f"invalid settings: {exc}") from exc
+    study.settings = new.model_dump(mode="json")
+    session.add(study)
+    session.flush()
+    return new
+
+
+def get_settings(session: Session, study_name: str) -> StudySettings:
+    return study_settings(get_study(session, study_name))
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulation and export
+# --------------------------------------------------------------------------------------------------
+
+_runs: dict[str, threading.Thread] = {}
+_run_errors: dict[str, str] = {}
+
+
+def start_simulation(engine: Engine, study_name: str, simulator_model: str, n_per_condition: int = 1,
+                     concurrency: int = 4, max_turns: Optional[int] = None) -> str:
+    """Start ``run_simulation`` in a background thread; progress is followed from the database."""
+    run_simulation = _require("workbench.simulation.runner", "run_simulation", "The simulation runner")
+    if not simulator_model.strip() or "/" not in simulator_model:
+        raise UserInputError("the simulator model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
+    with session_scope(engine) as s:
+        get_study(s, study_name)
+    key = f"{study_name}:{simulator_model}"
+    if key in _runs and _runs[key].is_alive():
+        raise UserInputError("a simulation with this model is already running for this study")
+
+    def work() -> None:
+        try:
+            run_simulation(engine, study_name, simulator_model, n_per_condition=n_per_condition,
+                           concurrency=concurrency, max_turns=max_turns)
+        except Exception as exc:  # shown on the page; the runner's own rows say how far it got
+            _run_errors[key] = f"{exc.__class__.__name__}: {exc}"
+
+    _run_errors.pop(key, None)
+    t = threading.Thread(target=work, name=f"simulation {key}", daemon=True)
+    _runs[key] = t
+    t.start()
+    return key
+
+
+def simulation_status(key: str) -> dict:
+    t = _runs.get(key)
+    return {"running": bool(t and t.is_alive()), "error": _run_errors.get(key)}
+
+
+def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
+    rows = []
+    for run in session.exec(select(SimulationRun).where(SimulationRun.study_id == study_id)
+                            .order_by(SimulationRun.id)).all():
+        counts = dict(session.exec(select(Conversation.status, func.count(Conversation.id))
+                                   .where(Conversation.run_id == run.id).group_by(Conversation.status)).all())
+        rows.append({"run": run.key[:12], "status": run.status, "created_at": run.created_at,
+                     "finished_at": run.finished_at, "completed": counts.get("completed", 0),
+                     "in_progress": counts.get("in_progress", 0), "failed": counts.get("failed", 0)})
+    return pd.DataFrame(rows, columns=["run", "status", "created_at", "finished_at", "completed", "in_progress",
+                                       "failed"])
+
+
+def export(engine: Engine, study_name: str, fmt: str, out_dir: Path) -> list[Path]:
+    export_study = _require("workbench.dataio.export", "export_study", "Export")
+    if fmt not in ("jsonl", "csv", "parquet"):
+        raise UserInputError("the export format is jsonl, csv or parquet")
+    return list(export_study(engine, study_name, fmt, Path(out_dir)))
