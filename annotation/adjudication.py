@@ -19,7 +19,15 @@ from db.repo import get_or_create_label_source, get_study
 from db.types import utcnow
 from workbench.errors import NotFoundError, UserInputError
 
-DISAGREEMENT_COLUMNS = ["conversation_id", "dimension", "turn_index", "n", "n_distinct", "values", "adjudicated"]
+DISAGREEMENT_COLUMNS = [
+    "conversation_id",
+    "dimension",
+    "turn_index",
+    "n",
+    "n_distinct",
+    "values",
+    "adjudicated",
+]
 
 
 def adjudicated_source_name(study_name: str) -> str:
@@ -28,17 +36,28 @@ def adjudicated_source_name(study_name: str) -> str:
 
 def _sources(session: Session, names: Optional[Iterable[str]]) -> list[LabelSource]:
     if names is None:
-        return list(session.exec(select(LabelSource).where(LabelSource.kind == "human").order_by(LabelSource.name)).all())
+        return list(
+            session.exec(
+                select(LabelSource).where(LabelSource.kind == "human").order_by(LabelSource.name)
+            ).all()
+        )
     names = list(names)
     found = {s.name: s for s in session.exec(select(LabelSource).where(LabelSource.name.in_(names))).all()}
     missing = [n for n in names if n not in found]
     if missing:
-        raise NotFoundError(f"no label source(s) {', '.join(missing)} (list them with `workbench labels sources`)")
+        raise NotFoundError(
+            f"no label source(s) {', '.join(missing)} (list them with `workbench labels sources`)"
+        )
     return [found[n] for n in names]
 
 
-def disagreements_df(session: Session, study_name: str, sources: Optional[Iterable[str]] = None,
-                     dimensions: Optional[Iterable[str]] = None, include_agreed: bool = False) -> pd.DataFrame:
+def disagreements_df(
+    session: Session,
+    study_name: str,
+    sources: Optional[Iterable[str]] = None,
+    dimensions: Optional[Iterable[str]] = None,
+    include_agreed: bool = False,
+) -> pd.DataFrame:
     """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently.
 
     ``sources`` defaults to every human annotator source. ``values`` maps source name -> value;
@@ -52,8 +71,12 @@ def disagreements_df(session: Session, study_name: str, sources: Optional[Iterab
     q = (
         select(Label.conversation_id, Label.dimension, Label.turn_index, Label.source_id, Label.value)
         .join(Conversation, Conversation.id == Label.conversation_id)
-        .where(Conversation.study_id == study.id, Label.source_id.in_(list(by_id)), Label.status == "ok",
-               Label.value.is_not(None))
+        .where(
+            Conversation.study_id == study.id,
+            Label.source_id.in_(list(by_id)),
+            Label.status == "ok",
+            Label.value.is_not(None),
+        )
     )
     if dimensions is not None:
         q = q.where(Label.dimension.in_(list(dimensions)))
@@ -70,23 +93,46 @@ def disagreements_df(session: Session, study_name: str, sources: Optional[Iterab
         n_distinct = len(set(values.values()))
         if n_distinct < 2 and not include_agreed:
             continue
-        out.append({"conversation_id": int(conv), "dimension": dim, "turn_index": int(idx), "n": len(values),
-                    "n_distinct": n_distinct, "values": values, "adjudicated": final.get((int(conv), dim, int(idx)))})
+        out.append(
+            {
+                "conversation_id": int(conv),
+                "dimension": dim,
+                "turn_index": int(idx),
+                "n": len(values),
+                "n_distinct": n_distinct,
+                "values": values,
+                "adjudicated": final.get((int(conv), dim, int(idx))),
+            }
+        )
     return pd.DataFrame(out, columns=DISAGREEMENT_COLUMNS)
 
 
 def _final_values(session: Session, study_name: str) -> dict[tuple[int, str, int], str]:
-    src = session.exec(select(LabelSource).where(LabelSource.name == adjudicated_source_name(study_name))).first()
+    src = session.exec(
+        select(LabelSource).where(LabelSource.name == adjudicated_source_name(study_name))
+    ).first()
     if src is None:
         return {}
-    rows = session.exec(select(Label.conversation_id, Label.dimension, Label.turn_index, Label.value)
-                        .where(Label.source_id == src.id)).all()
+    rows = session.exec(
+        select(Label.conversation_id, Label.dimension, Label.turn_index, Label.value).where(
+            Label.source_id == src.id
+        )
+    ).all()
     return {(c, d, i): v for c, d, i, v in rows}
 
 
-def adjudicate(session: Session, study_name: str, conversation_id: int, dimension: str, value: str,
-               codebook: Codebook, turn_index: int = -1, adjudicator: Optional[str] = None,
-               note: Optional[str] = None, sources: Optional[Iterable[str]] = None) -> Label:
+def adjudicate(
+    session: Session,
+    study_name: str,
+    conversation_id: int,
+    dimension: str,
+    value: str,
+    codebook: Codebook,
+    turn_index: int = -1,
+    adjudicator: Optional[str] = None,
+    note: Optional[str] = None,
+    sources: Optional[Iterable[str]] = None,
+) -> Label:
     """Record the final label of one item under ``adjudicated:<study>``; replaces an earlier decision."""
     study = get_study(session, study_name)
     conv = session.get(Conversation, conversation_id)
@@ -97,28 +143,51 @@ def adjudicate(session: Session, study_name: str, conversation_id: int, dimensio
     if value not in dim.labels:
         raise UserInputError(f"{value!r} is not a label of {dimension} (use one of {', '.join(dim.labels)})")
     if (turn_index < 0) != (dim.level == "conversation"):
-        raise UserInputError(f"{dimension} is {dim.level}-level: give {'no' if turn_index < 0 else 'a'} turn index")
+        raise UserInputError(
+            f"{dimension} is {dim.level}-level: give {'no' if turn_index < 0 else 'a'} turn index"
+        )
     turn_id = None
     if turn_index >= 0:
-        turn = session.exec(select(Turn).where(Turn.conversation_id == conversation_id, Turn.index == turn_index)).first()
+        turn = session.exec(
+            select(Turn).where(Turn.conversation_id == conversation_id, Turn.index == turn_index)
+        ).first()
         if turn is None:
             raise NotFoundError(f"conversation {conversation_id} has no turn {turn_index}")
         turn_id = turn.id
     srcs = _sources(session, sources)
     considered = session.exec(
-        select(LabelSource.name, Label.value).join(LabelSource, LabelSource.id == Label.source_id)
-        .where(Label.conversation_id == conversation_id, Label.dimension == dimension,
-               Label.turn_index == turn_index, Label.source_id.in_([s.id for s in srcs]))
+        select(LabelSource.name, Label.value)
+        .join(LabelSource, LabelSource.id == Label.source_id)
+        .where(
+            Label.conversation_id == conversation_id,
+            Label.dimension == dimension,
+            Label.turn_index == turn_index,
+            Label.source_id.in_([s.id for s in srcs]),
+        )
         .order_by(LabelSource.name)
     ).all()
-    final_src = get_or_create_label_source(session, adjudicated_source_name(study_name), "adjudicated",
-                                           codebook_version=codebook.version,
-                                           params={"study": study_name, "gold": True})
-    lab = session.exec(select(Label).where(Label.source_id == final_src.id, Label.conversation_id == conversation_id,
-                                           Label.dimension == dimension, Label.turn_index == turn_index)).first()
+    final_src = get_or_create_label_source(
+        session,
+        adjudicated_source_name(study_name),
+        "adjudicated",
+        codebook_version=codebook.version,
+        params={"study": study_name, "gold": True},
+    )
+    lab = session.exec(
+        select(Label).where(
+            Label.source_id == final_src.id,
+            Label.conversation_id == conversation_id,
+            Label.dimension == dimension,
+            Label.turn_index == turn_index,
+        )
+    ).first()
     if lab is None:
-        lab = Label(conversation_id=conversation_id, dimension=dimension, turn_index=turn_index,
-                    source_id=final_src.id)
+        lab = Label(
+            conversation_id=conversation_id,
+            dimension=dimension,
+            turn_index=turn_index,
+            source_id=final_src.id,
+        )
     who = f"adjudicated by {adjudicator}" if adjudicator else "adjudicated"
     note = (note or "").strip()
     lab.value, lab.turn_id, lab.status, lab.created_at = value, turn_id, "ok", utcnow()
@@ -134,9 +203,12 @@ def study_names_with_labels(session: Session) -> list[str]:
     from db.models import Study
 
     rows = session.exec(
-        select(Study.name).join(Conversation, Conversation.study_id == Study.id)
+        select(Study.name)
+        .join(Conversation, Conversation.study_id == Study.id)
         .join(Label, Label.conversation_id == Conversation.id)
         .join(LabelSource, LabelSource.id == Label.source_id)
-        .where(LabelSource.kind == "human").distinct().order_by(Study.name)
+        .where(LabelSource.kind == "human")
+        .distinct()
+        .order_by(Study.name)
     ).all()
     return list(rows)

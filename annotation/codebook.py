@@ -139,7 +139,9 @@ class Dimension(BaseModel):
             raise ValueError(f"labels: duplicate label(s) {', '.join(dupes)}")
         unknown = [k for k in self.label_definitions if k not in self.labels]
         if unknown:
-            raise ValueError(f"label_definitions: {', '.join(map(repr, unknown))} not in labels {self.labels}")
+            raise ValueError(
+                f"label_definitions: {', '.join(map(repr, unknown))} not in labels {self.labels}"
+            )
         bad = [e.label for e in self.examples if e.label not in self.labels]
         if bad:
             raise ValueError(f"examples: label(s) {', '.join(map(repr, bad))} not in labels {self.labels}")
@@ -267,12 +269,16 @@ def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
     dims = []
     for i, d in enumerate(raw_dims):
         if not isinstance(d, dict):
-            raise UserInputError(f"{path}: dimensions[{i}]: each dimension is a mapping with name, scale, labels, ...")
+            raise UserInputError(
+                f"{path}: dimensions[{i}]: each dimension is a mapping with name, scale, labels, ..."
+            )
         try:
             dims.append(Dimension.model_validate(d))
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise UserInputError(f"{path}: {_loc(('dimensions', i) + tuple(err['loc']), raw_dims)}: {_msg(err)}") from exc
+            raise UserInputError(
+                f"{path}: {_loc(('dimensions', i) + tuple(err['loc']), raw_dims)}: {_msg(err)}"
+            ) from exc
     if not dims and head.extends is None:
         raise UserInputError(f"{path}: dimensions: a codebook needs at least one dimension")
     return head, dims
@@ -281,7 +287,7 @@ def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
 def _msg(err: dict) -> str:
     msg = err.get("msg", "invalid")
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":
         msg = "unknown field (check the spelling; see annotation/codebook.yaml for the fields)"
     if err.get("type") == "missing":
@@ -349,4 +355,6 @@ def _load_cached(key: tuple, _default_mtime: tuple) -> Codebook:
     version = "+".join(versions)
     if len(version) > 40:  # LabelSource.codebook_version holds 40 characters
         version = versions[0][:20] + "+" + hashlib.sha256(version.encode()).hexdigest()[:12]
-    return Codebook(version=version, languages=languages, dimensions=dims, sources=[str(p) for p, _, _ in files])
+    return Codebook(
+        version=version, languages=languages, dimensions=dims, sources=[str(p) for p, _, _ in files]
+    )

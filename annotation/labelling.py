@@ -32,10 +32,18 @@ def source_name(annotator_name: str) -> str:
 
 
 def annotator_source(session: Session, annotator: Annotator, codebook: Codebook) -> LabelSource:
-    src = get_or_create_label_source(session, source_name(annotator.name), "human", annotator_id=annotator.id,
-                                     codebook_version=codebook.version, params={"human": True})
+    src = get_or_create_label_source(
+        session,
+        source_name(annotator.name),
+        "human",
+        annotator_id=annotator.id,
+        codebook_version=codebook.version,
+        params={"human": True},
+    )
     if src.kind != "human" or (src.annotator_id not in (None, annotator.id)):
-        raise UserInputError(f"label source {src.name!r} exists but does not belong to annotator {annotator.name!r}")
+        raise UserInputError(
+            f"label source {src.name!r} exists but does not belong to annotator {annotator.name!r}"
+        )
     if src.codebook_version != codebook.version or src.annotator_id is None:
         # The source records the codebook the annotator labels under now.
         src.codebook_version, src.annotator_id = codebook.version, annotator.id
@@ -75,7 +83,9 @@ def blind_view(session: Session, conversation_id: int, language: str) -> ItemVie
     if conv is None:
         raise NotFoundError(f"no conversation with id {conversation_id}")
     scen = session.exec(
-        select(Scenario).join(Condition, Condition.scenario_id == Scenario.id).where(Condition.id == conv.condition_id)
+        select(Scenario)
+        .join(Condition, Condition.scenario_id == Scenario.id)
+        .where(Condition.id == conv.condition_id)
     ).one()
     turns = session.exec(select(Turn).where(Turn.conversation_id == conv.id).order_by(Turn.index)).all()
     translate = bool(language) and conv.language != language
@@ -92,8 +102,9 @@ def blind_view(session: Session, conversation_id: int, language: str) -> ItemVie
     else:
         shown_lang = conv.language
     name = (scen.names or {}).get(language) or scen.name
-    return ItemView(conversation_id=conv.id, scenario_key=scen.key, scenario_name=name, language=shown_lang,
-                    turns=shown)
+    return ItemView(
+        conversation_id=conv.id, scenario_key=scen.key, scenario_name=name, language=shown_lang, turns=shown
+    )
 
 
 def display_language(study: Study, annotator_language: Optional[str] = None) -> str:
@@ -119,11 +130,15 @@ class SavedItem:
     flag_note: Optional[str] = None
 
 
-def _assignment(session: Session, study_id: int, annotator_id: int, conversation_id: int) -> AnnotationAssignment:
+def _assignment(
+    session: Session, study_id: int, annotator_id: int, conversation_id: int
+) -> AnnotationAssignment:
     a = session.exec(
         select(AnnotationAssignment).where(
-            AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id,
-            AnnotationAssignment.conversation_id == conversation_id)
+            AnnotationAssignment.study_id == study_id,
+            AnnotationAssignment.annotator_id == annotator_id,
+            AnnotationAssignment.conversation_id == conversation_id,
+        )
     ).first()
     if a is None:
         raise NotFoundError(f"conversation {conversation_id} is not in this annotator's queue")
@@ -134,8 +149,9 @@ def load_saved(session: Session, study_id: int, annotator: Annotator, conversati
     saved = SavedItem()
     src = session.exec(select(LabelSource).where(LabelSource.name == source_name(annotator.name))).first()
     if src is not None:
-        for lab in session.exec(select(Label).where(Label.source_id == src.id,
-                                                    Label.conversation_id == conversation_id)).all():
+        for lab in session.exec(
+            select(Label).where(Label.source_id == src.id, Label.conversation_id == conversation_id)
+        ).all():
             if lab.value is None:
                 continue
             if lab.turn_index < 0:
@@ -143,13 +159,20 @@ def load_saved(session: Session, study_id: int, annotator: Annotator, conversati
                 saved.rationale = saved.rationale or lab.rationale
             else:
                 saved.turn_values[(lab.dimension, lab.turn_index)] = lab.value
-    g = session.exec(select(HumanityGuess).where(HumanityGuess.annotator_id == annotator.id,
-                                                 HumanityGuess.conversation_id == conversation_id)).first()
+    g = session.exec(
+        select(HumanityGuess).where(
+            HumanityGuess.annotator_id == annotator.id, HumanityGuess.conversation_id == conversation_id
+        )
+    ).first()
     if g is not None:
         saved.guess, saved.confidence = g.guess, g.confidence
-    a = session.exec(select(AnnotationAssignment).where(
-        AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator.id,
-        AnnotationAssignment.conversation_id == conversation_id)).first()
+    a = session.exec(
+        select(AnnotationAssignment).where(
+            AnnotationAssignment.study_id == study_id,
+            AnnotationAssignment.annotator_id == annotator.id,
+            AnnotationAssignment.conversation_id == conversation_id,
+        )
+    ).first()
     if a is not None:
         saved.flagged, saved.flag_note = a.flagged, a.flag_note
     return saved
@@ -191,7 +214,9 @@ def save_labels(
     if missing:
         raise UserInputError(f"choose a label for: {', '.join(missing)} (or skip the item)")
     clean = {dim: _check_value(codebook, dim, v, "conversation") for dim, v in values.items() if v}
-    turns = {t.index: t for t in session.exec(select(Turn).where(Turn.conversation_id == conversation_id)).all()}
+    turns = {
+        t.index: t for t in session.exec(select(Turn).where(Turn.conversation_id == conversation_id)).all()
+    }
     clean_turns: dict[tuple[str, int], str] = {}
     for (dim, idx), v in turn_values.items():
         if not v:
@@ -205,14 +230,19 @@ def save_labels(
     rationale = (rationale or "").strip() or None
 
     src = annotator_source(session, annotator, codebook)
-    existing = {(lab.dimension, lab.turn_index): lab for lab in session.exec(
-        select(Label).where(Label.source_id == src.id, Label.conversation_id == conversation_id)).all()}
+    existing = {
+        (lab.dimension, lab.turn_index): lab
+        for lab in session.exec(
+            select(Label).where(Label.source_id == src.id, Label.conversation_id == conversation_id)
+        ).all()
+    }
     now = utcnow()
     written = 0
     wanted = {(dim, -1): v for dim, v in clean.items()} | clean_turns
     for (dim, idx), value in wanted.items():
-        lab = existing.pop((dim, idx), None) or Label(conversation_id=conversation_id, dimension=dim,
-                                                      turn_index=idx, source_id=src.id)
+        lab = existing.pop((dim, idx), None) or Label(
+            conversation_id=conversation_id, dimension=dim, turn_index=idx, source_id=src.id
+        )
         lab.value, lab.status, lab.flagged, lab.created_at = value, "ok", bool(flagged), now
         lab.turn_id = turns[idx].id if idx >= 0 else None
         lab.rationale = rationale if idx < 0 else None
@@ -239,22 +269,40 @@ def _check_guess(guess: Optional[str], confidence: Optional[int]) -> Optional[st
     return guess
 
 
-def _save_guess(session: Session, study_id: int, annotator_id: int, conversation_id: int,
-                guess: Optional[str], confidence: Optional[int]) -> None:
-    g = session.exec(select(HumanityGuess).where(HumanityGuess.annotator_id == annotator_id,
-                                                 HumanityGuess.conversation_id == conversation_id)).first()
+def _save_guess(
+    session: Session,
+    study_id: int,
+    annotator_id: int,
+    conversation_id: int,
+    guess: Optional[str],
+    confidence: Optional[int],
+) -> None:
+    g = session.exec(
+        select(HumanityGuess).where(
+            HumanityGuess.annotator_id == annotator_id, HumanityGuess.conversation_id == conversation_id
+        )
+    ).first()
     if guess is None:
         if g is not None:
             session.delete(g)
         return
     if g is None:
-        g = HumanityGuess(study_id=study_id, annotator_id=annotator_id, conversation_id=conversation_id, guess=guess)
+        g = HumanityGuess(
+            study_id=study_id, annotator_id=annotator_id, conversation_id=conversation_id, guess=guess
+        )
     g.guess, g.confidence, g.created_at = guess, None if confidence is None else int(confidence), utcnow()
     session.add(g)
 
 
-def skip_item(session: Session, study_id: int, annotator: Annotator, conversation_id: int,
-              reason: Optional[str] = None, flagged: bool = False, flag_note: Optional[str] = None) -> None:
+def skip_item(
+    session: Session,
+    study_id: int,
+    annotator: Annotator,
+    conversation_id: int,
+    reason: Optional[str] = None,
+    flagged: bool = False,
+    flag_note: Optional[str] = None,
+) -> None:
     """Skip an item (it can be reopened later); a flag marks it for the researchers."""
     a = _assignment(session, study_id, annotator.id, conversation_id)
     a.status, a.completed_at = "skipped", utcnow()
@@ -270,8 +318,13 @@ def guesses_df(session: Session, study_id: int) -> pd.DataFrame:
     Feed it to ``annotation.agreement.indistinguishability_df`` with ``db.repo.conversations_df``.
     """
     rows = session.exec(
-        select(HumanityGuess.conversation_id, Annotator.name, HumanityGuess.guess, HumanityGuess.confidence,
-               HumanityGuess.created_at)
+        select(
+            HumanityGuess.conversation_id,
+            Annotator.name,
+            HumanityGuess.guess,
+            HumanityGuess.confidence,
+            HumanityGuess.created_at,
+        )
         .join(Annotator, Annotator.id == HumanityGuess.annotator_id)
         .where(HumanityGuess.study_id == study_id)
         .order_by(HumanityGuess.id)
@@ -282,8 +335,13 @@ def guesses_df(session: Session, study_id: int) -> pd.DataFrame:
 def flagged_df(session: Session, study_id: int) -> pd.DataFrame:
     """Items annotators flagged: conversation_id, annotator, status, flag_note, skip_reason."""
     rows = session.exec(
-        select(AnnotationAssignment.conversation_id, Annotator.name, AnnotationAssignment.status,
-               AnnotationAssignment.flag_note, AnnotationAssignment.skip_reason)
+        select(
+            AnnotationAssignment.conversation_id,
+            Annotator.name,
+            AnnotationAssignment.status,
+            AnnotationAssignment.flag_note,
+            AnnotationAssignment.skip_reason,
+        )
         .join(Annotator, Annotator.id == AnnotationAssignment.annotator_id)
         .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.flagged == True)  # noqa: E712
         .order_by(AnnotationAssignment.conversation_id)

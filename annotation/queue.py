@@ -42,8 +42,10 @@ class AssignReport:
     n_available: int = 0  # candidate items before sampling
 
     def summary(self) -> str:
-        lines = [f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
-                 f"(batch {self.batch}; {self.n_available} candidates)."]
+        lines = [
+            f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
+            f"(batch {self.batch}; {self.n_available} candidates)."
+        ]
         for name, n in self.per_annotator.items():
             lines.append(f"  {name}: +{n}")
         for stratum, n in sorted(self.per_stratum.items()):
@@ -72,7 +74,9 @@ def get_annotators(session: Session, names: Sequence[str]) -> list[Annotator]:
     return [found[n] for n in clean]
 
 
-def candidates_df(session: Session, study: Study, conversation_ids: Optional[Iterable[int]] = None) -> pd.DataFrame:
+def candidates_df(
+    session: Session, study: Study, conversation_ids: Optional[Iterable[int]] = None
+) -> pd.DataFrame:
     """Conversations that can be labelled: finished, with at least one user turn."""
     user_turns = (
         select(Turn.conversation_id, func.count(Turn.id).label("n"))
@@ -138,8 +142,11 @@ def assign_items(
     if user_kinds:
         cands = cands[cands["user_kind"].isin(list(user_kinds))]
     existing = session.exec(
-        select(AnnotationAssignment.conversation_id, AnnotationAssignment.annotator_id, AnnotationAssignment.position)
-        .where(AnnotationAssignment.study_id == study.id)
+        select(
+            AnnotationAssignment.conversation_id,
+            AnnotationAssignment.annotator_id,
+            AnnotationAssignment.position,
+        ).where(AnnotationAssignment.study_id == study.id)
     ).all()
     assigned_to: dict[int, set[int]] = defaultdict(set)
     next_pos: dict[int, int] = defaultdict(int)
@@ -175,8 +182,15 @@ def assign_items(
         # Each annotator sees their items in their own random order (no shared order effects).
         rng.shuffle(items)
         for i, conv_id in enumerate(items):
-            session.add(AnnotationAssignment(study_id=study.id, annotator_id=p.id, conversation_id=conv_id,
-                                             position=next_pos[p.id] + i, batch=batch))
+            session.add(
+                AnnotationAssignment(
+                    study_id=study.id,
+                    annotator_id=p.id,
+                    conversation_id=conv_id,
+                    position=next_pos[p.id] + i,
+                    batch=batch,
+                )
+            )
         report.per_annotator[p.name] = len(items)
     session.flush()
     report.n_items = len(chosen)
@@ -204,11 +218,15 @@ class Progress:
 
 
 def queue_progress(session: Session, study_id: int, annotator_id: int) -> Progress:
-    counts = dict(session.exec(
-        select(AnnotationAssignment.status, func.count(AnnotationAssignment.id))
-        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id)
-        .group_by(AnnotationAssignment.status)
-    ).all())
+    counts = dict(
+        session.exec(
+            select(AnnotationAssignment.status, func.count(AnnotationAssignment.id))
+            .where(
+                AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id
+            )
+            .group_by(AnnotationAssignment.status)
+        ).all()
+    )
     return Progress(total=sum(counts.values()), done=counts.get("done", 0), skipped=counts.get("skipped", 0))
 
 
@@ -216,24 +234,33 @@ def next_item(session: Session, study_id: int, annotator_id: int) -> Optional[An
     """The first pending item of the queue (None when the queue is finished)."""
     return session.exec(
         select(AnnotationAssignment)
-        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id,
-               AnnotationAssignment.status == "pending")
+        .where(
+            AnnotationAssignment.study_id == study_id,
+            AnnotationAssignment.annotator_id == annotator_id,
+            AnnotationAssignment.status == "pending",
+        )
         .order_by(AnnotationAssignment.position)
     ).first()
 
 
 def queue_items(session: Session, study_id: int, annotator_id: int) -> list[AnnotationAssignment]:
-    return list(session.exec(
-        select(AnnotationAssignment)
-        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id)
-        .order_by(AnnotationAssignment.position)
-    ).all())
+    return list(
+        session.exec(
+            select(AnnotationAssignment)
+            .where(
+                AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id
+            )
+            .order_by(AnnotationAssignment.position)
+        ).all()
+    )
 
 
 def annotator_studies(session: Session, annotator_id: int) -> list[Study]:
     """Studies in which this annotator has a queue, newest first."""
     ids = session.exec(
-        select(AnnotationAssignment.study_id).where(AnnotationAssignment.annotator_id == annotator_id).distinct()
+        select(AnnotationAssignment.study_id)
+        .where(AnnotationAssignment.annotator_id == annotator_id)
+        .distinct()
     ).all()
     if not ids:
         return []
@@ -243,9 +270,11 @@ def annotator_studies(session: Session, annotator_id: int) -> list[Study]:
 def reopen_skipped(session: Session, study_id: int, annotator_id: int) -> int:
     """Put the annotator's skipped items back in the queue; returns how many."""
     items = session.exec(
-        select(AnnotationAssignment)
-        .where(AnnotationAssignment.study_id == study_id, AnnotationAssignment.annotator_id == annotator_id,
-               AnnotationAssignment.status == "skipped")
+        select(AnnotationAssignment).where(
+            AnnotationAssignment.study_id == study_id,
+            AnnotationAssignment.annotator_id == annotator_id,
+            AnnotationAssignment.status == "skipped",
+        )
     ).all()
     for a in items:
         a.status = "pending"
@@ -266,11 +295,15 @@ def progress_df(session: Session, study_name: str) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows, columns=["annotator", "status", "flagged"])
-    out = df.groupby("annotator").agg(
-        total=("status", "size"),
-        done=("status", lambda s: int((s == "done").sum())),
-        skipped=("status", lambda s: int((s == "skipped").sum())),
-        pending=("status", lambda s: int((s == "pending").sum())),
-        flagged=("flagged", lambda s: int(s.sum())),
-    ).reset_index()
+    out = (
+        df.groupby("annotator")
+        .agg(
+            total=("status", "size"),
+            done=("status", lambda s: int((s == "done").sum())),
+            skipped=("status", lambda s: int((s == "skipped").sum())),
+            pending=("status", lambda s: int((s == "pending").sum())),
+            flagged=("flagged", lambda s: int(s.sum())),
+        )
+        .reset_index()
+    )
     return out[cols]

@@ -83,8 +83,18 @@ def test_save_resume_and_guess(session):
     with pytest.raises(UserInputError, match="guess must be one of"):
         save_labels(session, study.id, a, conv_id, cb, labels, guess="robot")
     assert session.exec(select(Label)).all() == []  # nothing half-written
-    n = save_labels(session, study.id, a, conv_id, cb, labels, turn_values={("hallucination", 1): "cant_tell"},
-                    rationale="  asks for details ", guess="ai", confidence=4)
+    n = save_labels(
+        session,
+        study.id,
+        a,
+        conv_id,
+        cb,
+        labels,
+        turn_values={("hallucination", 1): "cant_tell"},
+        rationale="  asks for details ",
+        guess="ai",
+        confidence=4,
+    )
     assert n == 12
     src = session.exec(select(LabelSource).where(LabelSource.name == "human:ann")).one()
     assert (src.kind, src.annotator_id, src.codebook_version) == ("human", a.id, cb.version)
@@ -99,17 +109,29 @@ def test_save_resume_and_guess(session):
     assert saved.values["question_broadness"] == "4" and saved.guess == "ai" and saved.confidence == 4
     assert saved.turn_values == {("hallucination", 1): "cant_tell"}
     # Saving again replaces (no duplicate rows), clearing a turn label and the guess.
-    save_labels(session, study.id, a, conv_id, cb, labels | {"question_broadness": "2"}, flagged=True,
-                flag_note="odd ending")
+    save_labels(
+        session,
+        study.id,
+        a,
+        conv_id,
+        cb,
+        labels | {"question_broadness": "2"},
+        flagged=True,
+        flag_note="odd ending",
+    )
     assert session.exec(select(Label).where(Label.dimension == "hallucination")).all() == []
-    assert [x.value for x in session.exec(select(Label).where(Label.dimension == "question_broadness")).all()] == ["2"]
+    assert [
+        x.value for x in session.exec(select(Label).where(Label.dimension == "question_broadness")).all()
+    ] == ["2"]
     assert guesses_df(session, study.id).empty
     assert load_saved(session, study.id, a, conv_id).flagged
     # Guesses frame for the indistinguishability statistics.
     conv2 = next_item(session, study.id, a.id).conversation_id
     save_labels(session, study.id, a, conv2, cb, labels, guess="human", confidence=2)
     g = guesses_df(session, study.id)
-    assert g[["conversation_id", "annotator", "guess", "confidence"]].values.tolist() == [[conv2, "ann", "human", 2]]
+    assert g[["conversation_id", "annotator", "guess", "confidence"]].values.tolist() == [
+        [conv2, "ann", "human", 2]
+    ]
     # Skip and reopen.
     conv3 = next_item(session, study.id, a.id).conversation_id
     skip_item(session, study.id, a, conv3, reason="unreadable", flagged=True, flag_note="garbled")
@@ -117,7 +139,8 @@ def test_save_resume_and_guess(session):
     assert (p.done, p.skipped, p.pending) == (2, 1, 1)
     assert reopen_skipped(session, study.id, a.id) == 1
     assert progress_df(session, "pilot").to_dict("records") == [
-        {"annotator": "ann", "total": 4, "done": 2, "skipped": 0, "pending": 2, "flagged": 2}]
+        {"annotator": "ann", "total": 4, "done": 2, "skipped": 0, "pending": 2, "flagged": 2}
+    ]
     # Not in the queue: clear error.
     other = session.exec(select(Conversation.id)).all()
     with pytest.raises(NotFoundError, match="not in this annotator's queue"):
@@ -149,29 +172,49 @@ def test_adjudication(session):
     base = full_labels(cb)
     for name, pol in (("ann", "Polite"), ("bob", "Neutral")):
         for cid in conv_ids[:2]:
-            save_labels(session, study.id, ann(session, name), cid, cb,
-                        base | {"politeness": pol if cid == conv_ids[0] else "Polite"},
-                        turn_values={("hallucination", 1): "yes" if name == "ann" else "no"})
+            save_labels(
+                session,
+                study.id,
+                ann(session, name),
+                cid,
+                cb,
+                base | {"politeness": pol if cid == conv_ids[0] else "Polite"},
+                turn_values={("hallucination", 1): "yes" if name == "ann" else "no"},
+            )
     df = disagreements_df(session, "pilot")
     got = sorted((r.conversation_id, r.dimension, r.turn_index) for r in df.itertuples())
-    assert got == [(conv_ids[0], "hallucination", 1), (conv_ids[0], "politeness", -1), (conv_ids[1], "hallucination", 1)]
+    assert got == [
+        (conv_ids[0], "hallucination", 1),
+        (conv_ids[0], "politeness", -1),
+        (conv_ids[1], "hallucination", 1),
+    ]
     row = df[(df.dimension == "politeness")].iloc[0]
     assert row["values"] == {"human:ann": "Polite", "human:bob": "Neutral"} and row["adjudicated"] is None
     with pytest.raises(UserInputError, match="not a label of politeness"):
         adjudicate(session, "pilot", conv_ids[0], "politeness", "Rude", cb)
     with pytest.raises(UserInputError, match="turn-level"):
         adjudicate(session, "pilot", conv_ids[0], "hallucination", "yes", cb)
-    lab = adjudicate(session, "pilot", conv_ids[0], "politeness", "Neutral", cb, adjudicator="res", note="no courtesy")
+    lab = adjudicate(
+        session, "pilot", conv_ids[0], "politeness", "Neutral", cb, adjudicator="res", note="no courtesy"
+    )
     adjudicate(session, "pilot", conv_ids[0], "hallucination", "no", cb, turn_index=1, adjudicator="res")
     src = session.get(LabelSource, lab.source_id)
     assert (src.name, src.kind) == ("adjudicated:pilot", "adjudicated")
-    assert lab.samples == [{"source": "human:ann", "value": "Polite"}, {"source": "human:bob", "value": "Neutral"}]
+    assert lab.samples == [
+        {"source": "human:ann", "value": "Polite"},
+        {"source": "human:bob", "value": "Neutral"},
+    ]
     assert lab.rationale == "adjudicated by res: no courtesy"
     # Deciding again replaces the decision.
     adjudicate(session, "pilot", conv_ids[0], "politeness", "Polite", cb)
-    finals = session.exec(select(Label).where(Label.source_id == src.id, Label.dimension == "politeness")).all()
+    finals = session.exec(
+        select(Label).where(Label.source_id == src.id, Label.dimension == "politeness")
+    ).all()
     assert [f.value for f in finals] == ["Polite"]
     df = disagreements_df(session, "pilot")
-    assert df.set_index(["conversation_id", "dimension"]).loc[(conv_ids[0], "politeness"), "adjudicated"] == "Polite"
+    assert (
+        df.set_index(["conversation_id", "dimension"]).loc[(conv_ids[0], "politeness"), "adjudicated"]
+        == "Polite"
+    )
     # Adjudicated labels are not themselves counted as an annotator.
     assert all("adjudicated:pilot" not in v for v in df["values"])

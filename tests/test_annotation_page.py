@@ -12,15 +12,27 @@ from annotation.codebook import load_codebook
 from annotation.queue import assign_items
 from db.engine import make_engine
 from db.migrate import upgrade
-from db.models import Annotator, Conversation, Label, Turn
+from db.models import Annotator, Label, Turn
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from tests.annotation_data import SECRET_MODEL, SECRET_PATH, SECRET_SIMULATOR, make_study
 
 PAGES = Path(__file__).resolve().parent.parent / "workbench" / "app" / "pages"
 INJECTED = "<script>alert('x')</script> ![x](http://evil.example/x.png) **bold** [link](http://evil.example)"
 # Words that would tell the annotator who the user was.
-KIND_WORDS = ["agent", "human", "llm_agent", "llm", "simulat", "gpt", "secretmodel", ".json", "real_human", "wave",
-              "translat", "[zh]"]
+KIND_WORDS = [
+    "agent",
+    "human",
+    "llm_agent",
+    "llm",
+    "simulat",
+    "gpt",
+    "secretmodel",
+    ".json",
+    "real_human",
+    "wave",
+    "translat",
+    "[zh]",
+]
 
 
 @pytest.fixture
@@ -59,9 +71,28 @@ def all_texts(at: AppTest) -> list[str]:
 
     def walk(node):
         for attr in ("value", "label", "help", "body", "placeholder", "name"):
-            v = getattr(node, attr, None) if attr != "value" or node.type in (
-                "markdown", "caption", "title", "header", "subheader", "text", "code", "alert", "success",
-                "info", "warning", "error", "exception", "toast") else None
+            v = (
+                getattr(node, attr, None)
+                if attr != "value"
+                or node.type
+                in (
+                    "markdown",
+                    "caption",
+                    "title",
+                    "header",
+                    "subheader",
+                    "text",
+                    "code",
+                    "alert",
+                    "success",
+                    "info",
+                    "warning",
+                    "error",
+                    "exception",
+                    "toast",
+                )
+                else None
+            )
             if isinstance(v, str):
                 out.append(v)
         for opt in getattr(node, "options", None) or []:
@@ -70,6 +101,7 @@ def all_texts(at: AppTest) -> list[str]:
             out.append(node.proto.expandable.label)
         for child in getattr(node, "children", {}).values():
             walk(child)
+
     walk(at._tree)
     return out
 
@@ -132,8 +164,15 @@ def test_save_guess_progress_and_resume(db):
     eng, users = db
     at = page(users)
     with Session(eng) as s:
-        first = s.exec(select(AnnotationAssignment).where(AnnotationAssignment.annotator_id == users["ann"])
-                       .order_by(AnnotationAssignment.position)).first().conversation_id
+        first = (
+            s.exec(
+                select(AnnotationAssignment)
+                .where(AnnotationAssignment.annotator_id == users["ann"])
+                .order_by(AnnotationAssignment.position)
+            )
+            .first()
+            .conversation_id
+        )
     # Missing a label: an error, nothing saved.
     fill(at, skip_dims=("politeness",))
     save_btn = next(b for b in at.button if b.label == "保存并继续")
@@ -156,8 +195,17 @@ def test_save_guess_progress_and_resume(db):
         assert [x.value for x in labs if x.dimension == "hallucination"] == ["yes"]
         g = s.exec(select(HumanityGuess)).one()
         assert (g.conversation_id, g.guess, g.confidence) == (first, "ai", 4)
-        assert s.exec(select(AnnotationAssignment).where(AnnotationAssignment.conversation_id == first,
-                      AnnotationAssignment.annotator_id == users["ann"])).one().status == "done"
+        assert (
+            s.exec(
+                select(AnnotationAssignment).where(
+                    AnnotationAssignment.conversation_id == first,
+                    AnnotationAssignment.annotator_id == users["ann"],
+                )
+            )
+            .one()
+            .status
+            == "done"
+        )
     assert "已标注 1" in at.get("progress")[0].proto.text
     # Skip the next one.
     next(b for b in at.button if b.label == "跳过").click().run()
@@ -182,7 +230,9 @@ def test_no_queue_and_finished_queue(db):
     assert not at.exception
     assert at.info and "workbench annotate assign" in at.info[0].value
     with Session(eng) as s:
-        for a in s.exec(select(AnnotationAssignment).where(AnnotationAssignment.annotator_id == users["ann"])).all():
+        for a in s.exec(
+            select(AnnotationAssignment).where(AnnotationAssignment.annotator_id == users["ann"])
+        ).all():
             a.status = "done"
             s.add(a)
         s.commit()

@@ -13,8 +13,17 @@ from annotation.codebook import DEFAULT_PATH, load_codebook
 from workbench.errors import UserInputError
 
 REFERENCE_DIMENSIONS = [
-    "problem_solving", "order", "question_broadness", "context_dependency", "explanation", "promise",
-    "feedback", "politeness", "formality", "utility", "operability",
+    "problem_solving",
+    "order",
+    "question_broadness",
+    "context_dependency",
+    "explanation",
+    "promise",
+    "feedback",
+    "politeness",
+    "formality",
+    "utility",
+    "operability",
 ]
 
 
@@ -29,14 +38,20 @@ def test_bundled_codebook_has_the_reference_dimensions():
     assert cb.version
     assert [d.name for d in cb.conversation_dimensions()] == REFERENCE_DIMENSIONS
     hall = cb.get("hallucination")
-    assert hall.level == "turn" and hall.turn_role == "assistant" and hall.labels == ["yes", "no", "cant_tell"]
+    assert (
+        hall.level == "turn" and hall.turn_role == "assistant" and hall.labels == ["yes", "no", "cant_tell"]
+    )
     assert cb.get("question_broadness").labels == ["1", "2", "3", "4", "5"]
     assert cb.get("question_broadness").is_ordinal and cb.get("context_dependency").is_ordinal
     assert cb.get("problem_solving").labels == ["AllInOne", "StepByStep"]
     assert {d.group for d in cb} == {"strategy", "interaction_style", "evaluation"}
     assert cb.get("order").aspect_names("travel_planning") == ["destination", "accommodation", "transport"]
-    assert set(cb.get("order").aspects) >= {"travel_planning", "recipe_planning", "preparing_gifts",
-                                            "skills_learning_planning"}
+    assert set(cb.get("order").aspects) >= {
+        "travel_planning",
+        "recipe_planning",
+        "preparing_gifts",
+        "skills_learning_planning",
+    }
 
 
 def test_every_label_is_defined_in_both_languages():
@@ -55,7 +70,12 @@ def test_impolite_has_its_own_definition():
     assert len(set(texts)) == len(texts)
     imp = pol.label_definitions["Impolite"]
     assert "rude" in imp.en.lower() and "粗鲁" in imp.zh
-    all_other = [t.en for d in load_codebook() for v, t in d.label_definitions.items() if (d.name, v) != ("politeness", "Impolite")]
+    all_other = [
+        t.en
+        for d in load_codebook()
+        for v, t in d.label_definitions.items()
+        if (d.name, v) != ("politeness", "Impolite")
+    ]
     assert imp.en not in all_other
 
 
@@ -63,11 +83,18 @@ def test_label_values_match_the_released_data(recllmsim):
     """Every value the released files use is in the codebook (and nothing else is needed)."""
     cb = load_codebook()
     seen = defaultdict(set)
-    files = sorted(recllmsim.glob("LLM_agent_user/*/*.json"))[:150] + sorted(recllmsim.glob("human_exp_V2/*/*/*.json"))[:150]
+    files = (
+        sorted(recllmsim.glob("LLM_agent_user/*/*.json"))[:150]
+        + sorted(recllmsim.glob("human_exp_V2/*/*/*.json"))[:150]
+    )
     for f in files:
         data = json.loads(f.read_text(encoding="utf-8"))
         for key, block in data.items():
-            if key.startswith("strategy") and isinstance(block, dict) and isinstance(block.get("final"), dict):
+            if (
+                key.startswith("strategy")
+                and isinstance(block, dict)
+                and isinstance(block.get("final"), dict)
+            ):
                 for dim, value in block["final"].items():
                     seen[dim].add(str(value))
     assert set(seen) == set(REFERENCE_DIMENSIONS)
@@ -76,7 +103,9 @@ def test_label_values_match_the_released_data(recllmsim):
 
 
 def test_extension_via_environment_adds_a_dimension(tmp_path, monkeypatch):
-    ext = write(tmp_path, """
+    ext = write(
+        tmp_path,
+        """
         version: "x1"
         extends: default
         dimensions:
@@ -85,7 +114,8 @@ def test_extension_via_environment_adds_a_dimension(tmp_path, monkeypatch):
             scale: ordinal
             definition: {en: "How funny the user is.", zh: "用户有多幽默。"}
             labels: [1, 2, 3]
-    """)
+    """,
+    )
     monkeypatch.setenv("WORKBENCH_CODEBOOK", str(ext))
     cb = load_codebook()
     assert cb.names[-1] == "humour" and "politeness" in cb
@@ -95,14 +125,17 @@ def test_extension_via_environment_adds_a_dimension(tmp_path, monkeypatch):
 
 
 def test_standalone_codebook_by_path(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
         version: 2
         dimensions:
           - name: flagged
             level: turn
             definition: {en: "Anything odd?"}
             labels: [yes, no]
-    """)
+    """,
+    )
     cb = load_codebook(p)
     assert cb.names == ["flagged"] and cb.version == "2"
     d = cb.get("flagged")
@@ -113,15 +146,19 @@ def test_standalone_codebook_by_path(tmp_path):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("""
+        (
+            """
         version: 1
         dimensions:
           - name: a
             scale: ordnal
             definition: {en: x}
             labels: ["1", "2"]
-        """, r"dimensions\[0\] \(a\)\.scale: unknown scale type 'ordnal'"),
-        ("""
+        """,
+            r"dimensions\[0\] \(a\)\.scale: unknown scale type 'ordnal'",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
@@ -130,65 +167,94 @@ def test_standalone_codebook_by_path(tmp_path):
           - name: a
             definition: {en: y}
             labels: [p, q]
-        """, r"dimensions\[1\]\.name: duplicate dimension name 'a'"),
-        ("""
+        """,
+            r"dimensions\[1\]\.name: duplicate dimension name 'a'",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
             scale: ordinal
             definition: {en: x}
-        """, r"dimensions\[0\] \(a\): an ordinal scale needs a non-empty, ordered list of labels"),
-        ("""
+        """,
+            r"dimensions\[0\] \(a\): an ordinal scale needs a non-empty, ordered list of labels",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
             definition: {en: x}
             labels: [p, q]
             label_definitions: {r: {en: z}}
-        """, r"label_definitions: 'r' not in labels"),
-        ("""
+        """,
+            r"label_definitions: 'r' not in labels",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
             definition: {en: x}
             labels: [p, q]
             lables: [p]
-        """, r"dimensions\[0\] \(a\)\.lables: unknown field"),
-        ("""
+        """,
+            r"dimensions\[0\] \(a\)\.lables: unknown field",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
             labels: [p, q]
-        """, r"dimensions\[0\] \(a\)\.definition: required field is missing"),
-        ("""
+        """,
+            r"dimensions\[0\] \(a\)\.definition: required field is missing",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: Bad Name
             definition: {en: x}
             labels: [p, q]
-        """, r"\.name: dimension name 'Bad Name' must be lower_snake_case"),
-        ("""
+        """,
+            r"\.name: dimension name 'Bad Name' must be lower_snake_case",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
             level: utterance
             definition: {en: x}
             labels: [p, q]
-        """, r"\.level: unknown level 'utterance'"),
-        ("""
+        """,
+            r"\.level: unknown level 'utterance'",
+        ),
+        (
+            """
         version: 1
         dimensions:
           - name: a
             definition: {en: x}
             labels: [p, p]
-        """, r"duplicate label\(s\) p"),
-        ("""
+        """,
+            r"duplicate label\(s\) p",
+        ),
+        (
+            """
         dimensions: []
-        """, r"version: required field is missing"),
-        ("""
+        """,
+            r"version: required field is missing",
+        ),
+        (
+            """
         version: 1
         dimensions: [
-        """, r"not valid YAML"),
+        """,
+            r"not valid YAML",
+        ),
     ],
 )
 def test_bad_files_name_file_and_field(tmp_path, body, expected):
@@ -199,15 +265,20 @@ def test_bad_files_name_file_and_field(tmp_path, body, expected):
 
 
 def test_duplicate_with_the_bundled_codebook(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
         version: 1
         extends: default
         dimensions:
           - name: politeness
             definition: {en: x}
             labels: [p, q]
-    """)
-    with pytest.raises(UserInputError, match=r"duplicate dimension name 'politeness' \(already defined in .*codebook.yaml\)"):
+    """,
+    )
+    with pytest.raises(
+        UserInputError, match=r"duplicate dimension name 'politeness' \(already defined in .*codebook.yaml\)"
+    ):
         load_codebook(p)
 
 
@@ -219,13 +290,19 @@ def test_missing_file_and_unknown_dimension(tmp_path):
 
 
 def test_reload_after_edit(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
         version: 1
         dimensions:
           - {name: a, definition: {en: x}, labels: [p, q]}
-    """)
+    """,
+    )
     assert load_codebook(p).names == ["a"]
     import os
-    p.write_text("version: 2\ndimensions:\n  - {name: b, definition: {en: x}, labels: [p, q]}\n", encoding="utf-8")
+
+    p.write_text(
+        "version: 2\ndimensions:\n  - {name: b, definition: {en: x}, labels: [p, q]}\n", encoding="utf-8"
+    )
     os.utime(p, (p.stat().st_atime, p.stat().st_mtime + 5))
     assert load_codebook(p).names == ["b"]

@@ -18,8 +18,9 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
 
 
 def register(app: typer.Typer) -> None:
-    annotate = typer.Typer(help="Human annotation: codebook, annotators' queues, guesses, disagreements.",
-                           no_args_is_help=True)
+    annotate = typer.Typer(
+        help="Human annotation: codebook, annotators' queues, guesses, disagreements.", no_args_is_help=True
+    )
     app.add_typer(annotate, name="annotate")
 
     @annotate.command("assign")
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
         annotators: str = typer.Option(..., "--annotators", help="Comma-separated annotator account names."),
         overlap: int = typer.Option(2, "--overlap", help="Annotators per conversation (k)."),
         per_annotator: Optional[int] = typer.Option(
-            None, "--per-annotator", help="New conversations per annotator (default: all unassigned)."),
+            None, "--per-annotator", help="New conversations per annotator (default: all unassigned)."
+        ),
         kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds, e.g. human,agent."),
         seed: int = typer.Option(0, "--seed", help="Random seed of the sample and the queue order."),
     ) -> None:
@@ -37,10 +39,19 @@ def register(app: typer.Typer) -> None:
         from workbench.cli._common import ready_engine
 
         with session_scope(ready_engine()) as session:
-            report = assign_items(session, study, _split(annotators) or [], overlap=overlap,
-                                  per_annotator=per_annotator, seed=seed, user_kinds=_split(kinds))
+            report = assign_items(
+                session,
+                study,
+                _split(annotators) or [],
+                overlap=overlap,
+                per_annotator=per_annotator,
+                seed=seed,
+                user_kinds=_split(kinds),
+            )
         if report.n_items == 0:
-            typer.echo(f"Nothing to assign in study {study!r}: every labellable conversation is already in a queue.")
+            typer.echo(
+                f"Nothing to assign in study {study!r}: every labellable conversation is already in a queue."
+            )
             return
         typer.echo(report.summary())
 
@@ -53,7 +64,9 @@ def register(app: typer.Typer) -> None:
         with session_scope(ready_engine()) as session:
             df = progress_df(session, study)
         if df.empty:
-            typer.echo(f"No queues in study {study!r} yet: run `workbench annotate assign --study {study} ...`.")
+            typer.echo(
+                f"No queues in study {study!r} yet: run `workbench annotate assign --study {study} ...`."
+            )
             return
         typer.echo(df.to_string(index=False))
 
@@ -84,7 +97,9 @@ def register(app: typer.Typer) -> None:
     @annotate.command("disagreements")
     def disagreements(
         study: str = typer.Option(..., "--study", help="Study name."),
-        sources: Optional[str] = typer.Option(None, "--sources", help="Comma-separated label sources (default: all human:*)."),
+        sources: Optional[str] = typer.Option(
+            None, "--sources", help="Comma-separated label sources (default: all human:*)."
+        ),
         open_only: bool = typer.Option(False, "--open", help="Only items not yet adjudicated."),
         as_json: Optional[Path] = typer.Option(None, "--json", help="Write the items as JSON to this file."),
     ) -> None:
@@ -97,7 +112,9 @@ def register(app: typer.Typer) -> None:
         if open_only and not df.empty:
             df = df[df["adjudicated"].isna()]
         if as_json:
-            as_json.write_text(json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1), encoding="utf-8")
+            as_json.write_text(
+                json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1), encoding="utf-8"
+            )
             typer.echo(f"Wrote {len(df)} items to {as_json}")
         if df.empty:
             typer.echo("No disagreements.")
@@ -107,7 +124,9 @@ def register(app: typer.Typer) -> None:
 
     @annotate.command("codebook")
     def codebook(
-        path: Optional[Path] = typer.Argument(None, help="A codebook file to check (default: the active codebook)."),
+        path: Optional[Path] = typer.Argument(
+            None, help="A codebook file to check (default: the active codebook)."
+        ),
         lang: str = typer.Option("en", "--lang", help="en or zh."),
     ) -> None:
         """Validate and print the codebook (the bundled one plus WORKBENCH_CODEBOOK extensions)."""

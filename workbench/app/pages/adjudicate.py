@@ -15,12 +15,14 @@ from workbench.errors import WorkbenchError
 try:
     from workbench.app.auth import require_role
 except ImportError:  # the app's login module is optional for this page
+
     def require_role(*roles):
         user = st.session_state.get("user")
         if not user or (roles and user.get("role") not in roles):
             st.warning("Please log in as a researcher.")
             st.stop()
         return user
+
 
 user = require_role("researcher")
 st.title("Adjudicate disagreements")
@@ -42,7 +44,9 @@ open_only = c3.toggle("Only open items", value=True, key="adj_open")
 with session_scope(eng) as s:
     df = A.disagreements_df(s, study, dimensions=dims or None)
 n_all, n_open = len(df), int(df["adjudicated"].isna().sum()) if len(df) else 0
-st.progress((n_all - n_open) / n_all if n_all else 1.0, text=f"{n_all - n_open} of {n_all} disagreements settled")
+st.progress(
+    (n_all - n_open) / n_all if n_all else 1.0, text=f"{n_all - n_open} of {n_all} disagreements settled"
+)
 if open_only and n_all:
     df = df[df["adjudicated"].isna()]
 if df.empty:
@@ -91,8 +95,12 @@ with right:
     options = dim.labels if dim else sorted(set(row["values"].values()))
     with st.form(key=f"adj-{row['conversation_id']}-{row['dimension']}-{row['turn_index']}"):
         current = row["adjudicated"]
-        final = st.radio("Final label", options, index=options.index(current) if current in options else None,
-                         horizontal=True)
+        final = st.radio(
+            "Final label",
+            options,
+            index=options.index(current) if current in options else None,
+            horizontal=True,
+        )
         note = st.text_input("Note (optional)")
         done = st.form_submit_button("Save decision", type="primary")
     if done:
@@ -101,8 +109,17 @@ with right:
         else:
             try:
                 with session_scope(eng) as s:
-                    A.adjudicate(s, study, int(row["conversation_id"]), row["dimension"], final, codebook,
-                                 turn_index=int(row["turn_index"]), adjudicator=user["name"], note=note)
+                    A.adjudicate(
+                        s,
+                        study,
+                        int(row["conversation_id"]),
+                        row["dimension"],
+                        final,
+                        codebook,
+                        turn_index=int(row["turn_index"]),
+                        adjudicator=user["name"],
+                        note=note,
+                    )
             except WorkbenchError as exc:
                 st.error(escape_markdown(str(exc)))
             else:

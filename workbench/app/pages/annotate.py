@@ -10,13 +10,14 @@ from annotation import labelling as L
 from annotation import queue as Q
 from annotation.codebook import load_codebook
 from db.engine import session_scope
-from db.models import Annotator, Study
+from db.models import Annotator
 from workbench.app.common import engine, escape_markdown, show_flash, show_text
 from workbench.errors import WorkbenchError
 
 try:
     from workbench.app.auth import require_role
 except ImportError:  # the app's login module is optional for this page
+
     def require_role(*roles):
         user = st.session_state.get("user")
         if not user or (roles and user.get("role") not in roles):
@@ -24,37 +25,93 @@ except ImportError:  # the app's login module is optional for this page
             st.stop()
         return user
 
+
 UI = {
     "en": {
-        "title": "Label conversations", "none": "No conversations are assigned to you yet. A researcher assigns them "
-        "with `workbench annotate assign`.", "study": "Study", "lang": "Language",
+        "title": "Label conversations",
+        "none": "No conversations are assigned to you yet. A researcher assigns them "
+        "with `workbench annotate assign`.",
+        "study": "Study",
+        "lang": "Language",
         "progress": "{done} labelled, {skipped} skipped, {pending} to go (of {total})",
-        "finished": "Your queue is finished. Thank you!", "reopen": "Revisit the {n} skipped items",
-        "item": "Item {pos} of {total}", "scenario": "Task: {name}", "user": "User", "assistant": "Assistant",
-        "definition": "Definition", "labels": "Labels", "aspects": "Aspects in this task",
-        "examples": "Examples", "turn_label": "{title}, reply {n}", "rationale": "Rationale (optional)",
-        "flag": "Flag this item for the researchers", "flag_note": "What is wrong? (optional)",
-        "guess": "Was this user a person or an AI? (optional)", "guess_person": "A person", "guess_ai": "An AI",
-        "confidence": "How sure are you?", "save": "Save and next", "skip": "Skip",
-        "saved": "Saved.", "skipped_msg": "Skipped.", "review": "Review an earlier item",
-        "review_pick": "Item", "review_open": "Open", "editing": "You are editing an item you already labelled.",
-        "back": "Back to the queue", "turns_head": "Conversation", "conv_head": "Whole conversation",
-        "groups": {"strategy": "Conversation strategy", "interaction_style": "Interaction style",
-                   "evaluation": "Answers of the assistant", "other": "Other"},
+        "finished": "Your queue is finished. Thank you!",
+        "reopen": "Revisit the {n} skipped items",
+        "item": "Item {pos} of {total}",
+        "scenario": "Task: {name}",
+        "user": "User",
+        "assistant": "Assistant",
+        "definition": "Definition",
+        "labels": "Labels",
+        "aspects": "Aspects in this task",
+        "examples": "Examples",
+        "turn_label": "{title}, reply {n}",
+        "rationale": "Rationale (optional)",
+        "flag": "Flag this item for the researchers",
+        "flag_note": "What is wrong? (optional)",
+        "guess": "Was this user a person or an AI? (optional)",
+        "guess_person": "A person",
+        "guess_ai": "An AI",
+        "confidence": "How sure are you?",
+        "save": "Save and next",
+        "skip": "Skip",
+        "saved": "Saved.",
+        "skipped_msg": "Skipped.",
+        "review": "Review an earlier item",
+        "review_pick": "Item",
+        "review_open": "Open",
+        "editing": "You are editing an item you already labelled.",
+        "back": "Back to the queue",
+        "turns_head": "Conversation",
+        "conv_head": "Whole conversation",
+        "groups": {
+            "strategy": "Conversation strategy",
+            "interaction_style": "Interaction style",
+            "evaluation": "Answers of the assistant",
+            "other": "Other",
+        },
         "conf": {1: "1 pure guess", 2: "2", 3: "3", 4: "4", 5: "5 certain"},
     },
     "zh": {
-        "title": "标注对话", "none": "还没有分配给你的对话。研究人员可用 `workbench annotate assign` 分配。", "study": "研究",
-        "lang": "语言", "progress": "已标注 {done}，已跳过 {skipped}，剩余 {pending}（共 {total}）",
-        "finished": "你的队列已完成，谢谢！", "reopen": "重新处理 {n} 个跳过的条目", "item": "第 {pos} 条，共 {total} 条",
-        "scenario": "任务：{name}", "user": "用户", "assistant": "助手", "definition": "定义", "labels": "标签",
-        "aspects": "本任务的方面", "examples": "示例", "turn_label": "{title}，第 {n} 条回复",
-        "rationale": "理由（可选）", "flag": "为研究人员标记此条目", "flag_note": "有什么问题？（可选）",
-        "guess": "这位用户是真人还是 AI？（可选）", "guess_person": "真人", "guess_ai": "AI",
-        "confidence": "你有多确定？", "save": "保存并继续", "skip": "跳过", "saved": "已保存。", "skipped_msg": "已跳过。",
-        "review": "查看之前的条目", "review_pick": "条目", "review_open": "打开", "editing": "你正在修改已标注过的条目。",
-        "back": "返回队列", "turns_head": "对话", "conv_head": "整段对话",
-        "groups": {"strategy": "对话策略", "interaction_style": "交互风格", "evaluation": "助手的回答", "other": "其他"},
+        "title": "标注对话",
+        "none": "还没有分配给你的对话。研究人员可用 `workbench annotate assign` 分配。",
+        "study": "研究",
+        "lang": "语言",
+        "progress": "已标注 {done}，已跳过 {skipped}，剩余 {pending}（共 {total}）",
+        "finished": "你的队列已完成，谢谢！",
+        "reopen": "重新处理 {n} 个跳过的条目",
+        "item": "第 {pos} 条，共 {total} 条",
+        "scenario": "任务：{name}",
+        "user": "用户",
+        "assistant": "助手",
+        "definition": "定义",
+        "labels": "标签",
+        "aspects": "本任务的方面",
+        "examples": "示例",
+        "turn_label": "{title}，第 {n} 条回复",
+        "rationale": "理由（可选）",
+        "flag": "为研究人员标记此条目",
+        "flag_note": "有什么问题？（可选）",
+        "guess": "这位用户是真人还是 AI？（可选）",
+        "guess_person": "真人",
+        "guess_ai": "AI",
+        "confidence": "你有多确定？",
+        "save": "保存并继续",
+        "skip": "跳过",
+        "saved": "已保存。",
+        "skipped_msg": "已跳过。",
+        "review": "查看之前的条目",
+        "review_pick": "条目",
+        "review_open": "打开",
+        "editing": "你正在修改已标注过的条目。",
+        "back": "返回队列",
+        "turns_head": "对话",
+        "conv_head": "整段对话",
+        "groups": {
+            "strategy": "对话策略",
+            "interaction_style": "交互风格",
+            "evaluation": "助手的回答",
+            "other": "其他",
+        },
         "conf": {1: "1 纯属猜测", 2: "2", 3: "3", 4: "4", 5: "5 确定"},
     },
 }
@@ -76,8 +133,13 @@ if me is None:
     st.stop()
 
 default_lang = studies[0][2] if studies and studies[0][2] in UI else "en"
-lang = st.sidebar.radio("Language / 语言", ["en", "zh"], index=["en", "zh"].index(default_lang), horizontal=True,
-                        key="annotate_lang")
+lang = st.sidebar.radio(
+    "Language / 语言",
+    ["en", "zh"],
+    index=["en", "zh"].index(default_lang),
+    horizontal=True,
+    key="annotate_lang",
+)
 T = UI[lang]
 st.title(T["title"])
 if not studies:
@@ -95,16 +157,22 @@ with session_scope(eng) as s:
     items = [(a.position, a.conversation_id, a.status) for a in Q.queue_items(s, study_id, me.id)]
     pending = Q.next_item(s, study_id, me.id)
     pending_conv = pending.conversation_id if pending else None
-st.progress(prog.fraction, text=T["progress"].format(done=prog.done, skipped=prog.skipped, pending=prog.pending,
-                                                     total=prog.total))
+st.progress(
+    prog.fraction,
+    text=T["progress"].format(done=prog.done, skipped=prog.skipped, pending=prog.pending, total=prog.total),
+)
 
 # Revisiting an earlier item (resumable and correctable; the state lives in the database).
 done_items = [(pos, conv) for pos, conv, status in items if status != "pending"]
 revisit = st.session_state.get("annotate_revisit")
 if done_items:
     with st.sidebar.expander(T["review"]):
-        pick = st.selectbox(T["review_pick"], [pos for pos, _ in done_items], format_func=lambda p: f"#{p + 1}",
-                            key="annotate_review_pick")
+        pick = st.selectbox(
+            T["review_pick"],
+            [pos for pos, _ in done_items],
+            format_func=lambda p: f"#{p + 1}",
+            key="annotate_review_pick",
+        )
         if st.button(T["review_open"], key="annotate_review_open"):
             st.session_state["annotate_revisit"] = dict(done_items)[pick]
             st.rerun()
@@ -167,9 +235,14 @@ with st.form(key=f"{k}-form"):
             for dim in turn_dims:
                 if dim.turn_role == turn.role:
                     n = reply_no if turn.role == "assistant" else None
-                    st.radio(T["turn_label"].format(title=dim.display_title(lang), n=n or turn.index + 1),
-                             dim.labels, index=_index(dim.labels, saved.turn_values.get((dim.name, turn.index))),
-                             horizontal=True, key=f"{k}-t{turn.index}-{dim.name}", help=dim.definition.get(lang))
+                    st.radio(
+                        T["turn_label"].format(title=dim.display_title(lang), n=n or turn.index + 1),
+                        dim.labels,
+                        index=_index(dim.labels, saved.turn_values.get((dim.name, turn.index))),
+                        horizontal=True,
+                        key=f"{k}-t{turn.index}-{dim.name}",
+                        help=dim.definition.get(lang),
+                    )
     for dim in turn_dims:
         _definition(dim)
 
@@ -179,8 +252,14 @@ with st.form(key=f"{k}-form"):
         if dim.group != group:
             group = dim.group
             st.markdown(f"##### {escape_markdown(T['groups'].get(group, group))}")
-        st.radio(dim.display_title(lang), dim.labels, index=_index(dim.labels, saved.values.get(dim.name)),
-                 horizontal=True, key=f"{k}-{dim.name}", help=dim.definition.get(lang))
+        st.radio(
+            dim.display_title(lang),
+            dim.labels,
+            index=_index(dim.labels, saved.values.get(dim.name)),
+            horizontal=True,
+            key=f"{k}-{dim.name}",
+            help=dim.definition.get(lang),
+        )
         _definition(dim)
     st.text_area(T["rationale"], value=saved.rationale or "", key=f"{k}-rationale")
     c1, c2 = st.columns(2)
@@ -188,11 +267,23 @@ with st.form(key=f"{k}-form"):
     c2.text_input(T["flag_note"], value=saved.flag_note or "", key=f"{k}-flag-note")
     st.divider()
     guess_opts = list(L.GUESSES)
-    st.radio(T["guess"], guess_opts, index=_index(guess_opts, saved.guess), horizontal=True, key=f"{k}-guess",
-             format_func=lambda g: T["guess_person"] if g == "human" else T["guess_ai"])
+    st.radio(
+        T["guess"],
+        guess_opts,
+        index=_index(guess_opts, saved.guess),
+        horizontal=True,
+        key=f"{k}-guess",
+        format_func=lambda g: T["guess_person"] if g == "human" else T["guess_ai"],
+    )
     conf_opts = list(range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1))
-    st.radio(T["confidence"], conf_opts, index=_index(conf_opts, saved.confidence), horizontal=True,
-             key=f"{k}-confidence", format_func=lambda c: T["conf"][c])
+    st.radio(
+        T["confidence"],
+        conf_opts,
+        index=_index(conf_opts, saved.confidence),
+        horizontal=True,
+        key=f"{k}-confidence",
+        format_func=lambda c: T["conf"][c],
+    )
     b1, b2 = st.columns(2)
     save = b1.form_submit_button(T["save"], type="primary", use_container_width=True)
     skip = b2.form_submit_button(T["skip"], use_container_width=True)
@@ -206,13 +297,27 @@ if save or skip:
                 L.skip_item(s, study_id, me, conv_id, reason=note, flagged=flagged, flag_note=note)
             else:
                 values = {d.name: state.get(f"{k}-{d.name}") for d in codebook.conversation_dimensions()}
-                turn_values = {(d.name, t.index): state.get(f"{k}-t{t.index}-{d.name}")
-                               for d in turn_dims for t in view.turns if t.role == d.turn_role}
+                turn_values = {
+                    (d.name, t.index): state.get(f"{k}-t{t.index}-{d.name}")
+                    for d in turn_dims
+                    for t in view.turns
+                    if t.role == d.turn_role
+                }
                 guess = state.get(f"{k}-guess")
-                L.save_labels(s, study_id, me, conv_id, codebook, values, turn_values,
-                              rationale=state.get(f"{k}-rationale"), guess=guess,
-                              confidence=state.get(f"{k}-confidence") if guess else None,
-                              flagged=flagged, flag_note=note)
+                L.save_labels(
+                    s,
+                    study_id,
+                    me,
+                    conv_id,
+                    codebook,
+                    values,
+                    turn_values,
+                    rationale=state.get(f"{k}-rationale"),
+                    guess=guess,
+                    confidence=state.get(f"{k}-confidence") if guess else None,
+                    flagged=flagged,
+                    flag_note=note,
+                )
     except WorkbenchError as exc:
         st.error(escape_markdown(str(exc)))
     else:

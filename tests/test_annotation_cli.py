@@ -1,0 +1,85 @@
+"""`workbench annotate ...` end to end on a migrated SQLite database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+
+from db.engine import make_engine
+from db.migrate import upgrade
+from db.models.annotation import AnnotationAssignment
+from tests.annotation_data import make_study
+from workbench.cli import main
+
+
+@pytest.fixture
+def cli_db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("WORKBENCH_DB_URL", url)
+    eng = make_engine(url)
+    upgrade(eng)
+    with Session(eng) as s:
+        make_study(s, n_per_cell=2)
+        s.commit()
+    yield eng
+    eng.dispose()
+
+
+def run(args, capsys):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_assign_progress_guesses(cli_db, capsys):
+    code, out = run(
+        [
+            "annotate",
+            "assign",
+            "--study",
+            "pilot",
+            "--annotators",
+            "ann,bob,cy",
+            "--overlap",
+            "2",
+            "--per-annotator",
+            "4",
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    assert "Assigned 6 conversations x 2 annotators" in out and "ann: +4" in out
+    with Session(cli_db) as s:
+        assert len(s.exec(select(AnnotationAssignment)).all()) == 12
+    code, out = run(["annotate", "progress", "--study", "pilot"], capsys)
+    assert code == 0 and "ann" in out and "pending" in out
+    code, out = run(["annotate", "guesses", "--study", "pilot"], capsys)
+    assert code == 0 and "No guesses yet" in out
+    code, out = run(["annotate", "disagreements", "--study", "pilot"], capsys)
+    assert code == 0 and "No disagreements" in out
+
+
+def test_user_errors_exit_2(cli_db, capsys):
+    code, out = run(
+        ["annotate", "assign", "--study", "pilot", "--annotators", "ann,zed", "--overlap", "1"], capsys
+    )
+    assert code == 2 and "workbench users add" in out and "Traceback" not in out
+    code, out = run(
+        ["annotate", "assign", "--study", "pilot", "--annotators", "ann", "--overlap", "2"], capsys
+    )
+    assert code == 2 and "needs at least 2 annotators" in out
+
+
+def test_codebook_command(tmp_path, capsys):
+    code, out = run(["annotate", "codebook"], capsys)
+    assert code == 0 and "politeness" in out and "Impolite" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\ndimensions:\n  - {name: a, scale: ratio, definition: {en: x}, labels: [p, q]}\n"
+    )
+    code, out = run(["annotate", "codebook", str(bad)], capsys)
+    assert code == 2 and "bad.yaml" in out and "unknown scale type 'ratio'" in out
