@@ -1,0 +1,188 @@
+"""The batch runner through the real openai SDK against the fake server: resume after SIGKILL,
+no duplicates, budget stop, failed conversations recorded, digital twins."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from db.engine import make_engine
+from db.migrate import upgrade
+from db.models import Condition, Conversation, LLMCall, SimulationRun, Turn
+from db.types import utcnow
+from workbench.errors import UserInputError
+from workbench.simulation.runner import plan_simulation, run_simulation
+from workbench.studies import create_study
+from workbench.testing.fake_llm_server import FakeLLMServer, FakeRequest
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = {"max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02, "timeout": 5}
+
+
+def responder(turns: int = 3, fail_on: str | None = None):
+    """Simulator (its system prompt role-plays a user) ends after ``turns`` replies; the assistant echoes."""
+    def fn(req: FakeRequest) -> str:
+        msgs = req.messages
+        if "role-playing" in msgs[0]["content"]:
+            seen = sum(1 for m in msgs[2:] if m["role"] == "user")
+            return json.dumps({"message": f"question {seen}", "end": seen >= turns})
+        if fail_on and fail_on in json.dumps(msgs):
+            raise RuntimeError("assistant broke")
+        return f"answer {sum(1 for m in msgs if m['role'] == 'user')}"
+    return fn
+
+
+def _study(engine, name="s", profiles=1, assistant="openai/fake-assistant"):
+    with Session(engine) as s:
+        st, n = create_study(s, name, assistant, scenarios=["travel_planning"], profiles=profiles, language="en",
+                             system_prompt="You are a travel assistant.", temperature=0.5, max_tokens=200)
+        s.commit()
+    return n
+
+
+def _counts(engine):
+    with Session(engine) as s:
+        return dict(s.exec(select(Conversation.status, func.count()).where(Conversation.user_kind == "agent")
+                           .group_by(Conversation.status)).all())
+
+
+def test_run_records_everything_and_resumes(engine, monkeypatch):
+    n = _study(engine)
+    with FakeLLMServer(responder=responder(3)) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        plan = plan_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
+        assert plan.n_remaining == 2 * n and plan.calls > 0 and plan.cost_usd is None  # no price known
+        seen = []
+        summ = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=4,
+                              progress=lambda p: seen.append((p.done, p.failed)))
+        assert summ.completed == 2 * n and summ.failed == 0 and summ.status == "completed"
+        assert seen[-1] == (2 * n, 0)
+        with Session(engine) as s:
+            convs = s.exec(select(Conversation)).all()
+            assert len(convs) == 2 * n
+            c = convs[0]
+            assert c.user_kind == "agent" and c.prompt_version == "user@1" and c.end_reason == "user_ended"
+            turns = s.exec(select(Turn).where(Turn.conversation_id == c.id).order_by(Turn.index)).all()
+            assert [t.role for t in turns] == ["user", "assistant"] * 3 + ["user"]
+            assert all(t.llm_call_id for t in turns)
+            calls = s.exec(select(LLMCall).where(LLMCall.conversation_id == c.id)).all()
+            assert {x.purpose for x in calls} == {"simulator", "assistant"}
+            asst_call = next(x for x in calls if x.purpose == "assistant")
+            assert asst_call.messages[0] == {"role": "system", "content": "You are a travel assistant."}
+            assert asst_call.params["call"]["temperature"] == 0.5 and asst_call.params["call"]["max_tokens"] == 200
+            assert {x.run_id for x in calls} == {c.run_id}
+            # replicates sample with different seeds
+            seeds = {x.params["call"]["seed"] for x in s.exec(select(LLMCall)).all()}
+            assert len(seeds) == 2
+        n_requests = len(srv.requests)
+        again = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=4)
+        assert again.skipped == 2 * n and again.calls == 0 and len(srv.requests) == n_requests
+        with Session(engine) as s:
+            assert len(s.exec(select(SimulationRun)).all()) == 1
+
+
+def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
+    n = _study(engine)
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  openai/fake-*: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
+    with FakeLLMServer(responder=responder(2, fail_on="question 1")) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
+        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts)
+        assert summ.budget_stopped and summ.status == "budget_stopped"
+        assert summ.completed + summ.failed < n and summ.cost_usd >= 0.5
+        # failing assistant: conversations are stored as failed with the error, the batch goes on
+        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=3, model_options=opts)
+        assert summ.failed == n and summ.completed == 0 and not summ.budget_stopped
+        with Session(engine) as s:
+            failed = s.exec(select(Conversation).where(Conversation.status == "failed")).all()
+            assert len(failed) == n and "500" in failed[0].error and "failed after 2 attempts" in failed[0].error
+            assert failed[0].end_reason == "error"
+            assert s.exec(select(LLMCall).where(LLMCall.error.is_not(None))).first() is not None
+
+
+def test_twins_and_condition_selection(sqlite_engine, monkeypatch):
+    eng = sqlite_engine
+    _study(eng)
+    with Session(eng) as s:
+        conds = s.exec(select(Condition).order_by(Condition.id)).all()
+        cond3 = conds[3].id
+        human = Conversation(study_id=conds[0].study_id, condition_id=conds[3].id, user_kind="human",
+                             status="completed", started_at=utcnow())
+        s.add(human)
+        s.commit()
+        hid, key = human.id, conds[1].key
+    with pytest.raises(UserInputError, match="no condition 'nope'"):
+        run_simulation(eng, "s", "scripted/sim", conditions=["nope"])
+    with FakeLLMServer(responder=responder(2)) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        summ = run_simulation(eng, "s", "openai/fake-sim", twin_of=[str(hid)], n_per_condition=2)
+        assert summ.completed == 2
+        summ = run_simulation(eng, "s", "openai/fake-sim", conditions=[key], assistant_model="openai/other")
+        assert summ.completed == 1
+        assert "other" in {r.body["model"] for r in srv.requests}
+    with Session(eng) as s:
+        twins = s.exec(select(Conversation).where(Conversation.twin_of_id == hid)).all()
+        assert len(twins) == 2 and {t.condition_id for t in twins} == {cond3}
+        assert {t.replicate for t in twins} == {0, 1}
+
+
+def test_resume_after_sigkill(tmp_path):
+    db = tmp_path / "kill.db"
+    url = f"sqlite:///{db}"
+    eng = make_engine(url)
+    upgrade(eng)
+    n = _study(eng, name="k")
+    with FakeLLMServer(responder=responder(3), latency=0.05) as srv:
+        env = {**os.environ, "WORKBENCH_DB_URL": url, "OPENAI_BASE_URL": srv.openai_base_url}
+        cmd = [sys.executable, "-c", "from workbench.cli import main; main()", "simulate", "--study", "k",
+               "--simulator-model", "openai/fake-sim", "--n-per-condition", "2", "--concurrency", "3"]
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while time.time() < deadline and _counts(eng).get("completed", 0) < 3:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = _counts(eng)
+        assert 3 <= before.get("completed", 0) < 2 * n, before
+        out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "complete" in out.stdout
+    with Session(eng) as s:
+        convs = s.exec(select(Conversation)).all()
+        assert len(convs) == 2 * n and all(c.status == "completed" for c in convs)
+        keys = [(c.condition_id, c.replicate) for c in convs]
+        assert len(set(keys)) == len(keys)
+        for c in convs:
+            idx = s.exec(select(Turn.index).where(Turn.conversation_id == c.id).order_by(Turn.index)).all()
+            assert idx == list(range(7))
+    eng.dispose()
+
+
+def test_cli_dry_run(use_db, monkeypatch, capsys):
+    from workbench.cli import main
+
+    eng = make_engine(use_db)
+    upgrade(eng)
+    _study(eng, assistant="openai/gpt-4o-mini")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(SystemExit) as ok:
+        main(["simulate", "--study", "s", "--simulator-model", "openai/gpt-4o-mini", "--dry-run",
+              "--n-per-condition", "3"])
+    assert ok.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "36 to run" in out and "projected cost: $" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--study", "nope", "--dry-run", "--simulator-model", "scripted/x"])
+    assert exc.value.code == 2
+    eng.dispose()
