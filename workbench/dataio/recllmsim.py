@@ -411,7 +411,7 @@ def _parse_human(data: dict, rel: str, wave: str, user: str, folder: str) -> Con
             questionnaire.append({"questionnaire": "post_task", "item": item[:200], "value": value,
                                   "raw_value": raw, "question": q.get("query")})
 
-    meta = {"dataset": "recllmsim", "file": rel, "user_folder": user, "task_type": data.get("task_type"),
+    meta = {"dataset": "recllmsim", "file": rel, "task_type": data.get("task_type"),
             "chat_model": chat_model, "anomalies": _anomalies(hist),
             "extra_keys": sorted(k for k in data if k not in _HUMAN_KEYS and not _STRATEGY.match(k))}
     if "complete_tid" in prof:

@@ -1,0 +1,85 @@
+"""Import and export commands: ``workbench import recllmsim|jsonl`` and ``workbench export``."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+import_app = typer.Typer(help="Import conversations into a study (the released RecLLMSim data, or a JSONL export).",
+                         no_args_is_help=True)
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator:
+    """A rich progress bar on stderr, driven by the importers' progress(done, total) callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@import_app.command("recllmsim")
+def import_recllmsim_cmd(
+    path: Path = typer.Argument(..., help="Root of the released RecLLMSim data (holds LLM_agent_user/, "
+                                          "real_human_user/, human_exp_V2/)."),
+    study: str = typer.Option("recllmsim", "--study", help="Study to import into (created when absent)."),
+    strict: bool = typer.Option(False, "--strict", help="Abort on the first malformed file; the database is "
+                                                        "left exactly as before."),
+) -> None:
+    """Import the released RecLLMSim 'Human vs. Agent' conversations into one study (re-running adds nothing)."""
+    from workbench.cli._common import ready_engine
+    from workbench.dataio.recllmsim import import_recllmsim
+
+    engine = ready_engine()
+    with _progress_bar("Importing") as progress:
+        report = import_recllmsim(engine, path, study=study, strict=strict, progress=progress)
+    typer.echo(report.summary())
+
+
+@import_app.command("jsonl")
+def import_jsonl_cmd(
+    path: Path = typer.Argument(..., help="A conversations.jsonl written by `workbench export` (or its folder); "
+                                          "labels/label_sources/questionnaires tables beside it are read too."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study to import into (default: the study named "
+                                                               "in the file)."),
+    strict: bool = typer.Option(False, "--strict", help="Abort on the first malformed line; nothing is written."),
+) -> None:
+    """Import a JSONL export into a study (re-running adds nothing)."""
+    from workbench.cli._common import ready_engine
+    from workbench.dataio.jsonl import import_jsonl
+
+    engine = ready_engine()
+    with _progress_bar("Importing") as progress:
+        report = import_jsonl(engine, path, study=study, strict=strict, progress=progress)
+    typer.echo(report.summary())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(import_app, name="import")
+
+    @app.command("export")
+    def export_cmd(
+        study: str = typer.Option(..., "--study", help="Name of the study to export."),
+        fmt: str = typer.Option("jsonl", "--format", help="jsonl (conversations.jsonl + tables as CSV), csv or "
+                                                          "parquet (tables only)."),
+        out: Path = typer.Option(..., "--out", help="Directory to write into (created when absent)."),
+    ) -> None:
+        """Export a study: conversations.jsonl (OpenAI chat messages + metadata) and tidy tables."""
+        from workbench.cli._common import ready_engine
+        from workbench.dataio.export import export_study
+
+        paths = export_study(ready_engine(), study, fmt, out)
+        for p in paths:
+            typer.echo(str(p))
+        typer.echo(f"Exported study {study!r}: {len(paths)} files in {out}.")

@@ -1,0 +1,202 @@
+"""Export a study: ``conversations.jsonl`` (one conversation per line, OpenAI chat ``messages`` plus
+metadata) and tidy tables (conversations, conditions, turns, labels, label_sources, questionnaires).
+
+Formats: ``jsonl`` writes the JSONL file and the tables as CSV; ``csv`` and ``parquet`` write the
+tables only, in that format. Nested values (lists, dicts) in the tables are JSON strings so that both
+formats read back the same. Exports never hold API keys, invite tokens, password hashes or the
+participants' external ids (Prolific ids, user folders): people appear by pseudonym only.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from db import repo
+from db.models import (
+    AssistantConfig,
+    Condition,
+    Conversation,
+    LabelSource,
+    Participant,
+    Profile,
+    Scenario,
+    SimulatorConfig,
+    Study,
+    TaskContext,
+    Turn,
+)
+from workbench.errors import UserInputError
+
+FORMATS = ("jsonl", "csv", "parquet")
+TABLES = ("conversations", "conditions", "turns", "labels", "label_sources", "questionnaires")
+
+CONDITION_COLUMNS = [
+    "condition_id", "key", "scenario", "task_context_id", "task_context_key", "task_context_language",
+    "task_context_text", "profile_id", "profile_key", "assistant_config_id", "assistant_model", "language",
+    "quota", "created_at",
+]
+LABEL_SOURCE_COLUMNS = ["name", "kind", "model", "prompt_version", "codebook_version", "params", "n_labels"]
+TURN_EXTRA = ["hallucination_note", "meta"]
+
+
+def export_study(engine: Engine, study_name: str, fmt: str, out_dir: str | Path) -> list[Path]:
+    """Write the study's export files into ``out_dir``; returns the paths written."""
+    if fmt not in FORMATS:
+        raise UserInputError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    with Session(engine) as s:
+        study = repo.get_study(s, study_name)
+        frames = {
+            "conversations": repo.conversations_df(s, study.id),
+            "conditions": conditions_df(s, study.id),
+            "turns": repo.turns_df(s, study.id),
+            "labels": repo.labels_df(s, study.id),
+            "label_sources": label_sources_df(s, study.id),
+            "questionnaires": repo.questionnaires_df(s, study.id),
+        }
+        written = []
+        if fmt == "jsonl":
+            path = out / "conversations.jsonl"
+            with path.open("w", encoding="utf-8") as fh:
+                for line in conversation_lines(s, study):
+                    fh.write(json.dumps(line, ensure_ascii=False, default=_json_default) + "\n")
+            written.append(path)
+    table_fmt = "csv" if fmt == "jsonl" else fmt
+    for name in TABLES:
+        df = _flatten(frames[name])
+        path = out / f"{name}.{table_fmt}"
+        if table_fmt == "csv":
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+        written.append(path)
+    return written
+
+
+def conditions_df(session: Session, study_id: int) -> pd.DataFrame:
+    """One row per condition of the study with its scenario, task context, profile and assistant model."""
+    q = (
+        select(Condition, Scenario.key, TaskContext, Profile.key, AssistantConfig.model)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .join(TaskContext, TaskContext.id == Condition.task_context_id)
+        .join(AssistantConfig, AssistantConfig.id == Condition.assistant_config_id)
+        .outerjoin(Profile, Profile.id == Condition.profile_id)
+        .where(Condition.study_id == study_id)
+        .order_by(Condition.id)
+    )
+    rows = []
+    for cond, scen, tc, prof_key, model in session.exec(q).all():
+        rows.append({
+            "condition_id": cond.id, "key": cond.key, "scenario": scen, "task_context_id": tc.id,
+            "task_context_key": tc.key, "task_context_language": tc.language, "task_context_text": tc.text,
+            "profile_id": cond.profile_id, "profile_key": prof_key, "assistant_config_id": cond.assistant_config_id,
+            "assistant_model": model, "language": cond.language, "quota": cond.quota, "created_at": cond.created_at,
+        })
+    return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
+
+
+def label_sources_df(session: Session, study_id: int) -> pd.DataFrame:
+    """The label sources used in the study, with what is needed to recreate them on import."""
+    counts = repo.label_sources_df(session, study_id)
+    n = dict(zip(counts["name"], counts["n_labels"]))
+    rows = []
+    for src in session.exec(select(LabelSource).where(LabelSource.name.in_(list(n))).order_by(LabelSource.name)).all():
+        rows.append({"name": src.name, "kind": src.kind, "model": src.model, "prompt_version": src.prompt_version,
+                     "codebook_version": src.codebook_version, "params": src.params, "n_labels": int(n[src.name])})
+    return pd.DataFrame(rows, columns=LABEL_SOURCE_COLUMNS)
+
+
+def conversation_lines(session: Session, study: Study):
+    """One dict per conversation: id, user_kind, scenario, condition_id, messages, metadata, turns."""
+    conds = {c.id: c for c in session.exec(select(Condition).where(Condition.study_id == study.id)).all()}
+    scen = {s.id: s for s in session.exec(select(Scenario)).all()}
+    tc_ids = {c.task_context_id for c in conds.values()}
+    prof_ids = {c.profile_id for c in conds.values() if c.profile_id}
+    asst_ids = {c.assistant_config_id for c in conds.values()}
+    tcs = {t.id: t for t in session.exec(select(TaskContext).where(TaskContext.id.in_(tc_ids))).all()} if tc_ids else {}
+    profs = {p.id: p for p in session.exec(select(Profile).where(Profile.id.in_(prof_ids))).all()} if prof_ids else {}
+    assts = {a.id: a for a in session.exec(select(AssistantConfig).where(AssistantConfig.id.in_(asst_ids))).all()} \
+        if asst_ids else {}
+    sims = {c.id: c for c in session.exec(select(SimulatorConfig)).all()}
+    pseudos = dict(session.exec(select(Participant.id, Participant.pseudonym)
+                                .where(Participant.study_id == study.id)).all())
+    convs = session.exec(select(Conversation).where(Conversation.study_id == study.id).order_by(Conversation.id)).all()
+    turns: dict[int, list[Turn]] = {}
+    tq = (select(Turn).join(Conversation, Conversation.id == Turn.conversation_id)
+          .where(Conversation.study_id == study.id).order_by(Turn.conversation_id, Turn.index))
+    for t in session.exec(tq).all():
+        turns.setdefault(t.conversation_id, []).append(t)
+    for conv in convs:
+        cond = conds[conv.condition_id]
+        sc, tc, prof, asst = scen[cond.scenario_id], tcs[cond.task_context_id], profs.get(cond.profile_id), \
+            assts[cond.assistant_config_id]
+        sim = sims.get(conv.simulator_config_id)
+        ts = turns.get(conv.id, [])
+        yield {
+            "id": conv.id,
+            "user_kind": conv.user_kind,
+            "scenario": sc.key,
+            "condition_id": cond.id,
+            "messages": [{"role": t.role, "content": t.content} for t in ts],
+            "study": study.name,
+            "condition_key": cond.key,
+            "status": conv.status,
+            "language": conv.language,
+            "wave": conv.wave,
+            "source": conv.source,
+            "external_id": conv.external_id,
+            "participant": pseudos.get(conv.participant_id),
+            "replicate": conv.replicate,
+            "run_id": conv.run_id,
+            "started_at": conv.started_at,
+            "ended_at": conv.ended_at,
+            "end_reason": conv.end_reason,
+            "ended_by": conv.ended_by,
+            "scenario_info": {"key": sc.key, "name": sc.name, "names": sc.names},
+            "task_context": {"key": tc.key, "language": tc.language, "text": tc.text, "translations": tc.translations,
+                             "slots": tc.slots, "source": tc.source},
+            "profile": None if prof is None else {
+                "key": prof.key, "language": prof.language, "fields": prof.fields, "text": prof.text,
+                "translations": prof.translations, "source": prof.source},
+            "assistant_model": asst.model,
+            "assistant": {"model": asst.model, "name": asst.name, "system_prompt": asst.system_prompt,
+                          "temperature": asst.temperature, "max_tokens": asst.max_tokens, "version": asst.version,
+                          "params": asst.params},
+            "simulator": None if sim is None else {
+                "model": sim.model, "name": sim.name, "prompt_template": sim.prompt_template,
+                "prompt_version": sim.prompt_version, "temperature": sim.temperature, "seed": sim.seed,
+                "params": sim.params},
+            "meta": conv.meta,
+            "turns": [{
+                "index": t.index, "role": t.role, "translation": t.translation,
+                "translation_language": t.translation_language, "created_at": t.created_at,
+                "completed_at": t.completed_at, "latency_ms": t.latency_ms, "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens, "hallucination": t.hallucination,
+                "hallucination_note": t.hallucination_note, "satisfaction": t.satisfaction,
+                "satisfaction_reason": t.satisfaction_reason, "intent": t.intent, "meta": t.meta,
+            } for t in ts],
+        }
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    raise TypeError(f"cannot serialise {type(v).__name__}")
+
+
+def _flatten(df: pd.DataFrame) -> pd.DataFrame:
+    """Lists and dicts as JSON strings; datetimes stay (ISO in CSV, timestamps in Parquet)."""
+    df = df.copy()
+    for col in df.columns:
+        if df[col].dtype == object and df[col].map(lambda v: isinstance(v, (list, dict))).any():
+            df[col] = df[col].map(lambda v: None if v is None else json.dumps(v, ensure_ascii=False)
+                                  if isinstance(v, (list, dict)) else v)
+    return df

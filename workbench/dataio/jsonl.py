@@ -1,0 +1,217 @@
+"""Import a study exported as ``conversations.jsonl`` (see ``workbench.dataio.export``).
+
+Reads the JSONL and, when they sit beside it, ``labels.csv`` + ``label_sources.csv`` and
+``questionnaires.csv`` (``labels.parquet`` etc. also work). Conditions keep their keys, participants
+their pseudonyms (a new one is drawn only if the pseudonym is taken in this database).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from workbench.dataio.report import ImportReport, Progress
+from workbench.dataio.writer import (
+    AssistantSpec,
+    ContextSpec,
+    ConversationRecord,
+    LabelSourceSpec,
+    ParticipantSpec,
+    ProfileSpec,
+    ScenarioSpec,
+    SimulatorSpec,
+    write_records,
+)
+from workbench.errors import UserInputError
+
+TURN_FIELDS = ("translation", "translation_language", "latency_ms", "prompt_tokens", "completion_tokens",
+               "hallucination", "hallucination_note", "satisfaction", "satisfaction_reason", "intent", "meta")
+
+
+class _Bad(Exception):
+    pass
+
+
+def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, strict: bool = False,
+                 progress: Progress = None) -> ImportReport:
+    """Import ``path`` (a ``conversations.jsonl`` file or the directory holding it) into ``study``
+    (default: the study named in the file). Malformed lines are skipped and reported."""
+    t0 = time.perf_counter()
+    p = Path(path).expanduser()
+    file = p / "conversations.jsonl" if p.is_dir() else p
+    if not file.is_file():
+        raise UserInputError(f"{file} not found: give a conversations.jsonl written by `workbench export`.")
+    folder = file.parent
+    labels = _side_table(folder, "labels")
+    sources = _side_table(folder, "label_sources")
+    answers = _side_table(folder, "questionnaires")
+    source_specs = {}
+    if sources is not None:
+        for r in sources.to_dict("records"):
+            source_specs[r["name"]] = LabelSourceSpec(
+                name=r["name"], kind=r.get("kind") or "imported", model=_none(r.get("model")),
+                prompt_version=_none(r.get("prompt_version")), codebook_version=_none(r.get("codebook_version")),
+                params=_json(r.get("params")) or {})
+    labels_by_conv: dict[Any, list[dict]] = defaultdict(list)
+    if labels is not None:
+        for r in labels.to_dict("records"):
+            name = r["source"]
+            spec = source_specs.get(name) or LabelSourceSpec(name=name, kind=_none(r.get("source_kind")) or "imported")
+            source_specs.setdefault(name, spec)
+            samples = _json(r.get("samples"))
+            labels_by_conv[int(r["conversation_id"])].append({
+                "dimension": r["dimension"], "value": _str(r.get("value")), "turn_index": int(r["turn_index"]),
+                "source": spec, "rationale": _none(r.get("rationale")), "samples": samples,
+                "flagged": _bool(r.get("flagged")), "status": _none(r.get("status")) or "ok",
+                "created_at": _time(r.get("created_at")),
+            })
+    answers_by_conv: dict[Any, list[dict]] = defaultdict(list)
+    if answers is not None:
+        for r in answers.to_dict("records"):
+            if _none(r.get("conversation_id")) is None:
+                continue
+            answers_by_conv[int(r["conversation_id"])].append({
+                "questionnaire": r["questionnaire"], "item": str(r["item"]), "value": _str(r.get("value")),
+                "raw_value": _str(r.get("raw_value")), "question": _none(r.get("question")),
+                "created_at": _time(r.get("created_at")),
+            })
+
+    report = ImportReport(study=study or "")
+    records = []
+    with file.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            report.files += 1
+            where = f"{file.name}:{n}"
+            try:
+                obj = json.loads(line)
+                rec = _record(obj)
+            except (json.JSONDecodeError, _Bad, KeyError, TypeError, ValueError) as exc:
+                reason = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else \
+                    f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                if strict:
+                    raise UserInputError(f"{where}: {reason}. Nothing was imported (--strict).") from None
+                report.malformed.append((where, reason))
+                continue
+            if not report.study:
+                report.study = obj.get("study") or "imported"
+            rec.labels = labels_by_conv.get(obj["id"], [])
+            rec.questionnaire = answers_by_conv.get(obj["id"], [])
+            records.append(rec)
+    if not report.study:
+        report.study = "imported"
+    write_records(engine, records, report, description=f"Imported from {file}", single_transaction=strict,
+                  progress=progress)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _record(o: dict) -> ConversationRecord:
+    if not isinstance(o, dict):
+        raise _Bad("a line is not a JSON object")
+    if o.get("user_kind") not in ("human", "agent"):
+        raise _Bad(f"user_kind {o.get('user_kind')!r} is not human or agent")
+    msgs = o["messages"]
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                             and m.get("role") in ("user", "assistant", "system") for m in msgs):
+        raise _Bad("'messages' must be a list of {role, content}")
+    extras = o.get("turns") or [{} for _ in msgs]
+    if len(extras) != len(msgs):
+        raise _Bad("'turns' and 'messages' differ in length")
+    turns = []
+    for i, (m, x) in enumerate(zip(msgs, extras)):
+        t = {"index": x.get("index", i), "role": m["role"], "content": m["content"],
+             "created_at": _time(x.get("created_at")), "completed_at": _time(x.get("completed_at"))}
+        t.update({k: x.get(k) for k in TURN_FIELDS if x.get(k) is not None})
+        turns.append(t)
+    si = o.get("scenario_info") or {}
+    scen = ScenarioSpec(key=o["scenario"], name=si.get("name") or o["scenario"], names=si.get("names") or {})
+    tc = o["task_context"]
+    ctx = ContextSpec(text=tc["text"], language=tc.get("language") or o.get("language") or "en",
+                      translations=tc.get("translations") or {}, slots=tc.get("slots") or {}, key=tc.get("key"),
+                      source=tc.get("source") or "imported")
+    pr = o.get("profile")
+    prof = None if not pr else ProfileSpec(key=pr["key"], language=pr.get("language") or "en",
+                                           fields=pr.get("fields") or {}, text=pr.get("text"),
+                                           translations=pr.get("translations") or {}, source=pr.get("source") or "imported")
+    a = o.get("assistant") or {"model": o["assistant_model"]}
+    asst = AssistantSpec(model=a["model"], system_prompt=a.get("system_prompt"), temperature=a.get("temperature"),
+                         max_tokens=a.get("max_tokens"), version=a.get("version") or "1", params=a.get("params") or {},
+                         name=a.get("name"))
+    sm = o.get("simulator")
+    sim = None if not sm else SimulatorSpec(
+        model=sm["model"], prompt_template=sm.get("prompt_template"), prompt_version=sm.get("prompt_version") or "1",
+        temperature=sm.get("temperature"), seed=sm.get("seed"), params=sm.get("params") or {}, name=sm.get("name"))
+    part = None
+    if o.get("participant"):
+        part = ParticipantSpec(external_source=None, external_id=None, pseudonym=o["participant"],
+                               language=o.get("language") or "en")
+    return ConversationRecord(
+        external_id=o.get("external_id") or f"export:{o['id']}", user_kind=o["user_kind"],
+        language=o.get("language") or "en", scenario=scen, context=ctx, assistant=asst, profile=prof,
+        participant=part, simulator=sim, wave=o.get("wave"), status=o.get("status") or "completed",
+        started_at=_time(o.get("started_at")), ended_at=_time(o.get("ended_at")), end_reason=o.get("end_reason"),
+        ended_by=o.get("ended_by"), source=o.get("source") or "imported", meta=o.get("meta") or {},
+        condition_key=o.get("condition_key"), turns=turns,
+    )
+
+
+def _side_table(folder: Path, name: str) -> Optional[pd.DataFrame]:
+    if (folder / f"{name}.csv").is_file():
+        return pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False, na_values=[""])
+    if (folder / f"{name}.parquet").is_file():
+        return pd.read_parquet(folder / f"{name}.parquet")
+    return None
+
+
+def _none(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+        return None
+    return v
+
+
+def _str(v: Any) -> Optional[str]:
+    v = _none(v)
+    return None if v is None else str(v)
+
+
+def _bool(v: Any) -> bool:
+    v = _none(v)
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+def _json(v: Any) -> Any:
+    v = _none(v)
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def _time(v: Any) -> Optional[datetime]:
+    v = _none(v)
+    if v is None or v == "":
+        return None
+    if hasattr(v, "to_pydatetime"):
+        v = v.to_pydatetime()
+    if isinstance(v, datetime):
+        ts = v
+    else:
+        ts = datetime.fromisoformat(str(v))
+    if ts.tzinfo is None:
+        from datetime import timezone
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts
