@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 import scenarios
-from db.models import Profile, Scenario, Study, TaskContext
+from db.models import Profile, Scenario, TaskContext
 from scenarios import LibraryError, load_files, load_library, profile_fields, sync_library
 from scenarios.build_packs import TYPE_KEYS, ZH_FOLDERS, expand, fill, parse_pool
 

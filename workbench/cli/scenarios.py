@@ -36,7 +36,7 @@ def list_scenarios(
             langs.setdefault(tc.language, {}).setdefault(tc.set, 0)
             langs[tc.language][tc.set] += 1
 
-        def fmt(lang: str) -> str:
+        def fmt(lang: str, langs: dict = langs) -> str:
             per = langs.get(lang, {})
             return f"{sum(per.values())} (" + ", ".join(f"{k} {v}" for k, v in sorted(per.items())) + ")" if per else "0"
 
