@@ -32,6 +32,8 @@ def simulate(
     budget: Optional[float] = typer.Option(None, "--budget", help="Stop starting calls once this many USD are spent."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print projected calls, tokens and cost, then stop."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Simulator temperature."),
+    simulator_max_tokens: Optional[int] = typer.Option(None, "--simulator-max-tokens",
+                                                       help="Max tokens per simulated-user message."),
     seed: int = typer.Option(0, "--seed", help="Base seed (each replicate gets its own)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt template: name, name@version or a .yaml path."),
     goal_reminder_every: Optional[int] = typer.Option(None, "--goal-reminder-every",
@@ -53,7 +55,8 @@ def simulate(
     engine = ready_engine()
     kw = dict(assistant_model=assistant_model, conditions=_split(conditions), n_per_condition=n_per_condition,
               max_turns=max_turns, min_turns=min_turns, temperature=temperature, seed=seed, prompt=prompt,
-              goal_reminder_every=goal_reminder_every, twin_of=_split(twin_of))
+              goal_reminder_every=goal_reminder_every, twin_of=_split(twin_of),
+              simulator_max_tokens=simulator_max_tokens)
     sim_model = simulator_model or default_model()
     if dry_run:
         plan = plan_simulation(engine, study, sim_model, **kw)

@@ -180,7 +180,8 @@ def _twin_jobs(session: Session, study: Study, twin_of: Sequence[Union[int, str]
 def _setup(session: Session, study: Any, simulator_model: str, assistant_model: Optional[str],
            conditions: Optional[Sequence[str]], n_per_condition: int, max_turns: Optional[int],
            min_turns: Optional[int], temperature: Optional[float], seed: int, prompt: Optional[str],
-           goal_reminder_every: Optional[int], twin_of: Optional[Sequence[Any]]) -> Setup:
+           goal_reminder_every: Optional[int], twin_of: Optional[Sequence[Any]],
+           simulator_max_tokens: Optional[int] = None) -> Setup:
     if n_per_condition < 1:
         raise UserInputError("--n-per-condition must be at least 1")
     st = _study(session, study)
@@ -195,7 +196,8 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
     sim_cfg = repo.get_or_create_simulator_config(
         session, simulator_model, prompt_template=template.name, prompt_version=template.version,
         temperature=temperature, seed=seed,
-        params={"min_turns": min_t, "max_turns": max_t, "goal_reminder_every": goal_reminder_every})
+        params={"min_turns": min_t, "max_turns": max_t, "goal_reminder_every": goal_reminder_every,
+                **({"max_tokens": simulator_max_tokens} if simulator_max_tokens else {})})
     if twin_of:
         jobs = _twin_jobs(session, st, twin_of, n_per_condition)
         cond_ids = sorted({j.condition_id for j in jobs})
@@ -225,6 +227,8 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
     sim_params = {"seed": seed}
     if temperature is not None:
         sim_params["temperature"] = temperature
+    if simulator_max_tokens:
+        sim_params["max_tokens"] = simulator_max_tokens
     session.commit()
     return Setup(st, template, sim_cfg.id, simulator_model, override_id, jobs, key, min_t, max_t, sim_params,
                  configs, conds)
@@ -267,11 +271,11 @@ def plan_simulation(engine: Engine, study: Any, simulator_model: str, assistant_
                     max_turns: Optional[int] = None, min_turns: Optional[int] = None,
                     temperature: Optional[float] = None, seed: int = 0, prompt: Optional[str] = None,
                     goal_reminder_every: Optional[int] = None, twin_of: Optional[Sequence[Any]] = None,
-                    **_: Any) -> Plan:
+                    simulator_max_tokens: Optional[int] = None, **_: Any) -> Plan:
     """Projected calls, tokens and cost of a run (nothing is called; nothing but configs is written)."""
     with Session(engine, expire_on_commit=False) as s:
         su = _setup(s, study, simulator_model, assistant_model, conditions, n_per_condition, max_turns,
-                    min_turns, temperature, seed, prompt, goal_reminder_every, twin_of)
+                    min_turns, temperature, seed, prompt, goal_reminder_every, twin_of, simulator_max_tokens)
     _, existing = _existing(engine, su.key)
     remaining = [j for j in su.jobs if existing.get((j.condition_id, j.replicate), (0, ""))[1] != "completed"]
     sim_sys = len(su.template.part("en", "system", profile="x" * 400, task="x" * 400)) // 4
@@ -376,7 +380,8 @@ def run_simulation(engine: Engine, study: Any, simulator_model: str, assistant_m
                    temperature: Optional[float] = None, seed: int = 0, prompt: Optional[str] = None,
                    goal_reminder_every: Optional[int] = None, twin_of: Optional[Sequence[Any]] = None,
                    rpm: Optional[int] = None, tpm: Optional[int] = None, cache: bool = True,
-                   model_options: Optional[dict] = None, retry_failed: bool = True) -> RunSummary:
+                   model_options: Optional[dict] = None, retry_failed: bool = True,
+                   simulator_max_tokens: Optional[int] = None) -> RunSummary:
     """Run (or resume) a batch of simulated conversations; every turn is written as it happens."""
     return asyncio.run(arun_simulation(**{k: v for k, v in locals().items()}))
 
@@ -388,13 +393,14 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
                           temperature: Optional[float] = None, seed: int = 0, prompt: Optional[str] = None,
                           goal_reminder_every: Optional[int] = None, twin_of: Optional[Sequence[Any]] = None,
                           rpm: Optional[int] = None, tpm: Optional[int] = None, cache: bool = True,
-                          model_options: Optional[dict] = None, retry_failed: bool = True) -> RunSummary:
+                          model_options: Optional[dict] = None, retry_failed: bool = True,
+                          simulator_max_tokens: Optional[int] = None) -> RunSummary:
     if concurrency < 1:
         raise UserInputError("--concurrency must be at least 1")
     t_start = time.monotonic()
     with Session(engine, expire_on_commit=False) as s:
         su = _setup(s, study, simulator_model, assistant_model, conditions, n_per_condition, max_turns,
-                    min_turns, temperature, seed, prompt, goal_reminder_every, twin_of)
+                    min_turns, temperature, seed, prompt, goal_reminder_every, twin_of, simulator_max_tokens)
         contexts = {cid: _user_context(s, c, su.min_turns, su.max_turns, goal_reminder_every)
                     for cid, c in su.conditions.items()}
     opts = model_options or {}
