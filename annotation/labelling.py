@@ -112,6 +112,48 @@ def display_language(study: Study, annotator_language: Optional[str] = None) -> 
     return annotator_language or study.language or "en"
 
 
+def language_coverage(session: Session, conversation_ids: list[int]) -> dict[str, int]:
+    """How many of the conversations can be shown entirely in each language (original or translated)."""
+    if not conversation_ids:
+        return {}
+    convs = dict(
+        session.exec(
+            select(Conversation.id, Conversation.language).where(Conversation.id.in_(conversation_ids))
+        ).all()
+    )
+    per_conv: dict[int, dict] = {cid: {"n": 0, "tr": {}} for cid in convs}
+    rows = session.exec(
+        select(Turn.conversation_id, Turn.translation_language, Turn.translation).where(
+            Turn.conversation_id.in_(conversation_ids), Turn.role.in_(["user", "assistant"])
+        )
+    ).all()
+    for cid, tl, tr in rows:
+        per_conv[cid]["n"] += 1
+        if tr and tl:
+            per_conv[cid]["tr"][tl] = per_conv[cid]["tr"].get(tl, 0) + 1
+    cover: dict[str, int] = {}
+    for cid, lang in convs.items():
+        langs = {lang} | {tl for tl, n in per_conv[cid]["tr"].items() if n == per_conv[cid]["n"]}
+        for lg in langs:
+            cover[lg] = cover.get(lg, 0) + 1
+    return cover
+
+
+def preferred_language(session: Session, study: Study, conversation_ids: list[int]) -> str:
+    """The language in which most of these conversations can be shown whole (ties: the study's).
+
+    Showing every item in one language keeps the language from betraying the source, e.g. in the
+    reference data agents spoke English (with Chinese translations) and people Chinese.
+    """
+    cover = language_coverage(session, conversation_ids)
+    if not cover:
+        return study.language or "en"
+    best = max(cover.values())
+    if cover.get(study.language, 0) == best:
+        return study.language
+    return sorted(lg for lg, n in cover.items() if n == best)[0]
+
+
 # --------------------------------------------------------------------------------------------------
 # Saving and resuming
 # --------------------------------------------------------------------------------------------------

@@ -218,3 +218,18 @@ def test_adjudication(session):
     )
     # Adjudicated labels are not themselves counted as an annotator.
     assert all("adjudicated:pilot" not in v for v in df["values"])
+
+
+def test_one_display_language_for_the_queue(session):
+    # As in the reference: agents in English with Chinese translations, people in Chinese only.
+    study = make_study(session, n_per_cell=1, language="zh")
+    study.language = "en"
+    session.add(study)
+    ids = [c.id for c in session.exec(select(Conversation)).all()]
+    from annotation.labelling import language_coverage, preferred_language
+
+    assert language_coverage(session, ids) == {"en": 2, "zh": 4}
+    assert preferred_language(session, study, ids) == "zh"
+    assert preferred_language(session, study, []) == "en"
+    agents = [c.id for c in session.exec(select(Conversation).where(Conversation.user_kind == "agent")).all()]
+    assert preferred_language(session, study, agents) == "en"  # tie: the study's language

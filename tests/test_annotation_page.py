@@ -279,3 +279,43 @@ def test_adjudication_page(db):
         assert (lab.conversation_id, lab.dimension, lab.value) == (conv, "politeness", "Polite")
         assert lab.rationale == "adjudicated by res: thanks in turn 1"
     assert at.success and "settled" in at.success[0].value
+
+
+def test_blind_on_the_reference_data(reference_db, tmp_path, monkeypatch):
+    """On the imported reference dataset: one language for all items and no metadata on the page."""
+    import re
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    from db.models import AssistantConfig, SimulatorConfig
+
+    copy = tmp_path / "ref.db"
+    shutil.copy(make_url(reference_db).database, copy)
+    url = f"sqlite:///{copy}"
+    monkeypatch.setenv("WORKBENCH_DB_URL", url)
+    eng = make_engine(url)
+    with Session(eng) as s:
+        s.add(Annotator(name="ann", role="annotator"))
+        s.commit()
+        rep = assign_items(s, "recllmsim", ["ann"], overlap=1, per_annotator=16, seed=5)
+        s.commit()
+        assert set(k.split("/")[0] for k in rep.per_stratum) == {"agent", "human"}
+        uid = s.exec(select(Annotator).where(Annotator.name == "ann")).one().id
+        secrets = set(s.exec(select(AssistantConfig.model)).all())
+        secrets |= {n for n in s.exec(select(SimulatorConfig.name)).all() if n}
+        secrets |= {"LLM_agent_user", "real_human_user", "human_exp_V2", ".json", "User_", "agent_new_travel"}
+    eng.dispose()
+    at = AppTest.from_file(str(PAGES / "annotate.py"), default_timeout=60)
+    at.session_state["user"] = {"id": uid, "name": "ann", "role": "annotator"}
+    at.run()
+    for _ in range(6):  # walk through items of both kinds by skipping
+        assert not at.exception, at.exception
+        blob = "\n".join(all_texts(at))
+        for secret in secrets:
+            assert secret.lower() not in blob.lower(), secret
+        turns = [m.value for m in at.markdown if m.value and not m.value.startswith(("#", "*", "-"))]
+        latin = sum(len(re.findall(r"[A-Za-z]{5,}", t)) for t in turns)
+        han = sum(len(re.findall(r"[\u4e00-\u9fff]", t)) for t in turns)
+        assert han > 10 * max(latin, 1), "conversation not shown in one language (Chinese)"
+        next(b for b in at.button if b.label == "跳过").click().run()

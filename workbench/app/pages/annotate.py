@@ -10,7 +10,7 @@ from annotation import labelling as L
 from annotation import queue as Q
 from annotation.codebook import load_codebook
 from db.engine import session_scope
-from db.models import Annotator
+from db.models import Annotator, Study
 from workbench.app.common import engine, escape_markdown, show_flash, show_text
 from workbench.errors import WorkbenchError
 
@@ -132,25 +132,41 @@ if me is None:
     st.error("Your account was not found; log in again.")
     st.stop()
 
-default_lang = studies[0][2] if studies and studies[0][2] in UI else "en"
-lang = st.sidebar.radio(
-    "Language / 语言",
-    ["en", "zh"],
-    index=["en", "zh"].index(default_lang),
-    horizontal=True,
-    key="annotate_lang",
-)
-T = UI[lang]
-st.title(T["title"])
 if not studies:
+    T = UI["en"]
+    st.title(T["title"])
     st.info(T["none"])
     st.stop()
 if len(studies) > 1:
     names = [name for _, name, _ in studies]
-    chosen = st.selectbox(T["study"], names, key="annotate_study")
+    chosen = st.sidebar.selectbox("Study / 研究", names, key="annotate_study")
     study_id = next(i for i, name, _ in studies if name == chosen)
 else:
     study_id = studies[0][0]
+
+# One display language for the whole queue, so that the language does not betray the source.
+with session_scope(eng) as s:
+    study = s.get(Study, study_id)
+    queue_ids = [a.conversation_id for a in Q.queue_items(s, study_id, me.id)]
+    default_lang = L.preferred_language(s, study, queue_ids)
+    coverage = L.language_coverage(s, queue_ids)
+default_lang = default_lang if default_lang in UI else "en"
+lang = st.sidebar.radio(
+    "Language / 语言",
+    list(UI),
+    index=list(UI).index(default_lang),
+    horizontal=True,
+    key=f"annotate_lang_{study_id}",
+)
+T = UI[lang]
+st.title(T["title"])
+if coverage.get(lang, 0) < len(queue_ids):
+    st.warning(
+        "Some conversations cannot be shown in this language and appear in their original language. "
+        f"Choose {default_lang} to see every conversation in one language."
+        if lang == "en"
+        else f"部分对话没有该语言版本，将以原文显示。选择 {default_lang} 可让所有对话使用同一种语言。"
+    )
 
 with session_scope(eng) as s:
     prog = Q.queue_progress(s, study_id, me.id)
