@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short
 
 # name -> (description, kind) ; kind "continuous" or "nominal"
@@ -42,6 +42,8 @@ FEATURES: dict[str, tuple[str, str]] = {
     "exclamation_rate": ("share of user turns with an exclamation mark", "continuous"),
     "emoji_rate": ("emoji per user turn", "continuous"),
     "acceptance_rate": ("share of user turns after the first that accept the assistant's proposal", "continuous"),
+    "persona_contradiction": ("1 when a user turn contradicts a persona fact (rule-based, see PERSONA_RULES)",
+                              "continuous"),
     "ended_by_user": ("1 when the user sent the last turn or ended the conversation", "continuous"),
     "farewell_end": ("1 when the last user turn is a thanks/goodbye closing", "continuous"),
     "ended_by_role": ("who ended: user | assistant | system", "nominal"),
@@ -82,6 +84,30 @@ LEXICON = {
 _EXCLAIM = re.compile(r"[!！]")
 _EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002600-\U000027BF\U0001F000-\U0001F2FF\U0001F900-\U0001F9FF]")
 _WORDLIKE = re.compile(r"\w", re.UNICODE)
+
+# Persona facts and what would contradict them in the user's own turns: (fact, persona pattern,
+# contradicting pattern). Deliberately simple and transparent; a hit is a candidate for review,
+# not proof (the user may mention meat to exclude it).
+PERSONA_RULES = [
+    ("vegetarian", re.compile(r"vegetarian|vegan|素食|吃素", _I),
+     re.compile(r"\b(beef|pork|chicken|steak|bacon|lamb|ham|meat)\b|牛肉|猪肉|鸡肉|牛排|羊肉|红烧肉", _I)),
+    ("budget", re.compile(r"frugal|budget|thrifty|economical|saving money|节俭|省钱|经济实惠|性价比", _I),
+     re.compile(r"luxury|luxurious|five-star|5-star|first class|splurge|豪华|奢侈|五星|头等舱", _I)),
+    ("introvert", re.compile(r"introvert|quiet|内向|安静", _I),
+     re.compile(r"nightlife|nightclub|party|parties|crowded|夜店|蹦迪|派对|热闹", _I)),
+    ("no_alcohol", re.compile(r"don'?t drink|non-drinker|teetotal|no alcohol|不喝酒|不饮酒|滴酒不沾", _I),
+     re.compile(r"\b(wine|beer|cocktails?|whisk(e)?y|bar)\b|酒吧|啤酒|红酒|鸡尾酒", _I)),
+]
+
+
+def persona_contradiction(persona: Optional[str], user_texts: list[str]) -> float:
+    """1.0 when the persona states a fact of ``PERSONA_RULES`` and a user turn says its opposite,
+    0.0 when not, NaN without a persona."""
+    if not persona:
+        return float("nan")
+    joined = "\n".join(user_texts)
+    return float(any(p.search(persona) and c.search(joined) for _, p, c in PERSONA_RULES))
+
 
 TRAINED = {"en": "en_core_web_sm", "zh": "zh_core_web_sm"}
 
@@ -172,11 +198,14 @@ def _texts(turns: pd.DataFrame, conversations: pd.DataFrame, language: Optional[
 
 
 def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipelines: Optional[dict] = None,
-                        language: Optional[str] = None, batch_size: int = 512) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        language: Optional[str] = None, batch_size: int = 512,
+                        personas: Optional[dict] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features per conversation (one row each, ``FEATURES`` columns) and per user turn.
 
     ``language``: analyse every conversation in this language, using stored translations where a
     conversation is in another language (None: each conversation in its own language).
+    ``personas``: profile_id -> persona text, for the persona-contradiction check (on the original
+    user turns, whatever ``language``).
     """
     pipelines = pipelines if pipelines is not None else {}
     texts = _texts(turns, conversations, language)
@@ -232,6 +261,14 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
     later = turn_df[turn_df.groupby("conversation_id").cumcount() > 0] if len(turn_df) else turn_df
     acc = later.groupby("conversation_id")["accepts"].mean() if len(later) else pd.Series(dtype=float)
 
+    originals: dict[int, list[str]] = {}
+    for cid, role, content in turns[["conversation_id", "role", "content"]].itertuples(index=False, name=None):
+        if role == "user":
+            originals.setdefault(int(cid), []).append(content or "")
+    persona_of = dict(zip(conversations["conversation_id"], conversations["profile_id"])) \
+        if "profile_id" in conversations.columns else {}
+    personas = personas or {}
+
     rows = []
     meta = conversations.set_index("conversation_id")
     for cid in conversations["conversation_id"]:
@@ -255,6 +292,7 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
             "exclamation_rate": float(a["exclamation"]) if a is not None else np.nan,
             "emoji_rate": float(a["emoji"]) if a is not None else np.nan,
             "acceptance_rate": float(acc.get(cid, np.nan)),
+            "persona_contradiction": persona_contradiction(personas.get(persona_of.get(cid)), originals.get(cid, [])),
             "ended_by_user": float(ended_by == "user"),
             "farewell_end": float(end_kind == "farewell"),
             "ended_by_role": ended_by,
@@ -322,7 +360,8 @@ def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: O
         with Session(engine) as session:
             turns = turns_df(session, study_id, conversation_ids=part)
         convs = conversations[conversations["conversation_id"].isin(part)]
-        conv_feats, turn_feats = compute_features_df(turns, convs, pipelines, language)
+        conv_feats, turn_feats = compute_features_df(turns, convs, pipelines, language,
+                                                     personas=persona_texts(engine, convs))
         by_conv = {cid: g.drop(columns=["conversation_id"]).to_dict("records")
                    for cid, g in turn_feats.groupby("conversation_id")} if len(turn_feats) else {}
         now = utcnow()
@@ -341,6 +380,25 @@ def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: O
     for col in CONTINUOUS_FEATURES:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     out.attrs["feature_version"] = version
+    return out
+
+
+def persona_texts(engine, conversations: pd.DataFrame) -> dict:
+    """profile_id -> persona text (free text, its translations and structured fields, joined)."""
+    import json
+
+    from sqlmodel import Session, select
+
+    from db.models import Profile
+
+    ids = [int(p) for p in conversations.get("profile_id", pd.Series(dtype=float)).dropna().unique()]
+    out = {}
+    with Session(engine) as session:
+        for i in range(0, len(ids), 5000):
+            for prof in session.exec(select(Profile).where(Profile.id.in_(ids[i:i + 5000]))).all():
+                parts = [prof.text or "", json.dumps(prof.fields or {}, ensure_ascii=False),
+                         " ".join(str(v) for v in (prof.translations or {}).values())]
+                out[prof.id] = "\n".join(parts)
     return out
 
 

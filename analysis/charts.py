@@ -1,0 +1,124 @@
+"""Plotly figures built from the analysis frames; pages and the report only show them.
+
+Every builder accepts empty or one-sided data and then returns a figure with a "no data" note
+instead of raising. Bars of label distributions carry ``customdata`` = (user_kind, scenario,
+value) so a page can drill down from a clicked bar to the conversations behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+import plotly.graph_objects as go
+
+KIND_COLORS = {"human": "#1f77b4", "agent": "#ff7f0e"}
+PRIMARY_TESTS = ("chi_square", "fisher_exact", "mann_whitney")
+
+
+def empty_figure(title: str, message: str = "no data") -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 16})
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=300)
+    return fig
+
+
+def label_distribution_fig(frame: pd.DataFrame, dimension: str, categories: Optional[list] = None,
+                           by_scenario: bool = True) -> go.Figure:
+    """Share of each label value, human vs agent, one panel per scenario (plus "all")."""
+    title = f"{dimension}: label distribution, human vs agent"
+    if frame.empty or dimension not in frame.columns or frame[dimension].dropna().empty:
+        return empty_figure(title)
+    d = frame.dropna(subset=[dimension]).assign(value=lambda x: x[dimension].astype(str))
+    panels = [("all", d)]
+    if by_scenario:
+        panels += [(s, g) for s, g in d.groupby("scenario", sort=True)]
+    cats = [c for c in (categories or []) if c in set(d["value"])] + sorted(set(d["value"]) - set(categories or []))
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True)
+    for col, (scen, g) in enumerate(panels, start=1):
+        for kind in ("human", "agent"):
+            sub = g[g["user_kind"] == kind]
+            n = len(sub)
+            share = sub["value"].value_counts(normalize=True).reindex(cats, fill_value=0.0) if n else \
+                pd.Series(0.0, index=cats)
+            fig.add_trace(go.Bar(
+                x=cats, y=share.values, name=kind, marker_color=KIND_COLORS[kind], legendgroup=kind,
+                showlegend=col == 1, customdata=[[kind, scen, c] for c in cats],
+                hovertemplate=f"{kind} (n={n})<br>%{{x}}: %{{y:.1%}}<extra>{scen}</extra>",
+            ), row=1, col=col)
+    fig.update_layout(title=title, barmode="group", height=360, yaxis_tickformat=".0%")
+    return fig
+
+
+def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = "label") -> go.Figure:
+    """Effect sizes with intervals of the primary test per dimension (one marker per scenario when
+    ``slice_by="scenario"``). Cramer's V is unsigned; Cliff's delta is agent minus human."""
+    title = f"Effect sizes with 95% intervals ({kind}s, {slice_by})"
+    if comparisons is None or comparisons.empty:
+        return empty_figure(title)
+    d = comparisons[(comparisons["slice_by"] == slice_by) & comparisons["test"].isin(PRIMARY_TESTS)
+                    & comparisons["effect_size"].notna()]
+    if "kind" in d.columns:
+        d = d[d["kind"] == kind]
+    if d.empty:
+        return empty_figure(title, "no effect sizes (not enough data)")
+    fig = go.Figure()
+    for scen, g in d.groupby("scenario", sort=True):
+        fig.add_trace(go.Scatter(
+            x=g["effect_size"], y=g["dimension"] + " (" + g["effect_size_name"] + ")", mode="markers", name=scen,
+            error_x={"type": "data", "symmetric": False, "array": g["ci_high"] - g["effect_size"],
+                     "arrayminus": g["effect_size"] - g["ci_low"]},
+            hovertemplate="%{y}: %{x:.3f}<extra>" + str(scen) + "</extra>",
+        ))
+    fig.add_vline(x=0, line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, height=max(300, 28 * d["dimension"].nunique() + 120), xaxis_title="effect size")
+    return fig
+
+
+def agreement_heatmap_fig(agreement: Optional[pd.DataFrame], value: str = "krippendorff_alpha") -> go.Figure:
+    """Agreement per dimension (rows) and user kind (columns)."""
+    title = f"Agreement between label sources ({value})"
+    if agreement is None or agreement.empty or value not in agreement.columns:
+        return empty_figure(title, "agreement not available")
+    d = agreement.copy()
+    d["pair"] = d.get("sources", d.get("source_a", "")).astype(str)
+    m = d.pivot_table(index="dimension", columns="user_kind", values=value, aggfunc="first")
+    if m.empty:
+        return empty_figure(title, "agreement not available")
+    fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), zmin=-1, zmax=1, colorscale="RdBu",
+                               text=[[("" if pd.isna(v) else f"{v:.2f}") for v in row] for row in m.values],
+                               texttemplate="%{text}"))
+    fig.update_layout(title=title, height=max(300, 26 * len(m) + 120))
+    return fig
+
+
+def likeness_fig(distances: pd.DataFrame) -> go.Figure:
+    """Jensen-Shannon distance to the humans per dimension, one bar group per simulator."""
+    title = "Distance to human label distributions (Jensen-Shannon, 0 = identical)"
+    if distances is None or distances.empty or distances["js_distance"].dropna().empty:
+        return empty_figure(title)
+    d = distances.dropna(subset=["js_distance"])
+    fig = go.Figure()
+    for sim, g in d.groupby("simulator", sort=True):
+        fig.add_trace(go.Bar(x=g["dimension"], y=g["js_distance"], name=str(sim),
+                             error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["js_distance"],
+                                      "arrayminus": g["js_distance"] - g["ci_low"]}))
+    fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1], height=380)
+    return fig
+
+
+def turn_length_fig(frame: pd.DataFrame, feature: str = "user_words_per_turn") -> go.Figure:
+    """Distribution of a per-conversation feature (default words per user turn), human vs agent."""
+    title = f"{feature}: human vs agent"
+    if frame is None or frame.empty or feature not in frame.columns or frame[feature].dropna().empty:
+        return empty_figure(title)
+    fig = go.Figure()
+    for kind in ("human", "agent"):
+        v = frame.loc[frame["user_kind"] == kind, feature].dropna()
+        if len(v):
+            fig.add_trace(go.Box(y=v, x=frame.loc[v.index, "scenario"], name=f"{kind} (n={len(v)})",
+                                 marker_color=KIND_COLORS[kind], boxpoints=False))
+    fig.update_layout(title=title, boxmode="group", height=380, yaxis_title=feature)
+    return fig
