@@ -109,10 +109,13 @@ class AnthropicChatModel(ChatModel):
         try:
             text = "".join(getattr(b, "text", "") for b in resp.content if getattr(b, "type", "") == "text")
             usage = Usage(int(resp.usage.input_tokens or 0), int(resp.usage.output_tokens or 0))
-            raw = resp.model_dump(mode="json") if hasattr(resp, "model_dump") else None
+            raw = {"id": getattr(resp, "id", None), "model": getattr(resp, "model", None),
+                   "stop_reason": getattr(resp, "stop_reason", None),
+                   "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}}
         except (AttributeError, TypeError) as exc:
             raise LLMError(f"{self.name} returned a malformed response ({exc})", retryable=True) from None
-        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=resp.stop_reason)
+        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=resp.stop_reason,
+                          response=resp)
 
     def _call(self, messages: list[dict], params: dict) -> Completion:
         try:

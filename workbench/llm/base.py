@@ -50,13 +50,14 @@ class Completion:
     model: str  # "provider/model" as asked for
     usage: Usage = field(default_factory=Usage)
     latency_ms: float = 0.0
-    raw: Optional[dict] = None
+    raw: Optional[dict] = None  # compact provider record (id, model, finish reason, usage)
     data: Any = None  # parsed JSON (complete_json)
     cost_usd: Optional[float] = None
     call_id: Optional[int] = None  # LLMCall id when recorded
     cached: bool = False
     finish_reason: Optional[str] = None
     attempts: int = 1
+    response: Any = field(default=None, repr=False)  # the SDK's full response object (not stored)
 
 
 class BaseOptions(BaseModel):

@@ -91,10 +91,15 @@ class OpenAIChatModel(ChatModel):
             text = choice.message.content or ""
             u = resp.usage
             usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0)) if u else Usage()
-            raw = resp.model_dump(mode="json") if hasattr(resp, "model_dump") else None
+            # A compact raw record: dumping the whole SDK object costs more CPU than the rest of the call.
+            raw = {"id": getattr(resp, "id", None), "model": getattr(resp, "model", None),
+                   "finish_reason": choice.finish_reason,
+                   "system_fingerprint": getattr(resp, "system_fingerprint", None),
+                   "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}}
         except (AttributeError, IndexError, TypeError) as exc:
             raise LLMError(f"{self.name} returned a malformed response ({exc})", retryable=True) from None
-        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=choice.finish_reason)
+        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=choice.finish_reason,
+                          response=resp)
 
     def _call(self, messages: list[dict], params: dict) -> Completion:
         try:
