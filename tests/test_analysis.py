@@ -1,0 +1,202 @@
+"""Comparison table, label-source choice, human-likeness and charts on synthetic studies in a real DB."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlmodel import Session
+
+from analysis import charts
+from analysis.compare import ALL_COLUMNS, COLUMNS, comparisons_df, matched_pairs_df
+from analysis.dataset import choose_label_source, load_study
+from analysis.features import load_pipelines
+from analysis.likeness import classifier_auc, likeness_tables
+from analysis.synthetic import make_study
+from db.models import LabelSource
+from workbench.errors import NotFoundError, UserInputError
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    return load_pipelines(trained=False)
+
+
+def test_comparison_table_on_synthetic_study(engine, pipelines):
+    make_study(engine, "synth", n_human=160, n_agent=160, seed=1, simulators=2)
+    data = load_study(engine, "synth", pipelines=pipelines)
+    assert data.label_source == "llm:synthetic"
+    comp = comparisons_df(data, n_boot=200)
+    assert list(comp.columns[: len(COLUMNS)]) == COLUMNS and list(comp.columns) == ALL_COLUMNS
+    pooled = comp[(comp["slice_by"] == "pooled")].set_index(["dimension", "test"])
+    # Built-in differences are found, similar dimensions are not.
+    assert pooled.loc[("politeness", "chi_square"), "effect_size"] > 0.7
+    assert pooled.loc[("politeness", "chi_square"), "p_adjusted"] < 1e-6
+    assert pooled.loc[("order", "chi_square"), "effect_size"] < 0.25
+    assert pooled.loc[("question_broadness", "mann_whitney"), "effect_size"] < -0.2  # agents broader
+    assert ("question_broadness", "ols_cluster_robust") in pooled.index
+    assert ("user_words_per_turn", "welch_t") in pooled.index and ("end_kind", "chi_square") in pooled.index
+    assert set(comp["scenario"]) >= {"all", "travel_planning", "recipe_planning"}
+    assert set(comp.loc[comp["slice_by"] == "simulator", "slice"]) == {"sim-0", "sim-1"}
+    assert (comp["label_source"] == "llm:synthetic").all()
+    # Holm-adjusted p never below the raw p.
+    ok = comp["p_value"].notna()
+    assert (comp.loc[ok, "p_adjusted"] >= comp.loc[ok, "p_value"] - 1e-15).all()
+    bh = comparisons_df(data, correction="bh", n_boot=200)
+    assert (bh.loc[ok, "p_adjusted"] <= comp.loc[ok, "p_adjusted"] + 1e-12).all()
+    with pytest.raises(UserInputError):
+        comparisons_df(data, correction="bonf")
+
+
+def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipelines):
+    make_study(sqlite_engine, "onesided", n_human=40, n_agent=60, seed=2,
+               human_scenarios=["travel_planning", "recipe_planning"])
+    data = load_study(sqlite_engine, "onesided", pipelines=pipelines)
+    comp = comparisons_df(data, n_boot=100)
+    gifts = comp[comp["scenario"] == "preparing_gifts"]
+    assert len(gifts) and gifts["note"].str.startswith("not enough data").all()
+    assert (gifts["n_human"] == 0).all() and gifts["p_value"].isna().all()
+    # Charts build on it (and on empty / one-sided data) without errors.
+    from analysis.compare import analysis_frame
+
+    frame = analysis_frame(data)
+    assert charts.label_distribution_fig(frame, "politeness").data
+    assert charts.label_distribution_fig(frame[frame["user_kind"] == "agent"], "politeness").data
+    charts.label_distribution_fig(frame.iloc[0:0], "politeness")
+    charts.forest_fig(comp, "scenario")
+    charts.forest_fig(comp.iloc[0:0])
+    charts.turn_length_fig(frame[frame["user_kind"] == "agent"])
+    charts.turn_length_fig(pd.DataFrame())
+    charts.likeness_fig(pd.DataFrame(columns=["simulator", "dimension", "js_distance", "ci_low", "ci_high"]))
+    charts.agreement_heatmap_fig(None)
+
+
+def test_empty_study_and_unknown_source(sqlite_engine, pipelines):
+    make_study(sqlite_engine, "empty", n_human=0, n_agent=0)
+    data = load_study(sqlite_engine, "empty", pipelines=pipelines)
+    assert data.label_source is None
+    comp = comparisons_df(data)
+    assert list(comp.columns) == ALL_COLUMNS and comp.empty
+    tables = likeness_tables(data)
+    assert tables["ranking"].empty
+    with pytest.raises(NotFoundError):
+        load_study(sqlite_engine, "nope")
+    make_study(sqlite_engine, "s2", n_human=10, n_agent=10)
+    with pytest.raises(NotFoundError, match="no label source"):
+        load_study(sqlite_engine, "s2", labels="human:nobody", features=False)
+
+
+def test_label_source_choice_prefers_adjudicated_then_human_with_coverage():
+    cov = pd.DataFrame([
+        {"name": "llm:x", "kind": "llm", "tier": 2, "coverage": 1.0},
+        {"name": "human:gold", "kind": "human", "tier": 1, "coverage": 0.05},
+        {"name": "adjudicated", "kind": "adjudicated", "tier": 0, "coverage": 0.02},
+    ]).sort_values(["tier", "coverage"], ascending=[True, False])
+    name, why = choose_label_source(cov)
+    assert name == "llm:x" and "human:gold" in why and "adjudicated" in why
+    cov.loc[cov["name"] == "human:gold", "coverage"] = 0.9
+    assert choose_label_source(cov)[0] == "human:gold"
+    assert choose_label_source(cov.iloc[0:0])[0] is None
+
+
+def test_default_source_is_human_when_it_covers(sqlite_engine, pipelines):
+    make_study(sqlite_engine, "two", n_human=30, n_agent=30, seed=3)
+    make_study(sqlite_engine, "two-h", n_human=0, n_agent=0, label_source="human:alice")
+    # Copy the labels as a second, human source: same conversations.
+    with Session(sqlite_engine) as s:
+        src = s.exec(__import__("sqlmodel").select(LabelSource).where(LabelSource.name == "human:alice")).one()
+        src.kind = "human"
+        s.add(src)
+        s.commit()
+        rows = s.exec(__import__("sqlmodel").text(
+            "SELECT conversation_id, dimension, value FROM label WHERE source_id != :s"), params={"s": src.id}).all()
+        from db.models import Label
+
+        for cid, dim, val in rows:
+            s.add(Label(conversation_id=cid, dimension=dim, value=val, source_id=src.id))
+        s.commit()
+    data = load_study(sqlite_engine, "two", features=False)
+    assert data.label_source == "human:alice" and "human" in data.label_source_reason
+
+
+def test_paired_twins(sqlite_engine, pipelines):
+    make_study(sqlite_engine, "twins", n_human=40, n_agent=40, twins=True, seed=4)
+    data = load_study(sqlite_engine, "twins", pipelines=pipelines)
+    from analysis.compare import analysis_frame
+
+    pairs = matched_pairs_df(analysis_frame(data))
+    assert len(pairs) == 40 and set(pairs["match"]) == {"twin"}
+    comp = comparisons_df(data, n_boot=100)
+    paired = comp[comp["slice_by"] == "paired"].set_index("dimension")
+    assert paired.loc["politeness", "test"] == "mcnemar_bowker"
+    assert paired.loc["question_broadness", "test"] == "wilcoxon_paired"
+    assert paired.loc["politeness", "n_human"] == 40
+
+
+def test_likeness_tables_and_classifier(sqlite_engine, pipelines):
+    make_study(sqlite_engine, "like", n_human=120, n_agent=120, simulators=2, seed=5)
+    data = load_study(sqlite_engine, "like", pipelines=pipelines)
+    t = likeness_tables(data, n_boot=200)
+    from scipy.spatial.distance import jensenshannon
+
+    d = t["distances"]
+    assert set(d["simulator"]) == {"sim-0", "sim-1"}
+    row = d[(d["simulator"] == "sim-0") & (d["dimension"] == "politeness")].iloc[0]
+    frame = data.conversations.merge(data.labels, on="conversation_id")
+    h = frame[frame.user_kind == "human"]["politeness"].value_counts()
+    a = frame[(frame.user_kind == "agent") & (frame.simulator == "sim-0")]["politeness"].value_counts()
+    cats = sorted(set(h.index) | set(a.index))
+    assert row["js_distance"] == pytest.approx(jensenshannon(h.reindex(cats, fill_value=0),
+                                                             a.reindex(cats, fill_value=0), base=2))
+    assert row["ci_low"] <= row["js_distance"] <= row["ci_high"]
+    r = t["ranking"]
+    assert list(r["rank"]) == [1, 2] and r["classifier_auc"].between(0.5, 1).all()
+    f = t["failures"].set_index("population")
+    assert f.loc["agent: sim-0", "positive_feedback_rate"] > f.loc["human", "positive_feedback_rate"]
+    assert f.loc["agent: sim-0", "over_cooperation"] > f.loc["human", "over_cooperation"]
+
+
+def test_classifier_auc_half_when_indistinguishable():
+    rng = np.random.default_rng(0)
+    h = pd.DataFrame({"n_turns": rng.normal(size=300), "mattr": rng.normal(size=300)})
+    a = pd.DataFrame({"n_turns": rng.normal(size=300), "mattr": rng.normal(size=300)})
+    res = classifier_auc(h, a)
+    assert res["ci_low"] < 0.5 < res["ci_high"] or abs(res["auc"] - 0.5) < 0.06
+    a["n_turns"] += 3
+    from sklearn.metrics import roc_auc_score
+
+    res = classifier_auc(h, a)
+    assert res["auc"] > 0.95
+    assert classifier_auc(h.iloc[:1], a)["auc"] is None
+
+
+def test_cli_analyze_and_report(use_db, tmp_path):
+    from db.engine import get_engine
+    from db.migrate import upgrade
+    from workbench.cli import main
+
+    engine = get_engine(use_db)
+    upgrade(engine)
+    make_study(engine, "cli", n_human=40, n_agent=40, seed=6)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "--study", "cli", "--out", str(out), "--n-boot", "200"])
+    assert exc.value.code in (0, None)
+    recs = json.loads((out / "comparisons.json").read_text())
+    assert recs and list(recs[0])[: len(COLUMNS)] == COLUMNS
+    csv = pd.read_csv(out / "comparisons.csv")
+    assert list(csv.columns[: len(COLUMNS)]) == COLUMNS
+    assert json.loads((out / "meta.json").read_text())["label_source"] == "llm:synthetic"
+    assert (csv["label_source"] == "llm:synthetic").all()
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "--study", "cli", "--out", str(out), "--correction", "bonferroni"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--study", "cli", "--out", str(tmp_path / "r.html"), "--n-boot", "200"])
+    assert exc.value.code in (0, None)
+    assert (tmp_path / "r.html").stat().st_size > 100_000 and (tmp_path / "r.tex").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", "--study", "missing", "--out", str(out)])
+    assert exc.value.code != 0
