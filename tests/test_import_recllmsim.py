@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect
-from sqlmodel import select
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from db.models import (
     Condition,

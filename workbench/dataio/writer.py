@@ -18,9 +18,8 @@ from datetime import datetime
 from typing import Any, Iterable, Optional, Sequence
 
 from sqlalchemy import insert
-from sqlmodel import select
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from db import repo
 from db.models import (
@@ -309,24 +308,22 @@ class _Resolver:
         return self.sources[spec.name]
 
     # -- conditions -------------------------------------------------------------------------------
-    def condition(self, rec: ConversationRecord, scenario_id: int, ctx: tuple[int, str],
-                  profile: Optional[tuple[int, str]], assistant_id: int) -> int:
+    def condition_key(self, rec: ConversationRecord, ctx: tuple[int, str], profile: Optional[tuple[int, str]],
+                      assistant_id: int) -> str:
         key = rec.condition_key
         if not key:
             prof_key = profile[1] if profile else "-"
             key = f"{rec.scenario.key}|{ctx[1]}|{prof_key}|assistant{assistant_id}|{rec.language}"
             if len(key) > 300:
                 key = key[:280] + "|" + short_hash(key)
-        if key in self.conditions:
-            return self.conditions[key]
-        (cond_id,) = _insert_ids(self.conn, Condition.__table__, [{
-            "study_id": self.study.id, "key": key, "scenario_id": scenario_id, "task_context_id": ctx[0],
-            "profile_id": profile[0] if profile else None, "assistant_config_id": assistant_id,
-            "language": rec.language, "created_at": utcnow(),
-        }])
-        self.conditions[key] = cond_id
-        self.report.created["conditions"] += 1
-        return cond_id
+        return key
+
+    def create_conditions(self, rows: dict[str, dict]) -> None:
+        """Insert the missing conditions of a chunk in one statement (one round trip on PostgreSQL)."""
+        keys = list(rows)
+        ids = _insert_ids(self.conn, Condition.__table__, [rows[k] for k in keys])
+        self.conditions.update(zip(keys, ids))
+        self.report.created["conditions"] += len(ids)
 
 
 def ensure_study(session: Session, name: str, description: str, language: str, report: ImportReport) -> Study:
@@ -398,6 +395,8 @@ def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord]
     res.conn = session.connection()
     conn = res.conn
     conv_rows = []
+    new_conditions: dict[str, dict] = {}
+    now = utcnow()
     for rec in chunk:
         scen_id = res.scenario(rec.scenario)
         ctx = res.context(scen_id, rec.context)
@@ -405,15 +404,25 @@ def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord]
         prof = res.profile(rec.profile, part) if rec.profile else None
         asst = res.assistant(rec.assistant)
         sim = res.simulator(rec.simulator) if rec.simulator else None
-        cond = res.condition(rec, scen_id, ctx, prof, asst)
+        cond_key = res.condition_key(rec, ctx, prof, asst)
+        if cond_key not in res.conditions and cond_key not in new_conditions:
+            new_conditions[cond_key] = {
+                "study_id": study.id, "key": cond_key, "scenario_id": scen_id, "task_context_id": ctx[0],
+                "profile_id": prof[0] if prof else None, "assistant_config_id": asst,
+                "language": rec.language, "created_at": now,
+            }
         conv_rows.append({
-            "study_id": study.id, "condition_id": cond, "user_kind": rec.user_kind,
+            "study_id": study.id, "condition_id": cond_key, "user_kind": rec.user_kind,
             "participant_id": part[0] if part else None, "simulator_config_id": sim, "run_id": None,
             "replicate": 0, "twin_of_id": None, "status": rec.status, "language": rec.language,
             "started_at": rec.started_at, "ended_at": rec.ended_at, "end_reason": rec.end_reason,
             "ended_by": rec.ended_by, "error": None, "prompt_version": None, "source": rec.source,
             "external_id": rec.external_id, "wave": rec.wave, "meta": rec.meta or {},
         })
+    if new_conditions:
+        res.create_conditions(new_conditions)
+    for row in conv_rows:
+        row["condition_id"] = res.conditions[row["condition_id"]]
     conv_ids = _insert_ids(conn, Conversation.__table__, conv_rows)
 
     turn_rows = []
@@ -433,7 +442,6 @@ def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord]
     turn_ids = _insert_ids(conn, Turn.__table__, turn_rows)
     turn_id_of = {(r["conversation_id"], r["index"]): tid for r, tid in zip(turn_rows, turn_ids)}
 
-    now = utcnow()
     label_rows = []
     q_rows = []
     for rec, cid in zip(chunk, conv_ids):
