@@ -156,6 +156,15 @@ def import_recllmsim(
                 raise UserInputError(f"{rel}: {exc}. Nothing was imported (--strict); fix or remove the file, "
                                      f"or import without --strict to skip it.") from None
             report.malformed.append((rel, str(exc)))
+    # Sync the bundled scenario library first so imported conversations link to the packs' task
+    # contexts and pool profiles (keys en-<task_context_id>, pool-<preference_id>) instead of creating
+    # "imported" duplicates that a later sync would sit beside. Idempotent.
+    from scenarios import sync_library
+    from sqlmodel import Session
+
+    with Session(engine) as session:
+        sync_library(session)
+        session.commit()
     write_records(
         engine, records, report,
         description="The released RecLLMSim 'Human vs. Agent' data (arXiv:2509.17619), imported.",
