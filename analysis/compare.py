@@ -69,6 +69,12 @@ def _tests_for(variable: str, kind: str, scale: str, categories: list, human: pd
     else:
         hn, an = h.astype(float), a.astype(float)
         out = [stats.welch_t_test(hn.values, an.values, ci), stats.mann_whitney_test(hn.values, an.values, ci)]
+    if scale == "ordinal":
+        dropped = (len(h) - len(hn)) + (len(a) - len(an))
+        h, a = hn, an  # summaries on the scale's ranks
+        if dropped:
+            for r in out:
+                r["note"] = (r["note"] + "; " if r["note"] else "") + f"{dropped} values outside the scale ignored"
     for r in out:
         r.update(dimension=variable, kind=kind, scale=scale,
                  human_summary=_summary(h, scale, categories), agent_summary=_summary(a, scale, categories))

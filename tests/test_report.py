@@ -1,0 +1,66 @@
+"""The HTML report renders offline with every section; CSV/LaTeX beside it; agreement optional."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlmodel import Session, select, text
+
+from analysis.features import load_pipelines
+from analysis.report import REPORT_SECTIONS, analyze, latex_table, write_analysis, write_report
+from analysis.synthetic import make_study
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    return load_pipelines(trained=False)
+
+
+def test_report_has_every_section_and_is_offline(sqlite_engine, pipelines, tmp_path):
+    make_study(sqlite_engine, "rep", n_human=60, n_agent=60, seed=1, simulators=2,
+               human_scenarios=["travel_planning", "recipe_planning"])
+    result = analyze(sqlite_engine, "rep", n_boot=200, pipelines=pipelines)
+    paths = write_report(result, sqlite_engine, tmp_path / "report.html")
+    html = paths[0].read_text(encoding="utf-8")
+    for section in REPORT_SECTIONS:
+        assert f'<section id="{section}">' in html, section
+    # plotly.js embedded exactly once; nothing fetched from the network.
+    assert html.count("plotly.js v") == 1
+    assert not re.search(r"<script[^>]+src=[\"']https?:", html)
+    assert "not enough data" in html  # gifts/skills have no humans
+    assert "Agreement not available" in html  # one label source only
+    for field in ("llm-user-workbench", "codebook version", "feature version", "scripted/assistant",
+                  "scripted/sim-0", "conversations_human", "generated (UTC)", "llm:synthetic"):
+        assert field in html, field
+    assert paths[1].suffix == ".csv" and paths[2].read_text().startswith("\\begin{tabular}")
+    files = write_analysis(result, tmp_path / "an")
+    assert {p.name for p in files} >= {"comparisons.csv", "comparisons.json", "comparisons.tex", "meta.json",
+                                       "likeness_ranking.csv"}
+
+
+def test_report_with_two_sources_shows_agreement(sqlite_engine, pipelines, tmp_path):
+    from db.models import Label, LabelSource
+
+    make_study(sqlite_engine, "agr", n_human=40, n_agent=40, seed=2)
+    with Session(sqlite_engine) as s:
+        src = LabelSource(name="human:alice", kind="human")
+        s.add(src)
+        s.flush()
+        rows = s.exec(text("SELECT conversation_id, dimension, value FROM label")).all()
+        for i, (cid, dim, val) in enumerate(rows):
+            if i % 2 == 0:  # alice labels about half, agreeing mostly
+                s.add(Label(conversation_id=cid, dimension=dim, value=val if i % 10 else "Other", source_id=src.id))
+        s.commit()
+    result = analyze(sqlite_engine, "agr", n_boot=200, pipelines=pipelines)
+    assert result.agreement is not None and len(result.agreement)
+    html = write_report(result, sqlite_engine, tmp_path / "r.html")[0].read_text(encoding="utf-8")
+    assert "krippendorff_alpha" in html and "Agreement not available" not in html
+
+
+def test_latex_table_of_empty_comparisons():
+    import pandas as pd
+
+    from analysis.compare import ALL_COLUMNS
+
+    assert "tabular" in latex_table(pd.DataFrame(columns=ALL_COLUMNS))
