@@ -1,0 +1,135 @@
+"""LLM labeller against the fake OpenAI-compatible server through the real openai SDK."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+from sqlmodel import Session, select
+
+from annotation.codebook import load_codebook
+from annotation.labellers.llm import aggregate, label_with_llm, plan_labelling, source_name
+from db.models import LabelSource, LLMCall
+from db.repo import labels_df
+from tests.annotation_data import make_study
+from workbench.llm import get_model
+from workbench.testing.fake_llm_server import FakeLLMServer
+
+DIMS = ["problem_solving", "question_broadness", "politeness"]
+
+
+def _conv_key(req) -> str:
+    first_user = next(m["content"] for m in req.messages if m["role"] == "user")
+    m = re.search(r"\[0\] User: (\S+) turn 0", first_user)
+    return m.group(1) if m else "?"
+
+
+def responder(req) -> str:
+    """Valid JSON for most conversations; samples disagree on *-1; garbage for travel human-2."""
+    key = _conv_key(req)
+    seed = req.body.get("seed", 0)
+    if key == "human-travel_planning-2":
+        return "I think the user is polite."  # never valid JSON
+    if key == "human-recipe_planning-0" and not any(m["role"] == "assistant" for m in req.messages):
+        return '{"problem_solving": "Sideways", "question_broadness": "3", "politeness": "Polite"}'
+    out = {"problem_solving": "StepByStep", "question_broadness": "3", "politeness": "Polite",
+           "rationale": {"politeness": "says please"}}
+    if key.endswith("-1"):
+        out["question_broadness"] = ["2", "5", "4"][seed % 3]
+        out["problem_solving"] = ["AllInOne", "StepByStep", "AllInOne"][seed % 3]
+    return json.dumps(out)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    with FakeLLMServer(responder=responder) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-stored")
+        yield srv
+
+
+def test_aggregate_majority_and_median():
+    cb = load_codebook()
+    assert aggregate(["Polite", "Neutral", "Polite"], cb.get("politeness")) == ("Polite", True)
+    assert aggregate(["2", "5", "4"], cb.get("question_broadness")) == ("4", True)
+    assert aggregate(["2", "5"], cb.get("question_broadness")) == ("2", True)  # lower middle
+    assert aggregate(["3", "3", "3"], cb.get("question_broadness")) == ("3", False)
+    # A tie goes to the label listed first in the codebook, and is flagged.
+    assert aggregate(["StepByStep", "AllInOne"], cb.get("problem_solving")) == ("AllInOne", True)
+    assert aggregate([], cb.get("problem_solving")) == (None, True)
+
+
+async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server):
+    with Session(engine) as s:
+        make_study(s, n_per_cell=3)
+        s.commit()
+    cb = load_codebook()
+    model = get_model("openai/x", max_retries=0, timeout=10)
+    summary = await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3, concurrency=4)
+    name = source_name("openai/x", "v1")
+    assert summary.source == name == "llm:openai/x:v1"
+    assert summary.conversations == 12 and summary.labels == 12 * 3
+    assert summary.failed == 3  # travel human-2: every dimension, recorded as failed
+
+    with Session(engine) as s:
+        src = s.exec(select(LabelSource).where(LabelSource.name == name)).one()
+        assert (src.kind, src.model, src.prompt_version, src.codebook_version) == ("llm", "openai/x", "v1", cb.version)
+        df = labels_df(s, 1, sources=[name])
+        calls = s.exec(select(LLMCall)).all()
+    assert len(df) == 36  # nothing dropped
+    assert all(c.purpose == "labeller" for c in calls)
+    assert not any("sk-test-not-stored" in json.dumps(c.params) for c in calls)
+
+    by = {(r.conversation_id, r.dimension): r for r in df.itertuples()}
+    from db.repo import conversations_df
+
+    with Session(engine) as s:
+        convs = conversations_df(s, 1)
+    keys = {}
+    for r in convs.itertuples():
+        keys[f"{r.user_kind}-{r.scenario}-{r.replicate}"] = r.conversation_id
+
+    ok = by[(keys["agent-travel_planning-0"], "question_broadness")]
+    assert (ok.value, ok.flagged, ok.status, list(ok.samples)) == ("3", False, "ok", ["3", "3", "3"])
+    assert by[(keys["agent-travel_planning-0"], "politeness")].rationale == "says please"
+
+    # Disagreement between samples: median for the scale, majority for the category, both flagged.
+    dis = by[(keys["agent-travel_planning-1"], "question_broadness")]
+    assert sorted(dis.samples) == ["2", "4", "5"] and dis.value == "4" and dis.flagged
+    ps = by[(keys["agent-travel_planning-1"], "problem_solving")]
+    assert ps.value == "AllInOne" and ps.flagged
+
+    # Invalid (out-of-label-set) output was retried with the error and then accepted.
+    retried = by[(keys["human-recipe_planning-0"], "problem_solving")]
+    assert retried.status == "ok" and retried.value == "StepByStep"
+    retry_reqs = [r for r in server.requests if "human-recipe_planning-0 turn 0" in json.dumps(r.body)
+                  and any(m["role"] == "assistant" for m in r.messages)]
+    assert retry_reqs and "Sideways" in json.dumps(retry_reqs[0].body)
+
+    # Never-valid output: retried, then recorded as failed, flagged, with the reason.
+    failed = by[(keys["human-travel_planning-2"], "politeness")]
+    assert failed.status == "failed" and pd.isna(failed.value) and failed.flagged
+    assert "failed" in failed.rationale
+
+    # Re-running resumes: what is labelled ok is skipped; the failed one is tried again, answered
+    # from the response cache (no new request) unless the cache is off.
+    n_requests = len(server.requests)
+    again = await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3)
+    assert again.skipped_existing == 11 and again.conversations == 1 and again.failed == 3
+    assert len(server.requests) == n_requests
+    await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3, cache=False)
+    assert len(server.requests) == n_requests + 6  # 3 samples x (first try + one JSON retry)
+
+
+def test_dry_run_plan_needs_no_key(sqlite_engine):
+    with Session(sqlite_engine) as s:
+        make_study(s, n_per_cell=2)
+        s.commit()
+    cb = load_codebook()
+    plan = plan_labelling(sqlite_engine, "pilot", "openai/gpt-4o", cb, samples=3)
+    assert plan.conversations == 8 and plan.calls == 24
+    assert plan.prompt_tokens > 0 and plan.completion_tokens > 0
+    assert plan.cost_usd is None or plan.cost_usd > 0
+    assert "hallucination" not in plan.dimensions  # turn-level: not for this labeller
