@@ -1,0 +1,56 @@
+"""Dashboard page (Streamlit AppTest) and the filter / drill-down functions behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis.compare import analysis_frame
+from analysis.dataset import load_study
+from analysis.explore import drilldown_ids, filter_options, filter_study
+from analysis.features import load_pipelines
+from analysis.synthetic import make_study
+
+PAGE = Path(__file__).resolve().parent.parent / "workbench" / "app" / "pages" / "dashboard.py"
+
+
+def test_filters_and_drilldown(sqlite_engine):
+    make_study(sqlite_engine, "dash", n_human=30, n_agent=30, simulators=2, seed=1)
+    data = load_study(sqlite_engine, "dash", pipelines=load_pipelines(trained=False))
+    opts = filter_options(data)
+    assert opts["simulators"] == ["sim-0", "sim-1"] and "travel_planning" in opts["scenarios"]
+    sub = filter_study(data, scenarios=["travel_planning"], simulators=["sim-0"])
+    c = sub.conversations
+    assert set(c["scenario"]) == {"travel_planning"}
+    assert set(c.loc[c.user_kind == "agent", "simulator"]) == {"sim-0"} and (c.user_kind == "human").any()
+    assert set(sub.labels["conversation_id"]) <= set(c["conversation_id"])
+    frame = analysis_frame(sub)
+    ids = drilldown_ids(frame, "politeness", "agent", "all", "Polite")
+    expected = frame[(frame.user_kind == "agent") & (frame.politeness == "Polite")]["conversation_id"].tolist()
+    assert ids == expected and ids
+    assert drilldown_ids(frame, "politeness", "agent", "recipe_planning", "Polite") == []
+
+
+def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from db.engine import make_engine
+    from db.migrate import upgrade
+
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    make_study(eng, "dash", n_human=20, n_agent=20, seed=2)
+    eng.dispose()
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    at.session_state["user"] = {"id": 1, "name": "r", "role": "researcher"}
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Dashboard" in t.value for t in at.title)
+    assert any("20 human and 20 agent" in c.value for c in at.caption)
+
+    at2 = AppTest.from_file(str(PAGE), default_timeout=60)
+    at2.session_state["user"] = {"id": 2, "name": "a", "role": "annotator"}
+    at2.run()
+    assert any("access" in e.value for e in at2.error)

@@ -1,0 +1,96 @@
+"""Researcher: human vs agent dashboard with filters and drill-down from a bar to its transcripts."""
+
+import streamlit as st
+
+from db.engine import session_scope
+from workbench.app.auth import require_role
+from workbench.app.common import engine
+
+require_role("researcher")
+st.title("Dashboard: human vs agent")
+
+from analysis import charts  # noqa: E402  (after the role check: nothing loads for others)
+from analysis.compare import analysis_frame, comparisons_df  # noqa: E402
+from analysis.dataset import load_study  # noqa: E402
+from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
+from analysis.explore import drilldown_ids, filter_options, filter_study  # noqa: E402
+from analysis.likeness import likeness_tables  # noqa: E402
+from db.repo import label_sources_df, turns_df  # noqa: E402
+from sqlmodel import select  # noqa: E402
+from db.models import Study  # noqa: E402
+
+eng = engine()
+with session_scope(eng) as s:
+    names = s.exec(select(Study.name).order_by(Study.name)).all()
+    sources = label_sources_df(s)["name"].tolist()
+if not names:
+    st.info("No studies yet.")
+    st.stop()
+c1, c2 = st.columns(2)
+study = c1.selectbox("Study", names)
+source = c2.selectbox("Label source", ["(best available)"] + sources)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=600)
+def _load(url: str, study: str, source: str):
+    return load_study(eng, study, labels=None if source == "(best available)" else source)
+
+
+with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
+    try:
+        data = _load(eng.url.render_as_string(), study, source)
+    except Exception as exc:  # a user-facing message, not a traceback
+        st.error(str(exc))
+        st.stop()
+st.caption(f"Labels: {data.label_source or 'none'} ({data.label_source_reason})")
+
+opts = filter_options(data)
+f1, f2, f3, f4 = st.columns(4)
+chosen = {
+    "scenarios": f1.multiselect("Scenario", opts["scenarios"]),
+    "assistant_models": f2.multiselect("Assistant model", opts["assistant_models"]),
+    "simulators": f3.multiselect("Simulator configuration", opts["simulators"]),
+    "waves": f4.multiselect("Wave", opts["waves"]),
+}
+sub = filter_study(data, **chosen)
+frame = analysis_frame(sub)
+kinds = frame["user_kind"].value_counts()
+st.caption(f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations")
+
+tab_dist, tab_effects, tab_like, tab_feat = st.tabs(["Distributions", "Effect sizes", "Human-likeness", "Features"])
+with tab_dist:
+    if not sub.dimensions:
+        st.info("No labels for these conversations.")
+    else:
+        dim = st.selectbox("Dimension", sub.dimensions)
+        fig = charts.label_distribution_fig(frame, dim, sub.scales.get(dim, ("", []))[1])
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"dist-{dim}")
+        points = (event or {}).get("selection", {}).get("points", []) if event else []
+        if points:
+            kind, scen, value = points[0]["customdata"]
+            ids = drilldown_ids(frame, dim, kind, scen, value)
+            st.subheader(f"{len(ids)} {kind} conversations with {dim} = {value} ({scen})")
+            if ids:
+                conv_id = st.selectbox("Conversation", ids)
+                with session_scope(eng) as s:
+                    turns = turns_df(s, sub.study_id, conversation_ids=[conv_id])
+                for t in turns.itertuples():
+                    with st.chat_message("user" if t.role == "user" else "assistant"):
+                        st.text(t.content)  # plain text: nothing in a transcript is interpreted
+        else:
+            st.caption("Click a bar to list the conversations behind it.")
+with tab_effects:
+    n_boot = st.select_slider("Bootstrap replicates", [200, 500, 1000], value=200)
+    comp = comparisons_df(sub, n_boot=n_boot, by=("scenario",))
+    st.plotly_chart(charts.forest_fig(comp, "pooled", "label"))
+    st.plotly_chart(charts.forest_fig(comp, "scenario", "label"))
+    st.dataframe(comp, hide_index=True, use_container_width=True)
+    st.download_button("comparisons.csv", comp.to_csv(index=False), "comparisons.csv", "text/csv")
+with tab_like:
+    tables = likeness_tables(sub, n_boot=200)
+    st.dataframe(tables["ranking"], hide_index=True, use_container_width=True)
+    st.plotly_chart(charts.likeness_fig(tables["distances"]))
+    st.dataframe(tables["failures"], hide_index=True, use_container_width=True)
+with tab_feat:
+    feature = st.selectbox("Feature", [c for c in CONTINUOUS_FEATURES if c in sub.features.columns])
+    st.plotly_chart(charts.turn_length_fig(frame, feature))
