@@ -1,0 +1,152 @@
+"""`workbench label | labels sources | agreement` end to end (SQLite and PostgreSQL), and the rule labeller."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from sqlmodel import Session
+
+from annotation.labellers.rules import RuleLabeller, detect_language, load_lexicon
+from annotation.store import LabelRecord, ensure_source, write_labels
+from db.engine import make_engine
+from db.repo import conversations_df, labels_df
+from tests.annotation_data import make_study
+from workbench.cli import main
+from workbench.errors import UserInputError
+from workbench.testing.fake_llm_server import FakeLLMServer
+
+
+def run(args, capsys):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.fixture
+def cli_engine(use_db):
+    eng = make_engine(use_db)
+    from db.migrate import upgrade
+
+    upgrade(eng)
+    with Session(eng) as s:
+        make_study(s, n_per_cell=3)
+        s.commit()
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return RuleLabeller.from_lexicons()
+
+
+def test_rule_labeller_english(rules):
+    out = rules.label(["Hi, please plan a two-day trip for me because I love snow.",
+                       "Great, thanks! I'll book the second hotel. But the train is too expensive.",
+                       "Since my budget is small, could you find a cheaper option?"])
+    assert out["promise"][0] == "HavePromise" and "i'll book" in out["promise"][1]
+    assert out["feedback"][0] == "Both"
+    assert out["politeness"][0] == "Polite"
+    assert out["explanation"][0] == "Frequent"
+    plain = rules.label(["Plan a trip.", "Next: hotels.", "Transport options."])
+    assert {k: v[0] for k, v in plain.items()} == {
+        "promise": "NoPromise", "feedback": "NoFeedback", "politeness": "Neutral", "formality": "Formal",
+        "explanation": "NoExplanation"}
+    # A promise answers a suggestion: cues in the opening request do not count; negation blocks praise.
+    assert rules.label(["I'll try to plan a trip, help me."])["promise"][0] == "NoPromise"
+    assert rules.label(["Plan a trip.", "That is not helpful."])["feedback"][0] == "Negative"
+    assert rules.label(["Plan a trip.", "This is useless, are you even listening?"])["politeness"][0] == "Impolite"
+    oral = rules.label(["hey yeah gonna need a trip lol", "ok cool!! what else", "hmm ok"])
+    assert oral["formality"][0] == "Oral"
+
+
+def test_rule_labeller_chinese_with_jieba(rules):
+    assert detect_language("请帮我规划一个旅行") == "zh" and detect_language("plan a trip") == "en"
+    assert rules.matchers["zh"].nlp.tokenizer.segmenter == "jieba"
+    out = rules.label(["你好，请帮我规划一个两天的旅行，因为我想去看雪。", "太贵了，不满意啊", "好的，那我就选第一个方案吧，谢谢！"])
+    assert out["promise"][0] == "HavePromise"
+    assert out["feedback"][0] == "Both"  # 谢谢 positive; 不满意 negative (not positive: negated)
+    assert "满意" not in out["feedback"][1].split("- ")[0]
+    assert out["politeness"][0] == "Polite"
+    assert out["explanation"][0] == "Rare"
+    assert rules.label(["帮我规划旅行", "你是不是傻，别废话"])["politeness"][0] == "Impolite"
+
+
+def test_bad_lexicon_is_reported_with_file_and_field(tmp_path):
+    (tmp_path / "en.yaml").write_text("version: '9'\npromise:\n  patterns: ['(unclosed']\n", encoding="utf-8")
+    with pytest.raises(UserInputError, match=r"en.yaml: promise.patterns\[0\]"):
+        load_lexicon("en", tmp_path)
+    with pytest.raises(UserInputError, match="no rule lexicon"):
+        load_lexicon("fr", tmp_path)
+
+
+def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
+    code, out = run(["label", "--study", "pilot", "--labeller", "rule"], capsys)
+    assert code == 0, out
+    assert "rule:v1-en1.zh1: labelled 12 conversations (60 labels)" in out
+    # A second source: a person who agrees on most items.
+    with Session(cli_engine) as s:
+        lab = labels_df(s, 1, sources=["rule:v1-en1.zh1"])
+        src = ensure_source(s, "human:ann", "human")
+        recs = [LabelRecord(int(r.conversation_id), r.dimension,
+                            ("Polite" if r.value != "Polite" else "Neutral") if r.conversation_id % 4 == 0 else r.value)
+                for r in lab.itertuples()]
+        write_labels(s, src, recs)
+        s.commit()
+        convs = conversations_df(s, 1)
+    code, out = run(["labels", "sources", "--study", "pilot"], capsys)
+    assert code == 0 and "rule:v1-en1.zh1" in out and "human:ann" in out and "60" in out
+    path = tmp_path / "agree.json"
+    code, out = run(["agreement", "--study", "pilot", "--a", "rule:v1-en1.zh1", "--b", "human:ann",
+                     "--json", str(path), "--n-boot", "100"], capsys)
+    assert code == 0, out
+    assert "Krippendorff's alpha" in out
+    recs = json.loads(path.read_text())
+    assert {r["user_kind"] for r in recs} == {"all", "human", "agent"}
+    pol = next(r for r in recs if r["dimension"] == "politeness" and r["user_kind"] == "all")
+    assert pol["n"] == 12 and pol["ci_statistic"] == "krippendorff_alpha" and pol["weighted_kappa"] is None
+    # Same number as scikit-learn on the same pairs.
+    a = lab[lab.dimension == "politeness"].sort_values("conversation_id")
+    b = [("Polite" if v != "Polite" else "Neutral") if c % 4 == 0 else v for c, v in zip(a.conversation_id, a.value)]
+    expected = cohen_kappa_score(list(a.value), b) if len(set(a.value) | set(b)) > 1 else None
+    assert pol["cohen_kappa"] == (pytest.approx(expected) if expected is not None and expected == expected else None)
+    assert set(convs.user_kind) == {"human", "agent"}
+
+
+def test_cli_errors_are_clear(cli_engine, capsys):
+    code, out = run(["label", "--study", "pilot", "--labeller", "magic"], capsys)
+    assert code == 2 and "unknown --labeller" in out
+    code, out = run(["label", "--study", "pilot", "--labeller", "trained"], capsys)
+    assert code == 2 and "--train-source" in out
+    code, out = run(["agreement", "--study", "pilot", "--a", "nope", "--b", "human:x"], capsys)
+    assert code == 2 and "no label source 'nope'" in out
+    code, out = run(["agreement", "--study", "pilot", "--a", "x"], capsys)
+    assert code == 2 and "workbench labels sources" in out
+    code, out = run(["label", "--study", "pilot", "--labeller", "rule", "--dimensions", "utility"], capsys)
+    assert code == 2 and "no rules for" in out
+    code, out = run(["label", "--study", "nostudy", "--labeller", "rule"], capsys)
+    assert code == 2 and "no study named" in out
+
+
+def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
+    code, out = run(["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/gpt-4o", "--dry-run"],
+                    capsys)
+    assert code == 0, out
+    assert "12 conversations x 3 samples = 36 calls" in out
+    reply = json.dumps({"promise": "NoPromise", "feedback": "Positive"})
+    with FakeLLMServer(responder=lambda req: reply) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        code, out = run(["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/x",
+                         "--dimensions", "promise,feedback", "--samples", "2", "--concurrency", "3"], capsys)
+    assert code == 0, out
+    assert "llm:openai/x:v1: labelled 12 conversations (24 labels, 0 flagged" in out
+    code, out = run(["labels", "sources", "--study", "pilot", "--json"], capsys)
+    src = next(r for r in json.loads(out) if r["name"] == "llm:openai/x:v1")
+    assert (src["kind"], src["model"], src["prompt_version"], src["n_labels"]) == ("llm", "openai/x", "v1", 24)
