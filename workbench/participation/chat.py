@@ -7,6 +7,7 @@ then offers to retry the missing reply).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
@@ -18,7 +19,7 @@ from db.engine import session_scope
 from db.models import AssistantConfig, Condition, Conversation, Participant, Turn
 from db.types import utcnow
 from workbench.errors import UserInputError, WorkbenchError
-from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment, task_view
+from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment
 from workbench.participation.texts import HALLUCINATION_VALUES
 
 MAX_MESSAGE_CHARS = 4000
@@ -31,13 +32,23 @@ class ReplyError(WorkbenchError):
     """The assistant could not produce a reply; the user's message is kept and can be retried."""
 
 
+_models: dict[str, Any] = {}
+_models_lock = threading.Lock()
+
+
 def default_model_factory(engine: Engine, cfg: AssistantConfig, study_id: int, conversation_id: int) -> Any:
     """The study's assistant model, every call recorded as an LLMCall (no response cache: each
     participant gets a freshly sampled reply)."""
     from workbench.llm import get_model, recorded
 
-    return recorded(get_model(cfg.model), engine, purpose="assistant", study_id=study_id,
-                    conversation_id=conversation_id, prompt_version=cfg.version, cache=False)
+    # One model (and so one HTTP client) per model name for the process: building an SDK client
+    # per reply costs CPU that every other participant's request then waits for.
+    with _models_lock:
+        model = _models.get(cfg.model)
+        if model is None:
+            model = _models[cfg.model] = get_model(cfg.model)
+    return recorded(model, engine, purpose="assistant", study_id=study_id, conversation_id=conversation_id,
+                    prompt_version=cfg.version, cache=False)
 
 
 _factory: ModelFactory = default_model_factory
@@ -64,16 +75,20 @@ def send_message(session: Session, p: Participant, text: str) -> Turn:
         raise UserInputError("the message is empty")
     if len(text) > MAX_MESSAGE_CHARS:
         raise UserInputError(f"the message is too long (at most {MAX_MESSAGE_CHARS} characters)")
-    view = task_view(session, p, _settings(session, p))
-    if view is None or not view.can_send:
-        if view is not None and view.unrated_index is not None:
-            raise UserInputError("please rate the assistant's last reply first")
-        if view is not None and view.at_max:
-            raise UserInputError("this task has reached its maximum number of messages")
-        raise UserInputError("the assistant has not replied yet")
+    # A lean check (this runs on every message): the turns' roles and ratings only, no task card.
     conv = _current_conversation(session, p)
+    if conv.status != "in_progress":
+        raise UserInputError("this task has ended")
+    turns = session.exec(select(Turn.role, Turn.hallucination, Turn.satisfaction)
+                         .where(Turn.conversation_id == conv.id).order_by(Turn.index)).all()
+    if turns and turns[-1][0] == "user":
+        raise UserInputError("the assistant has not replied yet")
+    if any(role == "assistant" and (h is None or sat is None) for role, h, sat in turns):
+        raise UserInputError("please rate the assistant's last reply first")
+    if sum(1 for role, _, _ in turns if role == "user") >= _settings(session, p).max_turns:
+        raise UserInputError("this task has reached its maximum number of messages")
     now = utcnow()
-    turn = Turn(conversation_id=conv.id, index=len(view.turns), role="user", content=text, created_at=now,
+    turn = Turn(conversation_id=conv.id, index=len(turns), role="user", content=text, created_at=now,
                 completed_at=now)
     session.add(turn)
     p.last_seen_at = now

@@ -1,0 +1,187 @@
+"""Load test of the participant flow: N simultaneous participant sessions on one SQLite database.
+
+Each thread plays one participant through the app's own core code paths (the functions the
+Streamlit pages call): consent, profile, two tasks of several turns with streamed assistant
+replies from the fake OpenAI-compatible server (through the real openai SDK and the recorded
+model, so LLMCall rows are written too), ratings, questionnaires. Prints lost turns, "database
+is locked" errors and the time to persist a turn (median, p95, max); the target is p95 < 50 ms.
+
+    python benchmarks/bench_participants.py --participants 50 --turns 4
+    python benchmarks/bench_participants.py --think 0 --latency 0.2   # stress: no human pauses
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy.exc import OperationalError  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
+
+from db.engine import make_engine, session_scope  # noqa: E402
+from db.migrate import upgrade  # noqa: E402
+from db.models import Participant, Turn  # noqa: E402
+from tests.participation_helpers import POST_TASK, make_study, profile_answers  # noqa: E402
+from workbench import participation as P  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the fake LLM server did not start on port {port}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--participants", type=int, default=50)
+    ap.add_argument("--turns", type=int, default=4, help="user turns per task")
+    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--latency", type=float, default=1.0, help="fake LLM latency per reply (s)")
+    ap.add_argument("--think", type=float, default=1.0,
+                    help="mean seconds a participant takes before each action (reading, typing); 0 = stress test")
+    ap.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
+    args = ap.parse_args()
+
+    path = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with session_scope(engine) as s:
+        make_study(s, name="bench", model="openai/fake", contexts=5,
+                   scenarios=("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning"),
+                   settings={"tasks_per_participant": args.tasks, "min_turns": 1, "max_turns": args.turns})
+        tokens = P.create_invites(s, "bench", args.participants)
+
+    # The fake LLM runs in its own process, as a real provider would be elsewhere: in this process
+    # it would compete with the participants' threads for the interpreter lock.
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "workbench.testing.fake_llm_server", "--port", str(port),
+                               "--latency", str(args.latency)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_port(port)
+    os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+    os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+
+    persist_ms: list[float] = []
+    kinds: dict[str, list[float]] = {"user turn": [], "assistant turn": [], "rating": []}
+    locked: list[str] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    answers = profile_answers()
+
+    def step(fn, *a):
+        """One page action: a transaction on the participant, timed from start to commit."""
+        if args.think:
+            time.sleep(random.expovariate(1 / args.think))
+        t0 = time.perf_counter()
+        with session_scope(engine) as s:
+            fn(s, s.get(Participant, pid_of[threading.get_ident()]), *a)
+        return (time.perf_counter() - t0) * 1000
+
+    pid_of: dict[int, int] = {}
+
+    def participant(token: str) -> None:
+        try:
+            with session_scope(engine) as s:
+                p = P.open_participant(s, token)
+                pid_of[threading.get_ident()] = pid = p.id
+            step(P.give_consent, True)
+            step(P.finish_instructions)
+            step(P.submit_profile, answers)
+            for _task in range(args.tasks):
+                for turn in range(args.turns):
+                    ms = step(P.send_message, f"message {turn}")
+                    with lock:
+                        persist_ms.append(ms)
+                        kinds["user turn"].append(ms)
+                    for _piece in P.stream_reply(engine, pid):
+                        pass
+                    with lock:  # the assistant turn's write, timed by timed_scope below
+                        persist_ms.append(reply_persist[threading.get_ident()])
+                        kinds["assistant turn"].append(reply_persist.pop(threading.get_ident()))
+                    with session_scope(engine) as s:
+                        p = s.get(Participant, pid)
+                        view = P.participant_view(s, p)
+                        idx = view.task.unrated_index
+                    ms = step(P.rate_reply, idx, "no", 4, "ok")
+                    with lock:
+                        persist_ms.append(ms)
+                        kinds["rating"].append(ms)
+                step(P.finish_task)
+                step(P.submit_post_task, POST_TASK, "blue")
+        except OperationalError as exc:
+            with lock:
+                (locked if "locked" in str(exc) else errors).append(str(exc)[:200])
+        except Exception as exc:  # reported, never hidden
+            with lock:
+                errors.append(f"{exc.__class__.__name__}: {exc}"[:300])
+
+    # Time the assistant turn's write inside stream_reply: from the last piece to the commit.
+    reply_persist: dict[int, float] = {}
+    original = P.chat.session_scope
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def timed_scope(eng=None):
+        t0 = time.perf_counter()
+        with original(eng) as s:
+            yield s
+        reply_persist[threading.get_ident()] = (time.perf_counter() - t0) * 1000
+
+    P.chat.session_scope = timed_scope
+
+    threads = [threading.Thread(target=participant, args=(t,)) for t in tokens]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    server.terminate()
+    server.wait(10)
+
+    expected = args.participants * args.tasks * args.turns * 2
+    with Session(engine) as s:
+        stored = len(s.exec(select(Turn.id)).all())
+        done = len(s.exec(select(Participant.id).where(Participant.status == "completed")).all())
+    persist_ms.sort()
+    p95 = persist_ms[int(0.95 * (len(persist_ms) - 1))] if persist_ms else float("nan")
+    print(f"participants: {args.participants} simultaneous, {args.tasks} tasks x {args.turns} turns, "
+          f"fake LLM latency {args.latency}s, think time {args.think}s, SQLite {path}")
+    print(f"wall time: {wall:.1f} s; participants completed: {done}/{args.participants}")
+    print(f"turns expected: {expected}, stored: {stored}, lost: {expected - stored}")
+    print(f"'database is locked' errors: {len(locked)}; other errors: {len(errors)}")
+    for e in (locked + errors)[:5]:
+        print("  ", e)
+    print(f"time to persist a turn or rating (ms): n={len(persist_ms)} median={statistics.median(persist_ms):.1f} "
+          f"p95={p95:.1f} max={persist_ms[-1]:.1f} (target p95 < 50 ms)")
+    for kind, values in kinds.items():
+        values.sort()
+        if values:
+            print(f"  {kind}: n={len(values)} median={statistics.median(values):.1f} "
+                  f"p95={values[int(0.95 * (len(values) - 1))]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
