@@ -1,0 +1,91 @@
+"""CLI of the app area: users, invites, participants; the console's study creation from the packs."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from db.engine import get_engine
+from db.models import Annotator, Condition, Participant
+from tests.participation_helpers import make_study
+from workbench.accounts import authenticate
+from workbench.cli import app
+from workbench.participation.entry import hash_token
+
+runner = CliRunner()
+
+
+def test_users_add_list_and_login(use_db):
+    r = runner.invoke(app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"],
+                      input="s3cret-pass\n")
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["users", "add", "ann", "--role", "annotator"], env={"WORKBENCH_PASSWORD": "another-pass"})
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["users", "list"])
+    assert "rita\tresearcher" in r.output and "ann\tannotator" in r.output and "$2" not in r.output
+    with Session(get_engine()) as s:
+        rita = s.exec(select(Annotator).where(Annotator.name == "rita")).one()
+        assert rita.password_hash.startswith("$2") and "s3cret" not in rita.password_hash
+        assert authenticate(s, "rita", "s3cret-pass").id == rita.id
+        assert authenticate(s, "rita", "wrong-pass") is None and authenticate(s, "nobody", "x") is None
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["users", "add", "x", "--role", "admin", "--password-stdin"], "unknown role"),
+    (["users", "add", "x", "--role", "annotator", "--password-stdin"], "at least 8"),
+])
+def test_users_add_errors(use_db, args, needle):
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        import sys
+
+        sys.stdin = __import__("io").StringIO("short\n")
+        try:
+            main(args)
+        finally:
+            sys.stdin = sys.__stdin__
+    assert exc.value.code == 2
+
+
+def test_duplicate_user_refused(use_db):
+    runner.invoke(app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="s3cret-pass\n")
+    r = runner.invoke(app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="other-pass\n")
+    assert r.exit_code != 0 and "already exists" in str(r.exception or r.output)
+
+
+def test_invites_create_and_expire(use_db, tmp_path):
+    from workbench.cli._common import ready_engine
+
+    with Session(ready_engine()) as s:
+        make_study(s)
+        s.commit()
+    out = tmp_path / "links.txt"
+    r = runner.invoke(app, ["invites", "create", "--study", "pilot", "-n", "3", "--out", str(out),
+                            "--base-url", "https://study.example.org"])
+    assert r.exit_code == 0, r.output
+    links = out.read_text().split()
+    assert len(links) == 3 and all(link.startswith("https://study.example.org/?t=") for link in links)
+    with Session(get_engine()) as s:
+        assert set(s.exec(select(Participant.invite_token_hash)).all()) == {hash_token(l.split("=", 1)[1]) for l in links}
+    r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"])
+    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output
+    r = runner.invoke(app, ["participants", "expire"])
+    assert r.exit_code == 0 and "0 idle" in r.output
+
+
+def test_console_creates_study_from_packs(sqlite_engine):
+    from workbench.participation import console as C
+
+    with Session(sqlite_engine) as s:
+        study, n = C.create_study_from_packs(s, "packs", "openai/gpt-4o-mini", ["travel_planning"], 2, "en", None,
+                                             {"tasks_per_participant": 1, "min_turns": 3})
+        s.commit()
+        assert n > 0 and study.settings["min_turns"] == 3
+        assert len(s.exec(select(Condition).where(Condition.study_id == study.id)).all()) == n
+        assert "travel_planning" in C.available_scenarios()
+        settings = C.update_settings(s, "packs", {"completion_code": "XYZ", "idle_timeout_minutes": 10})
+        assert settings.completion_code == "XYZ"
+        with pytest.raises(Exception, match="invalid settings"):
+            C.update_settings(s, "packs", {"max_turns": 0})

@@ -1,0 +1,64 @@
+"""Participant commands: workbench invites create|prolific-url, workbench participants expire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from db.engine import session_scope
+
+
+def register(app: typer.Typer) -> None:
+    invites = typer.Typer(help="Invite links for participants (only the tokens' hashes are stored).",
+                          no_args_is_help=True)
+    app.add_typer(invites, name="invites")
+
+    @invites.command("create")
+    def create(
+        study: str = typer.Option(..., "--study", help="Study name."),
+        n: int = typer.Option(10, "-n", "--count", help="How many links."),
+        base_url: str = typer.Option("http://localhost:8501", "--base-url", help="Public address of the app."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write the links to this file (else print them)."),
+        language: Optional[str] = typer.Option(None, "--language", help="Interface language (default: the study's)."),
+    ) -> None:
+        """Create N participants with invite links. The links are shown once: keep them."""
+        from workbench.cli._common import ready_engine
+        from workbench.participation.entry import create_invites, invite_url
+
+        with session_scope(ready_engine()) as session:
+            tokens = create_invites(session, study, n, language=language)
+        links = [invite_url(base_url, t) for t in tokens]
+        if out:
+            out.write_text("\n".join(links) + "\n", encoding="utf-8")
+            typer.echo(f"Wrote {len(links)} invite links to {out}.")
+        else:
+            typer.echo("\n".join(links))
+
+    @invites.command("prolific-url")
+    def prolific(
+        study: str = typer.Option(..., "--study", help="Study name."),
+        base_url: str = typer.Option("http://localhost:8501", "--base-url", help="Public address of the app."),
+    ) -> None:
+        """Print the study URL to paste into Prolific."""
+        from workbench.cli._common import ready_engine
+        from db.repo import get_study
+        from workbench.participation.entry import prolific_url
+
+        with session_scope(ready_engine()) as session:
+            get_study(session, study)
+        typer.echo(prolific_url(base_url, study))
+
+    participants = typer.Typer(help="Participant sessions.", no_args_is_help=True)
+    app.add_typer(participants, name="participants")
+
+    @participants.command("expire")
+    def expire() -> None:
+        """Mark sessions idle beyond their study's idle timeout as abandoned and release their assignments."""
+        from workbench.cli._common import ready_engine
+        from workbench.participation.flow import expire_idle
+
+        with session_scope(ready_engine()) as session:
+            n = expire_idle(session)
+        typer.echo(f"{n} idle sessions marked abandoned.")
