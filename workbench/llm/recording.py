@@ -8,22 +8,36 @@ API keys never reach a row: only ``public_options()`` and call parameters are st
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import time
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import Connection, Engine
 
 from db.models import LLMCall
 from db.types import utcnow
 from workbench.llm.base import ChatModel, Completion, LLMError, Stream, Usage, validate_messages
+from workbench.llm.dbwork import DatabaseWorker
 
 ENV_CACHE = "WORKBENCH_LLM_CACHE"
 _T = LLMCall.__table__
+# Built once: building and cache-keying a statement per call costs more than running it.
+_LOOKUP = (select(_T.c.id, _T.c.response, _T.c.prompt_tokens, _T.c.completion_tokens)
+           .where(_T.c.cache_key == bindparam("key"), _T.c.error.is_(None), _T.c.cache_hit.is_(False))
+           .order_by(_T.c.id).limit(1))
+_INSERT = insert(_T)
+
+
+def _lookup_in(conn: Connection, key: str) -> Optional[dict]:
+    row = conn.execute(_LOOKUP, {"key": key}).first()
+    return dict(row._mapping) if row else None
+
+
+def _insert_in(conn: Connection, values: dict) -> int:
+    return conn.execute(_INSERT, values).inserted_primary_key[0]
 
 
 def cache_enabled(default: bool = True) -> bool:
@@ -45,7 +59,8 @@ class RecordedModel(ChatModel):
 
     def __init__(self, inner: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
                  conversation_id: Optional[int] = None, run_id: Optional[int] = None,
-                 prompt_version: Optional[str] = None, cache: bool = True):
+                 prompt_version: Optional[str] = None, cache: bool = True,
+                 worker: Optional[DatabaseWorker] = None):
         # No ChatModel.__init__: options belong to the inner model.
         self.inner = inner
         self.provider = inner.provider
@@ -58,6 +73,8 @@ class RecordedModel(ChatModel):
                         "prompt_version": prompt_version}
         self.cache = bool(cache) and cache_enabled()
         self._options_record = inner.public_options()
+        # Async calls do their database work here (shared by bind() copies; batched commits).
+        self.worker = worker if worker is not None and worker.engine is engine else DatabaseWorker(engine)
 
     def __repr__(self) -> str:
         return f"<recorded {self.name} purpose={self.purpose}>"
@@ -79,16 +96,22 @@ class RecordedModel(ChatModel):
 
     # ------------------------------------------------------------------ database
     def _lookup(self, key: str) -> Optional[dict]:
-        q = (select(_T.c.id, _T.c.response, _T.c.prompt_tokens, _T.c.completion_tokens)
-             .where(_T.c.cache_key == key, _T.c.error.is_(None), _T.c.cache_hit.is_(False))
-             .order_by(_T.c.id).limit(1))
         with self.engine.connect() as conn:
-            row = conn.execute(q).first()
-        return dict(row._mapping) if row else None
+            return _lookup_in(conn, key)
 
     def _write(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
                error: Optional[str], latency_ms: float, hit: bool) -> int:
-        values = dict(
+        values = self._values(messages, params, key, c, error, latency_ms, hit)
+        with self.engine.begin() as conn:
+            return _insert_in(conn, values)
+
+    async def _awrite(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
+                      error: Optional[str], latency_ms: float, hit: bool) -> int:
+        return await self.worker.run(_insert_in, self._values(messages, params, key, c, error, latency_ms, hit))
+
+    def _values(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
+                error: Optional[str], latency_ms: float, hit: bool) -> dict:
+        return dict(
             provider=self.provider, model=self.name, purpose=self.purpose,
             params={"call": params, "options": self._options_record}, messages=messages,
             response=c.text if c else None, raw=None if (c is None or hit) else c.raw,
@@ -97,8 +120,6 @@ class RecordedModel(ChatModel):
             cost_usd=(0.0 if hit else c.cost_usd) if c else None, latency_ms=latency_ms, error=error,
             cache_key=key, cache_hit=hit, created_at=utcnow(), **self.context,
         )
-        with self.engine.begin() as conn:
-            return conn.execute(insert(_T).values(**values)).inserted_primary_key[0]
 
     def _from_cache(self, row: dict, t0: float) -> Completion:
         return Completion(text=row["response"] or "", model=self.name,
@@ -132,20 +153,19 @@ class RecordedModel(ChatModel):
     async def acomplete(self, messages: list[dict], **params: Any) -> Completion:
         msgs, p, key = self._prepare(messages, params)
         t0 = time.perf_counter()
-        # Database work runs in worker threads so in-flight conversations do not wait on each other.
+        # Database work runs in the worker's thread so in-flight conversations do not wait on each other.
         if self.cache:
-            row = await asyncio.to_thread(self._lookup, key)
+            row = await self.worker.run(_lookup_in, key)
             if row:
                 c = self._from_cache(row, t0)
-                c.call_id = await asyncio.to_thread(self._write, msgs, p, key, c, None, c.latency_ms, True)
+                c.call_id = await self._awrite(msgs, p, key, c, None, c.latency_ms, True)
                 return c
         try:
             c = await self.inner.acomplete(msgs, **p)
         except LLMError as exc:
-            await asyncio.to_thread(self._write, msgs, p, key, None, str(exc),
-                                    (time.perf_counter() - t0) * 1000, False)
+            await self._awrite(msgs, p, key, None, str(exc), (time.perf_counter() - t0) * 1000, False)
             raise
-        c.call_id = await asyncio.to_thread(self._write, msgs, p, key, c, None, c.latency_ms, False)
+        c.call_id = await self._awrite(msgs, p, key, c, None, c.latency_ms, False)
         return c
 
     def stream(self, messages: list[dict], **params: Any) -> Stream:
@@ -180,12 +200,14 @@ class RecordedModel(ChatModel):
 
 def recorded(model: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
              conversation_id: Optional[int] = None, run_id: Optional[int] = None,
-             prompt_version: Optional[str] = None, cache: bool = True) -> RecordedModel:
+             prompt_version: Optional[str] = None, cache: bool = True,
+             worker: Optional[DatabaseWorker] = None) -> RecordedModel:
     """``model`` with every call written as an LLMCall row (and answered from the cache when allowed).
 
-    The cache is off when ``cache=False`` or WORKBENCH_LLM_CACHE=0.
+    The cache is off when ``cache=False`` or WORKBENCH_LLM_CACHE=0. ``worker``: a DatabaseWorker to
+    share with other async database work (the batch runner passes its own).
     """
     if isinstance(model, RecordedModel):
         model = model.inner
     return RecordedModel(model, engine, purpose, study_id=study_id, conversation_id=conversation_id,
-                         run_id=run_id, prompt_version=prompt_version, cache=cache)
+                         run_id=run_id, prompt_version=prompt_version, cache=cache, worker=worker)

@@ -27,6 +27,7 @@ from db.models import (AssistantConfig, Condition, Conversation, Profile, Scenar
 from db.types import utcnow
 from workbench.errors import UserInputError
 from workbench.llm import LLMError, get_model, recorded
+from workbench.llm.dbwork import DatabaseWorker
 from workbench.llm.prices import price_of
 from workbench.simulation.conversation import TurnRecord, run_conversation
 from workbench.simulation.templates import PromptTemplate, load_template
@@ -35,6 +36,7 @@ from workbench.studies import study_settings
 
 _CONV = Conversation.__table__
 _TURN = Turn.__table__
+_INSERT_TURN = insert(_TURN)
 # Typical message sizes (tokens) for dry-run projections.
 EST_USER_TOKENS = 40
 EST_ASSISTANT_TOKENS = 400
@@ -441,9 +443,13 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
     prog = Progress(total=len(su.jobs), done=len(su.jobs) - len(todo))
     skipped = prog.done
     limiter = RateLimiter(rpm, tpm)
+    # One database thread for the whole run: cache lookups, LLMCall rows and turns of all in-flight
+    # conversations are committed together in small batches, each written as it happens.
+    db = DatabaseWorker(engine)
     sim_rec = recorded(sim_model, engine, "simulator", study_id=su.study.id, run_id=run_id,
-                       prompt_version=su.template.label, cache=cache)
-    asst_rec = {m: recorded(model, engine, "assistant", study_id=su.study.id, run_id=run_id, cache=cache)
+                       prompt_version=su.template.label, cache=cache, worker=db)
+    asst_rec = {m: recorded(model, engine, "assistant", study_id=su.study.id, run_id=run_id, cache=cache,
+                            worker=db)
                 for m, model in asst_models.items()}
     state = {"budget_stopped": False, "completed": 0, "failed": 0}
     queue: deque = deque(todo)
@@ -463,41 +469,38 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         prog.calls += 1
         limiter.record(c.usage.prompt_tokens + c.usage.completion_tokens)
 
-    def open_conversation(job: Job, prior: Optional[tuple]) -> int:
+    def open_conversation(conn: Any, job: Job, prior: Optional[tuple]) -> int:
         cond = su.conditions[job.condition_id]
         now = utcnow()
-        with engine.begin() as conn:
-            if prior:
-                conv_id = prior[0]
-                conn.execute(delete(_TURN).where(_TURN.c.conversation_id == conv_id))
-                conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(
-                    status="in_progress", error=None, started_at=now, ended_at=None, end_reason=None,
-                    ended_by=None))
-                return conv_id
-            return conn.execute(insert(_CONV).values(
-                study_id=su.study.id, condition_id=cond.id, user_kind="agent",
-                simulator_config_id=su.simulator_config_id, run_id=run_id, replicate=job.replicate,
-                twin_of_id=job.twin_of_id, status="in_progress", language=cond.language, started_at=now,
-                prompt_version=su.template.label, source="simulated", wave=None,
-                meta={"assistant_config_id": su.assistant_override_id or cond.assistant_config_id,
-                      "seed": seed, "replicate": job.replicate},
-            )).inserted_primary_key[0]
+        if prior:
+            conv_id = prior[0]
+            conn.execute(delete(_TURN).where(_TURN.c.conversation_id == conv_id))
+            conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(
+                status="in_progress", error=None, started_at=now, ended_at=None, end_reason=None,
+                ended_by=None))
+            return conv_id
+        return conn.execute(insert(_CONV).values(
+            study_id=su.study.id, condition_id=cond.id, user_kind="agent",
+            simulator_config_id=su.simulator_config_id, run_id=run_id, replicate=job.replicate,
+            twin_of_id=job.twin_of_id, status="in_progress", language=cond.language, started_at=now,
+            prompt_version=su.template.label, source="simulated", wave=None,
+            meta={"assistant_config_id": su.assistant_override_id or cond.assistant_config_id,
+                  "seed": seed, "replicate": job.replicate},
+        )).inserted_primary_key[0]
 
-    def write_turn(conv_id: int, rec: TurnRecord) -> None:
-        with engine.begin() as conn:
-            conn.execute(insert(_TURN).values(
-                conversation_id=conv_id, index=rec.index, role=rec.role, content=rec.content,
-                created_at=rec.created_at, completed_at=rec.completed_at, latency_ms=rec.latency_ms,
-                prompt_tokens=rec.prompt_tokens, completion_tokens=rec.completion_tokens,
-                llm_call_id=rec.llm_call_id, meta=rec.meta, intent=None))
+    def write_turn(conn: Any, conv_id: int, rec: TurnRecord) -> None:
+        conn.execute(_INSERT_TURN, dict(
+            conversation_id=conv_id, index=rec.index, role=rec.role, content=rec.content,
+            created_at=rec.created_at, completed_at=rec.completed_at, latency_ms=rec.latency_ms,
+            prompt_tokens=rec.prompt_tokens, completion_tokens=rec.completion_tokens,
+            llm_call_id=rec.llm_call_id, meta=rec.meta, intent=None))
 
-    def close_conversation(conv_id: int, status: str, **values: Any) -> None:
-        with engine.begin() as conn:
-            conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(status=status, **values))
+    def close_conversation(conn: Any, conv_id: int, status: str, values: dict) -> None:
+        conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(status=status, **values))
 
     async def one(job: Job) -> None:
         prior = existing.get((job.condition_id, job.replicate))
-        conv_id = await asyncio.to_thread(open_conversation, job, prior)
+        conv_id = await db.run(open_conversation, job, prior)
         cond = su.conditions[job.condition_id]
         cfg = su.configs[su.assistant_override_id or cond.assistant_config_id]
         user = SimulatedUser(su.template, contexts[job.condition_id])
@@ -507,7 +510,7 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         asst = asst_rec[cfg.model].bind(conversation_id=conv_id, prompt_version=cfg.version)
 
         async def on_turn(rec: TurnRecord) -> None:
-            await asyncio.to_thread(write_turn, conv_id, rec)
+            await db.run(write_turn, conv_id, rec)
 
         try:
             res = await run_conversation(user, sim, asst, cfg.system_prompt, {**su.sim_params, "seed": conv_seed},
@@ -515,20 +518,20 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         except BudgetExceeded:
             return  # left in progress: the next run starts it again
         except LLMError as exc:
-            await asyncio.to_thread(close_conversation, conv_id, "failed", error=str(exc), ended_at=utcnow(),
-                                    end_reason="error", ended_by="system")
+            await db.run(close_conversation, conv_id, "failed",
+                         dict(error=str(exc), ended_at=utcnow(), end_reason="error", ended_by="system"))
             prog.failed += 1
             state["failed"] += 1
             return
         except Exception as exc:  # a bug or an unexpected SDK error must not stop the batch
-            await asyncio.to_thread(close_conversation, conv_id, "failed",
-                                    error=f"{exc.__class__.__name__}: {exc}", ended_at=utcnow(),
-                                    end_reason="error", ended_by="system")
+            await db.run(close_conversation, conv_id, "failed",
+                         dict(error=f"{exc.__class__.__name__}: {exc}", ended_at=utcnow(), end_reason="error",
+                              ended_by="system"))
             prog.failed += 1
             state["failed"] += 1
             return
-        await asyncio.to_thread(close_conversation, conv_id, "completed", ended_at=utcnow(),
-                                end_reason=res.end_reason, ended_by=res.ended_by)
+        await db.run(close_conversation, conv_id, "completed",
+                     dict(ended_at=utcnow(), end_reason=res.end_reason, ended_by=res.ended_by))
         prog.done += 1
         state["completed"] += 1
 
