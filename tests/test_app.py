@@ -310,3 +310,31 @@ def test_simulation_and_export_pages_render(eng):
     for page in ("simulation.py", "export.py"):
         at = logged_in("researcher", page)
         assert not at.exception, at.exception
+
+
+def test_chinese_interface(eng):
+    with Session(eng) as s:
+        make_study(s, settings={"interface_language": "zh"})
+        [token] = P.create_invites(s, "pilot", 1)
+        s.commit()
+    at = app(t=token)
+    assert not at.exception, at.exception
+    assert at.header[0].value == "知情同意" and at.button[0].label == "我同意参加"
+
+
+@pytest.mark.parametrize("role,page,allowed", [
+    ("annotator", "annotate.py", True), ("annotator", "adjudicate.py", True), ("researcher", "dashboard.py", True),
+    ("annotator", "studies.py", False), ("annotator", "dashboard.py", False),
+])
+def test_navigation_by_role(eng, role, page, allowed):
+    """Other engineers' pages are in the navigation for the right roles only (when their files exist)."""
+    if not (Path(MAIN).parent / "pages" / page).exists():
+        pytest.skip(f"{page} is not written yet")
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
+    at.run()
+    if allowed:
+        at.switch_page(f"pages/{page}")  # raises if the page is not in this role's navigation
+    else:
+        with pytest.raises(Exception, match="Could not find a navigation page"):
+            at.switch_page(f"pages/{page}")

@@ -21,6 +21,8 @@ from workbench.app.auth import current_user, login_form, logout  # noqa: E402
 PAGES = Path(__file__).resolve().parent / "pages"
 
 st.set_page_config(page_title="LLM user workbench", layout="wide")
+# Participants should not see Streamlit's developer menu (Deploy, rerun settings...).
+st.set_option("client.toolbarMode", "minimal")
 
 
 def _logout_page() -> None:
