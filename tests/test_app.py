@@ -287,7 +287,6 @@ def test_studies_page_settings_and_invites(eng):
         s.commit()
     at = logged_in("researcher", "studies.py")
     assert not at.exception, at.exception
-    at.number_input(key=None) if False else None
     form_inputs = [t for t in at.text_input if t.label == "Completion code"]
     form_inputs[0].set_value("DONE-42")
     [b for b in at.button if b.label == "Save settings"][0].click().run()
@@ -338,3 +337,63 @@ def test_navigation_by_role(eng, role, page, allowed):
     else:
         with pytest.raises(Exception, match="Could not find a navigation page"):
             at.switch_page(f"pages/{page}")
+
+
+def test_studies_page_creates_study_from_packs(eng):
+    at = logged_in("researcher", "studies.py")
+    assert not at.exception, at.exception
+    [t for t in at.text_input if t.label == "Study name"][0].set_value("from-ui")
+    [m for m in at.multiselect if m.label.startswith("Scenarios")][0].set_value(["recipe_planning"])
+    [n for n in at.number_input if n.label == "Tasks per participant"][0].set_value(1)
+    [b for b in at.button if b.label == "Create study"][0].click().run()
+    assert not at.exception, at.exception
+    assert any("Created study" in s.value for s in at.success), [e.value for e in at.error]
+    with Session(eng) as s:
+        study = s.exec(select(Study).where(Study.name == "from-ui")).one()
+        assert study.settings["tasks_per_participant"] == 1
+        from db.models import Condition, Scenario
+
+        keys = set(s.exec(select(Scenario.key).join(Condition, Condition.scenario_id == Scenario.id)
+                          .where(Condition.study_id == study.id)).all())
+        assert keys == {"recipe_planning"}
+
+
+def test_progress_shows_dropouts(eng):
+    from datetime import timedelta
+
+    from db.types import utcnow
+
+    with Session(eng) as s:
+        make_study(s, settings={"idle_timeout_minutes": 5})
+        [token] = P.create_invites(s, "pilot", 1)
+        p = P.open_participant(s, token)
+        P.give_consent(s, p, True)
+        p.last_seen_at = utcnow() - timedelta(minutes=30)
+        s.commit()
+    at = logged_in("researcher", "progress.py")
+    assert not at.exception, at.exception
+    dropouts = at.dataframe[2].value
+    assert list(dropouts["status"]) == ["abandoned"] and list(dropouts["step"]) == ["expired"]
+    assert "p-" in dropouts["participant"][0]  # pseudonyms only
+
+
+def test_transcripts_side_by_side_with_matched_agent(eng):
+    from db.models import Conversation as Conv
+    from db.models import Turn as T
+
+    _collected_study(eng)
+    with Session(eng) as s:
+        human = s.exec(select(Conv).where(Conv.user_kind == "human")).one()
+        agent = Conv(study_id=human.study_id, condition_id=human.condition_id, user_kind="agent",
+                     source="simulated", twin_of_id=human.id)
+        s.add(agent)
+        s.flush()
+        s.add(T(conversation_id=agent.id, index=0, role="user", content="I am the simulated twin"))
+        s.commit()
+        human_id = human.id
+    at = logged_in("researcher", "transcripts.py")
+    [sb for sb in at.selectbox if sb.label == "Open conversation"][0].set_value(human_id).run()
+    assert not at.exception, at.exception
+    texts = [m.value for m in at.markdown]
+    assert any("simulated twin" in t for t in texts)
+    assert any(t.startswith("**Matched conversation") for t in texts)

@@ -262,3 +262,15 @@ def test_prolific_entry_resumes_and_keeps_external_id_apart(session):
     p = P.open_participant(session, tok2)
     P.give_consent(session, p, False)
     assert P.participant_view(session, p).redirect_url == "https://app.prolific.com/submissions/complete?cc=SCREENOUT"
+
+
+def test_idle_participants_released_before_new_assignment(session):
+    make_study(session, scenarios=("travel_planning",), contexts=1,
+               settings={"tasks_per_participant": 1, "quota_per_condition": 1, "idle_timeout_minutes": 5})
+    t1, t2 = P.create_invites(session, "pilot", 2)
+    p1 = _enter(session, t1)
+    p1.last_seen_at = utcnow() - timedelta(minutes=6)
+    session.add(p1)
+    session.flush()
+    p2 = _enter(session, t2)  # the only slot was held by p1, who walked away
+    assert P.participant_view(session, p2).step == "task" and p1.status == "abandoned"

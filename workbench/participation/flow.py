@@ -122,11 +122,12 @@ def abandon(session: Session, p: Participant, now: Optional[datetime] = None) ->
     session.flush()
 
 
-def expire_idle(session: Session, now: Optional[datetime] = None) -> int:
+def expire_idle(session: Session, now: Optional[datetime] = None, study_id: Optional[int] = None) -> int:
     """Abandon every active participant idle beyond their study's idle timeout; returns how many."""
     now = now or utcnow()
     n = 0
-    for study in session.exec(select(Study)).all():
+    studies = session.exec(select(Study).where(Study.id == study_id) if study_id else select(Study)).all()
+    for study in studies:
         limit = now - timedelta(minutes=study_settings(study).idle_timeout_minutes)
         for p in session.exec(select(Participant).where(
                 Participant.study_id == study.id, Participant.status == "active",
@@ -352,6 +353,8 @@ def _answer_text(v: Any) -> str:
 
 
 def _start_tasks(session: Session, p: Participant, settings: StudySettings) -> None:
+    # Release the assignments of participants who walked away before balancing on the counts.
+    expire_idle(session, study_id=p.study_id)
     assignments = assign_mod.assign(session, p, settings)
     if not assignments:
         p.status, p.completed_at = "screened_out", utcnow()
