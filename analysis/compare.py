@@ -125,51 +125,72 @@ def _slices(frame: pd.DataFrame, by: Iterable[str]) -> list[tuple[str, str, str,
     return out
 
 
-def matched_pairs_df(frame: pd.DataFrame) -> pd.DataFrame:
-    """(human conversation, agent conversation) pairs: digital twins (``twin_of_id`` pointing at the
-    human session) first; otherwise human and agent conversations of the same condition."""
+def matched_units_df(frame: pd.DataFrame) -> pd.DataFrame:
+    """Matched units for paired analysis: rows (unit, conversation_id, user_kind, match).
+
+    A human session and its digital twins (agent conversations whose ``twin_of_id`` points at it)
+    form one unit; otherwise each condition with both human and agent conversations is one unit
+    (conversations of a condition are pooled within their kind, so a condition counts once).
+    """
+    cols = ["unit", "conversation_id", "user_kind", "match"]
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
     hum = frame[frame["user_kind"] == "human"]
     age = frame[frame["user_kind"] == "agent"]
-    pairs = []
-    twins = age[age["twin_of_id"].notna()]
-    human_ids = set(hum["conversation_id"])
-    for row in twins.itertuples():
-        if int(row.twin_of_id) in human_ids:
-            pairs.append((int(row.twin_of_id), int(row.conversation_id), "twin"))
-    paired_humans = {p[0] for p in pairs}
-    by_cond = age[age["twin_of_id"].isna()].groupby("condition_id")["conversation_id"].apply(list).to_dict()
-    for row in hum.itertuples():
-        if row.conversation_id in paired_humans:
-            continue
-        for aid in by_cond.get(row.condition_id, []):
-            pairs.append((int(row.conversation_id), int(aid), "condition"))
-    return pd.DataFrame(pairs, columns=["human_id", "agent_id", "match"])
+    twins = age[age["twin_of_id"].notna() & age["twin_of_id"].isin(hum["conversation_id"])]
+    parts = []
+    if len(twins):
+        t_units = "t" + twins["twin_of_id"].astype(int).astype(str)
+        parts.append(pd.DataFrame({"unit": t_units.values, "conversation_id": twins["conversation_id"].values,
+                                   "user_kind": "agent", "match": "twin"}))
+        h_ids = twins["twin_of_id"].astype(int).unique()
+        parts.append(pd.DataFrame({"unit": ["t" + str(i) for i in h_ids], "conversation_id": h_ids,
+                                   "user_kind": "human", "match": "twin"}))
+    covered = set(twins["conversation_id"]) | set(twins["twin_of_id"].astype(int))
+    rest = frame[~frame["conversation_id"].isin(covered)]
+    both = rest.groupby("condition_id")["user_kind"].nunique()
+    conds = both[both == 2].index
+    rest = rest[rest["condition_id"].isin(conds)]
+    if len(rest):
+        parts.append(pd.DataFrame({"unit": "c" + rest["condition_id"].astype(int).astype(str).values,
+                                   "conversation_id": rest["conversation_id"].values,
+                                   "user_kind": rest["user_kind"].values, "match": "condition"}))
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def _modal(values: pd.DataFrame) -> pd.Series:
+    """Most frequent value per (unit, user_kind), ties broken by the value's sort order."""
+    counts = values.groupby(["unit", "user_kind", "v"]).size().reset_index(name="n")
+    counts = counts.sort_values(["unit", "user_kind", "n", "v"], ascending=[True, True, False, True])
+    return counts.drop_duplicates(["unit", "user_kind"]).set_index(["unit", "user_kind"])["v"]
 
 
 def _paired_rows(frame: pd.DataFrame, variables, ci: float) -> list[dict]:
-    pairs = matched_pairs_df(frame)
-    if pairs.empty:
+    units = matched_units_df(frame)
+    if units.empty:
         return []
     idx = frame.set_index("conversation_id")
     rows = []
     for name, kind, scale, cats in variables:
         if name not in idx.columns:
             continue
-        hv = idx[name].reindex(pairs["human_id"]).values
-        av = idx[name].reindex(pairs["agent_id"]).values
-        p = pairs.assign(h=hv, a=av).dropna(subset=["h", "a"])
+        vals = units.assign(v=idx[name].reindex(units["conversation_id"]).values).dropna(subset=["v"])
         if scale == "nominal":
-            # One agent per human: with several twins take the most common agent value.
-            g = p.groupby("human_id").agg(h=("h", "first"), a=("a", lambda s: s.astype(str).mode().iloc[0]))
-            r = stats.mcnemar_bowker_test(g["h"].astype(str).tolist(), g["a"].tolist(), cats, ci)
+            per = _modal(vals.assign(v=vals["v"].astype(str))).unstack("user_kind")
         else:
-            p = p.assign(h=_numeric(p["h"], scale, cats), a=_numeric(p["a"], scale, cats)).dropna(subset=["h", "a"])
-            g = p.groupby("human_id").agg(h=("h", "first"), a=("a", "mean"))  # mean over a human's twins
-            r = stats.wilcoxon_paired_test(g["h"].values, g["a"].values, ci)
+            vals = vals.assign(v=_numeric(vals["v"], scale, cats)).dropna(subset=["v"])
+            per = vals.groupby(["unit", "user_kind"])["v"].mean().unstack("user_kind")
+        if "human" not in per.columns or "agent" not in per.columns:
+            continue
+        per = per.dropna(subset=["human", "agent"])
+        if scale == "nominal":
+            r = stats.mcnemar_bowker_test(per["human"].tolist(), per["agent"].tolist(), cats, ci)
+        else:
+            r = stats.wilcoxon_paired_test(per["human"].to_numpy(float), per["agent"].to_numpy(float), ci)
         if r["n_human"] < MIN_PAIRS:
             continue
-        r.update(dimension=name, kind=kind, scale=scale, slice_by="paired", slice=",".join(sorted(p["match"].unique())),
-                 scenario="all", human_summary="", agent_summary="")
+        r.update(dimension=name, kind=kind, scale=scale, slice_by="paired",
+                 slice=",".join(sorted(units["match"].unique())), scenario="all", human_summary="", agent_summary="")
         rows.append(r)
     return rows
 

@@ -145,11 +145,31 @@ def default_language(conversations: pd.DataFrame) -> Optional[str]:
     return None
 
 
+def _labels_frame(engine, study_id: int, source: Optional[str]) -> pd.DataFrame:
+    """Conversation-level labels of one source (the ``db.repo.labels_df`` columns analysis needs),
+    read with one Core query: a large study has millions of labels."""
+    from sqlalchemy import select as core_select
+
+    from db.models import Conversation, Label, LabelSource
+
+    cols = ["conversation_id", "turn_index", "dimension", "value", "status"]
+    if source is None:
+        return pd.DataFrame(columns=cols)
+    lab = Label.__table__
+    q = (core_select(lab.c.conversation_id, lab.c.turn_index, lab.c.dimension, lab.c.value, lab.c.status)
+         .join(LabelSource.__table__, LabelSource.__table__.c.id == lab.c.source_id)
+         .join(Conversation.__table__, Conversation.__table__.c.id == lab.c.conversation_id)
+         .where(Conversation.__table__.c.study_id == study_id, LabelSource.__table__.c.name == source,
+                lab.c.turn_index == -1))
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(q).all(), columns=cols)
+
+
 def load_study(engine, study_name: str, labels: Optional[str] = None, features: bool = True,
                pipelines: Optional[dict] = None, language: Optional[str] = "auto") -> StudyData:
     """Load a study for analysis. ``labels``: a label source name (default: best available);
     ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code."""
-    from db.repo import conversations_df, get_label_source, get_study, labels_df
+    from db.repo import conversations_df, get_label_source, get_study
 
     with Session(engine) as session:
         study = get_study(session, study_name)
@@ -164,8 +184,7 @@ def load_study(engine, study_name: str, labels: Optional[str] = None, features: 
             source, reason = labels, "chosen with --labels"
         else:
             source, reason = choose_label_source(coverage)
-        lab = labels_df(session, study.id, sources=[source]) if source else labels_df(session, study.id, sources=[])
-    wide = wide_labels_df(lab)
+    wide = wide_labels_df(_labels_frame(engine, study.id, source))
     wide = wide[wide["conversation_id"].isin(convs["conversation_id"])].reset_index(drop=True)
     scales, cb_version = codebook_scales()
     for dim in wide.columns[1:]:

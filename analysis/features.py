@@ -270,13 +270,15 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
     personas = personas or {}
 
     rows = []
-    meta = conversations.set_index("conversation_id")
+    meta_cols = [c for c in ("ended_by", "end_reason", "status") if c in conversations.columns]
+    meta = conversations.set_index("conversation_id")[meta_cols].to_dict("index")
+    agg_rows = agg.to_dict("index") if len(agg) else {}  # plain dicts: .loc per row is slow at 100k
     for cid in conversations["conversation_id"]:
         cid = int(cid)
-        a = agg.loc[cid] if cid in agg.index else None
+        a = agg_rows.get(cid)
         words_total = float(a["words_total"]) if a is not None else 0.0
         per100 = (lambda k: 100 * float(a[k]) / words_total) if a is not None and words_total > 0 else (lambda k: np.nan)
-        ended_by, end_kind = _ending(meta.loc[cid], last_turn.get(cid), last_user_text.get(cid))
+        ended_by, end_kind = _ending(meta.get(cid, {}), last_turn.get(cid), last_user_text.get(cid))
         rows.append({
             "conversation_id": cid,
             "n_turns": float(n_turns.get(cid, 0)),
@@ -301,7 +303,7 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
     return pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES)), turn_df
 
 
-def _ending(conv: pd.Series, last: Optional[_Text], last_user: Optional[_Text]) -> tuple[str, str]:
+def _ending(conv: dict, last: Optional[_Text], last_user: Optional[_Text]) -> tuple[str, str]:
     """Who ended the conversation and how: the recorded ``ended_by`` / ``end_reason`` when present,
     otherwise read from the transcript (the role of the last turn; a closing thanks/goodbye)."""
     ended_by = conv.get("ended_by") if isinstance(conv.get("ended_by"), str) else None
@@ -335,10 +337,8 @@ def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: O
     """Per-conversation features of the given conversations, from the feature store; conversations
     without stored features for this version are computed (batched) and stored first."""
     from sqlalchemy import delete, insert, select
-    from sqlmodel import Session
 
     from db.models.analysis import ConversationFeatures
-    from db.repo import turns_df
     from db.types import utcnow
 
     pipelines = pipelines if pipelines is not None else load_pipelines()
@@ -357,8 +357,7 @@ def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: O
     missing = [c for c in ids if c not in stored]
     for i in range(0, len(missing), chunk):
         part = missing[i:i + chunk]
-        with Session(engine) as session:
-            turns = turns_df(session, study_id, conversation_ids=part)
+        turns = _turns_frame(engine, part)
         convs = conversations[conversations["conversation_id"].isin(part)]
         conv_feats, turn_feats = compute_features_df(turns, convs, pipelines, language,
                                                      personas=persona_texts(engine, convs))
@@ -381,6 +380,21 @@ def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: O
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     out.attrs["feature_version"] = version
     return out
+
+
+def _turns_frame(engine, conversation_ids: list[int]) -> pd.DataFrame:
+    """The turn columns features need, read with one Core query (no ORM objects: 100k conversations
+    have ~1M turns)."""
+    from sqlalchemy import select
+
+    from db.models import Turn
+
+    t = Turn.__table__
+    cols = ["conversation_id", "index", "role", "content", "translation", "translation_language"]
+    q = select(*[t.c[c] for c in cols]).where(t.c.conversation_id.in_(conversation_ids)).order_by(
+        t.c.conversation_id, t.c["index"])
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(q).all(), columns=cols)
 
 
 def persona_texts(engine, conversations: pd.DataFrame) -> dict:

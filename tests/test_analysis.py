@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session
 
 from analysis import charts
-from analysis.compare import ALL_COLUMNS, COLUMNS, comparisons_df, matched_pairs_df
+from analysis.compare import ALL_COLUMNS, COLUMNS, comparisons_df, matched_units_df
 from analysis.dataset import choose_label_source, load_study
 from analysis.features import load_pipelines
 from analysis.likeness import classifier_auc, likeness_tables
@@ -126,13 +126,21 @@ def test_paired_twins(sqlite_engine, pipelines):
     data = load_study(sqlite_engine, "twins", pipelines=pipelines)
     from analysis.compare import analysis_frame
 
-    pairs = matched_pairs_df(analysis_frame(data))
-    assert len(pairs) == 40 and set(pairs["match"]) == {"twin"}
+    units = matched_units_df(analysis_frame(data))
+    assert units["unit"].nunique() == 40 and set(units["match"]) == {"twin"} and len(units) == 80
     comp = comparisons_df(data, n_boot=100)
     paired = comp[comp["slice_by"] == "paired"].set_index("dimension")
     assert paired.loc["politeness", "test"] == "mcnemar_bowker"
     assert paired.loc["question_broadness", "test"] == "wilcoxon_paired"
     assert paired.loc["politeness", "n_human"] == 40
+    # Without twins, each condition with both kinds is one matched unit (12 conditions here).
+    make_study(sqlite_engine, "conds", n_human=60, n_agent=60, seed=5)
+    data = load_study(sqlite_engine, "conds", pipelines=pipelines)
+    units = matched_units_df(analysis_frame(data))
+    assert set(units["match"]) == {"condition"} and units["unit"].nunique() == 12
+    comp = comparisons_df(data, n_boot=100)
+    paired = comp[comp["slice_by"] == "paired"].set_index("dimension")
+    assert paired.loc["question_broadness", "n_human"] == 12
 
 
 def test_likeness_tables_and_classifier(sqlite_engine, pipelines):

@@ -37,6 +37,14 @@ def test_cramers_v_published_value():
     assert stats.cramers_v(t) == pytest.approx(phi) == pytest.approx(0.5)
 
 
+def test_cramers_v_batch_equals_loop():
+    rng = np.random.default_rng(9)
+    tables = rng.integers(0, 6, size=(50, 2, 4))
+    tables[3, :, 1] = 0  # an empty column
+    tables[4, 1, :] = 0  # an empty row
+    assert stats.cramers_v_batch(tables) == pytest.approx([stats.cramers_v(t) for t in tables])
+
+
 def test_small_2x2_uses_fisher():
     h, a = ["A"] * 6 + ["B"] * 1, ["A"] * 1 + ["B"] * 5
     r = stats.chi_square_test(h, a, n_boot=200)

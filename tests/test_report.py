@@ -64,3 +64,16 @@ def test_latex_table_of_empty_comparisons():
     from analysis.compare import ALL_COLUMNS
 
     assert "tabular" in latex_table(pd.DataFrame(columns=ALL_COLUMNS))
+
+
+def test_notebook_has_no_outputs_and_valid_code():
+    import ast
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parent.parent / "analysis" / "notebook.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+    for c in code:
+        ast.parse(c.source.replace("display(", "print("))

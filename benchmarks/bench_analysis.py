@@ -1,0 +1,135 @@
+"""Benchmark of the analysis: features + statistics + report.
+
+1. the imported reference dataset (3,980 conversations; target < 60 s), cold (features computed and
+   stored) and warm (features from the store);
+2. generated conversations (default 100,000; target < 10 min and < 4 GB).
+
+Each measured phase runs in a fresh subprocess so its peak memory (max RSS) is its own.
+
+Usage:
+    python benchmarks/bench_analysis.py                    # both parts
+    python benchmarks/bench_analysis.py --part reference
+    python benchmarks/bench_analysis.py --part synthetic --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _phase_analyze(url: str, study: str, out: str) -> dict:
+    """Features + statistics + likeness + report of one study (run in a child process)."""
+    from analysis.report import analyze, write_analysis, write_report
+    from db.engine import make_engine
+
+    engine = make_engine(url)
+    t = time.perf_counter()
+    result = analyze(engine, study)
+    write_analysis(result, Path(out))
+    write_report(result, engine, Path(out) / "report.html")
+    total = time.perf_counter() - t
+    return {"total_s": round(total, 1), **{k: round(v, 1) for k, v in result.timings.items()},
+            "report_s": round(total - sum(result.timings.values()), 1), "rows": len(result.comparisons),
+            "report_mb": round((Path(out) / "report.html").stat().st_size / 1e6, 1)}
+
+
+def _phase_import(url: str, path: str) -> dict:
+    from db.engine import make_engine
+    from db.migrate import upgrade
+    from workbench.dataio.recllmsim import import_recllmsim
+
+    engine = make_engine(url)
+    upgrade(engine)
+    t = time.perf_counter()
+    import_recllmsim(engine, Path(path), study="recllmsim")
+    return {"import_s": round(time.perf_counter() - t, 1)}
+
+
+def _phase_generate(url: str, n: int) -> dict:
+    from analysis.synthetic import make_study
+    from db.engine import make_engine
+    from db.migrate import upgrade
+
+    engine = make_engine(url)
+    upgrade(engine)
+    t = time.perf_counter()
+    make_study(engine, "bench", n_human=n // 2, n_agent=n - n // 2, n_participants=max(2, n // 50), simulators=3,
+               seed=0)
+    return {"generate_s": round(time.perf_counter() - t, 1)}
+
+
+def _run(phase: str, *args: str) -> dict:
+    """Run a phase in a child process; returns its figures plus wall time and peak memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--phase", phase, *args], capture_output=True, text=True,
+                          cwd=ROOT)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"phase {phase} failed")
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux; max over children so far
+    figures.update(wall_s=round(wall, 1), peak_rss_mb=round(peak / 1024) if peak > before else "<= earlier phase")
+    return figures
+
+
+def bench_reference(tmp: Path) -> None:
+    dataset = Path(os.environ.get("WORKBENCH_RECLLMSIM", ROOT.parent / "shared" / "datasets" / "recllmsim"))
+    if not (dataset / "LLM_agent_user").is_dir():
+        print(f"reference dataset not found at {dataset}: skipped")
+        return
+    url = f"sqlite:///{tmp / 'reference.db'}"
+    print("reference: importing (not part of the target) ...", flush=True)
+    print("  import:", _run("import", url, str(dataset)), flush=True)
+    cold = _run("analyze", url, "recllmsim", str(tmp / "ref_out"))
+    print(f"  cold (features computed): {cold}", flush=True)
+    warm = _run("analyze", url, "recllmsim", str(tmp / "ref_out2"))
+    print(f"  warm (features stored):   {warm}", flush=True)
+    print(f"  target < 60 s: cold {'OK' if cold['wall_s'] < 60 else 'MISSED'}, "
+          f"warm {'OK' if warm['wall_s'] < 60 else 'MISSED'}", flush=True)
+
+
+def bench_synthetic(tmp: Path, n: int) -> None:
+    url = f"sqlite:///{tmp / 'synthetic.db'}"
+    print(f"synthetic: generating {n} conversations (not part of the target) ...", flush=True)
+    print("  generate:", _run("generate", url, str(n)), flush=True)
+    res = _run("analyze", url, "bench", str(tmp / "syn_out"))
+    print(f"  analyze + report: {res}", flush=True)
+    peak = res["peak_rss_mb"] if isinstance(res["peak_rss_mb"], (int, float)) else None
+    print(f"  target < 600 s and < 4096 MB: time {'OK' if res['wall_s'] < 600 else 'MISSED'}, "
+          f"memory {'OK' if peak is not None and peak < 4096 else ('MISSED' if peak else 'see above')}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["reference", "synthetic", "all"], default="all")
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--phase")
+    ap.add_argument("args", nargs="*")
+    a = ap.parse_args()
+    if a.phase:
+        fn = {"analyze": _phase_analyze, "import": _phase_import, "generate": lambda u, n: _phase_generate(u, int(n))}
+        print(json.dumps(fn[a.phase](*a.args)))
+        return
+    print(f"CPU cores: {os.cpu_count()}; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="bench_analysis_") as tmp:
+        if a.part in ("reference", "all"):
+            bench_reference(Path(tmp))
+        if a.part in ("synthetic", "all"):
+            bench_synthetic(Path(tmp), a.n)
+
+
+if __name__ == "__main__":
+    main()
