@@ -16,8 +16,8 @@ import argparse
 import os
 import random
 import socket
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading

@@ -57,5 +57,5 @@ def profile_answers(language: str = "en") -> dict:
             out[f["name"]] = "something"
     return out
 
-POST_TASK = {"memorization": "no", "detail": "detailed", "usefulness": "very_useful", "diversity": "average",
+POST_TASK = {"Memorization": "no", "Detail": "detailed", "Availability": "very_useful", "Diversity": "average",
              "free_text": "fine"}

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from db.engine import get_engine
 from db.models import Assignment, Conversation, Participant, QuestionnaireResponse, Study, Turn
 from tests.participation_helpers import make_study, profile_answers
 from workbench import participation as P
@@ -114,8 +113,8 @@ def test_participant_full_flow(eng, scripted_assistant):
         finish = [b for b in at.button if b.label == "Finish this task"]
         finish[0].click().run()
         assert participant(eng, pid).state["step"] == "post_task"
-        for item, value in {"memorization": "no", "detail": "brief", "usefulness": "somewhat_useful",
-                            "diversity": "single"}.items():
+        for item, value in {"Memorization": "no", "Detail": "brief", "Availability": "somewhat",
+                            "Diversity": "single"}.items():
             at.radio(key=f"q_{item}").set_value(value)
         if task == 0:
             at.radio(key="q_attention").set_value("red")

@@ -8,7 +8,16 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
-from db.models import Assignment, Condition, Conversation, LLMCall, Participant, Profile, QuestionnaireResponse, Turn
+from db.models import (
+    Assignment,
+    Condition,
+    Conversation,
+    LLMCall,
+    Participant,
+    Profile,
+    QuestionnaireResponse,
+    Turn,
+)
 from db.types import utcnow
 from tests.participation_helpers import POST_TASK, make_study, profile_answers
 from workbench import participation as P
@@ -100,7 +109,7 @@ def test_full_session_participant_mode(engine):
             view = P.participant_view(s, p)
             assert view.step == "post_task" and view.ask_attention == (task == 0)
             with pytest.raises(UserInputError):
-                P.submit_post_task(s, p, {"memorization": "no"})
+                P.submit_post_task(s, p, {"Memorization": "no"})
             P.submit_post_task(s, p, POST_TASK, attention="blue" if task == 0 else None)
             s.commit()
     with Session(engine) as s:

@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
         base_url: str = typer.Option("http://localhost:8501", "--base-url", help="Public address of the app."),
     ) -> None:
         """Print the study URL to paste into Prolific."""
-        from workbench.cli._common import ready_engine
         from db.repo import get_study
+        from workbench.cli._common import ready_engine
         from workbench.participation.entry import prolific_url
 
         with session_scope(ready_engine()) as session:

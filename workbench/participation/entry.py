@@ -12,7 +12,6 @@ from sqlmodel import Session, select
 
 from db.models import Participant, Study
 from db.repo import get_study
-from db.types import utcnow
 from workbench.errors import NotFoundError, UserInputError
 
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

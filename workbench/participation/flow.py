@@ -20,9 +20,7 @@ from db.models import (
     Participant,
     Profile,
     QuestionnaireResponse,
-    Scenario,
     Study,
-    TaskContext,
     Turn,
 )
 from db.repo import profile_and_context

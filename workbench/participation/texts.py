@@ -40,7 +40,7 @@ UI: dict[str, dict[str, str]] = {
         "post_header": "About the conversation you just had",
         "memorization": "Did the assistant forget things you had said earlier?",
         "detail": "How detailed were the assistant's answers?",
-        "usefulness": "How useful were the answers in practice?",
+        "availability": "How useful were the answers in practice?",
         "diversity": "How varied were the options the assistant offered?",
         "free_text": "Anything else you want to tell us (optional)",
         "attention": "To show that you read the questions, please choose \"Blue\" here.",
@@ -88,7 +88,7 @@ UI: dict[str, dict[str, str]] = {
         "post_header": "关于刚才的对话",
         "memorization": "助手是否忘记了你之前说过的内容？",
         "detail": "助手的回答有多详细？",
-        "usefulness": "这些回答在实际中有多有用？",
+        "availability": "这些回答在实际中有多有用？",
         "diversity": "助手提供的选项有多丰富？",
         "free_text": "其他想告诉我们的（可选）",
         "attention": "为表明你认真阅读了问题，请在此选择“蓝色”。",
@@ -105,15 +105,17 @@ UI: dict[str, dict[str, str]] = {
     },
 }
 
-# Post-task questionnaire of the reference study (values as stored; labels per language).
+# Post-task questionnaire of the reference study. Item names and stored values are those of the
+# imported reference data (workbench.dataio.recllmsim), so collected and imported answers compare;
+# "Availability" is the reference's name for practical usefulness. Labels per language.
 POST_TASK_ITEMS: dict[str, dict[str, dict[str, str]]] = {
-    "memorization": {"en": {"yes": "Yes", "no": "No"}, "zh": {"yes": "是", "no": "否"}},
-    "detail": {"en": {"detailed": "Detailed", "average": "Average", "brief": "Brief"},
+    "Memorization": {"en": {"yes": "Yes", "no": "No"}, "zh": {"yes": "是", "no": "否"}},
+    "Detail": {"en": {"detailed": "Detailed", "average": "Average", "brief": "Brief"},
                "zh": {"detailed": "详细", "average": "一般", "brief": "简略"}},
-    "usefulness": {"en": {"very_useful": "Very useful", "somewhat_useful": "Somewhat useful", "unusable": "Unusable"},
-                   "zh": {"very_useful": "非常有用", "somewhat_useful": "有些用", "unusable": "不可用"}},
-    "diversity": {"en": {"diverse": "Diverse", "average": "Average", "single": "Single"},
-                  "zh": {"diverse": "丰富", "average": "一般", "single": "单一"}},
+    "Availability": {"en": {"very_useful": "Very useful", "somewhat": "Somewhat useful", "unusable": "Unusable"},
+                     "zh": {"very_useful": "很有用", "somewhat": "有一定参考", "unusable": "不可用"}},
+    "Diversity": {"en": {"diverse": "Diverse", "average": "Average", "single": "Single"},
+                  "zh": {"diverse": "结果多样", "average": "一般", "single": "结果单一"}},
 }
 ATTENTION_OPTIONS = {"en": {"red": "Red", "blue": "Blue", "green": "Green"},
                      "zh": {"red": "红色", "blue": "蓝色", "green": "绿色"}}

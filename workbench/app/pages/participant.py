@@ -153,7 +153,7 @@ elif view.step == "post_task":
         answers = {}
         for item, labels in POST_TASK_ITEMS.items():
             opts = labels[view.language if view.language in labels else "en"]
-            answers[item] = st.radio(T[item], list(opts), format_func=opts.get, index=None, horizontal=True,
+            answers[item] = st.radio(T[item.lower()], list(opts), format_func=opts.get, index=None, horizontal=True,
                                      key=f"q_{item}")
         attention = None
         if view.ask_attention:

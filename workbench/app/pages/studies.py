@@ -7,7 +7,6 @@ from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, run_action, show_flash
 from workbench.participation import console as C
 from workbench.participation.entry import create_invites, invite_url, prolific_url
-from workbench.studies import StudySettings
 
 require_role("researcher")
 st.title("Studies")
