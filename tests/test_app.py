@@ -396,3 +396,41 @@ def test_transcripts_side_by_side_with_matched_agent(eng):
     texts = [m.value for m in at.markdown]
     assert any("simulated twin" in t for t in texts)
     assert any(t.startswith("**Matched conversation") for t in texts)
+
+
+def test_simulation_page_runs_twins_in_background(eng):
+    import time
+
+    from db.models import SimulationRun
+
+    _collected_study(eng)  # one human conversation
+    at = logged_in("researcher", "simulation.py")
+    [t for t in at.text_input if t.label.startswith("Simulator model")][0].set_value("scripted/sim")
+    [n for n in at.number_input if n.label.startswith("Maximum user turns")][0].set_value(2)
+    [c for c in at.checkbox if c.label.startswith("Digital twins")][0].check()
+    [b for b in at.button if b.label == "Start simulation"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from workbench.participation import console as C
+
+    key = at.session_state["sim_key"]
+    deadline = time.time() + 60
+    while C.simulation_status(key)["running"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert C.simulation_status(key)["error"] is None, C.simulation_status(key)["error"]
+    with Session(eng) as s:
+        human = s.exec(select(Conversation).where(Conversation.user_kind == "human")).one()
+        agents = s.exec(select(Conversation).where(Conversation.user_kind == "agent")).all()
+        assert [a.twin_of_id for a in agents] == [human.id] and agents[0].condition_id == human.condition_id
+        assert s.exec(select(SimulationRun)).one().study_id == human.study_id
+    at.run()
+    assert at.dataframe[0].value["completed"].sum() + at.dataframe[0].value["failed"].sum() == 1
+
+
+def test_export_page_offers_downloads(eng):
+    _collected_study(eng)
+    at = logged_in("researcher", "export.py")
+    at.radio[0].set_value("csv")
+    [b for b in at.button if b.label == "Export"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [b.label for b in at.get("download_button")]
+    assert any("turns" in label for label in labels) and any("conversations" in label for label in labels)

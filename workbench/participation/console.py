@@ -205,21 +205,25 @@ _run_errors: dict[str, str] = {}
 
 
 def start_simulation(engine: Engine, study_name: str, simulator_model: str, n_per_condition: int = 1,
-                     concurrency: int = 4, max_turns: Optional[int] = None) -> str:
-    """Start ``run_simulation`` in a background thread; progress is followed from the database."""
+                     concurrency: int = 4, max_turns: Optional[int] = None, twins: bool = False) -> str:
+    """Start ``run_simulation`` in a background thread; progress is followed from the database.
+
+    With ``twins`` the run simulates a digital twin of every human conversation (same condition,
+    the participant's own profile) instead of the study's designed conditions.
+    """
     run_simulation = _require("workbench.simulation.runner", "run_simulation", "The simulation runner")
     if not simulator_model.strip() or "/" not in simulator_model:
         raise UserInputError("the simulator model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
     with session_scope(engine) as s:
         get_study(s, study_name)
-    key = f"{study_name}:{simulator_model}"
+    key = f"{study_name}:{simulator_model}:{'twins' if twins else 'conditions'}"
     if key in _runs and _runs[key].is_alive():
         raise UserInputError("a simulation with this model is already running for this study")
 
     def work() -> None:
         try:
             run_simulation(engine, study_name, simulator_model, n_per_condition=n_per_condition,
-                           concurrency=concurrency, max_turns=max_turns)
+                           concurrency=concurrency, max_turns=max_turns, twin_of=["all"] if twins else None)
         except Exception as exc:  # shown on the page; the runner's own rows say how far it got
             _run_errors[key] = f"{exc.__class__.__name__}: {exc}"
 
