@@ -18,13 +18,16 @@ PRIMARY_TESTS = ("chi_square", "fisher_exact", "mann_whitney")
 
 def empty_figure(title: str, message: str = "no data") -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 16})
+    fig.add_annotation(
+        text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 16}
+    )
     fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=300)
     return fig
 
 
-def label_distribution_fig(frame: pd.DataFrame, dimension: str, categories: Optional[list] = None,
-                           by_scenario: bool = True) -> go.Figure:
+def label_distribution_fig(
+    frame: pd.DataFrame, dimension: str, categories: Optional[list] = None, by_scenario: bool = True
+) -> go.Figure:
     """Share of each label value, human vs agent, one panel per scenario (plus "all")."""
     title = f"{dimension}: label distribution, human vs agent"
     if frame.empty or dimension not in frame.columns or frame[dimension].dropna().empty:
@@ -33,7 +36,9 @@ def label_distribution_fig(frame: pd.DataFrame, dimension: str, categories: Opti
     panels = [("all", d)]
     if by_scenario:
         panels += [(s, g) for s, g in d.groupby("scenario", sort=True)]
-    cats = [c for c in (categories or []) if c in set(d["value"])] + sorted(set(d["value"]) - set(categories or []))
+    cats = [c for c in (categories or []) if c in set(d["value"])] + sorted(
+        set(d["value"]) - set(categories or [])
+    )
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True)
@@ -41,13 +46,25 @@ def label_distribution_fig(frame: pd.DataFrame, dimension: str, categories: Opti
         for kind in ("human", "agent"):
             sub = g[g["user_kind"] == kind]
             n = len(sub)
-            share = sub["value"].value_counts(normalize=True).reindex(cats, fill_value=0.0) if n else \
-                pd.Series(0.0, index=cats)
-            fig.add_trace(go.Bar(
-                x=cats, y=share.values, name=kind, marker_color=KIND_COLORS[kind], legendgroup=kind,
-                showlegend=col == 1, customdata=[[kind, scen, c] for c in cats],
-                hovertemplate=f"{kind} (n={n})<br>%{{x}}: %{{y:.1%}}<extra>{scen}</extra>",
-            ), row=1, col=col)
+            share = (
+                sub["value"].value_counts(normalize=True).reindex(cats, fill_value=0.0)
+                if n
+                else pd.Series(0.0, index=cats)
+            )
+            fig.add_trace(
+                go.Bar(
+                    x=cats,
+                    y=share.values,
+                    name=kind,
+                    marker_color=KIND_COLORS[kind],
+                    legendgroup=kind,
+                    showlegend=col == 1,
+                    customdata=[[kind, scen, c] for c in cats],
+                    hovertemplate=f"{kind} (n={n})<br>%{{x}}: %{{y:.1%}}<extra>{scen}</extra>",
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_layout(title=title, barmode="group", height=360, yaxis_tickformat=".0%")
     return fig
 
@@ -58,22 +75,36 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
     title = f"Effect sizes with 95% intervals ({kind}s, {slice_by})"
     if comparisons is None or comparisons.empty:
         return empty_figure(title)
-    d = comparisons[(comparisons["slice_by"] == slice_by) & comparisons["test"].isin(PRIMARY_TESTS)
-                    & comparisons["effect_size"].notna()]
+    d = comparisons[
+        (comparisons["slice_by"] == slice_by)
+        & comparisons["test"].isin(PRIMARY_TESTS)
+        & comparisons["effect_size"].notna()
+    ]
     if "kind" in d.columns:
         d = d[d["kind"] == kind]
     if d.empty:
         return empty_figure(title, "no effect sizes (not enough data)")
     fig = go.Figure()
     for scen, g in d.groupby("scenario", sort=True):
-        fig.add_trace(go.Scatter(
-            x=g["effect_size"], y=g["dimension"] + " (" + g["effect_size_name"] + ")", mode="markers", name=scen,
-            error_x={"type": "data", "symmetric": False, "array": g["ci_high"] - g["effect_size"],
-                     "arrayminus": g["effect_size"] - g["ci_low"]},
-            hovertemplate="%{y}: %{x:.3f}<extra>" + str(scen) + "</extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=g["effect_size"],
+                y=g["dimension"] + " (" + g["effect_size_name"] + ")",
+                mode="markers",
+                name=scen,
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": g["ci_high"] - g["effect_size"],
+                    "arrayminus": g["effect_size"] - g["ci_low"],
+                },
+                hovertemplate="%{y}: %{x:.3f}<extra>" + str(scen) + "</extra>",
+            )
+        )
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=title, height=max(300, 28 * d["dimension"].nunique() + 120), xaxis_title="effect size")
+    fig.update_layout(
+        title=title, height=max(300, 28 * d["dimension"].nunique() + 120), xaxis_title="effect size"
+    )
     return fig
 
 
@@ -87,9 +118,18 @@ def agreement_heatmap_fig(agreement: Optional[pd.DataFrame], value: str = "kripp
     m = d.pivot_table(index="dimension", columns="user_kind", values=value, aggfunc="first")
     if m.empty:
         return empty_figure(title, "agreement not available")
-    fig = go.Figure(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), zmin=-1, zmax=1, colorscale="RdBu",
-                               text=[[("" if pd.isna(v) else f"{v:.2f}") for v in row] for row in m.values],
-                               texttemplate="%{text}"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=m.values,
+            x=list(m.columns),
+            y=list(m.index),
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            text=[[("" if pd.isna(v) else f"{v:.2f}") for v in row] for row in m.values],
+            texttemplate="%{text}",
+        )
+    )
     fig.update_layout(title=title, height=max(300, 26 * len(m) + 120))
     return fig
 
@@ -102,9 +142,19 @@ def likeness_fig(distances: pd.DataFrame) -> go.Figure:
     d = distances.dropna(subset=["js_distance"])
     fig = go.Figure()
     for sim, g in d.groupby("simulator", sort=True):
-        fig.add_trace(go.Bar(x=g["dimension"], y=g["js_distance"], name=str(sim),
-                             error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["js_distance"],
-                                      "arrayminus": g["js_distance"] - g["ci_low"]}))
+        fig.add_trace(
+            go.Bar(
+                x=g["dimension"],
+                y=g["js_distance"],
+                name=str(sim),
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": g["ci_high"] - g["js_distance"],
+                    "arrayminus": g["js_distance"] - g["ci_low"],
+                },
+            )
+        )
     fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1], height=380)
     return fig
 
@@ -118,7 +168,14 @@ def turn_length_fig(frame: pd.DataFrame, feature: str = "user_words_per_turn") -
     for kind in ("human", "agent"):
         v = frame.loc[frame["user_kind"] == kind, feature].dropna()
         if len(v):
-            fig.add_trace(go.Box(y=v, x=frame.loc[v.index, "scenario"], name=f"{kind} (n={len(v)})",
-                                 marker_color=KIND_COLORS[kind], boxpoints=False))
+            fig.add_trace(
+                go.Box(
+                    y=v,
+                    x=frame.loc[v.index, "scenario"],
+                    name=f"{kind} (n={len(v)})",
+                    marker_color=KIND_COLORS[kind],
+                    boxpoints=False,
+                )
+            )
     fig.update_layout(title=title, boxmode="group", height=380, yaxis_title=feature)
     return fig

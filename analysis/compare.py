@@ -21,17 +21,37 @@ from __future__ import annotations
 import json
 from typing import Iterable, Optional
 
-import numpy as np
 import pandas as pd
 
 from analysis import stats
 from analysis.dataset import StudyData
 from analysis.features import CONTINUOUS_FEATURES, NOMINAL_FEATURES
 
-COLUMNS = ["dimension", "scenario", "test", "statistic", "p_value", "p_adjusted", "effect_size_name",
-           "effect_size", "ci_low", "ci_high", "n_human", "n_agent"]
-EXTRA_COLUMNS = ["kind", "scale", "slice_by", "slice", "human_summary", "agent_summary", "label_source",
-                 "correction", "note"]
+COLUMNS = [
+    "dimension",
+    "scenario",
+    "test",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "effect_size_name",
+    "effect_size",
+    "ci_low",
+    "ci_high",
+    "n_human",
+    "n_agent",
+]
+EXTRA_COLUMNS = [
+    "kind",
+    "scale",
+    "slice_by",
+    "slice",
+    "human_summary",
+    "agent_summary",
+    "label_source",
+    "correction",
+    "note",
+]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 MIN_PAIRS = 3
 
@@ -42,7 +62,9 @@ def _summary(values: pd.Series, scale: str, categories: Optional[list] = None) -
         return ""
     if scale == "nominal":
         share = values.astype(str).value_counts(normalize=True)
-        order = [c for c in (categories or []) if c in share.index] + [c for c in share.index if c not in (categories or [])]
+        order = [c for c in (categories or []) if c in share.index] + [
+            c for c in share.index if c not in (categories or [])
+        ]
         return json.dumps({c: round(float(share[c]), 3) for c in order})
     return f"mean={values.astype(float).mean():.3f}; median={values.astype(float).median():.3f}"
 
@@ -55,29 +77,55 @@ def _numeric(values: pd.Series, scale: str, categories: list) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype(float)
 
 
-def _tests_for(variable: str, kind: str, scale: str, categories: list, human: pd.DataFrame, agent: pd.DataFrame,
-               n_boot: int, ci: float) -> list[dict]:
+def _tests_for(
+    variable: str,
+    kind: str,
+    scale: str,
+    categories: list,
+    human: pd.DataFrame,
+    agent: pd.DataFrame,
+    n_boot: int,
+    ci: float,
+) -> list[dict]:
     h, a = human[variable].dropna(), agent[variable].dropna()
     if scale == "nominal":
-        out = [stats.chi_square_test(h.astype(str).tolist(), a.astype(str).tolist(), categories, n_boot=n_boot, ci=ci)]
+        out = [
+            stats.chi_square_test(
+                h.astype(str).tolist(), a.astype(str).tolist(), categories, n_boot=n_boot, ci=ci
+            )
+        ]
     elif scale == "ordinal":
         hn = _numeric(h, scale, categories)
         an = _numeric(a, scale, categories)
         hn, an = hn.dropna(), an.dropna()
-        out = [stats.mann_whitney_test(hn.values, an.values, ci),
-               stats.clustered_test(hn.values, an.values, human.loc[hn.index, "participant"].fillna("").values, ci)]
+        out = [
+            stats.mann_whitney_test(hn.values, an.values, ci),
+            stats.clustered_test(
+                hn.values, an.values, human.loc[hn.index, "participant"].fillna("").values, ci
+            ),
+        ]
     else:
         hn, an = h.astype(float), a.astype(float)
-        out = [stats.welch_t_test(hn.values, an.values, ci), stats.mann_whitney_test(hn.values, an.values, ci)]
+        out = [
+            stats.welch_t_test(hn.values, an.values, ci),
+            stats.mann_whitney_test(hn.values, an.values, ci),
+        ]
     if scale == "ordinal":
         dropped = (len(h) - len(hn)) + (len(a) - len(an))
         h, a = hn, an  # summaries on the scale's ranks
         if dropped:
             for r in out:
-                r["note"] = (r["note"] + "; " if r["note"] else "") + f"{dropped} values outside the scale ignored"
+                r["note"] = (
+                    r["note"] + "; " if r["note"] else ""
+                ) + f"{dropped} values outside the scale ignored"
     for r in out:
-        r.update(dimension=variable, kind=kind, scale=scale,
-                 human_summary=_summary(h, scale, categories), agent_summary=_summary(a, scale, categories))
+        r.update(
+            dimension=variable,
+            kind=kind,
+            scale=scale,
+            human_summary=_summary(h, scale, categories),
+            agent_summary=_summary(a, scale, categories),
+        )
     return out
 
 
@@ -100,8 +148,9 @@ def _variables(data: StudyData, include_features: bool) -> list[tuple[str, str, 
 def analysis_frame(data: StudyData) -> pd.DataFrame:
     """Conversations joined with their labels and features (one row per conversation)."""
     frame = data.conversations.merge(data.labels, on="conversation_id", how="left")
-    feats = data.features.drop(columns=[c for c in data.features.columns
-                                        if c in frame.columns and c != "conversation_id"])
+    feats = data.features.drop(
+        columns=[c for c in data.features.columns if c in frame.columns and c != "conversation_id"]
+    )
     return frame.merge(feats, on="conversation_id", how="left")
 
 
@@ -116,8 +165,15 @@ def _slices(frame: pd.DataFrame, by: Iterable[str]) -> list[tuple[str, str, str,
     shared = sorted(set(hum["assistant_model"].dropna()) & set(age["assistant_model"].dropna()))
     if "assistant_model" in by and len(shared) > 1:
         for model in shared:
-            out.append(("assistant_model", model, "all", hum[hum["assistant_model"] == model],
-                        age[age["assistant_model"] == model]))
+            out.append(
+                (
+                    "assistant_model",
+                    model,
+                    "all",
+                    hum[hum["assistant_model"] == model],
+                    age[age["assistant_model"] == model],
+                )
+            )
     if "simulator" in by and age["simulator"].nunique() > 1:
         for sim in sorted(age["simulator"].dropna().unique()):
             # Each simulator configuration against all humans.
@@ -141,20 +197,43 @@ def matched_units_df(frame: pd.DataFrame) -> pd.DataFrame:
     parts = []
     if len(twins):
         t_units = "t" + twins["twin_of_id"].astype(int).astype(str)
-        parts.append(pd.DataFrame({"unit": t_units.values, "conversation_id": twins["conversation_id"].values,
-                                   "user_kind": "agent", "match": "twin"}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "unit": t_units.values,
+                    "conversation_id": twins["conversation_id"].values,
+                    "user_kind": "agent",
+                    "match": "twin",
+                }
+            )
+        )
         h_ids = twins["twin_of_id"].astype(int).unique()
-        parts.append(pd.DataFrame({"unit": ["t" + str(i) for i in h_ids], "conversation_id": h_ids,
-                                   "user_kind": "human", "match": "twin"}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "unit": ["t" + str(i) for i in h_ids],
+                    "conversation_id": h_ids,
+                    "user_kind": "human",
+                    "match": "twin",
+                }
+            )
+        )
     covered = set(twins["conversation_id"]) | set(twins["twin_of_id"].astype(int))
     rest = frame[~frame["conversation_id"].isin(covered)]
     both = rest.groupby("condition_id")["user_kind"].nunique()
     conds = both[both == 2].index
     rest = rest[rest["condition_id"].isin(conds)]
     if len(rest):
-        parts.append(pd.DataFrame({"unit": "c" + rest["condition_id"].astype(int).astype(str).values,
-                                   "conversation_id": rest["conversation_id"].values,
-                                   "user_kind": rest["user_kind"].values, "match": "condition"}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "unit": "c" + rest["condition_id"].astype(int).astype(str).values,
+                    "conversation_id": rest["conversation_id"].values,
+                    "user_kind": rest["user_kind"].values,
+                    "match": "condition",
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
@@ -189,15 +268,29 @@ def _paired_rows(frame: pd.DataFrame, variables, ci: float) -> list[dict]:
             r = stats.wilcoxon_paired_test(per["human"].to_numpy(float), per["agent"].to_numpy(float), ci)
         if r["n_human"] < MIN_PAIRS:
             continue
-        r.update(dimension=name, kind=kind, scale=scale, slice_by="paired",
-                 slice=",".join(sorted(units["match"].unique())), scenario="all", human_summary="", agent_summary="")
+        r.update(
+            dimension=name,
+            kind=kind,
+            scale=scale,
+            slice_by="paired",
+            slice=",".join(sorted(units["match"].unique())),
+            scenario="all",
+            human_summary="",
+            agent_summary="",
+        )
         rows.append(r)
     return rows
 
 
-def comparisons_df(data: StudyData, correction: str = "holm", n_boot: int = stats.DEFAULT_BOOT,
-                   ci: float = stats.DEFAULT_CI, by: Iterable[str] = ("scenario", "assistant_model", "simulator"),
-                   include_features: bool = True, paired: bool = True) -> pd.DataFrame:
+def comparisons_df(
+    data: StudyData,
+    correction: str = "holm",
+    n_boot: int = stats.DEFAULT_BOOT,
+    ci: float = stats.DEFAULT_CI,
+    by: Iterable[str] = ("scenario", "assistant_model", "simulator"),
+    include_features: bool = True,
+    paired: bool = True,
+) -> pd.DataFrame:
     """The comparison table (``COLUMNS`` first, then ``EXTRA_COLUMNS``); p_adjusted is corrected over
     every test in the table (Holm by default, ``correction="bh"`` for Benjamini-Hochberg)."""
     stats.adjust_p([], correction)  # validate the method name before any work

@@ -88,8 +88,13 @@ def label_sources_coverage_df(session: Session, study_id: int, conversations: pd
     from db.models import Conversation, Label, LabelSource
 
     q = (
-        select(LabelSource.name, LabelSource.kind, LabelSource.params, Conversation.user_kind,
-               func.count(distinct(Label.conversation_id)))
+        select(
+            LabelSource.name,
+            LabelSource.kind,
+            LabelSource.params,
+            Conversation.user_kind,
+            func.count(distinct(Label.conversation_id)),
+        )
         .join(Label, Label.source_id == LabelSource.id)
         .join(Conversation, Conversation.id == Label.conversation_id)
         .where(Conversation.study_id == study_id, Label.turn_index == -1)
@@ -98,7 +103,9 @@ def label_sources_coverage_df(session: Session, study_id: int, conversations: pd
     totals = conversations["user_kind"].value_counts().to_dict()
     rows: dict[str, dict] = {}
     for name, kind, params, user_kind, n in session.exec(q).all():
-        r = rows.setdefault(name, {"name": name, "kind": kind, "tier": _tier(kind, params), "human": 0, "agent": 0})
+        r = rows.setdefault(
+            name, {"name": name, "kind": kind, "tier": _tier(kind, params), "human": 0, "agent": 0}
+        )
         if user_kind in ("human", "agent"):
             r[user_kind] = n
     out = pd.DataFrame(list(rows.values()), columns=["name", "kind", "tier", "human", "agent"])
@@ -117,10 +124,12 @@ def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
     if not good.empty:
         best = good.iloc[0]
         skipped = coverage[(coverage["tier"] < best["tier"])]
-        why = f"best available ({TIER_NAMES[int(best['tier'])]}; covers {best['coverage']:.0%} of each user kind)"
+        tier = TIER_NAMES[int(best["tier"])]
+        why = f"best available ({tier}; covers {best['coverage']:.0%} of each user kind)"
         if not skipped.empty:
             why += "; skipped for low coverage: " + ", ".join(
-                f"{r.name} ({r.coverage:.0%})" for r in skipped.itertuples())
+                f"{r.name} ({r.coverage:.0%})" for r in skipped.itertuples()
+            )
         return str(best["name"]), why
     best = coverage.sort_values("coverage", ascending=False).iloc[0]
     return str(best["name"]), f"widest coverage ({best['coverage']:.0%}); no source covers {MIN_COVERAGE:.0%}"
@@ -128,7 +137,9 @@ def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
 
 def wide_labels_df(labels: pd.DataFrame) -> pd.DataFrame:
     """Conversation-level labels (``db.repo.labels_df`` rows of one source) as one column per dimension."""
-    lab = labels[(labels["turn_index"] == -1) & (labels["status"].fillna("ok") == "ok") & labels["value"].notna()]
+    lab = labels[
+        (labels["turn_index"] == -1) & (labels["status"].fillna("ok") == "ok") & labels["value"].notna()
+    ]
     if lab.empty:
         return pd.DataFrame({"conversation_id": pd.Series(dtype="int64")})
     wide = lab.pivot_table(index="conversation_id", columns="dimension", values="value", aggfunc="first")
@@ -139,7 +150,9 @@ def wide_labels_df(labels: pd.DataFrame) -> pd.DataFrame:
 def default_language(conversations: pd.DataFrame) -> Optional[str]:
     """Analyse text in the humans' language when the two user kinds differ (the reference: humans
     wrote Chinese; agent turns carry Chinese translations), otherwise each in its own language."""
-    langs = conversations.groupby("user_kind")["language"].agg(lambda s: s.mode().iloc[0] if len(s.mode()) else None)
+    langs = conversations.groupby("user_kind")["language"].agg(
+        lambda s: s.mode().iloc[0] if len(s.mode()) else None
+    )
     if "human" in langs and "agent" in langs and langs["human"] != langs["agent"]:
         return langs["human"]
     return None
@@ -156,17 +169,28 @@ def _labels_frame(engine, study_id: int, source: Optional[str]) -> pd.DataFrame:
     if source is None:
         return pd.DataFrame(columns=cols)
     lab = Label.__table__
-    q = (core_select(lab.c.conversation_id, lab.c.turn_index, lab.c.dimension, lab.c.value, lab.c.status)
-         .join(LabelSource.__table__, LabelSource.__table__.c.id == lab.c.source_id)
-         .join(Conversation.__table__, Conversation.__table__.c.id == lab.c.conversation_id)
-         .where(Conversation.__table__.c.study_id == study_id, LabelSource.__table__.c.name == source,
-                lab.c.turn_index == -1))
+    q = (
+        core_select(lab.c.conversation_id, lab.c.turn_index, lab.c.dimension, lab.c.value, lab.c.status)
+        .join(LabelSource.__table__, LabelSource.__table__.c.id == lab.c.source_id)
+        .join(Conversation.__table__, Conversation.__table__.c.id == lab.c.conversation_id)
+        .where(
+            Conversation.__table__.c.study_id == study_id,
+            LabelSource.__table__.c.name == source,
+            lab.c.turn_index == -1,
+        )
+    )
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(q).all(), columns=cols)
 
 
-def load_study(engine, study_name: str, labels: Optional[str] = None, features: bool = True,
-               pipelines: Optional[dict] = None, language: Optional[str] = "auto") -> StudyData:
+def load_study(
+    engine,
+    study_name: str,
+    labels: Optional[str] = None,
+    features: bool = True,
+    pipelines: Optional[dict] = None,
+    language: Optional[str] = "auto",
+) -> StudyData:
     """Load a study for analysis. ``labels``: a label source name (default: best available);
     ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code."""
     from db.repo import conversations_df, get_label_source, get_study
@@ -179,8 +203,10 @@ def load_study(engine, study_name: str, labels: Optional[str] = None, features: 
         if labels:
             get_label_source(session, labels)  # clear error for an unknown name
             if labels not in set(coverage["name"]):
-                raise NotFoundError(f"label source {labels!r} has no conversation-level labels in study "
-                                    f"{study_name!r} (sources with labels: {', '.join(coverage['name']) or 'none'})")
+                raise NotFoundError(
+                    f"label source {labels!r} has no conversation-level labels in study "
+                    f"{study_name!r} (sources with labels: {', '.join(coverage['name']) or 'none'})"
+                )
             source, reason = labels, "chosen with --labels"
         else:
             source, reason = choose_label_source(coverage)
@@ -200,7 +226,17 @@ def load_study(engine, study_name: str, labels: Optional[str] = None, features: 
 
         feats = features_df(engine, study.id, convs, pipelines=pipelines, language=lang)
         version = feats.attrs.get("feature_version")
-    return StudyData(study_name=study_name, study_id=study.id, conversations=convs, labels=wide,
-                     label_source=source, label_source_reason=reason, features=feats, scales=scales,
-                     feature_version=version, codebook_version=cb_version, language=lang,
-                     meta={"label_sources": coverage.to_dict("records")})
+    return StudyData(
+        study_name=study_name,
+        study_id=study.id,
+        conversations=convs,
+        labels=wide,
+        label_source=source,
+        label_source_reason=reason,
+        features=feats,
+        scales=scales,
+        feature_version=version,
+        codebook_version=cb_version,
+        language=lang,
+        meta={"label_sources": coverage.to_dict("records")},
+    )

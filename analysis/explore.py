@@ -15,7 +15,12 @@ import pandas as pd
 
 from analysis.dataset import StudyData
 
-FILTERS = {"scenarios": "scenario", "assistant_models": "assistant_model", "simulators": "simulator", "waves": "wave"}
+FILTERS = {
+    "scenarios": "scenario",
+    "assistant_models": "assistant_model",
+    "simulators": "simulator",
+    "waves": "wave",
+}
 
 
 def filter_options(data: StudyData) -> dict[str, list[str]]:
@@ -24,9 +29,13 @@ def filter_options(data: StudyData) -> dict[str, list[str]]:
     return {name: sorted(c[col].dropna().astype(str).unique().tolist()) for name, col in FILTERS.items()}
 
 
-def filter_study(data: StudyData, scenarios: Optional[Sequence[str]] = None,
-                 assistant_models: Optional[Sequence[str]] = None, simulators: Optional[Sequence[str]] = None,
-                 waves: Optional[Sequence[str]] = None) -> StudyData:
+def filter_study(
+    data: StudyData,
+    scenarios: Optional[Sequence[str]] = None,
+    assistant_models: Optional[Sequence[str]] = None,
+    simulators: Optional[Sequence[str]] = None,
+    waves: Optional[Sequence[str]] = None,
+) -> StudyData:
     """A copy of the study restricted to the chosen values (None or empty = no restriction).
     The simulator filter applies to agent conversations only (humans have none)."""
     c = data.conversations
@@ -37,12 +46,17 @@ def filter_study(data: StudyData, scenarios: Optional[Sequence[str]] = None,
     if simulators:
         keep &= (c["user_kind"] != "agent") | c["simulator"].astype(str).isin(list(simulators))
     ids = set(c.loc[keep, "conversation_id"])
-    return replace(data, conversations=c[keep].reset_index(drop=True),
-                   labels=data.labels[data.labels["conversation_id"].isin(ids)].reset_index(drop=True),
-                   features=data.features[data.features["conversation_id"].isin(ids)].reset_index(drop=True))
+    return replace(
+        data,
+        conversations=c[keep].reset_index(drop=True),
+        labels=data.labels[data.labels["conversation_id"].isin(ids)].reset_index(drop=True),
+        features=data.features[data.features["conversation_id"].isin(ids)].reset_index(drop=True),
+    )
 
 
-def drilldown_ids(frame: pd.DataFrame, dimension: str, user_kind: str, scenario: str, value: str) -> list[int]:
+def drilldown_ids(
+    frame: pd.DataFrame, dimension: str, user_kind: str, scenario: str, value: str
+) -> list[int]:
     """Conversations behind one bar of ``charts.label_distribution_fig`` (its customdata)."""
     d = frame[(frame["user_kind"] == user_kind) & (frame[dimension].astype(str) == str(value))]
     if scenario != "all":

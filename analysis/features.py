@@ -41,9 +41,14 @@ FEATURES: dict[str, tuple[str, str]] = {
     "hedging_rate": ("hedges (maybe, I think, 可能, 也许...) per 100 user words", "continuous"),
     "exclamation_rate": ("share of user turns with an exclamation mark", "continuous"),
     "emoji_rate": ("emoji per user turn", "continuous"),
-    "acceptance_rate": ("share of user turns after the first that accept the assistant's proposal", "continuous"),
-    "persona_contradiction": ("1 when a user turn contradicts a persona fact (rule-based, see PERSONA_RULES)",
-                              "continuous"),
+    "acceptance_rate": (
+        "share of user turns after the first that accept the assistant's proposal",
+        "continuous",
+    ),
+    "persona_contradiction": (
+        "1 when a user turn contradicts a persona fact (rule-based, see PERSONA_RULES)",
+        "continuous",
+    ),
     "ended_by_user": ("1 when the user sent the last turn or ended the conversation", "continuous"),
     "farewell_end": ("1 when the last user turn is a thanks/goodbye closing", "continuous"),
     "ended_by_role": ("who ended: user | assistant | system", "nominal"),
@@ -51,24 +56,45 @@ FEATURES: dict[str, tuple[str, str]] = {
 }
 CONTINUOUS_FEATURES = [k for k, (_, kind) in FEATURES.items() if kind == "continuous"]
 NOMINAL_FEATURES = [k for k, (_, kind) in FEATURES.items() if kind == "nominal"]
-TURN_FEATURES = ["chars", "words", "question", "exclamation", "emoji", "first_person", "second_person",
-                 "politeness", "hedges", "accepts"]
+TURN_FEATURES = [
+    "chars",
+    "words",
+    "question",
+    "exclamation",
+    "emoji",
+    "first_person",
+    "second_person",
+    "politeness",
+    "hedges",
+    "accepts",
+]
 
 _I = re.IGNORECASE
 LEXICON = {
     "en": {
         "first_person": re.compile(r"\b(i|me|my|mine|myself|we|us|our|ours|ourselves)\b", _I),
         "second_person": re.compile(r"\b(you|your|yours|yourself|yourselves|u)\b", _I),
-        "politeness": re.compile(r"\b(please|pls|thanks?|thank you|thx|appreciated?|kindly|grateful|sorry|"
-                                 r"excuse me|would you mind|could you)\b", _I),
-        "hedges": re.compile(r"\b(maybe|perhaps|possibly|probably|might|somewhat|i guess|i think|i suppose|"
-                             r"not sure|kind of|sort of|seems?|likely|roughly|approximately)\b", _I),
+        "politeness": re.compile(
+            r"\b(please|pls|thanks?|thank you|thx|appreciated?|kindly|grateful|sorry|"
+            r"excuse me|would you mind|could you)\b",
+            _I,
+        ),
+        "hedges": re.compile(
+            r"\b(maybe|perhaps|possibly|probably|might|somewhat|i guess|i think|i suppose|"
+            r"not sure|kind of|sort of|seems?|likely|roughly|approximately)\b",
+            _I,
+        ),
         "question": re.compile(r"\?"),
         "farewell": re.compile(r"\b(thank(s| you)|bye|goodbye|that'?s all|cheers)\b", _I),
-        "accept": re.compile(r"\b(sounds (great|good|perfect|wonderful)|that'?s (great|perfect|helpful)|perfect|"
-                             r"i'?ll (go with|take|try|book|choose)|let'?s go with|great (idea|suggestion)|"
-                             r"i like (that|this|it)|works for me|ok(ay)?|yes)\b", _I),
-        "reject": re.compile(r"\b(but|however|not|don'?t|doesn'?t|instead|rather|too (expensive|far|long))\b", _I),
+        "accept": re.compile(
+            r"\b(sounds (great|good|perfect|wonderful)|that'?s (great|perfect|helpful)|perfect|"
+            r"i'?ll (go with|take|try|book|choose)|let'?s go with|great (idea|suggestion)|"
+            r"i like (that|this|it)|works for me|ok(ay)?|yes)\b",
+            _I,
+        ),
+        "reject": re.compile(
+            r"\b(but|however|not|don'?t|doesn'?t|instead|rather|too (expensive|far|long))\b", _I
+        ),
     },
     "zh": {
         "first_person": re.compile(r"我们|咱们|我|咱|俺|本人"),
@@ -82,21 +108,33 @@ LEXICON = {
     },
 }
 _EXCLAIM = re.compile(r"[!！]")
-_EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002600-\U000027BF\U0001F000-\U0001F2FF\U0001F900-\U0001F9FF]")
+_EMOJI = re.compile("[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff\U0001f900-\U0001f9ff]")
 _WORDLIKE = re.compile(r"\w", re.UNICODE)
 
 # Persona facts and what would contradict them in the user's own turns: (fact, persona pattern,
 # contradicting pattern). Deliberately simple and transparent; a hit is a candidate for review,
 # not proof (the user may mention meat to exclude it).
 PERSONA_RULES = [
-    ("vegetarian", re.compile(r"vegetarian|vegan|素食|吃素", _I),
-     re.compile(r"\b(beef|pork|chicken|steak|bacon|lamb|ham|meat)\b|牛肉|猪肉|鸡肉|牛排|羊肉|红烧肉", _I)),
-    ("budget", re.compile(r"frugal|budget|thrifty|economical|saving money|节俭|省钱|经济实惠|性价比", _I),
-     re.compile(r"luxury|luxurious|five-star|5-star|first class|splurge|豪华|奢侈|五星|头等舱", _I)),
-    ("introvert", re.compile(r"introvert|quiet|内向|安静", _I),
-     re.compile(r"nightlife|nightclub|party|parties|crowded|夜店|蹦迪|派对|热闹", _I)),
-    ("no_alcohol", re.compile(r"don'?t drink|non-drinker|teetotal|no alcohol|不喝酒|不饮酒|滴酒不沾", _I),
-     re.compile(r"\b(wine|beer|cocktails?|whisk(e)?y|bar)\b|酒吧|啤酒|红酒|鸡尾酒", _I)),
+    (
+        "vegetarian",
+        re.compile(r"vegetarian|vegan|素食|吃素", _I),
+        re.compile(r"\b(beef|pork|chicken|steak|bacon|lamb|ham|meat)\b|牛肉|猪肉|鸡肉|牛排|羊肉|红烧肉", _I),
+    ),
+    (
+        "budget",
+        re.compile(r"frugal|budget|thrifty|economical|saving money|节俭|省钱|经济实惠|性价比", _I),
+        re.compile(r"luxury|luxurious|five-star|5-star|first class|splurge|豪华|奢侈|五星|头等舱", _I),
+    ),
+    (
+        "introvert",
+        re.compile(r"introvert|quiet|内向|安静", _I),
+        re.compile(r"nightlife|nightclub|party|parties|crowded|夜店|蹦迪|派对|热闹", _I),
+    ),
+    (
+        "no_alcohol",
+        re.compile(r"don'?t drink|non-drinker|teetotal|no alcohol|不喝酒|不饮酒|滴酒不沾", _I),
+        re.compile(r"\b(wine|beer|cocktails?|whisk(e)?y|bar)\b|酒吧|啤酒|红酒|鸡尾酒", _I),
+    ),
 ]
 
 
@@ -197,9 +235,14 @@ def _texts(turns: pd.DataFrame, conversations: pd.DataFrame, language: Optional[
     return out
 
 
-def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipelines: Optional[dict] = None,
-                        language: Optional[str] = None, batch_size: int = 512,
-                        personas: Optional[dict] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compute_features_df(
+    turns: pd.DataFrame,
+    conversations: pd.DataFrame,
+    pipelines: Optional[dict] = None,
+    language: Optional[str] = None,
+    batch_size: int = 512,
+    personas: Optional[dict] = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features per conversation (one row each, ``FEATURES`` columns) and per user turn.
 
     ``language``: analyse every conversation in this language, using stored translations where a
@@ -226,18 +269,23 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
     for t, toks in zip(user, tokens):
         lex = LEXICON[t.lang]
         text = t.text
-        turn_rows.append({
-            "conversation_id": t.conversation_id, "turn_index": t.index, "language": t.lang,
-            "chars": len(text.strip()), "words": len(toks),
-            "question": int(bool(lex["question"].search(text))),
-            "exclamation": int(bool(_EXCLAIM.search(text))),
-            "emoji": len(_EMOJI.findall(text)),
-            "first_person": len(lex["first_person"].findall(text)),
-            "second_person": len(lex["second_person"].findall(text)),
-            "politeness": len(lex["politeness"].findall(text)),
-            "hedges": len(lex["hedges"].findall(text)),
-            "accepts": int(bool(lex["accept"].search(text)) and not lex["reject"].search(text)),
-        })
+        turn_rows.append(
+            {
+                "conversation_id": t.conversation_id,
+                "turn_index": t.index,
+                "language": t.lang,
+                "chars": len(text.strip()),
+                "words": len(toks),
+                "question": int(bool(lex["question"].search(text))),
+                "exclamation": int(bool(_EXCLAIM.search(text))),
+                "emoji": len(_EMOJI.findall(text)),
+                "first_person": len(lex["first_person"].findall(text)),
+                "second_person": len(lex["second_person"].findall(text)),
+                "politeness": len(lex["politeness"].findall(text)),
+                "hedges": len(lex["hedges"].findall(text)),
+                "accepts": int(bool(lex["accept"].search(text)) and not lex["reject"].search(text)),
+            }
+        )
     turn_df = pd.DataFrame(turn_rows, columns=["conversation_id", "turn_index", "language"] + TURN_FEATURES)
 
     tokens_by_conv: dict[int, list[str]] = {}
@@ -252,21 +300,37 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
         if t.role == "user":
             last_user_text[t.conversation_id] = t
 
-    agg = turn_df.groupby("conversation_id").agg(
-        n_user_turns=("chars", "size"), chars=("chars", "mean"), words=("words", "mean"),
-        words_total=("words", "sum"), question=("question", "mean"), exclamation=("exclamation", "mean"),
-        emoji=("emoji", "mean"), first=("first_person", "sum"), second=("second_person", "sum"),
-        polite=("politeness", "mean"), hedges=("hedges", "sum"),
-    ) if len(turn_df) else pd.DataFrame()
+    agg = (
+        turn_df.groupby("conversation_id").agg(
+            n_user_turns=("chars", "size"),
+            chars=("chars", "mean"),
+            words=("words", "mean"),
+            words_total=("words", "sum"),
+            question=("question", "mean"),
+            exclamation=("exclamation", "mean"),
+            emoji=("emoji", "mean"),
+            first=("first_person", "sum"),
+            second=("second_person", "sum"),
+            polite=("politeness", "mean"),
+            hedges=("hedges", "sum"),
+        )
+        if len(turn_df)
+        else pd.DataFrame()
+    )
     later = turn_df[turn_df.groupby("conversation_id").cumcount() > 0] if len(turn_df) else turn_df
     acc = later.groupby("conversation_id")["accepts"].mean() if len(later) else pd.Series(dtype=float)
 
     originals: dict[int, list[str]] = {}
-    for cid, role, content in turns[["conversation_id", "role", "content"]].itertuples(index=False, name=None):
+    for cid, role, content in turns[["conversation_id", "role", "content"]].itertuples(
+        index=False, name=None
+    ):
         if role == "user":
             originals.setdefault(int(cid), []).append(content or "")
-    persona_of = dict(zip(conversations["conversation_id"], conversations["profile_id"])) \
-        if "profile_id" in conversations.columns else {}
+    persona_of = (
+        dict(zip(conversations["conversation_id"], conversations["profile_id"]))
+        if "profile_id" in conversations.columns
+        else {}
+    )
     personas = personas or {}
 
     rows = []
@@ -277,29 +341,37 @@ def compute_features_df(turns: pd.DataFrame, conversations: pd.DataFrame, pipeli
         cid = int(cid)
         a = agg_rows.get(cid)
         words_total = float(a["words_total"]) if a is not None else 0.0
-        per100 = (lambda k: 100 * float(a[k]) / words_total) if a is not None and words_total > 0 else (lambda k: np.nan)
+        per100 = (
+            (lambda k: 100 * float(a[k]) / words_total)
+            if a is not None and words_total > 0
+            else (lambda k: np.nan)
+        )
         ended_by, end_kind = _ending(meta.get(cid, {}), last_turn.get(cid), last_user_text.get(cid))
-        rows.append({
-            "conversation_id": cid,
-            "n_turns": float(n_turns.get(cid, 0)),
-            "n_user_turns": float(a["n_user_turns"]) if a is not None else 0.0,
-            "user_chars_per_turn": float(a["chars"]) if a is not None else np.nan,
-            "user_words_per_turn": float(a["words"]) if a is not None else np.nan,
-            "mattr": mattr(tokens_by_conv.get(cid, [])),
-            "question_rate": float(a["question"]) if a is not None else np.nan,
-            "first_person_rate": per100("first"),
-            "second_person_rate": per100("second"),
-            "politeness_rate": float(a["polite"]) if a is not None else np.nan,
-            "hedging_rate": per100("hedges"),
-            "exclamation_rate": float(a["exclamation"]) if a is not None else np.nan,
-            "emoji_rate": float(a["emoji"]) if a is not None else np.nan,
-            "acceptance_rate": float(acc.get(cid, np.nan)),
-            "persona_contradiction": persona_contradiction(personas.get(persona_of.get(cid)), originals.get(cid, [])),
-            "ended_by_user": float(ended_by == "user"),
-            "farewell_end": float(end_kind == "farewell"),
-            "ended_by_role": ended_by,
-            "end_kind": end_kind,
-        })
+        rows.append(
+            {
+                "conversation_id": cid,
+                "n_turns": float(n_turns.get(cid, 0)),
+                "n_user_turns": float(a["n_user_turns"]) if a is not None else 0.0,
+                "user_chars_per_turn": float(a["chars"]) if a is not None else np.nan,
+                "user_words_per_turn": float(a["words"]) if a is not None else np.nan,
+                "mattr": mattr(tokens_by_conv.get(cid, [])),
+                "question_rate": float(a["question"]) if a is not None else np.nan,
+                "first_person_rate": per100("first"),
+                "second_person_rate": per100("second"),
+                "politeness_rate": float(a["polite"]) if a is not None else np.nan,
+                "hedging_rate": per100("hedges"),
+                "exclamation_rate": float(a["exclamation"]) if a is not None else np.nan,
+                "emoji_rate": float(a["emoji"]) if a is not None else np.nan,
+                "acceptance_rate": float(acc.get(cid, np.nan)),
+                "persona_contradiction": persona_contradiction(
+                    personas.get(persona_of.get(cid)), originals.get(cid, [])
+                ),
+                "ended_by_user": float(ended_by == "user"),
+                "farewell_end": float(end_kind == "farewell"),
+                "ended_by_role": ended_by,
+                "end_kind": end_kind,
+            }
+        )
     return pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES)), turn_df
 
 
@@ -311,8 +383,11 @@ def _ending(conv: dict, last: Optional[_Text], last_user: Optional[_Text]) -> tu
         ended_by = last.role if last is not None else "none"
     reason = conv.get("end_reason") if isinstance(conv.get("end_reason"), str) else ""
     status = conv.get("status") if isinstance(conv.get("status"), str) else ""
-    if last_user is not None and LEXICON[last_user.lang]["farewell"].search(last_user.text) and \
-            len(last_user.text) < 200:
+    if (
+        last_user is not None
+        and LEXICON[last_user.lang]["farewell"].search(last_user.text)
+        and len(last_user.text) < 200
+    ):
         kind = "farewell"
     elif "max_turn" in reason:
         kind = "max_turns"
@@ -332,8 +407,15 @@ def feature_version(pipelines: dict, language: Optional[str]) -> str:
     return f"v{FEATURES_VERSION}|lang={lang_key(language) if language else 'own'}|{pipeline_id(pipelines)}"
 
 
-def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: Optional[dict] = None,
-                language: Optional[str] = None, recompute: bool = False, chunk: int = 5000) -> pd.DataFrame:
+def features_df(
+    engine,
+    study_id: int,
+    conversations: pd.DataFrame,
+    pipelines: Optional[dict] = None,
+    language: Optional[str] = None,
+    recompute: bool = False,
+    chunk: int = 5000,
+) -> pd.DataFrame:
     """Per-conversation features of the given conversations, from the feature store; conversations
     without stored features for this version are computed (batched) and stored first."""
     from sqlalchemy import delete, insert, select
@@ -348,34 +430,54 @@ def features_df(engine, study_id: int, conversations: pd.DataFrame, pipelines: O
     with engine.begin() as conn:
         if recompute:
             for i in range(0, len(ids), chunk):
-                conn.execute(delete(table).where(table.c.version == version, table.c.conversation_id.in_(ids[i:i + chunk])))
+                conn.execute(
+                    delete(table).where(
+                        table.c.version == version, table.c.conversation_id.in_(ids[i : i + chunk])
+                    )
+                )
         stored = {}
         for i in range(0, len(ids), chunk):
             q = select(table.c.conversation_id, table.c["values"]).where(
-                table.c.version == version, table.c.conversation_id.in_(ids[i:i + chunk]))
+                table.c.version == version, table.c.conversation_id.in_(ids[i : i + chunk])
+            )
             stored.update({cid: vals for cid, vals in conn.execute(q)})
     missing = [c for c in ids if c not in stored]
     for i in range(0, len(missing), chunk):
-        part = missing[i:i + chunk]
+        part = missing[i : i + chunk]
         turns = _turns_frame(engine, part)
         convs = conversations[conversations["conversation_id"].isin(part)]
-        conv_feats, turn_feats = compute_features_df(turns, convs, pipelines, language,
-                                                     personas=persona_texts(engine, convs))
-        by_conv = {cid: g.drop(columns=["conversation_id"]).to_dict("records")
-                   for cid, g in turn_feats.groupby("conversation_id")} if len(turn_feats) else {}
+        conv_feats, turn_feats = compute_features_df(
+            turns, convs, pipelines, language, personas=persona_texts(engine, convs)
+        )
+        by_conv = (
+            {
+                cid: g.drop(columns=["conversation_id"]).to_dict("records")
+                for cid, g in turn_feats.groupby("conversation_id")
+            }
+            if len(turn_feats)
+            else {}
+        )
         now = utcnow()
         rows = []
         for rec in conv_feats.to_dict("records"):
             cid = int(rec.pop("conversation_id"))
             vals = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
             stored[cid] = vals
-            rows.append({"conversation_id": cid, "version": version, "values": vals,
-                         "turns": _jsonable(by_conv.get(cid, [])), "computed_at": now})
+            rows.append(
+                {
+                    "conversation_id": cid,
+                    "version": version,
+                    "values": vals,
+                    "turns": _jsonable(by_conv.get(cid, [])),
+                    "computed_at": now,
+                }
+            )
         if rows:
             with engine.begin() as conn:
                 conn.execute(insert(table), rows)
-    out = pd.DataFrame([{"conversation_id": cid, **stored[cid]} for cid in ids],
-                       columns=["conversation_id"] + list(FEATURES))
+    out = pd.DataFrame(
+        [{"conversation_id": cid, **stored[cid]} for cid in ids], columns=["conversation_id"] + list(FEATURES)
+    )
     for col in CONTINUOUS_FEATURES:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     out.attrs["feature_version"] = version
@@ -391,8 +493,11 @@ def _turns_frame(engine, conversation_ids: list[int]) -> pd.DataFrame:
 
     t = Turn.__table__
     cols = ["conversation_id", "index", "role", "content", "translation", "translation_language"]
-    q = select(*[t.c[c] for c in cols]).where(t.c.conversation_id.in_(conversation_ids)).order_by(
-        t.c.conversation_id, t.c["index"])
+    q = (
+        select(*[t.c[c] for c in cols])
+        .where(t.c.conversation_id.in_(conversation_ids))
+        .order_by(t.c.conversation_id, t.c["index"])
+    )
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(q).all(), columns=cols)
 
@@ -409,9 +514,12 @@ def persona_texts(engine, conversations: pd.DataFrame) -> dict:
     out = {}
     with Session(engine) as session:
         for i in range(0, len(ids), 5000):
-            for prof in session.exec(select(Profile).where(Profile.id.in_(ids[i:i + 5000]))).all():
-                parts = [prof.text or "", json.dumps(prof.fields or {}, ensure_ascii=False),
-                         " ".join(str(v) for v in (prof.translations or {}).values())]
+            for prof in session.exec(select(Profile).where(Profile.id.in_(ids[i : i + 5000]))).all():
+                parts = [
+                    prof.text or "",
+                    json.dumps(prof.fields or {}, ensure_ascii=False),
+                    " ".join(str(v) for v in (prof.translations or {}).values()),
+                ]
                 out[prof.id] = "\n".join(parts)
     return out
 

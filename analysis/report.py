@@ -26,8 +26,16 @@ from analysis.dataset import StudyData, load_study
 from analysis.likeness import likeness_tables
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
-REPORT_SECTIONS = ["summary", "comparisons", "distributions", "effects", "features", "likeness", "agreement",
-                   "provenance"]
+REPORT_SECTIONS = [
+    "summary",
+    "comparisons",
+    "distributions",
+    "effects",
+    "features",
+    "likeness",
+    "agreement",
+    "provenance",
+]
 
 
 @dataclass
@@ -54,7 +62,7 @@ def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[Optional[p
     frames = []
     with Session(engine) as session:
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 try:
                     df = study_agreement_df(session, data.study_name, a, b, n_boot=n_boot)
                 except Exception as exc:  # noqa: BLE001 - one failing pair must not sink the report
@@ -66,9 +74,16 @@ def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[Optional[p
     return pd.concat(frames, ignore_index=True), ""
 
 
-def analyze(engine, study: str, labels: Optional[str] = None, correction: str = "holm", n_boot: int = 1000,
-            pipelines: Optional[dict] = None, agreement: bool = True,
-            progress: Optional[Callable[[str], None]] = None) -> AnalysisResult:
+def analyze(
+    engine,
+    study: str,
+    labels: Optional[str] = None,
+    correction: str = "holm",
+    n_boot: int = 1000,
+    pipelines: Optional[dict] = None,
+    agreement: bool = True,
+    progress: Optional[Callable[[str], None]] = None,
+) -> AnalysisResult:
     """Load the study (features from the store), compare, measure human-likeness and agreement."""
     import time
 
@@ -103,14 +118,27 @@ def provenance(engine, result: AnalysisResult) -> dict:
     data = result.data
     convs = data.conversations
     with Session(engine) as session:
-        n_turns = session.exec(select(func.count(Turn.id)).join(Conversation, Conversation.id == Turn.conversation_id)
-                               .where(Conversation.study_id == data.study_id)).one()
-        n_labels = session.exec(select(func.count(Label.id)).join(Conversation, Conversation.id == Label.conversation_id)
-                                .where(Conversation.study_id == data.study_id)).one()
+        n_turns = session.exec(
+            select(func.count(Turn.id))
+            .join(Conversation, Conversation.id == Turn.conversation_id)
+            .where(Conversation.study_id == data.study_id)
+        ).one()
+        n_labels = session.exec(
+            select(func.count(Label.id))
+            .join(Conversation, Conversation.id == Label.conversation_id)
+            .where(Conversation.study_id == data.study_id)
+        ).one()
         sim_ids = [int(i) for i in convs["simulator_config_id"].dropna().unique()]
-        sims = session.exec(select(SimulatorConfig).where(SimulatorConfig.id.in_(sim_ids))).all() if sim_ids else []
-        src = session.exec(select(LabelSource).where(LabelSource.name == data.label_source)).first() \
-            if data.label_source else None
+        sims = (
+            session.exec(select(SimulatorConfig).where(SimulatorConfig.id.in_(sim_ids))).all()
+            if sim_ids
+            else []
+        )
+        src = (
+            session.exec(select(LabelSource).where(LabelSource.name == data.label_source)).first()
+            if data.label_source
+            else None
+        )
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": f"llm-user-workbench {__version__}",
@@ -126,12 +154,24 @@ def provenance(engine, result: AnalysisResult) -> dict:
         "analysis_language": data.language or "each conversation in its own language",
         "correction": result.correction,
         "assistant_models": sorted(convs["assistant_model"].dropna().unique().tolist()),
-        "simulators": [{"name": s.name, "model": s.model, "prompt_template": s.prompt_template,
-                        "prompt_version": s.prompt_version, "temperature": s.temperature} for s in sims],
-        "counts": {"conversations_human": int((convs["user_kind"] == "human").sum()),
-                   "conversations_agent": int((convs["user_kind"] == "agent").sum()),
-                   "participants": int(convs["participant"].nunique()),
-                   "scenarios": int(convs["scenario"].nunique()), "turns": int(n_turns), "labels": int(n_labels)},
+        "simulators": [
+            {
+                "name": s.name,
+                "model": s.model,
+                "prompt_template": s.prompt_template,
+                "prompt_version": s.prompt_version,
+                "temperature": s.temperature,
+            }
+            for s in sims
+        ],
+        "counts": {
+            "conversations_human": int((convs["user_kind"] == "human").sum()),
+            "conversations_agent": int((convs["user_kind"] == "agent").sum()),
+            "participants": int(convs["participant"].nunique()),
+            "scenarios": int(convs["scenario"].nunique()),
+            "turns": int(n_turns),
+            "labels": int(n_labels),
+        },
         "label_sources": data.meta.get("label_sources", []),
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
     }
@@ -156,11 +196,17 @@ def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
         df.to_csv(p, index=False)
         paths.append(p)
     p = out_dir / "meta.json"
-    meta = {"study": result.data.study_name, "label_source": result.data.label_source,
-            "label_source_reason": result.data.label_source_reason, "correction": result.correction,
-            "feature_version": result.data.feature_version, "codebook_version": result.data.codebook_version,
-            "analysis_language": result.data.language, "n_rows": len(comp),
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "study": result.data.study_name,
+        "label_source": result.data.label_source,
+        "label_source_reason": result.data.label_source_reason,
+        "correction": result.correction,
+        "feature_version": result.data.feature_version,
+        "codebook_version": result.data.codebook_version,
+        "analysis_language": result.data.language,
+        "n_rows": len(comp),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     p.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     paths.append(p)
     return paths
@@ -177,8 +223,9 @@ def _table_html(df: Optional[pd.DataFrame], columns: Optional[list] = None, max_
     if df is None or df.empty:
         return "<p class='na'>no rows</p>"
     d = df[columns] if columns else df
-    return d.head(max_rows).to_html(index=False, classes="tbl", na_rep="", float_format=lambda x: f"{x:.4g}",
-                                    escape=True, border=0)
+    return d.head(max_rows).to_html(
+        index=False, classes="tbl", na_rep="", float_format=lambda x: f"{x:.4g}", escape=True, border=0
+    )
 
 
 def render_report(result: AnalysisResult, engine) -> str:
@@ -190,7 +237,13 @@ def render_report(result: AnalysisResult, engine) -> str:
     comp = result.comparisons
     figs: list[tuple[str, str, object]] = []  # (section, title, figure)
     for dim in data.dimensions:
-        figs.append(("distributions", dim, charts.label_distribution_fig(frame, dim, data.scales.get(dim, ("", []))[1])))
+        figs.append(
+            (
+                "distributions",
+                dim,
+                charts.label_distribution_fig(frame, dim, data.scales.get(dim, ("", []))[1]),
+            )
+        )
     figs.append(("effects", "pooled", charts.forest_fig(comp, "pooled", "label")))
     figs.append(("effects", "per scenario", charts.forest_fig(comp, "scenario", "label")))
     figs.append(("effects", "features", charts.forest_fig(comp, "pooled", "feature")))
@@ -201,17 +254,23 @@ def render_report(result: AnalysisResult, engine) -> str:
     rendered: dict[str, list[str]] = {}
     for i, (section, _title, fig) in enumerate(figs):
         rendered.setdefault(section, []).append(
-            fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
+            fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+        )
     csv_bytes = comp.to_csv(index=False).encode("utf-8")
     prov = provenance(engine, result)
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html", "j2"]))
     template = env.from_string(TEMPLATE.read_text(encoding="utf-8"))
     pooled = comp[(comp["slice_by"] == "pooled")] if len(comp) else comp
     return template.render(
-        title=f"Human vs agent: {data.study_name}", prov=prov, prov_json=json.dumps(prov, indent=1, default=str),
-        figs=rendered, sections=REPORT_SECTIONS,
+        title=f"Human vs agent: {data.study_name}",
+        prov=prov,
+        prov_json=json.dumps(prov, indent=1, default=str),
+        figs=rendered,
+        sections=REPORT_SECTIONS,
         summary_table=_table_html(pooled[pooled["kind"] == "label"] if len(pooled) else pooled, COLUMNS),
-        comparisons_table=_table_html(comp, COLUMNS + ["slice_by", "slice", "human_summary", "agent_summary", "note"]),
+        comparisons_table=_table_html(
+            comp, COLUMNS + ["slice_by", "slice", "human_summary", "agent_summary", "note"]
+        ),
         csv_href="data:text/csv;base64," + base64.b64encode(csv_bytes).decode("ascii"),
         latex=latex_table(comp) if len(comp) else "",
         ranking_table=_table_html(result.likeness["ranking"]),

@@ -23,14 +23,33 @@ DEFAULT_BOOT = 1000
 DEFAULT_CI = 0.95
 
 
-def result(test: str, statistic=None, p_value=None, effect_size_name=None, effect_size=None,
-           ci_low=None, ci_high=None, n_human=0, n_agent=0, note: str = "") -> dict:
+def result(
+    test: str,
+    statistic=None,
+    p_value=None,
+    effect_size_name=None,
+    effect_size=None,
+    ci_low=None,
+    ci_high=None,
+    n_human=0,
+    n_agent=0,
+    note: str = "",
+) -> dict:
     def f(x):
         return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
-    return {"test": test, "statistic": f(statistic), "p_value": f(p_value), "effect_size_name": effect_size_name,
-            "effect_size": f(effect_size), "ci_low": f(ci_low), "ci_high": f(ci_high),
-            "n_human": int(n_human), "n_agent": int(n_agent), "note": note}
+    return {
+        "test": test,
+        "statistic": f(statistic),
+        "p_value": f(p_value),
+        "effect_size_name": effect_size_name,
+        "effect_size": f(effect_size),
+        "ci_low": f(ci_low),
+        "ci_high": f(ci_high),
+        "n_human": int(n_human),
+        "n_agent": int(n_agent),
+        "note": note,
+    }
 
 
 def not_enough(test: str, n_human: int, n_agent: int, effect_size_name=None, why: str = "") -> dict:
@@ -43,7 +62,9 @@ def not_enough(test: str, n_human: int, n_agent: int, effect_size_name=None, why
 # --------------------------------------------------------------------------------------------------
 
 
-def contingency(human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list]:
+def contingency(
+    human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None
+) -> tuple[np.ndarray, list]:
     """2 x k table of counts (row 0 human, row 1 agent); categories seen in neither group are dropped."""
     h = pd.Series(human, dtype=object).astype(str).value_counts()
     a = pd.Series(agent, dtype=object).astype(str).value_counts()
@@ -97,8 +118,14 @@ def _multinomial_boot(table: np.ndarray, n_boot: int, rng: np.random.Generator) 
     return reps
 
 
-def chi_square_test(human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None,
-                    n_boot: int = DEFAULT_BOOT, ci: float = DEFAULT_CI, seed: int = 0) -> dict:
+def chi_square_test(
+    human: Sequence,
+    agent: Sequence,
+    categories: Optional[Sequence[str]] = None,
+    n_boot: int = DEFAULT_BOOT,
+    ci: float = DEFAULT_CI,
+    seed: int = 0,
+) -> dict:
     """Pearson chi-square without continuity correction, or Fisher's exact test for a 2x2 table with
     an expected count below 5; Cramer's V with a percentile bootstrap interval."""
     n_h, n_a = len(human), len(agent)
@@ -106,8 +133,18 @@ def chi_square_test(human: Sequence, agent: Sequence, categories: Optional[Seque
         return not_enough("chi_square", n_h, n_a, "cramers_v")
     table, cats = contingency(human, agent, categories)
     if table.shape[1] < 2:
-        return result("chi_square", 0.0, 1.0, "cramers_v", 0.0, 0.0, 0.0, n_h, n_a,
-                      note=f"one category only ({cats[0]!r}): no difference possible")
+        return result(
+            "chi_square",
+            0.0,
+            1.0,
+            "cramers_v",
+            0.0,
+            0.0,
+            0.0,
+            n_h,
+            n_a,
+            note=f"one category only ({cats[0]!r}): no difference possible",
+        )
     chi2, p, dof, expected = stats.chi2_contingency(table, correction=False)
     test, statistic, note = "chi_square", chi2, f"dof={dof}"
     if table.shape == (2, 2) and expected.min() < 5:
@@ -146,7 +183,9 @@ def _placements(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return below_y, above_x
 
 
-def cliffs_delta_ci(human: Sequence[float], agent: Sequence[float], ci: float = DEFAULT_CI) -> tuple[float, float, float]:
+def cliffs_delta_ci(
+    human: Sequence[float], agent: Sequence[float], ci: float = DEFAULT_CI
+) -> tuple[float, float, float]:
     """Cliff's delta with a confidence interval from DeLong's variance of the AUC (delta = 2 AUC - 1).
 
     DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44:837; the interval is computed on the
@@ -169,8 +208,18 @@ def mann_whitney_test(human: Sequence[float], agent: Sequence[float], ci: float 
     if len(x) < MIN_PER_GROUP or len(y) < MIN_PER_GROUP:
         return not_enough("mann_whitney", len(x), len(y), "cliffs_delta")
     if np.ptp(np.concatenate([x, y])) == 0:
-        return result("mann_whitney", len(x) * len(y) / 2, 1.0, "cliffs_delta", 0.0, 0.0, 0.0, len(x), len(y),
-                      note="all values equal")
+        return result(
+            "mann_whitney",
+            len(x) * len(y) / 2,
+            1.0,
+            "cliffs_delta",
+            0.0,
+            0.0,
+            0.0,
+            len(x),
+            len(y),
+            note="all values equal",
+        )
     u, p = stats.mannwhitneyu(y, x, alternative="two-sided")
     d, lo, hi = cliffs_delta_ci(x, y, ci)
     return result("mann_whitney", u, p, "cliffs_delta", d, lo, hi, len(x), len(y))
@@ -205,15 +254,24 @@ def welch_t_test(human: Sequence[float], agent: Sequence[float], ci: float = DEF
         return not_enough("welch_t", len(x), len(y), "hedges_g")
     if x.var() == 0 and y.var() == 0:
         same = x[0] == y[0]
-        return result("welch_t", 0.0 if same else None, 1.0 if same else None, "hedges_g", 0.0 if same else None,
-                      n_human=len(x), n_agent=len(y), note="no variance in either group")
+        return result(
+            "welch_t",
+            0.0 if same else None,
+            1.0 if same else None,
+            "hedges_g",
+            0.0 if same else None,
+            n_human=len(x),
+            n_agent=len(y),
+            note="no variance in either group",
+        )
     t, p = stats.ttest_ind(y, x, equal_var=False)
     g, lo, hi = hedges_g_ci(x, y, ci)
     return result("welch_t", t, p, "hedges_g", g, lo, hi, len(x), len(y))
 
 
-def clustered_test(human: Sequence[float], agent: Sequence[float], human_clusters: Sequence,
-                   ci: float = DEFAULT_CI) -> dict:
+def clustered_test(
+    human: Sequence[float], agent: Sequence[float], human_clusters: Sequence, ci: float = DEFAULT_CI
+) -> dict:
     """Mean difference (agent - human) by OLS with cluster-robust (CR1) standard errors, clustered by
     participant; each agent conversation is its own cluster.
 
@@ -229,17 +287,43 @@ def clustered_test(human: Sequence[float], agent: Sequence[float], human_cluster
     clusters = pd.Series(list(human_clusters)).fillna("").astype(str)
     n_clusters = clusters.nunique()
     if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP or n_clusters < 2:
-        return not_enough("ols_cluster_robust", n_h, n_a, "mean_difference",
-                          why=f"n_human={n_h}, n_agent={n_a}, human clusters={n_clusters}")
+        return not_enough(
+            "ols_cluster_robust",
+            n_h,
+            n_a,
+            "mean_difference",
+            why=f"n_human={n_h}, n_agent={n_a}, human clusters={n_clusters}",
+        )
     values = np.concatenate([x, y])
     if np.ptp(values) == 0:
-        return result("ols_cluster_robust", 0.0, 1.0, "mean_difference", 0.0, 0.0, 0.0, n_h, n_a, note="all values equal")
+        return result(
+            "ols_cluster_robust",
+            0.0,
+            1.0,
+            "mean_difference",
+            0.0,
+            0.0,
+            0.0,
+            n_h,
+            n_a,
+            note="all values equal",
+        )
     groups = np.concatenate([pd.factorize(clusters)[0], n_clusters + np.arange(n_a)])
     design = sm.add_constant(np.concatenate([np.zeros(n_h), np.ones(n_a)]))
     fit = sm.OLS(values, design).fit(cov_type="cluster", cov_kwds={"groups": groups})
     lo, hi = fit.conf_int(alpha=1 - ci)[1]
-    return result("ols_cluster_robust", fit.tvalues[1], fit.pvalues[1], "mean_difference", fit.params[1], lo, hi,
-                  n_h, n_a, note=f"clusters: {n_clusters} participants + {n_a} agent conversations")
+    return result(
+        "ols_cluster_robust",
+        fit.tvalues[1],
+        fit.pvalues[1],
+        "mean_difference",
+        fit.params[1],
+        lo,
+        hi,
+        n_h,
+        n_a,
+        note=f"clusters: {n_clusters} participants + {n_a} agent conversations",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,7 +341,9 @@ def wilcoxon_paired_test(human: Sequence[float], agent: Sequence[float], ci: flo
     if n < 3:
         return not_enough("wilcoxon_paired", n, n, "rank_biserial")
     if len(nz) == 0:
-        return result("wilcoxon_paired", 0.0, 1.0, "rank_biserial", 0.0, 0.0, 0.0, n, n, note="all pairs equal")
+        return result(
+            "wilcoxon_paired", 0.0, 1.0, "rank_biserial", 0.0, 0.0, 0.0, n, n, note="all pairs equal"
+        )
     w, p = stats.wilcoxon(y, x, zero_method="wilcox")
 
     def rbc(diffs):
@@ -273,8 +359,9 @@ def wilcoxon_paired_test(human: Sequence[float], agent: Sequence[float], ci: flo
     return result("wilcoxon_paired", w, p, "rank_biserial", rbc(d), lo, hi, n, n, note="pairs")
 
 
-def mcnemar_bowker_test(human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None,
-                        ci: float = DEFAULT_CI) -> dict:
+def mcnemar_bowker_test(
+    human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None, ci: float = DEFAULT_CI
+) -> dict:
     """Symmetry test of the human x agent table of matched pairs (McNemar for two categories,
     Bowker for more; statsmodels ``SquareTable.symmetry``); effect = share of pairs that agree,
     with a Wilson interval."""
@@ -294,10 +381,22 @@ def mcnemar_bowker_test(human: Sequence, agent: Sequence, categories: Optional[S
     agree = int(np.trace(table))
     lo, hi = proportion_confint(agree, n, alpha=1 - ci, method="wilson")
     if len(cats) < 2 or agree == n:
-        return result("mcnemar_bowker", 0.0, 1.0, "pair_agreement", agree / n, lo, hi, n, n, note="all pairs agree")
+        return result(
+            "mcnemar_bowker", 0.0, 1.0, "pair_agreement", agree / n, lo, hi, n, n, note="all pairs agree"
+        )
     sym = SquareTable(table, shift_zeros=False).symmetry()
-    return result("mcnemar_bowker", sym.statistic, sym.pvalue, "pair_agreement", agree / n, lo, hi, n, n,
-                  note=f"dof={int(sym.df)}")
+    return result(
+        "mcnemar_bowker",
+        sym.statistic,
+        sym.pvalue,
+        "pair_agreement",
+        agree / n,
+        lo,
+        hi,
+        n,
+        n,
+        note=f"dof={int(sym.df)}",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,8 +436,13 @@ def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
     return math.sqrt(max(0.0, (kl(p, m) + kl(q, m)) / 2))
 
 
-def js_distance_ci(human_counts: Sequence[int], agent_counts: Sequence[int], n_boot: int = DEFAULT_BOOT,
-                   ci: float = DEFAULT_CI, seed: int = 0) -> tuple[float, float, float]:
+def js_distance_ci(
+    human_counts: Sequence[int],
+    agent_counts: Sequence[int],
+    n_boot: int = DEFAULT_BOOT,
+    ci: float = DEFAULT_CI,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """JS distance between the two label distributions with a percentile bootstrap interval
     (each group resampled with its own size). Note the plug-in distance is biased upwards for
     small samples: two samples of one distribution are not at distance 0."""

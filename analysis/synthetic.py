@@ -33,24 +33,49 @@ SCENARIOS = ["travel_planning", "recipe_planning", "preparing_gifts", "skills_le
 # dimension -> (values, human probabilities, agent probabilities)
 LABEL_MODEL = {
     "problem_solving": (["AllInOne", "StepByStep"], [0.3, 0.7], [0.75, 0.25]),
-    "order": (["Depth", "Breadth", "DepthBreadth", "BreadthDepth"], [0.3, 0.3, 0.2, 0.2], [0.28, 0.32, 0.2, 0.2]),
-    "question_broadness": (["1", "2", "3", "4", "5"], [0.05, 0.1, 0.25, 0.35, 0.25], [0.15, 0.3, 0.3, 0.15, 0.1]),
-    "context_dependency": (["1", "2", "3", "4", "5"], [0.1, 0.15, 0.25, 0.3, 0.2], [0.25, 0.3, 0.25, 0.15, 0.05]),
+    "order": (
+        ["Depth", "Breadth", "DepthBreadth", "BreadthDepth"],
+        [0.3, 0.3, 0.2, 0.2],
+        [0.28, 0.32, 0.2, 0.2],
+    ),
+    "question_broadness": (
+        ["1", "2", "3", "4", "5"],
+        [0.05, 0.1, 0.25, 0.35, 0.25],
+        [0.15, 0.3, 0.3, 0.15, 0.1],
+    ),
+    "context_dependency": (
+        ["1", "2", "3", "4", "5"],
+        [0.1, 0.15, 0.25, 0.3, 0.2],
+        [0.25, 0.3, 0.25, 0.15, 0.05],
+    ),
     "explanation": (["Frequent", "Rare", "NoExplanation"], [0.1, 0.3, 0.6], [0.7, 0.2, 0.1]),
     "promise": (["HavePromise", "NoPromise"], [0.1, 0.9], [0.8, 0.2]),
-    "feedback": (["NoFeedback", "Positive", "Negative", "Both"], [0.6, 0.2, 0.1, 0.1], [0.02, 0.95, 0.01, 0.02]),
+    "feedback": (
+        ["NoFeedback", "Positive", "Negative", "Both"],
+        [0.6, 0.2, 0.1, 0.1],
+        [0.02, 0.95, 0.01, 0.02],
+    ),
     "politeness": (["Polite", "Neutral", "Impolite"], [0.15, 0.8, 0.05], [0.95, 0.05, 0.0]),
     "formality": (["Oral", "Formal", "Mixed"], [0.6, 0.2, 0.2], [0.1, 0.8, 0.1]),
     "utility": (["High", "Moderate", "Low"], [0.8, 0.15, 0.05], [0.82, 0.14, 0.04]),
     "operability": (["High", "Moderate", "Low"], [0.75, 0.2, 0.05], [0.77, 0.18, 0.05]),
 }
-HUMAN_TURNS = ["hotel near the station?", "cheaper one", "what about trains", "ok and food there?",
-               "too far, something closer", "how long does it take", "any vegetarian places"]
-AGENT_TURNS = ["Thank you so much! Could you please suggest a comfortable hotel near the station?",
-               "That sounds great! I'd love a few more budget-friendly options, please.",
-               "Perfect, I'll go with that. Could you also recommend how to get there by train?",
-               "Thanks! Could you please also suggest some local restaurants? I think that would help!",
-               "Thank you, goodbye."]
+HUMAN_TURNS = [
+    "hotel near the station?",
+    "cheaper one",
+    "what about trains",
+    "ok and food there?",
+    "too far, something closer",
+    "how long does it take",
+    "any vegetarian places",
+]
+AGENT_TURNS = [
+    "Thank you so much! Could you please suggest a comfortable hotel near the station?",
+    "That sounds great! I'd love a few more budget-friendly options, please.",
+    "Perfect, I'll go with that. Could you also recommend how to get there by train?",
+    "Thanks! Could you please also suggest some local restaurants? I think that would help!",
+    "Thank you, goodbye.",
+]
 ZH_HUMAN_TURNS = ["车站附近有酒店吗？", "便宜一点的", "火车怎么样", "那边吃什么", "太远了，近一点的"]
 
 
@@ -60,14 +85,28 @@ def _id_start(session: Session, model) -> int:
 
 def _fix_sequence(session: Session, table: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        session.exec(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"))
+        session.exec(
+            text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
+        )
 
 
-def make_study(engine, name: str = "synth", n_human: int = 120, n_agent: int = 120,
-               scenarios: Sequence[str] = SCENARIOS, human_scenarios: Optional[Sequence[str]] = None,
-               n_participants: int = 12, simulators: int = 1, twins: bool = False, seed: int = 0,
-               label_source: str = "llm:synthetic", human_language: str = "en", max_user_turns: int = 6,
-               with_labels: bool = True, chunk: int = 20000) -> int:
+def make_study(
+    engine,
+    name: str = "synth",
+    n_human: int = 120,
+    n_agent: int = 120,
+    scenarios: Sequence[str] = SCENARIOS,
+    human_scenarios: Optional[Sequence[str]] = None,
+    n_participants: int = 12,
+    simulators: int = 1,
+    twins: bool = False,
+    seed: int = 0,
+    label_source: str = "llm:synthetic",
+    human_language: str = "en",
+    max_user_turns: int = 6,
+    with_labels: bool = True,
+    chunk: int = 20000,
+) -> int:
     """Insert a study with ``n_human`` human and ``n_agent`` agent conversations; returns its id.
 
     ``human_scenarios`` restricts humans to some scenarios (to test one-sided data); ``twins`` makes
@@ -87,27 +126,59 @@ def make_study(engine, name: str = "synth", n_human: int = 120, n_agent: int = 1
                 scen = Scenario(key=key, name=key.replace("_", " "), names={}, aspects=[])
                 session.add(scen)
                 session.flush()
-            ctx = TaskContext(scenario_id=scen.id, key=f"{name}-ctx", language="en", text=f"Plan: {key}",
-                              translations={}, slots={}, source="custom")
+            ctx = TaskContext(
+                scenario_id=scen.id,
+                key=f"{name}-ctx",
+                language="en",
+                text=f"Plan: {key}",
+                translations={},
+                slots={},
+                source="custom",
+            )
             session.add(ctx)
             session.flush()
             scen_ids[key], ctx_ids[key] = scen.id, ctx.id
         profiles = []
-        for i, persona in enumerate(["A vegetarian student who loves museums.",
-                                     "A frugal engineer on a tight budget.", "An outgoing designer."]):
-            prof = Profile(key=f"{name}-profile-{i}", language="en", fields={}, text=persona, translations={},
-                           source="pool")
+        for i, persona in enumerate(
+            [
+                "A vegetarian student who loves museums.",
+                "A frugal engineer on a tight budget.",
+                "An outgoing designer.",
+            ]
+        ):
+            prof = Profile(
+                key=f"{name}-profile-{i}",
+                language="en",
+                fields={},
+                text=persona,
+                translations={},
+                source="pool",
+            )
             session.add(prof)
             session.flush()
             profiles.append(prof.id)
         assistant = get_or_create_assistant_config(session, "scripted/assistant")
-        sims = [get_or_create_simulator_config(session, f"scripted/sim-{k}", prompt_template="default",
-                                               prompt_version=str(k + 1), name=f"sim-{k}") for k in range(simulators)]
+        sims = [
+            get_or_create_simulator_config(
+                session,
+                f"scripted/sim-{k}",
+                prompt_template="default",
+                prompt_version=str(k + 1),
+                name=f"sim-{k}",
+            )
+            for k in range(simulators)
+        ]
         conditions = {}
         for key in scenarios:
             for j, pid in enumerate(profiles):
-                cond = Condition(study_id=study.id, key=f"{key}-{j}", scenario_id=scen_ids[key],
-                                 task_context_id=ctx_ids[key], profile_id=pid, assistant_config_id=assistant.id)
+                cond = Condition(
+                    study_id=study.id,
+                    key=f"{key}-{j}",
+                    scenario_id=scen_ids[key],
+                    task_context_id=ctx_ids[key],
+                    profile_id=pid,
+                    assistant_config_id=assistant.id,
+                )
                 session.add(cond)
                 session.flush()
                 conditions[(key, j)] = cond.id
@@ -128,7 +199,7 @@ def make_study(engine, name: str = "synth", n_human: int = 120, n_agent: int = 1
         human_cond: dict[int, tuple[int, int]] = {}  # human index -> (conversation id, condition id)
         for start in range(0, len(plan), chunk):
             convs, turns, labels = [], [], []
-            for kind, i in plan[start:start + chunk]:
+            for kind, i in plan[start : start + chunk]:
                 if kind == "agent" and twins and i in human_cond:
                     twin_of, cond_id = human_cond[i]
                 else:
@@ -136,30 +207,70 @@ def make_study(engine, name: str = "synth", n_human: int = 120, n_agent: int = 1
                     pool = human_scenarios if kind == "human" else list(scenarios)
                     cond_id = conditions[(pool[rng.integers(len(pool))], int(rng.integers(len(profiles))))]
                 lang = human_language if kind == "human" else "en"
-                convs.append({
-                    "id": conv_id, "study_id": study_id, "condition_id": cond_id, "user_kind": kind,
-                    "participant_id": people[int(rng.integers(len(people)))] if kind == "human" else None,
-                    "simulator_config_id": sims[i % len(sims)].id if kind == "agent" else None,
-                    "replicate": 0, "twin_of_id": twin_of, "status": "completed", "language": lang,
-                    "started_at": now, "ended_at": now, "source": "simulated" if kind == "agent" else "collected",
-                    "wave": kind, "meta": {}, "external_id": None,
-                })
+                convs.append(
+                    {
+                        "id": conv_id,
+                        "study_id": study_id,
+                        "condition_id": cond_id,
+                        "user_kind": kind,
+                        "participant_id": people[int(rng.integers(len(people)))] if kind == "human" else None,
+                        "simulator_config_id": sims[i % len(sims)].id if kind == "agent" else None,
+                        "replicate": 0,
+                        "twin_of_id": twin_of,
+                        "status": "completed",
+                        "language": lang,
+                        "started_at": now,
+                        "ended_at": now,
+                        "source": "simulated" if kind == "agent" else "collected",
+                        "wave": kind,
+                        "meta": {},
+                        "external_id": None,
+                    }
+                )
                 if kind == "human":
                     human_cond[i] = (conv_id, cond_id)
-                n_user = int(rng.integers(1, max_user_turns + 1)) if kind == "human" else \
-                    int(rng.integers(1, min(4, max_user_turns) + 1))
-                bank = (ZH_HUMAN_TURNS if lang.startswith("zh") else HUMAN_TURNS) if kind == "human" else AGENT_TURNS
+                n_user = (
+                    int(rng.integers(1, max_user_turns + 1))
+                    if kind == "human"
+                    else int(rng.integers(1, min(4, max_user_turns) + 1))
+                )
+                bank = (
+                    (ZH_HUMAN_TURNS if lang.startswith("zh") else HUMAN_TURNS)
+                    if kind == "human"
+                    else AGENT_TURNS
+                )
                 for t in range(n_user):
                     content = bank[int(rng.integers(len(bank)))]
                     for role, body in (("user", content), ("assistant", f"Here is a suggestion number {t}.")):
-                        turns.append({"id": turn_id, "conversation_id": conv_id, "index": 2 * t + (role == "assistant"), "role": role, "content": body,
-                                      "created_at": now, "meta": {}})
+                        turns.append(
+                            {
+                                "id": turn_id,
+                                "conversation_id": conv_id,
+                                "index": 2 * t + (role == "assistant"),
+                                "role": role,
+                                "content": body,
+                                "created_at": now,
+                                "meta": {},
+                            }
+                        )
                         turn_id += 1
                 if with_labels:
                     for dim, (values, p_h, p_a) in LABEL_MODEL.items():
-                        labels.append({"id": label_id, "conversation_id": conv_id, "turn_index": -1, "dimension": dim,
-                                       "value": values[int(rng.choice(len(values), p=p_h if kind == "human" else p_a))],
-                                       "source_id": source_id, "flagged": False, "status": "ok", "created_at": now})
+                        labels.append(
+                            {
+                                "id": label_id,
+                                "conversation_id": conv_id,
+                                "turn_index": -1,
+                                "dimension": dim,
+                                "value": values[
+                                    int(rng.choice(len(values), p=p_h if kind == "human" else p_a))
+                                ],
+                                "source_id": source_id,
+                                "flagged": False,
+                                "status": "ok",
+                                "created_at": now,
+                            }
+                        )
                         label_id += 1
                 conv_id += 1
             with engine.begin() as conn:

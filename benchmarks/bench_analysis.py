@@ -39,9 +39,13 @@ def _phase_analyze(url: str, study: str, out: str) -> dict:
     write_analysis(result, Path(out))
     write_report(result, engine, Path(out) / "report.html")
     total = time.perf_counter() - t
-    return {"total_s": round(total, 1), **{k: round(v, 1) for k, v in result.timings.items()},
-            "report_s": round(total - sum(result.timings.values()), 1), "rows": len(result.comparisons),
-            "report_mb": round((Path(out) / "report.html").stat().st_size / 1e6, 1)}
+    return {
+        "total_s": round(total, 1),
+        **{k: round(v, 1) for k, v in result.timings.items()},
+        "report_s": round(total - sum(result.timings.values()), 1),
+        "rows": len(result.comparisons),
+        "report_mb": round((Path(out) / "report.html").stat().st_size / 1e6, 1),
+    }
 
 
 def _phase_import(url: str, path: str) -> dict:
@@ -64,8 +68,15 @@ def _phase_generate(url: str, n: int) -> dict:
     engine = make_engine(url)
     upgrade(engine)
     t = time.perf_counter()
-    make_study(engine, "bench", n_human=n // 2, n_agent=n - n // 2, n_participants=max(2, n // 50), simulators=3,
-               seed=0)
+    make_study(
+        engine,
+        "bench",
+        n_human=n // 2,
+        n_agent=n - n // 2,
+        n_participants=max(2, n // 50),
+        simulators=3,
+        seed=0,
+    )
     return {"generate_s": round(time.perf_counter() - t, 1)}
 
 
@@ -73,15 +84,18 @@ def _run(phase: str, *args: str) -> dict:
     """Run a phase in a child process; returns its figures plus wall time and peak memory."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--phase", phase, *args], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--phase", phase, *args], capture_output=True, text=True, cwd=ROOT
+    )
     wall = time.perf_counter() - t
     if proc.returncode:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"phase {phase} failed")
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux; max over children so far
-    figures.update(wall_s=round(wall, 1), peak_rss_mb=round(peak / 1024) if peak > before else "<= earlier phase")
+    figures.update(
+        wall_s=round(wall, 1), peak_rss_mb=round(peak / 1024) if peak > before else "<= earlier phase"
+    )
     return figures
 
 
@@ -97,8 +111,11 @@ def bench_reference(tmp: Path) -> None:
     print(f"  cold (features computed): {cold}", flush=True)
     warm = _run("analyze", url, "recllmsim", str(tmp / "ref_out2"))
     print(f"  warm (features stored):   {warm}", flush=True)
-    print(f"  target < 60 s: cold {'OK' if cold['wall_s'] < 60 else 'MISSED'}, "
-          f"warm {'OK' if warm['wall_s'] < 60 else 'MISSED'}", flush=True)
+    print(
+        f"  target < 60 s: cold {'OK' if cold['wall_s'] < 60 else 'MISSED'}, "
+        f"warm {'OK' if warm['wall_s'] < 60 else 'MISSED'}",
+        flush=True,
+    )
 
 
 def bench_synthetic(tmp: Path, n: int) -> None:
@@ -108,8 +125,11 @@ def bench_synthetic(tmp: Path, n: int) -> None:
     res = _run("analyze", url, "bench", str(tmp / "syn_out"))
     print(f"  analyze + report: {res}", flush=True)
     peak = res["peak_rss_mb"] if isinstance(res["peak_rss_mb"], (int, float)) else None
-    print(f"  target < 600 s and < 4096 MB: time {'OK' if res['wall_s'] < 600 else 'MISSED'}, "
-          f"memory {'OK' if peak is not None and peak < 4096 else ('MISSED' if peak else 'see above')}", flush=True)
+    print(
+        f"  target < 600 s and < 4096 MB: time {'OK' if res['wall_s'] < 600 else 'MISSED'}, "
+        f"memory {'OK' if peak is not None and peak < 4096 else ('MISSED' if peak else 'see above')}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -120,7 +140,11 @@ def main() -> None:
     ap.add_argument("args", nargs="*")
     a = ap.parse_args()
     if a.phase:
-        fn = {"analyze": _phase_analyze, "import": _phase_import, "generate": lambda u, n: _phase_generate(u, int(n))}
+        fn = {
+            "analyze": _phase_analyze,
+            "import": _phase_import,
+            "generate": lambda u, n: _phase_generate(u, int(n)),
+        }
         print(json.dumps(fn[a.phase](*a.args)))
         return
     print(f"CPU cores: {os.cpu_count()}; python {sys.version.split()[0]}")

@@ -51,8 +51,14 @@ def test_comparison_table_on_synthetic_study(engine, pipelines):
 
 
 def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipelines):
-    make_study(sqlite_engine, "onesided", n_human=40, n_agent=60, seed=2,
-               human_scenarios=["travel_planning", "recipe_planning"])
+    make_study(
+        sqlite_engine,
+        "onesided",
+        n_human=40,
+        n_agent=60,
+        seed=2,
+        human_scenarios=["travel_planning", "recipe_planning"],
+    )
     data = load_study(sqlite_engine, "onesided", pipelines=pipelines)
     comp = comparisons_df(data, n_boot=100)
     gifts = comp[comp["scenario"] == "preparing_gifts"]
@@ -89,11 +95,13 @@ def test_empty_study_and_unknown_source(sqlite_engine, pipelines):
 
 
 def test_label_source_choice_prefers_adjudicated_then_human_with_coverage():
-    cov = pd.DataFrame([
-        {"name": "llm:x", "kind": "llm", "tier": 2, "coverage": 1.0},
-        {"name": "human:gold", "kind": "human", "tier": 1, "coverage": 0.05},
-        {"name": "adjudicated", "kind": "adjudicated", "tier": 0, "coverage": 0.02},
-    ]).sort_values(["tier", "coverage"], ascending=[True, False])
+    cov = pd.DataFrame(
+        [
+            {"name": "llm:x", "kind": "llm", "tier": 2, "coverage": 1.0},
+            {"name": "human:gold", "kind": "human", "tier": 1, "coverage": 0.05},
+            {"name": "adjudicated", "kind": "adjudicated", "tier": 0, "coverage": 0.02},
+        ]
+    ).sort_values(["tier", "coverage"], ascending=[True, False])
     name, why = choose_label_source(cov)
     assert name == "llm:x" and "human:gold" in why and "adjudicated" in why
     cov.loc[cov["name"] == "human:gold", "coverage"] = 0.9
@@ -106,12 +114,18 @@ def test_default_source_is_human_when_it_covers(sqlite_engine, pipelines):
     make_study(sqlite_engine, "two-h", n_human=0, n_agent=0, label_source="human:alice")
     # Copy the labels as a second, human source: same conversations.
     with Session(sqlite_engine) as s:
-        src = s.exec(__import__("sqlmodel").select(LabelSource).where(LabelSource.name == "human:alice")).one()
+        src = s.exec(
+            __import__("sqlmodel").select(LabelSource).where(LabelSource.name == "human:alice")
+        ).one()
         src.kind = "human"
         s.add(src)
         s.commit()
-        rows = s.exec(__import__("sqlmodel").text(
-            "SELECT conversation_id, dimension, value FROM label WHERE source_id != :s"), params={"s": src.id}).all()
+        rows = s.exec(
+            __import__("sqlmodel").text(
+                "SELECT conversation_id, dimension, value FROM label WHERE source_id != :s"
+            ),
+            params={"s": src.id},
+        ).all()
         from db.models import Label
 
         for cid, dim, val in rows:
@@ -156,8 +170,9 @@ def test_likeness_tables_and_classifier(sqlite_engine, pipelines):
     h = frame[frame.user_kind == "human"]["politeness"].value_counts()
     a = frame[(frame.user_kind == "agent") & (frame.simulator == "sim-0")]["politeness"].value_counts()
     cats = sorted(set(h.index) | set(a.index))
-    assert row["js_distance"] == pytest.approx(jensenshannon(h.reindex(cats, fill_value=0),
-                                                             a.reindex(cats, fill_value=0), base=2))
+    assert row["js_distance"] == pytest.approx(
+        jensenshannon(h.reindex(cats, fill_value=0), a.reindex(cats, fill_value=0), base=2)
+    )
     assert row["ci_low"] <= row["js_distance"] <= row["ci_high"]
     r = t["ranking"]
     assert list(r["rank"]) == [1, 2] and r["classifier_auc"].between(0.5, 1).all()
@@ -173,7 +188,6 @@ def test_classifier_auc_half_when_indistinguishable():
     res = classifier_auc(h, a)
     assert res["ci_low"] < 0.5 < res["ci_high"] or abs(res["auc"] - 0.5) < 0.06
     a["n_turns"] += 3
-    from sklearn.metrics import roc_auc_score
 
     res = classifier_auc(h, a)
     assert res["auc"] > 0.95

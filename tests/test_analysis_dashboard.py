@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from analysis.compare import analysis_frame
 from analysis.dataset import load_study
@@ -27,7 +26,9 @@ def test_filters_and_drilldown(sqlite_engine):
     assert set(sub.labels["conversation_id"]) <= set(c["conversation_id"])
     frame = analysis_frame(sub)
     ids = drilldown_ids(frame, "politeness", "agent", "all", "Polite")
-    expected = frame[(frame.user_kind == "agent") & (frame.politeness == "Polite")]["conversation_id"].tolist()
+    expected = frame[(frame.user_kind == "agent") & (frame.politeness == "Polite")][
+        "conversation_id"
+    ].tolist()
     assert ids == expected and ids
     assert drilldown_ids(frame, "politeness", "agent", "recipe_planning", "Polite") == []
 

@@ -23,7 +23,11 @@ def test_chi_square_and_cramers_v_match_scipy():
     r = stats.chi_square_test(h, a, ["A", "B", "C"], n_boot=300)
     table, _ = stats.contingency(h, a, ["A", "B", "C"])
     chi2, p, dof, _ = sps.chi2_contingency(table, correction=False)
-    assert r["test"] == "chi_square" and r["statistic"] == pytest.approx(chi2) and r["p_value"] == pytest.approx(p)
+    assert (
+        r["test"] == "chi_square"
+        and r["statistic"] == pytest.approx(chi2)
+        and r["p_value"] == pytest.approx(p)
+    )
     # scipy.stats.contingency.association implements Cramer's V (uncorrected chi-square).
     assert r["effect_size"] == pytest.approx(sps.contingency.association(table, method="cramer"))
     assert r["ci_low"] < r["effect_size"] < r["ci_high"]
@@ -50,7 +54,11 @@ def test_small_2x2_uses_fisher():
     r = stats.chi_square_test(h, a, n_boot=200)
     table, _ = stats.contingency(h, a)
     odds, p = sps.fisher_exact(table)
-    assert r["test"] == "fisher_exact" and r["p_value"] == pytest.approx(p) and r["statistic"] == pytest.approx(odds)
+    assert (
+        r["test"] == "fisher_exact"
+        and r["p_value"] == pytest.approx(p)
+        and r["statistic"] == pytest.approx(odds)
+    )
 
 
 def test_bootstrap_interval_close_to_explicit_resampling():
@@ -96,7 +104,9 @@ def test_hedges_g_matches_statsmodels_and_welch_matches_scipy():
     g_sm, var_sm = effectsize_smd(a.mean(), a.std(ddof=1), len(a), h.mean(), h.std(ddof=1), len(h))
     assert r["effect_size"] == pytest.approx(g_sm)
     half = 1.959964 * math.sqrt(var_sm)
-    assert r["ci_high"] - r["ci_low"] == pytest.approx(2 * half, rel=0.02)  # variance formulas differ in n-3.94
+    assert r["ci_high"] - r["ci_low"] == pytest.approx(
+        2 * half, rel=0.02
+    )  # variance formulas differ in n-3.94
     t, p = sps.ttest_ind(a, h, equal_var=False)
     assert r["statistic"] == pytest.approx(t) and r["p_value"] == pytest.approx(p)
 
@@ -132,7 +142,9 @@ def test_paired_tests():
     assert r["statistic"] == pytest.approx(w) and r["p_value"] == pytest.approx(p)
     d = (a - h)[a != h]
     ranks = sps.rankdata(np.abs(d))
-    assert r["effect_size"] == pytest.approx((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())  # Kerby 2014
+    assert r["effect_size"] == pytest.approx(
+        (ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum()
+    )  # Kerby 2014
 
     hh = ["A"] * 20 + ["B"] * 20
     aa = ["A"] * 12 + ["B"] * 8 + ["A"] * 2 + ["B"] * 18
@@ -163,13 +175,19 @@ def test_js_distance_matches_scipy():
     assert stats.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2))
     d, lo, hi = stats.js_distance_ci(p, q, n_boot=500)
     assert d == pytest.approx(jensenshannon(p, q, base=2)) and lo <= hi
-    assert stats.js_distance([1, 0], [1, 0]) == 0.0 and stats.js_distance([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert stats.js_distance([1, 0], [1, 0]) == 0.0 and stats.js_distance([1, 0], [0, 1]) == pytest.approx(
+        1.0
+    )
 
 
 def test_not_enough_data_rows():
-    for r in (stats.chi_square_test(["A"], ["A", "B"]), stats.mann_whitney_test([], [1, 2]),
-              stats.welch_t_test([1.0], [2.0, 3.0]), stats.clustered_test([1, 2], [3, 4], ["x", "x"]),
-              stats.wilcoxon_paired_test([1], [2])):
+    for r in (
+        stats.chi_square_test(["A"], ["A", "B"]),
+        stats.mann_whitney_test([], [1, 2]),
+        stats.welch_t_test([1.0], [2.0, 3.0]),
+        stats.clustered_test([1, 2], [3, 4], ["x", "x"]),
+        stats.wilcoxon_paired_test([1], [2]),
+    ):
         assert r["note"].startswith("not enough data") and r["p_value"] is None
     one = stats.chi_square_test(["A", "A"], ["A", "A", "A"])
     assert one["effect_size"] == 0.0 and "one category" in one["note"]

@@ -25,10 +25,30 @@ def _frames(turns, language="en", conv_meta=None):
     rows = []
     for cid, conv in turns.items():
         for i, (role, text) in enumerate(conv):
-            rows.append({"conversation_id": cid, "index": i, "role": role, "content": text, "translation": None,
-                         "translation_language": None})
-    convs = pd.DataFrame([{"conversation_id": cid, "language": language, "ended_by": None, "end_reason": None,
-                           "status": "completed", "profile_id": None, **(conv_meta or {})} for cid in turns])
+            rows.append(
+                {
+                    "conversation_id": cid,
+                    "index": i,
+                    "role": role,
+                    "content": text,
+                    "translation": None,
+                    "translation_language": None,
+                }
+            )
+    convs = pd.DataFrame(
+        [
+            {
+                "conversation_id": cid,
+                "language": language,
+                "ended_by": None,
+                "end_reason": None,
+                "status": "completed",
+                "profile_id": None,
+                **(conv_meta or {}),
+            }
+            for cid in turns
+        ]
+    )
     return pd.DataFrame(rows), convs
 
 
@@ -43,12 +63,16 @@ def test_mattr_by_hand():
 
 
 def test_english_features(pipelines):
-    turns, convs = _frames({1: [
-        ("user", "Hi! Could you please suggest a hotel? I think I need one near the station."),
-        ("assistant", "Sure, here are three options."),
-        ("user", "That sounds great, I'll go with the first one. Thank you, goodbye."),
-        ("assistant", "Enjoy your trip!"),
-    ]})
+    turns, convs = _frames(
+        {
+            1: [
+                ("user", "Hi! Could you please suggest a hotel? I think I need one near the station."),
+                ("assistant", "Sure, here are three options."),
+                ("user", "That sounds great, I'll go with the first one. Thank you, goodbye."),
+                ("assistant", "Enjoy your trip!"),
+            ]
+        }
+    )
     conv, per_turn = compute_features_df(turns, convs, pipelines)
     r = conv.iloc[0]
     assert list(conv.columns) == ["conversation_id"] + list(FEATURES)
@@ -66,8 +90,16 @@ def test_english_features(pipelines):
 
 
 def test_chinese_features_use_jieba(pipelines):
-    turns, convs = _frames({7: [("user", "我想去北京旅游，你能推荐一下吗？"), ("assistant", "好的"),
-                                ("user", "好的，就这个吧！谢谢😀")]}, language="zh")
+    turns, convs = _frames(
+        {
+            7: [
+                ("user", "我想去北京旅游，你能推荐一下吗？"),
+                ("assistant", "好的"),
+                ("user", "好的，就这个吧！谢谢😀"),
+            ]
+        },
+        language="zh",
+    )
     conv, per_turn = compute_features_df(turns, convs, pipelines)
     first = per_turn.iloc[0]
     # jieba: 我 / 想 / 去 / 北京 / 旅游 / 你 / 能 / 推荐 / 一下 / 吗 (punctuation dropped)
@@ -79,10 +111,29 @@ def test_chinese_features_use_jieba(pipelines):
 
 
 def test_translation_used_for_analysis_language(pipelines):
-    turns = pd.DataFrame([{"conversation_id": 1, "index": 0, "role": "user", "content": "Can you help me?",
-                           "translation": "你能帮我吗？", "translation_language": "zh"}])
-    convs = pd.DataFrame([{"conversation_id": 1, "language": "en", "ended_by": None, "end_reason": None,
-                           "status": "completed"}])
+    turns = pd.DataFrame(
+        [
+            {
+                "conversation_id": 1,
+                "index": 0,
+                "role": "user",
+                "content": "Can you help me?",
+                "translation": "你能帮我吗？",
+                "translation_language": "zh",
+            }
+        ]
+    )
+    convs = pd.DataFrame(
+        [
+            {
+                "conversation_id": 1,
+                "language": "en",
+                "ended_by": None,
+                "end_reason": None,
+                "status": "completed",
+            }
+        ]
+    )
     _, own = compute_features_df(turns, convs, pipelines)
     _, zh = compute_features_df(turns, convs, pipelines, language="zh")
     assert own.iloc[0]["language"] == "en" and zh.iloc[0]["language"] == "zh"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlmodel import Session, select, text
+from sqlmodel import Session, text
 
 from analysis.features import load_pipelines
 from analysis.report import REPORT_SECTIONS, analyze, latex_table, write_analysis, write_report
@@ -18,8 +18,15 @@ def pipelines():
 
 
 def test_report_has_every_section_and_is_offline(sqlite_engine, pipelines, tmp_path):
-    make_study(sqlite_engine, "rep", n_human=60, n_agent=60, seed=1, simulators=2,
-               human_scenarios=["travel_planning", "recipe_planning"])
+    make_study(
+        sqlite_engine,
+        "rep",
+        n_human=60,
+        n_agent=60,
+        seed=1,
+        simulators=2,
+        human_scenarios=["travel_planning", "recipe_planning"],
+    )
     result = analyze(sqlite_engine, "rep", n_boot=200, pipelines=pipelines)
     paths = write_report(result, sqlite_engine, tmp_path / "report.html")
     html = paths[0].read_text(encoding="utf-8")
@@ -30,13 +37,26 @@ def test_report_has_every_section_and_is_offline(sqlite_engine, pipelines, tmp_p
     assert not re.search(r"<script[^>]+src=[\"']https?:", html)
     assert "not enough data" in html  # gifts/skills have no humans
     assert "Agreement not available" in html  # one label source only
-    for field in ("llm-user-workbench", "codebook version", "feature version", "scripted/assistant",
-                  "scripted/sim-0", "conversations_human", "generated (UTC)", "llm:synthetic"):
+    for field in (
+        "llm-user-workbench",
+        "codebook version",
+        "feature version",
+        "scripted/assistant",
+        "scripted/sim-0",
+        "conversations_human",
+        "generated (UTC)",
+        "llm:synthetic",
+    ):
         assert field in html, field
     assert paths[1].suffix == ".csv" and paths[2].read_text().startswith("\\begin{tabular}")
     files = write_analysis(result, tmp_path / "an")
-    assert {p.name for p in files} >= {"comparisons.csv", "comparisons.json", "comparisons.tex", "meta.json",
-                                       "likeness_ranking.csv"}
+    assert {p.name for p in files} >= {
+        "comparisons.csv",
+        "comparisons.json",
+        "comparisons.tex",
+        "meta.json",
+        "likeness_ranking.csv",
+    }
 
 
 def test_report_with_two_sources_shows_agreement(sqlite_engine, pipelines, tmp_path):
@@ -50,7 +70,11 @@ def test_report_with_two_sources_shows_agreement(sqlite_engine, pipelines, tmp_p
         rows = s.exec(text("SELECT conversation_id, dimension, value FROM label")).all()
         for i, (cid, dim, val) in enumerate(rows):
             if i % 2 == 0:  # alice labels about half, agreeing mostly
-                s.add(Label(conversation_id=cid, dimension=dim, value=val if i % 10 else "Other", source_id=src.id))
+                s.add(
+                    Label(
+                        conversation_id=cid, dimension=dim, value=val if i % 10 else "Other", source_id=src.id
+                    )
+                )
         s.commit()
     result = analyze(sqlite_engine, "agr", n_boot=200, pipelines=pipelines)
     assert result.agreement is not None and len(result.agreement)

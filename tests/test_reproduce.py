@@ -32,8 +32,11 @@ def table(reference_db):
 
 
 def _primary(comp, scenario="all"):
-    d = comp[(comp["scenario"] == scenario) & (comp["slice_by"].isin(["pooled", "scenario"]))
-             & comp["test"].isin(["chi_square", "fisher_exact", "mann_whitney"])]
+    d = comp[
+        (comp["scenario"] == scenario)
+        & (comp["slice_by"].isin(["pooled", "scenario"]))
+        & comp["test"].isin(["chi_square", "fisher_exact", "mann_whitney"])
+    ]
     return d.set_index("dimension")
 
 
@@ -72,10 +75,16 @@ def test_directions(table):
     # Agents: polite, formal, positive feedback, promises, frequent explanations.
     # Measured shares (agent vs human): Polite .998/.047, Formal .779/.498, Positive .996/.250,
     # HavePromise .956/.136, Frequent .731/.037.
-    for dim, value, margin in [("politeness", "Polite", 0.5), ("formality", "Formal", 0.2),
-                               ("feedback", "Positive", 0.5), ("promise", "HavePromise", 0.5),
-                               ("explanation", "Frequent", 0.5)]:
-        assert _share(v.loc[dim, "agent_summary"], value) > _share(v.loc[dim, "human_summary"], value) + margin, dim
+    for dim, value, margin in [
+        ("politeness", "Polite", 0.5),
+        ("formality", "Formal", 0.2),
+        ("feedback", "Positive", 0.5),
+        ("promise", "HavePromise", 0.5),
+        ("explanation", "Frequent", 0.5),
+    ]:
+        assert (
+            _share(v.loc[dim, "agent_summary"], value) > _share(v.loc[dim, "human_summary"], value) + margin
+        ), dim
     # Humans ask more specific and more context-dependent questions: agents score lower ...
     for dim in ["question_broadness", "context_dependency"]:
         assert v.loc[dim, "effect_size_name"] == "cliffs_delta" and v.loc[dim, "ci_high"] < -0.1, dim

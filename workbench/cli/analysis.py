@@ -24,8 +24,12 @@ def register(app: typer.Typer) -> None:
     def analyze(
         study: str = typer.Option(..., "--study", help="Study name."),
         out: Path = typer.Option(..., "--out", help="Output directory (created)."),
-        labels: Optional[str] = typer.Option(None, "--labels", help="Label source (default: best available)."),
-        correction: str = typer.Option("holm", "--correction", help="Multiple-comparison correction: holm or bh."),
+        labels: Optional[str] = typer.Option(
+            None, "--labels", help="Label source (default: best available)."
+        ),
+        correction: str = typer.Option(
+            "holm", "--correction", help="Multiple-comparison correction: holm or bh."
+        ),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
     ) -> None:
         """Compare human and agent conversations: comparisons.csv/.json/.tex, likeness tables, meta.json."""
@@ -34,13 +38,22 @@ def register(app: typer.Typer) -> None:
 
         _check(correction, n_boot)
         engine = ready_engine()
-        result = run(engine, study, labels=labels, correction=correction, n_boot=n_boot, agreement=False,
-                     progress=lambda m: typer.echo(f"... {m}", err=True))
+        result = run(
+            engine,
+            study,
+            labels=labels,
+            correction=correction,
+            n_boot=n_boot,
+            agreement=False,
+            progress=lambda m: typer.echo(f"... {m}", err=True),
+        )
         paths = write_analysis(result, out)
         comp = result.comparisons
         typer.echo(f"Label source: {result.data.label_source} ({result.data.label_source_reason})")
-        typer.echo(f"{len(comp)} comparisons ({(comp['note'].str.startswith('not enough')).sum()} not enough data), "
-                   f"correction {correction}")
+        typer.echo(
+            f"{len(comp)} comparisons ({(comp['note'].str.startswith('not enough')).sum()} not enough data), "
+            f"correction {correction}"
+        )
         for p in paths:
             typer.echo(f"wrote {p}")
 
@@ -48,11 +61,13 @@ def register(app: typer.Typer) -> None:
     def report(
         study: str = typer.Option(..., "--study", help="Study name."),
         out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
-        labels: Optional[str] = typer.Option(None, "--labels", help="Label source (default: best available)."),
+        labels: Optional[str] = typer.Option(
+            None, "--labels", help="Label source (default: best available)."
+        ),
         correction: str = typer.Option("holm", "--correction", help="holm or bh."),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
     ) -> None:
-        """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex beside it)."""
+        """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex)."""
         from analysis.report import analyze as run, write_report
         from workbench.cli._common import ready_engine
 
@@ -60,17 +75,28 @@ def register(app: typer.Typer) -> None:
         if out.suffix.lower() not in (".html", ".htm"):
             raise UserInputError(f"--out must be an .html file, got {out}")
         engine = ready_engine()
-        result = run(engine, study, labels=labels, correction=correction, n_boot=n_boot,
-                     progress=lambda m: typer.echo(f"... {m}", err=True))
+        result = run(
+            engine,
+            study,
+            labels=labels,
+            correction=correction,
+            n_boot=n_boot,
+            progress=lambda m: typer.echo(f"... {m}", err=True),
+        )
         for p in write_report(result, engine, out):
             typer.echo(f"wrote {p}")
 
     @app.command()
     def features(
         study: str = typer.Option(..., "--study", help="Study name."),
-        recompute: bool = typer.Option(False, "--recompute", help="Drop stored features of this version first."),
-        language: str = typer.Option("auto", "--language",
-                                     help="auto (humans' language when the kinds differ), own, or a code (en, zh)."),
+        recompute: bool = typer.Option(
+            False, "--recompute", help="Drop stored features of this version first."
+        ),
+        language: str = typer.Option(
+            "auto",
+            "--language",
+            help="auto (humans' language when the kinds differ), own, or a code (en, zh).",
+        ),
         out: Optional[Path] = typer.Option(None, "--out", help="Also write the features as CSV."),
     ) -> None:
         """Compute (once) and store the text features of a study's conversations."""

@@ -57,7 +57,9 @@ frame = analysis_frame(sub)
 kinds = frame["user_kind"].value_counts()
 st.caption(f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations")
 
-tab_dist, tab_effects, tab_like, tab_feat = st.tabs(["Distributions", "Effect sizes", "Human-likeness", "Features"])
+tab_dist, tab_effects, tab_like, tab_feat = st.tabs(
+    ["Distributions", "Effect sizes", "Human-likeness", "Features"]
+)
 with tab_dist:
     if not sub.dimensions:
         st.info("No labels for these conversations.")
