@@ -68,32 +68,54 @@ def served_study(tmp_path, chromium_path):
     port = _free_port()
     env = {**os.environ, "WORKBENCH_DB_URL": db_url, "OPENAI_BASE_URL": fake.openai_base_url,
            "OPENAI_API_KEY": "sk-test-not-a-real-key", "WORKBENCH_DATA_DIR": str(tmp_path / "data")}
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", "from workbench.cli import main; main()", "serve",
-                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = open(tmp_path / "serve.log", "a")  # noqa: SIM115 (closed in the finally below)
     base = f"http://127.0.0.1:{port}"
-    try:
+    procs: list[subprocess.Popen] = []
+
+    def start() -> None:
+        proc = subprocess.Popen([sys.executable, "-c", "from workbench.cli import main; main()", "serve",
+                                 "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        procs.append(proc)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
                 if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
-                    break
+                    return
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None:
                 raise RuntimeError(f"workbench serve exited: {(tmp_path / 'serve.log').read_text()}")
             time.sleep(0.3)
-        else:
-            raise RuntimeError("workbench serve did not become healthy in 60 s")
-        yield {"base": base, "token": token, "engine": eng, "fake": fake}
-    finally:
+        raise RuntimeError("workbench serve did not become healthy in 60 s")
+
+    def stop() -> None:
         # `workbench serve` runs streamlit as a child: stop the whole process group it leads.
+        proc = procs.pop()
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        deadline = time.time() + 20  # the streamlit child may outlive its parent for a moment
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                time.sleep(0.2)
+            except OSError:
+                break
+
+    def restart() -> None:
+        stop()
+        start()
+
+    try:
+        start()
+        yield {"base": base, "token": token, "engine": eng, "fake": fake, "restart": restart}
+    finally:
+        while procs:
+            stop()
         log.close()
         fake.stop()
         eng.dispose()
@@ -150,6 +172,13 @@ def test_participant_session_in_browser(served_study):
                 expect(page.get_by_text(f"Here is a plan for: Help me with task {task + 1}")).to_be_visible()
                 expect(page.get_by_text("Help me with task 1 <b>please</b>", exact=True)).to_be_visible()
                 page.screenshot(path=str(SHOTS / "02-after-reload.png"), full_page=True)
+            else:
+                # A server restart in the middle of a task loses nothing either.
+                served_study["restart"]()
+                page.reload()
+                expect(page.get_by_text(f"Help me with task {task + 1} <b>please</b>", exact=True)).to_be_visible()
+                expect(page.get_by_text(f"Here is a plan for: Help me with task {task + 1}")).to_be_visible()
+                page.screenshot(path=str(SHOTS / "02-after-restart.png"), full_page=True)
             form = page.locator('[data-testid="stForm"]')
             form.locator('[data-testid="stRadio"]').filter(has_text="made-up").get_by_text("No", exact=True).click()
             form.locator('[data-testid="stRadio"]').filter(has_text="satisfied").get_by_text("4", exact=True).click()
