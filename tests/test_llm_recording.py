@@ -79,3 +79,56 @@ def test_no_api_key_stored(sqlite_engine, monkeypatch):
     with sqlite_engine.connect() as conn:
         dump = json.dumps([list(map(str, row)) for row in conn.exec_driver_sql("SELECT * FROM llmcall")])
     assert "SECRET" not in dump and len(_rows(sqlite_engine)) == 4
+
+
+def test_deferred_writes_share_the_database_worker(engine):
+    """defer_writes: the call returns before its row is written; call_id arrives with the write."""
+    from workbench.llm.dbwork import DatabaseWorker
+
+    worker = DatabaseWorker(engine)
+    m = recorded(ScriptedModel(["a", "b"]), engine, "simulator", worker=worker, defer_writes=True)
+
+    async def go():
+        c1 = await m.acomplete(MSGS, seed=1)
+        assert c1.record is not None
+        await c1.record
+        c2 = await m.acomplete(MSGS, seed=1)  # queued after c1's row: sees it in the cache
+        await c2.record
+        return c1, c2
+
+    c1, c2 = asyncio.run(go())
+    rows = _rows(engine)
+    assert [r.id for r in rows] == [c1.call_id, c2.call_id] and c2.cached and rows[1].cache_hit
+
+
+def test_database_worker_batches_and_isolates_failures(engine):
+    """Work queued together commits together; one failing item fails only its own caller."""
+    from sqlalchemy import insert, select as sa_select
+
+    from db.types import utcnow
+    from workbench.llm.dbwork import DatabaseWorker
+
+    worker = DatabaseWorker(engine)
+    t = LLMCall.__table__
+
+    def add(conn, text):
+        return conn.execute(insert(t).values(provider="x", model="x/y", purpose="test", response=text,
+                                             cache_hit=False, created_at=utcnow())
+                            ).inserted_primary_key[0]
+
+    def boom(conn):
+        raise ValueError("bad write")
+
+    def count(conn):
+        return len(conn.execute(sa_select(t.c.id)).all())
+
+    async def go():
+        futs = [worker.submit(add, "a"), worker.submit(boom), worker.submit(add, "b"), worker.submit(count)]
+        return await asyncio.gather(*futs, return_exceptions=True)
+
+    a, err, b, n = asyncio.run(go())
+    assert isinstance(err, ValueError) and str(err) == "bad write"
+    assert isinstance(a, int) and isinstance(b, int) and n == 2
+    assert [r.response for r in _rows(engine)] == ["a", "b"]
+    # A later event loop (the thread may have stopped after idling) works the same.
+    assert asyncio.run(worker.run(count)) == 2

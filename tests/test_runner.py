@@ -76,6 +76,11 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
             assert all(t.llm_call_id for t in turns)
             calls = s.exec(select(LLMCall).where(LLMCall.conversation_id == c.id)).all()
             assert {x.purpose for x in calls} == {"simulator", "assistant"}
+            # each turn points at the call that produced it (rows are written in deferred batches)
+            by_id = {x.id: x for x in calls}
+            assert all(by_id[t.llm_call_id].purpose == ("simulator" if t.role == "user" else "assistant")
+                       for t in turns)
+            assert all(by_id[t.llm_call_id].response == t.content for t in turns if t.role == "assistant")
             asst_call = next(x for x in calls if x.purpose == "assistant")
             assert asst_call.messages[0] == {"role": "system", "content": "You are a travel assistant."}
             assert asst_call.params["call"]["temperature"] == 0.5 and asst_call.params["call"]["max_tokens"] == 200

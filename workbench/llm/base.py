@@ -58,6 +58,8 @@ class Completion:
     finish_reason: Optional[str] = None
     attempts: int = 1
     response: Any = field(default=None, repr=False)  # the SDK's full response object (not stored)
+    # With deferred recording: the future of the LLMCall write (call_id is set when it is done).
+    record: Any = field(default=None, repr=False)
 
 
 class BaseOptions(BaseModel):
@@ -211,7 +213,10 @@ class ChatModel:
                 if k not in SECRET_OPTIONS and not isinstance(v, SecretStr)}
 
     def complete(self, messages: list[dict], **params: Any) -> Completion:
-        msgs, p = validate_messages(messages), self.check_params(params)
+        return self._complete_checked(validate_messages(messages), self.check_params(params))
+
+    def _complete_checked(self, msgs: list[dict], p: dict) -> Completion:
+        """``complete`` for messages and parameters that have been validated already."""
         t0 = time.perf_counter()
         attempt = 0
         while True:
@@ -226,7 +231,10 @@ class ChatModel:
         return self._finalise(c, t0, attempt)
 
     async def acomplete(self, messages: list[dict], **params: Any) -> Completion:
-        msgs, p = validate_messages(messages), self.check_params(params)
+        return await self._acomplete_checked(validate_messages(messages), self.check_params(params))
+
+    async def _acomplete_checked(self, msgs: list[dict], p: dict) -> Completion:
+        """``acomplete`` for messages and parameters that have been validated already."""
         t0 = time.perf_counter()
         attempt = 0
         while True:

@@ -30,12 +30,19 @@ class DatabaseWorker:
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(conn, *args)`` in the worker thread, inside a transaction; its result or its exception."""
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Queue ``fn(conn, *args)`` and return its future at once (call from the event loop).
+
+        Work runs in the order it was submitted, so later work sees what earlier work wrote.
+        """
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._q.put((fn, args, loop, fut))
         if not self._running:
             self._start()
-        return await fut
+        return fut
 
     def _start(self) -> None:
         with self._lock:

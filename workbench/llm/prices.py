@@ -48,7 +48,13 @@ def price_table() -> dict[str, dict]:
 
 
 def price_of(model: str) -> Optional[dict]:
-    table = _table(os.environ.get(ENV_PRICES) or None)
+    return _price_of(model, os.environ.get(ENV_PRICES) or None)
+
+
+@lru_cache(maxsize=256)
+def _price_of(model: str, override: Optional[str]) -> Optional[dict]:
+    # Cached: it runs on every call, and matching patterns over the whole table is not free.
+    table = _table(override)
     if model in table:
         return table[model]
     matches = [k for k in table if any(c in k for c in "*?[") and fnmatch.fnmatchcase(model, k)]

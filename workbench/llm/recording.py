@@ -40,6 +40,11 @@ def _insert_in(conn: Connection, values: dict) -> int:
     return conn.execute(_INSERT, values).inserted_primary_key[0]
 
 
+def _insert_for(conn: Connection, values: dict, c: Completion) -> int:
+    c.call_id = _insert_in(conn, values)
+    return c.call_id
+
+
 def cache_enabled(default: bool = True) -> bool:
     """False when WORKBENCH_LLM_CACHE is 0/false/off/no."""
     v = os.environ.get(ENV_CACHE)
@@ -60,7 +65,7 @@ class RecordedModel(ChatModel):
     def __init__(self, inner: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
                  conversation_id: Optional[int] = None, run_id: Optional[int] = None,
                  prompt_version: Optional[str] = None, cache: bool = True,
-                 worker: Optional[DatabaseWorker] = None):
+                 worker: Optional[DatabaseWorker] = None, defer_writes: bool = False):
         # No ChatModel.__init__: options belong to the inner model.
         self.inner = inner
         self.provider = inner.provider
@@ -75,6 +80,9 @@ class RecordedModel(ChatModel):
         self._options_record = inner.public_options()
         # Async calls do their database work here (shared by bind() copies; batched commits).
         self.worker = worker if worker is not None and worker.engine is engine else DatabaseWorker(engine)
+        # defer_writes: async calls queue their LLMCall row and return without waiting for it;
+        # ``Completion.record`` is the write's future and ``call_id`` is set once it has run.
+        self.defer_writes = defer_writes
 
     def __repr__(self) -> str:
         return f"<recorded {self.name} purpose={self.purpose}>"
@@ -108,6 +116,13 @@ class RecordedModel(ChatModel):
     async def _awrite(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
                       error: Optional[str], latency_ms: float, hit: bool) -> int:
         return await self.worker.run(_insert_in, self._values(messages, params, key, c, error, latency_ms, hit))
+
+    async def _arecord(self, messages: list[dict], params: dict, key: str, c: Completion, hit: bool) -> None:
+        values = self._values(messages, params, key, c, None, c.latency_ms, hit)
+        if self.defer_writes:
+            c.record = self.worker.submit(_insert_for, values, c)
+        else:
+            c.call_id = await self.worker.run(_insert_in, values)
 
     def _values(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
                 error: Optional[str], latency_ms: float, hit: bool) -> dict:
@@ -143,7 +158,7 @@ class RecordedModel(ChatModel):
                 c.call_id = self._write(msgs, p, key, c, None, c.latency_ms, True)
                 return c
         try:
-            c = self.inner.complete(msgs, **p)
+            c = self.inner._complete_checked(msgs, p)
         except LLMError as exc:
             self._write(msgs, p, key, None, str(exc), (time.perf_counter() - t0) * 1000, False)
             raise
@@ -158,14 +173,14 @@ class RecordedModel(ChatModel):
             row = await self.worker.run(_lookup_in, key)
             if row:
                 c = self._from_cache(row, t0)
-                c.call_id = await self._awrite(msgs, p, key, c, None, c.latency_ms, True)
+                await self._arecord(msgs, p, key, c, True)
                 return c
         try:
-            c = await self.inner.acomplete(msgs, **p)
+            c = await self.inner._acomplete_checked(msgs, p)
         except LLMError as exc:
             await self._awrite(msgs, p, key, None, str(exc), (time.perf_counter() - t0) * 1000, False)
             raise
-        c.call_id = await self._awrite(msgs, p, key, c, None, c.latency_ms, False)
+        await self._arecord(msgs, p, key, c, False)
         return c
 
     def stream(self, messages: list[dict], **params: Any) -> Stream:
@@ -201,13 +216,15 @@ class RecordedModel(ChatModel):
 def recorded(model: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
              conversation_id: Optional[int] = None, run_id: Optional[int] = None,
              prompt_version: Optional[str] = None, cache: bool = True,
-             worker: Optional[DatabaseWorker] = None) -> RecordedModel:
+             worker: Optional[DatabaseWorker] = None, defer_writes: bool = False) -> RecordedModel:
     """``model`` with every call written as an LLMCall row (and answered from the cache when allowed).
 
     The cache is off when ``cache=False`` or WORKBENCH_LLM_CACHE=0. ``worker``: a DatabaseWorker to
-    share with other async database work (the batch runner passes its own).
+    share with other async database work (the batch runner passes its own); ``defer_writes``: async
+    calls return before their row is written (``Completion.record`` is the write's future).
     """
     if isinstance(model, RecordedModel):
         model = model.inner
     return RecordedModel(model, engine, purpose, study_id=study_id, conversation_id=conversation_id,
-                         run_id=run_id, prompt_version=prompt_version, cache=cache, worker=worker)
+                         run_id=run_id, prompt_version=prompt_version, cache=cache, worker=worker,
+                         defer_writes=defer_writes)

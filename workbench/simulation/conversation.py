@@ -25,6 +25,8 @@ class TurnRecord:
     completion_tokens: Optional[int]
     llm_call_id: Optional[int]
     meta: dict = field(default_factory=dict)
+    # The call's Completion: with deferred recording its call_id is known only once its row is written.
+    call: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -81,7 +83,8 @@ async def run_conversation(
     async def add(role: str, content: str, c: Any, started: Any, t0: float, meta: dict) -> None:
         rec = TurnRecord(index=len(turns), role=role, content=content, created_at=started, completed_at=utcnow(),
                          latency_ms=(time.perf_counter() - t0) * 1000, prompt_tokens=c.usage.prompt_tokens,
-                         completion_tokens=c.usage.completion_tokens, llm_call_id=c.call_id, meta=meta)
+                         completion_tokens=c.usage.completion_tokens, llm_call_id=c.call_id, meta=meta,
+                         call=c)
         turns.append({"role": role, "content": content})
         records.append(rec)
         await _maybe(on_turn, rec)

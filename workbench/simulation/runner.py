@@ -446,10 +446,13 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
     # One database thread for the whole run: cache lookups, LLMCall rows and turns of all in-flight
     # conversations are committed together in small batches, each written as it happens.
     db = DatabaseWorker(engine)
+    # Deferred writes: a call's LLMCall row, its turn and the next call's cache lookup are queued
+    # back to back and usually share one commit and one thread hand-off; the conversation waits for
+    # all its writes before it is closed (and fails if one failed).
     sim_rec = recorded(sim_model, engine, "simulator", study_id=su.study.id, run_id=run_id,
-                       prompt_version=su.template.label, cache=cache, worker=db)
+                       prompt_version=su.template.label, cache=cache, worker=db, defer_writes=True)
     asst_rec = {m: recorded(model, engine, "assistant", study_id=su.study.id, run_id=run_id, cache=cache,
-                            worker=db)
+                            worker=db, defer_writes=True)
                 for m, model in asst_models.items()}
     state = {"budget_stopped": False, "completed": 0, "failed": 0}
     queue: deque = deque(todo)
@@ -489,6 +492,8 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         )).inserted_primary_key[0]
 
     def write_turn(conn: Any, conv_id: int, rec: TurnRecord) -> None:
+        if rec.llm_call_id is None and rec.call is not None:
+            rec.llm_call_id = rec.call.call_id  # its LLMCall row was queued (so written) before this turn
         conn.execute(_INSERT_TURN, dict(
             conversation_id=conv_id, index=rec.index, role=rec.role, content=rec.content,
             created_at=rec.created_at, completed_at=rec.completed_at, latency_ms=rec.latency_ms,
@@ -509,12 +514,31 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         sim = sim_rec.bind(conversation_id=conv_id)
         asst = asst_rec[cfg.model].bind(conversation_id=conv_id, prompt_version=cfg.version)
 
-        async def on_turn(rec: TurnRecord) -> None:
-            await db.run(write_turn, conv_id, rec)
+        writes: list = []  # this conversation's queued LLMCall and turn writes
+
+        def on_turn(rec: TurnRecord) -> None:
+            writes.append(db.submit(write_turn, conv_id, rec))
+
+        def after(c: Any) -> None:
+            if c.record is not None:
+                writes.append(c.record)
+            after_call(c)
+
+        async def written() -> None:
+            if writes:
+                results = await asyncio.gather(*writes, return_exceptions=True)
+                writes.clear()
+                for r in results:
+                    if isinstance(r, BaseException):
+                        raise r
 
         try:
-            res = await run_conversation(user, sim, asst, cfg.system_prompt, {**su.sim_params, "seed": conv_seed},
-                                         {**_params(cfg), "seed": conv_seed}, on_turn, before_call, after_call)
+            try:
+                res = await run_conversation(user, sim, asst, cfg.system_prompt,
+                                             {**su.sim_params, "seed": conv_seed}, {**_params(cfg), "seed": conv_seed},
+                                             on_turn, before_call, after)
+            finally:
+                await written()
         except BudgetExceeded:
             return  # left in progress: the next run starts it again
         except LLMError as exc:
