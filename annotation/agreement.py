@@ -27,9 +27,25 @@ from scipy import stats
 from workbench.errors import UserInputError
 
 AGREEMENT_COLUMNS = [
-    "dimension", "user_kind", "scale", "source_a", "source_b", "sources", "n", "n_complete", "n_raters",
-    "agreement", "cohen_kappa", "weighted_kappa", "fleiss_kappa", "krippendorff_alpha",
-    "ci_statistic", "ci_low", "ci_high", "ci_level", "n_boot",
+    "dimension",
+    "user_kind",
+    "scale",
+    "source_a",
+    "source_b",
+    "sources",
+    "n",
+    "n_complete",
+    "n_raters",
+    "agreement",
+    "cohen_kappa",
+    "weighted_kappa",
+    "fleiss_kappa",
+    "krippendorff_alpha",
+    "ci_statistic",
+    "ci_low",
+    "ci_high",
+    "ci_level",
+    "n_boot",
 ]
 
 # What the bootstrap interval is for (stated in every record, so nobody reads it as a kappa CI).
@@ -101,8 +117,9 @@ def _kappa_from_confusion(cm: np.ndarray, w: np.ndarray) -> float:
     return float(1 - (w * cm).sum() / denom)
 
 
-def cohen_kappa(a: Sequence, b: Sequence, labels: Optional[Sequence[str]] = None,
-                weights: Optional[str] = None) -> float:
+def cohen_kappa(
+    a: Sequence, b: Sequence, labels: Optional[Sequence[str]] = None, weights: Optional[str] = None
+) -> float:
     """Cohen's kappa of two raters over the same items; ``weights="quadratic"`` for ordinal scales
     (then ``labels`` gives the order). Equals ``sklearn.metrics.cohen_kappa_score``."""
     labels = list(labels) if labels is not None else sorted({*a, *b})
@@ -175,8 +192,9 @@ def _alpha_from_coincidence(o: np.ndarray, level: str) -> float:
     return float(1 - (n - 1) * (o * d).sum() / d_e)
 
 
-def krippendorff_alpha(units: Sequence[Sequence], labels: Optional[Sequence[str]] = None,
-                       level: str = "nominal") -> float:
+def krippendorff_alpha(
+    units: Sequence[Sequence], labels: Optional[Sequence[str]] = None, level: str = "nominal"
+) -> float:
     """Krippendorff's alpha over items, each a list of the values it received (any number; items
     with fewer than two are not pairable and are ignored). ``level`` nominal or ordinal, ``labels``
     giving the order. Equals ``krippendorff.alpha(..., level_of_measurement=level)``."""
@@ -188,8 +206,14 @@ def krippendorff_alpha(units: Sequence[Sequence], labels: Optional[Sequence[str]
     return _alpha_from_coincidence(o, level)
 
 
-def bootstrap_alpha_ci(units: Sequence[Sequence], labels: Sequence[str], level: str = "nominal",
-                       n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> tuple[float, float]:
+def bootstrap_alpha_ci(
+    units: Sequence[Sequence],
+    labels: Sequence[str],
+    level: str = "nominal",
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of Krippendorff's alpha, resampling items with replacement
     (seeded, so the same call gives the same interval)."""
     labels = list(labels)
@@ -233,8 +257,12 @@ def _user_kind_groups(items: pd.DataFrame, split: bool) -> list[tuple[str, pd.Da
     return groups
 
 
-def _prepare(labels: pd.DataFrame, conversations: Optional[pd.DataFrame], sources: Sequence[str],
-             dimensions: Optional[Iterable[str]]) -> pd.DataFrame:
+def _prepare(
+    labels: pd.DataFrame,
+    conversations: Optional[pd.DataFrame],
+    sources: Sequence[str],
+    dimensions: Optional[Iterable[str]],
+) -> pd.DataFrame:
     need = {"conversation_id", "dimension", "value", "source"}
     if missing := need - set(labels.columns):
         raise UserInputError(f"labels frame lacks columns {sorted(missing)}")
@@ -254,10 +282,18 @@ def _prepare(labels: pd.DataFrame, conversations: Optional[pd.DataFrame], source
     return lab
 
 
-def pair_agreement_df(labels: pd.DataFrame, conversations: Optional[pd.DataFrame], a: str, b: str,
-                      scales: Optional[Mapping[str, Scale]] = None, dimensions: Optional[Iterable[str]] = None,
-                      split_by_user_kind: bool = True, n_boot: int = 1000, seed: int = 0,
-                      ci: float = 0.95) -> pd.DataFrame:
+def pair_agreement_df(
+    labels: pd.DataFrame,
+    conversations: Optional[pd.DataFrame],
+    a: str,
+    b: str,
+    scales: Optional[Mapping[str, Scale]] = None,
+    dimensions: Optional[Iterable[str]] = None,
+    split_by_user_kind: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
     """Agreement of two sources per dimension (and per user kind, plus pooled ``"all"``) over the
     items both labelled. ``labels``: tidy frame as ``db.repo.labels_df``; ``conversations`` gives
     ``user_kind`` per ``conversation_id``. The CI is a bootstrap interval of Krippendorff's alpha."""
@@ -268,8 +304,9 @@ def pair_agreement_df(labels: pd.DataFrame, conversations: Optional[pd.DataFrame
     rows = []
     for dim in sorted(lab["dimension"].unique()):
         d = lab[lab["dimension"] == dim]
-        wide = d.pivot_table(index=["conversation_id", "turn_index"], columns="source", values="value",
-                             aggfunc="first").reset_index()
+        wide = d.pivot_table(
+            index=["conversation_id", "turn_index"], columns="source", values="value", aggfunc="first"
+        ).reset_index()
         kinds = d.drop_duplicates("conversation_id")[["conversation_id", "user_kind"]]
         wide = wide.merge(kinds, on="conversation_id", how="left")
         if a not in wide or b not in wide:
@@ -281,26 +318,50 @@ def pair_agreement_df(labels: pd.DataFrame, conversations: Optional[pd.DataFrame
         for kind, part in _user_kind_groups(wide, split_by_user_kind):
             x, y = list(part[a]), list(part[b])
             units = [[u, v] for u, v in zip(x, y)]
-            lo, hi = bootstrap_alpha_ci(units, order, level, n_boot=n_boot, seed=seed, ci=ci) if units \
+            lo, hi = (
+                bootstrap_alpha_ci(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
+                if units
                 else (float("nan"), float("nan"))
-            rows.append({
-                "dimension": dim, "user_kind": kind, "scale": level, "source_a": a, "source_b": b,
-                "sources": [a, b], "n": len(x), "n_complete": len(x), "n_raters": 2,
-                "agreement": raw_agreement(x, y),
-                "cohen_kappa": cohen_kappa(x, y, order) if x else float("nan"),
-                "weighted_kappa": (cohen_kappa(x, y, order, "quadratic") if x else float("nan"))
-                if level == "ordinal" else None,
-                "fleiss_kappa": fleiss_kappa(units, order) if units else float("nan"),
-                "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
-                "ci_statistic": CI_STATISTIC, "ci_low": lo, "ci_high": hi, "ci_level": ci, "n_boot": n_boot,
-            })
+            )
+            rows.append(
+                {
+                    "dimension": dim,
+                    "user_kind": kind,
+                    "scale": level,
+                    "source_a": a,
+                    "source_b": b,
+                    "sources": [a, b],
+                    "n": len(x),
+                    "n_complete": len(x),
+                    "n_raters": 2,
+                    "agreement": raw_agreement(x, y),
+                    "cohen_kappa": cohen_kappa(x, y, order) if x else float("nan"),
+                    "weighted_kappa": (cohen_kappa(x, y, order, "quadratic") if x else float("nan"))
+                    if level == "ordinal"
+                    else None,
+                    "fleiss_kappa": fleiss_kappa(units, order) if units else float("nan"),
+                    "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
+                    "ci_statistic": CI_STATISTIC,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "ci_level": ci,
+                    "n_boot": n_boot,
+                }
+            )
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
-def annotators_agreement_df(labels: pd.DataFrame, conversations: Optional[pd.DataFrame],
-                            sources: Sequence[str], scales: Optional[Mapping[str, Scale]] = None,
-                            dimensions: Optional[Iterable[str]] = None, split_by_user_kind: bool = True,
-                            n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+def annotators_agreement_df(
+    labels: pd.DataFrame,
+    conversations: Optional[pd.DataFrame],
+    sources: Sequence[str],
+    scales: Optional[Mapping[str, Scale]] = None,
+    dimensions: Optional[Iterable[str]] = None,
+    split_by_user_kind: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
     """Agreement of a set of sources (e.g. the human annotators of a study). Krippendorff's alpha uses
     every item with at least two values (``n``); Fleiss' kappa and raw agreement (share of items on
     which all raters agree) use the items every source labelled (``n_complete``)."""
@@ -315,30 +376,52 @@ def annotators_agreement_df(labels: pd.DataFrame, conversations: Optional[pd.Dat
         scale = scales.get(dim)
         order = _ordered_labels(d["value"], scale)
         level = scale.scale if scale else "nominal"
-        items = (d.groupby(["conversation_id", "turn_index"], dropna=False)
-                 .agg(values=("value", list), n_values=("value", "size"), user_kind=("user_kind", "first"))
-                 .reset_index())
+        items = (
+            d.groupby(["conversation_id", "turn_index"], dropna=False)
+            .agg(values=("value", list), n_values=("value", "size"), user_kind=("user_kind", "first"))
+            .reset_index()
+        )
         items = items[items["n_values"] >= 2]
         for kind, part in _user_kind_groups(items, split_by_user_kind):
             units = list(part["values"])
             complete = [u for u in units if len(u) == len(sources)]
-            lo, hi = bootstrap_alpha_ci(units, order, level, n_boot=n_boot, seed=seed, ci=ci) if units \
+            lo, hi = (
+                bootstrap_alpha_ci(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
+                if units
                 else (float("nan"), float("nan"))
+            )
             pair = len(sources) == 2 and complete
-            rows.append({
-                "dimension": dim, "user_kind": kind, "scale": level,
-                "source_a": sources[0] if len(sources) == 2 else None,
-                "source_b": sources[1] if len(sources) == 2 else None,
-                "sources": sources, "n": len(units), "n_complete": len(complete), "n_raters": len(sources),
-                "agreement": float(np.mean([len(set(u)) == 1 for u in complete])) if complete else float("nan"),
-                "cohen_kappa": cohen_kappa([u[0] for u in complete], [u[1] for u in complete], order)
-                if pair else None,
-                "weighted_kappa": cohen_kappa([u[0] for u in complete], [u[1] for u in complete], order,
-                                              "quadratic") if pair and level == "ordinal" else None,
-                "fleiss_kappa": fleiss_kappa(complete, order) if complete else float("nan"),
-                "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
-                "ci_statistic": CI_STATISTIC, "ci_low": lo, "ci_high": hi, "ci_level": ci, "n_boot": n_boot,
-            })
+            rows.append(
+                {
+                    "dimension": dim,
+                    "user_kind": kind,
+                    "scale": level,
+                    "source_a": sources[0] if len(sources) == 2 else None,
+                    "source_b": sources[1] if len(sources) == 2 else None,
+                    "sources": sources,
+                    "n": len(units),
+                    "n_complete": len(complete),
+                    "n_raters": len(sources),
+                    "agreement": float(np.mean([len(set(u)) == 1 for u in complete]))
+                    if complete
+                    else float("nan"),
+                    "cohen_kappa": cohen_kappa([u[0] for u in complete], [u[1] for u in complete], order)
+                    if pair
+                    else None,
+                    "weighted_kappa": cohen_kappa(
+                        [u[0] for u in complete], [u[1] for u in complete], order, "quadratic"
+                    )
+                    if pair and level == "ordinal"
+                    else None,
+                    "fleiss_kappa": fleiss_kappa(complete, order) if complete else float("nan"),
+                    "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
+                    "ci_statistic": CI_STATISTIC,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "ci_level": ci,
+                    "n_boot": n_boot,
+                }
+            )
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
@@ -350,8 +433,15 @@ def agreement_records(df: pd.DataFrame) -> list[dict]:
     return out
 
 
-def study_agreement_df(session, study_name: str, a: Optional[str] = None, b: Optional[str] = None,
-                       sources: Optional[Sequence[str]] = None, codebook=None, **kw) -> pd.DataFrame:
+def study_agreement_df(
+    session,
+    study_name: str,
+    a: Optional[str] = None,
+    b: Optional[str] = None,
+    sources: Optional[Sequence[str]] = None,
+    codebook=None,
+    **kw,
+) -> pd.DataFrame:
     """Agreement of two sources (``a``, ``b``) or a set (``sources``) on a study in the database."""
     from db.repo import conversations_df, get_label_source, get_study, labels_df
 
@@ -384,8 +474,21 @@ def _default_codebook():
 # --------------------------------------------------------------------------------------------------
 
 INDISTINGUISHABILITY_COLUMNS = [
-    "simulator_config_id", "simulator", "n", "n_correct", "accuracy", "ci_low", "ci_high", "ci_method",
-    "p_value", "chance", "n_agent", "agent_detected", "n_human", "human_detected", "balanced_accuracy",
+    "simulator_config_id",
+    "simulator",
+    "n",
+    "n_correct",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "p_value",
+    "chance",
+    "n_agent",
+    "agent_detected",
+    "n_human",
+    "human_detected",
+    "balanced_accuracy",
 ]
 
 
@@ -411,8 +514,9 @@ def _guess_kind(value) -> Optional[str]:
     return None  # "unsure" or missing: not a guess
 
 
-def indistinguishability_df(guesses: pd.DataFrame, conversations: pd.DataFrame, ci: float = 0.95,
-                            chance: float = 0.5) -> pd.DataFrame:
+def indistinguishability_df(
+    guesses: pd.DataFrame, conversations: pd.DataFrame, ci: float = 0.95, chance: float = 0.5
+) -> pd.DataFrame:
     """Accuracy of annotators' "person or AI?" guesses per simulator configuration.
 
     ``guesses``: one row per guess with ``conversation_id`` and ``guess`` (``human``/``agent``, also
@@ -446,11 +550,25 @@ def indistinguishability_df(guesses: pd.DataFrame, conversations: pd.DataFrame, 
         lo, hi = wilson_interval(k, n, ci)
         a_rate = float(ag["correct"].mean()) if len(ag) else float("nan")
         h_rate = float(humans["correct"].mean()) if len(humans) else float("nan")
-        rows.append({
-            "simulator_config_id": cfg_id, "simulator": name, "n": n, "n_correct": k,
-            "accuracy": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi, "ci_method": "wilson",
-            "p_value": float(stats.binomtest(k, n, chance).pvalue) if n else float("nan"), "chance": chance,
-            "n_agent": len(ag), "agent_detected": a_rate, "n_human": len(humans), "human_detected": h_rate,
-            "balanced_accuracy": float(np.nanmean([a_rate, h_rate])) if len(ag) or len(humans) else float("nan"),
-        })
+        rows.append(
+            {
+                "simulator_config_id": cfg_id,
+                "simulator": name,
+                "n": n,
+                "n_correct": k,
+                "accuracy": k / n if n else float("nan"),
+                "ci_low": lo,
+                "ci_high": hi,
+                "ci_method": "wilson",
+                "p_value": float(stats.binomtest(k, n, chance).pvalue) if n else float("nan"),
+                "chance": chance,
+                "n_agent": len(ag),
+                "agent_detected": a_rate,
+                "n_human": len(humans),
+                "human_detected": h_rate,
+                "balanced_accuracy": float(np.nanmean([a_rate, h_rate]))
+                if len(ag) or len(humans)
+                else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=INDISTINGUISHABILITY_COLUMNS)

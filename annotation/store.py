@@ -30,21 +30,36 @@ class LabelRecord:
     extra: dict = field(default_factory=dict)
 
 
-def ensure_source(session: Session, name: str, kind: str, model: Optional[str] = None,
-                  prompt_version: Optional[str] = None, codebook_version: Optional[str] = None,
-                  params: Optional[dict] = None) -> LabelSource:
+def ensure_source(
+    session: Session,
+    name: str,
+    kind: str,
+    model: Optional[str] = None,
+    prompt_version: Optional[str] = None,
+    codebook_version: Optional[str] = None,
+    params: Optional[dict] = None,
+) -> LabelSource:
     """The LabelSource called ``name``, created on first use. An existing source of another kind is an
     error (two labellers must not write into one source)."""
     if kind not in SOURCE_KINDS:
         raise UserInputError(f"unknown label source kind {kind!r} (kinds: {', '.join(SOURCE_KINDS)})")
-    src = get_or_create_label_source(session, name, kind, model=model, prompt_version=prompt_version,
-                                     codebook_version=codebook_version, params=params or {})
+    src = get_or_create_label_source(
+        session,
+        name,
+        kind,
+        model=model,
+        prompt_version=prompt_version,
+        codebook_version=codebook_version,
+        params=params or {},
+    )
     if src.kind != kind:
         raise UserInputError(f"label source {name!r} already exists with kind {src.kind!r}, not {kind!r}")
     return src
 
 
-def existing_keys(session: Session, source_id: int, status: Optional[str] = "ok") -> set[tuple[int, str, int]]:
+def existing_keys(
+    session: Session, source_id: int, status: Optional[str] = "ok"
+) -> set[tuple[int, str, int]]:
     """(conversation_id, dimension, turn_index) already labelled by the source (with ``status``)."""
     q = select(Label.conversation_id, Label.dimension, Label.turn_index).where(Label.source_id == source_id)
     if status is not None:
@@ -61,21 +76,27 @@ def write_labels(session: Session, source: LabelSource, records: Iterable[LabelR
     conv_ids = sorted({r.conversation_id for r in records})
     existing = {}
     for chunk in range(0, len(conv_ids), 500):
-        ids = conv_ids[chunk:chunk + 500]
-        for lab in session.exec(select(Label).where(Label.source_id == source.id,
-                                                    Label.conversation_id.in_(ids))).all():
+        ids = conv_ids[chunk : chunk + 500]
+        for lab in session.exec(
+            select(Label).where(Label.source_id == source.id, Label.conversation_id.in_(ids))
+        ).all():
             existing[(lab.conversation_id, lab.dimension, lab.turn_index)] = lab
     turn_ids = {}
     if any(r.turn_index >= 0 for r in records):
-        for t in session.exec(select(Turn.id, Turn.conversation_id, Turn.index)
-                              .where(Turn.conversation_id.in_(conv_ids))).all():
+        for t in session.exec(
+            select(Turn.id, Turn.conversation_id, Turn.index).where(Turn.conversation_id.in_(conv_ids))
+        ).all():
             turn_ids[(t[1], t[2])] = t[0]
     now = utcnow()
     for r in records:
         lab = existing.get((r.conversation_id, r.dimension, r.turn_index))
         if lab is None:
-            lab = Label(conversation_id=r.conversation_id, dimension=r.dimension, turn_index=r.turn_index,
-                        source_id=source.id)
+            lab = Label(
+                conversation_id=r.conversation_id,
+                dimension=r.dimension,
+                turn_index=r.turn_index,
+                source_id=source.id,
+            )
             session.add(lab)
         lab.turn_id = turn_ids.get((r.conversation_id, r.turn_index)) if r.turn_index >= 0 else None
         lab.value = None if r.value is None else str(r.value)

@@ -53,9 +53,11 @@ def test_cohen_kappa_matches_sklearn(seed):
     assert cohen_kappa(a, b, NOMINAL) == pytest.approx(cohen_kappa_score(a, b, labels=NOMINAL))
     x, y = _rand_pair(rng, LIKERT, 60, p_same=0.4)
     assert cohen_kappa(x, y, LIKERT, "quadratic") == pytest.approx(
-        cohen_kappa_score(x, y, labels=LIKERT, weights="quadratic"))
+        cohen_kappa_score(x, y, labels=LIKERT, weights="quadratic")
+    )
     assert cohen_kappa(x, y, LIKERT, "linear") == pytest.approx(
-        cohen_kappa_score(x, y, labels=LIKERT, weights="linear"))
+        cohen_kappa_score(x, y, labels=LIKERT, weights="linear")
+    )
 
 
 def test_weighted_kappa_uses_codebook_order_not_alphabetical():
@@ -63,9 +65,11 @@ def test_weighted_kappa_uses_codebook_order_not_alphabetical():
     a = ["Low", "Moderate", "High", "High", "Low", "Moderate", "High"]
     b = ["Moderate", "Moderate", "High", "Moderate", "Low", "High", "Low"]
     assert cohen_kappa(a, b, order, "quadratic") == pytest.approx(
-        cohen_kappa_score(a, b, labels=order, weights="quadratic"))
+        cohen_kappa_score(a, b, labels=order, weights="quadratic")
+    )
     assert cohen_kappa(a, b, order, "quadratic") != pytest.approx(
-        cohen_kappa_score(a, b, weights="quadratic"))
+        cohen_kappa_score(a, b, weights="quadratic")
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -96,8 +100,9 @@ def test_alpha_matches_krippendorff_package_with_missing(seed, level, labels):
             vals.append(labels[code])
         units.append(vals)
     ours = krippendorff_alpha(units, labels, level)
-    ref = krippendorff.alpha(reliability_data=data, level_of_measurement=level,
-                             value_domain=list(range(len(labels))))
+    ref = krippendorff.alpha(
+        reliability_data=data, level_of_measurement=level, value_domain=list(range(len(labels)))
+    )
     assert ours == pytest.approx(ref)
 
 
@@ -134,11 +139,25 @@ def test_pair_frame_splits_by_user_kind_and_matches_references():
     kinds = ["human"] * 60 + ["agent"] * 60
     labels, convs = _tidy(a, b, kinds, dim="question_broadness")
     # An extra item labelled by A only is not compared.
-    labels = pd.concat([labels, pd.DataFrame([{"conversation_id": 999, "turn_index": -1,
-                                               "dimension": "question_broadness", "value": "3",
-                                               "source": "A"}])])
-    df = pair_agreement_df(labels, convs, "A", "B", scales={"question_broadness": Scale("ordinal", tuple(LIKERT))},
-                           n_boot=200)
+    labels = pd.concat(
+        [
+            labels,
+            pd.DataFrame(
+                [
+                    {
+                        "conversation_id": 999,
+                        "turn_index": -1,
+                        "dimension": "question_broadness",
+                        "value": "3",
+                        "source": "A",
+                    }
+                ]
+            ),
+        ]
+    )
+    df = pair_agreement_df(
+        labels, convs, "A", "B", scales={"question_broadness": Scale("ordinal", tuple(LIKERT))}, n_boot=200
+    )
     assert list(df.columns) == AGREEMENT_COLUMNS
     assert list(df["user_kind"]) == ["all", "agent", "human"]
     for kind, sl in [("all", slice(0, 120)), ("human", slice(0, 60)), ("agent", slice(60, 120))]:
@@ -146,22 +165,37 @@ def test_pair_frame_splits_by_user_kind_and_matches_references():
         x, y = a[sl], b[sl]
         assert row["n"] == len(x)
         assert row["cohen_kappa"] == pytest.approx(cohen_kappa_score(x, y, labels=LIKERT))
-        assert row["weighted_kappa"] == pytest.approx(cohen_kappa_score(x, y, labels=LIKERT, weights="quadratic"))
+        assert row["weighted_kappa"] == pytest.approx(
+            cohen_kappa_score(x, y, labels=LIKERT, weights="quadratic")
+        )
         data = np.array([[LIKERT.index(v) for v in x], [LIKERT.index(v) for v in y]], dtype=float)
         assert row["krippendorff_alpha"] == pytest.approx(
-            krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=range(5)))
+            krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=range(5))
+        )
         assert row["ci_low"] <= row["krippendorff_alpha"] <= row["ci_high"]
         assert row["ci_statistic"] == "krippendorff_alpha"
     recs = agreement_records(df)
     json.dumps(recs)  # JSON-serialisable
-    assert {"dimension", "user_kind", "n", "agreement", "cohen_kappa", "weighted_kappa", "krippendorff_alpha",
-            "ci_low", "ci_high"} <= set(recs[0])
+    assert {
+        "dimension",
+        "user_kind",
+        "n",
+        "agreement",
+        "cohen_kappa",
+        "weighted_kappa",
+        "krippendorff_alpha",
+        "ci_low",
+        "ci_high",
+    } <= set(recs[0])
 
 
 def test_nominal_dimension_has_null_weighted_kappa():
-    labels, convs = _tidy(["Positive", "Both", "Negative"] * 5, ["Positive", "Both", "Both"] * 5, ["human"] * 15)
-    df = pair_agreement_df(labels, convs, "A", "B", scales={"feedback": Scale("nominal", tuple(NOMINAL))},
-                           n_boot=50)
+    labels, convs = _tidy(
+        ["Positive", "Both", "Negative"] * 5, ["Positive", "Both", "Both"] * 5, ["human"] * 15
+    )
+    df = pair_agreement_df(
+        labels, convs, "A", "B", scales={"feedback": Scale("nominal", tuple(NOMINAL))}, n_boot=50
+    )
     assert agreement_records(df)[0]["weighted_kappa"] is None
 
 
@@ -175,10 +209,17 @@ def test_annotator_set_fleiss_and_alpha():
             if i >= 25 and s == "h3":
                 continue  # incomplete items: in alpha, not in Fleiss
             v = t if rng.random() < 0.7 else rng.choice(NOMINAL)
-            rows.append({"conversation_id": i, "turn_index": -1, "dimension": "feedback", "value": v, "source": s})
+            rows.append(
+                {"conversation_id": i, "turn_index": -1, "dimension": "feedback", "value": v, "source": s}
+            )
     labels = pd.DataFrame(rows)
-    df = annotators_agreement_df(labels, pd.DataFrame(convs), ["h1", "h2", "h3"],
-                                 scales={"feedback": Scale("nominal", tuple(NOMINAL))}, n_boot=100)
+    df = annotators_agreement_df(
+        labels,
+        pd.DataFrame(convs),
+        ["h1", "h2", "h3"],
+        scales={"feedback": Scale("nominal", tuple(NOMINAL))},
+        n_boot=100,
+    )
     row = df[df["user_kind"] == "all"].iloc[0]
     assert row["n"] == 30 and row["n_complete"] == 25
     wide = labels.pivot(index="conversation_id", columns="source", values="value")
@@ -187,7 +228,8 @@ def test_annotator_set_fleiss_and_alpha():
     assert row["fleiss_kappa"] == pytest.approx(sm_fleiss_kappa(table))
     data = wide.T.map(lambda v: np.nan if pd.isna(v) else NOMINAL.index(v)).to_numpy(dtype=float)
     assert row["krippendorff_alpha"] == pytest.approx(
-        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=range(4)))
+        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal", value_domain=range(4))
+    )
 
 
 def test_wilson_matches_statsmodels():
@@ -197,12 +239,17 @@ def test_wilson_matches_statsmodels():
 
 
 def test_indistinguishability_per_simulator():
-    convs = pd.DataFrame([
-        {"conversation_id": i, "user_kind": "agent" if i < 40 else "human",
-         "simulator_config_id": (1 if i < 20 else 2) if i < 40 else None,
-         "simulator": ("sim-a" if i < 20 else "sim-b") if i < 40 else None}
-        for i in range(60)
-    ])
+    convs = pd.DataFrame(
+        [
+            {
+                "conversation_id": i,
+                "user_kind": "agent" if i < 40 else "human",
+                "simulator_config_id": (1 if i < 20 else 2) if i < 40 else None,
+                "simulator": ("sim-a" if i < 20 else "sim-b") if i < 40 else None,
+            }
+            for i in range(60)
+        ]
+    )
     guesses = []
     for i in range(60):
         if i < 20:  # sim-a always detected

@@ -39,7 +39,11 @@ def test_reference_agreement_matches_sklearn_and_krippendorff(reference):
     lab = labels[labels["turn_index"] == -1]
     for dim in conv_dims:
         d = cb.get(dim)
-        wide = lab[lab["dimension"] == dim].pivot(index="conversation_id", columns="source", values="value").dropna()
+        wide = (
+            lab[lab["dimension"] == dim]
+            .pivot(index="conversation_id", columns="source", values="value")
+            .dropna()
+        )
         for user_kind in ("all", "human", "agent"):
             part = wide if user_kind == "all" else wide[kind.loc[wide.index] == user_kind]
             row = df[(df["dimension"] == dim) & (df["user_kind"] == user_kind)].iloc[0]
@@ -53,11 +57,15 @@ def test_reference_agreement_matches_sklearn_and_krippendorff(reference):
                 assert row["cohen_kappa"] == pytest.approx(ref_kappa)
             if d.scale == "ordinal":
                 assert row["weighted_kappa"] == pytest.approx(
-                    cohen_kappa_score(a, b, labels=d.labels, weights="quadratic"))
+                    cohen_kappa_score(a, b, labels=d.labels, weights="quadratic")
+                )
             data = np.array([[d.labels.index(v) for v in a], [d.labels.index(v) for v in b]], dtype=float)
             if len(set(a) | set(b)) > 1:
-                assert row["krippendorff_alpha"] == pytest.approx(krippendorff.alpha(
-                    reliability_data=data, level_of_measurement=d.scale, value_domain=range(len(d.labels))))
+                assert row["krippendorff_alpha"] == pytest.approx(
+                    krippendorff.alpha(
+                        reliability_data=data, level_of_measurement=d.scale, value_domain=range(len(d.labels))
+                    )
+                )
     # The gold set: 200 conversations, 100 of each kind.
     ps = df[(df["dimension"] == "problem_solving")].set_index("user_kind")["n"]
     assert (ps["all"], ps["human"], ps["agent"]) == (200, 100, 100)

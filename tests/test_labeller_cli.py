@@ -1,4 +1,4 @@
-"""`workbench label | labels sources | agreement` end to end (SQLite and PostgreSQL), and the rule labeller."""
+"""`workbench label | labels sources | agreement` end to end (SQLite and PostgreSQL); rule labeller."""
 
 from __future__ import annotations
 
@@ -47,21 +47,32 @@ def rules():
 
 
 def test_rule_labeller_english(rules):
-    out = rules.label(["Hi, please plan a two-day trip for me because I love snow.",
-                       "Great, thanks! I'll book the second hotel. But the train is too expensive.",
-                       "Since my budget is small, could you find a cheaper option?"])
+    out = rules.label(
+        [
+            "Hi, please plan a two-day trip for me because I love snow.",
+            "Great, thanks! I'll book the second hotel. But the train is too expensive.",
+            "Since my budget is small, could you find a cheaper option?",
+        ]
+    )
     assert out["promise"][0] == "HavePromise" and "i'll book" in out["promise"][1]
     assert out["feedback"][0] == "Both"
     assert out["politeness"][0] == "Polite"
     assert out["explanation"][0] == "Frequent"
     plain = rules.label(["Plan a trip.", "Next: hotels.", "Transport options."])
     assert {k: v[0] for k, v in plain.items()} == {
-        "promise": "NoPromise", "feedback": "NoFeedback", "politeness": "Neutral", "formality": "Formal",
-        "explanation": "NoExplanation"}
+        "promise": "NoPromise",
+        "feedback": "NoFeedback",
+        "politeness": "Neutral",
+        "formality": "Formal",
+        "explanation": "NoExplanation",
+    }
     # A promise answers a suggestion: cues in the opening request do not count; negation blocks praise.
     assert rules.label(["I'll try to plan a trip, help me."])["promise"][0] == "NoPromise"
     assert rules.label(["Plan a trip.", "That is not helpful."])["feedback"][0] == "Negative"
-    assert rules.label(["Plan a trip.", "This is useless, are you even listening?"])["politeness"][0] == "Impolite"
+    assert (
+        rules.label(["Plan a trip.", "This is useless, are you even listening?"])["politeness"][0]
+        == "Impolite"
+    )
     oral = rules.label(["hey yeah gonna need a trip lol", "ok cool!! what else", "hmm ok"])
     assert oral["formality"][0] == "Oral"
 
@@ -69,7 +80,13 @@ def test_rule_labeller_english(rules):
 def test_rule_labeller_chinese_with_jieba(rules):
     assert detect_language("请帮我规划一个旅行") == "zh" and detect_language("plan a trip") == "en"
     assert rules.matchers["zh"].nlp.tokenizer.segmenter == "jieba"
-    out = rules.label(["你好，请帮我规划一个两天的旅行，因为我想去看雪。", "太贵了，不满意啊", "好的，那我就选第一个方案吧，谢谢！"])
+    out = rules.label(
+        [
+            "你好，请帮我规划一个两天的旅行，因为我想去看雪。",
+            "太贵了，不满意啊",
+            "好的，那我就选第一个方案吧，谢谢！",
+        ]
+    )
     assert out["promise"][0] == "HavePromise"
     assert out["feedback"][0] == "Both"  # 谢谢 positive; 不满意 negative (not positive: negated)
     assert "满意" not in out["feedback"][1].split("- ")[0]
@@ -94,17 +111,36 @@ def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
     with Session(cli_engine) as s:
         lab = labels_df(s, 1, sources=["rule:v1-en1.zh1"])
         src = ensure_source(s, "human:ann", "human")
-        recs = [LabelRecord(int(r.conversation_id), r.dimension,
-                            ("Polite" if r.value != "Polite" else "Neutral") if r.conversation_id % 4 == 0 else r.value)
-                for r in lab.itertuples()]
+        recs = [
+            LabelRecord(
+                int(r.conversation_id),
+                r.dimension,
+                ("Polite" if r.value != "Polite" else "Neutral") if r.conversation_id % 4 == 0 else r.value,
+            )
+            for r in lab.itertuples()
+        ]
         write_labels(s, src, recs)
         s.commit()
         convs = conversations_df(s, 1)
     code, out = run(["labels", "sources", "--study", "pilot"], capsys)
     assert code == 0 and "rule:v1-en1.zh1" in out and "human:ann" in out and "60" in out
     path = tmp_path / "agree.json"
-    code, out = run(["agreement", "--study", "pilot", "--a", "rule:v1-en1.zh1", "--b", "human:ann",
-                     "--json", str(path), "--n-boot", "100"], capsys)
+    code, out = run(
+        [
+            "agreement",
+            "--study",
+            "pilot",
+            "--a",
+            "rule:v1-en1.zh1",
+            "--b",
+            "human:ann",
+            "--json",
+            str(path),
+            "--n-boot",
+            "100",
+        ],
+        capsys,
+    )
     assert code == 0, out
     assert "Krippendorff's alpha" in out
     recs = json.loads(path.read_text())
@@ -113,9 +149,14 @@ def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
     assert pol["n"] == 12 and pol["ci_statistic"] == "krippendorff_alpha" and pol["weighted_kappa"] is None
     # Same number as scikit-learn on the same pairs.
     a = lab[lab.dimension == "politeness"].sort_values("conversation_id")
-    b = [("Polite" if v != "Polite" else "Neutral") if c % 4 == 0 else v for c, v in zip(a.conversation_id, a.value)]
+    b = [
+        ("Polite" if v != "Polite" else "Neutral") if c % 4 == 0 else v
+        for c, v in zip(a.conversation_id, a.value)
+    ]
     expected = cohen_kappa_score(list(a.value), b) if len(set(a.value) | set(b)) > 1 else None
-    assert pol["cohen_kappa"] == (pytest.approx(expected) if expected is not None and expected == expected else None)
+    assert pol["cohen_kappa"] == (
+        pytest.approx(expected) if expected is not None and expected == expected else None
+    )
     assert set(convs.user_kind) == {"human", "agent"}
 
 
@@ -135,18 +176,40 @@ def test_cli_errors_are_clear(cli_engine, capsys):
 
 
 def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
-    code, out = run(["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/gpt-4o", "--dry-run"],
-                    capsys)
+    code, out = run(
+        ["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/gpt-4o", "--dry-run"], capsys
+    )
     assert code == 0, out
     assert "12 conversations x 3 samples = 36 calls" in out
     reply = json.dumps({"promise": "NoPromise", "feedback": "Positive"})
     with FakeLLMServer(responder=lambda req: reply) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        code, out = run(["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/x",
-                         "--dimensions", "promise,feedback", "--samples", "2", "--concurrency", "3"], capsys)
+        code, out = run(
+            [
+                "label",
+                "--study",
+                "pilot",
+                "--labeller",
+                "llm",
+                "--model",
+                "openai/x",
+                "--dimensions",
+                "promise,feedback",
+                "--samples",
+                "2",
+                "--concurrency",
+                "3",
+            ],
+            capsys,
+        )
     assert code == 0, out
     assert "llm:openai/x:v1: labelled 12 conversations (24 labels, 0 flagged" in out
     code, out = run(["labels", "sources", "--study", "pilot", "--json"], capsys)
     src = next(r for r in json.loads(out) if r["name"] == "llm:openai/x:v1")
-    assert (src["kind"], src["model"], src["prompt_version"], src["n_labels"]) == ("llm", "openai/x", "v1", 24)
+    assert (src["kind"], src["model"], src["prompt_version"], src["n_labels"]) == (
+        "llm",
+        "openai/x",
+        "v1",
+        24,
+    )

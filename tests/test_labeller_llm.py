@@ -34,8 +34,12 @@ def responder(req) -> str:
         return "I think the user is polite."  # never valid JSON
     if key == "human-recipe_planning-0" and not any(m["role"] == "assistant" for m in req.messages):
         return '{"problem_solving": "Sideways", "question_broadness": "3", "politeness": "Polite"}'
-    out = {"problem_solving": "StepByStep", "question_broadness": "3", "politeness": "Polite",
-           "rationale": {"politeness": "says please"}}
+    out = {
+        "problem_solving": "StepByStep",
+        "question_broadness": "3",
+        "politeness": "Polite",
+        "rationale": {"politeness": "says please"},
+    }
     if key.endswith("-1"):
         out["question_broadness"] = ["2", "5", "4"][seed % 3]
         out["problem_solving"] = ["AllInOne", "StepByStep", "AllInOne"][seed % 3]
@@ -75,7 +79,12 @@ async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server)
 
     with Session(engine) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == name)).one()
-        assert (src.kind, src.model, src.prompt_version, src.codebook_version) == ("llm", "openai/x", "v1", cb.version)
+        assert (src.kind, src.model, src.prompt_version, src.codebook_version) == (
+            "llm",
+            "openai/x",
+            "v1",
+            cb.version,
+        )
         df = labels_df(s, 1, sources=[name])
         calls = s.exec(select(LLMCall)).all()
     assert len(df) == 36  # nothing dropped
@@ -104,8 +113,12 @@ async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server)
     # Invalid (out-of-label-set) output was retried with the error and then accepted.
     retried = by[(keys["human-recipe_planning-0"], "problem_solving")]
     assert retried.status == "ok" and retried.value == "StepByStep"
-    retry_reqs = [r for r in server.requests if "human-recipe_planning-0 turn 0" in json.dumps(r.body)
-                  and any(m["role"] == "assistant" for m in r.messages)]
+    retry_reqs = [
+        r
+        for r in server.requests
+        if "human-recipe_planning-0 turn 0" in json.dumps(r.body)
+        and any(m["role"] == "assistant" for m in r.messages)
+    ]
     assert retry_reqs and "Sideways" in json.dumps(retry_reqs[0].body)
 
     # Never-valid output: retried, then recorded as failed, flagged, with the reason.

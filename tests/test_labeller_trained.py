@@ -19,8 +19,10 @@ from db.repo import labels_df
 from tests.annotation_data import make_study
 from workbench.errors import UserInputError
 
-POLITE = ["Could you please help me? Thank you so much, I appreciate it.",
-          "Please, would you kindly suggest something? Many thanks!"]
+POLITE = [
+    "Could you please help me? Thank you so much, I appreciate it.",
+    "Please, would you kindly suggest something? Many thanks!",
+]
 BLUNT = ["Give me hotels now.", "Just list options. Fast."]
 
 
@@ -42,11 +44,25 @@ def _seed_texts_and_labels(session):
     from db.models import Conversation as C
 
     convs = session.exec(select(C)).all()
-    write_labels(session, src, [LabelRecord(c.id, "politeness", "Polite" if conv_polite[c.id] else "Neutral")
-                                for c in convs if c.replicate < 5])
+    write_labels(
+        session,
+        src,
+        [
+            LabelRecord(c.id, "politeness", "Polite" if conv_polite[c.id] else "Neutral")
+            for c in convs
+            if c.replicate < 5
+        ],
+    )
     gold = ensure_source(session, "gold", "human")
-    write_labels(session, gold, [LabelRecord(c.id, "politeness", "Polite" if conv_polite[c.id] else "Neutral")
-                                 for c in convs if c.replicate < 2])
+    write_labels(
+        session,
+        gold,
+        [
+            LabelRecord(c.id, "politeness", "Polite" if conv_polite[c.id] else "Neutral")
+            for c in convs
+            if c.replicate < 2
+        ],
+    )
     session.commit()
     return conv_polite
 
@@ -98,8 +114,13 @@ def test_trained_labeller_on_reference_data(reference_db, tmp_path):
     copy = tmp_path / "ref.db"
     shutil.copy(make_url(reference_db).database, copy)
     eng = make_engine(f"sqlite:///{copy}")
-    report = train_and_label(eng, "recllmsim", "imported:recllmsim-gpt4o", dimensions=list(ACHIEVED),
-                             holdout_source="imported:recllmsim-human")
+    report = train_and_label(
+        eng,
+        "recllmsim",
+        "imported:recllmsim-gpt4o",
+        dimensions=list(ACHIEVED),
+        holdout_source="imported:recllmsim-human",
+    )
     assert report.n_train == 3780 and report.n_labelled == 200
     with Session(eng) as s:
         df = study_agreement_df(s, "recllmsim", report.source, "imported:recllmsim-human", n_boot=100)
@@ -111,7 +132,12 @@ def test_trained_labeller_on_reference_data(reference_db, tmp_path):
         assert pooled.loc[dim, "n"] == 200
         assert pooled.loc[dim, "cohen_kappa"] >= floor, (dim, pooled.loc[dim, "cohen_kappa"])
     # Same figure from scikit-learn on the same pairs.
-    wide = lab[lab.dimension == "promise"].pivot(index="conversation_id", columns="source", values="value").dropna()
+    wide = (
+        lab[lab.dimension == "promise"]
+        .pivot(index="conversation_id", columns="source", values="value")
+        .dropna()
+    )
     assert pooled.loc["promise", "cohen_kappa"] == pytest.approx(
-        cohen_kappa_score(wide[report.source], wide["imported:recllmsim-human"]))
+        cohen_kappa_score(wide[report.source], wide["imported:recllmsim-human"])
+    )
     assert set(df["user_kind"]) == {"all", "human", "agent"}

@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,22 +58,42 @@ def response_schema(dimensions) -> dict:
     return {"type": "object", "properties": props, "required": [d.name for d in dimensions]}
 
 
-def build_messages(prompt: dict, codebook_version: str, dimensions, turns: Sequence[dict],
-                   scenario: Optional[str], lang: str = "en") -> list[dict]:
+def build_messages(
+    prompt: dict,
+    codebook_version: str,
+    dimensions,
+    turns: Sequence[dict],
+    scenario: Optional[str],
+    lang: str = "en",
+) -> list[dict]:
     blocks = []
     for d in dimensions:
-        lines = "\n".join(prompt["label_line"].format(value=v, definition=d.label_definition(v, lang) or "")
-                          for v in d.labels)
+        lines = "\n".join(
+            prompt["label_line"].format(value=v, definition=d.label_definition(v, lang) or "")
+            for v in d.labels
+        )
         aspects = d.aspect_names(scenario, lang) if scenario else []
-        blocks.append(prompt["dimension"].format(
-            name=d.name, title=d.display_title(lang), definition=str(d.definition.get(lang) or ""),
-            label_lines=lines,
-            aspects=prompt["aspects"].format(scenario=scenario, aspects=", ".join(aspects)) if aspects else ""))
+        blocks.append(
+            prompt["dimension"].format(
+                name=d.name,
+                title=d.display_title(lang),
+                definition=str(d.definition.get(lang) or ""),
+                label_lines=lines,
+                aspects=prompt["aspects"].format(scenario=scenario, aspects=", ".join(aspects))
+                if aspects
+                else "",
+            )
+        )
     system = prompt["system"].format(codebook_version=codebook_version, dimensions="\n\n".join(blocks))
-    transcript = "\n".join(prompt["turn"].format(index=t["index"], role=t["role"].capitalize(), content=t["content"])
-                           for t in turns)
-    user = prompt["user"].format(scenario=(scenario or "unspecified").replace("_", " "), transcript=transcript,
-                                 names=", ".join(d.name for d in dimensions))
+    transcript = "\n".join(
+        prompt["turn"].format(index=t["index"], role=t["role"].capitalize(), content=t["content"])
+        for t in turns
+    )
+    user = prompt["user"].format(
+        scenario=(scenario or "unspecified").replace("_", " "),
+        transcript=transcript,
+        names=", ".join(d.name for d in dimensions),
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -118,8 +137,14 @@ class LabelSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def _select(engine: Engine, study: str, codebook, dimensions: Optional[Iterable[str]],
-            conversation_ids: Optional[Iterable[int]], limit: Optional[int]):
+def _select(
+    engine: Engine,
+    study: str,
+    codebook,
+    dimensions: Optional[Iterable[str]],
+    conversation_ids: Optional[Iterable[int]],
+    limit: Optional[int],
+):
     dims = codebook.select(list(dimensions) if dimensions else None)
     if dimensions is None:
         dims = codebook.conversation_dimensions()
@@ -132,12 +157,23 @@ def _select(engine: Engine, study: str, codebook, dimensions: Optional[Iterable[
     convs = convs[convs["n_turns"] > 0]
     if limit is not None:
         convs = convs.head(limit)
-    by_conv = {cid: g[["index", "role", "content"]].to_dict("records") for cid, g in turns.groupby("conversation_id")}
+    by_conv = {
+        cid: g[["index", "role", "content"]].to_dict("records") for cid, g in turns.groupby("conversation_id")
+    }
     return st, dims, convs, by_conv
 
 
-def plan_labelling(engine: Engine, study: str, model_name: str, codebook, dimensions=None, samples: int = 3,
-                   prompt_version: str = DEFAULT_PROMPT, conversation_ids=None, limit=None) -> LabelPlan:
+def plan_labelling(
+    engine: Engine,
+    study: str,
+    model_name: str,
+    codebook,
+    dimensions=None,
+    samples: int = 3,
+    prompt_version: str = DEFAULT_PROMPT,
+    conversation_ids=None,
+    limit=None,
+) -> LabelPlan:
     """Projected calls, tokens and cost (no call made, nothing written)."""
     from workbench.llm.prices import cost_of
 
@@ -145,22 +181,44 @@ def plan_labelling(engine: Engine, study: str, model_name: str, codebook, dimens
     _st, dims, convs, by_conv = _select(engine, study, codebook, dimensions, conversation_ids, limit)
     p_tokens = 0
     for row in convs.itertuples():
-        msgs = build_messages(prompt, codebook.version, dims, by_conv.get(row.conversation_id, []), row.scenario)
+        msgs = build_messages(
+            prompt, codebook.version, dims, by_conv.get(row.conversation_id, []), row.scenario
+        )
         # ~4 characters a token, plus the JSON instruction the model wrapper appends.
         p_tokens += (sum(len(m["content"]) for m in msgs) + 200 * len(dims)) // 4
     calls = len(convs) * samples
     c_tokens = calls * EST_COMPLETION_TOKENS_PER_DIM * len(dims)
     cost = cost_of(model_name, p_tokens * samples, c_tokens)
-    return LabelPlan(source=source_name(model_name, prompt["version"]), conversations=len(convs),
-                     dimensions=[d.name for d in dims], samples=samples, calls=calls,
-                     prompt_tokens=p_tokens * samples, completion_tokens=c_tokens, cost_usd=cost)
+    return LabelPlan(
+        source=source_name(model_name, prompt["version"]),
+        conversations=len(convs),
+        dimensions=[d.name for d in dims],
+        samples=samples,
+        calls=calls,
+        prompt_tokens=p_tokens * samples,
+        completion_tokens=c_tokens,
+        cost_usd=cost,
+    )
 
 
-async def label_with_llm(engine: Engine, study: str, model, codebook, dimensions=None, samples: int = 3,
-                         temperature: Optional[float] = 0.7, concurrency: int = 4,
-                         prompt_version: str = DEFAULT_PROMPT, conversation_ids=None, limit=None,
-                         json_retries: int = 1, overwrite: bool = False, seed: int = 0, cache: bool = True,
-                         progress: Optional[Callable[[int, int], None]] = None) -> LabelSummary:
+async def label_with_llm(
+    engine: Engine,
+    study: str,
+    model,
+    codebook,
+    dimensions=None,
+    samples: int = 3,
+    temperature: Optional[float] = 0.7,
+    concurrency: int = 4,
+    prompt_version: str = DEFAULT_PROMPT,
+    conversation_ids=None,
+    limit=None,
+    json_retries: int = 1,
+    overwrite: bool = False,
+    seed: int = 0,
+    cache: bool = True,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> LabelSummary:
     """Label the study's conversations with ``model`` (a ChatModel; recorded here). Conversations
     already labelled ok on every chosen dimension by this source are skipped unless ``overwrite``;
     failed ones are tried again (with ``cache=False`` to ask the model afresh rather than replay)."""
@@ -175,9 +233,15 @@ async def label_with_llm(engine: Engine, study: str, model, codebook, dimensions
     st, dims, convs, by_conv = _select(engine, study, codebook, dimensions, conversation_ids, limit)
     name = source_name(model.name, prompt["version"])
     with Session(engine, expire_on_commit=False) as session:
-        src = ensure_source(session, name, "llm", model=model.name, prompt_version=prompt["version"],
-                            codebook_version=codebook.version,
-                            params={"samples": samples, "temperature": temperature, "json_retries": json_retries})
+        src = ensure_source(
+            session,
+            name,
+            "llm",
+            model=model.name,
+            prompt_version=prompt["version"],
+            codebook_version=codebook.version,
+            params={"samples": samples, "temperature": temperature, "json_retries": json_retries},
+        )
         session.commit()
         done = existing_keys(session, src.id) if not overwrite else set()
     summary = LabelSummary(source=name)
@@ -187,9 +251,13 @@ async def label_with_llm(engine: Engine, study: str, model, codebook, dimensions
             summary.skipped_existing += 1
         else:
             todo.append(row)
-    base = model if isinstance(model, RecordedModel) else recorded(model, engine, purpose="labeller",
-                                                                   study_id=st.id, prompt_version=prompt["version"],
-                                                                   cache=cache)
+    base = (
+        model
+        if isinstance(model, RecordedModel)
+        else recorded(
+            model, engine, purpose="labeller", study_id=st.id, prompt_version=prompt["version"], cache=cache
+        )
+    )
     schema = response_schema(dims)
     sem = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
@@ -207,7 +275,9 @@ async def label_with_llm(engine: Engine, study: str, model, codebook, dimensions
 
     async def one(row):
         nonlocal n_done
-        msgs = build_messages(prompt, codebook.version, dims, by_conv.get(row.conversation_id, []), row.scenario)
+        msgs = build_messages(
+            prompt, codebook.version, dims, by_conv.get(row.conversation_id, []), row.scenario
+        )
         m = base.bind(conversation_id=int(row.conversation_id), purpose="labeller")
         async with sem:
             results = await asyncio.gather(*(one_sample(m, msgs, i) for i in range(samples)))
@@ -222,14 +292,28 @@ async def label_with_llm(engine: Engine, study: str, model, codebook, dimensions
                 r = valid[0].data["rationale"]
                 rationale = r.get(d.name) if isinstance(r, dict) else r
             if value is None:
-                records.append(LabelRecord(int(row.conversation_id), d.name, None, samples=[None] * samples,
-                                           flagged=True, status="failed",
-                                           rationale=f"all {samples} samples failed: {errors[0]}"))
+                records.append(
+                    LabelRecord(
+                        int(row.conversation_id),
+                        d.name,
+                        None,
+                        samples=[None] * samples,
+                        flagged=True,
+                        status="failed",
+                        rationale=f"all {samples} samples failed: {errors[0]}",
+                    )
+                )
             else:
-                records.append(LabelRecord(int(row.conversation_id), d.name, value,
-                                           samples=values + [None] * len(errors),
-                                           flagged=disagree or bool(errors),
-                                           rationale=str(rationale) if rationale else None))
+                records.append(
+                    LabelRecord(
+                        int(row.conversation_id),
+                        d.name,
+                        value,
+                        samples=values + [None] * len(errors),
+                        flagged=disagree or bool(errors),
+                        rationale=str(rationale) if rationale else None,
+                    )
+                )
         async with lock:
             with Session(engine, expire_on_commit=False) as session:
                 write_labels(session, session.get(type(src), src.id), records)

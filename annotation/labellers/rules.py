@@ -30,14 +30,22 @@ from workbench.errors import UserInputError
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
 RULES_VERSION = "1"  # the rules below; the lexicon versions are appended in the source name
 DIMENSIONS = ("promise", "feedback", "politeness", "formality", "explanation")
-CATEGORIES = ("promise", "feedback_positive", "feedback_negative", "politeness_polite", "politeness_impolite",
-              "formality_oral", "formality_formal", "explanation")
+CATEGORIES = (
+    "promise",
+    "feedback_positive",
+    "feedback_negative",
+    "politeness_polite",
+    "politeness_impolite",
+    "formality_oral",
+    "formality_formal",
+    "explanation",
+)
 NEGATABLE = ("feedback_positive", "politeness_polite", "promise")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def detect_language(text: str) -> str:
-    """"zh" when a fifth or more of the letters are CJK ideographs, else "en"."""
+    """ "zh" when a fifth or more of the letters are CJK ideographs, else "en"."""
     letters = sum(ch.isalpha() for ch in text)
     return "zh" if letters and len(_CJK.findall(text)) / letters >= 0.2 else "en"
 
@@ -76,10 +84,17 @@ def load_lexicon(language: str, directory: Path = LEXICON_DIR) -> Lexicon:
             try:
                 pats.append(re.compile(str(p)))
             except re.error as exc:
-                raise UserInputError(f"{path.name}: {cat}.patterns[{i}]: invalid regular expression: {exc}") from None
+                raise UserInputError(
+                    f"{path.name}: {cat}.patterns[{i}]: invalid regular expression: {exc}"
+                ) from None
         patterns[cat] = pats
-    return Lexicon(language=language, version=str(data.get("version", "1")), phrases=phrases, patterns=patterns,
-                   negators=[str(n).lower() for n in data.get("negators") or []])
+    return Lexicon(
+        language=language,
+        version=str(data.get("version", "1")),
+        phrases=phrases,
+        patterns=patterns,
+        negators=[str(n).lower() for n in data.get("negators") or []],
+    )
 
 
 class _Matcher:
@@ -101,7 +116,7 @@ class _Matcher:
         for match_id, start, end in self.matcher(doc):
             cat = self.nlp.vocab.strings[match_id]
             # "not helpful", "不满意": a negated positive cue is not a positive cue.
-            if cat in NEGATABLE and any(t.lower_ in negators for t in doc[max(0, start - 2):start]):
+            if cat in NEGATABLE and any(t.lower_ in negators for t in doc[max(0, start - 2) : start]):
                 continue
             found.setdefault(cat, []).append(doc[start:end].text.lower())
         low = text.lower()
@@ -120,8 +135,12 @@ class RuleLabeller:
         self.matchers = matchers
 
     @classmethod
-    def from_lexicons(cls, languages: Sequence[str] = ("en", "zh"), directory: Path = LEXICON_DIR,
-                      pipeline: Callable[[str], object] = make_pipeline) -> "RuleLabeller":
+    def from_lexicons(
+        cls,
+        languages: Sequence[str] = ("en", "zh"),
+        directory: Path = LEXICON_DIR,
+        pipeline: Callable[[str], object] = make_pipeline,
+    ) -> "RuleLabeller":
         return cls({lang: _Matcher(pipeline(lang), load_lexicon(lang, directory)) for lang in languages})
 
     @property
@@ -134,13 +153,18 @@ class RuleLabeller:
         matcher = self.matchers.get(lang) or next(iter(self.matchers.values()))
         return matcher.cues(text)
 
-    def label(self, user_turns: Sequence[str], dimensions: Iterable[str] = DIMENSIONS) -> dict[str, tuple[str, str]]:
+    def label(
+        self, user_turns: Sequence[str], dimensions: Iterable[str] = DIMENSIONS
+    ) -> dict[str, tuple[str, str]]:
         """``{dimension: (value, rationale)}`` for the conversation's user turns."""
         cues = [self._turn_cues(t or "") for t in user_turns]
 
         def where(cat: str, start: int = 0) -> list[str]:
-            return [f"turn {i + 1}: {', '.join(sorted(set(c[cat])))}" for i, c in enumerate(cues)
-                    if i >= start and cat in c]
+            return [
+                f"turn {i + 1}: {', '.join(sorted(set(c[cat])))}"
+                for i, c in enumerate(cues)
+                if i >= start and cat in c
+            ]
 
         out = {}
         dims = set(dimensions)
@@ -151,19 +175,30 @@ class RuleLabeller:
         if "feedback" in dims:
             pos, neg = where("feedback_positive", 1), where("feedback_negative", 1)
             value = {(True, True): "Both", (True, False): "Positive", (False, True): "Negative"}.get(
-                (bool(pos), bool(neg)), "NoFeedback")
-            out["feedback"] = (value, "; ".join([f"+ {h}" for h in pos] + [f"- {h}" for h in neg]) or "no feedback cue")
+                (bool(pos), bool(neg)), "NoFeedback"
+            )
+            out["feedback"] = (
+                value,
+                "; ".join([f"+ {h}" for h in pos] + [f"- {h}" for h in neg]) or "no feedback cue",
+            )
         if "politeness" in dims:
             rude, polite = where("politeness_impolite"), where("politeness_polite")
             value = "Impolite" if rude else "Polite" if polite else "Neutral"
             out["politeness"] = (value, "; ".join(rude or polite) or "no politeness cue")
         if "formality" in dims:
-            oral = [i for i, c in enumerate(cues) if len(c.get("formality_oral", [])) > len(c.get("formality_formal", []))]
+            oral = [
+                i
+                for i, c in enumerate(cues)
+                if len(c.get("formality_oral", [])) > len(c.get("formality_formal", []))
+            ]
             formal = [i for i, c in enumerate(cues) if i not in oral]
             share = len(oral) / len(cues) if cues else 0.0
             value = "Oral" if share >= 0.6 else "Formal" if share <= 0.25 else "Mixed"
-            out["formality"] = (value, f"{len(oral)} of {len(cues)} turns with more oral than formal cues; "
-                                + "; ".join(where("formality_oral")[:3]))
+            out["formality"] = (
+                value,
+                f"{len(oral)} of {len(cues)} turns with more oral than formal cues; "
+                + "; ".join(where("formality_oral")[:3]),
+            )
             del formal
         if "explanation" in dims:
             hits = where("explanation")
@@ -172,9 +207,14 @@ class RuleLabeller:
         return out
 
 
-def label_study(engine: Engine, study: str, dimensions: Optional[Iterable[str]] = None,
-                labeller: Optional[RuleLabeller] = None, codebook_version: Optional[str] = None,
-                progress: Optional[Callable[[int, int], None]] = None) -> tuple[str, int, int]:
+def label_study(
+    engine: Engine,
+    study: str,
+    dimensions: Optional[Iterable[str]] = None,
+    labeller: Optional[RuleLabeller] = None,
+    codebook_version: Optional[str] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> tuple[str, int, int]:
     """Label every conversation of the study; returns (source name, conversations, labels written)."""
     dims = list(dimensions) if dimensions else list(DIMENSIONS)
     if bad := [d for d in dims if d not in DIMENSIONS]:
@@ -185,13 +225,21 @@ def label_study(engine: Engine, study: str, dimensions: Optional[Iterable[str]] 
         turns = turns_df(session, st.id)
         users = turns[turns["role"] == "user"].groupby("conversation_id")["content"].apply(list)
         name = f"rule:{labeller.version}"
-        src = ensure_source(session, name, "rule", model="rules", prompt_version=labeller.version,
-                            codebook_version=codebook_version,
-                            params={"lexicons": {k: m.lexicon.version for k, m in labeller.matchers.items()}})
+        src = ensure_source(
+            session,
+            name,
+            "rule",
+            model="rules",
+            prompt_version=labeller.version,
+            codebook_version=codebook_version,
+            params={"lexicons": {k: m.lexicon.version for k, m in labeller.matchers.items()}},
+        )
         records = []
         for i, (conv_id, texts) in enumerate(users.items()):
             for dim, (value, why) in labeller.label(texts, dims).items():
-                records.append(LabelRecord(conversation_id=int(conv_id), dimension=dim, value=value, rationale=why))
+                records.append(
+                    LabelRecord(conversation_id=int(conv_id), dimension=dim, value=value, rationale=why)
+                )
             if progress:
                 progress(i + 1, len(users))
         n = write_labels(session, src, records)

@@ -40,10 +40,12 @@ def source_name(train_source: str, version: str = VERSION) -> str:
 def user_texts_df(session: Session, study_id: int) -> pd.DataFrame:
     """conversation_id, user_kind, text: the user's turns of each conversation of the study, in their
     original language, each prefixed by its position (the first request matters for the strategy)."""
-    q = (select(Turn.conversation_id, Turn.index, Turn.content, Conversation.user_kind)
-         .join(Conversation, Conversation.id == Turn.conversation_id)
-         .where(Conversation.study_id == study_id, Turn.role == "user")
-         .order_by(Turn.conversation_id, Turn.index))
+    q = (
+        select(Turn.conversation_id, Turn.index, Turn.content, Conversation.user_kind)
+        .join(Conversation, Conversation.id == Turn.conversation_id)
+        .where(Conversation.study_id == study_id, Turn.role == "user")
+        .order_by(Turn.conversation_id, Turn.index)
+    )
     parts: dict[int, list[str]] = {}
     kinds: dict[int, str] = {}
     for conv_id, _idx, content, kind in session.exec(q).all():
@@ -70,16 +72,19 @@ class TrainedLabeller:
     def fit(self, texts: pd.Series, targets: pd.DataFrame) -> "TrainedLabeller":
         """``texts`` indexed by conversation_id; ``targets`` indexed likewise with one column per
         dimension (missing values allowed: each dimension trains on the items that have it)."""
-        self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=self.ngram_range,
-                                          min_df=self.min_df, sublinear_tf=True)
+        self.vectorizer = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=self.ngram_range, min_df=self.min_df, sublinear_tf=True
+        )
         x = self.vectorizer.fit_transform(texts.values)
         pos = {cid: i for i, cid in enumerate(texts.index)}
         for dim in targets.columns:
             y = targets[dim].dropna()
             y = y[y.index.isin(pos.keys())]
             if y.nunique() < 2:
-                raise UserInputError(f"cannot train {dim!r}: the training source gives it "
-                                     f"{'no' if y.empty else 'only one'} value; choose another source or dimension")
+                raise UserInputError(
+                    f"cannot train {dim!r}: the training source gives it "
+                    f"{'no' if y.empty else 'only one'} value; choose another source or dimension"
+                )
             rows = [pos[c] for c in y.index]
             self.models[dim] = LogisticRegression(C=self.C, max_iter=3000).fit(x[rows], y.astype(str).values)
         return self
@@ -93,8 +98,16 @@ class TrainedLabeller:
         for dim, model in self.models.items():
             proba = model.predict_proba(x)
             best = proba.argmax(1)
-            out.append(pd.DataFrame({"conversation_id": texts.index, "dimension": dim,
-                                     "value": model.classes_[best], "probability": proba.max(1)}))
+            out.append(
+                pd.DataFrame(
+                    {
+                        "conversation_id": texts.index,
+                        "dimension": dim,
+                        "value": model.classes_[best],
+                        "probability": proba.max(1),
+                    }
+                )
+            )
         if not out:
             return pd.DataFrame(columns=["conversation_id", "dimension", "value", "probability"])
         return pd.concat(out, ignore_index=True)
@@ -111,9 +124,17 @@ class TrainReport:
     holdout_source: Optional[str] = None
 
 
-def train_and_label(engine: Engine, study: str, train_source: str, dimensions: Optional[Iterable[str]] = None,
-                    holdout_source: Optional[str] = None, label_all: bool = False, version: str = VERSION,
-                    C: float = 10.0, progress: Optional[Callable[[str], None]] = None) -> TrainReport:
+def train_and_label(
+    engine: Engine,
+    study: str,
+    train_source: str,
+    dimensions: Optional[Iterable[str]] = None,
+    holdout_source: Optional[str] = None,
+    label_all: bool = False,
+    version: str = VERSION,
+    C: float = 10.0,
+    progress: Optional[Callable[[str], None]] = None,
+) -> TrainReport:
     """Train on ``train_source``'s conversation-level labels in ``study`` and label the conversations
     it did not label (``label_all``: every conversation). Conversations labelled by
     ``holdout_source`` (e.g. the human gold set) are kept out of training and always labelled, so the
@@ -133,36 +154,70 @@ def train_and_label(engine: Engine, study: str, train_source: str, dimensions: O
         else:
             dims = list(dict.fromkeys(dimensions))
             if missing := [d for d in dims if d not in known]:
-                raise UserInputError(f"{train_source!r} has no conversation-level labels for {missing} in study "
-                                     f"{study!r} (it has: {', '.join(known) or 'none'})")
+                raise UserInputError(
+                    f"{train_source!r} has no conversation-level labels for {missing} in study "
+                    f"{study!r} (it has: {', '.join(known) or 'none'})"
+                )
         if not dims:
             raise UserInputError(f"{train_source!r} has no conversation-level labels in study {study!r}")
         held = set(lab.loc[lab["source"] == holdout_source, "conversation_id"]) if holdout_source else set()
         texts = user_texts_df(session, st.id).set_index("conversation_id")["text"]
-        targets = (train[train["dimension"].isin(dims)]
-                   .pivot_table(index="conversation_id", columns="dimension", values="value", aggfunc="first"))
+        targets = train[train["dimension"].isin(dims)].pivot_table(
+            index="conversation_id", columns="dimension", values="value", aggfunc="first"
+        )
         train_ids = [c for c in targets.index if c not in held and c in texts.index]
         if len(train_ids) < 10:
-            raise UserInputError(f"only {len(train_ids)} conversations to train on; label more with {train_source!r}")
+            raise UserInputError(
+                f"only {len(train_ids)} conversations to train on; label more with {train_source!r}"
+            )
         say(f"training on {len(train_ids)} conversations, {len(dims)} dimension(s)")
         model = TrainedLabeller(C=C).fit(texts.loc[train_ids], targets.loc[train_ids, dims])
         todo = texts.index if label_all else [c for c in texts.index if c not in set(train_ids)]
         pred = model.predict_df(texts.loc[list(todo)])
         say(f"labelling {len(todo)} conversations")
-        src = ensure_source(session, source_name(train_source, version), "trained", model="sklearn:tfidf-char-logreg",
-                            prompt_version=version,
-                            params={"train_source": train_source, "holdout_source": holdout_source,
-                                    "n_train": len(train_ids), "C": C, "features": "tfidf char_wb 1-4 of user turns"})
-        src.params = {**(src.params or {}), "train_source": train_source, "holdout_source": holdout_source,
-                      "n_train": len(train_ids), "C": C}
+        src = ensure_source(
+            session,
+            source_name(train_source, version),
+            "trained",
+            model="sklearn:tfidf-char-logreg",
+            prompt_version=version,
+            params={
+                "train_source": train_source,
+                "holdout_source": holdout_source,
+                "n_train": len(train_ids),
+                "C": C,
+                "features": "tfidf char_wb 1-4 of user turns",
+            },
+        )
+        src.params = {
+            **(src.params or {}),
+            "train_source": train_source,
+            "holdout_source": holdout_source,
+            "n_train": len(train_ids),
+            "C": C,
+        }
         session.add(src)
-        records = [LabelRecord(conversation_id=int(r.conversation_id), dimension=r.dimension, value=str(r.value),
-                               rationale=f"p={r.probability:.2f}", flagged=bool(r.probability < FLAG_BELOW))
-                   for r in pred.itertuples()]
+        records = [
+            LabelRecord(
+                conversation_id=int(r.conversation_id),
+                dimension=r.dimension,
+                value=str(r.value),
+                rationale=f"p={r.probability:.2f}",
+                flagged=bool(r.probability < FLAG_BELOW),
+            )
+            for r in pred.itertuples()
+        ]
         n = write_labels(session, src, records)
         session.commit()
-        return TrainReport(source=src.name, train_source=train_source, dimensions=dims, n_train=len(train_ids),
-                           n_labelled=len(todo), n_labels=n, holdout_source=holdout_source)
+        return TrainReport(
+            source=src.name,
+            train_source=train_source,
+            dimensions=dims,
+            n_train=len(train_ids),
+            n_labelled=len(todo),
+            n_labels=n,
+            holdout_source=holdout_source,
+        )
 
 
 def predicted_values(model: TrainedLabeller, texts: Sequence[str]) -> dict[str, np.ndarray]:

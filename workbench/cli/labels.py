@@ -24,29 +24,45 @@ def _split(values: Optional[List[str]]) -> Optional[list[str]]:
 def label(
     study: str = typer.Option(..., "--study", help="Study name."),
     labeller: str = typer.Option(..., "--labeller", help="llm | rule | trained."),
-    model: Optional[str] = typer.Option(None, "--model", help="llm: provider/model (default: WORKBENCH_DEFAULT_MODEL "
-                                                              "or the configured default)."),
-    dimensions: Optional[List[str]] = typer.Option(None, "--dimensions",
-                                                   help="Dimensions to label (comma-separated or repeated; "
-                                                        "default: all the labeller can do)."),
-    samples: int = typer.Option(3, "--samples", help="llm: samples per conversation (majority vote / median)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="llm: provider/model (default: WORKBENCH_DEFAULT_MODEL or the configured default).",
+    ),
+    dimensions: Optional[List[str]] = typer.Option(
+        None,
+        "--dimensions",
+        help="Dimensions to label (comma-separated or repeated; default: all the labeller can do).",
+    ),
+    samples: int = typer.Option(
+        3, "--samples", help="llm: samples per conversation (majority vote / median)."
+    ),
     concurrency: int = typer.Option(4, "--concurrency", help="llm: conversations in flight at once."),
     temperature: Optional[float] = typer.Option(0.7, "--temperature", help="llm: sampling temperature."),
-    prompt_version: str = typer.Option("v1", "--prompt-version", help="llm: prompt template version "
-                                                                       "(annotation/prompts/labeller_<v>.yaml)."),
+    prompt_version: str = typer.Option(
+        "v1", "--prompt-version", help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml)."
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help="llm: label at most this many conversations."),
     overwrite: bool = typer.Option(False, "--overwrite", help="llm: relabel conversations already labelled."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="llm: do not answer calls from the response cache."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="llm: print projected calls, tokens and cost, then stop."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="llm: do not answer calls from the response cache."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="llm: print projected calls, tokens and cost, then stop."
+    ),
     seed: int = typer.Option(0, "--seed", help="llm: base seed (sample i uses seed+i)."),
-    train_source: Optional[str] = typer.Option(None, "--train-source",
-                                               help="trained: label source to learn from (see `workbench labels "
-                                                    "sources`)."),
-    holdout_source: Optional[str] = typer.Option(None, "--holdout-source",
-                                                 help="trained: keep this source's conversations (e.g. the gold "
-                                                      "set) out of training; they are labelled."),
-    label_all: bool = typer.Option(False, "--all", help="trained: also label the training conversations "
-                                                        "(in-sample, optimistic)."),
+    train_source: Optional[str] = typer.Option(
+        None, "--train-source", help="trained: label source to learn from (see `workbench labels sources`)."
+    ),
+    holdout_source: Optional[str] = typer.Option(
+        None,
+        "--holdout-source",
+        help="trained: keep this source's conversations (e.g. the gold "
+        "set) out of training; they are labelled.",
+    ),
+    label_all: bool = typer.Option(
+        False, "--all", help="trained: also label the training conversations (in-sample, optimistic)."
+    ),
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
     from annotation.codebook import load_codebook
@@ -65,45 +81,89 @@ def label(
 
         name = model or default_model()
         if dry_run:
-            plan = plan_labelling(engine, study, name, codebook, dims, samples=samples,
-                                  prompt_version=prompt_version, limit=limit)
-            cost = "unknown (no price for this model; see `workbench models prices`)" if plan.cost_usd is None \
+            plan = plan_labelling(
+                engine,
+                study,
+                name,
+                codebook,
+                dims,
+                samples=samples,
+                prompt_version=prompt_version,
+                limit=limit,
+            )
+            cost = (
+                "unknown (no price for this model; see `workbench models prices`)"
+                if plan.cost_usd is None
                 else f"${plan.cost_usd:.2f}"
-            typer.echo(f"Dry run for {plan.source}: {plan.conversations} conversations x {plan.samples} samples = "
-                       f"{plan.calls} calls; ~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion "
-                       f"tokens; cost {cost}. Dimensions: {', '.join(plan.dimensions)}.")
+            )
+            typer.echo(
+                f"Dry run for {plan.source}: {plan.conversations} conversations x {plan.samples} samples = "
+                f"{plan.calls} calls; ~{plan.prompt_tokens:,} prompt + "
+                f"~{plan.completion_tokens:,} completion tokens; cost {cost}. "
+                f"Dimensions: {', '.join(plan.dimensions)}."
+            )
             return
         from workbench.llm import get_model
 
         chat = get_model(name)
         with _progress("labelling") as tick:
-            summary = label_with_llm_sync(engine, study, chat, codebook, dims, samples=samples,
-                                          temperature=temperature, concurrency=concurrency,
-                                          prompt_version=prompt_version, limit=limit, overwrite=overwrite,
-                                          cache=not no_cache, seed=seed, progress=tick)
-        typer.echo(f"{summary.source}: labelled {summary.conversations} conversations ({summary.labels} labels, "
-                   f"{summary.flagged} flagged for sample disagreement, {summary.failed} failed), "
-                   f"{summary.skipped_existing} already labelled; cost ${summary.cost_usd:.4f}.")
+            summary = label_with_llm_sync(
+                engine,
+                study,
+                chat,
+                codebook,
+                dims,
+                samples=samples,
+                temperature=temperature,
+                concurrency=concurrency,
+                prompt_version=prompt_version,
+                limit=limit,
+                overwrite=overwrite,
+                cache=not no_cache,
+                seed=seed,
+                progress=tick,
+            )
+        typer.echo(
+            f"{summary.source}: labelled {summary.conversations} conversations ({summary.labels} labels, "
+            f"{summary.flagged} flagged for sample disagreement, {summary.failed} failed), "
+            f"{summary.skipped_existing} already labelled; cost ${summary.cost_usd:.4f}."
+        )
         if summary.failed:
-            typer.echo(f"Failed labels are stored with status 'failed' (first error: {summary.errors[0]}). "
-                       "Re-run with --no-cache to try them again.", err=True)
+            typer.echo(
+                f"Failed labels are stored with status 'failed' (first error: {summary.errors[0]}). "
+                "Re-run with --no-cache to try them again.",
+                err=True,
+            )
     elif labeller == "rule":
         from annotation.labellers.rules import label_study
 
         with _progress("labelling") as tick:
-            name, n_conv, n = label_study(engine, study, dims, codebook_version=codebook.version, progress=tick)
+            name, n_conv, n = label_study(
+                engine, study, dims, codebook_version=codebook.version, progress=tick
+            )
         typer.echo(f"{name}: labelled {n_conv} conversations ({n} labels).")
     else:
         from annotation.labellers.trained import train_and_label
 
         if not train_source:
-            raise UserInputError("--labeller trained needs --train-source SOURCE (see `workbench labels sources "
-                                 f"--study {study}`)")
-        report = train_and_label(engine, study, train_source, dims, holdout_source=holdout_source,
-                                 label_all=label_all, progress=typer.echo)
-        typer.echo(f"{report.source}: trained on {report.n_train} conversations, labelled {report.n_labelled} "
-                   f"({report.n_labels} labels). Compare it with a gold source: `workbench agreement --study "
-                   f"{study} --a {report.source} --b <gold source>`.")
+            raise UserInputError(
+                "--labeller trained needs --train-source SOURCE (see `workbench labels sources "
+                f"--study {study}`)"
+            )
+        report = train_and_label(
+            engine,
+            study,
+            train_source,
+            dims,
+            holdout_source=holdout_source,
+            label_all=label_all,
+            progress=typer.echo,
+        )
+        typer.echo(
+            f"{report.source}: trained on {report.n_train} conversations, labelled {report.n_labelled} "
+            f"({report.n_labels} labels). Compare it with a gold source: `workbench agreement --study "
+            f"{study} --a {report.source} --b <gold source>`."
+        )
 
 
 class _progress:
@@ -152,14 +212,23 @@ def sources(
 
 def agreement(
     study: str = typer.Option(..., "--study", help="Study name."),
-    a: Optional[str] = typer.Option(None, "--a", help="First label source (as `workbench labels sources` lists it)."),
+    a: Optional[str] = typer.Option(
+        None, "--a", help="First label source (as `workbench labels sources` lists it)."
+    ),
     b: Optional[str] = typer.Option(None, "--b", help="Second label source."),
-    source_set: Optional[List[str]] = typer.Option(None, "--sources",
-                                                   help="Instead of --a/--b: a set of sources (e.g. annotators), "
-                                                        "comma-separated or repeated; gives Fleiss' kappa."),
+    source_set: Optional[List[str]] = typer.Option(
+        None,
+        "--sources",
+        help="Instead of --a/--b: a set of sources (e.g. annotators), "
+        "comma-separated or repeated; gives Fleiss' kappa.",
+    ),
     dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", help="Only these dimensions."),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the records as JSON to this file."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CI of Krippendorff's alpha."),
+    json_file: Optional[Path] = typer.Option(
+        None, "--json", help="Also write the records as JSON to this file."
+    ),
+    n_boot: int = typer.Option(
+        1000, "--n-boot", help="Bootstrap resamples for the CI of Krippendorff's alpha."
+    ),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     split: bool = typer.Option(True, "--split/--no-split", help="Also report per user kind (human, agent)."),
 ) -> None:
@@ -173,24 +242,49 @@ def agreement(
     if names and (a or b):
         raise UserInputError("give either --a and --b, or --sources, not both")
     if not names and not (a and b):
-        raise UserInputError("name two sources with --a and --b (or a set with --sources); list them with "
-                             f"`workbench labels sources --study {study}`")
+        raise UserInputError(
+            "name two sources with --a and --b (or a set with --sources); list them with "
+            f"`workbench labels sources --study {study}`"
+        )
     with session_scope(ready_engine()) as session:
-        df = study_agreement_df(session, study, a=a, b=b, sources=names, dimensions=_split(dimensions),
-                                n_boot=n_boot, seed=seed, split_by_user_kind=split)
+        df = study_agreement_df(
+            session,
+            study,
+            a=a,
+            b=b,
+            sources=names,
+            dimensions=_split(dimensions),
+            n_boot=n_boot,
+            seed=seed,
+            split_by_user_kind=split,
+        )
     if df.empty:
         typer.echo("No items labelled by both sources.")
     else:
-        cols = ["dimension", "user_kind", "n", "agreement", "cohen_kappa", "weighted_kappa", "fleiss_kappa",
-                "krippendorff_alpha", "ci_low", "ci_high"]
+        cols = [
+            "dimension",
+            "user_kind",
+            "n",
+            "agreement",
+            "cohen_kappa",
+            "weighted_kappa",
+            "fleiss_kappa",
+            "krippendorff_alpha",
+            "ci_low",
+            "ci_high",
+        ]
         show = df[cols].copy()
         for c in cols[3:]:
             show[c] = show[c].map(lambda v: "" if v is None or v != v else f"{v:.3f}")
         typer.echo(show.to_string(index=False))
-        typer.echo(f"ci_low/ci_high: {int(df['ci_level'].iloc[0] * 100)}% percentile bootstrap interval of "
-                   f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed}).")
+        typer.echo(
+            f"ci_low/ci_high: {int(df['ci_level'].iloc[0] * 100)}% percentile bootstrap interval of "
+            f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
+        )
     if json_file:
-        json_file.write_text(json.dumps(agreement_records(df), ensure_ascii=False, indent=1), encoding="utf-8")
+        json_file.write_text(
+            json.dumps(agreement_records(df), ensure_ascii=False, indent=1), encoding="utf-8"
+        )
         typer.echo(f"Wrote {len(df)} records to {json_file}")
 
 
