@@ -213,3 +213,42 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
         "v1",
         24,
     )
+
+
+def test_cli_agreement_of_an_annotator_set(cli_engine, capsys, tmp_path):
+    values = ["Polite", "Neutral", "Impolite"]
+    with Session(cli_engine) as s:
+        conv_ids = sorted(conversations_df(s, 1)["conversation_id"])
+        for k, name in enumerate(["human:ann", "human:bob", "human:cy"]):
+            src = ensure_source(s, name, "human")
+            # cy skips the last two items; bob disagrees on every third.
+            recs = [
+                LabelRecord(int(c), "politeness", values[(i + (k == 1 and i % 3 == 0)) % 3])
+                for i, c in enumerate(conv_ids)
+                if not (k == 2 and i >= len(conv_ids) - 2)
+            ]
+            write_labels(s, src, recs)
+        s.commit()
+    path = tmp_path / "set.json"
+    code, out = run(
+        [
+            "agreement",
+            "--study",
+            "pilot",
+            "--sources",
+            "human:ann,human:bob,human:cy",
+            "--json",
+            str(path),
+            "--n-boot",
+            "50",
+            "--no-split",
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    (rec,) = json.loads(path.read_text())
+    assert rec["user_kind"] == "all" and rec["n_raters"] == 3
+    assert rec["n"] == 12 and rec["n_complete"] == 10
+    assert rec["cohen_kappa"] is None and rec["fleiss_kappa"] is not None
+    code, out = run(["agreement", "--study", "pilot", "--a", "human:ann", "--sources", "human:bob"], capsys)
+    assert code == 2 and "not both" in out
