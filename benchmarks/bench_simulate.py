@@ -56,10 +56,10 @@ def serve(port: int, latency: float) -> None:
 
 
 def child(n: int, concurrency: int, latency: float, profile: str | None, transport: str) -> dict:
+    import openai  # noqa: F401 - imported before timing: import time is start-up, not per-call work
     from sqlalchemy import func
     from sqlmodel import Session, select
 
-    import openai  # noqa: F401 - imported before timing: import time is start-up, not per-call work
     import workbench.llm.openai_provider  # noqa: F401
 
     try:
@@ -95,7 +95,8 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     # Plain-text replies never carry the end signal: every conversation runs exactly TURNS user
     # turns (2 calls each).
     opts = {"http_transport": transport}
-    summary = run_simulation(engine, "bench", "openai/bench-simulator", conditions=chosen, n_per_condition=reps,
+    summary = run_simulation(engine, "bench", "openai/bench-simulator", conditions=chosen,
+                             n_per_condition=reps,
                              concurrency=concurrency, max_turns=TURNS, min_turns=1,
                              model_options={"openai/bench-simulator": opts, "openai/bench-assistant": opts})
     wall, cpu, main = time.perf_counter() - t0, time.process_time() - cpu0, time.thread_time() - main0
@@ -118,9 +119,10 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     from workbench.llm import get_model
 
     used = "aiohttp" if get_model("openai/bench-simulator", **opts)._use_aiohttp() else "httpx"
-    return {"n": n, "transport": used, "calls": calls, "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal,
-            "cpu_ms_per_call": cpu * 1000 / calls,
-            "main_thread_ms_per_call": main * 1000 / calls, "peak_rss_mb": rss / 1024, "call_ms": call_ms, "rss_before_run_mb": rss0 / 1024}
+    return {"n": n, "transport": used, "calls": calls, "wall_s": wall, "ideal_s": ideal,
+            "ratio": wall / ideal, "cpu_ms_per_call": cpu * 1000 / calls,
+            "main_thread_ms_per_call": main * 1000 / calls, "peak_rss_mb": rss / 1024, "call_ms": call_ms,
+            "rss_before_run_mb": rss0 / 1024}
 
 
 def _free_port() -> int:
@@ -148,7 +150,8 @@ def main() -> None:
         print(json.dumps(child(args.n, args.concurrency, args.latency, args.profile, args.transport)))
         return
     port = _free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(args.latency)],
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
+                               "--latency", str(args.latency)],
                               cwd=REPO, stdout=subprocess.PIPE)
     server.stdout.readline()  # wait until it listens
     env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "bench",
@@ -172,15 +175,17 @@ def main() -> None:
     print(f"fake server latency {args.latency}s, concurrency {args.concurrency}, {TURNS} user turns per "
           f"conversation; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for r in results:
-        print(f"{r['n']:>4} conversations ({r['transport']}): {r['calls']} calls, wall {r['wall_s']:.2f}s vs ideal {r['ideal_s']:.2f}s "
-              f"-> ratio {r['ratio']:.3f} (target <= 1.2); CPU {r['cpu_ms_per_call']:.2f} ms/call (target < 5; "
+        print(f"{r['n']:>4} conversations ({r['transport']}): {r['calls']} calls, wall {r['wall_s']:.2f}s "
+              f"vs ideal {r['ideal_s']:.2f}s -> ratio {r['ratio']:.3f} (target <= 1.2); "
+              f"CPU {r['cpu_ms_per_call']:.2f} ms/call (target < 5; "
               f"{r['main_thread_ms_per_call']:.2f} in the event loop thread); "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (before run {r['rss_before_run_mb']:.0f} MB); "
               f"mean HTTP call {r['call_ms']:.0f} ms")
     for i in range(0, len(results) - 1, len(sizes)):
         a, b = results[i], results[i + len(sizes) - 1]
         if a is not b:
-            print(f"peak RSS growth {a['n']} -> {b['n']} conversations: {b['peak_rss_mb'] - a['peak_rss_mb']:+.1f} MB")
+            print(f"peak RSS growth {a['n']} -> {b['n']} conversations: "
+                  f"{b['peak_rss_mb'] - a['peak_rss_mb']:+.1f} MB")
 
 
 if __name__ == "__main__":

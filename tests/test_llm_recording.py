@@ -103,7 +103,8 @@ def test_deferred_writes_share_the_database_worker(engine):
 
 def test_database_worker_batches_and_isolates_failures(engine):
     """Work queued together commits together; one failing item fails only its own caller."""
-    from sqlalchemy import insert, select as sa_select
+    from sqlalchemy import insert
+    from sqlalchemy import select as sa_select
 
     from db.types import utcnow
     from workbench.llm.dbwork import DatabaseWorker

@@ -115,7 +115,8 @@ class RecordedModel(ChatModel):
 
     async def _awrite(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
                       error: Optional[str], latency_ms: float, hit: bool) -> int:
-        return await self.worker.run(_insert_in, self._values(messages, params, key, c, error, latency_ms, hit))
+        values = self._values(messages, params, key, c, error, latency_ms, hit)
+        return await self.worker.run(_insert_in, values)
 
     async def _arecord(self, messages: list[dict], params: dict, key: str, c: Completion, hit: bool) -> None:
         values = self._values(messages, params, key, c, None, c.latency_ms, hit)

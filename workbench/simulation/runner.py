@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -535,8 +534,8 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         try:
             try:
                 res = await run_conversation(user, sim, asst, cfg.system_prompt,
-                                             {**su.sim_params, "seed": conv_seed}, {**_params(cfg), "seed": conv_seed},
-                                             on_turn, before_call, after)
+                                             {**su.sim_params, "seed": conv_seed},
+                                             {**_params(cfg), "seed": conv_seed}, on_turn, before_call, after)
             finally:
                 await written()
         except BudgetExceeded:
