@@ -141,3 +141,35 @@ def test_trained_labeller_on_reference_data(reference_db, tmp_path):
         cohen_kappa_score(wide[report.source], wide["imported:recllmsim-human"])
     )
     assert set(df["user_kind"]) == {"all", "human", "agent"}
+
+
+def test_cli_trained_with_holdout_prints_agreement(use_db, capsys):
+    from db.migrate import upgrade
+    from workbench.cli import main
+
+    eng = make_engine(use_db)
+    upgrade(eng)
+    with Session(eng) as s:
+        _seed_texts_and_labels(s)
+    eng.dispose()
+    code = 0
+    try:
+        main(
+            [
+                "label",
+                "--study",
+                "pilot",
+                "--labeller",
+                "trained",
+                "--train-source",
+                "teacher",
+                "--holdout-source",
+                "gold",
+            ]
+        )
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "trained:teacher:v1: trained on 12 conversations, labelled 12" in out
+    assert "Cohen's kappa against gold" in out and "politeness" in out and "1.000" in out

@@ -164,6 +164,17 @@ def label(
             f"({report.n_labels} labels). Compare it with a gold source: `workbench agreement --study "
             f"{study} --a {report.source} --b <gold source>`."
         )
+        if holdout_source:
+            from annotation.agreement import study_agreement_df
+            from db.engine import session_scope
+
+            with session_scope(engine) as session:
+                df = study_agreement_df(
+                    session, study, report.source, holdout_source, dimensions=report.dimensions, n_boot=1000
+                )
+            typer.echo(f"Cohen's kappa against {holdout_source} (held out of training):")
+            wide = df.pivot(index="dimension", columns="user_kind", values="cohen_kappa")
+            typer.echo(wide.map(lambda v: "" if v is None or v != v else f"{v:.3f}").to_string())
 
 
 class _progress:
