@@ -1,14 +1,10 @@
-"""The researcher console's core: study overview, progress, transcripts, settings, simulation, export.
-
-Functions of other areas (study creation, the simulation runner, export) are imported when called,
-so the console works while those parts are missing and says clearly what is not there.
-"""
+"""The researcher console's core: study overview, progress, transcripts, settings, simulation, export."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pandas as pd
 from sqlalchemy import func
@@ -26,22 +22,12 @@ from db.models import (
     Study,
 )
 from db.repo import conversations_df, get_study
-from workbench.errors import UserInputError, WorkbenchError
+from scenarios import load_library, sync_library
+from workbench.dataio.export import export_study
+from workbench.errors import UserInputError
 from workbench.participation.flow import TurnView, conversation_turns
-from workbench.studies import StudySettings, study_settings
-
-
-class MissingFeature(WorkbenchError):
-    """A part of the workbench this action needs is not installed or not built yet."""
-
-
-def _require(module: str, name: str, what: str) -> Any:
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise MissingFeature(f"{what} is not available in this installation ({module}.{name} is missing)") from exc
+from workbench.simulation.runner import run_simulation
+from workbench.studies import StudySettings, create_study, study_settings
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,11 +141,7 @@ def matched_conversations(session: Session, conversation_id: int) -> list[int]:
 
 
 def available_scenarios() -> list[str]:
-    load_library = _require("scenarios", "load_library", "The scenario library")
-    lib = load_library()
-    scen = getattr(lib, "scenarios", lib)
-    keys = [getattr(s, "key", s) for s in (scen.values() if isinstance(scen, dict) else scen)]
-    return sorted(str(k) for k in keys)
+    return sorted(load_library().scenarios)
 
 
 def create_study_from_packs(session: Session, name: str, assistant_model: str, scenarios: list[str],
@@ -171,10 +153,8 @@ def create_study_from_packs(session: Session, name: str, assistant_model: str, s
     if not assistant_model.strip() or "/" not in assistant_model:
         raise UserInputError("the assistant model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
     validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
-    sync = _require("scenarios", "sync_library", "The scenario library")
-    create = _require("workbench.studies", "create_study", "Study creation")
-    sync(session)
-    return create(session, name.strip(), assistant_model.strip(), scenarios=scenarios or None,
+    sync_library(session)
+    return create_study(session, name.strip(), assistant_model.strip(), scenarios=scenarios or None,
                   profiles=profiles or None, language=language, system_prompt=system_prompt or None,
                   settings=validated)
 
@@ -211,7 +191,6 @@ def start_simulation(engine: Engine, study_name: str, simulator_model: str, n_pe
     With ``twins`` the run simulates a digital twin of every human conversation (same condition,
     the participant's own profile) instead of the study's designed conditions.
     """
-    run_simulation = _require("workbench.simulation.runner", "run_simulation", "The simulation runner")
     if not simulator_model.strip() or "/" not in simulator_model:
         raise UserInputError("the simulator model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
     with session_scope(engine) as s:
@@ -253,7 +232,6 @@ def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
 
 
 def export(engine: Engine, study_name: str, fmt: str, out_dir: Path) -> list[Path]:
-    export_study = _require("workbench.dataio.export", "export_study", "Export")
     if fmt not in ("jsonl", "csv", "parquet"):
         raise UserInputError("the export format is jsonl, csv or parquet")
     return list(export_study(engine, study_name, fmt, Path(out_dir)))
