@@ -54,6 +54,10 @@ EXTRA_COLUMNS = [
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 MIN_PAIRS = 3
+VARIABLE_NOTES = {
+    "hallucination_flag_rate": "share of assistant turns flagged; humans' live flags vs turn-level labels "
+    "(post-hoc annotators for agents in the reference) are not the same measurement",
+}
 
 
 def _summary(values: pd.Series, scale: str, categories: Optional[list] = None) -> str:
@@ -119,6 +123,8 @@ def _tests_for(
                     r["note"] + "; " if r["note"] else ""
                 ) + f"{dropped} values outside the scale ignored"
     for r in out:
+        if variable in VARIABLE_NOTES:
+            r["note"] = (r["note"] + "; " if r["note"] else "") + VARIABLE_NOTES[variable]
         r.update(
             dimension=variable,
             kind=kind,
@@ -139,6 +145,8 @@ def _variables(data: StudyData, include_features: bool) -> list[tuple[str, str, 
         for f in CONTINUOUS_FEATURES:
             if f in data.features.columns:
                 out.append((f, "feature", "continuous", []))
+        if "hallucination_flag_rate" in data.features.columns:
+            out.append(("hallucination_flag_rate", "feature", "continuous", []))
         for f in NOMINAL_FEATURES:
             if f in data.features.columns:
                 out.append((f, "feature", "nominal", []))

@@ -183,6 +183,42 @@ def _labels_frame(engine, study_id: int, source: Optional[str]) -> pd.DataFrame:
         return pd.DataFrame(conn.execute(q).all(), columns=cols)
 
 
+def hallucination_rates_df(engine, study_id: int) -> pd.DataFrame:
+    """Share of assistant turns flagged as hallucinating, per conversation: the user's live flags
+    (``Turn.hallucination``, "cant_tell" left out) where present, else turn-level labels of dimension
+    "hallucination". In the reference data humans flagged live and annotators flagged agent
+    conversations afterwards, so the two kinds are not measured the same way (the table says so)."""
+    from sqlalchemy import select as core_select
+
+    from db.models import Conversation, Label, Turn
+
+    conv, turn, lab = Conversation.__table__, Turn.__table__, Label.__table__
+    q_live = (
+        core_select(turn.c.conversation_id, turn.c.hallucination)
+        .join(conv, conv.c.id == turn.c.conversation_id)
+        .where(conv.c.study_id == study_id, turn.c.hallucination.in_(["yes", "no"]))
+    )
+    q_lab = (
+        core_select(lab.c.conversation_id, lab.c.value)
+        .join(conv, conv.c.id == lab.c.conversation_id)
+        .where(
+            conv.c.study_id == study_id,
+            lab.c.dimension == "hallucination",
+            lab.c.turn_index >= 0,
+            lab.c.value.in_(["yes", "no"]),
+        )
+    )
+    with engine.connect() as c:
+        live = pd.DataFrame(c.execute(q_live).all(), columns=["conversation_id", "flag"])
+        post = pd.DataFrame(c.execute(q_lab).all(), columns=["conversation_id", "flag"])
+    post = post[~post["conversation_id"].isin(live["conversation_id"])]
+    both = pd.concat([live.assign(how="live"), post.assign(how="labels")], ignore_index=True)
+    if both.empty:
+        return pd.DataFrame(columns=["conversation_id", "hallucination_flag_rate"])
+    rate = both.assign(y=both["flag"].eq("yes").astype(float)).groupby("conversation_id")["y"].mean()
+    return rate.rename("hallucination_flag_rate").reset_index()
+
+
 def load_study(
     engine,
     study_name: str,
@@ -226,6 +262,9 @@ def load_study(
 
         feats = features_df(engine, study.id, convs, pipelines=pipelines, language=lang)
         version = feats.attrs.get("feature_version")
+        hall = hallucination_rates_df(engine, study.id)
+        if len(hall):
+            feats = feats.merge(hall, on="conversation_id", how="left")
     return StudyData(
         study_name=study_name,
         study_id=study.id,

@@ -200,10 +200,14 @@ def test_classifier_auc_half_when_indistinguishable():
 
     X = pd.concat([h, a])[res["features"]].to_numpy()
     y = np.r_[np.zeros(300), np.ones(300)]
-    model = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                          LogisticRegression(max_iter=1000))
-    scores = cross_val_predict(model, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
-                               method="predict_proba")[:, 1]
+    model = make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=1000),
+    )
+    scores = cross_val_predict(
+        model, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba"
+    )[:, 1]
     assert res["auc"] == pytest.approx(roc_auc_score(y, scores))
     assert res["ci_low"] < res["auc"] < res["ci_high"]
     assert classifier_auc(h.iloc[:1], a)["auc"] is None
@@ -237,3 +241,50 @@ def test_cli_analyze_and_report(use_db, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["analyze", "--study", "missing", "--out", str(out)])
     assert exc.value.code != 0
+
+
+def test_hallucination_flag_rate_from_live_flags_and_labels(sqlite_engine, pipelines):
+    from sqlmodel import text as sql
+
+    from db.models import Label
+
+    sid = make_study(sqlite_engine, "hall", n_human=20, n_agent=20, seed=8)
+    with Session(sqlite_engine) as s:
+        # Humans flag live: every assistant turn "no", the first one of each conversation "yes".
+        s.exec(
+            sql(
+                "UPDATE turn SET hallucination = CASE WHEN \"index\" = 1 THEN 'yes' ELSE 'no' END "
+                "WHERE role = 'assistant' AND conversation_id IN "
+                "(SELECT id FROM conversation WHERE user_kind = 'human' AND study_id = :s)"
+            ),
+            params={"s": sid},
+        )
+        src = LabelSource(name="imported:annotators", kind="imported")
+        s.add(src)
+        s.flush()
+        agent_turns = s.exec(
+            sql(
+                'SELECT t.conversation_id, t."index" FROM turn t JOIN conversation c '
+                "ON c.id = t.conversation_id WHERE c.user_kind = 'agent' AND c.study_id = :s "
+                "AND t.role = 'assistant'"
+            ),
+            params={"s": sid},
+        ).all()
+        for cid, idx in agent_turns:
+            s.add(
+                Label(
+                    conversation_id=cid,
+                    turn_index=idx,
+                    dimension="hallucination",
+                    value="no",
+                    source_id=src.id,
+                )
+            )
+        s.commit()
+    data = load_study(sqlite_engine, "hall", pipelines=pipelines)
+    f = data.conversations[["conversation_id", "user_kind"]].merge(data.features, on="conversation_id")
+    assert (f.loc[f.user_kind == "agent", "hallucination_flag_rate"] == 0).all()
+    assert (f.loc[f.user_kind == "human", "hallucination_flag_rate"] > 0).all()
+    comp = comparisons_df(data, n_boot=100)
+    row = comp[(comp.dimension == "hallucination_flag_rate") & (comp.slice_by == "pooled")].iloc[0]
+    assert "not the same measurement" in row["note"] and row["n_agent"] == 20
