@@ -68,8 +68,9 @@ with tab_dist:
         fig = charts.label_distribution_fig(frame, dim, sub.scales.get(dim, ("", []))[1])
         event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"dist-{dim}")
         points = (event or {}).get("selection", {}).get("points", []) if event else []
-        if points:
-            kind, scen, value = points[0]["customdata"]
+        custom = points[0].get("customdata") if points else None
+        if custom and len(custom) == 3:
+            kind, scen, value = custom
             ids = drilldown_ids(frame, dim, kind, scen, value)
             st.subheader(f"{len(ids)} {kind} conversations with {dim} = {value} ({scen})")
             if ids:
