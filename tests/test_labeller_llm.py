@@ -146,3 +146,49 @@ def test_dry_run_plan_needs_no_key(sqlite_engine):
     assert plan.prompt_tokens > 0 and plan.completion_tokens > 0
     assert plan.cost_usd is None or plan.cost_usd > 0
     assert "hallucination" not in plan.dimensions  # turn-level: not for this labeller
+
+
+async def test_new_codebook_dimension_reaches_prompt_and_labels(sqlite_engine, tmp_path):
+    """A researcher adds a dimension in a codebook file: the LLM labeller asks for it, no code change."""
+    ext = tmp_path / "lab.yaml"
+    ext.write_text(
+        """
+version: "lab-1"
+extends: default
+dimensions:
+  - name: humour
+    group: interaction_style
+    level: conversation
+    scale: ordinal
+    title: {en: Humour, zh: 幽默}
+    definition: {en: "How playful the user's messages are.", zh: "用户消息的幽默程度。"}
+    labels: ["1", "2", "3"]
+    label_definitions: {"1": {en: "Never playful"}, "3": {en: "Often playful"}}
+""",
+        encoding="utf-8",
+    )
+    cb = load_codebook(ext)
+    from workbench.llm import ScriptedModel
+
+    seen = []
+
+    def reply(messages):
+        seen.append(messages[0]["content"])
+        return json.dumps({"humour": "2"})
+
+    with Session(sqlite_engine) as s:
+        make_study(s, n_per_cell=1)
+        s.commit()
+    summary = await label_with_llm(
+        sqlite_engine,
+        "pilot",
+        ScriptedModel(reply, name="scripted/judge"),
+        cb,
+        dimensions=["humour"],
+        samples=1,
+    )
+    assert summary.labels == 4 and summary.failed == 0
+    assert "## humour: Humour" in seen[0] and "How playful" in seen[0] and "- 3: Often playful" in seen[0]
+    with Session(sqlite_engine) as s:
+        df = labels_df(s, 1, sources=["llm:scripted/judge:v1"])
+    assert set(df["dimension"]) == {"humour"} and set(df["value"]) == {"2"}
