@@ -132,6 +132,7 @@ class LabelSummary:
     flagged: int = 0
     failed: int = 0
     skipped_existing: int = 0
+    skipped_empty: int = 0  # conversations without turns: nothing to label
     samples: int = 0  # samples requested (JSON retries and HTTP retries come on top)
     cost_usd: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -154,13 +155,14 @@ def _select(
         st = get_study(session, study)
         convs = conversations_df(session, st.id, conversation_ids)
         turns = turns_df(session, st.id, conversation_ids)
+    n_empty = int((convs["n_turns"] == 0).sum())
     convs = convs[convs["n_turns"] > 0]
     if limit is not None:
         convs = convs.head(limit)
     by_conv = {
         cid: g[["index", "role", "content"]].to_dict("records") for cid, g in turns.groupby("conversation_id")
     }
-    return st, dims, convs, by_conv
+    return st, dims, convs, by_conv, n_empty
 
 
 def plan_labelling(
@@ -178,7 +180,7 @@ def plan_labelling(
     from workbench.llm.prices import cost_of
 
     prompt = load_prompt(prompt_version)
-    _st, dims, convs, by_conv = _select(engine, study, codebook, dimensions, conversation_ids, limit)
+    _st, dims, convs, by_conv, _empty = _select(engine, study, codebook, dimensions, conversation_ids, limit)
     p_tokens = 0
     for row in convs.itertuples():
         msgs = build_messages(
@@ -230,7 +232,7 @@ async def label_with_llm(
     if concurrency < 1:
         raise UserInputError("--concurrency must be at least 1")
     prompt = load_prompt(prompt_version)
-    st, dims, convs, by_conv = _select(engine, study, codebook, dimensions, conversation_ids, limit)
+    st, dims, convs, by_conv, n_empty = _select(engine, study, codebook, dimensions, conversation_ids, limit)
     name = source_name(model.name, prompt["version"])
     with Session(engine, expire_on_commit=False) as session:
         src = ensure_source(
@@ -244,7 +246,7 @@ async def label_with_llm(
         )
         session.commit()
         done = existing_keys(session, src.id) if not overwrite else set()
-    summary = LabelSummary(source=name)
+    summary = LabelSummary(source=name, skipped_empty=n_empty)
     todo = []
     for row in convs.itertuples():
         if all((row.conversation_id, d.name, -1) in done for d in dims):
