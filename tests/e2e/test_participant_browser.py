@@ -6,50 +6,19 @@ Screenshots go to test-output/e2e/.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import pytest
 from sqlmodel import Session, select
 
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Conversation, LLMCall, Participant, QuestionnaireResponse, Turn
+from tests.e2e.helpers import ARGS, CHROMIUM, SHOTS, AppServer
 from tests.participation_helpers import make_study, profile_answers
 from workbench import participation as P
 from workbench.participation.flow import profile_fields
 from workbench.testing.fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "test-output" / "e2e"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-quic"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def chromium_path():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI (scripts/setup.sh installs Debian's chromium)")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
-    return CHROMIUM
 
 
 @pytest.fixture
@@ -65,58 +34,14 @@ def served_study(tmp_path, chromium_path):
     fake = FakeLLMServer(responder=lambda req: f"Here is a plan for: {req.last_user_text[:40]}. Step one.",
                          latency=0.02)
     fake.start()
-    port = _free_port()
-    env = {**os.environ, "WORKBENCH_DB_URL": db_url, "OPENAI_BASE_URL": fake.openai_base_url,
-           "OPENAI_API_KEY": "sk-test-not-a-real-key", "WORKBENCH_DATA_DIR": str(tmp_path / "data")}
-    log = open(tmp_path / "serve.log", "a")  # noqa: SIM115 (closed in the finally below)
-    base = f"http://127.0.0.1:{port}"
-    procs: list[subprocess.Popen] = []
-
-    def start() -> None:
-        proc = subprocess.Popen([sys.executable, "-c", "from workbench.cli import main; main()", "serve",
-                                 "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        procs.append(proc)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/_stcore/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"workbench serve exited: {(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.3)
-        raise RuntimeError("workbench serve did not become healthy in 60 s")
-
-    def stop() -> None:
-        # `workbench serve` runs streamlit as a child: stop the whole process group it leads.
-        proc = procs.pop()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        deadline = time.time() + 20  # the streamlit child may outlive its parent for a moment
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                time.sleep(0.2)
-            except OSError:
-                break
-
-    def restart() -> None:
-        stop()
-        start()
-
+    server = AppServer({"WORKBENCH_DB_URL": db_url, "OPENAI_BASE_URL": fake.openai_base_url,
+                        "OPENAI_API_KEY": "sk-test-not-a-real-key", "WORKBENCH_DATA_DIR": str(tmp_path / "data")},
+                       tmp_path / "serve.log")
     try:
-        start()
-        yield {"base": base, "token": token, "engine": eng, "fake": fake, "restart": restart}
+        server.start()
+        yield {"base": server.base, "token": token, "engine": eng, "fake": fake, "restart": server.restart}
     finally:
-        while procs:
-            stop()
-        log.close()
+        server.close()
         fake.stop()
         eng.dispose()
 
