@@ -15,23 +15,9 @@ from typing import Optional
 import pandas as pd
 from sqlmodel import Session, select
 
+from annotation.codebook import load_codebook
 from workbench.errors import NotFoundError, UserInputError
 
-# Used when the codebook is not available or lacks a dimension found in the labels (which are
-# then still analysed: nominal, categories in sorted order).
-FALLBACK_SCALES: dict[str, tuple[str, list[str]]] = {
-    "problem_solving": ("nominal", ["AllInOne", "StepByStep"]),
-    "order": ("nominal", ["Depth", "Breadth", "DepthBreadth", "BreadthDepth"]),
-    "question_broadness": ("ordinal", ["1", "2", "3", "4", "5"]),
-    "context_dependency": ("ordinal", ["1", "2", "3", "4", "5"]),
-    "explanation": ("nominal", ["Frequent", "Rare", "NoExplanation"]),
-    "promise": ("nominal", ["HavePromise", "NoPromise"]),
-    "feedback": ("nominal", ["NoFeedback", "Positive", "Negative", "Both"]),
-    "politeness": ("nominal", ["Polite", "Neutral", "Impolite"]),
-    "formality": ("nominal", ["Oral", "Formal", "Mixed"]),
-    "utility": ("nominal", ["High", "Moderate", "Low"]),
-    "operability": ("nominal", ["High", "Moderate", "Low"]),
-}
 
 # Preference of label sources when none is named: adjudicated, then human, then model labels.
 TIER_NAMES = {0: "adjudicated", 1: "human", 2: "model/imported"}
@@ -59,17 +45,12 @@ class StudyData:
 
 
 def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], Optional[str]]:
-    """Scales from ``annotation.codebook`` when it is available, else the built-in fallback."""
-    scales = dict(FALLBACK_SCALES)
-    try:
-        from annotation.codebook import load_codebook
+    """Each codebook dimension's scale and ordered labels, and the codebook version.
 
-        cb = load_codebook()
-    except Exception:  # the codebook is another area's; analysis still runs without it
-        return scales, None
-    for d in cb.dimensions:
-        scales[d.name] = (d.scale, [str(v) for v in d.labels])
-    return scales, str(cb.version)
+    Dimensions found in labels but missing from the codebook are still analysed (as nominal, with
+    their categories in sorted order) by the callers."""
+    cb = load_codebook()
+    return {d.name: (d.scale, [str(v) for v in d.labels]) for d in cb.dimensions}, str(cb.version)
 
 
 def _tier(kind: str, params: dict) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from annotation.codebook import load_codebook
 from workbench.errors import UserInputError
 
 AGREEMENT_COLUMNS = [
@@ -452,21 +453,13 @@ def study_agreement_df(
             raise UserInputError("name two sources (--a and --b) or a set of sources")
         get_label_source(session, name)  # clear error listing the known sources
     if codebook is None:
-        codebook = _default_codebook()
-    scales = scales_from_codebook(codebook) if codebook is not None else {}
+        codebook = load_codebook()
+    scales = scales_from_codebook(codebook)
     labels = labels_df(session, study.id, sources=names)
     convs = conversations_df(session, study.id)
     if sources is None:
         return pair_agreement_df(labels, convs, a, b, scales=scales, **kw)
     return annotators_agreement_df(labels, convs, names, scales=scales, **kw)
-
-
-def _default_codebook():
-    try:
-        from annotation.codebook import load_codebook
-    except ImportError:  # the codebook module is optional for the statistics themselves
-        return None
-    return load_codebook()
 
 
 # --------------------------------------------------------------------------------------------------

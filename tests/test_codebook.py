@@ -120,7 +120,7 @@ def test_extension_via_environment_adds_a_dimension(tmp_path, monkeypatch):
     cb = load_codebook()
     assert cb.names[-1] == "humour" and "politeness" in cb
     assert cb.get("humour").labels == ["1", "2", "3"]
-    assert cb.version == "1.0+x1"
+    assert cb.version == "1.1+x1"
     assert str(DEFAULT_PATH) in cb.sources and str(ext) in cb.sources
 
 
