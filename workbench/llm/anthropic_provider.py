@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from typing import Any, Iterator, Optional
 
 from pydantic import SecretStr
 
 from workbench.errors import UserInputError
-from workbench.llm.base import BaseOptions, CallParams, ChatModel, Completion, LLMError, Usage, parse_retry_after
-from workbench.llm.openai_provider import PLACEHOLDER_KEY, _short
+from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage, parse_retry_after
+from workbench.llm.openai_provider import _short
+from workbench.llm.sdk_base import SDKChatModel
 
 
 class AnthropicOptions(BaseOptions):
@@ -47,47 +46,23 @@ def to_anthropic(messages: list[dict]) -> tuple[Optional[str], list[dict]]:
     return system, turns
 
 
-class AnthropicChatModel(ChatModel):
+class AnthropicChatModel(SDKChatModel):
     provider = "anthropic"
     options_class = AnthropicOptions
     params_class = AnthropicParams
 
+    key_env = "ANTHROPIC_API_KEY"
+    base_url_env = "ANTHROPIC_BASE_URL"
+
     def __init__(self, model: str, **options: Any):
-        super().__init__(model, **options)
         self._sdk = _sdk()
-        o = self.options
-        self._base_url = o.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
-        key = o.api_key.get_secret_value() if o.api_key else os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
-            if not self._base_url:
-                raise UserInputError(
-                    f"{self.name} needs an API key: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a "
-                    "compatible server), or use local/smollm2 to try the pipeline offline")
-            key = PLACEHOLDER_KEY
-        self._key = key
-        self._client = None
-        self._aclient = None
-        self._aloop = None
+        super().__init__(model, **options)
 
-    def public_options(self) -> dict:
-        d = super().public_options()
-        d["base_url"] = self._base_url
-        return d
+    def _make_client(self):
+        return self._sdk.Anthropic(**self._client_kwargs())
 
-    def _client_kwargs(self) -> dict:
-        return dict(api_key=self._key, base_url=self._base_url, timeout=self.options.timeout, max_retries=0)
-
-    def client(self):
-        if self._client is None:
-            self._client = self._sdk.Anthropic(**self._client_kwargs())
-        return self._client
-
-    def aclient(self):
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            self._aclient = self._sdk.AsyncAnthropic(**self._client_kwargs())
-            self._aloop = loop
-        return self._aclient
+    def _make_aclient(self):
+        return self._sdk.AsyncAnthropic(**self._client_kwargs())
 
     def _request(self, messages: list[dict], params: dict) -> dict:
         system, turns = to_anthropic(messages)

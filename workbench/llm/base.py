@@ -13,7 +13,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from typing import Any, Iterator, Literal, Optional
 
 from pydantic import SecretStr
 
 from workbench.errors import UserInputError
-from workbench.llm.base import BaseOptions, CallParams, ChatModel, Completion, LLMError, Usage, parse_retry_after
+from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage, parse_retry_after
+from workbench.llm.sdk_base import SDKChatModel
 
-# Local servers (vLLM, Ollama, llama.cpp server) accept any key; the SDK insists on one.
-PLACEHOLDER_KEY = "not-needed"
 CHAT_PATH = "/chat/completions"
 
 
@@ -39,55 +36,33 @@ def _sdk():
     return openai
 
 
-class OpenAIChatModel(ChatModel):
+class OpenAIChatModel(SDKChatModel):
     provider = "openai"
     options_class = OpenAIOptions
     params_class = OpenAIParams
 
+    key_env = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
+    server_hint = "a local OpenAI-compatible server"
+
     def __init__(self, model: str, **options: Any):
-        super().__init__(model, **options)
         self._sdk = _sdk()
         from openai.types import chat as types
 
         self._types = types
-        o = self.options
-        self._base_url = o.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        key = o.api_key.get_secret_value() if o.api_key else os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if not self._base_url:
-                raise UserInputError(
-                    f"{self.name} needs an API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local "
-                    "OpenAI-compatible server), or use local/smollm2 to try the pipeline offline")
-            key = PLACEHOLDER_KEY
-        self._key = key
-        self._client = None
-        self._aclient = None
-        self._aloop = None
-
-    def public_options(self) -> dict:
-        d = super().public_options()
-        d["base_url"] = self._base_url
-        return d
+        super().__init__(model, **options)
 
     def _client_kwargs(self) -> dict:
-        # max_retries=0: our own retries are the ones that are recorded and tuned.
-        return dict(api_key=self._key, base_url=self._base_url, timeout=self.options.timeout, max_retries=0,
-                    organization=self.options.organization)
+        return {**super()._client_kwargs(), "organization": self.options.organization}
 
-    def client(self):
-        if self._client is None:
-            self._client = self._sdk.OpenAI(**self._client_kwargs())
-        return self._client
+    def _make_client(self):
+        return self._sdk.OpenAI(**self._client_kwargs())
 
-    def aclient(self):
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            kw = self._client_kwargs()
-            if self._use_aiohttp():
-                kw["http_client"] = self._sdk.DefaultAioHttpClient(timeout=self.options.timeout)
-            self._aclient = self._sdk.AsyncOpenAI(**kw)
-            self._aloop = loop
-        return self._aclient
+    def _make_aclient(self):
+        kw = self._client_kwargs()
+        if self._use_aiohttp():
+            kw["http_client"] = self._sdk.DefaultAioHttpClient(timeout=self.options.timeout)
+        return self._sdk.AsyncOpenAI(**kw)
 
     def _use_aiohttp(self) -> bool:
         mode = self.options.http_transport
