@@ -331,7 +331,10 @@ async def label_with_llm(
             if progress:
                 progress(n_done, len(todo))
 
-    await asyncio.gather(*(one(r) for r in todo))
+    try:
+        await asyncio.gather(*(one(r) for r in todo))
+    finally:
+        await base.aclose()  # the HTTP session belongs to this event loop
     return summary
 
 

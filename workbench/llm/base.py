@@ -205,6 +205,9 @@ class ChatModel:
             raise UserInputError(_pydantic_message(f"parameters for {self.name}", exc, self.params_class)) from None
         return p.model_dump(exclude_none=True)
 
+    async def aclose(self) -> None:
+        """Release what async calls opened on the running event loop (HTTP sessions)."""
+
     def public_options(self) -> dict:
         """Options safe to record (never a key)."""
         from pydantic import SecretStr

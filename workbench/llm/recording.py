@@ -84,6 +84,9 @@ class RecordedModel(ChatModel):
         # ``Completion.record`` is the write's future and ``call_id`` is set once it has run.
         self.defer_writes = defer_writes
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
     def __repr__(self) -> str:
         return f"<recorded {self.name} purpose={self.purpose}>"
 

@@ -63,3 +63,8 @@ class SDKChatModel(ChatModel):
             self._aclient = self._make_aclient()
             self._aloop = loop
         return self._aclient
+
+    async def aclose(self) -> None:
+        client, self._aclient, self._aloop = self._aclient, None, None
+        if client is not None:
+            await client.close()

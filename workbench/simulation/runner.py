@@ -572,6 +572,8 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
     try:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, len(todo))))))
     finally:
+        for model in (sim_model, *asst_models.values()):
+            await model.aclose()
         final = ("budget_stopped" if state["budget_stopped"] else
                  "completed" if prog.done == prog.total else "completed_with_failures")
         with engine.begin() as conn:
