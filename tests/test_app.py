@@ -260,10 +260,20 @@ def _collected_study(eng):
 
 def test_home_lists_studies_with_counts(eng):
     _collected_study(eng)
-    at = logged_in("annotator")
+    at = logged_in("researcher")
     assert not at.exception, at.exception
     df = at.dataframe[0].value
     assert set(df["study"]) == {"pilot"} and df["human"].sum() == 1 and df["agent"].sum() == 0
+
+
+def test_home_hides_user_kinds_from_annotators(eng):
+    """Counts by user kind would hint at who the users in an annotator's queue are."""
+    _collected_study(eng)
+    at = logged_in("annotator")
+    assert not at.exception, at.exception
+    assert not at.dataframe
+    texts = " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.info, *at.title]).lower()
+    assert "human" not in texts and "agent" not in texts and "user kind" not in texts
 
 
 def test_progress_and_transcripts(eng):
@@ -321,8 +331,8 @@ def test_chinese_interface(eng):
 
 
 @pytest.mark.parametrize("role,page,allowed", [
-    ("annotator", "annotate.py", True), ("annotator", "adjudicate.py", True), ("researcher", "dashboard.py", True),
-    ("annotator", "studies.py", False), ("annotator", "dashboard.py", False),
+    ("annotator", "annotate.py", True), ("annotator", "adjudicate.py", False), ("researcher", "adjudicate.py", True),
+    ("researcher", "dashboard.py", True), ("annotator", "studies.py", False), ("annotator", "dashboard.py", False),
 ])
 def test_navigation_by_role(eng, role, page, allowed):
     """Other engineers' pages are in the navigation for the right roles only (when their files exist)."""

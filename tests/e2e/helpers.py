@@ -79,3 +79,34 @@ class AppServer:
         while self._procs:
             self.stop()
         self._log.close()
+
+
+def shot(page, path: Path, max_height: int = 8000) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main container, so grow the viewport."""
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stSidebarContent]')]"
+        ".map(e => e.scrollHeight), document.body.scrollHeight)")
+    page.set_viewport_size({"width": size["width"], "height": min(max(height, size["height"]), max_height)})
+    page.wait_for_timeout(400)  # let charts and grids re-lay out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
+# Everything the app puts in the page: text (hidden included) and the attributes a browser exposes.
+PAGE_TEXT_JS = """() => {
+  const root = document.querySelector('#root');
+  const parts = [root.textContent];
+  for (const el of root.querySelectorAll('*')) {
+    for (const a of ['aria-label', 'title', 'alt', 'placeholder', 'value', 'href', 'src', 'download']) {
+      const v = el.getAttribute(a);
+      if (v) parts.push(v);
+    }
+  }
+  return parts.join('\\n');
+}"""
+
+
+def page_text(page) -> str:
+    return page.evaluate(PAGE_TEXT_JS)

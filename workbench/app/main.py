@@ -48,7 +48,9 @@ else:
     else:
         sections: dict[str, list] = {"Workbench": [st.Page(PAGES / "home.py", title="Home", default=True)]}
         if user["role"] in ("annotator", "researcher"):
-            labelling = [p for p in (_page("annotate.py", "Annotate"), _page("adjudicate.py", "Adjudicate")) if p]
+            # Adjudication is a researcher's decision (the page refuses annotators): no link for them.
+            adjudicate = _page("adjudicate.py", "Adjudicate") if user["role"] == "researcher" else None
+            labelling = [p for p in (_page("annotate.py", "Annotate"), adjudicate) if p]
             if labelling:
                 sections["Annotation"] = labelling
         if user["role"] == "researcher":
