@@ -110,3 +110,11 @@ PAGE_TEXT_JS = """() => {
 
 def page_text(page) -> str:
     return page.evaluate(PAGE_TEXT_JS)
+
+
+def view_shot(page, locator, path: Path) -> None:
+    """A screenshot of the viewport with ``locator`` scrolled to its top (for pages too long to read whole)."""
+    locator.first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))

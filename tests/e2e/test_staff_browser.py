@@ -7,6 +7,7 @@ Debian's chromium is driven by Playwright; screenshots go to test-output/e2e/sta
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,10 +20,10 @@ from sqlmodel import Session, select
 from annotation.codebook import load_codebook
 from annotation.labelling import blind_view
 from db.engine import make_engine
-from db.models import Annotator, Conversation, Label, LabelSource
+from db.models import Annotator, Condition, Conversation, Label, LabelSource, Scenario
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from tests.conftest import dataset_path
-from tests.e2e.helpers import ARGS, CHROMIUM, REPO, SHOTS, AppServer, page_text, shot
+from tests.e2e.helpers import ARGS, CHROMIUM, REPO, SHOTS, AppServer, page_text, shot, view_shot
 
 pytestmark = pytest.mark.e2e
 
@@ -53,15 +54,13 @@ def _copy_sample(dst: Path) -> int:
 
 def _cli(env: dict, *args: str, stdin: str | None = None) -> str:
     out = subprocess.run([sys.executable, "-c", "from workbench.cli import main; main()", *args], cwd=REPO,
-                         env=env, input=stdin, capture_output=True, text=True, timeout=120)
+                         env=env, input=stdin, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
 @pytest.fixture
 def staff_app(tmp_path, chromium_path):
-    import os
-
     data = tmp_path / "recllmsim"
     assert _copy_sample(data) == 20
     db_url = f"sqlite:///{tmp_path / 'staff.db'}"
@@ -130,6 +129,7 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         # --- the annotator: home, then the labelling page -----------------------------------------
         _login(page, base, "ann")
         expect(page.get_by_text("Your labelling queues.")).to_be_visible()
+        expect(page.get_by_role("link", name="Go to labelling")).to_be_visible()
         shot(page, SHOTS / "staff-01-annotator-home.png")
         _assert_blind(page_text(page), "home page")
         sidebar = page.locator('[data-testid="stSidebarNav"]')
@@ -148,6 +148,7 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         # ... and nothing that tells who the user was.
         _assert_blind(text, "labelling page")
         shot(page, SHOTS / "staff-02-annotate.png")
+        view_shot(page, page.get_by_role("heading", name="标注对话"), SHOTS / "staff-02a-annotate-top.png")
 
         # Label the first item through the form: every dimension, two turn flags, the guess.
         form = page.locator('[data-testid="stForm"]')
@@ -160,6 +161,7 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         _radio(form, "你有多确定？").get_by_text("4", exact=True).click()
         form.get_by_label("理由（可选）").fill("checked in a real browser")
         shot(page, SHOTS / "staff-03-annotate-filled.png")
+        view_shot(page, page.get_by_text("整段对话", exact=True), SHOTS / "staff-03b-annotate-form.png")
         form.get_by_role("button", name="保存并继续").click()
         expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
         expect(page.get_by_text("第 2 条，共 4 条")).to_be_visible()
@@ -229,6 +231,7 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         expect(page.get_by_text("Dashboard: human vs agent")).to_be_visible()
         expect(page.get_by_text("12 human and 8 agent conversations")).to_be_visible(timeout=90_000)
         expect(page.get_by_text("Click a bar to list the conversations behind it.")).to_be_visible()
+        expect(page.get_by_text("Labels: imported:recllmsim-gpt4o (best available")).to_be_visible()
         chart = page.locator('[data-testid="stPlotlyChart"]').first
         expect(chart.locator(".bars .point path").first).to_be_attached()
         shot(page, SHOTS / "staff-08-dashboard.png")
@@ -237,10 +240,21 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         bar.click(force=True)
         heading = page.get_by_text(re.compile(r"^\d+ (human|agent) conversations with \w+ = "))
         expect(heading).to_be_visible()
-        n_listed = int(heading.inner_text().split()[0])
-        assert n_listed >= 1
+        m = re.match(r"^(\d+) (human|agent) conversations with (\w+) = (\S+) \((\w+)\)$", heading.inner_text())
+        assert m, heading.inner_text()
+        n_listed, kind, dim, value, scen = int(m[1]), m[2], m[3], m[4], m[5]
+        with Session(eng) as s:  # the bar's conversations, counted independently from the database
+            src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
+            q = (select(Conversation.id).join(Label, Label.conversation_id == Conversation.id)
+                 .where(Label.source_id == src.id, Label.dimension == dim, Label.turn_index == -1,
+                        Label.value == value, Conversation.user_kind == kind))
+            expected = set(s.exec(q).all())
+            if scen != "all":
+                expected &= set(s.exec(select(Conversation.id).join(Condition).join(Scenario)
+                                       .where(Scenario.key == scen)).all())
+        assert n_listed == len(expected) >= 1
         expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
-        shot(page, SHOTS / "staff-09-dashboard-drilldown.png")
+        view_shot(page, heading, SHOTS / "staff-09-dashboard-drilldown.png")
 
         sidebar.get_by_text("Transcripts", exact=True).click()
         expect(page.get_by_text("20 conversations", exact=True)).to_be_visible()
@@ -251,6 +265,7 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         expect(page.get_by_text(re.compile(r"^Conversation \d+ \(human\)$"))).to_be_visible()
         expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
         shot(page, SHOTS / "staff-10-transcripts.png")
+        view_shot(page, page.get_by_role("heading", name="Transcripts"), SHOTS / "staff-10a-transcripts-top.png")
 
         sidebar.get_by_text("Export", exact=True).click()
         expect(page.get_by_role("heading", name="Export")).to_be_visible()
