@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
+
+from workbench.nlp import lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
 
 FEATURES_VERSION = "2"
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short
@@ -145,44 +147,6 @@ def persona_contradiction(persona: Optional[str], user_texts: list[str]) -> floa
         return float("nan")
     joined = "\n".join(user_texts)
     return float(any(p.search(persona) and c.search(joined) for _, p, c in PERSONA_RULES))
-
-
-TRAINED = {"en": "en_core_web_sm", "zh": "zh_core_web_sm"}
-
-
-def lang_key(language: Optional[str]) -> str:
-    return "zh" if (language or "").lower().startswith("zh") else "en"
-
-
-def load_pipeline(language: str, trained: bool = True):
-    """The spaCy pipeline for a language: the trained one when installed, else a blank one (jieba
-    segmentation for Chinese). Only tokenisation is needed, so heavy components are excluded."""
-    import spacy
-
-    lang = lang_key(language)
-    if trained and spacy.util.is_package(TRAINED[lang]):
-        return spacy.load(TRAINED[lang], exclude=["parser", "ner", "lemmatizer", "textcat", "senter"])
-    if lang == "zh":
-        nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
-        nlp.tokenizer.jieba_seg = _JiebaNoHMM(nlp.tokenizer.jieba_seg)
-        nlp.meta["name"] = "blank_jieba_nohmm"
-        return nlp
-    return spacy.blank("en")
-
-
-class _JiebaNoHMM:
-    """jieba's accurate mode without HMM new-word discovery: about twice as fast (10 s instead of
-    18 s for the reference's 1.4 M characters); unknown words split into known pieces."""
-
-    def __init__(self, jieba_module):
-        self._jieba = jieba_module
-
-    def cut(self, text, cut_all=False):
-        return self._jieba.cut(text, cut_all=cut_all, HMM=False)
-
-
-def load_pipelines(languages: Iterable[str] = ("en", "zh"), trained: bool = True) -> dict:
-    return {lang_key(lang): load_pipeline(lang, trained) for lang in languages}
 
 
 def pipeline_id(pipelines: dict) -> str:

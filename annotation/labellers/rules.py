@@ -26,6 +26,7 @@ from sqlmodel import Session
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.repo import get_study, turns_df
 from workbench.errors import UserInputError
+from workbench.nlp import detect_language, load_pipeline
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
 RULES_VERSION = "1"  # the rules below; the lexicon versions are appended in the source name
@@ -41,22 +42,10 @@ CATEGORIES = (
     "explanation",
 )
 NEGATABLE = ("feedback_positive", "politeness_polite", "promise")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-def detect_language(text: str) -> str:
-    """ "zh" when a fifth or more of the letters are CJK ideographs, else "en"."""
-    letters = sum(ch.isalpha() for ch in text)
-    return "zh" if letters and len(_CJK.findall(text)) / letters >= 0.2 else "en"
-
-
 def make_pipeline(language: str):
-    """The spaCy blank pipeline the rules run on (jieba segmentation for Chinese)."""
-    import spacy
-
-    if language == "zh":
-        return spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
-    return spacy.blank(language)
+    """The spaCy blank pipeline the rules run on (jieba segmentation for Chinese): blank even when a
+    trained pipeline is installed, so rule labels do not depend on the machine."""
+    return load_pipeline(language, trained=False)
 
 
 @dataclass

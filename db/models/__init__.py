@@ -4,7 +4,6 @@ that ``SQLModel.metadata`` (and so Alembic) sees the whole schema."""
 import importlib
 import pkgutil
 
-from db.models.core import *  # noqa: F401,F403
 from db.models.core import (  # noqa: F401
     Annotator,
     AssistantConfig,
