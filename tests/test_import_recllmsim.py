@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from db.models import (
     Condition,
@@ -20,7 +20,6 @@ from db.models import (
     Participant,
     Profile,
     QuestionnaireResponse,
-    SQLModel,
     TaskContext,
     Turn,
 )
