@@ -107,6 +107,7 @@ def test_annotator_labels_and_researcher_reads(staff_app):
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=30_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     base, eng = staff_app
     codebook = load_codebook()
     conv_dims = codebook.conversation_dimensions()
@@ -117,7 +118,6 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         assert len(queue) == 4
         first = queue[0].conversation_id
         view = blind_view(s, first, "zh")  # the study's human users wrote Chinese: the queue is shown in zh
-        first_kind = s.get(Conversation, first).user_kind
     replies = [t for t in view.turns if t.role == "assistant"]
     assert len(replies) >= 2
 
@@ -125,159 +125,177 @@ def test_annotator_labels_and_researcher_reads(staff_app):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-
-        # --- the annotator: home, then the labelling page -----------------------------------------
-        _login(page, base, "ann")
-        expect(page.get_by_text("Your labelling queues.")).to_be_visible()
-        expect(page.get_by_role("link", name="Go to labelling")).to_be_visible()
-        shot(page, SHOTS / "staff-01-annotator-home.png")
-        home_text = page_text(page)
-        assert "labelled" in home_text and "staff" in home_text  # the scan reads the table's cells too
-        _assert_blind(home_text, "home page")
-        sidebar = page.locator('[data-testid="stSidebarNav"]')
-        for research_page in ("Dashboard", "Transcripts", "Export", "Studies", "Progress", "Simulation",
-                              "Adjudicate"):
-            expect(sidebar.get_by_text(research_page, exact=True)).to_have_count(0)
-        page.get_by_role("link", name="Go to labelling").click()
-        expect(page.get_by_text("已标注 0，已跳过 0，剩余 4（共 4）")).to_be_visible()
-        expect(page.get_by_text("第 1 条，共 4 条")).to_be_visible()
-        expect(page.get_by_role("button", name="保存并继续")).to_be_visible()  # the form's end: all drawn
-        text = page_text(page)
-        # The scan sees the conversation, the codebook's dimensions, the guess and the buttons...
-        for seen in (view.turns[0].text[:30], replies[0].text[:30], conv_dims[0].display_title("zh"),
-                     "幻觉，第 1 条回复", "这位用户是真人还是 AI？（可选）", "保存并继续", view.scenario_name):
-            assert seen in text, seen
-        # ... and nothing that tells who the user was.
-        _assert_blind(text, "labelling page")
-        shot(page, SHOTS / "staff-02-annotate.png")
-        view_shot(page, page.get_by_role("heading", name="标注对话"), SHOTS / "staff-02a-annotate-top.png")
-
-        # Label the first item through the form: every dimension, two turn flags, the guess.
-        form = page.locator('[data-testid="stForm"]')
-        chosen = {d.name: d.labels[i % len(d.labels)] for i, d in enumerate(conv_dims)}
-        for d in conv_dims:
-            _radio(form, d.display_title("zh")).get_by_text(chosen[d.name], exact=True).click()
-        _radio(form, "幻觉，第 1 条回复").get_by_text("no", exact=True).click()
-        _radio(form, "幻觉，第 2 条回复").get_by_text("cant_tell", exact=True).click()
-        _radio(form, "这位用户是真人还是 AI？（可选）").get_by_text("AI", exact=True).click()
-        _radio(form, "你有多确定？").get_by_text("4", exact=True).click()
-        form.get_by_label("理由（可选）").fill("checked in a real browser")
-        shot(page, SHOTS / "staff-03-annotate-filled.png")
-        view_shot(page, page.get_by_text("整段对话", exact=True), SHOTS / "staff-03b-annotate-form.png")
-        form.get_by_role("button", name="保存并继续").click()
-        expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
-        expect(page.get_by_text("第 2 条，共 4 条")).to_be_visible()
-        expect(page.get_by_role("button", name="保存并继续")).to_be_visible()
-        _assert_blind(page_text(page), "labelling page (item 2)")
-        shot(page, SHOTS / "staff-04-annotate-next.png")
-
-        with Session(eng) as s:
-            src = s.exec(select(LabelSource).where(LabelSource.name == "human:ann")).one()
-            assert src.kind == "human"
-            labels = s.exec(select(Label).where(Label.source_id == src.id)).all()
-            assert {lab.conversation_id for lab in labels} == {first}
-            assert {lab.dimension: lab.value for lab in labels if lab.turn_index == -1} == chosen
-            assert all(lab.rationale == "checked in a real browser" for lab in labels if lab.turn_index == -1)
-            turn_labels = {lab.turn_index: lab.value for lab in labels if lab.turn_index >= 0}
-            assert turn_labels == {replies[0].index: "no", replies[1].index: "cant_tell"}
-            guess = s.exec(select(HumanityGuess)).one()
-            assert (guess.conversation_id, guess.annotator_id, guess.guess, guess.confidence) == (
-                first, ann.id, "ai", 4)
-            statuses = [s.get(AnnotationAssignment, a.id).status for a in queue]
-            assert statuses == ["done", "pending", "pending", "pending"]
-
-        # A reload starts a new Streamlit session (the login lives in it): log in again; the label stays.
-        page.reload()
-        expect(page.get_by_role("button", name="Log in")).to_be_visible()
-        _login(page, base, "ann")
-        page.get_by_role("link", name="Annotate").click()
-        expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
-        page.locator('[data-testid="stSidebar"]').get_by_text("查看之前的条目").click()
-        page.get_by_role("button", name="打开").click()
-        expect(page.get_by_text("你正在修改已标注过的条目。")).to_be_visible()
-        form = page.locator('[data-testid="stForm"]')
-        for d in conv_dims:
-            expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=chosen[d.name], exact=True)).to_be_checked()
-        expect(_radio(form, "幻觉，第 1 条回复").get_by_role("radio", name="no", exact=True)).to_be_checked()
-        expect(_radio(form, "这位用户是真人还是 AI？（可选）").get_by_role("radio", name="AI", exact=True)).to_be_checked()
-        _assert_blind(page_text(page), "labelling page (revisit)")
-        shot(page, SHOTS / "staff-05-annotate-revisit.png")
-
-        # Researcher pages stay out of reach, even by their address.
-        for path in ("dashboard", "transcripts", "export", "adjudicate"):
-            page.goto(f"{base}/{path}")
-            expect(page.get_by_role("button", name="Log in")).to_be_visible()
-            page.get_by_role("textbox", name="User name").fill("ann")
-            page.get_by_role("textbox", name="Password").fill(PASSWORDS["ann"])
-            page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_text("Log out (ann)")).to_be_visible()
-            expect(page.get_by_text("Dashboard: human vs agent")).to_have_count(0)
-            expect(page.get_by_role("heading", name="Transcripts")).to_have_count(0)
-            expect(page.get_by_role("heading", name="Export")).to_have_count(0)
-            expect(page.get_by_role("heading", name="Adjudicate disagreements")).to_have_count(0)
-            _assert_blind(page_text(page), f"page at /{path}")
-        shot(page, SHOTS / "staff-06-annotator-research-url.png")
-        page.close()
-
-        # --- the researcher: home, dashboard (with drill-down), transcripts, export ---------------
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page.set_default_timeout(30_000)
-        _login(page, base, "rita")
-        expect(page.get_by_role("heading", name="Studies")).to_be_visible()
-        sidebar = page.locator('[data-testid="stSidebarNav"]')
-        for research_page in ("Dashboard", "Transcripts", "Export", "Adjudicate"):
-            expect(sidebar.get_by_text(research_page, exact=True)).to_be_visible()
-        shot(page, SHOTS / "staff-07-researcher-home.png")
-
-        sidebar.get_by_text("Dashboard", exact=True).click()
-        expect(page.get_by_text("Dashboard: human vs agent")).to_be_visible()
-        expect(page.get_by_text("12 human and 8 agent conversations")).to_be_visible(timeout=90_000)
-        expect(page.get_by_text("Click a bar to list the conversations behind it.")).to_be_visible()
-        expect(page.get_by_text("Labels: imported:recllmsim-gpt4o (best available")).to_be_visible()
-        chart = page.locator('[data-testid="stPlotlyChart"]').first
-        expect(chart.locator(".bars .point path").first).to_be_attached()
-        shot(page, SHOTS / "staff-08-dashboard.png")
-        # Drill-down: a click on a bar selects its point; Streamlit reruns with the selection.
-        bar = chart.locator(".bars .point path").first
-        bar.click(force=True)
-        heading = page.get_by_text(re.compile(r"^\d+ (human|agent) conversations with \w+ = "))
-        expect(heading).to_be_visible()
-        m = re.match(r"^(\d+) (human|agent) conversations with (\w+) = (\S+) \((\w+)\)$", heading.inner_text())
-        assert m, heading.inner_text()
-        n_listed, kind, dim, value, scen = int(m[1]), m[2], m[3], m[4], m[5]
-        with Session(eng) as s:  # the bar's conversations, counted independently from the database
-            src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
-            q = (select(Conversation.id).join(Label, Label.conversation_id == Conversation.id)
-                 .where(Label.source_id == src.id, Label.dimension == dim, Label.turn_index == -1,
-                        Label.value == value, Conversation.user_kind == kind))
-            expected = set(s.exec(q).all())
-            if scen != "all":
-                expected &= set(s.exec(select(Conversation.id).join(Condition).join(Scenario)
-                                       .where(Scenario.key == scen)).all())
-        assert n_listed == len(expected) >= 1
-        expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
-        view_shot(page, heading, SHOTS / "staff-09-dashboard-drilldown.png")
-
-        sidebar.get_by_text("Transcripts", exact=True).click()
-        expect(page.get_by_text("20 conversations", exact=True)).to_be_visible()
-        kind_box = page.locator('[data-testid="stSelectbox"]').filter(has_text="User kind")
-        kind_box.click()
-        page.get_by_role("option", name="human", exact=True).click()
-        expect(page.get_by_text("12 conversations", exact=True)).to_be_visible()
-        expect(page.get_by_text(re.compile(r"^Conversation \d+ \(human\)$"))).to_be_visible()
-        expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
-        shot(page, SHOTS / "staff-10-transcripts.png")
-        view_shot(page, page.get_by_role("heading", name="Transcripts"), SHOTS / "staff-10a-transcripts-top.png")
-
-        sidebar.get_by_text("Export", exact=True).click()
-        expect(page.get_by_role("heading", name="Export")).to_be_visible()
-        page.get_by_role("button", name="Export", exact=True).click()
-        download = page.get_by_role("button", name=re.compile(r"^Download .*conversations.*\.jsonl$"))
-        expect(download.first).to_be_visible()
-        shot(page, SHOTS / "staff-11-export.png")
-        with page.expect_download() as dl:
-            download.first.click()
-        lines = Path(dl.value.path()).read_text(encoding="utf-8").splitlines()
-        assert len(lines) == 20
+        browser_pages = [page]
+        try:
+            _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, replies, conv_dims)
+        except Exception:
+            browser_pages[-1].screenshot(path=str(SHOTS / "staff-failure.png"))  # what the browser showed
+            raise
         browser.close()
-    assert first_kind in ("human", "agent")
+
+
+def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, replies, conv_dims):
+    """The browser part: the annotator, then the researcher (the database is checked on the way)."""
+    from playwright.sync_api import expect
+
+    page = browser_pages[0]
+    # --- the annotator: home, then the labelling page -----------------------------------------
+    _login(page, base, "ann")
+    expect(page.get_by_text("Your labelling queues.")).to_be_visible()
+    expect(page.get_by_role("link", name="Go to labelling")).to_be_visible()
+    shot(page, SHOTS / "staff-01-annotator-home.png")
+    home_text = page_text(page)
+    assert "labelled" in home_text and "staff" in home_text  # the scan reads the table's cells too
+    _assert_blind(home_text, "home page")
+    sidebar = page.locator('[data-testid="stSidebarNav"]')
+    for research_page in ("Dashboard", "Transcripts", "Export", "Studies", "Progress", "Simulation",
+                          "Adjudicate"):
+        expect(sidebar.get_by_text(research_page, exact=True)).to_have_count(0)
+    page.get_by_role("link", name="Go to labelling").click()
+    expect(page.get_by_text("已标注 0，已跳过 0，剩余 4（共 4）")).to_be_visible()
+    expect(page.get_by_text("第 1 条，共 4 条")).to_be_visible()
+    expect(page.get_by_role("button", name="保存并继续")).to_be_visible()  # the form's end: all drawn
+    text = page_text(page)
+    # The scan sees the conversation, the codebook's dimensions, the guess and the buttons...
+    for seen in (view.turns[0].text[:30], replies[0].text[:30], conv_dims[0].display_title("zh"),
+                 "幻觉，第 1 条回复", "这位用户是真人还是 AI？（可选）", "保存并继续", view.scenario_name):
+        assert seen in text, seen
+    # ... and nothing that tells who the user was.
+    _assert_blind(text, "labelling page")
+    shot(page, SHOTS / "staff-02-annotate.png")
+    view_shot(page, page.get_by_role("heading", name="标注对话"), SHOTS / "staff-02a-annotate-top.png")
+
+    # Label the first item through the form: every dimension, two turn flags, the guess.
+    form = page.locator('[data-testid="stForm"]')
+    chosen = {d.name: d.labels[i % len(d.labels)] for i, d in enumerate(conv_dims)}
+    for d in conv_dims:
+        _radio(form, d.display_title("zh")).get_by_text(chosen[d.name], exact=True).click()
+    _radio(form, "幻觉，第 1 条回复").get_by_text("no", exact=True).click()
+    _radio(form, "幻觉，第 2 条回复").get_by_text("cant_tell", exact=True).click()
+    _radio(form, "这位用户是真人还是 AI？（可选）").get_by_text("AI", exact=True).click()
+    _radio(form, "你有多确定？").get_by_text("4", exact=True).click()
+    form.get_by_label("理由（可选）").fill("checked in a real browser")
+    shot(page, SHOTS / "staff-03-annotate-filled.png")
+    view_shot(page, page.get_by_text("整段对话", exact=True), SHOTS / "staff-03b-annotate-form.png")
+    form.get_by_role("button", name="保存并继续").click()
+    expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
+    expect(page.get_by_text("第 2 条，共 4 条")).to_be_visible()
+    expect(page.get_by_role("button", name="保存并继续")).to_be_visible()
+    _assert_blind(page_text(page), "labelling page (item 2)")
+    shot(page, SHOTS / "staff-04-annotate-next.png")
+
+    with Session(eng) as s:
+        src = s.exec(select(LabelSource).where(LabelSource.name == "human:ann")).one()
+        assert src.kind == "human"
+        labels = s.exec(select(Label).where(Label.source_id == src.id)).all()
+        assert {lab.conversation_id for lab in labels} == {first}
+        assert {lab.dimension: lab.value for lab in labels if lab.turn_index == -1} == chosen
+        assert all(lab.rationale == "checked in a real browser" for lab in labels if lab.turn_index == -1)
+        turn_labels = {lab.turn_index: lab.value for lab in labels if lab.turn_index >= 0}
+        assert turn_labels == {replies[0].index: "no", replies[1].index: "cant_tell"}
+        guess = s.exec(select(HumanityGuess)).one()
+        assert (guess.conversation_id, guess.annotator_id, guess.guess, guess.confidence) == (
+            first, ann.id, "ai", 4)
+        statuses = [s.get(AnnotationAssignment, a.id).status for a in queue]
+        assert statuses == ["done", "pending", "pending", "pending"]
+
+    # A reload starts a new Streamlit session (the login lives in it): log in again; the label stays.
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    _login(page, base, "ann")
+    page.get_by_role("link", name="Annotate").click()
+    expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
+    page.locator('[data-testid="stSidebar"]').get_by_text("查看之前的条目").click()
+    page.get_by_role("button", name="打开").click()
+    expect(page.get_by_text("你正在修改已标注过的条目。")).to_be_visible()
+    form = page.locator('[data-testid="stForm"]')
+    for d in conv_dims:
+        expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=chosen[d.name], exact=True)).to_be_checked()
+    expect(_radio(form, "幻觉，第 1 条回复").get_by_role("radio", name="no", exact=True)).to_be_checked()
+    expect(_radio(form, "这位用户是真人还是 AI？（可选）").get_by_role("radio", name="AI", exact=True)).to_be_checked()
+    _assert_blind(page_text(page), "labelling page (revisit)")
+    shot(page, SHOTS / "staff-05-annotate-revisit.png")
+
+    # Researcher pages stay out of reach, even by their address.
+    for path in ("dashboard", "transcripts", "export", "adjudicate"):
+        page.goto(f"{base}/{path}")
+        expect(page.get_by_role("button", name="Log in")).to_be_visible()
+        page.get_by_role("textbox", name="User name").fill("ann")
+        page.get_by_role("textbox", name="Password").fill(PASSWORDS["ann"])
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Log out (ann)")).to_be_visible()
+        expect(page.get_by_text("Dashboard: human vs agent")).to_have_count(0)
+        expect(page.get_by_role("heading", name="Transcripts")).to_have_count(0)
+        expect(page.get_by_role("heading", name="Export")).to_have_count(0)
+        expect(page.get_by_role("heading", name="Adjudicate disagreements")).to_have_count(0)
+        _assert_blind(page_text(page), f"page at /{path}")
+    shot(page, SHOTS / "staff-06-annotator-research-url.png")
+    page.close()
+
+    # --- the researcher: home, dashboard (with drill-down), transcripts, export ---------------
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.set_default_timeout(30_000)
+    browser_pages.append(page)
+    _login(page, base, "rita")
+    expect(page.get_by_role("heading", name="Studies")).to_be_visible()
+    sidebar = page.locator('[data-testid="stSidebarNav"]')
+    for research_page in ("Dashboard", "Transcripts", "Export", "Adjudicate"):
+        expect(sidebar.get_by_text(research_page, exact=True)).to_be_visible()
+    shot(page, SHOTS / "staff-07-researcher-home.png")
+
+    sidebar.get_by_text("Dashboard", exact=True).click()
+    expect(page.get_by_text("Dashboard: human vs agent")).to_be_visible()
+    expect(page.get_by_text("12 human and 8 agent conversations")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Click a bar to list the conversations behind it.")).to_be_visible()
+    expect(page.get_by_text("Labels: imported:recllmsim-gpt4o (best available")).to_be_visible()
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    expect(chart.locator(".bars .point path").first).to_be_attached()
+    shot(page, SHOTS / "staff-08-dashboard.png")
+    # Drill-down: a click on a bar selects its point; Streamlit reruns with the selection.
+    bar = chart.locator(".bars .point path").first
+    heading = page.get_by_text(re.compile(r"^\d+ (human|agent) conversations with \w+ = "))
+    for attempt in range(3):  # plotly binds its click handlers a moment after the bars are drawn
+        bar.click(force=True)
+        try:
+            expect(heading).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    m = re.match(r"^(\d+) (human|agent) conversations with (\w+) = (\S+) \((\w+)\)$", heading.inner_text())
+    assert m, heading.inner_text()
+    n_listed, kind, dim, value, scen = int(m[1]), m[2], m[3], m[4], m[5]
+    with Session(eng) as s:  # the bar's conversations, counted independently from the database
+        src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
+        q = (select(Conversation.id).join(Label, Label.conversation_id == Conversation.id)
+             .where(Label.source_id == src.id, Label.dimension == dim, Label.turn_index == -1,
+                    Label.value == value, Conversation.user_kind == kind))
+        expected = set(s.exec(q).all())
+        if scen != "all":
+            expected &= set(s.exec(select(Conversation.id).join(Condition).join(Scenario)
+                                   .where(Scenario.key == scen)).all())
+    assert n_listed == len(expected) >= 1
+    expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
+    view_shot(page, heading, SHOTS / "staff-09-dashboard-drilldown.png")
+
+    sidebar.get_by_text("Transcripts", exact=True).click()
+    expect(page.get_by_text("20 conversations", exact=True)).to_be_visible()
+    kind_box = page.locator('[data-testid="stSelectbox"]').filter(has_text="User kind")
+    kind_box.click()
+    page.get_by_role("option", name="human", exact=True).click()
+    expect(page.get_by_text("12 conversations", exact=True)).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Conversation \d+ \(human\)$"))).to_be_visible()
+    expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
+    shot(page, SHOTS / "staff-10-transcripts.png")
+    view_shot(page, page.get_by_role("heading", name="Transcripts"), SHOTS / "staff-10a-transcripts-top.png")
+
+    sidebar.get_by_text("Export", exact=True).click()
+    expect(page.get_by_role("heading", name="Export")).to_be_visible()
+    page.get_by_role("button", name="Export", exact=True).click()
+    download = page.get_by_role("button", name=re.compile(r"^Download .*conversations.*\.jsonl$"))
+    expect(download.first).to_be_visible()
+    shot(page, SHOTS / "staff-11-export.png")
+    with page.expect_download() as dl:
+        download.first.click()
+    lines = Path(dl.value.path()).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 20
