@@ -3,11 +3,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import SQLModel, select
 
 from db.engine import make_engine
 from db.migrate import current_revision, head_revision, upgrade
-from db.models import Conversation, Study, Turn
+from db.models import Study, Turn
 
 
 def test_upgrade_empty_database_creates_every_table(db_url):
