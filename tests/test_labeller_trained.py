@@ -70,8 +70,8 @@ def _seed_texts_and_labels(session):
 def test_trained_labeller_learns_and_labels_the_rest(engine):
     with Session(engine) as s:
         truth = _seed_texts_and_labels(s)
-    report = train_and_label(engine, "pilot", "teacher", holdout_source="gold", C=10.0)
-    assert report.source == source_name("teacher") == "trained:teacher:v1"
+    report = train_and_label(engine, "pilot", "teacher", holdout_source="gold")
+    assert report.source == source_name("teacher") == "trained:teacher:v2"
     assert report.n_train == 12  # replicates 2-4 of 4 cells (0-1 held out as gold)
     assert report.n_labelled == 12 and report.n_labels == 12  # gold (8) + never-labelled (4)
     with Session(engine) as s:
@@ -80,7 +80,7 @@ def test_trained_labeller_learns_and_labels_the_rest(engine):
         assert src.params["holdout_source"] == "gold"
         lab = labels_df(s, 1, sources=[report.source])
     assert all(lab["value"] == ["Polite" if truth[c] else "Neutral" for c in lab["conversation_id"]])
-    assert lab["rationale"].str.startswith("p=").all()
+    assert lab["rationale"].str.startswith("confidence=").all()
     with Session(engine) as s:
         agree = study_agreement_df(s, "pilot", report.source, "gold", n_boot=50)
     row = agree[(agree.dimension == "politeness") & (agree.user_kind == "all")].iloc[0]
@@ -104,10 +104,11 @@ def test_trained_labeller_errors(sqlite_engine):
 
 # What the trained labeller achieves on the released data (see the README, section Annotation):
 # Cohen's kappa against the human gold labels, trained on the GPT-4o labels of the 3,780
-# conversations outside the gold set. Measured: problem_solving 0.715, promise 0.900,
-# feedback 0.833, politeness 0.940, formality 0.524 (below the 0.6 target). Asserted a little lower
-# so a different BLAS or scikit-learn release does not flip the test.
-ACHIEVED = {"problem_solving": 0.68, "promise": 0.85, "feedback": 0.78, "politeness": 0.9, "formality": 0.48}
+# conversations outside the gold set. Measured (v2, per-kind linear SVMs over char + word
+# TF-IDF): problem_solving 0.726, promise 0.838, feedback 0.842, politeness 0.950, formality 0.549
+# (below the 0.6 target; v1 had 0.715, 0.900, 0.833, 0.940, 0.524). Asserted a little lower so a
+# different BLAS or scikit-learn release does not flip the test.
+ACHIEVED = {"problem_solving": 0.7, "promise": 0.81, "feedback": 0.81, "politeness": 0.92, "formality": 0.52}
 
 
 def test_trained_labeller_on_reference_data(reference_db, tmp_path):
@@ -171,5 +172,5 @@ def test_cli_trained_with_holdout_prints_agreement(use_db, capsys):
         code = exc.code or 0
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "trained:teacher:v1: trained on 12 conversations, labelled 12" in out
+    assert "trained:teacher:v2: trained on 12 conversations, labelled 12" in out
     assert "Cohen's kappa against gold" in out and "politeness" in out and "1.000" in out
