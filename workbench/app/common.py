@@ -47,3 +47,15 @@ def show_flash() -> None:
     msg = st.session_state.pop("_flash", None)
     if msg:
         st.error(escape_markdown(msg))
+
+
+def study_names(eng: Engine) -> list[str]:
+    """The studies' names; stops the page with a note when there are none yet."""
+    from workbench.participation.console import study_names as names_of
+
+    with session_scope(eng) as s:
+        names = names_of(s)
+    if not names:
+        st.info("No studies yet.")
+        st.stop()
+    return names

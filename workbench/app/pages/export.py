@@ -5,20 +5,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine
+from workbench.app.common import engine, study_names
 from workbench.errors import WorkbenchError
 from workbench.participation import console as C
 
 require_role("researcher")
 st.title("Export")
 eng = engine()
-with session_scope(eng) as s:
-    names = C.study_names(s)
-if not names:
-    st.info("No studies yet.")
-    st.stop()
+names = study_names(eng)
 study = st.selectbox("Study", names)
 fmt = st.radio("Format", ["jsonl", "csv", "parquet"], horizontal=True)
 if st.button("Export", type="primary"):

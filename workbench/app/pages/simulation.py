@@ -5,18 +5,14 @@ import streamlit as st
 from db.engine import session_scope
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine
+from workbench.app.common import engine, study_names
 from workbench.errors import WorkbenchError
 from workbench.participation import console as C
 
 require_role("researcher")
 st.title("Simulation")
 eng = engine()
-with session_scope(eng) as s:
-    names = C.study_names(s)
-if not names:
-    st.info("No studies yet.")
-    st.stop()
+names = study_names(eng)
 study = st.selectbox("Study", names)
 with st.form("simulate"):
     model = st.text_input("Simulator model (provider/model)", value="openai/gpt-4o-mini")

@@ -4,17 +4,13 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, show_text
+from workbench.app.common import engine, escape_markdown, show_text, study_names
 from workbench.participation import console as C
 
 require_role("researcher")
 st.title("Transcripts")
 eng = engine()
-with session_scope(eng) as s:
-    names = C.study_names(s)
-if not names:
-    st.info("No studies yet.")
-    st.stop()
+names = study_names(eng)
 c1, c2, c3, c4 = st.columns(4)
 study = c1.selectbox("Study", names)
 with session_scope(eng) as s:
