@@ -6,6 +6,7 @@ from db.engine import session_scope
 from db.repo import get_study
 from workbench.app.auth import require_role
 from workbench.app.common import engine, study_names
+from workbench.config import default_model
 from workbench.errors import WorkbenchError
 from workbench.participation import console as C
 
@@ -15,7 +16,7 @@ eng = engine()
 names = study_names(eng)
 study = st.selectbox("Study", names)
 with st.form("simulate"):
-    model = st.text_input("Simulator model (provider/model)", value="openai/gpt-4o-mini")
+    model = st.text_input("Simulator model (provider/model)", value=default_model())
     n = st.number_input("Conversations per condition", 1, 100, 1)
     concurrency = st.number_input("Concurrency", 1, 32, 4)
     max_turns = st.number_input("Maximum user turns (0 = the study's setting)", 0, 100, 0)

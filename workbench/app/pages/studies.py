@@ -5,6 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, run_action, show_flash
+from workbench.config import default_model
 from workbench.participation import console as C
 from workbench.participation.entry import create_invites, invite_url, prolific_url
 
@@ -25,7 +26,7 @@ with create_tab:
         st.warning(str(exc))
     with st.form("create_study"):
         name = st.text_input("Study name")
-        model = st.text_input("Assistant model (provider/model)", value="openai/gpt-4o-mini")
+        model = st.text_input("Assistant model (provider/model)", value=default_model())
         chosen = st.multiselect("Scenarios (none = the four reference scenarios)", scenario_keys)
         profiles = st.number_input("Pool profiles to sample (0 = none)", min_value=0, max_value=100, value=0)
         language = st.selectbox("Language", ["en", "zh"])
