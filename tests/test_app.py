@@ -19,6 +19,9 @@ AppTest = streamlit_testing.AppTest
 
 MAIN = str(Path(__file__).resolve().parent.parent / "workbench" / "app" / "main.py")
 EVIL = "<img src=x onerror=alert(1)> ![pic](http://evil.example/x.png) [link](http://evil.example)"
+# A prompt-injected assistant reply: markdown structure to keep, everything that loads or links to neutralise.
+MD_REPLY = ("### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
+            "- [click](javascript:alert(1)) :red[big] $x$")
 
 
 @pytest.fixture
@@ -241,7 +244,7 @@ def test_researcher_pages_refuse_annotators(eng, page):
     assert at.warning and "log in" in at.warning[0].value
 
 
-def _collected_study(eng):
+def _collected_study(eng, reply=None):
     with Session(eng) as s:
         make_study(s, settings={"min_turns": 1, "tasks_per_participant": 1})
         [token] = P.create_invites(s, "pilot", 1)
@@ -252,7 +255,7 @@ def _collected_study(eng):
         P.send_message(s, p, EVIL)
         s.commit()
         pid = p.id
-    "".join(P.stream_reply(eng, pid, lambda *a: ScriptedModel(["Sure " + EVIL])))
+    "".join(P.stream_reply(eng, pid, lambda *a: ScriptedModel([reply or "Sure " + EVIL])))
     with Session(eng) as s:
         P.rate_reply(s, s.get(Participant, pid), 1, "yes", 2, EVIL)
         s.commit()
@@ -444,3 +447,47 @@ def test_export_page_offers_downloads(eng):
     assert not at.exception and not at.error, [e.value for e in at.error]
     labels = [b.label for b in at.get("download_button")]
     assert any("turns" in label for label in labels) and any("conversations" in label for label in labels)
+
+
+def assert_safe_reply(value: str) -> None:
+    """An assistant reply's markdown: headings and bold kept, nothing that would load, link or run."""
+    assert value.startswith("### Picks") and "**Dune**" in value
+    assert not UNSAFE.search(value), value
+    assert "![" not in value and "](" not in value and "\\[image" in value
+    assert "\\:\u2060red" in value and "\\$x\\$" in value and "javascript\\:" in value
+
+
+def test_assistant_markdown_rendered_safely_in_chat_and_transcripts(eng):
+    from workbench.app.common import escape_markdown
+
+    model = ScriptedModel(lambda msgs: MD_REPLY)
+    P.set_model_factory(lambda engine, cfg, study_id, conv_id: model)
+    try:
+        with Session(eng) as s:
+            make_study(s, settings={"min_turns": 1, "tasks_per_participant": 1})
+            [token] = P.create_invites(s, "pilot", 1)
+            p = P.open_participant(s, token)
+            P.give_consent(s, p, True)
+            P.finish_instructions(s, p)
+            P.submit_profile(s, p, profile_answers())
+            s.commit()
+        at = app(t=token)
+        at.chat_input[0].set_value("**hi** ![me](http://evil.example/me.png)").run()  # sends, streams, reruns
+        assert not at.exception, at.exception
+        user, assistant = at.chat_message[0], at.chat_message[1]
+        assert user.markdown[0].value == escape_markdown("**hi** ![me](http://evil.example/me.png)")
+        assert_safe_reply(assistant.markdown[0].value)
+    finally:
+        P.set_model_factory(None)
+
+
+def test_transcripts_render_reply_markdown_safely(eng):
+    from workbench.app.common import escape_markdown
+
+    _collected_study(eng, reply=MD_REPLY)
+    at = logged_in("researcher", "transcripts.py")
+    assert not at.exception, at.exception
+    msgs = at.chat_message
+    assert msgs[0].markdown[0].value == escape_markdown(EVIL)
+    assert_safe_reply(msgs[1].markdown[0].value)
+    assert not any(m.proto.allow_html for m in at.markdown)

@@ -9,7 +9,7 @@ from annotation import adjudication as A
 from annotation.codebook import load_codebook
 from annotation.labelling import blind_view
 from db.engine import session_scope
-from workbench.app.common import engine, escape_markdown, show_text
+from workbench.app.common import engine, escape_markdown, show_text, show_turn
 from workbench.errors import WorkbenchError
 
 try:
@@ -75,7 +75,7 @@ with left:
         with st.chat_message(turn.role):
             if turn.index == row["turn_index"]:
                 st.caption(f"⟶ turn {turn.index + 1} (the item)")
-            show_text(turn.text)
+            show_turn(turn.role, turn.text)
 with right:
     st.subheader(escape_markdown(dim.display_title() if dim else row["dimension"]))
     if dim:

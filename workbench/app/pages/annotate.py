@@ -11,7 +11,7 @@ from annotation import queue as Q
 from annotation.codebook import load_codebook
 from db.engine import session_scope
 from db.models import Annotator, Study
-from workbench.app.common import engine, escape_markdown, show_flash, show_text
+from workbench.app.common import engine, escape_markdown, show_flash, show_text, show_turn
 from workbench.errors import WorkbenchError
 
 try:
@@ -245,7 +245,7 @@ with st.form(key=f"{k}-form"):
     for turn in view.turns:
         with st.chat_message(turn.role, avatar=None):
             st.caption(T[turn.role])
-            show_text(turn.text)
+            show_turn(turn.role, turn.text)
             if turn.role == "assistant":
                 reply_no += 1
             for dim in turn_dims:

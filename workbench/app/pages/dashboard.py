@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine
+from workbench.app.common import engine, show_reply
 
 require_role("researcher")
 st.title("Dashboard: human vs agent")
@@ -79,7 +79,10 @@ with tab_dist:
                     turns = turns_df(s, sub.study_id, conversation_ids=[conv_id])
                 for t in turns.itertuples():
                     with st.chat_message("user" if t.role == "user" else "assistant"):
-                        st.text(t.content)  # plain text: nothing in a transcript is interpreted
+                        if t.role == "assistant":
+                            show_reply(t.content)  # safe markdown: nothing loads, links or runs
+                        else:
+                            st.text(t.content)  # plain text: nothing a person typed is interpreted
         else:
             st.caption("Click a bar to list the conversations behind it.")
 with tab_effects:

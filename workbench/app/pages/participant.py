@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench import participation as P
-from workbench.app.common import engine, escape_markdown, run_action, show_flash, show_text
+from workbench.app.common import engine, escape_markdown, run_action, safe_markdown, show_flash, show_text, show_turn
 from workbench.errors import WorkbenchError
 from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, ui
 
@@ -104,7 +104,7 @@ elif view.step == "task" and view.task is not None:
         h_labels = {v: T[f"hallucination_{v}"] for v in HALLUCINATION_VALUES}
         for turn in task.turns:
             with st.chat_message(turn.role):
-                show_text(turn.content)
+                show_turn(turn.role, turn.content)
                 if turn.role == "assistant" and turn.rated:
                     st.caption(T["rated"].format(h=h_labels[turn.hallucination], s=turn.satisfaction))
             if turn.role == "assistant" and turn.index == task.unrated_index:
@@ -132,7 +132,7 @@ elif view.step == "task" and view.task is not None:
                     try:
                         for piece in P.stream_reply(eng, pid):
                             text += piece
-                            box.markdown(escape_markdown(text))
+                            box.markdown(safe_markdown(text))
                     except P.ReplyError as exc:
                         st.session_state["reply_failed"] = str(exc)[:300]
                 st.rerun()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, show_text, study_names
+from workbench.app.common import engine, escape_markdown, show_turn, study_names
 from workbench.participation import console as C
 
 require_role("researcher")
@@ -35,7 +35,7 @@ def show(conversation_id: int, title: str) -> None:
         turns = C.transcript(s, conversation_id)
     for t in turns:
         with st.chat_message(t.role if t.role in ("user", "assistant") else "ai"):
-            show_text(t.content)
+            show_turn(t.role, t.content)
             notes = []
             if t.hallucination:
                 notes.append(f"hallucination: {t.hallucination}")
