@@ -145,9 +145,45 @@ def test_injected_content_is_escaped_wherever_it_appears(db):
         s.commit()
     at = page(users)
     turn_md = [m.value for m in at.markdown if "script" in m.value]
-    assert turn_md and all("\\<script\\>" in v and "\\!\\[x\\]\\(http" in v for v in turn_md)
+    assert turn_md and all("\\<script\\>" in v and "![" not in v and "](" not in v for v in turn_md)
+    assert any("\\!\\[x\\]\\(http" in v for v in turn_md)  # user turns: exactly as typed
+    assert any("\\[image\\: x\\] **bold**" in v for v in turn_md)  # assistant turns: safe markdown
     assert not any(m.proto.allow_html for m in at.markdown)
     assert not any("<script>" in m.value for m in at.markdown)
+
+
+MD_REPLY = ("### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
+            "- [click](javascript:alert(1)) :red[big] $x$")
+
+
+def _markdown_replies(eng) -> None:
+    """Assistant turns become a prompt-injected markdown reply, user turns the injected markup."""
+    with Session(eng) as s:
+        for t in s.exec(select(Turn)).all():
+            text = MD_REPLY if t.role == "assistant" else INJECTED
+            t.content, t.translation = text, text if t.translation else None
+            s.add(t)
+        s.commit()
+
+
+def _assert_replies_safe(at: AppTest) -> None:
+    replies = [m.value for m in at.markdown if "Picks" in m.value]
+    assert replies
+    for v in replies:
+        assert v.startswith("### Picks") and "**Dune**" in v  # headings and bold ARE rendered
+        assert "![" not in v and "](" not in v and "<" not in v.replace("\\<", "")
+        assert "\\[image" in v and "\\:\u2060red" in v and "\\$x\\$" in v
+    users = [m.value for m in at.markdown if "script" in m.value and "Picks" not in m.value]
+    assert all("\\<script\\>" in v and "\\*\\*bold\\*\\*" in v and "\\!\\[x\\]" in v for v in users)
+    assert not any(m.proto.allow_html for m in at.markdown)
+
+
+def test_assistant_replies_render_as_safe_markdown(db):
+    eng, users = db
+    _markdown_replies(eng)
+    at = page(users)
+    assert not at.exception, at.exception
+    _assert_replies_safe(at)
 
 
 def fill(at: AppTest, skip_dims=()):
@@ -264,8 +300,10 @@ def test_adjudication_page(db):
     assert denied.error and not denied.radio
     at = AppTest.from_file(str(PAGES / "adjudicate.py"), default_timeout=30)
     at.session_state["user"] = {"id": res, "name": "res", "role": "researcher"}
+    _markdown_replies(eng)
     at.run()
     assert not at.exception, at.exception
+    _assert_replies_safe(at)
     assert "0 of 1 disagreements settled" in at.get("progress")[0].proto.text
     labels_md = "\n".join(m.value for m in at.markdown)
     assert "- ann: **Polite**" in labels_md and "- bob: **Impolite**" in labels_md
