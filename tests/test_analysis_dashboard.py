@@ -55,3 +55,41 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
     at2.session_state["user"] = {"id": 2, "name": "a", "role": "annotator"}
     at2.run()
     assert any("access" in e.value for e in at2.error)
+
+
+def test_drilldown_renders_replies_as_safe_markdown(sqlite_url, monkeypatch):
+    from sqlmodel import Session, select
+    from streamlit.testing.v1 import AppTest
+
+    from db.engine import make_engine
+    from db.migrate import upgrade
+    from db.models import Turn
+
+    reply = ("### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
+             "- [click](javascript:alert(1)) :red[big] $x$")
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    make_study(eng, "dash", n_human=20, n_agent=20, seed=2)
+    with Session(eng) as s:
+        for t in s.exec(select(Turn)).all():
+            t.content = reply if t.role == "assistant" else "**hi** ![me](http://evil.example/me.png)"
+            s.add(t)
+        s.commit()
+    data = load_study(eng, "dash")
+    frame = analysis_frame(data)
+    dim = data.dimensions[0]
+    value = frame.loc[frame.user_kind == "agent", dim].dropna().iloc[0]
+    eng.dispose()
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    at.session_state["user"] = {"id": 1, "name": "r", "role": "researcher"}
+    at.run()
+    # a click on a bar of the distribution chart (its selection state, as the browser would send it)
+    at.session_state[f"dist-{dim}"] = {"selection": {"points": [{"customdata": ["agent", "all", value]}]}}
+    at.run()
+    assert not at.exception, at.exception
+    replies = [m.value for m in at.markdown if "Picks" in m.value]
+    assert replies and all(v.startswith("### Picks") and "**Dune**" in v for v in replies)
+    assert all("![" not in v and "](" not in v and "\\[image" in v and "\\:\u2060red" in v for v in replies)
+    assert not any(m.proto.allow_html for m in at.markdown)
+    assert any(t.value == "**hi** ![me](http://evil.example/me.png)" for t in at.text)  # user turns: plain text
