@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
+from datetime import timedelta
 from typing import Optional
 
 import bcrypt
@@ -9,12 +13,16 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from db.models import Annotator
+from db.models.accounts import StaffSession
+from db.types import utcnow
 from workbench.errors import UserInputError
 
 ROLES = ("annotator", "researcher")
 MIN_PASSWORD_LENGTH = 8
 # bcrypt only looks at the first 72 bytes; longer passwords are refused rather than silently cut.
 MAX_PASSWORD_BYTES = 72
+ENV_SESSION_HOURS = "WORKBENCH_STAFF_SESSION_HOURS"
+DEFAULT_SESSION_HOURS = 12.0
 
 
 def hash_password(password: str) -> str:
@@ -56,6 +64,7 @@ def add_user(session: Session, name: str, role: str, password: str, update: bool
         user = Annotator(name=name, role=role, password_hash=pw_hash)
     else:
         user.role, user.password_hash, user.active = role, pw_hash, True
+        revoke_user_sessions(session, user.id)  # a reset password ends the old logins
     session.add(user)
     session.flush()
     return user
@@ -69,6 +78,72 @@ def authenticate(session: Session, name: str, password: str) -> Optional[Annotat
         bcrypt.checkpw(b"x", _DUMMY_HASH)
         return None
     return user if check_password(password, user.password_hash) else None
+
+
+def session_hours() -> float:
+    """How long a staff login lasts (`WORKBENCH_STAFF_SESSION_HOURS`, default 12)."""
+    raw = os.environ.get(ENV_SESSION_HOURS)
+    if not raw:
+        return DEFAULT_SESSION_HOURS
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise UserInputError(f"{ENV_SESSION_HOURS} must be a positive number of hours, not {raw!r}")
+    return hours
+
+
+def hash_session_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_session(session: Session, user: Annotator, hours: Optional[float] = None) -> str:
+    """Start a login for ``user``: returns the token for the browser; the database keeps its hash only."""
+    now = utcnow()
+    # Expired logins are dropped here, so the table stays as small as the number of live logins.
+    for old in session.exec(select(StaffSession).where(StaffSession.expires_at <= now)).all():
+        session.delete(old)
+    token = secrets.token_urlsafe(32)
+    session.add(StaffSession(annotator_id=user.id, token_hash=hash_session_token(token), created_at=now,
+                             expires_at=now + timedelta(hours=hours if hours is not None else session_hours())))
+    session.flush()
+    return token
+
+
+def user_for_session(session: Session, token: Optional[str]) -> Optional[Annotator]:
+    """The active account whose unexpired login has this token, else None."""
+    if not token or not isinstance(token, str) or len(token) > 200:
+        return None
+    row = session.exec(select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))).first()
+    if row is None:
+        return None
+    if row.expires_at <= utcnow():
+        session.delete(row)
+        return None
+    user = session.get(Annotator, row.annotator_id)
+    if user is None or not user.active:
+        return None
+    return user
+
+
+def end_session(session: Session, token: Optional[str]) -> bool:
+    """Log out: the token stops working. True if a login was ended."""
+    if not token or not isinstance(token, str):
+        return False
+    rows = session.exec(select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))).all()
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return bool(rows)
+
+
+def revoke_user_sessions(session: Session, user_id: int) -> int:
+    rows = session.exec(select(StaffSession).where(StaffSession.annotator_id == user_id)).all()
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return len(rows)
 
 
 _DUMMY_HASH = bcrypt.hashpw(b"dummy-password", bcrypt.gensalt(rounds=12))

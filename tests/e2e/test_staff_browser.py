@@ -199,12 +199,15 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
         statuses = [s.get(AnnotationAssignment, a.id).status for a in queue]
         assert statuses == ["done", "pending", "pending", "pending"]
 
-    # A reload starts a new Streamlit session (the login lives in it): log in again; the label stays.
+    # A reload starts a new Streamlit session; the login's token in the address (?session=) brings the
+    # annotator back without the login form, on every page of the sidebar; the label stays.
+    expect(page).to_have_url(re.compile(r"[?&]session="))
     page.reload()
-    expect(page.get_by_role("button", name="Log in")).to_be_visible()
-    _login(page, base, "ann")
+    expect(page.get_by_text("Log out (ann)")).to_be_visible()
+    expect(page.get_by_role("button", name="Log in")).to_have_count(0)
     page.get_by_role("link", name="Annotate").click()
     expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"[?&]session="))  # a page switch keeps the token in the address
     page.locator('[data-testid="stSidebar"]').get_by_text("查看之前的条目").click()
     page.get_by_role("button", name="打开").click()
     expect(page.get_by_text("你正在修改已标注过的条目。")).to_be_visible()

@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from workbench.app.auth import current_user, login_form, logout  # noqa: E402
+from workbench.app.auth import current_user, login_form, logout, restore_login  # noqa: E402
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
@@ -39,6 +39,7 @@ params = st.query_params
 if "t" in params or "PROLIFIC_PID" in params:
     nav = st.navigation([st.Page(PAGES / "participant.py", title="Study", default=True)], position="hidden")
 else:
+    restore_login()  # a reload or a server restart keeps a staff login (``?session=``)
     user = current_user()
     if user is None:
         # The login form is drawn here rather than as a page, so that after logging in the

@@ -163,6 +163,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_simulationrun_key'), ['key'], unique=True)
         batch_op.create_index(batch_op.f('ix_simulationrun_study_id'), ['study_id'], unique=False)
 
+    op.create_table('staffsession',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('annotator_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('created_at', db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['annotator_id'], ['annotator.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('staffsession', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_staffsession_annotator_id'), ['annotator_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_staffsession_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_staffsession_token_hash'), ['token_hash'], unique=True)
+
     op.create_table('taskcontext',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('scenario_id', sa.Integer(), nullable=False),
@@ -498,6 +512,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_taskcontext_scenario_id'))
 
     op.drop_table('taskcontext')
+    with op.batch_alter_table('staffsession', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_staffsession_token_hash'))
+        batch_op.drop_index(batch_op.f('ix_staffsession_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_staffsession_annotator_id'))
+
+    op.drop_table('staffsession')
     with op.batch_alter_table('simulationrun', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_simulationrun_study_id'))
         batch_op.drop_index(batch_op.f('ix_simulationrun_key'))
