@@ -43,3 +43,13 @@ def test_code_is_literal_and_fences_match_commonmark():
 def test_empty_and_line_endings():
     assert safe_markdown(None) == "" and safe_markdown("") == ""
     assert safe_markdown("a\r\nb\rc") == "a  \nb  \nc  "
+
+
+def test_user_text_breaks_streamlit_text_rewrites():
+    """User turns stay literal: no icon shortcodes, emoji codes or autolinks can form."""
+    from workbench.app.common import escape_markdown
+
+    out = escape_markdown(":material/home: :smile: me@x.org www.example.com https://a.b")
+    for pattern in (":material/", ":smile:", "me@x", "www\\.", "https\\://"):
+        assert pattern not in out, pattern
+    assert out.replace("\u2060", "").replace("\\", "") == ":material/home: :smile: me@x.org www.example.com https://a.b"

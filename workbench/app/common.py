@@ -19,6 +19,9 @@ def escape_markdown(text: Optional[str]) -> str:
     if not text:
         return ""
     escaped = _MD_SPECIAL.sub(r"\\\1", str(text))
+    # Backslash escapes do not stop Streamlit's text-node rewrites (":material/x:", emoji codes,
+    # bare-URL and e-mail autolinks); the same word joiners as in replies do.
+    escaped = _WWW.sub(r"\1" + _WJ, _AT.sub("@" + _WJ, _SHORTCODE.sub(r"\1" + _WJ, escaped)))
     return escaped.replace("\r\n", "\n").replace("\n", "  \n")
 
 
