@@ -7,8 +7,7 @@ from typing import Any, Iterator, Optional
 from pydantic import SecretStr
 
 from workbench.errors import UserInputError
-from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage, parse_retry_after
-from workbench.llm.openai_provider import _short
+from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage
 from workbench.llm.sdk_base import SDKChatModel
 
 
@@ -52,6 +51,8 @@ class AnthropicChatModel(SDKChatModel):
     params_class = AnthropicParams
 
     key_env = "ANTHROPIC_API_KEY"
+    api_name = "the Anthropic API"
+    retry_statuses = (408, 409, 429, 529)  # 529: Anthropic "overloaded"
     base_url_env = "ANTHROPIC_BASE_URL"
 
     def __init__(self, model: str, **options: Any):
@@ -125,23 +126,3 @@ class AnthropicChatModel(SDKChatModel):
         except Exception as exc:
             raise self._translate(exc) from None
         holder["usage"] = Usage(prompt_tokens, completion_tokens)
-
-    def _translate(self, exc: Exception) -> LLMError:
-        sdk = self._sdk
-        if isinstance(exc, sdk.APITimeoutError):
-            return LLMError(f"{self.name} timed out after {self.options.timeout}s", retryable=True)
-        if isinstance(exc, sdk.APIConnectionError):
-            return LLMError(f"cannot reach {self._base_url or 'the Anthropic API'}: {exc}", retryable=True)
-        if isinstance(exc, sdk.APIStatusError):
-            status = exc.status_code
-            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
-            msg = f"{self.name} returned HTTP {status}: {_short(exc)}"
-            if status in (401, 403):
-                msg += " (check ANTHROPIC_API_KEY)"
-            elif status == 404:
-                msg += " (check the model name and ANTHROPIC_BASE_URL)"
-            return LLMError(msg, retryable=status in (408, 409, 429, 529) or status >= 500,
-                            retry_after=retry_after, status=status)
-        if isinstance(exc, (sdk.APIResponseValidationError, ValueError)):
-            return LLMError(f"{self.name} returned a malformed response: {_short(exc)}", retryable=True)
-        return LLMError(f"{self.name} call failed: {exc.__class__.__name__}: {_short(exc)}", retryable=False)

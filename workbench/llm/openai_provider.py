@@ -7,7 +7,7 @@ from typing import Any, Iterator, Literal, Optional
 from pydantic import SecretStr
 
 from workbench.errors import UserInputError
-from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage, parse_retry_after
+from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage
 from workbench.llm.sdk_base import SDKChatModel
 
 CHAT_PATH = "/chat/completions"
@@ -42,6 +42,7 @@ class OpenAIChatModel(SDKChatModel):
     params_class = OpenAIParams
 
     key_env = "OPENAI_API_KEY"
+    api_name = "the OpenAI API"
     base_url_env = "OPENAI_BASE_URL"
     server_hint = "a local OpenAI-compatible server"
 
@@ -136,28 +137,3 @@ class OpenAIChatModel(SDKChatModel):
             raise
         except Exception as exc:
             raise self._translate(exc) from None
-
-    def _translate(self, exc: Exception) -> LLMError:
-        sdk = self._sdk
-        if isinstance(exc, sdk.APITimeoutError):
-            return LLMError(f"{self.name} timed out after {self.options.timeout}s", retryable=True)
-        if isinstance(exc, sdk.APIConnectionError):
-            return LLMError(f"cannot reach {self._base_url or 'the OpenAI API'}: {exc}", retryable=True)
-        if isinstance(exc, sdk.APIStatusError):
-            status = exc.status_code
-            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
-            msg = f"{self.name} returned HTTP {status}: {_short(exc)}"
-            if status in (401, 403):
-                msg += " (check OPENAI_API_KEY)"
-            elif status == 404:
-                msg += " (check the model name and OPENAI_BASE_URL)"
-            return LLMError(msg, retryable=status in (408, 409, 429) or status >= 500,
-                            retry_after=retry_after, status=status)
-        if isinstance(exc, (sdk.APIResponseValidationError, ValueError)):
-            return LLMError(f"{self.name} returned a malformed response: {_short(exc)}", retryable=True)
-        return LLMError(f"{self.name} call failed: {exc.__class__.__name__}: {_short(exc)}", retryable=False)
-
-
-def _short(exc: Exception, n: int = 300) -> str:
-    s = str(exc)
-    return s if len(s) <= n else s[:n] + "..."

@@ -5,21 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+from abc import ABC, abstractmethod
 from typing import Any
 
 from workbench.errors import UserInputError
-from workbench.llm.base import ChatModel
+from workbench.llm.base import ChatModel, LLMError, parse_retry_after
 
 # Local servers (vLLM, Ollama, llama.cpp server) accept any key; the SDKs insist on one.
 PLACEHOLDER_KEY = "not-needed"
 
 
-class SDKChatModel(ChatModel):
-    """A ChatModel over a vendor SDK. Subclasses set the environment variable names and build clients."""
+def _short(exc: Exception, n: int = 300) -> str:
+    s = str(exc)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+class SDKChatModel(ChatModel, ABC):
+    """A ChatModel over a vendor SDK (openai, anthropic: both raise the same exception families).
+    Subclasses set the environment variable names and build clients."""
 
     key_env: str = ""
     base_url_env: str = ""
     server_hint: str = "a compatible server"
+    api_name: str = "the API"  # for "cannot reach ..." messages
+    retry_statuses: tuple[int, ...] = (408, 409, 429)  # retried besides every 5xx
 
     def __init__(self, model: str, **options: Any):
         super().__init__(model, **options)
@@ -46,11 +55,13 @@ class SDKChatModel(ChatModel):
         # max_retries=0: our own retries are the ones that are recorded and tuned.
         return dict(api_key=self._key, base_url=self._base_url, timeout=self.options.timeout, max_retries=0)
 
+    @abstractmethod
     def _make_client(self) -> Any:
-        raise NotImplementedError
+        """The SDK's synchronous client, built from ``_client_kwargs()``."""
 
+    @abstractmethod
     def _make_aclient(self) -> Any:
-        raise NotImplementedError
+        """The SDK's asynchronous client for the running event loop."""
 
     def client(self) -> Any:
         if self._client is None:
@@ -68,3 +79,24 @@ class SDKChatModel(ChatModel):
         client, self._aclient, self._aloop = self._aclient, None, None
         if client is not None:
             await client.close()
+
+    def _translate(self, exc: Exception) -> LLMError:
+        """An SDK exception as an LLMError saying whether to retry and what to check."""
+        sdk = self._sdk
+        if isinstance(exc, sdk.APITimeoutError):
+            return LLMError(f"{self.name} timed out after {self.options.timeout}s", retryable=True)
+        if isinstance(exc, sdk.APIConnectionError):
+            return LLMError(f"cannot reach {self._base_url or self.api_name}: {exc}", retryable=True)
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
+            msg = f"{self.name} returned HTTP {status}: {_short(exc)}"
+            if status in (401, 403):
+                msg += f" (check {self.key_env})"
+            elif status == 404:
+                msg += f" (check the model name and {self.base_url_env})"
+            return LLMError(msg, retryable=status in self.retry_statuses or status >= 500,
+                            retry_after=retry_after, status=status)
+        if isinstance(exc, (sdk.APIResponseValidationError, ValueError)):
+            return LLMError(f"{self.name} returned a malformed response: {_short(exc)}", retryable=True)
+        return LLMError(f"{self.name} call failed: {exc.__class__.__name__}: {_short(exc)}", retryable=False)
