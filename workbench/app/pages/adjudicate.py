@@ -9,20 +9,9 @@ from annotation import adjudication as A
 from annotation.codebook import load_codebook
 from annotation.labelling import blind_view
 from db.engine import session_scope
+from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, show_text, show_turn
 from workbench.errors import WorkbenchError
-
-try:
-    from workbench.app.auth import require_role
-except ImportError:  # the app's login module is optional for this page
-
-    def require_role(*roles):
-        user = st.session_state.get("user")
-        if not user or (roles and user.get("role") not in roles):
-            st.warning("Please log in as a researcher.")
-            st.stop()
-        return user
-
 
 user = require_role("researcher")
 st.title("Adjudicate disagreements")

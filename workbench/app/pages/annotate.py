@@ -11,20 +11,9 @@ from annotation import queue as Q
 from annotation.codebook import load_codebook
 from db.engine import session_scope
 from db.models import Annotator, Study
+from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, show_flash, show_text, show_turn
 from workbench.errors import WorkbenchError
-
-try:
-    from workbench.app.auth import require_role
-except ImportError:  # the app's login module is optional for this page
-
-    def require_role(*roles):
-        user = st.session_state.get("user")
-        if not user or (roles and user.get("role") not in roles):
-            st.warning("Please log in as an annotator or researcher.")
-            st.stop()
-        return user
-
 
 UI = {
     "en": {

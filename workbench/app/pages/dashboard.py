@@ -9,15 +9,16 @@ from workbench.app.common import engine, show_reply
 require_role("researcher")
 st.title("Dashboard: human vs agent")
 
+from sqlmodel import select  # noqa: E402
+
 from analysis import charts  # noqa: E402  (after the role check: nothing loads for others)
 from analysis.compare import analysis_frame, comparisons_df  # noqa: E402
 from analysis.dataset import load_study  # noqa: E402
-from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
 from analysis.explore import drilldown_ids, filter_options, filter_study  # noqa: E402
+from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
 from analysis.likeness import likeness_tables  # noqa: E402
-from db.repo import label_sources_df, turns_df  # noqa: E402
-from sqlmodel import select  # noqa: E402
 from db.models import Study  # noqa: E402
+from db.repo import label_sources_df, turns_df  # noqa: E402
 
 eng = engine()
 with session_scope(eng) as s:

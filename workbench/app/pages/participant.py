@@ -4,7 +4,15 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench import participation as P
-from workbench.app.common import engine, escape_markdown, run_action, safe_markdown, show_flash, show_text, show_turn
+from workbench.app.common import (
+    engine,
+    escape_markdown,
+    run_action,
+    safe_markdown,
+    show_flash,
+    show_text,
+    show_turn,
+)
 from workbench.errors import WorkbenchError
 from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, ui
 
