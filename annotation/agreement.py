@@ -300,56 +300,13 @@ def pair_agreement_df(
     ``user_kind`` per ``conversation_id``. The CI is a bootstrap interval of Krippendorff's alpha."""
     if a == b:
         raise UserInputError("compare two different sources (--a and --b are the same)")
-    lab = _prepare(labels, conversations, [a, b], dimensions)
-    scales = scales or {}
-    rows = []
-    for dim in sorted(lab["dimension"].unique()):
-        d = lab[lab["dimension"] == dim]
-        wide = d.pivot_table(
-            index=["conversation_id", "turn_index"], columns="source", values="value", aggfunc="first"
-        ).reset_index()
-        kinds = d.drop_duplicates("conversation_id")[["conversation_id", "user_kind"]]
-        wide = wide.merge(kinds, on="conversation_id", how="left")
-        if a not in wide or b not in wide:
-            continue
-        wide = wide.dropna(subset=[a, b])
-        scale = scales.get(dim)
-        order = _ordered_labels(pd.concat([wide[a], wide[b]]), scale)
-        level = scale.scale if scale else "nominal"
-        for kind, part in _user_kind_groups(wide, split_by_user_kind):
-            x, y = list(part[a]), list(part[b])
-            units = [[u, v] for u, v in zip(x, y)]
-            lo, hi = (
-                bootstrap_alpha_ci(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
-                if units
-                else (float("nan"), float("nan"))
-            )
-            rows.append(
-                {
-                    "dimension": dim,
-                    "user_kind": kind,
-                    "scale": level,
-                    "source_a": a,
-                    "source_b": b,
-                    "sources": [a, b],
-                    "n": len(x),
-                    "n_complete": len(x),
-                    "n_raters": 2,
-                    "agreement": raw_agreement(x, y),
-                    "cohen_kappa": cohen_kappa(x, y, order) if x else float("nan"),
-                    "weighted_kappa": (cohen_kappa(x, y, order, "quadratic") if x else float("nan"))
-                    if level == "ordinal"
-                    else None,
-                    "fleiss_kappa": fleiss_kappa(units, order) if units else float("nan"),
-                    "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
-                    "ci_statistic": CI_STATISTIC,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "ci_level": ci,
-                    "n_boot": n_boot,
-                }
-            )
-    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+    # Two sources are the two-rater case of a set of annotators: same items, same statistics.
+    df = annotators_agreement_df(labels, conversations, [a, b], scales=scales, dimensions=dimensions,
+                                 split_by_user_kind=split_by_user_kind, n_boot=n_boot, seed=seed, ci=ci)
+    # A dimension only one of the two sources labels has nothing to compare: no row for it.
+    lab = labels[labels["source"].isin([a, b])]
+    both = lab.groupby("dimension")["source"].nunique()
+    return df[df["dimension"].isin(both[both == 2].index)].reset_index(drop=True)
 
 
 def annotators_agreement_df(
@@ -372,6 +329,10 @@ def annotators_agreement_df(
     lab = _prepare(labels, conversations, sources, dimensions)
     scales = scales or {}
     rows = []
+    # Each unit lists its values in the order of ``sources``, so pairwise (Cohen) statistics compare
+    # the same rater against the same rater on every item, whatever order the database returned.
+    lab = lab.assign(_rank=lab["source"].map({s: i for i, s in enumerate(sources)})).sort_values(
+        ["conversation_id", "turn_index", "_rank"], kind="stable")
     for dim in sorted(lab["dimension"].unique()):
         d = lab[lab["dimension"] == dim]
         scale = scales.get(dim)
