@@ -181,6 +181,7 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
     )
     assert code == 0, out
     assert "12 conversations x 3 samples = 36 calls" in out
+    assert "hallucination" in out and "(24 per turn)" in out  # every dimension: 2 assistant turns each
     reply = json.dumps({"promise": "NoPromise", "feedback": "Positive"})
     with FakeLLMServer(responder=lambda req: reply) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
@@ -204,13 +205,13 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
             capsys,
         )
     assert code == 0, out
-    assert "llm:openai/x:v1: labelled 12 conversations (24 labels, 0 flagged" in out
+    assert "llm:openai/x:v2: labelled 12 conversations (24 labels, 0 flagged" in out
     code, out = run(["labels", "sources", "--study", "pilot", "--json"], capsys)
-    src = next(r for r in json.loads(out) if r["name"] == "llm:openai/x:v1")
+    src = next(r for r in json.loads(out) if r["name"] == "llm:openai/x:v2")
     assert (src["kind"], src["model"], src["prompt_version"], src["n_labels"]) == (
         "llm",
         "openai/x",
-        "v1",
+        "v2",
         24,
     )
 

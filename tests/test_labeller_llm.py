@@ -72,8 +72,8 @@ async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server)
     cb = load_codebook()
     model = get_model("openai/x", max_retries=0, timeout=10)
     summary = await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3, concurrency=4)
-    name = source_name("openai/x", "v1")
-    assert summary.source == name == "llm:openai/x:v1"
+    name = source_name("openai/x", "v2")  # the default prompt version
+    assert summary.source == name == "llm:openai/x:v2"
     assert summary.conversations == 12 and summary.labels == 12 * 3
     assert summary.failed == 3  # travel human-2: every dimension, recorded as failed
 
@@ -82,7 +82,7 @@ async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server)
         assert (src.kind, src.model, src.prompt_version, src.codebook_version) == (
             "llm",
             "openai/x",
-            "v1",
+            "v2",
             cb.version,
         )
         df = labels_df(s, 1, sources=[name])
@@ -145,7 +145,8 @@ def test_dry_run_plan_needs_no_key(sqlite_engine):
     assert plan.conversations == 8 and plan.calls == 24
     assert plan.prompt_tokens > 0 and plan.completion_tokens > 0
     assert plan.cost_usd is None or plan.cost_usd > 0
-    assert "hallucination" not in plan.dimensions  # turn-level: not for this labeller
+    # Every dimension of the codebook, the per-turn hallucination flag too (see test_labeller_llm_turns).
+    assert plan.dimensions == cb.names and plan.turn_labels == 8 * 2
 
 
 async def test_new_codebook_dimension_reaches_prompt_and_labels(sqlite_engine, tmp_path):
@@ -190,5 +191,5 @@ dimensions:
     assert summary.labels == 4 and summary.failed == 0
     assert "## humour: Humour" in seen[0] and "How playful" in seen[0] and "- 3: Often playful" in seen[0]
     with Session(sqlite_engine) as s:
-        df = labels_df(s, 1, sources=["llm:scripted/judge:v1"])
+        df = labels_df(s, 1, sources=["llm:scripted/judge:v2"])
     assert set(df["dimension"]) == {"humour"} and set(df["value"]) == {"2"}

@@ -1,8 +1,12 @@
 """LLM labeller: codebook -> versioned prompt -> n JSON samples -> majority vote (median for scales).
 
-Every conversation ends up with a label per dimension: the vote of the valid samples (``samples``
-keeps all of them, ``flagged`` marks disagreement or failed samples), or, when every sample failed,
-a label with ``status="failed"`` and the error as rationale. Nothing is silently dropped. Calls go
+Every conversation ends up with a label per conversation-level dimension and, for a turn-level
+dimension, a label per eligible turn (every turn of the dimension's ``turn_role``, stored with its
+``turn_index``): the vote of the valid samples (``samples`` keeps all of them, ``flagged`` marks
+disagreement or failed samples), or, when every sample failed, a label with ``status="failed"`` and
+the error as rationale. Nothing is silently dropped. A turn-level dimension is asked for as a JSON
+object mapping each eligible turn's number to a label, and a reply missing a turn or giving a value
+outside the label set goes through the same corrective retry as any invalid reply. Calls go
 through ``workbench.llm.recorded(..., purpose="labeller")`` (provenance + response cache; each
 sample has its own seed so samples are not answered from one cached reply). Source name
 ``llm:<model>:<prompt version>``.
@@ -30,9 +34,13 @@ from db.repo import conversations_df, get_study, turns_df
 from workbench.errors import UserInputError
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
-DEFAULT_PROMPT = "v1"
-# Rough reply size per dimension (value + a short rationale), for the dry-run projection.
+DEFAULT_PROMPT = "v2"
+# Rough reply size per dimension (value + a short rationale), for the dry-run projection ...
 EST_COMPLETION_TOKENS_PER_DIM = 30
+# ... plus, for a turn-level dimension, this much per labelled turn ("3": "cant_tell", ...).
+EST_COMPLETION_TOKENS_PER_TURN = 10
+# Template keys a prompt needs to ask for turn-level dimensions (v1 has none of them).
+TURN_PROMPT_KEYS = {"turn_dimension", "answer_turns", "turn_target"}
 
 
 def load_prompt(version: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> dict:
@@ -44,16 +52,53 @@ def load_prompt(version: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> 
     missing = {"version", "system", "dimension", "label_line", "aspects", "user", "turn"} - set(data)
     if missing:
         raise UserInputError(f"{path.name}: missing keys {sorted(missing)}")
+    partial = TURN_PROMPT_KEYS & set(data)
+    if partial and partial != TURN_PROMPT_KEYS:
+        raise UserInputError(
+            f"{path.name}: turn-level templates need all of {sorted(TURN_PROMPT_KEYS)} "
+            f"(missing {sorted(TURN_PROMPT_KEYS - partial)})"
+        )
     return data
+
+
+def supports_turns(prompt: dict) -> bool:
+    """Whether the prompt version can ask for turn-level dimensions (v1 cannot)."""
+    return TURN_PROMPT_KEYS <= set(prompt)
+
+
+def eligible_turns(dimension, turns: Sequence[dict]) -> list[int]:
+    """Indices of the turns a turn-level dimension labels: every turn of its ``turn_role``."""
+    return [int(t["index"]) for t in turns if t["role"] == dimension.turn_role]
+
+
+def applicable(dimensions, turns: Sequence[dict]) -> list:
+    """The dimensions that have something to label in this conversation: every conversation-level
+    one, and a turn-level one when the conversation has a turn of its role."""
+    return [d for d in dimensions if d.level == "conversation" or eligible_turns(d, turns)]
 
 
 def source_name(model_name: str, prompt_version: str) -> str:
     return f"llm:{model_name}:{prompt_version}"
 
 
-def response_schema(dimensions) -> dict:
-    """JSON schema of one reply: every dimension's value restricted to its label set."""
-    props = {d.name: {"type": "string", "enum": list(d.labels)} for d in dimensions}
+def response_schema(dimensions, turns: Sequence[dict] | None = None) -> dict:
+    """JSON schema of one reply: every dimension's value restricted to its label set; a turn-level
+    dimension's value is an object with one required key per eligible turn of ``turns`` (the turn
+    index as a string) and no other key."""
+    props = {}
+    for d in dimensions:
+        if d.level == "conversation":
+            props[d.name] = d.json_schema()
+            continue
+        if turns is None:
+            raise ValueError(f"{d.name} is turn-level: the schema needs the conversation's turns")
+        keys = [str(i) for i in eligible_turns(d, turns)]
+        props[d.name] = {
+            "type": "object",
+            "properties": {k: d.json_schema() for k in keys},
+            "required": keys,
+            "additionalProperties": False,
+        }
     props["rationale"] = {}
     return {"type": "object", "properties": props, "required": [d.name for d in dimensions]}
 
@@ -66,6 +111,14 @@ def build_messages(
     scenario: Optional[str],
     lang: str = "en",
 ) -> list[dict]:
+    """The system and user messages for one conversation. Turn-level dimensions use the prompt's
+    ``turn_dimension`` block and ``answer_turns`` instruction, which list the turns to label."""
+    turn_dims = [d for d in dimensions if d.level != "conversation"]
+    if turn_dims and not supports_turns(prompt):
+        raise UserInputError(
+            f"prompt {prompt['version']} cannot ask for turn-level dimensions "
+            f"({', '.join(d.name for d in turn_dims)}); use --prompt-version {DEFAULT_PROMPT}"
+        )
     blocks = []
     for d in dimensions:
         lines = "\n".join(
@@ -73,12 +126,14 @@ def build_messages(
             for v in d.labels
         )
         aspects = d.aspect_names(scenario, lang) if scenario else []
+        template = prompt["dimension"] if d.level == "conversation" else prompt["turn_dimension"]
         blocks.append(
-            prompt["dimension"].format(
+            template.format(
                 name=d.name,
                 title=d.display_title(lang),
                 definition=str(d.definition.get(lang) or ""),
                 label_lines=lines,
+                role=d.turn_role or "",
                 aspects=prompt["aspects"].format(scenario=scenario, aspects=", ".join(aspects))
                 if aspects
                 else "",
@@ -89,10 +144,25 @@ def build_messages(
         prompt["turn"].format(index=t["index"], role=t["role"].capitalize(), content=t["content"])
         for t in turns
     )
+    names = ", ".join(d.name for d in dimensions)
+    if turn_dims:
+        targets = "\n".join(
+            prompt["turn_target"].format(
+                name=d.name,
+                role=d.turn_role,
+                indices=", ".join(map(str, eligible_turns(d, turns))),
+                keys=", ".join(f'"{i}"' for i in eligible_turns(d, turns)),
+            )
+            for d in turn_dims
+        )
+        answer = prompt["answer_turns"].format(names=names, turn_targets=targets)
+    else:
+        answer = prompt["answer"].format(names=names) if "answer" in prompt else ""
     user = prompt["user"].format(
         scenario=(scenario or "unspecified").replace("_", " "),
         transcript=transcript,
-        names=", ".join(d.name for d in dimensions),
+        names=names,
+        answer=answer,
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -119,6 +189,8 @@ class LabelPlan:
     dimensions: list[str]
     samples: int
     calls: int
+    labels: int  # labels the run will store (conversation-level + one per eligible turn)
+    turn_labels: int  # of which per-turn
     prompt_tokens: int
     completion_tokens: int
     cost_usd: Optional[float]  # None when the model has no price in the table
@@ -132,7 +204,8 @@ class LabelSummary:
     flagged: int = 0
     failed: int = 0
     skipped_existing: int = 0
-    skipped_empty: int = 0  # conversations without turns: nothing to label
+    # Conversations with nothing to label: no turns, or only turn-level dimensions and no turn of their role.
+    skipped_empty: int = 0
     samples: int = 0  # samples requested (JSON retries and HTTP retries come on top)
     cost_usd: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -145,12 +218,22 @@ def _select(
     dimensions: Optional[Iterable[str]],
     conversation_ids: Optional[Iterable[int]],
     limit: Optional[int],
+    prompt: dict,
 ):
-    dims = codebook.select(list(dimensions) if dimensions else None)
     if dimensions is None:
-        dims = codebook.conversation_dimensions()
-    elif turn := [d.name for d in dims if d.level != "conversation"]:
-        raise UserInputError(f"the LLM labeller labels conversation-level dimensions; {turn} are turn-level")
+        # Every dimension of the codebook the prompt can ask for: all of them from v2 on; a prompt
+        # without turn-level templates (v1) does the conversation-level ones.
+        dims = codebook.select(None) if supports_turns(prompt) else codebook.conversation_dimensions()
+    else:
+        dims = codebook.select(list(dimensions))
+        turn = [d.name for d in dims if d.level != "conversation"]
+        if turn and not supports_turns(prompt):
+            raise UserInputError(
+                f"prompt {prompt['version']} cannot ask for turn-level dimensions ({', '.join(turn)}); "
+                f"use --prompt-version {DEFAULT_PROMPT} or later"
+            )
+    if not dims:
+        raise UserInputError("no dimensions to label")
     with Session(engine) as session:
         st = get_study(session, study)
         convs = conversations_df(session, st.id, conversation_ids)
@@ -177,28 +260,41 @@ def plan_labelling(
     limit=None,
 ) -> LabelPlan:
     """Projected calls, tokens and cost (no call made, nothing written)."""
+    from workbench.llm.base import json_instruction
     from workbench.llm.prices import cost_of
 
     prompt = load_prompt(prompt_version)
-    _st, dims, convs, by_conv, _empty = _select(engine, study, codebook, dimensions, conversation_ids, limit)
-    p_tokens = 0
+    _st, dims, convs, by_conv, _empty = _select(
+        engine, study, codebook, dimensions, conversation_ids, limit, prompt
+    )
+    p_tokens = c_tokens = n_convs = n_labels = n_turn_labels = 0
     for row in convs.itertuples():
-        msgs = build_messages(
-            prompt, codebook.version, dims, by_conv.get(row.conversation_id, []), row.scenario
-        )
-        # ~4 characters a token, plus the JSON instruction the model wrapper appends.
-        p_tokens += (sum(len(m["content"]) for m in msgs) + 200 * len(dims)) // 4
-    calls = len(convs) * samples
-    c_tokens = calls * EST_COMPLETION_TOKENS_PER_DIM * len(dims)
-    cost = cost_of(model_name, p_tokens * samples, c_tokens)
+        turns = by_conv.get(row.conversation_id, [])
+        conv_dims = applicable(dims, turns)
+        if not conv_dims:
+            continue
+        n_convs += 1
+        msgs = build_messages(prompt, codebook.version, conv_dims, turns, row.scenario)
+        # ~4 characters a token, including the JSON instruction (with the schema) the model appends.
+        instruction = json_instruction(response_schema(conv_dims, turns))
+        p_tokens += (sum(len(m["content"]) for m in msgs) + len(instruction)) // 4
+        # The reply: a value and a short rationale per dimension, plus a keyed value per labelled turn.
+        n_turns = sum(len(eligible_turns(d, turns)) for d in conv_dims if d.level != "conversation")
+        c_tokens += EST_COMPLETION_TOKENS_PER_DIM * len(conv_dims) + EST_COMPLETION_TOKENS_PER_TURN * n_turns
+        n_labels += sum(d.level == "conversation" for d in conv_dims) + n_turns
+        n_turn_labels += n_turns
+    calls = n_convs * samples
+    cost = cost_of(model_name, p_tokens * samples, c_tokens * samples)
     return LabelPlan(
         source=source_name(model_name, prompt["version"]),
-        conversations=len(convs),
+        conversations=n_convs,
         dimensions=[d.name for d in dims],
         samples=samples,
         calls=calls,
+        labels=n_labels,
+        turn_labels=n_turn_labels,
         prompt_tokens=p_tokens * samples,
-        completion_tokens=c_tokens,
+        completion_tokens=c_tokens * samples,
         cost_usd=cost,
     )
 
@@ -232,7 +328,9 @@ async def label_with_llm(
     if concurrency < 1:
         raise UserInputError("--concurrency must be at least 1")
     prompt = load_prompt(prompt_version)
-    st, dims, convs, by_conv, n_empty = _select(engine, study, codebook, dimensions, conversation_ids, limit)
+    st, dims, convs, by_conv, n_empty = _select(
+        engine, study, codebook, dimensions, conversation_ids, limit, prompt
+    )
     name = source_name(model.name, prompt["version"])
     with Session(engine, expire_on_commit=False) as session:
         src = ensure_source(
@@ -249,10 +347,20 @@ async def label_with_llm(
     summary = LabelSummary(source=name, skipped_empty=n_empty)
     todo = []
     for row in convs.itertuples():
-        if all((row.conversation_id, d.name, -1) in done for d in dims):
+        turns = by_conv.get(row.conversation_id, [])
+        conv_dims = applicable(dims, turns)
+        if not conv_dims:
+            summary.skipped_empty += 1  # e.g. only turn-level dimensions and no turn of their role
+            continue
+        keys = [
+            (row.conversation_id, d.name, i)
+            for d in conv_dims
+            for i in ([-1] if d.level == "conversation" else eligible_turns(d, turns))
+        ]
+        if all(k in done for k in keys):
             summary.skipped_existing += 1
         else:
-            todo.append(row)
+            todo.append((row, conv_dims))
     base = (
         model
         if isinstance(model, RecordedModel)
@@ -260,12 +368,11 @@ async def label_with_llm(
             model, engine, purpose="labeller", study_id=st.id, prompt_version=prompt["version"], cache=cache
         )
     )
-    schema = response_schema(dims)
     sem = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
     n_done = 0
 
-    async def one_sample(m, msgs, i):
+    async def one_sample(m, msgs, schema, i):
         params = {"seed": seed + i}
         if temperature is not None:
             params["temperature"] = temperature
@@ -275,47 +382,53 @@ async def label_with_llm(
         except LLMError as exc:
             return None, str(exc)
 
-    async def one(row):
+    async def one(row, conv_dims):
         nonlocal n_done
-        msgs = build_messages(
-            prompt, codebook.version, dims, by_conv.get(row.conversation_id, []), row.scenario
-        )
+        turns = by_conv.get(row.conversation_id, [])
+        msgs = build_messages(prompt, codebook.version, conv_dims, turns, row.scenario)
+        schema = response_schema(conv_dims, turns)
         m = base.bind(conversation_id=int(row.conversation_id), purpose="labeller")
         async with sem:
-            results = await asyncio.gather(*(one_sample(m, msgs, i) for i in range(samples)))
+            results = await asyncio.gather(*(one_sample(m, msgs, schema, i) for i in range(samples)))
         valid = [c for c, _e in results if c is not None]
         errors = [e for _c, e in results if e is not None]
         records = []
-        for d in dims:
-            values = [c.data[d.name] for c in valid]
-            value, disagree = aggregate(values, d)
-            rationale = None
-            if valid and isinstance(valid[0].data.get("rationale"), (str, dict)):
-                r = valid[0].data["rationale"]
-                rationale = r.get(d.name) if isinstance(r, dict) else r
-            if value is None:
-                records.append(
-                    LabelRecord(
-                        int(row.conversation_id),
-                        d.name,
-                        None,
-                        samples=[None] * samples,
-                        flagged=True,
-                        status="failed",
-                        rationale=f"all {samples} samples failed: {errors[0]}",
+        for d in conv_dims:
+            # A conversation-level dimension is one item (turn_index -1); a turn-level one an item
+            # per eligible turn, whose value in a valid reply is data[dim][str(turn index)].
+            items = [-1] if d.level == "conversation" else eligible_turns(d, turns)
+            for idx in items:
+                if idx < 0:
+                    values = [c.data[d.name] for c in valid]
+                else:
+                    values = [c.data[d.name][str(idx)] for c in valid]
+                value, disagree = aggregate(values, d)
+                rationale = _rationale(valid, d.name, idx)
+                if value is None:
+                    records.append(
+                        LabelRecord(
+                            int(row.conversation_id),
+                            d.name,
+                            None,
+                            turn_index=idx,
+                            samples=[None] * samples,
+                            flagged=True,
+                            status="failed",
+                            rationale=f"all {samples} samples failed: {errors[0]}",
+                        )
                     )
-                )
-            else:
-                records.append(
-                    LabelRecord(
-                        int(row.conversation_id),
-                        d.name,
-                        value,
-                        samples=values + [None] * len(errors),
-                        flagged=disagree or bool(errors),
-                        rationale=str(rationale) if rationale else None,
+                else:
+                    records.append(
+                        LabelRecord(
+                            int(row.conversation_id),
+                            d.name,
+                            value,
+                            turn_index=idx,
+                            samples=values + [None] * len(errors),
+                            flagged=disagree or bool(errors),
+                            rationale=rationale,
+                        )
                     )
-                )
         async with lock:
             with Session(engine, expire_on_commit=False) as session:
                 write_labels(session, session.get(type(src), src.id), records)
@@ -332,10 +445,25 @@ async def label_with_llm(
                 progress(n_done, len(todo))
 
     try:
-        await asyncio.gather(*(one(r) for r in todo))
+        await asyncio.gather(*(one(r, conv_dims) for r, conv_dims in todo))
     finally:
         await base.aclose()  # the HTTP session belongs to this event loop
     return summary
+
+
+def _rationale(valid, dim: str, turn_index: int) -> str | None:
+    """The first valid sample's rationale for a dimension (and turn): "rationale" may be one
+    sentence, a sentence per dimension, or for a turn-level dimension a sentence per turn."""
+    if not valid:
+        return None
+    r = valid[0].data.get("rationale")
+    if isinstance(r, dict):
+        r = r.get(dim)
+        if isinstance(r, dict):
+            r = r.get(str(turn_index)) if turn_index >= 0 else None
+    if isinstance(r, (str, int, float)) and str(r).strip():
+        return str(r)
+    return None
 
 
 def label_with_llm_sync(*args, **kw) -> LabelSummary:

@@ -39,8 +39,11 @@ def label(
     ),
     concurrency: int = typer.Option(4, "--concurrency", help="llm: conversations in flight at once."),
     temperature: Optional[float] = typer.Option(0.7, "--temperature", help="llm: sampling temperature."),
-    prompt_version: str = typer.Option(
-        "v1", "--prompt-version", help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml)."
+    prompt_version: Optional[str] = typer.Option(
+        None,
+        "--prompt-version",
+        help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml; default: "
+        "annotation.labellers.llm.DEFAULT_PROMPT, v2).",
     ),
     limit: Optional[int] = typer.Option(None, "--limit", help="llm: label at most this many conversations."),
     overwrite: bool = typer.Option(False, "--overwrite", help="llm: relabel conversations already labelled."),
@@ -76,8 +79,10 @@ def label(
     if dims:
         codebook.select(dims)  # unknown names: a clear error listing the known ones
     if labeller == "llm":
-        from annotation.labellers.llm import label_with_llm_sync, plan_labelling
+        from annotation.labellers.llm import DEFAULT_PROMPT, label_with_llm_sync, plan_labelling
         from workbench.config import default_model
+
+        prompt_version = prompt_version or DEFAULT_PROMPT
 
         name = model or default_model()
         if dry_run:
@@ -98,9 +103,9 @@ def label(
             )
             typer.echo(
                 f"Dry run for {plan.source}: {plan.conversations} conversations x {plan.samples} samples = "
-                f"{plan.calls} calls; ~{plan.prompt_tokens:,} prompt + "
-                f"~{plan.completion_tokens:,} completion tokens; cost {cost}. "
-                f"Dimensions: {', '.join(plan.dimensions)}."
+                f"{plan.calls} calls; {plan.labels:,} labels ({plan.turn_labels:,} per turn); "
+                f"~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion tokens; "
+                f"cost {cost}. Dimensions: {', '.join(plan.dimensions)}."
             )
             return
         from workbench.llm import get_model
