@@ -283,3 +283,60 @@ def test_idle_participants_released_before_new_assignment(session):
     session.flush()
     p2 = _enter(session, t2)  # the only slot was held by p1, who walked away
     assert P.participant_view(session, p2).step == "task" and p1.status == "abandoned"
+
+
+def test_simultaneous_assignments_never_overshoot_a_quota(engine):
+    """Participants who reach the task step at the same instant must not push a unit past its quota:
+    assignment holds a per-study lock (a row lock on PostgreSQL, the write lock on SQLite)."""
+    import threading
+
+    import workbench.participation.assignment as A
+
+    with Session(engine, expire_on_commit=False) as s:
+        make_study(s, scenarios=("travel_planning", "recipe_planning"), contexts=1,
+                   settings={"tasks_per_participant": 1, "quota_per_condition": 2})
+        tokens = P.create_invites(s, "pilot", 8)
+        for t in tokens:
+            p = P.open_participant(s, t)
+            P.give_consent(s, p, True)
+            P.finish_instructions(s, p)
+        s.commit()
+
+    # Widen the window between reading the loads and writing the assignment, as a busy server would.
+    real_loads = A.unit_loads
+    barrier = threading.Barrier(len(tokens), timeout=30)
+
+    def slow_loads(*a, **kw):
+        out = real_loads(*a, **kw)
+        threading.Event().wait(0.05)
+        return out
+
+    errors, steps = [], []
+
+    def one(token):
+        try:
+            with Session(engine, expire_on_commit=False) as s:
+                p = P.open_participant(s, token)
+                s.commit()
+                barrier.wait()
+                P.submit_profile(s, p, profile_answers())
+                s.commit()
+                steps.append(P.participant_view(s, p).step)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    A.unit_loads = slow_loads
+    try:
+        threads = [threading.Thread(target=one, args=(t,)) for t in tokens]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+    finally:
+        A.unit_loads = real_loads
+    assert not errors
+    with Session(engine) as s:
+        study_id = s.exec(select(Condition.study_id)).first()
+        loads = A.unit_loads(s, study_id, "participant")
+    assert sorted(loads.values()) == [2, 2]  # 2 units x quota 2; the other 4 participants are told it is full
+    assert Counter(steps) == {"task": 4, "full": 4}

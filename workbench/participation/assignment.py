@@ -12,9 +12,10 @@ import random
 from collections import Counter
 from typing import Hashable, Optional
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 
-from db.models import Assignment, Condition, Participant, Profile, Scenario
+from db.models import Assignment, Condition, Participant, Profile, Scenario, Study
 from workbench.studies import StudySettings
 
 
@@ -106,8 +107,22 @@ def twin_condition(session: Session, base: Condition, participant: Participant) 
     return cond
 
 
+def lock_study(session: Session, study_id: int) -> None:
+    """Serialise assignment within a study until the caller's transaction ends.
+
+    Without it, two participants who reach their first task at the same instant both read the same
+    loads and can push a condition past its quota. A no-op UPDATE of the study row takes a row lock
+    on PostgreSQL and the database write lock on SQLite (whose busy timeout makes the other wait),
+    so the second participant reads the loads after the first one's assignments are committed.
+    """
+    session.execute(update(Study.__table__).where(Study.__table__.c.id == study_id)
+                    .values(id=Study.__table__.c.id))
+
+
 def assign(session: Session, participant: Participant, settings: StudySettings) -> list[Assignment]:
-    """Record the participant's assignments (positions in counterbalanced order)."""
+    """Record the participant's assignments (positions in counterbalanced order). Holds the study's
+    assignment lock (``lock_study``) until the caller commits."""
+    lock_study(session, participant.study_id)
     existing = session.exec(
         select(Assignment).where(Assignment.participant_id == participant.id).order_by(Assignment.position)
     ).all()

@@ -351,6 +351,8 @@ def _answer_text(v: Any) -> str:
 
 
 def _start_tasks(session: Session, p: Participant, settings: StudySettings) -> None:
+    # One participant at a time per study from here to the commit (quotas hold under concurrency).
+    assign_mod.lock_study(session, p.study_id)
     # Release the assignments of participants who walked away before balancing on the counts.
     expire_idle(session, study_id=p.study_id)
     assignments = assign_mod.assign(session, p, settings)
