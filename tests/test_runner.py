@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,12 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
         summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts)
         assert summ.budget_stopped and summ.status == "budget_stopped"
         assert summ.completed + summ.failed < n and summ.cost_usd >= 0.5
+        with Session(engine) as s:
+            statuses = Counter(s.exec(select(Conversation.status)).all())
+            stopped = s.exec(select(Conversation).where(Conversation.status == "stopped")).all()
+        # a conversation cut off by the budget is marked as such, not left "in_progress"
+        assert "in_progress" not in statuses and stopped
+        assert {(c.end_reason, c.ended_by) for c in stopped} == {("budget", "system")}
         # failing assistant: conversations are stored as failed with the error, the batch goes on
         summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=3, model_options=opts)
         assert summ.failed == n and summ.completed == 0 and not summ.budget_stopped

@@ -539,7 +539,10 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
             finally:
                 await written()
         except BudgetExceeded:
-            return  # left in progress: the next run starts it again
+            # Marked as stopped (not left looking live); the next run starts it again.
+            await db.run(close_conversation, conv_id, "stopped",
+                         dict(ended_at=utcnow(), end_reason="budget", ended_by="system"))
+            return
         except LLMError as exc:
             await db.run(close_conversation, conv_id, "failed",
                          dict(error=str(exc), ended_at=utcnow(), end_reason="error", ended_by="system"))
