@@ -53,6 +53,15 @@ def _counts(engine, study: str) -> dict:
 
 def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
     import_recllmsim(sqlite_engine, subset, study="ref")
+    # two agent conversations made digital twins of a human one: the link must survive the trip
+    with Session(sqlite_engine) as s:
+        human = s.exec(select(Conversation).where(Conversation.user_kind == "human")).first()
+        twins = s.exec(select(Conversation).where(Conversation.user_kind == "agent").limit(2)).all()
+        for t in twins:
+            t.twin_of_id = human.id
+            s.add(t)
+        s.commit()
+        human_ext, twin_exts = human.external_id, {t.external_id for t in twins}
     out = tmp_path / "out"
     paths = export_study(sqlite_engine, "ref", "jsonl", out)
     assert {p.name for p in paths} == {"conversations.jsonl"} | {f"{t}.csv" for t in TABLES}
@@ -82,8 +91,22 @@ def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
         assert isinstance(lab.samples, list) and len(lab.samples) == 3
         src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
         assert src.model == "openai/gpt-4o-2024-08-06" and src.params["labeller"] == "llm"
+        linked = s.exec(select(Conversation).where(Conversation.twin_of_id.is_not(None))).all()
+        assert {c.external_id for c in linked} == twin_exts
+        assert {s.get(Conversation, c.twin_of_id).external_id for c in linked} == {human_ext}
     # re-importing the same JSONL adds nothing
     assert import_jsonl(fresh, out / "conversations.jsonl").imported == 0
+    # a twin whose original is not in the file is imported without the link, and the report says so
+    only_twins = tmp_path / "twins.jsonl"
+    only_twins.write_text("\n".join(x for x in (out / "conversations.jsonl").read_text("utf-8").splitlines()
+                                    if json.loads(x)["twin_of"] is not None), encoding="utf-8")
+    other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    upgrade(other)
+    rep = import_jsonl(other, only_twins)
+    assert rep.imported == 2 and sum("twin original" in w for w in rep.warnings) == 2
+    with Session(other) as s:
+        assert not s.exec(select(Conversation).where(Conversation.twin_of_id.is_not(None))).all()
+    other.dispose()
     fresh.dispose()
 
 

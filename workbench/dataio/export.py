@@ -160,6 +160,7 @@ def conversation_lines(session: Session, study: Study):
             "participant": pseudos.get(conv.participant_id),
             "replicate": conv.replicate,
             "run_id": conv.run_id,
+            "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
             "started_at": conv.started_at,
             "ended_at": conv.ended_at,
             "end_reason": conv.end_reason,

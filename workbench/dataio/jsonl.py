@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
+from db.models import Conversation
 from workbench.dataio.report import ImportReport, Progress
 from workbench.dataio.writer import (
     AssistantSpec,
@@ -86,6 +89,8 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
 
     report = ImportReport(study=study or "")
     records = []
+    ext_of: dict[Any, str] = {}  # exported conversation id -> external id of the imported record
+    twin_of: dict[str, Any] = {}  # external id of a digital twin -> exported id of its human original
     with file.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -107,12 +112,38 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
             rec.labels = labels_by_conv.get(obj["id"], [])
             rec.questionnaire = answers_by_conv.get(obj["id"], [])
             records.append(rec)
+            ext_of[obj["id"]] = rec.external_id
+            if obj.get("twin_of") is not None:
+                twin_of[rec.external_id] = obj["twin_of"]
     if not report.study:
         report.study = "imported"
     write_records(engine, records, report, description=f"Imported from {file}", single_transaction=strict,
                   progress=progress)
+    _link_twins(engine, report, ext_of, twin_of)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _link_twins(engine: Engine, report: ImportReport, ext_of: dict, twin_of: dict) -> None:
+    """Restore digital-twin links (``twin_of`` holds the exported id of the human original). A twin
+    whose original is not in the file keeps no link and is reported."""
+    if not twin_of or not report.study_id:
+        return
+    with Session(engine) as session:
+        ids = dict(session.exec(select(Conversation.external_id, Conversation.id)
+                                .where(Conversation.study_id == report.study_id,
+                                       Conversation.external_id.in_(list(twin_of) + list(ext_of.values())))).all())
+        for ext, original in twin_of.items():
+            target = ids.get(ext_of.get(original))
+            if ext not in ids:
+                continue
+            if target is None:
+                report.warnings.append(f"conversation {ext}: its twin original (id {original}) is not in the file; "
+                                       "imported without the twin link")
+                continue
+            session.execute(update(Conversation.__table__).where(Conversation.__table__.c.id == ids[ext])
+                            .values(twin_of_id=target))
+        session.commit()
 
 
 def _record(o: dict) -> ConversationRecord:
