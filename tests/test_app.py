@@ -207,6 +207,35 @@ def test_prolific_entry_replaces_ids_with_token(eng):
             at.query_params["t"], list) else at.query_params["t"])
 
 
+def test_prolific_participant_is_sent_back_automatically(eng):
+    url = "https://app.prolific.com/submissions/complete?cc="
+    with Session(eng) as s:
+        make_study(s, settings={"prolific_study_id": "PSTUDY", "prolific_completion_url": url,
+                                "screenout_code": "SO-9", "prolific_redirect_seconds": 3})
+        s.commit()
+    at = app(PROLIFIC_PID="abc123", STUDY_ID="PSTUDY", SESSION_ID="sess1")
+    at.button[1].click().run()  # decline consent
+    assert at.code[0].value == "SO-9"
+    tags = [m.value for m in at.markdown if "http-equiv" in m.value]
+    assert tags == [f'<meta http-equiv="refresh" content="3;url={url}SO-9">']
+    assert any("3 seconds" in c.value for c in at.caption)
+    # 0 turns the automatic return off (the button stays); a non-http address is refused
+    with Session(eng) as s:
+        st_ = s.exec(select(Study)).one()
+        st_.settings = {**st_.settings, "prolific_redirect_seconds": 0}
+        s.add(st_)
+        s.commit()
+    at.run()
+    assert not [m for m in at.markdown if "http-equiv" in m.value]
+    from pydantic import ValidationError
+
+    from workbench.studies import StudySettings
+    with pytest.raises(ValidationError):
+        StudySettings(prolific_completion_url='javascript:alert(1)"')
+    assert P.redirect_tag('https://x.org/?a="b"&c=<d>', 2) == (
+        '<meta http-equiv="refresh" content="2;url=https://x.org/?a=&quot;b&quot;&amp;c=&lt;d&gt;">')
+
+
 def test_login_required_and_wrong_password(eng):
     from workbench.accounts import add_user
 

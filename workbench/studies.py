@@ -10,7 +10,7 @@ import random
 import re
 from typing import Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session, select
 
 from db.models import Condition, Profile, Scenario, Study, TaskContext
@@ -41,9 +41,21 @@ class StudySettings(BaseModel):
     completion_code: str = "COMPLETE"
     screenout_code: str = "SCREENOUT"
     prolific_completion_url: Optional[str] = None  # e.g. https://app.prolific.com/submissions/complete?cc=
+    # Prolific participants are sent back automatically this many seconds after the last page shows
+    # (0: only the button).
+    prolific_redirect_seconds: int = Field(5, ge=0, le=600)
     idle_timeout_minutes: int = Field(30, ge=1)
     attention_check: bool = True
     quota_per_condition: Optional[int] = None  # human conversations per condition (None = unlimited)
+
+    @field_validator("prolific_completion_url")
+    @classmethod
+    def _http_url(cls, v: Optional[str]) -> Optional[str]:
+        v = (v or "").strip() or None
+        if v is not None and (not re.match(r"^https?://[^\s\"'<>]+$", v)):
+            raise ValueError("must be an http(s) address without spaces or quotes, "
+                             "e.g. https://app.prolific.com/submissions/complete?cc=")
+        return v
 
 
 def study_settings(study: Study) -> StudySettings:

@@ -28,6 +28,7 @@ from workbench.participation.flow import (
     give_consent,
     open_participant,
     participant_view,
+    redirect_tag,
     submit_post_task,
     submit_profile,
 )
@@ -35,6 +36,6 @@ from workbench.participation.flow import (
 __all__ = [
     "ReplyError", "abandon", "assign", "create_invites", "enter_prolific", "expire_idle", "finish_instructions",
     "finish_task", "give_consent", "hash_token", "invite_url", "latin_square_order", "open_participant",
-    "participant_for_token", "participant_view", "prolific_url", "rate_reply", "send_message",
+    "participant_for_token", "participant_view", "prolific_url", "redirect_tag", "rate_reply", "send_message",
     "set_model_factory", "stream_reply", "submit_post_task", "submit_profile", "ParticipantView",
 ]

@@ -8,6 +8,7 @@ restart resumes exactly where the participant was.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Optional
@@ -76,6 +77,7 @@ class ParticipantView:
     task: Optional[TaskView] = None
     code: Optional[str] = None
     redirect_url: Optional[str] = None
+    redirect_seconds: int = 0  # > 0: send the browser to redirect_url after this many seconds
     ask_attention: bool = False
     profile_fields: list[dict] = field(default_factory=list)
 
@@ -211,6 +213,12 @@ def completion_redirect(settings: StudySettings, code: str, prolific: bool) -> O
     return url + code if url.endswith("=") else url
 
 
+def redirect_tag(url: str, seconds: int) -> str:
+    """An HTML meta refresh that sends the browser to ``url`` after ``seconds`` (the participant app
+    has no other way to navigate the top window). ``url`` is escaped for the attribute."""
+    return f'<meta http-equiv="refresh" content="{int(seconds)};url={html.escape(url, quote=True)}">'
+
+
 def participant_view(session: Session, p: Participant) -> ParticipantView:
     settings = _settings(session, p)
     step = _step(p)
@@ -229,6 +237,8 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
     elif step in ("screened_out", "full"):
         view.code = settings.screenout_code
         view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
+    if view.redirect_url:
+        view.redirect_seconds = settings.prolific_redirect_seconds
     return view
 
 

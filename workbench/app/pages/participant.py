@@ -56,6 +56,13 @@ def act(fn, *args, **kwargs):
     st.rerun()
 
 
+def auto_return(view) -> None:
+    """Send a Prolific participant back automatically (the button stays for slow browsers)."""
+    if view.redirect_seconds > 0:
+        st.caption(T["prolific_redirecting"].format(seconds=view.redirect_seconds))
+        st.markdown(P.redirect_tag(view.redirect_url, view.redirect_seconds), unsafe_allow_html=True)
+
+
 st.title(T["title"])
 show_flash()
 
@@ -178,6 +185,7 @@ elif view.step == "done":
     st.code(view.code, language=None)
     if view.redirect_url:
         st.link_button(T["prolific_return"], view.redirect_url, type="primary")
+        auto_return(view)
 
 elif view.step in ("screened_out", "full"):
     st.header(T["screened_out_header"])
@@ -185,6 +193,7 @@ elif view.step in ("screened_out", "full"):
     st.code(view.code, language=None)
     if view.redirect_url:
         st.link_button(T["prolific_return"], view.redirect_url)
+        auto_return(view)
 
 else:  # expired
     st.warning(T["expired_text"])
