@@ -334,6 +334,18 @@ def test_studies_page_settings_and_invites(eng):
     assert not at.exception, at.exception
     with Session(eng) as s:
         assert s.exec(select(Study)).one().settings["completion_code"] == "DONE-42"
+    [n for n in at.number_input if n.label.startswith("Seconds before Prolific")][0].set_value(9)
+    [t for t in at.text_input if t.label.startswith("Prolific completion URL")][0].set_value("ftp://x")
+    [b for b in at.button if b.label == "Save settings"][0].click().run()
+    assert any("prolific_completion_url" in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
+    with Session(eng) as s:
+        assert "prolific_redirect_seconds" not in s.exec(select(Study)).one().settings or \
+            s.exec(select(Study)).one().settings["prolific_redirect_seconds"] == 5
+    [t for t in at.text_input if t.label.startswith("Prolific completion URL")][0].set_value(
+        "https://app.prolific.com/submissions/complete?cc=")
+    [b for b in at.button if b.label == "Save settings"][0].click().run()
+    with Session(eng) as s:
+        assert s.exec(select(Study)).one().settings["prolific_redirect_seconds"] == 9
     [n for n in at.number_input if n.label == "How many invite links"][0].set_value(3)
     [b for b in at.button if b.label == "Create invite links"][0].click().run()
     links = [t for t in at.text_area if t.label == "Invite links"][0].value.splitlines()

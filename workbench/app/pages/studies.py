@@ -77,6 +77,8 @@ with settings_tab:
                                      cur.prolific_completion_url or "")
             prolific_id = st.text_input("Prolific STUDY_ID (links without ?study=)",
                                         (cur.model_extra or {}).get("prolific_study_id", ""))
+            redirect_s = st.number_input("Seconds before Prolific participants are sent back (0 = button only)",
+                                         0, 600, cur.prolific_redirect_seconds)
             attention = st.checkbox("Attention check", cur.attention_check)
             if st.form_submit_button("Save settings", type="primary"):
                 changes = {"tasks_per_participant": int(tasks), "min_turns": int(min_turns), "max_turns": int(max_turns),
@@ -84,7 +86,8 @@ with settings_tab:
                            "quota_per_condition": int(quota) or None, "consent_text": consent,
                            "instructions_text": instructions, "completion_code": completion,
                            "screenout_code": screenout, "prolific_completion_url": prolific or None,
-                           "prolific_study_id": prolific_id or None, "attention_check": attention}
+                           "prolific_study_id": prolific_id or None, "attention_check": attention,
+                           "prolific_redirect_seconds": int(redirect_s)}
                 if run_action(C.update_settings, study, changes) is not None:
                     st.session_state["_saved"] = "Settings saved."
                 st.rerun()
