@@ -87,6 +87,30 @@ def test_trained_labeller_learns_and_labels_the_rest(engine):
     assert row["n"] == 8 and row["cohen_kappa"] == pytest.approx(1.0)
 
 
+def test_cross_validated_agreement_with_the_teacher(engine):
+    from annotation.labellers.trained import cross_validate
+
+    with Session(engine) as s:
+        _seed_texts_and_labels(s)
+    report = train_and_label(engine, "pilot", "teacher", holdout_source="gold", cv_folds=3)
+    cv = report.cv.set_index(["dimension", "user_kind"])
+    assert cv.loc[("politeness", "all"), "n"] == 12 and cv.loc[("politeness", "all"), "cohen_kappa"] == 1.0
+    assert {k for _d, k in cv.index} == {"all", "human", "agent"}
+    assert cv.loc[("politeness", "human"), "n"] + cv.loc[("politeness", "agent"), "n"] == 12
+    with Session(engine) as s:
+        src = s.exec(select(LabelSource).where(LabelSource.name == report.source)).one()
+        assert src.params["cv_folds"] == 3 and src.params["cv_kappa"]["politeness/all"] == 1.0
+    # a teacher that contradicts itself on two items cannot be imitated perfectly
+    import pandas as pd
+
+    texts = pd.Series([f"{w} request number {i}" for i, w in enumerate(["please kindly"] * 10 + ["now fast"] * 10)])
+    y = pd.DataFrame({"politeness": ["Polite"] * 9 + ["Neutral"] + ["Neutral"] * 9 + ["Polite"]})
+    res = cross_validate(texts, y, None, folds=5).set_index("user_kind")
+    assert res.loc["all", "n"] == 20 and 0 < res.loc["all", "cohen_kappa"] < 1
+    with pytest.raises(UserInputError, match="at least 2 folds"):
+        cross_validate(texts, y, None, folds=1)
+
+
 def test_trained_labeller_errors(sqlite_engine):
     with Session(sqlite_engine) as s:
         _seed_texts_and_labels(s)
@@ -174,3 +198,11 @@ def test_cli_trained_with_holdout_prints_agreement(use_db, capsys):
     assert code == 0, out
     assert "trained:teacher:v2: trained on 12 conversations, labelled 12" in out
     assert "Cohen's kappa against gold" in out and "politeness" in out and "1.000" in out
+    assert "Cross-validated" not in out
+    try:
+        main(["label", "--study", "pilot", "--labeller", "trained", "--train-source", "teacher", "--cv", "3"])
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Cross-validated Cohen's kappa against teacher (3 folds" in out and "1.000" in out

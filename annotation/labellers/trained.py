@@ -196,6 +196,53 @@ class TrainedLabeller:
         return pd.concat(out, ignore_index=True)
 
 
+def cross_validate(
+    texts: pd.Series,
+    targets: pd.DataFrame,
+    kinds: Optional[pd.Series] = None,
+    folds: int = 5,
+    C: float = 0.5,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Cross-validated agreement of the labeller with its own training source: k folds over the
+    training conversations, a fresh labeller (vectorisers included) fitted on the other folds, and
+    Cohen's kappa (scikit-learn) of the out-of-fold predictions per dimension, pooled ("all") and
+    per user kind. This is what a study without gold labels can know of the labeller's quality
+    before using it: how well it imitates its teacher, not how right the teacher is."""
+    from sklearn.metrics import cohen_kappa_score
+    from sklearn.model_selection import KFold
+
+    if folds < 2:
+        raise UserInputError(f"--cv needs at least 2 folds (got {folds})")
+    ids = np.asarray(targets.index)
+    if len(ids) < 2 * folds:
+        raise UserInputError(f"{len(ids)} training conversations are too few for {folds}-fold cross-validation")
+    pred = pd.DataFrame(index=targets.index, columns=targets.columns, dtype=object)
+    for train_idx, test_idx in KFold(folds, shuffle=True, random_state=seed).split(ids):
+        tr, te = ids[train_idx], ids[test_idx]
+        sub = targets.loc[tr]
+        dims = [d for d in sub.columns if sub[d].dropna().nunique() >= 2]
+        if not dims:
+            continue
+        model = TrainedLabeller(C=C).fit(texts.loc[tr], sub[dims], kinds)
+        out = model.predict_df(texts.loc[te], kinds)
+        for dim, g in out.groupby("dimension"):
+            pred.loc[g["conversation_id"].to_numpy(), dim] = g["value"].to_numpy()
+    kind_of = kinds.reindex(targets.index) if kinds is not None else pd.Series("all", index=targets.index)
+    rows = []
+    for dim in targets.columns:
+        both = pd.DataFrame({"y": targets[dim], "p": pred[dim], "kind": kind_of}).dropna(subset=["y", "p"])
+        groups = [("all", both)]
+        if kinds is not None:
+            groups += [(k, both[both["kind"] == k]) for k in sorted(both["kind"].dropna().unique())]
+        for kind, g in groups:
+            y, p = g["y"].astype(str), g["p"].astype(str)
+            kappa = float(cohen_kappa_score(y, p)) if len(set(y) | set(p)) > 1 else float("nan")
+            rows.append({"dimension": dim, "user_kind": kind, "n": len(g),
+                         "agreement": float((y == p).mean()) if len(g) else float("nan"), "cohen_kappa": kappa})
+    return pd.DataFrame(rows, columns=["dimension", "user_kind", "n", "agreement", "cohen_kappa"])
+
+
 @dataclass
 class TrainReport:
     source: str
@@ -205,6 +252,7 @@ class TrainReport:
     n_labelled: int
     n_labels: int
     holdout_source: Optional[str] = None
+    cv: Optional[pd.DataFrame] = None  # cross_validate() against the training source, when asked for
 
 
 def train_and_label(
@@ -217,11 +265,13 @@ def train_and_label(
     version: str = VERSION,
     C: float = 0.5,
     progress: Optional[Callable[[str], None]] = None,
+    cv_folds: int = 0,
 ) -> TrainReport:
     """Train on ``train_source``'s conversation-level labels in ``study`` and label the conversations
     it did not label (``label_all``: every conversation). Conversations labelled by
     ``holdout_source`` (e.g. the human gold set) are kept out of training and always labelled, so the
-    new source can be compared with the holdout honestly."""
+    new source can be compared with the holdout honestly. ``cv_folds`` > 1 also reports (and stores in
+    the source's params) the cross-validated kappa against ``train_source`` (``cross_validate``)."""
     say = progress or (lambda _m: None)
     with Session(engine, expire_on_commit=False) as session:
         st = get_study(session, study)
@@ -254,6 +304,10 @@ def train_and_label(
             raise UserInputError(
                 f"only {len(train_ids)} conversations to train on; label more with {train_source!r}"
             )
+        cv = None
+        if cv_folds:
+            say(f"{cv_folds}-fold cross-validation against {train_source}")
+            cv = cross_validate(texts.loc[train_ids], targets.loc[train_ids, dims], kinds, folds=cv_folds, C=C)
         say(f"training on {len(train_ids)} conversations, {len(dims)} dimension(s)")
         model = TrainedLabeller(C=C).fit(texts.loc[train_ids], targets.loc[train_ids, dims], kinds)
         todo = texts.index if label_all else [c for c in texts.index if c not in set(train_ids)]
@@ -280,6 +334,10 @@ def train_and_label(
             "n_train": len(train_ids),
             "C": C,
         }
+        if cv is not None:
+            src.params = {**src.params, "cv_folds": cv_folds, "cv_kappa": {
+                f"{r.dimension}/{r.user_kind}": None if r.cohen_kappa != r.cohen_kappa else round(r.cohen_kappa, 4)
+                for r in cv.itertuples()}}
         session.add(src)
         records = [
             LabelRecord(
@@ -301,6 +359,7 @@ def train_and_label(
             n_labelled=len(todo),
             n_labels=n,
             holdout_source=holdout_source,
+            cv=cv,
         )
 
 

@@ -66,6 +66,9 @@ def label(
     label_all: bool = typer.Option(
         False, "--all", help="trained: also label the training conversations (in-sample, optimistic)."
     ),
+    cv: int = typer.Option(
+        0, "--cv", help="trained: also report K-fold cross-validated kappa against the training source (0 = off)."
+    ),
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
     from annotation.codebook import load_codebook
@@ -165,12 +168,18 @@ def label(
             holdout_source=holdout_source,
             label_all=label_all,
             progress=typer.echo,
+            cv_folds=cv,
         )
         typer.echo(
             f"{report.source}: trained on {report.n_train} conversations, labelled {report.n_labelled} "
             f"({report.n_labels} labels). Compare it with a gold source: `workbench agreement --study "
             f"{study} --a {report.source} --b <gold source>`."
         )
+        if report.cv is not None:
+            typer.echo(f"Cross-validated Cohen's kappa against {train_source} ({cv} folds; how well it imitates "
+                       "its teacher):")
+            wide = report.cv.pivot(index="dimension", columns="user_kind", values="cohen_kappa")
+            typer.echo(wide.map(lambda v: "" if v is None or v != v else f"{v:.3f}").to_string())
         if holdout_source:
             from annotation.agreement import study_agreement_df
             from db.engine import session_scope
