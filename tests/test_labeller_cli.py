@@ -216,6 +216,25 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
     )
 
 
+def test_cli_label_sources_json_is_strict_json(cli_engine, capsys):
+    # A human source has no model: the JSON must say null, not NaN (which is not JSON).
+    with Session(cli_engine) as s:
+        conv_ids = sorted(conversations_df(s, 1)["conversation_id"])
+        for name, kind, model in [("human:ann", "human", None), ("llm:openai/x:v2", "llm", "openai/x")]:
+            src = ensure_source(s, name, kind, model=model)
+            write_labels(s, src, [LabelRecord(int(c), "politeness", "Polite") for c in conv_ids])
+        s.commit()
+    code, out = run(["labels", "sources", "--study", "pilot", "--json"], capsys)
+    assert code == 0, out
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in the JSON output")
+
+    human, llm = json.loads(out, parse_constant=no_constants)
+    assert human["name"] == "human:ann" and human["model"] is None and human["n_labels"] == len(conv_ids)
+    assert llm["model"] == "openai/x" and llm["prompt_version"] is None
+
+
 def test_cli_agreement_of_an_annotator_set(cli_engine, capsys, tmp_path):
     values = ["Polite", "Neutral", "Impolite"]
     with Session(cli_engine) as s:

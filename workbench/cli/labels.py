@@ -230,7 +230,9 @@ def sources(
         df = label_sources_df(session, st.id)
     df = df[df["n_labels"] > 0]
     if as_json:
-        typer.echo(json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1, default=str))
+        # Missing values (a human or imported source has no model) are null: NaN is not JSON.
+        records = df.astype(object).where(df.notna(), None).to_dict("records")
+        typer.echo(json.dumps(records, ensure_ascii=False, indent=1, default=str, allow_nan=False))
     elif df.empty:
         typer.echo(f"No labels in study {study!r} yet: run `workbench label --study {study} --labeller ...`.")
     else:
