@@ -241,6 +241,9 @@ def test_cli_analyze_and_report(use_db, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["analyze", "--study", "missing", "--out", str(out)])
     assert exc.value.code != 0
+    with pytest.raises(SystemExit) as exc:  # not silently analysed as English
+        main(["features", "--study", "cli", "--language", "fr"])
+    assert exc.value.code == 2
 
 
 def test_hallucination_flag_rate_from_live_flags_and_labels(sqlite_engine, pipelines):

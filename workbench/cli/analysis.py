@@ -107,6 +107,9 @@ def register(app: typer.Typer) -> None:
         from db.repo import conversations_df, get_study
         from workbench.cli._common import ready_engine
 
+        if language not in ("auto", "own") and language.lower().split("-")[0] not in ("en", "zh"):
+            # Any other code used to be analysed silently as English.
+            raise UserInputError(f"unknown --language {language!r}: use auto, own, en or zh")
         engine = ready_engine()
         with Session(engine) as session:
             st = get_study(session, study)
