@@ -83,3 +83,5 @@ def test_codebook_command(tmp_path, capsys):
     )
     code, out = run(["annotate", "codebook", str(bad)], capsys)
     assert code == 2 and "bad.yaml" in out and "unknown scale type 'ratio'" in out
+    code, out = run(["annotate", "codebook", "--lang", "fr"], capsys)
+    assert code == 2 and "use en or zh" in out

@@ -69,6 +69,10 @@ def test_invites_create_and_expire(use_db, tmp_path):
     assert len(links) == 3 and all(link.startswith("https://study.example.org/?t=") for link in links)
     with Session(get_engine()) as s:
         assert set(s.exec(select(Participant.invite_token_hash)).all()) == {hash_token(l.split("=", 1)[1]) for l in links}
+    r = runner.invoke(app, ["invites", "create", "--study", "pilot", "--language", "fr"])
+    assert r.exit_code != 0 and "use en or zh" in str(r.exception or r.output)  # no participant created
+    with Session(get_engine()) as s:
+        assert len(s.exec(select(Participant)).all()) == 3
     r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"])
     assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output
     r = runner.invoke(app, ["participants", "expire"])

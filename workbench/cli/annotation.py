@@ -131,7 +131,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate and print the codebook (the bundled one plus WORKBENCH_CODEBOOK extensions)."""
         from annotation.codebook import load_codebook
+        from workbench.errors import UserInputError
 
+        if lang not in ("en", "zh"):
+            raise UserInputError(f"unknown --lang {lang!r}: use en or zh")
         cb = load_codebook(path)
         typer.echo(f"Codebook version {cb.version} ({len(cb)} dimensions) from {', '.join(cb.sources)}")
         for d in cb:

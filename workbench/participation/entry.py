@@ -35,6 +35,8 @@ def create_invites(session: Session, study_name: str, n: int, language: Optional
     """Create ``n`` participants with invite tokens; returns the tokens (shown once, never stored)."""
     if n < 1 or n > 10_000:
         raise UserInputError("the number of invites must be between 1 and 10000")
+    if language is not None and language not in ("en", "zh"):
+        raise UserInputError(f"interface language {language!r} is not supported; use en or zh")
     study = get_study(session, study_name)
     from workbench.studies import study_settings
 
