@@ -147,6 +147,15 @@ def test_jsonl_malformed_lines(subset, sqlite_engine, tmp_path):
         import_jsonl(fresh, f, study="copy", strict=True)
     with Session(fresh) as s:
         assert s.exec(select(func.count(Conversation.id))).one() == 0
+    # a file with nothing valid in it leaves no empty study behind
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n" + json.dumps({"id": 99, "user_kind": "robot"}) + "\n", encoding="utf-8")
+    rep = import_jsonl(fresh, bad, study="empty")
+    assert rep.imported == 0 and len(rep.malformed) == 2 and any("nothing was written" in w for w in rep.warnings)
+    with Session(fresh) as s:
+        from db.models import Study
+
+        assert not s.exec(select(Study).where(Study.name == "empty")).all()
     rep = import_jsonl(fresh, f, study="copy")
     assert rep.imported == len(good) and len(rep.malformed) == 2
     assert rep.malformed[0][0] == f"conversations.jsonl:{len(good) + 1}"

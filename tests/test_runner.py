@@ -126,7 +126,10 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
 def test_twins_and_condition_selection(sqlite_engine, monkeypatch):
     eng = sqlite_engine
     _study(eng)
+    with pytest.raises(UserInputError, match="no human conversations yet"):
+        run_simulation(eng, "s", "scripted/sim", twin_of=["all"])
     with Session(eng) as s:
+        assert not s.exec(select(SimulationRun)).all()  # nothing half-made
         conds = s.exec(select(Condition).order_by(Condition.id)).all()
         cond3 = conds[3].id
         human = Conversation(study_id=conds[0].study_id, condition_id=conds[3].id, user_kind="human",

@@ -165,6 +165,9 @@ def _twin_jobs(session: Session, study: Study, twin_of: Sequence[Union[int, str]
         ids = session.exec(select(Conversation.id).where(Conversation.study_id == study.id,
                                                          Conversation.user_kind == "human")
                            .order_by(Conversation.id)).all()
+        if not ids:
+            raise UserInputError(f"study {study.name!r} has no human conversations yet, so there is nothing to "
+                                 "twin: collect human sessions (or import them) first")
     else:
         ids = sorted(int(i) for i in twin_of)
     jobs, per_condition = [], {}
