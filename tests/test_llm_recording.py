@@ -133,3 +133,26 @@ def test_database_worker_batches_and_isolates_failures(engine):
     assert [r.response for r in _rows(engine)] == ["a", "b"]
     # A later event loop (the thread may have stopped after idling) works the same.
     assert asyncio.run(worker.run(count)) == 2
+
+
+def test_json_schema_is_visible_to_provider_hooks_only_during_structured_calls():
+    """complete_json/acomplete_json expose their schema (JSON_SCHEMA) to the provider hooks of that
+    call, through asyncio.to_thread too, and clear it afterwards; unconstrained providers ignore it."""
+    import asyncio
+
+    from workbench.llm import ScriptedModel
+    from workbench.llm.base import JSON_SCHEMA
+
+    seen = []
+
+    def reply(_msgs):
+        seen.append(JSON_SCHEMA.get())
+        return '{"a": 1}'
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    m = ScriptedModel(reply)
+    assert not m.constrains_json
+    m.complete_json([{"role": "user", "content": "x"}], schema)
+    asyncio.run(m.acomplete_json([{"role": "user", "content": "x"}], schema))
+    m.complete([{"role": "user", "content": "x"}])
+    assert seen == [schema, schema, None] and JSON_SCHEMA.get() is None

@@ -35,3 +35,42 @@ def test_local_smollm2_conversation(sqlite_engine):
         assert conv.end_reason in ("max_turns", "user_ended")
         calls = s.exec(select(LLMCall)).all()
         assert {c.model for c in calls} == {"local/smollm2"} and all(c.cost_usd == 0 for c in calls)
+
+
+@pytest.mark.slow
+def test_local_smollm2_structured_output_is_grammar_constrained(sqlite_engine):
+    """A structured call to the local model decodes under a grammar built from the JSON schema, so even
+    the 135M model returns valid labels; the call is recorded as constrained and cached apart from a
+    free-text reply to the same messages."""
+    if not HAVE_LLAMA and not os.environ.get("CI"):
+        pytest.skip("llama_cpp is not importable: pip install 'llm-user-workbench[local]'")
+    import asyncio
+    import json
+
+    from workbench.llm import get_model
+    from workbench.llm.recording import recorded
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["politeness", "turns"],
+              "properties": {"politeness": {"enum": ["Polite", "Neutral", "Impolite"]},
+                             "turns": {"type": "object", "additionalProperties": False, "required": ["1", "3"],
+                                       "properties": {"1": {"enum": ["yes", "no"]}, "3": {"enum": ["yes", "no"]}}}}}
+    msgs = [{"role": "user", "content": "Label the user's politeness: 'pls give me hotels'. Turns 1 and 3: made up?"}]
+    model = recorded(get_model("local/smollm2"), sqlite_engine, "labeller")
+    c = asyncio.run(model.acomplete_json(msgs, schema, json_retries=0, max_tokens=60, temperature=0.7, seed=1))
+    data = json.loads(c.text)
+    assert data["politeness"] in ("Polite", "Neutral", "Impolite") and set(data["turns"]) == {"1", "3"}
+    free = model.complete(msgs, max_tokens=8, temperature=0.7, seed=1)  # a plain call: no grammar
+    with Session(sqlite_engine) as s:
+        calls = s.exec(select(LLMCall).order_by(LLMCall.id)).all()
+    assert calls[0].params["json_grammar"] is True and "json_grammar" not in calls[-1].params
+    assert free.text is not None
+    # the same messages and parameters with and without the grammar are different cache entries
+    from workbench.llm.base import JSON_SCHEMA
+
+    _, _, free_key = model._prepare(msgs, {"seed": 1})
+    token = JSON_SCHEMA.set(schema)
+    try:
+        _, _, constrained_key = model._prepare(msgs, {"seed": 1})
+    finally:
+        JSON_SCHEMA.reset(token)
+    assert free_key != constrained_key

@@ -8,6 +8,7 @@ every provider shares: message and parameter validation, retries with exponentia
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import random
 import re
@@ -153,6 +154,13 @@ def check_schema(data: Any, schema: dict) -> None:
         raise ValueError(f"reply does not match the JSON schema at {where}: {exc.message}") from None
 
 
+# The JSON schema a structured call (complete_json / acomplete_json) must satisfy, visible to the
+# provider hooks of the same call (asyncio.to_thread copies the context): providers that can constrain
+# decoding to a schema (llama.cpp grammars, ``ChatModel.constrains_json``) use it.
+JSON_SCHEMA: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("workbench_json_schema",
+                                                                               default=None)
+
+
 def json_instruction(schema: dict) -> str:
     return ("Reply with a single JSON value and nothing else (no prose, no code fences). "
             "It must satisfy this JSON schema:\n" + json.dumps(schema, ensure_ascii=False))
@@ -185,6 +193,8 @@ class ChatModel:
     provider: str = "?"
     options_class: type[BaseModel] = BaseOptions
     params_class: type[CallParams] = CallParams
+    # True where the provider constrains decoding to the JSON schema of a structured call (JSON_SCHEMA).
+    constrains_json: bool = False
 
     def __init__(self, model: str, **options: Any):
         self.model = model
@@ -284,26 +294,34 @@ class ChatModel:
 
     def complete_json(self, messages: list[dict], schema: dict, json_retries: int = 1, **params: Any) -> Completion:
         msgs = _with_json_instruction(validate_messages(messages), schema)
-        for attempt in range(json_retries + 1):
-            c = self.complete(msgs, **params)
-            err = _parse_into(c, schema)
-            if err is None:
-                return c
-            msgs = msgs + [{"role": "assistant", "content": c.text},
-                           {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
+        token = JSON_SCHEMA.set(schema)
+        try:
+            for attempt in range(json_retries + 1):
+                c = self.complete(msgs, **params)
+                err = _parse_into(c, schema)
+                if err is None:
+                    return c
+                msgs = msgs + [{"role": "assistant", "content": c.text},
+                               {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
+        finally:
+            JSON_SCHEMA.reset(token)
         raise LLMError(f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: {err}. "
                        "Try a stronger model or a lower temperature.")
 
     async def acomplete_json(self, messages: list[dict], schema: dict, json_retries: int = 1,
                              **params: Any) -> Completion:
         msgs = _with_json_instruction(validate_messages(messages), schema)
-        for attempt in range(json_retries + 1):
-            c = await self.acomplete(msgs, **params)
-            err = _parse_into(c, schema)
-            if err is None:
-                return c
-            msgs = msgs + [{"role": "assistant", "content": c.text},
-                           {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
+        token = JSON_SCHEMA.set(schema)
+        try:
+            for attempt in range(json_retries + 1):
+                c = await self.acomplete(msgs, **params)
+                err = _parse_into(c, schema)
+                if err is None:
+                    return c
+                msgs = msgs + [{"role": "assistant", "content": c.text},
+                               {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
+        finally:
+            JSON_SCHEMA.reset(token)
         raise LLMError(f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: {err}. "
                        "Try a stronger model or a lower temperature.")
 

