@@ -118,3 +118,27 @@ def view_shot(page, locator, path: Path) -> None:
     page.wait_for_timeout(300)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
+
+
+def settle(page, timeout_ms: int = 30_000) -> None:
+    """Wait until the Streamlit script has finished its run (no "Running..." icon): a click made while
+    a rerun is still drawing can land on an element the rerun then replaces."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stStatusWidgetRunningIcon"]')).to_have_count(0, timeout=timeout_ms)
+
+
+def click_until(page, locator, expected, attempts: int = 3, timeout_ms: int = 10_000) -> None:
+    """Click ``locator`` once the app is idle, until ``expected`` is visible (a loaded machine can drop a
+    click that races a rerun; the app's behaviour is what ``expected`` checks)."""
+    from playwright.sync_api import expect
+
+    for attempt in range(attempts):
+        settle(page)
+        locator.click()
+        try:
+            expect(expected).to_be_visible(timeout=timeout_ms)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise

@@ -23,7 +23,7 @@ from db.engine import make_engine
 from db.models import Annotator, Condition, Conversation, Label, LabelSource, Scenario
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from tests.conftest import dataset_path
-from tests.e2e.helpers import ARGS, CHROMIUM, REPO, SHOTS, AppServer, page_text, shot, view_shot
+from tests.e2e.helpers import ARGS, CHROMIUM, REPO, SHOTS, AppServer, click_until, page_text, settle, shot, view_shot
 
 pytestmark = pytest.mark.e2e
 
@@ -208,9 +208,9 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     page.get_by_role("link", name="Annotate").click()
     expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
     expect(page).to_have_url(re.compile(r"[?&]session="))  # a page switch keeps the token in the address
+    settle(page)
     page.locator('[data-testid="stSidebar"]').get_by_text("查看之前的条目").click()
-    page.get_by_role("button", name="打开").click()
-    expect(page.get_by_text("你正在修改已标注过的条目。")).to_be_visible()
+    click_until(page, page.get_by_role("button", name="打开"), page.get_by_text("你正在修改已标注过的条目。"))
     form = page.locator('[data-testid="stForm"]')
     for d in conv_dims:
         expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=chosen[d.name], exact=True)).to_be_checked()
