@@ -182,6 +182,15 @@ def test_cli_import_export_round_trip(subset, use_db, tmp_path, capsys):
         cli_main(["export", "--study", "missing", "--out", str(tmp_path / "y")])
     assert ex.value.code == 2
     assert "no study named 'missing'" in capsys.readouterr().err
+    # a file where nothing is valid exits 2 (a script must not take it for an import); re-importing is fine
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as ex:
+        cli_main(["import", "jsonl", str(bad), "--study", "bad"])
+    assert ex.value.code == 2 and "nothing in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ex:
+        cli_main(["import", "jsonl", str(tmp_path / "x"), "--study", "cli-copy"])
+    assert ex.value.code in (0, None)  # all already present: not an error
 
 
 def test_exports_hold_no_secrets(subset, sqlite_engine, tmp_path):

@@ -8,6 +8,8 @@ from typing import Iterator, Optional
 
 import typer
 
+from workbench.errors import UserInputError
+
 import_app = typer.Typer(help="Import conversations into a study (the released RecLLMSim data, or a JSONL export).",
                          no_args_is_help=True)
 
@@ -45,6 +47,7 @@ def import_recllmsim_cmd(
     with _progress_bar("Importing") as progress:
         report = import_recllmsim(engine, path, study=study, strict=strict, progress=progress)
     typer.echo(report.summary())
+    _fail_when_nothing_valid(report, path)
 
 
 @import_app.command("jsonl")
@@ -63,6 +66,14 @@ def import_jsonl_cmd(
     with _progress_bar("Importing") as progress:
         report = import_jsonl(engine, path, study=study, strict=strict, progress=progress)
     typer.echo(report.summary())
+    _fail_when_nothing_valid(report, path)
+
+
+def _fail_when_nothing_valid(report, path: Path) -> None:
+    """Exit 2 when every line or file was malformed: a script must not take that for an import."""
+    if report.malformed and not report.imported and not report.existing:
+        raise UserInputError(f"nothing in {path} could be imported ({len(report.malformed)} malformed, listed "
+                             "above); check that it is the right file")
 
 
 def register(app: typer.Typer) -> None:
