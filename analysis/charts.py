@@ -179,3 +179,44 @@ def turn_length_fig(frame: pd.DataFrame, feature: str = "user_words_per_turn") -
             )
     fig.update_layout(title=title, boxmode="group", height=380, yaxis_title=feature)
     return fig
+
+
+def trajectory_fig(trajectory: Optional[pd.DataFrame], feature: str = "words") -> go.Figure:
+    """Mean of a per-turn feature (default words per user turn) by user-turn position, one line per
+    population (``analysis.trajectory.turn_trajectory_df``) with 95% t-interval error bars."""
+    title = f"Mean {feature} per user turn by position (95% t-intervals)"
+    if trajectory is None or trajectory.empty or "feature" not in trajectory.columns:
+        return empty_figure(title, "per-turn trajectories not available")
+    d = trajectory[trajectory["feature"] == feature]
+    if d.empty:
+        return empty_figure(title, "per-turn trajectories not available")
+    fig = go.Figure()
+    pops = sorted(d["population"].unique(), key=lambda p: (p != "human", p))
+    for pop in pops:
+        g = d[d["population"] == pop].sort_values("position")
+        color = KIND_COLORS["human"] if pop == "human" else None
+        fig.add_trace(
+            go.Scatter(
+                x=g["position"],
+                y=g["mean"],
+                mode="lines+markers",
+                name=str(pop),
+                line={"color": color} if color else None,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (g["ci_high"] - g["mean"]).fillna(0),
+                    "arrayminus": (g["mean"] - g["ci_low"]).fillna(0),
+                },
+                customdata=g[["n"]].to_numpy(),
+                hovertemplate="position %{x}: %{y:.2f} (n=%{customdata[0]})<extra>" + str(pop) + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        height=380,
+        xaxis_title="user-turn position",
+        yaxis_title=f"mean {feature}",
+        xaxis_dtick=1,
+    )
+    return fig

@@ -24,6 +24,7 @@ from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
 from analysis.dataset import StudyData, load_study
 from analysis.likeness import likeness_tables
+from analysis.trajectory import TRAJECTORY_COLUMNS, stored_turn_features_df, turn_trajectory_df
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 REPORT_SECTIONS = [
@@ -32,6 +33,7 @@ REPORT_SECTIONS = [
     "distributions",
     "effects",
     "features",
+    "trajectory",
     "likeness",
     "agreement",
     "provenance",
@@ -47,6 +49,8 @@ class AnalysisResult:
     agreement_note: str
     correction: str
     timings: dict = field(default_factory=dict)
+    # population x user-turn position x per-turn feature (``analysis.trajectory``)
+    turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
 
 
 def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[Optional[pd.DataFrame], str]:
@@ -104,7 +108,12 @@ def analyze(
     t = time.perf_counter()
     agr, note = agreement_df(engine, data, n_boot=min(n_boot, 500)) if agreement else (None, "not requested")
     timings["agreement_s"] = time.perf_counter() - t
-    return AnalysisResult(data, comp, like, agr, note, correction, timings)
+    t = time.perf_counter()
+    say("per-turn trajectories")
+    turns = stored_turn_features_df(engine, data.conversations["conversation_id"], data.feature_version)
+    traj = turn_trajectory_df(turns, data.conversations)
+    timings["trajectory_s"] = time.perf_counter() - t
+    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj)
 
 
 def provenance(engine, result: AnalysisResult) -> dict:
@@ -195,6 +204,9 @@ def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
         p = out_dir / f"likeness_{name}.csv"
         df.to_csv(p, index=False)
         paths.append(p)
+    p = out_dir / "turn_trajectory.csv"
+    result.turn_trajectory.to_csv(p, index=False)
+    paths.append(p)
     p = out_dir / "meta.json"
     meta = {
         "study": result.data.study_name,
@@ -249,6 +261,10 @@ def render_report(result: AnalysisResult, engine) -> str:
     figs.append(("effects", "features", charts.forest_fig(comp, "pooled", "feature")))
     figs.append(("features", "turn length", charts.turn_length_fig(frame, "user_words_per_turn")))
     figs.append(("features", "turns", charts.turn_length_fig(frame, "n_user_turns")))
+    traj = result.turn_trajectory
+    has_traj = traj is not None and not traj.empty
+    if has_traj:
+        figs.append(("trajectory", "words per turn", charts.trajectory_fig(traj, "words")))
     figs.append(("likeness", "distances", charts.likeness_fig(result.likeness["distances"])))
     figs.append(("agreement", "heatmap", charts.agreement_heatmap_fig(result.agreement)))
     rendered: dict[str, list[str]] = {}
@@ -278,6 +294,7 @@ def render_report(result: AnalysisResult, engine) -> str:
         distances_table=_table_html(result.likeness["distances"]),
         agreement_table=_table_html(result.agreement) if result.agreement is not None else "",
         agreement_note=result.agreement_note,
+        trajectory_available=has_traj,
         escape=html.escape,
     )
 
