@@ -8,6 +8,7 @@ every provider shares: message and parameter validation, retries with exponentia
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import random
@@ -294,36 +295,30 @@ class ChatModel:
 
     def complete_json(self, messages: list[dict], schema: dict, json_retries: int = 1, **params: Any) -> Completion:
         msgs = _with_json_instruction(validate_messages(messages), schema)
-        token = JSON_SCHEMA.set(schema)
-        try:
-            for attempt in range(json_retries + 1):
+        with _json_schema(schema):
+            for _attempt in range(json_retries + 1):
                 c = self.complete(msgs, **params)
                 err = _parse_into(c, schema)
                 if err is None:
                     return c
-                msgs = msgs + [{"role": "assistant", "content": c.text},
-                               {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
-        finally:
-            JSON_SCHEMA.reset(token)
-        raise LLMError(f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: {err}. "
-                       "Try a stronger model or a lower temperature.")
+                msgs = _corrected(msgs, c, err, schema)
+        raise self._json_failure(json_retries, err)
 
     async def acomplete_json(self, messages: list[dict], schema: dict, json_retries: int = 1,
                              **params: Any) -> Completion:
         msgs = _with_json_instruction(validate_messages(messages), schema)
-        token = JSON_SCHEMA.set(schema)
-        try:
-            for attempt in range(json_retries + 1):
+        with _json_schema(schema):
+            for _attempt in range(json_retries + 1):
                 c = await self.acomplete(msgs, **params)
                 err = _parse_into(c, schema)
                 if err is None:
                     return c
-                msgs = msgs + [{"role": "assistant", "content": c.text},
-                               {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
-        finally:
-            JSON_SCHEMA.reset(token)
-        raise LLMError(f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: {err}. "
-                       "Try a stronger model or a lower temperature.")
+                msgs = _corrected(msgs, c, err, schema)
+        raise self._json_failure(json_retries, err)
+
+    def _json_failure(self, json_retries: int, err: Optional[str]) -> "LLMError":
+        return LLMError(f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: "
+                        f"{err}. Try a stronger model or a lower temperature.")
 
     # ------------------------------------------------------------------ provider hooks
     def _call(self, messages: list[dict], params: dict) -> Completion:
@@ -365,6 +360,22 @@ class ChatModel:
 
 def _estimate_tokens(messages: list[dict]) -> int:
     return sum(len(m["content"]) for m in messages) // 4 + 1
+
+
+@contextlib.contextmanager
+def _json_schema(schema: dict) -> Iterator[None]:
+    """Expose ``schema`` as JSON_SCHEMA to the provider hooks of the calls made inside."""
+    token = JSON_SCHEMA.set(schema)
+    try:
+        yield
+    finally:
+        JSON_SCHEMA.reset(token)
+
+
+def _corrected(msgs: list[dict], c: Completion, err: str, schema: dict) -> list[dict]:
+    """The conversation so far plus the invalid reply and the correction asked for."""
+    return msgs + [{"role": "assistant", "content": c.text},
+                   {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
 
 
 def _with_json_instruction(messages: list[dict], schema: dict) -> list[dict]:
