@@ -117,12 +117,9 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
                 twin_of[rec.external_id] = obj["twin_of"]
     if not report.study:
         report.study = "imported"
-    if not records:  # nothing valid: do not leave an empty study behind
-        report.warnings.append(f"{file.name}: no valid conversation, nothing was written")
-    else:
-        write_records(engine, records, report, description=f"Imported from {file}", single_transaction=strict,
-                      progress=progress)
-        _link_twins(engine, report, ext_of, twin_of)
+    write_records(engine, records, report, description=f"Imported from {file}", single_transaction=strict,
+                  progress=progress)
+    _link_twins(engine, report, ext_of, twin_of)
     report.seconds = time.perf_counter() - t0
     return report
 

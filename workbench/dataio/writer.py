@@ -352,8 +352,13 @@ def write_records(
     single_transaction: bool = False,
     progress: Progress = None,
 ) -> ImportReport:
-    """Write new conversations (those whose external id the study lacks) with everything they need."""
+    """Write new conversations (those whose external id the study lacks) with everything they need.
+    With no records at all nothing is written, not even the study (a file where nothing was valid
+    must not leave an empty study behind)."""
     records = list(records)
+    if not records:
+        report.warnings.append("no valid conversation: nothing was written")
+        return report
     with Session(engine, expire_on_commit=False) as session:
         try:
             study = ensure_study(session, report.study, description, language, report)
