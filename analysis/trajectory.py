@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.features import TURN_FEATURES
+from analysis.likeness import _simulator_names  # one naming of simulator populations
 
 MAX_POSITION = 10
 TRAJECTORY_COLUMNS = ["population", "position", "feature", "n", "mean", "ci_low", "ci_high"]
@@ -58,12 +59,8 @@ def stored_turn_features_df(
 def population_names(conversations: pd.DataFrame) -> pd.Series:
     """Population per conversation: "human", or "agent: <simulator>" ("(unrecorded simulator)"
     when the simulator is missing)."""
-    sim = (
-        conversations["simulator"]
-        if "simulator" in conversations.columns
-        else pd.Series(None, index=conversations.index, dtype=object)
-    )
-    agent = "agent: " + sim.fillna("(unrecorded simulator)").astype(str)
+    convs = conversations if "simulator" in conversations.columns else conversations.assign(simulator=None)
+    agent = "agent: " + _simulator_names(convs).astype(str)
     return agent.where(conversations["user_kind"] == "agent", conversations["user_kind"].astype(str))
 
 
