@@ -53,3 +53,15 @@ def test_user_text_breaks_streamlit_text_rewrites():
     for pattern in (":material/", ":smile:", "me@x", "www\\.", "https\\://"):
         assert pattern not in out, pattern
     assert out.replace("\u2060", "").replace("\\", "") == ":material/home: :smile: me@x.org www.example.com https://a.b"
+
+
+def test_strikethrough_and_task_lists_render_but_cannot_link():
+    md = safe_markdown("was ~~40 EUR~~ now 30\n- [ ] book\n- [x] pack\n1. [X] go\n[ ] not a list\n~~ spaced ~~")
+    lines = md.split("\n")
+    assert lines[0] == "was ~~40 EUR~~ now 30  "
+    assert lines[1:4] == ["- [ ] book  ", "- [x] pack  ", "1. [X] go  "]
+    assert lines[4].startswith("\\[ \\]") and lines[5].startswith("\\~\\~")
+    # neither opens a way to a link: the box needs a space after it, the tildes' content is escaped
+    md = safe_markdown("- [ ](javascript:alert(1))\n~~[x](http://127.0.0.1:9/)~~\n- [x] [y](z)")
+    assert not UNSAFE.search(md.replace("- [ ] ", "").replace("- [x] ", "")), md
+    assert "](" not in md

@@ -50,11 +50,25 @@ _LINE_PREFIX = re.compile(r"[ \t]*(?:>[ \t]?)*[ \t]*(?:(?:[-*+]|\d{1,9}[.)]|#{1,
 _RULE = re.compile(r"[ \t]*(?:>[ \t]?)*[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _TABLE_DELIM = re.compile(r"[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
 _TICKS = re.compile(r"`+")
+# GFM strikethrough (~~text~~, no space inside the tildes) and task-list boxes after a list marker:
+# both only format, so they are left to the parser.
+_STRIKE = re.compile(r"(?<!~)~~(?=[^\s~])(.*?[^\s~\\])~~(?!~)")
+_TASK = re.compile(r"\[[ xX]\](?=[ \t])")
+_LIST_MARKER = re.compile(r"(?:[-*+]|\d{1,9}[.)])[ \t]+$")
 
 
 def _plain(text: str) -> str:
-    """Escape one run of inline text (no code in it)."""
-    out = _REPLY_SPECIAL.sub(r"\\\1", _neutralise(text))
+    """Escape one run of inline text (no code in it); ~~strikethrough~~ pairs keep their tildes."""
+    text, out, pos = _neutralise(text), [], 0
+    for m in _STRIKE.finditer(text):
+        out += [_escape_run(text[pos:m.start()]), "~~", _escape_run(m.group(1)), "~~"]
+        pos = m.end()
+    out.append(_escape_run(text[pos:]))
+    return "".join(out)
+
+
+def _escape_run(text: str) -> str:
+    out = _REPLY_SPECIAL.sub(r"\\\1", text)
     out = _SHORTCODE.sub(r"\1" + _WJ, out)
     out = _AT.sub("@" + _WJ, out)
     return _WWW.sub(r"\1" + _WJ, out)
@@ -93,7 +107,7 @@ def _img_alt(tag: str) -> str:
 
 def safe_markdown(text: Optional[str]) -> str:
     """An assistant reply as markdown with its structure (headings, bold, lists, tables, code) but
-    nothing that loads, links or runs: images become "[image: alt]", links "text (url)", and HTML,
+    nothing that loads, links or runs (strikethrough and task lists are kept too): images become "[image: alt]", links "text (url)", and HTML,
     LaTeX, Streamlit directives, emoji shortcodes and bare URLs are shown as typed."""
     if not text:
         return ""
@@ -118,7 +132,11 @@ def safe_markdown(text: Optional[str]) -> str:
             out.append(line)
         else:
             prefix = _LINE_PREFIX.match(line).group(0)
-            out.append(prefix + _inline(line[len(prefix):]) + "  ")
+            rest = line[len(prefix):]
+            task = _TASK.match(rest) if _LIST_MARKER.search(prefix) else None
+            if task:  # "- [ ] item" / "- [x] item": a (disabled) checkbox, not a link
+                prefix, rest = prefix + task.group(0), rest[task.end():]
+            out.append(prefix + _inline(rest) + "  ")
     return "\n".join(out)
 
 
