@@ -99,6 +99,9 @@ def test_session_hours_setting(monkeypatch, session):
 
 
 # --- the app --------------------------------------------------------------------------------------
+# AppTest cannot send cookies, so a "browser" here is the cookie value that auth.browser_token() would
+# read (monkeypatched); the real-browser test (tests/e2e/test_staff_browser.py) sets and sends the
+# real cookie through a reload.
 
 @pytest.fixture
 def eng():
@@ -110,9 +113,31 @@ def eng():
     yield engine
 
 
-def _param(at: AppTest, key: str = "session"):
-    v = at.query_params.get(key)
-    return v[0] if isinstance(v, list) else v
+@pytest.fixture
+def browser(monkeypatch):
+    """The cookie jar of one browser: what the page sends when it opens."""
+    from workbench.app import auth
+
+    jar: dict = {}
+    monkeypatch.setattr(auth, "browser_token", lambda: jar.get("token"))
+    return jar
+
+
+def _cookie_scripts(at: AppTest) -> list[str]:
+    return [e.proto.body for e in at.get("html") if "document.cookie" in e.proto.body]
+
+
+def _set_cookie(at: AppTest) -> str:
+    """The token of the cookie-setting script the last run sent, checked for its attributes."""
+    scripts = _cookie_scripts(at)
+    assert len(scripts) == 1, scripts
+    import re
+
+    m = re.search(r"document\.cookie='(wb_staff_\d+)=([A-Za-z0-9_-]+); Max-Age=(\d+); Path=/; SameSite=Strict'",
+                  scripts[0])
+    assert m, scripts[0]
+    assert int(m.group(3)) == 12 * 3600
+    return m.group(2)
 
 
 def _login(name: str) -> AppTest:
@@ -125,8 +150,10 @@ def _login(name: str) -> AppTest:
     return at
 
 
-def _fresh(**query) -> AppTest:
-    """A new browser session (what a reload or a server restart gives) with this address."""
+def _fresh(jar: dict | None = None, token: str | None = None, **query) -> AppTest:
+    """A new browser session (what a reload or a server restart gives) with this cookie and address."""
+    if jar is not None:
+        jar["token"] = token
     at = AppTest.from_file(MAIN, default_timeout=30)
     for k, v in query.items():
         at.query_params[k] = v
@@ -138,34 +165,35 @@ def _on_login_form(at: AppTest) -> bool:
             and "user" not in at.session_state and [b.label for b in at.button] == ["Log in"])
 
 
-def test_reload_keeps_the_login(eng):
+def test_reload_keeps_the_login(eng, browser):
     at = _login("rita")
-    token = _param(at)
-    assert token
+    token = _set_cookie(at)
+    assert "session" not in at.query_params  # the token never goes into the address
     with Session(eng) as s:
         row = s.exec(select(StaffSession)).one()
         assert row.token_hash == A.hash_session_token(token)
-    again = _fresh(session=token)
+    at.run()
+    assert _cookie_scripts(at) == []  # set once, not on every run
+    again = _fresh(browser, token)
     assert not again.exception, again.exception
     assert again.session_state["user"]["name"] == "rita"
     assert again.session_state["user"]["role"] == "researcher"
     assert again.title[0].value == "Studies"
-    assert _param(again) == token
+    assert "session" not in again.query_params and _cookie_scripts(again) == []
 
 
-def test_page_switch_keeps_the_token_in_the_address(eng):
-    """A sidebar page switch in the browser may drop the query parameters: every run puts the token
-    back from the session (the real-browser test checks the address bar after a switch too)."""
+def test_page_switch_keeps_the_login(eng, browser):
     token = A_token(eng, "rita")
-    at = AppTest.from_file(MAIN, default_timeout=30)
-    at.session_state["user"] = {"id": 1, "name": "rita", "role": "researcher"}
-    at.session_state["_staff_session"] = token
-    at.run()  # no ?session= in the address
-    assert not at.exception, at.exception
-    assert _param(at) == token
+    at = _fresh(browser, token)
     at.switch_page("pages/transcripts.py").run()
     assert not at.exception, at.exception
-    assert _param(at) == token and at.title[0].value == "Transcripts"
+    assert at.title[0].value == "Transcripts" and at.session_state["user"]["name"] == "rita"
+
+
+def test_an_old_token_in_the_address_is_removed_and_ignored(eng, browser):
+    token = A_token(eng, "rita")
+    at = _fresh(browser, None, session=token)  # ?session= of older versions
+    assert _on_login_form(at) and "session" not in at.query_params
 
 
 def A_token(eng, name: str, hours: float | None = None) -> str:
@@ -177,7 +205,7 @@ def A_token(eng, name: str, hours: float | None = None) -> str:
 
 
 @pytest.mark.parametrize("kind", ["unknown", "tampered", "expired", "inactive"])
-def test_invalid_tokens_show_the_login_form(eng, kind):
+def test_invalid_tokens_show_the_login_form(eng, browser, kind):
     token = A_token(eng, "rita", hours=-1 if kind == "expired" else None)
     if kind == "unknown":
         token = "x" * 43
@@ -189,32 +217,33 @@ def test_invalid_tokens_show_the_login_form(eng, kind):
             user.active = False
             s.add(user)
             s.commit()
-    at = _fresh(session=token)
+    at = _fresh(browser, token)
     assert _on_login_form(at), [t.value for t in at.title]
-    assert "session" not in at.query_params
+    assert any("Max-Age=0" in s for s in _cookie_scripts(at))  # the browser is told to forget it
 
 
-def test_role_comes_from_the_account(eng):
+def test_role_comes_from_the_account(eng, browser):
     token = A_token(eng, "ann")
     with Session(eng) as s:
         user = s.exec(select(Annotator).where(Annotator.name == "ann")).one()
         user.role = "researcher"
         s.add(user)
         s.commit()
-    at = _fresh(session=token)
+    at = _fresh(browser, token)
     assert at.session_state["user"]["role"] == "researcher"
 
 
-def test_logout_invalidates_the_token(eng):
+def test_logout_invalidates_the_token(eng, browser):
     at = _login("ann")
-    token = _param(at)
-    again = _fresh(session=token)
+    token = _set_cookie(at)
+    again = _fresh(browser, token)
     assert again.session_state["user"]["name"] == "ann"
     _logout(at)
-    assert "session" not in at.query_params and "user" not in at.session_state
+    assert "user" not in at.session_state and _on_login_form(at)
+    assert any("Max-Age=0" in s for s in _cookie_scripts(at))  # the cookie is cleared...
     with Session(eng) as s:
-        assert s.exec(select(StaffSession)).all() == []
-    assert _on_login_form(_fresh(session=token))
+        assert s.exec(select(StaffSession)).all() == []  # ... and dead even if the browser kept it
+    assert _on_login_form(_fresh(browser, token))
 
 
 def _logout(at: AppTest) -> None:
@@ -224,9 +253,9 @@ def _logout(at: AppTest) -> None:
     assert not at.exception, at.exception
 
 
-def test_annotator_token_cannot_reach_researcher_pages(eng):
+def test_annotator_token_cannot_reach_researcher_pages(eng, browser):
     token = A_token(eng, "ann")
-    at = _fresh(session=token)
+    at = _fresh(browser, token)
     assert not at.exception, at.exception
     assert at.session_state["user"]["role"] == "annotator"
     for page in ("studies.py", "progress.py", "transcripts.py", "simulation.py", "export.py", "dashboard.py",
@@ -236,7 +265,7 @@ def test_annotator_token_cannot_reach_researcher_pages(eng):
             at.switch_page(f"pages/{page}")
     at.switch_page("pages/annotate.py").run()
     assert not at.exception, at.exception
-    assert _param(at) == token and at.session_state["user"]["name"] == "ann"
+    assert at.session_state["user"]["name"] == "ann"
     # The page files themselves refuse the annotator when run directly.
     for page in ("studies.py", "transcripts.py", "export.py"):
         direct = AppTest.from_file(str(Path(MAIN).parent / "pages" / page), default_timeout=30)
@@ -245,9 +274,9 @@ def test_annotator_token_cannot_reach_researcher_pages(eng):
         assert direct.error and "access" in direct.error[0].value
 
 
-def test_participant_links_ignore_staff_tokens(eng):
+def test_participant_links_ignore_staff_tokens(eng, browser):
     token = A_token(eng, "rita")
-    at = _fresh(t=token)  # a staff token given as an invite token is just an invalid invite
+    at = _fresh(browser, None, t=token)  # a staff token given as an invite token is just an invalid invite
     assert "not valid" in at.error[0].value and "user" not in at.session_state
-    at = _fresh(t="not-a-token", session=token)  # a participant link never restores a staff login
+    at = _fresh(browser, token, t="not-a-token")  # a participant link never restores a staff login
     assert "not valid" in at.error[0].value and "user" not in at.session_state

@@ -199,15 +199,20 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
         statuses = [s.get(AnnotationAssignment, a.id).status for a in queue]
         assert statuses == ["done", "pending", "pending", "pending"]
 
-    # A reload starts a new Streamlit session; the login's token in the address (?session=) brings the
-    # annotator back without the login form, on every page of the sidebar; the label stays.
-    expect(page).to_have_url(re.compile(r"[?&]session="))
+    # A reload starts a new Streamlit session; the login's token in a cookie (never in the address)
+    # brings the annotator back without the login form, on every page of the sidebar; the label stays.
+    port = base.rsplit(":", 1)[1].split("/")[0]
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert f"wb_staff_{port}" in cookies, cookies
+    jar = cookies[f"wb_staff_{port}"]
+    assert jar["sameSite"] == "Strict" and jar["expires"] > 0 and len(jar["value"]) >= 40
+    assert jar["value"] not in page.url and "session=" not in page.url
     page.reload()
     expect(page.get_by_text("Log out (ann)")).to_be_visible()
     expect(page.get_by_role("button", name="Log in")).to_have_count(0)
     page.get_by_role("link", name="Annotate").click()
     expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
-    expect(page).to_have_url(re.compile(r"[?&]session="))  # a page switch keeps the token in the address
+    assert "session=" not in page.url
     settle(page)
     page.locator('[data-testid="stSidebar"]').get_by_text("查看之前的条目").click()
     click_until(page, page.get_by_role("button", name="打开"), page.get_by_text("你正在修改已标注过的条目。"))
@@ -219,20 +224,28 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     _assert_blind(page_text(page), "labelling page (revisit)")
     shot(page, SHOTS / "staff-05-annotate-revisit.png")
 
-    # Researcher pages stay out of reach, even by their address.
+    # Researcher pages stay out of reach, even by their address (the cookie keeps her logged in as
+    # herself).
     for path in ("dashboard", "transcripts", "export", "adjudicate"):
         page.goto(f"{base}/{path}")
-        expect(page.get_by_role("button", name="Log in")).to_be_visible()
-        page.get_by_role("textbox", name="User name").fill("ann")
-        page.get_by_role("textbox", name="Password").fill(PASSWORDS["ann"])
-        page.get_by_role("button", name="Log in").click()
         expect(page.get_by_text("Log out (ann)")).to_be_visible()
+        expect(page.get_by_text("Page not found")).to_be_visible()  # not her page: Streamlit says so
         expect(page.get_by_text("Dashboard: human vs agent")).to_have_count(0)
         expect(page.get_by_role("heading", name="Transcripts")).to_have_count(0)
         expect(page.get_by_role("heading", name="Export")).to_have_count(0)
         expect(page.get_by_role("heading", name="Adjudicate disagreements")).to_have_count(0)
         _assert_blind(page_text(page), f"page at /{path}")
     shot(page, SHOTS / "staff-06-annotator-research-url.png")
+    # Logging out clears the cookie, so a reload shows the login form.
+    page.keyboard.press("Escape")  # close the "Page not found" dialog
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    settle(page)
+    click_until(page, page.get_by_text("Log out (ann)"), page.get_by_role("button", name="Log in"))
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.wait_for_function(f"!document.cookie.includes('wb_staff_{port}=')")
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    expect(page.get_by_text("Log out (ann)")).to_have_count(0)
     page.close()
 
     # --- the researcher: home, dashboard (with drill-down), transcripts, export ---------------

@@ -1,20 +1,67 @@
 """Logins of annotators and researchers (participants never log in).
 
-A login survives a reload and a server restart: it is a random token kept in the page's address
-(``?session=``; Streamlit offers no way to set a cookie) whose SHA-256 hash is stored with the
-account and an expiry time. Participants' ``?t=`` links are handled before any of this.
+A login survives a reload and a server restart: it is a random token kept in a browser cookie
+whose SHA-256 hash is stored with the account and an expiry time. Streamlit can read cookies
+(``st.context.cookies``, sent when the page opens) but has no call to set one, so the page sets and
+clears it with a one-line script. The token never appears in the address, so it does not end up in
+the history, in a shared link or in a screenshot. Participants' ``?t=`` links are handled before
+any of this.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import streamlit as st
 
 from db.engine import session_scope
 
+# Older versions kept the token in the address as ?session=; it is removed from the address on sight.
 SESSION_PARAM = "session"
 _TOKEN_KEY = "_staff_session"
+_COOKIE_OP = "_staff_cookie_op"  # ("set", token) or ("clear", None): done at the next page run
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{20,200}")
+
+
+def cookie_name() -> str:
+    """One cookie per server port: browsers share cookies across the ports of a host, and two
+    workbench servers on one machine must not log each other out."""
+    try:
+        port = int(st.get_option("server.port"))
+    except Exception:  # noqa: BLE001 - no server (tests)
+        port = 0
+    return f"wb_staff_{port}"
+
+
+def browser_token() -> Optional[str]:
+    """The staff token the browser sent with the page (None without one)."""
+    try:
+        value = st.context.cookies.get(cookie_name())
+    except Exception:  # noqa: BLE001 - no browser connection (AppTest, bare mode)
+        return None
+    return value if isinstance(value, str) and _TOKEN_SHAPE.fullmatch(value) else None
+
+
+def _cookie_script() -> None:
+    """Carry out a pending cookie change in the browser (a script in the page: Streamlit has no
+    Set-Cookie). The token is checked against its shape before it goes into the script."""
+    op = st.session_state.pop(_COOKIE_OP, None)
+    if op is None:
+        return
+    action, token = op
+    name = cookie_name()
+    if action == "set" and token and _TOKEN_SHAPE.fullmatch(token):
+        from workbench.accounts import session_hours
+
+        value, age = token, int(session_hours() * 3600)
+    else:
+        value, age = "", 0
+    st.html(
+        "<script>(function(){var s=location.protocol==='https:'?'; Secure':'';"
+        f"document.cookie='{name}={value}; Max-Age={age}; Path=/; SameSite=Strict'+s;}})();</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def current_user() -> Optional[dict]:
@@ -36,19 +83,19 @@ def login(name: str, password: str) -> bool:
         token = create_session(session, user)
         st.session_state["user"] = _user_dict(user)
     st.session_state[_TOKEN_KEY] = token
-    st.query_params[SESSION_PARAM] = token
+    st.session_state[_COOKIE_OP] = ("set", token)
     return True
 
 
 def restore_login() -> None:
-    """Run at the top of every staff page run: bring back a login after a reload or a restart, and
-    keep its token in the address (a sidebar page switch may drop the query parameters)."""
-    token = st.session_state.get(_TOKEN_KEY)
+    """Run at the top of every staff page run: bring back a login after a reload or a restart from
+    the browser's cookie, and carry out a pending cookie change (after a login or a logout)."""
+    if SESSION_PARAM in st.query_params:
+        del st.query_params[SESSION_PARAM]
+    _cookie_script()
     if st.session_state.get("user") is not None:
-        if token and st.query_params.get(SESSION_PARAM) != token:
-            st.query_params[SESSION_PARAM] = token
         return
-    token = st.query_params.get(SESSION_PARAM)
+    token = browser_token()
     if not token:
         return
     from workbench.accounts import user_for_session
@@ -58,8 +105,9 @@ def restore_login() -> None:
         user = user_for_session(session, token)
         found = _user_dict(user) if user is not None else None
     if found is None:
-        # Unknown, expired or revoked: drop it so the login form starts from a clean address.
-        del st.query_params[SESSION_PARAM]
+        # Unknown, expired or revoked: the browser forgets it; the login form follows.
+        st.session_state[_COOKIE_OP] = ("clear", None)
+        _cookie_script()
         return
     st.session_state["user"] = found
     st.session_state[_TOKEN_KEY] = token
@@ -69,12 +117,11 @@ def logout() -> None:
     from workbench.accounts import end_session
     from workbench.app.common import engine
 
-    token = st.session_state.pop(_TOKEN_KEY, None) or st.query_params.get(SESSION_PARAM)
+    token = st.session_state.pop(_TOKEN_KEY, None) or browser_token()
     if token:
         with session_scope(engine()) as session:
-            end_session(session, token)
-    if SESSION_PARAM in st.query_params:
-        del st.query_params[SESSION_PARAM]
+            end_session(session, token)  # the token is dead even if the browser kept the cookie
+    st.session_state[_COOKIE_OP] = ("clear", None)
     st.session_state.pop("user", None)
 
 

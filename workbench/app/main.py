@@ -39,7 +39,7 @@ params = st.query_params
 if "t" in params or "PROLIFIC_PID" in params:
     nav = st.navigation([st.Page(PAGES / "participant.py", title="Study", default=True)], position="hidden")
 else:
-    restore_login()  # a reload or a server restart keeps a staff login (``?session=``)
+    restore_login()  # a reload or a server restart keeps a staff login (a cookie)
     user = current_user()
     if user is None:
         # The login form is drawn here rather than as a page, so that after logging in the
