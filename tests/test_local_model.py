@@ -74,3 +74,21 @@ def test_local_smollm2_structured_output_is_grammar_constrained(sqlite_engine):
     finally:
         JSON_SCHEMA.reset(token)
     assert free_key != constrained_key
+
+
+@pytest.mark.slow
+def test_local_context_overflow_fails_at_once_with_the_fix(sqlite_engine):
+    """A prompt longer than the context is not retried (it would fail the same way) and the error
+    names the option to change; the failed call is recorded."""
+    if not HAVE_LLAMA and not os.environ.get("CI"):
+        pytest.skip("llama_cpp is not importable: pip install 'llm-user-workbench[local]'")
+    from workbench.llm import LLMError, get_model
+    from workbench.llm.recording import recorded
+
+    model = recorded(get_model("local/smollm2", n_ctx=256), sqlite_engine, "simulator")
+    with pytest.raises(LLMError, match="context of 256 tokens: raise the model option n_ctx") as err:
+        model.complete([{"role": "user", "content": "plan a trip " * 300}], max_tokens=8)
+    assert not err.value.retryable
+    with Session(sqlite_engine) as s:
+        calls = s.exec(select(LLMCall)).all()
+        assert len(calls) == 1 and "n_ctx" in (calls[0].error or "")

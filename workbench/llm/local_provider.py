@@ -99,13 +99,23 @@ class LocalChatModel(ChatModel):
             kw["response_format"] = {"type": "json_object", "schema": schema}
         return kw
 
+    def _failure(self, exc: Exception) -> LLMError:
+        """Not retryable: a local model fails the same way again (no network, no rate limit), so
+        the error comes at once, with what to change where the cause is known."""
+        msg = f"{self.name} failed: {exc}"
+        if "context window" in str(exc) or "exceed" in str(exc).lower():
+            msg += (f" (the prompt does not fit the model's context of {self.options.n_ctx} tokens: raise the"
+                    " model option n_ctx, shorten the conversation with a lower turn limit, or use a model"
+                    " with a longer context)")
+        return LLMError(msg, retryable=False)
+
     def _call(self, messages: list[dict], params: dict) -> Completion:
         llm = self.llama()
         with self._lock:
             try:
                 resp = llm.create_chat_completion(messages=messages, **self._kwargs(params))
             except Exception as exc:
-                raise LLMError(f"{self.name} failed: {exc}") from None
+                raise self._failure(exc) from None
         text = resp["choices"][0]["message"].get("content") or ""
         u = resp.get("usage") or {}
         return Completion(text=text, model=self.name, usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0)),
@@ -126,4 +136,4 @@ class LocalChatModel(ChatModel):
                     if piece:
                         yield piece
             except Exception as exc:
-                raise LLMError(f"{self.name} failed: {exc}") from None
+                raise self._failure(exc) from None
