@@ -201,3 +201,53 @@ def test_cli_dry_run(use_db, monkeypatch, capsys):
         main(["simulate", "--study", "nope", "--dry-run", "--simulator-model", "scripted/x"])
     assert exc.value.code == 2
     eng.dispose()
+
+
+def test_simulation_runs_survive_a_jsonl_round_trip(sqlite_engine, tmp_path, monkeypatch):
+    """export jsonl carries each agent conversation's run; import re-creates the run (parameters,
+    status, the exported key) and links the conversations with their replicates; a re-import adds
+    nothing, and an import into the same database under another name gets a run key of its own."""
+    from workbench.dataio.export import export_study
+    from workbench.dataio.jsonl import import_jsonl
+
+    _study(sqlite_engine, profiles=1)
+    with FakeLLMServer(responder=responder(2)) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        summ = run_simulation(sqlite_engine, "s", "openai/fake-sim", n_per_condition=2, max_turns=3)
+    with Session(sqlite_engine) as s:
+        run = s.exec(select(SimulationRun)).one()
+        orig = {c.external_id or f"export:{c.id}": (c.replicate, s.get(Condition, c.condition_id).key)
+                for c in s.exec(select(Conversation)).all()}
+        run_key, run_params, run_status = run.key, run.params, run.status
+    assert summ.completed == len(orig) and {r for r, _ in orig.values()} == {0, 1}
+    out = tmp_path / "out"
+    export_study(sqlite_engine, "s", "jsonl", out)
+    line = json.loads((out / "conversations.jsonl").read_text("utf-8").splitlines()[0])
+    assert line["run"]["key"] == run_key and line["run"]["params"]["simulator_model"] == "openai/fake-sim"
+
+    fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    upgrade(fresh)
+    rep = import_jsonl(fresh, out)
+    assert rep.imported == len(orig) and not rep.warnings
+
+    def runs_of(engine, study):
+        with Session(engine) as s:
+            from db.models import Study
+            sid = s.exec(select(Study.id).where(Study.name == study)).one()
+            runs = s.exec(select(SimulationRun).where(SimulationRun.study_id == sid)).all()
+            convs = s.exec(select(Conversation).where(Conversation.study_id == sid)).all()
+            got = {c.external_id: (c.replicate, s.get(Condition, c.condition_id).key, c.run_id) for c in convs}
+            return runs, got
+
+    runs, got = runs_of(fresh, "s")
+    assert len(runs) == 1 and runs[0].key == run_key and runs[0].status == run_status
+    assert runs[0].params == {**run_params, "imported_from": run_key}
+    assert {e: (r, k) for e, (r, k, _) in got.items()} == orig and {i for *_, i in got.values()} == {runs[0].id}
+    assert import_jsonl(fresh, out).imported == 0 and len(runs_of(fresh, "s")[0]) == 1  # re-import: nothing new
+    fresh.dispose()
+
+    rep = import_jsonl(sqlite_engine, out, study="copy")  # same database, another study
+    runs, got = runs_of(sqlite_engine, "copy")
+    assert rep.imported == len(orig) and len(runs) == 1 and runs[0].key != run_key
+    assert runs[0].key.startswith(run_key[:20]) and runs[0].params["imported_from"] == run_key
+    assert {i for *_, i in got.values()} == {runs[0].id}

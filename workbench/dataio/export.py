@@ -27,6 +27,7 @@ from db.models import (
     Participant,
     Profile,
     Scenario,
+    SimulationRun,
     SimulatorConfig,
     Study,
     TaskContext,
@@ -128,6 +129,7 @@ def conversation_lines(session: Session, study: Study):
     assts = {a.id: a for a in session.exec(select(AssistantConfig).where(AssistantConfig.id.in_(asst_ids))).all()} \
         if asst_ids else {}
     sims = {c.id: c for c in session.exec(select(SimulatorConfig)).all()}
+    runs = {r.id: r for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()}
     pseudos = dict(session.exec(select(Participant.id, Participant.pseudonym)
                                 .where(Participant.study_id == study.id)).all())
     convs = session.exec(select(Conversation).where(Conversation.study_id == study.id).order_by(Conversation.id)).all()
@@ -160,6 +162,10 @@ def conversation_lines(session: Session, study: Study):
             "participant": pseudos.get(conv.participant_id),
             "replicate": conv.replicate,
             "run_id": conv.run_id,
+            # the simulation run that made it (re-created by `import jsonl`, so provenance survives a round trip)
+            "run": None if conv.run_id not in runs else {
+                "key": runs[conv.run_id].key, "status": runs[conv.run_id].status, "params": runs[conv.run_id].params,
+                "created_at": runs[conv.run_id].created_at, "finished_at": runs[conv.run_id].finished_at},
             "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
             "started_at": conv.started_at,
             "ended_at": conv.ended_at,

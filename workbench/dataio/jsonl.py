@@ -20,7 +20,8 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from db.models import Conversation
+from db.models import Conversation, SimulationRun
+from db.types import utcnow
 from workbench.dataio.report import ImportReport, Progress
 from workbench.dataio.writer import (
     AssistantSpec,
@@ -91,6 +92,8 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
     records = []
     ext_of: dict[Any, str] = {}  # exported conversation id -> external id of the imported record
     twin_of: dict[str, Any] = {}  # external id of a digital twin -> exported id of its human original
+    runs: dict[str, dict] = {}  # exported simulation run key -> the run as exported
+    run_of: dict[str, tuple[str, int]] = {}  # external id -> (exported run key, replicate)
     with file.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -115,11 +118,16 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
             ext_of[obj["id"]] = rec.external_id
             if obj.get("twin_of") is not None:
                 twin_of[rec.external_id] = obj["twin_of"]
+            run = obj.get("run")
+            if isinstance(run, dict) and isinstance(run.get("key"), str) and run["key"]:
+                runs.setdefault(run["key"], run)
+                run_of[rec.external_id] = (run["key"], obj.get("replicate") or 0)
     if not report.study:
         report.study = "imported"
     write_records(engine, records, report, description=f"Imported from {file}", single_transaction=strict,
                   progress=progress)
     _link_twins(engine, report, ext_of, twin_of)
+    _link_runs(engine, report, runs, run_of)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -143,6 +151,55 @@ def _link_twins(engine: Engine, report: ImportReport, ext_of: dict, twin_of: dic
                 continue
             session.execute(update(Conversation.__table__).where(Conversation.__table__.c.id == ids[ext])
                             .values(twin_of_id=target))
+        session.commit()
+
+
+def _link_runs(engine: Engine, report: ImportReport, runs: dict[str, dict], run_of: dict[str, tuple[str, int]]) -> None:
+    """Re-create the simulation runs of the exported agent conversations in the study (status, times
+    and parameters as exported, the exported key in ``params["imported_from"]``) and link their
+    conversations with their replicate numbers. Conversations already linked (a re-import) are left
+    alone, and a re-import reuses the run it created before."""
+    if not run_of or not report.study_id:
+        return
+    with Session(engine) as session:
+        convs = session.exec(select(Conversation).where(Conversation.study_id == report.study_id,
+                                                        Conversation.external_id.in_(list(run_of)))).all()
+        todo: dict[str, list[Conversation]] = defaultdict(list)
+        for conv in convs:
+            if conv.run_id is None and conv.user_kind == "agent" and conv.simulator_config_id is not None:
+                todo[run_of[conv.external_id][0]].append(conv)
+        if not todo:
+            return
+        mine = {(r.params or {}).get("imported_from"): r for r in session.exec(
+            select(SimulationRun).where(SimulationRun.study_id == report.study_id)).all()}
+        for key, members in todo.items():
+            exported = runs[key]
+            run = mine.get(key)
+            if run is None:
+                new_key, n = key[:64], 1
+                while session.exec(select(SimulationRun.id).where(SimulationRun.key == new_key)).first() is not None:
+                    suffix = f"-import{report.study_id}" + (f"-{n}" if n > 1 else "")
+                    new_key, n = key[:64 - len(suffix)] + suffix, n + 1
+                params = exported.get("params") if isinstance(exported.get("params"), dict) else {}
+                run = SimulationRun(study_id=report.study_id, key=new_key,
+                                    simulator_config_id=members[0].simulator_config_id,
+                                    params={**params, "imported_from": key},
+                                    status=str(exported.get("status") or "finished")[:40],
+                                    created_at=_time_or_none(exported.get("created_at")) or utcnow(),
+                                    finished_at=_time_or_none(exported.get("finished_at")))
+                session.add(run)
+                session.flush()
+            taken = set(session.exec(select(Conversation.condition_id, Conversation.replicate)
+                                     .where(Conversation.run_id == run.id)).all())
+            for conv in members:
+                replicate = int(run_of[conv.external_id][1]) if str(run_of[conv.external_id][1]).isdigit() else 0
+                if (conv.condition_id, replicate) in taken:
+                    report.warnings.append(f"conversation {conv.external_id}: run {key} already has replicate "
+                                           f"{replicate} of its condition; imported without the run link")
+                    continue
+                taken.add((conv.condition_id, replicate))
+                conv.run_id, conv.replicate = run.id, replicate
+                session.add(conv)
         session.commit()
 
 
@@ -230,6 +287,13 @@ def _json(v: Any) -> Any:
         except json.JSONDecodeError:
             return v
     return v
+
+
+def _time_or_none(v: Any) -> Optional[datetime]:
+    try:
+        return _time(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _time(v: Any) -> Optional[datetime]:
