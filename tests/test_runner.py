@@ -203,25 +203,25 @@ def test_cli_dry_run(use_db, monkeypatch, capsys):
     eng.dispose()
 
 
-def test_simulation_runs_survive_a_jsonl_round_trip(sqlite_engine, tmp_path, monkeypatch):
+def test_simulation_runs_survive_a_jsonl_round_trip(engine, tmp_path, monkeypatch):
     """export jsonl carries each agent conversation's run; import re-creates the run (parameters,
     status, the exported key) and links the conversations with their replicates; a re-import adds
     nothing, and an import into the same database under another name gets a run key of its own."""
     from workbench.dataio.export import export_study
     from workbench.dataio.jsonl import import_jsonl
 
-    _study(sqlite_engine, profiles=1)
+    _study(engine, profiles=1)
     with FakeLLMServer(responder=responder(2)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
-        summ = run_simulation(sqlite_engine, "s", "openai/fake-sim", n_per_condition=2, max_turns=3)
-    with Session(sqlite_engine) as s:
+        summ = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, max_turns=3)
+    with Session(engine) as s:
         run = s.exec(select(SimulationRun)).one()
         orig = {c.external_id or f"export:{c.id}": (c.replicate, s.get(Condition, c.condition_id).key)
                 for c in s.exec(select(Conversation)).all()}
         run_key, run_params, run_status = run.key, run.params, run.status
     assert summ.completed == len(orig) and {r for r, _ in orig.values()} == {0, 1}
     out = tmp_path / "out"
-    export_study(sqlite_engine, "s", "jsonl", out)
+    export_study(engine, "s", "jsonl", out)
     line = json.loads((out / "conversations.jsonl").read_text("utf-8").splitlines()[0])
     assert line["run"]["key"] == run_key and line["run"]["params"]["simulator_model"] == "openai/fake-sim"
 
@@ -246,8 +246,8 @@ def test_simulation_runs_survive_a_jsonl_round_trip(sqlite_engine, tmp_path, mon
     assert import_jsonl(fresh, out).imported == 0 and len(runs_of(fresh, "s")[0]) == 1  # re-import: nothing new
     fresh.dispose()
 
-    rep = import_jsonl(sqlite_engine, out, study="copy")  # same database, another study
-    runs, got = runs_of(sqlite_engine, "copy")
+    rep = import_jsonl(engine, out, study="copy")  # same database, another study
+    runs, got = runs_of(engine, "copy")
     assert rep.imported == len(orig) and len(runs) == 1 and runs[0].key != run_key
     assert runs[0].key.startswith(run_key[:20]) and runs[0].params["imported_from"] == run_key
     assert {i for *_, i in got.values()} == {runs[0].id}
