@@ -92,3 +92,35 @@ def test_local_context_overflow_fails_at_once_with_the_fix(sqlite_engine):
     with Session(sqlite_engine) as s:
         calls = s.exec(select(LLMCall)).all()
         assert len(calls) == 1 and "n_ctx" in (calls[0].error or "")
+
+
+@pytest.mark.slow
+def test_concurrent_calls_to_the_shared_local_model_do_not_crash(tmp_path):
+    """Several model objects share one loaded llama.cpp model; calls from several threads at once
+    (a run with --concurrency 4, or participants in the app) must wait for each other. Before the
+    process-wide lock this died with a segfault, so the check runs in a child process."""
+    if not HAVE_LLAMA and not os.environ.get("CI"):
+        pytest.skip("llama_cpp is not importable: pip install 'llm-user-workbench[local]'")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import sys, threading\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from workbench.llm import get_model\n"
+        "models = [get_model('local/smollm2') for _ in range(4)]\n"
+        "errors = []\n"
+        "def work(m, i):\n"
+        "    try:\n"
+        "        for j in range(3):\n"
+        "            m.complete([{'role': 'user', 'content': f'Say hello {i} {j}'}], max_tokens=8, seed=i)\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=work, args=(m, i)) for i, m in enumerate(models)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print('errors', errors)\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "errors []" in proc.stdout

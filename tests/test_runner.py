@@ -251,3 +251,38 @@ def test_simulation_runs_survive_a_jsonl_round_trip(engine, tmp_path, monkeypatc
     assert rep.imported == len(orig) and len(runs) == 1 and runs[0].key != run_key
     assert runs[0].key.startswith(run_key[:20]) and runs[0].params["imported_from"] == run_key
     assert {i for *_, i in got.values()} == {runs[0].id}
+
+
+def test_runs_table_flags_a_run_whose_process_stopped(engine):
+    """A run left 'running' by a killed process shows as possibly stopped once no turn came for a while."""
+    from datetime import timedelta
+
+    from workbench.participation.console import STALE_MINUTES, simulation_runs_df
+
+    _study(engine)
+    with Session(engine) as s:
+        cond = s.exec(select(Condition)).first()
+        from db.models import SimulatorConfig
+
+        sim = SimulatorConfig(model="openai/fake-sim", name="t", fingerprint="f" * 64)
+        s.add(sim)
+        s.flush()
+        runs = []
+        for age in (1, STALE_MINUTES + 20):
+            run = SimulationRun(study_id=cond.study_id, key=f"k{age}", simulator_config_id=sim.id, params={},
+                                status="running")
+            s.add(run)
+            s.flush()
+            conv = Conversation(study_id=cond.study_id, condition_id=cond.id, user_kind="agent", run_id=run.id,
+                                simulator_config_id=sim.id, status="in_progress", started_at=utcnow())
+            s.add(conv)
+            s.flush()
+            s.add(Turn(conversation_id=conv.id, index=0, role="user", content="hi",
+                       created_at=utcnow() - timedelta(minutes=age)))
+            runs.append(run)
+        s.commit()
+        df = simulation_runs_df(s, cond.study_id).set_index("run")
+    assert df.loc["k1", "status"] == "running"
+    stale = df.loc[f"k{STALE_MINUTES + 20}", "status"]
+    assert "may have stopped" in stale and "start it again to resume" in stale
+    assert list(df["in_progress"]) == [1, 1] and df["last_turn_at"].notna().all()

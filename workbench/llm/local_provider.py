@@ -21,6 +21,11 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _cache: dict[tuple, Any] = {}  # loaded models are shared within the process (loading costs seconds)
 _cache_lock = threading.Lock()
+# One generation at a time in the whole process. A llama.cpp context is not thread-safe, and the cached
+# model is shared by every LocalChatModel with the same file (a run's simulator and assistant, the
+# app's participants): two calls into it at once corrupt its memory and kill the process. Generation
+# is CPU-bound, so running local calls one after another loses little.
+_call_lock = threading.Lock()
 
 
 class LocalOptions(BaseModel):
@@ -72,7 +77,7 @@ class LocalChatModel(ChatModel):
             if self.path.suffix != ".gguf" or not self.path.is_file():
                 raise UserInputError(f"local/{model}: expected 'local/smollm2' or a path to an existing .gguf file")
         _llama_module()  # fail early with the install hint
-        self._lock = threading.Lock()  # a llama.cpp context serves one request at a time
+        self._lock = _call_lock
 
     def public_options(self) -> dict:
         return {"n_ctx": self.options.n_ctx, "file": self.path.name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -20,8 +21,10 @@ from db.models import (
     Scenario,
     SimulationRun,
     Study,
+    Turn,
 )
 from db.repo import conversations_df, get_study
+from db.types import utcnow
 from scenarios import load_library, sync_library
 from workbench.dataio.export import export_study
 from workbench.errors import UserInputError
@@ -218,17 +221,40 @@ def simulation_status(key: str) -> dict:
     return {"running": bool(t and t.is_alive()), "error": _run_errors.get(key)}
 
 
+STALE_MINUTES = 10
+
+
+def as_utc(value) -> Optional[datetime]:
+    """An aggregate's datetime as aware UTC (SQLite may hand back a naive value or a string)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
+    """One row per run. A run still marked running whose last turn is older than ``STALE_MINUTES``
+    has most likely lost its process (a killed CLI, a restarted server): the status says so, and
+    starting the same simulation again resumes it."""
     rows = []
+    now = utcnow()
     for run in session.exec(select(SimulationRun).where(SimulationRun.study_id == study_id)
                             .order_by(SimulationRun.id)).all():
         counts = dict(session.exec(select(Conversation.status, func.count(Conversation.id))
                                    .where(Conversation.run_id == run.id).group_by(Conversation.status)).all())
-        rows.append({"run": run.key[:12], "status": run.status, "created_at": run.created_at,
-                     "finished_at": run.finished_at, "completed": counts.get("completed", 0),
+        last = session.exec(select(func.max(Turn.created_at)).join(Conversation, Conversation.id == Turn.conversation_id)
+                            .where(Conversation.run_id == run.id)).one()
+        last = as_utc(last) or as_utc(run.created_at)
+        status = run.status
+        if status == "running" and last is not None and (now - last).total_seconds() > STALE_MINUTES * 60:
+            idle = int((now - last).total_seconds() // 60)
+            status = f"running? no new turn for {idle} min: its process may have stopped; start it again to resume"
+        rows.append({"run": run.key[:12], "status": status, "created_at": run.created_at,
+                     "finished_at": run.finished_at, "last_turn_at": last, "completed": counts.get("completed", 0),
                      "in_progress": counts.get("in_progress", 0), "failed": counts.get("failed", 0)})
-    return pd.DataFrame(rows, columns=["run", "status", "created_at", "finished_at", "completed", "in_progress",
-                                       "failed"])
+    return pd.DataFrame(rows, columns=["run", "status", "created_at", "finished_at", "last_turn_at", "completed",
+                                       "in_progress", "failed"])
 
 
 def export(engine: Engine, study_name: str, fmt: str, out_dir: Path) -> list[Path]:
