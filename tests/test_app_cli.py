@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from workbench.errors import UserInputError
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -93,3 +95,13 @@ def test_console_creates_study_from_packs(sqlite_engine):
         assert settings.completion_code == "XYZ"
         with pytest.raises(Exception, match="invalid settings"):
             C.update_settings(s, "packs", {"max_turns": 0})
+        # the rules across fields hold for changes as they do at creation, and a refused change stores nothing
+        with pytest.raises(UserInputError, match=r"min turns \(5\) is greater than max turns \(3\)"):
+            C.update_settings(s, "packs", {"min_turns": 5, "max_turns": 3})
+        C.update_settings(s, "packs", {"profile_mode": "assigned"})  # every condition has a profile: fine
+        C.update_settings(s, "packs", {"profile_mode": "participant"})
+        C.create_study_from_packs(s, "bare", "openai/gpt-4o-mini", ["travel_planning"], 0, "en", None, {})
+        with pytest.raises(UserInputError, match="'assigned' needs a profile in every condition"):
+            C.update_settings(s, "bare", {"profile_mode": "assigned"})
+        s.commit()
+        assert C.get_settings(s, "packs").max_turns == 10 and C.get_settings(s, "bare").profile_mode == "participant"

@@ -58,6 +58,13 @@ class StudySettings(BaseModel):
         return v
 
 
+def check_settings(cfg: StudySettings) -> None:
+    """Rules across fields, for creating a study and for changing its settings alike (reading stored
+    settings does not apply them, so an old study never becomes unreadable)."""
+    if cfg.min_turns > cfg.max_turns:
+        raise UserInputError(f"min turns ({cfg.min_turns}) is greater than max turns ({cfg.max_turns})")
+
+
 def study_settings(study: Study) -> StudySettings:
     return StudySettings.model_validate(study.settings or {})
 
@@ -127,8 +134,7 @@ def create_study(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise UserInputError(f"invalid study settings: {problems}") from None
-    if study_cfg.min_turns > study_cfg.max_turns:
-        raise UserInputError(f"min turns ({study_cfg.min_turns}) is greater than max turns ({study_cfg.max_turns})")
+    check_settings(study_cfg)
 
     lib = library if library is not None else load_library()
     keys = list(scenarios) if scenarios else lib.reference_scenarios()

@@ -30,7 +30,7 @@ from workbench.dataio.export import export_study
 from workbench.errors import UserInputError
 from workbench.participation.flow import TurnView, conversation_turns
 from workbench.simulation.runner import run_simulation
-from workbench.studies import StudySettings, create_study, study_settings
+from workbench.studies import StudySettings, check_settings, create_study, study_settings
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +169,13 @@ def update_settings(session: Session, study_name: str, changes: dict) -> StudySe
         new = StudySettings.model_validate({**(study.settings or {}), **changes})
     except Exception as exc:
         raise UserInputError(f"invalid settings: {exc}") from exc
+    check_settings(new)
+    if new.profile_mode == "assigned":
+        without = session.exec(select(func.count(Condition.id)).where(Condition.study_id == study.id,
+                                                                      Condition.profile_id.is_(None))).one()
+        if without:
+            raise UserInputError(f"profile mode 'assigned' needs a profile in every condition; {without} condition(s) "
+                                 "of this study have none (create the study with profiles, or keep 'participant')")
     study.settings = new.model_dump(mode="json")
     session.add(study)
     session.flush()
