@@ -291,9 +291,9 @@ def test_adjudication_page(db):
     with Session(eng, expire_on_commit=False) as s:
         s.add(Annotator(name="res", role="researcher"))
         conv = s.exec(select(AnnotationAssignment.conversation_id).order_by(AnnotationAssignment.id)).first()
-        for name, pol in (("ann", "Polite"), ("bob", "Impolite")):
+        for name, pol, form in (("ann", "Polite", "Oral"), ("bob", "Impolite", "Formal")):
             a = s.exec(select(Annotator).where(Annotator.name == name)).one()
-            save_labels(s, 1, a, conv, cb, full_labels(cb) | {"politeness": pol})
+            save_labels(s, 1, a, conv, cb, full_labels(cb) | {"politeness": pol, "formality": form})
         s.commit()
         res = s.exec(select(Annotator).where(Annotator.name == "res")).one().id
     denied = page(users, "ann", "annotator", file="adjudicate.py")
@@ -304,18 +304,30 @@ def test_adjudication_page(db):
     at.run()
     assert not at.exception, at.exception
     _assert_replies_safe(at)
-    assert "0 of 1 disagreements settled" in at.get("progress")[0].proto.text
+    assert "0 of 2 disagreements settled" in at.get("progress")[0].proto.text
+    box = at.selectbox(key="adj_item")  # options: the names shown; value: the item's stable id
+    assert len(box.options) == 2 and box.value is not None
+    if "politeness" not in box.value:
+        box.set_value(f"{conv}|politeness|-1").run()
     labels_md = "\n".join(m.value for m in at.markdown)
     assert "- ann: **Polite**" in labels_md and "- bob: **Impolite**" in labels_md
     at.radio[0].set_value("Polite")
     at.text_input[0].input("thanks in turn 1")
     at.button[0].click().run()
     assert not at.exception and not at.error
+    # the settled item leaves the list and the box names the item now shown, not the old one
+    box = at.selectbox(key="adj_item")
+    assert box.options == [f"conversation {conv}: formality"] and box.value == f"{conv}|formality|-1"
+    assert box.index == 0
+    assert "Formality" in at.subheader[0].value
+    assert "1 of 2 disagreements settled" in at.get("progress")[0].proto.text
     with Session(eng) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == "adjudicated:pilot")).one()
         lab = s.exec(select(Label).where(Label.source_id == src.id)).one()
         assert (lab.conversation_id, lab.dimension, lab.value) == (conv, "politeness", "Polite")
         assert lab.rationale == "adjudicated by res: thanks in turn 1"
+    at.radio[0].set_value("Oral")
+    at.button[0].click().run()
     assert at.success and "settled" in at.success[0].value
 
 

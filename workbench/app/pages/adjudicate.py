@@ -42,17 +42,23 @@ if df.empty:
     st.success("Nothing to adjudicate." if not n_all else "Every disagreement is settled.")
     st.stop()
 
-keys = list(range(len(df)))
+# Items are chosen by a stable id (conversation, dimension, turn), not by position: after a decision
+# the list shrinks, and a position would silently point at another item under the old name.
+df = df.reset_index(drop=True)
+ids = [f"{r.conversation_id}|{r.dimension}|{int(r.turn_index)}" for r in df.itertuples()]
+row_of = {item: i for i, item in enumerate(ids)}
+if st.session_state.get("adj_item") not in row_of:
+    st.session_state["adj_item"] = ids[0]  # the item just settled (or a filter) is gone: the next one
 
 
-def _describe(i: int) -> str:
-    r = df.iloc[i]
+def _describe(item: str) -> str:
+    r = df.iloc[row_of[item]]
     turn = f", turn {int(r['turn_index']) + 1}" if r["turn_index"] >= 0 else ""
     return f"conversation {r['conversation_id']}: {r['dimension']}{turn}"
 
 
-pick = st.selectbox("Item", keys, format_func=_describe, key="adj_item")
-row = df.iloc[pick]
+pick = st.selectbox("Item", ids, format_func=_describe, key="adj_item")
+row = df.iloc[row_of[pick]]
 dim = codebook.get(row["dimension"]) if row["dimension"] in codebook else None
 with session_scope(eng) as s:
     view = blind_view(s, int(row["conversation_id"]), "en")  # researchers read the language of the codebook
