@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -488,6 +490,18 @@ def test_export_page_offers_downloads(eng):
     assert not at.exception and not at.error, [e.value for e in at.error]
     labels = [b.label for b in at.get("download_button")]
     assert any("turns" in label for label in labels) and any("conversations" in label for label in labels)
+    first = Path(at.session_state["export"]["dir"])
+    assert first.is_dir() and first.parent.name == "workbench-exports"
+    # another format: the csv buttons go away until that export is made (never another export's files)
+    at.radio[0].set_value("jsonl").run()
+    assert not at.get("download_button") and "press Export" in at.caption[-1].value
+    stale = first.parent / "export-stale-test"
+    stale.mkdir(exist_ok=True)
+    os.utime(stale, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    [b for b in at.button if b.label == "Export"][0].click().run()
+    assert any(b.label == "Download conversations.jsonl" for b in at.get("download_button"))
+    assert not first.exists()  # the previous export of the session is deleted...
+    assert not stale.exists()  # ... and any export folder older than a day
 
 
 def assert_safe_reply(value: str) -> None:

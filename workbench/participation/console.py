@@ -264,6 +264,43 @@ def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
                                        "in_progress", "failed"])
 
 
+EXPORT_ROOT = "workbench-exports"
+EXPORT_KEEP_HOURS = 24
+
+
+def export_for_download(engine: Engine, study_name: str, fmt: str, previous: Optional[dict] = None) -> dict:
+    """Export into a fresh folder under the temp directory for the page's download buttons. The
+    ``previous`` export (of the same browser session) is deleted, and so is every export folder older
+    than ``EXPORT_KEEP_HOURS``, so exports do not pile up on the server."""
+    import shutil
+    import tempfile
+    import time
+
+    root = Path(tempfile.gettempdir()) / EXPORT_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    if previous and previous.get("dir"):
+        shutil.rmtree(previous["dir"], ignore_errors=True)
+    cutoff = time.time() - EXPORT_KEEP_HOURS * 3600
+    for old in root.iterdir():
+        try:
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    out = Path(tempfile.mkdtemp(prefix="export-", dir=root))
+    try:
+        files = export(engine, study_name, fmt, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {"study": study_name, "format": fmt, "dir": str(out), "files": [str(p) for p in files], "at": utcnow()}
+
+
+def export_files(done: dict) -> list[Path]:
+    """The files of an ``export_for_download`` result that still exist."""
+    return [p for p in map(Path, done.get("files", [])) if p.is_file()]
+
+
 def export(engine: Engine, study_name: str, fmt: str, out_dir: Path) -> list[Path]:
     if fmt not in ("jsonl", "csv", "parquet"):
         raise UserInputError("the export format is jsonl, csv or parquet")

@@ -1,12 +1,9 @@
 """Researcher: export a study (jsonl, csv, parquet) and download the files."""
 
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
 from workbench.app.auth import require_role
-from workbench.app.common import engine, study_names
+from workbench.app.common import engine, escape_markdown, study_names
 from workbench.errors import WorkbenchError
 from workbench.participation import console as C
 
@@ -17,11 +14,19 @@ names = study_names(eng)
 study = st.selectbox("Study", names)
 fmt = st.radio("Format", ["jsonl", "csv", "parquet"], horizontal=True)
 if st.button("Export", type="primary"):
-    out = Path(tempfile.mkdtemp(prefix="workbench-export-"))
     try:
-        st.session_state["export_files"] = [str(p) for p in C.export(eng, study, fmt, out)]
+        with st.spinner(f"Exporting {study} as {fmt}…"):
+            # The previous export of this browser session is deleted, and any older than a day.
+            st.session_state["export"] = C.export_for_download(eng, study, fmt, st.session_state.get("export"))
     except WorkbenchError as exc:
-        st.error(str(exc))
-for path in map(Path, st.session_state.get("export_files", [])):
-    if path.is_file():
-        st.download_button(f"Download {path.name}", path.read_bytes(), file_name=path.name, key=f"dl_{path}")
+        st.error(escape_markdown(str(exc)))
+done = st.session_state.get("export")
+if done and (done["study"], done["format"]) == (study, fmt):
+    st.caption(escape_markdown(f"{done['study']} as {done['format']}, exported {done['at']:%Y-%m-%d %H:%M} UTC:"))
+    for path in C.export_files(done):
+        st.download_button(f"Download {path.name}", path.read_bytes(), file_name=f"{done['study']}-{path.name}",
+                           key=f"dl_{path}")
+elif done:
+    # Download buttons belong to the study and format they were made for: never offer another study's files.
+    st.caption(escape_markdown(f"The last export was {done['study']} as {done['format']}; press Export for "
+                               f"{study} as {fmt}."))
