@@ -42,6 +42,7 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
     eng = make_engine(sqlite_url)
     upgrade(eng)
     make_study(eng, "dash", n_human=20, n_agent=20, seed=2)
+    make_study(eng, "other", n_human=4, n_agent=4, seed=3, label_source="llm:other-study")
     eng.dispose()
     monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
     at = AppTest.from_file(str(PAGE), default_timeout=120)
@@ -50,6 +51,14 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
     assert not at.exception, at.exception
     assert any("Dashboard" in t.value for t in at.title)
     assert any("20 human and 20 agent" in c.value for c in at.caption)
+    # the label sources offered are those labelling the chosen study, with their counts
+    box = next(b for b in at.selectbox if b.label == "Label source")
+    assert box.options[0] == "(best available)" and len(box.options) == 2
+    assert box.options[1].startswith("llm:synthetic (") and "labels)" in box.options[1]
+    next(b for b in at.selectbox if b.label == "Study").set_value("other").run()
+    assert not at.exception, at.exception
+    box = next(b for b in at.selectbox if b.label == "Label source")
+    assert [o.split(" (")[0] for o in box.options] == ["(best available)", "llm:other-study"]
 
     at2 = AppTest.from_file(str(PAGE), default_timeout=60)
     at2.session_state["user"] = {"id": 2, "name": "a", "role": "annotator"}

@@ -23,13 +23,19 @@ from db.repo import label_sources_df, turns_df  # noqa: E402
 eng = engine()
 with session_scope(eng) as s:
     names = s.exec(select(Study.name).order_by(Study.name)).all()
-    sources = label_sources_df(s)["name"].tolist()
 if not names:
     st.info("No studies yet.")
     st.stop()
 c1, c2 = st.columns(2)
 study = c1.selectbox("Study", names)
-source = c2.selectbox("Label source", ["(best available)"] + sources)
+with session_scope(eng) as s:
+    # Only the sources that label something in this study (with how many labels), not every study's.
+    study_id = s.exec(select(Study.id).where(Study.name == study)).one()
+    found = label_sources_df(s, study_id)
+    counts = dict(zip(found["name"], found["n_labels"]))
+sources = [n for n in found["name"] if counts.get(n)]
+source = c2.selectbox("Label source", ["(best available)"] + sources,
+                      format_func=lambda n: n if n not in counts else f"{n} ({counts[n]:,} labels)")
 
 
 @st.cache_resource(show_spinner=False, max_entries=4, ttl=600)
