@@ -66,6 +66,9 @@ def label_distribution_fig(
                 col=col,
             )
     fig.update_layout(title=title, barmode="group", height=360, yaxis_tickformat=".0%")
+    # Labels are categories even when they look like numbers (a 1-5 scale): every value gets its tick,
+    # in the codebook's order, instead of a numeric axis that shows only some of them.
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=cats)
     return fig
 
 

@@ -71,6 +71,10 @@ def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipel
     assert charts.label_distribution_fig(frame, "politeness").data
     assert charts.label_distribution_fig(frame[frame["user_kind"] == "agent"], "politeness").data
     charts.label_distribution_fig(frame.iloc[0:0], "politeness")
+    # a numeric scale is drawn on a category axis: every value has its tick, in scale order
+    scale = frame.assign(ctx=[str(1 + i % 5) for i in range(len(frame))])
+    fig = charts.label_distribution_fig(scale, "ctx", categories=["1", "2", "3", "4", "5"], by_scenario=False)
+    assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.categoryarray) == ["1", "2", "3", "4", "5"]
     charts.forest_fig(comp, "scenario")
     charts.forest_fig(comp.iloc[0:0])
     charts.turn_length_fig(frame[frame["user_kind"] == "agent"])
