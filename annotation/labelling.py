@@ -243,6 +243,7 @@ def save_labels(
     confidence: Optional[int] = None,
     flagged: bool = False,
     flag_note: Optional[str] = None,
+    language: str = "en",
 ) -> int:
     """Save an annotator's labels for one item of their queue and mark it done; returns labels written.
 
@@ -252,9 +253,11 @@ def save_labels(
     """
     assignment = _assignment(session, study_id, annotator.id, conversation_id)
     turn_values = dict(turn_values or {})
-    missing = [d.name for d in codebook.conversation_dimensions() if not values.get(d.name)]
+    missing = [d.display_title(language) for d in codebook.conversation_dimensions() if not values.get(d.name)]
     if missing:
-        raise UserInputError(f"choose a label for: {', '.join(missing)} (or skip the item)")
+        # Named as the form shows them (``language``: the page's), not by their codebook keys.
+        msg = "请为以下维度选择标签：{}（或跳过本条）" if language == "zh" else "Choose a label for: {} (or skip the item)"
+        raise UserInputError(msg.format("、".join(missing) if language == "zh" else ", ".join(missing)))
     clean = {dim: _check_value(codebook, dim, v, "conversation") for dim, v in values.items() if v}
     turns = {
         t.index: t for t in session.exec(select(Turn).where(Turn.conversation_id == conversation_id)).all()

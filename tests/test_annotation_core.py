@@ -74,8 +74,13 @@ def test_save_resume_and_guess(session):
     first = next_item(session, study.id, a.id)
     conv_id = first.conversation_id
     labels = full_labels(cb) | {"question_broadness": "4"}
-    with pytest.raises(UserInputError, match="choose a label for: politeness"):
-        save_labels(session, study.id, a, conv_id, cb, {k: v for k, v in labels.items() if k != "politeness"})
+    # the missing dimensions are named by the titles the form shows, in the page's language
+    without = {k: v for k, v in labels.items() if k not in ("politeness", "formality")}
+    with pytest.raises(UserInputError, match=r"^Choose a label for: Politeness, Formality \(or skip the item\)$"):
+        save_labels(session, study.id, a, conv_id, cb, without)
+    zh = f"请为以下维度选择标签：{cb.get('politeness').display_title('zh')}、{cb.get('formality').display_title('zh')}"
+    with pytest.raises(UserInputError, match=zh):
+        save_labels(session, study.id, a, conv_id, cb, without, language="zh")
     with pytest.raises(UserInputError, match="'7' is not a label of question_broadness"):
         save_labels(session, study.id, a, conv_id, cb, labels | {"question_broadness": "7"})
     with pytest.raises(UserInputError, match="turn 0 .* is not a assistant turn"):

@@ -73,8 +73,13 @@ def test_full_session_participant_mode(engine):
         assert P.participant_view(s, p).step == "consent"
         P.give_consent(s, p, True)
         P.finish_instructions(s, p)
-        with pytest.raises(UserInputError):
+        with pytest.raises(UserInputError) as err:
             P.submit_profile(s, p, {})
+        # every unanswered required field at once, by the labels the participant reads
+        from workbench.participation.flow import profile_fields
+
+        required = [f["label"] for f in profile_fields(p.language) if f["required"]]
+        assert len(required) > 1 and str(err.value) == "Please answer: " + ", ".join(required)
         P.submit_profile(s, p, profile_answers())
         s.commit()
         pid = p.id
@@ -108,8 +113,13 @@ def test_full_session_participant_mode(engine):
             P.finish_task(s, p)
             view = P.participant_view(s, p)
             assert view.step == "post_task" and view.ask_attention == (task == 0)
-            with pytest.raises(UserInputError):
+            with pytest.raises(UserInputError) as err:
                 P.submit_post_task(s, p, {"Memorization": "no"})
+            # the open questions as worded on the page (and the attention item when it is asked)
+            msg = str(err.value)
+            assert msg.startswith("Please answer every question. Still open: “How detailed")
+            assert "Detail" not in msg.replace("detailed", "") and "Memorization" not in msg
+            assert ("choose \"Blue\"" in msg) == (task == 0)
             P.submit_post_task(s, p, POST_TASK, attention="blue" if task == 0 else None)
             s.commit()
     with Session(engine) as s:

@@ -29,7 +29,7 @@ from db.types import utcnow
 from workbench.errors import UserInputError
 from workbench.participation import assignment as assign_mod
 from workbench.participation.entry import participant_for_token
-from workbench.participation.texts import ATTENTION_EXPECTED, ATTENTION_OPTIONS, POST_TASK_ITEMS
+from workbench.participation.texts import ATTENTION_EXPECTED, ATTENTION_OPTIONS, POST_TASK_ITEMS, finish_hint, ui
 from workbench.studies import StudySettings, study_settings
 
 STEPS = ("consent", "instructions", "profile", "task", "post_task", "done", "screened_out", "full", "expired")
@@ -316,10 +316,18 @@ def finish_instructions(session: Session, p: Participant) -> None:
         _start_tasks(session, p, settings)
 
 
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, (list, tuple)) and not v)
+
+
 def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) -> None:
     """Store the participant's profile (as a Profile row and as questionnaire answers), then assign."""
     _expect(p, "profile")
     fields = profile_fields(p.language)
+    # Every unanswered required field at once, by the label the participant sees (not one per submit).
+    unanswered = [f["label"] for f in fields if f["required"] and _blank(answers.get(f["name"]))]
+    if unanswered:
+        raise UserInputError(ui(p.language)["missing_profile"].format(items=", ".join(unanswered)))
     clean: dict[str, Any] = {}
     for f in fields:
         v = answers.get(f["name"])
@@ -328,8 +336,6 @@ def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) ->
         elif isinstance(v, (list, tuple)):
             v = [str(x)[:200] for x in v]
         if v in (None, "", []):
-            if f["required"]:
-                raise UserInputError(f"please answer: {f['label']}")
             continue
         allowed = {value for value, _ in f["options"]}
         if f["type"] == "choice" and allowed and v not in allowed:
@@ -395,9 +401,10 @@ def finish_task(session: Session, p: Participant) -> None:
     settings = _settings(session, p)
     view = task_view(session, p, settings)
     if view is None or not view.can_finish:
+        T = ui(p.language)
         if view is not None and view.unrated_index is not None:
-            raise UserInputError("please rate the assistant's last reply first")
-        raise UserInputError(f"you can finish after {settings.min_turns} messages")
+            raise UserInputError(T["rate_first"])
+        raise UserInputError(finish_hint(p.language, settings.min_turns))
     a = current_assignment(session, p)
     conv = session.get(Conversation, a.conversation_id)
     conv.status, conv.ended_at, conv.ended_by = "completed", utcnow(), "user"
@@ -411,12 +418,14 @@ def submit_post_task(session: Session, p: Participant, answers: dict[str, Any],
     """Store the post-task questionnaire (and the attention check once), then go on."""
     _expect(p, "post_task")
     lang = p.language
-    missing = [item for item in POST_TASK_ITEMS if answers.get(item) not in POST_TASK_ITEMS[item]["en"]]
-    if missing:
-        raise UserInputError(f"please answer every question ({', '.join(missing)})")
+    T = ui(lang)
+    # The questions still open, quoted as the participant reads them (not the items' internal names).
+    missing = [T[item.lower()] for item in POST_TASK_ITEMS if answers.get(item) not in POST_TASK_ITEMS[item]["en"]]
     ask_attention = _settings(session, p).attention_check and not (p.state or {}).get("attention_done")
     if ask_attention and attention not in ATTENTION_OPTIONS["en"]:
-        raise UserInputError("please answer every question (attention)")
+        missing.append(T["attention"])
+    if missing:
+        raise UserInputError(T["missing_answers"].format(items=" ".join(f"“{q}”" for q in missing)))
     a = current_assignment(session, p)
     for item, labels in POST_TASK_ITEMS.items():
         session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,

@@ -32,8 +32,9 @@ UI: dict[str, dict[str, str]] = {
         "rated": "Your rating: made-up information: {h}; satisfaction: {s}/5",
         "rate_first": "Please rate the assistant's last reply before you continue.",
         "finish": "Finish this task",
-        "finish_hint": "You can finish after {n} messages.",
-        "max_reached": "You reached the maximum number of messages for this task. Rate the last reply, then finish.",
+        "finish_hint": "You can finish once you have sent {n} messages.",
+        "finish_hint_one": "You can finish once you have sent a message.",
+        "max_reached": "You reached the maximum number of messages for this task. Please finish it.",
         "thinking": "The assistant is replying...",
         "llm_error": "The assistant could not reply ({error}). Your message is saved. Please try again.",
         "retry": "Try again",
@@ -46,6 +47,8 @@ UI: dict[str, dict[str, str]] = {
         "attention": "To show that you read the questions, please choose \"Blue\" here.",
         "submit": "Submit",
         "answer_all": "Please answer every question.",
+        "missing_answers": "Please answer every question. Still open: {items}",
+        "missing_profile": "Please answer: {items}",
         "done_header": "Thank you!",
         "done_text": "You have finished the study. Your completion code is:",
         "prolific_return": "Return to Prolific",
@@ -82,7 +85,8 @@ UI: dict[str, dict[str, str]] = {
         "rate_first": "请先评价助手的上一条回复再继续。",
         "finish": "结束本任务",
         "finish_hint": "发送 {n} 条消息后可以结束。",
-        "max_reached": "本任务的消息数已达上限。请评价最后一条回复，然后结束。",
+        "finish_hint_one": "发送 1 条消息后可以结束。",
+        "max_reached": "本任务的消息数已达上限，请结束本任务。",
         "thinking": "助手正在回复……",
         "llm_error": "助手暂时无法回复（{error}）。你的消息已保存，请重试。",
         "retry": "重试",
@@ -95,6 +99,8 @@ UI: dict[str, dict[str, str]] = {
         "attention": "为表明你认真阅读了问题，请在此选择“蓝色”。",
         "submit": "提交",
         "answer_all": "请回答所有问题。",
+        "missing_answers": "请回答所有问题。尚未回答：{items}",
+        "missing_profile": "请回答：{items}",
         "done_header": "谢谢！",
         "done_text": "你已完成本研究。你的完成码是：",
         "prolific_return": "返回 Prolific",
@@ -127,3 +133,9 @@ HALLUCINATION_VALUES = ("yes", "no", "cant_tell")
 
 def ui(language: str) -> dict[str, str]:
     return UI.get(language, UI["en"])
+
+
+def finish_hint(language: str, n: int) -> str:
+    """"You can finish once you have sent N messages", with the singular for one."""
+    T = ui(language)
+    return T["finish_hint_one"] if n == 1 else T["finish_hint"].format(n=n)

@@ -322,6 +322,7 @@ if save or skip:
                     confidence=state.get(f"{k}-confidence") if guess else None,
                     flagged=flagged,
                     flag_note=note,
+                    language=lang,
                 )
     except WorkbenchError as exc:
         st.error(escape_markdown(str(exc)))

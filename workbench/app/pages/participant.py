@@ -14,7 +14,7 @@ from workbench.app.common import (
     show_turn,
 )
 from workbench.errors import WorkbenchError
-from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, ui
+from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, finish_hint, ui
 
 eng = engine()
 params = st.query_params
@@ -157,7 +157,7 @@ elif view.step == "task" and view.task is not None:
             if st.button(T["finish"], type="primary"):
                 act(P.finish_task)
         elif task.n_user_turns < task.min_turns:
-            st.caption(T["finish_hint"].format(n=task.min_turns))
+            st.caption(finish_hint(view.language, task.min_turns))
     prompt = st.chat_input(T["chat_placeholder"], disabled=not task.can_send, max_chars=4000)
     if prompt:
         act(P.send_message, prompt)
