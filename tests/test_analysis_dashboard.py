@@ -11,7 +11,7 @@ from analysis.explore import drilldown_ids, filter_options, filter_study
 from analysis.features import load_pipelines
 from analysis.synthetic import make_study
 
-PAGE = Path(__file__).resolve().parent.parent / "workbench" / "app" / "pages" / "dashboard.py"
+PAGE = Path(__file__).resolve().parent.parent / "workbench" / "app" / "views" / "dashboard.py"
 
 
 def test_filters_and_drilldown(sqlite_engine):

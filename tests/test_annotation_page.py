@@ -16,7 +16,7 @@ from db.models import Annotator, Label, Turn
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from tests.annotation_data import SECRET_MODEL, SECRET_PATH, SECRET_SIMULATOR, make_study
 
-PAGES = Path(__file__).resolve().parent.parent / "workbench" / "app" / "pages"
+PAGES = Path(__file__).resolve().parent.parent / "workbench" / "app" / "views"
 INJECTED = "<script>alert('x')</script> ![x](http://evil.example/x.png) **bold** [link](http://evil.example)"
 # Words that would tell the annotator who the user was.
 KIND_WORDS = [

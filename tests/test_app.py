@@ -261,17 +261,17 @@ def logged_in(role: str, page: str | None = None) -> AppTest:
     at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
     at.run()
     if page:
-        at.switch_page(f"pages/{page}").run()
+        at.switch_page(f"views/{page}").run()
     return at
 
 
 @pytest.mark.parametrize("page", ["studies.py", "progress.py", "transcripts.py", "simulation.py", "export.py"])
 def test_researcher_pages_refuse_annotators(eng, page):
-    at = AppTest.from_file(str(Path(MAIN).parent / "pages" / page), default_timeout=30)
+    at = AppTest.from_file(str(Path(MAIN).parent / "views" / page), default_timeout=30)
     at.session_state["user"] = {"id": 1, "name": "ann", "role": "annotator"}
     at.run()
     assert at.error and "access" in at.error[0].value
-    at = AppTest.from_file(str(Path(MAIN).parent / "pages" / page), default_timeout=30).run()
+    at = AppTest.from_file(str(Path(MAIN).parent / "views" / page), default_timeout=30).run()
     assert at.warning and "log in" in at.warning[0].value
 
 
@@ -382,16 +382,16 @@ def test_chinese_interface(eng):
 ])
 def test_navigation_by_role(eng, role, page, allowed):
     """Other engineers' pages are in the navigation for the right roles only (when their files exist)."""
-    if not (Path(MAIN).parent / "pages" / page).exists():
+    if not (Path(MAIN).parent / "views" / page).exists():
         pytest.skip(f"{page} is not written yet")
     at = AppTest.from_file(MAIN, default_timeout=60)
     at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
     at.run()
     if allowed:
-        at.switch_page(f"pages/{page}")  # raises if the page is not in this role's navigation
+        at.switch_page(f"views/{page}")  # raises if the page is not in this role's navigation
     else:
         with pytest.raises(Exception, match="Could not find a navigation page"):
-            at.switch_page(f"pages/{page}")
+            at.switch_page(f"views/{page}")
 
 
 def test_studies_page_creates_study_from_packs(eng):

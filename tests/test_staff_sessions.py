@@ -185,7 +185,7 @@ def test_reload_keeps_the_login(eng, browser):
 def test_page_switch_keeps_the_login(eng, browser):
     token = A_token(eng, "rita")
     at = _fresh(browser, token)
-    at.switch_page("pages/transcripts.py").run()
+    at.switch_page("views/transcripts.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Transcripts" and at.session_state["user"]["name"] == "rita"
 
@@ -262,13 +262,13 @@ def test_annotator_token_cannot_reach_researcher_pages(eng, browser):
                  "adjudicate.py"):
         # Not even registered in the navigation for an annotator restored from a token.
         with pytest.raises(ValueError, match="not a registered page|registered"):
-            at.switch_page(f"pages/{page}")
-    at.switch_page("pages/annotate.py").run()
+            at.switch_page(f"views/{page}")
+    at.switch_page("views/annotate.py").run()
     assert not at.exception, at.exception
     assert at.session_state["user"]["name"] == "ann"
     # The page files themselves refuse the annotator when run directly.
     for page in ("studies.py", "transcripts.py", "export.py"):
-        direct = AppTest.from_file(str(Path(MAIN).parent / "pages" / page), default_timeout=30)
+        direct = AppTest.from_file(str(Path(MAIN).parent / "views" / page), default_timeout=30)
         direct.session_state["user"] = {"id": 2, "name": "ann", "role": "annotator"}
         direct.run()
         assert direct.error and "access" in direct.error[0].value

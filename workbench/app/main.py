@@ -18,7 +18,9 @@ import streamlit as st  # noqa: E402
 
 from workbench.app.auth import current_user, login_form, logout, restore_login  # noqa: E402
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# Not "pages/": Streamlit lists a folder of that name in the sidebar on its own before st.navigation
+# takes over, so the login page would flash every page file's name.
+PAGES = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="LLM user workbench", layout="wide")
 # Participants should not see Streamlit's developer menu (Deploy, rerun settings...).

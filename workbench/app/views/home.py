@@ -23,7 +23,7 @@ if user["role"] != "researcher":
     if rows:
         st.caption("Your labelling queues.")
         st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
-        st.page_link("pages/annotate.py", label="Go to labelling")
+        st.page_link("views/annotate.py", label="Go to labelling")
     else:
         st.info("No conversations are assigned to you yet.")
     st.stop()
