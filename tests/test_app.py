@@ -348,6 +348,8 @@ def test_studies_page_settings_and_invites(eng):
     [b for b in at.button if b.label == "Save settings"][0].click().run()
     with Session(eng) as s:
         assert s.exec(select(Study)).one().settings["prolific_redirect_seconds"] == 9
+    # no WORKBENCH_PUBLIC_URL and no browser address (AppTest): the documented default
+    assert [t for t in at.text_input if t.label == "Public address of this app"][0].value == "http://localhost:8501"
     [n for n in at.number_input if n.label == "How many invite links"][0].set_value(3)
     [b for b in at.button if b.label == "Create invite links"][0].click().run()
     links = [t for t in at.text_area if t.label == "Invite links"][0].value.splitlines()

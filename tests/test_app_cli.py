@@ -76,7 +76,11 @@ def test_invites_create_and_expire(use_db, tmp_path):
     with Session(get_engine()) as s:
         assert len(s.exec(select(Participant)).all()) == 3
     r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"])
-    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output
+    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output and r.output.startswith("http://localhost:8501/")
+    # the public address can be configured once instead of on every command
+    r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"],
+                      env={"WORKBENCH_PUBLIC_URL": "https://lab.example.org/study/"})
+    assert r.output.startswith("https://lab.example.org/study/?study=pilot"), r.output
     r = runner.invoke(app, ["participants", "expire"])
     assert r.exit_code == 0 and "0 idle" in r.output
 
@@ -105,3 +109,14 @@ def test_console_creates_study_from_packs(sqlite_engine):
             C.update_settings(s, "bare", {"profile_mode": "assigned"})
         s.commit()
         assert C.get_settings(s, "packs").max_turns == 10 and C.get_settings(s, "bare").profile_mode == "participant"
+
+
+def test_public_url_sources(monkeypatch):
+    from workbench.config import public_url
+
+    monkeypatch.delenv("WORKBENCH_PUBLIC_URL", raising=False)
+    assert public_url() == "http://localhost:8501"
+    assert public_url("http://10.0.0.5:8611/studies") == "http://10.0.0.5:8611"  # the address the page is open at
+    assert public_url("about:blank") == "http://localhost:8501"
+    monkeypatch.setenv("WORKBENCH_PUBLIC_URL", "https://lab.example.org/")
+    assert public_url("http://10.0.0.5:8611/studies") == "https://lab.example.org"

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 ENV_DATA_DIR = "WORKBENCH_DATA_DIR"
 ENV_DB_URL = "WORKBENCH_DB_URL"
+ENV_PUBLIC_URL = "WORKBENCH_PUBLIC_URL"
+DEFAULT_PUBLIC_URL = "http://localhost:8501"
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -39,3 +42,19 @@ def default_model() -> str:
     if os.environ.get("ANTHROPIC_API_KEY"):
         return "anthropic/claude-3-5-haiku-latest"
     return "local/smollm2"
+
+
+def public_url(seen_in_browser: Optional[str] = None) -> str:
+    """The address participants reach the app at, for invite and Prolific links:
+    ``WORKBENCH_PUBLIC_URL`` when set, else the origin the researcher's browser shows (in the app),
+    else ``http://localhost:8501``."""
+    configured = (os.environ.get(ENV_PUBLIC_URL) or "").strip()
+    if configured:
+        return configured.rstrip("/")
+    if seen_in_browser:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(seen_in_browser)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}"
+    return DEFAULT_PUBLIC_URL

@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
     def create(
         study: str = typer.Option(..., "--study", help="Study name."),
         n: int = typer.Option(10, "-n", "--count", help="How many links."),
-        base_url: str = typer.Option("http://localhost:8501", "--base-url", help="Public address of the app."),
+        base_url: Optional[str] = typer.Option(
+            None, "--base-url", help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the links to this file (else print them)."),
         language: Optional[str] = typer.Option(None, "--language", help="Interface language (default: the study's)."),
     ) -> None:
@@ -29,7 +30,9 @@ def register(app: typer.Typer) -> None:
 
         with session_scope(ready_engine()) as session:
             tokens = create_invites(session, study, n, language=language)
-        links = [invite_url(base_url, t) for t in tokens]
+        from workbench.config import public_url
+
+        links = [invite_url(base_url or public_url(), t) for t in tokens]
         if out:
             out.write_text("\n".join(links) + "\n", encoding="utf-8")
             typer.echo(f"Wrote {len(links)} invite links to {out}.")
@@ -39,7 +42,8 @@ def register(app: typer.Typer) -> None:
     @invites.command("prolific-url")
     def prolific(
         study: str = typer.Option(..., "--study", help="Study name."),
-        base_url: str = typer.Option("http://localhost:8501", "--base-url", help="Public address of the app."),
+        base_url: Optional[str] = typer.Option(
+            None, "--base-url", help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501)."),
     ) -> None:
         """Print the study URL to paste into Prolific."""
         from db.repo import get_study
@@ -48,7 +52,9 @@ def register(app: typer.Typer) -> None:
 
         with session_scope(ready_engine()) as session:
             get_study(session, study)
-        typer.echo(prolific_url(base_url, study))
+        from workbench.config import public_url
+
+        typer.echo(prolific_url(base_url or public_url(), study))
 
     participants = typer.Typer(help="Participant sessions.", no_args_is_help=True)
     app.add_typer(participants, name="participants")

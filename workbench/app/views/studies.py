@@ -5,7 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, run_action, show_flash
-from workbench.config import default_model
+from workbench.config import default_model, public_url
 from workbench.participation import console as C
 from workbench.participation.entry import create_invites, invite_url, prolific_url
 
@@ -97,7 +97,8 @@ with settings_tab:
 with invite_tab:
     if names:
         study = st.selectbox("Study", names, key="invite_study")
-        base = st.text_input("Public address of this app", value="http://localhost:8501")
+        # WORKBENCH_PUBLIC_URL, else the address this page is open at (behind a proxy: the public one)
+        base = st.text_input("Public address of this app", value=public_url(st.context.url))
         n = st.number_input("How many invite links", 1, 1000, 10)
         if st.button("Create invite links", type="primary"):
             tokens = run_action(create_invites, study, int(n))
