@@ -290,8 +290,8 @@ with st.form(key=f"{k}-form"):
         format_func=lambda c: T["conf"][c],
     )
     b1, b2 = st.columns(2)
-    save = b1.form_submit_button(T["save"], type="primary", use_container_width=True)
-    skip = b2.form_submit_button(T["skip"], use_container_width=True)
+    save = b1.form_submit_button(T["save"], type="primary", width="stretch")
+    skip = b2.form_submit_button(T["skip"], width="stretch")
 
 state = st.session_state
 if save or skip:

@@ -97,13 +97,13 @@ with tab_effects:
     comp = comparisons_df(sub, n_boot=n_boot, by=("scenario",))
     st.plotly_chart(charts.forest_fig(comp, "pooled", "label"))
     st.plotly_chart(charts.forest_fig(comp, "scenario", "label"))
-    st.dataframe(comp, hide_index=True, use_container_width=True)
+    st.dataframe(comp, hide_index=True, width="stretch")
     st.download_button("comparisons.csv", comp.to_csv(index=False), "comparisons.csv", "text/csv")
 with tab_like:
     tables = likeness_tables(sub, n_boot=200)
-    st.dataframe(tables["ranking"], hide_index=True, use_container_width=True)
+    st.dataframe(tables["ranking"], hide_index=True, width="stretch")
     st.plotly_chart(charts.likeness_fig(tables["distances"]))
-    st.dataframe(tables["failures"], hide_index=True, use_container_width=True)
+    st.dataframe(tables["failures"], hide_index=True, width="stretch")
 with tab_feat:
     feature = st.selectbox("Feature", [c for c in CONTINUOUS_FEATURES if c in sub.features.columns])
     st.plotly_chart(charts.turn_length_fig(frame, feature))

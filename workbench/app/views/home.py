@@ -22,7 +22,7 @@ if user["role"] != "researcher":
                          "to go": prog.pending, "total": prog.total})
     if rows:
         st.caption("Your labelling queues.")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         st.page_link("views/annotate.py", label="Go to labelling")
     else:
         st.info("No conversations are assigned to you yet.")
@@ -36,4 +36,4 @@ if df.empty:
     st.info("No studies yet. Create one on the Studies page or import the released data "
             "(`workbench import recllmsim PATH`).")
 else:
-    st.dataframe(df, hide_index=True, use_container_width=True)
+    st.dataframe(df, hide_index=True, width="stretch")

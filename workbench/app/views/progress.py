@@ -25,6 +25,6 @@ with session_scope(eng) as s:
 st.subheader("Participants by status")
 st.dataframe(status, hide_index=True)
 st.subheader("Conversations per condition by user kind")
-st.dataframe(per_condition, hide_index=True, use_container_width=True)
+st.dataframe(per_condition, hide_index=True, width="stretch")
 st.subheader("Dropouts")
-st.dataframe(dropouts, hide_index=True, use_container_width=True)
+st.dataframe(dropouts, hide_index=True, width="stretch")

@@ -40,4 +40,4 @@ if st.button("Refresh"):
     st.rerun()
 with session_scope(eng) as s:
     runs = C.simulation_runs_df(s, get_study(s, study).id)
-st.dataframe(runs, hide_index=True, use_container_width=True)
+st.dataframe(runs, hide_index=True, width="stretch")

@@ -23,7 +23,7 @@ with session_scope(eng) as s:
                             user_kind=None if kind == "(all)" else kind,
                             condition=None if condition == "(all)" else condition)
 st.caption(f"{len(rows)} conversations")
-st.dataframe(rows.head(500), hide_index=True, use_container_width=True)
+st.dataframe(rows.head(500), hide_index=True, width="stretch")
 if rows.empty:
     st.stop()
 conv_id = st.selectbox("Open conversation", rows["conversation_id"].tolist())
