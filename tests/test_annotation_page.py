@@ -134,6 +134,14 @@ def test_page_is_blind_and_renders_text_safely(db):
     else:  # the injected turn is in another annotator's first item
         assert not any("<script>" in m.value for m in at.markdown)
     assert at.get("progress")
+    # Widget keys end up in the page (as CSS classes): they must not carry the conversation's id,
+    # which tells the kinds apart on imported data.
+    with Session(eng) as s:
+        ids = {str(c) for c in s.exec(select(AnnotationAssignment.conversation_id)).all()}
+    keys = [w.key for w in at.radio if w.key] + [w.key for w in at.text_area if w.key]
+    assert sum(k.startswith("ann-") for k in keys) > 10
+    for key in keys:
+        assert not any(part in ids for part in key.replace("-", " ").split()), key
 
 
 def test_injected_content_is_escaped_wherever_it_appears(db):

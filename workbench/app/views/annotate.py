@@ -4,6 +4,9 @@ Everything shown comes from ``annotation.labelling.blind_view`` (turn texts and 
 the codebook; the page never reads user kind, wave, file names, model or simulator names.
 """
 
+import hashlib
+import secrets
+
 import streamlit as st
 
 from annotation import labelling as L
@@ -226,7 +229,10 @@ def _definition(dim) -> None:
                 st.markdown(f"- **{escape_markdown(ex.label)}**: {escape_markdown(ex.text.get(lang))}")
 
 
-k = f"ann-{study_id}-{conv_id}"  # widget keys per item, so each item starts from its saved state
+# Widget keys per item, so each item starts from its saved state. Opaque: keys become CSS classes in
+# the page, and a database id would tell the kinds apart (imported agents come before humans).
+_salt = st.session_state.setdefault("_annotate_key_salt", secrets.token_hex(8))
+k = "ann-" + hashlib.sha256(f"{_salt}|{study_id}|{conv_id}".encode()).hexdigest()[:16]
 turn_dims = codebook.turn_dimensions()
 with st.form(key=f"{k}-form"):
     st.markdown(f"#### {T['turns_head']}")
