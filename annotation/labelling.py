@@ -348,8 +348,18 @@ def skip_item(
     flagged: bool = False,
     flag_note: Optional[str] = None,
 ) -> None:
-    """Skip an item (it can be reopened later); a flag marks it for the researchers."""
+    """Skip an item (it can be reopened later); a flag marks it for the researchers. Skipping an item
+    already labelled withdraws the annotator's labels and guess for it, so a skipped item never
+    feeds the analysis or the agreement figures."""
     a = _assignment(session, study_id, annotator.id, conversation_id)
+    if a.status == "done":
+        src = session.exec(select(LabelSource).where(LabelSource.name == source_name(annotator.name),
+                                                     LabelSource.kind == "human")).first()
+        if src is not None:
+            for lab in session.exec(select(Label).where(Label.source_id == src.id,
+                                                        Label.conversation_id == conversation_id)).all():
+                session.delete(lab)
+        _save_guess(session, study_id, annotator.id, conversation_id, None, None)
     a.status, a.completed_at = "skipped", utcnow()
     a.skip_reason = (reason or "").strip() or None
     a.flagged, a.flag_note = bool(flagged), (flag_note or "").strip() or None

@@ -146,6 +146,13 @@ def test_save_resume_and_guess(session):
     assert progress_df(session, "pilot").to_dict("records") == [
         {"annotator": "ann", "total": 4, "done": 2, "skipped": 0, "pending": 2, "flagged": 2}
     ]
+    # Skipping an item already labelled withdraws its labels and guess (nothing skipped feeds the analysis).
+    assert session.exec(select(Label).where(Label.conversation_id == conv2)).all()
+    skip_item(session, study.id, a, conv2)
+    assert session.exec(select(Label).where(Label.conversation_id == conv2)).all() == []
+    assert guesses_df(session, study.id).empty
+    assert queue_progress(session, study.id, a.id).skipped == 1
+    assert session.exec(select(Label).where(Label.conversation_id == conv_id)).all()  # other items untouched
     # Not in the queue: clear error.
     other = session.exec(select(Conversation.id)).all()
     with pytest.raises(NotFoundError, match="not in this annotator's queue"):

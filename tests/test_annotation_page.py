@@ -126,6 +126,10 @@ def test_page_is_blind_and_renders_text_safely(db):
         assert d.display_title("zh") in radio_labels
     assert any("幻觉" in lab for lab in radio_labels)  # per-turn hallucination
     assert "这位用户是真人还是 AI？（可选）" in radio_labels
+    # optional choices (the guess, per-turn labels) start at "—", which also takes a misclick back
+    for r in at.radio:
+        if r.label == "这位用户是真人还是 AI？（可选）" or "幻觉" in r.label:
+            assert r.options[0] == "—" and r.value is None, r.label
     # Injected markup is shown as text: escaped in markdown, never as HTML.
     md = [m for m in at.markdown if "script" in m.value]
     if md:

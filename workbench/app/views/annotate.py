@@ -51,7 +51,10 @@ UI = {
         "review": "Review an earlier item",
         "review_pick": "Item",
         "review_open": "Open",
-        "editing": "You are editing an item you already labelled.",
+        "editing": "You are editing an item you already labelled. Skipping it withdraws your labels.",
+        "editing_skipped": "You are revisiting an item you skipped. Save to label it.",
+        "finished_skipped": "Nothing is left to label, but you skipped {n} item(s): revisit them below.",
+        "unset": "—",
         "back": "Back to the queue",
         "turns_head": "Conversation",
         "conv_head": "Whole conversation",
@@ -94,7 +97,10 @@ UI = {
         "review": "查看之前的条目",
         "review_pick": "条目",
         "review_open": "打开",
-        "editing": "你正在修改已标注过的条目。",
+        "editing": "你正在修改已标注过的条目。跳过将撤回你的标注。",
+        "editing_skipped": "你正在查看一个已跳过的条目。保存即为其标注。",
+        "finished_skipped": "没有待标注的条目了，但你跳过了 {n} 个条目：可在下方重新处理。",
+        "unset": "—",
         "back": "返回队列",
         "turns_head": "对话",
         "conv_head": "整段对话",
@@ -187,7 +193,11 @@ if done_items:
 
 conv_id = revisit if revisit in {c for _, c in done_items} else pending_conv
 if conv_id is None:
-    st.success(T["finished"])
+    # "Finished" only when something was labelled; a queue of skips says so.
+    if prog.done == 0 and prog.skipped:
+        st.warning(T["finished_skipped"].format(n=prog.skipped))
+    else:
+        st.success(T["finished"])
     if prog.skipped:
         if st.button(T["reopen"].format(n=prog.skipped), key="annotate_reopen"):
             with session_scope(eng) as s:
@@ -200,7 +210,7 @@ with session_scope(eng) as s:
     view = L.blind_view(s, conv_id, lang)
     saved = L.load_saved(s, study_id, me, conv_id)
 if conv_id == revisit:
-    st.info(T["editing"])
+    st.info(T["editing_skipped"] if dict((c, st_) for _, c, st_ in items).get(conv_id) == "skipped" else T["editing"])
     if st.button(T["back"], key="annotate_back"):
         st.session_state.pop("annotate_revisit", None)
         st.rerun()
@@ -211,6 +221,10 @@ st.caption(escape_markdown(T["scenario"].format(name=view.scenario_name)))
 
 def _index(options, value):
     return options.index(value) if value in options else None
+
+
+def _optional(value) -> str:
+    return T["unset"] if value is None else str(value)
 
 
 def _definition(dim) -> None:
@@ -246,13 +260,15 @@ with st.form(key=f"{k}-form"):
             for dim in turn_dims:
                 if dim.turn_role == turn.role:
                     n = reply_no if turn.role == "assistant" else None
+                    opts = [None, *dim.labels]  # optional: "—" takes a misclick back
                     st.radio(
                         T["turn_label"].format(title=dim.display_title(lang), n=n or turn.index + 1),
-                        dim.labels,
-                        index=_index(dim.labels, saved.turn_values.get((dim.name, turn.index))),
+                        opts,
+                        index=_index(opts, saved.turn_values.get((dim.name, turn.index))) or 0,
                         horizontal=True,
                         key=f"{k}-t{turn.index}-{dim.name}",
                         help=dim.definition.get(lang),
+                        format_func=_optional,
                     )
     for dim in turn_dims:
         _definition(dim)
@@ -277,23 +293,23 @@ with st.form(key=f"{k}-form"):
     c1.checkbox(T["flag"], value=saved.flagged, key=f"{k}-flag")
     c2.text_input(T["flag_note"], value=saved.flag_note or "", key=f"{k}-flag-note")
     st.divider()
-    guess_opts = list(L.GUESSES)
+    guess_opts = [None, *L.GUESSES]
     st.radio(
         T["guess"],
         guess_opts,
-        index=_index(guess_opts, saved.guess),
+        index=_index(guess_opts, saved.guess) or 0,
         horizontal=True,
         key=f"{k}-guess",
-        format_func=lambda g: T["guess_person"] if g == "human" else T["guess_ai"],
+        format_func=lambda g: T["unset"] if g is None else T["guess_person"] if g == "human" else T["guess_ai"],
     )
-    conf_opts = list(range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1))
+    conf_opts = [None, *range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1)]
     st.radio(
         T["confidence"],
         conf_opts,
-        index=_index(conf_opts, saved.confidence),
+        index=_index(conf_opts, saved.confidence) or 0,
         horizontal=True,
         key=f"{k}-confidence",
-        format_func=lambda c: T["conf"][c],
+        format_func=lambda c: T["unset"] if c is None else T["conf"][c],
     )
     b1, b2 = st.columns(2)
     save = b1.form_submit_button(T["save"], type="primary", width="stretch")
