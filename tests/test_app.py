@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from db.models import Assignment, Conversation, Participant, QuestionnaireResponse, Study, Turn
+from db.models import Assignment, Conversation, Participant, QuestionnaireResponse, SimulationRun, Study, Turn
 from tests.participation_helpers import make_study, profile_answers
 from workbench import participation as P
 from workbench.cli._common import ready_engine
@@ -366,6 +366,14 @@ def test_simulation_and_export_pages_render(eng):
     for page in ("simulation.py", "export.py"):
         at = logged_in("researcher", page)
         assert not at.exception, at.exception
+    # a model the workbench does not know is refused at once, and its name is shown as typed
+    at = logged_in("researcher", "simulation.py")
+    [t for t in at.text_input if t.label.startswith("Simulator model")][0].set_value("bogus/**model**")
+    [b for b in at.button if b.label == "Start simulation"][0].click().run()
+    assert at.error and "unknown model provider 'bogus'" in at.error[0].value.replace("\\", "")
+    assert "\\*\\*model\\*\\*" in at.error[0].value and not at.info  # escaped; nothing "running"
+    with Session(eng) as s:
+        assert not s.exec(select(SimulationRun)).all()
 
 
 def test_chinese_interface(eng):

@@ -286,3 +286,15 @@ def test_runs_table_flags_a_run_whose_process_stopped(engine):
     stale = df.loc[f"k{STALE_MINUTES + 20}", "status"]
     assert "may have stopped" in stale and "start it again to resume" in stale
     assert list(df["in_progress"]) == [1, 1] and df["last_turn_at"].notna().all()
+
+
+def test_study_of_per_conversation_conditions_points_to_twins(sqlite_engine):
+    """An imported study's conditions each belong to one conversation: the error says to simulate twins."""
+    _study(sqlite_engine)
+    with Session(sqlite_engine) as s:
+        for c in s.exec(select(Condition)).all():
+            c.key = c.key + "|imported"
+            s.add(c)
+        s.commit()
+    with pytest.raises(UserInputError, match=r"no designed conditions to simulate.*--twin-of all"):
+        run_simulation(sqlite_engine, "s", "scripted/sim")

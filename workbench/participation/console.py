@@ -27,7 +27,7 @@ from db.repo import conversations_df, get_study
 from db.types import utcnow
 from scenarios import load_library, sync_library
 from workbench.dataio.export import export_study
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, WorkbenchError
 from workbench.participation.flow import TurnView, conversation_turns
 from workbench.simulation.runner import run_simulation
 from workbench.studies import StudySettings, check_settings, create_study, study_settings
@@ -203,6 +203,9 @@ def start_simulation(engine: Engine, study_name: str, simulator_model: str, n_pe
     """
     if not simulator_model.strip() or "/" not in simulator_model:
         raise UserInputError("the simulator model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
+    from workbench.llm import get_model
+
+    get_model(simulator_model.strip())  # unknown provider, missing package or key: said now, not after Refresh
     with session_scope(engine) as s:
         get_study(s, study_name)
     key = f"{study_name}:{simulator_model}:{'twins' if twins else 'conditions'}"
@@ -213,6 +216,8 @@ def start_simulation(engine: Engine, study_name: str, simulator_model: str, n_pe
         try:
             run_simulation(engine, study_name, simulator_model, n_per_condition=n_per_condition,
                            concurrency=concurrency, max_turns=max_turns, twin_of=["all"] if twins else None)
+        except WorkbenchError as exc:  # a user-facing error: its message says what to do
+            _run_errors[key] = str(exc)
         except Exception as exc:  # shown on the page; the runner's own rows say how far it got
             _run_errors[key] = f"{exc.__class__.__name__}: {exc}"
 

@@ -5,7 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, study_names
+from workbench.app.common import engine, escape_markdown, study_names
 from workbench.config import default_model
 from workbench.errors import WorkbenchError
 from workbench.participation import console as C
@@ -26,12 +26,12 @@ with st.form("simulate"):
             st.session_state["sim_key"] = C.start_simulation(eng, study, model, int(n), int(concurrency),
                                                              max_turns=int(max_turns) or None, twins=twins)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
 key = st.session_state.get("sim_key")
 if key:
     state = C.simulation_status(key)
     if state["error"]:
-        st.error(f"The simulation stopped: {state['error']}")
+        st.error(escape_markdown(f"The simulation stopped: {state['error']}"))
     elif state["running"]:
         st.info("Running in the background. Refresh to update the figures.")
     else:
