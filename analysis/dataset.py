@@ -224,7 +224,7 @@ def load_study(
                     f"label source {labels!r} has no conversation-level labels in study "
                     f"{study_name!r} (sources with labels: {', '.join(coverage['name']) or 'none'})"
                 )
-            source, reason = labels, "chosen with --labels"
+            source, reason = labels, "chosen explicitly"
         else:
             source, reason = choose_label_source(coverage)
     wide = wide_labels_df(_labels_frame(engine, study.id, source))

@@ -227,8 +227,22 @@ def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
 def latex_table(comp: pd.DataFrame, slice_by: str = "pooled") -> str:
     """The comparison table's fixed columns as a LaTeX tabular (booktabs)."""
     d = comp[comp["slice_by"] == slice_by][COLUMNS] if len(comp) else comp[COLUMNS]
+    p_cols = _p_columns(d)
     d = d.rename(columns=lambda c: c.replace("_", " "))
-    return d.to_latex(index=False, float_format=lambda x: f"{x:.3g}", na_rep="--", escape=True)
+    return d.to_latex(index=False, float_format=lambda x: f"{x:.3g}", na_rep="--", escape=True,
+                      formatters={c.replace("_", " "): format_p for c in p_cols})
+
+
+def format_p(x) -> str:
+    """A p-value for reading: 3 significant digits, and "<1e-300" where it underflowed to 0 (a
+    printed 0 would claim certainty no test gives)."""
+    if x is None or x != x:
+        return ""
+    return "<1e-300" if x == 0 else f"{x:.3g}"
+
+
+def _p_columns(d: pd.DataFrame) -> list:
+    return [c for c in d.columns if c in ("p_value", "p_adjusted") or str(c).startswith("p_")]
 
 
 def _table_html(df: Optional[pd.DataFrame], columns: Optional[list] = None, max_rows: int = 2000) -> str:
@@ -236,7 +250,8 @@ def _table_html(df: Optional[pd.DataFrame], columns: Optional[list] = None, max_
         return "<p class='na'>no rows</p>"
     d = df[columns] if columns else df
     return d.head(max_rows).to_html(
-        index=False, classes="tbl", na_rep="", float_format=lambda x: f"{x:.4g}", escape=True, border=0
+        index=False, classes="tbl", na_rep="", float_format=lambda x: f"{x:.4g}", escape=True, border=0,
+        formatters={c: format_p for c in _p_columns(d)},
     )
 
 

@@ -101,3 +101,19 @@ def test_notebook_has_no_outputs_and_valid_code():
     assert code and all(not c.outputs and c.execution_count is None for c in code)
     for c in code:
         ast.parse(c.source.replace("display(", "print("))
+
+
+def test_p_values_read_as_numbers_and_underflow_is_not_zero():
+    import pandas as pd
+
+    from analysis.compare import ALL_COLUMNS
+    from analysis.report import _table_html, format_p
+
+    assert (format_p(0.0), format_p(1.23456e-72), format_p(0.04567), format_p(float("nan"))) == \
+        ("<1e-300", "1.23e-72", "0.0457", "")
+    d = pd.DataFrame({"dimension": ["a"], "p_value": [0.0], "p_adjusted": [2.5e-9], "statistic": [3.14159]})
+    html = _table_html(d)
+    assert "&lt;1e-300" in html and "2.5e-09" in html and "3.142" in html
+    row = pd.DataFrame([{c: None for c in ALL_COLUMNS} | {"slice_by": "pooled", "dimension": "x", "p_value": 0.0,
+                                                          "p_adjusted": 0.0, "statistic": 1.0}])
+    assert "<1e-300" in latex_table(row)

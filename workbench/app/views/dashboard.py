@@ -97,7 +97,9 @@ with tab_effects:
     comp = comparisons_df(sub, n_boot=n_boot, by=("scenario",))
     st.plotly_chart(charts.forest_fig(comp, "pooled", "label"))
     st.plotly_chart(charts.forest_fig(comp, "scenario", "label"))
-    st.dataframe(comp, hide_index=True, width="stretch")
+    # p-values in scientific notation: fixed-point cuts the tiny ones off at the left ("…0000006")
+    st.dataframe(comp, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="scientific") for c in ("p_value", "p_adjusted") if c in comp})
     st.download_button("comparisons.csv", comp.to_csv(index=False), "comparisons.csv", "text/csv")
 with tab_like:
     tables = likeness_tables(sub, n_boot=200)
