@@ -322,6 +322,11 @@ def test_progress_and_transcripts(eng):
     texts = [m.value for m in at.markdown]
     assert any("onerror" in t for t in texts)
     no_unsafe_markdown(at)
+    # one human conversation and no agent one: the page says there is no match, and why
+    assert any("No matched conversation" in c.value for c in at.caption)
+    # the condition list follows the user-kind filter
+    [b for b in at.selectbox if b.label == "User kind"][0].set_value("agent").run()
+    assert [b for b in at.selectbox if b.label == "Condition"][0].options == ["(all)"]
 
 
 def test_studies_page_settings_and_invites(eng):

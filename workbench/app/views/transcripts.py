@@ -17,7 +17,13 @@ with session_scope(eng) as s:
     all_rows = C.transcripts_df(s, study)
 scenario = c2.selectbox("Scenario", ["(all)"] + sorted(all_rows["scenario"].dropna().unique().tolist()))
 kind = c3.selectbox("User kind", ["(all)", "human", "agent"])
-condition = c4.selectbox("Condition", ["(all)"] + sorted(all_rows["condition_key"].dropna().unique().tolist()))
+# Only the conditions left by the scenario and user-kind filters (imported data has thousands).
+scoped = all_rows
+if scenario != "(all)":
+    scoped = scoped[scoped["scenario"] == scenario]
+if kind != "(all)":
+    scoped = scoped[scoped["user_kind"] == kind]
+condition = c4.selectbox("Condition", ["(all)"] + sorted(scoped["condition_key"].dropna().unique().tolist()))
 with session_scope(eng) as s:
     rows = C.transcripts_df(s, study, scenario=None if scenario == "(all)" else scenario,
                             user_kind=None if kind == "(all)" else kind,
@@ -56,5 +62,9 @@ with cols[0]:
 for col, other in zip(cols[1:], matched[:2]):
     with col:
         show(other, f"Matched conversation {other} ({kind_of.get(other, '')})")
+if not matched:
+    st.caption("No matched conversation of the other user kind: none shares this conversation's condition "
+               "and none is its digital twin (imported studies give every conversation its own condition; "
+               "simulate twins of the human conversations to get pairs).")
 if len(matched) > 2:
     st.caption(f"{len(matched) - 2} more matched conversations: {', '.join(map(str, matched[2:12]))}")
