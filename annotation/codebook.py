@@ -79,6 +79,9 @@ class Dimension(BaseModel):
     title: Optional[Text] = None
     definition: Text
     label_definitions: dict[str, Text] = Field(default_factory=dict)
+    # Display names of label values in the labelling form (e.g. "是" for "yes"); the stored value,
+    # the LLM prompt and the analysis keep the label itself. Display only: no version bump needed.
+    label_titles: dict[str, Text] = Field(default_factory=dict)
     aspects: dict[str, list[Text]] = Field(default_factory=dict)
     examples: list[Example] = Field(default_factory=list)
     judged_on: Literal["user", "assistant"] = "user"
@@ -92,7 +95,7 @@ class Dimension(BaseModel):
             return [_as_label(x) for x in v]
         return v
 
-    @field_validator("label_definitions", mode="before")
+    @field_validator("label_definitions", "label_titles", mode="before")
     @classmethod
     def _keys_as_strings(cls, v: Any) -> Any:
         if isinstance(v, dict):
@@ -142,6 +145,9 @@ class Dimension(BaseModel):
             raise ValueError(
                 f"label_definitions: {', '.join(map(repr, unknown))} not in labels {self.labels}"
             )
+        unknown = [k for k in self.label_titles if k not in self.labels]
+        if unknown:
+            raise ValueError(f"label_titles: {', '.join(map(repr, unknown))} not in labels {self.labels}")
         bad = [e.label for e in self.examples if e.label not in self.labels]
         if bad:
             raise ValueError(f"examples: label(s) {', '.join(map(repr, bad))} not in labels {self.labels}")
@@ -162,6 +168,11 @@ class Dimension(BaseModel):
     def label_definition(self, value: str, lang: str = "en") -> Optional[str]:
         text = self.label_definitions.get(value)
         return text.get(lang) if text else None
+
+    def label_title(self, value: str, lang: str = "en") -> str:
+        """How the form shows ``value``: its ``label_titles`` entry in ``lang``, else the label itself."""
+        text = self.label_titles.get(value)
+        return (text.get(lang) if text else None) or value
 
     def aspect_names(self, scenario_key: str, lang: str = "en") -> list[str]:
         """Scenario-specific aspects (e.g. of ``order``) as plain strings; [] when none."""

@@ -130,6 +130,8 @@ def test_page_is_blind_and_renders_text_safely(db):
     for r in at.radio:
         if r.label == "这位用户是真人还是 AI？（可选）" or "幻觉" in r.label:
             assert r.options[0] == "—" and r.value is None, r.label
+        if "幻觉" in r.label:  # values by their codebook display names in the page language
+            assert r.options == ["—", "是", "否", "无法判断"]
     # Injected markup is shown as text: escaped in markdown, never as HTML.
     md = [m for m in at.markdown if "script" in m.value]
     if md:

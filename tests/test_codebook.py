@@ -198,6 +198,17 @@ def test_standalone_codebook_by_path(tmp_path):
           - name: a
             definition: {en: x}
             labels: [p, q]
+            label_titles: {s: {en: z}}
+        """,
+            r"dimensions\[0\] \(a\): label_titles: 's' not in labels",
+        ),
+        (
+            """
+        version: 1
+        dimensions:
+          - name: a
+            definition: {en: x}
+            labels: [p, q]
             lables: [p]
         """,
             r"dimensions\[0\] \(a\)\.lables: unknown field",
@@ -306,3 +317,13 @@ def test_reload_after_edit(tmp_path):
     )
     os.utime(p, (p.stat().st_atime, p.stat().st_mtime + 5))
     assert load_codebook(p).names == ["b"]
+
+
+def test_label_titles_are_display_only():
+    """The form shows a value's display name in its language; the stored label stays the value."""
+    cb = load_codebook()
+    h = cb.get("hallucination")
+    assert h.labels == ["yes", "no", "cant_tell"]
+    assert [h.label_title(v, "zh") for v in h.labels] == ["是", "否", "无法判断"]
+    assert h.label_title("cant_tell", "en") == "can't tell"
+    assert cb.get("politeness").label_title("Polite", "zh") == "Polite"  # no title: the label itself

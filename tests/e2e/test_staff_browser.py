@@ -170,8 +170,9 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     chosen = {d.name: d.labels[i % len(d.labels)] for i, d in enumerate(conv_dims)}
     for d in conv_dims:
         _radio(form, d.display_title("zh")).get_by_text(chosen[d.name], exact=True).click()
-    _radio(form, "幻觉，第 1 条回复").get_by_text("no", exact=True).click()
-    _radio(form, "幻觉，第 2 条回复").get_by_text("cant_tell", exact=True).click()
+    # hallucination values are shown by their codebook display names in the page language (否 = no)
+    _radio(form, "幻觉，第 1 条回复").get_by_text("否", exact=True).click()
+    _radio(form, "幻觉，第 2 条回复").get_by_text("无法判断", exact=True).click()
     _radio(form, "这位用户是真人还是 AI？（可选）").get_by_text("AI", exact=True).click()
     _radio(form, "你有多确定？").get_by_text("4", exact=True).click()
     form.get_by_label("理由（可选）").fill("checked in a real browser")
@@ -219,7 +220,7 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     form = page.locator('[data-testid="stForm"]')
     for d in conv_dims:
         expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=chosen[d.name], exact=True)).to_be_checked()
-    expect(_radio(form, "幻觉，第 1 条回复").get_by_role("radio", name="no", exact=True)).to_be_checked()
+    expect(_radio(form, "幻觉，第 1 条回复").get_by_role("radio", name="否", exact=True)).to_be_checked()
     expect(_radio(form, "这位用户是真人还是 AI？（可选）").get_by_role("radio", name="AI", exact=True)).to_be_checked()
     _assert_blind(page_text(page), "labelling page (revisit)")
     shot(page, SHOTS / "staff-05-annotate-revisit.png")

@@ -223,8 +223,9 @@ def _index(options, value):
     return options.index(value) if value in options else None
 
 
-def _optional(value) -> str:
-    return T["unset"] if value is None else str(value)
+def _shown(dim):
+    """The form's text for a value of ``dim`` (its codebook display name in the page language)."""
+    return lambda value: T["unset"] if value is None else dim.label_title(str(value), lang)
 
 
 def _definition(dim) -> None:
@@ -233,14 +234,14 @@ def _definition(dim) -> None:
         for value in dim.labels:
             text = dim.label_definition(value, lang)
             if text:
-                st.markdown(f"**{escape_markdown(value)}**: {escape_markdown(text)}")
+                st.markdown(f"**{escape_markdown(dim.label_title(value, lang))}**: {escape_markdown(text)}")
         aspects = dim.aspect_names(view.scenario_key, lang)
         if aspects:
             st.markdown(f"*{T['aspects']}*: " + escape_markdown(", ".join(aspects)))
         if dim.examples:
             st.markdown(f"*{T['examples']}*")
             for ex in dim.examples:
-                st.markdown(f"- **{escape_markdown(ex.label)}**: {escape_markdown(ex.text.get(lang))}")
+                st.markdown(f"- **{escape_markdown(dim.label_title(ex.label, lang))}**: {escape_markdown(ex.text.get(lang))}")
 
 
 # Widget keys per item, so each item starts from its saved state. Opaque: keys become CSS classes in
@@ -268,7 +269,7 @@ with st.form(key=f"{k}-form"):
                         horizontal=True,
                         key=f"{k}-t{turn.index}-{dim.name}",
                         help=dim.definition.get(lang),
-                        format_func=_optional,
+                        format_func=_shown(dim),
                     )
     for dim in turn_dims:
         _definition(dim)
@@ -286,6 +287,7 @@ with st.form(key=f"{k}-form"):
             horizontal=True,
             key=f"{k}-{dim.name}",
             help=dim.definition.get(lang),
+            format_func=_shown(dim),
         )
         _definition(dim)
     st.text_area(T["rationale"], value=saved.rationale or "", key=f"{k}-rationale")
