@@ -113,7 +113,7 @@ def test_page_is_blind_and_renders_text_safely(db):
     texts = all_texts(at)
     blob = "\n".join(texts).lower()
     # The scan sees turn texts, radio labels and options, help texts, expanders and buttons.
-    for seen in ("消息", "礼貌程度", "allinone", "定义: ", "保存并继续", "用户对助手所用语言", "真人"):
+    for seen in ("消息", "礼貌程度", "一次性完整方案", "定义: ", "保存并继续", "用户对助手所用语言", "真人"):
         assert seen in blob, seen
     for word in KIND_WORDS:
         assert word not in blob, f"{word!r} shown on the labelling page"

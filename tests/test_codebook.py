@@ -326,4 +326,6 @@ def test_label_titles_are_display_only():
     assert h.labels == ["yes", "no", "cant_tell"]
     assert [h.label_title(v, "zh") for v in h.labels] == ["是", "否", "无法判断"]
     assert h.label_title("cant_tell", "en") == "can't tell"
-    assert cb.get("politeness").label_title("Polite", "zh") == "Polite"  # no title: the label itself
+    assert cb.get("politeness").label_title("Polite", "zh") == "礼貌"
+    assert cb.get("politeness").label_title("Polite", "en") == "Polite"
+    assert cb.get("question_broadness").label_title("3", "zh") == "3"  # no title: the label itself

@@ -169,7 +169,7 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     form = page.locator('[data-testid="stForm"]')
     chosen = {d.name: d.labels[i % len(d.labels)] for i, d in enumerate(conv_dims)}
     for d in conv_dims:
-        _radio(form, d.display_title("zh")).get_by_text(chosen[d.name], exact=True).click()
+        _radio(form, d.display_title("zh")).get_by_text(d.label_title(chosen[d.name], "zh"), exact=True).click()
     # hallucination values are shown by their codebook display names in the page language (否 = no)
     _radio(form, "幻觉，第 1 条回复").get_by_text("否", exact=True).click()
     _radio(form, "幻觉，第 2 条回复").get_by_text("无法判断", exact=True).click()
@@ -219,7 +219,8 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     click_until(page, page.get_by_role("button", name="打开"), page.get_by_text("你正在修改已标注过的条目。"))
     form = page.locator('[data-testid="stForm"]')
     for d in conv_dims:
-        expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=chosen[d.name], exact=True)).to_be_checked()
+        expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=d.label_title(chosen[d.name], "zh"),
+                                                                exact=True)).to_be_checked()
     expect(_radio(form, "幻觉，第 1 条回复").get_by_role("radio", name="否", exact=True)).to_be_checked()
     expect(_radio(form, "这位用户是真人还是 AI？（可选）").get_by_role("radio", name="AI", exact=True)).to_be_checked()
     _assert_blind(page_text(page), "labelling page (revisit)")
