@@ -242,7 +242,7 @@ def format_p(x) -> str:
 
 
 def _p_columns(d: pd.DataFrame) -> list:
-    return [c for c in d.columns if c in ("p_value", "p_adjusted") or str(c).startswith("p_")]
+    return [c for c in d.columns if str(c).startswith("p_")]  # p_value, p_adjusted
 
 
 def _table_html(df: Optional[pd.DataFrame], columns: Optional[list] = None, max_rows: int = 2000) -> str:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -142,3 +143,25 @@ def click_until(page, locator, expected, attempts: int = 3, timeout_ms: int = 10
         except AssertionError:
             if attempt == attempts - 1:
                 raise
+
+
+@contextmanager
+def served_page(db_url: str, tmp_path: Path, **page_options):
+    """`workbench serve` on ``db_url`` and one headless chromium page (30 s timeouts): yields
+    (server, page); the browser and the server are stopped afterwards, whatever happened."""
+    from playwright.sync_api import sync_playwright
+
+    server = AppServer({"WORKBENCH_DB_URL": db_url, "WORKBENCH_DATA_DIR": str(tmp_path / "data")},
+                       tmp_path / "serve.log")
+    try:
+        server.start()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                page = browser.new_page(**page_options)
+                page.set_default_timeout(30_000)
+                yield server, page
+            finally:
+                browser.close()
+    finally:
+        server.close()

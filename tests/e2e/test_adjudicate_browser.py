@@ -14,7 +14,7 @@ from db.migrate import upgrade
 from db.models import Annotator
 from db.models.annotation import AnnotationAssignment
 from tests.annotation_data import full_labels, make_study
-from tests.e2e.helpers import ARGS, CHROMIUM, AppServer
+from tests.e2e.helpers import served_page
 from workbench import accounts as A
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,7 @@ def _item_shown(page) -> str:
 
 
 def test_item_box_follows_the_decision(tmp_path, chromium_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     db_url = f"sqlite:///{tmp_path / 'adj.db'}"
     eng = make_engine(db_url)
@@ -42,32 +42,22 @@ def test_item_box_follows_the_decision(tmp_path, chromium_path):
             save_labels(s, 1, a, conv, cb, full_labels(cb) | {"politeness": pol, "formality": form})
         s.commit()
     eng.dispose()
-    server = AppServer({"WORKBENCH_DB_URL": db_url, "WORKBENCH_DATA_DIR": str(tmp_path / "data")},
-                       tmp_path / "serve.log")
-    try:
-        server.start()
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(server.base)
-            page.get_by_role("textbox", name="User name").fill("rita")
-            page.get_by_role("textbox", name="Password").fill("rita-password-1")
-            page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_text("Log out (rita)")).to_be_visible()
-            page.goto(f"{server.base}/adjudicate")
-            expect(page.get_by_text("0 of 2 disagreements settled")).to_be_visible()
-            first = _item_shown(page)
-            dim_first, dim_next = ("formality", "politeness") if "formality" in first else ("politeness", "formality")
-            assert first == f"conversation {conv}: {dim_first}"
-            expect(page.locator("h3").first).to_have_text(dim_first.capitalize())
-            form = page.locator('[data-testid="stForm"]')
-            form.get_by_text("Oral" if dim_first == "formality" else "Polite", exact=True).click()
-            form.get_by_role("button", name="Save decision").click()
-            expect(page.get_by_text("1 of 2 disagreements settled")).to_be_visible()
-            expect(page.locator("h3").first).to_have_text(dim_next.capitalize())
-            expect(page.locator('[data-testid="stSelectbox"]').filter(has_text="Item").locator("input").first) \
-                .to_have_value(f"conversation {conv}: {dim_next}")
-            browser.close()
-    finally:
-        server.close()
+    with served_page(db_url, tmp_path, viewport={"width": 1400, "height": 1000}) as (server, page):
+        page.goto(server.base)
+        page.get_by_role("textbox", name="User name").fill("rita")
+        page.get_by_role("textbox", name="Password").fill("rita-password-1")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Log out (rita)")).to_be_visible()
+        page.goto(f"{server.base}/adjudicate")
+        expect(page.get_by_text("0 of 2 disagreements settled")).to_be_visible()
+        first = _item_shown(page)
+        dim_first, dim_next = ("formality", "politeness") if "formality" in first else ("politeness", "formality")
+        assert first == f"conversation {conv}: {dim_first}"
+        expect(page.locator("h3").first).to_have_text(dim_first.capitalize())
+        form = page.locator('[data-testid="stForm"]')
+        form.get_by_text("Oral" if dim_first == "formality" else "Polite", exact=True).click()
+        form.get_by_role("button", name="Save decision").click()
+        expect(page.get_by_text("1 of 2 disagreements settled")).to_be_visible()
+        expect(page.locator("h3").first).to_have_text(dim_next.capitalize())
+        expect(page.locator('[data-testid="stSelectbox"]').filter(has_text="Item").locator("input").first) \
+            .to_have_value(f"conversation {conv}: {dim_next}")

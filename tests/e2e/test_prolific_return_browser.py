@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from db.engine import make_engine
 from db.migrate import upgrade
-from tests.e2e.helpers import ARGS, CHROMIUM, AppServer, free_port
+from tests.e2e.helpers import free_port, served_page
 from tests.participation_helpers import make_study
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ class _Landing(http.server.BaseHTTPRequestHandler):
 
 
 def test_prolific_participant_returned_automatically(tmp_path, chromium_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     landing = http.server.HTTPServer(("127.0.0.1", free_port()), _Landing)
     threading.Thread(target=landing.serve_forever, daemon=True).start()
@@ -41,21 +41,13 @@ def test_prolific_participant_returned_automatically(tmp_path, chromium_path):
         make_study(s, name="e2e", settings={"prolific_study_id": "PSTUDY", "prolific_completion_url": url,
                                             "screenout_code": "SO-77", "prolific_redirect_seconds": 2})
         s.commit()
-    server = AppServer({"WORKBENCH_DB_URL": db_url, "WORKBENCH_DATA_DIR": str(tmp_path / "data")},
-                       tmp_path / "serve.log")
     try:
-        server.start()
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
+        with served_page(db_url, tmp_path) as (server, page):
             page.goto(f"{server.base}/?PROLIFIC_PID=5f0a1b2c3d4e&STUDY_ID=PSTUDY&SESSION_ID=s1")
             page.get_by_role("button", name="I do not agree").click()
             expect(page.get_by_text("SO-77")).to_be_visible(timeout=30_000)
             page.wait_for_url("**/submissions/complete?cc=SO-77", timeout=30_000)
             assert "prolific landing /submissions/complete?cc=SO-77" in page.content()
-            browser.close()
     finally:
-        server.close()
         landing.shutdown()
         eng.dispose()

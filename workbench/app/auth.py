@@ -20,7 +20,9 @@ from db.engine import session_scope
 # Older versions kept the token in the address as ?session=; it is removed from the address on sight.
 SESSION_PARAM = "session"
 _TOKEN_KEY = "_staff_session"
-_COOKIE_OP = "_staff_cookie_op"  # ("set", token) or ("clear", None): done at the next page run
+# The cookie change a login or logout leaves for the next page run (they rerun at once): the token
+# to set, or None to clear it.
+_COOKIE_OP = "_staff_cookie_op"
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{20,200}")
 
 
@@ -43,15 +45,10 @@ def browser_token() -> Optional[str]:
     return value if isinstance(value, str) and _TOKEN_SHAPE.fullmatch(value) else None
 
 
-def _cookie_script() -> None:
-    """Carry out a pending cookie change in the browser (a script in the page: Streamlit has no
-    Set-Cookie). The token is checked against its shape before it goes into the script."""
-    op = st.session_state.pop(_COOKIE_OP, None)
-    if op is None:
-        return
-    action, token = op
-    name = cookie_name()
-    if action == "set" and token and _TOKEN_SHAPE.fullmatch(token):
+def _write_cookie(token: Optional[str]) -> None:
+    """Set (``token``) or clear (None) the login cookie in the browser: a script in the page, since
+    Streamlit has no Set-Cookie. The token is checked against its shape before it goes into the script."""
+    if token and _TOKEN_SHAPE.fullmatch(token):
         from workbench.accounts import session_hours
 
         value, age = token, int(session_hours() * 3600)
@@ -59,7 +56,7 @@ def _cookie_script() -> None:
         value, age = "", 0
     st.html(
         "<script>(function(){var s=location.protocol==='https:'?'; Secure':'';"
-        f"document.cookie='{name}={value}; Max-Age={age}; Path=/; SameSite=Strict'+s;}})();</script>",
+        f"document.cookie='{cookie_name()}={value}; Max-Age={age}; Path=/; SameSite=Strict'+s;}})();</script>",
         unsafe_allow_javascript=True,
     )
 
@@ -83,7 +80,7 @@ def login(name: str, password: str) -> bool:
         token = create_session(session, user)
         st.session_state["user"] = _user_dict(user)
     st.session_state[_TOKEN_KEY] = token
-    st.session_state[_COOKIE_OP] = ("set", token)
+    st.session_state[_COOKIE_OP] = token
     return True
 
 
@@ -92,7 +89,8 @@ def restore_login() -> None:
     the browser's cookie, and carry out a pending cookie change (after a login or a logout)."""
     if SESSION_PARAM in st.query_params:
         del st.query_params[SESSION_PARAM]
-    _cookie_script()
+    if _COOKIE_OP in st.session_state:
+        _write_cookie(st.session_state.pop(_COOKIE_OP))
     if st.session_state.get("user") is not None:
         return
     token = browser_token()
@@ -105,9 +103,7 @@ def restore_login() -> None:
         user = user_for_session(session, token)
         found = _user_dict(user) if user is not None else None
     if found is None:
-        # Unknown, expired or revoked: the browser forgets it; the login form follows.
-        st.session_state[_COOKIE_OP] = ("clear", None)
-        _cookie_script()
+        _write_cookie(None)  # unknown, expired or revoked: the browser forgets it; the login form follows
         return
     st.session_state["user"] = found
     st.session_state[_TOKEN_KEY] = token
@@ -121,7 +117,7 @@ def logout() -> None:
     if token:
         with session_scope(engine()) as session:
             end_session(session, token)  # the token is dead even if the browser kept the cookie
-    st.session_state[_COOKIE_OP] = ("clear", None)
+    st.session_state[_COOKIE_OP] = None
     st.session_state.pop("user", None)
 
 

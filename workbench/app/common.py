@@ -186,3 +186,15 @@ def study_names(eng: Engine) -> list[str]:
         st.info("No studies yet.")
         st.stop()
     return names
+
+
+def codebook_or_stop():
+    """The configured codebook; a page that needs it stops with the loader's message (file and
+    field) when it cannot be loaded."""
+    from annotation.codebook import load_codebook
+
+    try:
+        return load_codebook()
+    except WorkbenchError as exc:
+        st.error(escape_markdown(f"The codebook cannot be loaded: {exc}"))
+        st.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -236,15 +235,6 @@ def simulation_status(key: str) -> dict:
 STALE_MINUTES = 10
 
 
-def as_utc(value) -> Optional[datetime]:
-    """An aggregate's datetime as aware UTC (SQLite may hand back a naive value or a string)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
     """One row per run. A run still marked running whose last turn is older than ``STALE_MINUTES``
     has most likely lost its process (a killed CLI, a restarted server): the status says so, and
@@ -255,12 +245,12 @@ def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
                             .order_by(SimulationRun.id)).all():
         counts = dict(session.exec(select(Conversation.status, func.count(Conversation.id))
                                    .where(Conversation.run_id == run.id).group_by(Conversation.status)).all())
+        # max() keeps the column's type, so the value comes back as aware UTC on both databases
         last = session.exec(select(func.max(Turn.created_at)).join(Conversation, Conversation.id == Turn.conversation_id)
-                            .where(Conversation.run_id == run.id)).one()
-        last = as_utc(last) or as_utc(run.created_at)
+                            .where(Conversation.run_id == run.id)).one() or run.created_at
+        idle = int((now - last).total_seconds() // 60)
         status = run.status
-        if status == "running" and last is not None and (now - last).total_seconds() > STALE_MINUTES * 60:
-            idle = int((now - last).total_seconds() // 60)
+        if status == "running" and idle >= STALE_MINUTES:
             status = f"running? no new turn for {idle} min: its process may have stopped; start it again to resume"
         rows.append({"run": run.key[:12], "status": status, "created_at": run.created_at,
                      "finished_at": run.finished_at, "last_turn_at": last, "completed": counts.get("completed", 0),

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -143,7 +143,15 @@ def _select_conditions(session: Session, study: Study, conditions: Optional[Sequ
     rows = session.exec(select(Condition).where(Condition.study_id == study.id).order_by(Condition.id)).all()
     if not conditions:
         # Twin conditions (per-participant profiles) are simulated through twin mode only.
-        return [c for c in rows if "|" not in c.key]
+        designed = [c for c in rows if "|" not in c.key]
+        if rows and not designed:
+            # Every condition belongs to one conversation (imported data, participants' own profiles).
+            raise UserInputError(
+                f"study {study.name!r} has no designed conditions to simulate: its {len(rows)} conditions each "
+                "belong to one conversation (imported or with a participant's own profile). Simulate "
+                "digital twins of its human conversations instead (--twin-of all; on the Simulation "
+                "page: 'Digital twins'), or name conditions with --conditions")
+        return designed
     scen = dict(session.exec(select(Scenario.id, Scenario.key)).all())
     chosen, seen = [], set()
     for spec in conditions:
@@ -208,14 +216,6 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
     else:
         chosen = _select_conditions(session, st, conditions)
         if not chosen:
-            n_rows = session.exec(select(func.count(Condition.id)).where(Condition.study_id == st.id)).one()
-            if n_rows:
-                # Every condition is a per-conversation one (imported data, participants' own profiles).
-                raise UserInputError(
-                    f"study {st.name!r} has no designed conditions to simulate: its {n_rows} conditions each "
-                    "belong to one conversation (imported or with a participant's own profile). Simulate "
-                    "digital twins of its human conversations instead (--twin-of all; on the Simulation "
-                    "page: 'Digital twins'), or name conditions with --conditions")
             raise UserInputError(f"study {st.name!r} has no conditions to simulate")
         jobs = [Job(c.id, r) for c in chosen for r in range(n_per_condition)]
         cond_ids = [c.id for c in chosen]

@@ -6,21 +6,16 @@ The conversation is shown through the same blind view as on the labelling page.
 import streamlit as st
 
 from annotation import adjudication as A
-from annotation.codebook import load_codebook
 from annotation.labelling import blind_view
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, show_text, show_turn
+from workbench.app.common import codebook_or_stop, engine, escape_markdown, show_text, show_turn
 from workbench.errors import WorkbenchError
 
 user = require_role("researcher")
 st.title("Adjudicate disagreements")
 eng = engine()
-try:
-    codebook = load_codebook()
-except WorkbenchError as exc:
-    st.error(escape_markdown(f"The codebook cannot be loaded: {exc}"))
-    st.stop()
+codebook = codebook_or_stop()
 with session_scope(eng) as s:
     studies = A.study_names_with_labels(s)
 if not studies:

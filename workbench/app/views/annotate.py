@@ -11,11 +11,10 @@ import streamlit as st
 
 from annotation import labelling as L
 from annotation import queue as Q
-from annotation.codebook import load_codebook
 from db.engine import session_scope
 from db.models import Annotator, Study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, show_flash, show_text, show_turn
+from workbench.app.common import codebook_or_stop, engine, escape_markdown, show_flash, show_text, show_turn
 from workbench.errors import WorkbenchError
 
 UI = {
@@ -117,11 +116,7 @@ UI = {
 user = require_role("annotator", "researcher")
 show_flash()
 eng = engine()
-try:
-    codebook = load_codebook()
-except WorkbenchError as exc:
-    st.error(escape_markdown(f"The codebook cannot be loaded: {exc}"))
-    st.stop()
+codebook = codebook_or_stop()
 
 with session_scope(eng) as s:
     studies = [(st_.id, st_.name, st_.language) for st_ in Q.annotator_studies(s, user["id"])]
@@ -210,7 +205,7 @@ with session_scope(eng) as s:
     view = L.blind_view(s, conv_id, lang)
     saved = L.load_saved(s, study_id, me, conv_id)
 if conv_id == revisit:
-    st.info(T["editing_skipped"] if dict((c, st_) for _, c, st_ in items).get(conv_id) == "skipped" else T["editing"])
+    st.info(T["editing_skipped"] if dict((c, s_) for _, c, s_ in items)[conv_id] == "skipped" else T["editing"])
     if st.button(T["back"], key="annotate_back"):
         st.session_state.pop("annotate_revisit", None)
         st.rerun()
@@ -223,9 +218,14 @@ def _index(options, value):
     return options.index(value) if value in options else None
 
 
+def _or_unset(fmt):
+    """A radio's option text: "—" for the unset option (None), else ``fmt(value)``."""
+    return lambda value: T["unset"] if value is None else fmt(value)
+
+
 def _shown(dim):
     """The form's text for a value of ``dim`` (its codebook display name in the page language)."""
-    return lambda value: T["unset"] if value is None else dim.label_title(str(value), lang)
+    return _or_unset(lambda value: dim.label_title(str(value), lang))
 
 
 def _definition(dim) -> None:
@@ -302,7 +302,7 @@ with st.form(key=f"{k}-form"):
         index=_index(guess_opts, saved.guess) or 0,
         horizontal=True,
         key=f"{k}-guess",
-        format_func=lambda g: T["unset"] if g is None else T["guess_person"] if g == "human" else T["guess_ai"],
+        format_func=_or_unset(lambda g: T["guess_person"] if g == "human" else T["guess_ai"]),
     )
     conf_opts = [None, *range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1)]
     st.radio(
@@ -311,7 +311,7 @@ with st.form(key=f"{k}-form"):
         index=_index(conf_opts, saved.confidence) or 0,
         horizontal=True,
         key=f"{k}-confidence",
-        format_func=lambda c: T["unset"] if c is None else T["conf"][c],
+        format_func=_or_unset(T["conf"].get),
     )
     b1, b2 = st.columns(2)
     save = b1.form_submit_button(T["save"], type="primary", width="stretch")

@@ -18,7 +18,7 @@ from analysis.explore import drilldown_ids, filter_options, filter_study  # noqa
 from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
 from analysis.likeness import likeness_tables  # noqa: E402
 from db.models import Study  # noqa: E402
-from db.repo import label_sources_df, turns_df  # noqa: E402
+from db.repo import get_study, label_sources_df, turns_df  # noqa: E402
 
 eng = engine()
 with session_scope(eng) as s:
@@ -30,8 +30,7 @@ c1, c2 = st.columns(2)
 study = c1.selectbox("Study", names)
 with session_scope(eng) as s:
     # Only the sources that label something in this study (with how many labels), not every study's.
-    study_id = s.exec(select(Study.id).where(Study.name == study)).one()
-    found = label_sources_df(s, study_id)
+    found = label_sources_df(s, get_study(s, study).id)
     counts = dict(zip(found["name"], found["n_labels"]))
 sources = [n for n in found["name"] if counts.get(n)]
 source = c2.selectbox("Label source", ["(best available)"] + sources,
