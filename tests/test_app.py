@@ -357,11 +357,32 @@ def test_studies_page_settings_and_invites(eng):
     assert [t for t in at.text_input if t.label == "Public address of this app"][0].value == "http://localhost:8501"
     [n for n in at.number_input if n.label == "How many invite links"][0].set_value(3)
     [b for b in at.button if b.label == "Create invite links"][0].click().run()
-    links = [t for t in at.text_area if t.label == "Invite links"][0].value.splitlines()
+    links = [t for t in at.text_area if t.label == "Invite links for pilot"][0].value.splitlines()
     assert len(links) == 3 and all("?t=" in link for link in links)
     with Session(eng) as s:
         hashes = set(s.exec(select(Participant.invite_token_hash)).all())
     assert hashes == {P.hash_token(link.split("?t=")[1]) for link in links}
+
+
+def test_studies_page_refuses_empty_codes_and_keeps_links_with_their_study(eng):
+    with Session(eng) as s:
+        make_study(s)
+        make_study(s, name="second")
+        s.commit()
+    at = logged_in("researcher", "studies.py")
+    [t for t in at.text_input if t.label == "Completion code"][0].set_value("  ")
+    [t for t in at.text_area if t.label == "Consent text"][0].set_value("")
+    [b for b in at.button if b.label == "Save settings"][0].click().run()
+    assert any("consent text and completion code cannot be empty" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    with Session(eng) as s:
+        stored = s.exec(select(Study).where(Study.name == "pilot")).one().settings
+    assert stored.get("completion_code", "COMPLETE") == "COMPLETE" and stored.get("consent_text", "x")
+    # links created for one study stay labelled with it when another study is chosen
+    [b for b in at.button if b.label == "Create invite links"][0].click().run()
+    at.selectbox(key="invite_study").set_value("second").run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.text_area if t.label.startswith("Invite links")] == ["Invite links for pilot"]
 
 
 def test_simulation_and_export_pages_render(eng):

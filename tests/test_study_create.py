@@ -68,6 +68,25 @@ def test_create_study_chinese_without_profiles(engine):
         assert study.language == "zh" and study_settings(study).interface_language == "zh"
 
 
+def test_chinese_study_gets_chinese_consent_and_instructions(sqlite_engine):
+    from workbench.studies import DEFAULT_TEXTS, StudySettings
+
+    with Session(sqlite_engine) as s:
+        zh, _ = create_study(s, "zh", "openai/gpt-4o", language="zh", scenarios=["recipe_planning"])
+        en, _ = create_study(s, "en", "openai/gpt-4o", scenarios=["recipe_planning"])
+        own, _ = create_study(s, "own", "openai/gpt-4o", language="zh", scenarios=["recipe_planning"],
+                              settings={"consent_text": "我的同意书"})
+        assert study_settings(zh).consent_text == DEFAULT_TEXTS["zh"]["consent_text"]
+        assert study_settings(zh).instructions_text == DEFAULT_TEXTS["zh"]["instructions_text"]
+        assert study_settings(en).consent_text == DEFAULT_TEXTS["en"]["consent_text"]
+        assert study_settings(own).consent_text == "我的同意书"
+    # a study stored with the English default (e.g. switched to zh later) shows the Chinese default;
+    # a researcher's own text never changes
+    switched = StudySettings.model_validate({**DEFAULT_TEXTS["en"], "interface_language": "zh"})
+    assert switched.consent_text == DEFAULT_TEXTS["zh"]["consent_text"]
+    assert StudySettings.model_validate({"consent_text": "Mine.", "interface_language": "zh"}).consent_text == "Mine."
+
+
 def test_create_study_context_sets(engine):
     with Session(engine) as s:
         _, n = create_study(s, "human-cards", "openai/gpt-4o", language="zh", scenarios=["recipe_planning"],
@@ -77,6 +96,9 @@ def test_create_study_context_sets(engine):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(assistant_model="gpt-4o"), "provider/model"),
+    (dict(assistant_model="nosuch/model"), "unknown model provider 'nosuch'"),
+    (dict(assistant_model="local/missing.gguf"), "existing .gguf file"),
+    (dict(settings={"completion_code": " "}), "completion code cannot be empty"),
     (dict(scenarios=["cooking"]), "unknown scenario.*known scenarios: preparing_gifts"),
     (dict(language="fr"), "language 'fr'"),
     (dict(profiles=101), "between 0 and 100"),
@@ -125,6 +147,8 @@ def test_cli_study_create(use_db, tmp_path):
               "--tasks-per-participant", "3", "--min-turns", "1", "--max-turns", "8", "--profile-mode", "assigned"])
     assert r.exit_code == 0, r.output
     assert "48 conditions" in r.output
+    # no key in the test environment: created, with a warning that says what participants would get
+    assert "warning: openai/gpt-4o-mini needs an API key" in r.output and "no reply" in r.output
     from db.engine import make_engine
 
     eng = make_engine(use_db)
@@ -144,7 +168,8 @@ def test_cli_study_create_errors(use_db, capsys, tmp_path):
                  "--scenarios", "recipe_planning"]).exit_code == 0
     for args, words in [
         (["study", "create", "a", "--assistant-model", "openai/gpt-4o-mini"], "already exists"),
-        (["study", "create", "b", "--assistant-model", "x/y", "--scenarios", "nope"], "known scenarios"),
+        (["study", "create", "b", "--assistant-model", "scripted/y", "--scenarios", "nope"], "known scenarios"),
+        (["study", "create", "b", "--assistant-model", "x/y"], "unknown model provider 'x'"),
         (["study", "create", "b", "--assistant-model", "gpt4"], "provider/model"),
         (["study", "create", "b", "--assistant-model", "x/y", "--system-prompt", str(tmp_path / "none.txt")],
          "cannot read the system prompt"),

@@ -13,5 +13,9 @@ class UserInputError(WorkbenchError):
     exit_code = 2
 
 
+class MissingKeyError(UserInputError):
+    """A hosted model is named but its API key (or local endpoint) is not configured here."""
+
+
 class NotFoundError(UserInputError):
     """A named object (study, source, model) does not exist."""

@@ -10,12 +10,39 @@ import random
 import re
 from typing import Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlmodel import Session, select
 
 from db.models import Condition, Profile, Scenario, Study, TaskContext
 from db.repo import get_or_create_assistant_config
 from workbench.errors import UserInputError
+from workbench.llm import check_model_name
+
+
+DEFAULT_TEXTS = {
+    "en": {
+        "consent_text": (
+            "You are invited to take part in a research study on conversations with an AI assistant. "
+            "Your messages and answers are stored under a random pseudonym and used for research only. "
+            "You may stop at any time."
+        ),
+        "instructions_text": (
+            "You will complete a few planning tasks by chatting with an AI assistant. Read each task card, "
+            "then talk to the assistant as you naturally would. Under each reply, say whether it contained "
+            "made-up information and how satisfied you are."
+        ),
+    },
+    "zh": {
+        "consent_text": (
+            "诚邀您参加一项关于与 AI 助手对话的研究。您的消息和回答以随机化名保存，仅用于研究。"
+            "您可以随时退出。"
+        ),
+        "instructions_text": (
+            "您将通过与 AI 助手聊天完成几个规划任务。请先阅读每张任务卡，然后像平常一样与助手交谈。"
+            "在每条回复下方，请说明其中是否有编造的信息，以及您的满意程度。"
+        ),
+    },
+}
 
 
 class StudySettings(BaseModel):
@@ -28,16 +55,9 @@ class StudySettings(BaseModel):
     # questionnaire ("participant"), or the study assigns the condition's profile ("assigned").
     profile_mode: Literal["participant", "assigned"] = "participant"
     interface_language: Literal["en", "zh"] = "en"
-    consent_text: str = (
-        "You are invited to take part in a research study on conversations with an AI assistant. "
-        "Your messages and answers are stored under a random pseudonym and used for research only. "
-        "You may stop at any time."
-    )
-    instructions_text: str = (
-        "You will complete a few planning tasks by chatting with an AI assistant. Read each task card, "
-        "then talk to the assistant as you naturally would. Under each reply, say whether it contained "
-        "made-up information and how satisfied you are."
-    )
+    # Defaults in the interface language (DEFAULT_TEXTS); see _texts_in_language.
+    consent_text: str = ""
+    instructions_text: str = ""
     completion_code: str = "COMPLETE"
     screenout_code: str = "SCREENOUT"
     prolific_completion_url: Optional[str] = None  # e.g. https://app.prolific.com/submissions/complete?cc=
@@ -47,6 +67,22 @@ class StudySettings(BaseModel):
     idle_timeout_minutes: int = Field(30, ge=1)
     attention_check: bool = True
     quota_per_condition: Optional[int] = None  # human conversations per condition (None = unlimited)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _texts_in_language(cls, data):
+        """Consent and instructions default to the interface language's text. A text that is still
+        another language's default follows the language (a study switched to zh, or created before
+        the Chinese defaults existed, shows the Chinese default); a researcher's own text is kept."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        lang = data.get("interface_language") or "en"
+        for field in ("consent_text", "instructions_text"):
+            value = data.get(field)
+            if value is None or any(value == texts[field] for texts in DEFAULT_TEXTS.values()):
+                data[field] = DEFAULT_TEXTS.get(lang, DEFAULT_TEXTS["en"])[field]
+        return data
 
     @field_validator("prolific_completion_url")
     @classmethod
@@ -63,6 +99,12 @@ def check_settings(cfg: StudySettings) -> None:
     settings does not apply them, so an old study never becomes unreadable)."""
     if cfg.min_turns > cfg.max_turns:
         raise UserInputError(f"min turns ({cfg.min_turns}) is greater than max turns ({cfg.max_turns})")
+    empty = [name for name, value in (("consent text", cfg.consent_text), ("instructions", cfg.instructions_text),
+                                      ("completion code", cfg.completion_code),
+                                      ("screen-out code", cfg.screenout_code)) if not (value or "").strip()]
+    if empty:
+        raise UserInputError(f"{' and '.join(empty)} cannot be empty: participants are shown "
+                             f"{'them' if len(empty) > 1 else 'it'}")
 
 
 def study_settings(study: Study) -> StudySettings:
@@ -122,6 +164,7 @@ def create_study(
     if session.exec(select(Study).where(Study.name == name)).first() is not None:
         raise UserInputError(f"a study named {name!r} already exists; choose another name")
     assistant_model = check_model_string(assistant_model)
+    check_model_name(assistant_model)  # an unknown provider or local file is refused; a missing key is not
     if language not in LANGUAGES:
         raise UserInputError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
     if temperature is not None and not 0 <= temperature <= 2:

@@ -126,6 +126,12 @@ def create(
         scen = ", ".join(study.settings["scenarios"])
     typer.echo(f"Created study {name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
                f"language {language}; {profiles or 'no fixed'} profile(s) per task context.")
+    from workbench.llm import check_model_name
+
+    missing_key = check_model_name(assistant_model.strip())
+    if missing_key:
+        typer.echo(f"warning: {missing_key}. Participants get no reply until it is set where the app runs.",
+                   err=True)
 
 
 def register(app: typer.Typer) -> None:

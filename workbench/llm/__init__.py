@@ -10,10 +10,10 @@ Providers: openai/<model>, anthropic/<model>, local/smollm2, local/<path.gguf>, 
 
 from workbench.llm.base import ChatModel, Completion, LLMError, Stream, Usage
 from workbench.llm.recording import RecordedModel, cache_enabled, recorded
-from workbench.llm.registry import PROVIDERS, get_model
+from workbench.llm.registry import PROVIDERS, check_model_name, get_model
 from workbench.llm.scripted import ScriptedModel
 
 __all__ = [
     "ChatModel", "Completion", "LLMError", "PROVIDERS", "RecordedModel", "ScriptedModel", "Stream", "Usage",
-    "cache_enabled", "get_model", "recorded",
+    "cache_enabled", "check_model_name", "get_model", "recorded",
 ]

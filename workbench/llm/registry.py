@@ -5,9 +5,9 @@ SDKs are imported only when their provider is used.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from workbench.errors import UserInputError
+from workbench.errors import MissingKeyError, UserInputError
 from workbench.llm.base import ChatModel
 
 
@@ -53,3 +53,14 @@ def get_model(name: str, **options: Any) -> ChatModel:
         raise UserInputError(f"unknown model provider {provider!r} in {name!r}; known providers: "
                              f"{', '.join(PROVIDERS)}")
     return PROVIDERS[provider](model, **options)
+
+
+def check_model_name(name: str) -> Optional[str]:
+    """Refuse a model the workbench cannot run at all (unknown provider, no such local model file,
+    a missing package); return a warning, not an error, when only its API key is missing here (the
+    key may be set where the app runs). Nothing is called and nothing loads."""
+    try:
+        get_model(name)
+    except MissingKeyError as exc:
+        return str(exc)
+    return None

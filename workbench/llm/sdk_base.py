@@ -8,7 +8,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any
 
-from workbench.errors import UserInputError
+from workbench.errors import MissingKeyError
 from workbench.llm.base import ChatModel, LLMError, parse_retry_after
 
 # Local servers (vLLM, Ollama, llama.cpp server) accept any key; the SDKs insist on one.
@@ -37,7 +37,7 @@ class SDKChatModel(ChatModel, ABC):
         key = o.api_key.get_secret_value() if o.api_key else os.environ.get(self.key_env)
         if not key:
             if not self._base_url:
-                raise UserInputError(
+                raise MissingKeyError(
                     f"{self.name} needs an API key: set {self.key_env} (or {self.base_url_env} for "
                     f"{self.server_hint}), or use local/smollm2 to try the pipeline offline")
             key = PLACEHOLDER_KEY

@@ -16,7 +16,9 @@ eng = engine()
 with session_scope(eng) as s:
     names = C.study_names(s)
 
-create_tab, settings_tab, invite_tab = st.tabs(["Create", "Settings", "Invite links"])
+# The open tab is kept in the address (?tab=...), so saving or reloading stays on it.
+create_tab, settings_tab, invite_tab = st.tabs(["Create", "Settings", "Invite links"], key="tab",
+                                               bind="query-params")
 
 with create_tab:
     try:
@@ -45,9 +47,13 @@ with create_tab:
                                                 "interface_language": language})
             if result is not None:
                 st.session_state["_created"] = f"Created study {result[0].name!r} with {result[1]} conditions."
+                st.session_state["_created_warning"] = C.model_warning(model)
             st.rerun()
     if st.session_state.get("_created"):
         st.success(escape_markdown(st.session_state.pop("_created")))
+    if st.session_state.get("_created_warning"):
+        st.warning(escape_markdown(st.session_state.pop("_created_warning") +
+                                   ". Participants get no reply until it is set where the app runs."))
 
 with settings_tab:
     if not names:
@@ -103,10 +109,14 @@ with invite_tab:
         if st.button("Create invite links", type="primary"):
             tokens = run_action(create_invites, study, int(n))
             if tokens:
-                st.session_state["_links"] = "\n".join(invite_url(base, t) for t in tokens)
+                st.session_state["_links"] = (study, "\n".join(invite_url(base, t) for t in tokens))
+            st.rerun()
         if st.session_state.get("_links"):
-            st.warning("Copy these links now: only their hashes are stored, they cannot be shown again.")
-            st.text_area("Invite links", st.session_state["_links"], height=200)
-            st.download_button("Download links", st.session_state["_links"], file_name=f"{study}-invites.txt")
+            # Kept with the study they belong to: switching the study above does not relabel them.
+            links_study, links = st.session_state["_links"]
+            st.warning(f"Copy these links for study {escape_markdown(repr(links_study))} now: only their hashes "
+                       "are stored, they cannot be shown again.")
+            st.text_area(f"Invite links for {links_study}", links, height=200)
+            st.download_button("Download links", links, file_name=f"{links_study}-invites.txt")
         st.caption("Prolific study URL (Prolific fills in the ids):")
         st.code(prolific_url(base, study), language=None)
