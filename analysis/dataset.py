@@ -44,6 +44,22 @@ class StudyData:
         return [c for c in self.labels.columns if c != "conversation_id"]
 
 
+EXCLUDED_STATUSES = ("in_progress", "failed")
+
+
+def excluded_note(data: "StudyData") -> str:
+    """'' or a sentence saying which conversations the analysis leaves out (in progress, failed)."""
+    ex = data.meta.get("excluded") or {}
+    if not ex:
+        return ""
+    parts = []
+    for key, n in sorted(ex.items()):
+        kind, status = key.split("_", 1)
+        noun = "conversation" if n == 1 else "conversations"
+        parts.append(f"{n} {kind} {noun} still in progress" if status == "in_progress" else f"{n} failed {kind} {noun}")
+    return "Not analysed: " + ", ".join(parts) + "."
+
+
 def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], Optional[str]]:
     """Each codebook dimension's scale and ordered labels, and the codebook version.
 
@@ -215,7 +231,13 @@ def load_study(
     with Session(engine) as session:
         study = get_study(session, study_name)
         convs = conversations_df(session, study.id)
-        convs = convs[convs["user_kind"].isin(["human", "agent"])].reset_index(drop=True)
+        convs = convs[convs["user_kind"].isin(["human", "agent"])]
+        # A conversation still going on, or a simulation that failed, is not behaviour to compare;
+        # completed and abandoned ones are (abandoning is itself an ending, see features.end_kind).
+        left_out = convs[convs["status"].isin(EXCLUDED_STATUSES)]
+        excluded = {f"{kind}_{status}": int(n) for (kind, status), n in
+                    left_out.groupby(["user_kind", "status"]).size().items()}
+        convs = convs[~convs["status"].isin(EXCLUDED_STATUSES)].reset_index(drop=True)
         coverage = label_sources_coverage_df(session, study.id, convs)
         if labels:
             get_label_source(session, labels)  # clear error for an unknown name
@@ -258,5 +280,5 @@ def load_study(
         feature_version=version,
         codebook_version=cb_version,
         language=lang,
-        meta={"label_sources": coverage.to_dict("records")},
+        meta={"label_sources": coverage.to_dict("records"), "excluded": excluded},
     )

@@ -18,11 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import pandas as pd
 
 from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
-from analysis.dataset import StudyData, load_study
+from analysis.dataset import StudyData, excluded_note, load_study
 from analysis.likeness import likeness_tables
 from analysis.trajectory import TRAJECTORY_COLUMNS, stored_turn_features_df, turn_trajectory_df
 
@@ -182,6 +183,8 @@ def provenance(engine, result: AnalysisResult) -> dict:
             "labels": int(n_labels),
         },
         "label_sources": data.meta.get("label_sources", []),
+        "excluded": data.meta.get("excluded", {}),
+        "excluded_note": excluded_note(data),
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
     }
 
@@ -248,8 +251,9 @@ def _p_columns(d: pd.DataFrame) -> list:
 def _table_html(df: Optional[pd.DataFrame], columns: Optional[list] = None, max_rows: int = 2000) -> str:
     if df is None or df.empty:
         return "<p class='na'>no rows</p>"
-    d = df[columns] if columns else df
-    return d.head(max_rows).to_html(
+    d = (df[columns] if columns else df).head(max_rows).infer_objects()
+    d = d.mask(d.isna(), np.nan)  # None in an object column would print as "None"; na_rep applies to NaN
+    return d.to_html(
         index=False, classes="tbl", na_rep="", float_format=lambda x: f"{x:.4g}", escape=True, border=0,
         formatters={c: format_p for c in _p_columns(d)},
     )

@@ -69,6 +69,19 @@ def get_or_create_assistant_config(
     return cfg
 
 
+def data_version(session: Session, study_id: int) -> tuple:
+    """A cheap fingerprint of a study's data (conversations per status, turns, labels: counts and
+    latest ids) for caches: it changes when a conversation, turn or label is added or a conversation
+    changes status."""
+    conv = session.exec(select(Conversation.status, func.count(Conversation.id), func.max(Conversation.id))
+                        .where(Conversation.study_id == study_id).group_by(Conversation.status)).all()
+    turns = session.exec(select(func.count(Turn.id), func.max(Turn.id)).join(
+        Conversation, Conversation.id == Turn.conversation_id).where(Conversation.study_id == study_id)).one()
+    labels = session.exec(select(func.count(Label.id), func.max(Label.id), func.max(Label.created_at)).join(
+        Conversation, Conversation.id == Label.conversation_id).where(Conversation.study_id == study_id)).one()
+    return (tuple(sorted(map(tuple, conv))), tuple(turns), tuple(str(v) for v in labels))
+
+
 def get_or_create_simulator_config(
     session: Session,
     model: str,
@@ -84,7 +97,8 @@ def get_or_create_simulator_config(
                      temperature=temperature, seed=seed, params=params)
     cfg = session.exec(select(SimulatorConfig).where(SimulatorConfig.fingerprint == fp)).first()
     if cfg is None:
-        label = name or f"{model} | {prompt_template or 'default'}@{prompt_version} | T={temperature}"
+        temp = "model default" if temperature is None else temperature
+        label = name or f"{model} | {prompt_template or 'default'}@{prompt_version} | T={temp}"
         cfg = SimulatorConfig(fingerprint=fp, model=model, prompt_template=prompt_template,
                               prompt_version=prompt_version, temperature=temperature, seed=seed,
                               params=params, name=label)

@@ -102,3 +102,52 @@ def test_drilldown_renders_replies_as_safe_markdown(sqlite_url, monkeypatch):
     assert all("![" not in v and "](" not in v and "\\[image" in v and "\\:\u2060red" in v for v in replies)
     assert not any(m.proto.allow_html for m in at.markdown)
     assert any(t.value == "**hi** ![me](http://evil.example/me.png)" for t in at.text)  # user turns: plain text
+
+
+def test_unfinished_conversations_are_left_out_and_new_data_shows_at_once(sqlite_url, monkeypatch):
+    """In-progress and failed conversations are not analysed (the page says how many); the page's
+    cache is keyed on the data, so a conversation that ends shows up on the next run, not minutes later."""
+    from sqlmodel import Session, select
+    from streamlit.testing.v1 import AppTest
+
+    from analysis.dataset import excluded_note
+    from db.engine import make_engine
+    from db.migrate import upgrade
+    from db.models import Conversation
+    from db.repo import data_version
+
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    make_study(eng, "dash", n_human=12, n_agent=12, seed=2)
+    with Session(eng) as s:
+        convs = s.exec(select(Conversation).order_by(Conversation.id)).all()
+        humans = [c for c in convs if c.user_kind == "human"]
+        agents = [c for c in convs if c.user_kind == "agent"]
+        humans[0].status, humans[1].status, agents[0].status = "in_progress", "in_progress", "failed"
+        humans[2].status = "abandoned"  # an ending: still analysed
+        for c in (humans[0], humans[1], agents[0], humans[2]):
+            s.add(c)
+        s.commit()
+        study_id = humans[0].study_id
+        before = data_version(s, study_id)
+    data = load_study(eng, "dash", features=False)
+    assert len(data.conversations) == 24 - 3
+    assert data.meta["excluded"] == {"human_in_progress": 2, "agent_failed": 1}
+    assert excluded_note(data) == "Not analysed: 1 failed agent conversation, 2 human conversations still in progress."
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    at.session_state["user"] = {"id": 1, "name": "r", "role": "researcher"}
+    at.run()
+    assert not at.exception, at.exception
+    assert any("10 human and 11 agent conversations. Not analysed: 1 failed agent conversation, "
+               "2 human conversations still in progress." in c.value for c in at.caption), [c.value for c in at.caption]
+    with Session(eng) as s:
+        c = s.get(Conversation, humans[0].id)
+        c.status = "completed"
+        s.add(c)
+        s.commit()
+        assert data_version(s, study_id) != before
+    at.run()
+    assert any("11 human and 11 agent conversations. Not analysed: 1 failed agent conversation, "
+               "1 human conversation still in progress." in c.value for c in at.caption), [c.value for c in at.caption]
+    eng.dispose()

@@ -582,3 +582,21 @@ def test_transcripts_render_reply_markdown_safely(eng):
     assert msgs[0].markdown[0].value == escape_markdown(EVIL)
     assert_safe_reply(msgs[1].markdown[0].value)
     assert not any(m.proto.allow_html for m in at.markdown)
+
+
+@pytest.mark.parametrize("page,key", [("simulation.py", "sim_study"), ("transcripts.py", "tr_study"),
+                                      ("progress.py", "progress_study"), ("export.py", "export_study")])
+def test_researcher_pages_keep_the_study_in_the_address(eng, page, key):
+    """A reload (same address) shows the study chosen before, not the first one; an unknown name in
+    the address falls back to the first study."""
+    with Session(eng) as s:
+        make_study(s)
+        make_study(s, name="zeta")
+        s.commit()
+    for wanted, shown in (("zeta", "zeta"), ("gone", "pilot")):
+        at = AppTest.from_file(str(Path(MAIN).parent / "views" / page), default_timeout=30)
+        at.session_state["user"] = {"id": 1, "name": "r", "role": "researcher"}
+        at.query_params[key] = wanted
+        at.run()
+        assert not at.exception, at.exception
+        assert [b.value for b in at.selectbox if b.label == "Study"] == [shown]

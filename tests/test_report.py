@@ -36,6 +36,7 @@ def test_report_has_every_section_and_is_offline(sqlite_engine, pipelines, tmp_p
     assert html.count("plotly.js v") == 1
     assert not re.search(r"<script[^>]+src=[\"']https?:", html)
     assert "not enough data" in html  # gifts/skills have no humans
+    assert "<td>None</td>" not in html and ">nan<" not in html  # empty cells are empty
     assert "Agreement not available" in html  # one label source only
     for field in (
         "llm-user-workbench",
@@ -117,3 +118,11 @@ def test_p_values_read_as_numbers_and_underflow_is_not_zero():
     row = pd.DataFrame([{c: None for c in ALL_COLUMNS} | {"slice_by": "pooled", "dimension": "x", "p_value": 0.0,
                                                           "p_adjusted": 0.0, "statistic": 1.0}])
     assert "<1e-300" in latex_table(row)
+
+
+def test_report_of_a_tiny_study_has_empty_cells_not_none(sqlite_engine, pipelines, tmp_path):
+    make_study(sqlite_engine, "tiny", n_human=1, n_agent=1, seed=3)
+    result = analyze(sqlite_engine, "tiny", n_boot=200, pipelines=pipelines)
+    html = write_report(result, sqlite_engine, tmp_path / "report.html")[0].read_text(encoding="utf-8")
+    assert "not enough data" in html
+    assert "<td>None</td>" not in html and "<td>nan</td>" not in html

@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
             "--server.headless", "true" if headless else "false",
             "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none",
+            # also set in the page, but only a server option hides the developer menu on the first load
+            "--client.toolbarMode", "minimal",
         ]
         typer.echo(f"Serving on http://{host}:{port} (database {get_engine().url.render_as_string()})")
         raise typer.Exit(subprocess.call(cmd, env=env))

@@ -13,12 +13,12 @@ from sqlmodel import select  # noqa: E402
 
 from analysis import charts  # noqa: E402  (after the role check: nothing loads for others)
 from analysis.compare import analysis_frame, comparisons_df  # noqa: E402
-from analysis.dataset import load_study  # noqa: E402
+from analysis.dataset import excluded_note, load_study  # noqa: E402
 from analysis.explore import drilldown_ids, filter_options, filter_study  # noqa: E402
 from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
 from analysis.likeness import likeness_tables  # noqa: E402
 from db.models import Study  # noqa: E402
-from db.repo import get_study, label_sources_df, turns_df  # noqa: E402
+from db.repo import data_version, get_study, label_sources_df, turns_df  # noqa: E402
 
 eng = engine()
 with session_scope(eng) as s:
@@ -27,7 +27,7 @@ if not names:
     st.info("No studies yet.")
     st.stop()
 c1, c2 = st.columns(2)
-study = c1.selectbox("Study", names)
+study = c1.selectbox("Study", names, key="dash_study", bind="query-params")  # kept on reload
 with session_scope(eng) as s:
     # Only the sources that label something in this study (with how many labels), not every study's.
     found = label_sources_df(s, get_study(s, study).id)
@@ -37,14 +37,21 @@ source = c2.selectbox("Label source", ["(best available)"] + sources,
                       format_func=lambda n: n if n not in counts else f"{n} ({counts[n]:,} labels)")
 
 
-@st.cache_resource(show_spinner=False, max_entries=4, ttl=600)
-def _load(url: str, study: str, source: str):
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
+def _load(url: str, study: str, source: str, version: tuple):
+    # ``version`` (counts and latest ids of the study's conversations, turns and labels) is part of
+    # the key: new data loads at once, unchanged data comes from the cache.
     return load_study(eng, study, labels=None if source == "(best available)" else source)
 
 
 with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
     try:
-        data = _load(eng.url.render_as_string(), study, source)
+        if st.sidebar.button("Reload data", help="Load the study again from the database (new data is "
+                             "picked up on its own; this also re-reads edited labels)"):
+            _load.clear()
+        with session_scope(eng) as s:
+            version = data_version(s, get_study(s, study).id)
+        data = _load(eng.url.render_as_string(), study, source, version)
     except Exception as exc:  # a user-facing message, not a traceback
         st.error(str(exc))
         st.stop()
@@ -61,7 +68,8 @@ chosen = {
 sub = filter_study(data, **chosen)
 frame = analysis_frame(sub)
 kinds = frame["user_kind"].value_counts()
-st.caption(f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations")
+st.caption(f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations. "
+           + excluded_note(data))
 
 tab_dist, tab_effects, tab_like, tab_feat = st.tabs(
     ["Distributions", "Effect sizes", "Human-likeness", "Features"]
@@ -106,5 +114,9 @@ with tab_like:
     st.plotly_chart(charts.likeness_fig(tables["distances"]))
     st.dataframe(tables["failures"], hide_index=True, width="stretch")
 with tab_feat:
-    feature = st.selectbox("Feature", [c for c in CONTINUOUS_FEATURES if c in sub.features.columns])
-    st.plotly_chart(charts.turn_length_fig(frame, feature))
+    available = [c for c in CONTINUOUS_FEATURES if c in sub.features.columns]
+    if not available or frame.empty:
+        st.info("No conversation features for these conversations.")
+    else:
+        feature = st.selectbox("Feature", available)
+        st.plotly_chart(charts.turn_length_fig(frame, feature))

@@ -11,7 +11,7 @@ require_role("researcher")
 st.title("Export")
 eng = engine()
 names = study_names(eng)
-study = st.selectbox("Study", names)
+study = st.selectbox("Study", names, key="export_study", bind="query-params")
 fmt = st.radio("Format", ["jsonl", "csv", "parquet"], horizontal=True)
 if st.button("Export", type="primary"):
     try:

@@ -13,7 +13,7 @@ require_role("researcher")
 st.title("Progress")
 eng = engine()
 names = study_names(eng)
-study = st.selectbox("Study", names)
+study = st.selectbox("Study", names, key="progress_study", bind="query-params")
 if st.button("Refresh"):
     st.rerun()
 with session_scope(eng) as s:

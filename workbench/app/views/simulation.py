@@ -14,7 +14,7 @@ require_role("researcher")
 st.title("Simulation")
 eng = engine()
 names = study_names(eng)
-study = st.selectbox("Study", names)
+study = st.selectbox("Study", names, key="sim_study", bind="query-params")  # a reload keeps the study
 with st.form("simulate"):
     model = st.text_input("Simulator model (provider/model)", value=default_model())
     n = st.number_input("Conversations per condition", 1, 100, 1)

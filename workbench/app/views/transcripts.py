@@ -12,7 +12,7 @@ st.title("Transcripts")
 eng = engine()
 names = study_names(eng)
 c1, c2, c3, c4 = st.columns(4)
-study = c1.selectbox("Study", names)
+study = c1.selectbox("Study", names, key="tr_study", bind="query-params")
 with session_scope(eng) as s:
     all_rows = C.transcripts_df(s, study)
 scenario = c2.selectbox("Scenario", ["(all)"] + sorted(all_rows["scenario"].dropna().unique().tolist()))
