@@ -100,18 +100,28 @@ def candidates_df(
 
 
 def _balanced_sample(cands: pd.DataFrame, n: Optional[int], rng: random.Random) -> list[int]:
-    """Round robin over (user kind, scenario) strata, random order within each stratum."""
-    strata: dict[tuple, list[int]] = {}
-    for key, part in cands.groupby(["user_kind", "scenario"], sort=True):
-        ids = part["conversation_id"].tolist()
-        rng.shuffle(ids)
-        strata[key] = ids
+    """Balanced across user kinds first, then across each kind's scenarios: the kinds take turns
+    (the first one drawn with ``rng``), each kind goes round robin over its scenarios, and the order
+    within a (kind, scenario) stratum is random. So any prefix (``n``) is as even as the data allow:
+    4 items from agents and humans in 4 scenarios each are 2 + 2, not 4 agents."""
+    per_kind: dict[str, list[int]] = {}
+    for kind, kind_part in cands.groupby("user_kind", sort=True):
+        strata = []
+        for _, part in kind_part.groupby("scenario", sort=True):
+            ids = part["conversation_id"].tolist()
+            rng.shuffle(ids)
+            strata.append(ids)
+        order_k: list[int] = []
+        while any(strata):
+            for ids in strata:
+                if ids:
+                    order_k.append(ids.pop())
+        per_kind[kind] = order_k
+    kinds = sorted(per_kind)
+    rng.shuffle(kinds)
     order: list[int] = []
-    keys = sorted(strata)
-    while any(strata[k] for k in keys):
-        for k in keys:
-            if strata[k]:
-                order.append(strata[k].pop())
+    for i in range(max((len(v) for v in per_kind.values()), default=0)):
+        order.extend(per_kind[k][i] for k in kinds if i < len(per_kind[k]))
     return order if n is None else order[:n]
 
 

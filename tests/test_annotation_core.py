@@ -52,6 +52,16 @@ def test_assignment_overlap_and_balance(session):
     assert rep3.n_items == 0
 
 
+def test_a_short_queue_is_balanced_across_user_kinds(session):
+    """Fewer items than strata: kinds first (agents used to fill the first slots, sorted before humans)."""
+    make_study(session, n_per_cell=5)
+    rep = assign_items(session, "pilot", ["ann", "bob"], overlap=2, per_annotator=2, seed=0)
+    rows = session.exec(select(AnnotationAssignment)).all()
+    kinds = Counter(session.get(Conversation, r.conversation_id).user_kind for r in rows if r.annotator_id ==
+                    ann(session, "ann").id)
+    assert rep.n_items == 2 and kinds == {"agent": 1, "human": 1}
+
+
 def test_assignment_errors(session):
     make_study(session, n_per_cell=1)
     with pytest.raises(UserInputError, match="needs at least 3 annotators"):
