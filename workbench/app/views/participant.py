@@ -14,7 +14,14 @@ from workbench.app.common import (
     show_turn,
 )
 from workbench.errors import WorkbenchError
-from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, finish_hint, ui
+from workbench.participation.texts import (
+    ATTENTION_OPTIONS,
+    HALLUCINATION_VALUES,
+    POST_TASK_ITEMS,
+    ParticipantError,
+    finish_hint,
+    ui,
+)
 
 eng = engine()
 params = st.query_params
@@ -25,8 +32,11 @@ if "t" not in params and "PROLIFIC_PID" in params:
         with session_scope(eng) as s:
             _, new_token = P.enter_prolific(s, params.get("PROLIFIC_PID", ""), params.get("STUDY_ID", ""),
                                             params.get("SESSION_ID", ""), study_name=params.get("study"))
-    except WorkbenchError as exc:
+    except ParticipantError as exc:  # worded in the study's language
         st.error(escape_markdown(str(exc)))
+        st.stop()
+    except WorkbenchError:  # no such study: say no more than for a bad invite link
+        st.error(ui("en")["invalid_link"])
         st.stop()
     st.query_params.clear()
     st.query_params["t"] = new_token
@@ -91,9 +101,10 @@ elif view.step == "profile":
             key = f"profile_{f['name']}"
             if f["type"] == "choice":
                 answers[f["name"]] = st.selectbox(f["label"], list(labels), index=None, key=key,
-                                                  format_func=labels.get)
+                                                  format_func=labels.get, placeholder=T["placeholder_one"])
             elif f["type"] == "multi_choice":
-                answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get)
+                answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get,
+                                                    placeholder=T["placeholder_many"])
             elif f["type"] == "integer":
                 answers[f["name"]] = st.number_input(f["label"], min_value=f["min"], max_value=f["max"], value=None,
                                                      step=1, key=key)
@@ -133,9 +144,9 @@ elif view.step == "task" and view.task is not None:
                     if st.form_submit_button(T["save_rating"], type="primary"):
                         act(P.rate_reply, turn.index, h, sat, reason)
         if task.pending_reply:
-            failed = st.session_state.get("reply_failed")
-            if failed:
-                st.error(escape_markdown(T["llm_error"].format(error=failed)))
+            if st.session_state.get("reply_failed"):
+                # The details are in the server log (and the failed call's LLMCall row), not for participants.
+                st.error(T["llm_error"])
                 if st.button(T["retry"], type="primary"):
                     st.session_state.pop("reply_failed", None)
                     st.rerun()
@@ -148,10 +159,10 @@ elif view.step == "task" and view.task is not None:
                         for piece in P.stream_reply(eng, pid):
                             text += piece
                             box.markdown(safe_markdown(text))
-                    except P.ReplyError as exc:
-                        st.session_state["reply_failed"] = str(exc)[:300]
+                    except P.ReplyError:
+                        st.session_state["reply_failed"] = True
                 st.rerun()
-        if task.at_max and task.unrated_index is None:
+        if task.at_max and task.can_finish:  # only where the Finish button below is there to press
             st.info(T["max_reached"])
         if task.can_finish:
             if st.button(T["finish"], type="primary"):
