@@ -591,6 +591,51 @@ def _turns(eng):
         return s.exec(select(Turn.content).order_by(Turn.index)).all()
 
 
+def test_overlong_message_stays_on_the_page(eng, scripted_assistant):
+    from workbench.participation.chat import MAX_MESSAGE_CHARS
+
+    token = _in_task(eng)
+    at = app(t=token)
+    assert at.chat_input[0].proto.max_chars == 0  # the browser never drops a long paste on its own
+    long = "x" * (MAX_MESSAGE_CHARS + 1)
+    at.chat_input[0].set_value(long).run()
+    assert not at.exception, at.exception
+    assert _turns(eng) == []  # nothing stored
+    [warning] = at.warning
+    assert f"{MAX_MESSAGE_CHARS + 1} characters" in warning.value and f"{MAX_MESSAGE_CHARS}" in warning.value
+    [kept] = at.text_area
+    assert kept.value == long
+    at.run()  # it stays until the participant acts
+    assert at.text_area[0].value == long and at.warning
+    at.text_area[0].set_value("x" * 10)
+    [b for b in at.button if b.label == "Send"][0].click().run()
+    assert _turns(eng)[0] == "x" * 10 and not at.text_area and not at.warning
+
+
+def test_message_from_a_second_tab_is_kept_with_the_reason(eng):
+    """Tab A sends; tab B (drawn before) sends too: B's text and the reason stay on B's page, also
+    after the rerun that streams A's pending reply there."""
+    from workbench.llm import LLMError
+
+    model = ScriptedModel([LLMError("down"), "Reply to A."])
+    P.set_model_factory(lambda *a: model)
+    try:
+        token = _in_task(eng)
+        tab_a, tab_b = app(t=token), app(t=token)
+        tab_a.chat_input[0].set_value("from tab A").run()  # stored; the reply fails in tab A
+        tab_b.chat_input[0].set_value("from tab B").run()  # refused; B's page then produces A's reply
+        assert not tab_b.exception, tab_b.exception
+        assert _turns(eng) == ["from tab A", "Reply to A."]
+        assert [t.value for t in tab_b.text_area] == ["from tab B"]
+        assert "has not replied to your previous message" in tab_b.warning[0].value
+        tab_b.run()
+        assert [t.value for t in tab_b.text_area] == ["from tab B"]
+        send_b = [b for b in tab_b.button if b.label == "Send"][0]
+        assert send_b.disabled  # rate A's reply first
+        [b for b in tab_b.button if b.label == "Discard"][0].click().run()
+        assert not tab_b.text_area and not tab_b.warning
+    finally:
+        P.set_model_factory(None)
 
 
 def test_limit_message_only_with_a_finish_button(eng):

@@ -1,4 +1,9 @@
-"""The participant's study page: everything comes from the database, keyed by the token in the URL."""
+"""The participant's study page: everything comes from the database, keyed by the token in the URL.
+
+What a participant typed never vanishes silently: a message the core refuses (too long, a reply
+still owed, another tab was faster) stays on the page with the reason until they send or discard
+it.
+"""
 
 import streamlit as st
 
@@ -54,6 +59,11 @@ except WorkbenchError:
 
 T = ui(view.language)
 S = view.settings
+# What was just sent from the chat box, read before the box is drawn: Streamlit drops the value of a
+# widget drawn disabled, and this page disables the box when the database says the participant
+# cannot send now (another tab sent first) - the text would vanish unseen.
+CHAT_KEY = "chat"
+typed = st.session_state.get(CHAT_KEY)
 
 
 def act(fn, *args, **kwargs):
@@ -63,6 +73,21 @@ def act(fn, *args, **kwargs):
         return fn(session, session.get(Participant, pid), *a, **kw)
 
     run_action(run, *args, **kwargs)
+    st.rerun()
+
+
+def send(text: str) -> None:
+    """Send a message; a refusal keeps the text on the page with the reason (until sent or discarded)."""
+    from db.models import Participant
+
+    try:
+        with session_scope(eng) as s:
+            P.send_message(s, s.get(Participant, pid), text)
+    except WorkbenchError as exc:
+        n = st.session_state.get("unsent", {}).get("n", 0) + 1
+        st.session_state["unsent"] = {"text": text, "error": str(exc), "n": n}
+    else:
+        st.session_state.pop("unsent", None)
     st.rerun()
 
 
@@ -115,6 +140,8 @@ elif view.step == "profile":
 
 elif view.step == "task" and view.task is not None:
     task = view.task
+    if typed:  # before anything below reruns the page (a pending reply streamed in this tab)
+        send(typed)
     st.subheader(T["task_header"].format(position=task.position + 1, n=task.n_tasks))
     card, chat = st.columns([1, 2], gap="large")
     with card:
@@ -169,9 +196,19 @@ elif view.step == "task" and view.task is not None:
                 act(P.finish_task)
         elif task.n_user_turns < task.min_turns:
             st.caption(finish_hint(view.language, task.min_turns))
-    prompt = st.chat_input(T["chat_placeholder"], disabled=not task.can_send, max_chars=4000)
-    if prompt:
-        act(P.send_message, prompt)
+        kept = st.session_state.get("unsent")
+        if kept:
+            st.warning(escape_markdown(f"{kept['error']} {T['unsent_hint']}"))
+            text = st.text_area(T["unsent_label"], kept["text"], key=f"unsent_{kept['n']}", height=150)
+            c1, c2 = st.columns(2)
+            if c1.button(T["send_again"], type="primary", disabled=not task.can_send, key="unsent_send"):
+                send(text)
+            if c2.button(T["discard"], key="unsent_discard"):
+                st.session_state.pop("unsent", None)
+                st.rerun()
+    # No max_chars: the browser would drop an over-long paste without a word; the core refuses it
+    # (chat.MAX_MESSAGE_CHARS) and the text stays on the page with the length and the limit.
+    st.chat_input(T["chat_placeholder"], disabled=not task.can_send, key=CHAT_KEY)
 
 elif view.step == "post_task":
     st.header(T["post_header"])
