@@ -339,10 +339,12 @@ def test_studies_page_settings_and_invites(eng):
     assert not at.exception, at.exception
     form_inputs = [t for t in at.text_input if t.label == "Completion code"]
     form_inputs[0].set_value("DONE-42")
+    [t for t in at.text_input if t.label.startswith("Contact for participants")][0].set_value(" study@example.org ")
     [b for b in at.button if b.label == "Save settings"][0].click().run()
     assert not at.exception, at.exception
     with Session(eng) as s:
         assert s.exec(select(Study)).one().settings["completion_code"] == "DONE-42"
+        assert s.exec(select(Study)).one().settings["contact_text"] == "study@example.org"
     [n for n in at.number_input if n.label.startswith("Seconds before Prolific")][0].set_value(9)
     [t for t in at.text_input if t.label.startswith("Prolific completion URL")][0].set_value("ftp://x")
     [b for b in at.button if b.label == "Save settings"][0].click().run()
@@ -659,3 +661,47 @@ def test_limit_message_only_with_a_finish_button(eng):
     finally:
         P.set_model_factory(None)
 
+
+def test_expired_session_shows_typed_text_and_contact(eng, scripted_assistant):
+    from datetime import timedelta
+
+    from db.types import utcnow
+
+    token = _in_task(eng, settings={"idle_timeout_minutes": 5, "contact_text": "study@example.org"})
+    at = app(t=token)
+    with Session(eng) as s:
+        p = s.exec(select(Participant)).one()
+        p.last_seen_at = utcnow() - timedelta(minutes=6)
+        s.add(p)
+        s.commit()
+    at.chat_input[0].set_value("typed while away").run()
+    assert not at.exception, at.exception
+    assert "expired" in at.warning[0].value
+    assert [c.value for c in at.code] == ["typed while away"]
+    assert any("study@" in m.value and "contact the research team" in m.value for m in at.markdown)
+    assert _turns(eng) == []
+
+
+def test_expired_prolific_session_chinese_offers_the_return(eng, scripted_assistant):
+    from datetime import timedelta
+
+    from db.types import utcnow
+
+    url = "https://app.prolific.com/submissions/complete?cc="
+    token = _in_task(eng, prolific=True, settings={
+        "idle_timeout_minutes": 5, "interface_language": "zh", "prolific_completion_url": url,
+        "screenout_code": "SO-7"})
+    at = app(t=token)
+    at.chat_input[0].set_value("长消息").run()
+    assert _turns(eng)[0] == "长消息"
+    with Session(eng) as s:
+        p = s.exec(select(Participant)).one()
+        p.last_seen_at = utcnow() - timedelta(minutes=6)
+        s.add(p)
+        s.commit()
+    at.run()
+    assert at.warning[0].value == "由于长时间没有操作，本次会话已过期。"
+    assert any("返回 Prolific" in m.value for m in at.markdown)
+    assert [c.value for c in at.code] == ["SO-7"]
+    [link] = at.get("link_button")
+    assert link.proto.url == url + "SO-7" and not [m for m in at.markdown if "http-equiv" in m.value]

@@ -460,3 +460,15 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
     [rec] = [r for r in caplog.records if r.name == "workbench.participation.chat"]
     assert rec.exc_info is not None
 
+
+def test_expired_prolific_session_gets_the_return_route(session):
+    url = "https://app.prolific.com/submissions/complete?cc="
+    make_study(session, settings={"idle_timeout_minutes": 5, "prolific_completion_url": url,
+                                  "screenout_code": "SO-1", "prolific_redirect_seconds": 5})
+    p, token = P.enter_prolific(session, "pid1", "STUDY1", "SESS1", study_name="pilot")
+    P.open_participant(session, token)
+    P.give_consent(session, p, True)
+    p.last_seen_at = utcnow() - timedelta(minutes=6)
+    view = P.participant_view(session, P.open_participant(session, token))
+    assert view.step == "expired" and view.prolific and view.code == "SO-1"
+    assert view.redirect_url == url + "SO-1" and view.redirect_seconds == 0  # no automatic return

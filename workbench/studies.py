@@ -38,6 +38,8 @@ class StudySettings(BaseModel):
         "then talk to the assistant as you naturally would. Under each reply, say whether it contained "
         "made-up information and how satisfied you are."
     )
+    # How participants reach the researchers (an e-mail address, a name): shown when a session has expired.
+    contact_text: Optional[str] = None
     completion_code: str = "COMPLETE"
     screenout_code: str = "SCREENOUT"
     prolific_completion_url: Optional[str] = None  # e.g. https://app.prolific.com/submissions/complete?cc=

@@ -87,6 +87,7 @@ class ParticipantView:
     redirect_seconds: int = 0  # > 0: send the browser to redirect_url after this many seconds
     ask_attention: bool = False
     profile_fields: list[dict] = field(default_factory=list)
+    prolific: bool = False  # came from Prolific (an expired session is sent back there with the screen-out code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,8 +230,9 @@ def redirect_tag(url: str, seconds: int) -> str:
 def participant_view(session: Session, p: Participant) -> ParticipantView:
     settings = _settings(session, p)
     step = _step(p)
-    view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym)
     prolific = p.external_source == "prolific"
+    view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym,
+                           prolific=prolific)
     if step == "profile":
         view.profile_fields = profile_fields(p.language)
     elif step == "task":
@@ -246,6 +248,11 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
         view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
     if view.redirect_url:
         view.redirect_seconds = settings.prolific_redirect_seconds
+    if step == "expired" and prolific:
+        # The return route of a screen-out, without the automatic return: the page shows the text the
+        # participant had typed, to copy before leaving.
+        view.code = settings.screenout_code
+        view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
     return view
 
 

@@ -83,6 +83,12 @@ UI: dict[str, dict[str, str]] = {
         "unsent_hint": "Your text is kept below: copy it, or edit it here and send it again.",
         "send_again": "Send",
         "discard": "Discard",
+        "expired_unsent": "The message you had typed was not sent. Here it is, so you can copy it:",
+        "expired_contact": "If you want to continue or have questions, please contact the research team: {contact}",
+        "expired_no_contact": "If you want to continue, please contact the person who sent you the link to this "
+                              "study.",
+        "expired_prolific": "Please go back to Prolific with the code below. If you have questions, message the "
+                            "researchers through Prolific.",
         "prolific_bad_link": "This link has no valid {what}. Please open the study again from Prolific.",
         "prolific_other_session": "You have already started this study in another Prolific session. If you have "
                                   "questions, message the researchers through Prolific.",
@@ -158,6 +164,10 @@ UI: dict[str, dict[str, str]] = {
         "unsent_hint": "你输入的内容保留在下方：可以复制，或在此修改后重新发送。",
         "send_again": "发送",
         "discard": "丢弃",
+        "expired_unsent": "你刚输入的消息没有发送。内容如下，方便你复制：",
+        "expired_contact": "如需继续或有疑问，请联系研究团队：{contact}",
+        "expired_no_contact": "如需继续，请联系向你发送本研究链接的人。",
+        "expired_prolific": "请使用下面的代码返回 Prolific。如有疑问，请通过 Prolific 联系研究人员。",
         "prolific_bad_link": "此链接缺少有效的 {what}。请从 Prolific 重新打开本研究。",
         "prolific_other_session": "你已在另一个 Prolific 会话中开始了本研究。如有疑问，请通过 Prolific 联系研究人员。",
     },

@@ -2,7 +2,7 @@
 
 What a participant typed never vanishes silently: a message the core refuses (too long, a reply
 still owed, another tab was faster) stays on the page with the reason until they send or discard
-it.
+it, and an expired session shows the message that was being sent.
 """
 
 import streamlit as st
@@ -61,7 +61,7 @@ T = ui(view.language)
 S = view.settings
 # What was just sent from the chat box, read before the box is drawn: Streamlit drops the value of a
 # widget drawn disabled, and this page disables the box when the database says the participant
-# cannot send now (another tab sent first) - the text would vanish unseen.
+# cannot send now (another tab sent first, the session expired) - the text would vanish unseen.
 CHAT_KEY = "chat"
 typed = st.session_state.get(CHAT_KEY)
 
@@ -245,3 +245,16 @@ elif view.step in ("screened_out", "full"):
 
 else:  # expired
     st.warning(T["expired_text"])
+    typed = typed or st.session_state.get("unsent", {}).get("text")
+    if typed:
+        st.write(T["expired_unsent"])
+        st.code(typed, language=None, wrap_lines=True)
+    if view.prolific:
+        st.write(T["expired_prolific"])
+        st.code(view.code, language=None)
+        if view.redirect_url:
+            st.link_button(T["prolific_return"], view.redirect_url)
+    elif S.contact_text:
+        show_text(T["expired_contact"].format(contact=S.contact_text))
+    else:
+        st.write(T["expired_no_contact"])
