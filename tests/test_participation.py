@@ -350,3 +350,125 @@ def test_simultaneous_assignments_never_overshoot_a_quota(engine):
         loads = A.unit_loads(s, study_id, "participant")
     assert sorted(loads.values()) == [2, 2]  # 2 units x quota 2; the other 4 participants are told it is full
     assert Counter(steps) == {"task": 4, "full": 4}
+
+
+def _task_participant(session, settings=None, language=None):
+    make_study(session, settings=settings or {})
+    [token] = P.create_invites(session, "pilot", 1, language=language)
+    return _enter_lang(session, token), token
+
+
+def _enter_lang(session, token):
+    p = P.open_participant(session, token)
+    P.give_consent(session, p, True)
+    P.finish_instructions(session, p)
+    P.submit_profile(session, p, profile_answers(p.language))
+    return p
+
+
+def test_refusals_are_worded_in_the_participants_language(session):
+    from workbench.participation.chat import MAX_MESSAGE_CHARS
+    from workbench.participation.texts import ParticipantError
+
+    p, _ = _task_participant(session, language="zh")
+    with pytest.raises(ParticipantError) as err:
+        P.send_message(session, p, "长" * (MAX_MESSAGE_CHARS + 1))
+    # the length and the limit, in Chinese; the English wording is there for another page
+    assert err.value.key == "msg_too_long" and str(err.value) == (
+        f"你的消息有 {MAX_MESSAGE_CHARS + 1} 个字符，上限为 {MAX_MESSAGE_CHARS} 个。请缩短后重新发送。")
+    assert err.value.text("en").startswith(f"Your message has {MAX_MESSAGE_CHARS + 1} characters; the limit is")
+    assert not session.exec(select(Turn)).all()  # nothing stored for a refused message
+    P.send_message(session, p, "你好")
+    with pytest.raises(ParticipantError, match="助手还没有回复"):
+        P.send_message(session, p, "第二条")
+    drain_session_reply(session, p)
+    for h, sat, expected in ((None, 3, "请说明这条回复是否包含编造的信息。"), ("no", None, "请选择 1 到 5 的满意度。")):
+        with pytest.raises(ParticipantError) as err:
+            P.rate_reply(session, p, 1, h, sat)
+        assert str(err.value) == expected
+    with pytest.raises(ParticipantError, match="请先评价"):
+        P.send_message(session, p, "第二条")
+    with pytest.raises(ParticipantError) as err:
+        P.give_consent(session, p, True)
+    assert str(err.value) == "这一步已经完成；页面显示的是你现在所在的步骤。"
+
+
+def drain_session_reply(session, p):
+    """Store a reply to the pending message inside the test's session (no second connection)."""
+    session.add(Turn(conversation_id=session.exec(select(Turn.conversation_id)).first(), index=1,
+                     role="assistant", content="回复"))
+    session.flush()
+
+
+def test_profile_refusals_in_chinese(session):
+    from workbench.participation.flow import profile_fields
+
+    make_study(session)
+    [token] = P.create_invites(session, "pilot", 1, language="zh")
+    p = P.open_participant(session, token)
+    P.give_consent(session, p, True)
+    P.finish_instructions(session, p)
+    fields = profile_fields("zh")
+    integer = next((f for f in fields if f["type"] == "integer"), None)
+    choice = next(f for f in fields if f["type"] == "choice")
+    answers = profile_answers("zh")
+    with pytest.raises(UserInputError) as err:
+        P.submit_profile(session, p, {**answers, choice["name"]: "not-an-option"})
+    assert str(err.value) == f"请为以下问题选择一个选项：{choice['label']}"
+    if integer is not None:
+        with pytest.raises(UserInputError) as err:
+            P.submit_profile(session, p, {**answers, integer["name"]: "abc"})
+        assert str(err.value) == f"请为以下问题输入整数：{integer['label']}"
+
+
+def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
+    """The details of a failed reply go to the server log and the failed call's LLMCall row; the
+    ReplyError keeps them for tests and logs, and pages show participants a fixed notice."""
+    import logging
+
+    from workbench.llm import recorded
+
+    engine = sqlite_engine
+    with Session(engine) as s:
+        make_study(s, settings={"profile_mode": "assigned"}, with_profiles=True)
+        [token] = P.create_invites(s, "pilot", 1)
+        p = P.open_participant(s, token)
+        P.give_consent(s, p, True)
+        P.finish_instructions(s, p)
+        P.send_message(s, p, "Plan my trip")
+        s.commit()
+        pid, pseudonym = p.id, p.pseudonym
+    detail = "cannot reach http://127.0.0.1:8634/v1: Connection error."
+    model = ScriptedModel([LLMError(detail)])
+    factory = lambda eng, cfg, study_id, conv_id: recorded(model, eng, purpose="assistant", study_id=study_id,
+                                                          conversation_id=conv_id, cache=False)
+    with caplog.at_level(logging.ERROR, logger="workbench"), pytest.raises(P.ReplyError, match="cannot reach"):
+        drain(engine, pid, factory)
+    [rec] = [r for r in caplog.records if r.name == "workbench.participation.chat"]
+    assert detail in rec.getMessage() and pseudonym in rec.getMessage() and "scripted/test" in rec.getMessage()
+    with Session(engine) as s:
+        call = s.exec(select(LLMCall)).one()
+        assert call.purpose == "assistant" and detail in call.error and call.conversation_id is not None
+    # a failure outside the LLM layer (no LLMCall row) is logged with its traceback
+    caplog.clear()
+
+    def broken(*a):
+        raise RuntimeError("SDK bug")
+
+    with caplog.at_level(logging.ERROR, logger="workbench"), pytest.raises(P.ReplyError, match="RuntimeError: SDK bug"):
+        drain(engine, pid, broken)
+    [rec] = [r for r in caplog.records if r.name == "workbench.participation.chat"]
+    assert rec.exc_info is not None
+
+
+def test_expired_prolific_session_gets_the_return_route(session):
+    url = "https://app.prolific.com/submissions/complete?cc="
+    make_study(session, settings={"idle_timeout_minutes": 5, "prolific_completion_url": url,
+                                  "screenout_code": "SO-1", "prolific_redirect_seconds": 5})
+    p, token = P.enter_prolific(session, "pid1", "STUDY1", "SESS1", study_name="pilot")
+    P.open_participant(session, token)
+    P.give_consent(session, p, True)
+    p.last_seen_at = utcnow() - timedelta(minutes=6)
+    view = P.participant_view(session, P.open_participant(session, token))
+    assert view.step == "expired" and view.prolific and view.code == "SO-1"
+    assert view.redirect_url == url + "SO-1" and view.redirect_seconds == 0  # no automatic return

@@ -58,6 +58,8 @@ class StudySettings(BaseModel):
     # Defaults in the interface language (DEFAULT_TEXTS); see _texts_in_language.
     consent_text: str = ""
     instructions_text: str = ""
+    # How participants reach the researchers (an e-mail address, a name): shown when a session has expired.
+    contact_text: Optional[str] = None
     completion_code: str = "COMPLETE"
     screenout_code: str = "SCREENOUT"
     prolific_completion_url: Optional[str] = None  # e.g. https://app.prolific.com/submissions/complete?cc=

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Callable, Optional
 
@@ -10,6 +11,14 @@ from sqlalchemy.engine import Engine
 
 from db.engine import session_scope
 from workbench.errors import WorkbenchError
+
+# What the core logs (e.g. a failed assistant reply, with its details) goes to the server's stderr
+# with a time stamp: Streamlit configures only its own logger.
+_log = logging.getLogger("workbench")
+if not _log.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _log.addHandler(_handler)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
 

@@ -7,6 +7,7 @@ then offers to retry the missing reply).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -18,18 +19,22 @@ from sqlmodel import Session, select
 from db.engine import session_scope
 from db.models import AssistantConfig, Condition, Conversation, Participant, Turn
 from db.types import utcnow
-from workbench.errors import UserInputError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment
-from workbench.participation.texts import HALLUCINATION_VALUES
+from workbench.participation.texts import HALLUCINATION_VALUES, ParticipantError
 
 MAX_MESSAGE_CHARS = 4000
+log = logging.getLogger(__name__)
 
 # (engine, assistant config, study id, conversation id) -> a ChatModel with .stream(messages, **params)
 ModelFactory = Callable[[Engine, AssistantConfig, int, int], Any]
 
 
 class ReplyError(WorkbenchError):
-    """The assistant could not produce a reply; the user's message is kept and can be retried."""
+    """The assistant could not produce a reply; the user's message is kept and can be retried.
+
+    The message holds the details (model, provider error) for the server log and tests; pages show
+    participants only a short translated notice."""
 
 
 _models: dict[str, Any] = {}
@@ -63,30 +68,33 @@ def set_model_factory(factory: Optional[ModelFactory]) -> None:
 def _current_conversation(session: Session, p: Participant) -> Conversation:
     a = current_assignment(session, p)
     if a is None or a.conversation_id is None:
-        raise UserInputError("there is no task in progress")
+        raise ParticipantError("no_task", p.language)
     return session.get(Conversation, a.conversation_id)
 
 
 def send_message(session: Session, p: Participant, text: str) -> Turn:
-    """Store the participant's message (the caller commits it before asking for the reply)."""
+    """Store the participant's message (the caller commits it before asking for the reply).
+
+    A refusal is a ParticipantError in the participant's language; nothing is stored then."""
     _expect(p, "task")
     text = (text or "").strip()
+    lang = p.language
     if not text:
-        raise UserInputError("the message is empty")
+        raise ParticipantError("msg_empty", lang)
     if len(text) > MAX_MESSAGE_CHARS:
-        raise UserInputError(f"the message is too long (at most {MAX_MESSAGE_CHARS} characters)")
+        raise ParticipantError("msg_too_long", lang, length=len(text), limit=MAX_MESSAGE_CHARS)
     # A lean check (this runs on every message): the turns' roles and ratings only, no task card.
     conv = _current_conversation(session, p)
     if conv.status != "in_progress":
-        raise UserInputError("this task has ended")
+        raise ParticipantError("task_ended", lang)
     turns = session.exec(select(Turn.role, Turn.hallucination, Turn.satisfaction)
                          .where(Turn.conversation_id == conv.id).order_by(Turn.index)).all()
     if turns and turns[-1][0] == "user":
-        raise UserInputError("the assistant has not replied yet")
+        raise ParticipantError("reply_pending", lang)
     if any(role == "assistant" and (h is None or sat is None) for role, h, sat in turns):
-        raise UserInputError("please rate the assistant's last reply first")
+        raise ParticipantError("rate_first", lang)
     if sum(1 for role, _, _ in turns if role == "user") >= _settings(session, p).max_turns:
-        raise UserInputError("this task has reached its maximum number of messages")
+        raise ParticipantError("msg_limit", lang)
     now = utcnow()
     turn = Turn(conversation_id=conv.id, index=len(turns), role="user", content=text, created_at=now,
                 completed_at=now)
@@ -109,7 +117,9 @@ def assistant_messages(session: Session, conv: Conversation) -> tuple[list[dict]
 def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFactory] = None) -> Iterator[str]:
     """Stream the assistant's reply to the participant's pending message and store it when complete.
 
-    Yields text pieces. Raises ReplyError when the model fails (nothing is stored then).
+    Yields text pieces. Raises ReplyError when the model fails (nothing is stored then); the failure
+    is logged here with its details (the LLM layer also records a failed call as an LLMCall row
+    with its error), so pages need not show participants any of it.
     """
     with Session(engine, expire_on_commit=False) as s:
         p = s.get(Participant, participant_id)
@@ -118,7 +128,7 @@ def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFac
         if not messages or messages[-1]["role"] != "user":
             return
         index = len(conversation_turns(s, conv.id))
-        conv_id, study_id = conv.id, conv.study_id
+        conv_id, study_id, pseudonym = conv.id, conv.study_id, p.pseudonym
     params = {k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None}
     started, t0 = utcnow(), time.perf_counter()
     pieces: list[str] = []
@@ -130,13 +140,14 @@ def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFac
                 pieces.append(piece)
                 yield piece
     except WorkbenchError as exc:
-        raise ReplyError(str(exc)) from exc
+        raise _failed(str(exc), cfg.model, study_id, conv_id, pseudonym) from exc
     except Exception as exc:  # SDK or network failure: keep the message, offer a retry
-        raise ReplyError(f"{exc.__class__.__name__}: {exc}") from exc
+        raise _failed(f"{exc.__class__.__name__}: {exc}", cfg.model, study_id, conv_id, pseudonym,
+                      traceback=True) from exc
     completion = getattr(stream, "completion", None)
     text = (getattr(completion, "text", None) or "".join(pieces)).strip()
     if not text:
-        raise ReplyError("the assistant returned an empty reply")
+        raise _failed("the assistant returned an empty reply", cfg.model, study_id, conv_id, pseudonym)
     usage = getattr(completion, "usage", None)
     turn = Turn(conversation_id=conv_id, index=index, role="assistant", content=text, created_at=started,
                 completed_at=utcnow(), latency_ms=(time.perf_counter() - t0) * 1000,
@@ -150,18 +161,26 @@ def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFac
         pass  # another tab stored this reply first; the conversation is still consistent
 
 
+def _failed(detail: str, model: str, study_id: int, conv_id: int, pseudonym: str,
+            traceback: bool = False) -> ReplyError:
+    """Log a failed reply with its details for the researchers and return the error to raise."""
+    log.error("assistant reply failed (study %s, conversation %s, participant %s, model %s): %s",
+              study_id, conv_id, pseudonym, model, detail, exc_info=traceback)
+    return ReplyError(detail)
+
+
 def rate_reply(session: Session, p: Participant, turn_index: int, hallucination: Optional[str],
                satisfaction: Optional[int], reason: Optional[str] = None) -> None:
     """Store the participant's judgement of one assistant reply of the current task."""
     _expect(p, "task")
     if hallucination not in HALLUCINATION_VALUES:
-        raise UserInputError("please say whether the reply contained made-up information")
+        raise ParticipantError("rate_missing_hallucination", p.language)
     if satisfaction is None or int(satisfaction) not in range(1, 6):
-        raise UserInputError("please choose a satisfaction from 1 to 5")
+        raise ParticipantError("rate_missing_satisfaction", p.language)
     conv = _current_conversation(session, p)
     turn = session.exec(select(Turn).where(Turn.conversation_id == conv.id, Turn.index == int(turn_index))).first()
     if turn is None or turn.role != "assistant":
-        raise UserInputError("there is no such reply to rate")
+        raise ParticipantError("no_such_reply", p.language)
     turn.hallucination, turn.satisfaction = hallucination, int(satisfaction)
     turn.satisfaction_reason = (reason or "").strip()[:2000] or None
     turn.meta = {**(turn.meta or {}), "rated_at": utcnow().isoformat()}

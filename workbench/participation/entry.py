@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from db.models import Participant, Study
 from db.repo import get_study
 from workbench.errors import NotFoundError, UserInputError
+from workbench.participation.texts import ParticipantError
 
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -79,35 +80,37 @@ def enter_prolific(session: Session, prolific_pid: str, prolific_study_id: str, 
     The study is the one whose settings name this Prolific STUDY_ID (``prolific_study_id``), else
     the one named by ``study_name``. Re-entering with the same PID and SESSION_ID resumes the same
     participant (the old token stops working); another SESSION_ID for a known PID is refused.
+    Refusals are ParticipantErrors in the study's language (an unknown study: NotFoundError).
     """
-    for value, what in ((prolific_pid, "PROLIFIC_PID"), (prolific_study_id, "STUDY_ID"),
-                        (prolific_session_id, "SESSION_ID")):
-        if not value or not _PROLIFIC_ID.match(value):
-            raise UserInputError(f"the link has no valid {what}")
+    from workbench.studies import study_settings
+
     study = None
     for s in session.exec(select(Study)).all():
-        if (s.settings or {}).get("prolific_study_id") == prolific_study_id:
+        if prolific_study_id and (s.settings or {}).get("prolific_study_id") == prolific_study_id:
             study = s
             break
     if study is None:
         if not study_name:
             raise NotFoundError("this link is not valid")
         study = get_study(session, study_name)
+    lang = study_settings(study).interface_language
+    for value, what in ((prolific_pid, "PROLIFIC_PID"), (prolific_study_id, "STUDY_ID"),
+                        (prolific_session_id, "SESSION_ID")):
+        if not value or not _PROLIFIC_ID.match(value):
+            raise ParticipantError("prolific_bad_link", lang, what=what)
     p = session.exec(
         select(Participant).where(Participant.study_id == study.id, Participant.external_source == "prolific",
                                   Participant.external_id == prolific_pid)
     ).first()
     token = new_token()
     if p is None:
-        from workbench.studies import study_settings
-
         p = Participant(study_id=study.id, pseudonym=new_pseudonym(), external_source="prolific",
                         external_id=prolific_pid, external_session=prolific_session_id, status="invited",
-                        language=study_settings(study).interface_language, state={"step": "consent"},
+                        language=lang, state={"step": "consent"},
                         invite_token_hash=hash_token(token))
         session.add(p)
     elif p.external_session != prolific_session_id:
-        raise UserInputError("this Prolific participant already has a session in this study")
+        raise ParticipantError("prolific_other_session", lang)
     else:
         p.invite_token_hash = hash_token(token)
         session.add(p)

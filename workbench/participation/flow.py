@@ -29,7 +29,14 @@ from db.types import utcnow
 from workbench.errors import UserInputError
 from workbench.participation import assignment as assign_mod
 from workbench.participation.entry import participant_for_token
-from workbench.participation.texts import ATTENTION_EXPECTED, ATTENTION_OPTIONS, POST_TASK_ITEMS, finish_hint, ui
+from workbench.participation.texts import (
+    ATTENTION_EXPECTED,
+    ATTENTION_OPTIONS,
+    POST_TASK_ITEMS,
+    ParticipantError,
+    finish_hint,
+    ui,
+)
 from workbench.studies import StudySettings, study_settings
 
 STEPS = ("consent", "instructions", "profile", "task", "post_task", "done", "screened_out", "full", "expired")
@@ -80,6 +87,7 @@ class ParticipantView:
     redirect_seconds: int = 0  # > 0: send the browser to redirect_url after this many seconds
     ask_attention: bool = False
     profile_fields: list[dict] = field(default_factory=list)
+    prolific: bool = False  # came from Prolific (an expired session is sent back there with the screen-out code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,7 +167,7 @@ def _set_step(session: Session, p: Participant, step: str, **extra: Any) -> None
 
 def _expect(p: Participant, *steps: str) -> None:
     if _step(p) not in steps:
-        raise UserInputError("this step is already done; the page shows where you are now")
+        raise ParticipantError("step_done", p.language)
 
 
 def current_assignment(session: Session, p: Participant) -> Optional[Assignment]:
@@ -222,8 +230,9 @@ def redirect_tag(url: str, seconds: int) -> str:
 def participant_view(session: Session, p: Participant) -> ParticipantView:
     settings = _settings(session, p)
     step = _step(p)
-    view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym)
     prolific = p.external_source == "prolific"
+    view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym,
+                           prolific=prolific)
     if step == "profile":
         view.profile_fields = profile_fields(p.language)
     elif step == "task":
@@ -239,6 +248,11 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
         view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
     if view.redirect_url:
         view.redirect_seconds = settings.prolific_redirect_seconds
+    if step == "expired" and prolific:
+        # The return route of a screen-out, without the automatic return: the page shows the text the
+        # participant had typed, to copy before leaving.
+        view.code = settings.screenout_code
+        view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
     return view
 
 
@@ -338,17 +352,18 @@ def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) ->
         if v in (None, "", []):
             continue
         allowed = {value for value, _ in f["options"]}
+        lang = p.language
         if f["type"] == "choice" and allowed and v not in allowed:
-            raise UserInputError(f"please choose one of the options for: {f['label']}")
+            raise ParticipantError("choose_option", lang, label=f["label"])
         if f["type"] == "multi_choice" and allowed and not set(v) <= allowed:
-            raise UserInputError(f"please choose from the options for: {f['label']}")
+            raise ParticipantError("choose_options", lang, label=f["label"])
         if f["type"] == "integer":
             try:
                 v = int(v)
             except (TypeError, ValueError):
-                raise UserInputError(f"please enter a whole number for: {f['label']}") from None
+                raise ParticipantError("whole_number", lang, label=f["label"]) from None
             if (f["min"] is not None and v < f["min"]) or (f["max"] is not None and v > f["max"]):
-                raise UserInputError(f"{f['label']}: please enter a number from {f['min']} to {f['max']}")
+                raise ParticipantError("number_range", lang, label=f["label"], min=f["min"], max=f["max"])
         clean[f["name"]] = v
     text = "\n".join(f"{f['label']}: {_answer_text(clean[f['name']])}" for f in fields if f["name"] in clean)
     prof = Profile(key=f"participant-{p.pseudonym}", language=p.language, fields=clean, text=text,

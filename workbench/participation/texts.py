@@ -5,6 +5,8 @@ Study-specific texts (consent, instructions) come from StudySettings; these are 
 
 from __future__ import annotations
 
+from workbench.errors import UserInputError
+
 UI: dict[str, dict[str, str]] = {
     "en": {
         "title": "Research study",
@@ -36,7 +38,7 @@ UI: dict[str, dict[str, str]] = {
         "finish_hint_one": "You can finish once you have sent a message.",
         "max_reached": "You reached the maximum number of messages for this task. Please finish it.",
         "thinking": "The assistant is replying...",
-        "llm_error": "The assistant could not reply ({error}). Your message is saved. Please try again.",
+        "llm_error": "The assistant is temporarily unavailable. Your message is saved; please try again in a moment.",
         "retry": "Try again",
         "post_header": "About the conversation you just had",
         "memorization": "Did the assistant forget things you had said earlier?",
@@ -58,6 +60,38 @@ UI: dict[str, dict[str, str]] = {
         "full_text": "Sorry, this study is full at the moment. Your code is:",
         "expired_text": "This session expired after a long time without activity.",
         "invalid_link": "This link is not valid. Please use the link you were given.",
+        # Refusals of the participant's actions (ParticipantError keys)
+        "no_task": "There is no task in progress.",
+        "msg_empty": "The message is empty.",
+        "msg_too_long": "Your message has {length} characters; the limit is {limit}. Please shorten it and send "
+                        "it again.",
+        "task_ended": "This task has ended.",
+        "reply_pending": "The assistant has not replied to your previous message yet (it may have been sent from "
+                         "another tab or window). Please wait for the reply, then send this message again.",
+        "msg_limit": "This task has reached its maximum number of messages.",
+        "rate_missing_hallucination": "Please say whether the reply contained made-up information.",
+        "rate_missing_satisfaction": "Please choose a satisfaction from 1 to 5.",
+        "no_such_reply": "There is no such reply to rate.",
+        "step_done": "This step is already done; the page shows where you are now.",
+        "choose_option": "Please choose one of the options for: {label}",
+        "choose_options": "Please choose from the options for: {label}",
+        "whole_number": "Please enter a whole number for: {label}",
+        "number_range": "{label}: please enter a number from {min} to {max}",
+        "placeholder_one": "Choose an option",
+        "placeholder_many": "Choose options",
+        "unsent_label": "Your message (not sent)",
+        "unsent_hint": "Your text is kept below: copy it, or edit it here and send it again.",
+        "send_again": "Send",
+        "discard": "Discard",
+        "expired_unsent": "The message you had typed was not sent. Here it is, so you can copy it:",
+        "expired_contact": "If you want to continue or have questions, please contact the research team: {contact}",
+        "expired_no_contact": "If you want to continue, please contact the person who sent you the link to this "
+                              "study.",
+        "expired_prolific": "Please go back to Prolific with the code below. If you have questions, message the "
+                            "researchers through Prolific.",
+        "prolific_bad_link": "This link has no valid {what}. Please open the study again from Prolific.",
+        "prolific_other_session": "You have already started this study in another Prolific session. If you have "
+                                  "questions, message the researchers through Prolific.",
     },
     "zh": {
         "title": "研究项目",
@@ -88,7 +122,7 @@ UI: dict[str, dict[str, str]] = {
         "finish_hint_one": "发送 1 条消息后可以结束。",
         "max_reached": "本任务的消息数已达上限，请结束本任务。",
         "thinking": "助手正在回复……",
-        "llm_error": "助手暂时无法回复（{error}）。你的消息已保存，请重试。",
+        "llm_error": "助手暂时无法回复。你的消息已保存，请稍后重试。",
         "retry": "重试",
         "post_header": "关于刚才的对话",
         "memorization": "助手是否忘记了你之前说过的内容？",
@@ -110,6 +144,32 @@ UI: dict[str, dict[str, str]] = {
         "full_text": "抱歉，本研究目前已满。你的代码是：",
         "expired_text": "由于长时间没有操作，本次会话已过期。",
         "invalid_link": "链接无效，请使用你收到的链接。",
+        "no_task": "当前没有进行中的任务。",
+        "msg_empty": "消息为空。",
+        "msg_too_long": "你的消息有 {length} 个字符，上限为 {limit} 个。请缩短后重新发送。",
+        "task_ended": "本任务已结束。",
+        "reply_pending": "助手还没有回复你的上一条消息（它可能是从另一个标签页或窗口发送的）。请等回复出现后再发送这条消息。",
+        "msg_limit": "本任务的消息数已达上限。",
+        "rate_missing_hallucination": "请说明这条回复是否包含编造的信息。",
+        "rate_missing_satisfaction": "请选择 1 到 5 的满意度。",
+        "no_such_reply": "没有这条可评价的回复。",
+        "step_done": "这一步已经完成；页面显示的是你现在所在的步骤。",
+        "choose_option": "请为以下问题选择一个选项：{label}",
+        "choose_options": "请从选项中选择：{label}",
+        "whole_number": "请为以下问题输入整数：{label}",
+        "number_range": "{label}：请输入 {min} 到 {max} 之间的数字",
+        "placeholder_one": "请选择",
+        "placeholder_many": "请选择（可多选）",
+        "unsent_label": "你的消息（未发送）",
+        "unsent_hint": "你输入的内容保留在下方：可以复制，或在此修改后重新发送。",
+        "send_again": "发送",
+        "discard": "丢弃",
+        "expired_unsent": "你刚输入的消息没有发送。内容如下，方便你复制：",
+        "expired_contact": "如需继续或有疑问，请联系研究团队：{contact}",
+        "expired_no_contact": "如需继续，请联系向你发送本研究链接的人。",
+        "expired_prolific": "请使用下面的代码返回 Prolific。如有疑问，请通过 Prolific 联系研究人员。",
+        "prolific_bad_link": "此链接缺少有效的 {what}。请从 Prolific 重新打开本研究。",
+        "prolific_other_session": "你已在另一个 Prolific 会话中开始了本研究。如有疑问，请通过 Prolific 联系研究人员。",
     },
 }
 
@@ -139,3 +199,20 @@ def finish_hint(language: str, n: int) -> str:
     """"You can finish once you have sent N messages", with the singular for one."""
     T = ui(language)
     return T["finish_hint_one"] if n == 1 else T["finish_hint"].format(n=n)
+
+
+def message(key: str, language: str, **params: object) -> str:
+    """The interface text ``key`` in ``language`` with ``params`` filled in."""
+    return ui(language)[key].format(**params)
+
+
+class ParticipantError(UserInputError):
+    """A refusal shown to a participant, worded in their language. The key and values are kept so a
+    page (or a test) can word it again in another language with ``text(language)``."""
+
+    def __init__(self, key: str, language: str = "en", **params: object):
+        self.key, self.params = key, params
+        super().__init__(message(key, language, **params))
+
+    def text(self, language: str) -> str:
+        return message(self.key, language, **self.params)

@@ -1,4 +1,9 @@
-"""The participant's study page: everything comes from the database, keyed by the token in the URL."""
+"""The participant's study page: everything comes from the database, keyed by the token in the URL.
+
+What a participant typed never vanishes silently: a message the core refuses (too long, a reply
+still owed, another tab was faster) stays on the page with the reason until they send or discard
+it, and an expired session shows the message that was being sent.
+"""
 
 import streamlit as st
 
@@ -14,7 +19,14 @@ from workbench.app.common import (
     show_turn,
 )
 from workbench.errors import WorkbenchError
-from workbench.participation.texts import ATTENTION_OPTIONS, HALLUCINATION_VALUES, POST_TASK_ITEMS, finish_hint, ui
+from workbench.participation.texts import (
+    ATTENTION_OPTIONS,
+    HALLUCINATION_VALUES,
+    POST_TASK_ITEMS,
+    ParticipantError,
+    finish_hint,
+    ui,
+)
 
 eng = engine()
 params = st.query_params
@@ -25,8 +37,11 @@ if "t" not in params and "PROLIFIC_PID" in params:
         with session_scope(eng) as s:
             _, new_token = P.enter_prolific(s, params.get("PROLIFIC_PID", ""), params.get("STUDY_ID", ""),
                                             params.get("SESSION_ID", ""), study_name=params.get("study"))
-    except WorkbenchError as exc:
+    except ParticipantError as exc:  # worded in the study's language
         st.error(escape_markdown(str(exc)))
+        st.stop()
+    except WorkbenchError:  # no such study: say no more than for a bad invite link
+        st.error(ui("en")["invalid_link"])
         st.stop()
     st.query_params.clear()
     st.query_params["t"] = new_token
@@ -44,6 +59,11 @@ except WorkbenchError:
 
 T = ui(view.language)
 S = view.settings
+# What was just sent from the chat box, read before the box is drawn: Streamlit drops the value of a
+# widget drawn disabled, and this page disables the box when the database says the participant
+# cannot send now (another tab sent first, the session expired) - the text would vanish unseen.
+CHAT_KEY = "chat"
+typed = st.session_state.get(CHAT_KEY)
 
 
 def act(fn, *args, **kwargs):
@@ -53,6 +73,21 @@ def act(fn, *args, **kwargs):
         return fn(session, session.get(Participant, pid), *a, **kw)
 
     run_action(run, *args, **kwargs)
+    st.rerun()
+
+
+def send(text: str) -> None:
+    """Send a message; a refusal keeps the text on the page with the reason (until sent or discarded)."""
+    from db.models import Participant
+
+    try:
+        with session_scope(eng) as s:
+            P.send_message(s, s.get(Participant, pid), text)
+    except WorkbenchError as exc:
+        n = st.session_state.get("unsent", {}).get("n", 0) + 1
+        st.session_state["unsent"] = {"text": text, "error": str(exc), "n": n}
+    else:
+        st.session_state.pop("unsent", None)
     st.rerun()
 
 
@@ -91,9 +126,10 @@ elif view.step == "profile":
             key = f"profile_{f['name']}"
             if f["type"] == "choice":
                 answers[f["name"]] = st.selectbox(f["label"], list(labels), index=None, key=key,
-                                                  format_func=labels.get)
+                                                  format_func=labels.get, placeholder=T["placeholder_one"])
             elif f["type"] == "multi_choice":
-                answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get)
+                answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get,
+                                                    placeholder=T["placeholder_many"])
             elif f["type"] == "integer":
                 answers[f["name"]] = st.number_input(f["label"], min_value=f["min"], max_value=f["max"], value=None,
                                                      step=1, key=key)
@@ -104,6 +140,8 @@ elif view.step == "profile":
 
 elif view.step == "task" and view.task is not None:
     task = view.task
+    if typed:  # before anything below reruns the page (a pending reply streamed in this tab)
+        send(typed)
     st.subheader(T["task_header"].format(position=task.position + 1, n=task.n_tasks))
     card, chat = st.columns([1, 2], gap="large")
     with card:
@@ -133,9 +171,9 @@ elif view.step == "task" and view.task is not None:
                     if st.form_submit_button(T["save_rating"], type="primary"):
                         act(P.rate_reply, turn.index, h, sat, reason)
         if task.pending_reply:
-            failed = st.session_state.get("reply_failed")
-            if failed:
-                st.error(escape_markdown(T["llm_error"].format(error=failed)))
+            if st.session_state.get("reply_failed"):
+                # The details are in the server log (and the failed call's LLMCall row), not for participants.
+                st.error(T["llm_error"])
                 if st.button(T["retry"], type="primary"):
                     st.session_state.pop("reply_failed", None)
                     st.rerun()
@@ -148,19 +186,29 @@ elif view.step == "task" and view.task is not None:
                         for piece in P.stream_reply(eng, pid):
                             text += piece
                             box.markdown(safe_markdown(text))
-                    except P.ReplyError as exc:
-                        st.session_state["reply_failed"] = str(exc)[:300]
+                    except P.ReplyError:
+                        st.session_state["reply_failed"] = True
                 st.rerun()
-        if task.at_max and task.unrated_index is None:
+        if task.at_max and task.can_finish:  # only where the Finish button below is there to press
             st.info(T["max_reached"])
         if task.can_finish:
             if st.button(T["finish"], type="primary"):
                 act(P.finish_task)
         elif task.n_user_turns < task.min_turns:
             st.caption(finish_hint(view.language, task.min_turns))
-    prompt = st.chat_input(T["chat_placeholder"], disabled=not task.can_send, max_chars=4000)
-    if prompt:
-        act(P.send_message, prompt)
+        kept = st.session_state.get("unsent")
+        if kept:
+            st.warning(escape_markdown(f"{kept['error']} {T['unsent_hint']}"))
+            text = st.text_area(T["unsent_label"], kept["text"], key=f"unsent_{kept['n']}", height=150)
+            c1, c2 = st.columns(2)
+            if c1.button(T["send_again"], type="primary", disabled=not task.can_send, key="unsent_send"):
+                send(text)
+            if c2.button(T["discard"], key="unsent_discard"):
+                st.session_state.pop("unsent", None)
+                st.rerun()
+    # No max_chars: the browser would drop an over-long paste without a word; the core refuses it
+    # (chat.MAX_MESSAGE_CHARS) and the text stays on the page with the length and the limit.
+    st.chat_input(T["chat_placeholder"], disabled=not task.can_send, key=CHAT_KEY)
 
 elif view.step == "post_task":
     st.header(T["post_header"])
@@ -197,3 +245,16 @@ elif view.step in ("screened_out", "full"):
 
 else:  # expired
     st.warning(T["expired_text"])
+    typed = typed or st.session_state.get("unsent", {}).get("text")
+    if typed:
+        st.write(T["expired_unsent"])
+        st.code(typed, language=None, wrap_lines=True)
+    if view.prolific:
+        st.write(T["expired_prolific"])
+        st.code(view.code, language=None)
+        if view.redirect_url:
+            st.link_button(T["prolific_return"], view.redirect_url)
+    elif S.contact_text:
+        show_text(T["expired_contact"].format(contact=S.contact_text))
+    else:
+        st.write(T["expired_no_contact"])

@@ -76,6 +76,8 @@ with settings_tab:
                                     cur.quota_per_condition or 0)
             consent = st.text_area("Consent text", cur.consent_text)
             instructions = st.text_area("Instructions", cur.instructions_text)
+            contact = st.text_input("Contact for participants (shown when a session has expired)",
+                                    cur.contact_text or "")
             c7, c8 = st.columns(2)
             completion = c7.text_input("Completion code", cur.completion_code)
             screenout = c8.text_input("Screen-out code", cur.screenout_code)
@@ -90,7 +92,8 @@ with settings_tab:
                 changes = {"tasks_per_participant": int(tasks), "min_turns": int(min_turns), "max_turns": int(max_turns),
                            "profile_mode": mode, "interface_language": lang, "idle_timeout_minutes": int(idle),
                            "quota_per_condition": int(quota) or None, "consent_text": consent,
-                           "instructions_text": instructions, "completion_code": completion,
+                           "instructions_text": instructions, "contact_text": contact.strip() or None,
+                           "completion_code": completion,
                            "screenout_code": screenout, "prolific_completion_url": prolific or None,
                            "prolific_study_id": prolific_id or None, "attention_check": attention,
                            "prolific_redirect_seconds": int(redirect_s)}
