@@ -84,8 +84,9 @@ def create(
     scenarios: Optional[List[str]] = typer.Option(None, "--scenarios", "--scenario",
                                                   help="Scenario key (repeatable or comma-separated); "
                                                   "default: the reference's four."),
-    profiles: int = typer.Option(0, "--profiles", min=0, help="Pool profiles to sample per context "
-                                 "(0 = no fixed profile: participants bring their own)."),
+    profiles: int = typer.Option(0, "--profiles", min=0, help="Pool profiles to sample (seeded); each is "
+                                 "crossed with every task context (0 = no fixed profile: participants bring "
+                                 "their own)."),
     language: str = typer.Option("en", "--language", help="en or zh: task contexts and interface language."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="File with the assistant's system "
                                                  "prompt."),
@@ -125,7 +126,7 @@ def create(
                                 context_sets=context_sets)
         scen = ", ".join(study.settings["scenarios"])
     typer.echo(f"Created study {name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
-               f"language {language}; {profiles or 'no fixed'} profile(s) per task context.")
+               f"language {language}; {profiles or 'no fixed'} profile(s), each with every task context.")
     from workbench.llm import check_model_name
 
     missing_key = check_model_name(assistant_model.strip())
