@@ -449,6 +449,12 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
     with Session(engine) as s:
         call = s.exec(select(LLMCall)).one()
         assert call.purpose == "assistant" and detail in call.error and call.conversation_id is not None
+        # researchers see it on the Progress page
+        from workbench.participation.console import assistant_failures_df
+
+        failures = assistant_failures_df(s, call.study_id)
+        assert failures[["conversation", "model"]].values.tolist() == [[call.conversation_id, "scripted/test"]]
+        assert detail in failures["error"].iloc[0]
     # a failure outside the LLM layer (no LLMCall row) is logged with its traceback
     caplog.clear()
 

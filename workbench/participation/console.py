@@ -16,6 +16,7 @@ from db.models import (
     Assignment,
     Condition,
     Conversation,
+    LLMCall,
     Participant,
     Scenario,
     SimulationRun,
@@ -85,6 +86,16 @@ def condition_progress_df(session: Session, study_id: int) -> pd.DataFrame:
                          aggfunc="sum", fill_value=0)
     out = out.reindex(columns=["completed", "in_progress", "abandoned", "failed"], fill_value=0).reset_index()
     return out
+
+
+def assistant_failures_df(session: Session, study_id: int, limit: int = 50) -> pd.DataFrame:
+    """The latest failed assistant calls in participant sessions (participants see only a short
+    notice; the details are here and in the server log), newest first."""
+    rows = session.exec(
+        select(LLMCall.created_at, LLMCall.conversation_id, LLMCall.model, LLMCall.error)
+        .where(LLMCall.study_id == study_id, LLMCall.purpose == "assistant", LLMCall.error.is_not(None))
+        .order_by(LLMCall.id.desc()).limit(limit)).all()
+    return pd.DataFrame(rows, columns=["time", "conversation", "model", "error"])
 
 
 def dropouts_df(session: Session, study_id: int) -> pd.DataFrame:

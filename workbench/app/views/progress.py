@@ -22,9 +22,17 @@ with session_scope(eng) as s:
     status = C.participants_status_df(s, sid)
     per_condition = C.condition_progress_df(s, sid)
     dropouts = C.dropouts_df(s, sid)
+    failures = C.assistant_failures_df(s, sid)
 st.subheader("Participants by status")
 st.dataframe(status, hide_index=True)
 st.subheader("Conversations per condition by user kind")
 st.dataframe(per_condition, hide_index=True, width="stretch")
 st.subheader("Dropouts")
 st.dataframe(dropouts, hide_index=True, width="stretch")
+st.subheader("Assistant failures in participant sessions")
+if failures.empty:
+    st.caption("None: every participant message got its reply.")
+else:
+    st.caption("Participants saw a short notice and could try again; the latest 50 failures, newest first "
+               "(the server log has the same).")
+    st.dataframe(failures, hide_index=True, width="stretch")
