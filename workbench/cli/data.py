@@ -19,13 +19,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def init() -> None:
         """Create the database schema, or upgrade it to the newest revision (Alembic upgrade head)."""
+        from workbench.cli._common import open_error
+
         engine = get_engine()
         try:
             rev = upgrade(engine)
+        except WorkbenchError:
+            raise
         except Exception as exc:
-            raise WorkbenchError(
-                f"cannot initialise {engine.url.render_as_string()}: {exc.__class__.__name__}: {exc}"
-            ) from exc
+            raise open_error(engine, exc) from exc
         typer.echo(f"Database {engine.url.render_as_string()} is at revision {rev}.")
 
     @app.command()
