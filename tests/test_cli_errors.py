@@ -45,3 +45,32 @@ def test_unwritable_data_dir(monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_DATA_DIR", "/proc/nope")
     code, _, err = run(["users", "list"], capsys)
     assert_one_line_error(code, err, "/proc/nope", "WORKBENCH_DATA_DIR")
+
+
+@pytest.fixture
+def afile(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("x")
+    return path
+
+
+@pytest.mark.parametrize("args,words", [
+    (["agreement", "--study", "s", "--a", "x", "--b", "y", "--json", "{afile}/x.json"], ["--json", "is a file"]),
+    (["analyze", "--study", "s", "--out", "{afile}"], ["--out", "is an existing file"]),
+    (["export", "--study", "s", "--out", "{afile}"], ["--out", "is an existing file"]),
+    (["export", "--study", "s", "--out", "{afile}/sub/dir"], ["--out", "is a file, not a directory"]),
+    (["report", "--study", "s", "--out", "{afile}/r.html"], ["--out", "is a file"]),
+    (["report", "--study", "s", "--out", "{tmp}/r.html"], ["is a directory"]),
+    (["features", "--study", "s", "--out", "{afile}/f.csv"], ["--out"]),
+    (["invites", "create", "--study", "s", "--out", "{tmp}"], ["is a directory"]),
+    (["annotate", "guesses", "--study", "s", "--csv", "{afile}/g.csv"], ["--csv"]),
+    (["annotate", "disagreements", "--study", "s", "--json", "{afile}/d.json"], ["--json"]),
+])
+def test_output_paths_are_checked_before_the_work(args, words, afile, tmp_path, capsys, monkeypatch):
+    """No study 's' exists: the path is refused before the study is even looked up."""
+    if "report" in args and "{tmp}/r.html" in args:
+        (tmp_path / "r.html").mkdir()
+    args = [a.format(afile=afile, tmp=tmp_path) for a in args]
+    code, _, err = run(args, capsys)
+    assert_one_line_error(code, err, *words)
+    assert "no study" not in err

@@ -124,7 +124,7 @@ def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
         convs = conversations_df(s, 1)
     code, out = run(["labels", "sources", "--study", "pilot"], capsys)
     assert code == 0 and "rule:v1-en1.zh1" in out and "human:ann" in out and "60" in out
-    path = tmp_path / "agree.json"
+    path = tmp_path / "new-dir" / "agree.json"  # the directory is created
     code, out = run(
         [
             "agreement",

@@ -87,9 +87,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Directory to write into (created when absent)."),
     ) -> None:
         """Export a study: conversations.jsonl (OpenAI chat messages + metadata) and tidy tables."""
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_dir, ready_engine
         from workbench.dataio.export import export_study
 
+        output_dir(out, "--out")
         paths = export_study(ready_engine(), study, fmt, out)
         for p in paths:
             typer.echo(str(p))

@@ -265,8 +265,9 @@ def agreement(
     Fleiss' kappa, Krippendorff's alpha with a bootstrap CI; pooled ("all") and per user kind."""
     from annotation.agreement import agreement_records, study_agreement_df
     from db.engine import session_scope
-    from workbench.cli._common import ready_engine
+    from workbench.cli._common import output_file, ready_engine, write_text
 
+    output_file(json_file, "--json")
     names = _split(source_set)
     if names and (a or b):
         raise UserInputError("give either --a and --b, or --sources, not both")
@@ -311,9 +312,7 @@ def agreement(
             f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
         )
     if json_file:
-        json_file.write_text(
-            json.dumps(agreement_records(df), ensure_ascii=False, indent=1), encoding="utf-8"
-        )
+        write_text(json_file, json.dumps(agreement_records(df), ensure_ascii=False, indent=1))
         typer.echo(f"Wrote {len(df)} records to {json_file}")
 
 
