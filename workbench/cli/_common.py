@@ -75,3 +75,23 @@ def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` (checked with output_file), creating its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def check_model(name: str) -> Optional[str]:
+    """Refuse a model name the workbench cannot run (exit 2, as a real run would); a missing API key
+    is not an error here (a dry run projects cost without one): its message is returned instead."""
+    from workbench.llm import get_model
+
+    try:
+        get_model(name)
+    except UserInputError as exc:
+        if "needs an API key" in str(exc):
+            return str(exc)
+        raise
+    return None
+
+
+def at_least(value, minimum, option: str, meaning: str = "") -> None:
+    """Refuse an option value below ``minimum`` (``meaning`` says what the smallest value does)."""
+    if value is not None and value < minimum:
+        raise UserInputError(f"{option} must be at least {minimum}{meaning}, got {value}")
