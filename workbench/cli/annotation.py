@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         per_annotator: Optional[int] = typer.Option(
             None, "--per-annotator", help="New conversations per annotator (default: all unassigned)."
         ),
-        kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds, e.g. human,agent."),
+        kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds: human, agent (comma-separated)."),
         seed: int = typer.Option(0, "--seed", help="Random seed of the sample and the queue order."),
     ) -> None:
         """Fill annotators' queues: each new conversation goes to k annotators, balanced by user kind and scenario."""
@@ -49,9 +49,7 @@ def register(app: typer.Typer) -> None:
                 user_kinds=_split(kinds),
             )
         if report.n_items == 0:
-            typer.echo(
-                f"Nothing to assign in study {study!r}: every labellable conversation is already in a queue."
-            )
+            typer.echo(f"Nothing to assign in study {study!r}: {report.nothing_reason()}.")
             return
         typer.echo(report.summary())
 
