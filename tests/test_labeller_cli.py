@@ -158,6 +158,12 @@ def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
         pytest.approx(expected) if expected is not None and expected == expected else None
     )
     assert set(convs.user_kind) == {"human", "agent"}
+    pair = ["agreement", "--study", "pilot", "--a", "rule:v1-en1.zh1", "--b", "human:ann"]
+    code, out = run([*pair, "--dimensions", "politeness,bogus"], capsys)
+    assert code == 2 and "unknown dimension 'bogus'" in out and "politeness" in out, out
+    assert "No items" not in out
+    code, out = run([*pair, "--n-boot", "0"], capsys)
+    assert code == 2 and "--n-boot must be at least 100" in out, out
 
 
 def test_cli_errors_are_clear(cli_engine, capsys):
@@ -268,7 +274,7 @@ def test_cli_agreement_of_an_annotator_set(cli_engine, capsys, tmp_path):
             "--json",
             str(path),
             "--n-boot",
-            "50",
+            "100",
             "--no-split",
         ],
         capsys,

@@ -284,6 +284,8 @@ def agreement(
     from workbench.cli._common import output_file, ready_engine, write_text
 
     output_file(json_file, "--json")
+    if n_boot < 100:  # as analyze and report
+        raise UserInputError("--n-boot must be at least 100 for a usable interval")
     names = _split(source_set)
     if names and (a or b):
         raise UserInputError("give either --a and --b, or --sources, not both")
