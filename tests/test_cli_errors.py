@@ -74,3 +74,19 @@ def test_output_paths_are_checked_before_the_work(args, words, afile, tmp_path, 
     code, _, err = run(args, capsys)
     assert_one_line_error(code, err, *words)
     assert "no study" not in err
+
+
+@pytest.mark.parametrize("args,env,words", [
+    (["simulate", "--study", "s", "--simulator-model", "scripted/x", "--prompt", "{bad}", "--dry-run"], {},
+     "invalid YAML in the prompt template"),
+    (["models", "prices"], {"WORKBENCH_PRICES": "{bad}"},
+     "invalid YAML in the price table (check WORKBENCH_PRICES)"),
+    (["annotate", "codebook", "{bad}"], {}, "invalid YAML in the codebook"),
+])
+def test_broken_yaml_is_one_line_with_file_line_and_column(args, env, words, tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('name: x\nversion: 1\nen: {system: "a"\n  bad: [\n', encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v.format(bad=bad))
+    code, _, err = run([a.format(bad=bad) for a in args], capsys)
+    assert_one_line_error(code, err, f"{bad}:4:3: {words}: expected ',' or '}}'")

@@ -32,7 +32,7 @@ from sqlmodel import Session, select
 from annotation.store import LabelRecord, ensure_source, existing_keys, write_labels
 from db.models import LabelSource
 from db.repo import conversations_df, get_study, turns_df
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, yaml_problem
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_PROMPT = "v2"
@@ -49,7 +49,12 @@ def load_prompt(version: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> 
     if not path.exists():
         known = sorted(p.stem.removeprefix("labeller_") for p in Path(directory).glob("labeller_*.yaml"))
         raise UserInputError(f"no labeller prompt version {version!r} (known: {', '.join(known)})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserInputError(yaml_problem(path, exc, " in the labeller prompt")) from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: a labeller prompt is a mapping with version, system, dimension, ...")
     missing = {"version", "system", "dimension", "label_line", "aspects", "user", "turn"} - set(data)
     if missing:
         raise UserInputError(f"{path.name}: missing keys {sorted(missing)}")

@@ -204,6 +204,7 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
         raise UserInputError("--min-turns must be at least 1")
     if min_turns is not None and max_turns is not None and min_turns > max_turns:
         raise UserInputError(f"min turns ({min_turns}) is greater than max turns ({max_turns})")
+    template = load_template(prompt)
     st = _study(session, study)
     settings = study_settings(st)
     max_t = settings.max_turns if max_turns is None else max_turns
@@ -211,7 +212,6 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
         raise UserInputError(f"min turns ({min_turns}) is greater than max turns ({max_t}, the study's setting)")
     # The study's own minimum gives way to a lower --max-turns.
     min_t = min(settings.min_turns if min_turns is None else min_turns, max_t)
-    template = load_template(prompt)
     if "/" not in (simulator_model or ""):
         raise UserInputError(f"the simulator model is a provider/model name, got {simulator_model!r}")
     sim_cfg = repo.get_or_create_simulator_config(
