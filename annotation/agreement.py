@@ -417,6 +417,14 @@ def study_agreement_df(
         codebook = load_codebook()
     scales = scales_from_codebook(codebook)
     labels = labels_df(session, study.id, sources=names)
+    wanted = kw.get("dimensions")
+    if wanted:
+        # A misspelt dimension used to give "no items labelled by both sources".
+        known = {d.name for d in codebook} | set(labels["dimension"].unique() if not labels.empty else [])
+        unknown = [d for d in wanted if d not in known]
+        if unknown:
+            raise UserInputError(f"unknown dimension {', '.join(map(repr, unknown))}: known dimensions are "
+                                 f"{', '.join(sorted(known))}")
     convs = conversations_df(session, study.id)
     if sources is None:
         return pair_agreement_df(labels, convs, a, b, scales=scales, **kw)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, yaml_problem
 
 DEFAULT_PATH = Path(__file__).with_name("codebook.yaml")
 ENV_VAR = "WORKBENCH_CODEBOOK"
@@ -264,9 +264,7 @@ def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserInputError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+        raise UserInputError(yaml_problem(path, exc, " in the codebook")) from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: a codebook is a mapping with 'version' and 'dimensions'")
     try:

@@ -29,6 +29,7 @@ from db.types import utcnow
 from workbench.errors import NotFoundError, UserInputError
 
 EXCLUDED_STATUSES = ("in_progress", "failed")
+USER_KINDS = ("human", "agent")
 
 
 @dataclass
@@ -40,6 +41,19 @@ class AssignReport:
     per_annotator: dict[str, int] = field(default_factory=dict)  # new items per annotator
     per_stratum: dict[str, int] = field(default_factory=dict)  # "kind/scenario" -> items
     n_available: int = 0  # candidate items before sampling
+    n_labellable: int = 0  # finished conversations with a user turn, of any kind, assigned or not
+    n_of_kinds: int = 0  # of those, the chosen user kinds (all of them without a kind filter)
+    user_kinds: Optional[list[str]] = None
+
+    def nothing_reason(self) -> str:
+        """Why nothing was assigned, in words."""
+        if self.n_labellable == 0:
+            return ("it has no finished conversation with a user turn to label (simulate or collect "
+                    "conversations first)")
+        if self.n_of_kinds == 0:
+            kinds = " or ".join(self.user_kinds or [])
+            return f"none of its {self.n_labellable} labellable conversations is a {kinds} conversation"
+        return "every labellable conversation is already in a queue"
 
     def summary(self) -> str:
         lines = [
@@ -147,10 +161,16 @@ def assign_items(
         raise UserInputError(f"--overlap {overlap} needs at least {overlap} annotators (got {len(people)})")
     if per_annotator is not None and per_annotator < 1:
         raise UserInputError("--per-annotator must be at least 1")
+    unknown = sorted(set(user_kinds or []) - set(USER_KINDS))
+    if unknown:
+        raise UserInputError(f"unknown user kind {', '.join(map(repr, unknown))} in --kinds: use "
+                             f"{' or '.join(USER_KINDS)}")
 
     cands = candidates_df(session, study, conversation_ids)
+    n_labellable = len(cands)
     if user_kinds:
         cands = cands[cands["user_kind"].isin(list(user_kinds))]
+    n_of_kinds = len(cands)
     existing = session.exec(
         select(
             AnnotationAssignment.conversation_id,
@@ -166,7 +186,9 @@ def assign_items(
     # New items are those nobody has yet; topping up overlap of old items is a separate decision.
     cands = cands[~cands["conversation_id"].isin(list(assigned_to))]
     batch = f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    report = AssignReport(study=study.name, batch=batch, overlap=overlap, n_available=len(cands))
+    report = AssignReport(study=study.name, batch=batch, overlap=overlap, n_available=len(cands),
+                          n_labellable=n_labellable, n_of_kinds=n_of_kinds,
+                          user_kinds=list(user_kinds) if user_kinds else None)
     if cands.empty:
         report.per_annotator = {p.name: 0 for p in people}
         return report

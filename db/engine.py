@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,11 +10,14 @@ from typing import Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlmodel import Session, create_engine
 
 from workbench import config
+from workbench.errors import UserInputError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SUPPORTED_URLS = "sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname"
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -34,10 +38,16 @@ def make_engine(url: str | None = None, **kw) -> Engine:
     SQLite runs with WAL, foreign keys on and a busy timeout; its parent directory is created.
     """
     url = url or config.db_url()
-    u = make_url(url)
+    u = _parse(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            parent = Path(u.database).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserInputError(f"cannot create the directory {parent} of the SQLite database "
+                                     f"({exc.strerror or exc}): point {config.ENV_DB_URL} (or "
+                                     f"{config.ENV_DATA_DIR}) at a writable place") from None
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = create_engine(url, connect_args=connect_args, **kw)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -47,7 +57,30 @@ def make_engine(url: str | None = None, **kw) -> Engine:
     if u.get_backend_name() == "postgresql" and u.drivername == "postgresql":
         url = u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     kw.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kw)
+    try:
+        return create_engine(url, **kw)
+    except ImportError as exc:  # the driver is not installed (psycopg without the postgres extra)
+        raise UserInputError(f"the database driver for {u.render_as_string()} is not installed ({exc}): "
+                             "install it (postgresql:// URLs use psycopg: pip install -e '.[postgres]')") from None
+
+
+def _parse(url: str):
+    """The parsed URL of a database the workbench supports (SQLite, PostgreSQL), else a one-line error."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", str(url))
+        raise UserInputError(f"{config.ENV_DB_URL} {shown!r} is not a database URL: use {SUPPORTED_URLS}") \
+            from None
+    try:
+        backend = u.get_backend_name()
+        u.get_dialect()
+    except NoSuchModuleError:
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        raise UserInputError(f"unsupported database {u.render_as_string()} in {config.ENV_DB_URL}: the workbench "
+                             f"runs on SQLite and PostgreSQL; use {SUPPORTED_URLS}")
+    return u
 
 
 def get_engine(url: str | None = None) -> Engine:

@@ -85,3 +85,27 @@ def test_codebook_command(tmp_path, capsys):
     assert code == 2 and "bad.yaml" in out and "unknown scale type 'ratio'" in out
     code, out = run(["annotate", "codebook", "--lang", "fr"], capsys)
     assert code == 2 and "use en or zh" in out
+
+
+def test_assign_nothing_gives_the_true_reason(cli_db, capsys):
+    from db.models import Conversation, Study
+
+    assign = ["annotate", "assign", "--annotators", "ann,bob", "--overlap", "1"]
+    with Session(cli_db) as s:
+        s.add(Study(name="empty"))
+        s.commit()
+    code, out = run([*assign, "--study", "empty"], capsys)
+    assert code == 0 and "no finished conversation with a user turn" in out and "already" not in out, out
+    code, out = run([*assign, "--study", "pilot", "--kinds", "alien"], capsys)
+    assert code == 2 and "unknown user kind 'alien'" in out and "human or agent" in out, out
+    with Session(cli_db) as s:  # the human conversations are still running: not labellable yet
+        for c in s.exec(select(Conversation).where(Conversation.user_kind == "human")).all():
+            c.status = "in_progress"
+            s.add(c)
+        s.commit()
+    code, out = run([*assign, "--study", "pilot", "--kinds", "human"], capsys)
+    assert code == 0 and "none of its 4 labellable conversations is a human conversation" in out, out
+    code, out = run([*assign, "--study", "pilot"], capsys)
+    assert code == 0 and "Assigned 4 conversations" in out, out
+    code, out = run([*assign, "--study", "pilot"], capsys)
+    assert code == 0 and "every labellable conversation is already in a queue" in out, out

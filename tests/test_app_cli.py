@@ -120,3 +120,58 @@ def test_public_url_sources(monkeypatch):
     assert public_url("about:blank") == "http://localhost:8501"
     monkeypatch.setenv("WORKBENCH_PUBLIC_URL", "https://lab.example.org/")
     assert public_url("http://10.0.0.5:8611/studies") == "https://lab.example.org"
+
+
+def test_serve_port_out_of_range(use_db, capsys):
+    from workbench.cli import main
+
+    for port in ("99999", "0"):
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", "--port", port])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "--port must be between 1 and 65535" in err and "Traceback" not in err
+
+
+def test_sigterm_to_serve_stops_the_app(tmp_path):
+    """`workbench serve` becomes the app (exec): a SIGTERM sent to it reaches the app, which a child
+    started with subprocess.call did not get. A stand-in `streamlit` module records its pid and waits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    fake = tmp_path / "fake" / "streamlit"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import os, sys, time\n"
+        "open(os.environ['FAKE_PIDFILE'], 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    pidfile = tmp_path / "pid"
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "FAKE_PIDFILE": str(pidfile),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", "from workbench.cli import main; main()", "serve",
+                             "--port", "8599"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not (pidfile.exists() and pidfile.read_text()) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert pidfile.exists(), proc.communicate(timeout=5)
+        app_pid = int(pidfile.read_text())
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        with pytest.raises(ProcessLookupError):
+            os.kill(app_pid, 0)  # the app is gone with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pidfile.exists() and pidfile.read_text():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

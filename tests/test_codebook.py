@@ -264,7 +264,7 @@ def test_standalone_codebook_by_path(tmp_path):
         version: 1
         dimensions: [
         """,
-            r"not valid YAML",
+            r"invalid YAML",
         ),
     ],
 )

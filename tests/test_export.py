@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from db.engine import make_engine
 from db.migrate import upgrade
-from db.models import Conversation, Label, LabelSource, Participant, QuestionnaireResponse, Turn
+from db.models import Conversation, Label, LabelSource, Participant, QuestionnaireResponse, Study, Turn
 from tests.test_import_recllmsim import _pick
 from workbench.cli import main as cli_main
 from workbench.dataio.export import TABLES, export_study
@@ -188,6 +188,15 @@ def test_cli_import_export_round_trip(subset, use_db, tmp_path, capsys):
     with pytest.raises(SystemExit) as ex:
         cli_main(["import", "jsonl", str(bad), "--study", "bad"])
     assert ex.value.code == 2 and "nothing in" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit) as ex:
+        cli_main(["import", "jsonl", str(empty), "--study", "empty"])
+    assert ex.value.code == 2 and "holds no conversation" in capsys.readouterr().err
+    eng = make_engine(use_db)
+    with Session(eng) as s:
+        assert s.exec(select(Study).where(Study.name == "empty")).first() is None  # nothing written
+    eng.dispose()
     with pytest.raises(SystemExit) as ex:
         cli_main(["import", "jsonl", str(tmp_path / "x"), "--study", "cli-copy"])
     assert ex.value.code in (0, None)  # all already present: not an error

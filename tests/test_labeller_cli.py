@@ -124,7 +124,7 @@ def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
         convs = conversations_df(s, 1)
     code, out = run(["labels", "sources", "--study", "pilot"], capsys)
     assert code == 0 and "rule:v1-en1.zh1" in out and "human:ann" in out and "60" in out
-    path = tmp_path / "agree.json"
+    path = tmp_path / "new-dir" / "agree.json"  # the directory is created
     code, out = run(
         [
             "agreement",
@@ -158,6 +158,12 @@ def test_cli_rule_labels_sources_and_agreement(cli_engine, capsys, tmp_path):
         pytest.approx(expected) if expected is not None and expected == expected else None
     )
     assert set(convs.user_kind) == {"human", "agent"}
+    pair = ["agreement", "--study", "pilot", "--a", "rule:v1-en1.zh1", "--b", "human:ann"]
+    code, out = run([*pair, "--dimensions", "politeness,bogus"], capsys)
+    assert code == 2 and "unknown dimension 'bogus'" in out and "politeness" in out, out
+    assert "No items" not in out
+    code, out = run([*pair, "--n-boot", "0"], capsys)
+    assert code == 2 and "--n-boot must be at least 100" in out, out
 
 
 def test_cli_errors_are_clear(cli_engine, capsys):
@@ -181,6 +187,7 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
     )
     assert code == 0, out
     assert "12 conversations x 3 samples = 36 calls" in out
+    assert "needs an API key" in out  # no key here: only a note, projecting cost is the point
     assert "hallucination" in out and "(24 per turn)" in out  # every dimension: 2 assistant turns each
     reply = json.dumps({"promise": "NoPromise", "feedback": "Positive"})
     with FakeLLMServer(responder=lambda req: reply) as srv:
@@ -206,6 +213,13 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
         )
     assert code == 0, out
     assert "llm:openai/x:v2: labelled 12 conversations (24 labels, 0 flagged" in out
+    # A dry run now projects what a real run would call: nothing, all 12 being labelled.
+    dry = ["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/x", "--dimensions",
+           "promise,feedback", "--samples", "2", "--dry-run"]
+    code, out = run(dry, capsys)
+    assert code == 0 and "0 conversations x 2 samples = 0 calls" in out and "12 already labelled" in out, out
+    code, out = run(dry + ["--overwrite"], capsys)
+    assert code == 0 and "12 conversations x 2 samples = 24 calls" in out and "already" not in out, out
     code, out = run(["labels", "sources", "--study", "pilot", "--json"], capsys)
     src = next(r for r in json.loads(out) if r["name"] == "llm:openai/x:v2")
     assert (src["kind"], src["model"], src["prompt_version"], src["n_labels"]) == (
@@ -260,7 +274,7 @@ def test_cli_agreement_of_an_annotator_set(cli_engine, capsys, tmp_path):
             "--json",
             str(path),
             "--n-boot",
-            "50",
+            "100",
             "--no-split",
         ],
         capsys,
@@ -272,3 +286,31 @@ def test_cli_agreement_of_an_annotator_set(cli_engine, capsys, tmp_path):
     assert rec["cohen_kappa"] is None and rec["fleiss_kappa"] is not None
     code, out = run(["agreement", "--study", "pilot", "--a", "human:ann", "--sources", "human:bob"], capsys)
     assert code == 2 and "not both" in out
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--model", "gpt4"], "provider/model"),
+    (["--model", "nosuch/x"], "unknown model provider 'nosuch'"),
+    (["--model", "openai/gpt-4o", "--samples", "0"], "--samples must be at least 1"),
+    (["--model", "openai/gpt-4o", "--limit", "0"], "--limit must be at least 1"),
+])
+def test_cli_llm_dry_run_checks_inputs_like_a_real_run(cli_engine, capsys, extra, words):
+    for dry in (["--dry-run"], []):
+        code, out = run(["label", "--study", "pilot", "--labeller", "llm", *extra, *dry], capsys)
+        assert code == 2 and words in out and "Traceback" not in out and "calls" not in out, out
+
+
+def test_label_progress_bar_clock_starts_with_the_work():
+    """The bar exists (its clock running) before the first conversation is done, and counts with
+    update(): a bar made at the first tick showed no elapsed time and an absurd rate."""
+    from workbench.cli.labels import _progress
+
+    p = _progress("labelling")
+    with p as tick:
+        assert p.bar is not None
+        started = p.bar.start_t
+        tick(0, 2)
+        tick(1, 2)
+        assert p.bar.start_t == started and (p.bar.n, p.bar.total) == (1, 2)
+        tick(2, 2)
+        assert p.bar.n == 2

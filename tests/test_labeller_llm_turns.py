@@ -384,7 +384,7 @@ async def test_agreement_on_turn_level_labels_matches_references(
                 "--json",
                 str(path),
                 "--n-boot",
-                "50",
+                "100",
             ]
         )
     except SystemExit as exc:

@@ -298,3 +298,79 @@ def test_study_of_per_conversation_conditions_points_to_twins(sqlite_engine):
         s.commit()
     with pytest.raises(UserInputError, match=r"no designed conditions to simulate.*--twin-of all"):
         run_simulation(sqlite_engine, "s", "scripted/sim")
+
+
+def _cli(args, capsys):
+    from workbench.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--temperature", "5"], "--temperature 5.0 is outside 0..2"),
+    (["--rpm", "-5"], "--rpm must be at least 0 (0 = no limit)"),
+    (["--tpm", "-1"], "--tpm must be at least 0 (0 = no limit)"),
+    (["--budget", "-1"], "--budget must be at least 0"),
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--min-turns", "5", "--max-turns", "2"], "min turns (5) is greater than max turns (2)"),
+    (["--min-turns", "50"], "min turns (50) is greater than max turns"),
+    (["--max-turns", "0"], "--max-turns must be at least 1"),
+])
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_cli_simulate_refuses_bad_options(extra, words, dry, sqlite_url, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    _study(eng, assistant="scripted/a")
+    code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "scripted/x", *extra, *dry], capsys)
+    assert code == 2 and words in err and "Traceback" not in err, (out, err)
+    assert len(err.strip().splitlines()) == 1
+    with Session(eng) as s:
+        assert s.exec(select(func.count()).select_from(SimulationRun)).one() == 0
+        assert s.exec(select(func.count()).select_from(LLMCall)).one() == 0
+    eng.dispose()
+
+
+def test_cli_simulate_dry_run_checks_model_names(sqlite_url, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    _study(eng, assistant="scripted/a")
+    for model, words in [("nosuch/x", "unknown model provider 'nosuch'"), ("gpt4", "provider/model")]:
+        code, _, err = _cli(["simulate", "--study", "s", "--simulator-model", model, "--dry-run"], capsys)
+        assert code == 2 and words in err, err
+    code, _, err = _cli(["simulate", "--study", "s", "--simulator-model", "scripted/x", "--assistant-model",
+                         "nosuch/y", "--dry-run"], capsys)
+    assert code == 2 and "unknown model provider 'nosuch'" in err
+    # No key here: a dry run still projects (that is its point) and says a real run needs one.
+    code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "openai/gpt-4o-mini", "--dry-run"],
+                          capsys)
+    assert code == 0 and "projected calls" in out and "needs an API key" in err, (out, err)
+    eng.dispose()
+
+
+def test_cli_simulate_exit_status_when_everything_failed(sqlite_url, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    n = _study(eng)
+    with FakeLLMServer(responder=responder(1)) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        srv.push_fault(status=404)  # not retried: one conversation fails, the others complete
+        code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "openai/fake-sim"], capsys)
+        assert code == 0, (out, err)
+        assert f"{n - 1}/{n} complete (0 before this run), 1 failed" in out
+        for _ in range(10 * n):
+            srv.push_fault(status=404)
+        code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "openai/fake-sim", "--seed", "7"],
+                              capsys)
+    assert code == 1, (out, err)
+    assert f"0/{n} complete (0 before this run), {n} failed" in out
+    assert f"Every conversation this run started failed ({n}); first error:" in err and "404" in err
+    eng.dispose()

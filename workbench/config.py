@@ -20,7 +20,13 @@ DEFAULT_DATA_DIR = Path("data")
 def data_dir() -> Path:
     """The directory holding the default SQLite database, caches and run outputs."""
     path = Path(os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from workbench.errors import UserInputError
+
+        raise UserInputError(f"cannot create the data directory {path} ({exc.strerror or exc}): set "
+                             f"{ENV_DATA_DIR} to a directory you can write to") from None
     return path
 
 

@@ -19,3 +19,13 @@ class MissingKeyError(UserInputError):
 
 class NotFoundError(UserInputError):
     """A named object (study, source, model) does not exist."""
+
+
+def yaml_problem(path, exc: Exception, what: str = "") -> str:
+    """One line for a YAML syntax error: ``file:line:column: invalid YAML<what>: problem`` (yaml's own
+    message spans several lines with the marks)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"{where}: invalid YAML{what}: {problem}" + (f" ({context})" if context else "")

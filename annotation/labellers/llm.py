@@ -27,11 +27,12 @@ from typing import Callable, Iterable, Optional, Sequence
 import pandas as pd
 import yaml
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, existing_keys, write_labels
+from db.models import LabelSource
 from db.repo import conversations_df, get_study, turns_df
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, yaml_problem
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_PROMPT = "v2"
@@ -48,7 +49,12 @@ def load_prompt(version: str = DEFAULT_PROMPT, directory: Path = PROMPT_DIR) -> 
     if not path.exists():
         known = sorted(p.stem.removeprefix("labeller_") for p in Path(directory).glob("labeller_*.yaml"))
         raise UserInputError(f"no labeller prompt version {version!r} (known: {', '.join(known)})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserInputError(yaml_problem(path, exc, " in the labeller prompt")) from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: a labeller prompt is a mapping with version, system, dimension, ...")
     missing = {"version", "system", "dimension", "label_line", "aspects", "user", "turn"} - set(data)
     if missing:
         raise UserInputError(f"{path.name}: missing keys {sorted(missing)}")
@@ -194,6 +200,7 @@ class LabelPlan:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: Optional[float]  # None when the model has no price in the table
+    already_labelled: int = 0  # conversations the run skips (labelled ok by this source; not with overwrite)
 
 
 @dataclass
@@ -258,20 +265,34 @@ def plan_labelling(
     prompt_version: str = DEFAULT_PROMPT,
     conversation_ids=None,
     limit=None,
+    overwrite: bool = False,
 ) -> LabelPlan:
-    """Projected calls, tokens and cost (no call made, nothing written)."""
+    """Projected calls, tokens and cost of what label_with_llm would call: conversations already
+    labelled by this source are left out unless ``overwrite`` (no call made, nothing written)."""
     from workbench.llm.base import json_instruction
     from workbench.llm.prices import cost_of
 
+    if samples < 1:
+        raise UserInputError("--samples must be at least 1")
     prompt = load_prompt(prompt_version)
     _st, dims, convs, by_conv, _empty = _select(
         engine, study, codebook, dimensions, conversation_ids, limit, prompt
     )
-    p_tokens = c_tokens = n_convs = n_labels = n_turn_labels = 0
+    name = source_name(model_name, prompt["version"])
+    done: set = set()
+    if not overwrite:
+        with Session(engine) as session:
+            src = session.exec(select(LabelSource).where(LabelSource.name == name)).first()
+            if src is not None:
+                done = existing_keys(session, src.id)
+    p_tokens = c_tokens = n_convs = n_labels = n_turn_labels = n_existing = 0
     for row in convs.itertuples():
         turns = by_conv.get(row.conversation_id, [])
         conv_dims = applicable(dims, turns)
         if not conv_dims:
+            continue
+        if done and all(k in done for k in _item_keys(row.conversation_id, conv_dims, turns)):
+            n_existing += 1
             continue
         n_convs += 1
         msgs = build_messages(prompt, codebook.version, conv_dims, turns, row.scenario)
@@ -286,7 +307,7 @@ def plan_labelling(
     calls = n_convs * samples
     cost = cost_of(model_name, p_tokens * samples, c_tokens * samples)
     return LabelPlan(
-        source=source_name(model_name, prompt["version"]),
+        source=name,
         conversations=n_convs,
         dimensions=[d.name for d in dims],
         samples=samples,
@@ -296,7 +317,17 @@ def plan_labelling(
         prompt_tokens=p_tokens * samples,
         completion_tokens=c_tokens * samples,
         cost_usd=cost,
+        already_labelled=n_existing,
     )
+
+
+def _item_keys(conversation_id, conv_dims, turns) -> list[tuple]:
+    """(conversation, dimension, turn index) of every item a run labels in one conversation."""
+    return [
+        (conversation_id, d.name, i)
+        for d in conv_dims
+        for i in ([-1] if d.level == "conversation" else eligible_turns(d, turns))
+    ]
 
 
 async def label_with_llm(
@@ -352,12 +383,7 @@ async def label_with_llm(
         if not conv_dims:
             summary.skipped_empty += 1  # e.g. only turn-level dimensions and no turn of their role
             continue
-        keys = [
-            (row.conversation_id, d.name, i)
-            for d in conv_dims
-            for i in ([-1] if d.level == "conversation" else eligible_turns(d, turns))
-        ]
-        if all(k in done for k in keys):
+        if all(k in done for k in _item_keys(row.conversation_id, conv_dims, turns)):
             summary.skipped_existing += 1
         else:
             todo.append((row, conv_dims))
@@ -444,6 +470,8 @@ async def label_with_llm(
             if progress:
                 progress(n_done, len(todo))
 
+    if progress and todo:
+        progress(0, len(todo))  # the bar (and its clock) starts before the first call
     try:
         await asyncio.gather(*(one(r, conv_dims) for r, conv_dims in todo))
     finally:

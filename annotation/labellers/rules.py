@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.repo import get_study, turns_df
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, yaml_problem
 from workbench.nlp import detect_language, load_pipeline
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
@@ -61,7 +61,10 @@ def load_lexicon(language: str, directory: Path = LEXICON_DIR) -> Lexicon:
     path = Path(directory) / f"{language}.yaml"
     if not path.exists():
         raise UserInputError(f"no rule lexicon for language {language!r} ({path} is missing)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserInputError(yaml_problem(path, exc, " in the rule lexicon")) from None
     phrases, patterns = {}, {}
     for cat in CATEGORIES:
         entry = data.get(cat) or {}

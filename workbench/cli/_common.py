@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Optional
+
 from sqlalchemy.engine import Engine
 
-from db.engine import get_engine
+from db.engine import SUPPORTED_URLS, get_engine
 from db.migrate import is_current, upgrade
-from workbench.errors import WorkbenchError
+from workbench.errors import UserInputError, WorkbenchError
 
 
 def ready_engine(url: str | None = None) -> Engine:
@@ -18,8 +22,76 @@ def ready_engine(url: str | None = None) -> Engine:
     except WorkbenchError:
         raise
     except Exception as exc:  # connection refused, bad URL, permissions...
-        raise WorkbenchError(
-            f"cannot open the database {engine.url.render_as_string()}: {exc.__class__.__name__}: {exc}. "
-            "Check WORKBENCH_DB_URL."
-        ) from exc
+        raise open_error(engine, exc) from exc
     return engine
+
+
+def open_error(engine: Engine, exc: BaseException) -> UserInputError:
+    """One line saying why the database cannot be opened and what to do (no driver noise: the
+    DBAPI's own message, first line, without SQLAlchemy's "Background on this error" link)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "")
+    return UserInputError(
+        f"cannot open the database {engine.url.render_as_string()}: {cause.__class__.__name__}: {first}. "
+        f"Check WORKBENCH_DB_URL ({SUPPORTED_URLS}) and that the server is running."
+    )
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_creatable(path: Path, option: str, start: Path) -> None:
+    where = _nearest_existing(start)
+    if not where.is_dir():
+        raise UserInputError(f"{option} {path}: {where} is a file, not a directory; choose another path")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise UserInputError(f"{option} {path}: cannot write in {where} (permission denied); choose another path")
+
+
+def output_file(path: Optional[Path], option: str) -> Optional[Path]:
+    """Check, before any work, that ``path`` can be written as a file (its directory exists or can be
+    created, and it is not a directory); nothing is created here."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UserInputError(f"{option} {path} is a directory: give a file name")
+    _check_creatable(path, option, path.parent)
+    return path
+
+
+def output_dir(path: Path, option: str) -> Path:
+    """Check, before any work, that ``path`` is a directory or can be created as one."""
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"{option} {path} is an existing file: give a directory (it is created when absent)")
+    _check_creatable(path, option, path)
+    return path
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (checked with output_file), creating its directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def check_model(name: str) -> Optional[str]:
+    """Refuse a model name the workbench cannot run (exit 2, as a real run would); a missing API key
+    is not an error here (a dry run projects cost without one): its message is returned instead."""
+    from workbench.llm import get_model
+
+    try:
+        get_model(name)
+    except UserInputError as exc:
+        if "needs an API key" in str(exc):
+            return str(exc)
+        raise
+    return None
+
+
+def at_least(value, minimum, option: str, meaning: str = "") -> None:
+    """Refuse an option value below ``minimum`` (``meaning`` says what the smallest value does)."""
+    if value is not None and value < minimum:
+        raise UserInputError(f"{option} must be at least {minimum}{meaning}, got {value}")

@@ -34,9 +34,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare human and agent conversations: comparisons.csv/.json/.tex, likeness tables, meta.json."""
         from analysis.report import analyze as run, write_analysis
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_dir, ready_engine
 
         _check(correction, n_boot)
+        output_dir(out, "--out")
         engine = ready_engine()
         result = run(
             engine,
@@ -69,11 +70,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex)."""
         from analysis.report import analyze as run, write_report
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_file, ready_engine
 
         _check(correction, n_boot)
         if out.suffix.lower() not in (".html", ".htm"):
             raise UserInputError(f"--out must be an .html file, got {out}")
+        output_file(out, "--out")
         engine = ready_engine()
         result = run(
             engine,
@@ -105,8 +107,9 @@ def register(app: typer.Typer) -> None:
         from analysis.dataset import default_language
         from analysis.features import features_df
         from db.repo import conversations_df, get_study
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_file, ready_engine
 
+        output_file(out, "--out")
         if language not in ("auto", "own") and language.lower().split("-")[0] not in ("en", "zh"):
             # Any other code used to be analysed silently as English.
             raise UserInputError(f"unknown --language {language!r}: use auto, own, en or zh")

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         per_annotator: Optional[int] = typer.Option(
             None, "--per-annotator", help="New conversations per annotator (default: all unassigned)."
         ),
-        kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds, e.g. human,agent."),
+        kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds: human, agent (comma-separated)."),
         seed: int = typer.Option(0, "--seed", help="Random seed of the sample and the queue order."),
     ) -> None:
         """Fill annotators' queues: each new conversation goes to k annotators, balanced by user kind and scenario."""
@@ -49,9 +49,7 @@ def register(app: typer.Typer) -> None:
                 user_kinds=_split(kinds),
             )
         if report.n_items == 0:
-            typer.echo(
-                f"Nothing to assign in study {study!r}: every labellable conversation is already in a queue."
-            )
+            typer.echo(f"Nothing to assign in study {study!r}: {report.nothing_reason()}.")
             return
         typer.echo(report.summary())
 
@@ -78,8 +76,9 @@ def register(app: typer.Typer) -> None:
         """How well annotators told people from simulators ("person or AI?" guesses), per simulator."""
         from annotation.labelling import guesses_df
         from db.repo import conversations_df, get_study
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_file, ready_engine
 
+        output_file(csv, "--csv")
         with session_scope(ready_engine()) as session:
             st = get_study(session, study)
             g = guesses_df(session, st.id)
@@ -88,6 +87,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("No guesses yet.")
             return
         if csv:
+            csv.parent.mkdir(parents=True, exist_ok=True)
             g.to_csv(csv, index=False)
             typer.echo(f"Wrote {len(g)} guesses to {csv}")
         from annotation.agreement import indistinguishability_df
@@ -105,16 +105,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Items two or more annotators labelled differently (adjudicate them in the app)."""
         from annotation.adjudication import disagreements_df
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_file, ready_engine, write_text
 
+        output_file(as_json, "--json")
         with session_scope(ready_engine()) as session:
             df = disagreements_df(session, study, sources=_split(sources))
         if open_only and not df.empty:
             df = df[df["adjudicated"].isna()]
         if as_json:
-            as_json.write_text(
-                json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1), encoding="utf-8"
-            )
+            write_text(as_json, json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1))
             typer.echo(f"Wrote {len(df)} items to {as_json}")
         if df.empty:
             typer.echo("No disagreements.")

@@ -12,20 +12,22 @@ import typer
 from db.engine import get_engine
 from db.migrate import upgrade
 from workbench import config
-from workbench.errors import WorkbenchError
+from workbench.errors import UserInputError, WorkbenchError
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def init() -> None:
         """Create the database schema, or upgrade it to the newest revision (Alembic upgrade head)."""
+        from workbench.cli._common import open_error
+
         engine = get_engine()
         try:
             rev = upgrade(engine)
+        except WorkbenchError:
+            raise
         except Exception as exc:
-            raise WorkbenchError(
-                f"cannot initialise {engine.url.render_as_string()}: {exc.__class__.__name__}: {exc}"
-            ) from exc
+            raise open_error(engine, exc) from exc
         typer.echo(f"Database {engine.url.render_as_string()} is at revision {rev}.")
 
     @app.command()
@@ -37,7 +39,9 @@ def register(app: typer.Typer) -> None:
         """Start the Streamlit app on the configured database."""
         from workbench.cli._common import ready_engine
 
-        ready_engine()
+        if not 1 <= port <= 65535:
+            raise UserInputError(f"--port must be between 1 and 65535, got {port}")
+        engine = ready_engine()
         entry = Path(__file__).resolve().parent.parent / "app" / "main.py"
         env = dict(os.environ)
         env.setdefault(config.ENV_DB_URL, config.db_url())
@@ -50,5 +54,26 @@ def register(app: typer.Typer) -> None:
             # also set in the page, but only a server option hides the developer menu on the first load
             "--client.toolbarMode", "minimal",
         ]
-        typer.echo(f"Serving on http://{host}:{port} (database {get_engine().url.render_as_string()})")
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        typer.echo(f"Serving on http://{host}:{port} (database {engine.url.render_as_string()})")
+        engine.dispose()  # no connection of ours is handed on to the app
+        if os.name == "posix":
+            # The app replaces this process: SIGTERM or SIGINT sent to `workbench serve` reach
+            # Streamlit itself (a child started with subprocess.call was left running).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execve(sys.executable, cmd, env)
+        raise typer.Exit(_run_forwarding_signals(cmd, env))
+
+
+def _run_forwarding_signals(cmd: list[str], env: dict) -> int:
+    """Run ``cmd`` and pass SIGTERM/SIGINT on to it (where exec is not available)."""
+    import signal
+
+    child = subprocess.Popen(cmd, env=env)
+
+    def forward(signum, _frame) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    return child.wait()

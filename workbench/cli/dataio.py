@@ -70,10 +70,15 @@ def import_jsonl_cmd(
 
 
 def _fail_when_nothing_valid(report, path: Path) -> None:
-    """Exit 2 when every line or file was malformed: a script must not take that for an import."""
-    if report.malformed and not report.imported and not report.existing:
+    """Exit 2 when nothing at all could be imported (every line or file malformed, or none there):
+    a script must not take that for an import. A re-import (everything already present) is fine."""
+    if report.imported or report.existing:
+        return
+    if report.malformed:
         raise UserInputError(f"nothing in {path} could be imported ({len(report.malformed)} malformed, listed "
                              "above); check that it is the right file")
+    raise UserInputError(f"nothing in {path} could be imported: it holds no conversation; check that it is "
+                         "the right file")
 
 
 def register(app: typer.Typer) -> None:
@@ -87,9 +92,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Directory to write into (created when absent)."),
     ) -> None:
         """Export a study: conversations.jsonl (OpenAI chat messages + metadata) and tidy tables."""
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_dir, ready_engine
         from workbench.dataio.export import export_study
 
+        output_dir(out, "--out")
         paths = export_study(ready_engine(), study, fmt, out)
         for p in paths:
             typer.echo(str(p))

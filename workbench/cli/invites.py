@@ -25,16 +25,17 @@ def register(app: typer.Typer) -> None:
         language: Optional[str] = typer.Option(None, "--language", help="Interface language (default: the study's)."),
     ) -> None:
         """Create N participants with invite links. The links are shown once: keep them."""
-        from workbench.cli._common import ready_engine
+        from workbench.cli._common import output_file, ready_engine, write_text
         from workbench.participation.entry import create_invites, invite_url
 
+        output_file(out, "--out")
         with session_scope(ready_engine()) as session:
             tokens = create_invites(session, study, n, language=language)
         from workbench.config import public_url
 
         links = [invite_url(base_url or public_url(), t) for t in tokens]
         if out:
-            out.write_text("\n".join(links) + "\n", encoding="utf-8")
+            write_text(out, "\n".join(links) + "\n")
             typer.echo(f"Wrote {len(links)} invite links to {out}.")
         else:
             typer.echo("\n".join(links))

@@ -27,7 +27,9 @@ def label(
     model: Optional[str] = typer.Option(
         None,
         "--model",
-        help="llm: provider/model (default: WORKBENCH_DEFAULT_MODEL or the configured default).",
+        help="llm: provider/model (default: WORKBENCH_DEFAULT_MODEL; else openai/gpt-4o-mini when "
+        "OPENAI_API_KEY is set, anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY is set, else the "
+        "offline local/smollm2).",
     ),
     dimensions: Optional[List[str]] = typer.Option(
         None,
@@ -42,8 +44,7 @@ def label(
     prompt_version: Optional[str] = typer.Option(
         None,
         "--prompt-version",
-        help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml; default: "
-        "annotation.labellers.llm.DEFAULT_PROMPT, v2).",
+        help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml; default: v2).",
     ),
     limit: Optional[int] = typer.Option(None, "--limit", help="llm: label at most this many conversations."),
     overwrite: bool = typer.Option(False, "--overwrite", help="llm: relabel conversations already labelled."),
@@ -72,10 +73,15 @@ def label(
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
     from annotation.codebook import load_codebook
-    from workbench.cli._common import ready_engine
+    from workbench.cli._common import at_least, check_model, ready_engine
 
     if labeller not in LABELLERS:
         raise UserInputError(f"unknown --labeller {labeller!r}: use one of {', '.join(LABELLERS)}")
+    if labeller == "llm":
+        # Checked as a real run checks them, dry run or not.
+        at_least(samples, 1, "--samples")
+        at_least(concurrency, 1, "--concurrency")
+        at_least(limit, 1, "--limit")
     dims = _split(dimensions)
     engine = ready_engine()
     codebook = load_codebook()
@@ -88,6 +94,7 @@ def label(
         prompt_version = prompt_version or DEFAULT_PROMPT
 
         name = model or default_model()
+        missing_key = check_model(name)  # an unknown provider exits 2; a missing key only fails a real run
         if dry_run:
             plan = plan_labelling(
                 engine,
@@ -98,6 +105,7 @@ def label(
                 samples=samples,
                 prompt_version=prompt_version,
                 limit=limit,
+                overwrite=overwrite,
             )
             cost = (
                 "unknown (no price for this model; see `workbench models prices`)"
@@ -109,7 +117,11 @@ def label(
                 f"{plan.calls} calls; {plan.labels:,} labels ({plan.turn_labels:,} per turn); "
                 f"~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion tokens; "
                 f"cost {cost}. Dimensions: {', '.join(plan.dimensions)}."
+                + (f" {plan.already_labelled} already labelled (not called again; --overwrite relabels them)."
+                   if plan.already_labelled else "")
             )
+            if missing_key:
+                typer.echo(f"note: {missing_key} (a real run needs it).", err=True)
             return
         from workbench.llm import get_model
 
@@ -200,13 +212,17 @@ class _progress:
         self.what, self.bar = what, None
 
     def __enter__(self):
-        def tick(done: int, total: int) -> None:
-            if self.bar is None:
-                from tqdm import tqdm
+        from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=self.what, unit="conv", leave=False)
-            self.bar.n = done
-            self.bar.refresh()
+        # Made here, not at the first tick: tqdm's clock starts when the bar is made, and the first
+        # tick comes after the first conversation is done (a bar made then showed a rate of
+        # thousands per second and no elapsed time).
+        self.bar = tqdm(total=None, desc=self.what, unit="conv", leave=False)
+
+        def tick(done: int, total: int) -> None:
+            if self.bar.total != total:
+                self.bar.total = total
+            self.bar.update(done - self.bar.n)  # update(), not n=: keeps the rate's moving averages
 
         return tick
 
@@ -265,8 +281,11 @@ def agreement(
     Fleiss' kappa, Krippendorff's alpha with a bootstrap CI; pooled ("all") and per user kind."""
     from annotation.agreement import agreement_records, study_agreement_df
     from db.engine import session_scope
-    from workbench.cli._common import ready_engine
+    from workbench.cli._common import output_file, ready_engine, write_text
 
+    output_file(json_file, "--json")
+    if n_boot < 100:  # as analyze and report
+        raise UserInputError("--n-boot must be at least 100 for a usable interval")
     names = _split(source_set)
     if names and (a or b):
         raise UserInputError("give either --a and --b, or --sources, not both")
@@ -311,9 +330,7 @@ def agreement(
             f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
         )
     if json_file:
-        json_file.write_text(
-            json.dumps(agreement_records(df), ensure_ascii=False, indent=1), encoding="utf-8"
-        )
+        write_text(json_file, json.dumps(agreement_records(df), ensure_ascii=False, indent=1))
         typer.echo(f"Wrote {len(df)} records to {json_file}")
 
 

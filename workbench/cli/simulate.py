@@ -17,8 +17,10 @@ def _split(values: Optional[List[str]]) -> Optional[list[str]]:
 def simulate(
     study: str = typer.Option(..., "--study", help="Study name."),
     simulator_model: Optional[str] = typer.Option(None, "--simulator-model",
-                                                  help="provider/model of the simulated user (default: "
-                                                       "workbench.config.default_model())."),
+                                                  help="provider/model of the simulated user (default: WORKBENCH_DEFAULT_MODEL; "
+                                                       "else openai/gpt-4o-mini when OPENAI_API_KEY is set, "
+                                                       "anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY "
+                                                       "is set, else the offline local/smollm2)."),
     assistant_model: Optional[str] = typer.Option(None, "--assistant-model",
                                                   help="Replace the condition's assistant model (same system "
                                                        "prompt and sampling)."),
@@ -29,9 +31,9 @@ def simulate(
     concurrency: int = typer.Option(4, "--concurrency", help="Conversations in flight at once."),
     max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Max user turns (default: study setting)."),
     min_turns: Optional[int] = typer.Option(None, "--min-turns", help="Min user turns (default: study setting)."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Stop starting calls once this many USD are spent."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Stop starting calls once this many USD are spent (0 or more)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print projected calls, tokens and cost, then stop."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Simulator temperature."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Simulator temperature (0..2)."),
     simulator_max_tokens: Optional[int] = typer.Option(None, "--simulator-max-tokens",
                                                        help="Max tokens per simulated-user message."),
     seed: int = typer.Option(0, "--seed", help="Base seed (each replicate gets its own)."),
@@ -41,27 +43,38 @@ def simulate(
     twin_of: Optional[List[str]] = typer.Option(None, "--twin-of",
                                                 help="Digital twins: human conversation ids (or 'all') whose "
                                                      "conditions to simulate."),
-    rpm: Optional[int] = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
-    tpm: Optional[int] = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
+    rpm: Optional[int] = typer.Option(None, "--rpm", help="Requests-per-minute limit (0 = no limit, the default)."),
+    tpm: Optional[int] = typer.Option(None, "--tpm", help="Tokens-per-minute limit (0 = no limit, the default)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not answer calls from the response cache."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed",
                                       help="On resume, run failed conversations again (default) or keep them."),
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
-    from workbench.cli._common import ready_engine
+    from workbench.cli._common import at_least, check_model, ready_engine
     from workbench.config import default_model
     from workbench.simulation.runner import plan_simulation, run_simulation
 
+    at_least(concurrency, 1, "--concurrency")
+    at_least(rpm, 0, "--rpm", " (0 = no limit)")
+    at_least(tpm, 0, "--tpm", " (0 = no limit)")
+    at_least(budget, 0, "--budget", " (USD)")
+    at_least(simulator_max_tokens, 1, "--simulator-max-tokens")
+    at_least(goal_reminder_every, 1, "--goal-reminder-every")
+    sim_model = simulator_model or default_model()
+    # Unknown providers are refused here as a real run would (exit 2); a missing key only matters
+    # for a real run, which get_model refuses later.
+    missing_keys = [m for m in (check_model(name) for name in (sim_model, assistant_model) if name) if m]
     engine = ready_engine()
     kw = dict(assistant_model=assistant_model, conditions=_split(conditions), n_per_condition=n_per_condition,
               max_turns=max_turns, min_turns=min_turns, temperature=temperature, seed=seed, prompt=prompt,
               goal_reminder_every=goal_reminder_every, twin_of=_split(twin_of),
               simulator_max_tokens=simulator_max_tokens)
-    sim_model = simulator_model or default_model()
     if dry_run:
         plan = plan_simulation(engine, study, sim_model, **kw)
         for line in plan.lines():
             typer.echo(line)
+        for message in missing_keys:
+            typer.echo(f"note: {message} (a real run needs it).", err=True)
         return
     summary = run_simulation(engine, study, sim_model, concurrency=concurrency, budget=budget, rpm=rpm, tpm=tpm,
                              cache=not no_cache, retry_failed=retry_failed, progress=_progress_bar(), **kw)
@@ -70,6 +83,23 @@ def simulate(
         typer.echo(line)
     if summary.budget_stopped:
         typer.echo(f"Stopped at the budget (${budget}); run the same command again to continue.")
+    if summary.failed and summary.completed == summary.skipped:
+        # Nothing this invocation ran succeeded: a script must not take that for a run.
+        typer.echo(f"Every conversation this run started failed ({summary.failed}); first error: "
+                   f"{_first_error(engine, summary.run_id)}", err=True)
+        raise typer.Exit(1)
+
+
+def _first_error(engine, run_id: int) -> str:
+    from sqlmodel import Session, select
+
+    from db.models import Conversation
+
+    with Session(engine) as s:
+        error = s.exec(select(Conversation.error).where(Conversation.run_id == run_id,
+                                                        Conversation.status == "failed")
+                       .order_by(Conversation.id).limit(1)).first()
+    return error.splitlines()[0] if error else "unknown"
 
 
 class _Bar:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import yaml
 
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, yaml_problem
 
 ENV_PRICES = "WORKBENCH_PRICES"
 BUNDLED = Path(__file__).with_name("prices.yaml")
@@ -19,7 +19,9 @@ BUNDLED = Path(__file__).with_name("prices.yaml")
 def _read(path: Path) -> dict[str, dict]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise UserInputError(yaml_problem(path, exc, f" in the price table (check {ENV_PRICES})")) from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"cannot read the price table {path}: {exc}") from None
     models = doc.get("models", doc) if isinstance(doc, dict) else None
     if not isinstance(models, dict):

@@ -196,13 +196,22 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
            simulator_max_tokens: Optional[int] = None) -> Setup:
     if n_per_condition < 1:
         raise UserInputError("--n-per-condition must be at least 1")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise UserInputError(f"--temperature {temperature} is outside 0..2")
+    if max_turns is not None and max_turns < 1:
+        raise UserInputError("--max-turns must be at least 1")
+    if min_turns is not None and min_turns < 1:
+        raise UserInputError("--min-turns must be at least 1")
+    if min_turns is not None and max_turns is not None and min_turns > max_turns:
+        raise UserInputError(f"min turns ({min_turns}) is greater than max turns ({max_turns})")
+    template = load_template(prompt)
     st = _study(session, study)
     settings = study_settings(st)
-    max_t = max_turns or settings.max_turns
-    min_t = min(min_turns or settings.min_turns, max_t)
-    if max_t < 1:
-        raise UserInputError("--max-turns must be at least 1")
-    template = load_template(prompt)
+    max_t = settings.max_turns if max_turns is None else max_turns
+    if min_turns is not None and min_turns > max_t:
+        raise UserInputError(f"min turns ({min_turns}) is greater than max turns ({max_t}, the study's setting)")
+    # The study's own minimum gives way to a lower --max-turns.
+    min_t = min(settings.min_turns if min_turns is None else min_turns, max_t)
     if "/" not in (simulator_model or ""):
         raise UserInputError(f"the simulator model is a provider/model name, got {simulator_model!r}")
     sim_cfg = repo.get_or_create_simulator_config(

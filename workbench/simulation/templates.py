@@ -9,7 +9,7 @@ from typing import Optional
 
 import yaml
 
-from workbench.errors import UserInputError
+from workbench.errors import UserInputError, yaml_problem
 
 BUNDLED_DIR = Path(__file__).with_name("prompts")
 PARTS = ("system", "opening", "too_early", "goal_reminder", "no_profile")
@@ -37,7 +37,9 @@ class PromptTemplate:
 def _load(path: Path) -> PromptTemplate:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise UserInputError(yaml_problem(path, exc, " in the prompt template")) from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"cannot read the prompt template {path}: {exc}") from None
     if not isinstance(doc, dict) or not doc.get("name") or not doc.get("version"):
         raise UserInputError(f"{path}: a prompt template needs 'name', 'version' and per-language texts")
