@@ -77,20 +77,6 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def check_model(name: str) -> Optional[str]:
-    """Refuse a model name the workbench cannot run (exit 2, as a real run would); a missing API key
-    is not an error here (a dry run projects cost without one): its message is returned instead."""
-    from workbench.llm import get_model
-
-    try:
-        get_model(name)
-    except UserInputError as exc:
-        if "needs an API key" in str(exc):
-            return str(exc)
-        raise
-    return None
-
-
 def at_least(value, minimum, option: str, meaning: str = "") -> None:
     """Refuse an option value below ``minimum`` (``meaning`` says what the smallest value does)."""
     if value is not None and value < minimum:

@@ -73,7 +73,8 @@ def label(
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
     from annotation.codebook import load_codebook
-    from workbench.cli._common import at_least, check_model, ready_engine
+    from workbench.cli._common import at_least, ready_engine
+    from workbench.llm import check_model_name
 
     if labeller not in LABELLERS:
         raise UserInputError(f"unknown --labeller {labeller!r}: use one of {', '.join(LABELLERS)}")
@@ -94,7 +95,7 @@ def label(
         prompt_version = prompt_version or DEFAULT_PROMPT
 
         name = model or default_model()
-        missing_key = check_model(name)  # an unknown provider exits 2; a missing key only fails a real run
+        missing_key = check_model_name(name)  # an unknown provider exits 2; a missing key only fails a real run
         if dry_run:
             plan = plan_labelling(
                 engine,

@@ -50,7 +50,8 @@ def simulate(
                                       help="On resume, run failed conversations again (default) or keep them."),
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
-    from workbench.cli._common import at_least, check_model, ready_engine
+    from workbench.cli._common import at_least, ready_engine
+    from workbench.llm import check_model_name
     from workbench.config import default_model
     from workbench.simulation.runner import plan_simulation, run_simulation
 
@@ -63,7 +64,7 @@ def simulate(
     sim_model = simulator_model or default_model()
     # Unknown providers are refused here as a real run would (exit 2); a missing key only matters
     # for a real run, which get_model refuses later.
-    missing_keys = [m for m in (check_model(name) for name in (sim_model, assistant_model) if name) if m]
+    missing_keys = [m for m in (check_model_name(name) for name in (sim_model, assistant_model) if name) if m]
     engine = ready_engine()
     kw = dict(assistant_model=assistant_model, conditions=_split(conditions), n_per_condition=n_per_condition,
               max_turns=max_turns, min_turns=min_turns, temperature=temperature, seed=seed, prompt=prompt,
