@@ -56,7 +56,7 @@ class AppServer:
         raise RuntimeError("workbench serve did not become healthy in 60 s")
 
     def stop(self) -> None:
-        # `workbench serve` runs streamlit as a child: stop the whole process group it leads.
+        # `workbench serve` becomes streamlit (exec); stopping its process group also ends any helpers.
         proc = self._procs.pop()
         os.killpg(proc.pid, signal.SIGTERM)
         try:
