@@ -150,6 +150,8 @@ lang = st.sidebar.radio(
     index=list(UI).index(default_lang),
     horizontal=True,
     key=f"annotate_lang_{study_id}",
+    help="Choose before you start an item: switching clears the choices of the item you have not saved yet. "
+         "/ 请在开始标注前选择：切换语言会清除当前条目尚未保存的选择。",
 )
 T = UI[lang]
 st.title(T["title"])
