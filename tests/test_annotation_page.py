@@ -44,8 +44,9 @@ def db(tmp_path, monkeypatch):
     with Session(eng, expire_on_commit=False) as s:
         make_study(s, n_per_cell=1, language="zh", annotators=("ann", "bob"))
         # Turn texts that do not themselves name the kind (the test data marks them for other tests).
+        # Humans wrote Chinese; agents English with a Chinese translation, which the page must show.
         for t in s.exec(select(Turn)).all():
-            t.content = f"message {t.id}"
+            t.content = f"message {t.id}" if t.translation else f"消息 {t.id}"
             if t.translation:
                 t.translation = f"消息 {t.id}"
             s.add(t)
@@ -115,6 +116,7 @@ def test_page_is_blind_and_renders_text_safely(db):
     # The scan sees turn texts, radio labels and options, help texts, expanders and buttons.
     for seen in ("消息", "礼貌程度", "一次性完整方案", "定义: ", "保存并继续", "用户对助手所用语言", "真人"):
         assert seen in blob, seen
+    assert "message " not in blob  # an agent's English original is not shown beside the translation
     for word in KIND_WORDS:
         assert word not in blob, f"{word!r} shown on the labelling page"
     assert SECRET_MODEL.lower() not in blob and SECRET_SIMULATOR.lower() not in blob
