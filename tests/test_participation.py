@@ -16,6 +16,7 @@ from db.models import (
     Participant,
     Profile,
     QuestionnaireResponse,
+    Study,
     Turn,
 )
 from db.types import utcnow
@@ -208,6 +209,16 @@ def test_decline_gives_screenout_code(session):
     assert view.step == "screened_out" and view.code == "NOPE" and p.status == "screened_out"
     with pytest.raises(UserInputError):
         P.give_consent(session, p, True)
+    # the code a participant was shown stays theirs when the researcher changes the study's code
+    study = session.exec(select(Study)).one()
+    study.settings = {**study.settings, "screenout_code": "NEW"}
+    session.add(study)
+    session.flush()
+    assert P.participant_view(session, p).code == "NOPE"
+    [token2] = P.create_invites(session, "pilot", 1)
+    p2 = P.open_participant(session, token2)
+    P.give_consent(session, p2, False)
+    assert P.participant_view(session, p2).code == "NEW"
 
 
 def _enter(session, token):

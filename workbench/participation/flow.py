@@ -241,19 +241,31 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
         view.ask_attention = settings.attention_check and not (p.state or {}).get("attention_done")
         view.task = task_view(session, p, settings)
     elif step == "done":
-        view.code = settings.completion_code
-        view.redirect_url = completion_redirect(settings, settings.completion_code, prolific)
+        view.code = _code_shown(session, p, settings.completion_code)
+        view.redirect_url = completion_redirect(settings, view.code, prolific)
     elif step in ("screened_out", "full"):
-        view.code = settings.screenout_code
-        view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
+        view.code = _code_shown(session, p, settings.screenout_code)
+        view.redirect_url = completion_redirect(settings, view.code, prolific)
     if view.redirect_url:
         view.redirect_seconds = settings.prolific_redirect_seconds
     if step == "expired" and prolific:
         # The return route of a screen-out, without the automatic return: the page shows the text the
         # participant had typed, to copy before leaving.
-        view.code = settings.screenout_code
-        view.redirect_url = completion_redirect(settings, settings.screenout_code, prolific)
+        view.code = _code_shown(session, p, settings.screenout_code)
+        view.redirect_url = completion_redirect(settings, view.code, prolific)
     return view
+
+
+def _code_shown(session: Session, p: Participant, current: str) -> str:
+    """The completion / screen-out code this participant was first shown, kept in their state: a
+    researcher changing the study's code later does not change what a finished participant sees
+    (and may already have submitted)."""
+    state = dict(p.state or {})
+    if not state.get("code"):
+        state["code"] = current
+        p.state = state
+        session.add(p)
+    return state["code"]
 
 
 # --------------------------------------------------------------------------------------------------
