@@ -716,8 +716,9 @@ def test_expired_session_shows_typed_text_and_contact(eng, scripted_assistant):
     at.chat_input[0].set_value("typed while away").run()
     assert not at.exception, at.exception
     assert "expired" in at.warning[0].value
-    assert [c.value for c in at.code] == ["typed while away"]
-    assert any("study@" in m.value and "contact the research team" in m.value for m in at.markdown)
+    # the contact exactly as typed (no invisible autolink guard inside the address), copyable
+    assert [c.value for c in at.code] == ["typed while away", "study@example.org"]
+    assert any("contact the research team" in m.value for m in at.markdown)
     assert _turns(eng) == []
 
 

@@ -430,6 +430,12 @@ def test_profile_refusals_in_chinese(session):
         with pytest.raises(UserInputError) as err:
             P.submit_profile(session, p, {**answers, integer["name"]: "abc"})
         assert str(err.value) == f"请为以下问题输入整数：{integer['label']}"
+        # out of range: said in Chinese by the core (the page's number box has no min/max, whose
+        # refusal the browser would word in English)
+        assert integer["min"] is not None and integer["max"] is not None
+        with pytest.raises(UserInputError) as err:
+            P.submit_profile(session, p, {**answers, integer["name"]: integer["max"] + 400})
+        assert str(err.value) == f"{integer['label']}：请输入 {integer['min']} 到 {integer['max']} 之间的数字"
 
 
 def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
@@ -461,9 +467,10 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
         call = s.exec(select(LLMCall)).one()
         assert call.purpose == "assistant" and detail in call.error and call.conversation_id is not None
         # researchers see it on the Progress page
-        from workbench.participation.console import assistant_failures_df
+        from workbench.participation.console import assistant_failures_df, assistant_model_problems
 
         failures = assistant_failures_df(s, call.study_id)
+        assert assistant_model_problems(s, call.study_id) == []  # scripted/test needs no key
         assert failures[["conversation", "model"]].values.tolist() == [[call.conversation_id, "scripted/test"]]
         assert detail in failures["error"].iloc[0]
     # a failure outside the LLM layer (no LLMCall row) is logged with its traceback
@@ -489,3 +496,22 @@ def test_expired_prolific_session_gets_the_return_route(session):
     view = P.participant_view(session, P.open_participant(session, token))
     assert view.step == "expired" and view.prolific and view.code == "SO-1"
     assert view.redirect_url == url + "SO-1" and view.redirect_seconds == 0  # no automatic return
+
+
+def test_progress_names_an_assistant_model_that_cannot_answer(session, monkeypatch):
+    """A missing key fails before any call is recorded: the Progress page says so from the model
+    check; imported studies (nobody takes part) are not checked."""
+    from workbench.participation.console import assistant_model_problems
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    study = make_study(session, model="openai/gpt-4o-mini")
+    [problem] = assistant_model_problems(session, study.id)
+    assert "openai/gpt-4o-mini needs an API key" in problem
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert assistant_model_problems(session, study.id) == []
+    monkeypatch.delenv("OPENAI_API_KEY")
+    study.source = "imported"
+    session.add(study)
+    session.flush()
+    assert assistant_model_problems(session, study.id) == []

@@ -126,3 +126,5 @@ def test_report_of_a_tiny_study_has_empty_cells_not_none(sqlite_engine, pipeline
     html = write_report(result, sqlite_engine, tmp_path / "report.html")[0].read_text(encoding="utf-8")
     assert "not enough data" in html
     assert "<td>None</td>" not in html and "<td>nan</td>" not in html
+    provenance = html[html.index('<section id="provenance">'):html.index("<details><summary>all provenance")]
+    assert "None" not in provenance and "{" not in provenance, provenance

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from db.engine import session_scope
 from db.models import (
     Assignment,
+    AssistantConfig,
     Condition,
     Conversation,
     LLMCall,
@@ -86,6 +87,29 @@ def condition_progress_df(session: Session, study_id: int) -> pd.DataFrame:
                          aggfunc="sum", fill_value=0)
     out = out.reindex(columns=["completed", "in_progress", "abandoned", "failed"], fill_value=0).reset_index()
     return out
+
+
+def assistant_model_problems(session: Session, study_id: int) -> list[str]:
+    """Why the study's assistant model(s) cannot answer participants from this server (a missing
+    API key, a missing package or file), one sentence each; empty when they can. Such a failure
+    happens before any call is made, so it is not in the failed-calls table."""
+    from workbench.llm import check_model_name
+
+    study = session.get(Study, study_id)
+    if study is None or study.source == "imported":  # nobody takes part in imported data
+        return []
+    models = session.exec(select(AssistantConfig.model).join(Condition, Condition.assistant_config_id ==
+                                                             AssistantConfig.id)
+                          .where(Condition.study_id == study_id).distinct()).all()
+    problems = []
+    for model in sorted(models):
+        try:
+            missing = check_model_name(model)
+        except WorkbenchError as exc:
+            missing = str(exc)
+        if missing:
+            problems.append(missing)
+    return problems
 
 
 def assistant_failures_df(session: Session, study_id: int, limit: int = 50) -> pd.DataFrame:

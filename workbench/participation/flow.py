@@ -375,7 +375,9 @@ def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) ->
             except (TypeError, ValueError):
                 raise ParticipantError("whole_number", lang, label=f["label"]) from None
             if (f["min"] is not None and v < f["min"]) or (f["max"] is not None and v > f["max"]):
-                raise ParticipantError("number_range", lang, label=f["label"], min=f["min"], max=f["max"])
+                key = ("number_range" if f["min"] is not None and f["max"] is not None
+                       else "number_min" if f["min"] is not None else "number_max")
+                raise ParticipantError(key, lang, label=f["label"], min=f["min"], max=f["max"])
         clean[f["name"]] = v
     text = "\n".join(f"{f['label']}: {_answer_text(clean[f['name']])}" for f in fields if f["name"] in clean)
     prof = Profile(key=f"participant-{p.pseudonym}", language=p.language, fields=clean, text=text,

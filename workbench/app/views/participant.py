@@ -131,8 +131,9 @@ elif view.step == "profile":
                 answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get,
                                                     placeholder=T["placeholder_many"])
             elif f["type"] == "integer":
-                answers[f["name"]] = st.number_input(f["label"], min_value=f["min"], max_value=f["max"], value=None,
-                                                     step=1, key=key)
+                # No min/max on the widget: the browser would refuse an out-of-range number with an
+                # English message and send nothing; the core says it in the participant's language.
+                answers[f["name"]] = st.number_input(f["label"], value=None, step=1, key=key)
             else:
                 answers[f["name"]] = st.text_input(f["label"], key=key, max_chars=500)
         if st.form_submit_button(T["continue"], type="primary"):
@@ -255,6 +256,8 @@ else:  # expired
         if view.redirect_url:
             st.link_button(T["prolific_return"], view.redirect_url)
     elif S.contact_text:
-        show_text(T["expired_contact"].format(contact=S.contact_text))
+        st.write(T["expired_contact"])
+        # As typed, copyable: markdown would need its autolink guard (an invisible character after "@")
+        st.code(S.contact_text, language=None, wrap_lines=True)
     else:
         st.write(T["expired_no_contact"])

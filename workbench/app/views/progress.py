@@ -5,7 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, study_names
+from workbench.app.common import engine, escape_markdown, study_names
 from workbench.participation import console as C
 from workbench.participation.flow import expire_idle
 
@@ -23,6 +23,9 @@ with session_scope(eng) as s:
     per_condition = C.condition_progress_df(s, sid)
     dropouts = C.dropouts_df(s, sid)
     failures = C.assistant_failures_df(s, sid)
+    model_problems = C.assistant_model_problems(s, sid)
+for problem in model_problems:
+    st.error(escape_markdown(f"Participants get no reply from this server: {problem}"))
 st.subheader("Participants by status")
 st.dataframe(status, hide_index=True)
 st.subheader("Conversations per condition by user kind")
@@ -31,7 +34,7 @@ st.subheader("Dropouts")
 st.dataframe(dropouts, hide_index=True, width="stretch")
 st.subheader("Assistant failures in participant sessions")
 if failures.empty:
-    st.caption("None: every participant message got its reply.")
+    st.caption("No failed assistant call recorded.")
 else:
     st.caption("Participants saw a short notice and could try again; the latest 50 failures, newest first "
                "(the server log has the same).")
