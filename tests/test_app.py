@@ -745,3 +745,22 @@ def test_expired_prolific_session_chinese_offers_the_return(eng, scripted_assist
     assert [c.value for c in at.code] == ["SO-7"]
     [link] = at.get("link_button")
     assert link.proto.url == url + "SO-7" and not [m for m in at.markdown if "http-equiv" in m.value]
+
+
+def test_tables_leave_missing_text_empty():
+    """A missing text value shows as an empty cell, not Streamlit's grey "None"; numbers keep their type."""
+    import pandas as pd
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import pandas as pd
+
+        from workbench.app.common import table
+
+        table(pd.DataFrame({"simulator": [None, "sim-0"], "effect": [float("nan"), 0.5]}))
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception, at.exception
+    shown = at.dataframe[0].value
+    assert shown["simulator"].tolist() == ["", "sim-0"]
+    assert pd.api.types.is_float_dtype(shown["effect"])

@@ -34,6 +34,18 @@ def escape_markdown(text: Optional[str]) -> str:
     return escaped.replace("\r\n", "\n").replace("\n", "  \n")
 
 
+def table(df, **kwargs) -> None:
+    """``st.dataframe`` with empty text cells left empty (Streamlit prints a grey "None" for a
+    missing value); numeric columns keep their type, so they still sort as numbers."""
+    import pandas as pd
+
+    shown = df.copy()
+    for col in shown.columns:
+        if pd.api.types.is_object_dtype(shown[col]) or pd.api.types.is_string_dtype(shown[col]):
+            shown[col] = shown[col].astype(object).where(shown[col].notna(), "")
+    st.dataframe(shown, **kwargs)
+
+
 def show_text(text: Optional[str]) -> None:
     st.markdown(escape_markdown(text))
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, show_reply
+from workbench.app.common import engine, show_reply, table
 
 require_role("researcher")
 st.title("Dashboard: human vs agent")
@@ -105,14 +105,14 @@ with tab_effects:
     st.plotly_chart(charts.forest_fig(comp, "pooled", "label"))
     st.plotly_chart(charts.forest_fig(comp, "scenario", "label"))
     # p-values in scientific notation: fixed-point cuts the tiny ones off at the left ("…0000006")
-    st.dataframe(comp, hide_index=True, width="stretch", column_config={
+    table(comp, hide_index=True, width="stretch", column_config={
         c: st.column_config.NumberColumn(format="scientific") for c in ("p_value", "p_adjusted") if c in comp})
     st.download_button("comparisons.csv", comp.to_csv(index=False), "comparisons.csv", "text/csv")
 with tab_like:
     tables = likeness_tables(sub, n_boot=200)
-    st.dataframe(tables["ranking"], hide_index=True, width="stretch")
+    table(tables["ranking"], hide_index=True, width="stretch")
     st.plotly_chart(charts.likeness_fig(tables["distances"]))
-    st.dataframe(tables["failures"], hide_index=True, width="stretch")
+    table(tables["failures"], hide_index=True, width="stretch")
 with tab_feat:
     available = [c for c in CONTINUOUS_FEATURES if c in sub.features.columns]
     if not available or frame.empty:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine
+from workbench.app.common import engine, table
 from workbench.participation.console import studies_overview_df
 
 user = require_role("annotator", "researcher")
@@ -22,7 +22,7 @@ if user["role"] != "researcher":
                          "to go": prog.pending, "total": prog.total})
     if rows:
         st.caption("Your labelling queues.")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        table(pd.DataFrame(rows), hide_index=True, width="stretch")
         st.page_link("views/annotate.py", label="Go to labelling")
     else:
         st.info("No conversations are assigned to you yet.")
@@ -36,4 +36,4 @@ if df.empty:
     st.info("No studies yet. Create one on the Studies page or import the released data "
             "(`workbench import recllmsim PATH`).")
 else:
-    st.dataframe(df, hide_index=True, width="stretch")
+    table(df, hide_index=True, width="stretch")

@@ -5,7 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, study_names
+from workbench.app.common import engine, escape_markdown, study_names, table
 from workbench.participation import console as C
 from workbench.participation.flow import expire_idle
 
@@ -27,15 +27,15 @@ with session_scope(eng) as s:
 for problem in model_problems:
     st.error(escape_markdown(f"Participants get no reply from this server: {problem}"))
 st.subheader("Participants by status")
-st.dataframe(status, hide_index=True)
+table(status, hide_index=True)
 st.subheader("Conversations per condition by user kind")
-st.dataframe(per_condition, hide_index=True, width="stretch")
+table(per_condition, hide_index=True, width="stretch")
 st.subheader("Dropouts")
-st.dataframe(dropouts, hide_index=True, width="stretch")
+table(dropouts, hide_index=True, width="stretch")
 st.subheader("Assistant failures in participant sessions")
 if failures.empty:
     st.caption("No failed assistant call recorded.")
 else:
     st.caption("Participants saw a short notice and could try again; the latest 50 failures, newest first "
                "(the server log has the same).")
-    st.dataframe(failures, hide_index=True, width="stretch")
+    table(failures, hide_index=True, width="stretch")

@@ -5,7 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, study_names
+from workbench.app.common import engine, escape_markdown, study_names, table
 from workbench.config import default_model
 from workbench.errors import WorkbenchError
 from workbench.participation import console as C
@@ -40,4 +40,4 @@ if st.button("Refresh"):
     st.rerun()
 with session_scope(eng) as s:
     runs = C.simulation_runs_df(s, get_study(s, study).id)
-st.dataframe(runs, hide_index=True, width="stretch")
+table(runs, hide_index=True, width="stretch")

@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, show_turn, study_names
+from workbench.app.common import engine, escape_markdown, show_turn, study_names, table
 from workbench.participation import console as C
 
 require_role("researcher")
@@ -29,7 +29,7 @@ with session_scope(eng) as s:
                             user_kind=None if kind == "(all)" else kind,
                             condition=None if condition == "(all)" else condition)
 st.caption(f"{len(rows)} conversations")
-st.dataframe(rows.head(500), hide_index=True, width="stretch")
+table(rows.head(500), hide_index=True, width="stretch")
 if rows.empty:
     st.stop()
 conv_id = st.selectbox("Open conversation", rows["conversation_id"].tolist())
