@@ -9,7 +9,7 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from db.models.annotation import AnnotationAssignment
 from tests.annotation_data import make_study
-from workbench.cli import main
+from tests.cli_helpers import run_cli
 
 
 @pytest.fixture
@@ -26,13 +26,8 @@ def cli_db(tmp_path, monkeypatch):
 
 
 def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(args, capsys)
+    return code, out + err
 
 
 def test_assign_progress_guesses(cli_db, capsys):

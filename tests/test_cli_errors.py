@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.cli import main
+from tests.cli_helpers import run_cli
 
-
-def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli
 
 
 def assert_one_line_error(code, err, *words):

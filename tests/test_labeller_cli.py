@@ -13,19 +13,14 @@ from annotation.store import LabelRecord, ensure_source, write_labels
 from db.engine import make_engine
 from db.repo import conversations_df, labels_df
 from tests.annotation_data import make_study
-from workbench.cli import main
+from tests.cli_helpers import run_cli
 from workbench.errors import UserInputError
 from workbench.testing.fake_llm_server import FakeLLMServer
 
 
 def run(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(args, capsys)
+    return code, out + err
 
 
 @pytest.fixture

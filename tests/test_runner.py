@@ -20,6 +20,7 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Condition, Conversation, LLMCall, SimulationRun, Turn
 from db.types import utcnow
+from tests.cli_helpers import run_cli
 from workbench.errors import UserInputError
 from workbench.simulation.runner import plan_simulation, run_simulation
 from workbench.studies import create_study
@@ -300,16 +301,7 @@ def test_study_of_per_conversation_conditions_points_to_twins(sqlite_engine):
         run_simulation(sqlite_engine, "s", "scripted/sim")
 
 
-def _cli(args, capsys):
-    from workbench.cli import main
-
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_cli = run_cli
 
 
 @pytest.mark.parametrize("extra,words", [
