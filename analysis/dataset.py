@@ -16,6 +16,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from annotation.codebook import load_codebook
+from db.models.core import UNFINISHED_STATUSES as EXCLUDED_STATUSES
 from workbench.errors import NotFoundError, UserInputError
 
 
@@ -44,11 +45,9 @@ class StudyData:
         return [c for c in self.labels.columns if c != "conversation_id"]
 
 
-EXCLUDED_STATUSES = ("in_progress", "failed")
-
-
 def excluded_note(data: "StudyData") -> str:
-    """'' or a sentence saying which conversations the analysis leaves out (in progress, failed)."""
+    """'' or a sentence saying which conversations the analysis leaves out (in progress, failed,
+    stopped by a budget: ``UNFINISHED_STATUSES``)."""
     ex = data.meta.get("excluded") or {}
     if not ex:
         return ""
@@ -56,7 +55,9 @@ def excluded_note(data: "StudyData") -> str:
     for key, n in sorted(ex.items()):
         kind, status = key.split("_", 1)
         noun = "conversation" if n == 1 else "conversations"
-        parts.append(f"{n} {kind} {noun} still in progress" if status == "in_progress" else f"{n} failed {kind} {noun}")
+        parts.append(f"{n} {kind} {noun} still in progress" if status == "in_progress"
+                     else f"{n} {kind} {noun} stopped by a simulation budget" if status == "stopped"
+                     else f"{n} failed {kind} {noun}")
     return "Not analysed: " + ", ".join(parts) + "."
 
 

@@ -24,11 +24,10 @@ from sqlmodel import Session, select
 
 from db.models import Annotator, Condition, Conversation, Scenario, Study, Turn
 from db.models.annotation import AnnotationAssignment
+from db.models.core import UNFINISHED_STATUSES as EXCLUDED_STATUSES
 from db.repo import get_study
 from db.types import utcnow
 from workbench.errors import NotFoundError, UserInputError
-
-EXCLUDED_STATUSES = ("in_progress", "failed")
 USER_KINDS = ("human", "agent")
 
 

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from db.engine import make_engine
 from db.migrate import upgrade
-from db.models import Condition, Conversation, LLMCall, SimulationRun, Turn
+from db.models import Condition, Conversation, Label, LLMCall, SimulationRun, Turn
 from db.types import utcnow
 from tests.cli_helpers import run_cli
 from workbench.errors import UserInputError
@@ -122,6 +122,49 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
             assert len(failed) == n and "500" in failed[0].error and "failed after 2 attempts" in failed[0].error
             assert failed[0].end_reason == "error"
             assert s.exec(select(LLMCall).where(LLMCall.error.is_not(None))).first() is not None
+
+
+def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path):
+    """A conversation stopped by the budget is not labelled (unfinished); if it was labelled anyway
+    (e.g. by an older version), resuming drops those labels with its turns instead of crashing on
+    the label -> turn foreign key."""
+    from annotation.codebook import load_codebook
+    from annotation.labellers.llm import plan_labelling
+    from annotation.store import LabelRecord, ensure_source, write_labels
+
+    n = _study(engine)
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  openai/fake-*: {input: 1000, output: 1000}\n")
+    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
+    with FakeLLMServer(responder=responder(2)) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
+        assert run_simulation(engine, "s", "openai/fake-sim", concurrency=2, budget=0.5,
+                              model_options=opts).budget_stopped
+        with Session(engine) as s:
+            stopped = [c for c in s.exec(select(Conversation.id).where(Conversation.status == "stopped")).all()
+                       if s.exec(select(Turn.id).where(Turn.conversation_id == c)).first() is not None]
+            assert stopped  # a stopped conversation with turns
+            first_turn = s.exec(select(func.min(Turn.index)).where(Turn.conversation_id == stopped[0])).one()
+            src = ensure_source(s, "human:old", "human")
+            write_labels(s, src, [LabelRecord(conversation_id=stopped[0], dimension="hallucination", value="no",
+                                              turn_index=first_turn),
+                                  LabelRecord(conversation_id=stopped[0], dimension="politeness", value="Polite")])
+            s.commit()
+            assert s.exec(select(Label.turn_id).where(Label.dimension == "hallucination")).one() is not None
+        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, model_options=opts)
+        assert summ.failed == 0
+        with Session(engine) as s:
+            assert set(s.exec(select(Conversation.status)).all()) == {"completed"}
+            assert s.exec(select(Label).where(Label.conversation_id == stopped[0])).all() == []
+    # the LLM labeller leaves unfinished conversations alone
+    with Session(engine) as s:
+        c = s.get(Conversation, stopped[0])
+        c.status = "stopped"
+        s.add(c)
+        s.commit()
+    plan = plan_labelling(engine, "s", "openai/fake-labeller", load_codebook(), dimensions=["politeness"], samples=1)
+    assert plan.conversations == n - 1
 
 
 def test_twins_and_condition_selection(sqlite_engine, monkeypatch):

@@ -31,6 +31,7 @@ from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, existing_keys, write_labels
 from db.models import LabelSource
+from db.models.core import UNFINISHED_STATUSES
 from db.repo import conversations_df, get_study, turns_df
 from workbench.errors import UserInputError, yaml_problem
 
@@ -211,7 +212,8 @@ class LabelSummary:
     flagged: int = 0
     failed: int = 0
     skipped_existing: int = 0
-    # Conversations with nothing to label: no turns, or only turn-level dimensions and no turn of their role.
+    # Conversations with nothing to label: unfinished (in progress, failed, stopped), no turns, or
+    # only turn-level dimensions and no turn of their role.
     skipped_empty: int = 0
     samples: int = 0  # samples requested (JSON retries and HTTP retries come on top)
     cost_usd: float = 0.0
@@ -245,8 +247,11 @@ def _select(
         st = get_study(session, study)
         convs = conversations_df(session, st.id, conversation_ids)
         turns = turns_df(session, st.id, conversation_ids)
-    n_empty = int((convs["n_turns"] == 0).sum())
-    convs = convs[convs["n_turns"] > 0]
+    # Not whole conversations (still going on, failed, stopped by a budget): nothing to judge yet,
+    # and a simulation that resumes one rewrites its turns. The analysis leaves them out too.
+    unfinished = convs["status"].isin(UNFINISHED_STATUSES)
+    n_empty = int(((convs["n_turns"] == 0) | unfinished).sum())
+    convs = convs[(convs["n_turns"] > 0) & ~unfinished]
     if limit is not None:
         convs = convs.head(limit)
     by_conv = {

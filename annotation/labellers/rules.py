@@ -21,9 +21,11 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import yaml
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, write_labels
+from db.models import Conversation
+from db.models.core import UNFINISHED_STATUSES
 from db.repo import get_study, turns_df
 from workbench.errors import UserInputError, yaml_problem
 from workbench.nlp import detect_language, load_pipeline
@@ -207,7 +209,7 @@ def label_study(
     codebook_version: Optional[str] = None,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> tuple[str, int, int]:
-    """Label every conversation of the study; returns (source name, conversations, labels written)."""
+    """Label every finished conversation of the study; returns (source name, conversations, labels written)."""
     dims = list(dimensions) if dimensions else list(DIMENSIONS)
     if bad := [d for d in dims if d not in DIMENSIONS]:
         raise UserInputError(f"the rule labeller has no rules for {bad} (it labels: {', '.join(DIMENSIONS)})")
@@ -215,6 +217,9 @@ def label_study(
     with Session(engine, expire_on_commit=False) as session:
         st = get_study(session, study)
         turns = turns_df(session, st.id)
+        finished = session.exec(select(Conversation.id).where(
+            Conversation.study_id == st.id, Conversation.status.not_in(UNFINISHED_STATUSES))).all()
+        turns = turns[turns["conversation_id"].isin(set(finished))]
         users = turns[turns["role"] == "user"].groupby("conversation_id")["content"].apply(list)
         name = f"rule:{labeller.version}"
         src = ensure_source(

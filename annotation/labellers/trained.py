@@ -32,6 +32,7 @@ from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.models import Conversation, Turn
+from db.models.core import UNFINISHED_STATUSES
 from db.repo import get_label_source, get_study, labels_df
 from workbench.errors import UserInputError
 
@@ -51,12 +52,13 @@ def source_name(train_source: str, version: str = VERSION) -> str:
 
 
 def user_texts_df(session: Session, study_id: int) -> pd.DataFrame:
-    """conversation_id, user_kind, text: the user's turns of each conversation of the study, in their
+    """conversation_id, user_kind, text: the user's turns of each finished conversation of the study, in their
     original language, each prefixed by its position (the first request matters for the strategy)."""
     q = (
         select(Turn.conversation_id, Turn.index, Turn.content, Conversation.user_kind)
         .join(Conversation, Conversation.id == Turn.conversation_id)
-        .where(Conversation.study_id == study_id, Turn.role == "user")
+        .where(Conversation.study_id == study_id, Turn.role == "user",
+               Conversation.status.not_in(UNFINISHED_STATUSES))  # unfinished: nothing to judge yet
         .order_by(Turn.conversation_id, Turn.index)
     )
     parts: dict[int, list[str]] = {}

@@ -178,6 +178,11 @@ class SimulationRun(SQLModel, table=True):
     finished_at: Optional[datetime] = time_field()
 
 
+# Conversations that are not (yet) a whole conversation: still going on, failed, or stopped by a
+# simulation budget. Labellers, annotation queues and the analysis leave them out.
+UNFINISHED_STATUSES = ("in_progress", "failed", "stopped")
+
+
 class Conversation(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("run_id", "condition_id", "replicate", name="uq_conversation_run_replicate"),
@@ -193,7 +198,7 @@ class Conversation(SQLModel, table=True):
     run_id: Optional[int] = Field(default=None, foreign_key="simulationrun.id", index=True)
     replicate: int = 0
     twin_of_id: Optional[int] = Field(default=None, foreign_key="conversation.id")  # digital twin
-    status: str = Field(default="in_progress", max_length=20)  # in_progress | completed | failed | abandoned
+    status: str = Field(default="in_progress", max_length=20)  # in_progress | completed | abandoned | failed | stopped
     language: str = Field(default="en", max_length=8)
     started_at: Optional[datetime] = time_field(default_now=True)
     ended_at: Optional[datetime] = time_field()

@@ -148,7 +148,7 @@ def label(
             f"{summary.source}: labelled {summary.conversations} conversations ({summary.labels} labels, "
             f"{summary.flagged} flagged for sample disagreement, {summary.failed} failed), "
             f"{summary.skipped_existing} already labelled"
-            + (f", {summary.skipped_empty} without turns (not labelled)" if summary.skipped_empty else "")
+            + (f", {summary.skipped_empty} unfinished or without turns (not labelled)" if summary.skipped_empty else "")
             + f"; cost ${summary.cost_usd:.4f}."
         )
         if summary.failed:

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from db import repo
-from db.models import (AssistantConfig, Condition, Conversation, Profile, Scenario, SimulationRun, Study,
-                       TaskContext, Turn)
+from db.models import (AssistantConfig, Condition, Conversation, Label, Profile, Scenario, SimulationRun,
+                       Study, TaskContext, Turn)
 from db.types import utcnow
 from workbench.errors import UserInputError
 from workbench.llm import LLMError, get_model, recorded
@@ -35,6 +35,7 @@ from workbench.studies import study_settings
 
 _CONV = Conversation.__table__
 _TURN = Turn.__table__
+_LABEL = Label.__table__
 _INSERT_TURN = insert(_TURN)
 # Typical message sizes (tokens) for dry-run projections.
 EST_USER_TOKENS = 40
@@ -496,6 +497,9 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         now = utcnow()
         if prior:
             conv_id = prior[0]
+            # A restart rewrites the transcript: labels of the old one (a labeller may have run on a
+            # stopped or failed conversation before unfinished ones were skipped) go with its turns.
+            conn.execute(delete(_LABEL).where(_LABEL.c.conversation_id == conv_id))
             conn.execute(delete(_TURN).where(_TURN.c.conversation_id == conv_id))
             conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(
                 status="in_progress", error=None, started_at=now, ended_at=None, end_reason=None,
