@@ -764,3 +764,26 @@ def test_tables_leave_missing_text_empty():
     shown = at.dataframe[0].value
     assert shown["simulator"].tolist() == ["", "sim-0"]
     assert pd.api.types.is_float_dtype(shown["effect"])
+
+
+def test_database_down_shows_a_short_notice_not_a_traceback(monkeypatch):
+    """Participants and staff get one bilingual notice (no URL, no traceback) while the database
+    cannot be reached; the details go to the server log."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"postgresql://wb:secret@127.0.0.1:{port}/wb")
+    notice = "The study is temporarily unavailable. Please try again in a minute. / 研究暂时无法访问，请稍后再试。"
+    at = app(t="some-invite-token")  # a participant link
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [notice]
+    at = app()  # staff: the login form needs no database until it is sent
+    at.text_input[0].set_value("rita")
+    at.text_input[1].set_value("pw")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [notice]
+    page = "\n".join(str(el.value) for el in at.main if hasattr(el, "value"))
+    assert "127.0.0.1" not in page and "postgresql" not in page and "Traceback" not in page

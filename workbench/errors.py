@@ -13,6 +13,10 @@ class UserInputError(WorkbenchError):
     exit_code = 2
 
 
+class DatabaseUnavailable(UserInputError):
+    """The database cannot be opened or reached (a wrong URL, a server that is down)."""
+
+
 class MissingKeyError(UserInputError):
     """A hosted model is named but its API key (or local endpoint) is not configured here."""
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from db.engine import SUPPORTED_URLS, get_engine
 from db.migrate import is_current, upgrade
-from workbench.errors import UserInputError, WorkbenchError
+from workbench.errors import DatabaseUnavailable, UserInputError, WorkbenchError
 
 
 def ready_engine(url: str | None = None) -> Engine:
@@ -26,12 +26,12 @@ def ready_engine(url: str | None = None) -> Engine:
     return engine
 
 
-def open_error(engine: Engine, exc: BaseException) -> UserInputError:
+def open_error(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
     """One line saying why the database cannot be opened and what to do (no driver noise: the
     DBAPI's own message, first line, without SQLAlchemy's "Background on this error" link)."""
     cause = getattr(exc, "orig", None) or exc
     first = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "")
-    return UserInputError(
+    return DatabaseUnavailable(
         f"cannot open the database {engine.url.render_as_string()}: {cause.__class__.__name__}: {first}. "
         f"Check WORKBENCH_DB_URL ({SUPPORTED_URLS}) and that the server is running."
     )

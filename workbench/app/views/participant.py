@@ -18,7 +18,7 @@ from workbench.app.common import (
     show_text,
     show_turn,
 )
-from workbench.errors import WorkbenchError
+from workbench.errors import DatabaseUnavailable, WorkbenchError
 from workbench.participation.texts import (
     ATTENTION_OPTIONS,
     HALLUCINATION_VALUES,
@@ -53,6 +53,8 @@ try:
         p = P.open_participant(s, token)
         view = P.participant_view(s, p)
         pid = p.id
+except DatabaseUnavailable:
+    raise  # the app's entry says "temporarily unavailable", not "invalid link"
 except WorkbenchError:
     st.error(ui("en")["invalid_link"])
     st.stop()
