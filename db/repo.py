@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from db.models import (
@@ -60,13 +61,25 @@ def get_or_create_assistant_config(
     params = params or {}
     fp = fingerprint(model=model, system_prompt=system_prompt, temperature=temperature,
                      max_tokens=max_tokens, version=version, params=params)
-    cfg = session.exec(select(AssistantConfig).where(AssistantConfig.fingerprint == fp)).first()
-    if cfg is None:
-        cfg = AssistantConfig(fingerprint=fp, model=model, system_prompt=system_prompt, temperature=temperature,
-                              max_tokens=max_tokens, version=version, params=params, name=name or model)
-        session.add(cfg)
-        session.flush()
-    return cfg
+    return _get_or_insert(session, AssistantConfig, fp, lambda: AssistantConfig(
+        fingerprint=fp, model=model, system_prompt=system_prompt, temperature=temperature,
+        max_tokens=max_tokens, version=version, params=params, name=name or model))
+
+
+def _get_or_insert(session: Session, model_cls, fp: str, make):
+    """The row with fingerprint ``fp``, inserted by ``make()`` when missing. Two processes may insert
+    the same one at once (two simulations starting together): the loser of the unique index takes
+    the winner's row (the insert runs in a savepoint, so the caller's transaction goes on)."""
+    row = session.exec(select(model_cls).where(model_cls.fingerprint == fp)).first()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = make()
+            session.add(row)
+    except IntegrityError:
+        row = session.exec(select(model_cls).where(model_cls.fingerprint == fp)).one()
+    return row
 
 
 def data_version(session: Session, study_id: int) -> tuple:
@@ -95,16 +108,11 @@ def get_or_create_simulator_config(
     params = params or {}
     fp = fingerprint(model=model, prompt_template=prompt_template, prompt_version=prompt_version,
                      temperature=temperature, seed=seed, params=params)
-    cfg = session.exec(select(SimulatorConfig).where(SimulatorConfig.fingerprint == fp)).first()
-    if cfg is None:
-        temp = "model default" if temperature is None else temperature
-        label = name or f"{model} | {prompt_template or 'default'}@{prompt_version} | T={temp}"
-        cfg = SimulatorConfig(fingerprint=fp, model=model, prompt_template=prompt_template,
-                              prompt_version=prompt_version, temperature=temperature, seed=seed,
-                              params=params, name=label)
-        session.add(cfg)
-        session.flush()
-    return cfg
+    temp = "model default" if temperature is None else temperature
+    label = name or f"{model} | {prompt_template or 'default'}@{prompt_version} | T={temp}"
+    return _get_or_insert(session, SimulatorConfig, fp, lambda: SimulatorConfig(
+        fingerprint=fp, model=model, prompt_template=prompt_template, prompt_version=prompt_version,
+        temperature=temperature, seed=seed, params=params, name=label))
 
 
 def get_label_source(session: Session, name: str) -> LabelSource:

@@ -21,6 +21,23 @@ def test_upgrade_empty_database_creates_every_table(db_url):
     eng.dispose()
 
 
+def test_a_database_made_with_0001_upgrades_and_keeps_its_runs(db_url):
+    eng = make_engine(db_url)
+    assert upgrade(eng, "0001_initial") == "0001_initial"
+    with eng.begin() as conn:
+        conn.execute(text("INSERT INTO study (name, language, settings, source, created_at) "
+                          "VALUES ('old', 'en', '{}', 'created', '2025-01-01 00:00:00+00:00')"))
+        conn.execute(text("INSERT INTO simulatorconfig (fingerprint, model, prompt_version, params, name, created_at) "
+                          "VALUES ('fp', 'scripted/x', '1', '{}', 'sim', '2025-01-01 00:00:00+00:00')"))
+        conn.execute(text("INSERT INTO simulationrun (study_id, key, simulator_config_id, params, status, created_at) "
+                          "SELECT s.id, 'k', c.id, '{}', 'running', '2025-01-01 00:00:00+00:00' "
+                          "FROM study s, simulatorconfig c"))
+    assert upgrade(eng) == head_revision(eng) != "0001_initial"
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT key, owner FROM simulationrun")).all() == [("k", None)]
+    eng.dispose()
+
+
 def test_migration_matches_models(engine):
     """The migrations produce exactly the schema the models declare (no forgotten migration)."""
     from alembic.autogenerate import compare_metadata
@@ -28,7 +45,7 @@ def test_migration_matches_models(engine):
 
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-    assert diff == [], f"models and migrations differ; run scripts/regen_initial_migration.py: {diff}"
+    assert diff == [], f"models and migrations differ; add a revision under db/migrations/versions: {diff}"
 
 
 def test_times_are_utc_aware(session):

@@ -97,6 +97,74 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
             assert len(s.exec(select(SimulationRun)).all()) == 1
 
 
+def test_one_process_per_run(engine, monkeypatch):
+    """Two processes on one run would restart each other's conversations: while the run's owner is
+    alive a second start is refused in one line; a dead owner (killed) or one silent for long on
+    another machine is taken over at once."""
+    import socket
+    import threading
+    from datetime import timedelta
+
+    n = _study(engine)
+    with FakeLLMServer(responder=responder(3), latency=0.05) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        # two starts at the same moment (threads of one process count as two owners)
+        results, errors = [], []
+
+        def start():
+            try:
+                results.append(run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=2))
+            except UserInputError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=start) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 1 and len(errors) == 1, (results, errors)
+        assert "already running in another process" in errors[0] or "just started" in errors[0]
+        assert results[0].completed == 2 * n and results[0].failed == 0
+        with Session(engine) as s:
+            convs = s.exec(select(Conversation)).all()
+            assert len(convs) == 2 * n and {c.status for c in convs} == {"completed"}
+            run = s.exec(select(SimulationRun)).one()
+            assert run.owner is None and run.status == "completed"  # released at the end
+            for c in convs:
+                idx = s.exec(select(Turn.index).where(Turn.conversation_id == c.id).order_by(Turn.index)).all()
+                assert idx == list(range(len(idx)))
+
+        def set_owner(owner, heartbeat):
+            with Session(engine) as s:
+                run = s.exec(select(SimulationRun)).one()
+                run.owner, run.heartbeat_at, run.status = owner, heartbeat, "running"
+                s.add(run)
+                s.commit()
+
+        here = socket.gethostname()
+        alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            set_owner(f"{here}:{alive.pid}:abc", utcnow())
+            with pytest.raises(UserInputError, match=f"already running in another process \\(pid {alive.pid}"):
+                run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
+        finally:
+            alive.kill()
+            alive.wait()
+        # the owner is gone (killed): resumed at once, nothing left to do
+        assert run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2).skipped == 2 * n
+        # another machine: its owner counts as alive until it has been silent for OWNER_SILENCE
+        set_owner("elsewhere.example:123:abc", utcnow())
+        with pytest.raises(UserInputError, match="pid 123 on elsewhere.example"):
+            run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
+        with Session(engine) as s:  # its turns are old too
+            for t in s.exec(select(Turn)).all():
+                t.created_at = utcnow() - timedelta(hours=1)
+                s.add(t)
+            s.commit()
+        set_owner("elsewhere.example:123:abc", utcnow() - timedelta(minutes=30))
+        assert run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2).skipped == 2 * n
+
+
 def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
     n = _study(engine)
     prices = tmp_path / "prices.yaml"

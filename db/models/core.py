@@ -176,6 +176,10 @@ class SimulationRun(SQLModel, table=True):
     status: str = Field(default="running", max_length=40)
     created_at: datetime = time_field(nullable=False, default_now=True)
     finished_at: Optional[datetime] = time_field()
+    # The process working on the run ("host:pid:nonce"), None when none is; a second process on the
+    # same run is refused while the owner is alive (workbench.simulation.runner.claim_run).
+    owner: Optional[str] = Field(default=None, max_length=200)
+    heartbeat_at: Optional[datetime] = time_field()
 
 
 # Conversations that are not (yet) a whole conversation: still going on, failed, or stopped by a

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import socket
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence, Union
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, func, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -256,6 +261,56 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
                  configs, conds)
 
 
+# --------------------------------------------------------------------------------------------------
+# One process per run
+# --------------------------------------------------------------------------------------------------
+
+# A run's owner on another machine counts as gone after this long without a claim, a finished
+# conversation or a new turn (on this machine the owner's process id is checked instead).
+OWNER_SILENCE = timedelta(minutes=10)
+_RUN = SimulationRun.__table__
+
+
+def process_owner() -> str:
+    """``host:pid:nonce``: this process (the nonce tells two runs of one process apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_alive(owner: str, latest_activity) -> bool:
+    host, pid, _nonce = owner.rsplit(":", 2)
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False  # killed or crashed: the run can be resumed at once
+        except (PermissionError, ValueError):
+            return True
+        return True
+    return latest_activity is not None and utcnow() - latest_activity < OWNER_SILENCE
+
+
+def claim_run(engine: Engine, run_id: int, key: str, me: str) -> None:
+    """Make ``me`` the run's owner, or refuse (UserInputError) while another live process works on
+    it: two processes on one run would restart each other's conversations. The swap is one
+    conditional UPDATE, so of two processes claiming at once exactly one wins."""
+    with engine.begin() as conn:
+        owner, heartbeat = conn.execute(select(_RUN.c.owner, _RUN.c.heartbeat_at).where(_RUN.c.id == run_id)).one()
+        if owner and owner != me:
+            last_turn = conn.execute(select(func.max(_TURN.c.created_at)).select_from(
+                _TURN.join(_CONV, _CONV.c.id == _TURN.c.conversation_id)).where(_CONV.c.run_id == run_id)).scalar()
+            latest = max((t for t in (heartbeat, last_turn) if t is not None), default=None)
+            if _owner_alive(owner, latest):
+                host, pid, _ = owner.rsplit(":", 2)
+                raise UserInputError(
+                    f"simulation run {key} is already running in another process (pid {pid} on {host}); "
+                    "wait for it to finish, or stop that process and run the same command again to resume")
+        claimed = conn.execute(update(_RUN).where(
+            _RUN.c.id == run_id, _RUN.c.owner.is_(None) if not owner else _RUN.c.owner == owner,
+        ).values(owner=me, heartbeat_at=utcnow(), status="running", finished_at=None)).rowcount
+    if claimed != 1:
+        raise UserInputError(f"simulation run {key} was just started by another process; wait for it to finish")
+
+
 def _existing(engine: Engine, key: str) -> tuple[Optional[int], dict]:
     with Session(engine) as s:
         run = s.exec(select(SimulationRun).where(SimulationRun.key == key)).first()
@@ -438,25 +493,29 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
                 raise UserInputError(f"--budget needs a price for {name}: add it to a price file named by "
                                      "WORKBENCH_PRICES (see `workbench models prices`)")
 
+    me = process_owner()
+    run_id, _ = _existing(engine, su.key)
+    if run_id is None:
+        try:
+            with Session(engine, expire_on_commit=False) as s:
+                run = SimulationRun(study_id=su.study.id, key=su.key, simulator_config_id=su.simulator_config_id,
+                                    assistant_config_id=su.assistant_override_id, owner=me, heartbeat_at=utcnow(),
+                                    params={"simulator_model": su.simulator_model, "assistant_model": assistant_model,
+                                            "conditions": list(conditions) if conditions else None,
+                                            "twin_of": [str(t) for t in twin_of] if twin_of else None,
+                                            "min_turns": su.min_turns, "max_turns": su.max_turns,
+                                            "prompt": su.template.label, "seed": seed, "temperature": temperature,
+                                            "goal_reminder_every": goal_reminder_every})
+                s.add(run)
+                s.commit()
+                run_id = run.id
+        except IntegrityError:  # another process created the same run a moment ago
+            run_id, _ = _existing(engine, su.key)
+            claim_run(engine, run_id, su.key, me)
+    else:
+        claim_run(engine, run_id, su.key, me)
+    # Read after the claim: what is done is what no other process can still be changing.
     run_id, existing = _existing(engine, su.key)
-    with Session(engine, expire_on_commit=False) as s:
-        if run_id is None:
-            run = SimulationRun(study_id=su.study.id, key=su.key, simulator_config_id=su.simulator_config_id,
-                                assistant_config_id=su.assistant_override_id,
-                                params={"simulator_model": su.simulator_model, "assistant_model": assistant_model,
-                                        "conditions": list(conditions) if conditions else None,
-                                        "twin_of": [str(t) for t in twin_of] if twin_of else None,
-                                        "min_turns": su.min_turns, "max_turns": su.max_turns,
-                                        "prompt": su.template.label, "seed": seed, "temperature": temperature,
-                                        "goal_reminder_every": goal_reminder_every})
-            s.add(run)
-        else:
-            run = s.get(SimulationRun, run_id)
-            run.status = "running"
-            run.finished_at = None
-            s.add(run)
-        s.commit()
-        run_id = run.id
 
     skip_status = {"completed"} if retry_failed else {"completed", "failed"}
     todo = [j for j in su.jobs if existing.get((j.condition_id, j.replicate), (0, ""))[1] not in skip_status]
@@ -525,6 +584,7 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
 
     def close_conversation(conn: Any, conv_id: int, status: str, values: dict) -> None:
         conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(status=status, **values))
+        conn.execute(update(_RUN).where(_RUN.c.id == run_id, _RUN.c.owner == me).values(heartbeat_at=utcnow()))
 
     async def one(job: Job) -> None:
         prior = existing.get((job.condition_id, job.replicate))
@@ -604,8 +664,8 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
         final = ("budget_stopped" if state["budget_stopped"] else
                  "completed" if prog.done == prog.total else "completed_with_failures")
         with engine.begin() as conn:
-            conn.execute(update(SimulationRun.__table__).where(SimulationRun.__table__.c.id == run_id)
-                         .values(status=final, finished_at=utcnow()))
+            conn.execute(update(_RUN).where(_RUN.c.id == run_id, _RUN.c.owner == me)
+                         .values(status=final, finished_at=utcnow(), owner=None))
     not_run = prog.total - prog.done - prog.failed
     return RunSummary(run_id, su.key, prog.total, prog.done, prog.failed, skipped, not_run, prog.cost_usd,
                       prog.calls, state["budget_stopped"], time.monotonic() - t_start, final)
