@@ -16,7 +16,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from annotation.codebook import load_codebook
-from db.models.core import UNFINISHED_STATUSES as EXCLUDED_STATUSES
+from db.models.core import UNFINISHED_STATUSES
 from workbench.errors import NotFoundError, UserInputError
 
 
@@ -235,10 +235,10 @@ def load_study(
         convs = convs[convs["user_kind"].isin(["human", "agent"])]
         # A conversation still going on, or a simulation that failed, is not behaviour to compare;
         # completed and abandoned ones are (abandoning is itself an ending, see features.end_kind).
-        left_out = convs[convs["status"].isin(EXCLUDED_STATUSES)]
+        unfinished = convs["status"].isin(UNFINISHED_STATUSES)
         excluded = {f"{kind}_{status}": int(n) for (kind, status), n in
-                    left_out.groupby(["user_kind", "status"]).size().items()}
-        convs = convs[~convs["status"].isin(EXCLUDED_STATUSES)].reset_index(drop=True)
+                    convs[unfinished].groupby(["user_kind", "status"]).size().items()}
+        convs = convs[~unfinished].reset_index(drop=True)
         coverage = label_sources_coverage_df(session, study.id, convs)
         if labels:
             get_label_source(session, labels)  # clear error for an unknown name

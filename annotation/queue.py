@@ -24,10 +24,11 @@ from sqlmodel import Session, select
 
 from db.models import Annotator, Condition, Conversation, Scenario, Study, Turn
 from db.models.annotation import AnnotationAssignment
-from db.models.core import UNFINISHED_STATUSES as EXCLUDED_STATUSES
+from db.models.core import UNFINISHED_STATUSES
 from db.repo import get_study
 from db.types import utcnow
 from workbench.errors import NotFoundError, UserInputError
+
 USER_KINDS = ("human", "agent")
 
 
@@ -103,7 +104,7 @@ def candidates_df(
         .join(Scenario, Scenario.id == Condition.scenario_id)
         .join(user_turns, user_turns.c.conversation_id == Conversation.id)
         .where(Conversation.study_id == study.id)
-        .where(Conversation.status.not_in(EXCLUDED_STATUSES))
+        .where(Conversation.status.not_in(UNFINISHED_STATUSES))
         .order_by(Conversation.id)
     )
     if conversation_ids is not None:

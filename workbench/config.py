@@ -38,6 +38,12 @@ def db_url() -> str:
     return f"sqlite:///{(data_dir() / 'workbench.db').resolve()}"
 
 
+# How default_model() chooses, for command help texts.
+DEFAULT_MODEL_HELP = ("WORKBENCH_DEFAULT_MODEL; else openai/gpt-4o-mini when OPENAI_API_KEY is set, "
+                      "anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY is set, else the offline "
+                      "local/smollm2")
+
+
 def default_model() -> str:
     """The model used when a command is given none: a hosted model when its key is set,
     otherwise the offline SmolLM2 model (for trying the pipeline, not for studies)."""

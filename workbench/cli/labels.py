@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from workbench.config import DEFAULT_MODEL_HELP
 from workbench.errors import UserInputError
 
 LABELLERS = ("llm", "rule", "trained")
@@ -27,9 +28,7 @@ def label(
     model: Optional[str] = typer.Option(
         None,
         "--model",
-        help="llm: provider/model (default: WORKBENCH_DEFAULT_MODEL; else openai/gpt-4o-mini when "
-        "OPENAI_API_KEY is set, anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY is set, else the "
-        "offline local/smollm2).",
+        help=f"llm: provider/model (default: {DEFAULT_MODEL_HELP}).",
     ),
     dimensions: Optional[List[str]] = typer.Option(
         None,

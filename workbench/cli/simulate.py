@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from workbench.config import DEFAULT_MODEL_HELP
+
 
 def _split(values: Optional[List[str]]) -> Optional[list[str]]:
     if not values:
@@ -17,10 +19,8 @@ def _split(values: Optional[List[str]]) -> Optional[list[str]]:
 def simulate(
     study: str = typer.Option(..., "--study", help="Study name."),
     simulator_model: Optional[str] = typer.Option(None, "--simulator-model",
-                                                  help="provider/model of the simulated user (default: WORKBENCH_DEFAULT_MODEL; "
-                                                       "else openai/gpt-4o-mini when OPENAI_API_KEY is set, "
-                                                       "anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY "
-                                                       "is set, else the offline local/smollm2)."),
+                                                  help="provider/model of the simulated user (default: "
+                                                       f"{DEFAULT_MODEL_HELP})."),
     assistant_model: Optional[str] = typer.Option(None, "--assistant-model",
                                                   help="Replace the condition's assistant model (same system "
                                                        "prompt and sampling)."),

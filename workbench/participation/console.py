@@ -196,13 +196,6 @@ def create_study_from_packs(session: Session, name: str, assistant_model: str, s
                   settings=validated)
 
 
-def model_warning(model: str) -> Optional[str]:
-    """A warning when ``model`` cannot be called from here for want of an API key (else None)."""
-    from workbench.llm import check_model_name
-
-    return check_model_name(model.strip())
-
-
 def update_settings(session: Session, study_name: str, changes: dict) -> StudySettings:
     """Validate and store new settings for a study (unknown keys are kept, bad values refused)."""
     study = get_study(session, study_name)

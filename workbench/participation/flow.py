@@ -353,7 +353,7 @@ def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) ->
     # Every unanswered required field at once, by the label the participant sees (not one per submit).
     unanswered = [f["label"] for f in fields if f["required"] and _blank(answers.get(f["name"]))]
     if unanswered:
-        raise UserInputError(ui(p.language)["missing_profile"].format(items=", ".join(unanswered)))
+        raise ParticipantError("missing_profile", p.language, items=", ".join(unanswered))
     clean: dict[str, Any] = {}
     for f in fields:
         v = answers.get(f["name"])
@@ -430,9 +430,8 @@ def finish_task(session: Session, p: Participant) -> None:
     settings = _settings(session, p)
     view = task_view(session, p, settings)
     if view is None or not view.can_finish:
-        T = ui(p.language)
         if view is not None and view.unrated_index is not None:
-            raise UserInputError(T["rate_first"])
+            raise ParticipantError("rate_first", p.language)
         raise UserInputError(finish_hint(p.language, settings.min_turns))
     a = current_assignment(session, p)
     conv = session.get(Conversation, a.conversation_id)
@@ -454,7 +453,7 @@ def submit_post_task(session: Session, p: Participant, answers: dict[str, Any],
     if ask_attention and attention not in ATTENTION_OPTIONS["en"]:
         missing.append(T["attention"])
     if missing:
-        raise UserInputError(T["missing_answers"].format(items=" ".join(f"“{q}”" for q in missing)))
+        raise ParticipantError("missing_answers", lang, items=" ".join(f"“{q}”" for q in missing))
     a = current_assignment(session, p)
     for item, labels in POST_TASK_ITEMS.items():
         session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,

@@ -214,7 +214,7 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
     st = _study(session, study)
     settings = study_settings(st)
     max_t = settings.max_turns if max_turns is None else max_turns
-    if min_turns is not None and min_turns > max_t:
+    if min_turns is not None and max_turns is None and min_turns > max_t:  # both given: checked above
         raise UserInputError(f"min turns ({min_turns}) is greater than max turns ({max_t}, the study's setting)")
     # The study's own minimum gives way to a lower --max-turns.
     min_t = min(settings.min_turns if min_turns is None else min_turns, max_t)
@@ -309,6 +309,25 @@ def claim_run(engine: Engine, run_id: int, key: str, me: str) -> None:
         ).values(owner=me, heartbeat_at=utcnow(), status="running", finished_at=None)).rowcount
     if claimed != 1:
         raise UserInputError(f"simulation run {key} was just started by another process; wait for it to finish")
+
+
+def _start_run(engine: Engine, su: Setup, me: str, params: dict) -> None:
+    """Create the run owned by ``me``, or claim the existing one (``claim_run``). Two processes
+    creating it at once: the loser of the unique key claims the winner's run, and is refused."""
+    with Session(engine) as s:
+        run_id = s.exec(select(SimulationRun.id).where(SimulationRun.key == su.key)).first()
+    if run_id is None:
+        try:
+            with Session(engine) as s:
+                s.add(SimulationRun(study_id=su.study.id, key=su.key, simulator_config_id=su.simulator_config_id,
+                                    assistant_config_id=su.assistant_override_id, owner=me, heartbeat_at=utcnow(),
+                                    params=params))
+                s.commit()
+            return
+        except IntegrityError:  # another process created the same run a moment ago
+            with Session(engine) as s:
+                run_id = s.exec(select(SimulationRun.id).where(SimulationRun.key == su.key)).one()
+    claim_run(engine, run_id, su.key, me)
 
 
 def _existing(engine: Engine, key: str) -> tuple[Optional[int], dict]:
@@ -494,26 +513,12 @@ async def arun_simulation(engine: Engine, study: Any, simulator_model: str, assi
                                      "WORKBENCH_PRICES (see `workbench models prices`)")
 
     me = process_owner()
-    run_id, _ = _existing(engine, su.key)
-    if run_id is None:
-        try:
-            with Session(engine, expire_on_commit=False) as s:
-                run = SimulationRun(study_id=su.study.id, key=su.key, simulator_config_id=su.simulator_config_id,
-                                    assistant_config_id=su.assistant_override_id, owner=me, heartbeat_at=utcnow(),
-                                    params={"simulator_model": su.simulator_model, "assistant_model": assistant_model,
-                                            "conditions": list(conditions) if conditions else None,
-                                            "twin_of": [str(t) for t in twin_of] if twin_of else None,
-                                            "min_turns": su.min_turns, "max_turns": su.max_turns,
-                                            "prompt": su.template.label, "seed": seed, "temperature": temperature,
-                                            "goal_reminder_every": goal_reminder_every})
-                s.add(run)
-                s.commit()
-                run_id = run.id
-        except IntegrityError:  # another process created the same run a moment ago
-            run_id, _ = _existing(engine, su.key)
-            claim_run(engine, run_id, su.key, me)
-    else:
-        claim_run(engine, run_id, su.key, me)
+    _start_run(engine, su, me, {"simulator_model": su.simulator_model, "assistant_model": assistant_model,
+                                "conditions": list(conditions) if conditions else None,
+                                "twin_of": [str(t) for t in twin_of] if twin_of else None,
+                                "min_turns": su.min_turns, "max_turns": su.max_turns,
+                                "prompt": su.template.label, "seed": seed, "temperature": temperature,
+                                "goal_reminder_every": goal_reminder_every})
     # Read after the claim: what is done is what no other process can still be changing.
     run_id, existing = _existing(engine, su.key)
 

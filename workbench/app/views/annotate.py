@@ -220,14 +220,16 @@ def _index(options, value):
     return options.index(value) if value in options else None
 
 
-def _or_unset(fmt):
-    """A radio's option text: "—" for the unset option (None), else ``fmt(value)``."""
-    return lambda value: T["unset"] if value is None else fmt(value)
-
-
 def _shown(dim):
     """The form's text for a value of ``dim`` (its codebook display name in the page language)."""
-    return _or_unset(lambda value: dim.label_title(str(value), lang))
+    return lambda value: dim.label_title(str(value), lang)
+
+
+def _optional_radio(label: str, values, saved_value, key: str, fmt, **kw) -> None:
+    """A radio for an optional answer: it starts at "—" (None), which also takes a misclick back."""
+    opts = [None, *values]
+    st.radio(label, opts, index=_index(opts, saved_value) or 0, horizontal=True, key=key,
+             format_func=lambda value: T["unset"] if value is None else fmt(value), **kw)
 
 
 def _definition(dim) -> None:
@@ -263,15 +265,13 @@ with st.form(key=f"{k}-form"):
             for dim in turn_dims:
                 if dim.turn_role == turn.role:
                     n = reply_no if turn.role == "assistant" else None
-                    opts = [None, *dim.labels]  # optional: "—" takes a misclick back
-                    st.radio(
+                    _optional_radio(
                         T["turn_label"].format(title=dim.display_title(lang), n=n or turn.index + 1),
-                        opts,
-                        index=_index(opts, saved.turn_values.get((dim.name, turn.index))) or 0,
-                        horizontal=True,
-                        key=f"{k}-t{turn.index}-{dim.name}",
+                        dim.labels,
+                        saved.turn_values.get((dim.name, turn.index)),
+                        f"{k}-t{turn.index}-{dim.name}",
+                        _shown(dim),
                         help=dim.definition.get(lang),
-                        format_func=_shown(dim),
                     )
     for dim in turn_dims:
         _definition(dim)
@@ -297,24 +297,10 @@ with st.form(key=f"{k}-form"):
     c1.checkbox(T["flag"], value=saved.flagged, key=f"{k}-flag")
     c2.text_input(T["flag_note"], value=saved.flag_note or "", key=f"{k}-flag-note")
     st.divider()
-    guess_opts = [None, *L.GUESSES]
-    st.radio(
-        T["guess"],
-        guess_opts,
-        index=_index(guess_opts, saved.guess) or 0,
-        horizontal=True,
-        key=f"{k}-guess",
-        format_func=_or_unset(lambda g: T["guess_person"] if g == "human" else T["guess_ai"]),
-    )
-    conf_opts = [None, *range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1)]
-    st.radio(
-        T["confidence"],
-        conf_opts,
-        index=_index(conf_opts, saved.confidence) or 0,
-        horizontal=True,
-        key=f"{k}-confidence",
-        format_func=_or_unset(T["conf"].get),
-    )
+    _optional_radio(T["guess"], L.GUESSES, saved.guess, f"{k}-guess",
+                    lambda g: T["guess_person"] if g == "human" else T["guess_ai"])
+    _optional_radio(T["confidence"], range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1), saved.confidence,
+                    f"{k}-confidence", T["conf"].get)
     b1, b2 = st.columns(2)
     save = b1.form_submit_button(T["save"], type="primary", width="stretch")
     skip = b2.form_submit_button(T["skip"], width="stretch")

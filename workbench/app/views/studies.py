@@ -6,6 +6,7 @@ from db.engine import session_scope
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, run_action, show_flash
 from workbench.config import default_model, public_url
+from workbench.llm import check_model_name
 from workbench.participation import console as C
 from workbench.participation.entry import create_invites, invite_url, prolific_url
 
@@ -47,7 +48,7 @@ with create_tab:
                                                 "interface_language": language})
             if result is not None:
                 st.session_state["_created"] = f"Created study {result[0].name!r} with {result[1]} conditions."
-                st.session_state["_created_warning"] = C.model_warning(model)
+                st.session_state["_created_warning"] = check_model_name(model.strip())
             st.rerun()
     if st.session_state.get("_created"):
         st.success(escape_markdown(st.session_state.pop("_created")))
