@@ -193,3 +193,45 @@ dimensions:
     with Session(sqlite_engine) as s:
         df = labels_df(s, 1, sources=["llm:scripted/judge:v2"])
     assert set(df["dimension"]) == {"humour"} and set(df["value"]) == {"2"}
+
+
+async def test_one_labelling_process_per_study_and_source(engine, server):
+    """A second process labelling the same study with the same source is refused in one line
+    (it would make the first one's paid calls again); a killed holder is taken over at once, and
+    the lease is gone when the run ends."""
+    import socket
+    import subprocess
+    import sys
+
+    from db.leases import acquire
+    from db.models.leases import Lease
+    from workbench.errors import UserInputError
+
+    with Session(engine) as s:
+        make_study(s, n_per_cell=1)
+        s.commit()
+    cb = load_codebook()
+    model = get_model("openai/x", max_retries=0, timeout=10)
+    job = f"label:1:{source_name('openai/x', 'v2')}"
+    here = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        acquire(engine, job, f"{here}:{alive.pid}:abc", "x")
+        with pytest.raises(UserInputError, match=f"labelling of study 'pilot' by llm:openai/x:v2 is already "
+                                                 f"running in another process \\(pid {alive.pid} on {here}\\)"):
+            await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)
+        assert not server.requests  # refused before any call
+        # Another study, or another source on this study, is a different job.
+        other = get_model("openai/y", max_retries=0, timeout=10)
+        assert (await label_with_llm(engine, "pilot", other, cb, dimensions=DIMS, samples=1)).conversations == 4
+    finally:
+        alive.kill()
+        alive.wait()
+    # The holder was killed: taken over at once, and released at the end.
+    summary = await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)
+    assert summary.conversations == 4
+    with Session(engine) as s:
+        assert s.exec(select(Lease)).all() == []
+    # Nothing left to label: no lease is needed, even while another process holds one.
+    acquire(engine, job, f"{here}:1:abc", "x")  # pid 1 (init) is alive
+    assert (await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)).skipped_existing == 4

@@ -152,7 +152,7 @@ def test_one_process_per_run(engine, monkeypatch):
             alive.wait()
         # the owner is gone (killed): resumed at once, nothing left to do
         assert run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2).skipped == 2 * n
-        # another machine: its owner counts as alive until it has been silent for OWNER_SILENCE
+        # another machine: its owner counts as alive until it has been silent for db.leases.SILENCE
         set_owner("elsewhere.example:123:abc", utcnow())
         with pytest.raises(UserInputError, match="pid 123 on elsewhere.example"):
             run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)

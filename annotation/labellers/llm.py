@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, existing_keys, write_labels
+from db.leases import acquire, heartbeat, process_owner, release
 from db.models import LabelSource
 from db.models.core import UNFINISHED_STATUSES
 from db.repo import conversations_df, get_study, turns_df
@@ -399,6 +400,7 @@ async def label_with_llm(
             model, engine, purpose="labeller", study_id=st.id, prompt_version=prompt["version"], cache=cache
         )
     )
+    job, me = f"label:{st.id}:{name}", process_owner()
     sem = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
     n_done = 0
@@ -472,13 +474,20 @@ async def label_with_llm(
             summary.cost_usd += sum(c.cost_usd or 0.0 for c in valid)
             summary.errors.extend(errors[:1])
             n_done += 1
+            heartbeat(engine, job, me)
             if progress:
                 progress(n_done, len(todo))
 
     if progress and todo:
         progress(0, len(todo))  # the bar (and its clock) starts before the first call
     try:
-        await asyncio.gather(*(one(r, conv_dims) for r, conv_dims in todo))
+        if todo:
+            # One process per (study, source): a second would make the same paid calls again.
+            acquire(engine, job, me, f"labelling of study {study!r} by {name}")
+            try:
+                await asyncio.gather(*(one(r, conv_dims) for r, conv_dims in todo))
+            finally:
+                release(engine, job, me)
     finally:
         await base.aclose()  # the HTTP session belongs to this event loop
     return summary

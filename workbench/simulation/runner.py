@@ -11,13 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import socket
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence, Union
 
 from sqlalchemy import delete, func, insert, update
@@ -26,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from db import repo
+from db.leases import owner_alive, process_owner
 from db.models import (AssistantConfig, Condition, Conversation, Label, Profile, Scenario, SimulationRun,
                        Study, TaskContext, Turn)
 from db.types import utcnow
@@ -265,28 +262,9 @@ def _setup(session: Session, study: Any, simulator_model: str, assistant_model: 
 # One process per run
 # --------------------------------------------------------------------------------------------------
 
-# A run's owner on another machine counts as gone after this long without a claim, a finished
-# conversation or a new turn (on this machine the owner's process id is checked instead).
-OWNER_SILENCE = timedelta(minutes=10)
+# A run's owner counts as gone when its process is gone (same machine) or, on another machine, after
+# db.leases.SILENCE without a claim, a finished conversation or a new turn.
 _RUN = SimulationRun.__table__
-
-
-def process_owner() -> str:
-    """``host:pid:nonce``: this process (the nonce tells two runs of one process apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _owner_alive(owner: str, latest_activity) -> bool:
-    host, pid, _nonce = owner.rsplit(":", 2)
-    if host == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False  # killed or crashed: the run can be resumed at once
-        except (PermissionError, ValueError):
-            return True
-        return True
-    return latest_activity is not None and utcnow() - latest_activity < OWNER_SILENCE
 
 
 def claim_run(engine: Engine, run_id: int, key: str, me: str) -> None:
@@ -299,7 +277,7 @@ def claim_run(engine: Engine, run_id: int, key: str, me: str) -> None:
             last_turn = conn.execute(select(func.max(_TURN.c.created_at)).select_from(
                 _TURN.join(_CONV, _CONV.c.id == _TURN.c.conversation_id)).where(_CONV.c.run_id == run_id)).scalar()
             latest = max((t for t in (heartbeat, last_turn) if t is not None), default=None)
-            if _owner_alive(owner, latest):
+            if owner_alive(owner, latest):
                 host, pid, _ = owner.rsplit(":", 2)
                 raise UserInputError(
                     f"simulation run {key} is already running in another process (pid {pid} on {host}); "
