@@ -366,7 +366,8 @@ def test_simulation_runs_survive_a_jsonl_round_trip(engine, tmp_path, monkeypatc
 
 
 def test_runs_table_flags_a_run_whose_process_stopped(engine):
-    """A run left 'running' by a killed process shows as possibly stopped once no turn came for a while."""
+    """A run left 'running' by a killed process shows as stopped: at once when its process is known to be
+    gone, or (a run without a recorded owner) once no turn came for a while."""
     from datetime import timedelta
 
     from workbench.participation.console import STALE_MINUTES, simulation_runs_df
@@ -398,6 +399,31 @@ def test_runs_table_flags_a_run_whose_process_stopped(engine):
     stale = df.loc[f"k{STALE_MINUTES + 20}", "status"]
     assert "may have stopped" in stale and "start it again to resume" in stale
     assert list(df["in_progress"]) == [1, 1] and df["last_turn_at"].notna().all()
+
+    # Runs that record their owner are judged by it, not by the age of their last turn.
+    import socket
+    import subprocess
+    import sys
+
+    here = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        with Session(engine) as s:
+            old, new = (s.exec(select(SimulationRun).where(SimulationRun.key == k)).one()
+                        for k in (f"k{STALE_MINUTES + 20}", "k1"))
+            old.owner, new.owner = f"{here}:{alive.pid}:a", f"{here}:{dead.pid}:b"
+            s.add_all([old, new])
+            s.commit()
+            df = simulation_runs_df(s, cond.study_id).set_index("run")
+    finally:
+        alive.kill()
+        alive.wait()
+    assert df.loc[f"k{STALE_MINUTES + 20}", "status"] == "running"  # slow, but its process is there
+    assert df.loc[f"k{STALE_MINUTES + 20}", "process"] == f"pid {alive.pid} on {here}"
+    gone = df.loc["k1", "status"]  # its last turn is a minute old, but its process is gone
+    assert gone.startswith("stopped?") and f"pid {dead.pid}" in gone and "start it again to resume" in gone
 
 
 def test_study_of_per_conversation_conditions_points_to_twins(sqlite_engine):

@@ -271,9 +271,13 @@ STALE_MINUTES = 10
 
 
 def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
-    """One row per run. A run still marked running whose last turn is older than ``STALE_MINUTES``
-    has most likely lost its process (a killed CLI, a restarted server): the status says so, and
-    starting the same simulation again resumes it."""
+    """One row per run. A run still marked running whose process is gone (a killed CLI, a restarted
+    server) says so, and that starting the same simulation again resumes it: the run's owner is
+    checked as ``claim_run`` checks it (its process id on this machine, its heartbeat and turns
+    elsewhere); a run without an owner (made before owners were recorded) counts as stopped once its
+    last turn is older than ``STALE_MINUTES``."""
+    from db.leases import owner_alive
+
     rows = []
     now = utcnow()
     for run in session.exec(select(SimulationRun).where(SimulationRun.study_id == study_id)
@@ -283,15 +287,24 @@ def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
         # max() keeps the column's type, so the value comes back as aware UTC on both databases
         last = session.exec(select(func.max(Turn.created_at)).join(Conversation, Conversation.id == Turn.conversation_id)
                             .where(Conversation.run_id == run.id)).one() or run.created_at
-        idle = int((now - last).total_seconds() // 60)
-        status = run.status
-        if status == "running" and idle >= STALE_MINUTES:
-            status = f"running? no new turn for {idle} min: its process may have stopped; start it again to resume"
-        rows.append({"run": run.key[:12], "status": status, "created_at": run.created_at,
+        status, process = run.status, ""
+        if run.owner:
+            host, pid, _ = run.owner.rsplit(":", 2)
+            process = f"pid {pid} on {host}"
+        if status == "running":
+            if run.owner:
+                latest = max(t for t in (run.heartbeat_at, last) if t is not None)
+                if not owner_alive(run.owner, latest):
+                    status = f"stopped? its process ({process}) is gone; start it again to resume"
+            else:
+                idle = int((now - last).total_seconds() // 60)
+                if idle >= STALE_MINUTES:
+                    status = f"running? no new turn for {idle} min: its process may have stopped; start it again to resume"
+        rows.append({"run": run.key[:12], "status": status, "process": process, "created_at": run.created_at,
                      "finished_at": run.finished_at, "last_turn_at": last, "completed": counts.get("completed", 0),
                      "in_progress": counts.get("in_progress", 0), "failed": counts.get("failed", 0)})
-    return pd.DataFrame(rows, columns=["run", "status", "created_at", "finished_at", "last_turn_at", "completed",
-                                       "in_progress", "failed"])
+    return pd.DataFrame(rows, columns=["run", "status", "process", "created_at", "finished_at", "last_turn_at",
+                                       "completed", "in_progress", "failed"])
 
 
 EXPORT_ROOT = "workbench-exports"
