@@ -648,9 +648,13 @@ def test_overlong_message_stays_on_the_page(eng, scripted_assistant):
     assert kept.value == long
     at.run()  # it stays until the participant acts
     assert at.text_area[0].value == long and at.warning
+    reloaded = app(t=token)  # a reload (a new browser session) shows it too: it is on the record
+    assert [t.value for t in reloaded.text_area] == [long] and f"{MAX_MESSAGE_CHARS + 1} characters" in (
+        reloaded.warning[0].value)
     at.text_area[0].set_value("x" * 10)
     [b for b in at.button if b.label == "Send"][0].click().run()
     assert _turns(eng)[0] == "x" * 10 and not at.text_area and not at.warning
+    assert not app(t=token).text_area  # gone from the record once sent
 
 
 def test_message_from_a_second_tab_is_kept_with_the_reason(eng):
@@ -673,8 +677,10 @@ def test_message_from_a_second_tab_is_kept_with_the_reason(eng):
         assert [t.value for t in tab_b.text_area] == ["from tab B"]
         send_b = [b for b in tab_b.button if b.label == "Send"][0]
         assert send_b.disabled  # rate A's reply first
+        assert [t.value for t in app(t=token).text_area] == ["from tab B"]  # also after a reload
         [b for b in tab_b.button if b.label == "Discard"][0].click().run()
         assert not tab_b.text_area and not tab_b.warning
+        assert not app(t=token).text_area  # discarded from the record
     finally:
         P.set_model_factory(None)
 

@@ -515,3 +515,29 @@ def test_progress_names_an_assistant_model_that_cannot_answer(session, monkeypat
     session.add(study)
     session.flush()
     assert assistant_model_problems(session, study.id) == []
+
+
+def test_a_refused_message_is_kept_on_the_record_until_sent_or_discarded(session):
+    from workbench.participation.chat import MAX_KEPT_CHARS, MAX_MESSAGE_CHARS
+    from workbench.participation.texts import ParticipantError
+
+    p, _ = _task_participant(session)
+    long = "x" * (MAX_MESSAGE_CHARS + 1)
+    with pytest.raises(ParticipantError) as err:
+        P.send_message(session, p, long)
+    P.keep_unsent(session, p, long, str(err.value))
+    session.commit()
+    view = P.participant_view(session, p)
+    assert view.unsent == {"text": long, "error": str(err.value), "n": 1}
+    P.send_message(session, p, "a new message from the chat box")  # not the kept one: it stays
+    assert P.participant_view(session, p).unsent["text"] == long
+    drain_session_reply(session, p)
+    P.rate_reply(session, p, 1, "no", 4, "")
+    P.send_message(session, p, "x" * 10, kept=True)  # the kept one, shortened
+    assert P.participant_view(session, p).unsent is None
+    P.keep_unsent(session, p, "y" * (MAX_KEPT_CHARS + 5), "too long")
+    kept = P.participant_view(session, p).unsent
+    assert kept["n"] == 1 and len(kept["text"]) == MAX_KEPT_CHARS
+    P.discard_unsent(session, p)
+    assert P.participant_view(session, p).unsent is None
+    assert "unsent" not in p.state and p.state["step"] == "task"

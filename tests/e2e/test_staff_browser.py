@@ -176,6 +176,10 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     _radio(form, "这位用户是真人还是 AI？（可选）").get_by_text("AI", exact=True).click()
     _radio(form, "你有多确定？").get_by_text("4", exact=True).click()
     form.get_by_label("理由（可选）").fill("checked in a real browser")
+    # Streamlit's English-only "Press Enter to ..." hint is drawn but not shown on a Chinese page.
+    hint = form.get_by_test_id("InputInstructions")
+    expect(hint.first).to_be_attached()
+    expect(hint.first).to_be_hidden()
     shot(page, SHOTS / "staff-03-annotate-filled.png")
     view_shot(page, page.get_by_text("整段对话", exact=True), SHOTS / "staff-03b-annotate-form.png")
     form.get_by_role("button", name="保存并继续").click()

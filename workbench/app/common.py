@@ -174,6 +174,15 @@ def show_turn(role: str, text: Optional[str]) -> None:
         show_text(text)
 
 
+def hide_input_hints(language: str) -> None:
+    """Hide Streamlit's own input hints ("Press Enter to submit form", "Press Ctrl+Enter to apply",
+    character counters) on pages in a language other than English: Streamlit writes them in English
+    only, which on a Chinese page is noise for the reader (and, on the labelling page, a hint of
+    another language next to the conversation)."""
+    if language != "en":
+        st.html("<style>[data-testid='InputInstructions']{display:none}</style>")
+
+
 def engine() -> Engine:
     """The configured database with its schema up to date (checked once per URL and process)."""
     from workbench.cli._common import ready_engine

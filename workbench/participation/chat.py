@@ -72,10 +72,12 @@ def _current_conversation(session: Session, p: Participant) -> Conversation:
     return session.get(Conversation, a.conversation_id)
 
 
-def send_message(session: Session, p: Participant, text: str) -> Turn:
+def send_message(session: Session, p: Participant, text: str, kept: bool = False) -> Turn:
     """Store the participant's message (the caller commits it before asking for the reply).
 
-    A refusal is a ParticipantError in the participant's language; nothing is stored then."""
+    A refusal is a ParticipantError in the participant's language; nothing is stored then (the page
+    keeps the text with ``keep_unsent``). ``kept``: the text is the kept message (possibly edited),
+    which is then dropped from the record."""
     _expect(p, "task")
     text = (text or "").strip()
     lang = p.language
@@ -100,9 +102,34 @@ def send_message(session: Session, p: Participant, text: str) -> Turn:
                 completed_at=now)
     session.add(turn)
     p.last_seen_at = now
+    if kept:  # the kept message (possibly edited) went out
+        p.state = {k: v for k, v in (p.state or {}).items() if k != "unsent"}
     session.add(p)
     session.flush()
     return turn
+
+
+# A refused message is kept on the participant's record up to this length (a paste of a whole book
+# is cut here; the limit of a message is MAX_MESSAGE_CHARS).
+MAX_KEPT_CHARS = 200_000
+
+
+def keep_unsent(session: Session, p: Participant, text: str, reason: str) -> None:
+    """Keep a message the core refused (too long, a reply still owed, another tab was faster) with the
+    refusal's text, so that a reload, another tab or an expired session still shows it until the
+    participant sends or discards it (``participant_view().unsent``)."""
+    state = dict(p.state or {})
+    n = int((state.get("unsent") or {}).get("n", 0)) + 1
+    state["unsent"] = {"text": (text or "")[:MAX_KEPT_CHARS], "error": reason, "n": n}
+    p.state = state
+    session.add(p)
+
+
+def discard_unsent(session: Session, p: Participant) -> None:
+    state = dict(p.state or {})
+    if state.pop("unsent", None) is not None:
+        p.state = state
+        session.add(p)
 
 
 def assistant_messages(session: Session, conv: Conversation) -> tuple[list[dict], AssistantConfig]:

@@ -88,6 +88,7 @@ class ParticipantView:
     ask_attention: bool = False
     profile_fields: list[dict] = field(default_factory=list)
     prolific: bool = False  # came from Prolific (an expired session is sent back there with the screen-out code)
+    unsent: Optional[dict] = None  # a refused message kept until sent or discarded: text, error, n (chat.keep_unsent)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
     step = _step(p)
     prolific = p.external_source == "prolific"
     view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym,
-                           prolific=prolific)
+                           prolific=prolific, unsent=(p.state or {}).get("unsent"))
     if step == "profile":
         view.profile_fields = profile_fields(p.language)
     elif step == "task":

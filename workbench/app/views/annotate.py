@@ -14,7 +14,15 @@ from annotation import queue as Q
 from db.engine import session_scope
 from db.models import Annotator, Study
 from workbench.app.auth import require_role
-from workbench.app.common import codebook_or_stop, engine, escape_markdown, show_flash, show_text, show_turn
+from workbench.app.common import (
+    codebook_or_stop,
+    engine,
+    escape_markdown,
+    hide_input_hints,
+    show_flash,
+    show_text,
+    show_turn,
+)
 from workbench.errors import WorkbenchError
 
 UI = {
@@ -154,6 +162,7 @@ lang = st.sidebar.radio(
          "/ 请在开始标注前选择：切换语言会清除当前条目尚未保存的选择。",
 )
 T = UI[lang]
+hide_input_hints(lang)
 st.title(T["title"])
 if coverage.get(lang, 0) < len(queue_ids):
     st.warning(

@@ -1,8 +1,9 @@
 """The participant's study page: everything comes from the database, keyed by the token in the URL.
 
 What a participant typed never vanishes silently: a message the core refuses (too long, a reply
-still owed, another tab was faster) stays on the page with the reason until they send or discard
-it, and an expired session shows the message that was being sent.
+still owed, another tab was faster) is kept on the participant's record and stays on the page with
+the reason, across reloads, until they send or discard it; an expired session shows the message
+that was being sent.
 """
 
 import streamlit as st
@@ -12,6 +13,7 @@ from workbench import participation as P
 from workbench.app.common import (
     engine,
     escape_markdown,
+    hide_input_hints,
     run_action,
     safe_markdown,
     show_flash,
@@ -61,6 +63,7 @@ except WorkbenchError:
 
 T = ui(view.language)
 S = view.settings
+hide_input_hints(view.language)
 # What was just sent from the chat box, read before the box is drawn: Streamlit drops the value of a
 # widget drawn disabled, and this page disables the box when the database says the participant
 # cannot send now (another tab sent first, the session expired) - the text would vanish unseen.
@@ -78,18 +81,35 @@ def act(fn, *args, **kwargs):
     st.rerun()
 
 
-def send(text: str) -> None:
-    """Send a message; a refusal keeps the text on the page with the reason (until sent or discarded)."""
+def send(text: str, kept: bool = False) -> None:
+    """Send a message; a refusal keeps the text with the reason on the participant's record (so a
+    reload shows it too) until sent or discarded. Only when the database cannot take even that is it
+    kept in this browser session alone."""
     from db.models import Participant
 
     try:
         with session_scope(eng) as s:
-            P.send_message(s, s.get(Participant, pid), text)
+            P.send_message(s, s.get(Participant, pid), text, kept=kept)
     except WorkbenchError as exc:
-        n = st.session_state.get("unsent", {}).get("n", 0) + 1
-        st.session_state["unsent"] = {"text": text, "error": str(exc), "n": n}
+        try:
+            with session_scope(eng) as s:
+                P.keep_unsent(s, s.get(Participant, pid), text, str(exc))
+            st.session_state.pop("unsent", None)
+        except WorkbenchError:
+            n = st.session_state.get("unsent", {}).get("n", 0) + 1
+            st.session_state["unsent"] = {"text": text, "error": str(exc), "n": f"local{n}"}
     else:
-        st.session_state.pop("unsent", None)
+        if kept:
+            st.session_state.pop("unsent", None)
+    st.rerun()
+
+
+def discard_unsent() -> None:
+    from db.models import Participant
+
+    st.session_state.pop("unsent", None)
+    with session_scope(eng) as s:
+        P.discard_unsent(s, s.get(Participant, pid))
     st.rerun()
 
 
@@ -199,16 +219,15 @@ elif view.step == "task" and view.task is not None:
                 act(P.finish_task)
         elif task.n_user_turns < task.min_turns:
             st.caption(finish_hint(view.language, task.min_turns))
-        kept = st.session_state.get("unsent")
+        kept = st.session_state.get("unsent") or view.unsent
         if kept:
             st.warning(escape_markdown(f"{kept['error']} {T['unsent_hint']}"))
             text = st.text_area(T["unsent_label"], kept["text"], key=f"unsent_{kept['n']}", height=150)
             c1, c2 = st.columns(2)
             if c1.button(T["send_again"], type="primary", disabled=not task.can_send, key="unsent_send"):
-                send(text)
+                send(text, kept=True)
             if c2.button(T["discard"], key="unsent_discard"):
-                st.session_state.pop("unsent", None)
-                st.rerun()
+                discard_unsent()
     # No max_chars: the browser would drop an over-long paste without a word; the core refuses it
     # (chat.MAX_MESSAGE_CHARS) and the text stays on the page with the length and the limit.
     st.chat_input(T["chat_placeholder"], disabled=not task.can_send, key=CHAT_KEY)
@@ -248,7 +267,7 @@ elif view.step in ("screened_out", "full"):
 
 else:  # expired
     st.warning(T["expired_text"])
-    typed = typed or st.session_state.get("unsent", {}).get("text")
+    typed = typed or (st.session_state.get("unsent") or view.unsent or {}).get("text")
     if typed:
         st.write(T["expired_unsent"])
         st.code(typed, language=None, wrap_lines=True)
