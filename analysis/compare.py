@@ -318,6 +318,10 @@ def comparisons_df(
     out["label_source"] = data.label_source
     out["correction"] = correction
     out["note"] = out["note"].fillna("")
+    hall = data.meta.get("hallucination_source")
+    if hall:  # which source's turn labels the rates read (one source, never a mix)
+        at = out["dimension"] == "hallucination_flag_rate"
+        out.loc[at, "note"] = out.loc[at, "note"] + f"; turn labels: {hall}"
     return out
 
 

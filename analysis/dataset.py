@@ -20,9 +20,14 @@ from db.models.core import UNFINISHED_STATUSES
 from workbench.errors import NotFoundError, UserInputError
 
 
-# Preference of label sources when none is named: adjudicated, then human, then model labels.
-TIER_NAMES = {0: "adjudicated", 1: "human", 2: "model/imported"}
+# Preference of label sources when none is named: the annotators' consensus (adjudicated where they
+# disagreed), then one human source, then model labels.
+TIER_NAMES = {0: "annotators' consensus", 1: "human", 2: "model/imported"}
 MIN_COVERAGE = 0.5  # a better-tier source is only chosen when it labels this share of each user kind
+# Virtual source: per item the adjudicated label, else the value a strict majority of the study's
+# annotators gave (ties stay unlabelled). Offered when there are two or more annotator sources or an
+# adjudicated one; ``consensus_labels_frame``.
+CONSENSUS = "consensus:annotators"
 
 
 @dataclass
@@ -71,51 +76,116 @@ def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], Optional[str]]:
 
 
 def _tier(kind: str, params: dict) -> int:
+    """1 for human judgements (an annotator, an adjudication, imported human labels), 2 for the rest.
+    An adjudicated source alone covers only the items annotators disagreed on: it is a human source,
+    not the consensus (tier 0, ``CONSENSUS``), which fills it in with the agreed labels."""
     params = params or {}
-    if kind == "adjudicated" or params.get("adjudicated"):
-        return 0
-    if kind == "human" or params.get("human"):
+    if kind in ("human", "adjudicated") or params.get("human") or params.get("adjudicated"):
         return 1
     return 2
 
 
-def label_sources_coverage_df(session: Session, study_id: int, conversations: pd.DataFrame) -> pd.DataFrame:
-    """Each label source of the study with its tier and its coverage of human and agent conversations."""
-    from sqlalchemy import distinct, func
+def _label_rows(engine, study_id: int, conversation_ids, where) -> pd.DataFrame:
+    """source, kind, annotator_id, conversation_id, turn_index, dimension, value of the study's labels
+    with status ok and a value, on ``conversation_ids``, filtered by ``where(label, source)``."""
+    from sqlalchemy import select as core_select
 
     from db.models import Conversation, Label, LabelSource
 
+    lab, src, conv = Label.__table__, LabelSource.__table__, Conversation.__table__
     q = (
-        select(
-            LabelSource.name,
-            LabelSource.kind,
-            LabelSource.params,
-            Conversation.user_kind,
-            func.count(distinct(Label.conversation_id)),
-        )
-        .join(Label, Label.source_id == LabelSource.id)
-        .join(Conversation, Conversation.id == Label.conversation_id)
-        .where(Conversation.study_id == study_id, Label.turn_index == -1)
-        .group_by(LabelSource.name, LabelSource.kind, LabelSource.params, Conversation.user_kind)
+        core_select(src.c.name, src.c.kind, src.c.annotator_id, lab.c.conversation_id, lab.c.turn_index,
+                    lab.c.dimension, lab.c.value)
+        .join(src, src.c.id == lab.c.source_id)
+        .join(conv, conv.c.id == lab.c.conversation_id)
+        .where(conv.c.study_id == study_id, lab.c.status == "ok", lab.c.value.is_not(None), where(lab, src))
     )
+    cols = ["source", "kind", "annotator_id", "conversation_id", "turn_index", "dimension", "value"]
+    with engine.connect() as c:
+        out = pd.DataFrame(c.execute(q).all(), columns=cols)
+    return out[out["conversation_id"].isin(set(conversation_ids))]
+
+
+def _is_annotator(lab, src):
+    from sqlalchemy import and_, or_
+
+    return or_(src.c.kind == "adjudicated", and_(src.c.kind == "human", src.c.annotator_id.is_not(None)))
+
+
+def consensus_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per item (conversation_id, turn_index, dimension) of annotator and adjudicated label rows: the
+    adjudicated value if there is one, else the value a strict majority of the annotators gave; items
+    with a tie and no adjudication are left out. Columns: conversation_id, turn_index, dimension, value."""
+    cols = ["conversation_id", "turn_index", "dimension", "value"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    key = ["conversation_id", "turn_index", "dimension"]
+    adj = rows[rows["kind"] == "adjudicated"].drop_duplicates(key, keep="last")[cols]
+    ann = rows[rows["kind"] != "adjudicated"].astype({"value": str})
+    counts = ann.groupby(key + ["value"]).size().rename("n").reset_index()
+    counts["total"] = counts.groupby(key)["n"].transform("sum")
+    major = counts[counts["n"] * 2 > counts["total"]][cols]
+    major = major.merge(adj[key], on=key, how="left", indicator=True)
+    major = major[major["_merge"] == "left_only"][cols]
+    return pd.concat([adj, major], ignore_index=True).sort_values(key).reset_index(drop=True)
+
+
+def consensus_labels_frame(engine, study_id: int, conversation_ids) -> pd.DataFrame:
+    """The ``CONSENSUS`` source's conversation-level labels, in the columns of ``_labels_frame``."""
+    rows = _label_rows(engine, study_id, conversation_ids, _is_annotator)
+    rows = rows[rows["turn_index"] == -1]
+    return consensus_of(rows).assign(status="ok")[["conversation_id", "turn_index", "dimension", "value", "status"]]
+
+
+def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame) -> pd.DataFrame:
+    """Each label source of the study (and ``CONSENSUS`` where there are two or more annotators or an
+    adjudication) with its tier, the analysed conversations it labels per user kind (``human``,
+    ``agent``), the number of dimensions, and its coverage: per user kind, the share of the
+    (conversation, dimension) cells it labels, over the conversations analysed and the dimensions any
+    source labels; ``coverage`` is the smaller of the two kinds. So a source that labels one
+    dimension of every conversation covers little, and unfinished conversations do not count."""
+
+    cols = ["name", "kind", "tier", "human", "agent", "dimensions", "coverage_human", "coverage_agent", "coverage"]
+    ids = conversations["conversation_id"]
+    rows = _label_rows(engine, study_id, ids, lambda lab, src: lab.c.turn_index == -1)
+    rows = rows[rows["turn_index"] == -1].drop_duplicates(["source", "conversation_id", "dimension"])
+    params = {}
+    if len(rows):
+        from db.models import LabelSource
+
+        with Session(engine) as s:
+            params = dict(s.exec(select(LabelSource.name, LabelSource.params)
+                                 .where(LabelSource.name.in_(rows["source"].unique().tolist()))).all())
+    n_annot = rows.loc[(rows["kind"] == "human") & rows["annotator_id"].notna(), "source"].nunique()
+    if n_annot >= 2 or (n_annot >= 1 and (rows["kind"] == "adjudicated").any()):
+        cons = consensus_of(rows[(rows["kind"] == "adjudicated")
+                                 | ((rows["kind"] == "human") & rows["annotator_id"].notna())])
+        rows = pd.concat([rows, cons.assign(source=CONSENSUS, kind="consensus", annotator_id=None)],
+                         ignore_index=True)
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    kind_of = conversations.set_index("conversation_id")["user_kind"]
+    rows["user_kind"] = rows["conversation_id"].map(kind_of)
     totals = conversations["user_kind"].value_counts().to_dict()
-    rows: dict[str, dict] = {}
-    for name, kind, params, user_kind, n in session.exec(q).all():
-        r = rows.setdefault(
-            name, {"name": name, "kind": kind, "tier": _tier(kind, params), "human": 0, "agent": 0}
-        )
-        if user_kind in ("human", "agent"):
-            r[user_kind] = n
-    out = pd.DataFrame(list(rows.values()), columns=["name", "kind", "tier", "human", "agent"])
-    out["coverage_human"] = out["human"] / max(totals.get("human", 0), 1)
-    out["coverage_agent"] = out["agent"] / max(totals.get("agent", 0), 1)
+    n_dims = max(rows["dimension"].nunique(), 1)
+    out = []
+    for (name, kind), g in rows.groupby(["source", "kind"], sort=False):
+        r = {"name": name, "kind": kind, "dimensions": int(g["dimension"].nunique()),
+             "tier": 0 if name == CONSENSUS else _tier(kind, params.get(name) or {})}
+        for uk in ("human", "agent"):
+            gk = g[g["user_kind"] == uk]
+            r[uk] = int(gk["conversation_id"].nunique())
+            r[f"coverage_{uk}"] = len(gk) / (max(totals.get(uk, 0), 1) * n_dims)
+        out.append(r)
+    out = pd.DataFrame(out, columns=cols)
     out["coverage"] = out[["coverage_human", "coverage_agent"]].min(axis=1)
-    return out.sort_values(["tier", "coverage"], ascending=[True, False]).reset_index(drop=True)
+    return out.sort_values(["tier", "coverage", "name"], ascending=[True, False, True]).reset_index(drop=True)
 
 
 def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
-    """The best available source: the best tier (adjudicated, human, model) whose coverage of both
-    user kinds is at least ``MIN_COVERAGE``; failing that, the source with the widest coverage."""
+    """The best available source: the best tier (annotators' consensus, human, model) whose coverage
+    of both user kinds is at least ``MIN_COVERAGE``; failing that, the source with the widest
+    coverage (ties: the better tier, then the name)."""
     if coverage.empty:
         return None, "no conversation-level labels in this study"
     good = coverage[coverage["coverage"] >= MIN_COVERAGE]
@@ -124,12 +194,14 @@ def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
         skipped = coverage[(coverage["tier"] < best["tier"])]
         tier = TIER_NAMES[int(best["tier"])]
         why = f"best available ({tier}; covers {best['coverage']:.0%} of each user kind)"
+        if best["name"] == CONSENSUS:
+            why += ("; per item the adjudicated label, else the annotators' majority label (ties left out)")
         if not skipped.empty:
             why += "; skipped for low coverage: " + ", ".join(
                 f"{r.name} ({r.coverage:.0%})" for r in skipped.itertuples()
             )
         return str(best["name"]), why
-    best = coverage.sort_values("coverage", ascending=False).iloc[0]
+    best = coverage.sort_values(["coverage", "tier", "name"], ascending=[False, True, True]).iloc[0]
     return str(best["name"]), f"widest coverage ({best['coverage']:.0%}); no source covers {MIN_COVERAGE:.0%}"
 
 
@@ -181,40 +253,70 @@ def _labels_frame(engine, study_id: int, source: Optional[str]) -> pd.DataFrame:
         return pd.DataFrame(conn.execute(q).all(), columns=cols)
 
 
-def hallucination_rates_df(engine, study_id: int) -> pd.DataFrame:
+def hallucination_source(engine, study_id: int, conversation_ids, chosen: Optional[str]) -> Optional[str]:
+    """The one source whose turn-level "hallucination" labels the analysis reads: the chosen
+    conversation-level source if it has them (``CONSENSUS``: the annotators' consensus per turn),
+    else the human (then model) source that flags the most conversations. Sources are never mixed."""
+    rows = _label_rows(engine, study_id, conversation_ids,
+                       lambda lab, src: (lab.c.dimension == "hallucination") & (lab.c.turn_index >= 0))
+    if rows.empty:
+        return None
+    if chosen == CONSENSUS and _is_annotator_rows(rows).any():
+        return CONSENSUS
+    if chosen in set(rows["source"]):
+        return chosen
+    n = rows.groupby(["source", "kind"])["conversation_id"].nunique().reset_index()
+    n["tier"] = [_tier(k, {}) for k in n["kind"]]
+    return str(n.sort_values(["tier", "conversation_id", "source"], ascending=[True, False, True]).iloc[0]["source"])
+
+
+def _is_annotator_rows(rows: pd.DataFrame) -> pd.Series:
+    return (rows["kind"] == "adjudicated") | ((rows["kind"] == "human") & rows["annotator_id"].notna())
+
+
+def hallucination_rates_df(engine, study_id: int, conversation_ids=None, source: Optional[str] = None) -> pd.DataFrame:
     """Share of assistant turns flagged as hallucinating, per conversation: the user's live flags
-    (``Turn.hallucination``, "cant_tell" left out) where present, else turn-level labels of dimension
-    "hallucination". In the reference data humans flagged live and annotators flagged agent
-    conversations afterwards, so the two kinds are not measured the same way (the table says so)."""
+    (``Turn.hallucination``, "cant_tell" left out) where present, else the turn-level labels of
+    dimension "hallucination" of one ``source`` (``hallucination_source``; ``CONSENSUS`` for the
+    annotators' consensus per turn; None: no labels). In the reference data humans flagged live and
+    annotators flagged agent conversations afterwards, so the two kinds are not measured the same
+    way (the table says so)."""
     from sqlalchemy import select as core_select
 
-    from db.models import Conversation, Label, Turn
+    from db.models import Conversation, Turn
 
-    conv, turn, lab = Conversation.__table__, Turn.__table__, Label.__table__
+    conv, turn = Conversation.__table__, Turn.__table__
     q_live = (
         core_select(turn.c.conversation_id, turn.c.hallucination)
         .join(conv, conv.c.id == turn.c.conversation_id)
         .where(conv.c.study_id == study_id, turn.c.hallucination.in_(["yes", "no"]))
     )
-    q_lab = (
-        core_select(lab.c.conversation_id, lab.c.value)
-        .join(conv, conv.c.id == lab.c.conversation_id)
-        .where(
-            conv.c.study_id == study_id,
-            lab.c.dimension == "hallucination",
-            lab.c.turn_index >= 0,
-            lab.c.value.in_(["yes", "no"]),
-        )
-    )
     with engine.connect() as c:
         live = pd.DataFrame(c.execute(q_live).all(), columns=["conversation_id", "flag"])
-        post = pd.DataFrame(c.execute(q_lab).all(), columns=["conversation_id", "flag"])
+    post = pd.DataFrame(columns=["conversation_id", "flag"])
+    if source is not None:
+        ids = conversation_ids if conversation_ids is not None else _study_conversation_ids(engine, study_id)
+        rows = _label_rows(engine, study_id, ids,
+                           lambda lab, src: (lab.c.dimension == "hallucination") & (lab.c.turn_index >= 0))
+        if source == CONSENSUS:
+            rows = consensus_of(rows[_is_annotator_rows(rows)])
+        else:
+            rows = rows[rows["source"] == source]
+        post = rows.rename(columns={"value": "flag"})[["conversation_id", "flag"]]
+        post = post[post["flag"].isin(["yes", "no"])]
     post = post[~post["conversation_id"].isin(live["conversation_id"])]
     both = pd.concat([live.assign(how="live"), post.assign(how="labels")], ignore_index=True)
     if both.empty:
         return pd.DataFrame(columns=["conversation_id", "hallucination_flag_rate"])
     rate = both.assign(y=both["flag"].eq("yes").astype(float)).groupby("conversation_id")["y"].mean()
     return rate.rename("hallucination_flag_rate").reset_index()
+
+
+def _study_conversation_ids(engine, study_id: int) -> list[int]:
+    from db.models import Conversation
+
+    with Session(engine) as s:
+        return list(s.exec(select(Conversation.id).where(Conversation.study_id == study_id)).all())
 
 
 def load_study(
@@ -239,9 +341,10 @@ def load_study(
         excluded = {f"{kind}_{status}": int(n) for (kind, status), n in
                     convs[unfinished].groupby(["user_kind", "status"]).size().items()}
         convs = convs[~unfinished].reset_index(drop=True)
-        coverage = label_sources_coverage_df(session, study.id, convs)
+        coverage = label_sources_coverage_df(engine, study.id, convs)
         if labels:
-            get_label_source(session, labels)  # clear error for an unknown name
+            if labels != CONSENSUS:
+                get_label_source(session, labels)  # clear error for an unknown name
             if labels not in set(coverage["name"]):
                 raise NotFoundError(
                     f"label source {labels!r} has no conversation-level labels in study "
@@ -250,7 +353,9 @@ def load_study(
             source, reason = labels, "chosen explicitly"
         else:
             source, reason = choose_label_source(coverage)
-    wide = wide_labels_df(_labels_frame(engine, study.id, source))
+    ids = convs["conversation_id"]
+    frame = consensus_labels_frame(engine, study.id, ids) if source == CONSENSUS else _labels_frame(engine, study.id, source)
+    wide = wide_labels_df(frame)
     wide = wide[wide["conversation_id"].isin(convs["conversation_id"])].reset_index(drop=True)
     scales, cb_version = codebook_scales()
     for dim in wide.columns[1:]:
@@ -260,13 +365,14 @@ def load_study(
     if language not in (None, "auto") and not isinstance(language, str):
         raise UserInputError("language must be a language code, 'auto' or None")
     feats = pd.DataFrame({"conversation_id": convs["conversation_id"]})
-    version = None
+    version, hall_source = None, None
     if features and len(convs):
         from analysis.features import features_df
 
         feats = features_df(engine, study.id, convs, pipelines=pipelines, language=lang)
         version = feats.attrs.get("feature_version")
-        hall = hallucination_rates_df(engine, study.id)
+        hall_source = hallucination_source(engine, study.id, ids, source)
+        hall = hallucination_rates_df(engine, study.id, ids, hall_source)
         if len(hall):
             feats = feats.merge(hall, on="conversation_id", how="left")
     return StudyData(
@@ -281,5 +387,6 @@ def load_study(
         feature_version=version,
         codebook_version=cb_version,
         language=lang,
-        meta={"label_sources": coverage.to_dict("records"), "excluded": excluded},
+        meta={"label_sources": coverage.to_dict("records"), "excluded": excluded,
+              "hallucination_source": hall_source},
     )

@@ -295,3 +295,112 @@ def test_hallucination_flag_rate_from_live_flags_and_labels(sqlite_engine, pipel
     comp = comparisons_df(data, n_boot=100)
     row = comp[(comp.dimension == "hallucination_flag_rate") & (comp.slice_by == "pooled")].iloc[0]
     assert "not the same measurement" in row["note"] and row["n_agent"] == 20
+
+
+def _add_source(engine, name, kind, values, annotator=None, turn_values=None):
+    """A label source with conversation-level ``values`` {(conv, dim): value} and turn-level
+    ``turn_values`` {(conv, turn_index): hallucination value}."""
+    from db.models import Annotator, Label
+
+    with Session(engine) as s:
+        ann_id = None
+        if annotator:
+            a = Annotator(name=annotator)
+            s.add(a)
+            s.flush()
+            ann_id = a.id
+        src = LabelSource(name=name, kind=kind, annotator_id=ann_id, params={})
+        s.add(src)
+        s.flush()
+        for (conv, dim), v in values.items():
+            s.add(Label(conversation_id=conv, dimension=dim, value=v, source_id=src.id))
+        for (conv, idx), v in (turn_values or {}).items():
+            s.add(Label(conversation_id=conv, dimension="hallucination", turn_index=idx, value=v, source_id=src.id))
+        s.commit()
+
+
+def test_default_source_is_the_annotators_consensus(sqlite_engine, pipelines):
+    """Adjudicated labels cover only the items annotators disagreed on: the default source is the
+    consensus (adjudicated, else the annotators' strict majority; ties left out), not the
+    adjudicated source alone, which would analyse the hard cases only."""
+    from analysis.dataset import CONSENSUS
+
+    make_study(sqlite_engine, "cons", n_human=10, n_agent=10, seed=2, with_labels=False)
+    with Session(sqlite_engine) as s:
+        from sqlmodel import select
+
+        from db.models import Conversation
+
+        convs = s.exec(select(Conversation.id).order_by(Conversation.id)).all()
+    a = {**{(c, "politeness"): "Polite" for c in convs}, **{(c, "formality"): "Formal" for c in convs}}
+    b = dict(a)
+    c3 = dict(a)
+    b[(convs[0], "politeness")] = "Impolite"  # 1 vs 2: majority Polite
+    b[(convs[1], "politeness")] = "Impolite"
+    c3[(convs[1], "politeness")] = "Neutral"  # three different values: a tie
+    b[(convs[2], "politeness")] = "Neutral"
+    c3[(convs[2], "politeness")] = "Neutral"  # 2 vs 1: Neutral, but adjudicated Impolite below
+    _add_source(sqlite_engine, "human:a", "human", a, annotator="a")
+    _add_source(sqlite_engine, "human:b", "human", b, annotator="b")
+    _add_source(sqlite_engine, "human:c", "human", c3, annotator="c")
+    _add_source(sqlite_engine, "adjudicated:cons", "adjudicated", {(convs[2], "politeness"): "Impolite"})
+    _add_source(sqlite_engine, "llm:one-dimension", "llm", {(c, "formality"): "Formal" for c in convs})
+    data = load_study(sqlite_engine, "cons", pipelines=pipelines)
+    assert data.label_source == CONSENSUS and "majority" in data.label_source_reason
+    got = data.labels.set_index("conversation_id")["politeness"]
+    assert got[convs[0]] == "Polite" and got[convs[2]] == "Impolite"
+    assert convs[1] not in got.dropna().index  # a tie without adjudication: unlabelled
+    assert (got.drop([convs[1], convs[2]]) == "Polite").all() and len(got.dropna()) == len(convs) - 1
+    assert (data.labels["formality"] == "Formal").all()
+    cov = pd.DataFrame(data.meta["label_sources"]).set_index("name")
+    # coverage counts (conversation, dimension) cells: one dimension of the two labelled covers half
+    assert cov.loc["llm:one-dimension", "coverage"] == pytest.approx(0.5)
+    assert cov.loc["adjudicated:cons", "tier"] == 1 and cov.loc[CONSENSUS, "tier"] == 0
+    explicit = load_study(sqlite_engine, "cons", labels="adjudicated:cons", features=False)
+    assert explicit.labels["conversation_id"].tolist() == [convs[2]]  # still available by name
+    assert load_study(sqlite_engine, "cons", labels=CONSENSUS, features=False).label_source == CONSENSUS
+
+
+def test_source_labelling_one_dimension_is_not_chosen_and_unfinished_do_not_count(sqlite_engine):
+    from sqlmodel import select
+
+    from db.models import Conversation
+
+    make_study(sqlite_engine, "cov", n_human=10, n_agent=10, seed=4)  # llm:synthetic labels every dimension
+    with Session(sqlite_engine) as s:
+        convs = s.exec(select(Conversation).order_by(Conversation.id)).all()
+        ids = [c.id for c in convs]
+        convs[0].status = "in_progress"
+        s.add(convs[0])
+        s.commit()
+    _add_source(sqlite_engine, "llm:a-copy", "llm", {(c, "politeness"): "Polite" for c in ids})
+    data = load_study(sqlite_engine, "cov", features=False)
+    assert data.label_source == "llm:synthetic"
+    cov = pd.DataFrame(data.meta["label_sources"]).set_index("name")
+    assert cov["coverage_human"].max() <= 1 and cov["coverage_agent"].max() <= 1
+    assert cov.loc["llm:synthetic", "coverage"] == pytest.approx(1.0)
+    assert cov.loc["llm:a-copy", "coverage"] < 0.2
+
+
+def test_hallucination_rates_read_one_source(sqlite_engine, pipelines):
+    """Annotators flag every reply "no", a model flags every reply "yes": the rates come from one
+    source (the human one here), never an average of the two."""
+    from sqlmodel import select
+
+    from db.models import Conversation, Turn
+
+    make_study(sqlite_engine, "hall", n_human=6, n_agent=6, seed=5)
+    with Session(sqlite_engine) as s:
+        agent_ids = s.exec(select(Conversation.id).where(Conversation.user_kind == "agent")).all()
+        replies = s.exec(select(Turn.conversation_id, Turn.index).where(
+            Turn.role == "assistant", Turn.conversation_id.in_(agent_ids))).all()
+    _add_source(sqlite_engine, "human:ann", "human", {}, annotator="ann",
+                turn_values={(c, i): "no" for c, i in replies})
+    _add_source(sqlite_engine, "llm:judge", "llm", {}, turn_values={(c, i): "yes" for c, i in replies})
+    data = load_study(sqlite_engine, "hall", pipelines=pipelines)
+    assert data.meta["hallucination_source"] == "human:ann"
+    rates = data.features.set_index("conversation_id").loc[agent_ids, "hallucination_flag_rate"]
+    assert (rates == 0.0).all()
+    comp = comparisons_df(data, n_boot=100)
+    notes = comp.loc[comp["dimension"] == "hallucination_flag_rate", "note"]
+    assert notes.str.contains("turn labels: human:ann").all()
