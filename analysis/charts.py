@@ -13,7 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 KIND_COLORS = {"human": "#1f77b4", "agent": "#ff7f0e"}
-PRIMARY_TESTS = ("chi_square", "fisher_exact", "mann_whitney")
+# The forest plot's test per dimension, best first: for Cramer's V the participant-clustered row
+# (its interval resamples whole participants), else the conversation-level one.
+PRIMARY_TESTS = ("wald_cluster_robust", "chi_square", "fisher_exact", "mann_whitney")
 
 
 def empty_figure(title: str, message: str = "no data") -> go.Figure:
@@ -74,7 +76,9 @@ def label_distribution_fig(
 
 def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = "label") -> go.Figure:
     """Effect sizes with intervals of the primary test per dimension (one marker per scenario when
-    ``slice_by="scenario"``). Cramer's V is unsigned; Cliff's delta is agent minus human."""
+    ``slice_by="scenario"``): Cramer's V of the participant-clustered row where it has one (else of
+    the chi-square row), Cliff's delta of the Mann-Whitney row. Cramer's V is unsigned; Cliff's
+    delta is agent minus human."""
     title = f"Effect sizes with 95% intervals ({kind}s, {slice_by})"
     if comparisons is None or comparisons.empty:
         return empty_figure(title)
@@ -85,6 +89,9 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
     ]
     if "kind" in d.columns:
         d = d[d["kind"] == kind]
+    rank = {t: i for i, t in enumerate(PRIMARY_TESTS)}
+    d = (d.assign(_rank=d["test"].map(rank)).sort_values("_rank", kind="stable")
+         .drop_duplicates(["dimension", "scenario", "effect_size_name"]).drop(columns="_rank"))
     if d.empty:
         return empty_figure(title, "no effect sizes (not enough data)")
     fig = go.Figure()

@@ -2,12 +2,16 @@
 per scenario (and per assistant model / simulator configuration where there are several), with
 paired rows for matched conditions and a multiple-comparison correction over the whole table.
 
-Which test for what:
+Which test for what (every variable also gets a row clustered by participant, because humans
+contribute many conversations each and the conversation-level tests treat them as independent):
 - nominal labels and categorical features: Pearson chi-square (no continuity correction; Fisher's
   exact test for a 2x2 table with an expected count < 5), Cramer's V with a bootstrap interval;
-- ordinal labels: Mann-Whitney U with Cliff's delta, and beside it an OLS mean difference with
-  standard errors clustered by participant (humans contribute many conversations each);
-- continuous features: Welch's t with Hedges' g, and Mann-Whitney U with Cliff's delta;
+  clustered: a Wald test of the category shares with cluster-robust errors, Cramer's V with a
+  cluster bootstrap interval;
+- ordinal labels: Mann-Whitney U with Cliff's delta; clustered: an OLS mean difference with
+  cluster-robust errors;
+- continuous features: Welch's t with Hedges' g, and Mann-Whitney U with Cliff's delta; clustered:
+  the OLS mean difference;
 - matched pairs (a human session and its digital twins, or human and agent conversations of one
   condition): Wilcoxon signed-rank (ordinal/continuous) or McNemar-Bowker (nominal).
 
@@ -92,11 +96,16 @@ def _tests_for(
     ci: float,
 ) -> list[dict]:
     h, a = human[variable].dropna(), agent[variable].dropna()
+    people = human["participant"] if "participant" in human else pd.Series("", index=human.index)
     if scale == "nominal":
         out = [
             stats.chi_square_test(
                 h.astype(str).tolist(), a.astype(str).tolist(), categories, n_boot=n_boot, ci=ci
-            )
+            ),
+            stats.clustered_share_test(
+                h.astype(str).tolist(), a.astype(str).tolist(), people.loc[h.index].values, categories,
+                n_boot=n_boot, ci=ci,
+            ),
         ]
     elif scale == "ordinal":
         hn = _numeric(h, scale, categories)
@@ -104,15 +113,14 @@ def _tests_for(
         hn, an = hn.dropna(), an.dropna()
         out = [
             stats.mann_whitney_test(hn.values, an.values, ci),
-            stats.clustered_test(
-                hn.values, an.values, human.loc[hn.index, "participant"].fillna("").values, ci
-            ),
+            stats.clustered_test(hn.values, an.values, people.loc[hn.index].values, ci),
         ]
     else:
         hn, an = h.astype(float), a.astype(float)
         out = [
             stats.welch_t_test(hn.values, an.values, ci),
             stats.mann_whitney_test(hn.values, an.values, ci),
+            stats.clustered_test(hn.values, an.values, people.loc[hn.index].values, ci),
         ]
     if scale == "ordinal":
         dropped = (len(h) - len(hn)) + (len(a) - len(an))

@@ -269,6 +269,26 @@ def welch_t_test(human: Sequence[float], agent: Sequence[float], ci: float = DEF
     return result("welch_t", t, p, "hedges_g", g, lo, hi, len(x), len(y))
 
 
+# Fewer human participants than this: the participant-clustered rows say their p-value is unreliable
+# (cluster-robust errors need many clusters; with t(G-1) references they are still liberal below ~10).
+FEW_CLUSTERS = 10
+
+
+def _cluster_ids(human_clusters: Sequence, n_agent: int) -> tuple[np.ndarray, int]:
+    """Cluster index per observation (humans by participant; each agent conversation its own) and the
+    number of human clusters. Humans without a participant id are one cluster each as well."""
+    hc = pd.Series(list(human_clusters), dtype=object)
+    missing = hc.isna() | (hc.astype(str) == "")
+    hc = hc.astype(str).where(~missing, [f"\x00solo{i}" for i in range(len(hc))])
+    codes, uniq = pd.factorize(hc)
+    g_h = len(uniq)
+    return np.concatenate([codes, g_h + np.arange(n_agent)]), g_h
+
+
+def _few(g_h: int) -> str:
+    return f"; only {g_h} participants: unreliable with fewer than {FEW_CLUSTERS}" if g_h < FEW_CLUSTERS else ""
+
+
 def clustered_test(
     human: Sequence[float], agent: Sequence[float], human_clusters: Sequence, ci: float = DEFAULT_CI
 ) -> dict:
@@ -277,22 +297,24 @@ def clustered_test(
 
     This accounts for humans contributing many conversations each (the marginal counterpart of a
     random intercept per participant). A random-intercept MixedLM took ~30 s and failed to converge
-    on the reference data (1,856 singleton agent groups), so the robust OLS is the default.
-    Matches ``statsmodels OLS.fit(cov_type="cluster")`` (tested).
+    on the reference data (1,856 singleton agent groups), so the robust OLS is the default. The
+    estimate and t statistic match ``statsmodels OLS.fit(cov_type="cluster")`` (tested); the p-value
+    and interval use Student's t with G_h - 1 degrees of freedom, G_h the number of human
+    participants (the variance of the human mean rests on them; Cameron & Miller 2015, section VI,
+    recommend t(G-1) over the normal), so a pilot with few participants is not overconfident.
     """
     import statsmodels.api as sm
 
     x, y = np.asarray(human, float), np.asarray(agent, float)
     n_h, n_a = len(x), len(y)
-    clusters = pd.Series(list(human_clusters)).fillna("").astype(str)
-    n_clusters = clusters.nunique()
-    if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP or n_clusters < 2:
+    groups, g_h = _cluster_ids(human_clusters, n_a)
+    if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP or g_h < 2:
         return not_enough(
             "ols_cluster_robust",
             n_h,
             n_a,
             "mean_difference",
-            why=f"n_human={n_h}, n_agent={n_a}, human clusters={n_clusters}",
+            why=f"n_human={n_h}, n_agent={n_a}, human clusters={g_h}",
         )
     values = np.concatenate([x, y])
     if np.ptp(values) == 0:
@@ -308,22 +330,97 @@ def clustered_test(
             n_a,
             note="all values equal",
         )
-    groups = np.concatenate([pd.factorize(clusters)[0], n_clusters + np.arange(n_a)])
     design = sm.add_constant(np.concatenate([np.zeros(n_h), np.ones(n_a)]))
     fit = sm.OLS(values, design).fit(cov_type="cluster", cov_kwds={"groups": groups})
-    lo, hi = fit.conf_int(alpha=1 - ci)[1]
+    est, se, t = float(fit.params[1]), float(fit.bse[1]), float(fit.tvalues[1])
+    df = g_h - 1
+    p = float(2 * stats.t.sf(abs(t), df)) if math.isfinite(t) else (0.0 if se == 0 else None)
+    half = float(stats.t.ppf(0.5 + ci / 2, df)) * se
     return result(
         "ols_cluster_robust",
-        fit.tvalues[1],
-        fit.pvalues[1],
+        t,
+        p,
         "mean_difference",
-        fit.params[1],
-        lo,
-        hi,
+        est,
+        est - half,
+        est + half,
         n_h,
         n_a,
-        note=f"clusters: {n_clusters} participants + {n_a} agent conversations",
+        note=f"clusters: {g_h} participants + {n_a} agent conversations; t({df}){_few(g_h)}",
     )
+
+
+def clustered_share_test(
+    human: Sequence,
+    agent: Sequence,
+    human_clusters: Sequence,
+    categories: Optional[Sequence[str]] = None,
+    n_boot: int = DEFAULT_BOOT,
+    ci: float = DEFAULT_CI,
+    seed: int = 0,
+) -> dict:
+    """Participant-clustered test of a nominal variable: do the category shares differ between the
+    kinds, when each human contributes several conversations?
+
+    The k-1 share differences (agent - human; the last category is implied) come from OLS of the
+    category indicators on the kind, with CR1 cluster-robust covariance (clusters: participants;
+    each agent conversation its own), the same estimator as ``clustered_test`` per category. The
+    joint Wald statistic W = d' V^-1 d is referred to F(k-1, G_h-1) as W/(k-1) (G_h: human
+    participants). Effect size: Cramer's V with a cluster bootstrap interval (whole participants
+    resampled with all their conversations; agent conversations resampled singly). Checked against a
+    hand-computed sandwich and, for two categories, against ``clustered_test`` (tests)."""
+    h = pd.Series(list(human), dtype=object).astype(str).to_numpy()
+    a = pd.Series(list(agent), dtype=object).astype(str).to_numpy()
+    n_h, n_a = len(h), len(a)
+    groups, g_h = _cluster_ids(human_clusters, n_a)
+    if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP or g_h < 2:
+        return not_enough("wald_cluster_robust", n_h, n_a, "cramers_v",
+                          why=f"n_human={n_h}, n_agent={n_a}, human clusters={g_h}")
+    table, cats = contingency(h, a, categories)
+    k = len(cats)
+    if k < 2:
+        return result("wald_cluster_robust", 0.0, 1.0, "cramers_v", 0.0, 0.0, 0.0, n_h, n_a,
+                      note=f"one category only ({cats[0]!r}): no difference possible")
+    values = np.concatenate([h, a])
+    y = (values[:, None] == np.asarray(cats[:-1], dtype=object)[None, :]).astype(float)  # N x (k-1)
+    agent_ind = np.r_[np.zeros(n_h), np.ones(n_a)]
+    X = np.column_stack([np.ones(n_h + n_a), agent_ind])
+    # Per category an OLS of its indicator on (1, agent); stacked, the coefficient vector is
+    # [b0_1, b1_1, b0_2, b1_2, ...] and its CR1 covariance is bread (x) I applied to the cluster
+    # sums of the scores x_i (x) e_i.
+    xtx_inv = np.linalg.inv(X.T @ X)
+    beta = xtx_inv @ X.T @ y  # 2 x (k-1)
+    e = y - X @ beta
+    scores = (X[:, :, None] * e[:, None, :]).reshape(len(values), -1)  # N x 2(k-1), (param, category)
+    sums = np.zeros((groups.max() + 1, scores.shape[1]))
+    np.add.at(sums, groups, scores)
+    meat = sums.T @ sums
+    bread = np.kron(xtx_inv, np.eye(k - 1))  # order (param, category)
+    n, g = len(values), groups.max() + 1
+    cov = g / (g - 1) * (n - 1) / (n - 2) * bread @ meat @ bread
+    idx = np.arange(k - 1) + (k - 1)  # the agent coefficients (param 1) of every category
+    d = beta[1]
+    v = cov[np.ix_(idx, idx)]
+    w = float(d @ np.linalg.pinv(v) @ d)
+    df1, df2 = k - 1, g_h - 1
+    p = float(stats.f.sf(w / df1, df1, df2))
+    # Cluster bootstrap of Cramer's V.
+    rng = np.random.default_rng(seed)
+    hc = groups[:n_h]
+    codes_h = pd.Categorical(h, categories=cats).codes
+    per_cluster = np.zeros((g_h, k))
+    np.add.at(per_cluster, (hc, codes_h), 1)
+    weights = rng.multinomial(g_h, np.full(g_h, 1 / g_h), size=n_boot)  # B x G_h
+    reps = np.empty((n_boot, 2, k))
+    reps[:, 0, :] = weights @ per_cluster
+    reps[:, 1, :] = _multinomial_boot(table[1:2], n_boot, rng)[:, 0, :]
+    boot = cramers_v_batch(reps)
+    alpha = (1 - ci) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    diffs = ", ".join(f"{c} {x:+.3f}" for c, x in zip(cats[:-1], d))
+    return result("wald_cluster_robust", w, p, "cramers_v", cramers_v(table), lo, hi, n_h, n_a,
+                  note=f"share differences (agent - human): {diffs}; F({df1}, {df2}); "
+                       f"clusters: {g_h} participants + {n_a} agent conversations{_few(g_h)}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -77,6 +77,15 @@ def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipel
     assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.categoryarray) == ["1", "2", "3", "4", "5"]
     charts.forest_fig(comp, "scenario")
     charts.forest_fig(comp.iloc[0:0])
+    # one marker per dimension: Cramer's V of the participant-clustered row, Cliff's delta of Mann-Whitney
+    forest = charts.forest_fig(comp)
+    pooled = comp[(comp["slice_by"] == "pooled") & (comp["kind"] == "label")].set_index(["dimension", "test"])
+    ys = list(forest.data[0].y)
+    assert len(ys) == len(set(ys)) and "politeness (cramers_v)" in ys
+    x = dict(zip(ys, forest.data[0].x))
+    assert x["politeness (cramers_v)"] == pytest.approx(pooled.loc[("politeness", "wald_cluster_robust"), "effect_size"])
+    hi = dict(zip(ys, np.asarray(forest.data[0].error_x.array) + np.asarray(forest.data[0].x)))
+    assert hi["politeness (cramers_v)"] == pytest.approx(pooled.loc[("politeness", "wald_cluster_robust"), "ci_high"])
     charts.turn_length_fig(frame[frame["user_kind"] == "agent"])
     charts.turn_length_fig(pd.DataFrame())
     charts.likeness_fig(pd.DataFrame(columns=["simulator", "dimension", "js_distance", "ci_low", "ci_high"]))

@@ -129,6 +129,71 @@ def test_clustered_test_matches_hand_sandwich():
     V = G / (G - 1) * (n - 1) / (n - k) * bread @ meat @ bread
     assert r["effect_size"] == pytest.approx(beta[1])
     assert r["statistic"] == pytest.approx(beta[1] / math.sqrt(V[1, 1]))
+    # Student's t with (human participants - 1) degrees of freedom, not the normal
+    assert r["p_value"] == pytest.approx(2 * sps.t.sf(abs(r["statistic"]), 19))
+    half = sps.t.ppf(0.975, 19) * math.sqrt(V[1, 1])
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((beta[1] - half, beta[1] + half))
+    assert "unreliable" not in r["note"]
+
+
+def _clustered_sample(rng, n_people=12, per=8, n_agent=60, icc_sd=1.0):
+    """Human categorical values with a strong per-person tendency, agents independent."""
+    cats = np.array(["A", "B", "C"])
+    people = np.repeat(np.arange(n_people), per)
+    pref = rng.normal(0, icc_sd, (n_people, 3))
+    logits = pref[people] + rng.normal(0, 0.5, (len(people), 3))
+    h = cats[logits.argmax(1)]
+    a = cats[rng.integers(0, 3, n_agent)]
+    return h, a, [f"p{i}" for i in people]
+
+
+def test_clustered_share_test_matches_hand_sandwich_and_clustered_test():
+    rng = np.random.default_rng(11)
+    h, a, people = _clustered_sample(rng)
+    r = stats.clustered_share_test(h, a, people, ["A", "B", "C"], n_boot=300)
+    # Hand CR1 sandwich (Cameron & Miller 2015, eq. 11) per category, stacked, in plain loops.
+    y_all = np.r_[h, a]
+    g = np.r_[[int(p[1:]) for p in people], 1000 + np.arange(len(a))]
+    X = np.column_stack([np.ones(len(y_all)), np.r_[np.zeros(len(h)), np.ones(len(a))]])
+    bread = np.linalg.inv(X.T @ X)
+    betas, resid = [], []
+    for c in ("A", "B"):
+        yc = (y_all == c).astype(float)
+        b = bread @ X.T @ yc
+        betas.append(b)
+        resid.append(yc - X @ b)
+    n, G = len(y_all), len(np.unique(g))
+    V = np.zeros((2, 2))
+    for cl in np.unique(g):
+        m = g == cl
+        s_ = np.array([(bread @ X[m].T @ resid[j][m])[1] for j in range(2)])
+        V += np.outer(s_, s_)
+    V *= G / (G - 1) * (n - 1) / (n - 2)
+    d = np.array([b[1] for b in betas])
+    w = d @ np.linalg.inv(V) @ d
+    assert r["statistic"] == pytest.approx(w, rel=1e-9)
+    assert r["p_value"] == pytest.approx(sps.f.sf(w / 2, 2, 11))
+    assert r["effect_size"] == pytest.approx(stats.cramers_v(stats.contingency(h, a, ["A", "B", "C"])[0]))
+    assert r["ci_low"] <= r["effect_size"] <= r["ci_high"]
+    # Two categories: the Wald statistic is the square of clustered_test's t on the indicator.
+    hb, ab = np.where(h == "A", "A", "other"), np.where(a == "A", "A", "other")
+    two = stats.clustered_share_test(hb, ab, people, ["A", "other"], n_boot=100)
+    one = stats.clustered_test((hb == "A").astype(float), (ab == "A").astype(float), people)
+    assert two["statistic"] == pytest.approx(one["statistic"] ** 2)
+    assert two["p_value"] == pytest.approx(one["p_value"])
+
+
+def test_clustered_rows_are_wider_than_conversation_rows_and_warn_with_few_people():
+    rng = np.random.default_rng(12)
+    h, a, people = _clustered_sample(rng, icc_sd=2.0)
+    flat = stats.chi_square_test(h, a, ["A", "B", "C"], n_boot=500)
+    clus = stats.clustered_share_test(h, a, people, ["A", "B", "C"], n_boot=500)
+    assert clus["ci_high"] - clus["ci_low"] > flat["ci_high"] - flat["ci_low"]
+    assert clus["p_value"] > flat["p_value"]  # the same data count as fewer independent units
+    assert "12 participants: unreliable with fewer than" not in clus["note"]
+    few = stats.clustered_test([1.0, 2, 3, 4, 5, 6], [3.0, 4, 5], ["x", "x", "y", "y", "z", "z"])
+    assert "only 3 participants: unreliable" in few["note"] and "t(2)" in few["note"]
+    assert few["p_value"] == pytest.approx(2 * sps.t.sf(abs(few["statistic"]), 2))
 
 
 def test_paired_tests():
