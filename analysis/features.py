@@ -26,7 +26,7 @@ import pandas as pd
 
 from workbench.nlp import lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
 
-FEATURES_VERSION = "2"
+FEATURES_VERSION = "3"  # 3: Chinese acceptance cues 行 / 可以 only as a reply of their own
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short
 
 # name -> (description, kind) ; kind "continuous" or "nominal"
@@ -105,7 +105,12 @@ LEXICON = {
         "hedges": re.compile(r"可能|也许|或许|大概|好像|似乎|估计|不确定|不太确定|差不多|大约|左右"),
         "question": re.compile(r"[?？]|[吗呢么]\s*[。.!！]?\s*$|什么|怎么|哪|几|多少|是否|能否|可否"),
         "farewell": re.compile(r"谢谢|感谢|再见|拜拜|好的就这样|没有其他问题"),
-        "accept": re.compile(r"好的|可以|不错|就这个|就这样|挺好|很好|太好了|满意|没问题|行"),
+        # 行 and 可以 only as a reply of their own ("行吧。", "可以，就这个"): inside words (行程, 旅行)
+        # or requests ("你可以推荐…吗", "可以吗") they are not acceptance.
+        "accept": re.compile(
+            r"好的|不错|就这个|就这样|挺好|很好|太好了|满意|没问题"
+            r"|(?:^|[，,。.！!~～\s])(?:那|那就|这个|这样)?(?:行|可以)(?:了|的|啊|呀|吧|哦)?(?=[，,。.！!~～\s]|$)"
+        ),
         "reject": re.compile(r"但是|不过|可是|不要|不想|不太|不行|换|太贵|太远|还是"),
     },
 }
