@@ -451,7 +451,23 @@ INDISTINGUISHABILITY_COLUMNS = [
     "n_human",
     "human_detected",
     "balanced_accuracy",
+    "balanced_ci_low",
+    "balanced_ci_high",
+    "balanced_p_value",
 ]
+
+
+def balanced_accuracy_ci(k_a: int, n_a: int, k_h: int, n_h: int, ci: float = 0.95) -> tuple[float, float]:
+    """Interval for the mean of two independent proportions (the balanced accuracy) by the MOVER
+    method on their Wilson intervals (Zou & Donner 2008, eq. 3, with weights 1/2); nan without
+    guesses on one kind."""
+    if not n_a or not n_h:
+        return float("nan"), float("nan")
+    a, h = k_a / n_a, k_h / n_h
+    (la, ua), (lh, uh) = wilson_interval(k_a, n_a, ci), wilson_interval(k_h, n_h, ci)
+    ba = (a + h) / 2
+    return (float(ba - math.sqrt(((a - la) / 2) ** 2 + ((h - lh) / 2) ** 2)),
+            float(ba + math.sqrt(((ua - a) / 2) ** 2 + ((uh - h) / 2) ** 2)))
 
 
 def wilson_interval(k: int, n: int, ci: float = 0.95) -> tuple[float, float]:
@@ -485,9 +501,14 @@ def indistinguishability_df(
     ``person``/``ai``; anything else is dropped). Each simulator configuration is judged on the
     guesses about its own agent conversations pooled with those about all human conversations, so
     the test has both kinds; a row ``simulator == "all"`` pools every simulator. Accuracy has a
-    Wilson interval and an exact two-sided binomial test against ``chance``. Accuracy near chance
-    means annotators could not tell the simulator from people. Balanced accuracy (mean of the two
-    detection rates) is reported too because the mix of kinds need not be even.
+    Wilson interval and an exact two-sided binomial test against ``chance``; it rewards guessing the
+    more frequent kind (an annotator who always says "person" is right on every human conversation).
+    The figure to read is the balanced accuracy (mean of the two detection rates, 0.5 = cannot tell):
+    its interval is MOVER on the two Wilson intervals (``balanced_accuracy_ci``) and its p-value is
+    Fisher's exact test of the kind x guess table, since balanced accuracy = 0.5 exactly when the
+    share of "AI" guesses is the same for both kinds. Guesses are counted as independent trials
+    (several annotators on one conversation, or one annotator's many guesses, make the intervals
+    somewhat too narrow).
     """
     g = guesses.copy()
     g["guess_kind"] = g["guess"].map(_guess_kind)
@@ -512,6 +533,11 @@ def indistinguishability_df(
         lo, hi = wilson_interval(k, n, ci)
         a_rate = float(ag["correct"].mean()) if len(ag) else float("nan")
         h_rate = float(humans["correct"].mean()) if len(humans) else float("nan")
+        k_a, k_h = int(ag["correct"].sum()), int(humans["correct"].sum())
+        b_lo, b_hi = balanced_accuracy_ci(k_a, len(ag), k_h, len(humans), ci)
+        # rows: true kind (agent, human); columns: guessed "agent", guessed "human"
+        table = [[k_a, len(ag) - k_a], [len(humans) - k_h, k_h]]
+        b_p = float(stats.fisher_exact(table).pvalue) if len(ag) and len(humans) else float("nan")
         rows.append(
             {
                 "simulator_config_id": cfg_id,
@@ -531,6 +557,10 @@ def indistinguishability_df(
                 "balanced_accuracy": float(np.nanmean([a_rate, h_rate]))
                 if len(ag) or len(humans)
                 else float("nan"),
+                "balanced_ci_low": b_lo,
+                "balanced_ci_high": b_hi,
+                "balanced_p_value": b_p,
             }
         )
-    return pd.DataFrame(rows, columns=INDISTINGUISHABILITY_COLUMNS)
+    out = pd.DataFrame(rows, columns=INDISTINGUISHABILITY_COLUMNS)
+    return out.astype({"simulator_config_id": "Int64"})  # missing stays missing, ids print as integers

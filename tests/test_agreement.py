@@ -269,3 +269,26 @@ def test_indistinguishability_per_simulator():
     b = df[df["simulator"] == "sim-b"].iloc[0]
     assert b["agent_detected"] == pytest.approx(0.5)
     assert b["balanced_accuracy"] == pytest.approx((0.5 + 0.75) / 2)
+    # Balanced accuracy: Fisher's exact test of kind x guess (scipy) and a MOVER interval built on
+    # statsmodels' Wilson intervals (Zou & Donner 2008).
+    from scipy.stats import fisher_exact
+
+    assert b["balanced_p_value"] == pytest.approx(fisher_exact([[10, 10], [5, 15]]).pvalue)
+    (la, ua), (lh, uh) = proportion_confint(10, 20, method="wilson"), proportion_confint(15, 20, method="wilson")
+    ba = (0.5 + 0.75) / 2
+    assert b["balanced_ci_low"] == pytest.approx(ba - ((0.5 - la) ** 2 / 4 + (0.75 - lh) ** 2 / 4) ** 0.5)
+    assert b["balanced_ci_high"] == pytest.approx(ba + ((ua - 0.5) ** 2 / 4 + (uh - 0.75) ** 2 / 4) ** 0.5)
+    assert str(df["simulator_config_id"].dtype) == "Int64" and df["simulator_config_id"].isna().iloc[0]
+
+
+def test_an_annotator_who_always_says_person_is_not_better_than_chance():
+    """100 human and 10 agent conversations, every guess "person": accuracy 0.91 "beats chance"
+    by the binomial test, but the balanced accuracy is 0.5 and its test finds nothing."""
+    convs = pd.DataFrame([{"conversation_id": i, "user_kind": "agent" if i < 10 else "human",
+                           "simulator_config_id": 1 if i < 10 else None, "simulator": "s" if i < 10 else None}
+                          for i in range(110)])
+    guesses = pd.DataFrame([{"conversation_id": i, "guess": "person"} for i in range(110)])
+    row = indistinguishability_df(guesses, convs).iloc[0]
+    assert row["accuracy"] == pytest.approx(100 / 110) and row["p_value"] < 1e-10
+    assert row["balanced_accuracy"] == pytest.approx(0.5) and row["balanced_p_value"] == pytest.approx(1.0)
+    assert row["balanced_ci_low"] < 0.5 < row["balanced_ci_high"]
