@@ -119,13 +119,19 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
 
 
 def agreement_heatmap_fig(agreement: Optional[pd.DataFrame], value: str = "krippendorff_alpha") -> go.Figure:
-    """Agreement per dimension (rows) and user kind (columns)."""
+    """Agreement per dimension (rows) and pair of sources x user kind (columns, "A vs B: kind")."""
     title = f"Agreement between label sources ({value})"
     if agreement is None or agreement.empty or value not in agreement.columns:
         return empty_figure(title, "agreement not available")
     d = agreement.copy()
-    d["pair"] = d.get("sources", d.get("source_a", "")).astype(str)
-    m = d.pivot_table(index="dimension", columns="user_kind", values=value, aggfunc="first")
+    if {"source_a", "source_b"} <= set(d.columns):
+        d["pair"] = d["source_a"].astype(str) + " vs " + d["source_b"].astype(str)
+    else:
+        d["pair"] = d.get("sources", pd.Series("", index=d.index)).astype(str)
+    d["column"] = d["pair"] + ": " + d["user_kind"].astype(str)
+    order = list(dict.fromkeys(d["column"]))
+    m = d.pivot_table(index="dimension", columns="column", values=value, aggfunc="first", dropna=False)
+    m = m[[c for c in order if c in m.columns]]
     if m.empty:
         return empty_figure(title, "agreement not available")
     fig = go.Figure(

@@ -63,20 +63,25 @@ def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[Optional[p
         return None, f"not available (annotation.agreement could not be imported: {exc.__class__.__name__})"
     from sqlmodel import Session
 
-    names = [s["name"] for s in data.meta.get("label_sources", [])]
-    frames = []
+    from analysis.dataset import CONSENSUS
+
+    # stored sources only: the annotators' consensus is derived from them, not a source of its own
+    names = [s["name"] for s in data.meta.get("label_sources", []) if s["name"] != CONSENSUS]
+    frames, failed = [], []
     with Session(engine) as session:
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 try:
                     df = study_agreement_df(session, data.study_name, a, b, n_boot=n_boot)
                 except Exception as exc:  # noqa: BLE001 - one failing pair must not sink the report
-                    return None, f"not available ({a} vs {b}: {exc})"
+                    failed.append(f"{a} vs {b}: {exc}")
+                    continue
                 if len(df) and df["n"].fillna(0).max() > 0:
                     frames.append(df)
+    note = f"not computed for {'; '.join(failed)}" if failed else ""
     if not frames:
-        return None, "not available (fewer than two label sources share conversations)"
-    return pd.concat(frames, ignore_index=True), ""
+        return None, "not available (" + (note or "fewer than two label sources share conversations") + ")"
+    return pd.concat(frames, ignore_index=True), note
 
 
 def analyze(

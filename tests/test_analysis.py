@@ -368,6 +368,18 @@ def test_default_source_is_the_annotators_consensus(sqlite_engine, pipelines):
     explicit = load_study(sqlite_engine, "cons", labels="adjudicated:cons", features=False)
     assert explicit.labels["conversation_id"].tolist() == [convs[2]]  # still available by name
     assert load_study(sqlite_engine, "cons", labels=CONSENSUS, features=False).label_source == CONSENSUS
+    # The report's agreement covers every pair of stored sources (not the derived consensus), and the
+    # heatmap has a column per pair and user kind instead of showing one pair unnamed.
+    from analysis.report import agreement_df
+
+    agr, note = agreement_df(sqlite_engine, data, n_boot=100)
+    pairs = set(zip(agr["source_a"], agr["source_b"]))
+    assert note == "" and CONSENSUS not in {x for p in pairs for x in p}
+    assert {("human:a", "human:b"), ("human:a", "human:c"), ("human:b", "human:c")} <= pairs
+    fig = charts.agreement_heatmap_fig(agr)
+    columns = list(fig.data[0].x)
+    assert "human:a vs human:b: all" in columns and "human:b vs human:c: all" in columns
+    assert len(columns) == len(set(columns)) == agr[["source_a", "source_b", "user_kind"]].drop_duplicates().shape[0]
 
 
 def test_source_labelling_one_dimension_is_not_chosen_and_unfinished_do_not_count(sqlite_engine):
