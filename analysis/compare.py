@@ -130,7 +130,12 @@ def _tests_for(
                 r["note"] = (
                     r["note"] + "; " if r["note"] else ""
                 ) + f"{dropped} values outside the scale ignored"
+    missing_h, missing_a = int(human[variable].isna().sum()), int(agent[variable].isna().sum())
     for r in out:
+        if kind == "label" and (missing_h or missing_a):
+            r["note"] = (r["note"] + "; " if r["note"] else "") + (
+                f"left out without a label from this source (failed, skipped or not labelled): "
+                f"{missing_h} human, {missing_a} agent")
         if variable in VARIABLE_NOTES:
             r["note"] = (r["note"] + "; " if r["note"] else "") + VARIABLE_NOTES[variable]
         r.update(

@@ -368,6 +368,15 @@ def test_default_source_is_the_annotators_consensus(sqlite_engine, pipelines):
     explicit = load_study(sqlite_engine, "cons", labels="adjudicated:cons", features=False)
     assert explicit.labels["conversation_id"].tolist() == [convs[2]]  # still available by name
     assert load_study(sqlite_engine, "cons", labels=CONSENSUS, features=False).label_source == CONSENSUS
+    # The row says how many conversations had no label (the tie) instead of shrinking n silently.
+    import re
+
+    comp = comparisons_df(data, n_boot=50, include_features=False)
+    row = comp[(comp["dimension"] == "politeness") & (comp["slice_by"] == "pooled")].iloc[0]
+    m = re.search(r"not labelled\): (\d+) human, (\d+) agent", row["note"])
+    assert m and int(m.group(1)) + int(m.group(2)) == 1 and row["n_human"] + row["n_agent"] == len(convs) - 1
+    formality = comp[(comp["dimension"] == "formality") & (comp["slice_by"] == "pooled")].iloc[0]
+    assert "left out" not in formality["note"]
     # The report's agreement covers every pair of stored sources (not the derived consensus), and the
     # heatmap has a column per pair and user kind instead of showing one pair unnamed.
     from analysis.report import agreement_df
