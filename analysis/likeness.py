@@ -1,8 +1,12 @@
 """How human-like is each simulator configuration?
 
 - per dimension: Jensen-Shannon distance (base 2, in [0, 1]) between the simulator's and the
-  humans' label distributions, with a bootstrap interval; the **human-likeness index** is
-  1 - mean distance over the label dimensions (1 = same distributions);
+  humans' label distributions, with a bootstrap interval, the distance expected with no difference
+  at these sample sizes (``js_null``, by permutation; the plug-in distance grows as samples shrink)
+  and a permutation p-value; the **human-likeness index** is 1 - mean excess distance
+  (max(0, distance - js_null)) over the label dimensions (1 = indistinguishable from people at this
+  sample size), so simulators with different numbers of conversations compare fairly; the raw
+  1 - mean distance is kept as ``human_likeness_index_raw``;
 - a classifier two-sample test: cross-validated AUC of a logistic regression telling human from
   agent conversations on the features (0.5 = indistinguishable), with DeLong's interval;
 - known simulator failures: early stopping, uniformly positive feedback, over-cooperation
@@ -33,6 +37,9 @@ LIKENESS_COLUMNS = [
     "js_distance",
     "ci_low",
     "ci_high",
+    "js_null",
+    "js_excess",
+    "p_value",
     "n_human",
     "n_agent",
     "note",
@@ -42,6 +49,7 @@ RANKING_COLUMNS = [
     "simulator",
     "n_agent",
     "human_likeness_index",
+    "human_likeness_index_raw",
     "classifier_auc",
     "auc_ci_low",
     "auc_ci_high",
@@ -89,6 +97,9 @@ def js_distances_df(
                         "js_distance": None,
                         "ci_low": None,
                         "ci_high": None,
+                        "js_null": None,
+                        "js_excess": None,
+                        "p_value": None,
                         "n_human": len(h),
                         "n_agent": len(a),
                         "note": "not enough data",
@@ -97,6 +108,7 @@ def js_distances_df(
                 continue
             table, _ = stats.contingency(h.tolist(), a.tolist(), data.scales.get(dim, ("", []))[1])
             d, lo, hi = stats.js_distance_ci(table[0], table[1], n_boot=n_boot, ci=ci)
+            null, p = stats.js_null(table[0], table[1], n_perm=n_boot)
             rows.append(
                 {
                     "simulator": sim,
@@ -104,6 +116,9 @@ def js_distances_df(
                     "js_distance": d,
                     "ci_low": lo,
                     "ci_high": hi,
+                    "js_null": null,
+                    "js_excess": max(0.0, d - null),
+                    "p_value": p,
                     "n_human": len(h),
                     "n_agent": len(a),
                     "note": "",
@@ -219,14 +234,16 @@ def likeness_tables(
     age = frame[frame["user_kind"] == "agent"].assign(simulator=lambda d: _simulator_names(d))
     rows = []
     for sim, group in age.groupby("simulator", sort=True):
-        d = distances[(distances["simulator"] == sim)]["js_distance"].dropna()
+        mine = distances[(distances["simulator"] == sim)]
+        d, excess = mine["js_distance"].dropna(), mine["js_excess"].dropna()
         auc = classifier_auc(hum, group, ci=ci)
         fail = failures[failures["population"] == f"agent: {sim}"].iloc[0]
         rows.append(
             {
                 "simulator": sim,
                 "n_agent": len(group),
-                "human_likeness_index": float(1 - d.mean()) if len(d) else None,
+                "human_likeness_index": float(1 - excess.mean()) if len(excess) else None,
+                "human_likeness_index_raw": float(1 - d.mean()) if len(d) else None,
                 "classifier_auc": auc["auc"],
                 "auc_ci_low": auc["ci_low"],
                 "auc_ci_high": auc["ci_high"],

@@ -554,3 +554,36 @@ def js_distance_ci(
     boot = np.sqrt(np.maximum(0, (kl_p + kl_q) / 2))
     lo, hi = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return d, float(lo), float(hi)
+
+
+def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """JS distances (base 2) between the rows of two count arrays of shape (B, k)."""
+    p = p / p.sum(axis=1, keepdims=True)
+    q = q / q.sum(axis=1, keepdims=True)
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0).sum(axis=1)
+    return np.sqrt(np.maximum(0, (kl_p + kl_q) / 2))
+
+
+def js_null(
+    human_counts: Sequence[int], agent_counts: Sequence[int], n_perm: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """(expected JS distance under no difference, permutation p-value) for two label samples.
+
+    The plug-in distance is biased upwards in small samples (two samples of one distribution are
+    not at distance 0, and the smaller they are the further apart): the null distribution comes from
+    reassigning the pooled labels to groups of the observed sizes at random (an exact permutation
+    draw: a multivariate hypergeometric sample of the pooled counts). p = (1 + #null >= observed) /
+    (1 + n_perm) (Phipson & Smyth 2010)."""
+    h = np.asarray(human_counts, dtype=np.int64)
+    a = np.asarray(agent_counts, dtype=np.int64)
+    observed = js_distance(h, a)
+    pooled = h + a
+    rng = np.random.default_rng(seed)
+    draws = rng.multivariate_hypergeometric(pooled, int(h.sum()), size=n_perm)
+    null = _js_rows(draws.astype(float), (pooled - draws).astype(float))
+    p = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_perm)
+    return float(null.mean()), float(p)
+

@@ -187,7 +187,12 @@ def test_likeness_tables_and_classifier(sqlite_engine, pipelines):
         jensenshannon(h.reindex(cats, fill_value=0), a.reindex(cats, fill_value=0), base=2)
     )
     assert row["ci_low"] <= row["js_distance"] <= row["ci_high"]
+    assert 0 <= row["js_null"] < row["js_distance"] and row["js_excess"] == pytest.approx(
+        row["js_distance"] - row["js_null"]) and 0 < row["p_value"] <= 1
     r = t["ranking"]
+    mine = d[d["simulator"] == r.iloc[0]["simulator"]]
+    assert r.iloc[0]["human_likeness_index"] == pytest.approx(1 - mine["js_excess"].mean())
+    assert r.iloc[0]["human_likeness_index_raw"] == pytest.approx(1 - mine["js_distance"].mean())
     assert list(r["rank"]) == [1, 2] and r["classifier_auc"].between(0.5, 1).all()
     f = t["failures"].set_index("population")
     assert f.loc["agent: sim-0", "positive_feedback_rate"] > f.loc["human", "positive_feedback_rate"]

@@ -245,6 +245,31 @@ def test_js_distance_matches_scipy():
     )
 
 
+def test_js_null_matches_a_brute_force_permutation_test():
+    """js_null against scipy.stats.permutation_test on the raw labels (the same null: labels
+    reassigned to groups of the observed sizes); both are Monte Carlo, so they agree to sampling error."""
+    rng = np.random.default_rng(3)
+    h = rng.choice(list("ABC"), 40, p=[0.5, 0.3, 0.2])
+    a = rng.choice(list("ABC"), 25, p=[0.3, 0.3, 0.4])
+    table, _ = stats.contingency(h, a, ["A", "B", "C"])
+    null_mean, p = stats.js_null(table[0], table[1], n_perm=4000)
+
+    def js(x, y):
+        cx = [np.sum(x == c) for c in "ABC"]
+        cy = [np.sum(y == c) for c in "ABC"]
+        return jensenshannon(cx, cy, base=2)
+
+    ref = sps.permutation_test((h, a), js, n_resamples=4000, alternative="greater", random_state=4,
+                               vectorized=False)
+    assert p == pytest.approx(ref.pvalue, abs=0.03)
+    assert null_mean == pytest.approx(np.mean(ref.null_distribution), abs=0.01)
+    # Two samples of one distribution: the plug-in distance is well above 0, the null about as large.
+    same_h = rng.choice(list("ABC"), 10, p=[0.5, 0.3, 0.2])
+    same_a = rng.choice(list("ABC"), 10, p=[0.5, 0.3, 0.2])
+    t2, _ = stats.contingency(same_h, same_a, ["A", "B", "C"])
+    assert stats.js_null(t2[0], t2[1])[0] > 0.1
+
+
 def test_not_enough_data_rows():
     for r in (
         stats.chi_square_test(["A"], ["A", "B"]),
