@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 KIND_COLORS = {"human": "#1f77b4", "agent": "#ff7f0e"}
 # The forest plot's test per dimension, best first: for Cramer's V the participant-clustered row
 # (its interval resamples whole participants), else the conversation-level one.
-PRIMARY_TESTS = ("wald_cluster_robust", "chi_square", "fisher_exact", "mann_whitney")
+PRIMARY_TESTS = ("wald_cluster_robust", "chi_square", "chi_square_permutation", "fisher_exact", "mann_whitney")
 
 
 def empty_figure(title: str, message: str = "no data") -> go.Figure:

@@ -118,6 +118,31 @@ def _multinomial_boot(table: np.ndarray, n_boot: int, rng: np.random.Generator) 
     return reps
 
 
+PERMUTATIONS = 2000  # for sparse r x c tables (chi_square_permutation_p)
+
+
+def chi_square_permutation_p(table: np.ndarray, n_perm: int = PERMUTATIONS, seed: int = 0) -> float:
+    """Permutation p-value of Pearson's chi-square for a 2 x k table: the labels are reassigned to
+    the two groups at random with the group sizes kept (a multivariate hypergeometric draw of the
+    column totals), p = (1 + #(chi2 >= observed)) / (1 + n_perm) (Phipson & Smyth 2010)."""
+    table = np.asarray(table, dtype=np.int64)
+    cols = table.sum(axis=0)
+    n0 = int(table[0].sum())
+    rng = np.random.default_rng(seed)
+    first = rng.multivariate_hypergeometric(cols, n0, size=n_perm)
+    reps = np.stack([first, cols - first], axis=1).astype(float)  # (B, 2, k)
+
+    def chi2_of(t):
+        n = t.sum(axis=(-2, -1), keepdims=True)
+        expected = t.sum(axis=-1, keepdims=True) * t.sum(axis=-2, keepdims=True) / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(expected > 0, (t - expected) ** 2 / expected, 0.0).sum(axis=(-2, -1))
+
+    observed = float(chi2_of(table.astype(float)[None])[0])
+    null = chi2_of(reps)
+    return float((1 + int((null >= observed - 1e-9).sum())) / (1 + n_perm))
+
+
 def chi_square_test(
     human: Sequence,
     agent: Sequence,
@@ -127,7 +152,9 @@ def chi_square_test(
     seed: int = 0,
 ) -> dict:
     """Pearson chi-square without continuity correction, or Fisher's exact test for a 2x2 table with
-    an expected count below 5; Cramer's V with a percentile bootstrap interval."""
+    an expected count below 5, or for a larger table that breaks Cochran's rule (an expected count
+    below 1, or more than 20% below 5) the chi-square's permutation p-value
+    (``chi_square_permutation``); Cramer's V with a percentile bootstrap interval."""
     n_h, n_a = len(human), len(agent)
     if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP:
         return not_enough("chi_square", n_h, n_a, "cramers_v")
@@ -150,6 +177,18 @@ def chi_square_test(
     if table.shape == (2, 2) and expected.min() < 5:
         odds, p = stats.fisher_exact(table)
         test, statistic, note = "fisher_exact", odds, "statistic = odds ratio; expected count < 5"
+    elif expected.min() < 1 or (expected < 5).mean() > 0.2:
+        # Sparse larger table (Cochran's rule broken: an expected count below 1, or more than 20% below
+        # 5): the chi-square approximation is poor, so the p-value comes from the permutation
+        # distribution of the statistic. Its floor is 1 / (permutations + 1); when no permutation
+        # reaches the observed statistic the approximation's (smaller) p is kept, and the note says so.
+        p_perm = chi_square_permutation_p(table, n_perm=PERMUTATIONS, seed=seed)
+        test = "chi_square_permutation"
+        if p_perm > 1 / (PERMUTATIONS + 1):
+            p, note = p_perm, f"dof={dof}; sparse table: p from {PERMUTATIONS} permutations"
+        else:
+            note = (f"dof={dof}; sparse table: no permutation of {PERMUTATIONS} reached the statistic "
+                    f"(p < {1 / (PERMUTATIONS + 1):.1e}); the chi-square approximation's p shown")
     v = cramers_v(table)
     rng = np.random.default_rng(seed)
     reps = _multinomial_boot(table, n_boot, rng)

@@ -281,3 +281,29 @@ def test_not_enough_data_rows():
         assert r["note"].startswith("not enough data") and r["p_value"] is None
     one = stats.chi_square_test(["A", "A"], ["A", "A", "A"])
     assert one["effect_size"] == 0.0 and "one category" in one["note"]
+
+
+def test_sparse_tables_get_a_permutation_p_value():
+    """A 2 x 4 table with small expected counts: the p-value comes from permutations, close to
+    scipy's permutation_test of the chi-square statistic on the raw labels."""
+    h = ["A"] * 12 + ["B"] * 6 + ["C"] * 1 + ["D"] * 1
+    a = ["A"] * 4 + ["B"] * 6 + ["C"] * 3 + ["D"] * 2
+    r = stats.chi_square_test(h, a, ["A", "B", "C", "D"], n_boot=200)
+    assert r["test"] == "chi_square_permutation" and "p from 2000 permutations" in r["note"]
+    table, _ = stats.contingency(h, a, ["A", "B", "C", "D"])
+    chi2 = sps.chi2_contingency(table, correction=False)[0]
+    assert r["statistic"] == pytest.approx(chi2)
+
+    def stat(x, y):
+        t, _ = stats.contingency(list(x), list(y), ["A", "B", "C", "D"])
+        return sps.chi2_contingency(t, correction=False)[0] if (t.sum(axis=0) > 0).all() else 0.0
+
+    ref = sps.permutation_test((np.array(h), np.array(a)), stat, n_resamples=2000, alternative="greater",
+                               random_state=1, vectorized=False)
+    assert r["p_value"] == pytest.approx(ref.pvalue, abs=0.03)
+    big = stats.chi_square_test(["A"] * 50 + ["B"] * 50 + ["C"] * 40, ["A"] * 30 + ["B"] * 60 + ["C"] * 50)
+    assert big["test"] == "chi_square"  # expected counts >= 5: the usual test
+    # A large sample with one rare category: beyond every permutation, the approximation's p is kept.
+    strong = stats.chi_square_test(["A"] * 900 + ["C"] * 2, ["B"] * 900)
+    assert strong["test"] == "chi_square_permutation" and strong["p_value"] < 1e-100
+    assert "no permutation of 2000 reached the statistic" in strong["note"]

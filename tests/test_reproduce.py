@@ -35,7 +35,7 @@ def _primary(comp, scenario="all"):
     d = comp[
         (comp["scenario"] == scenario)
         & (comp["slice_by"].isin(["pooled", "scenario"]))
-        & comp["test"].isin(["chi_square", "fisher_exact", "mann_whitney"])
+        & comp["test"].isin(["chi_square", "chi_square_permutation", "fisher_exact", "mann_whitney"])
     ]
     return d.set_index("dimension")
 
