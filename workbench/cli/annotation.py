@@ -113,7 +113,9 @@ def register(app: typer.Typer) -> None:
         if open_only and not df.empty:
             df = df[df["adjudicated"].isna()]
         if as_json:
-            write_text(as_json, json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1))
+            # Open items have no adjudicated value: null, since NaN is not JSON.
+            records = df.astype(object).where(df.notna(), None).to_dict("records")
+            write_text(as_json, json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False))
             typer.echo(f"Wrote {len(df)} items to {as_json}")
         if df.empty:
             typer.echo("No disagreements.")
