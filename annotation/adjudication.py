@@ -27,7 +27,17 @@ DISAGREEMENT_COLUMNS = [
     "n_distinct",
     "values",
     "adjudicated",
+    "status",
 ]
+
+# ``status`` of an item: still to decide; decided while the annotators disagree; or decided earlier
+# and since no longer disputed (an annotator changed their label or withdrew it by skipping). Such a
+# stale decision stays listed, so that it can be seen and revisited: it is still the gold label.
+OPEN = "open"
+DECIDED = "decided"
+DECIDED_NOW_AGREED = "decided; annotators now agree"
+DECIDED_TOO_FEW = "decided; fewer than 2 labels now"
+AGREED = "agreed"  # only with include_agreed: never disputed, never decided
 
 
 def adjudicated_source_name(study_name: str) -> str:
@@ -58,14 +68,22 @@ def disagreements_df(
     dimensions: Optional[Iterable[str]] = None,
     include_agreed: bool = False,
 ) -> pd.DataFrame:
-    """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently.
+    """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently,
+    plus every item already adjudicated (whether or not the annotators still disagree).
 
     ``sources`` defaults to every human annotator source. ``values`` maps source name -> value;
-    ``adjudicated`` is the final value already chosen (None when still open).
+    ``adjudicated`` is the final value already chosen (None when still open); ``status`` is
+    ``open``, ``decided``, or, for a decision whose annotators no longer disagree (one changed or
+    withdrew a label), ``decided; annotators now agree`` / ``decided; fewer than 2 labels now``.
+    ``include_agreed`` adds the items labelled alike by two or more sources (status ``agreed``).
     """
     study = get_study(session, study_name)
     srcs = _sources(session, sources)
-    if not srcs:
+    final = _final_values(session, study_name)
+    if dimensions is not None:
+        dimensions = list(dimensions)
+        final = {key: v for key, v in final.items() if key[1] in dimensions}
+    if not srcs and not final:
         return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
     by_id = {s.id: s.name for s in srcs}
     q = (
@@ -79,29 +97,36 @@ def disagreements_df(
         )
     )
     if dimensions is not None:
-        q = q.where(Label.dimension.in_(list(dimensions)))
-    rows = session.exec(q).all()
-    if not rows:
-        return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
-    df = pd.DataFrame(rows, columns=["conversation_id", "dimension", "turn_index", "source_id", "value"])
-    final = _final_values(session, study_name)
+        q = q.where(Label.dimension.in_(dimensions))
+    rows = session.exec(q).all() if srcs else []
+    values_of: dict[tuple[int, str, int], dict[str, str]] = {}
+    for conv, dim, idx, src, value in rows:
+        values_of.setdefault((int(conv), dim, int(idx)), {})[by_id[src]] = value
     out = []
-    for (conv, dim, idx), part in df.groupby(["conversation_id", "dimension", "turn_index"], sort=True):
-        if len(part) < 2:
-            continue
-        values = {by_id[s]: v for s, v in zip(part["source_id"], part["value"])}
+    for key in sorted(set(values_of) | set(final)):
+        values = values_of.get(key, {})
         n_distinct = len(set(values.values()))
-        if n_distinct < 2 and not include_agreed:
+        decided = final.get(key)
+        disputed = len(values) >= 2 and n_distinct >= 2
+        if decided is not None:
+            status = DECIDED if disputed else DECIDED_NOW_AGREED if len(values) >= 2 else DECIDED_TOO_FEW
+        elif disputed:
+            status = OPEN
+        elif include_agreed and len(values) >= 2:
+            status = AGREED
+        else:
             continue
+        conv, dim, idx = key
         out.append(
             {
-                "conversation_id": int(conv),
+                "conversation_id": conv,
                 "dimension": dim,
-                "turn_index": int(idx),
+                "turn_index": idx,
                 "n": len(values),
                 "n_distinct": n_distinct,
-                "values": values,
-                "adjudicated": final.get((int(conv), dim, int(idx))),
+                "values": dict(sorted(values.items())),
+                "adjudicated": decided,
+                "status": status,
             }
         )
     return pd.DataFrame(out, columns=DISAGREEMENT_COLUMNS)
@@ -118,7 +143,7 @@ def _final_values(session: Session, study_name: str) -> dict[tuple[int, str, int
             Label.source_id == src.id
         )
     ).all()
-    return {(c, d, i): v for c, d, i, v in rows}
+    return {(int(c), d, int(i)): v for c, d, i, v in rows if v is not None}
 
 
 def adjudicate(

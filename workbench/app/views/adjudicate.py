@@ -27,14 +27,23 @@ dims = c2.multiselect("Dimensions", codebook.names, key="adj_dims")
 open_only = c3.toggle("Only open items", value=True, key="adj_open")
 with session_scope(eng) as s:
     df = A.disagreements_df(s, study, dimensions=dims or None)
-n_all, n_open = len(df), int(df["adjudicated"].isna().sum()) if len(df) else 0
+# Progress counts the items the annotators disagree on now; decisions on items they no longer
+# disagree on (one changed or withdrew a label) stay listed with their status, to be revisited.
+n_all = int(df["status"].isin([A.OPEN, A.DECIDED]).sum())
+n_open = int((df["status"] == A.OPEN).sum())
 st.progress(
     (n_all - n_open) / n_all if n_all else 1.0, text=f"{n_all - n_open} of {n_all} disagreements settled"
 )
-if open_only and n_all:
-    df = df[df["adjudicated"].isna()]
+n_stale = len(df) - n_all
+if n_stale:
+    st.caption(
+        f"{n_stale} decided item(s) are no longer disputed (an annotator changed or withdrew a label); "
+        "their decision still counts: they are listed with their status when *Only open items* is off."
+    )
+if open_only:
+    df = df[df["status"] == A.OPEN]
 if df.empty:
-    st.success("Nothing to adjudicate." if not n_all else "Every disagreement is settled.")
+    st.success("Nothing to adjudicate." if not n_all and not n_stale else "Every disagreement is settled.")
     st.stop()
 
 # Items are chosen by a stable id (conversation, dimension, turn), not by position: after a decision
@@ -49,7 +58,8 @@ if st.session_state.get("adj_item") not in row_of:
 def _describe(item: str) -> str:
     r = df.iloc[row_of[item]]
     turn = f", turn {int(r['turn_index']) + 1}" if r["turn_index"] >= 0 else ""
-    return f"conversation {r['conversation_id']}: {r['dimension']}{turn}"
+    status = "" if r["status"] == A.OPEN else f" ({r['status']})"
+    return f"conversation {r['conversation_id']}: {r['dimension']}{turn}{status}"
 
 
 pick = st.selectbox("Item", ids, format_func=_describe, key="adj_item")
