@@ -278,6 +278,39 @@ def test_a_stale_decision_stays_listed_with_its_status(session):
     agreed = disagreements_df(session, "pilot", include_agreed=True)
     assert set(agreed["status"]) == {"agreed", "decided; annotators now agree", "decided; fewer than 2 labels now"}
 
+
+def test_blind_items_are_numbered_without_ids(session):
+    from annotation.adjudication import blind_items
+
+    study = make_study(session, n_per_cell=1, language="zh")
+    cb = load_codebook()
+    assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=0)
+    convs = sorted({r.conversation_id for r in session.exec(select(AnnotationAssignment)).all()})
+    for name, pol, hall in (("ann", "Polite", "yes"), ("bob", "Neutral", "no")):
+        for cid in convs:
+            save_labels(session, study.id, ann(session, name), cid, cb, full_labels(cb) | {"politeness": pol},
+                        turn_values={("hallucination", 3): hall})
+    blind = blind_items(session, "pilot", "salt-1", cb)
+    items = blind.items
+    assert len(items) == 2 * len(convs) and blind.language == "zh" and blind.n_conversations == len(convs)
+    # one number per conversation, 1..n; within it the codebook's order (politeness before hallucination)
+    assert sorted(set(items["item_no"])) == list(range(1, len(convs) + 1))
+    assert list(items["item_no"]) == sorted(items["item_no"])
+    assert list(items[items["item_no"] == 1]["dimension"]) == ["politeness", "hallucination"]
+    # turn 3 is the conversation's second assistant reply
+    hall = items[items["dimension"] == "hallucination"]
+    assert set(hall["turn_role"]) == {"assistant"} and set(hall["turn_no"]) == {2}
+    assert all(k.startswith("adj-") and not any(str(c) in k[4:].split("-") for c in convs) for k in items["key"])
+    assert len(set(items["key"])) == len(items)
+    # the numbering follows the salt, not the ids; the same salt gives the same numbers
+    again = blind_items(session, "pilot", "salt-1", cb).items
+    assert list(again["key"]) == list(items["key"])
+    orders = {tuple(blind_items(session, "pilot", f"salt-{i}", cb).items.drop_duplicates("item_no")["conversation_id"])
+              for i in range(12)}
+    assert len(orders) > 1
+    assert list(blind.of(["hallucination"])["dimension"]) == ["hallucination"] * len(convs)
+    assert len(blind.of(open_only=True)) == len(items)
+
 def test_one_display_language_for_the_queue(session):
     # As in the reference: agents in English with Chinese translations, people in Chinese only.
     study = make_study(session, n_per_cell=1, language="zh")
