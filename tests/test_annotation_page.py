@@ -318,6 +318,55 @@ def test_page_requires_login(db):
     assert not at.radio and at.warning
 
 
+EXTENSION = """
+version: "t1"
+extends: default
+dimensions:
+  - name: clarity            # a dimension of a group that appeared earlier, added at the end
+    group: strategy
+    title: {en: Clarity, zh: 清晰度}
+    definition: {en: "How clear the user's requests are.", zh: "用户请求的清晰程度。"}
+    labels: [Clear, Unclear]
+  - name: asks_question      # per user turn
+    level: turn
+    turn_role: user
+    title: {en: Question, zh: 提问}
+    definition: {en: "Is this message a question?", zh: "这条消息是提问吗？"}
+    labels: ["yes", "no"]
+"""
+
+
+@pytest.fixture
+def extended_codebook(tmp_path, monkeypatch):
+    path = tmp_path / "extension.yaml"
+    path.write_text(EXTENSION, encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_CODEBOOK", str(path))
+    return load_codebook()
+
+
+def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):
+    eng, users = db
+    at = page(users)
+    assert not at.exception, at.exception
+    labels = [r.label for r in at.radio if r.label.startswith(("提问", "幻觉"))]
+    # each conversation: user, assistant, user, assistant
+    assert labels == ["提问，第 1 条消息", "幻觉，第 1 条回复", "提问，第 2 条消息", "幻觉，第 2 条回复"]
+    next(r for r in at.sidebar.radio if r.key.startswith("annotate_lang")).set_value("en").run()
+    labels = [r.label for r in at.radio if r.label.startswith(("Question,", "Hallucination,"))]
+    assert labels == ["Question, message 1", "Hallucination, reply 1", "Question, message 2",
+                      "Hallucination, reply 2"]
+    # a label on the user's second message is stored on that turn (index 2)
+    for d in extended_codebook.conversation_dimensions():
+        next(r for r in at.radio if r.label == d.display_title("en")).set_value(d.labels[0])
+    next(r for r in at.radio if r.label == "Question, message 2").set_value("yes")
+    next(b for b in at.button if b.label == "Save and next").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with Session(eng) as s:
+        labs = s.exec(select(Label).where(Label.dimension == "asks_question")).all()
+        assert [(lab.turn_index, lab.value) for lab in labs] == [(2, "yes")]
+
+
+
 def _disagree(eng):
     """ann and bob disagree on politeness and formality of an agent's conversation and on politeness
     of a person's; returns (agent conversation, human conversation, the researcher's AppTest)."""
