@@ -367,6 +367,21 @@ def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):
 
 
 
+def test_group_headings_appear_once(db, extended_codebook):
+    """The extension adds a strategy dimension after the others: it joins the strategy group."""
+    eng, users = db
+    at = page(users)
+    assert not at.exception, at.exception
+    headings = [m.value for m in at.markdown if m.value.startswith("##### ")]
+    assert headings == ["##### 对话策略", "##### 交互风格", "##### 助手的回答"]
+    titles = [r.label for r in at.radio]
+    strategy = [d.display_title("zh") for d in extended_codebook.conversation_dimensions() if d.group == "strategy"]
+    assert strategy[-1] == "清晰度"
+    first_style = next(d for d in extended_codebook if d.group == "interaction_style").display_title("zh")
+    # the strategy dimensions in codebook order, the extension's last among them, before the next group
+    assert [titles.index(t) for t in strategy] == sorted(titles.index(t) for t in strategy)
+    assert titles.index("清晰度") < titles.index(first_style)
+
 def _disagree(eng):
     """ann and bob disagree on politeness and formality of an agent's conversation and on politeness
     of a person's; returns (agent conversation, human conversation, the researcher's AppTest)."""

@@ -285,21 +285,22 @@ with st.form(key=f"{k}-form"):
         _definition(dim)
 
     st.markdown(f"#### {T['conv_head']}")
-    group = None
-    for dim in codebook.conversation_dimensions():
-        if dim.group != group:
-            group = dim.group
-            st.markdown(f"##### {escape_markdown(T['groups'].get(group, group))}")
-        st.radio(
-            dim.display_title(lang),
-            dim.labels,
-            index=_index(dim.labels, saved.values.get(dim.name)),
-            horizontal=True,
-            key=f"{k}-{dim.name}",
-            help=dim.definition.get(lang),
-            format_func=_shown(dim),
-        )
-        _definition(dim)
+    # One heading per group (groups in order of first appearance, dimensions in codebook order within
+    # a group): an extension codebook may add a dimension of an earlier group at the end.
+    conv_dims = codebook.conversation_dimensions()
+    for group in dict.fromkeys(d.group for d in conv_dims):
+        st.markdown(f"##### {escape_markdown(T['groups'].get(group, group))}")
+        for dim in (d for d in conv_dims if d.group == group):
+            st.radio(
+                dim.display_title(lang),
+                dim.labels,
+                index=_index(dim.labels, saved.values.get(dim.name)),
+                horizontal=True,
+                key=f"{k}-{dim.name}",
+                help=dim.definition.get(lang),
+                format_func=_shown(dim),
+            )
+            _definition(dim)
     st.text_area(T["rationale"], value=saved.rationale or "", key=f"{k}-rationale")
     c1, c2 = st.columns(2)
     c1.checkbox(T["flag"], value=saved.flagged, key=f"{k}-flag")
