@@ -338,7 +338,9 @@ def _check_unquoted(path: Path, text: str, raw_dims: list) -> None:
     top = fields(root)
     problem = _misread(top.get("version"), str)
     if problem:
-        raise UserInputError(f"{path}: version: {problem}; quote it: version: {_quoted(top['version'].value)}")
+        raise UserInputError(
+            f"{path}: version: {problem}; quote it: version: {_quoted(top['version'].value)}"
+        )
     dims = top.get("dimensions")
     for i, dim in enumerate(dims.value if isinstance(dims, yaml.SequenceNode) else []):
         f = fields(dim)
@@ -351,7 +353,9 @@ def _check_unquoted(path: Path, text: str, raw_dims: list) -> None:
         for x in items:
             problem = _misread(x, _as_label)
             if problem:
-                written = ", ".join(_quoted(y.value) if isinstance(y, yaml.ScalarNode) else "..." for y in items)
+                written = ", ".join(
+                    _quoted(y.value) if isinstance(y, yaml.ScalarNode) else "..." for y in items
+                )
                 raise UserInputError(f"{where('labels')}: {problem}; quote the labels: labels: [{written}]")
         for name in ("label_definitions", "label_titles"):
             m = f.get(name)

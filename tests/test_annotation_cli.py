@@ -145,6 +145,8 @@ def test_disagreements_json_is_strict_json(cli_db, capsys, tmp_path):
     assert by_conv[convs[1]]["values"] == {"human:ann": "Polite", "human:bob": "Neutral"}
     assert (by_conv[convs[0]]["status"], by_conv[convs[1]]["status"]) == ("decided", "open")
     assert "2 items (1 decided, 1 open)" in out or "2 items (1 open, 1 decided)" in out, out
-    code, out = run(["annotate", "disagreements", "--study", "pilot", "--open", "--json", str(out_file)], capsys)
+    code, out = run(
+        ["annotate", "disagreements", "--study", "pilot", "--open", "--json", str(out_file)], capsys
+    )
     assert code == 0 and "1 item (1 open)" in out, out
     assert [r["conversation_id"] for r in json.loads(out_file.read_text(encoding="utf-8"))] == [convs[1]]

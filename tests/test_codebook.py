@@ -348,7 +348,10 @@ def test_label_titles_are_display_only():
                 r'quote the labels: labels: \["On", "Off"\]'
             ),
         ),
-        ("labels: [True, False]", r'\(a\)\.labels: YAML reads True as a boolean.*labels: \["True", "False"\]'),
+        (
+            "labels: [True, False]",
+            r'\(a\)\.labels: YAML reads True as a boolean.*labels: \["True", "False"\]',
+        ),
         ("labels: [low, 1.10]", r"\(a\)\.labels: YAML reads 1\.10 as a number, which becomes '1\.1'"),
         ("labels: [p, 2024-01-01]", r"\(a\)\.labels: YAML reads 2024-01-01 as a date, not as text"),
         (
@@ -370,10 +373,13 @@ def test_unquoted_values_yaml_would_change_are_refused(tmp_path, field, expected
 
 
 def test_unquoted_version_that_yaml_would_change_is_refused(tmp_path):
-    body = 'version: {}\ndimensions:\n  - {{name: a, definition: {{en: x}}, labels: [p, q]}}\n'
+    body = "version: {}\ndimensions:\n  - {{name: a, definition: {{en: x}}, labels: [p, q]}}\n"
     p = write(tmp_path, body.format("1.10"))
-    with pytest.raises(UserInputError, match=r"version: YAML reads 1\.10 as a number, which becomes '1\.1'; "
-                                             r'quote it: version: "1\.10"') as info:
+    with pytest.raises(
+        UserInputError,
+        match=r"version: YAML reads 1\.10 as a number, which becomes '1\.1'; "
+        r'quote it: version: "1\.10"',
+    ) as info:
         load_codebook(p)
     assert str(p) in str(info.value)
     # Values that come back exactly as written stay accepted; quoted ones are kept as written.
