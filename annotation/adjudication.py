@@ -146,9 +146,10 @@ class BlindItems:
     widgets), ``item_no`` (the conversation's number in a random order fixed by the salt: database
     ids, and their order, would tell imported agents from people), ``turn_role`` and ``turn_no`` (a
     turn-level item's turn counted among the conversation's turns of that role: "reply 2", not its
-    index, which counts any hidden system turns). ``conversation_id`` is for the page's calls only,
-    never to be shown. ``language`` is the one display language for every item (as on the
-    labelling page); ``coverage`` how many conversations exist whole in each language.
+    index, which counts any hidden system turns; "" and 0 for a conversation-level item).
+    ``conversation_id`` is for the page's calls only, never to be shown. ``language`` is the one
+    display language for every item (as on the labelling page); ``coverage`` how many conversations
+    exist whole in each language.
     """
 
     items: pd.DataFrame
@@ -209,7 +210,7 @@ def blind_items(
     ]
     df["item_no"] = [number[int(c)] for c in df["conversation_id"]]
     found = [turn_no.get((int(c), int(i))) for c, i in zip(df["conversation_id"], df["turn_index"])]
-    df["turn_role"] = [f[0] if f else None for f in found]
+    df["turn_role"] = [f[0] if f else "" for f in found]  # "" (not None: pandas would make it NaN)
     df["turn_no"] = [f[1] if f else 0 for f in found]
     df["_dim_order"] = [order.get(d, len(order)) for d in df["dimension"]]
     df = df.sort_values(["item_no", "_dim_order", "dimension", "turn_index"]).drop(columns="_dim_order")

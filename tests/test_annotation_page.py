@@ -369,7 +369,7 @@ def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):
 
 def test_group_headings_appear_once(db, extended_codebook):
     """The extension adds a strategy dimension after the others: it joins the strategy group."""
-    eng, users = db
+    _, users = db
     at = page(users)
     assert not at.exception, at.exception
     headings = [m.value for m in at.markdown if m.value.startswith("##### ")]
@@ -383,8 +383,9 @@ def test_group_headings_appear_once(db, extended_codebook):
     assert titles.index("清晰度") < titles.index(first_style)
 
 def _disagree(eng):
-    """ann and bob disagree on politeness and formality of an agent's conversation and on politeness
-    of a person's; returns (agent conversation, human conversation, the researcher's AppTest)."""
+    """ann and bob disagree on politeness, formality and the hallucination of the second reply of an
+    agent's conversation and on politeness of a person's; returns (agent conversation, human
+    conversation, the researcher's AppTest)."""
     from annotation.labelling import save_labels
     from db.repo import get_study
     from tests.annotation_data import full_labels
@@ -397,9 +398,10 @@ def _disagree(eng):
         for c in s.exec(select(Conversation).where(Conversation.study_id == study_id).order_by(Conversation.id)):
             first.setdefault(c.user_kind, c.id)
         agent, human = first["agent"], first["human"]
-        for name, pol, form in (("ann", "Polite", "Oral"), ("bob", "Impolite", "Formal")):
+        for name, pol, form, hall in (("ann", "Polite", "Oral", "yes"), ("bob", "Impolite", "Formal", "no")):
             a = s.exec(select(Annotator).where(Annotator.name == name)).one()
-            save_labels(s, study_id, a, agent, cb, full_labels(cb) | {"politeness": pol, "formality": form})
+            save_labels(s, study_id, a, agent, cb, full_labels(cb) | {"politeness": pol, "formality": form},
+                        turn_values={("hallucination", 3): hall})
             save_labels(s, study_id, a, human, cb, full_labels(cb) | {"politeness": pol})
         s.commit()
         res = s.exec(select(Annotator).where(Annotator.name == "res")).one().id
@@ -417,7 +419,7 @@ def _by_label(widgets, label):
     return next(w for w in widgets if w.label == label)
 
 
-POL_ZH, FORM_ZH = "礼貌程度", "正式程度"
+POL_ZH, FORM_ZH, HALL_ZH = "礼貌程度", "正式程度", "幻觉，第 2 条回复"
 
 
 def test_adjudication_page_is_blind_in_one_language(db_high_ids):
@@ -431,8 +433,11 @@ def test_adjudication_page_is_blind_in_one_language(db_high_ids):
     box = at.selectbox(key="adj_item")
     # Opaque names: an item number per conversation (1 or 2), the dimension in the page's language.
     numbers = {o.split("：")[0] for o in box.options}
-    assert numbers == {"条目 1", "条目 2"} and len(box.options) == 3
-    assert "已裁决 0 / 3 个分歧" in at.get("progress")[0].proto.text
+    assert numbers == {"条目 1", "条目 2"} and len(box.options) == 4
+    # the per-turn item is named by the reply it is on (turn 3 is the second reply), not by its index
+    agent_no = next(o for o in box.options if FORM_ZH in o).split("：")[0]
+    assert f"{agent_no}：{HALL_ZH}" in box.options
+    assert "已裁决 0 / 4 个分歧" in at.get("progress")[0].proto.text
     for i in range(len(box.options)):  # every item, of either kind: Chinese turns, no id, no kind word
         at.selectbox(key="adj_item").select_index(i).run()
         assert not at.exception, at.exception
@@ -443,6 +448,8 @@ def test_adjudication_page_is_blind_in_one_language(db_high_ids):
         turns = [m.value for m in at.markdown if "消息" in m.value or "message" in m.value]
         assert len(turns) == 4 and all(t.startswith("消息 ") for t in turns), turns
         assert "任务：" in blob and "最终标签" in blob and "标注员的标签" in blob
+        if HALL_ZH in at.selectbox(key="adj_item").options[i]:
+            assert [c.value for c in at.caption if "⟶" in c.value] == ["⟶ 第 2 条回复（本条目）"]
         keys = [w.key for kind in ("radio", "text_input", "selectbox", "multiselect", "toggle")
                 for w in getattr(at, kind) if w.key]
         assert any(k.startswith("adj-") for k in keys)
@@ -452,7 +459,8 @@ def test_adjudication_page_is_blind_in_one_language(db_high_ids):
     # English version, so a warning says the items are no longer all in one language.
     at.radio(key="adj_lang_pilot").set_value("en").run()
     assert not at.exception, at.exception
-    assert "0 of 3 disagreements settled" in at.get("progress")[0].proto.text
+    assert "0 of 4 disagreements settled" in at.get("progress")[0].proto.text
+    assert f"{agent_no.replace('条目', 'item')}: Hallucination, reply 2" in at.selectbox(key="adj_item").options
     assert {o.split(":")[0] for o in at.selectbox(key="adj_item").options} == {"item 1", "item 2"}
     assert at.warning and "original language" in at.warning[0].value
 
@@ -468,9 +476,9 @@ def test_adjudication_page(db):
     at.run()
     assert not at.exception, at.exception
     _assert_replies_safe(at)
-    assert "已裁决 0 / 3 个分歧" in at.get("progress")[0].proto.text
+    assert "已裁决 0 / 4 个分歧" in at.get("progress")[0].proto.text
     box = at.selectbox(key="adj_item")
-    assert len(box.options) == 3 and box.value is not None
+    assert len(box.options) == 4 and box.value is not None
     # the agent's conversation is the one with a formality item
     agent_no = next(o for o in box.options if FORM_ZH in o).split("：")[0]
     _pick(at, f"{agent_no}：{POL_ZH}")
@@ -484,16 +492,17 @@ def test_adjudication_page(db):
     assert not at.exception and not at.error
     # the settled item leaves the list and the box names the item now shown, not the old one
     box = at.selectbox(key="adj_item")
-    assert f"{agent_no}：{POL_ZH}" not in box.options and len(box.options) == 2
-    assert box.index == 0 and box.options[0].split("：")[1] == at.subheader[0].value
-    assert "已裁决 1 / 3 个分歧" in at.get("progress")[0].proto.text
+    assert f"{agent_no}：{POL_ZH}" not in box.options and len(box.options) == 3
+    assert box.index == 0 and box.options[0].split("：")[1].startswith(at.subheader[0].value)
+    assert "已裁决 1 / 4 个分歧" in at.get("progress")[0].proto.text
     with Session(eng) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == "adjudicated:pilot")).one()
         lab = s.exec(select(Label).where(Label.source_id == src.id)).one()
         assert (lab.conversation_id, lab.dimension, lab.value) == (agent, "politeness", "Polite")
         assert lab.rationale == "adjudicated by res: thanks in turn 1"
-    for _ in range(2):  # settle the rest
-        _by_label(at.radio, "最终标签").set_value("Oral" if at.subheader[0].value == FORM_ZH else "Polite")
+    for _ in range(3):  # settle the rest
+        value = {FORM_ZH: "Oral", POL_ZH: "Polite"}.get(at.subheader[0].value, "no")
+        _by_label(at.radio, "最终标签").set_value(value)
         _by_label(at.button, "保存裁决").click().run()
         assert not at.exception and not at.error
     assert at.success and at.success[0].value == "所有分歧均已裁决。"
@@ -516,13 +525,13 @@ def test_adjudication_page_keeps_a_stale_decision_visible(db):
         s.commit()
     at.run()
     assert not at.exception, at.exception
-    assert "已裁决 0 / 2 个分歧" in at.get("progress")[0].proto.text  # only current disagreements count
+    assert "已裁决 0 / 3 个分歧" in at.get("progress")[0].proto.text  # only current disagreements count
     assert any("不再有分歧" in c.value for c in at.caption)
     assert all(POL_ZH + "（" not in o for o in at.selectbox(key="adj_item").options)  # open items only
     at.toggle(key="adj_open").set_value(False).run()
     options = at.selectbox(key="adj_item").options
     stale = [o for o in options if o.endswith(f"{POL_ZH}（已裁决；标注员现已一致）")]
-    assert len(options) == 3 and len(stale) == 1, options
+    assert len(options) == 4 and len(stale) == 1, options
     _pick(at, stale[0])
     assert any(c.value == "状态：已裁决；标注员现已一致" for c in at.caption)
     assert _by_label(at.radio, "最终标签").value == "Impolite"  # the decision, to be revisited
