@@ -1,5 +1,8 @@
 """Adjudication: where annotators disagree, a researcher picks the final label.
 
+``blind_items`` is the list as the adjudication page shows it: blind to who the user was, like the
+labelling page (opaque item numbers in a random order per session, one display language).
+
 The final labels form their own source ``adjudicated:<study>`` (kind "adjudicated"), so analyses
 can use them as gold while the annotators' own labels stay untouched. Each adjudicated label keeps
 the values it was chosen among in ``Label.samples`` ({"source", "value"} records) and who decided
@@ -8,12 +11,15 @@ in ``Label.rationale``.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import pandas as pd
 from sqlmodel import Session, select
 
 from annotation.codebook import Codebook
+from annotation.labelling import language_coverage, preferred_language
 from db.models import Conversation, Label, LabelSource, Turn
 from db.repo import get_or_create_label_source, get_study
 from db.types import utcnow
@@ -27,7 +33,17 @@ DISAGREEMENT_COLUMNS = [
     "n_distinct",
     "values",
     "adjudicated",
+    "status",
 ]
+
+# ``status`` of an item: still to decide; decided while the annotators disagree; or decided earlier
+# and since no longer disputed (an annotator changed their label or withdrew it by skipping). Such a
+# stale decision stays listed, so that it can be seen and revisited: it is still the gold label.
+OPEN = "open"
+DECIDED = "decided"
+DECIDED_NOW_AGREED = "decided; annotators now agree"
+DECIDED_TOO_FEW = "decided; fewer than 2 labels now"
+AGREED = "agreed"  # only with include_agreed: never disputed, never decided
 
 
 def adjudicated_source_name(study_name: str) -> str:
@@ -58,14 +74,22 @@ def disagreements_df(
     dimensions: Optional[Iterable[str]] = None,
     include_agreed: bool = False,
 ) -> pd.DataFrame:
-    """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently.
+    """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently,
+    plus every item already adjudicated (whether or not the annotators still disagree).
 
     ``sources`` defaults to every human annotator source. ``values`` maps source name -> value;
-    ``adjudicated`` is the final value already chosen (None when still open).
+    ``adjudicated`` is the final value already chosen (None when still open); ``status`` is
+    ``open``, ``decided``, or, for a decision whose annotators no longer disagree (one changed or
+    withdrew a label), ``decided; annotators now agree`` / ``decided; fewer than 2 labels now``.
+    ``include_agreed`` adds the items labelled alike by two or more sources (status ``agreed``).
     """
     study = get_study(session, study_name)
     srcs = _sources(session, sources)
-    if not srcs:
+    final = _final_values(session, study_name)
+    if dimensions is not None:
+        dimensions = list(dimensions)
+        final = {key: v for key, v in final.items() if key[1] in dimensions}
+    if not srcs and not final:
         return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
     by_id = {s.id: s.name for s in srcs}
     q = (
@@ -79,32 +103,123 @@ def disagreements_df(
         )
     )
     if dimensions is not None:
-        q = q.where(Label.dimension.in_(list(dimensions)))
-    rows = session.exec(q).all()
-    if not rows:
-        return pd.DataFrame(columns=DISAGREEMENT_COLUMNS)
-    df = pd.DataFrame(rows, columns=["conversation_id", "dimension", "turn_index", "source_id", "value"])
-    final = _final_values(session, study_name)
+        q = q.where(Label.dimension.in_(dimensions))
+    rows = session.exec(q).all() if srcs else []
+    values_of: dict[tuple[int, str, int], dict[str, str]] = {}
+    for conv, dim, idx, src, value in rows:
+        values_of.setdefault((int(conv), dim, int(idx)), {})[by_id[src]] = value
     out = []
-    for (conv, dim, idx), part in df.groupby(["conversation_id", "dimension", "turn_index"], sort=True):
-        if len(part) < 2:
-            continue
-        values = {by_id[s]: v for s, v in zip(part["source_id"], part["value"])}
+    for key in sorted(set(values_of) | set(final)):
+        values = values_of.get(key, {})
         n_distinct = len(set(values.values()))
-        if n_distinct < 2 and not include_agreed:
+        decided = final.get(key)
+        disputed = len(values) >= 2 and n_distinct >= 2
+        if decided is not None:
+            status = DECIDED if disputed else DECIDED_NOW_AGREED if len(values) >= 2 else DECIDED_TOO_FEW
+        elif disputed:
+            status = OPEN
+        elif include_agreed and len(values) >= 2:
+            status = AGREED
+        else:
             continue
+        conv, dim, idx = key
         out.append(
             {
-                "conversation_id": int(conv),
+                "conversation_id": conv,
                 "dimension": dim,
-                "turn_index": int(idx),
+                "turn_index": idx,
                 "n": len(values),
                 "n_distinct": n_distinct,
-                "values": values,
-                "adjudicated": final.get((int(conv), dim, int(idx))),
+                "values": dict(sorted(values.items())),
+                "adjudicated": decided,
+                "status": status,
             }
         )
     return pd.DataFrame(out, columns=DISAGREEMENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class BlindItems:
+    """The adjudication list as the page may show it (the same blindness as the labelling page).
+
+    ``items`` has the columns of ``disagreements_df`` plus ``key`` (an opaque id of the item, for
+    widgets), ``item_no`` (the conversation's number in a random order fixed by the salt: database
+    ids, and their order, would tell imported agents from people), ``turn_role`` and ``turn_no`` (a
+    turn-level item's turn counted among the conversation's turns of that role: "reply 2", not its
+    index, which counts any hidden system turns; "" and 0 for a conversation-level item).
+    ``conversation_id`` is for the page's calls only, never to be shown. ``language`` is the one
+    display language for every item (as on the labelling page); ``coverage`` how many conversations
+    exist whole in each language.
+    """
+
+    items: pd.DataFrame
+    language: str
+    coverage: dict[str, int] = field(default_factory=dict)
+    n_conversations: int = 0
+
+    def of(self, dimensions: Optional[Iterable[str]] = None, open_only: bool = False) -> pd.DataFrame:
+        """The items of ``dimensions`` (all when None or empty), only the open ones with ``open_only``."""
+        df = self.items
+        if dimensions:
+            df = df[df["dimension"].isin(list(dimensions))]
+        if open_only:
+            df = df[df["status"] == OPEN]
+        return df.reset_index(drop=True)
+
+
+BLIND_COLUMNS = ["key", "item_no", "turn_role", "turn_no"]
+
+
+def blind_items(
+    session: Session,
+    study_name: str,
+    salt: str,
+    codebook: Optional[Codebook] = None,
+    sources: Optional[Iterable[str]] = None,
+) -> BlindItems:
+    """Every item of ``disagreements_df`` (all dimensions), numbered and ordered blind: by
+    conversation in the order of a salted hash, then by dimension (codebook order) and turn."""
+    study = get_study(session, study_name)
+    df = disagreements_df(session, study_name, sources=sources)
+    conv_ids = sorted({int(c) for c in df["conversation_id"]})
+    if df.empty:
+        return BlindItems(
+            pd.DataFrame(columns=DISAGREEMENT_COLUMNS + BLIND_COLUMNS), study.language or "en", {}, 0
+        )
+
+    def digest(*parts) -> str:
+        return hashlib.sha256("|".join(map(str, (salt, *parts))).encode()).hexdigest()
+
+    number = {c: i + 1 for i, c in enumerate(sorted(conv_ids, key=digest))}
+    turn_convs = sorted({int(c) for c, i in zip(df["conversation_id"], df["turn_index"]) if i >= 0})
+    turn_no: dict[tuple[int, int], tuple[str, int]] = {}
+    if turn_convs:
+        seen: dict[tuple[int, str], int] = {}
+        for c, idx, role in session.exec(
+            select(Turn.conversation_id, Turn.index, Turn.role)
+            .where(Turn.conversation_id.in_(turn_convs), Turn.role.in_(["user", "assistant"]))
+            .order_by(Turn.conversation_id, Turn.index)
+        ).all():
+            seen[(c, role)] = seen.get((c, role), 0) + 1
+            turn_no[(c, idx)] = (role, seen[(c, role)])
+    order = {name: i for i, name in enumerate(codebook.names)} if codebook is not None else {}
+    df = df.copy()
+    df["key"] = [
+        "adj-" + digest(c, d, i)[:16]
+        for c, d, i in zip(df["conversation_id"], df["dimension"], df["turn_index"])
+    ]
+    df["item_no"] = [number[int(c)] for c in df["conversation_id"]]
+    found = [turn_no.get((int(c), int(i))) for c, i in zip(df["conversation_id"], df["turn_index"])]
+    df["turn_role"] = [f[0] if f else "" for f in found]  # "" (not None: pandas would make it NaN)
+    df["turn_no"] = [f[1] if f else 0 for f in found]
+    df["_dim_order"] = [order.get(d, len(order)) for d in df["dimension"]]
+    df = df.sort_values(["item_no", "_dim_order", "dimension", "turn_index"]).drop(columns="_dim_order")
+    return BlindItems(
+        items=df.reset_index(drop=True),
+        language=preferred_language(session, study, conv_ids),
+        coverage=language_coverage(session, conv_ids),
+        n_conversations=len(conv_ids),
+    )
 
 
 def _final_values(session: Session, study_name: str) -> dict[tuple[int, str, int], str]:
@@ -118,7 +233,7 @@ def _final_values(session: Session, study_name: str) -> dict[tuple[int, str, int
             Label.source_id == src.id
         )
     ).all()
-    return {(c, d, i): v for c, d, i, v in rows}
+    return {(int(c), d, int(i)): v for c, d, i, v in rows if v is not None}
 
 
 def adjudicate(

@@ -5,6 +5,8 @@ in ``WORKBENCH_CODEBOOK`` (``os.pathsep``-separated). A file with ``extends: def
 dimensions to the bundled codebook; a file without it is a codebook of its own. Every problem is
 reported as a ``UserInputError`` naming the file and the field, e.g.
 ``codebook.yaml: dimensions[3] (order).scale: unknown scale type 'ordnal' (use nominal or ordinal)``.
+Unquoted values YAML would silently change are refused the same way (``labels: [Yes, No]`` would
+become yes/no, ``version: 1.10`` would become 1.1): quote them (``labels: ["Yes", "No"]``).
 
 Example::
 
@@ -16,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import os
 import re
 from functools import lru_cache
@@ -90,7 +94,8 @@ class Dimension(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_strings(cls, v: Any) -> Any:
-        # YAML reads 1..5 and yes/no as numbers/booleans; labels are stored as strings.
+        # YAML reads 1..5 and yes/no as numbers/booleans; labels are stored as strings. (A file whose
+        # unquoted values would not come back as written, e.g. Yes or 1.10, is refused before this.)
         if isinstance(v, list):
             return [_as_label(x) for x in v]
         return v
@@ -261,12 +266,14 @@ def _loc(loc: tuple, raw_dims: list) -> str:
 def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
     if not path.is_file():
         raise UserInputError(f"codebook file {path} does not exist (check the path or {ENV_VAR})")
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserInputError(yaml_problem(path, exc, " in the codebook")) from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: a codebook is a mapping with 'version' and 'dimensions'")
+    _check_unquoted(path, text, raw.get("dimensions") or [])
     try:
         head = _File.model_validate(raw)
     except ValidationError as exc:
@@ -291,6 +298,79 @@ def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
     if not dims and head.extends is None:
         raise UserInputError(f"{path}: dimensions: a codebook needs at least one dimension")
     return head, dims
+
+
+_YAML_STR, _YAML_NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+
+
+def _misread(node: Any, as_text) -> Optional[str]:
+    """How YAML misreads an unquoted value meant as text (``Yes``, ``On``, ``1.10``, a date), or None.
+
+    ``as_text`` turns what YAML read back into the stored string; a value that comes back exactly as
+    written (``1``, ``yes``, ``1.5``) is fine.
+    """
+    if not isinstance(node, yaml.ScalarNode) or node.tag in (_YAML_STR, _YAML_NULL):
+        return None
+    value = yaml.constructor.SafeConstructor().construct_object(node)
+    if isinstance(value, (bool, int, float)):
+        if as_text(value) == node.value:
+            return None
+        what = "a boolean" if isinstance(value, bool) else "a number"
+        return f"YAML reads {node.value} as {what}, which becomes {as_text(value)!r}"
+    what = "a date" if isinstance(value, (datetime.date, datetime.datetime)) else f"a {type(value).__name__}"
+    return f"YAML reads {node.value} as {what}, not as text"
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _check_unquoted(path: Path, text: str, raw_dims: list) -> None:
+    """Refuse values YAML would silently change (``labels: [Yes, No]`` -> yes/no, ``version: 1.10``
+    -> 1.1), naming the file and the field and how to quote them."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+
+    def fields(node: Any) -> dict:
+        if not isinstance(node, yaml.MappingNode):
+            return {}
+        return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+
+    top = fields(root)
+    problem = _misread(top.get("version"), str)
+    if problem:
+        raise UserInputError(
+            f"{path}: version: {problem}; quote it: version: {_quoted(top['version'].value)}"
+        )
+    dims = top.get("dimensions")
+    for i, dim in enumerate(dims.value if isinstance(dims, yaml.SequenceNode) else []):
+        f = fields(dim)
+
+        def where(*loc: Any, i: int = i) -> str:
+            return f"{path}: {_loc(('dimensions', i) + loc, raw_dims)}"
+
+        labels = f.get("labels")
+        items = labels.value if isinstance(labels, yaml.SequenceNode) else []
+        for x in items:
+            problem = _misread(x, _as_label)
+            if problem:
+                written = ", ".join(
+                    _quoted(y.value) if isinstance(y, yaml.ScalarNode) else "..." for y in items
+                )
+                raise UserInputError(f"{where('labels')}: {problem}; quote the labels: labels: [{written}]")
+        for name in ("label_definitions", "label_titles"):
+            m = f.get(name)
+            for key, _ in m.value if isinstance(m, yaml.MappingNode) else []:
+                problem = _misread(key, _as_label)
+                if problem:
+                    raise UserInputError(f"{where(name)}: {problem}; quote it: {_quoted(key.value)}: ...")
+        examples = f.get("examples")
+        for j, ex in enumerate(examples.value if isinstance(examples, yaml.SequenceNode) else []):
+            label = fields(ex).get("label")
+            problem = _misread(label, _as_label)
+            if problem:
+                raise UserInputError(
+                    f"{where('examples', j, 'label')}: {problem}; quote it: label: {_quoted(label.value)}"
+                )
 
 
 def _msg(err: dict) -> str:

@@ -104,3 +104,49 @@ def test_assign_nothing_gives_the_true_reason(cli_db, capsys):
     assert code == 0 and "Assigned 4 conversations" in out, out
     code, out = run([*assign, "--study", "pilot"], capsys)
     assert code == 0 and "every labellable conversation is already in a queue" in out, out
+
+
+def test_disagreements_json_is_strict_json(cli_db, capsys, tmp_path):
+    """Open items' `adjudicated` is null (NaN is not JSON)."""
+    import json
+
+    from annotation.adjudication import adjudicate
+    from annotation.codebook import load_codebook
+    from annotation.labelling import save_labels
+    from db.models import Annotator
+    from db.repo import get_study
+    from tests.annotation_data import full_labels
+
+    code, out = run(
+        ["annotate", "assign", "--study", "pilot", "--annotators", "ann,bob", "--overlap", "2"], capsys
+    )
+    assert code == 0, out
+    cb = load_codebook()
+    with Session(cli_db) as s:
+        study_id = get_study(s, "pilot").id
+        convs = s.exec(select(AnnotationAssignment.conversation_id).distinct()).all()[:2]
+        for name, pol in (("ann", "Polite"), ("bob", "Neutral")):
+            a = s.exec(select(Annotator).where(Annotator.name == name)).one()
+            for c in convs:
+                save_labels(s, study_id, a, c, cb, full_labels(cb) | {"politeness": pol})
+        adjudicate(s, "pilot", convs[0], "politeness", "Polite", cb, adjudicator="res")
+        s.commit()
+    out_file = tmp_path / "dis.json"
+    code, out = run(["annotate", "disagreements", "--study", "pilot", "--json", str(out_file)], capsys)
+    assert code == 0 and "Wrote 2 items" in out, out
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+
+    records = json.loads(out_file.read_text(encoding="utf-8"), parse_constant=no_constants)
+    by_conv = {r["conversation_id"]: r for r in records}
+    assert by_conv[convs[0]]["adjudicated"] == "Polite"
+    assert by_conv[convs[1]]["adjudicated"] is None
+    assert by_conv[convs[1]]["values"] == {"human:ann": "Polite", "human:bob": "Neutral"}
+    assert (by_conv[convs[0]]["status"], by_conv[convs[1]]["status"]) == ("decided", "open")
+    assert "2 items (1 decided, 1 open)" in out or "2 items (1 open, 1 decided)" in out, out
+    code, out = run(
+        ["annotate", "disagreements", "--study", "pilot", "--open", "--json", str(out_file)], capsys
+    )
+    assert code == 0 and "1 item (1 open)" in out, out
+    assert [r["conversation_id"] for r in json.loads(out_file.read_text(encoding="utf-8"))] == [convs[1]]

@@ -242,6 +242,75 @@ def test_adjudication(session):
     assert all("adjudicated:pilot" not in v for v in df["values"])
 
 
+
+def test_a_stale_decision_stays_listed_with_its_status(session):
+    """Adjudicated, then the annotators stop disagreeing (one changes, one withdraws): the decision
+    is still the gold label, so the item stays listed, marked as no longer disputed."""
+    study = make_study(session, n_per_cell=1)
+    cb = load_codebook()
+    assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=0)
+    c1, c2 = sorted({r.conversation_id for r in session.exec(select(AnnotationAssignment)).all()})[:2]
+    for name, pol in (("ann", "Polite"), ("bob", "Neutral")):
+        for cid in (c1, c2):
+            save_labels(session, study.id, ann(session, name), cid, cb, full_labels(cb) | {"politeness": pol})
+
+    def status():
+        df = disagreements_df(session, "pilot")
+        return {(r.conversation_id, r.dimension): (r.status, r.adjudicated, r.n) for r in df.itertuples()}
+
+    assert status() == {(c1, "politeness"): ("open", None, 2), (c2, "politeness"): ("open", None, 2)}
+    adjudicate(session, "pilot", c1, "politeness", "Neutral", cb, adjudicator="res")
+    adjudicate(session, "pilot", c2, "politeness", "Neutral", cb, adjudicator="res")
+    assert status()[(c1, "politeness")] == ("decided", "Neutral", 2)
+    # ann now agrees with bob on c1; bob withdraws his labels of c2 by skipping it
+    save_labels(session, study.id, ann(session, "ann"), c1, cb, full_labels(cb) | {"politeness": "Neutral"})
+    skip_item(session, study.id, ann(session, "bob"), c2)
+    got = status()
+    assert got[(c1, "politeness")] == ("decided; annotators now agree", "Neutral", 2)
+    assert got[(c2, "politeness")] == ("decided; fewer than 2 labels now", "Neutral", 1)
+    df = disagreements_df(session, "pilot")
+    assert df.set_index("conversation_id").loc[c1, "values"] == {"human:ann": "Neutral", "human:bob": "Neutral"}
+    # both withdraw: the decision is still listed, with no annotator values
+    skip_item(session, study.id, ann(session, "ann"), c2)
+    assert status()[(c2, "politeness")] == ("decided; fewer than 2 labels now", "Neutral", 0)
+    # the dimension filter applies to decisions too
+    assert disagreements_df(session, "pilot", dimensions=["formality"]).empty
+    agreed = disagreements_df(session, "pilot", include_agreed=True)
+    assert set(agreed["status"]) == {"agreed", "decided; annotators now agree", "decided; fewer than 2 labels now"}
+
+
+def test_blind_items_are_numbered_without_ids(session):
+    from annotation.adjudication import blind_items
+
+    study = make_study(session, n_per_cell=1, language="zh")
+    cb = load_codebook()
+    assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=0)
+    convs = sorted({r.conversation_id for r in session.exec(select(AnnotationAssignment)).all()})
+    for name, pol, hall in (("ann", "Polite", "yes"), ("bob", "Neutral", "no")):
+        for cid in convs:
+            save_labels(session, study.id, ann(session, name), cid, cb, full_labels(cb) | {"politeness": pol},
+                        turn_values={("hallucination", 3): hall})
+    blind = blind_items(session, "pilot", "salt-1", cb)
+    items = blind.items
+    assert len(items) == 2 * len(convs) and blind.language == "zh" and blind.n_conversations == len(convs)
+    # one number per conversation, 1..n; within it the codebook's order (politeness before hallucination)
+    assert sorted(set(items["item_no"])) == list(range(1, len(convs) + 1))
+    assert list(items["item_no"]) == sorted(items["item_no"])
+    assert list(items[items["item_no"] == 1]["dimension"]) == ["politeness", "hallucination"]
+    # turn 3 is the conversation's second assistant reply
+    hall = items[items["dimension"] == "hallucination"]
+    assert set(hall["turn_role"]) == {"assistant"} and set(hall["turn_no"]) == {2}
+    assert all(k.startswith("adj-") and not any(str(c) in k[4:].split("-") for c in convs) for k in items["key"])
+    assert len(set(items["key"])) == len(items)
+    # the numbering follows the salt, not the ids; the same salt gives the same numbers
+    again = blind_items(session, "pilot", "salt-1", cb).items
+    assert list(again["key"]) == list(items["key"])
+    orders = {tuple(blind_items(session, "pilot", f"salt-{i}", cb).items.drop_duplicates("item_no")["conversation_id"])
+              for i in range(12)}
+    assert len(orders) > 1
+    assert list(blind.of(["hallucination"])["dimension"]) == ["hallucination"] * len(convs)
+    assert len(blind.of(open_only=True)) == len(items)
+
 def test_one_display_language_for_the_queue(session):
     # As in the reference: agents in English with Chinese translations, people in Chinese only.
     study = make_study(session, n_per_cell=1, language="zh")

@@ -12,7 +12,7 @@ from annotation.codebook import load_codebook
 from annotation.queue import assign_items
 from db.engine import make_engine
 from db.migrate import upgrade
-from db.models import Annotator, Label, Turn
+from db.models import Annotator, Conversation, Label, Turn
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from tests.annotation_data import SECRET_MODEL, SECRET_PATH, SECRET_SIMULATOR, make_study
 
@@ -35,13 +35,18 @@ KIND_WORDS = [
 ]
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
+def _page_db(tmp_path, monkeypatch, first_id=None):
     url = f"sqlite:///{tmp_path / 'page.db'}"
     monkeypatch.setenv("WORKBENCH_DB_URL", url)
     eng = make_engine(url)
     upgrade(eng)
     with Session(eng, expire_on_commit=False) as s:
+        if first_id:  # another study's conversation first, so that the study's ids start at first_id
+            other = make_study(s, n_per_cell=1, name="other", annotators=())
+            cond = s.exec(select(Conversation).where(Conversation.study_id == other.id)).first().condition_id
+            s.add(Conversation(id=first_id - 1, study_id=other.id, condition_id=cond, user_kind="agent",
+                               replicate=9, status="completed", language="en"))
+            s.flush()
         make_study(s, n_per_cell=1, language="zh", annotators=("ann", "bob"))
         # Turn texts that do not themselves name the kind (the test data marks them for other tests).
         # Humans wrote Chinese; agents English with a Chinese translation, which the page must show.
@@ -56,6 +61,20 @@ def db(tmp_path, monkeypatch):
         assign_items(s, "pilot", ["ann", "bob"], overlap=2, seed=3)
         s.commit()
         users = {a.name: a.id for a in s.exec(select(Annotator)).all()}
+    return eng, users
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    eng, users = _page_db(tmp_path, monkeypatch)
+    yield eng, users
+    eng.dispose()
+
+
+@pytest.fixture
+def db_high_ids(tmp_path, monkeypatch):
+    """As ``db``, with the study's conversation ids from 1001 (not confused with small numbers)."""
+    eng, users = _page_db(tmp_path, monkeypatch, first_id=1001)
     yield eng, users
     eng.dispose()
 
@@ -299,54 +318,225 @@ def test_page_requires_login(db):
     assert not at.radio and at.warning
 
 
-def test_adjudication_page(db):
+EXTENSION = """
+version: "t1"
+extends: default
+dimensions:
+  - name: clarity            # a dimension of a group that appeared earlier, added at the end
+    group: strategy
+    title: {en: Clarity, zh: 清晰度}
+    definition: {en: "How clear the user's requests are.", zh: "用户请求的清晰程度。"}
+    labels: [Clear, Unclear]
+  - name: asks_question      # per user turn
+    level: turn
+    turn_role: user
+    title: {en: Question, zh: 提问}
+    definition: {en: "Is this message a question?", zh: "这条消息是提问吗？"}
+    labels: ["yes", "no"]
+"""
+
+
+@pytest.fixture
+def extended_codebook(tmp_path, monkeypatch):
+    path = tmp_path / "extension.yaml"
+    path.write_text(EXTENSION, encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_CODEBOOK", str(path))
+    return load_codebook()
+
+
+def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):
+    eng, users = db
+    at = page(users)
+    assert not at.exception, at.exception
+    labels = [r.label for r in at.radio if r.label.startswith(("提问", "幻觉"))]
+    # each conversation: user, assistant, user, assistant
+    assert labels == ["提问，第 1 条消息", "幻觉，第 1 条回复", "提问，第 2 条消息", "幻觉，第 2 条回复"]
+    next(r for r in at.sidebar.radio if r.key.startswith("annotate_lang")).set_value("en").run()
+    labels = [r.label for r in at.radio if r.label.startswith(("Question,", "Hallucination,"))]
+    assert labels == ["Question, message 1", "Hallucination, reply 1", "Question, message 2",
+                      "Hallucination, reply 2"]
+    # a label on the user's second message is stored on that turn (index 2)
+    for d in extended_codebook.conversation_dimensions():
+        next(r for r in at.radio if r.label == d.display_title("en")).set_value(d.labels[0])
+    next(r for r in at.radio if r.label == "Question, message 2").set_value("yes")
+    next(b for b in at.button if b.label == "Save and next").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with Session(eng) as s:
+        labs = s.exec(select(Label).where(Label.dimension == "asks_question")).all()
+        assert [(lab.turn_index, lab.value) for lab in labs] == [(2, "yes")]
+
+
+
+def test_group_headings_appear_once(db, extended_codebook):
+    """The extension adds a strategy dimension after the others: it joins the strategy group."""
+    _, users = db
+    at = page(users)
+    assert not at.exception, at.exception
+    headings = [m.value for m in at.markdown if m.value.startswith("##### ")]
+    assert headings == ["##### 对话策略", "##### 交互风格", "##### 助手的回答"]
+    titles = [r.label for r in at.radio]
+    strategy = [d.display_title("zh") for d in extended_codebook.conversation_dimensions() if d.group == "strategy"]
+    assert strategy[-1] == "清晰度"
+    first_style = next(d for d in extended_codebook if d.group == "interaction_style").display_title("zh")
+    # the strategy dimensions in codebook order, the extension's last among them, before the next group
+    assert [titles.index(t) for t in strategy] == sorted(titles.index(t) for t in strategy)
+    assert titles.index("清晰度") < titles.index(first_style)
+
+def _disagree(eng):
+    """ann and bob disagree on politeness, formality and the hallucination of the second reply of an
+    agent's conversation and on politeness of a person's; returns (agent conversation, human
+    conversation, the researcher's AppTest)."""
     from annotation.labelling import save_labels
-    from db.models import LabelSource
+    from db.repo import get_study
     from tests.annotation_data import full_labels
 
-    eng, users = db
     cb = load_codebook()
     with Session(eng, expire_on_commit=False) as s:
         s.add(Annotator(name="res", role="researcher"))
-        conv = s.exec(select(AnnotationAssignment.conversation_id).order_by(AnnotationAssignment.id)).first()
-        for name, pol, form in (("ann", "Polite", "Oral"), ("bob", "Impolite", "Formal")):
+        study_id = get_study(s, "pilot").id
+        first = {}
+        for c in s.exec(select(Conversation).where(Conversation.study_id == study_id).order_by(Conversation.id)):
+            first.setdefault(c.user_kind, c.id)
+        agent, human = first["agent"], first["human"]
+        for name, pol, form, hall in (("ann", "Polite", "Oral", "yes"), ("bob", "Impolite", "Formal", "no")):
             a = s.exec(select(Annotator).where(Annotator.name == name)).one()
-            save_labels(s, 1, a, conv, cb, full_labels(cb) | {"politeness": pol, "formality": form})
+            save_labels(s, study_id, a, agent, cb, full_labels(cb) | {"politeness": pol, "formality": form},
+                        turn_values={("hallucination", 3): hall})
+            save_labels(s, study_id, a, human, cb, full_labels(cb) | {"politeness": pol})
         s.commit()
         res = s.exec(select(Annotator).where(Annotator.name == "res")).one().id
-    denied = page(users, "ann", "annotator", file="adjudicate.py")
-    assert denied.error and not denied.radio
     at = AppTest.from_file(str(PAGES / "adjudicate.py"), default_timeout=30)
     at.session_state["user"] = {"id": res, "name": "res", "role": "researcher"}
+    return agent, human, at
+
+
+def _pick(at: AppTest, label: str) -> None:
+    box = at.selectbox(key="adj_item")
+    box.select_index(box.options.index(label)).run()
+
+
+def _by_label(widgets, label):
+    return next(w for w in widgets if w.label == label)
+
+
+POL_ZH, FORM_ZH, HALL_ZH = "礼貌程度", "正式程度", "幻觉，第 2 条回复"
+
+
+def test_adjudication_page_is_blind_in_one_language(db_high_ids):
+    eng, _ = db_high_ids
+    agent, human, at = _disagree(eng)
+    at.run()
+    assert not at.exception, at.exception
+    with Session(eng) as s:
+        ids = {str(c.id) for c in s.exec(select(Conversation).where(Conversation.id > 1000)).all()}
+    assert ids >= {str(agent), str(human)}
+    box = at.selectbox(key="adj_item")
+    # Opaque names: an item number per conversation (1 or 2), the dimension in the page's language.
+    numbers = {o.split("：")[0] for o in box.options}
+    assert numbers == {"条目 1", "条目 2"} and len(box.options) == 4
+    # the per-turn item is named by the reply it is on (turn 3 is the second reply), not by its index
+    agent_no = next(o for o in box.options if FORM_ZH in o).split("：")[0]
+    assert f"{agent_no}：{HALL_ZH}" in box.options
+    assert "已裁决 0 / 4 个分歧" in at.get("progress")[0].proto.text
+    for i in range(len(box.options)):  # every item, of either kind: Chinese turns, no id, no kind word
+        at.selectbox(key="adj_item").select_index(i).run()
+        assert not at.exception, at.exception
+        blob = "\n".join(all_texts(at)).lower()
+        for word in KIND_WORDS:
+            assert word not in blob, f"{word!r} shown on the adjudication page"
+        assert not any(cid in blob for cid in ids), "a conversation id is shown"
+        turns = [m.value for m in at.markdown if "消息" in m.value or "message" in m.value]
+        assert len(turns) == 4 and all(t.startswith("消息 ") for t in turns), turns
+        assert "任务：" in blob and "最终标签" in blob and "标注员的标签" in blob
+        if HALL_ZH in at.selectbox(key="adj_item").options[i]:
+            assert [c.value for c in at.caption if "⟶" in c.value] == ["⟶ 第 2 条回复（本条目）"]
+        keys = [w.key for kind in ("radio", "text_input", "selectbox", "multiselect", "toggle")
+                for w in getattr(at, kind) if w.key]
+        assert any(k.startswith("adj-") for k in keys)
+        for key in keys:
+            assert not any(part in ids for part in key.replace("-", " ").replace("_", " ").split()), key
+    # The researcher can switch the language: UI in English; a person's Chinese conversation has no
+    # English version, so a warning says the items are no longer all in one language.
+    at.radio(key="adj_lang_pilot").set_value("en").run()
+    assert not at.exception, at.exception
+    assert "0 of 4 disagreements settled" in at.get("progress")[0].proto.text
+    assert f"{agent_no.replace('条目', 'item')}: Hallucination, reply 2" in at.selectbox(key="adj_item").options
+    assert {o.split(":")[0] for o in at.selectbox(key="adj_item").options} == {"item 1", "item 2"}
+    assert at.warning and "original language" in at.warning[0].value
+
+
+def test_adjudication_page(db):
+    from db.models import LabelSource
+
+    eng, users = db
+    agent, _, at = _disagree(eng)
+    denied = page(users, "ann", "annotator", file="adjudicate.py")
+    assert denied.error and not denied.radio
     _markdown_replies(eng)
     at.run()
     assert not at.exception, at.exception
     _assert_replies_safe(at)
-    assert "0 of 2 disagreements settled" in at.get("progress")[0].proto.text
-    box = at.selectbox(key="adj_item")  # options: the names shown; value: the item's stable id
-    assert len(box.options) == 2 and box.value is not None
-    if "politeness" not in box.value:
-        box.set_value(f"{conv}|politeness|-1").run()
+    assert "已裁决 0 / 4 个分歧" in at.get("progress")[0].proto.text
+    box = at.selectbox(key="adj_item")
+    assert len(box.options) == 4 and box.value is not None
+    # the agent's conversation is the one with a formality item
+    agent_no = next(o for o in box.options if FORM_ZH in o).split("：")[0]
+    _pick(at, f"{agent_no}：{POL_ZH}")
     labels_md = "\n".join(m.value for m in at.markdown)
-    assert "- ann: **Polite**" in labels_md and "- bob: **Impolite**" in labels_md
-    at.radio[0].set_value("Polite")
-    at.text_input[0].input("thanks in turn 1")
-    at.button[0].click().run()
+    assert "- ann: **礼貌**" in labels_md and "- bob: **不礼貌**" in labels_md
+    final = _by_label(at.radio, "最终标签")
+    assert final.options == ["礼貌", "中性", "不礼貌"]  # values by their names in the page language
+    final.set_value("Polite")
+    _by_label(at.text_input, "备注（可选）").input("thanks in turn 1")
+    _by_label(at.button, "保存裁决").click().run()
     assert not at.exception and not at.error
     # the settled item leaves the list and the box names the item now shown, not the old one
     box = at.selectbox(key="adj_item")
-    assert box.options == [f"conversation {conv}: formality"] and box.value == f"{conv}|formality|-1"
-    assert box.index == 0
-    assert "Formality" in at.subheader[0].value
-    assert "1 of 2 disagreements settled" in at.get("progress")[0].proto.text
+    assert f"{agent_no}：{POL_ZH}" not in box.options and len(box.options) == 3
+    assert box.index == 0 and box.options[0].split("：")[1].startswith(at.subheader[0].value)
+    assert "已裁决 1 / 4 个分歧" in at.get("progress")[0].proto.text
     with Session(eng) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == "adjudicated:pilot")).one()
         lab = s.exec(select(Label).where(Label.source_id == src.id)).one()
-        assert (lab.conversation_id, lab.dimension, lab.value) == (conv, "politeness", "Polite")
+        assert (lab.conversation_id, lab.dimension, lab.value) == (agent, "politeness", "Polite")
         assert lab.rationale == "adjudicated by res: thanks in turn 1"
-    at.radio[0].set_value("Oral")
-    at.button[0].click().run()
-    assert at.success and "settled" in at.success[0].value
+    for _ in range(3):  # settle the rest
+        value = {FORM_ZH: "Oral", POL_ZH: "Polite"}.get(at.subheader[0].value, "no")
+        _by_label(at.radio, "最终标签").set_value(value)
+        _by_label(at.button, "保存裁决").click().run()
+        assert not at.exception and not at.error
+    assert at.success and at.success[0].value == "所有分歧均已裁决。"
+
+
+def test_adjudication_page_keeps_a_stale_decision_visible(db):
+    """Decided, then the annotators come to agree: the decision is listed with its status."""
+    from annotation.adjudication import adjudicate
+    from annotation.labelling import save_labels
+    from db.repo import get_study
+    from tests.annotation_data import full_labels
+
+    eng, _ = db
+    _, human, at = _disagree(eng)
+    cb = load_codebook()
+    with Session(eng) as s:
+        adjudicate(s, "pilot", human, "politeness", "Impolite", cb, adjudicator="res")
+        ann = s.exec(select(Annotator).where(Annotator.name == "ann")).one()
+        save_labels(s, get_study(s, "pilot").id, ann, human, cb, full_labels(cb) | {"politeness": "Impolite"})
+        s.commit()
+    at.run()
+    assert not at.exception, at.exception
+    assert "已裁决 0 / 3 个分歧" in at.get("progress")[0].proto.text  # only current disagreements count
+    assert any("不再有分歧" in c.value for c in at.caption)
+    assert all(POL_ZH + "（" not in o for o in at.selectbox(key="adj_item").options)  # open items only
+    at.toggle(key="adj_open").set_value(False).run()
+    options = at.selectbox(key="adj_item").options
+    stale = [o for o in options if o.endswith(f"{POL_ZH}（已裁决；标注员现已一致）")]
+    assert len(options) == 4 and len(stale) == 1, options
+    _pick(at, stale[0])
+    assert any(c.value == "状态：已裁决；标注员现已一致" for c in at.caption)
+    assert _by_label(at.radio, "最终标签").value == "Impolite"  # the decision, to be revisited
+    labels_md = "\n".join(m.value for m in at.markdown)
+    assert "- ann: **不礼貌**" in labels_md and "- bob: **不礼貌**" in labels_md
 
 
 def test_blind_on_the_reference_data(reference_db, tmp_path, monkeypatch):

@@ -329,3 +329,64 @@ def test_label_titles_are_display_only():
     assert cb.get("politeness").label_title("Polite", "zh") == "礼貌"
     assert cb.get("politeness").label_title("Polite", "en") == "Polite"
     assert cb.get("question_broadness").label_title("3", "zh") == "3"  # no title: the label itself
+
+
+@pytest.mark.parametrize(
+    "field, expected",
+    [
+        (
+            "labels: [Yes, No]",
+            (
+                r"dimensions\[0\] \(a\)\.labels: YAML reads Yes as a boolean, which becomes 'yes'; "
+                r'quote the labels: labels: \["Yes", "No"\]'
+            ),
+        ),
+        (
+            "labels: [On, Off]",
+            (
+                r"\(a\)\.labels: YAML reads On as a boolean, which becomes 'yes'; "
+                r'quote the labels: labels: \["On", "Off"\]'
+            ),
+        ),
+        (
+            "labels: [True, False]",
+            r'\(a\)\.labels: YAML reads True as a boolean.*labels: \["True", "False"\]',
+        ),
+        ("labels: [low, 1.10]", r"\(a\)\.labels: YAML reads 1\.10 as a number, which becomes '1\.1'"),
+        ("labels: [p, 2024-01-01]", r"\(a\)\.labels: YAML reads 2024-01-01 as a date, not as text"),
+        (
+            "labels: [p, q]\n    label_titles: {Yes: {en: z}}",
+            r'\(a\)\.label_titles: YAML reads Yes as a boolean.*quote it: "Yes": \.\.\.',
+        ),
+        (
+            "labels: [p, q]\n    examples: [{label: Off, text: {en: t}}]",
+            r'\(a\)\.examples\[0\]\.label: YAML reads Off as a boolean.*quote it: label: "Off"',
+        ),
+    ],
+)
+def test_unquoted_values_yaml_would_change_are_refused(tmp_path, field, expected):
+    """YAML 1.1 reads Yes/On/True as booleans and 1.10 as 1.1: refused with the file, field and fix."""
+    p = write(tmp_path, f'version: "1"\ndimensions:\n  - name: a\n    definition: {{en: x}}\n    {field}\n')
+    with pytest.raises(UserInputError, match=expected) as info:
+        load_codebook(p)
+    assert str(info.value).startswith(f"{p}: ") and "\n" not in str(info.value)
+
+
+def test_unquoted_version_that_yaml_would_change_is_refused(tmp_path):
+    body = "version: {}\ndimensions:\n  - {{name: a, definition: {{en: x}}, labels: [p, q]}}\n"
+    p = write(tmp_path, body.format("1.10"))
+    with pytest.raises(
+        UserInputError,
+        match=r"version: YAML reads 1\.10 as a number, which becomes '1\.1'; "
+        r'quote it: version: "1\.10"',
+    ) as info:
+        load_codebook(p)
+    assert str(p) in str(info.value)
+    # Values that come back exactly as written stay accepted; quoted ones are kept as written.
+    for version, expected in (("2", "2"), ("1.5", "1.5"), ('"1.10"', "1.10")):
+        p = write(tmp_path, body.format(version), name=f"v{expected}.yaml")
+        assert load_codebook(p).version == expected
+    quoted = 'version: "1"\ndimensions:\n  - {name: a, definition: {en: x}, labels: ["Yes", "No", 3, yes]}\n'
+    p = write(tmp_path, quoted, name="quoted.yaml")
+    assert load_codebook(p).get("a").labels == ["Yes", "No", "3", "yes"]
+    assert load_codebook(DEFAULT_PATH).version == "1.1"  # the bundled codebook still loads

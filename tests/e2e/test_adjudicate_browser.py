@@ -1,5 +1,6 @@
 """Adjudication in the real browser: after a decision the item box names the item now shown (the
-options used to be positions, so the box kept the settled item's name over the next item)."""
+options used to be positions, so the box kept the settled item's name over the next item); items
+are named by an opaque number, not by their conversation id."""
 
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ def test_item_box_follows_the_decision(tmp_path, chromium_path):
         page.goto(f"{server.base}/adjudicate")
         expect(page.get_by_text("0 of 2 disagreements settled")).to_be_visible()
         first = _item_shown(page)
-        dim_first, dim_next = ("formality", "politeness") if "formality" in first else ("politeness", "formality")
-        assert first == f"conversation {conv}: {dim_first}"
+        dim_first, dim_next = ("formality", "politeness") if "Formality" in first else ("politeness", "formality")
+        # named by an opaque number (one conversation here: item 1), never by its database id
+        assert first == f"item 1: {dim_first.capitalize()}"
         expect(page.locator("h3").first).to_have_text(dim_first.capitalize())
         form = page.locator('[data-testid="stForm"]')
         form.get_by_text("Oral" if dim_first == "formality" else "Polite", exact=True).click()
@@ -60,4 +62,4 @@ def test_item_box_follows_the_decision(tmp_path, chromium_path):
         expect(page.get_by_text("1 of 2 disagreements settled")).to_be_visible()
         expect(page.locator("h3").first).to_have_text(dim_next.capitalize())
         expect(page.locator('[data-testid="stSelectbox"]').filter(has_text="Item").locator("input").first) \
-            .to_have_value(f"conversation {conv}: {dim_next}")
+            .to_have_value(f"item 1: {dim_next.capitalize()}")

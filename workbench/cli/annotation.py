@@ -100,25 +100,30 @@ def register(app: typer.Typer) -> None:
         sources: Optional[str] = typer.Option(
             None, "--sources", help="Comma-separated label sources (default: all human:*)."
         ),
-        open_only: bool = typer.Option(False, "--open", help="Only items not yet adjudicated."),
+        open_only: bool = typer.Option(False, "--open", help="Only items not yet adjudicated (status open)."),
         as_json: Optional[Path] = typer.Option(None, "--json", help="Write the items as JSON to this file."),
     ) -> None:
-        """Items two or more annotators labelled differently (adjudicate them in the app)."""
-        from annotation.adjudication import disagreements_df
+        """Items two or more annotators labelled differently, and items already adjudicated (adjudicate
+        them in the app); `status` tells open, decided and decided-but-no-longer-disputed apart."""
+        from annotation.adjudication import OPEN, disagreements_df
         from workbench.cli._common import output_file, ready_engine, write_text
 
         output_file(as_json, "--json")
         with session_scope(ready_engine()) as session:
             df = disagreements_df(session, study, sources=_split(sources))
         if open_only and not df.empty:
-            df = df[df["adjudicated"].isna()]
+            df = df[df["status"] == OPEN]
         if as_json:
-            write_text(as_json, json.dumps(df.to_dict("records"), ensure_ascii=False, indent=1))
+            # Open items have no adjudicated value: null, since NaN is not JSON.
+            records = df.astype(object).where(df.notna(), None).to_dict("records")
+            write_text(as_json, json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False))
             typer.echo(f"Wrote {len(df)} items to {as_json}")
         if df.empty:
             typer.echo("No disagreements.")
             return
-        typer.echo(f"{len(df)} items with disagreement ({int(df['adjudicated'].isna().sum())} open):")
+        counts = df["status"].value_counts()
+        what = f"{len(df)} item{'s' if len(df) != 1 else ''}"
+        typer.echo(f"{what} ({', '.join(f'{n} {status}' for status, n in counts.items())}):")
         typer.echo(df.groupby("dimension").size().rename("items").to_string())
 
     @annotate.command("codebook")

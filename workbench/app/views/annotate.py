@@ -43,7 +43,7 @@ UI = {
         "labels": "Labels",
         "aspects": "Aspects in this task",
         "examples": "Examples",
-        "turn_label": "{title}, reply {n}",
+        "turn_label": {"assistant": "{title}, reply {n}", "user": "{title}, message {n}"},
         "rationale": "Rationale (optional)",
         "flag": "Flag this item for the researchers",
         "flag_note": "What is wrong? (optional)",
@@ -89,7 +89,7 @@ UI = {
         "labels": "标签",
         "aspects": "本任务的方面",
         "examples": "示例",
-        "turn_label": "{title}，第 {n} 条回复",
+        "turn_label": {"assistant": "{title}，第 {n} 条回复", "user": "{title}，第 {n} 条消息"},
         "rationale": "理由（可选）",
         "flag": "为研究人员标记此条目",
         "flag_note": "有什么问题？（可选）",
@@ -264,18 +264,17 @@ k = "ann-" + hashlib.sha256(f"{_salt}|{study_id}|{conv_id}".encode()).hexdigest(
 turn_dims = codebook.turn_dimensions()
 with st.form(key=f"{k}-form"):
     st.markdown(f"#### {T['turns_head']}")
-    reply_no = 0
+    role_no: dict[str, int] = {}  # assistant turns are numbered as replies, user turns as messages
     for turn in view.turns:
         with st.chat_message(turn.role, avatar=None):
             st.caption(T[turn.role])
             show_turn(turn.role, turn.text)
-            if turn.role == "assistant":
-                reply_no += 1
+            role_no[turn.role] = role_no.get(turn.role, 0) + 1
             for dim in turn_dims:
                 if dim.turn_role == turn.role:
-                    n = reply_no if turn.role == "assistant" else None
+                    title, n = dim.display_title(lang), role_no[turn.role]
                     _optional_radio(
-                        T["turn_label"].format(title=dim.display_title(lang), n=n or turn.index + 1),
+                        T["turn_label"][turn.role].format(title=title, n=n),
                         dim.labels,
                         saved.turn_values.get((dim.name, turn.index)),
                         f"{k}-t{turn.index}-{dim.name}",
@@ -286,21 +285,22 @@ with st.form(key=f"{k}-form"):
         _definition(dim)
 
     st.markdown(f"#### {T['conv_head']}")
-    group = None
-    for dim in codebook.conversation_dimensions():
-        if dim.group != group:
-            group = dim.group
-            st.markdown(f"##### {escape_markdown(T['groups'].get(group, group))}")
-        st.radio(
-            dim.display_title(lang),
-            dim.labels,
-            index=_index(dim.labels, saved.values.get(dim.name)),
-            horizontal=True,
-            key=f"{k}-{dim.name}",
-            help=dim.definition.get(lang),
-            format_func=_shown(dim),
-        )
-        _definition(dim)
+    # One heading per group (groups in order of first appearance, dimensions in codebook order within
+    # a group): an extension codebook may add a dimension of an earlier group at the end.
+    conv_dims = codebook.conversation_dimensions()
+    for group in dict.fromkeys(d.group for d in conv_dims):
+        st.markdown(f"##### {escape_markdown(T['groups'].get(group, group))}")
+        for dim in (d for d in conv_dims if d.group == group):
+            st.radio(
+                dim.display_title(lang),
+                dim.labels,
+                index=_index(dim.labels, saved.values.get(dim.name)),
+                horizontal=True,
+                key=f"{k}-{dim.name}",
+                help=dim.definition.get(lang),
+                format_func=_shown(dim),
+            )
+            _definition(dim)
     st.text_area(T["rationale"], value=saved.rationale or "", key=f"{k}-rationale")
     c1, c2 = st.columns(2)
     c1.checkbox(T["flag"], value=saved.flagged, key=f"{k}-flag")
