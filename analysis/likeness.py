@@ -137,13 +137,13 @@ def classifier_auc(
 ) -> dict:
     """Cross-validated AUC of a logistic regression separating agent from human conversations.
 
-    Out-of-fold scores (stratified ``folds``-fold CV) give one AUC over all conversations; its
+    Out-of-fold scores (stratified ``folds``-fold CV, grouped by participant where known) give one AUC over all conversations; its
     interval is DeLong's (AUC = (Cliff's delta + 1) / 2 on the scores). Missing features are
     imputed with the training median inside the pipeline.
     """
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -170,8 +170,19 @@ def classifier_auc(
         StandardScaler(),
         LogisticRegression(max_iter=1000),
     )
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    scores = cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
+    # A participant's conversations stay in one fold, so the classifier cannot score well by
+    # recognising people it has seen in training (each agent conversation is its own group).
+    people = human["participant"] if "participant" in human.columns else pd.Series(None, index=human.index)
+    known = people.notna() & (people.astype(str) != "")
+    human_groups = ("p:" + people.astype(str)).where(known, "h:" + pd.Series(range(n_h), index=human.index).astype(str))
+    groups = np.r_[human_groups.to_numpy(dtype=object), np.array([f"a:{i}" for i in range(n_a)], dtype=object)]
+    grouped = bool(known.any()) and human_groups.nunique() >= k
+    if grouped:
+        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        scores = cross_val_predict(model, X, y, cv=cv, groups=groups, method="predict_proba")[:, 1]
+    else:
+        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        scores = cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
     delta, lo, hi = stats.cliffs_delta_ci(scores[y == 0], scores[y == 1], ci)
     return {
         "auc": (delta + 1) / 2,
@@ -180,7 +191,7 @@ def classifier_auc(
         "n_human": n_h,
         "n_agent": n_a,
         "features": feats,
-        "note": f"logistic regression, {k}-fold CV",
+        "note": f"logistic regression, {k}-fold CV" + (", folds grouped by participant" if grouped else ""),
     }
 
 

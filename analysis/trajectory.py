@@ -76,6 +76,24 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return m - half, m + half
 
 
+def clustered_interval(values: np.ndarray, clusters: Sequence, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of the mean when observations come in clusters (a participant's conversations):
+    mean -/+ t_{(1+c)/2, G-1} * sqrt(G/(G-1) * sum_g (sum_{i in g} (y_i - mean))^2 / n^2), the CR1
+    cluster-robust standard error of an intercept-only OLS (equals statsmodels'
+    ``OLS(y, 1).fit(cov_type="cluster")``; tested). With every cluster a single observation it is
+    ``t_interval``. NaN with fewer than 2 clusters."""
+    v = np.asarray(values, dtype=float)
+    codes, uniq = pd.factorize(pd.Series(list(clusters), dtype=object).astype(str))
+    g = len(uniq)
+    if g < 2:
+        return float("nan"), float("nan")
+    m = float(v.mean())
+    sums = np.bincount(codes, weights=v - m, minlength=g)
+    se = float(np.sqrt(g / (g - 1) * (sums ** 2).sum() / len(v) ** 2))
+    half = float(stats.t.ppf((1 + confidence) / 2, g - 1)) * se
+    return m - half, m + half
+
+
 def turn_trajectory_df(
     turns: pd.DataFrame,
     conversations: pd.DataFrame,
@@ -83,13 +101,20 @@ def turn_trajectory_df(
     features: Optional[Sequence[str]] = None,
 ) -> pd.DataFrame:
     """Mean of each numeric per-turn feature per population and user-turn position (1..``max_position``)
-    with a 95% t-interval (NaN where n < 2). Only conversations in ``conversations`` with user kind
-    human or agent are used."""
+    with a 95% interval (NaN with fewer than 2 clusters): ``clustered_interval`` with a human
+    participant's conversations as one cluster (column ``participant`` of ``conversations``; each
+    agent conversation, and a human one without a participant, its own cluster, which makes it the
+    plain t-interval). Only conversations in ``conversations`` with user kind human or agent are used."""
     if turns is None or turns.empty or conversations is None or conversations.empty:
         return pd.DataFrame(columns=TRAJECTORY_COLUMNS)
     convs = conversations[conversations["user_kind"].isin(["human", "agent"])]
+    people = convs["participant"] if "participant" in convs.columns else pd.Series(None, index=convs.index)
+    own = "conversation:" + convs["conversation_id"].astype(str)
+    cluster = ("participant:" + people.astype(str)).where(people.notna() & (people.astype(str) != "")
+                                                          & (convs["user_kind"] == "human"), own)
     pops = pd.DataFrame(
-        {"conversation_id": convs["conversation_id"].astype("int64"), "population": population_names(convs)}
+        {"conversation_id": convs["conversation_id"].astype("int64"), "population": population_names(convs),
+         "cluster": cluster}
     )
     d = turns.merge(pops, on="conversation_id", how="inner")
     if d.empty:
@@ -105,10 +130,11 @@ def turn_trajectory_df(
             numeric[f] = col.astype(float)
     rows = []
     for f, col in numeric.items():
-        sub = pd.DataFrame({"population": d["population"], "position": d["position"], "v": col}).dropna()
+        sub = pd.DataFrame({"population": d["population"], "position": d["position"], "cluster": d["cluster"],
+                            "v": col}).dropna(subset=["v"])
         for (pop, pos), g in sub.groupby(["population", "position"], sort=True):
             v = g["v"].to_numpy()
-            lo, hi = t_interval(v)
+            lo, hi = clustered_interval(v, g["cluster"].to_numpy())
             rows.append(
                 {
                     "population": pop,

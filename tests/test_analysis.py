@@ -229,6 +229,17 @@ def test_classifier_auc_half_when_indistinguishable():
     assert res["auc"] == pytest.approx(roc_auc_score(y, scores))
     assert res["ci_low"] < res["auc"] < res["ci_high"]
     assert classifier_auc(h.iloc[:1], a)["auc"] is None
+    # With participants, a person's conversations stay in one fold (StratifiedGroupKFold).
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    people = [f"p{i % 20}" for i in range(300)]
+    res_g = classifier_auc(h.assign(participant=people), a)
+    assert "grouped by participant" in res_g["note"] and "grouped" not in res["note"]
+    groups = np.r_[np.array(["p:" + p for p in people], dtype=object),
+                   np.array([f"a:{i}" for i in range(300)], dtype=object)]
+    scores_g = cross_val_predict(model, X, y, cv=StratifiedGroupKFold(5, shuffle=True, random_state=0),
+                                 groups=groups, method="predict_proba")[:, 1]
+    assert res_g["auc"] == pytest.approx(roc_auc_score(y, scores_g))
 
 
 def test_cli_analyze_and_report(use_db, tmp_path):

@@ -43,6 +43,31 @@ def test_t_interval_matches_scipy():
     assert all(np.isnan(t_interval(np.array([4.0]))))
 
 
+def _statsmodels_cluster_interval(v, clusters, confidence=0.95):
+    """Intercept-only OLS with CR1 cluster-robust errors (statsmodels), t with G-1 df."""
+    import statsmodels.api as sm
+    from scipy import stats as sps
+
+    codes = pd.factorize(pd.Series(clusters).astype(str))[0]
+    fit = sm.OLS(np.asarray(v, float), np.ones(len(v))).fit(cov_type="cluster", cov_kwds={"groups": codes})
+    g = len(set(codes))
+    half = sps.t.ppf((1 + confidence) / 2, g - 1) * float(fit.bse[0])
+    return float(fit.params[0]) - half, float(fit.params[0]) + half
+
+
+def test_clustered_interval_matches_statsmodels_and_t_interval():
+    from analysis.trajectory import clustered_interval
+
+    rng = np.random.default_rng(5)
+    people = np.repeat(np.arange(8), 5)
+    v = rng.normal(0, 1, 40) + rng.normal(0, 2, 8)[people]
+    assert np.allclose(clustered_interval(v, people), _statsmodels_cluster_interval(v, people))
+    assert np.allclose(clustered_interval(v, np.arange(40)), _scipy_interval(v))  # singletons: the t-interval
+    wide, narrow = clustered_interval(v, people), t_interval(v)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+    assert all(np.isnan(clustered_interval(v, np.zeros(40))))
+
+
 def test_positions_follow_turn_order_and_cap():
     convs = pd.DataFrame(
         {
@@ -110,7 +135,16 @@ def test_trajectory_from_feature_store_matches_pandas_and_scipy(sqlite_engine, p
         assert (got["n"] == expect["size"].reindex(got.index)).all()
         assert np.allclose(got["mean"], expect["mean"].reindex(got.index))
         for (pop, pos), r in got.iterrows():
-            v = recs.loc[(recs["population"] == pop) & (recs["position"] == pos), feature].to_numpy(float)
+            at = (recs["population"] == pop) & (recs["position"] == pos)
+            v = recs.loc[at, feature].to_numpy(float)
+            people = conv.loc[recs.loc[at, "conversation_id"], "participant"].to_numpy()
+            if pop == "human" and len(set(people)) < len(people):
+                # a participant's conversations are one cluster: statsmodels' cluster-robust mean
+                if len(set(people)) < 2:
+                    assert np.isnan(r["ci_low"])
+                elif np.std(v) > 0:
+                    assert np.allclose([r["ci_low"], r["ci_high"]], _statsmodels_cluster_interval(v, people)), pos
+                continue
             if len(v) < 2:
                 assert np.isnan(r["ci_low"]) and np.isnan(r["ci_high"])
             elif np.std(v) > 0:
