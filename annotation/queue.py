@@ -199,13 +199,27 @@ def assign_items(
     kind_scen = cands.set_index("conversation_id")[["user_kind", "scenario"]].to_dict("index")
 
     load: Counter = Counter({p.id: 0 for p in people})
+    kind_load: Counter = Counter()  # (annotator, user kind) -> items
+    together: Counter = Counter()  # (annotator, annotator) -> shared items
     new_items: dict[int, list[int]] = defaultdict(list)
     for conv_id in chosen:
-        # The least-loaded annotators take the item; random tie-breaks spread the pairs evenly.
-        order = sorted(people, key=lambda p: (load[p.id], rng.random()))
-        for p in order[:overlap]:
+        # Annotators are picked one by one: fewest items of this user kind first (so no queue is
+        # mostly one kind, which would confound annotator with kind), then fewest items, then fewest
+        # items shared with those already picked (pairs spread evenly), then a random tie-break.
+        kind = kind_scen[conv_id]["user_kind"]
+        picked: list = []
+        for _ in range(overlap):
+            rest = [p for p in people if p not in picked]
+            best = min(rest, key=lambda p: (kind_load[(p.id, kind)], load[p.id],
+                                            sum(together[(p.id, q.id)] for q in picked), rng.random()))
+            picked.append(best)
+        for p in picked:
             load[p.id] += 1
+            kind_load[(p.id, kind)] += 1
             new_items[p.id].append(conv_id)
+            for q in picked:
+                if q is not p:
+                    together[(p.id, q.id)] += 1
         ks = kind_scen[conv_id]
         stratum = f"{ks['user_kind']}/{ks['scenario']}"
         report.per_stratum[stratum] = report.per_stratum.get(stratum, 0) + 1

@@ -6,7 +6,7 @@ from collections import Counter
 from itertools import combinations
 
 import pytest
-from sqlmodel import select
+from sqlmodel import delete, select
 
 from annotation.adjudication import adjudicate, disagreements_df
 from annotation.codebook import load_codebook
@@ -50,6 +50,26 @@ def test_assignment_overlap_and_balance(session):
     assert len({(r.annotator_id, r.conversation_id) for r in rows}) == len(rows) == 48
     rep3 = assign_items(session, "pilot", ["ann", "bob"], overlap=1)
     assert rep3.n_items == 0
+
+
+def test_each_queue_is_balanced_across_user_kinds(session):
+    """Each annotator's own queue mixes the kinds evenly (a queue of only humans would confound the
+    annotator with the kind), and every pair of annotators shares items, for any seed."""
+    make_study(session, n_per_cell=10, annotators=("ann", "bob", "cy", "dee"))  # 20 human + 20 agent
+    names = ["ann", "bob", "cy", "dee"]
+    for seed in range(6):
+        session.exec(delete(AnnotationAssignment))
+        assign_items(session, "pilot", names, overlap=2, per_annotator=10, seed=seed)
+        rows = session.exec(select(AnnotationAssignment)).all()
+        kind_of = {c.id: c.user_kind for c in session.exec(select(Conversation)).all()}
+        for a in names:
+            mine = Counter(kind_of[r.conversation_id] for r in rows if r.annotator_id == ann(session, a).id)
+            assert sum(mine.values()) == 10 and abs(mine["human"] - mine["agent"]) <= 1, (seed, a, mine)
+        by_item = {}
+        for r in rows:
+            by_item.setdefault(r.conversation_id, set()).add(r.annotator_id)
+        pairs = Counter(tuple(sorted(p)) for s_ in by_item.values() for p in combinations(s_, 2))
+        assert len(pairs) == 6 and max(pairs.values()) - min(pairs.values()) <= 2, (seed, pairs)
 
 
 def test_a_short_queue_is_balanced_across_user_kinds(session):
