@@ -45,7 +45,16 @@ def annotator_source(session: Session, annotator: Annotator, codebook: Codebook)
             f"label source {src.name!r} exists but does not belong to annotator {annotator.name!r}"
         )
     if src.codebook_version != codebook.version or src.annotator_id is None:
-        # The source records the codebook the annotator labels under now.
+        # The source records the codebook the annotator labels under now, and when each version took
+        # over (params["codebook_history"]), so a label's codebook follows from its created_at.
+        params = dict(src.params or {})
+        history = list(params.get("codebook_history") or [])
+        if not history and src.codebook_version:
+            history.append({"version": src.codebook_version, "from": src.created_at.isoformat()})
+        if src.codebook_version != codebook.version:
+            history.append({"version": codebook.version, "from": utcnow().isoformat()})
+        params["codebook_history"] = history
+        src.params = params
         src.codebook_version, src.annotator_id = codebook.version, annotator.id
         session.add(src)
     return src

@@ -344,3 +344,24 @@ def test_one_display_language_for_the_queue(session):
     assert preferred_language(session, study, []) == "en"
     agents = [c.id for c in session.exec(select(Conversation).where(Conversation.user_kind == "agent")).all()]
     assert preferred_language(session, study, agents) == "en"  # tie: the study's language
+
+
+def test_annotator_source_keeps_its_codebook_history(session):
+    """Labels carry no codebook version of their own: the source records when each version took
+    over, so a label's codebook follows from its time."""
+    from annotation.codebook import load_codebook
+    from annotation.labelling import annotator_source
+
+    make_study(session, n_per_cell=1)
+    cb = load_codebook()
+    me = ann(session, "ann")
+    src = annotator_source(session, me, cb)
+    session.flush()
+    assert src.codebook_version == cb.version and not (src.params or {}).get("codebook_history")
+    newer = cb.model_copy(update={"version": f"{cb.version}+lab-2"})
+    src = annotator_source(session, me, newer)
+    history = src.params["codebook_history"]
+    assert [h["version"] for h in history] == [cb.version, newer.version]
+    assert history[0]["from"] <= history[1]["from"] and src.codebook_version == newer.version
+    src = annotator_source(session, me, newer)  # unchanged: no new entry
+    assert len(src.params["codebook_history"]) == 2
