@@ -58,6 +58,7 @@ EXTRA_COLUMNS = [
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 MIN_PAIRS = 3
+SMALL_GROUP = 5  # below this many conversations in a group the row says its figures are unreliable
 VARIABLE_NOTES = {
     "hallucination_flag_rate": "share of assistant turns flagged; humans' live flags vs turn-level labels "
     "(post-hoc annotators for agents in the reference) are not the same measurement",
@@ -132,6 +133,10 @@ def _tests_for(
                 ) + f"{dropped} values outside the scale ignored"
     missing_h, missing_a = int(human[variable].isna().sum()), int(agent[variable].isna().sum())
     for r in out:
+        if r["p_value"] is not None and min(r["n_human"], r["n_agent"]) < SMALL_GROUP:
+            # e.g. 3 vs 3 fully separated: a bootstrap interval collapses to a point such as [1, 1]
+            r["note"] = (r["note"] + "; " if r["note"] else "") + (
+                f"small group (fewer than {SMALL_GROUP}): intervals and p-values are unreliable")
         if kind == "label" and (missing_h or missing_a):
             r["note"] = (r["note"] + "; " if r["note"] else "") + (
                 f"left out without a label from this source (failed, skipped or not labelled): "

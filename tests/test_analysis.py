@@ -450,3 +450,13 @@ def test_hallucination_rates_read_one_source(sqlite_engine, pipelines):
     comp = comparisons_df(data, n_boot=100)
     notes = comp.loc[comp["dimension"] == "hallucination_flag_rate", "note"]
     assert notes.str.contains("turn labels: human:ann").all()
+
+
+def test_small_groups_are_flagged(sqlite_engine, pipelines):
+    make_study(sqlite_engine, "tiny", n_human=3, n_agent=3, n_participants=2, seed=2)
+    comp = comparisons_df(load_study(sqlite_engine, "tiny", pipelines=pipelines), n_boot=50)
+    tested = comp[comp["p_value"].notna()]
+    assert len(tested) and tested["note"].str.contains("small group \\(fewer than 5\\)").all()
+    clustered = tested[tested["test"].isin(["ols_cluster_robust", "wald_cluster_robust"])
+                       & tested["note"].str.contains("clusters:")]  # not the constant ones (p = 1)
+    assert len(clustered) and clustered["note"].str.contains("only 2 participants: unreliable").all()
