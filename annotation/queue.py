@@ -1,9 +1,10 @@
 """Annotators' queues: who labels which conversation, in which order.
 
 ``assign_items`` chooses conversations balanced across user kind and scenario (round robin over
-the strata, random within each, seeded) and gives each to ``overlap`` annotators, always the least
-loaded ones, so every item gets k independent labels and the load is even. Calling it again tops
-the queues up: items already in someone's queue are not given to them twice.
+the strata, random within each, seeded) and gives each to ``overlap`` annotators, balancing each
+queue across user kinds, the load and the pairs, so every item gets k independent labels. Calling
+it again adds new conversations; ``top_up=True`` gives queued conversations that lack annotators to
+more of them (a late joiner); ``reassign_items`` moves a dropout's pending items to someone else.
 
 Example::
 
@@ -44,6 +45,7 @@ class AssignReport:
     n_labellable: int = 0  # finished conversations with a user turn, of any kind, assigned or not
     n_of_kinds: int = 0  # of those, the chosen user kinds (all of them without a kind filter)
     user_kinds: Optional[list[str]] = None
+    top_up: bool = False
 
     def nothing_reason(self) -> str:
         """Why nothing was assigned, in words."""
@@ -53,12 +55,18 @@ class AssignReport:
         if self.n_of_kinds == 0:
             kinds = " or ".join(self.user_kinds or [])
             return f"none of its {self.n_labellable} labellable conversations is a {kinds} conversation"
-        return "every labellable conversation is already in a queue"
+        if self.top_up:
+            return (f"no conversation in a queue has fewer than {self.overlap} annotators that these "
+                    "annotators could add to")
+        return ("every labellable conversation is already in a queue (add annotators to queued "
+                "conversations with --top-up)")
 
     def summary(self) -> str:
         lines = [
-            f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
-            f"(batch {self.batch}; {self.n_available} candidates)."
+            (f"Topped up {self.n_items} queued conversations towards {self.overlap} annotators each in study "
+             f"{self.study!r} (batch {self.batch}; {self.n_available} candidates)." if self.top_up else
+             f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
+             f"(batch {self.batch}; {self.n_available} candidates).")
         ]
         for name, n in self.per_annotator.items():
             lines.append(f"  {name}: +{n}")
@@ -139,6 +147,34 @@ def _balanced_sample(cands: pd.DataFrame, n: Optional[int], rng: random.Random) 
     return order if n is None else order[:n]
 
 
+def _pick(people, k: int, kind: str, have: set, kind_load: Counter, load: Counter, together: Counter,
+          rng: random.Random, cap: Optional[int], new_load: Counter) -> list:
+    """Up to ``k`` annotators for one item, picked one by one: fewest items of this user kind first
+    (so no queue is mostly one kind, which would confound annotator with kind), then fewest items,
+    then fewest items shared with those already on the item, then a random tie-break. ``have``:
+    annotators already on the item; ``cap``: most new items per annotator."""
+    picked: list = []
+    for _ in range(k):
+        rest = [p for p in people if p.id not in have and p not in picked
+                and (cap is None or new_load[p.id] < cap)]
+        if not rest:
+            break
+        on_item = list(have) + [q.id for q in picked]
+        best = min(rest, key=lambda p: (kind_load[(p.id, kind)], load[p.id],
+                                        sum(together[(p.id, q)] for q in on_item), rng.random()))
+        picked.append(best)
+    on_item = list(have) + [q.id for q in picked]
+    for p in picked:
+        load[p.id] += 1
+        new_load[p.id] += 1
+        kind_load[(p.id, kind)] += 1
+        for q in on_item:
+            if q != p.id:
+                together[(p.id, q)] += 1
+                together[(q, p.id)] += 1
+    return picked
+
+
 def assign_items(
     session: Session,
     study_name: str,
@@ -148,16 +184,20 @@ def assign_items(
     seed: int = 0,
     conversation_ids: Optional[Iterable[int]] = None,
     user_kinds: Optional[Sequence[str]] = None,
+    top_up: bool = False,
 ) -> AssignReport:
     """Add conversations to the annotators' queues so each new item has ``overlap`` annotators.
 
     ``per_annotator``: new items per annotator (default: every unassigned conversation).
+    ``top_up``: instead of new conversations, give conversations already in queues with fewer than
+    ``overlap`` annotators to more of ``annotators`` (an annotator who joins late, or more overlap
+    for agreement); the annotators with the fewest items in the study come first.
     """
     study = get_study(session, study_name)
     people = get_annotators(session, annotators)
     if overlap < 1:
         raise UserInputError("--overlap must be at least 1")
-    if overlap > len(people):
+    if overlap > len(people) and not top_up:
         raise UserInputError(f"--overlap {overlap} needs at least {overlap} annotators (got {len(people)})")
     if per_annotator is not None and per_annotator < 1:
         raise UserInputError("--per-annotator must be at least 1")
@@ -183,46 +223,54 @@ def assign_items(
     for conv_id, ann_id, pos in existing:
         assigned_to[conv_id].add(ann_id)
         next_pos[ann_id] = max(next_pos[ann_id], pos + 1)
-    # New items are those nobody has yet; topping up overlap of old items is a separate decision.
-    cands = cands[~cands["conversation_id"].isin(list(assigned_to))]
+    mine = {p.id for p in people}
+    if top_up:
+        # Items in queues that still lack annotators and that one of ``people`` does not have yet.
+        cands = cands[[len(assigned_to.get(c, ())) < overlap and bool(mine - assigned_to.get(c, set()))
+                       and c in assigned_to for c in cands["conversation_id"]]]
+    else:
+        # New items are those nobody has yet.
+        cands = cands[~cands["conversation_id"].isin(list(assigned_to))]
     batch = f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     report = AssignReport(study=study.name, batch=batch, overlap=overlap, n_available=len(cands),
                           n_labellable=n_labellable, n_of_kinds=n_of_kinds,
-                          user_kinds=list(user_kinds) if user_kinds else None)
+                          user_kinds=list(user_kinds) if user_kinds else None, top_up=top_up)
     if cands.empty:
         report.per_annotator = {p.name: 0 for p in people}
         return report
 
     rng = random.Random(seed)
-    n_items = None if per_annotator is None else (per_annotator * len(people)) // overlap
-    chosen = _balanced_sample(cands, n_items, rng)
     kind_scen = cands.set_index("conversation_id")[["user_kind", "scenario"]].to_dict("index")
-
     load: Counter = Counter({p.id: 0 for p in people})
     kind_load: Counter = Counter()  # (annotator, user kind) -> items
     together: Counter = Counter()  # (annotator, annotator) -> shared items
+    if top_up:  # what each already has in this study counts, so a late joiner is filled first
+        kinds_all = candidates_df(session, study).set_index("conversation_id")["user_kind"].to_dict()
+        for conv_id, anns in assigned_to.items():
+            for a in anns:
+                load[a] += 1
+                kind_load[(a, kinds_all.get(conv_id))] += 1
+                for b in anns:
+                    if a != b:
+                        together[(a, b)] += 1
+        chosen = _balanced_sample(cands, None, rng)
+    else:
+        n_items = None if per_annotator is None else (per_annotator * len(people)) // overlap
+        chosen = _balanced_sample(cands, n_items, rng)
+    new_load: Counter = Counter()
     new_items: dict[int, list[int]] = defaultdict(list)
     for conv_id in chosen:
-        # Annotators are picked one by one: fewest items of this user kind first (so no queue is
-        # mostly one kind, which would confound annotator with kind), then fewest items, then fewest
-        # items shared with those already picked (pairs spread evenly), then a random tie-break.
-        kind = kind_scen[conv_id]["user_kind"]
-        picked: list = []
-        for _ in range(overlap):
-            rest = [p for p in people if p not in picked]
-            best = min(rest, key=lambda p: (kind_load[(p.id, kind)], load[p.id],
-                                            sum(together[(p.id, q.id)] for q in picked), rng.random()))
-            picked.append(best)
-        for p in picked:
-            load[p.id] += 1
-            kind_load[(p.id, kind)] += 1
-            new_items[p.id].append(conv_id)
-            for q in picked:
-                if q is not p:
-                    together[(p.id, q.id)] += 1
         ks = kind_scen[conv_id]
+        have = assigned_to.get(conv_id, set())
+        picked = _pick(people, overlap - len(have), ks["user_kind"], have, kind_load, load, together, rng,
+                       per_annotator if top_up else None, new_load)
+        if not picked:
+            continue
+        for p in picked:
+            new_items[p.id].append(conv_id)
         stratum = f"{ks['user_kind']}/{ks['scenario']}"
         report.per_stratum[stratum] = report.per_stratum.get(stratum, 0) + 1
+        report.n_items += 1
     for p in people:
         items = new_items[p.id]
         # Each annotator sees their items in their own random order (no shared order effects).
@@ -239,8 +287,31 @@ def assign_items(
             )
         report.per_annotator[p.name] = len(items)
     session.flush()
-    report.n_items = len(chosen)
     return report
+
+
+def reassign_items(session: Session, study_name: str, from_annotator: str, to_annotator: str) -> tuple[int, int]:
+    """Move ``from_annotator``'s pending items (not labelled, not skipped) to ``to_annotator``, e.g.
+    when an annotator drops out; items the other already has are dropped from the first queue
+    instead. Returns (moved, dropped). What the first annotator labelled stays theirs."""
+    study = get_study(session, study_name)
+    a, b = get_annotators(session, [from_annotator, to_annotator])
+    rows = session.exec(select(AnnotationAssignment).where(
+        AnnotationAssignment.study_id == study.id, AnnotationAssignment.annotator_id.in_([a.id, b.id]))).all()
+    has_b = {r.conversation_id for r in rows if r.annotator_id == b.id}
+    pos = max((r.position for r in rows if r.annotator_id == b.id), default=-1) + 1
+    moved = dropped = 0
+    for r in sorted((r for r in rows if r.annotator_id == a.id and r.status == "pending"), key=lambda r: r.position):
+        if r.conversation_id in has_b:
+            session.delete(r)
+            dropped += 1
+            continue
+        r.annotator_id, r.position = b.id, pos
+        pos += 1
+        moved += 1
+        session.add(r)
+    session.flush()
+    return moved, dropped
 
 
 # --------------------------------------------------------------------------------------------------

@@ -365,3 +365,38 @@ def test_annotator_source_keeps_its_codebook_history(session):
     assert history[0]["from"] <= history[1]["from"] and src.codebook_version == newer.version
     src = annotator_source(session, me, newer)  # unchanged: no new entry
     assert len(src.params["codebook_history"]) == 2
+
+
+def test_top_up_for_a_late_annotator_and_reassign_a_dropout(session):
+    from annotation.queue import reassign_items
+
+    make_study(session, n_per_cell=5, annotators=("ann", "bob", "cy", "dee"))  # 20 conversations
+    first = assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=3)
+    assert first.n_items == 20
+    again = assign_items(session, "pilot", ["ann", "bob", "cy"], overlap=2, seed=3)
+    assert again.n_items == 0 and "--top-up" in again.nothing_reason()
+    # cy joins late: a third annotator on 8 items, half human, half agent.
+    rep = assign_items(session, "pilot", ["cy"], overlap=3, per_annotator=8, seed=3, top_up=True)
+    assert rep.n_items == 8 and rep.per_annotator == {"cy": 8} and "Topped up 8" in rep.summary()
+    rows = session.exec(select(AnnotationAssignment)).all()
+    cy = [r for r in rows if r.annotator_id == ann(session, "cy").id]
+    kinds = Counter(session.get(Conversation, r.conversation_id).user_kind for r in cy)
+    assert kinds == {"human": 4, "agent": 4} and sorted(r.position for r in cy) == list(range(8))
+    per_item = Counter(r.conversation_id for r in rows)
+    assert max(per_item.values()) == 3 and len({(r.annotator_id, r.conversation_id) for r in rows}) == len(rows)
+    # Nothing more to add at overlap 3 for cy alone beyond the other 12 items; at overlap 2 nothing.
+    assert assign_items(session, "pilot", ["cy"], overlap=2, top_up=True).n_items == 0
+    # bob drops out after labelling one item: his pending items go to dee, the labelled one stays.
+    bob = sorted((r for r in rows if r.annotator_id == ann(session, "bob").id), key=lambda r: r.position)
+    bob[0].status = "done"
+    session.add(bob[0])
+    session.flush()
+    moved, dropped = reassign_items(session, "pilot", "bob", "dee")
+    assert (moved, dropped) == (19, 0)
+    rows = session.exec(select(AnnotationAssignment)).all()
+    assert [r.conversation_id for r in rows if r.annotator_id == ann(session, "bob").id] == [bob[0].conversation_id]
+    dee = sorted((r for r in rows if r.annotator_id == ann(session, "dee").id), key=lambda r: r.position)
+    assert len(dee) == 19 and [r.position for r in dee] == list(range(19))
+    # cy already has some of ann's items: moving ann's queue to cy drops those instead of doubling them.
+    moved, dropped = reassign_items(session, "pilot", "ann", "cy")
+    assert dropped == 8 and moved == 12

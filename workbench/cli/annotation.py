@@ -33,6 +33,11 @@ def register(app: typer.Typer) -> None:
         ),
         kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds: human, agent (comma-separated)."),
         seed: int = typer.Option(0, "--seed", help="Random seed of the sample and the queue order."),
+        top_up: bool = typer.Option(
+            False, "--top-up",
+            help="Instead of new conversations, give queued conversations with fewer than k annotators to "
+                 "more of these annotators (e.g. one who joined late); --per-annotator caps each one's new items.",
+        ),
     ) -> None:
         """Fill annotators' queues: each new conversation goes to k annotators, balanced by user kind and scenario."""
         from annotation.queue import assign_items
@@ -47,11 +52,28 @@ def register(app: typer.Typer) -> None:
                 per_annotator=per_annotator,
                 seed=seed,
                 user_kinds=_split(kinds),
+                top_up=top_up,
             )
         if report.n_items == 0:
             typer.echo(f"Nothing to assign in study {study!r}: {report.nothing_reason()}.")
             return
         typer.echo(report.summary())
+
+    @annotate.command("reassign")
+    def reassign(
+        study: str = typer.Option(..., "--study", help="Study name."),
+        from_annotator: str = typer.Option(..., "--from", help="Annotator whose pending items move (e.g. a dropout)."),
+        to_annotator: str = typer.Option(..., "--to", help="Annotator who takes them."),
+    ) -> None:
+        """Move an annotator's pending items to another annotator; labelled and skipped items stay."""
+        from annotation.queue import reassign_items
+        from workbench.cli._common import ready_engine
+
+        with session_scope(ready_engine()) as session:
+            moved, dropped = reassign_items(session, study, from_annotator, to_annotator)
+        typer.echo(f"Moved {moved} pending items from {from_annotator} to {to_annotator} in study {study!r}"
+                   + (f"; {dropped} {to_annotator} already had were removed from {from_annotator}'s queue"
+                      if dropped else "") + ".")
 
     @annotate.command("progress")
     def progress(study: str = typer.Option(..., "--study", help="Study name.")) -> None:
