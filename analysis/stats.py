@@ -371,9 +371,17 @@ def clustered_test(
         )
     design = sm.add_constant(np.concatenate([np.zeros(n_h), np.ones(n_a)]))
     fit = sm.OLS(values, design).fit(cov_type="cluster", cov_kwds={"groups": groups})
-    est, se, t = float(fit.params[1]), float(fit.bse[1]), float(fit.tvalues[1])
+    # The variance from the covariance matrix, clipped at 0: rounding can make a zero variance (e.g. a
+    # constant group) slightly negative, and statsmodels' bse would then be NaN.
+    est = float(fit.params[1])
+    se = math.sqrt(max(float(np.asarray(fit.cov_params())[1, 1]), 0.0))
+    t = est / se if se > 0 else (math.copysign(math.inf, est) if est else float("nan"))
     df = g_h - 1
-    p = float(2 * stats.t.sf(abs(t), df)) if math.isfinite(t) else (0.0 if se == 0 else None)
+    if math.isfinite(t):
+        p = float(2 * stats.t.sf(abs(t), df))
+    else:  # no variance left: a difference is certain, no difference is no evidence
+        p = 0.0 if est else 1.0
+        t = t if est else 0.0
     half = float(stats.t.ppf(0.5 + ci / 2, df)) * se
     return result(
         "ols_cluster_robust",
