@@ -47,6 +47,7 @@ AGREEMENT_COLUMNS = [
     "ci_high",
     "ci_level",
     "n_boot",
+    "n_boot_undefined",
 ]
 
 # What the bootstrap interval is for (stated in every record, so nobody reads it as a kappa CI).
@@ -216,14 +217,29 @@ def bootstrap_alpha_ci(
     ci: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of Krippendorff's alpha, resampling items with replacement
-    (seeded, so the same call gives the same interval)."""
+    (seeded, so the same call gives the same interval). Resamples in which alpha is undefined (no
+    variation at all) are left out; ``bootstrap_alpha_ci_detail`` also says how many."""
+    lo, hi, _ = bootstrap_alpha_ci_detail(units, labels, level, n_boot, seed, ci)
+    return lo, hi
+
+
+def bootstrap_alpha_ci_detail(
+    units: Sequence[Sequence],
+    labels: Sequence[str],
+    level: str = "nominal",
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[float, float, int]:
+    """``bootstrap_alpha_ci`` and the number of resamples whose alpha was undefined (left out: a
+    share of them means the interval describes only the resamples that vary, and is optimistic)."""
     labels = list(labels)
     k = len(labels)
     per_item = _item_coincidences([_codes(list(u), labels) for u in units], k)
     per_item = per_item[per_item.sum(1) > 0]
     n = len(per_item)
     if n < 2 or n_boot <= 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), 0
     rng = np.random.default_rng(seed)
     alphas = np.empty(n_boot)
     chunk = 200  # resample weights in blocks: (chunk x n) @ (n x k*k) stays small
@@ -233,12 +249,13 @@ def bootstrap_alpha_ci(
         o_all = weights @ per_item
         for j in range(b):
             alphas[start + j] = _alpha_from_coincidence(o_all[j].reshape(k, k), level)
+    undefined = int(np.isnan(alphas).sum())
     alphas = alphas[~np.isnan(alphas)]
     if len(alphas) == 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), undefined
     tail = (1 - ci) / 2 * 100
     lo, hi = np.percentile(alphas, [tail, 100 - tail])
-    return float(lo), float(hi)
+    return float(lo), float(hi), undefined
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,10 +364,10 @@ def annotators_agreement_df(
         for kind, part in _user_kind_groups(items, split_by_user_kind):
             units = list(part["values"])
             complete = [u for u in units if len(u) == len(sources)]
-            lo, hi = (
-                bootstrap_alpha_ci(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
+            lo, hi, undefined = (
+                bootstrap_alpha_ci_detail(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
                 if units
-                else (float("nan"), float("nan"))
+                else (float("nan"), float("nan"), 0)
             )
             pair = len(sources) == 2 and complete
             rows.append(
@@ -382,6 +399,7 @@ def annotators_agreement_df(
                     "ci_high": hi,
                     "ci_level": ci,
                     "n_boot": n_boot,
+                    "n_boot_undefined": undefined,
                 }
             )
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)

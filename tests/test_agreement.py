@@ -122,6 +122,15 @@ def test_bootstrap_ci_is_seeded_and_brackets_estimate():
     est = krippendorff_alpha(units, NOMINAL)
     assert ci1[0] < est < ci1[1]
     assert ci1[1] - ci1[0] < 0.3
+    from annotation.agreement import bootstrap_alpha_ci_detail
+
+    assert bootstrap_alpha_ci_detail(units, NOMINAL, n_boot=400, seed=3) == (*ci1, 0)
+    # Nearly no variation: many resamples have none at all, so alpha is undefined there; they are
+    # left out of the interval and counted.
+    x, y = NOMINAL[0], NOMINAL[1]
+    rare = [[x, x]] * 40 + [[y, x]]
+    lo, hi, undefined = bootstrap_alpha_ci_detail(rare, NOMINAL, n_boot=400, seed=3)
+    assert 0 < undefined < 400 and undefined == pytest.approx(400 * (40 / 41) ** 41, rel=0.35)
 
 
 def _tidy(a_vals, b_vals, kinds, dim="feedback", sa="A", sb="B"):
