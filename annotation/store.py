@@ -40,7 +40,12 @@ def ensure_source(
     params: Optional[dict] = None,
 ) -> LabelSource:
     """The LabelSource called ``name``, created on first use. An existing source of another kind is an
-    error (two labellers must not write into one source)."""
+    error (two labellers must not write into one source).
+
+    A later run of the same source with another codebook version or other ``params`` (e.g. more
+    samples, another temperature, a codebook extension) updates the source and appends an entry to
+    ``params["history"]`` (``from`` time, ``codebook_version``, ``params``), so the settings every label
+    was made with follow from its ``created_at``."""
     if kind not in SOURCE_KINDS:
         raise UserInputError(f"unknown label source kind {kind!r} (kinds: {', '.join(SOURCE_KINDS)})")
     src = get_or_create_label_source(
@@ -54,7 +59,32 @@ def ensure_source(
     )
     if src.kind != kind:
         raise UserInputError(f"label source {name!r} already exists with kind {src.kind!r}, not {kind!r}")
+    _track_settings(session, src, codebook_version, params or {})
     return src
+
+
+def _track_settings(
+    session: Session, src: LabelSource, codebook_version: Optional[str], params: dict
+) -> None:
+    """Record a change of codebook version or run parameters on an existing source (see ensure_source)."""
+    old = dict(src.params or {})
+    new_cb = codebook_version if codebook_version is not None else src.codebook_version
+    changed = new_cb != src.codebook_version or any(old.get(k) != v for k, v in params.items())
+    if not changed:
+        return
+    history = list(old.get("history") or [])
+    if not history:  # the settings the source was created with, until now
+        history.append(
+            {
+                "from": src.created_at.isoformat() if src.created_at else None,
+                "codebook_version": src.codebook_version,
+                "params": {k: old.get(k) for k in params},
+            }
+        )
+    history.append({"from": utcnow().isoformat(), "codebook_version": new_cb, "params": dict(params)})
+    src.params = {**old, **params, "history": history}
+    src.codebook_version = new_cb
+    session.add(src)
 
 
 def existing_keys(

@@ -235,3 +235,53 @@ async def test_one_labelling_process_per_study_and_source(engine, server):
     # Nothing left to label: no lease is needed, even while another process holds one.
     acquire(engine, job, f"{here}:1:abc", "x")  # pid 1 (init) is alive
     assert (await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)).skipped_existing == 4
+
+
+async def test_rerun_with_new_settings_records_them_on_the_source(sqlite_engine, tmp_path):
+    """A second run of the same source (a codebook extension, more samples, another temperature)
+    must not leave the source describing the first run: the settings are updated and each run's
+    settings are kept in params["history"] with the time they took over."""
+    from workbench.llm import ScriptedModel
+
+    ext = tmp_path / "lab.yaml"
+    ext.write_text(
+        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
+        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
+        encoding="utf-8",
+    )
+    with Session(sqlite_engine) as s:
+        make_study(s, n_per_cell=1)
+        s.commit()
+
+    def model():
+        return ScriptedModel(
+            lambda _m: json.dumps({"politeness": "Polite", "humour": "2"}), name="scripted/j"
+        )
+
+    await label_with_llm(
+        sqlite_engine,
+        "pilot",
+        model(),
+        load_codebook(),
+        dimensions=["politeness"],
+        samples=1,
+        temperature=0.0,
+    )
+    await label_with_llm(
+        sqlite_engine, "pilot", model(), load_codebook(ext), dimensions=["humour"], samples=5, temperature=0.9
+    )
+    with Session(sqlite_engine) as s:
+        src = s.exec(select(LabelSource).where(LabelSource.name == "llm:scripted/j:v2")).one()
+        assert src.codebook_version == "1.1+lab-1"
+        assert src.params["samples"] == 5 and src.params["temperature"] == 0.9
+        history = src.params["history"]
+        assert [h["codebook_version"] for h in history] == ["1.1", "1.1+lab-1"]
+        assert [h["params"]["samples"] for h in history] == [1, 5]
+        assert history[0]["from"] <= history[1]["from"]
+    # The same settings again add nothing.
+    await label_with_llm(
+        sqlite_engine, "pilot", model(), load_codebook(ext), dimensions=["humour"], samples=5, temperature=0.9
+    )
+    with Session(sqlite_engine) as s:
+        src = s.exec(select(LabelSource).where(LabelSource.name == "llm:scripted/j:v2")).one()
+        assert len(src.params["history"]) == 2
