@@ -20,8 +20,9 @@ from sqlmodel import Session, select
 
 from annotation.codebook import Codebook
 from annotation.labelling import language_coverage, preferred_language
+from annotation.store import ensure_source
 from db.models import Conversation, Label, LabelSource, Turn
-from db.repo import get_or_create_label_source, get_study
+from db.repo import get_study
 from db.types import utcnow
 from workbench.errors import NotFoundError, UserInputError
 
@@ -281,7 +282,9 @@ def adjudicate(
         )
         .order_by(LabelSource.name)
     ).all()
-    final_src = get_or_create_label_source(
+    # ensure_source: a decision under a newer codebook updates the source's codebook version and
+    # records when it took over (params["history"]), so every decision's codebook is known.
+    final_src = ensure_source(
         session,
         adjudicated_source_name(study_name),
         "adjudicated",

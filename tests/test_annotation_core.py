@@ -400,3 +400,29 @@ def test_top_up_for_a_late_annotator_and_reassign_a_dropout(session):
     # cy already has some of ann's items: moving ann's queue to cy drops those instead of doubling them.
     moved, dropped = reassign_items(session, "pilot", "ann", "cy")
     assert dropped == 8 and moved == 12
+
+
+def test_adjudication_under_a_newer_codebook_is_recorded(session, tmp_path):
+    """The adjudicated source keeps the codebook each decision was made under: a decision under an
+    extended codebook updates the source's version and records when it took over."""
+    study = make_study(session, n_per_cell=1)
+    cb = load_codebook()
+    assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=0)
+    cid = sorted({r.conversation_id for r in session.exec(select(AnnotationAssignment)).all()})[0]
+    for name, pol in (("ann", "Polite"), ("bob", "Neutral")):
+        save_labels(session, study.id, ann(session, name), cid, cb, full_labels(cb) | {"politeness": pol})
+    lab = adjudicate(session, "pilot", cid, "politeness", "Neutral", cb)
+    src = session.get(LabelSource, lab.source_id)
+    assert src.codebook_version == cb.version and "history" not in src.params
+    ext = tmp_path / "lab.yaml"
+    ext.write_text(
+        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
+        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
+        encoding="utf-8",
+    )
+    cb2 = load_codebook(ext)
+    adjudicate(session, "pilot", cid, "politeness", "Polite", cb2)
+    session.refresh(src)
+    assert src.codebook_version == "1.1+lab-1"
+    assert [h["codebook_version"] for h in src.params["history"]] == [cb.version, "1.1+lab-1"]
+    assert src.params["gold"] is True
