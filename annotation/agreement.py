@@ -572,9 +572,8 @@ def indistinguishability_df(
                 "agent_detected": a_rate,
                 "n_human": len(humans),
                 "human_detected": h_rate,
-                "balanced_accuracy": float(np.nanmean([a_rate, h_rate]))
-                if len(ag) or len(humans)
-                else float("nan"),
+                # both kinds needed: with one, the "mean" is that kind's detection rate alone
+                "balanced_accuracy": (a_rate + h_rate) / 2 if len(ag) and len(humans) else float("nan"),
                 "balanced_ci_low": b_lo,
                 "balanced_ci_high": b_hi,
                 "balanced_p_value": b_p,

@@ -301,3 +301,16 @@ def test_an_annotator_who_always_says_person_is_not_better_than_chance():
     assert row["accuracy"] == pytest.approx(100 / 110) and row["p_value"] < 1e-10
     assert row["balanced_accuracy"] == pytest.approx(0.5) and row["balanced_p_value"] == pytest.approx(1.0)
     assert row["balanced_ci_low"] < 0.5 < row["balanced_ci_high"]
+
+
+def test_balanced_accuracy_needs_guesses_on_both_kinds():
+    """Guesses on human conversations only: plain accuracy is there, but a balanced accuracy (and its
+    interval and test) would be the human detection rate alone, so it is missing."""
+    convs = pd.DataFrame([{"conversation_id": i, "user_kind": "human", "simulator_config_id": None,
+                           "simulator": None} for i in range(10)])
+    guesses = pd.DataFrame([{"conversation_id": i, "guess": "person" if i < 8 else "ai"} for i in range(10)])
+    row = indistinguishability_df(guesses, convs).iloc[0]
+    assert row["simulator"] == "all" and row["accuracy"] == pytest.approx(0.8)
+    assert row["human_detected"] == pytest.approx(0.8)
+    assert pd.isna(row["balanced_accuracy"]) and pd.isna(row["balanced_ci_low"])
+    assert pd.isna(row["balanced_p_value"])
