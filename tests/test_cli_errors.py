@@ -82,3 +82,13 @@ def test_broken_yaml_is_one_line_with_file_line_and_column(args, env, words, tmp
         monkeypatch.setenv(k, v.format(bad=bad))
     code, _, err = run([a.format(bad=bad) for a in args], capsys)
     assert_one_line_error(code, err, f"{bad}:4:3: {words}: expected ',' or '}}'")
+
+
+def test_python_dash_m_runs_the_cli():
+    """``python -m workbench.cli`` is the ``workbench`` command (for environments without the script)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Usage: workbench" in out.stdout
