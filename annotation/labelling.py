@@ -257,8 +257,9 @@ def save_labels(
     """Save an annotator's labels for one item of their queue and mark it done; returns labels written.
 
     Every conversation-level dimension of the codebook needs a value; turn-level labels are
-    optional (one per turn of the dimension's ``turn_role``). Saving again replaces earlier labels.
-    Everything is validated before anything is written.
+    optional (one per turn of the dimension's ``turn_role``). Saving again replaces earlier labels of
+    the codebook's dimensions; labels of dimensions it does not have (e.g. saved under an extension
+    that is no longer loaded) are kept. Everything is validated before anything is written.
     """
     assignment = _assignment(session, study_id, annotator.id, conversation_id)
     turn_values = dict(turn_values or {})
@@ -302,8 +303,9 @@ def save_labels(
         lab.rationale = rationale if idx < 0 else None
         session.add(lab)
         written += 1
-    for lab in existing.values():  # labels the annotator has now cleared (e.g. a turn flag)
-        session.delete(lab)
+    for lab in existing.values():  # labels the annotator has now cleared (e.g. a turn flag) ...
+        if lab.dimension in codebook:  # ... not those of dimensions this codebook does not show
+            session.delete(lab)
     _save_guess(session, study_id, annotator.id, conversation_id, guess, confidence)
     assignment.status, assignment.completed_at = "done", now
     assignment.flagged, assignment.flag_note = bool(flagged), (flag_note or "").strip() or None

@@ -426,3 +426,24 @@ def test_adjudication_under_a_newer_codebook_is_recorded(session, tmp_path):
     assert src.codebook_version == "1.1+lab-1"
     assert [h["codebook_version"] for h in src.params["history"]] == [cb.version, "1.1+lab-1"]
     assert src.params["gold"] is True
+
+
+def test_saving_again_under_a_smaller_codebook_keeps_the_other_dimensions(session, tmp_path):
+    """An item labelled under an extended codebook, corrected later with the extension unloaded: the
+    extension's label stays (the form did not show it, so the annotator did not clear it)."""
+    study = make_study(session, n_per_cell=1)
+    cb = load_codebook()
+    ext = tmp_path / "lab.yaml"
+    ext.write_text(
+        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
+        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
+        encoding="utf-8",
+    )
+    cb2 = load_codebook(ext)
+    assign_items(session, "pilot", ["ann"], overlap=1, seed=0)
+    a = ann(session, "ann")
+    cid = next_item(session, study.id, a.id).conversation_id
+    save_labels(session, study.id, a, cid, cb2, full_labels(cb) | {"humour": "3", "politeness": "Polite"})
+    save_labels(session, study.id, a, cid, cb, full_labels(cb) | {"politeness": "Neutral"})
+    got = {lab.dimension: lab.value for lab in session.exec(select(Label).where(Label.conversation_id == cid))}
+    assert got["humour"] == "3" and got["politeness"] == "Neutral"
