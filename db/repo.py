@@ -245,14 +245,23 @@ def questionnaires_df(session: Session, study_id: int) -> pd.DataFrame:
 
 
 def label_sources_df(session: Session, study_id: Optional[int] = None) -> pd.DataFrame:
-    """Label sources with how many labels each holds (in the study, when given)."""
+    """Label sources with their provenance (kind, model, prompt and codebook version) and how many labels
+    each holds, with the times of the first and the last (in the study, when given)."""
     q = select(LabelSource.name, LabelSource.kind, LabelSource.model, LabelSource.prompt_version,
-               func.count(Label.id)).outerjoin(Label, Label.source_id == LabelSource.id)
+               LabelSource.codebook_version, func.count(Label.id), func.min(Label.created_at),
+               func.max(Label.created_at)).outerjoin(Label, Label.source_id == LabelSource.id)
     if study_id is not None:
         q = q.join(Conversation, Conversation.id == Label.conversation_id).where(Conversation.study_id == study_id)
     q = q.group_by(LabelSource.id).order_by(LabelSource.name)
-    rows = [dict(zip(["name", "kind", "model", "prompt_version", "n_labels"], r)) for r in session.exec(q).all()]
-    return pd.DataFrame(rows, columns=["name", "kind", "model", "prompt_version", "n_labels"])
+    rows = [dict(zip(LABEL_SOURCE_LIST_COLUMNS, r)) for r in session.exec(q).all()]
+    df = pd.DataFrame(rows, columns=LABEL_SOURCE_LIST_COLUMNS)
+    for col in ("first_label_at", "last_label_at"):  # SQLite returns aggregated times as text
+        df[col] = pd.to_datetime(df[col], utc=True)
+    return df
+
+
+LABEL_SOURCE_LIST_COLUMNS = ["name", "kind", "model", "prompt_version", "codebook_version", "n_labels",
+                             "first_label_at", "last_label_at"]
 
 
 def profile_and_context(session: Session, condition_id: int) -> tuple[Condition, Scenario, TaskContext, Optional[Profile]]:

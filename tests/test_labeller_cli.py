@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from sklearn.metrics import cohen_kappa_score
@@ -223,6 +224,11 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
         "v2",
         24,
     )
+    # provenance: the codebook version and when the source labelled (ISO 8601, UTC)
+    assert src["codebook_version"] and src["first_label_at"] <= src["last_label_at"]
+    assert datetime.fromisoformat(src["last_label_at"]).utcoffset() == timedelta(0)
+    code, out = run(["labels", "sources", "--study", "pilot"], capsys)
+    assert "codebook_version" in out and " UTC" in out
 
 
 def test_cli_label_sources_json_is_strict_json(cli_engine, capsys):

@@ -236,7 +236,10 @@ def sources(
     study: str = typer.Option(..., "--study", help="Study name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Label sources of the study with their kind, model, prompt version and label counts."""
+    """Label sources of the study with their kind, model, prompt and codebook version, label counts and
+    the times of their first and last label."""
+    import pandas as pd
+
     from db.engine import session_scope
     from db.repo import get_study, label_sources_df
     from workbench.cli._common import ready_engine
@@ -244,7 +247,11 @@ def sources(
     with session_scope(ready_engine()) as session:
         st = get_study(session, study)
         df = label_sources_df(session, st.id)
-    df = df[df["n_labels"] > 0]
+    df = df[df["n_labels"] > 0].copy()
+    for col in ("first_label_at", "last_label_at"):  # ISO 8601 in JSON, to the minute in the table
+        df[col] = df[col].map(
+            lambda t: None if pd.isna(t) else t.isoformat() if as_json else t.strftime("%Y-%m-%d %H:%M UTC")
+        )
     if as_json:
         # Missing values (a human or imported source has no model) are null: NaN is not JSON.
         records = df.astype(object).where(df.notna(), None).to_dict("records")
