@@ -355,6 +355,11 @@ def annotators_agreement_df(
         scale = scales.get(dim)
         order = _ordered_labels(d["value"], scale)
         level = scale.scale if scale else "nominal"
+        if level == "ordinal" and len(order) > len(scale.labels):
+            # Values outside the codebook's scale (e.g. imported data) have no place in its order, so
+            # ordinal statistics would rank them arbitrarily: this dimension is measured as nominal
+            # (the record's ``scale`` says so; no weighted kappa).
+            level = "nominal"
         items = (
             d.groupby(["conversation_id", "turn_index"], dropna=False)
             .agg(values=("value", list), n_values=("value", "size"), user_kind=("user_kind", "first"))

@@ -314,3 +314,21 @@ def test_balanced_accuracy_needs_guesses_on_both_kinds():
     assert row["human_detected"] == pytest.approx(0.8)
     assert pd.isna(row["balanced_accuracy"]) and pd.isna(row["balanced_ci_low"])
     assert pd.isna(row["balanced_p_value"])
+
+
+def test_values_outside_an_ordinal_scale_make_the_dimension_nominal():
+    """An imported value the codebook's ordinal scale lacks ("9") has no rank: ordinal statistics
+    would put it after "5" arbitrarily, so the dimension is measured as nominal, and says so."""
+    rng = np.random.default_rng(3)
+    a, b = _rand_pair(rng, LIKERT, 60, p_same=0.5)
+    b[0] = "9"
+    labels, convs = _tidy(a, b, ["human"] * 60, dim="question_broadness")
+    df = pair_agreement_df(labels, convs, "A", "B", n_boot=100, split_by_user_kind=False,
+                           scales={"question_broadness": Scale("ordinal", tuple(LIKERT))})
+    row = df.iloc[0]
+    assert row["scale"] == "nominal" and row["weighted_kappa"] is None
+    codes = {v: i for i, v in enumerate(LIKERT + ["9"])}
+    data = np.array([[codes[v] for v in a], [codes[v] for v in b]], dtype=float)
+    assert row["krippendorff_alpha"] == pytest.approx(krippendorff.alpha(reliability_data=data,
+                                                                         level_of_measurement="nominal"))
+    assert row["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b))
