@@ -254,10 +254,7 @@ def label_sources_df(session: Session, study_id: Optional[int] = None) -> pd.Dat
         q = q.join(Conversation, Conversation.id == Label.conversation_id).where(Conversation.study_id == study_id)
     q = q.group_by(LabelSource.id).order_by(LabelSource.name)
     rows = [dict(zip(LABEL_SOURCE_LIST_COLUMNS, r)) for r in session.exec(q).all()]
-    df = pd.DataFrame(rows, columns=LABEL_SOURCE_LIST_COLUMNS)
-    for col in ("first_label_at", "last_label_at"):  # SQLite returns aggregated times as text
-        df[col] = pd.to_datetime(df[col], utc=True)
-    return df
+    return pd.DataFrame(rows, columns=LABEL_SOURCE_LIST_COLUMNS)
 
 
 LABEL_SOURCE_LIST_COLUMNS = ["name", "kind", "model", "prompt_version", "codebook_version", "n_labels",

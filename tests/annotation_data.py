@@ -109,3 +109,16 @@ def make_study(
 def full_labels(codebook) -> dict[str, str]:
     """A valid value for every conversation-level dimension (the first label)."""
     return {d.name: d.labels[0] for d in codebook.conversation_dimensions()}
+
+
+def humour_codebook(tmp_path):
+    """The default codebook extended by one ordinal dimension, ``humour`` (version ``1.1+lab-1``)."""
+    from annotation.codebook import load_codebook
+
+    ext = tmp_path / "lab.yaml"
+    ext.write_text(
+        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
+        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
+        encoding="utf-8",
+    )
+    return load_codebook(ext)

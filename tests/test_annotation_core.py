@@ -14,7 +14,7 @@ from annotation.labelling import blind_view, guesses_df, load_saved, save_labels
 from annotation.queue import assign_items, next_item, progress_df, queue_progress, reopen_skipped
 from db.models import Annotator, Conversation, Label, LabelSource
 from db.models.annotation import AnnotationAssignment
-from tests.annotation_data import SECRET_MODEL, full_labels, make_study
+from tests.annotation_data import SECRET_MODEL, full_labels, humour_codebook, make_study
 from workbench.errors import NotFoundError, UserInputError
 
 
@@ -414,13 +414,7 @@ def test_adjudication_under_a_newer_codebook_is_recorded(session, tmp_path):
     lab = adjudicate(session, "pilot", cid, "politeness", "Neutral", cb)
     src = session.get(LabelSource, lab.source_id)
     assert src.codebook_version == cb.version and "history" not in src.params
-    ext = tmp_path / "lab.yaml"
-    ext.write_text(
-        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
-        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
-        encoding="utf-8",
-    )
-    cb2 = load_codebook(ext)
+    cb2 = humour_codebook(tmp_path)
     adjudicate(session, "pilot", cid, "politeness", "Polite", cb2)
     session.refresh(src)
     assert src.codebook_version == "1.1+lab-1"
@@ -433,13 +427,7 @@ def test_saving_again_under_a_smaller_codebook_keeps_the_other_dimensions(sessio
     extension's label stays (the form did not show it, so the annotator did not clear it)."""
     study = make_study(session, n_per_cell=1)
     cb = load_codebook()
-    ext = tmp_path / "lab.yaml"
-    ext.write_text(
-        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
-        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
-        encoding="utf-8",
-    )
-    cb2 = load_codebook(ext)
+    cb2 = humour_codebook(tmp_path)
     assign_items(session, "pilot", ["ann"], overlap=1, seed=0)
     a = ann(session, "ann")
     cid = next_item(session, study.id, a.id).conversation_id

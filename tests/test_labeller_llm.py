@@ -13,7 +13,7 @@ from annotation.codebook import load_codebook
 from annotation.labellers.llm import aggregate, label_with_llm, plan_labelling, source_name
 from db.models import LabelSource, LLMCall
 from db.repo import labels_df
-from tests.annotation_data import make_study
+from tests.annotation_data import humour_codebook, make_study
 from workbench.llm import get_model
 from workbench.testing.fake_llm_server import FakeLLMServer
 
@@ -243,12 +243,7 @@ async def test_rerun_with_new_settings_records_them_on_the_source(sqlite_engine,
     settings are kept in params["history"] with the time they took over."""
     from workbench.llm import ScriptedModel
 
-    ext = tmp_path / "lab.yaml"
-    ext.write_text(
-        'version: "lab-1"\nextends: default\ndimensions:\n  - name: humour\n    scale: ordinal\n'
-        '    definition: {en: "How playful."}\n    labels: ["1", "2", "3"]\n',
-        encoding="utf-8",
-    )
+    cb_ext = humour_codebook(tmp_path)
     with Session(sqlite_engine) as s:
         make_study(s, n_per_cell=1)
         s.commit()
@@ -268,7 +263,7 @@ async def test_rerun_with_new_settings_records_them_on_the_source(sqlite_engine,
         temperature=0.0,
     )
     await label_with_llm(
-        sqlite_engine, "pilot", model(), load_codebook(ext), dimensions=["humour"], samples=5, temperature=0.9
+        sqlite_engine, "pilot", model(), cb_ext, dimensions=["humour"], samples=5, temperature=0.9
     )
     with Session(sqlite_engine) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == "llm:scripted/j:v2")).one()
@@ -280,7 +275,7 @@ async def test_rerun_with_new_settings_records_them_on_the_source(sqlite_engine,
         assert history[0]["from"] <= history[1]["from"]
     # The same settings again add nothing.
     await label_with_llm(
-        sqlite_engine, "pilot", model(), load_codebook(ext), dimensions=["humour"], samples=5, temperature=0.9
+        sqlite_engine, "pilot", model(), cb_ext, dimensions=["humour"], samples=5, temperature=0.9
     )
     with Session(sqlite_engine) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == "llm:scripted/j:v2")).one()
