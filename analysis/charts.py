@@ -7,15 +7,19 @@ value) so a page can drill down from a clicked bar to the conversations behind i
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pandas as pd
 import plotly.graph_objects as go
 
 KIND_COLORS = {"human": "#1f77b4", "agent": "#ff7f0e"}
 # The forest plot's test per dimension, best first: for Cramer's V the participant-clustered row
 # (its interval resamples whole participants), else the conversation-level one.
-PRIMARY_TESTS = ("wald_cluster_robust", "chi_square", "chi_square_permutation", "fisher_exact", "mann_whitney")
+PRIMARY_TESTS = (
+    "wald_cluster_robust",
+    "chi_square",
+    "chi_square_permutation",
+    "fisher_exact",
+    "mann_whitney",
+)
 
 
 def empty_figure(title: str, message: str = "no data") -> go.Figure:
@@ -28,7 +32,7 @@ def empty_figure(title: str, message: str = "no data") -> go.Figure:
 
 
 def label_distribution_fig(
-    frame: pd.DataFrame, dimension: str, categories: Optional[list] = None, by_scenario: bool = True
+    frame: pd.DataFrame, dimension: str, categories: list | None = None, by_scenario: bool = True
 ) -> go.Figure:
     """Share of each label value, human vs agent, one panel per scenario (plus "all")."""
     title = f"{dimension}: label distribution, human vs agent"
@@ -90,8 +94,12 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
     if "kind" in d.columns:
         d = d[d["kind"] == kind]
     rank = {t: i for i, t in enumerate(PRIMARY_TESTS)}
-    d = (d.assign(_rank=d["test"].map(rank)).sort_values("_rank", kind="stable")
-         .drop_duplicates(["dimension", "scenario", "effect_size_name"]).drop(columns="_rank"))
+    d = (
+        d.assign(_rank=d["test"].map(rank))
+        .sort_values("_rank", kind="stable")
+        .drop_duplicates(["dimension", "scenario", "effect_size_name"])
+        .drop(columns="_rank")
+    )
     if d.empty:
         return empty_figure(title, "no effect sizes (not enough data)")
     fig = go.Figure()
@@ -118,7 +126,7 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
     return fig
 
 
-def agreement_heatmap_fig(agreement: Optional[pd.DataFrame], value: str = "krippendorff_alpha") -> go.Figure:
+def agreement_heatmap_fig(agreement: pd.DataFrame | None, value: str = "krippendorff_alpha") -> go.Figure:
     """Agreement per dimension (rows) and pair of sources x user kind (columns, "A vs B: kind")."""
     title = f"Agreement between label sources ({value})"
     if agreement is None or agreement.empty or value not in agreement.columns:
@@ -197,7 +205,7 @@ def turn_length_fig(frame: pd.DataFrame, feature: str = "user_words_per_turn") -
     return fig
 
 
-def trajectory_fig(trajectory: Optional[pd.DataFrame], feature: str = "words") -> go.Figure:
+def trajectory_fig(trajectory: pd.DataFrame | None, feature: str = "words") -> go.Figure:
     """Mean of a per-turn feature (default words per user turn) by user-turn position, one line per
     population (``analysis.trajectory.turn_trajectory_df``) with 95% t-interval error bars."""
     title = f"Mean {feature} per user turn by position (95% t-intervals)"

@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -65,7 +65,7 @@ VARIABLE_NOTES = {
 }
 
 
-def _summary(values: pd.Series, scale: str, categories: Optional[list] = None) -> str:
+def _summary(values: pd.Series, scale: str, categories: list | None = None) -> str:
     values = values.dropna()
     if values.empty:
         return ""
@@ -104,8 +104,12 @@ def _tests_for(
                 h.astype(str).tolist(), a.astype(str).tolist(), categories, n_boot=n_boot, ci=ci
             ),
             stats.clustered_share_test(
-                h.astype(str).tolist(), a.astype(str).tolist(), people.loc[h.index].values, categories,
-                n_boot=n_boot, ci=ci,
+                h.astype(str).tolist(),
+                a.astype(str).tolist(),
+                people.loc[h.index].values,
+                categories,
+                n_boot=n_boot,
+                ci=ci,
             ),
         ]
     elif scale == "ordinal":
@@ -136,11 +140,13 @@ def _tests_for(
         if r["p_value"] is not None and min(r["n_human"], r["n_agent"]) < SMALL_GROUP:
             # e.g. 3 vs 3 fully separated: a bootstrap interval collapses to a point such as [1, 1]
             r["note"] = (r["note"] + "; " if r["note"] else "") + (
-                f"small group (fewer than {SMALL_GROUP}): intervals and p-values are unreliable")
+                f"small group (fewer than {SMALL_GROUP}): intervals and p-values are unreliable"
+            )
         if kind == "label" and (missing_h or missing_a):
             r["note"] = (r["note"] + "; " if r["note"] else "") + (
                 f"left out without a label from this source (failed, skipped or not labelled): "
-                f"{missing_h} human, {missing_a} agent")
+                f"{missing_h} human, {missing_a} agent"
+            )
         if variable in VARIABLE_NOTES:
             r["note"] = (r["note"] + "; " if r["note"] else "") + VARIABLE_NOTES[variable]
         r.update(

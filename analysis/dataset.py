@@ -10,7 +10,6 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pandas as pd
 from sqlmodel import Session, select
@@ -18,7 +17,6 @@ from sqlmodel import Session, select
 from annotation.codebook import load_codebook
 from db.models.core import UNFINISHED_STATUSES
 from workbench.errors import NotFoundError, UserInputError
-
 
 # Preference of label sources when none is named: the annotators' consensus (adjudicated where they
 # disagreed), then one human source, then model labels.
@@ -36,13 +34,13 @@ class StudyData:
     study_id: int
     conversations: pd.DataFrame
     labels: pd.DataFrame  # conversation_id + one column per dimension (conversation-level labels)
-    label_source: Optional[str]
+    label_source: str | None
     label_source_reason: str
     features: pd.DataFrame
     scales: dict[str, tuple[str, list[str]]]
-    feature_version: Optional[str] = None
-    codebook_version: Optional[str] = None
-    language: Optional[str] = None
+    feature_version: str | None = None
+    codebook_version: str | None = None
+    language: str | None = None
     meta: dict = field(default_factory=dict)
 
     @property
@@ -50,7 +48,7 @@ class StudyData:
         return [c for c in self.labels.columns if c != "conversation_id"]
 
 
-def excluded_note(data: "StudyData") -> str:
+def excluded_note(data: StudyData) -> str:
     """'' or a sentence saying which conversations the analysis leaves out (in progress, failed,
     stopped by a budget: ``UNFINISHED_STATUSES``)."""
     ex = data.meta.get("excluded") or {}
@@ -60,13 +58,17 @@ def excluded_note(data: "StudyData") -> str:
     for key, n in sorted(ex.items()):
         kind, status = key.split("_", 1)
         noun = "conversation" if n == 1 else "conversations"
-        parts.append(f"{n} {kind} {noun} still in progress" if status == "in_progress"
-                     else f"{n} {kind} {noun} stopped by a simulation budget" if status == "stopped"
-                     else f"{n} failed {kind} {noun}")
+        parts.append(
+            f"{n} {kind} {noun} still in progress"
+            if status == "in_progress"
+            else f"{n} {kind} {noun} stopped by a simulation budget"
+            if status == "stopped"
+            else f"{n} failed {kind} {noun}"
+        )
     return "Not analysed: " + ", ".join(parts) + "."
 
 
-def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], Optional[str]]:
+def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], str | None]:
     """Each codebook dimension's scale and ordered labels, and the codebook version.
 
     Dimensions found in labels but missing from the codebook are still analysed (as nominal, with
@@ -94,8 +96,15 @@ def _label_rows(engine, study_id: int, conversation_ids, where) -> pd.DataFrame:
 
     lab, src, conv = Label.__table__, LabelSource.__table__, Conversation.__table__
     q = (
-        core_select(src.c.name, src.c.kind, src.c.annotator_id, lab.c.conversation_id, lab.c.turn_index,
-                    lab.c.dimension, lab.c.value)
+        core_select(
+            src.c.name,
+            src.c.kind,
+            src.c.annotator_id,
+            lab.c.conversation_id,
+            lab.c.turn_index,
+            lab.c.dimension,
+            lab.c.value,
+        )
         .join(src, src.c.id == lab.c.source_id)
         .join(conv, conv.c.id == lab.c.conversation_id)
         .where(conv.c.study_id == study_id, lab.c.status == "ok", lab.c.value.is_not(None), where(lab, src))
@@ -134,7 +143,9 @@ def consensus_labels_frame(engine, study_id: int, conversation_ids) -> pd.DataFr
     """The ``CONSENSUS`` source's conversation-level labels, in the columns of ``_labels_frame``."""
     rows = _label_rows(engine, study_id, conversation_ids, _is_annotator)
     rows = rows[rows["turn_index"] == -1]
-    return consensus_of(rows).assign(status="ok")[["conversation_id", "turn_index", "dimension", "value", "status"]]
+    return consensus_of(rows).assign(status="ok")[
+        ["conversation_id", "turn_index", "dimension", "value", "status"]
+    ]
 
 
 def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame) -> pd.DataFrame:
@@ -145,7 +156,17 @@ def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame
     source labels; ``coverage`` is the smaller of the two kinds. So a source that labels one
     dimension of every conversation covers little, and unfinished conversations do not count."""
 
-    cols = ["name", "kind", "tier", "human", "agent", "dimensions", "coverage_human", "coverage_agent", "coverage"]
+    cols = [
+        "name",
+        "kind",
+        "tier",
+        "human",
+        "agent",
+        "dimensions",
+        "coverage_human",
+        "coverage_agent",
+        "coverage",
+    ]
     ids = conversations["conversation_id"]
     rows = _label_rows(engine, study_id, ids, lambda lab, src: lab.c.turn_index == -1)
     rows = rows[rows["turn_index"] == -1].drop_duplicates(["source", "conversation_id", "dimension"])
@@ -154,14 +175,21 @@ def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame
         from db.models import LabelSource
 
         with Session(engine) as s:
-            params = dict(s.exec(select(LabelSource.name, LabelSource.params)
-                                 .where(LabelSource.name.in_(rows["source"].unique().tolist()))).all())
+            params = dict(
+                s.exec(
+                    select(LabelSource.name, LabelSource.params).where(
+                        LabelSource.name.in_(rows["source"].unique().tolist())
+                    )
+                ).all()
+            )
     n_annot = rows.loc[(rows["kind"] == "human") & rows["annotator_id"].notna(), "source"].nunique()
     if n_annot >= 2 or (n_annot >= 1 and (rows["kind"] == "adjudicated").any()):
-        cons = consensus_of(rows[(rows["kind"] == "adjudicated")
-                                 | ((rows["kind"] == "human") & rows["annotator_id"].notna())])
-        rows = pd.concat([rows, cons.assign(source=CONSENSUS, kind="consensus", annotator_id=None)],
-                         ignore_index=True)
+        cons = consensus_of(
+            rows[(rows["kind"] == "adjudicated") | ((rows["kind"] == "human") & rows["annotator_id"].notna())]
+        )
+        rows = pd.concat(
+            [rows, cons.assign(source=CONSENSUS, kind="consensus", annotator_id=None)], ignore_index=True
+        )
     if rows.empty:
         return pd.DataFrame(columns=cols)
     kind_of = conversations.set_index("conversation_id")["user_kind"]
@@ -170,8 +198,12 @@ def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame
     n_dims = max(rows["dimension"].nunique(), 1)
     out = []
     for (name, kind), g in rows.groupby(["source", "kind"], sort=False):
-        r = {"name": name, "kind": kind, "dimensions": int(g["dimension"].nunique()),
-             "tier": 0 if name == CONSENSUS else _tier(kind, params.get(name) or {})}
+        r = {
+            "name": name,
+            "kind": kind,
+            "dimensions": int(g["dimension"].nunique()),
+            "tier": 0 if name == CONSENSUS else _tier(kind, params.get(name) or {}),
+        }
         for uk in ("human", "agent"):
             gk = g[g["user_kind"] == uk]
             r[uk] = int(gk["conversation_id"].nunique())
@@ -182,7 +214,7 @@ def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame
     return out.sort_values(["tier", "coverage", "name"], ascending=[True, False, True]).reset_index(drop=True)
 
 
-def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
+def choose_label_source(coverage: pd.DataFrame) -> tuple[str | None, str]:
     """The best available source: the best tier (annotators' consensus, human, model) whose coverage
     of both user kinds is at least ``MIN_COVERAGE``; failing that, the source with the widest
     coverage (ties: the better tier, then the name)."""
@@ -195,7 +227,7 @@ def choose_label_source(coverage: pd.DataFrame) -> tuple[Optional[str], str]:
         tier = TIER_NAMES[int(best["tier"])]
         why = f"best available ({tier}; covers {best['coverage']:.0%} of each user kind)"
         if best["name"] == CONSENSUS:
-            why += ("; per item the adjudicated label, else the annotators' majority label (ties left out)")
+            why += "; per item the adjudicated label, else the annotators' majority label (ties left out)"
         if not skipped.empty:
             why += "; skipped for low coverage: " + ", ".join(
                 f"{r.name} ({r.coverage:.0%})" for r in skipped.itertuples()
@@ -217,7 +249,7 @@ def wide_labels_df(labels: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index().astype({"conversation_id": "int64"})
 
 
-def default_language(conversations: pd.DataFrame) -> Optional[str]:
+def default_language(conversations: pd.DataFrame) -> str | None:
     """Analyse text in the humans' language when the two user kinds differ (the reference: humans
     wrote Chinese; agent turns carry Chinese translations), otherwise each in its own language."""
     langs = conversations.groupby("user_kind")["language"].agg(
@@ -228,7 +260,7 @@ def default_language(conversations: pd.DataFrame) -> Optional[str]:
     return None
 
 
-def _labels_frame(engine, study_id: int, source: Optional[str]) -> pd.DataFrame:
+def _labels_frame(engine, study_id: int, source: str | None) -> pd.DataFrame:
     """Conversation-level labels of one source (the ``db.repo.labels_df`` columns analysis needs),
     read with one Core query: a large study has millions of labels."""
     from sqlalchemy import select as core_select
@@ -253,12 +285,16 @@ def _labels_frame(engine, study_id: int, source: Optional[str]) -> pd.DataFrame:
         return pd.DataFrame(conn.execute(q).all(), columns=cols)
 
 
-def hallucination_source(engine, study_id: int, conversation_ids, chosen: Optional[str]) -> Optional[str]:
+def hallucination_source(engine, study_id: int, conversation_ids, chosen: str | None) -> str | None:
     """The one source whose turn-level "hallucination" labels the analysis reads: the chosen
     conversation-level source if it has them (``CONSENSUS``: the annotators' consensus per turn),
     else the human (then model) source that flags the most conversations. Sources are never mixed."""
-    rows = _label_rows(engine, study_id, conversation_ids,
-                       lambda lab, src: (lab.c.dimension == "hallucination") & (lab.c.turn_index >= 0))
+    rows = _label_rows(
+        engine,
+        study_id,
+        conversation_ids,
+        lambda lab, src: (lab.c.dimension == "hallucination") & (lab.c.turn_index >= 0),
+    )
     if rows.empty:
         return None
     if chosen == CONSENSUS and _is_annotator_rows(rows).any():
@@ -267,14 +303,18 @@ def hallucination_source(engine, study_id: int, conversation_ids, chosen: Option
         return chosen
     n = rows.groupby(["source", "kind"])["conversation_id"].nunique().reset_index()
     n["tier"] = [_tier(k, {}) for k in n["kind"]]
-    return str(n.sort_values(["tier", "conversation_id", "source"], ascending=[True, False, True]).iloc[0]["source"])
+    return str(
+        n.sort_values(["tier", "conversation_id", "source"], ascending=[True, False, True]).iloc[0]["source"]
+    )
 
 
 def _is_annotator_rows(rows: pd.DataFrame) -> pd.Series:
     return (rows["kind"] == "adjudicated") | ((rows["kind"] == "human") & rows["annotator_id"].notna())
 
 
-def hallucination_rates_df(engine, study_id: int, conversation_ids=None, source: Optional[str] = None) -> pd.DataFrame:
+def hallucination_rates_df(
+    engine, study_id: int, conversation_ids=None, source: str | None = None
+) -> pd.DataFrame:
     """Share of assistant turns flagged as hallucinating, per conversation: the user's live flags
     (``Turn.hallucination``, "cant_tell" left out) where present, else the turn-level labels of
     dimension "hallucination" of one ``source`` (``hallucination_source``; ``CONSENSUS`` for the
@@ -296,8 +336,12 @@ def hallucination_rates_df(engine, study_id: int, conversation_ids=None, source:
     post = pd.DataFrame(columns=["conversation_id", "flag"])
     if source is not None:
         ids = conversation_ids if conversation_ids is not None else _study_conversation_ids(engine, study_id)
-        rows = _label_rows(engine, study_id, ids,
-                           lambda lab, src: (lab.c.dimension == "hallucination") & (lab.c.turn_index >= 0))
+        rows = _label_rows(
+            engine,
+            study_id,
+            ids,
+            lambda lab, src: (lab.c.dimension == "hallucination") & (lab.c.turn_index >= 0),
+        )
         if source == CONSENSUS:
             rows = consensus_of(rows[_is_annotator_rows(rows)])
         else:
@@ -322,10 +366,10 @@ def _study_conversation_ids(engine, study_id: int) -> list[int]:
 def load_study(
     engine,
     study_name: str,
-    labels: Optional[str] = None,
+    labels: str | None = None,
     features: bool = True,
-    pipelines: Optional[dict] = None,
-    language: Optional[str] = "auto",
+    pipelines: dict | None = None,
+    language: str | None = "auto",
 ) -> StudyData:
     """Load a study for analysis. ``labels``: a label source name (default: best available);
     ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code."""
@@ -338,8 +382,10 @@ def load_study(
         # A conversation still going on, or a simulation that failed, is not behaviour to compare;
         # completed and abandoned ones are (abandoning is itself an ending, see features.end_kind).
         unfinished = convs["status"].isin(UNFINISHED_STATUSES)
-        excluded = {f"{kind}_{status}": int(n) for (kind, status), n in
-                    convs[unfinished].groupby(["user_kind", "status"]).size().items()}
+        excluded = {
+            f"{kind}_{status}": int(n)
+            for (kind, status), n in convs[unfinished].groupby(["user_kind", "status"]).size().items()
+        }
         convs = convs[~unfinished].reset_index(drop=True)
         coverage = label_sources_coverage_df(engine, study.id, convs)
         if labels:
@@ -354,7 +400,11 @@ def load_study(
         else:
             source, reason = choose_label_source(coverage)
     ids = convs["conversation_id"]
-    frame = consensus_labels_frame(engine, study.id, ids) if source == CONSENSUS else _labels_frame(engine, study.id, source)
+    frame = (
+        consensus_labels_frame(engine, study.id, ids)
+        if source == CONSENSUS
+        else _labels_frame(engine, study.id, source)
+    )
     wide = wide_labels_df(frame)
     wide = wide[wide["conversation_id"].isin(convs["conversation_id"])].reset_index(drop=True)
     scales, cb_version = codebook_scales()
@@ -387,6 +437,9 @@ def load_study(
         feature_version=version,
         codebook_version=cb_version,
         language=lang,
-        meta={"label_sources": coverage.to_dict("records"), "excluded": excluded,
-              "hallucination_source": hall_source},
+        meta={
+            "label_sources": coverage.to_dict("records"),
+            "excluded": excluded,
+            "hallucination_source": hall_source,
+        },
     )

@@ -8,8 +8,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -31,10 +31,10 @@ def filter_options(data: StudyData) -> dict[str, list[str]]:
 
 def filter_study(
     data: StudyData,
-    scenarios: Optional[Sequence[str]] = None,
-    assistant_models: Optional[Sequence[str]] = None,
-    simulators: Optional[Sequence[str]] = None,
-    waves: Optional[Sequence[str]] = None,
+    scenarios: Sequence[str] | None = None,
+    assistant_models: Sequence[str] | None = None,
+    simulators: Sequence[str] | None = None,
+    waves: Sequence[str] | None = None,
 ) -> StudyData:
     """A copy of the study restricted to the chosen values (None or empty = no restriction).
     The simulator filter applies to agent conversations only (humans have none)."""

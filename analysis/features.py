@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -145,7 +144,7 @@ PERSONA_RULES = [
 ]
 
 
-def persona_contradiction(persona: Optional[str], user_texts: list[str]) -> float:
+def persona_contradiction(persona: str | None, user_texts: list[str]) -> float:
     """1.0 when the persona states a fact of ``PERSONA_RULES`` and a user turn says its opposite,
     0.0 when not, NaN without a persona."""
     if not persona:
@@ -187,7 +186,7 @@ class _Text:
     lang: str
 
 
-def _texts(turns: pd.DataFrame, conversations: pd.DataFrame, language: Optional[str]) -> list[_Text]:
+def _texts(turns: pd.DataFrame, conversations: pd.DataFrame, language: str | None) -> list[_Text]:
     """The text of each turn in the analysis language: a turn in another language is replaced by its
     stored translation into ``language`` when there is one (so human Chinese and agent English
     turns with Chinese translations are compared on the same footing)."""
@@ -207,10 +206,10 @@ def _texts(turns: pd.DataFrame, conversations: pd.DataFrame, language: Optional[
 def compute_features_df(
     turns: pd.DataFrame,
     conversations: pd.DataFrame,
-    pipelines: Optional[dict] = None,
-    language: Optional[str] = None,
+    pipelines: dict | None = None,
+    language: str | None = None,
     batch_size: int = 512,
-    personas: Optional[dict] = None,
+    personas: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features per conversation (one row each, ``FEATURES`` columns) and per user turn.
 
@@ -311,7 +310,7 @@ def compute_features_df(
         a = agg_rows.get(cid)
         words_total = float(a["words_total"]) if a is not None else 0.0
         per100 = (
-            (lambda k: 100 * float(a[k]) / words_total)
+            (lambda k, a=a, words_total=words_total: 100 * float(a[k]) / words_total)
             if a is not None and words_total > 0
             else (lambda k: np.nan)
         )
@@ -344,7 +343,7 @@ def compute_features_df(
     return pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES)), turn_df
 
 
-def _ending(conv: dict, last: Optional[_Text], last_user: Optional[_Text]) -> tuple[str, str]:
+def _ending(conv: dict, last: _Text | None, last_user: _Text | None) -> tuple[str, str]:
     """Who ended the conversation and how: the recorded ``ended_by`` / ``end_reason`` when present,
     otherwise read from the transcript (the role of the last turn; a closing thanks/goodbye)."""
     ended_by = conv.get("ended_by") if isinstance(conv.get("ended_by"), str) else None
@@ -372,7 +371,7 @@ def _ending(conv: dict, last: Optional[_Text], last_user: Optional[_Text]) -> tu
 # --------------------------------------------------------------------------------------------------
 
 
-def feature_version(pipelines: dict, language: Optional[str]) -> str:
+def feature_version(pipelines: dict, language: str | None) -> str:
     return f"v{FEATURES_VERSION}|lang={lang_key(language) if language else 'own'}|{pipeline_id(pipelines)}"
 
 
@@ -380,8 +379,8 @@ def features_df(
     engine,
     study_id: int,
     conversations: pd.DataFrame,
-    pipelines: Optional[dict] = None,
-    language: Optional[str] = None,
+    pipelines: dict | None = None,
+    language: str | None = None,
     recompute: bool = False,
     chunk: int = 5000,
 ) -> pd.DataFrame:

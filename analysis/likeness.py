@@ -21,8 +21,6 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pandas as pd
 
@@ -77,7 +75,7 @@ def _simulator_names(agents: pd.DataFrame) -> pd.Series:
 
 def js_distances_df(
     data: StudyData,
-    frame: Optional[pd.DataFrame] = None,
+    frame: pd.DataFrame | None = None,
     n_boot: int = stats.DEFAULT_BOOT,
     ci: float = stats.DEFAULT_CI,
 ) -> pd.DataFrame:
@@ -130,7 +128,7 @@ def js_distances_df(
 def classifier_auc(
     human: pd.DataFrame,
     agent: pd.DataFrame,
-    features: Optional[list[str]] = None,
+    features: list[str] | None = None,
     folds: int = 5,
     seed: int = 0,
     ci: float = stats.DEFAULT_CI,
@@ -174,8 +172,12 @@ def classifier_auc(
     # recognising people it has seen in training (each agent conversation is its own group).
     people = human["participant"] if "participant" in human.columns else pd.Series(None, index=human.index)
     known = people.notna() & (people.astype(str) != "")
-    human_groups = ("p:" + people.astype(str)).where(known, "h:" + pd.Series(range(n_h), index=human.index).astype(str))
-    groups = np.r_[human_groups.to_numpy(dtype=object), np.array([f"a:{i}" for i in range(n_a)], dtype=object)]
+    human_groups = ("p:" + people.astype(str)).where(
+        known, "h:" + pd.Series(range(n_h), index=human.index).astype(str)
+    )
+    groups = np.r_[
+        human_groups.to_numpy(dtype=object), np.array([f"a:{i}" for i in range(n_a)], dtype=object)
+    ]
     grouped = bool(known.any()) and human_groups.nunique() >= k
     if grouped:
         cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -196,7 +198,7 @@ def classifier_auc(
 
 
 def failure_checks_df(
-    data: StudyData, frame: Optional[pd.DataFrame] = None, early_stop_user_turns: int = EARLY_STOP_USER_TURNS
+    data: StudyData, frame: pd.DataFrame | None = None, early_stop_user_turns: int = EARLY_STOP_USER_TURNS
 ) -> pd.DataFrame:
     """Rates of known simulator failures per simulator configuration, with humans as the baseline.
 
@@ -215,7 +217,7 @@ def failure_checks_df(
     rows = []
     for name, g in pops:
 
-        def mean(col):
+        def mean(col, g=g):
             return float(g[col].astype(float).mean()) if col in g.columns and g[col].notna().any() else None
 
         fb = g["feedback"].dropna().astype(str) if "feedback" in g.columns else pd.Series(dtype=str)

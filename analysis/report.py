@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ class AnalysisResult:
     data: StudyData
     comparisons: pd.DataFrame
     likeness: dict[str, pd.DataFrame]
-    agreement: Optional[pd.DataFrame]
+    agreement: pd.DataFrame | None
     agreement_note: str
     correction: str
     timings: dict = field(default_factory=dict)
@@ -54,7 +54,7 @@ class AnalysisResult:
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
 
 
-def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[Optional[pd.DataFrame], str]:
+def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[pd.DataFrame | None, str]:
     """Agreement of every pair of conversation-level label sources that label common conversations
     (``annotation.agreement``, loaded lazily: the report says "not available" without it)."""
     try:
@@ -87,12 +87,12 @@ def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[Optional[p
 def analyze(
     engine,
     study: str,
-    labels: Optional[str] = None,
+    labels: str | None = None,
     correction: str = "holm",
     n_boot: int = 1000,
-    pipelines: Optional[dict] = None,
+    pipelines: dict | None = None,
     agreement: bool = True,
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Callable[[str], None] | None = None,
 ) -> AnalysisResult:
     """Load the study (features from the store), compare, measure human-likeness and agreement."""
     import time
@@ -155,7 +155,7 @@ def provenance(engine, result: AnalysisResult) -> dict:
             else None
         )
     return {
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": f"llm-user-workbench {__version__}",
         "study": data.study_name,
         "database": engine.url.render_as_string(hide_password=True),
@@ -225,7 +225,7 @@ def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
         "codebook_version": result.data.codebook_version,
         "analysis_language": result.data.language,
         "n_rows": len(comp),
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     p.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     paths.append(p)
@@ -237,8 +237,13 @@ def latex_table(comp: pd.DataFrame, slice_by: str = "pooled") -> str:
     d = comp[comp["slice_by"] == slice_by][COLUMNS] if len(comp) else comp[COLUMNS]
     p_cols = _p_columns(d)
     d = d.rename(columns=lambda c: c.replace("_", " "))
-    return d.to_latex(index=False, float_format=lambda x: f"{x:.3g}", na_rep="--", escape=True,
-                      formatters={c.replace("_", " "): format_p for c in p_cols})
+    return d.to_latex(
+        index=False,
+        float_format=lambda x: f"{x:.3g}",
+        na_rep="--",
+        escape=True,
+        formatters={c.replace("_", " "): format_p for c in p_cols},
+    )
 
 
 def format_p(x) -> str:
@@ -253,13 +258,18 @@ def _p_columns(d: pd.DataFrame) -> list:
     return [c for c in d.columns if str(c).startswith("p_")]  # p_value, p_adjusted
 
 
-def _table_html(df: Optional[pd.DataFrame], columns: Optional[list] = None, max_rows: int = 2000) -> str:
+def _table_html(df: pd.DataFrame | None, columns: list | None = None, max_rows: int = 2000) -> str:
     if df is None or df.empty:
         return "<p class='na'>no rows</p>"
     d = (df[columns] if columns else df).head(max_rows).infer_objects()
     d = d.mask(d.isna(), np.nan)  # None in an object column would print as "None"; na_rep applies to NaN
     return d.to_html(
-        index=False, classes="tbl", na_rep="", float_format=lambda x: f"{x:.4g}", escape=True, border=0,
+        index=False,
+        classes="tbl",
+        na_rep="",
+        float_format=lambda x: f"{x:.4g}",
+        escape=True,
+        border=0,
         formatters={c: format_p for c in _p_columns(d)},
     )
 

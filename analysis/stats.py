@@ -12,7 +12,7 @@ agents score higher), so one forest plot reads the same way for every dimension.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,7 @@ def not_enough(test: str, n_human: int, n_agent: int, effect_size_name=None, why
 
 
 def contingency(
-    human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None
+    human: Sequence, agent: Sequence, categories: Sequence[str] | None = None
 ) -> tuple[np.ndarray, list]:
     """2 x k table of counts (row 0 human, row 1 agent); categories seen in neither group are dropped."""
     h = pd.Series(human, dtype=object).astype(str).value_counts()
@@ -146,7 +146,7 @@ def chi_square_permutation_p(table: np.ndarray, n_perm: int = PERMUTATIONS, seed
 def chi_square_test(
     human: Sequence,
     agent: Sequence,
-    categories: Optional[Sequence[str]] = None,
+    categories: Sequence[str] | None = None,
     n_boot: int = DEFAULT_BOOT,
     ci: float = DEFAULT_CI,
     seed: int = 0,
@@ -187,8 +187,10 @@ def chi_square_test(
         if p_perm > 1 / (PERMUTATIONS + 1):
             p, note = p_perm, f"dof={dof}; sparse table: p from {PERMUTATIONS} permutations"
         else:
-            note = (f"dof={dof}; sparse table: no permutation of {PERMUTATIONS} reached the statistic "
-                    f"(p < {1 / (PERMUTATIONS + 1):.1e}); the chi-square approximation's p shown")
+            note = (
+                f"dof={dof}; sparse table: no permutation of {PERMUTATIONS} reached the statistic "
+                f"(p < {1 / (PERMUTATIONS + 1):.1e}); the chi-square approximation's p shown"
+            )
     v = cramers_v(table)
     rng = np.random.default_rng(seed)
     reps = _multinomial_boot(table, n_boot, rng)
@@ -325,7 +327,9 @@ def _cluster_ids(human_clusters: Sequence, n_agent: int) -> tuple[np.ndarray, in
 
 
 def _few(g_h: int) -> str:
-    return f"; only {g_h} participants: unreliable with fewer than {FEW_CLUSTERS}" if g_h < FEW_CLUSTERS else ""
+    return (
+        f"; only {g_h} participants: unreliable with fewer than {FEW_CLUSTERS}" if g_h < FEW_CLUSTERS else ""
+    )
 
 
 def clustered_test(
@@ -401,7 +405,7 @@ def clustered_share_test(
     human: Sequence,
     agent: Sequence,
     human_clusters: Sequence,
-    categories: Optional[Sequence[str]] = None,
+    categories: Sequence[str] | None = None,
     n_boot: int = DEFAULT_BOOT,
     ci: float = DEFAULT_CI,
     seed: int = 0,
@@ -421,13 +425,28 @@ def clustered_share_test(
     n_h, n_a = len(h), len(a)
     groups, g_h = _cluster_ids(human_clusters, n_a)
     if n_h < MIN_PER_GROUP or n_a < MIN_PER_GROUP or g_h < 2:
-        return not_enough("wald_cluster_robust", n_h, n_a, "cramers_v",
-                          why=f"n_human={n_h}, n_agent={n_a}, human clusters={g_h}")
+        return not_enough(
+            "wald_cluster_robust",
+            n_h,
+            n_a,
+            "cramers_v",
+            why=f"n_human={n_h}, n_agent={n_a}, human clusters={g_h}",
+        )
     table, cats = contingency(h, a, categories)
     k = len(cats)
     if k < 2:
-        return result("wald_cluster_robust", 0.0, 1.0, "cramers_v", 0.0, 0.0, 0.0, n_h, n_a,
-                      note=f"one category only ({cats[0]!r}): no difference possible")
+        return result(
+            "wald_cluster_robust",
+            0.0,
+            1.0,
+            "cramers_v",
+            0.0,
+            0.0,
+            0.0,
+            n_h,
+            n_a,
+            note=f"one category only ({cats[0]!r}): no difference possible",
+        )
     values = np.concatenate([h, a])
     y = (values[:, None] == np.asarray(cats[:-1], dtype=object)[None, :]).astype(float)  # N x (k-1)
     agent_ind = np.r_[np.zeros(n_h), np.ones(n_a)]
@@ -465,9 +484,19 @@ def clustered_share_test(
     alpha = (1 - ci) / 2
     lo, hi = np.quantile(boot, [alpha, 1 - alpha])
     diffs = ", ".join(f"{c} {x:+.3f}" for c, x in zip(cats[:-1], d))
-    return result("wald_cluster_robust", w, p, "cramers_v", cramers_v(table), lo, hi, n_h, n_a,
-                  note=f"share differences (agent - human): {diffs}; F({df1}, {df2}); "
-                       f"clusters: {g_h} participants + {n_a} agent conversations{_few(g_h)}")
+    return result(
+        "wald_cluster_robust",
+        w,
+        p,
+        "cramers_v",
+        cramers_v(table),
+        lo,
+        hi,
+        n_h,
+        n_a,
+        note=f"share differences (agent - human): {diffs}; F({df1}, {df2}); "
+        f"clusters: {g_h} participants + {n_a} agent conversations{_few(g_h)}",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,7 +533,7 @@ def wilcoxon_paired_test(human: Sequence[float], agent: Sequence[float], ci: flo
 
 
 def mcnemar_bowker_test(
-    human: Sequence, agent: Sequence, categories: Optional[Sequence[str]] = None, ci: float = DEFAULT_CI
+    human: Sequence, agent: Sequence, categories: Sequence[str] | None = None, ci: float = DEFAULT_CI
 ) -> dict:
     """Symmetry test of the human x agent table of matched pairs (McNemar for two categories,
     Bowker for more; statsmodels ``SquareTable.symmetry``); effect = share of pairs that agree,
@@ -548,7 +577,7 @@ def mcnemar_bowker_test(
 # --------------------------------------------------------------------------------------------------
 
 
-def adjust_p(p_values: Sequence[Optional[float]], method: str = "holm") -> list[Optional[float]]:
+def adjust_p(p_values: Sequence[float | None], method: str = "holm") -> list[float | None]:
     """Holm (default) or Benjamini-Hochberg over the non-missing p-values (statsmodels multipletests)."""
     from statsmodels.stats.multitest import multipletests
 
@@ -558,7 +587,7 @@ def adjust_p(p_values: Sequence[Optional[float]], method: str = "holm") -> list[
 
         raise UserInputError(f"unknown correction {method!r}: use holm, bh or none")
     p = np.array([np.nan if v is None else v for v in p_values], dtype=float)
-    out: list[Optional[float]] = [None] * len(p)
+    out: list[float | None] = [None] * len(p)
     ok = np.isfinite(p)
     if ok.any():
         adj = p[ok] if methods[method] is None else multipletests(p[ok], method=methods[method])[1]
@@ -633,4 +662,3 @@ def js_null(
     null = _js_rows(draws.astype(float), (pooled - draws).astype(float))
     p = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_perm)
     return float(null.mean()), float(p)
-

@@ -8,12 +8,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import func, insert, text
-from sqlmodel import select
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from db.models import (
     Condition,
@@ -96,7 +95,7 @@ def make_study(
     n_human: int = 120,
     n_agent: int = 120,
     scenarios: Sequence[str] = SCENARIOS,
-    human_scenarios: Optional[Sequence[str]] = None,
+    human_scenarios: Sequence[str] | None = None,
     n_participants: int = 12,
     simulators: int = 1,
     twins: bool = False,

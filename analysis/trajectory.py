@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ TURN_COLUMNS = ["conversation_id", "turn_index", "language"] + TURN_FEATURES
 
 
 def stored_turn_features_df(
-    engine, conversation_ids: Iterable[int], version: Optional[str], chunk: int = 5000
+    engine, conversation_ids: Iterable[int], version: str | None, chunk: int = 5000
 ) -> pd.DataFrame:
     """Per-user-turn feature records of the given conversations from the feature store (this feature
     version), one row per user turn with ``TURN_COLUMNS``. Empty when nothing is stored."""
@@ -76,7 +76,9 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return m - half, m + half
 
 
-def clustered_interval(values: np.ndarray, clusters: Sequence, confidence: float = 0.95) -> tuple[float, float]:
+def clustered_interval(
+    values: np.ndarray, clusters: Sequence, confidence: float = 0.95
+) -> tuple[float, float]:
     """Interval of the mean when observations come in clusters (a participant's conversations):
     mean -/+ t_{(1+c)/2, G-1} * sqrt(G/(G-1) * sum_g (sum_{i in g} (y_i - mean))^2 / n^2), the CR1
     cluster-robust standard error of an intercept-only OLS (equals statsmodels'
@@ -89,7 +91,7 @@ def clustered_interval(values: np.ndarray, clusters: Sequence, confidence: float
         return float("nan"), float("nan")
     m = float(v.mean())
     sums = np.bincount(codes, weights=v - m, minlength=g)
-    se = float(np.sqrt(g / (g - 1) * (sums ** 2).sum() / len(v) ** 2))
+    se = float(np.sqrt(g / (g - 1) * (sums**2).sum() / len(v) ** 2))
     half = float(stats.t.ppf((1 + confidence) / 2, g - 1)) * se
     return m - half, m + half
 
@@ -98,7 +100,7 @@ def turn_trajectory_df(
     turns: pd.DataFrame,
     conversations: pd.DataFrame,
     max_position: int = MAX_POSITION,
-    features: Optional[Sequence[str]] = None,
+    features: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Mean of each numeric per-turn feature per population and user-turn position (1..``max_position``)
     with a 95% interval (NaN with fewer than 2 clusters): ``clustered_interval`` with a human
@@ -110,11 +112,15 @@ def turn_trajectory_df(
     convs = conversations[conversations["user_kind"].isin(["human", "agent"])]
     people = convs["participant"] if "participant" in convs.columns else pd.Series(None, index=convs.index)
     own = "conversation:" + convs["conversation_id"].astype(str)
-    cluster = ("participant:" + people.astype(str)).where(people.notna() & (people.astype(str) != "")
-                                                          & (convs["user_kind"] == "human"), own)
+    cluster = ("participant:" + people.astype(str)).where(
+        people.notna() & (people.astype(str) != "") & (convs["user_kind"] == "human"), own
+    )
     pops = pd.DataFrame(
-        {"conversation_id": convs["conversation_id"].astype("int64"), "population": population_names(convs),
-         "cluster": cluster}
+        {
+            "conversation_id": convs["conversation_id"].astype("int64"),
+            "population": population_names(convs),
+            "cluster": cluster,
+        }
     )
     d = turns.merge(pops, on="conversation_id", how="inner")
     if d.empty:
@@ -130,8 +136,9 @@ def turn_trajectory_df(
             numeric[f] = col.astype(float)
     rows = []
     for f, col in numeric.items():
-        sub = pd.DataFrame({"population": d["population"], "position": d["position"], "cluster": d["cluster"],
-                            "v": col}).dropna(subset=["v"])
+        sub = pd.DataFrame(
+            {"population": d["population"], "position": d["position"], "cluster": d["cluster"], "v": col}
+        ).dropna(subset=["v"])
         for (pop, pos), g in sub.groupby(["population", "position"], sort=True):
             v = g["v"].to_numpy()
             lo, hi = clustered_interval(v, g["cluster"].to_numpy())

@@ -12,8 +12,8 @@ in ``Label.rationale``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 import pandas as pd
 from sqlmodel import Session, select
@@ -51,7 +51,7 @@ def adjudicated_source_name(study_name: str) -> str:
     return f"adjudicated:{study_name}"
 
 
-def _sources(session: Session, names: Optional[Iterable[str]]) -> list[LabelSource]:
+def _sources(session: Session, names: Iterable[str] | None) -> list[LabelSource]:
     if names is None:
         return list(
             session.exec(
@@ -71,8 +71,8 @@ def _sources(session: Session, names: Optional[Iterable[str]]) -> list[LabelSour
 def disagreements_df(
     session: Session,
     study_name: str,
-    sources: Optional[Iterable[str]] = None,
-    dimensions: Optional[Iterable[str]] = None,
+    sources: Iterable[str] | None = None,
+    dimensions: Iterable[str] | None = None,
     include_agreed: bool = False,
 ) -> pd.DataFrame:
     """Items (conversation, dimension, turn) that two or more of ``sources`` labelled differently,
@@ -158,7 +158,7 @@ class BlindItems:
     coverage: dict[str, int] = field(default_factory=dict)
     n_conversations: int = 0
 
-    def of(self, dimensions: Optional[Iterable[str]] = None, open_only: bool = False) -> pd.DataFrame:
+    def of(self, dimensions: Iterable[str] | None = None, open_only: bool = False) -> pd.DataFrame:
         """The items of ``dimensions`` (all when None or empty), only the open ones with ``open_only``."""
         df = self.items
         if dimensions:
@@ -175,8 +175,8 @@ def blind_items(
     session: Session,
     study_name: str,
     salt: str,
-    codebook: Optional[Codebook] = None,
-    sources: Optional[Iterable[str]] = None,
+    codebook: Codebook | None = None,
+    sources: Iterable[str] | None = None,
 ) -> BlindItems:
     """Every item of ``disagreements_df`` (all dimensions), numbered and ordered blind: by
     conversation in the order of a salted hash, then by dimension (codebook order) and turn."""
@@ -245,9 +245,9 @@ def adjudicate(
     value: str,
     codebook: Codebook,
     turn_index: int = -1,
-    adjudicator: Optional[str] = None,
-    note: Optional[str] = None,
-    sources: Optional[Iterable[str]] = None,
+    adjudicator: str | None = None,
+    note: str | None = None,
+    sources: Iterable[str] | None = None,
 ) -> Label:
     """Record the final label of one item under ``adjudicated:<study>``; replaces an earlier decision."""
     study = get_study(session, study_name)

@@ -17,8 +17,8 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -81,7 +81,7 @@ def _codes(values: Sequence, labels: Sequence[str]) -> np.ndarray:
     return np.array([index[v] for v in values], dtype=int)
 
 
-def _ordered_labels(values: Iterable, scale: Optional[Scale]) -> list[str]:
+def _ordered_labels(values: Iterable, scale: Scale | None) -> list[str]:
     """The category order: the scale's labels first (their order matters for ordinal statistics),
     then any value seen in the data but missing from the codebook, sorted."""
     seen = {str(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))}
@@ -96,7 +96,7 @@ def raw_agreement(a: Sequence, b: Sequence) -> float:
     return float(np.mean([x == y for x, y in zip(a, b)]))
 
 
-def _weight_matrix(k: int, weights: Optional[str]) -> np.ndarray:
+def _weight_matrix(k: int, weights: str | None) -> np.ndarray:
     idx = np.arange(k)
     if weights is None:
         return (idx[:, None] != idx[None, :]).astype(float)
@@ -120,7 +120,7 @@ def _kappa_from_confusion(cm: np.ndarray, w: np.ndarray) -> float:
 
 
 def cohen_kappa(
-    a: Sequence, b: Sequence, labels: Optional[Sequence[str]] = None, weights: Optional[str] = None
+    a: Sequence, b: Sequence, labels: Sequence[str] | None = None, weights: str | None = None
 ) -> float:
     """Cohen's kappa of two raters over the same items; ``weights="quadratic"`` for ordinal scales
     (then ``labels`` gives the order). Equals ``sklearn.metrics.cohen_kappa_score``."""
@@ -131,7 +131,7 @@ def cohen_kappa(
     return _kappa_from_confusion(cm, _weight_matrix(k, weights))
 
 
-def fleiss_kappa(ratings: Sequence[Sequence], labels: Optional[Sequence[str]] = None) -> float:
+def fleiss_kappa(ratings: Sequence[Sequence], labels: Sequence[str] | None = None) -> float:
     """Fleiss' kappa for items x raters (every item rated by the same number of raters).
     Equals ``statsmodels.stats.inter_rater.fleiss_kappa(table, method="fleiss")``."""
     rows = [list(r) for r in ratings]
@@ -195,7 +195,7 @@ def _alpha_from_coincidence(o: np.ndarray, level: str) -> float:
 
 
 def krippendorff_alpha(
-    units: Sequence[Sequence], labels: Optional[Sequence[str]] = None, level: str = "nominal"
+    units: Sequence[Sequence], labels: Sequence[str] | None = None, level: str = "nominal"
 ) -> float:
     """Krippendorff's alpha over items, each a list of the values it received (any number; items
     with fewer than two are not pairable and are ignored). ``level`` nominal or ordinal, ``labels``
@@ -277,9 +277,9 @@ def _user_kind_groups(items: pd.DataFrame, split: bool) -> list[tuple[str, pd.Da
 
 def _prepare(
     labels: pd.DataFrame,
-    conversations: Optional[pd.DataFrame],
+    conversations: pd.DataFrame | None,
     sources: Sequence[str],
-    dimensions: Optional[Iterable[str]],
+    dimensions: Iterable[str] | None,
 ) -> pd.DataFrame:
     need = {"conversation_id", "dimension", "value", "source"}
     if missing := need - set(labels.columns):
@@ -302,11 +302,11 @@ def _prepare(
 
 def pair_agreement_df(
     labels: pd.DataFrame,
-    conversations: Optional[pd.DataFrame],
+    conversations: pd.DataFrame | None,
     a: str,
     b: str,
-    scales: Optional[Mapping[str, Scale]] = None,
-    dimensions: Optional[Iterable[str]] = None,
+    scales: Mapping[str, Scale] | None = None,
+    dimensions: Iterable[str] | None = None,
     split_by_user_kind: bool = True,
     n_boot: int = 1000,
     seed: int = 0,
@@ -318,8 +318,17 @@ def pair_agreement_df(
     if a == b:
         raise UserInputError("compare two different sources (--a and --b are the same)")
     # Two sources are the two-rater case of a set of annotators: same items, same statistics.
-    df = annotators_agreement_df(labels, conversations, [a, b], scales=scales, dimensions=dimensions,
-                                 split_by_user_kind=split_by_user_kind, n_boot=n_boot, seed=seed, ci=ci)
+    df = annotators_agreement_df(
+        labels,
+        conversations,
+        [a, b],
+        scales=scales,
+        dimensions=dimensions,
+        split_by_user_kind=split_by_user_kind,
+        n_boot=n_boot,
+        seed=seed,
+        ci=ci,
+    )
     # A dimension only one of the two sources labels has nothing to compare: no row for it.
     lab = labels[labels["source"].isin([a, b])]
     both = lab.groupby("dimension")["source"].nunique()
@@ -328,10 +337,10 @@ def pair_agreement_df(
 
 def annotators_agreement_df(
     labels: pd.DataFrame,
-    conversations: Optional[pd.DataFrame],
+    conversations: pd.DataFrame | None,
     sources: Sequence[str],
-    scales: Optional[Mapping[str, Scale]] = None,
-    dimensions: Optional[Iterable[str]] = None,
+    scales: Mapping[str, Scale] | None = None,
+    dimensions: Iterable[str] | None = None,
     split_by_user_kind: bool = True,
     n_boot: int = 1000,
     seed: int = 0,
@@ -349,7 +358,8 @@ def annotators_agreement_df(
     # Each unit lists its values in the order of ``sources``, so pairwise (Cohen) statistics compare
     # the same rater against the same rater on every item, whatever order the database returned.
     lab = lab.assign(_rank=lab["source"].map({s: i for i, s in enumerate(sources)})).sort_values(
-        ["conversation_id", "turn_index", "_rank"], kind="stable")
+        ["conversation_id", "turn_index", "_rank"], kind="stable"
+    )
     for dim in sorted(lab["dimension"].unique()):
         d = lab[lab["dimension"] == dim]
         scale = scales.get(dim)
@@ -421,9 +431,9 @@ def agreement_records(df: pd.DataFrame) -> list[dict]:
 def study_agreement_df(
     session,
     study_name: str,
-    a: Optional[str] = None,
-    b: Optional[str] = None,
-    sources: Optional[Sequence[str]] = None,
+    a: str | None = None,
+    b: str | None = None,
+    sources: Sequence[str] | None = None,
     codebook=None,
     **kw,
 ) -> pd.DataFrame:
@@ -446,8 +456,10 @@ def study_agreement_df(
         known = {d.name for d in codebook} | set(labels["dimension"].unique() if not labels.empty else [])
         unknown = [d for d in wanted if d not in known]
         if unknown:
-            raise UserInputError(f"unknown dimension {', '.join(map(repr, unknown))}: known dimensions are "
-                                 f"{', '.join(sorted(known))}")
+            raise UserInputError(
+                f"unknown dimension {', '.join(map(repr, unknown))}: known dimensions are "
+                f"{', '.join(sorted(known))}"
+            )
     convs = conversations_df(session, study.id)
     if sources is None:
         return pair_agreement_df(labels, convs, a, b, scales=scales, **kw)
@@ -489,8 +501,10 @@ def balanced_accuracy_ci(k_a: int, n_a: int, k_h: int, n_h: int, ci: float = 0.9
     a, h = k_a / n_a, k_h / n_h
     (la, ua), (lh, uh) = wilson_interval(k_a, n_a, ci), wilson_interval(k_h, n_h, ci)
     ba = (a + h) / 2
-    return (float(ba - math.sqrt(((a - la) / 2) ** 2 + ((h - lh) / 2) ** 2)),
-            float(ba + math.sqrt(((ua - a) / 2) ** 2 + ((uh - h) / 2) ** 2)))
+    return (
+        float(ba - math.sqrt(((a - la) / 2) ** 2 + ((h - lh) / 2) ** 2)),
+        float(ba + math.sqrt(((ua - a) / 2) ** 2 + ((uh - h) / 2) ** 2)),
+    )
 
 
 def wilson_interval(k: int, n: int, ci: float = 0.95) -> tuple[float, float]:
@@ -506,7 +520,7 @@ def wilson_interval(k: int, n: int, ci: float = 0.95) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
-def _guess_kind(value) -> Optional[str]:
+def _guess_kind(value) -> str | None:
     v = str(value).strip().lower() if value is not None else ""
     if v in ("human", "person", "people", "real"):
         return "human"
@@ -541,7 +555,7 @@ def indistinguishability_df(
     g["correct"] = g["guess_kind"] == g["user_kind"]
     humans = g[g["user_kind"] == "human"]
     agents = g[g["user_kind"] == "agent"]
-    groups: list[tuple[Optional[int], str, pd.DataFrame]] = []
+    groups: list[tuple[int | None, str, pd.DataFrame]] = []
     if not agents.empty:
         groups.append((None, "all", agents))
         for cfg_id, part in agents.groupby("simulator_config_id", dropna=False):

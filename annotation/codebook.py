@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,9 +46,9 @@ class Text(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     en: str
-    zh: Optional[str] = None
+    zh: str | None = None
 
-    def get(self, lang: str = "en", default: Optional[str] = None) -> Optional[str]:
+    def get(self, lang: str = "en", default: str | None = None) -> str | None:
         """The text in ``lang``, falling back to English."""
         value = getattr(self, lang, None) if lang in ("en", "zh") else None
         return value or self.en or default
@@ -68,7 +69,7 @@ class Example(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     label: str
     text: Text
-    note: Optional[Text] = None
+    note: Text | None = None
 
 
 class Dimension(BaseModel):
@@ -80,7 +81,7 @@ class Dimension(BaseModel):
     level: str = "conversation"
     scale: str = "nominal"
     labels: list[str] = Field(default_factory=list)
-    title: Optional[Text] = None
+    title: Text | None = None
     definition: Text
     label_definitions: dict[str, Text] = Field(default_factory=dict)
     # Display names of label values in the labelling form (e.g. "是" for "yes"); the stored value,
@@ -89,7 +90,7 @@ class Dimension(BaseModel):
     aspects: dict[str, list[Text]] = Field(default_factory=dict)
     examples: list[Example] = Field(default_factory=list)
     judged_on: Literal["user", "assistant"] = "user"
-    turn_role: Optional[Literal["user", "assistant"]] = None  # turn-level: which turns get a label
+    turn_role: Literal["user", "assistant"] | None = None  # turn-level: which turns get a label
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -136,7 +137,7 @@ class Dimension(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check_labels(self) -> "Dimension":
+    def _check_labels(self) -> Dimension:
         if not self.labels:
             what = "an ordinal scale needs" if self.scale == "ordinal" else "a dimension needs"
             raise ValueError(f"{what} a non-empty, ordered list of labels")
@@ -170,7 +171,7 @@ class Dimension(BaseModel):
     def display_title(self, lang: str = "en") -> str:
         return self.title.get(lang) if self.title else self.name.replace("_", " ").capitalize()
 
-    def label_definition(self, value: str, lang: str = "en") -> Optional[str]:
+    def label_definition(self, value: str, lang: str = "en") -> str | None:
         text = self.label_definitions.get(value)
         return text.get(lang) if text else None
 
@@ -224,7 +225,7 @@ class Codebook(BaseModel):
     def turn_dimensions(self) -> list[Dimension]:
         return [d for d in self.dimensions if d.level == "turn"]
 
-    def select(self, names: Optional[Iterable[str]]) -> list[Dimension]:
+    def select(self, names: Iterable[str] | None) -> list[Dimension]:
         """The named dimensions (all when ``names`` is None); unknown names are a UserInputError."""
         if names is None:
             return list(self.dimensions)
@@ -235,8 +236,8 @@ class _File(BaseModel):
     """What one YAML file may hold."""
 
     model_config = ConfigDict(extra="forbid")
-    version: Union[str, int, float]
-    extends: Optional[str] = None
+    version: str | int | float
+    extends: str | None = None
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"])
     dimensions: list[dict] = Field(default_factory=list)
 
@@ -303,7 +304,7 @@ def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
 _YAML_STR, _YAML_NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 
 
-def _misread(node: Any, as_text) -> Optional[str]:
+def _misread(node: Any, as_text) -> str | None:
     """How YAML misreads an unquoted value meant as text (``Yes``, ``On``, ``1.10``, a date), or None.
 
     ``as_text`` turns what YAML read back into the stored string; a value that comes back exactly as
@@ -389,7 +390,7 @@ def _env_paths() -> list[Path]:
     return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
 
 
-def load_codebook(path: Union[str, Path, Iterable[Union[str, Path]], None] = None) -> Codebook:
+def load_codebook(path: str | Path | Iterable[str | Path] | None = None) -> Codebook:
     """Load and validate the codebook.
 
     ``path`` None: the bundled codebook plus the files in ``WORKBENCH_CODEBOOK``. Otherwise the

@@ -10,8 +10,8 @@ Labels are ordinary ``Label`` rows of the source ``human:<annotator>`` (kind "hu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
 
 import pandas as pd
 from sqlmodel import Session, select
@@ -116,7 +116,7 @@ def blind_view(session: Session, conversation_id: int, language: str) -> ItemVie
     )
 
 
-def display_language(study: Study, annotator_language: Optional[str] = None) -> str:
+def display_language(study: Study, annotator_language: str | None = None) -> str:
     """The language items are shown in: the annotator's choice, else the study's."""
     return annotator_language or study.language or "en"
 
@@ -174,11 +174,11 @@ class SavedItem:
 
     values: dict[str, str] = field(default_factory=dict)  # dimension -> value
     turn_values: dict[tuple[str, int], str] = field(default_factory=dict)  # (dimension, turn index) -> value
-    rationale: Optional[str] = None
-    guess: Optional[str] = None
-    confidence: Optional[int] = None
+    rationale: str | None = None
+    guess: str | None = None
+    confidence: int | None = None
     flagged: bool = False
-    flag_note: Optional[str] = None
+    flag_note: str | None = None
 
 
 def _assignment(
@@ -245,13 +245,13 @@ def save_labels(
     annotator: Annotator,
     conversation_id: int,
     codebook: Codebook,
-    values: Mapping[str, Optional[str]],
-    turn_values: Optional[Mapping[tuple[str, int], Optional[str]]] = None,
-    rationale: Optional[str] = None,
-    guess: Optional[str] = None,
-    confidence: Optional[int] = None,
+    values: Mapping[str, str | None],
+    turn_values: Mapping[tuple[str, int], str | None] | None = None,
+    rationale: str | None = None,
+    guess: str | None = None,
+    confidence: int | None = None,
     flagged: bool = False,
-    flag_note: Optional[str] = None,
+    flag_note: str | None = None,
     language: str = "en",
 ) -> int:
     """Save an annotator's labels for one item of their queue and mark it done; returns labels written.
@@ -263,10 +263,16 @@ def save_labels(
     """
     assignment = _assignment(session, study_id, annotator.id, conversation_id)
     turn_values = dict(turn_values or {})
-    missing = [d.display_title(language) for d in codebook.conversation_dimensions() if not values.get(d.name)]
+    missing = [
+        d.display_title(language) for d in codebook.conversation_dimensions() if not values.get(d.name)
+    ]
     if missing:
         # Named as the form shows them (``language``: the page's), not by their codebook keys.
-        msg = "请为以下维度选择标签：{}（或跳过本条）" if language == "zh" else "Choose a label for: {} (or skip the item)"
+        msg = (
+            "请为以下维度选择标签：{}（或跳过本条）"
+            if language == "zh"
+            else "Choose a label for: {} (or skip the item)"
+        )
         raise UserInputError(msg.format("、".join(missing) if language == "zh" else ", ".join(missing)))
     clean = {dim: _check_value(codebook, dim, v, "conversation") for dim, v in values.items() if v}
     turns = {
@@ -314,7 +320,7 @@ def save_labels(
     return written
 
 
-def _check_guess(guess: Optional[str], confidence: Optional[int]) -> Optional[str]:
+def _check_guess(guess: str | None, confidence: int | None) -> str | None:
     if guess in (None, ""):
         return None
     if guess not in GUESSES:
@@ -330,8 +336,8 @@ def _save_guess(
     study_id: int,
     annotator_id: int,
     conversation_id: int,
-    guess: Optional[str],
-    confidence: Optional[int],
+    guess: str | None,
+    confidence: int | None,
 ) -> None:
     g = session.exec(
         select(HumanityGuess).where(
@@ -355,20 +361,24 @@ def skip_item(
     study_id: int,
     annotator: Annotator,
     conversation_id: int,
-    reason: Optional[str] = None,
+    reason: str | None = None,
     flagged: bool = False,
-    flag_note: Optional[str] = None,
+    flag_note: str | None = None,
 ) -> None:
     """Skip an item (it can be reopened later); a flag marks it for the researchers. Skipping an item
     already labelled withdraws the annotator's labels and guess for it, so a skipped item never
     feeds the analysis or the agreement figures."""
     a = _assignment(session, study_id, annotator.id, conversation_id)
     if a.status == "done":
-        src = session.exec(select(LabelSource).where(LabelSource.name == source_name(annotator.name),
-                                                     LabelSource.kind == "human")).first()
+        src = session.exec(
+            select(LabelSource).where(
+                LabelSource.name == source_name(annotator.name), LabelSource.kind == "human"
+            )
+        ).first()
         if src is not None:
-            for lab in session.exec(select(Label).where(Label.source_id == src.id,
-                                                        Label.conversation_id == conversation_id)).all():
+            for lab in session.exec(
+                select(Label).where(Label.source_id == src.id, Label.conversation_id == conversation_id)
+            ).all():
                 session.delete(lab)
         _save_guess(session, study_id, annotator.id, conversation_id, None, None)
     a.status, a.completed_at = "skipped", utcnow()

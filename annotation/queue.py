@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 from sqlalchemy import func
@@ -44,29 +44,38 @@ class AssignReport:
     n_available: int = 0  # candidate items before sampling
     n_labellable: int = 0  # finished conversations with a user turn, of any kind, assigned or not
     n_of_kinds: int = 0  # of those, the chosen user kinds (all of them without a kind filter)
-    user_kinds: Optional[list[str]] = None
+    user_kinds: list[str] | None = None
     top_up: bool = False
 
     def nothing_reason(self) -> str:
         """Why nothing was assigned, in words."""
         if self.n_labellable == 0:
-            return ("it has no finished conversation with a user turn to label (simulate or collect "
-                    "conversations first)")
+            return (
+                "it has no finished conversation with a user turn to label (simulate or collect "
+                "conversations first)"
+            )
         if self.n_of_kinds == 0:
             kinds = " or ".join(self.user_kinds or [])
             return f"none of its {self.n_labellable} labellable conversations is a {kinds} conversation"
         if self.top_up:
-            return (f"no conversation in a queue has fewer than {self.overlap} annotators that these "
-                    "annotators could add to")
-        return ("every labellable conversation is already in a queue (add annotators to queued "
-                "conversations with --top-up)")
+            return (
+                f"no conversation in a queue has fewer than {self.overlap} annotators that these "
+                "annotators could add to"
+            )
+        return (
+            "every labellable conversation is already in a queue (add annotators to queued "
+            "conversations with --top-up)"
+        )
 
     def summary(self) -> str:
         lines = [
-            (f"Topped up {self.n_items} queued conversations towards {self.overlap} annotators each in study "
-             f"{self.study!r} (batch {self.batch}; {self.n_available} candidates)." if self.top_up else
-             f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
-             f"(batch {self.batch}; {self.n_available} candidates).")
+            (
+                f"Topped up {self.n_items} queued conversations towards {self.overlap} annotators each in study "
+                f"{self.study!r} (batch {self.batch}; {self.n_available} candidates)."
+                if self.top_up
+                else f"Assigned {self.n_items} conversations x {self.overlap} annotators in study {self.study!r} "
+                f"(batch {self.batch}; {self.n_available} candidates)."
+            )
         ]
         for name, n in self.per_annotator.items():
             lines.append(f"  {name}: +{n}")
@@ -97,7 +106,7 @@ def get_annotators(session: Session, names: Sequence[str]) -> list[Annotator]:
 
 
 def candidates_df(
-    session: Session, study: Study, conversation_ids: Optional[Iterable[int]] = None
+    session: Session, study: Study, conversation_ids: Iterable[int] | None = None
 ) -> pd.DataFrame:
     """Conversations that can be labelled: finished, with at least one user turn."""
     user_turns = (
@@ -121,7 +130,7 @@ def candidates_df(
     return pd.DataFrame(rows, columns=["conversation_id", "user_kind", "scenario"])
 
 
-def _balanced_sample(cands: pd.DataFrame, n: Optional[int], rng: random.Random) -> list[int]:
+def _balanced_sample(cands: pd.DataFrame, n: int | None, rng: random.Random) -> list[int]:
     """Balanced across user kinds first, then across each kind's scenarios: the kinds take turns
     (the first one drawn with ``rng``), each kind goes round robin over its scenarios, and the order
     within a (kind, scenario) stratum is random. So any prefix (``n``) is as even as the data allow:
@@ -147,21 +156,41 @@ def _balanced_sample(cands: pd.DataFrame, n: Optional[int], rng: random.Random) 
     return order if n is None else order[:n]
 
 
-def _pick(people, k: int, kind: str, have: set, kind_load: Counter, load: Counter, together: Counter,
-          rng: random.Random, cap: Optional[int], new_load: Counter) -> list:
+def _pick(
+    people,
+    k: int,
+    kind: str,
+    have: set,
+    kind_load: Counter,
+    load: Counter,
+    together: Counter,
+    rng: random.Random,
+    cap: int | None,
+    new_load: Counter,
+) -> list:
     """Up to ``k`` annotators for one item, picked one by one: fewest items of this user kind first
     (so no queue is mostly one kind, which would confound annotator with kind), then fewest items,
     then fewest items shared with those already on the item, then a random tie-break. ``have``:
     annotators already on the item; ``cap``: most new items per annotator."""
     picked: list = []
     for _ in range(k):
-        rest = [p for p in people if p.id not in have and p not in picked
-                and (cap is None or new_load[p.id] < cap)]
+        rest = [
+            p
+            for p in people
+            if p.id not in have and p not in picked and (cap is None or new_load[p.id] < cap)
+        ]
         if not rest:
             break
         on_item = list(have) + [q.id for q in picked]
-        best = min(rest, key=lambda p: (kind_load[(p.id, kind)], load[p.id],
-                                        sum(together[(p.id, q)] for q in on_item), rng.random()))
+        best = min(
+            rest,
+            key=lambda p: (
+                kind_load[(p.id, kind)],
+                load[p.id],
+                sum(together[(p.id, q)] for q in on_item),
+                rng.random(),
+            ),
+        )
         picked.append(best)
     on_item = list(have) + [q.id for q in picked]
     for p in picked:
@@ -180,10 +209,10 @@ def assign_items(
     study_name: str,
     annotators: Sequence[str],
     overlap: int = 2,
-    per_annotator: Optional[int] = None,
+    per_annotator: int | None = None,
     seed: int = 0,
-    conversation_ids: Optional[Iterable[int]] = None,
-    user_kinds: Optional[Sequence[str]] = None,
+    conversation_ids: Iterable[int] | None = None,
+    user_kinds: Sequence[str] | None = None,
     top_up: bool = False,
 ) -> AssignReport:
     """Add conversations to the annotators' queues so each new item has ``overlap`` annotators.
@@ -203,8 +232,9 @@ def assign_items(
         raise UserInputError("--per-annotator must be at least 1")
     unknown = sorted(set(user_kinds or []) - set(USER_KINDS))
     if unknown:
-        raise UserInputError(f"unknown user kind {', '.join(map(repr, unknown))} in --kinds: use "
-                             f"{' or '.join(USER_KINDS)}")
+        raise UserInputError(
+            f"unknown user kind {', '.join(map(repr, unknown))} in --kinds: use {' or '.join(USER_KINDS)}"
+        )
 
     cands = candidates_df(session, study, conversation_ids)
     n_labellable = len(cands)
@@ -226,15 +256,28 @@ def assign_items(
     mine = {p.id for p in people}
     if top_up:
         # Items in queues that still lack annotators and that one of ``people`` does not have yet.
-        cands = cands[[len(assigned_to.get(c, ())) < overlap and bool(mine - assigned_to.get(c, set()))
-                       and c in assigned_to for c in cands["conversation_id"]]]
+        cands = cands[
+            [
+                len(assigned_to.get(c, ())) < overlap
+                and bool(mine - assigned_to.get(c, set()))
+                and c in assigned_to
+                for c in cands["conversation_id"]
+            ]
+        ]
     else:
         # New items are those nobody has yet.
         cands = cands[~cands["conversation_id"].isin(list(assigned_to))]
     batch = f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    report = AssignReport(study=study.name, batch=batch, overlap=overlap, n_available=len(cands),
-                          n_labellable=n_labellable, n_of_kinds=n_of_kinds,
-                          user_kinds=list(user_kinds) if user_kinds else None, top_up=top_up)
+    report = AssignReport(
+        study=study.name,
+        batch=batch,
+        overlap=overlap,
+        n_available=len(cands),
+        n_labellable=n_labellable,
+        n_of_kinds=n_of_kinds,
+        user_kinds=list(user_kinds) if user_kinds else None,
+        top_up=top_up,
+    )
     if cands.empty:
         report.per_annotator = {p.name: 0 for p in people}
         return report
@@ -262,8 +305,18 @@ def assign_items(
     for conv_id in chosen:
         ks = kind_scen[conv_id]
         have = assigned_to.get(conv_id, set())
-        picked = _pick(people, overlap - len(have), ks["user_kind"], have, kind_load, load, together, rng,
-                       per_annotator if top_up else None, new_load)
+        picked = _pick(
+            people,
+            overlap - len(have),
+            ks["user_kind"],
+            have,
+            kind_load,
+            load,
+            together,
+            rng,
+            per_annotator if top_up else None,
+            new_load,
+        )
         if not picked:
             continue
         for p in picked:
@@ -290,18 +343,25 @@ def assign_items(
     return report
 
 
-def reassign_items(session: Session, study_name: str, from_annotator: str, to_annotator: str) -> tuple[int, int]:
+def reassign_items(
+    session: Session, study_name: str, from_annotator: str, to_annotator: str
+) -> tuple[int, int]:
     """Move ``from_annotator``'s pending items (not labelled, not skipped) to ``to_annotator``, e.g.
     when an annotator drops out; items the other already has are dropped from the first queue
     instead. Returns (moved, dropped). What the first annotator labelled stays theirs."""
     study = get_study(session, study_name)
     a, b = get_annotators(session, [from_annotator, to_annotator])
-    rows = session.exec(select(AnnotationAssignment).where(
-        AnnotationAssignment.study_id == study.id, AnnotationAssignment.annotator_id.in_([a.id, b.id]))).all()
+    rows = session.exec(
+        select(AnnotationAssignment).where(
+            AnnotationAssignment.study_id == study.id, AnnotationAssignment.annotator_id.in_([a.id, b.id])
+        )
+    ).all()
     has_b = {r.conversation_id for r in rows if r.annotator_id == b.id}
     pos = max((r.position for r in rows if r.annotator_id == b.id), default=-1) + 1
     moved = dropped = 0
-    for r in sorted((r for r in rows if r.annotator_id == a.id and r.status == "pending"), key=lambda r: r.position):
+    for r in sorted(
+        (r for r in rows if r.annotator_id == a.id and r.status == "pending"), key=lambda r: r.position
+    ):
         if r.conversation_id in has_b:
             session.delete(r)
             dropped += 1
@@ -347,7 +407,7 @@ def queue_progress(session: Session, study_id: int, annotator_id: int) -> Progre
     return Progress(total=sum(counts.values()), done=counts.get("done", 0), skipped=counts.get("skipped", 0))
 
 
-def next_item(session: Session, study_id: int, annotator_id: int) -> Optional[AnnotationAssignment]:
+def next_item(session: Session, study_id: int, annotator_id: int) -> AnnotationAssignment | None:
     """The first pending item of the queue (None when the queue is finished)."""
     return session.exec(
         select(AnnotationAssignment)

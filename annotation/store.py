@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 from sqlmodel import Session, select
 
@@ -21,10 +21,10 @@ class LabelRecord:
 
     conversation_id: int
     dimension: str
-    value: Optional[str]
+    value: str | None
     turn_index: int = -1
-    rationale: Optional[str] = None
-    samples: Optional[list] = None
+    rationale: str | None = None
+    samples: list | None = None
     flagged: bool = False
     status: str = "ok"
     extra: dict = field(default_factory=dict)
@@ -34,10 +34,10 @@ def ensure_source(
     session: Session,
     name: str,
     kind: str,
-    model: Optional[str] = None,
-    prompt_version: Optional[str] = None,
-    codebook_version: Optional[str] = None,
-    params: Optional[dict] = None,
+    model: str | None = None,
+    prompt_version: str | None = None,
+    codebook_version: str | None = None,
+    params: dict | None = None,
 ) -> LabelSource:
     """The LabelSource called ``name``, created on first use. An existing source of another kind is an
     error (two labellers must not write into one source).
@@ -63,9 +63,7 @@ def ensure_source(
     return src
 
 
-def _track_settings(
-    session: Session, src: LabelSource, codebook_version: Optional[str], params: dict
-) -> None:
+def _track_settings(session: Session, src: LabelSource, codebook_version: str | None, params: dict) -> None:
     """Record a change of codebook version or run parameters on an existing source (see ensure_source)."""
     old = dict(src.params or {})
     new_cb = codebook_version if codebook_version is not None else src.codebook_version
@@ -87,9 +85,7 @@ def _track_settings(
     session.add(src)
 
 
-def existing_keys(
-    session: Session, source_id: int, status: Optional[str] = "ok"
-) -> set[tuple[int, str, int]]:
+def existing_keys(session: Session, source_id: int, status: str | None = "ok") -> set[tuple[int, str, int]]:
     """(conversation_id, dimension, turn_index) already labelled by the source (with ``status``)."""
     q = select(Label.conversation_id, Label.dimension, Label.turn_index).where(Label.source_id == source_id)
     if status is not None:

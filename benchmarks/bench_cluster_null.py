@@ -36,8 +36,10 @@ def main() -> None:
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(args.seed)
     sd_person, sd_conv = np.sqrt(args.icc), np.sqrt(1 - args.icc)
-    print(f"no true difference; ICC {args.icc}, {args.per} conversations per participant, "
-          f"{args.agents} agent conversations, {args.reps} replications; share of p < 0.05:")
+    print(
+        f"no true difference; ICC {args.icc}, {args.per} conversations per participant, "
+        f"{args.agents} agent conversations, {args.reps} replications; share of p < 0.05:"
+    )
     print(f"{'participants':>12} {'mann_whitney':>13} {'ols_cluster_robust':>19}")
     for g in (2, 4, 10, 20, 50):
         hits_mw = hits_cl = 0

@@ -59,8 +59,12 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4, help="user turns per task")
     ap.add_argument("--tasks", type=int, default=2)
     ap.add_argument("--latency", type=float, default=1.0, help="fake LLM latency per reply (s)")
-    ap.add_argument("--think", type=float, default=1.0,
-                    help="mean seconds a participant takes before each action (reading, typing); 0 = stress test")
+    ap.add_argument(
+        "--think",
+        type=float,
+        default=1.0,
+        help="mean seconds a participant takes before each action (reading, typing); 0 = stress test",
+    )
     ap.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
     args = ap.parse_args()
 
@@ -68,16 +72,32 @@ def main() -> None:
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     with session_scope(engine) as s:
-        make_study(s, name="bench", model="openai/fake", contexts=5,
-                   scenarios=("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning"),
-                   settings={"tasks_per_participant": args.tasks, "min_turns": 1, "max_turns": args.turns})
+        make_study(
+            s,
+            name="bench",
+            model="openai/fake",
+            contexts=5,
+            scenarios=("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning"),
+            settings={"tasks_per_participant": args.tasks, "min_turns": 1, "max_turns": args.turns},
+        )
         tokens = P.create_invites(s, "bench", args.participants)
 
     # The fake LLM runs in its own process, as a real provider would be elsewhere: in this process
     # it would compete with the participants' threads for the interpreter lock.
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "workbench.testing.fake_llm_server", "--port", str(port),
-                               "--latency", str(args.latency)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench.testing.fake_llm_server",
+            "--port",
+            str(port),
+            "--latency",
+            str(args.latency),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for_port(port)
     os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
@@ -167,20 +187,26 @@ def main() -> None:
         done = len(s.exec(select(Participant.id).where(Participant.status == "completed")).all())
     persist_ms.sort()
     p95 = persist_ms[int(0.95 * (len(persist_ms) - 1))] if persist_ms else float("nan")
-    print(f"participants: {args.participants} simultaneous, {args.tasks} tasks x {args.turns} turns, "
-          f"fake LLM latency {args.latency}s, think time {args.think}s, SQLite {path}")
+    print(
+        f"participants: {args.participants} simultaneous, {args.tasks} tasks x {args.turns} turns, "
+        f"fake LLM latency {args.latency}s, think time {args.think}s, SQLite {path}"
+    )
     print(f"wall time: {wall:.1f} s; participants completed: {done}/{args.participants}")
     print(f"turns expected: {expected}, stored: {stored}, lost: {expected - stored}")
     print(f"'database is locked' errors: {len(locked)}; other errors: {len(errors)}")
     for e in (locked + errors)[:5]:
         print("  ", e)
-    print(f"time to persist a turn or rating (ms): n={len(persist_ms)} median={statistics.median(persist_ms):.1f} "
-          f"p95={p95:.1f} max={persist_ms[-1]:.1f} (target p95 < 50 ms)")
+    print(
+        f"time to persist a turn or rating (ms): n={len(persist_ms)} median={statistics.median(persist_ms):.1f} "
+        f"p95={p95:.1f} max={persist_ms[-1]:.1f} (target p95 < 50 ms)"
+    )
     for kind, values in kinds.items():
         values.sort()
         if values:
-            print(f"  {kind}: n={len(values)} median={statistics.median(values):.1f} "
-                  f"p95={values[int(0.95 * (len(values) - 1))]:.1f}")
+            print(
+                f"  {kind}: n={len(values)} median={statistics.median(values):.1f} "
+                f"p95={values[int(0.95 * (len(values) - 1))]:.1f}"
+            )
 
 
 if __name__ == "__main__":

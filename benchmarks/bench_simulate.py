@@ -77,8 +77,14 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     engine = make_engine(f"sqlite:///{tmp}/bench.db")
     upgrade(engine)
     with Session(engine) as s:
-        create_study(s, "bench", "openai/bench-assistant", profiles=1, language="en",
-                     system_prompt="You are a helpful assistant.")
+        create_study(
+            s,
+            "bench",
+            "openai/bench-assistant",
+            profiles=1,
+            language="en",
+            system_prompt="You are a helpful assistant.",
+        )
         s.commit()
         keys = s.exec(select(Condition.key).order_by(Condition.id)).all()
     reps = 4
@@ -95,10 +101,17 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     # Plain-text replies never carry the end signal: every conversation runs exactly TURNS user
     # turns (2 calls each).
     opts = {"http_transport": transport}
-    summary = run_simulation(engine, "bench", "openai/bench-simulator", conditions=chosen,
-                             n_per_condition=reps,
-                             concurrency=concurrency, max_turns=TURNS, min_turns=1,
-                             model_options={"openai/bench-simulator": opts, "openai/bench-assistant": opts})
+    summary = run_simulation(
+        engine,
+        "bench",
+        "openai/bench-simulator",
+        conditions=chosen,
+        n_per_condition=reps,
+        concurrency=concurrency,
+        max_turns=TURNS,
+        min_turns=1,
+        model_options={"openai/bench-simulator": opts, "openai/bench-assistant": opts},
+    )
     wall, cpu, main = time.perf_counter() - t0, time.process_time() - cpu0, time.thread_time() - main0
     if prof:
         prof.disable()
@@ -108,9 +121,16 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     calls = summary.calls
     assert calls == n * TURNS * 2, (calls, n)
     with Session(engine) as s:
-        rows = tuple(s.exec(select(func.count(), func.count().filter(LLMCall.cache_hit.is_(True)),
-                                   func.count(LLMCall.prompt_tokens), func.count(LLMCall.latency_ms))
-                            .select_from(LLMCall)).one())
+        rows = tuple(
+            s.exec(
+                select(
+                    func.count(),
+                    func.count().filter(LLMCall.cache_hit.is_(True)),
+                    func.count(LLMCall.prompt_tokens),
+                    func.count(LLMCall.latency_ms),
+                ).select_from(LLMCall)
+            ).one()
+        )
         n_turns = s.exec(select(func.count()).select_from(Turn)).one()
         call_ms = s.exec(select(func.avg(LLMCall.latency_ms))).one()
     assert rows == (calls, 0, calls, calls), f"LLMCall rows/cache hits/usage/latency: {rows}, calls {calls}"
@@ -119,10 +139,19 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     from workbench.llm import get_model
 
     used = "aiohttp" if get_model("openai/bench-simulator", **opts)._use_aiohttp() else "httpx"
-    return {"n": n, "transport": used, "calls": calls, "wall_s": wall, "ideal_s": ideal,
-            "ratio": wall / ideal, "cpu_ms_per_call": cpu * 1000 / calls,
-            "main_thread_ms_per_call": main * 1000 / calls, "peak_rss_mb": rss / 1024, "call_ms": call_ms,
-            "rss_before_run_mb": rss0 / 1024}
+    return {
+        "n": n,
+        "transport": used,
+        "calls": calls,
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "ratio": wall / ideal,
+        "cpu_ms_per_call": cpu * 1000 / calls,
+        "main_thread_ms_per_call": main * 1000 / calls,
+        "peak_rss_mb": rss / 1024,
+        "call_ms": call_ms,
+        "rss_before_run_mb": rss0 / 1024,
+    }
 
 
 def _free_port() -> int:
@@ -137,8 +166,12 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=1, help="runs per N (each in a fresh process)")
-    ap.add_argument("--transport", choices=["auto", "httpx", "aiohttp"], default="auto",
-                    help="async HTTP transport of the openai SDK (auto: aiohttp when installed)")
+    ap.add_argument(
+        "--transport",
+        choices=["auto", "httpx", "aiohttp"],
+        default="auto",
+        help="async HTTP transport of the openai SDK (auto: aiohttp when installed)",
+    )
     ap.add_argument("--profile", help="write a cProfile of the largest run (main thread) to this path")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -150,19 +183,37 @@ def main() -> None:
         print(json.dumps(child(args.n, args.concurrency, args.latency, args.profile, args.transport)))
         return
     port = _free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
-                               "--latency", str(args.latency)],
-                              cwd=REPO, stdout=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), "--latency", str(args.latency)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+    )
     server.stdout.readline()  # wait until it listens
-    env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "bench",
-           "WORKBENCH_PRICES": "", "WORKBENCH_LLM_CACHE": "1"}
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "OPENAI_API_KEY": "bench",
+        "WORKBENCH_PRICES": "",
+        "WORKBENCH_LLM_CACHE": "1",
+    }
     results = []
     sizes = sorted({32, args.n})
     try:
         for _ in range(args.repeat):
             for n in sizes:
-                cmd = [sys.executable, __file__, "--child", "--n", str(n), "--latency", str(args.latency),
-                       "--concurrency", str(args.concurrency), "--transport", args.transport]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--n",
+                    str(n),
+                    "--latency",
+                    str(args.latency),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--transport",
+                    args.transport,
+                ]
                 if args.profile and n == sizes[-1]:
                     cmd += ["--profile", args.profile]
                 out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -172,20 +223,26 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    print(f"fake server latency {args.latency}s, concurrency {args.concurrency}, {TURNS} user turns per "
-          f"conversation; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"fake server latency {args.latency}s, concurrency {args.concurrency}, {TURNS} user turns per "
+        f"conversation; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     for r in results:
-        print(f"{r['n']:>4} conversations ({r['transport']}): {r['calls']} calls, wall {r['wall_s']:.2f}s "
-              f"vs ideal {r['ideal_s']:.2f}s -> ratio {r['ratio']:.3f} (target <= 1.2); "
-              f"CPU {r['cpu_ms_per_call']:.2f} ms/call (target < 5; "
-              f"{r['main_thread_ms_per_call']:.2f} in the event loop thread); "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB (before run {r['rss_before_run_mb']:.0f} MB); "
-              f"mean HTTP call {r['call_ms']:.0f} ms")
+        print(
+            f"{r['n']:>4} conversations ({r['transport']}): {r['calls']} calls, wall {r['wall_s']:.2f}s "
+            f"vs ideal {r['ideal_s']:.2f}s -> ratio {r['ratio']:.3f} (target <= 1.2); "
+            f"CPU {r['cpu_ms_per_call']:.2f} ms/call (target < 5; "
+            f"{r['main_thread_ms_per_call']:.2f} in the event loop thread); "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (before run {r['rss_before_run_mb']:.0f} MB); "
+            f"mean HTTP call {r['call_ms']:.0f} ms"
+        )
     for i in range(0, len(results) - 1, len(sizes)):
         a, b = results[i], results[i + len(sizes) - 1]
         if a is not b:
-            print(f"peak RSS growth {a['n']} -> {b['n']} conversations: "
-                  f"{b['peak_rss_mb'] - a['peak_rss_mb']:+.1f} MB")
+            print(
+                f"peak RSS growth {a['n']} -> {b['n']} conversations: "
+                f"{b['peak_rss_mb'] - a['peak_rss_mb']:+.1f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -45,9 +45,11 @@ def make_engine(url: str | None = None, **kw) -> Engine:
             try:
                 parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise UserInputError(f"cannot create the directory {parent} of the SQLite database "
-                                     f"({exc.strerror or exc}): point {config.ENV_DB_URL} (or "
-                                     f"{config.ENV_DATA_DIR}) at a writable place") from None
+                raise UserInputError(
+                    f"cannot create the directory {parent} of the SQLite database "
+                    f"({exc.strerror or exc}): point {config.ENV_DB_URL} (or "
+                    f"{config.ENV_DATA_DIR}) at a writable place"
+                ) from None
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = create_engine(url, connect_args=connect_args, **kw)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -60,8 +62,10 @@ def make_engine(url: str | None = None, **kw) -> Engine:
     try:
         return create_engine(url, **kw)
     except ImportError as exc:  # the driver is not installed (psycopg without the postgres extra)
-        raise UserInputError(f"the database driver for {u.render_as_string()} is not installed ({exc}): "
-                             "install it (postgresql:// URLs use psycopg: pip install -e '.[postgres]')") from None
+        raise UserInputError(
+            f"the database driver for {u.render_as_string()} is not installed ({exc}): "
+            "install it (postgresql:// URLs use psycopg: pip install -e '.[postgres]')"
+        ) from None
 
 
 def _parse(url: str):
@@ -70,16 +74,19 @@ def _parse(url: str):
         u = make_url(url)
     except ArgumentError:
         shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", str(url))
-        raise UserInputError(f"{config.ENV_DB_URL} {shown!r} is not a database URL: use {SUPPORTED_URLS}") \
-            from None
+        raise UserInputError(
+            f"{config.ENV_DB_URL} {shown!r} is not a database URL: use {SUPPORTED_URLS}"
+        ) from None
     try:
         backend = u.get_backend_name()
         u.get_dialect()
     except NoSuchModuleError:
         backend = None
     if backend not in ("sqlite", "postgresql"):
-        raise UserInputError(f"unsupported database {u.render_as_string()} in {config.ENV_DB_URL}: the workbench "
-                             f"runs on SQLite and PostgreSQL; use {SUPPORTED_URLS}")
+        raise UserInputError(
+            f"unsupported database {u.render_as_string()} in {config.ENV_DB_URL}: the workbench "
+            f"runs on SQLite and PostgreSQL; use {SUPPORTED_URLS}"
+        )
     return u
 
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Iterator, Optional
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -42,7 +42,7 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def owner_alive(owner: str, latest_activity: Optional[datetime]) -> bool:
+def owner_alive(owner: str, latest_activity: datetime | None) -> bool:
     """Whether the process ``owner`` may still be working: on this machine, whether its process
     exists; elsewhere, whether ``latest_activity`` is younger than ``SILENCE``."""
     host, pid, _nonce = owner.rsplit(":", 2)
@@ -61,7 +61,8 @@ def _busy(what: str, owner: str) -> UserInputError:
     host, pid, _ = owner.rsplit(":", 2)
     return UserInputError(
         f"{what} is already running in another process (pid {pid} on {host}); wait for it to finish, "
-        "or stop that process and run the same command again to resume")
+        "or stop that process and run the same command again to resume"
+    )
 
 
 def acquire(engine: Engine, key: str, me: str, what: str) -> None:
@@ -81,15 +82,20 @@ def acquire(engine: Engine, key: str, me: str, what: str) -> None:
         owner, beat = row
         if owner != me and owner_alive(owner, beat):
             raise _busy(what, owner)
-        taken = conn.execute(update(_LEASE).where(_LEASE.c.key == key, _LEASE.c.owner == owner)
-                             .values(owner=me, started_at=now, heartbeat_at=now)).rowcount
+        taken = conn.execute(
+            update(_LEASE)
+            .where(_LEASE.c.key == key, _LEASE.c.owner == owner)
+            .values(owner=me, started_at=now, heartbeat_at=now)
+        ).rowcount
     if taken != 1:
         raise UserInputError(f"{what} was just started by another process; wait for it to finish")
 
 
 def heartbeat(engine: Engine, key: str, me: str) -> None:
     with engine.begin() as conn:
-        conn.execute(update(_LEASE).where(_LEASE.c.key == key, _LEASE.c.owner == me).values(heartbeat_at=utcnow()))
+        conn.execute(
+            update(_LEASE).where(_LEASE.c.key == key, _LEASE.c.owner == me).values(heartbeat_at=utcnow())
+        )
 
 
 def release(engine: Engine, key: str, me: str) -> None:

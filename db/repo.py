@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func
@@ -51,19 +52,37 @@ def get_study(session: Session, name: str) -> Study:
 def get_or_create_assistant_config(
     session: Session,
     model: str,
-    system_prompt: Optional[str] = None,
-    temperature: Optional[float] = None,
-    max_tokens: Optional[int] = None,
+    system_prompt: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
     version: str = "1",
-    params: Optional[dict] = None,
-    name: Optional[str] = None,
+    params: dict | None = None,
+    name: str | None = None,
 ) -> AssistantConfig:
     params = params or {}
-    fp = fingerprint(model=model, system_prompt=system_prompt, temperature=temperature,
-                     max_tokens=max_tokens, version=version, params=params)
-    return _get_or_insert(session, AssistantConfig, fp, lambda: AssistantConfig(
-        fingerprint=fp, model=model, system_prompt=system_prompt, temperature=temperature,
-        max_tokens=max_tokens, version=version, params=params, name=name or model))
+    fp = fingerprint(
+        model=model,
+        system_prompt=system_prompt,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        version=version,
+        params=params,
+    )
+    return _get_or_insert(
+        session,
+        AssistantConfig,
+        fp,
+        lambda: AssistantConfig(
+            fingerprint=fp,
+            model=model,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            version=version,
+            params=params,
+            name=name or model,
+        ),
+    )
 
 
 def _get_or_insert(session: Session, model_cls, fp: str, make):
@@ -86,33 +105,60 @@ def data_version(session: Session, study_id: int) -> tuple:
     """A cheap fingerprint of a study's data (conversations per status, turns, labels: counts and
     latest ids) for caches: it changes when a conversation, turn or label is added or a conversation
     changes status."""
-    conv = session.exec(select(Conversation.status, func.count(Conversation.id), func.max(Conversation.id))
-                        .where(Conversation.study_id == study_id).group_by(Conversation.status)).all()
-    turns = session.exec(select(func.count(Turn.id), func.max(Turn.id)).join(
-        Conversation, Conversation.id == Turn.conversation_id).where(Conversation.study_id == study_id)).one()
-    labels = session.exec(select(func.count(Label.id), func.max(Label.id), func.max(Label.created_at)).join(
-        Conversation, Conversation.id == Label.conversation_id).where(Conversation.study_id == study_id)).one()
+    conv = session.exec(
+        select(Conversation.status, func.count(Conversation.id), func.max(Conversation.id))
+        .where(Conversation.study_id == study_id)
+        .group_by(Conversation.status)
+    ).all()
+    turns = session.exec(
+        select(func.count(Turn.id), func.max(Turn.id))
+        .join(Conversation, Conversation.id == Turn.conversation_id)
+        .where(Conversation.study_id == study_id)
+    ).one()
+    labels = session.exec(
+        select(func.count(Label.id), func.max(Label.id), func.max(Label.created_at))
+        .join(Conversation, Conversation.id == Label.conversation_id)
+        .where(Conversation.study_id == study_id)
+    ).one()
     return (tuple(sorted(map(tuple, conv))), tuple(turns), tuple(str(v) for v in labels))
 
 
 def get_or_create_simulator_config(
     session: Session,
     model: str,
-    prompt_template: Optional[str] = None,
+    prompt_template: str | None = None,
     prompt_version: str = "1",
-    temperature: Optional[float] = None,
-    seed: Optional[int] = None,
-    params: Optional[dict] = None,
-    name: Optional[str] = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    params: dict | None = None,
+    name: str | None = None,
 ) -> SimulatorConfig:
     params = params or {}
-    fp = fingerprint(model=model, prompt_template=prompt_template, prompt_version=prompt_version,
-                     temperature=temperature, seed=seed, params=params)
+    fp = fingerprint(
+        model=model,
+        prompt_template=prompt_template,
+        prompt_version=prompt_version,
+        temperature=temperature,
+        seed=seed,
+        params=params,
+    )
     temp = "model default" if temperature is None else temperature
     label = name or f"{model} | {prompt_template or 'default'}@{prompt_version} | T={temp}"
-    return _get_or_insert(session, SimulatorConfig, fp, lambda: SimulatorConfig(
-        fingerprint=fp, model=model, prompt_template=prompt_template, prompt_version=prompt_version,
-        temperature=temperature, seed=seed, params=params, name=label))
+    return _get_or_insert(
+        session,
+        SimulatorConfig,
+        fp,
+        lambda: SimulatorConfig(
+            fingerprint=fp,
+            model=model,
+            prompt_template=prompt_template,
+            prompt_version=prompt_version,
+            temperature=temperature,
+            seed=seed,
+            params=params,
+            name=label,
+        ),
+    )
 
 
 def get_label_source(session: Session, name: str) -> LabelSource:
@@ -137,18 +183,48 @@ def get_or_create_label_source(session: Session, name: str, kind: str, **fields:
 # --------------------------------------------------------------------------------------------------
 
 CONVERSATION_COLUMNS = [
-    "conversation_id", "study_id", "user_kind", "scenario", "condition_id", "condition_key",
-    "task_context_id", "profile_id", "assistant_config_id", "assistant_model", "participant",
-    "simulator_config_id", "simulator", "run_id", "replicate", "twin_of_id", "status", "language",
-    "started_at", "ended_at", "end_reason", "ended_by", "wave", "source", "external_id", "n_turns",
+    "conversation_id",
+    "study_id",
+    "user_kind",
+    "scenario",
+    "condition_id",
+    "condition_key",
+    "task_context_id",
+    "profile_id",
+    "assistant_config_id",
+    "assistant_model",
+    "participant",
+    "simulator_config_id",
+    "simulator",
+    "run_id",
+    "replicate",
+    "twin_of_id",
+    "status",
+    "language",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "ended_by",
+    "wave",
+    "source",
+    "external_id",
+    "n_turns",
 ]
 
 
-def conversations_df(session: Session, study_id: int, conversation_ids: Optional[Iterable[int]] = None) -> pd.DataFrame:
+def conversations_df(
+    session: Session, study_id: int, conversation_ids: Iterable[int] | None = None
+) -> pd.DataFrame:
     """One row per conversation of the study with its condition and population columns."""
     q = (
-        select(Conversation, Condition, Scenario.key, AssistantConfig.model, Participant.pseudonym,
-               SimulatorConfig.name)
+        select(
+            Conversation,
+            Condition,
+            Scenario.key,
+            AssistantConfig.model,
+            Participant.pseudonym,
+            SimulatorConfig.name,
+        )
         .join(Condition, Condition.id == Conversation.condition_id)
         .join(Scenario, Scenario.id == Condition.scenario_id)
         .join(AssistantConfig, AssistantConfig.id == Condition.assistant_config_id)
@@ -169,29 +245,59 @@ def conversations_df(session: Session, study_id: int, conversation_ids: Optional
     )
     rows = []
     for conv, cond, scen_key, model, pseudo, sim_name in session.exec(q).all():
-        rows.append({
-            "conversation_id": conv.id, "study_id": conv.study_id, "user_kind": conv.user_kind,
-            "scenario": scen_key, "condition_id": cond.id, "condition_key": cond.key,
-            "task_context_id": cond.task_context_id, "profile_id": cond.profile_id,
-            "assistant_config_id": cond.assistant_config_id, "assistant_model": model,
-            "participant": pseudo, "simulator_config_id": conv.simulator_config_id, "simulator": sim_name,
-            "run_id": conv.run_id, "replicate": conv.replicate, "twin_of_id": conv.twin_of_id,
-            "status": conv.status, "language": conv.language, "started_at": conv.started_at,
-            "ended_at": conv.ended_at, "end_reason": conv.end_reason, "ended_by": conv.ended_by,
-            "wave": conv.wave, "source": conv.source, "external_id": conv.external_id,
-            "n_turns": counts.get(conv.id, 0),
-        })
+        rows.append(
+            {
+                "conversation_id": conv.id,
+                "study_id": conv.study_id,
+                "user_kind": conv.user_kind,
+                "scenario": scen_key,
+                "condition_id": cond.id,
+                "condition_key": cond.key,
+                "task_context_id": cond.task_context_id,
+                "profile_id": cond.profile_id,
+                "assistant_config_id": cond.assistant_config_id,
+                "assistant_model": model,
+                "participant": pseudo,
+                "simulator_config_id": conv.simulator_config_id,
+                "simulator": sim_name,
+                "run_id": conv.run_id,
+                "replicate": conv.replicate,
+                "twin_of_id": conv.twin_of_id,
+                "status": conv.status,
+                "language": conv.language,
+                "started_at": conv.started_at,
+                "ended_at": conv.ended_at,
+                "end_reason": conv.end_reason,
+                "ended_by": conv.ended_by,
+                "wave": conv.wave,
+                "source": conv.source,
+                "external_id": conv.external_id,
+                "n_turns": counts.get(conv.id, 0),
+            }
+        )
     return pd.DataFrame(rows, columns=CONVERSATION_COLUMNS)
 
 
 TURN_COLUMNS = [
-    "conversation_id", "index", "role", "content", "translation", "translation_language", "created_at",
-    "completed_at", "latency_ms", "prompt_tokens", "completion_tokens", "hallucination", "satisfaction",
-    "satisfaction_reason", "intent",
+    "conversation_id",
+    "index",
+    "role",
+    "content",
+    "translation",
+    "translation_language",
+    "created_at",
+    "completed_at",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "hallucination",
+    "satisfaction",
+    "satisfaction_reason",
+    "intent",
 ]
 
 
-def turns_df(session: Session, study_id: int, conversation_ids: Optional[Iterable[int]] = None) -> pd.DataFrame:
+def turns_df(session: Session, study_id: int, conversation_ids: Iterable[int] | None = None) -> pd.DataFrame:
     """One row per turn of the study's conversations, ordered by conversation and index."""
     # Columns rather than ORM entities: building tens of thousands of Turn objects is the slow part.
     q = (
@@ -207,16 +313,36 @@ def turns_df(session: Session, study_id: int, conversation_ids: Optional[Iterabl
 
 
 LABEL_COLUMNS = [
-    "conversation_id", "turn_index", "dimension", "value", "source", "source_kind", "rationale",
-    "flagged", "status", "samples", "created_at",
+    "conversation_id",
+    "turn_index",
+    "dimension",
+    "value",
+    "source",
+    "source_kind",
+    "rationale",
+    "flagged",
+    "status",
+    "samples",
+    "created_at",
 ]
 
 
-def labels_df(session: Session, study_id: int, sources: Optional[Iterable[str]] = None) -> pd.DataFrame:
+def labels_df(session: Session, study_id: int, sources: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per label of the study (optionally of the named sources only)."""
     q = (
-        select(Label.conversation_id, Label.turn_index, Label.dimension, Label.value, LabelSource.name,
-               LabelSource.kind, Label.rationale, Label.flagged, Label.status, Label.samples, Label.created_at)
+        select(
+            Label.conversation_id,
+            Label.turn_index,
+            Label.dimension,
+            Label.value,
+            LabelSource.name,
+            LabelSource.kind,
+            Label.rationale,
+            Label.flagged,
+            Label.status,
+            Label.samples,
+            Label.created_at,
+        )
         .join(LabelSource, LabelSource.id == Label.source_id)
         .join(Conversation, Conversation.id == Label.conversation_id)
         .where(Conversation.study_id == study_id)
@@ -230,8 +356,16 @@ def labels_df(session: Session, study_id: int, sources: Optional[Iterable[str]] 
     return pd.DataFrame(rows, columns=LABEL_COLUMNS)
 
 
-QUESTIONNAIRE_COLUMNS = ["conversation_id", "participant_id", "questionnaire", "item", "value", "raw_value",
-                         "question", "created_at"]
+QUESTIONNAIRE_COLUMNS = [
+    "conversation_id",
+    "participant_id",
+    "questionnaire",
+    "item",
+    "value",
+    "raw_value",
+    "question",
+    "created_at",
+]
 
 
 def questionnaires_df(session: Session, study_id: int) -> pd.DataFrame:
@@ -244,24 +378,43 @@ def questionnaires_df(session: Session, study_id: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=QUESTIONNAIRE_COLUMNS)
 
 
-def label_sources_df(session: Session, study_id: Optional[int] = None) -> pd.DataFrame:
+def label_sources_df(session: Session, study_id: int | None = None) -> pd.DataFrame:
     """Label sources with their provenance (kind, model, prompt and codebook version) and how many labels
     each holds, with the times of the first and the last (in the study, when given)."""
-    q = select(LabelSource.name, LabelSource.kind, LabelSource.model, LabelSource.prompt_version,
-               LabelSource.codebook_version, func.count(Label.id), func.min(Label.created_at),
-               func.max(Label.created_at)).outerjoin(Label, Label.source_id == LabelSource.id)
+    q = select(
+        LabelSource.name,
+        LabelSource.kind,
+        LabelSource.model,
+        LabelSource.prompt_version,
+        LabelSource.codebook_version,
+        func.count(Label.id),
+        func.min(Label.created_at),
+        func.max(Label.created_at),
+    ).outerjoin(Label, Label.source_id == LabelSource.id)
     if study_id is not None:
-        q = q.join(Conversation, Conversation.id == Label.conversation_id).where(Conversation.study_id == study_id)
+        q = q.join(Conversation, Conversation.id == Label.conversation_id).where(
+            Conversation.study_id == study_id
+        )
     q = q.group_by(LabelSource.id).order_by(LabelSource.name)
     rows = [dict(zip(LABEL_SOURCE_LIST_COLUMNS, r)) for r in session.exec(q).all()]
     return pd.DataFrame(rows, columns=LABEL_SOURCE_LIST_COLUMNS)
 
 
-LABEL_SOURCE_LIST_COLUMNS = ["name", "kind", "model", "prompt_version", "codebook_version", "n_labels",
-                             "first_label_at", "last_label_at"]
+LABEL_SOURCE_LIST_COLUMNS = [
+    "name",
+    "kind",
+    "model",
+    "prompt_version",
+    "codebook_version",
+    "n_labels",
+    "first_label_at",
+    "last_label_at",
+]
 
 
-def profile_and_context(session: Session, condition_id: int) -> tuple[Condition, Scenario, TaskContext, Optional[Profile]]:
+def profile_and_context(
+    session: Session, condition_id: int
+) -> tuple[Condition, Scenario, TaskContext, Profile | None]:
     cond = session.get(Condition, condition_id)
     if cond is None:
         raise NotFoundError(f"no condition {condition_id}")

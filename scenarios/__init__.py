@@ -22,7 +22,19 @@ from scenarios.schema import ProfileField, ProfileSpec, ScenarioSpec, TaskContex
 REFERENCE_SCENARIOS = ("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning")
 
 __all__ = [
-    "ENV_SCENARIO_DIRS", "PACKS_DIR", "REFERENCE_SCENARIOS", "Library", "LibraryError", "Problem", "SyncReport",
-    "load_files", "load_library", "profile_fields", "sync_library",
-    "ProfileField", "ProfileSpec", "ScenarioSpec", "TaskContextSpec",
+    "ENV_SCENARIO_DIRS",
+    "PACKS_DIR",
+    "REFERENCE_SCENARIOS",
+    "Library",
+    "LibraryError",
+    "Problem",
+    "SyncReport",
+    "load_files",
+    "load_library",
+    "profile_fields",
+    "sync_library",
+    "ProfileField",
+    "ProfileSpec",
+    "ScenarioSpec",
+    "TaskContextSpec",
 ]

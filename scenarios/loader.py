@@ -9,9 +9,9 @@ so a researcher adds a scenario by adding a file. Loading never touches the data
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import yaml
 from pydantic import ValidationError
@@ -29,9 +29,9 @@ class Problem:
 
     path: Path
     message: str
-    line: Optional[int] = None
-    column: Optional[int] = None
-    field: Optional[str] = None
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else str(self.path)
@@ -80,7 +80,7 @@ class Library:
 # --------------------------------------------------------------------------------------------------
 
 
-def _node_at(root: yaml.Node, loc: Sequence) -> tuple[Optional[yaml.Node], bool]:
+def _node_at(root: yaml.Node, loc: Sequence) -> tuple[yaml.Node | None, bool]:
     """The deepest node along ``loc``; second item False when the path stopped early (missing key)."""
     node = root
     for part in loc:
@@ -98,7 +98,7 @@ def _node_at(root: yaml.Node, loc: Sequence) -> tuple[Optional[yaml.Node], bool]
     return node, True
 
 
-def _key_node(root: yaml.Node, loc: Sequence) -> Optional[yaml.Node]:
+def _key_node(root: yaml.Node, loc: Sequence) -> yaml.Node | None:
     """The key node of the last element of ``loc`` (for unknown-field errors)."""
     parent, complete = _node_at(root, loc[:-1])
     if complete and isinstance(parent, yaml.MappingNode):
@@ -166,7 +166,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when availabl
 _cache: dict[tuple, object] = {}
 
 
-def parse_file(path: Path) -> tuple[Optional[object], list[Problem]]:
+def parse_file(path: Path) -> tuple[object | None, list[Problem]]:
     """Parse and validate one pack file: (model, problems). Valid files are cached by (path, mtime, size)."""
     try:
         st = path.stat()
@@ -181,16 +181,29 @@ def parse_file(path: Path) -> tuple[Optional[object], list[Problem]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         detail = getattr(exc, "problem", None) or str(exc)
-        return None, [Problem(path, f"invalid YAML: {detail}",
-                              mark.line + 1 if mark else None, mark.column + 1 if mark else None)]
+        return None, [
+            Problem(
+                path,
+                f"invalid YAML: {detail}",
+                mark.line + 1 if mark else None,
+                mark.column + 1 if mark else None,
+            )
+        ]
     if not isinstance(data, dict):
         return None, [Problem(path, "a pack file must be a YAML mapping with a 'kind' key", 1)]
     kind = data.get("kind", "scenario")
     model = KINDS.get(kind)
     if model is None:
         node = _key_node(yaml.compose(text, Loader=_Loader), ["kind"])
-        return None, [Problem(path, f"unknown kind {kind!r}; use one of {', '.join(KINDS)}",
-                              node.start_mark.line + 1 if node else None, None, "kind")]
+        return None, [
+            Problem(
+                path,
+                f"unknown kind {kind!r}; use one of {', '.join(KINDS)}",
+                node.start_mark.line + 1 if node else None,
+                None,
+                "kind",
+            )
+        ]
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
@@ -220,22 +233,40 @@ def load_files(paths: Iterable[Path | str]) -> Library:
         lib.files.append(path)
         if isinstance(obj, ScenarioSpec):
             if obj.key in lib.scenarios:
-                problems.append(Problem(path, f"scenario {obj.key!r} is already defined in "
-                                        f"{lib.sources['scenario:' + obj.key]}; rename its key", None, None, "key"))
+                problems.append(
+                    Problem(
+                        path,
+                        f"scenario {obj.key!r} is already defined in "
+                        f"{lib.sources['scenario:' + obj.key]}; rename its key",
+                        None,
+                        None,
+                        "key",
+                    )
+                )
                 continue
             lib.scenarios[obj.key] = obj
             lib.sources["scenario:" + obj.key] = path
         elif isinstance(obj, ProfilePool):
             for prof in obj.profiles:
                 if prof.key in lib.profiles:
-                    problems.append(Problem(path, f"profile {prof.key!r} is already defined in "
-                                            f"{lib.sources['profile:' + prof.key]}", None, None, "profiles"))
+                    problems.append(
+                        Problem(
+                            path,
+                            f"profile {prof.key!r} is already defined in "
+                            f"{lib.sources['profile:' + prof.key]}",
+                            None,
+                            None,
+                            "profiles",
+                        )
+                    )
                     continue
                 lib.profiles[prof.key] = prof
                 lib.sources["profile:" + prof.key] = path
         elif isinstance(obj, ProfileFields):
             if lib.profile_fields:
-                problems.append(Problem(path, "profile fields are already defined in another file", None, None, "kind"))
+                problems.append(
+                    Problem(path, "profile fields are already defined in another file", None, None, "kind")
+                )
                 continue
             lib.profile_fields = list(obj.fields)
             lib.sources["profile_fields"] = path
@@ -244,7 +275,7 @@ def load_files(paths: Iterable[Path | str]) -> Library:
     return lib
 
 
-def load_library(dirs: Optional[Iterable[Path | str]] = None) -> Library:
+def load_library(dirs: Iterable[Path | str] | None = None) -> Library:
     """Bundled packs + ``WORKBENCH_SCENARIO_DIRS`` + ``dirs``, validated."""
     paths = default_dirs()
     if dirs:
@@ -287,7 +318,7 @@ def _apply(row, values: dict) -> bool:
     return changed
 
 
-def sync_library(session, library: Optional[Library] = None) -> SyncReport:
+def sync_library(session, library: Library | None = None) -> SyncReport:
     """Upsert Scenario, TaskContext and Profile rows from the library (idempotent; never deletes).
 
     Rows are matched by key; changed packs update them in place. The caller commits."""
@@ -303,7 +334,9 @@ def sync_library(session, library: Optional[Library] = None) -> SyncReport:
             name=spec.names.en,
             names={k: v for k, v in spec.names.model_dump().items() if v},
             description=spec.description.en if spec.description else None,
-            aspects=[{"key": a.key, **{k: v for k, v in a.names.model_dump().items() if v}} for a in spec.aspects],
+            aspects=[
+                {"key": a.key, **{k: v for k, v in a.names.model_dump().items() if v}} for a in spec.aspects
+            ],
             pack=src.name if src else None,
             version=spec.version,
         )
@@ -315,30 +348,47 @@ def sync_library(session, library: Optional[Library] = None) -> SyncReport:
             report.created["scenario"] += 1
         elif _apply(row, values):
             report.updated["scenario"] += 1
-        existing = {tc.key: tc for tc in session.exec(select(TaskContext).where(TaskContext.scenario_id == row.id))}
+        existing = {
+            tc.key: tc for tc in session.exec(select(TaskContext).where(TaskContext.scenario_id == row.id))
+        }
         for tc in spec.task_contexts:
             slots = dict(tc.slots)
             meta = {"set": tc.set}
             if tc.reference_id is not None:
                 meta["reference_id"] = tc.reference_id
-            tvalues = dict(language=tc.language, text=tc.text, translations=dict(tc.translations),
-                           slots={**slots, "_meta": meta}, source="pack")
+            tvalues = dict(
+                language=tc.language,
+                text=tc.text,
+                translations=dict(tc.translations),
+                slots={**slots, "_meta": meta},
+                source="pack",
+            )
             trow = existing.get(tc.key)
             if trow is None:
                 session.add(TaskContext(scenario_id=row.id, key=tc.key, **tvalues))
                 report.created["task_context"] += 1
             elif _apply(trow, tvalues):
                 report.updated["task_context"] += 1
-    existing_p = {p.key: p for p in session.exec(select(Profile).where(Profile.key.in_(list(lib.profiles))))} \
-        if lib.profiles else {}
+    existing_p = (
+        {p.key: p for p in session.exec(select(Profile).where(Profile.key.in_(list(lib.profiles))))}
+        if lib.profiles
+        else {}
+    )
     for key, prof in lib.profiles.items():
         fields = dict(prof.fields)
         if prof.mapped:
-            fields["mapped"] = {f: [o.model_dump(exclude_none=True) for o in opts] for f, opts in prof.mapped.items()}
+            fields["mapped"] = {
+                f: [o.model_dump(exclude_none=True) for o in opts] for f, opts in prof.mapped.items()
+            }
         if prof.reference_id is not None:
             fields["reference_id"] = prof.reference_id
-        pvalues = dict(language=prof.language, fields=fields, text=prof.text,
-                       translations=dict(prof.translations), source="pool")
+        pvalues = dict(
+            language=prof.language,
+            fields=fields,
+            text=prof.text,
+            translations=dict(prof.translations),
+            source="pool",
+        )
         prow = existing_p.get(key)
         if prow is None:
             session.add(Profile(key=key, **pvalues))

@@ -11,7 +11,7 @@ Every model forbids unknown keys, so a typo in a pack is an error rather than a 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,7 +27,7 @@ class LocalizedText(_Strict):
     """A short text in English and (optionally) Chinese."""
 
     en: str = Field(min_length=1)
-    zh: Optional[str] = None
+    zh: str | None = None
 
     def get(self, language: str) -> str:
         return (self.zh if language == "zh" and self.zh else None) or self.en
@@ -51,8 +51,8 @@ class TaskContextSpec(_Strict):
     # Which family of contexts this belongs to: "main" (the reference's agent templates) is the
     # default a study draws from; others ("new", "human_v1", "human_v2", "human_exp") are opt-in.
     set: str = Field(default="main", pattern=KEY_PATTERN)
-    reference_id: Optional[int] = None  # the reference's task_context_id, where it has one
-    template: Optional[str] = None  # file/template the text was generated from
+    reference_id: int | None = None  # the reference's task_context_id, where it has one
+    template: str | None = None  # file/template the text was generated from
 
     @field_validator("translations")
     @classmethod
@@ -73,13 +73,13 @@ class ScenarioSpec(_Strict):
     version: str = "1"
     in_reference: bool = False  # run by the reference study (RecLLMSim)
     names: LocalizedText
-    description: Optional[LocalizedText] = None
+    description: LocalizedText | None = None
     aspects: list[Aspect] = Field(min_length=1)
     task_contexts: list[TaskContextSpec] = Field(min_length=1)
-    source: Optional[str] = None  # where the texts came from (provenance note)
+    source: str | None = None  # where the texts came from (provenance note)
 
     @model_validator(mode="after")
-    def _unique_keys(self) -> "ScenarioSpec":
+    def _unique_keys(self) -> ScenarioSpec:
         seen: set[str] = set()
         for tc in self.task_contexts:
             if tc.key in seen:
@@ -87,9 +87,12 @@ class ScenarioSpec(_Strict):
             seen.add(tc.key)
         return self
 
-    def contexts(self, language: Optional[str] = None, sets: Optional[set[str]] = None) -> list[TaskContextSpec]:
-        return [tc for tc in self.task_contexts
-                if (language is None or tc.language == language) and (sets is None or tc.set in sets)]
+    def contexts(self, language: str | None = None, sets: set[str] | None = None) -> list[TaskContextSpec]:
+        return [
+            tc
+            for tc in self.task_contexts
+            if (language is None or tc.language == language) and (sets is None or tc.set in sets)
+        ]
 
 
 class ProfileSpec(_Strict):
@@ -102,18 +105,18 @@ class ProfileSpec(_Strict):
     mapped: dict[str, list[LocalizedText]] = Field(default_factory=dict)
     text: str = Field(min_length=1)
     translations: dict[str, str] = Field(default_factory=dict)
-    reference_id: Optional[int] = None  # the reference's preference_id
+    reference_id: int | None = None  # the reference's preference_id
 
 
 class ProfilePool(_Strict):
     kind: Literal["profile_pool"]
     key: str = Field(pattern=KEY_PATTERN)
     version: str = "1"
-    source: Optional[str] = None
+    source: str | None = None
     profiles: list[ProfileSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_keys(self) -> "ProfilePool":
+    def _unique_keys(self) -> ProfilePool:
         seen: set[str] = set()
         for p in self.profiles:
             if p.key in seen:
@@ -125,7 +128,7 @@ class ProfilePool(_Strict):
 class FieldOption(_Strict):
     value: str = Field(min_length=1)  # stable value stored in answers (the English label)
     en: str = Field(min_length=1)
-    zh: Optional[str] = None
+    zh: str | None = None
 
 
 class ProfileField(_Strict):
@@ -135,12 +138,12 @@ class ProfileField(_Strict):
     names: LocalizedText
     type: Literal["choice", "multi_choice", "integer", "text"] = "choice"
     options: list[FieldOption] = Field(default_factory=list)
-    min: Optional[int] = None
-    max: Optional[int] = None
+    min: int | None = None
+    max: int | None = None
     required: bool = True
 
     @model_validator(mode="after")
-    def _options(self) -> "ProfileField":
+    def _options(self) -> ProfileField:
         if self.type in ("choice", "multi_choice") and not self.options:
             raise ValueError(f"field {self.key!r} of type {self.type} needs options")
         return self
@@ -149,9 +152,9 @@ class ProfileField(_Strict):
 class ProfileFields(_Strict):
     kind: Literal["profile_fields"]
     version: str = "1"
-    source: Optional[str] = None
+    source: str | None = None
     fields: list[ProfileField] = Field(min_length=1)
 
 
-PackFile = Union[ScenarioSpec, ProfilePool, ProfileFields]
+PackFile = ScenarioSpec | ProfilePool | ProfileFields
 KINDS = {"scenario": ScenarioSpec, "profile_pool": ProfilePool, "profile_fields": ProfileFields}

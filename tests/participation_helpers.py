@@ -8,9 +8,15 @@ from db.models import Condition, Profile, Scenario, Study, TaskContext
 from db.repo import get_or_create_assistant_config
 
 
-def make_study(session: Session, name: str = "pilot", scenarios=("travel_planning", "recipe_planning"),
-               contexts: int = 2, model: str = "scripted/test", settings: dict | None = None,
-               with_profiles: bool = False) -> Study:
+def make_study(
+    session: Session,
+    name: str = "pilot",
+    scenarios=("travel_planning", "recipe_planning"),
+    contexts: int = 2,
+    model: str = "scripted/test",
+    settings: dict | None = None,
+    with_profiles: bool = False,
+) -> Study:
     study = Study(name=name, settings=settings or {})
     session.add(study)
     session.flush()
@@ -24,19 +30,33 @@ def make_study(session: Session, name: str = "pilot", scenarios=("travel_plannin
         else:
             scen = session.get(Scenario, scen.id)
         for i in range(contexts):
-            ctx = TaskContext(scenario_id=scen.id, key=f"{name}-en-{i}", language="en",
-                              text=f"Plan something for {key} #{i}.", translations={"zh": f"任务 {key} #{i}"})
+            ctx = TaskContext(
+                scenario_id=scen.id,
+                key=f"{name}-en-{i}",
+                language="en",
+                text=f"Plan something for {key} #{i}.",
+                translations={"zh": f"任务 {key} #{i}"},
+            )
             session.add(ctx)
             session.flush()
             prof_id = None
             if with_profiles:
-                prof = Profile(key=f"{name}-pool-{key}-{i}", fields={"age": 30}, text=f"A person #{i}",
-                               source="pool")
+                prof = Profile(
+                    key=f"{name}-pool-{key}-{i}", fields={"age": 30}, text=f"A person #{i}", source="pool"
+                )
                 session.add(prof)
                 session.flush()
                 prof_id = prof.id
-            session.add(Condition(study_id=study.id, key=f"{key}/{i}", scenario_id=scen.id,
-                                  task_context_id=ctx.id, profile_id=prof_id, assistant_config_id=cfg.id))
+            session.add(
+                Condition(
+                    study_id=study.id,
+                    key=f"{key}/{i}",
+                    scenario_id=scen.id,
+                    task_context_id=ctx.id,
+                    profile_id=prof_id,
+                    assistant_config_id=cfg.id,
+                )
+            )
     session.flush()
     return study
 
@@ -57,5 +77,11 @@ def profile_answers(language: str = "en") -> dict:
             out[f["name"]] = "something"
     return out
 
-POST_TASK = {"Memorization": "no", "Detail": "detailed", "Availability": "very_useful", "Diversity": "average",
-             "free_text": "fine"}
+
+POST_TASK = {
+    "Memorization": "no",
+    "Detail": "detailed",
+    "Availability": "very_useful",
+    "Diversity": "average",
+    "free_text": "fine",
+}

@@ -59,17 +59,47 @@ class ThrowawayCluster:
 
                 pw = pwd.getpwnam("postgres")
             except KeyError as exc:
-                raise PgUnavailable("running as root and there is no 'postgres' user to run the cluster") from exc
+                raise PgUnavailable(
+                    "running as root and there is no 'postgres' user to run the cluster"
+                ) from exc
             shutil.chown(self._dir, pw.pw_uid, pw.pw_gid)
             self._run_as = ["runuser", "-u", "postgres", "--"]
         data = os.path.join(self._dir, "data")
         port = _free_port()
-        self._run([os.path.join(self._bindir, "initdb"), "-D", data, "-A", "trust", "-U", "postgres",
-                   "--no-sync", "-E", "UTF8", "--locale=C"])
-        opts = f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off " \
-               f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        self._run([os.path.join(self._bindir, "pg_ctl"), "-D", data, "-o", opts, "-w", "-t", "60",
-                   "-l", os.path.join(self._dir, "log"), "start"])
+        self._run(
+            [
+                os.path.join(self._bindir, "initdb"),
+                "-D",
+                data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        )
+        opts = (
+            f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            [
+                os.path.join(self._bindir, "pg_ctl"),
+                "-D",
+                data,
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                os.path.join(self._dir, "log"),
+                "start",
+            ]
+        )
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
         return self.url
 
@@ -91,9 +121,19 @@ class ThrowawayCluster:
 
     def stop(self) -> None:
         if self._dir and os.path.exists(os.path.join(self._dir, "data")):
-            subprocess.run(self._run_as + [os.path.join(self._bindir, "pg_ctl"), "-D",
-                                           os.path.join(self._dir, "data"), "-m", "immediate", "stop"],
-                           capture_output=True, cwd=self._dir)
+            subprocess.run(
+                self._run_as
+                + [
+                    os.path.join(self._bindir, "pg_ctl"),
+                    "-D",
+                    os.path.join(self._dir, "data"),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
+                capture_output=True,
+                cwd=self._dir,
+            )
             time.sleep(0.2)
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -283,7 +283,10 @@ def test_indistinguishability_per_simulator():
     from scipy.stats import fisher_exact
 
     assert b["balanced_p_value"] == pytest.approx(fisher_exact([[10, 10], [5, 15]]).pvalue)
-    (la, ua), (lh, uh) = proportion_confint(10, 20, method="wilson"), proportion_confint(15, 20, method="wilson")
+    (la, ua), (lh, uh) = (
+        proportion_confint(10, 20, method="wilson"),
+        proportion_confint(15, 20, method="wilson"),
+    )
     ba = (0.5 + 0.75) / 2
     assert b["balanced_ci_low"] == pytest.approx(ba - ((0.5 - la) ** 2 / 4 + (0.75 - lh) ** 2 / 4) ** 0.5)
     assert b["balanced_ci_high"] == pytest.approx(ba + ((ua - 0.5) ** 2 / 4 + (uh - 0.75) ** 2 / 4) ** 0.5)
@@ -293,9 +296,17 @@ def test_indistinguishability_per_simulator():
 def test_an_annotator_who_always_says_person_is_not_better_than_chance():
     """100 human and 10 agent conversations, every guess "person": accuracy 0.91 "beats chance"
     by the binomial test, but the balanced accuracy is 0.5 and its test finds nothing."""
-    convs = pd.DataFrame([{"conversation_id": i, "user_kind": "agent" if i < 10 else "human",
-                           "simulator_config_id": 1 if i < 10 else None, "simulator": "s" if i < 10 else None}
-                          for i in range(110)])
+    convs = pd.DataFrame(
+        [
+            {
+                "conversation_id": i,
+                "user_kind": "agent" if i < 10 else "human",
+                "simulator_config_id": 1 if i < 10 else None,
+                "simulator": "s" if i < 10 else None,
+            }
+            for i in range(110)
+        ]
+    )
     guesses = pd.DataFrame([{"conversation_id": i, "guess": "person"} for i in range(110)])
     row = indistinguishability_df(guesses, convs).iloc[0]
     assert row["accuracy"] == pytest.approx(100 / 110) and row["p_value"] < 1e-10
@@ -306,8 +317,12 @@ def test_an_annotator_who_always_says_person_is_not_better_than_chance():
 def test_balanced_accuracy_needs_guesses_on_both_kinds():
     """Guesses on human conversations only: plain accuracy is there, but a balanced accuracy (and its
     interval and test) would be the human detection rate alone, so it is missing."""
-    convs = pd.DataFrame([{"conversation_id": i, "user_kind": "human", "simulator_config_id": None,
-                           "simulator": None} for i in range(10)])
+    convs = pd.DataFrame(
+        [
+            {"conversation_id": i, "user_kind": "human", "simulator_config_id": None, "simulator": None}
+            for i in range(10)
+        ]
+    )
     guesses = pd.DataFrame([{"conversation_id": i, "guess": "person" if i < 8 else "ai"} for i in range(10)])
     row = indistinguishability_df(guesses, convs).iloc[0]
     assert row["simulator"] == "all" and row["accuracy"] == pytest.approx(0.8)
@@ -323,12 +338,20 @@ def test_values_outside_an_ordinal_scale_make_the_dimension_nominal():
     a, b = _rand_pair(rng, LIKERT, 60, p_same=0.5)
     b[0] = "9"
     labels, convs = _tidy(a, b, ["human"] * 60, dim="question_broadness")
-    df = pair_agreement_df(labels, convs, "A", "B", n_boot=100, split_by_user_kind=False,
-                           scales={"question_broadness": Scale("ordinal", tuple(LIKERT))})
+    df = pair_agreement_df(
+        labels,
+        convs,
+        "A",
+        "B",
+        n_boot=100,
+        split_by_user_kind=False,
+        scales={"question_broadness": Scale("ordinal", tuple(LIKERT))},
+    )
     row = df.iloc[0]
     assert row["scale"] == "nominal" and row["weighted_kappa"] is None
     codes = {v: i for i, v in enumerate(LIKERT + ["9"])}
     data = np.array([[codes[v] for v in a], [codes[v] for v in b]], dtype=float)
-    assert row["krippendorff_alpha"] == pytest.approx(krippendorff.alpha(reliability_data=data,
-                                                                         level_of_measurement="nominal"))
+    assert row["krippendorff_alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal")
+    )
     assert row["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b))

@@ -74,7 +74,13 @@ def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipel
     # a numeric scale is drawn on a category axis: every value has its tick, in scale order
     scale = frame.assign(ctx=[str(1 + i % 5) for i in range(len(frame))])
     fig = charts.label_distribution_fig(scale, "ctx", categories=["1", "2", "3", "4", "5"], by_scenario=False)
-    assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.categoryarray) == ["1", "2", "3", "4", "5"]
+    assert fig.layout.xaxis.type == "category" and list(fig.layout.xaxis.categoryarray) == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]
     charts.forest_fig(comp, "scenario")
     charts.forest_fig(comp.iloc[0:0])
     # one marker per dimension: Cramer's V of the participant-clustered row, Cliff's delta of Mann-Whitney
@@ -83,9 +89,13 @@ def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipel
     ys = list(forest.data[0].y)
     assert len(ys) == len(set(ys)) and "politeness (cramers_v)" in ys
     x = dict(zip(ys, forest.data[0].x))
-    assert x["politeness (cramers_v)"] == pytest.approx(pooled.loc[("politeness", "wald_cluster_robust"), "effect_size"])
+    assert x["politeness (cramers_v)"] == pytest.approx(
+        pooled.loc[("politeness", "wald_cluster_robust"), "effect_size"]
+    )
     hi = dict(zip(ys, np.asarray(forest.data[0].error_x.array) + np.asarray(forest.data[0].x)))
-    assert hi["politeness (cramers_v)"] == pytest.approx(pooled.loc[("politeness", "wald_cluster_robust"), "ci_high"])
+    assert hi["politeness (cramers_v)"] == pytest.approx(
+        pooled.loc[("politeness", "wald_cluster_robust"), "ci_high"]
+    )
     charts.turn_length_fig(frame[frame["user_kind"] == "agent"])
     charts.turn_length_fig(pd.DataFrame())
     charts.likeness_fig(pd.DataFrame(columns=["simulator", "dimension", "js_distance", "ci_low", "ci_high"]))
@@ -187,8 +197,11 @@ def test_likeness_tables_and_classifier(sqlite_engine, pipelines):
         jensenshannon(h.reindex(cats, fill_value=0), a.reindex(cats, fill_value=0), base=2)
     )
     assert row["ci_low"] <= row["js_distance"] <= row["ci_high"]
-    assert 0 <= row["js_null"] < row["js_distance"] and row["js_excess"] == pytest.approx(
-        row["js_distance"] - row["js_null"]) and 0 < row["p_value"] <= 1
+    assert (
+        0 <= row["js_null"] < row["js_distance"]
+        and row["js_excess"] == pytest.approx(row["js_distance"] - row["js_null"])
+        and 0 < row["p_value"] <= 1
+    )
     r = t["ranking"]
     mine = d[d["simulator"] == r.iloc[0]["simulator"]]
     assert r.iloc[0]["human_likeness_index"] == pytest.approx(1 - mine["js_excess"].mean())
@@ -235,10 +248,18 @@ def test_classifier_auc_half_when_indistinguishable():
     people = [f"p{i % 20}" for i in range(300)]
     res_g = classifier_auc(h.assign(participant=people), a)
     assert "grouped by participant" in res_g["note"] and "grouped" not in res["note"]
-    groups = np.r_[np.array(["p:" + p for p in people], dtype=object),
-                   np.array([f"a:{i}" for i in range(300)], dtype=object)]
-    scores_g = cross_val_predict(model, X, y, cv=StratifiedGroupKFold(5, shuffle=True, random_state=0),
-                                 groups=groups, method="predict_proba")[:, 1]
+    groups = np.r_[
+        np.array(["p:" + p for p in people], dtype=object),
+        np.array([f"a:{i}" for i in range(300)], dtype=object),
+    ]
+    scores_g = cross_val_predict(
+        model,
+        X,
+        y,
+        cv=StratifiedGroupKFold(5, shuffle=True, random_state=0),
+        groups=groups,
+        method="predict_proba",
+    )[:, 1]
     assert res_g["auc"] == pytest.approx(roc_auc_score(y, scores_g))
 
 
@@ -340,7 +361,11 @@ def _add_source(engine, name, kind, values, annotator=None, turn_values=None):
         for (conv, dim), v in values.items():
             s.add(Label(conversation_id=conv, dimension=dim, value=v, source_id=src.id))
         for (conv, idx), v in (turn_values or {}).items():
-            s.add(Label(conversation_id=conv, dimension="hallucination", turn_index=idx, value=v, source_id=src.id))
+            s.add(
+                Label(
+                    conversation_id=conv, dimension="hallucination", turn_index=idx, value=v, source_id=src.id
+                )
+            )
         s.commit()
 
 
@@ -404,7 +429,11 @@ def test_default_source_is_the_annotators_consensus(sqlite_engine, pipelines):
     fig = charts.agreement_heatmap_fig(agr)
     columns = list(fig.data[0].x)
     assert "human:a vs human:b: all" in columns and "human:b vs human:c: all" in columns
-    assert len(columns) == len(set(columns)) == agr[["source_a", "source_b", "user_kind"]].drop_duplicates().shape[0]
+    assert (
+        len(columns)
+        == len(set(columns))
+        == agr[["source_a", "source_b", "user_kind"]].drop_duplicates().shape[0]
+    )
 
 
 def test_source_labelling_one_dimension_is_not_chosen_and_unfinished_do_not_count(sqlite_engine):
@@ -438,10 +467,19 @@ def test_hallucination_rates_read_one_source(sqlite_engine, pipelines):
     make_study(sqlite_engine, "hall", n_human=6, n_agent=6, seed=5)
     with Session(sqlite_engine) as s:
         agent_ids = s.exec(select(Conversation.id).where(Conversation.user_kind == "agent")).all()
-        replies = s.exec(select(Turn.conversation_id, Turn.index).where(
-            Turn.role == "assistant", Turn.conversation_id.in_(agent_ids))).all()
-    _add_source(sqlite_engine, "human:ann", "human", {}, annotator="ann",
-                turn_values={(c, i): "no" for c, i in replies})
+        replies = s.exec(
+            select(Turn.conversation_id, Turn.index).where(
+                Turn.role == "assistant", Turn.conversation_id.in_(agent_ids)
+            )
+        ).all()
+    _add_source(
+        sqlite_engine,
+        "human:ann",
+        "human",
+        {},
+        annotator="ann",
+        turn_values={(c, i): "no" for c, i in replies},
+    )
     _add_source(sqlite_engine, "llm:judge", "llm", {}, turn_values={(c, i): "yes" for c, i in replies})
     data = load_study(sqlite_engine, "hall", pipelines=pipelines)
     assert data.meta["hallucination_source"] == "human:ann"
@@ -457,6 +495,8 @@ def test_small_groups_are_flagged(sqlite_engine, pipelines):
     comp = comparisons_df(load_study(sqlite_engine, "tiny", pipelines=pipelines), n_boot=50)
     tested = comp[comp["p_value"].notna()]
     assert len(tested) and tested["note"].str.contains("small group \\(fewer than 5\\)").all()
-    clustered = tested[tested["test"].isin(["ols_cluster_robust", "wald_cluster_robust"])
-                       & tested["note"].str.contains("clusters:")]  # not the constant ones (p = 1)
+    clustered = tested[
+        tested["test"].isin(["ols_cluster_robust", "wald_cluster_robust"])
+        & tested["note"].str.contains("clusters:")
+    ]  # not the constant ones (p = 1)
     assert len(clustered) and clustered["note"].str.contains("only 2 participants: unreliable").all()

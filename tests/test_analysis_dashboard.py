@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from analysis.compare import analysis_frame
 from analysis.dataset import load_study
 from analysis.explore import drilldown_ids, filter_options, filter_study
@@ -74,8 +73,10 @@ def test_drilldown_renders_replies_as_safe_markdown(sqlite_url, monkeypatch):
     from db.migrate import upgrade
     from db.models import Turn
 
-    reply = ("### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
-             "- [click](javascript:alert(1)) :red[big] $x$")
+    reply = (
+        "### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
+        "- [click](javascript:alert(1)) :red[big] $x$"
+    )
     eng = make_engine(sqlite_url)
     upgrade(eng)
     make_study(eng, "dash", n_human=20, n_agent=20, seed=2)
@@ -101,7 +102,9 @@ def test_drilldown_renders_replies_as_safe_markdown(sqlite_url, monkeypatch):
     assert replies and all(v.startswith("### Picks") and "**Dune**" in v for v in replies)
     assert all("![" not in v and "](" not in v and "\\[image" in v and "\\:\u2060red" in v for v in replies)
     assert not any(m.proto.allow_html for m in at.markdown)
-    assert any(t.value == "**hi** ![me](http://evil.example/me.png)" for t in at.text)  # user turns: plain text
+    assert any(
+        t.value == "**hi** ![me](http://evil.example/me.png)" for t in at.text
+    )  # user turns: plain text
 
 
 def test_unfinished_conversations_are_left_out_and_new_data_shows_at_once(sqlite_url, monkeypatch):
@@ -133,14 +136,20 @@ def test_unfinished_conversations_are_left_out_and_new_data_shows_at_once(sqlite
     data = load_study(eng, "dash", features=False)
     assert len(data.conversations) == 24 - 3
     assert data.meta["excluded"] == {"human_in_progress": 2, "agent_failed": 1}
-    assert excluded_note(data) == "Not analysed: 1 failed agent conversation, 2 human conversations still in progress."
+    assert (
+        excluded_note(data)
+        == "Not analysed: 1 failed agent conversation, 2 human conversations still in progress."
+    )
     monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
     at = AppTest.from_file(str(PAGE), default_timeout=120)
     at.session_state["user"] = {"id": 1, "name": "r", "role": "researcher"}
     at.run()
     assert not at.exception, at.exception
-    assert any("10 human and 11 agent conversations. Not analysed: 1 failed agent conversation, "
-               "2 human conversations still in progress." in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any(
+        "10 human and 11 agent conversations. Not analysed: 1 failed agent conversation, "
+        "2 human conversations still in progress." in c.value
+        for c in at.caption
+    ), [c.value for c in at.caption]
     with Session(eng) as s:
         c = s.get(Conversation, humans[0].id)
         c.status = "completed"
@@ -148,6 +157,9 @@ def test_unfinished_conversations_are_left_out_and_new_data_shows_at_once(sqlite
         s.commit()
         assert data_version(s, study_id) != before
     at.run()
-    assert any("11 human and 11 agent conversations. Not analysed: 1 failed agent conversation, "
-               "1 human conversation still in progress." in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any(
+        "11 human and 11 agent conversations. Not analysed: 1 failed agent conversation, "
+        "1 human conversation still in progress." in c.value
+        for c in at.caption
+    ), [c.value for c in at.caption]
     eng.dispose()

@@ -259,8 +259,9 @@ def test_js_null_matches_a_brute_force_permutation_test():
         cy = [np.sum(y == c) for c in "ABC"]
         return jensenshannon(cx, cy, base=2)
 
-    ref = sps.permutation_test((h, a), js, n_resamples=4000, alternative="greater", random_state=4,
-                               vectorized=False)
+    ref = sps.permutation_test(
+        (h, a), js, n_resamples=4000, alternative="greater", random_state=4, vectorized=False
+    )
     assert p == pytest.approx(ref.pvalue, abs=0.03)
     assert null_mean == pytest.approx(np.mean(ref.null_distribution), abs=0.01)
     # Two samples of one distribution: the plug-in distance is well above 0, the null about as large.
@@ -298,8 +299,14 @@ def test_sparse_tables_get_a_permutation_p_value():
         t, _ = stats.contingency(list(x), list(y), ["A", "B", "C", "D"])
         return sps.chi2_contingency(t, correction=False)[0] if (t.sum(axis=0) > 0).all() else 0.0
 
-    ref = sps.permutation_test((np.array(h), np.array(a)), stat, n_resamples=2000, alternative="greater",
-                               random_state=1, vectorized=False)
+    ref = sps.permutation_test(
+        (np.array(h), np.array(a)),
+        stat,
+        n_resamples=2000,
+        alternative="greater",
+        random_state=1,
+        vectorized=False,
+    )
     assert r["p_value"] == pytest.approx(ref.pvalue, abs=0.03)
     big = stats.chi_square_test(["A"] * 50 + ["B"] * 50 + ["C"] * 40, ["A"] * 30 + ["B"] * 60 + ["C"] * 50)
     assert big["test"] == "chi_square"  # expected counts >= 5: the usual test

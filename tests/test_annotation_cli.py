@@ -153,10 +153,26 @@ def test_disagreements_json_is_strict_json(cli_db, capsys, tmp_path):
 
 
 def test_top_up_and_reassign(cli_db, capsys):
-    code, out = run(["annotate", "assign", "--study", "pilot", "--annotators", "ann,bob", "--overlap", "2"], capsys)
+    code, out = run(
+        ["annotate", "assign", "--study", "pilot", "--annotators", "ann,bob", "--overlap", "2"], capsys
+    )
     assert code == 0 and "Assigned 8 conversations x 2 annotators" in out
-    code, out = run(["annotate", "assign", "--study", "pilot", "--annotators", "cy", "--overlap", "3",
-                     "--top-up", "--per-annotator", "4"], capsys)
+    code, out = run(
+        [
+            "annotate",
+            "assign",
+            "--study",
+            "pilot",
+            "--annotators",
+            "cy",
+            "--overlap",
+            "3",
+            "--top-up",
+            "--per-annotator",
+            "4",
+        ],
+        capsys,
+    )
     assert code == 0 and "Topped up 4 queued conversations towards 3 annotators" in out and "cy: +4" in out
     code, out = run(["annotate", "reassign", "--study", "pilot", "--from", "bob", "--to", "cy"], capsys)
     assert code == 0 and "Moved 4 pending items from bob to cy" in out and "4 cy already had" in out

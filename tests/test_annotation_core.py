@@ -77,8 +77,11 @@ def test_a_short_queue_is_balanced_across_user_kinds(session):
     make_study(session, n_per_cell=5)
     rep = assign_items(session, "pilot", ["ann", "bob"], overlap=2, per_annotator=2, seed=0)
     rows = session.exec(select(AnnotationAssignment)).all()
-    kinds = Counter(session.get(Conversation, r.conversation_id).user_kind for r in rows if r.annotator_id ==
-                    ann(session, "ann").id)
+    kinds = Counter(
+        session.get(Conversation, r.conversation_id).user_kind
+        for r in rows
+        if r.annotator_id == ann(session, "ann").id
+    )
     assert rep.n_items == 2 and kinds == {"agent": 1, "human": 1}
 
 
@@ -106,7 +109,9 @@ def test_save_resume_and_guess(session):
     labels = full_labels(cb) | {"question_broadness": "4"}
     # the missing dimensions are named by the titles the form shows, in the page's language
     without = {k: v for k, v in labels.items() if k not in ("politeness", "formality")}
-    with pytest.raises(UserInputError, match=r"^Choose a label for: Politeness, Formality \(or skip the item\)$"):
+    with pytest.raises(
+        UserInputError, match=r"^Choose a label for: Politeness, Formality \(or skip the item\)$"
+    ):
         save_labels(session, study.id, a, conv_id, cb, without)
     zh = f"请为以下维度选择标签：{cb.get('politeness').display_title('zh')}、{cb.get('formality').display_title('zh')}"
     with pytest.raises(UserInputError, match=zh):
@@ -262,7 +267,6 @@ def test_adjudication(session):
     assert all("adjudicated:pilot" not in v for v in df["values"])
 
 
-
 def test_a_stale_decision_stays_listed_with_its_status(session):
     """Adjudicated, then the annotators stop disagreeing (one changes, one withdraws): the decision
     is still the gold label, so the item stays listed, marked as no longer disputed."""
@@ -289,14 +293,21 @@ def test_a_stale_decision_stays_listed_with_its_status(session):
     assert got[(c1, "politeness")] == ("decided; annotators now agree", "Neutral", 2)
     assert got[(c2, "politeness")] == ("decided; fewer than 2 labels now", "Neutral", 1)
     df = disagreements_df(session, "pilot")
-    assert df.set_index("conversation_id").loc[c1, "values"] == {"human:ann": "Neutral", "human:bob": "Neutral"}
+    assert df.set_index("conversation_id").loc[c1, "values"] == {
+        "human:ann": "Neutral",
+        "human:bob": "Neutral",
+    }
     # both withdraw: the decision is still listed, with no annotator values
     skip_item(session, study.id, ann(session, "ann"), c2)
     assert status()[(c2, "politeness")] == ("decided; fewer than 2 labels now", "Neutral", 0)
     # the dimension filter applies to decisions too
     assert disagreements_df(session, "pilot", dimensions=["formality"]).empty
     agreed = disagreements_df(session, "pilot", include_agreed=True)
-    assert set(agreed["status"]) == {"agreed", "decided; annotators now agree", "decided; fewer than 2 labels now"}
+    assert set(agreed["status"]) == {
+        "agreed",
+        "decided; annotators now agree",
+        "decided; fewer than 2 labels now",
+    }
 
 
 def test_blind_items_are_numbered_without_ids(session):
@@ -308,8 +319,15 @@ def test_blind_items_are_numbered_without_ids(session):
     convs = sorted({r.conversation_id for r in session.exec(select(AnnotationAssignment)).all()})
     for name, pol, hall in (("ann", "Polite", "yes"), ("bob", "Neutral", "no")):
         for cid in convs:
-            save_labels(session, study.id, ann(session, name), cid, cb, full_labels(cb) | {"politeness": pol},
-                        turn_values={("hallucination", 3): hall})
+            save_labels(
+                session,
+                study.id,
+                ann(session, name),
+                cid,
+                cb,
+                full_labels(cb) | {"politeness": pol},
+                turn_values={("hallucination", 3): hall},
+            )
     blind = blind_items(session, "pilot", "salt-1", cb)
     items = blind.items
     assert len(items) == 2 * len(convs) and blind.language == "zh" and blind.n_conversations == len(convs)
@@ -320,16 +338,23 @@ def test_blind_items_are_numbered_without_ids(session):
     # turn 3 is the conversation's second assistant reply
     hall = items[items["dimension"] == "hallucination"]
     assert set(hall["turn_role"]) == {"assistant"} and set(hall["turn_no"]) == {2}
-    assert all(k.startswith("adj-") and not any(str(c) in k[4:].split("-") for c in convs) for k in items["key"])
+    assert all(
+        k.startswith("adj-") and not any(str(c) in k[4:].split("-") for c in convs) for k in items["key"]
+    )
     assert len(set(items["key"])) == len(items)
     # the numbering follows the salt, not the ids; the same salt gives the same numbers
     again = blind_items(session, "pilot", "salt-1", cb).items
     assert list(again["key"]) == list(items["key"])
-    orders = {tuple(blind_items(session, "pilot", f"salt-{i}", cb).items.drop_duplicates("item_no")["conversation_id"])
-              for i in range(12)}
+    orders = {
+        tuple(
+            blind_items(session, "pilot", f"salt-{i}", cb).items.drop_duplicates("item_no")["conversation_id"]
+        )
+        for i in range(12)
+    }
     assert len(orders) > 1
     assert list(blind.of(["hallucination"])["dimension"]) == ["hallucination"] * len(convs)
     assert len(blind.of(open_only=True)) == len(items)
+
 
 def test_one_display_language_for_the_queue(session):
     # As in the reference: agents in English with Chinese translations, people in Chinese only.
@@ -383,7 +408,9 @@ def test_top_up_for_a_late_annotator_and_reassign_a_dropout(session):
     kinds = Counter(session.get(Conversation, r.conversation_id).user_kind for r in cy)
     assert kinds == {"human": 4, "agent": 4} and sorted(r.position for r in cy) == list(range(8))
     per_item = Counter(r.conversation_id for r in rows)
-    assert max(per_item.values()) == 3 and len({(r.annotator_id, r.conversation_id) for r in rows}) == len(rows)
+    assert max(per_item.values()) == 3 and len({(r.annotator_id, r.conversation_id) for r in rows}) == len(
+        rows
+    )
     # Nothing more to add at overlap 3 for cy alone beyond the other 12 items; at overlap 2 nothing.
     assert assign_items(session, "pilot", ["cy"], overlap=2, top_up=True).n_items == 0
     # bob drops out after labelling one item: his pending items go to dee, the labelled one stays.
@@ -394,7 +421,9 @@ def test_top_up_for_a_late_annotator_and_reassign_a_dropout(session):
     moved, dropped = reassign_items(session, "pilot", "bob", "dee")
     assert (moved, dropped) == (19, 0)
     rows = session.exec(select(AnnotationAssignment)).all()
-    assert [r.conversation_id for r in rows if r.annotator_id == ann(session, "bob").id] == [bob[0].conversation_id]
+    assert [r.conversation_id for r in rows if r.annotator_id == ann(session, "bob").id] == [
+        bob[0].conversation_id
+    ]
     dee = sorted((r for r in rows if r.annotator_id == ann(session, "dee").id), key=lambda r: r.position)
     assert len(dee) == 19 and [r.position for r in dee] == list(range(19))
     # cy already has some of ann's items: moving ann's queue to cy drops those instead of doubling them.
@@ -433,5 +462,7 @@ def test_saving_again_under_a_smaller_codebook_keeps_the_other_dimensions(sessio
     cid = next_item(session, study.id, a.id).conversation_id
     save_labels(session, study.id, a, cid, cb2, full_labels(cb) | {"humour": "3", "politeness": "Polite"})
     save_labels(session, study.id, a, cid, cb, full_labels(cb) | {"politeness": "Neutral"})
-    got = {lab.dimension: lab.value for lab in session.exec(select(Label).where(Label.conversation_id == cid))}
+    got = {
+        lab.dimension: lab.value for lab in session.exec(select(Label).where(Label.conversation_id == cid))
+    }
     assert got["humour"] == "3" and got["politeness"] == "Neutral"

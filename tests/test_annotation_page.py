@@ -44,8 +44,17 @@ def _page_db(tmp_path, monkeypatch, first_id=None):
         if first_id:  # another study's conversation first, so that the study's ids start at first_id
             other = make_study(s, n_per_cell=1, name="other", annotators=())
             cond = s.exec(select(Conversation).where(Conversation.study_id == other.id)).first().condition_id
-            s.add(Conversation(id=first_id - 1, study_id=other.id, condition_id=cond, user_kind="agent",
-                               replicate=9, status="completed", language="en"))
+            s.add(
+                Conversation(
+                    id=first_id - 1,
+                    study_id=other.id,
+                    condition_id=cond,
+                    user_kind="agent",
+                    replicate=9,
+                    status="completed",
+                    language="en",
+                )
+            )
             s.flush()
         make_study(s, n_per_cell=1, language="zh", annotators=("ann", "bob"))
         # Turn texts that do not themselves name the kind (the test data marks them for other tests).
@@ -187,8 +196,10 @@ def test_injected_content_is_escaped_wherever_it_appears(db):
     assert not any("<script>" in m.value for m in at.markdown)
 
 
-MD_REPLY = ("### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
-            "- [click](javascript:alert(1)) :red[big] $x$")
+MD_REPLY = (
+    "### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
+    "- [click](javascript:alert(1)) :red[big] $x$"
+)
 
 
 def _markdown_replies(eng) -> None:
@@ -249,8 +260,10 @@ def test_save_guess_progress_and_resume(db):
     save_btn = next(b for b in at.button if b.label == "保存并继续")
     save_btn.click().run()
     # named as the (Chinese) form names it, not by its codebook key
-    assert any(load_codebook().get("politeness").display_title("zh") in e.value and "politeness" not in e.value
-               for e in at.error), [e.value for e in at.error]
+    assert any(
+        load_codebook().get("politeness").display_title("zh") in e.value and "politeness" not in e.value
+        for e in at.error
+    ), [e.value for e in at.error]
     with Session(eng) as s:
         assert s.exec(select(Label)).all() == []
     # Complete it, with a per-turn label and a guess.
@@ -353,8 +366,12 @@ def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):
     assert labels == ["提问，第 1 条消息", "幻觉，第 1 条回复", "提问，第 2 条消息", "幻觉，第 2 条回复"]
     next(r for r in at.sidebar.radio if r.key.startswith("annotate_lang")).set_value("en").run()
     labels = [r.label for r in at.radio if r.label.startswith(("Question,", "Hallucination,"))]
-    assert labels == ["Question, message 1", "Hallucination, reply 1", "Question, message 2",
-                      "Hallucination, reply 2"]
+    assert labels == [
+        "Question, message 1",
+        "Hallucination, reply 1",
+        "Question, message 2",
+        "Hallucination, reply 2",
+    ]
     # a label on the user's second message is stored on that turn (index 2)
     for d in extended_codebook.conversation_dimensions():
         next(r for r in at.radio if r.label == d.display_title("en")).set_value(d.labels[0])
@@ -366,7 +383,6 @@ def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):
         assert [(lab.turn_index, lab.value) for lab in labs] == [(2, "yes")]
 
 
-
 def test_group_headings_appear_once(db, extended_codebook):
     """The extension adds a strategy dimension after the others: it joins the strategy group."""
     _, users = db
@@ -375,12 +391,15 @@ def test_group_headings_appear_once(db, extended_codebook):
     headings = [m.value for m in at.markdown if m.value.startswith("##### ")]
     assert headings == ["##### 对话策略", "##### 交互风格", "##### 助手的回答"]
     titles = [r.label for r in at.radio]
-    strategy = [d.display_title("zh") for d in extended_codebook.conversation_dimensions() if d.group == "strategy"]
+    strategy = [
+        d.display_title("zh") for d in extended_codebook.conversation_dimensions() if d.group == "strategy"
+    ]
     assert strategy[-1] == "清晰度"
     first_style = next(d for d in extended_codebook if d.group == "interaction_style").display_title("zh")
     # the strategy dimensions in codebook order, the extension's last among them, before the next group
     assert [titles.index(t) for t in strategy] == sorted(titles.index(t) for t in strategy)
     assert titles.index("清晰度") < titles.index(first_style)
+
 
 def _disagree(eng):
     """ann and bob disagree on politeness, formality and the hallucination of the second reply of an
@@ -395,13 +414,22 @@ def _disagree(eng):
         s.add(Annotator(name="res", role="researcher"))
         study_id = get_study(s, "pilot").id
         first = {}
-        for c in s.exec(select(Conversation).where(Conversation.study_id == study_id).order_by(Conversation.id)):
+        for c in s.exec(
+            select(Conversation).where(Conversation.study_id == study_id).order_by(Conversation.id)
+        ):
             first.setdefault(c.user_kind, c.id)
         agent, human = first["agent"], first["human"]
         for name, pol, form, hall in (("ann", "Polite", "Oral", "yes"), ("bob", "Impolite", "Formal", "no")):
             a = s.exec(select(Annotator).where(Annotator.name == name)).one()
-            save_labels(s, study_id, a, agent, cb, full_labels(cb) | {"politeness": pol, "formality": form},
-                        turn_values={("hallucination", 3): hall})
+            save_labels(
+                s,
+                study_id,
+                a,
+                agent,
+                cb,
+                full_labels(cb) | {"politeness": pol, "formality": form},
+                turn_values={("hallucination", 3): hall},
+            )
             save_labels(s, study_id, a, human, cb, full_labels(cb) | {"politeness": pol})
         s.commit()
         res = s.exec(select(Annotator).where(Annotator.name == "res")).one().id
@@ -450,8 +478,12 @@ def test_adjudication_page_is_blind_in_one_language(db_high_ids):
         assert "任务：" in blob and "最终标签" in blob and "标注员的标签" in blob
         if HALL_ZH in at.selectbox(key="adj_item").options[i]:
             assert [c.value for c in at.caption if "⟶" in c.value] == ["⟶ 第 2 条回复（本条目）"]
-        keys = [w.key for kind in ("radio", "text_input", "selectbox", "multiselect", "toggle")
-                for w in getattr(at, kind) if w.key]
+        keys = [
+            w.key
+            for kind in ("radio", "text_input", "selectbox", "multiselect", "toggle")
+            for w in getattr(at, kind)
+            if w.key
+        ]
         assert any(k.startswith("adj-") for k in keys)
         for key in keys:
             assert not any(part in ids for part in key.replace("-", " ").replace("_", " ").split()), key
@@ -460,7 +492,9 @@ def test_adjudication_page_is_blind_in_one_language(db_high_ids):
     at.radio(key="adj_lang_pilot").set_value("en").run()
     assert not at.exception, at.exception
     assert "0 of 4 disagreements settled" in at.get("progress")[0].proto.text
-    assert f"{agent_no.replace('条目', 'item')}: Hallucination, reply 2" in at.selectbox(key="adj_item").options
+    assert (
+        f"{agent_no.replace('条目', 'item')}: Hallucination, reply 2" in at.selectbox(key="adj_item").options
+    )
     assert {o.split(":")[0] for o in at.selectbox(key="adj_item").options} == {"item 1", "item 2"}
     assert at.warning and "original language" in at.warning[0].value
 

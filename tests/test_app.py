@@ -22,8 +22,10 @@ AppTest = streamlit_testing.AppTest
 MAIN = str(Path(__file__).resolve().parent.parent / "workbench" / "app" / "main.py")
 EVIL = "<img src=x onerror=alert(1)> ![pic](http://evil.example/x.png) [link](http://evil.example)"
 # A prompt-injected assistant reply: markdown structure to keep, everything that loads or links to neutralise.
-MD_REPLY = ("### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
-            "- [click](javascript:alert(1)) :red[big] $x$")
+MD_REPLY = (
+    "### Picks\n**Dune** is great.\n\n- ![x](http://127.0.0.1:9/t.png)\n- <img src=x onerror=alert(1)> <script>\n"
+    "- [click](javascript:alert(1)) :red[big] $x$"
+)
 
 
 @pytest.fixture
@@ -99,9 +101,12 @@ def test_participant_full_flow(eng, scripted_assistant):
         assert at.subheader[0].value == f"Task {task + 1} of 2"
         at.chat_input[0].set_value("Hi ![me](http://evil.example/me.png)").run()  # sends, then streams
         with Session(eng) as s:
-            turns = s.exec(select(Turn).join(Conversation).where(Conversation.participant_id == pid,
-                                                                  Conversation.status == "in_progress")
-                           .order_by(Turn.index)).all()
+            turns = s.exec(
+                select(Turn)
+                .join(Conversation)
+                .where(Conversation.participant_id == pid, Conversation.status == "in_progress")
+                .order_by(Turn.index)
+            ).all()
             assert [t.role for t in turns] == ["user", "assistant"]
             assert turns[0].content == "Hi ![me](http://evil.example/me.png)"
         no_unsafe_markdown(at)
@@ -111,15 +116,23 @@ def test_participant_full_flow(eng, scripted_assistant):
         at.text_input(key="r_1").set_value("clear answer")
         at.button[0].click().run()  # Save rating (first button on the page is the form submit)
         with Session(eng) as s:
-            t = s.exec(select(Turn).join(Conversation).where(Conversation.participant_id == pid,
-                                                              Conversation.status == "in_progress",
-                                                              Turn.index == 1)).one()
+            t = s.exec(
+                select(Turn)
+                .join(Conversation)
+                .where(
+                    Conversation.participant_id == pid, Conversation.status == "in_progress", Turn.index == 1
+                )
+            ).one()
             assert (t.hallucination, t.satisfaction, t.satisfaction_reason) == ("no", 4, "clear answer")
         finish = [b for b in at.button if b.label == "Finish this task"]
         finish[0].click().run()
         assert participant(eng, pid).state["step"] == "post_task"
-        for item, value in {"Memorization": "no", "Detail": "brief", "Availability": "somewhat",
-                            "Diversity": "single"}.items():
+        for item, value in {
+            "Memorization": "no",
+            "Detail": "brief",
+            "Availability": "somewhat",
+            "Diversity": "single",
+        }.items():
             at.radio(key=f"q_{item}").set_value(value)
         if task == 0:
             at.radio(key="q_attention").set_value("red")
@@ -132,7 +145,9 @@ def test_participant_full_flow(eng, scripted_assistant):
     assert at.code[0].value == "COMPLETE"
     with Session(eng) as s:
         assert {a.status for a in s.exec(select(Assignment)).all()} == {"completed"}
-        att = s.exec(select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "attention_check")).one()
+        att = s.exec(
+            select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "attention_check")
+        ).one()
         assert att.value == "fail"
 
 
@@ -171,7 +186,8 @@ def test_llm_error_shows_retry(eng):
         at.chat_input[0].set_value("my long carefully typed message").run()
         # a short notice; the provider's error stays in the server log
         assert [e.value for e in at.error] == [
-            "The assistant is temporarily unavailable. Your message is saved; please try again in a moment."]
+            "The assistant is temporarily unavailable. Your message is saved; please try again in a moment."
+        ]
         assert [b.label for b in at.button if b.label == "Try again"]
         with Session(eng) as s:
             assert s.exec(select(Turn.content)).all() == ["my long carefully typed message"]
@@ -179,7 +195,9 @@ def test_llm_error_shows_retry(eng):
         assert not at.error
         with Session(eng) as s:
             assert s.exec(select(Turn.content).order_by(Turn.index)).all() == [
-                "my long carefully typed message", "Back again."]
+                "my long carefully typed message",
+                "Back again.",
+            ]
     finally:
         P.set_model_factory(None)
 
@@ -207,15 +225,23 @@ def test_prolific_entry_replaces_ids_with_token(eng):
     with Session(eng) as s:
         p = s.exec(select(Participant)).one()
         assert p.external_source == "prolific" and p.external_id == "abc123" and p.pseudonym != "abc123"
-        assert p.invite_token_hash == P.hash_token(at.query_params["t"][0] if isinstance(
-            at.query_params["t"], list) else at.query_params["t"])
+        assert p.invite_token_hash == P.hash_token(
+            at.query_params["t"][0] if isinstance(at.query_params["t"], list) else at.query_params["t"]
+        )
 
 
 def test_prolific_participant_is_sent_back_automatically(eng):
     url = "https://app.prolific.com/submissions/complete?cc="
     with Session(eng) as s:
-        make_study(s, settings={"prolific_study_id": "PSTUDY", "prolific_completion_url": url,
-                                "screenout_code": "SO-9", "prolific_redirect_seconds": 3})
+        make_study(
+            s,
+            settings={
+                "prolific_study_id": "PSTUDY",
+                "prolific_completion_url": url,
+                "screenout_code": "SO-9",
+                "prolific_redirect_seconds": 3,
+            },
+        )
         s.commit()
     at = app(PROLIFIC_PID="abc123", STUDY_ID="PSTUDY", SESSION_ID="sess1")
     at.button[1].click().run()  # decline consent
@@ -234,10 +260,12 @@ def test_prolific_participant_is_sent_back_automatically(eng):
     from pydantic import ValidationError
 
     from workbench.studies import StudySettings
+
     with pytest.raises(ValidationError):
         StudySettings(prolific_completion_url='javascript:alert(1)"')
     assert P.redirect_tag('https://x.org/?a="b"&c=<d>', 2) == (
-        '<meta http-equiv="refresh" content="2;url=https://x.org/?a=&quot;b&quot;&amp;c=&lt;d&gt;">')
+        '<meta http-equiv="refresh" content="2;url=https://x.org/?a=&quot;b&quot;&amp;c=&lt;d&gt;">'
+    )
 
 
 def test_login_required_and_wrong_password(eng):
@@ -267,7 +295,9 @@ def logged_in(role: str, page: str | None = None) -> AppTest:
     return at
 
 
-@pytest.mark.parametrize("page", ["studies.py", "progress.py", "transcripts.py", "simulation.py", "export.py"])
+@pytest.mark.parametrize(
+    "page", ["studies.py", "progress.py", "transcripts.py", "simulation.py", "export.py"]
+)
 def test_researcher_pages_refuse_annotators(eng, page):
     at = AppTest.from_file(str(Path(MAIN).parent / "views" / page), default_timeout=30)
     at.session_state["user"] = {"id": 1, "name": "ann", "role": "annotator"}
@@ -339,7 +369,9 @@ def test_studies_page_settings_and_invites(eng):
     assert not at.exception, at.exception
     form_inputs = [t for t in at.text_input if t.label == "Completion code"]
     form_inputs[0].set_value("DONE-42")
-    [t for t in at.text_input if t.label.startswith("Contact for participants")][0].set_value(" study@example.org ")
+    [t for t in at.text_input if t.label.startswith("Contact for participants")][0].set_value(
+        " study@example.org "
+    )
     [b for b in at.button if b.label == "Save settings"][0].click().run()
     assert not at.exception, at.exception
     with Session(eng) as s:
@@ -348,17 +380,24 @@ def test_studies_page_settings_and_invites(eng):
     [n for n in at.number_input if n.label.startswith("Seconds before Prolific")][0].set_value(9)
     [t for t in at.text_input if t.label.startswith("Prolific completion URL")][0].set_value("ftp://x")
     [b for b in at.button if b.label == "Save settings"][0].click().run()
-    assert any("prolific_completion_url" in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
+    assert any("prolific_completion_url" in e.value.replace("\\", "") for e in at.error), [
+        e.value for e in at.error
+    ]
     with Session(eng) as s:
-        assert "prolific_redirect_seconds" not in s.exec(select(Study)).one().settings or \
-            s.exec(select(Study)).one().settings["prolific_redirect_seconds"] == 5
+        assert (
+            "prolific_redirect_seconds" not in s.exec(select(Study)).one().settings
+            or s.exec(select(Study)).one().settings["prolific_redirect_seconds"] == 5
+        )
     [t for t in at.text_input if t.label.startswith("Prolific completion URL")][0].set_value(
-        "https://app.prolific.com/submissions/complete?cc=")
+        "https://app.prolific.com/submissions/complete?cc="
+    )
     [b for b in at.button if b.label == "Save settings"][0].click().run()
     with Session(eng) as s:
         assert s.exec(select(Study)).one().settings["prolific_redirect_seconds"] == 9
     # no WORKBENCH_PUBLIC_URL and no browser address (AppTest): the documented default
-    assert [t for t in at.text_input if t.label == "Public address of this app"][0].value == "http://localhost:8501"
+    assert [t for t in at.text_input if t.label == "Public address of this app"][
+        0
+    ].value == "http://localhost:8501"
     [n for n in at.number_input if n.label == "How many invite links"][0].set_value(3)
     [b for b in at.button if b.label == "Create invite links"][0].click().run()
     links = [t for t in at.text_area if t.label == "Invite links for pilot"][0].value.splitlines()
@@ -377,8 +416,9 @@ def test_studies_page_refuses_empty_codes_and_keeps_links_with_their_study(eng):
     [t for t in at.text_input if t.label == "Completion code"][0].set_value("  ")
     [t for t in at.text_area if t.label == "Consent text"][0].set_value("")
     [b for b in at.button if b.label == "Save settings"][0].click().run()
-    assert any("consent text and completion code cannot be empty" in e.value for e in at.error), \
-        [e.value for e in at.error]
+    assert any("consent text and completion code cannot be empty" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
     with Session(eng) as s:
         stored = s.exec(select(Study).where(Study.name == "pilot")).one().settings
     assert stored.get("completion_code", "COMPLETE") == "COMPLETE" and stored.get("consent_text", "x")
@@ -421,10 +461,17 @@ def test_chinese_interface(eng):
     assert at.multiselect and {ms.proto.placeholder for ms in at.multiselect} == {"请选择（可多选）"}
 
 
-@pytest.mark.parametrize("role,page,allowed", [
-    ("annotator", "annotate.py", True), ("annotator", "adjudicate.py", False), ("researcher", "adjudicate.py", True),
-    ("researcher", "dashboard.py", True), ("annotator", "studies.py", False), ("annotator", "dashboard.py", False),
-])
+@pytest.mark.parametrize(
+    "role,page,allowed",
+    [
+        ("annotator", "annotate.py", True),
+        ("annotator", "adjudicate.py", False),
+        ("researcher", "adjudicate.py", True),
+        ("researcher", "dashboard.py", True),
+        ("annotator", "studies.py", False),
+        ("annotator", "dashboard.py", False),
+    ],
+)
 def test_navigation_by_role(eng, role, page, allowed):
     """Other engineers' pages are in the navigation for the right roles only (when their files exist)."""
     if not (Path(MAIN).parent / "views" / page).exists():
@@ -453,8 +500,13 @@ def test_studies_page_creates_study_from_packs(eng):
         assert study.settings["tasks_per_participant"] == 1
         from db.models import Condition, Scenario
 
-        keys = set(s.exec(select(Scenario.key).join(Condition, Condition.scenario_id == Scenario.id)
-                          .where(Condition.study_id == study.id)).all())
+        keys = set(
+            s.exec(
+                select(Scenario.key)
+                .join(Condition, Condition.scenario_id == Scenario.id)
+                .where(Condition.study_id == study.id)
+            ).all()
+        )
         assert keys == {"recipe_planning"}
 
 
@@ -484,8 +536,13 @@ def test_transcripts_side_by_side_with_matched_agent(eng):
     _collected_study(eng)
     with Session(eng) as s:
         human = s.exec(select(Conv).where(Conv.user_kind == "human")).one()
-        agent = Conv(study_id=human.study_id, condition_id=human.condition_id, user_kind="agent",
-                     source="simulated", twin_of_id=human.id)
+        agent = Conv(
+            study_id=human.study_id,
+            condition_id=human.condition_id,
+            user_kind="agent",
+            source="simulated",
+            twin_of_id=human.id,
+        )
         s.add(agent)
         s.flush()
         s.add(T(conversation_id=agent.id, index=0, role="user", content="I am the simulated twin"))
@@ -593,8 +650,15 @@ def test_transcripts_render_reply_markdown_safely(eng):
     assert not any(m.proto.allow_html for m in at.markdown)
 
 
-@pytest.mark.parametrize("page,key", [("simulation.py", "sim_study"), ("transcripts.py", "tr_study"),
-                                      ("progress.py", "progress_study"), ("export.py", "export_study")])
+@pytest.mark.parametrize(
+    "page,key",
+    [
+        ("simulation.py", "sim_study"),
+        ("transcripts.py", "tr_study"),
+        ("progress.py", "progress_study"),
+        ("export.py", "export_study"),
+    ],
+)
 def test_researcher_pages_keep_the_study_in_the_address(eng, page, key):
     """A reload (same address) shows the study chosen before, not the first one; an unknown name in
     the address falls back to the first study."""
@@ -650,7 +714,8 @@ def test_overlong_message_stays_on_the_page(eng, scripted_assistant):
     assert at.text_area[0].value == long and at.warning
     reloaded = app(t=token)  # a reload (a new browser session) shows it too: it is on the record
     assert [t.value for t in reloaded.text_area] == [long] and f"{MAX_MESSAGE_CHARS + 1} characters" in (
-        reloaded.warning[0].value)
+        reloaded.warning[0].value
+    )
     at.text_area[0].set_value("x" * 10)
     [b for b in at.button if b.label == "Send"][0].click().run()
     assert _turns(eng)[0] == "x" * 10 and not at.text_area and not at.warning
@@ -734,9 +799,16 @@ def test_expired_prolific_session_chinese_offers_the_return(eng, scripted_assist
     from db.types import utcnow
 
     url = "https://app.prolific.com/submissions/complete?cc="
-    token = _in_task(eng, prolific=True, settings={
-        "idle_timeout_minutes": 5, "interface_language": "zh", "prolific_completion_url": url,
-        "screenout_code": "SO-7"})
+    token = _in_task(
+        eng,
+        prolific=True,
+        settings={
+            "idle_timeout_minutes": 5,
+            "interface_language": "zh",
+            "prolific_completion_url": url,
+            "screenout_code": "SO-7",
+        },
+    )
     at = app(t=token)
     at.chat_input[0].set_value("长消息").run()
     assert _turns(eng)[0] == "长消息"
@@ -781,7 +853,9 @@ def test_database_down_shows_a_short_notice_not_a_traceback(monkeypatch):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("WORKBENCH_DB_URL", f"postgresql://wb:secret@127.0.0.1:{port}/wb")
-    notice = "The study is temporarily unavailable. Please try again in a minute. / 研究暂时无法访问，请稍后再试。"
+    notice = (
+        "The study is temporarily unavailable. Please try again in a minute. / 研究暂时无法访问，请稍后再试。"
+    )
     at = app(t="some-invite-token")  # a participant link
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == [notice]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-from workbench.errors import UserInputError
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -13,16 +11,20 @@ from db.models import Annotator, Condition, Participant
 from tests.participation_helpers import make_study
 from workbench.accounts import authenticate
 from workbench.cli import app
+from workbench.errors import UserInputError
 from workbench.participation.entry import hash_token
 
 runner = CliRunner()
 
 
 def test_users_add_list_and_login(use_db):
-    r = runner.invoke(app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"],
-                      input="s3cret-pass\n")
+    r = runner.invoke(
+        app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="s3cret-pass\n"
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["users", "add", "ann", "--role", "annotator"], env={"WORKBENCH_PASSWORD": "another-pass"})
+    r = runner.invoke(
+        app, ["users", "add", "ann", "--role", "annotator"], env={"WORKBENCH_PASSWORD": "another-pass"}
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["users", "list"])
     assert "rita\tresearcher" in r.output and "ann\tannotator" in r.output and "$2" not in r.output
@@ -33,10 +35,13 @@ def test_users_add_list_and_login(use_db):
         assert authenticate(s, "rita", "wrong-pass") is None and authenticate(s, "nobody", "x") is None
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["users", "add", "x", "--role", "admin", "--password-stdin"], "unknown role"),
-    (["users", "add", "x", "--role", "annotator", "--password-stdin"], "at least 8"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["users", "add", "x", "--role", "admin", "--password-stdin"], "unknown role"),
+        (["users", "add", "x", "--role", "annotator", "--password-stdin"], "at least 8"),
+    ],
+)
 def test_users_add_errors(use_db, args, needle):
     from workbench.cli import main
 
@@ -52,8 +57,12 @@ def test_users_add_errors(use_db, args, needle):
 
 
 def test_duplicate_user_refused(use_db):
-    runner.invoke(app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="s3cret-pass\n")
-    r = runner.invoke(app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="other-pass\n")
+    runner.invoke(
+        app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="s3cret-pass\n"
+    )
+    r = runner.invoke(
+        app, ["users", "add", "rita", "--role", "researcher", "--password-stdin"], input="other-pass\n"
+    )
     assert r.exit_code != 0 and "already exists" in str(r.exception or r.output)
 
 
@@ -64,13 +73,28 @@ def test_invites_create_and_expire(use_db, tmp_path):
         make_study(s)
         s.commit()
     out = tmp_path / "links.txt"
-    r = runner.invoke(app, ["invites", "create", "--study", "pilot", "-n", "3", "--out", str(out),
-                            "--base-url", "https://study.example.org"])
+    r = runner.invoke(
+        app,
+        [
+            "invites",
+            "create",
+            "--study",
+            "pilot",
+            "-n",
+            "3",
+            "--out",
+            str(out),
+            "--base-url",
+            "https://study.example.org",
+        ],
+    )
     assert r.exit_code == 0, r.output
     links = out.read_text().split()
     assert len(links) == 3 and all(link.startswith("https://study.example.org/?t=") for link in links)
     with Session(get_engine()) as s:
-        assert set(s.exec(select(Participant.invite_token_hash)).all()) == {hash_token(l.split("=", 1)[1]) for l in links}
+        assert set(s.exec(select(Participant.invite_token_hash)).all()) == {
+            hash_token(link.split("=", 1)[1]) for link in links
+        }
     r = runner.invoke(app, ["invites", "create", "--study", "pilot", "--language", "fr"])
     assert r.exit_code != 0 and "use en or zh" in str(r.exception or r.output)  # no participant created
     with Session(get_engine()) as s:
@@ -78,8 +102,11 @@ def test_invites_create_and_expire(use_db, tmp_path):
     r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"])
     assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output and r.output.startswith("http://localhost:8501/")
     # the public address can be configured once instead of on every command
-    r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"],
-                      env={"WORKBENCH_PUBLIC_URL": "https://lab.example.org/study/"})
+    r = runner.invoke(
+        app,
+        ["invites", "prolific-url", "--study", "pilot"],
+        env={"WORKBENCH_PUBLIC_URL": "https://lab.example.org/study/"},
+    )
     assert r.output.startswith("https://lab.example.org/study/?study=pilot"), r.output
     r = runner.invoke(app, ["participants", "expire"])
     assert r.exit_code == 0 and "0 idle" in r.output
@@ -89,8 +116,16 @@ def test_console_creates_study_from_packs(sqlite_engine):
     from workbench.participation import console as C
 
     with Session(sqlite_engine) as s:
-        study, n = C.create_study_from_packs(s, "packs", "openai/gpt-4o-mini", ["travel_planning"], 2, "en", None,
-                                             {"tasks_per_participant": 1, "min_turns": 3})
+        study, n = C.create_study_from_packs(
+            s,
+            "packs",
+            "openai/gpt-4o-mini",
+            ["travel_planning"],
+            2,
+            "en",
+            None,
+            {"tasks_per_participant": 1, "min_turns": 3},
+        )
         s.commit()
         assert n > 0 and study.settings["min_turns"] == 3
         assert len(s.exec(select(Condition).where(Condition.study_id == study.id)).all()) == n
@@ -108,7 +143,10 @@ def test_console_creates_study_from_packs(sqlite_engine):
         with pytest.raises(UserInputError, match="'assigned' needs a profile in every condition"):
             C.update_settings(s, "bare", {"profile_mode": "assigned"})
         s.commit()
-        assert C.get_settings(s, "packs").max_turns == 10 and C.get_settings(s, "bare").profile_mode == "participant"
+        assert (
+            C.get_settings(s, "packs").max_turns == 10
+            and C.get_settings(s, "bare").profile_mode == "participant"
+        )
 
 
 def test_public_url_sources(monkeypatch):
@@ -116,7 +154,9 @@ def test_public_url_sources(monkeypatch):
 
     monkeypatch.delenv("WORKBENCH_PUBLIC_URL", raising=False)
     assert public_url() == "http://localhost:8501"
-    assert public_url("http://10.0.0.5:8611/studies") == "http://10.0.0.5:8611"  # the address the page is open at
+    assert (
+        public_url("http://10.0.0.5:8611/studies") == "http://10.0.0.5:8611"
+    )  # the address the page is open at
     assert public_url("about:blank") == "http://localhost:8501"
     monkeypatch.setenv("WORKBENCH_PUBLIC_URL", "https://lab.example.org/")
     assert public_url("http://10.0.0.5:8611/studies") == "https://lab.example.org"
@@ -152,14 +192,23 @@ def test_sigterm_to_serve_stops_the_app(tmp_path):
     )
     pidfile = tmp_path / "pid"
     repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "FAKE_PIDFILE": str(pidfile),
-           "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(repo), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", "from workbench.cli import main; main()", "serve",
-                             "--port", "8599"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "FAKE_PIDFILE": str(pidfile),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(repo), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from workbench.cli import main; main()", "serve", "--port", "8599"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 60
-        while not (pidfile.exists() and pidfile.read_text()) and proc.poll() is None and time.time() < deadline:
+        while (
+            not (pidfile.exists() and pidfile.read_text()) and proc.poll() is None and time.time() < deadline
+        ):
             time.sleep(0.05)
         assert pidfile.exists(), proc.communicate(timeout=5)
         app_pid = int(pidfile.read_text())

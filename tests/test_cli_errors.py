@@ -18,12 +18,18 @@ def assert_one_line_error(code, err, *words):
         assert w in lines[0], (w, err)
 
 
-@pytest.mark.parametrize("url,words", [
-    ("notaurl", ["'notaurl' is not a database URL", "sqlite:///", "postgresql://"]),
-    ("mysql://u:secret@localhost/db", ["unsupported database", "SQLite and PostgreSQL", "u:***@"]),
-    ("postgresql://u:secret@127.0.0.1:1/db", ["cannot open the database", "Connection refused", "WORKBENCH_DB_URL"]),
-    ("sqlite:////proc/nope/x.db", ["cannot create the directory /proc/nope", "WORKBENCH_DB_URL"]),
-])
+@pytest.mark.parametrize(
+    "url,words",
+    [
+        ("notaurl", ["'notaurl' is not a database URL", "sqlite:///", "postgresql://"]),
+        ("mysql://u:secret@localhost/db", ["unsupported database", "SQLite and PostgreSQL", "u:***@"]),
+        (
+            "postgresql://u:secret@127.0.0.1:1/db",
+            ["cannot open the database", "Connection refused", "WORKBENCH_DB_URL"],
+        ),
+        ("sqlite:////proc/nope/x.db", ["cannot create the directory /proc/nope", "WORKBENCH_DB_URL"]),
+    ],
+)
 @pytest.mark.parametrize("command", [["init"], ["users", "list"]])
 def test_bad_database_settings(url, words, command, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_DB_URL", url)
@@ -46,18 +52,24 @@ def afile(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("args,words", [
-    (["agreement", "--study", "s", "--a", "x", "--b", "y", "--json", "{afile}/x.json"], ["--json", "is a file"]),
-    (["analyze", "--study", "s", "--out", "{afile}"], ["--out", "is an existing file"]),
-    (["export", "--study", "s", "--out", "{afile}"], ["--out", "is an existing file"]),
-    (["export", "--study", "s", "--out", "{afile}/sub/dir"], ["--out", "is a file, not a directory"]),
-    (["report", "--study", "s", "--out", "{afile}/r.html"], ["--out", "is a file"]),
-    (["report", "--study", "s", "--out", "{tmp}/r.html"], ["is a directory"]),
-    (["features", "--study", "s", "--out", "{afile}/f.csv"], ["--out"]),
-    (["invites", "create", "--study", "s", "--out", "{tmp}"], ["is a directory"]),
-    (["annotate", "guesses", "--study", "s", "--csv", "{afile}/g.csv"], ["--csv"]),
-    (["annotate", "disagreements", "--study", "s", "--json", "{afile}/d.json"], ["--json"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (
+            ["agreement", "--study", "s", "--a", "x", "--b", "y", "--json", "{afile}/x.json"],
+            ["--json", "is a file"],
+        ),
+        (["analyze", "--study", "s", "--out", "{afile}"], ["--out", "is an existing file"]),
+        (["export", "--study", "s", "--out", "{afile}"], ["--out", "is an existing file"]),
+        (["export", "--study", "s", "--out", "{afile}/sub/dir"], ["--out", "is a file, not a directory"]),
+        (["report", "--study", "s", "--out", "{afile}/r.html"], ["--out", "is a file"]),
+        (["report", "--study", "s", "--out", "{tmp}/r.html"], ["is a directory"]),
+        (["features", "--study", "s", "--out", "{afile}/f.csv"], ["--out"]),
+        (["invites", "create", "--study", "s", "--out", "{tmp}"], ["is a directory"]),
+        (["annotate", "guesses", "--study", "s", "--csv", "{afile}/g.csv"], ["--csv"]),
+        (["annotate", "disagreements", "--study", "s", "--json", "{afile}/d.json"], ["--json"]),
+    ],
+)
 def test_output_paths_are_checked_before_the_work(args, words, afile, tmp_path, capsys, monkeypatch):
     """No study 's' exists: the path is refused before the study is even looked up."""
     if "report" in args and "{tmp}/r.html" in args:
@@ -68,13 +80,22 @@ def test_output_paths_are_checked_before_the_work(args, words, afile, tmp_path, 
     assert "no study" not in err
 
 
-@pytest.mark.parametrize("args,env,words", [
-    (["simulate", "--study", "s", "--simulator-model", "scripted/x", "--prompt", "{bad}", "--dry-run"], {},
-     "invalid YAML in the prompt template"),
-    (["models", "prices"], {"WORKBENCH_PRICES": "{bad}"},
-     "invalid YAML in the price table (check WORKBENCH_PRICES)"),
-    (["annotate", "codebook", "{bad}"], {}, "invalid YAML in the codebook"),
-])
+@pytest.mark.parametrize(
+    "args,env,words",
+    [
+        (
+            ["simulate", "--study", "s", "--simulator-model", "scripted/x", "--prompt", "{bad}", "--dry-run"],
+            {},
+            "invalid YAML in the prompt template",
+        ),
+        (
+            ["models", "prices"],
+            {"WORKBENCH_PRICES": "{bad}"},
+            "invalid YAML in the price table (check WORKBENCH_PRICES)",
+        ),
+        (["annotate", "codebook", "{bad}"], {}, "invalid YAML in the codebook"),
+    ],
+)
 def test_broken_yaml_is_one_line_with_file_line_and_column(args, env, words, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text('name: x\nversion: 1\nen: {system: "a"\n  bad: [\n', encoding="utf-8")

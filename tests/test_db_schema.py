@@ -25,13 +25,25 @@ def test_a_database_made_with_0001_upgrades_and_keeps_its_runs(db_url):
     eng = make_engine(db_url)
     assert upgrade(eng, "0001_initial") == "0001_initial"
     with eng.begin() as conn:
-        conn.execute(text("INSERT INTO study (name, language, settings, source, created_at) "
-                          "VALUES ('old', 'en', '{}', 'created', '2025-01-01 00:00:00+00:00')"))
-        conn.execute(text("INSERT INTO simulatorconfig (fingerprint, model, prompt_version, params, name, created_at) "
-                          "VALUES ('fp', 'scripted/x', '1', '{}', 'sim', '2025-01-01 00:00:00+00:00')"))
-        conn.execute(text("INSERT INTO simulationrun (study_id, key, simulator_config_id, params, status, created_at) "
-                          "SELECT s.id, 'k', c.id, '{}', 'running', '2025-01-01 00:00:00+00:00' "
-                          "FROM study s, simulatorconfig c"))
+        conn.execute(
+            text(
+                "INSERT INTO study (name, language, settings, source, created_at) "
+                "VALUES ('old', 'en', '{}', 'created', '2025-01-01 00:00:00+00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO simulatorconfig (fingerprint, model, prompt_version, params, name, created_at) "
+                "VALUES ('fp', 'scripted/x', '1', '{}', 'sim', '2025-01-01 00:00:00+00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO simulationrun (study_id, key, simulator_config_id, params, status, created_at) "
+                "SELECT s.id, 'k', c.id, '{}', 'running', '2025-01-01 00:00:00+00:00' "
+                "FROM study s, simulatorconfig c"
+            )
+        )
     assert upgrade(eng) == head_revision(eng) != "0001_initial"
     with eng.connect() as conn:
         assert conn.execute(text("SELECT key, owner FROM simulationrun")).all() == [("k", None)]

@@ -35,20 +35,48 @@ def subset(recllmsim, tmp_path):
 
 def _counts(engine, study: str) -> dict:
     with Session(engine) as s:
+
         def by_kind(model_count):
-            return dict(s.exec(select(Conversation.user_kind, func.count(model_count))
-                               .join(Conversation, Conversation.id == model_count.class_.conversation_id)
-                               .where(Conversation.study_id == sid).group_by(Conversation.user_kind)).all())
+            return dict(
+                s.exec(
+                    select(Conversation.user_kind, func.count(model_count))
+                    .join(Conversation, Conversation.id == model_count.class_.conversation_id)
+                    .where(Conversation.study_id == sid)
+                    .group_by(Conversation.user_kind)
+                ).all()
+            )
+
         from db.models import Study
+
         sid = s.exec(select(Study.id).where(Study.name == study)).one()
-        convs = dict(s.exec(select(Conversation.user_kind, func.count(Conversation.id))
-                            .where(Conversation.study_id == sid).group_by(Conversation.user_kind)).all())
-        labels = dict(s.exec(select(LabelSource.name, func.count(Label.id)).join(Label)
-                             .join(Conversation, Conversation.id == Label.conversation_id)
-                             .where(Conversation.study_id == sid).group_by(LabelSource.name)).all())
-        answers = s.exec(select(func.count(QuestionnaireResponse.id)).where(QuestionnaireResponse.study_id == sid)).one()
-        return {"conversations": convs, "turns": by_kind(Turn.id), "labels": labels, "answers": answers,
-                "participants": s.exec(select(func.count(Participant.id)).where(Participant.study_id == sid)).one()}
+        convs = dict(
+            s.exec(
+                select(Conversation.user_kind, func.count(Conversation.id))
+                .where(Conversation.study_id == sid)
+                .group_by(Conversation.user_kind)
+            ).all()
+        )
+        labels = dict(
+            s.exec(
+                select(LabelSource.name, func.count(Label.id))
+                .join(Label)
+                .join(Conversation, Conversation.id == Label.conversation_id)
+                .where(Conversation.study_id == sid)
+                .group_by(LabelSource.name)
+            ).all()
+        )
+        answers = s.exec(
+            select(func.count(QuestionnaireResponse.id)).where(QuestionnaireResponse.study_id == sid)
+        ).one()
+        return {
+            "conversations": convs,
+            "turns": by_kind(Turn.id),
+            "labels": labels,
+            "answers": answers,
+            "participants": s.exec(
+                select(func.count(Participant.id)).where(Participant.study_id == sid)
+            ).one(),
+        }
 
 
 def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
@@ -68,8 +96,23 @@ def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
     lines = [json.loads(x) for x in (out / "conversations.jsonl").read_text("utf-8").splitlines()]
     assert len(lines) == len(list(subset.rglob("*.json")))
     for line in lines:
-        assert {"id", "user_kind", "scenario", "condition_id", "messages", "study", "status", "wave", "participant",
-                "simulator", "assistant_model", "profile", "task_context", "started_at", "turns"} <= set(line)
+        assert {
+            "id",
+            "user_kind",
+            "scenario",
+            "condition_id",
+            "messages",
+            "study",
+            "status",
+            "wave",
+            "participant",
+            "simulator",
+            "assistant_model",
+            "profile",
+            "task_context",
+            "started_at",
+            "turns",
+        } <= set(line)
         assert all(set(m) == {"role", "content"} for m in line["messages"])
         assert len(line["turns"]) == len(line["messages"])
         if line["user_kind"] == "human":
@@ -87,7 +130,9 @@ def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
     assert _counts(fresh, "ref") == _counts(sqlite_engine, "ref")
     # turn-level extras and label samples survive the trip
     with Session(fresh) as s:
-        lab = s.exec(select(Label).join(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).first()
+        lab = s.exec(
+            select(Label).join(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")
+        ).first()
         assert isinstance(lab.samples, list) and len(lab.samples) == 3
         src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
         assert src.model == "openai/gpt-4o-2024-08-06" and src.params["labeller"] == "llm"
@@ -98,8 +143,14 @@ def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
     assert import_jsonl(fresh, out / "conversations.jsonl").imported == 0
     # a twin whose original is not in the file is imported without the link, and the report says so
     only_twins = tmp_path / "twins.jsonl"
-    only_twins.write_text("\n".join(x for x in (out / "conversations.jsonl").read_text("utf-8").splitlines()
-                                    if json.loads(x)["twin_of"] is not None), encoding="utf-8")
+    only_twins.write_text(
+        "\n".join(
+            x
+            for x in (out / "conversations.jsonl").read_text("utf-8").splitlines()
+            if json.loads(x)["twin_of"] is not None
+        ),
+        encoding="utf-8",
+    )
     other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
     upgrade(other)
     rep = import_jsonl(other, only_twins)
@@ -140,7 +191,9 @@ def test_jsonl_malformed_lines(subset, sqlite_engine, tmp_path):
     export_study(sqlite_engine, "ref", "jsonl", tmp_path / "o")
     f = tmp_path / "o" / "conversations.jsonl"
     good = f.read_text("utf-8").splitlines()
-    f.write_text("\n".join(good + ["{oops", json.dumps({"id": 99, "user_kind": "robot"})]) + "\n", encoding="utf-8")
+    f.write_text(
+        "\n".join(good + ["{oops", json.dumps({"id": 99, "user_kind": "robot"})]) + "\n", encoding="utf-8"
+    )
     fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     upgrade(fresh)
     with pytest.raises(UserInputError, match="Nothing was imported"):
@@ -151,7 +204,11 @@ def test_jsonl_malformed_lines(subset, sqlite_engine, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{oops\n" + json.dumps({"id": 99, "user_kind": "robot"}) + "\n", encoding="utf-8")
     rep = import_jsonl(fresh, bad, study="empty")
-    assert rep.imported == 0 and len(rep.malformed) == 2 and any("nothing was written" in w for w in rep.warnings)
+    assert (
+        rep.imported == 0
+        and len(rep.malformed) == 2
+        and any("nothing was written" in w for w in rep.warnings)
+    )
     with Session(fresh) as s:
         from db.models import Study
 
@@ -176,7 +233,9 @@ def test_cli_import_export_round_trip(subset, use_db, tmp_path, capsys):
     assert ex.value.code in (0, None)
     eng = make_engine(use_db)
     a, b = _counts(eng, "cli"), _counts(eng, "cli-copy")
-    assert a["conversations"] == b["conversations"] and a["turns"] == b["turns"] and a["labels"] == b["labels"]
+    assert (
+        a["conversations"] == b["conversations"] and a["turns"] == b["turns"] and a["labels"] == b["labels"]
+    )
     eng.dispose()
     with pytest.raises(SystemExit) as ex:
         cli_main(["export", "--study", "missing", "--out", str(tmp_path / "y")])
@@ -214,5 +273,8 @@ def test_exports_hold_no_secrets(subset, sqlite_engine, tmp_path):
     assert "SECRET-TOKEN-HASH" not in blob and "password" not in blob.lower()
     # participants appear by pseudonym only (the dataset path in external_id is the conversation's id)
     assert '"participant": "User_' not in blob and "recllmsim-v2" not in blob
-    kinds = Counter(json.loads(x)["user_kind"] for x in (tmp_path / "o" / "conversations.jsonl").read_text("utf-8").splitlines())
+    kinds = Counter(
+        json.loads(x)["user_kind"]
+        for x in (tmp_path / "o" / "conversations.jsonl").read_text("utf-8").splitlines()
+    )
     assert kinds["human"] > 0 and kinds["agent"] > 0

@@ -181,5 +181,12 @@ def test_chinese_acceptance_cues_are_replies_not_word_parts():
     accept = LEXICON["zh"]["accept"]
     for text in ("行吧。", "可以，就这个", "那就可以了", "这个可以。", "行", "好的，谢谢", "挺好的"):
         assert accept.search(text), text
-    for text in ("帮我安排行程", "我想去旅行", "你可以推荐一下吗", "可以吗？", "不行，太贵", "可以便宜一点吗"):
+    for text in (
+        "帮我安排行程",
+        "我想去旅行",
+        "你可以推荐一下吗",
+        "可以吗？",
+        "不行，太贵",
+        "可以便宜一点吗",
+    ):
         assert not accept.search(text), text

@@ -30,8 +30,11 @@ from workbench.errors import UserInputError
 def table_counts(engine) -> dict[str, int]:
     names = [t for t in inspect(engine).get_table_names() if t != "alembic_version"]
     with engine.connect() as conn:
-        return {t: conn.execute(select(func.count()).select_from(SQLModel.metadata.tables[t])).scalar_one()
-                for t in names if t in SQLModel.metadata.tables}
+        return {
+            t: conn.execute(select(func.count()).select_from(SQLModel.metadata.tables[t])).scalar_one()
+            for t in names
+            if t in SQLModel.metadata.tables
+        }
 
 
 # A few real files of every wave, including anomalies (ends on a user turn, starts with an assistant turn).
@@ -40,7 +43,9 @@ def _pick(root: Path) -> list[Path]:
     agent = sorted((root / "LLM_agent_user").rglob("*.json"))
     picks += [p for p in agent if "new travel planning" in p.as_posix()][:1]
     picks += [p for p in agent if "preparing gifts" in p.as_posix()][:2]
-    starts_assistant = [p for p in agent if json.loads(p.read_text("utf-8"))["history"][0]["role"] == "assistant"]
+    starts_assistant = [
+        p for p in agent if json.loads(p.read_text("utf-8"))["history"][0]["role"] == "assistant"
+    ]
     picks += starts_assistant[:1]
     v1 = sorted((root / "real_human_user").rglob("*.json"))
     picks += v1[:2]
@@ -67,13 +72,24 @@ def tiny(recllmsim, tmp_path) -> Path:
 def _add_malformed(root: Path) -> dict[str, str]:
     bad = {
         "LLM_agent_user/travel planning/9001.json": "{not json",
-        "LLM_agent_user/travel planning/9002.json": json.dumps({"task": "travel planning", "preference_id": 1}),
-        "human_exp_V2/User_900/旅行规划/1.json": json.dumps({
-            "history": [{"role": "user", "content": "你好"},
-                        {"role": "assistant", "content": "你好！", "hallucination": "也许"}],
-            "profile": {"gender": "Male"}, "task_context": "x", "task_type": "旅行规划"}, ensure_ascii=False),
-        "human_exp_V2/User_901/未知场景/1.json": json.dumps({
-            "history": [{"role": "user", "content": "hi"}], "profile": {}, "task_context": "x"}),
+        "LLM_agent_user/travel planning/9002.json": json.dumps(
+            {"task": "travel planning", "preference_id": 1}
+        ),
+        "human_exp_V2/User_900/旅行规划/1.json": json.dumps(
+            {
+                "history": [
+                    {"role": "user", "content": "你好"},
+                    {"role": "assistant", "content": "你好！", "hallucination": "也许"},
+                ],
+                "profile": {"gender": "Male"},
+                "task_context": "x",
+                "task_type": "旅行规划",
+            },
+            ensure_ascii=False,
+        ),
+        "human_exp_V2/User_901/未知场景/1.json": json.dumps(
+            {"history": [{"role": "user", "content": "hi"}], "profile": {}, "task_context": "x"}
+        ),
     }
     for rel, text in bad.items():
         p = root / rel
@@ -90,52 +106,101 @@ def test_whole_dataset(recllmsim, sqlite_engine):
         waves = dict(s.exec(select(Conversation.wave, func.count()).group_by(Conversation.wave)).all())
         assert waves == {"agent": 1657, "agent_new_travel": 199, "human_v1": 291, "human_v2": 1833}
         assert s.exec(select(func.count(Participant.id))).one() == 146
-        assert dict(s.exec(select(Participant.external_source, func.count()).group_by(Participant.external_source)).all()) \
-            == {"recllmsim-v1": 31, "recllmsim-v2": 115}
+        assert dict(
+            s.exec(
+                select(Participant.external_source, func.count()).group_by(Participant.external_source)
+            ).all()
+        ) == {"recllmsim-v1": 31, "recllmsim-v2": 115}
         # every turn, with the anomalies kept: 16 end on a user turn, 7 start with an assistant turn
         assert s.exec(select(func.count(Turn.id))).one() == 33141
         convs = s.exec(select(Conversation)).all()
         anomalies = Counter(a for c in convs for a in c.meta["anomalies"])
         assert anomalies["ends_on_user_turn"] == 16 and anomalies["starts_with_assistant"] == 7
         # human live judgements
-        hall = dict(s.exec(select(Turn.hallucination, func.count()).where(Turn.hallucination.is_not(None))
-                           .group_by(Turn.hallucination)).all())
+        hall = dict(
+            s.exec(
+                select(Turn.hallucination, func.count())
+                .where(Turn.hallucination.is_not(None))
+                .group_by(Turn.hallucination)
+            ).all()
+        )
         assert hall == {"no": 1197 + 7545, "yes": 69 + 221, "cant_tell": 69 + 294}
         assert s.exec(select(func.count(Turn.id)).where(Turn.satisfaction.is_not(None))).one() == 8060
         assert s.exec(select(func.count(Turn.id)).where(Turn.satisfaction_reason.is_not(None))).one() == 1261
         assert s.exec(select(func.count(Turn.id)).where(Turn.translation_language == "zh")).one() == 14199
         # labels by source
-        by_src = dict(s.exec(select(LabelSource.name, func.count(Label.id)).join(Label).group_by(LabelSource.name)).all())
-        assert by_src == {"imported:recllmsim-gpt4o": 3980 * 11, "imported:recllmsim-human": 200 * 11,
-                          "imported:recllmsim-hallucination-annotators": 7103}
-        gold_convs = s.exec(select(func.count(func.distinct(Label.conversation_id))).join(LabelSource)
-                            .where(LabelSource.name == "imported:recllmsim-human")).one()
+        by_src = dict(
+            s.exec(
+                select(LabelSource.name, func.count(Label.id)).join(Label).group_by(LabelSource.name)
+            ).all()
+        )
+        assert by_src == {
+            "imported:recllmsim-gpt4o": 3980 * 11,
+            "imported:recllmsim-human": 200 * 11,
+            "imported:recllmsim-hallucination-annotators": 7103,
+        }
+        gold_convs = s.exec(
+            select(func.count(func.distinct(Label.conversation_id)))
+            .join(LabelSource)
+            .where(LabelSource.name == "imported:recllmsim-human")
+        ).one()
         assert gold_convs == 200
-        yes = s.exec(select(func.count(Label.id)).where(Label.dimension == "hallucination", Label.value == "yes")).one()
+        yes = s.exec(
+            select(func.count(Label.id)).where(Label.dimension == "hallucination", Label.value == "yes")
+        ).one()
         assert yes == 7103 - 6758 - 306
-        lab = s.exec(select(Label).join(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o",
-                                                         Label.dimension == "question_broadness")).first()
+        lab = s.exec(
+            select(Label)
+            .join(LabelSource)
+            .where(LabelSource.name == "imported:recllmsim-gpt4o", Label.dimension == "question_broadness")
+        ).first()
         assert len(lab.samples) == 3 and lab.value in {"1", "2", "3", "4", "5"}
         assert lab.flagged == (len(set(lab.samples)) > 1)
         src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
-        assert src.kind == "imported" and src.model == "openai/gpt-4o-2024-08-06" and src.params["labeller"] == "llm"
+        assert (
+            src.kind == "imported"
+            and src.model == "openai/gpt-4o-2024-08-06"
+            and src.params["labeller"] == "llm"
+        )
         # questionnaires, normalised, with the Chinese option kept
-        post = dict(s.exec(select(QuestionnaireResponse.value, func.count()).where(
-            QuestionnaireResponse.questionnaire == "post_task", QuestionnaireResponse.item == "Availability")
-            .group_by(QuestionnaireResponse.value)).all())
+        post = dict(
+            s.exec(
+                select(QuestionnaireResponse.value, func.count())
+                .where(
+                    QuestionnaireResponse.questionnaire == "post_task",
+                    QuestionnaireResponse.item == "Availability",
+                )
+                .group_by(QuestionnaireResponse.value)
+            ).all()
+        )
         assert post == {"very_useful": 1256, "somewhat": 830, "unusable": 38}
-        assert s.exec(select(func.count(QuestionnaireResponse.id)).where(
-            QuestionnaireResponse.questionnaire == "agent_rating")).one() == 1856 * 7
-        assert s.exec(select(func.count(QuestionnaireResponse.id)).where(
-            QuestionnaireResponse.questionnaire == "agent_self_report")).one() == 1856 * 3
+        assert (
+            s.exec(
+                select(func.count(QuestionnaireResponse.id)).where(
+                    QuestionnaireResponse.questionnaire == "agent_rating"
+                )
+            ).one()
+            == 1856 * 7
+        )
+        assert (
+            s.exec(
+                select(func.count(QuestionnaireResponse.id)).where(
+                    QuestionnaireResponse.questionnaire == "agent_self_report"
+                )
+            ).one()
+            == 1856 * 3
+        )
         # pool profiles keyed by preference_id; one profile per participant (two users changed theirs)
         assert s.exec(select(func.count(Profile.id)).where(Profile.key.like("pool-%"))).one() == 100
         assert s.exec(select(func.count(Profile.id)).where(Profile.key.like("participant-%"))).one() == 148
         p75 = s.exec(select(Profile).where(Profile.key == "pool-75")).one()
         assert p75.text.startswith("1. Gender: Female") and "zh" in p75.translations
         # every conversation sits in a condition of its language
-        mism = s.exec(select(func.count(Conversation.id)).join(Condition, Condition.id == Conversation.condition_id)
-                      .where(Condition.language != Conversation.language)).one()
+        mism = s.exec(
+            select(func.count(Conversation.id))
+            .join(Condition, Condition.id == Conversation.condition_id)
+            .where(Condition.language != Conversation.language)
+        ).one()
         assert mism == 0
 
     before = table_counts(sqlite_engine)
@@ -223,6 +288,10 @@ def test_small_import_both_engines(tiny, engine):
         ctx_sources = set(s.exec(select(TaskContext.source)).all())
         assert ctx_sources <= {"imported", "pack"}
         turn = s.exec(select(Turn).where(Turn.satisfaction.is_not(None))).first()
-        assert turn is not None and 1 <= turn.satisfaction <= 5 and turn.hallucination in {"yes", "no", "cant_tell"}
+        assert (
+            turn is not None
+            and 1 <= turn.satisfaction <= 5
+            and turn.hallucination in {"yes", "no", "cant_tell"}
+        )
         pseudos = s.exec(select(Participant.pseudonym, Participant.external_id)).all()
         assert all(p != e and not p.startswith("User_") for p, e in pseudos)

@@ -210,8 +210,20 @@ def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):
     assert code == 0, out
     assert "llm:openai/x:v2: labelled 12 conversations (24 labels, 0 flagged" in out
     # A dry run now projects what a real run would call: nothing, all 12 being labelled.
-    dry = ["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/x", "--dimensions",
-           "promise,feedback", "--samples", "2", "--dry-run"]
+    dry = [
+        "label",
+        "--study",
+        "pilot",
+        "--labeller",
+        "llm",
+        "--model",
+        "openai/x",
+        "--dimensions",
+        "promise,feedback",
+        "--samples",
+        "2",
+        "--dry-run",
+    ]
     code, out = run(dry, capsys)
     assert code == 0 and "0 conversations x 2 samples = 0 calls" in out and "12 already labelled" in out, out
     code, out = run(dry + ["--overwrite"], capsys)
@@ -289,12 +301,15 @@ def test_cli_agreement_of_an_annotator_set(cli_engine, capsys, tmp_path):
     assert code == 2 and "not both" in out
 
 
-@pytest.mark.parametrize("extra,words", [
-    (["--model", "gpt4"], "provider/model"),
-    (["--model", "nosuch/x"], "unknown model provider 'nosuch'"),
-    (["--model", "openai/gpt-4o", "--samples", "0"], "--samples must be at least 1"),
-    (["--model", "openai/gpt-4o", "--limit", "0"], "--limit must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "extra,words",
+    [
+        (["--model", "gpt4"], "provider/model"),
+        (["--model", "nosuch/x"], "unknown model provider 'nosuch'"),
+        (["--model", "openai/gpt-4o", "--samples", "0"], "--samples must be at least 1"),
+        (["--model", "openai/gpt-4o", "--limit", "0"], "--limit must be at least 1"),
+    ],
+)
 def test_cli_llm_dry_run_checks_inputs_like_a_real_run(cli_engine, capsys, extra, words):
     for dry in (["--dry-run"], []):
         code, out = run(["label", "--study", "pilot", "--labeller", "llm", *extra, *dry], capsys)

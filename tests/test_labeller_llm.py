@@ -217,13 +217,18 @@ async def test_one_labelling_process_per_study_and_source(engine, server):
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         acquire(engine, job, f"{here}:{alive.pid}:abc", "x")
-        with pytest.raises(UserInputError, match=f"labelling of study 'pilot' by llm:openai/x:v2 is already "
-                                                 f"running in another process \\(pid {alive.pid} on {here}\\)"):
+        with pytest.raises(
+            UserInputError,
+            match=f"labelling of study 'pilot' by llm:openai/x:v2 is already "
+            f"running in another process \\(pid {alive.pid} on {here}\\)",
+        ):
             await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)
         assert not server.requests  # refused before any call
         # Another study, or another source on this study, is a different job.
         other = get_model("openai/y", max_retries=0, timeout=10)
-        assert (await label_with_llm(engine, "pilot", other, cb, dimensions=DIMS, samples=1)).conversations == 4
+        assert (
+            await label_with_llm(engine, "pilot", other, cb, dimensions=DIMS, samples=1)
+        ).conversations == 4
     finally:
         alive.kill()
         alive.wait()
@@ -234,7 +239,9 @@ async def test_one_labelling_process_per_study_and_source(engine, server):
         assert s.exec(select(Lease)).all() == []
     # Nothing left to label: no lease is needed, even while another process holds one.
     acquire(engine, job, f"{here}:1:abc", "x")  # pid 1 (init) is alive
-    assert (await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)).skipped_existing == 4
+    assert (
+        await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)
+    ).skipped_existing == 4
 
 
 async def test_rerun_with_new_settings_records_them_on_the_source(sqlite_engine, tmp_path):

@@ -103,7 +103,9 @@ def test_cross_validated_agreement_with_the_teacher(engine):
     # a teacher that contradicts itself on two items cannot be imitated perfectly
     import pandas as pd
 
-    texts = pd.Series([f"{w} request number {i}" for i, w in enumerate(["please kindly"] * 10 + ["now fast"] * 10)])
+    texts = pd.Series(
+        [f"{w} request number {i}" for i, w in enumerate(["please kindly"] * 10 + ["now fast"] * 10)]
+    )
     y = pd.DataFrame({"politeness": ["Polite"] * 9 + ["Neutral"] + ["Neutral"] * 9 + ["Polite"]})
     res = cross_validate(texts, y, None, folds=5).set_index("user_kind")
     assert res.loc["all", "n"] == 20 and 0 < res.loc["all", "cohen_kappa"] < 1

@@ -35,7 +35,9 @@ def test_acquire_refuse_takeover_release(engine):
             row.owner = f"{here}:{alive.pid}:abc"
             s.add(row)
             s.commit()
-        with pytest.raises(UserInputError, match=f"job x is already running in another process \\(pid {alive.pid}"):
+        with pytest.raises(
+            UserInputError, match=f"job x is already running in another process \\(pid {alive.pid}"
+        ):
             acquire(engine, "job", me, "job x")
     finally:
         alive.kill()

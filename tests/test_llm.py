@@ -113,8 +113,11 @@ def test_client_error_not_retried(provider, srv):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_complete_json(provider, srv):
-    schema = {"type": "object", "properties": {"message": {"type": "string"}, "end": {"type": "boolean"}},
-              "required": ["message", "end"]}
+    schema = {
+        "type": "object",
+        "properties": {"message": {"type": "string"}, "end": {"type": "boolean"}},
+        "required": ["message", "end"],
+    }
     replies = iter(['{"message": "hi"}', 'Sure! ```json\n{"message": "hi", "end": false}\n```'])
     srv.responder = lambda req: next(replies)
     c = _model(provider, srv).complete_json(MSGS, schema)
@@ -193,7 +196,9 @@ def test_local_missing_extra_message(monkeypatch):
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.setattr("workbench.llm.local_provider.smollm2_path", lambda: __import__("pathlib").Path("x.gguf"))
+    monkeypatch.setattr(
+        "workbench.llm.local_provider.smollm2_path", lambda: __import__("pathlib").Path("x.gguf")
+    )
     with pytest.raises(UserInputError, match=r"pip install 'llm-user-workbench\[local\]'"):
         get_model("local/smollm2")
 

@@ -69,8 +69,10 @@ def test_no_api_key_stored(sqlite_engine, monkeypatch):
     secret = "sk-THIS-IS-SECRET-42"
     with FakeLLMServer() as srv:
         monkeypatch.setenv("ANTHROPIC_API_KEY", secret + "-env")
-        for model in (get_model("openai/gpt-4o-mini", base_url=srv.openai_base_url, api_key=secret),
-                      get_model("anthropic/claude-haiku-4-5", base_url=srv.anthropic_base_url)):
+        for model in (
+            get_model("openai/gpt-4o-mini", base_url=srv.openai_base_url, api_key=secret),
+            get_model("anthropic/claude-haiku-4-5", base_url=srv.anthropic_base_url),
+        ):
             r = recorded(model, sqlite_engine, "assistant")
             r.complete(MSGS)
             list(r.stream([{"role": "user", "content": "s"}]))
@@ -113,9 +115,11 @@ def test_database_worker_batches_and_isolates_failures(engine):
     t = LLMCall.__table__
 
     def add(conn, text):
-        return conn.execute(insert(t).values(provider="x", model="x/y", purpose="test", response=text,
-                                             cache_hit=False, created_at=utcnow())
-                            ).inserted_primary_key[0]
+        return conn.execute(
+            insert(t).values(
+                provider="x", model="x/y", purpose="test", response=text, cache_hit=False, created_at=utcnow()
+            )
+        ).inserted_primary_key[0]
 
     def boom(conn):
         raise ValueError("bad write")

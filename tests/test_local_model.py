@@ -20,12 +20,30 @@ def test_local_smollm2_conversation(sqlite_engine):
     if not HAVE_LLAMA and not os.environ.get("CI"):
         pytest.skip("llama_cpp is not importable: pip install 'llm-user-workbench[local]'")
     with Session(sqlite_engine) as s:
-        create_study(s, "local", "local/smollm2", scenarios=["travel_planning"], profiles=1, language="en",
-                     system_prompt="You are a helpful travel assistant.", temperature=0.2, max_tokens=48)
+        create_study(
+            s,
+            "local",
+            "local/smollm2",
+            scenarios=["travel_planning"],
+            profiles=1,
+            language="en",
+            system_prompt="You are a helpful travel assistant.",
+            temperature=0.2,
+            max_tokens=48,
+        )
         s.commit()
         key = s.exec(select(__import__("db.models", fromlist=["Condition"]).Condition.key)).first()
-    summ = run_simulation(sqlite_engine, "local", "local/smollm2", conditions=[key], min_turns=2, max_turns=2,
-                          temperature=0.3, simulator_max_tokens=48, concurrency=1)
+    summ = run_simulation(
+        sqlite_engine,
+        "local",
+        "local/smollm2",
+        conditions=[key],
+        min_turns=2,
+        max_turns=2,
+        temperature=0.3,
+        simulator_max_tokens=48,
+        concurrency=1,
+    )
     assert summ.completed == 1, summ.lines()
     with Session(sqlite_engine) as s:
         conv = s.exec(select(Conversation)).one()
@@ -50,13 +68,30 @@ def test_local_smollm2_structured_output_is_grammar_constrained(sqlite_engine):
     from workbench.llm import get_model
     from workbench.llm.recording import recorded
 
-    schema = {"type": "object", "additionalProperties": False, "required": ["politeness", "turns"],
-              "properties": {"politeness": {"enum": ["Polite", "Neutral", "Impolite"]},
-                             "turns": {"type": "object", "additionalProperties": False, "required": ["1", "3"],
-                                       "properties": {"1": {"enum": ["yes", "no"]}, "3": {"enum": ["yes", "no"]}}}}}
-    msgs = [{"role": "user", "content": "Label the user's politeness: 'pls give me hotels'. Turns 1 and 3: made up?"}]
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["politeness", "turns"],
+        "properties": {
+            "politeness": {"enum": ["Polite", "Neutral", "Impolite"]},
+            "turns": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["1", "3"],
+                "properties": {"1": {"enum": ["yes", "no"]}, "3": {"enum": ["yes", "no"]}},
+            },
+        },
+    }
+    msgs = [
+        {
+            "role": "user",
+            "content": "Label the user's politeness: 'pls give me hotels'. Turns 1 and 3: made up?",
+        }
+    ]
     model = recorded(get_model("local/smollm2"), sqlite_engine, "labeller")
-    c = asyncio.run(model.acomplete_json(msgs, schema, json_retries=0, max_tokens=60, temperature=0.7, seed=1))
+    c = asyncio.run(
+        model.acomplete_json(msgs, schema, json_retries=0, max_tokens=60, temperature=0.7, seed=1)
+    )
     data = json.loads(c.text)
     assert data["politeness"] in ("Polite", "Neutral", "Impolite") and set(data["turns"]) == {"1", "3"}
     free = model.complete(msgs, max_tokens=8, temperature=0.7, seed=1)  # a plain call: no grammar
@@ -120,7 +155,9 @@ def test_concurrent_calls_to_the_shared_local_model_do_not_crash(tmp_path):
         "        errors.append(repr(exc))\n"
         "threads = [threading.Thread(target=work, args=(m, i)) for i, m in enumerate(models)]\n"
         "[t.start() for t in threads]; [t.join() for t in threads]\n"
-        "print('errors', errors)\n", encoding="utf-8")
+        "print('errors', errors)\n",
+        encoding="utf-8",
+    )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "errors []" in proc.stdout

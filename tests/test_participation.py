@@ -68,7 +68,9 @@ def test_full_session_participant_mode(engine):
         make_study(s, settings={"tasks_per_participant": 2, "min_turns": 1, "max_turns": 2})
         [token] = P.create_invites(s, "pilot", 1)
         s.commit()
-    factory = scripted(lambda msgs: f"Answer {sum(m['role'] == 'user' for m in msgs)} ![x](http://evil/x.png)")
+    factory = scripted(
+        lambda msgs: f"Answer {sum(m['role'] == 'user' for m in msgs)} ![x](http://evil/x.png)"
+    )
     with Session(engine) as s:
         p = P.open_participant(s, token)
         assert P.participant_view(s, p).step == "consent"
@@ -120,7 +122,7 @@ def test_full_session_participant_mode(engine):
             msg = str(err.value)
             assert msg.startswith("Please answer every question. Still open: “How detailed")
             assert "Detail" not in msg.replace("detailed", "") and "Memorization" not in msg
-            assert ("choose \"Blue\"" in msg) == (task == 0)
+            assert ('choose "Blue"' in msg) == (task == 0)
             P.submit_post_task(s, p, POST_TASK, attention="blue" if task == 0 else None)
             s.commit()
     with Session(engine) as s:
@@ -143,10 +145,17 @@ def test_full_session_participant_mode(engine):
         assert turns[1].satisfaction_reason == "ok" and turns[3].satisfaction_reason is None
         assert all(t.created_at and t.completed_at for t in turns)
         assert turns[1].created_at.tzinfo is not None and turns[1].latency_ms is not None
-        assert len(s.exec(select(QuestionnaireResponse).where(
-            QuestionnaireResponse.questionnaire == "post_task")).all()) == 10
-        att = s.exec(select(QuestionnaireResponse).where(
-            QuestionnaireResponse.questionnaire == "attention_check")).all()
+        assert (
+            len(
+                s.exec(
+                    select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "post_task")
+                ).all()
+            )
+            == 10
+        )
+        att = s.exec(
+            select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "attention_check")
+        ).all()
         assert [(a.value, a.raw_value) for a in att] == [("pass", "blue")]
         assert {a.status for a in s.exec(select(Assignment)).all()} == {"completed"}
 
@@ -190,8 +199,12 @@ def test_recorded_assistant_writes_llm_calls(sqlite_engine):
         s.commit()
         pid = p.id
     model = ScriptedModel(["hello"])
-    factory = lambda eng, cfg, study_id, conv_id: recorded(model, eng, purpose="assistant", study_id=study_id,
-                                                          conversation_id=conv_id, cache=False)
+
+    def factory(eng, cfg, study_id, conv_id):
+        return recorded(
+            model, eng, purpose="assistant", study_id=study_id, conversation_id=conv_id, cache=False
+        )
+
     assert drain(engine, pid, factory) == "hello"
     with Session(engine) as s:
         call = s.exec(select(LLMCall)).one()
@@ -230,14 +243,19 @@ def _enter(session, token):
 
 
 def test_assignment_balanced_with_quota_and_counterbalanced(session):
-    study = make_study(session, scenarios=("travel_planning", "recipe_planning", "preparing_gifts"), contexts=1,
-                       settings={"tasks_per_participant": 2, "quota_per_condition": 4})
+    study = make_study(
+        session,
+        scenarios=("travel_planning", "recipe_planning", "preparing_gifts"),
+        contexts=1,
+        settings={"tasks_per_participant": 2, "quota_per_condition": 4},
+    )
     tokens = P.create_invites(session, "pilot", 7)
     firsts = []
     for t in tokens[:6]:
         p = _enter(session, t)
-        rows = session.exec(select(Assignment).where(Assignment.participant_id == p.id)
-                            .order_by(Assignment.position)).all()
+        rows = session.exec(
+            select(Assignment).where(Assignment.participant_id == p.id).order_by(Assignment.position)
+        ).all()
         assert len(rows) == 2
         conds = [session.get(Condition, a.condition_id) for a in rows]
         assert conds[0].scenario_id != conds[1].scenario_id  # different scenarios first
@@ -278,7 +296,9 @@ def test_open_participant_expires_on_return(session):
 
 
 def test_prolific_entry_resumes_and_keeps_external_id_apart(session):
-    make_study(session, settings={"prolific_completion_url": "https://app.prolific.com/submissions/complete?cc="})
+    make_study(
+        session, settings={"prolific_completion_url": "https://app.prolific.com/submissions/complete?cc="}
+    )
     p, tok1 = P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "SESS1", study_name="pilot")
     assert p.external_id == "5f0a1b2c3d4e5f6a7b8c9d0e" and p.pseudonym != p.external_id
     p2, tok2 = P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "SESS1", study_name="pilot")
@@ -291,12 +311,19 @@ def test_prolific_entry_resumes_and_keeps_external_id_apart(session):
         P.enter_prolific(session, "<script>", "STUDY1", "S", study_name="pilot")
     p = P.open_participant(session, tok2)
     P.give_consent(session, p, False)
-    assert P.participant_view(session, p).redirect_url == "https://app.prolific.com/submissions/complete?cc=SCREENOUT"
+    assert (
+        P.participant_view(session, p).redirect_url
+        == "https://app.prolific.com/submissions/complete?cc=SCREENOUT"
+    )
 
 
 def test_idle_participants_released_before_new_assignment(session):
-    make_study(session, scenarios=("travel_planning",), contexts=1,
-               settings={"tasks_per_participant": 1, "quota_per_condition": 1, "idle_timeout_minutes": 5})
+    make_study(
+        session,
+        scenarios=("travel_planning",),
+        contexts=1,
+        settings={"tasks_per_participant": 1, "quota_per_condition": 1, "idle_timeout_minutes": 5},
+    )
     t1, t2 = P.create_invites(session, "pilot", 2)
     p1 = _enter(session, t1)
     p1.last_seen_at = utcnow() - timedelta(minutes=6)
@@ -314,8 +341,12 @@ def test_simultaneous_assignments_never_overshoot_a_quota(engine):
     import workbench.participation.assignment as A
 
     with Session(engine, expire_on_commit=False) as s:
-        make_study(s, scenarios=("travel_planning", "recipe_planning"), contexts=1,
-                   settings={"tasks_per_participant": 1, "quota_per_condition": 2})
+        make_study(
+            s,
+            scenarios=("travel_planning", "recipe_planning"),
+            contexts=1,
+            settings={"tasks_per_participant": 1, "quota_per_condition": 2},
+        )
         tokens = P.create_invites(s, "pilot", 8)
         for t in tokens:
             p = P.open_participant(s, t)
@@ -386,14 +417,20 @@ def test_refusals_are_worded_in_the_participants_language(session):
         P.send_message(session, p, "长" * (MAX_MESSAGE_CHARS + 1))
     # the length and the limit, in Chinese; the English wording is there for another page
     assert err.value.key == "msg_too_long" and str(err.value) == (
-        f"你的消息有 {MAX_MESSAGE_CHARS + 1} 个字符，上限为 {MAX_MESSAGE_CHARS} 个。请缩短后重新发送。")
-    assert err.value.text("en").startswith(f"Your message has {MAX_MESSAGE_CHARS + 1} characters; the limit is")
+        f"你的消息有 {MAX_MESSAGE_CHARS + 1} 个字符，上限为 {MAX_MESSAGE_CHARS} 个。请缩短后重新发送。"
+    )
+    assert err.value.text("en").startswith(
+        f"Your message has {MAX_MESSAGE_CHARS + 1} characters; the limit is"
+    )
     assert not session.exec(select(Turn)).all()  # nothing stored for a refused message
     P.send_message(session, p, "你好")
     with pytest.raises(ParticipantError, match="助手还没有回复"):
         P.send_message(session, p, "第二条")
     drain_session_reply(session, p)
-    for h, sat, expected in ((None, 3, "请说明这条回复是否包含编造的信息。"), ("no", None, "请选择 1 到 5 的满意度。")):
+    for h, sat, expected in (
+        (None, 3, "请说明这条回复是否包含编造的信息。"),
+        ("no", None, "请选择 1 到 5 的满意度。"),
+    ):
         with pytest.raises(ParticipantError) as err:
             P.rate_reply(session, p, 1, h, sat)
         assert str(err.value) == expected
@@ -406,8 +443,14 @@ def test_refusals_are_worded_in_the_participants_language(session):
 
 def drain_session_reply(session, p):
     """Store a reply to the pending message inside the test's session (no second connection)."""
-    session.add(Turn(conversation_id=session.exec(select(Turn.conversation_id)).first(), index=1,
-                     role="assistant", content="回复"))
+    session.add(
+        Turn(
+            conversation_id=session.exec(select(Turn.conversation_id)).first(),
+            index=1,
+            role="assistant",
+            content="回复",
+        )
+    )
     session.flush()
 
 
@@ -457,12 +500,21 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
         pid, pseudonym = p.id, p.pseudonym
     detail = "cannot reach http://127.0.0.1:8634/v1: Connection error."
     model = ScriptedModel([LLMError(detail)])
-    factory = lambda eng, cfg, study_id, conv_id: recorded(model, eng, purpose="assistant", study_id=study_id,
-                                                          conversation_id=conv_id, cache=False)
-    with caplog.at_level(logging.ERROR, logger="workbench"), pytest.raises(P.ReplyError, match="cannot reach"):
+
+    def factory(eng, cfg, study_id, conv_id):
+        return recorded(
+            model, eng, purpose="assistant", study_id=study_id, conversation_id=conv_id, cache=False
+        )
+
+    with (
+        caplog.at_level(logging.ERROR, logger="workbench"),
+        pytest.raises(P.ReplyError, match="cannot reach"),
+    ):
         drain(engine, pid, factory)
     [rec] = [r for r in caplog.records if r.name == "workbench.participation.chat"]
-    assert detail in rec.getMessage() and pseudonym in rec.getMessage() and "scripted/test" in rec.getMessage()
+    assert (
+        detail in rec.getMessage() and pseudonym in rec.getMessage() and "scripted/test" in rec.getMessage()
+    )
     with Session(engine) as s:
         call = s.exec(select(LLMCall)).one()
         assert call.purpose == "assistant" and detail in call.error and call.conversation_id is not None
@@ -471,7 +523,9 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
 
         failures = assistant_failures_df(s, call.study_id)
         assert assistant_model_problems(s, call.study_id) == []  # scripted/test needs no key
-        assert failures[["conversation", "model"]].values.tolist() == [[call.conversation_id, "scripted/test"]]
+        assert failures[["conversation", "model"]].values.tolist() == [
+            [call.conversation_id, "scripted/test"]
+        ]
         assert detail in failures["error"].iloc[0]
     # a failure outside the LLM layer (no LLMCall row) is logged with its traceback
     caplog.clear()
@@ -479,7 +533,10 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
     def broken(*a):
         raise RuntimeError("SDK bug")
 
-    with caplog.at_level(logging.ERROR, logger="workbench"), pytest.raises(P.ReplyError, match="RuntimeError: SDK bug"):
+    with (
+        caplog.at_level(logging.ERROR, logger="workbench"),
+        pytest.raises(P.ReplyError, match="RuntimeError: SDK bug"),
+    ):
         drain(engine, pid, broken)
     [rec] = [r for r in caplog.records if r.name == "workbench.participation.chat"]
     assert rec.exc_info is not None
@@ -487,8 +544,15 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
 
 def test_expired_prolific_session_gets_the_return_route(session):
     url = "https://app.prolific.com/submissions/complete?cc="
-    make_study(session, settings={"idle_timeout_minutes": 5, "prolific_completion_url": url,
-                                  "screenout_code": "SO-1", "prolific_redirect_seconds": 5})
+    make_study(
+        session,
+        settings={
+            "idle_timeout_minutes": 5,
+            "prolific_completion_url": url,
+            "screenout_code": "SO-1",
+            "prolific_redirect_seconds": 5,
+        },
+    )
     p, token = P.enter_prolific(session, "pid1", "STUDY1", "SESS1", study_name="pilot")
     P.open_participant(session, token)
     P.give_consent(session, p, True)

@@ -110,13 +110,21 @@ def test_p_values_read_as_numbers_and_underflow_is_not_zero():
     from analysis.compare import ALL_COLUMNS
     from analysis.report import _table_html, format_p
 
-    assert (format_p(0.0), format_p(1.23456e-72), format_p(0.04567), format_p(float("nan"))) == \
-        ("<1e-300", "1.23e-72", "0.0457", "")
+    assert (format_p(0.0), format_p(1.23456e-72), format_p(0.04567), format_p(float("nan"))) == (
+        "<1e-300",
+        "1.23e-72",
+        "0.0457",
+        "",
+    )
     d = pd.DataFrame({"dimension": ["a"], "p_value": [0.0], "p_adjusted": [2.5e-9], "statistic": [3.14159]})
     html = _table_html(d)
     assert "&lt;1e-300" in html and "2.5e-09" in html and "3.142" in html
-    row = pd.DataFrame([{c: None for c in ALL_COLUMNS} | {"slice_by": "pooled", "dimension": "x", "p_value": 0.0,
-                                                          "p_adjusted": 0.0, "statistic": 1.0}])
+    row = pd.DataFrame(
+        [
+            {c: None for c in ALL_COLUMNS}
+            | {"slice_by": "pooled", "dimension": "x", "p_value": 0.0, "p_adjusted": 0.0, "statistic": 1.0}
+        ]
+    )
     assert "<1e-300" in latex_table(row)
 
 
@@ -126,5 +134,7 @@ def test_report_of_a_tiny_study_has_empty_cells_not_none(sqlite_engine, pipeline
     html = write_report(result, sqlite_engine, tmp_path / "report.html")[0].read_text(encoding="utf-8")
     assert "not enough data" in html
     assert "<td>None</td>" not in html and "<td>nan</td>" not in html
-    provenance = html[html.index('<section id="provenance">'):html.index("<details><summary>all provenance")]
+    provenance = html[
+        html.index('<section id="provenance">') : html.index("<details><summary>all provenance")
+    ]
     assert "None" not in provenance and "{" not in provenance, provenance

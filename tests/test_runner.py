@@ -32,6 +32,7 @@ FAST = {"max_retries": 1, "backoff_base": 0.01, "backoff_max": 0.02, "timeout": 
 
 def responder(turns: int = 3, fail_on: str | None = None):
     """Simulator (its system prompt role-plays a user) ends after ``turns`` replies; the assistant echoes."""
+
     def fn(req: FakeRequest) -> str:
         msgs = req.messages
         if "role-playing" in msgs[0]["content"]:
@@ -40,21 +41,36 @@ def responder(turns: int = 3, fail_on: str | None = None):
         if fail_on and fail_on in json.dumps(msgs):
             raise RuntimeError("assistant broke")
         return f"answer {sum(1 for m in msgs if m['role'] == 'user')}"
+
     return fn
 
 
 def _study(engine, name="s", profiles=1, assistant="openai/fake-assistant"):
     with Session(engine) as s:
-        st, n = create_study(s, name, assistant, scenarios=["travel_planning"], profiles=profiles, language="en",
-                             system_prompt="You are a travel assistant.", temperature=0.5, max_tokens=200)
+        st, n = create_study(
+            s,
+            name,
+            assistant,
+            scenarios=["travel_planning"],
+            profiles=profiles,
+            language="en",
+            system_prompt="You are a travel assistant.",
+            temperature=0.5,
+            max_tokens=200,
+        )
         s.commit()
     return n
 
 
 def _counts(engine):
     with Session(engine) as s:
-        return dict(s.exec(select(Conversation.status, func.count()).where(Conversation.user_kind == "agent")
-                           .group_by(Conversation.status)).all())
+        return dict(
+            s.exec(
+                select(Conversation.status, func.count())
+                .where(Conversation.user_kind == "agent")
+                .group_by(Conversation.status)
+            ).all()
+        )
 
 
 def test_run_records_everything_and_resumes(engine, monkeypatch):
@@ -64,8 +80,14 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
         plan = plan_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
         assert plan.n_remaining == 2 * n and plan.calls > 0 and plan.cost_usd is None  # no price known
         seen = []
-        summ = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=4,
-                              progress=lambda p: seen.append((p.done, p.failed)))
+        summ = run_simulation(
+            engine,
+            "s",
+            "openai/fake-sim",
+            n_per_condition=2,
+            concurrency=4,
+            progress=lambda p: seen.append((p.done, p.failed)),
+        )
         assert summ.completed == 2 * n and summ.failed == 0 and summ.status == "completed"
         assert seen[-1] == (2 * n, 0)
         with Session(engine) as s:
@@ -80,12 +102,17 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
             assert {x.purpose for x in calls} == {"simulator", "assistant"}
             # each turn points at the call that produced it (rows are written in deferred batches)
             by_id = {x.id: x for x in calls}
-            assert all(by_id[t.llm_call_id].purpose == ("simulator" if t.role == "user" else "assistant")
-                       for t in turns)
+            assert all(
+                by_id[t.llm_call_id].purpose == ("simulator" if t.role == "user" else "assistant")
+                for t in turns
+            )
             assert all(by_id[t.llm_call_id].response == t.content for t in turns if t.role == "assistant")
             asst_call = next(x for x in calls if x.purpose == "assistant")
             assert asst_call.messages[0] == {"role": "system", "content": "You are a travel assistant."}
-            assert asst_call.params["call"]["temperature"] == 0.5 and asst_call.params["call"]["max_tokens"] == 200
+            assert (
+                asst_call.params["call"]["temperature"] == 0.5
+                and asst_call.params["call"]["max_tokens"] == 200
+            )
             assert {x.run_id for x in calls} == {c.run_id}
             # replicates sample with different seeds
             seeds = {x.params["call"]["seed"] for x in s.exec(select(LLMCall)).all()}
@@ -113,7 +140,9 @@ def test_one_process_per_run(engine, monkeypatch):
 
         def start():
             try:
-                results.append(run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=2))
+                results.append(
+                    run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=2)
+                )
             except UserInputError as exc:
                 errors.append(str(exc))
 
@@ -131,7 +160,9 @@ def test_one_process_per_run(engine, monkeypatch):
             run = s.exec(select(SimulationRun)).one()
             assert run.owner is None and run.status == "completed"  # released at the end
             for c in convs:
-                idx = s.exec(select(Turn.index).where(Turn.conversation_id == c.id).order_by(Turn.index)).all()
+                idx = s.exec(
+                    select(Turn.index).where(Turn.conversation_id == c.id).order_by(Turn.index)
+                ).all()
                 assert idx == list(range(len(idx)))
 
         def set_owner(owner, heartbeat):
@@ -145,7 +176,9 @@ def test_one_process_per_run(engine, monkeypatch):
         alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             set_owner(f"{here}:{alive.pid}:abc", utcnow())
-            with pytest.raises(UserInputError, match=f"already running in another process \\(pid {alive.pid}"):
+            with pytest.raises(
+                UserInputError, match=f"already running in another process \\(pid {alive.pid}"
+            ):
                 run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
         finally:
             alive.kill()
@@ -187,7 +220,9 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
         assert summ.failed == n and summ.completed == 0 and not summ.budget_stopped
         with Session(engine) as s:
             failed = s.exec(select(Conversation).where(Conversation.status == "failed")).all()
-            assert len(failed) == n and "500" in failed[0].error and "failed after 2 attempts" in failed[0].error
+            assert (
+                len(failed) == n and "500" in failed[0].error and "failed after 2 attempts" in failed[0].error
+            )
             assert failed[0].end_reason == "error"
             assert s.exec(select(LLMCall).where(LLMCall.error.is_not(None))).first() is not None
 
@@ -207,17 +242,31 @@ def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path)
     with FakeLLMServer(responder=responder(2)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
-        assert run_simulation(engine, "s", "openai/fake-sim", concurrency=2, budget=0.5,
-                              model_options=opts).budget_stopped
+        assert run_simulation(
+            engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts
+        ).budget_stopped
         with Session(engine) as s:
-            stopped = [c for c in s.exec(select(Conversation.id).where(Conversation.status == "stopped")).all()
-                       if s.exec(select(Turn.id).where(Turn.conversation_id == c)).first() is not None]
+            stopped = [
+                c
+                for c in s.exec(select(Conversation.id).where(Conversation.status == "stopped")).all()
+                if s.exec(select(Turn.id).where(Turn.conversation_id == c)).first() is not None
+            ]
             assert stopped  # a stopped conversation with turns
             first_turn = s.exec(select(func.min(Turn.index)).where(Turn.conversation_id == stopped[0])).one()
             src = ensure_source(s, "human:old", "human")
-            write_labels(s, src, [LabelRecord(conversation_id=stopped[0], dimension="hallucination", value="no",
-                                              turn_index=first_turn),
-                                  LabelRecord(conversation_id=stopped[0], dimension="politeness", value="Polite")])
+            write_labels(
+                s,
+                src,
+                [
+                    LabelRecord(
+                        conversation_id=stopped[0],
+                        dimension="hallucination",
+                        value="no",
+                        turn_index=first_turn,
+                    ),
+                    LabelRecord(conversation_id=stopped[0], dimension="politeness", value="Polite"),
+                ],
+            )
             s.commit()
             assert s.exec(select(Label.turn_id).where(Label.dimension == "hallucination")).one() is not None
         summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, model_options=opts)
@@ -231,7 +280,9 @@ def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path)
         c.status = "stopped"
         s.add(c)
         s.commit()
-    plan = plan_labelling(engine, "s", "openai/fake-labeller", load_codebook(), dimensions=["politeness"], samples=1)
+    plan = plan_labelling(
+        engine, "s", "openai/fake-labeller", load_codebook(), dimensions=["politeness"], samples=1
+    )
     assert plan.conversations == n - 1
 
 
@@ -244,8 +295,13 @@ def test_twins_and_condition_selection(sqlite_engine, monkeypatch):
         assert not s.exec(select(SimulationRun)).all()  # nothing half-made
         conds = s.exec(select(Condition).order_by(Condition.id)).all()
         cond3 = conds[3].id
-        human = Conversation(study_id=conds[0].study_id, condition_id=conds[3].id, user_kind="human",
-                             status="completed", started_at=utcnow())
+        human = Conversation(
+            study_id=conds[0].study_id,
+            condition_id=conds[3].id,
+            user_kind="human",
+            status="completed",
+            started_at=utcnow(),
+        )
         s.add(human)
         s.commit()
         hid, key = human.id, conds[1].key
@@ -272,8 +328,20 @@ def test_resume_after_sigkill(tmp_path):
     n = _study(eng, name="k")
     with FakeLLMServer(responder=responder(3), latency=0.05) as srv:
         env = {**os.environ, "WORKBENCH_DB_URL": url, "OPENAI_BASE_URL": srv.openai_base_url}
-        cmd = [sys.executable, "-c", "from workbench.cli import main; main()", "simulate", "--study", "k",
-               "--simulator-model", "openai/fake-sim", "--n-per-condition", "2", "--concurrency", "3"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from workbench.cli import main; main()",
+            "simulate",
+            "--study",
+            "k",
+            "--simulator-model",
+            "openai/fake-sim",
+            "--n-per-condition",
+            "2",
+            "--concurrency",
+            "3",
+        ]
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline and _counts(eng).get("completed", 0) < 3:
@@ -304,8 +372,18 @@ def test_cli_dry_run(use_db, monkeypatch, capsys):
     _study(eng, assistant="openai/gpt-4o-mini")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with pytest.raises(SystemExit) as ok:
-        main(["simulate", "--study", "s", "--simulator-model", "openai/gpt-4o-mini", "--dry-run",
-              "--n-per-condition", "3"])
+        main(
+            [
+                "simulate",
+                "--study",
+                "s",
+                "--simulator-model",
+                "openai/gpt-4o-mini",
+                "--dry-run",
+                "--n-per-condition",
+                "3",
+            ]
+        )
     assert ok.value.code in (0, None)
     out = capsys.readouterr().out
     assert "36 to run" in out and "projected cost: $" in out
@@ -328,8 +406,10 @@ def test_simulation_runs_survive_a_jsonl_round_trip(engine, tmp_path, monkeypatc
         summ = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, max_turns=3)
     with Session(engine) as s:
         run = s.exec(select(SimulationRun)).one()
-        orig = {c.external_id or f"export:{c.id}": (c.replicate, s.get(Condition, c.condition_id).key)
-                for c in s.exec(select(Conversation)).all()}
+        orig = {
+            c.external_id or f"export:{c.id}": (c.replicate, s.get(Condition, c.condition_id).key)
+            for c in s.exec(select(Conversation)).all()
+        }
         run_key, run_params, run_status = run.key, run.params, run.status
     assert summ.completed == len(orig) and {r for r, _ in orig.values()} == {0, 1}
     out = tmp_path / "out"
@@ -345,17 +425,24 @@ def test_simulation_runs_survive_a_jsonl_round_trip(engine, tmp_path, monkeypatc
     def runs_of(engine, study):
         with Session(engine) as s:
             from db.models import Study
+
             sid = s.exec(select(Study.id).where(Study.name == study)).one()
             runs = s.exec(select(SimulationRun).where(SimulationRun.study_id == sid)).all()
             convs = s.exec(select(Conversation).where(Conversation.study_id == sid)).all()
-            got = {c.external_id: (c.replicate, s.get(Condition, c.condition_id).key, c.run_id) for c in convs}
+            got = {
+                c.external_id: (c.replicate, s.get(Condition, c.condition_id).key, c.run_id) for c in convs
+            }
             return runs, got
 
     runs, got = runs_of(fresh, "s")
     assert len(runs) == 1 and runs[0].key == run_key and runs[0].status == run_status
     assert runs[0].params == {**run_params, "imported_from": run_key}
-    assert {e: (r, k) for e, (r, k, _) in got.items()} == orig and {i for *_, i in got.values()} == {runs[0].id}
-    assert import_jsonl(fresh, out).imported == 0 and len(runs_of(fresh, "s")[0]) == 1  # re-import: nothing new
+    assert {e: (r, k) for e, (r, k, _) in got.items()} == orig and {i for *_, i in got.values()} == {
+        runs[0].id
+    }
+    assert (
+        import_jsonl(fresh, out).imported == 0 and len(runs_of(fresh, "s")[0]) == 1
+    )  # re-import: nothing new
     fresh.dispose()
 
     rep = import_jsonl(engine, out, study="copy")  # same database, another study
@@ -382,16 +469,31 @@ def test_runs_table_flags_a_run_whose_process_stopped(engine):
         s.flush()
         runs = []
         for age in (1, STALE_MINUTES + 20):
-            run = SimulationRun(study_id=cond.study_id, key=f"k{age}", simulator_config_id=sim.id, params={},
-                                status="running")
+            run = SimulationRun(
+                study_id=cond.study_id, key=f"k{age}", simulator_config_id=sim.id, params={}, status="running"
+            )
             s.add(run)
             s.flush()
-            conv = Conversation(study_id=cond.study_id, condition_id=cond.id, user_kind="agent", run_id=run.id,
-                                simulator_config_id=sim.id, status="in_progress", started_at=utcnow())
+            conv = Conversation(
+                study_id=cond.study_id,
+                condition_id=cond.id,
+                user_kind="agent",
+                run_id=run.id,
+                simulator_config_id=sim.id,
+                status="in_progress",
+                started_at=utcnow(),
+            )
             s.add(conv)
             s.flush()
-            s.add(Turn(conversation_id=conv.id, index=0, role="user", content="hi",
-                       created_at=utcnow() - timedelta(minutes=age)))
+            s.add(
+                Turn(
+                    conversation_id=conv.id,
+                    index=0,
+                    role="user",
+                    content="hi",
+                    created_at=utcnow() - timedelta(minutes=age),
+                )
+            )
             runs.append(run)
         s.commit()
         df = simulation_runs_df(s, cond.study_id).set_index("run")
@@ -411,8 +513,10 @@ def test_runs_table_flags_a_run_whose_process_stopped(engine):
     dead.wait()
     try:
         with Session(engine) as s:
-            old, new = (s.exec(select(SimulationRun).where(SimulationRun.key == k)).one()
-                        for k in (f"k{STALE_MINUTES + 20}", "k1"))
+            old, new = (
+                s.exec(select(SimulationRun).where(SimulationRun.key == k)).one()
+                for k in (f"k{STALE_MINUTES + 20}", "k1")
+            )
             old.owner, new.owner = f"{here}:{alive.pid}:a", f"{here}:{dead.pid}:b"
             s.add_all([old, new])
             s.commit()
@@ -441,23 +545,28 @@ def test_study_of_per_conversation_conditions_points_to_twins(sqlite_engine):
 _cli = run_cli
 
 
-@pytest.mark.parametrize("extra,words", [
-    (["--temperature", "5"], "--temperature 5.0 is outside 0..2"),
-    (["--rpm", "-5"], "--rpm must be at least 0 (0 = no limit)"),
-    (["--tpm", "-1"], "--tpm must be at least 0 (0 = no limit)"),
-    (["--budget", "-1"], "--budget must be at least 0"),
-    (["--concurrency", "0"], "--concurrency must be at least 1"),
-    (["--min-turns", "5", "--max-turns", "2"], "min turns (5) is greater than max turns (2)"),
-    (["--min-turns", "50"], "min turns (50) is greater than max turns"),
-    (["--max-turns", "0"], "--max-turns must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "extra,words",
+    [
+        (["--temperature", "5"], "--temperature 5.0 is outside 0..2"),
+        (["--rpm", "-5"], "--rpm must be at least 0 (0 = no limit)"),
+        (["--tpm", "-1"], "--tpm must be at least 0 (0 = no limit)"),
+        (["--budget", "-1"], "--budget must be at least 0"),
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--min-turns", "5", "--max-turns", "2"], "min turns (5) is greater than max turns (2)"),
+        (["--min-turns", "50"], "min turns (50) is greater than max turns"),
+        (["--max-turns", "0"], "--max-turns must be at least 1"),
+    ],
+)
 @pytest.mark.parametrize("dry", [[], ["--dry-run"]])
 def test_cli_simulate_refuses_bad_options(extra, words, dry, sqlite_url, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
     eng = make_engine(sqlite_url)
     upgrade(eng)
     _study(eng, assistant="scripted/a")
-    code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "scripted/x", *extra, *dry], capsys)
+    code, out, err = _cli(
+        ["simulate", "--study", "s", "--simulator-model", "scripted/x", *extra, *dry], capsys
+    )
     assert code == 2 and words in err and "Traceback" not in err, (out, err)
     assert len(err.strip().splitlines()) == 1
     with Session(eng) as s:
@@ -474,12 +583,24 @@ def test_cli_simulate_dry_run_checks_model_names(sqlite_url, monkeypatch, capsys
     for model, words in [("nosuch/x", "unknown model provider 'nosuch'"), ("gpt4", "provider/model")]:
         code, _, err = _cli(["simulate", "--study", "s", "--simulator-model", model, "--dry-run"], capsys)
         assert code == 2 and words in err, err
-    code, _, err = _cli(["simulate", "--study", "s", "--simulator-model", "scripted/x", "--assistant-model",
-                         "nosuch/y", "--dry-run"], capsys)
+    code, _, err = _cli(
+        [
+            "simulate",
+            "--study",
+            "s",
+            "--simulator-model",
+            "scripted/x",
+            "--assistant-model",
+            "nosuch/y",
+            "--dry-run",
+        ],
+        capsys,
+    )
     assert code == 2 and "unknown model provider 'nosuch'" in err
     # No key here: a dry run still projects (that is its point) and says a real run needs one.
-    code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "openai/gpt-4o-mini", "--dry-run"],
-                          capsys)
+    code, out, err = _cli(
+        ["simulate", "--study", "s", "--simulator-model", "openai/gpt-4o-mini", "--dry-run"], capsys
+    )
     assert code == 0 and "projected calls" in out and "needs an API key" in err, (out, err)
     eng.dispose()
 
@@ -497,8 +618,9 @@ def test_cli_simulate_exit_status_when_everything_failed(sqlite_url, monkeypatch
         assert f"{n - 1}/{n} complete (0 before this run), 1 failed" in out
         for _ in range(10 * n):
             srv.push_fault(status=404)
-        code, out, err = _cli(["simulate", "--study", "s", "--simulator-model", "openai/fake-sim", "--seed", "7"],
-                              capsys)
+        code, out, err = _cli(
+            ["simulate", "--study", "s", "--simulator-model", "openai/fake-sim", "--seed", "7"], capsys
+        )
     assert code == 1, (out, err)
     assert f"0/{n} complete (0 before this run), {n} failed" in out
     assert f"Every conversation this run started failed ({n}); first error:" in err and "404" in err

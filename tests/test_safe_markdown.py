@@ -10,7 +10,9 @@ UNSAFE = re.compile(r"(?<!\\)(<|!\[|\]\(|\[|\$|:[a-z])")  # an unescaped tag, im
 
 
 def test_structure_is_kept():
-    md = safe_markdown("## Top picks\n**Dune** and *Emma*\n\n1. one\n- two\n> quote\n---\n| a | b |\n|---|:-:|\n| 1 | 2 |")
+    md = safe_markdown(
+        "## Top picks\n**Dune** and *Emma*\n\n1. one\n- two\n> quote\n---\n| a | b |\n|---|:-:|\n| 1 | 2 |"
+    )
     lines = md.split("\n")
     assert lines[0].startswith("## Top picks") and "**Dune** and *Emma*" in lines[1]
     assert lines[3].startswith("1. one") and lines[4].startswith("- two") and lines[5].startswith("> quote")
@@ -18,9 +20,11 @@ def test_structure_is_kept():
 
 
 def test_images_links_html_math_and_directives_are_neutralised():
-    evil = ("![x](http://127.0.0.1:9/t.png) ![r][ref] <img src=x alt=\"cat\" onerror=alert(1)> <script>alert(1)</script> "
-            "[click](javascript:alert(1)) <https://a.example> :red[big] :material/home: :streamlit: :smile: "
-            "$x$ $$y$$ &#58;red https://b.example www.c.example d@e.example")
+    evil = (
+        '![x](http://127.0.0.1:9/t.png) ![r][ref] <img src=x alt="cat" onerror=alert(1)> <script>alert(1)</script> '
+        "[click](javascript:alert(1)) <https://a.example> :red[big] :material/home: :streamlit: :smile: "
+        "$x$ $$y$$ &#58;red https://b.example www.c.example d@e.example"
+    )
     md = safe_markdown(evil)
     assert not UNSAFE.search(md), md
     assert "![" not in md and "](" not in md
@@ -52,11 +56,16 @@ def test_user_text_breaks_streamlit_text_rewrites():
     out = escape_markdown(":material/home: :smile: me@x.org www.example.com https://a.b")
     for pattern in (":material/", ":smile:", "me@x", "www\\.", "https\\://"):
         assert pattern not in out, pattern
-    assert out.replace("\u2060", "").replace("\\", "") == ":material/home: :smile: me@x.org www.example.com https://a.b"
+    assert (
+        out.replace("\u2060", "").replace("\\", "")
+        == ":material/home: :smile: me@x.org www.example.com https://a.b"
+    )
 
 
 def test_strikethrough_and_task_lists_render_but_cannot_link():
-    md = safe_markdown("was ~~40 EUR~~ now 30\n- [ ] book\n- [x] pack\n1. [X] go\n[ ] not a list\n~~ spaced ~~")
+    md = safe_markdown(
+        "was ~~40 EUR~~ now 30\n- [ ] book\n- [x] pack\n1. [X] go\n[ ] not a list\n~~ spaced ~~"
+    )
     lines = md.split("\n")
     assert lines[0] == "was ~~40 EUR~~ now 30  "
     assert lines[1:4] == ["- [ ] book  ", "- [x] pack  ", "1. [X] go  "]

@@ -51,31 +51,64 @@ def test_bundled_library_loads():
     assert set(scenarios.REFERENCE_SCENARIOS) <= set(lib.scenarios)
     assert sorted(lib.reference_scenarios()) == sorted(scenarios.REFERENCE_SCENARIOS)
     assert lib.scenarios["restaurant_choice"].in_reference is False
-    expected_main = {"travel_planning": 12, "recipe_planning": 8, "preparing_gifts": 12,
-                     "skills_learning_planning": 12, "restaurant_choice": 12}
+    expected_main = {
+        "travel_planning": 12,
+        "recipe_planning": 8,
+        "preparing_gifts": 12,
+        "skills_learning_planning": 12,
+        "restaurant_choice": 12,
+    }
     for key, n in expected_main.items():
         spec = lib.scenarios[key]
         assert len(spec.contexts("en", {"main"})) == n
         assert len(spec.contexts("zh", {"main"})) == n  # every English card has a Chinese twin
         for tc in spec.contexts("en", {"main"}):
-            assert tc.translations["zh"] == {t.key: t for t in spec.task_contexts}[tc.key.replace("en-", "zh-")].text
+            assert (
+                tc.translations["zh"]
+                == {t.key: t for t in spec.task_contexts}[tc.key.replace("en-", "zh-")].text
+            )
         assert "[" not in "".join(tc.text for tc in spec.task_contexts if tc.set == "main")
-    assert [a.key for a in lib.scenarios["travel_planning"].aspects] == ["destination", "accommodation", "transport"]
+    assert [a.key for a in lib.scenarios["travel_planning"].aspects] == [
+        "destination",
+        "accommodation",
+        "transport",
+    ]
     assert [a.key for a in lib.scenarios["skills_learning_planning"].aspects] == [
-        "time_planning", "relevant_information", "skill_choice"]
+        "time_planning",
+        "relevant_information",
+        "skill_choice",
+    ]
     assert len(lib.profiles) == 100
     assert set(lib.profiles) == {f"pool-{i}" for i in range(100)}
     p0 = lib.profiles["pool-0"]
     assert p0.fields["gender"] == "Male" and p0.fields["age"] == 25
-    assert set(p0.fields) == {"gender", "age", "personality", "occupation", "daily_interests", "travel_habits",
-                              "dining_preferences", "spending_habits", "other_aspects"}
+    assert set(p0.fields) == {
+        "gender",
+        "age",
+        "personality",
+        "occupation",
+        "daily_interests",
+        "travel_habits",
+        "dining_preferences",
+        "spending_habits",
+        "other_aspects",
+    }
     assert p0.translations["zh"]
 
 
 def test_profile_fields():
     fields = {f.key: f for f in profile_fields()}
-    assert {"gender", "age", "personality", "occupation", "daily_interests", "travel_habits", "dining_preferences",
-            "spending_habits", "other_aspects"} <= set(fields)
+    assert {
+        "gender",
+        "age",
+        "personality",
+        "occupation",
+        "daily_interests",
+        "travel_habits",
+        "dining_preferences",
+        "spending_habits",
+        "other_aspects",
+    } <= set(fields)
     assert fields["age"].type == "integer"
     for f in fields.values():
         for o in f.options:
@@ -98,8 +131,10 @@ def test_template_expansion_order_and_conditional_slots():
 def test_parse_pool():
     text = "1. Gender: Male\n2. Age: 25\n3. Personality: Calm\n\n1. Gender: Female\n2. Age: 30\n"
     pool = parse_pool(text)
-    assert [p["fields"] for p in pool] == [{"gender": "Male", "age": 25, "personality": "Calm"},
-                                           {"gender": "Female", "age": 30}]
+    assert [p["fields"] for p in pool] == [
+        {"gender": "Male", "age": 25, "personality": "Calm"},
+        {"gender": "Female", "age": 30},
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +146,9 @@ def test_extra_dir_adds_a_scenario(tmp_path, monkeypatch):
     d = tmp_path / "packs"
     d.mkdir()
     write(d, "museum.yaml", GOOD)
-    monkeypatch.setenv("WORKBENCH_SCENARIO_DIRS", os.pathsep.join([str(d), str(tmp_path / "absent-is-error")]))
+    monkeypatch.setenv(
+        "WORKBENCH_SCENARIO_DIRS", os.pathsep.join([str(d), str(tmp_path / "absent-is-error")])
+    )
     from workbench.errors import UserInputError
 
     with pytest.raises(UserInputError, match="no such file or directory"):
@@ -123,14 +160,34 @@ def test_extra_dir_adds_a_scenario(tmp_path, monkeypatch):
     assert "travel_planning" in lib.scenarios
 
 
-@pytest.mark.parametrize("case,text,line,field,words", [
-    ("bad_yaml", GOOD.replace("key: en-0", "key: [en-0"), None, None, "invalid YAML"),
-    ("missing", GOOD.replace("    text: You plan a museum visit.\n", ""), 9, "task_contexts[0].text", "missing"),
-    ("unknown", GOOD.replace("    text: 你计划", "    txt: oops\n    text: 你计划"), 14, "task_contexts[1].txt",
-     "unknown field"),
-    ("bad_value", GOOD.replace("language: zh", "language: Chinese"), 13, "task_contexts[1].language", "pattern"),
-    ("dup_ctx", GOOD.replace("key: zh-0", "key: en-0"), 1, None, "appears twice"),
-])
+@pytest.mark.parametrize(
+    "case,text,line,field,words",
+    [
+        ("bad_yaml", GOOD.replace("key: en-0", "key: [en-0"), None, None, "invalid YAML"),
+        (
+            "missing",
+            GOOD.replace("    text: You plan a museum visit.\n", ""),
+            9,
+            "task_contexts[0].text",
+            "missing",
+        ),
+        (
+            "unknown",
+            GOOD.replace("    text: 你计划", "    txt: oops\n    text: 你计划"),
+            14,
+            "task_contexts[1].txt",
+            "unknown field",
+        ),
+        (
+            "bad_value",
+            GOOD.replace("language: zh", "language: Chinese"),
+            13,
+            "task_contexts[1].language",
+            "pattern",
+        ),
+        ("dup_ctx", GOOD.replace("key: zh-0", "key: en-0"), 1, None, "appears twice"),
+    ],
+)
 def test_validation_errors_name_file_line_field(tmp_path, case, text, line, field, words):
     p = write(tmp_path, f"{case}.yaml", text)
     with pytest.raises(LibraryError) as info:
@@ -167,7 +224,9 @@ def test_unknown_kind(tmp_path):
 
 
 def _counts(session):
-    return tuple(session.exec(select(func.count()).select_from(m)).one() for m in (Scenario, TaskContext, Profile))
+    return tuple(
+        session.exec(select(func.count()).select_from(m)).one() for m in (Scenario, TaskContext, Profile)
+    )
 
 
 def test_sync_is_idempotent(engine, tmp_path):
@@ -198,10 +257,15 @@ def test_sync_is_idempotent(engine, tmp_path):
         s.commit()
         assert rep3.updated["task_context"] == 1 and sum(rep3.created.values()) == 0
         scen = s.exec(select(Scenario).where(Scenario.key == "museum_visit")).one()
-        tc = s.exec(select(TaskContext).where(TaskContext.scenario_id == scen.id, TaskContext.key == "en-0")).one()
+        tc = s.exec(
+            select(TaskContext).where(TaskContext.scenario_id == scen.id, TaskContext.key == "en-0")
+        ).one()
         assert tc.text == "You plan a long museum visit."
         gifts = s.exec(select(Scenario).where(Scenario.key == "preparing_gifts")).one()
-        assert gifts.names == {"en": "Preparing gifts", "zh": "礼物准备"} and gifts.pack == "preparing_gifts.yaml"
+        assert (
+            gifts.names == {"en": "Preparing gifts", "zh": "礼物准备"}
+            and gifts.pack == "preparing_gifts.yaml"
+        )
         assert [a["key"] for a in gifts.aspects] == ["option", "price", "platform"]
 
 
@@ -241,8 +305,10 @@ def test_cli_validate_bad_file_exits_2_and_writes_nothing(tmp_path, use_db):
     with eng.connect() as c:
         from sqlalchemy import inspect
 
-        assert "scenario" not in inspect(c).get_table_names() or c.exec_driver_sql(
-            "select count(*) from scenario").scalar() == 0
+        assert (
+            "scenario" not in inspect(c).get_table_names()
+            or c.exec_driver_sql("select count(*) from scenario").scalar() == 0
+        )
     eng.dispose()
 
 
@@ -279,7 +345,9 @@ def test_every_agent_task_context_is_in_the_pack(recllmsim):
     assert not missing, missing
     human_missing = 0
     texts = {k: {t.text for t in s.task_contexts} for k, s in lib.scenarios.items()}
-    for f in list((recllmsim / "human_exp_V2").glob("*/*/*.json")) + list((recllmsim / "real_human_user").glob("*/*/*.json")):
+    for f in list((recllmsim / "human_exp_V2").glob("*/*/*.json")) + list(
+        (recllmsim / "real_human_user").glob("*/*/*.json")
+    ):
         d = json.loads(f.read_text(encoding="utf-8"))
         human_missing += d["task_context"] not in texts[ZH_FOLDERS[f.parent.name]]
     assert human_missing == 0

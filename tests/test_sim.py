@@ -19,15 +19,18 @@ def _user(**kw) -> SimulatedUser:
     return SimulatedUser(load_template("user"), ctx)
 
 
-@pytest.mark.parametrize("text,message,end,how", [
-    ('{"message": "Hi there", "end": false}', "Hi there", False, "json"),
-    ('Sure:\n```json\n{"message": "Bye", "end": true}\n```', "Bye", True, "json"),
-    ('{"message": "ok", "end": "true"}', "ok", True, "json"),
-    ('{"message": "cut off here', "cut off here", False, "partial_json"),
-    ('{"message": "done \\"really\\"", "end": true', 'done "really"', True, "partial_json"),
-    ("Thanks, that's all. [END]", "Thanks, that's all.", True, "marker"),
-    ("Just plain text", "Just plain text", False, "text"),
-])
+@pytest.mark.parametrize(
+    "text,message,end,how",
+    [
+        ('{"message": "Hi there", "end": false}', "Hi there", False, "json"),
+        ('Sure:\n```json\n{"message": "Bye", "end": true}\n```', "Bye", True, "json"),
+        ('{"message": "ok", "end": "true"}', "ok", True, "json"),
+        ('{"message": "cut off here', "cut off here", False, "partial_json"),
+        ('{"message": "done \\"really\\"", "end": true', 'done "really"', True, "partial_json"),
+        ("Thanks, that's all. [END]", "Thanks, that's all.", True, "marker"),
+        ("Just plain text", "Just plain text", False, "text"),
+    ],
+)
 def test_parse_user_reply(text, message, end, how):
     r = parse_user_reply(text)
     assert (r.message, r.end, r.parse) == (message, end, how)
@@ -35,15 +38,21 @@ def test_parse_user_reply(text, message, end, how):
 
 def _sim(n_end: int):
     """Simulator that asks to end once it has seen ``n_end`` assistant replies."""
+
     def reply(msgs):
         seen = sum(1 for m in msgs[2:] if m["role"] == "user")
         return json.dumps({"message": f"msg {seen}", "end": seen >= n_end})
+
     return ScriptedModel(reply, name="scripted/sim")
 
 
 def test_user_ends_with_structured_signal():
-    res = simulate(_user(min_turns=1, max_turns=10), _sim(3), ScriptedModel(None, name="scripted/asst"),
-                   assistant_system="You help.")
+    res = simulate(
+        _user(min_turns=1, max_turns=10),
+        _sim(3),
+        ScriptedModel(None, name="scripted/asst"),
+        assistant_system="You help.",
+    )
     roles = [t.role for t in res.turns]
     assert res.end_reason == "user_ended" and res.ended_by == "user"
     assert roles == ["user", "assistant"] * 3 + ["user"] and res.turns[-1].meta["end"] is True
@@ -63,8 +72,12 @@ def test_max_turns_and_min_turns():
 
 def test_views_and_reminders():
     u = _user(min_turns=2, max_turns=5, goal_reminder_every=2)
-    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "A1"},
-             {"role": "user", "content": "more"}, {"role": "assistant", "content": "A2"}]
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "more"},
+        {"role": "assistant", "content": "A2"},
+    ]
     msgs = u.messages(turns)
     assert msgs[0]["role"] == "system" and "A 30-year-old teacher." in msgs[0]["content"]
     assert "Plan a two-day trip." in msgs[0]["content"] and '{"message":' in msgs[0]["content"]

@@ -24,6 +24,7 @@ PASSWORDS = {"rita": "rita-password-1", "ann": "ann-password-1"}
 
 # --- core: the token functions on SQLite and PostgreSQL ------------------------------------------
 
+
 def _user(session, name="ann", role="annotator") -> Annotator:
     return A.add_user(session, name, role, PASSWORDS.get(name, "some-password-1"))
 
@@ -103,6 +104,7 @@ def test_session_hours_setting(monkeypatch, session):
 # read (monkeypatched); the real-browser test (tests/e2e/test_staff_browser.py) sets and sends the
 # real cookie through a reload.
 
+
 @pytest.fixture
 def eng():
     engine = ready_engine()
@@ -133,8 +135,10 @@ def _set_cookie(at: AppTest) -> str:
     assert len(scripts) == 1, scripts
     import re
 
-    m = re.search(r"document\.cookie='(wb_staff_\d+)=([A-Za-z0-9_-]+); Max-Age=(\d+); Path=/; SameSite=Strict'",
-                  scripts[0])
+    m = re.search(
+        r"document\.cookie='(wb_staff_\d+)=([A-Za-z0-9_-]+); Max-Age=(\d+); Path=/; SameSite=Strict'",
+        scripts[0],
+    )
     assert m, scripts[0]
     assert int(m.group(3)) == 12 * 3600
     return m.group(2)
@@ -161,8 +165,13 @@ def _fresh(jar: dict | None = None, token: str | None = None, **query) -> AppTes
 
 
 def _on_login_form(at: AppTest) -> bool:
-    return (not at.exception and at.title and at.title[0].value == "LLM user workbench"
-            and "user" not in at.session_state and [b.label for b in at.button] == ["Log in"])
+    return (
+        not at.exception
+        and at.title
+        and at.title[0].value == "LLM user workbench"
+        and "user" not in at.session_state
+        and [b.label for b in at.button] == ["Log in"]
+    )
 
 
 def test_reload_keeps_the_login(eng, browser):
@@ -248,7 +257,9 @@ def test_logout_invalidates_the_token(eng, browser):
 
 def _logout(at: AppTest) -> None:
     """Open the sidebar's "Log out" page (a function page: AppTest.switch_page only takes files)."""
-    at._page_hash = next(h for h, info in at._registered_pages.items() if info.get("url_pathname") == "logout")
+    at._page_hash = next(
+        h for h, info in at._registered_pages.items() if info.get("url_pathname") == "logout"
+    )
     at.run()
     assert not at.exception, at.exception
 
@@ -258,8 +269,15 @@ def test_annotator_token_cannot_reach_researcher_pages(eng, browser):
     at = _fresh(browser, token)
     assert not at.exception, at.exception
     assert at.session_state["user"]["role"] == "annotator"
-    for page in ("studies.py", "progress.py", "transcripts.py", "simulation.py", "export.py", "dashboard.py",
-                 "adjudicate.py"):
+    for page in (
+        "studies.py",
+        "progress.py",
+        "transcripts.py",
+        "simulation.py",
+        "export.py",
+        "dashboard.py",
+        "adjudicate.py",
+    ):
         # Not even registered in the navigation for an annotator restored from a token.
         with pytest.raises(ValueError, match="not a registered page|registered"):
             at.switch_page(f"views/{page}")

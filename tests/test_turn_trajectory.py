@@ -143,7 +143,9 @@ def test_trajectory_from_feature_store_matches_pandas_and_scipy(sqlite_engine, p
                 if len(set(people)) < 2:
                     assert np.isnan(r["ci_low"])
                 elif np.std(v) > 0:
-                    assert np.allclose([r["ci_low"], r["ci_high"]], _statsmodels_cluster_interval(v, people)), pos
+                    assert np.allclose(
+                        [r["ci_low"], r["ci_high"]], _statsmodels_cluster_interval(v, people)
+                    ), pos
                 continue
             if len(v) < 2:
                 assert np.isnan(r["ci_low"]) and np.isnan(r["ci_high"])

@@ -6,7 +6,6 @@ import hashlib
 import os
 import secrets
 from datetime import timedelta
-from typing import Optional
 
 import bcrypt
 import pandas as pd
@@ -30,7 +29,7 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
 
 
-def check_password(password: str, password_hash: Optional[str]) -> bool:
+def check_password(password: str, password_hash: str | None) -> bool:
     if not password_hash or not password:
         return False
     data = password.encode("utf-8")
@@ -70,7 +69,7 @@ def add_user(session: Session, name: str, role: str, password: str, update: bool
     return user
 
 
-def authenticate(session: Session, name: str, password: str) -> Optional[Annotator]:
+def authenticate(session: Session, name: str, password: str) -> Annotator | None:
     """The active account with this name and password, else None (same answer for both mistakes)."""
     user = session.exec(select(Annotator).where(Annotator.name == (name or "").strip())).first()
     if user is None or not user.active:
@@ -98,24 +97,32 @@ def hash_session_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_session(session: Session, user: Annotator, hours: Optional[float] = None) -> str:
+def create_session(session: Session, user: Annotator, hours: float | None = None) -> str:
     """Start a login for ``user``: returns the token for the browser; the database keeps its hash only."""
     now = utcnow()
     # Expired logins are dropped here, so the table stays as small as the number of live logins.
     for old in session.exec(select(StaffSession).where(StaffSession.expires_at <= now)).all():
         session.delete(old)
     token = secrets.token_urlsafe(32)
-    session.add(StaffSession(annotator_id=user.id, token_hash=hash_session_token(token), created_at=now,
-                             expires_at=now + timedelta(hours=hours if hours is not None else session_hours())))
+    session.add(
+        StaffSession(
+            annotator_id=user.id,
+            token_hash=hash_session_token(token),
+            created_at=now,
+            expires_at=now + timedelta(hours=hours if hours is not None else session_hours()),
+        )
+    )
     session.flush()
     return token
 
 
-def user_for_session(session: Session, token: Optional[str]) -> Optional[Annotator]:
+def user_for_session(session: Session, token: str | None) -> Annotator | None:
     """The active account whose unexpired login has this token, else None."""
     if not token or not isinstance(token, str) or len(token) > 200:
         return None
-    row = session.exec(select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))).first()
+    row = session.exec(
+        select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))
+    ).first()
     if row is None:
         return None
     if row.expires_at <= utcnow():
@@ -127,11 +134,13 @@ def user_for_session(session: Session, token: Optional[str]) -> Optional[Annotat
     return user
 
 
-def end_session(session: Session, token: Optional[str]) -> bool:
+def end_session(session: Session, token: str | None) -> bool:
     """Log out: the token stops working. True if a login was ended."""
     if not token or not isinstance(token, str):
         return False
-    rows = session.exec(select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))).all()
+    rows = session.exec(
+        select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))
+    ).all()
     for row in rows:
         session.delete(row)
     session.flush()
@@ -151,8 +160,13 @@ _DUMMY_HASH = bcrypt.hashpw(b"dummy-password", bcrypt.gensalt(rounds=12))
 
 def users_df(session: Session) -> pd.DataFrame:
     rows = [
-        {"name": u.name, "role": u.role, "active": u.active, "created_at": u.created_at,
-         "has_password": bool(u.password_hash)}
+        {
+            "name": u.name,
+            "role": u.role,
+            "active": u.active,
+            "created_at": u.created_at,
+            "has_password": bool(u.password_hash),
+        }
         for u in session.exec(select(Annotator).order_by(Annotator.name)).all()
     ]
     return pd.DataFrame(rows, columns=["name", "role", "active", "created_at", "has_password"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 ENV_DATA_DIR = "WORKBENCH_DATA_DIR"
 ENV_DB_URL = "WORKBENCH_DB_URL"
@@ -25,8 +24,10 @@ def data_dir() -> Path:
     except OSError as exc:
         from workbench.errors import UserInputError
 
-        raise UserInputError(f"cannot create the data directory {path} ({exc.strerror or exc}): set "
-                             f"{ENV_DATA_DIR} to a directory you can write to") from None
+        raise UserInputError(
+            f"cannot create the data directory {path} ({exc.strerror or exc}): set "
+            f"{ENV_DATA_DIR} to a directory you can write to"
+        ) from None
     return path
 
 
@@ -39,9 +40,11 @@ def db_url() -> str:
 
 
 # How default_model() chooses, for command help texts.
-DEFAULT_MODEL_HELP = ("WORKBENCH_DEFAULT_MODEL; else openai/gpt-4o-mini when OPENAI_API_KEY is set, "
-                      "anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY is set, else the offline "
-                      "local/smollm2")
+DEFAULT_MODEL_HELP = (
+    "WORKBENCH_DEFAULT_MODEL; else openai/gpt-4o-mini when OPENAI_API_KEY is set, "
+    "anthropic/claude-3-5-haiku-latest when ANTHROPIC_API_KEY is set, else the offline "
+    "local/smollm2"
+)
 
 
 def default_model() -> str:
@@ -56,7 +59,7 @@ def default_model() -> str:
     return "local/smollm2"
 
 
-def public_url(seen_in_browser: Optional[str] = None) -> str:
+def public_url(seen_in_browser: str | None = None) -> str:
     """The address participants reach the app at, for invite and Prolific links:
     ``WORKBENCH_PUBLIC_URL`` when set, else the origin the researcher's browser shows (in the app),
     else ``http://localhost:8501``."""

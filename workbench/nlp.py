@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 TRAINED = {"en": "en_core_web_sm", "zh": "zh_core_web_sm"}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-def lang_key(language: Optional[str]) -> str:
-    """"zh" for any Chinese language tag, else "en"."""
+def lang_key(language: str | None) -> str:
+    """ "zh" for any Chinese language tag, else "en"."""
     return "zh" if (language or "").lower().startswith("zh") else "en"
 
 
 def detect_language(text: str) -> str:
-    """"zh" when a fifth or more of the letters are CJK ideographs, else "en"."""
+    """ "zh" when a fifth or more of the letters are CJK ideographs, else "en"."""
     letters = sum(ch.isalpha() for ch in text)
     return "zh" if letters and len(_CJK.findall(text)) / letters >= 0.2 else "en"
 

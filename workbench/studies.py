@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Literal, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlmodel import Session, select
@@ -17,7 +18,6 @@ from db.models import Condition, Profile, Scenario, Study, TaskContext
 from db.repo import get_or_create_assistant_config
 from workbench.errors import UserInputError
 from workbench.llm import check_model_name
-
 
 DEFAULT_TEXTS = {
     "en": {
@@ -59,16 +59,16 @@ class StudySettings(BaseModel):
     consent_text: str = ""
     instructions_text: str = ""
     # How participants reach the researchers (an e-mail address, a name): shown when a session has expired.
-    contact_text: Optional[str] = None
+    contact_text: str | None = None
     completion_code: str = "COMPLETE"
     screenout_code: str = "SCREENOUT"
-    prolific_completion_url: Optional[str] = None  # e.g. https://app.prolific.com/submissions/complete?cc=
+    prolific_completion_url: str | None = None  # e.g. https://app.prolific.com/submissions/complete?cc=
     # Prolific participants are sent back automatically this many seconds after the last page shows
     # (0: only the button).
     prolific_redirect_seconds: int = Field(5, ge=0, le=600)
     idle_timeout_minutes: int = Field(30, ge=1)
     attention_check: bool = True
-    quota_per_condition: Optional[int] = None  # human conversations per condition (None = unlimited)
+    quota_per_condition: int | None = None  # human conversations per condition (None = unlimited)
 
     @model_validator(mode="before")
     @classmethod
@@ -88,11 +88,13 @@ class StudySettings(BaseModel):
 
     @field_validator("prolific_completion_url")
     @classmethod
-    def _http_url(cls, v: Optional[str]) -> Optional[str]:
+    def _http_url(cls, v: str | None) -> str | None:
         v = (v or "").strip() or None
         if v is not None and (not re.match(r"^https?://[^\s\"'<>]+$", v)):
-            raise ValueError("must be an http(s) address without spaces or quotes, "
-                             "e.g. https://app.prolific.com/submissions/complete?cc=")
+            raise ValueError(
+                "must be an http(s) address without spaces or quotes, "
+                "e.g. https://app.prolific.com/submissions/complete?cc="
+            )
         return v
 
 
@@ -101,12 +103,21 @@ def check_settings(cfg: StudySettings) -> None:
     settings does not apply them, so an old study never becomes unreadable)."""
     if cfg.min_turns > cfg.max_turns:
         raise UserInputError(f"min turns ({cfg.min_turns}) is greater than max turns ({cfg.max_turns})")
-    empty = [name for name, value in (("consent text", cfg.consent_text), ("instructions", cfg.instructions_text),
-                                      ("completion code", cfg.completion_code),
-                                      ("screen-out code", cfg.screenout_code)) if not (value or "").strip()]
+    empty = [
+        name
+        for name, value in (
+            ("consent text", cfg.consent_text),
+            ("instructions", cfg.instructions_text),
+            ("completion code", cfg.completion_code),
+            ("screen-out code", cfg.screenout_code),
+        )
+        if not (value or "").strip()
+    ]
     if empty:
-        raise UserInputError(f"{' and '.join(empty)} cannot be empty: participants are shown "
-                             f"{'them' if len(empty) > 1 else 'it'}")
+        raise UserInputError(
+            f"{' and '.join(empty)} cannot be empty: participants are shown "
+            f"{'them' if len(empty) > 1 else 'it'}"
+        )
 
 
 def study_settings(study: Study) -> StudySettings:
@@ -136,16 +147,16 @@ def create_study(
     session: Session,
     name: str,
     assistant_model: str,
-    scenarios: Optional[Sequence[str]] = None,
-    profiles: Union[int, Sequence[str], None] = None,
+    scenarios: Sequence[str] | None = None,
+    profiles: int | Sequence[str] | None = None,
     language: str = "en",
-    system_prompt: Optional[str] = None,
-    temperature: Optional[float] = None,
-    max_tokens: Optional[int] = None,
-    settings: Optional[dict] = None,
+    system_prompt: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    settings: dict | None = None,
     seed: int = 0,
-    description: Optional[str] = None,
-    context_sets: Optional[Sequence[str]] = None,
+    description: str | None = None,
+    context_sets: Sequence[str] | None = None,
     library=None,
 ) -> tuple[Study, int]:
     """Create a study and its conditions: every chosen scenario x task context (of ``language``, from
@@ -203,45 +214,73 @@ def create_study(
 
     pool = sorted(lib.profiles, key=_profile_sort_key)
     if profiles is None or profiles == 0:
-        profile_keys: list[Optional[str]] = [None]
+        profile_keys: list[str | None] = [None]
         if study_cfg.profile_mode == "assigned":
-            raise UserInputError("profile mode 'assigned' needs profiles: pass --profiles N (or a list of keys)")
+            raise UserInputError(
+                "profile mode 'assigned' needs profiles: pass --profiles N (or a list of keys)"
+            )
     elif isinstance(profiles, int):
         if profiles < 0 or profiles > len(pool):
-            raise UserInputError(f"--profiles must be between 0 and {len(pool)} (the pool size); got {profiles}")
+            raise UserInputError(
+                f"--profiles must be between 0 and {len(pool)} (the pool size); got {profiles}"
+            )
         profile_keys = sorted(random.Random(seed).sample(pool, profiles), key=_profile_sort_key)
     else:
         missing = [p for p in profiles if p not in lib.profiles]
         if missing:
-            raise UserInputError(f"unknown profile(s) {', '.join(missing)}; pool keys look like {pool[0] if pool else 'pool-0'}")
+            raise UserInputError(
+                f"unknown profile(s) {', '.join(missing)}; pool keys look like {pool[0] if pool else 'pool-0'}"
+            )
         profile_keys = list(dict.fromkeys(profiles))
 
     sync_library(session, lib)
-    cfg = get_or_create_assistant_config(session, model=assistant_model, system_prompt=system_prompt,
-                                         temperature=temperature, max_tokens=max_tokens)
+    cfg = get_or_create_assistant_config(
+        session,
+        model=assistant_model,
+        system_prompt=system_prompt,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
     settings_doc = study_cfg.model_dump()
-    settings_doc.update({
-        "scenarios": keys, "context_sets": sorted(sets), "seed": seed,
-        "profiles": [p for p in profile_keys if p is not None],
-    })
-    study = Study(name=name, description=description, language=language, settings=settings_doc, source="created")
+    settings_doc.update(
+        {
+            "scenarios": keys,
+            "context_sets": sorted(sets),
+            "seed": seed,
+            "profiles": [p for p in profile_keys if p is not None],
+        }
+    )
+    study = Study(
+        name=name, description=description, language=language, settings=settings_doc, source="created"
+    )
     session.add(study)
     session.flush()
 
     scen_rows = {s.key: s for s in session.exec(select(Scenario).where(Scenario.key.in_(keys)))}
-    prof_rows = {p.key: p for p in session.exec(select(Profile).where(Profile.key.in_([k for k in profile_keys if k])))}
+    prof_rows = {
+        p.key: p for p in session.exec(select(Profile).where(Profile.key.in_([k for k in profile_keys if k])))
+    }
     n = 0
     for key in keys:
         scen = scen_rows[key]
-        tc_rows = {t.key: t for t in session.exec(select(TaskContext).where(TaskContext.scenario_id == scen.id))}
+        tc_rows = {
+            t.key: t for t in session.exec(select(TaskContext).where(TaskContext.scenario_id == scen.id))
+        }
         for ctx in chosen_contexts[key]:
             tc = tc_rows[ctx.key]
             for pkey in profile_keys:
-                session.add(Condition(
-                    study_id=study.id, key=f"{key}/{ctx.key}/{pkey or 'own-profile'}", scenario_id=scen.id,
-                    task_context_id=tc.id, profile_id=prof_rows[pkey].id if pkey else None,
-                    assistant_config_id=cfg.id, language=language, quota=study_cfg.quota_per_condition,
-                ))
+                session.add(
+                    Condition(
+                        study_id=study.id,
+                        key=f"{key}/{ctx.key}/{pkey or 'own-profile'}",
+                        scenario_id=scen.id,
+                        task_context_id=tc.id,
+                        profile_id=prof_rows[pkey].id if pkey else None,
+                        assistant_config_id=cfg.id,
+                        language=language,
+                        quota=study_cfg.quota_per_condition,
+                    )
+                )
                 n += 1
     session.flush()
     return study, n

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 import pandas as pd
 import yaml
@@ -116,7 +116,7 @@ def build_messages(
     codebook_version: str,
     dimensions,
     turns: Sequence[dict],
-    scenario: Optional[str],
+    scenario: str | None,
     lang: str = "en",
 ) -> list[dict]:
     """The system and user messages for one conversation. Turn-level dimensions use the prompt's
@@ -175,7 +175,7 @@ def build_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def aggregate(values: Sequence[str], dimension) -> tuple[Optional[str], bool]:
+def aggregate(values: Sequence[str], dimension) -> tuple[str | None, bool]:
     """(voted value, disagreement). Nominal: majority (ties go to the label listed first in the
     codebook, and are flagged). Ordinal: median rank (lower middle for an even count)."""
     if not values:
@@ -201,7 +201,7 @@ class LabelPlan:
     turn_labels: int  # of which per-turn
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: Optional[float]  # None when the model has no price in the table
+    cost_usd: float | None  # None when the model has no price in the table
     already_labelled: int = 0  # conversations the run skips (labelled ok by this source; not with overwrite)
 
 
@@ -225,9 +225,9 @@ def _select(
     engine: Engine,
     study: str,
     codebook,
-    dimensions: Optional[Iterable[str]],
-    conversation_ids: Optional[Iterable[int]],
-    limit: Optional[int],
+    dimensions: Iterable[str] | None,
+    conversation_ids: Iterable[int] | None,
+    limit: int | None,
     prompt: dict,
 ):
     if dimensions is None:
@@ -343,7 +343,7 @@ async def label_with_llm(
     codebook,
     dimensions=None,
     samples: int = 3,
-    temperature: Optional[float] = 0.7,
+    temperature: float | None = 0.7,
     concurrency: int = 4,
     prompt_version: str = DEFAULT_PROMPT,
     conversation_ids=None,
@@ -352,7 +352,7 @@ async def label_with_llm(
     overwrite: bool = False,
     seed: int = 0,
     cache: bool = True,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LabelSummary:
     """Label the study's conversations with ``model`` (a ChatModel; recorded here). Conversations
     already labelled ok on every chosen dimension by this source are skipped unless ``overwrite``;

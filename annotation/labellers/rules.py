@@ -15,9 +15,9 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 import yaml
 from sqlalchemy.engine import Engine
@@ -44,6 +44,8 @@ CATEGORIES = (
     "explanation",
 )
 NEGATABLE = ("feedback_positive", "politeness_polite", "promise")
+
+
 def make_pipeline(language: str):
     """The spaCy blank pipeline the rules run on (jieba segmentation for Chinese): blank even when a
     trained pipeline is installed, so rule labels do not depend on the machine."""
@@ -134,7 +136,7 @@ class RuleLabeller:
         languages: Sequence[str] = ("en", "zh"),
         directory: Path = LEXICON_DIR,
         pipeline: Callable[[str], object] = make_pipeline,
-    ) -> "RuleLabeller":
+    ) -> RuleLabeller:
         return cls({lang: _Matcher(pipeline(lang), load_lexicon(lang, directory)) for lang in languages})
 
     @property
@@ -204,10 +206,10 @@ class RuleLabeller:
 def label_study(
     engine: Engine,
     study: str,
-    dimensions: Optional[Iterable[str]] = None,
-    labeller: Optional[RuleLabeller] = None,
-    codebook_version: Optional[str] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    dimensions: Iterable[str] | None = None,
+    labeller: RuleLabeller | None = None,
+    codebook_version: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[str, int, int]:
     """Label every finished conversation of the study; returns (source name, conversations, labels written)."""
     dims = list(dimensions) if dimensions else list(DIMENSIONS)
@@ -217,8 +219,11 @@ def label_study(
     with Session(engine, expire_on_commit=False) as session:
         st = get_study(session, study)
         turns = turns_df(session, st.id)
-        finished = session.exec(select(Conversation.id).where(
-            Conversation.study_id == st.id, Conversation.status.not_in(UNFINISHED_STATUSES))).all()
+        finished = session.exec(
+            select(Conversation.id).where(
+                Conversation.study_id == st.id, Conversation.status.not_in(UNFINISHED_STATUSES)
+            )
+        ).all()
         turns = turns[turns["conversation_id"].isin(set(finished))]
         users = turns[turns["role"] == "user"].groupby("conversation_id")["content"].apply(list)
         name = f"rule:{labeller.version}"

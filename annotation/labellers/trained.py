@@ -19,8 +19,8 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,8 +57,11 @@ def user_texts_df(session: Session, study_id: int) -> pd.DataFrame:
     q = (
         select(Turn.conversation_id, Turn.index, Turn.content, Conversation.user_kind)
         .join(Conversation, Conversation.id == Turn.conversation_id)
-        .where(Conversation.study_id == study_id, Turn.role == "user",
-               Conversation.status.not_in(UNFINISHED_STATUSES))  # unfinished: nothing to judge yet
+        .where(
+            Conversation.study_id == study_id,
+            Turn.role == "user",
+            Conversation.status.not_in(UNFINISHED_STATUSES),
+        )  # unfinished: nothing to judge yet
         .order_by(Turn.conversation_id, Turn.index)
     )
     parts: dict[int, list[str]] = {}
@@ -115,8 +118,8 @@ class TrainedLabeller:
     ngram_range: tuple[int, int] = (1, 4)
     min_df: int = 2
     per_kind: bool = True
-    char_vectorizer: Optional[TfidfVectorizer] = None
-    word_vectorizer: Optional[TfidfVectorizer] = None
+    char_vectorizer: TfidfVectorizer | None = None
+    word_vectorizer: TfidfVectorizer | None = None
     models: dict = field(default_factory=dict)  # dimension -> {user kind or POOLED: classifier}
 
     def _features(self, texts: Sequence[str]):
@@ -129,9 +132,7 @@ class TrainedLabeller:
             return _Constant(str(y[0]))
         return LinearSVC(C=self.C, class_weight="balanced").fit(x, y)
 
-    def fit(
-        self, texts: pd.Series, targets: pd.DataFrame, kinds: Optional[pd.Series] = None
-    ) -> "TrainedLabeller":
+    def fit(self, texts: pd.Series, targets: pd.DataFrame, kinds: pd.Series | None = None) -> TrainedLabeller:
         """``texts`` indexed by conversation_id; ``targets`` indexed likewise with one column per
         dimension (missing values allowed: each dimension trains on the items that have it);
         ``kinds`` (user kind per conversation_id) enables the per-kind models."""
@@ -139,8 +140,12 @@ class TrainedLabeller:
             analyzer="char_wb", ngram_range=self.ngram_range, min_df=self.min_df, sublinear_tf=True
         ).fit(texts.values)
         self.word_vectorizer = TfidfVectorizer(
-            tokenizer=words, token_pattern=None, lowercase=False, ngram_range=(1, 2),
-            min_df=self.min_df, sublinear_tf=True,
+            tokenizer=words,
+            token_pattern=None,
+            lowercase=False,
+            ngram_range=(1, 2),
+            min_df=self.min_df,
+            sublinear_tf=True,
         ).fit(texts.values)
         x = self._features(texts.values)
         pos = {cid: i for i, cid in enumerate(texts.index)}
@@ -164,7 +169,7 @@ class TrainedLabeller:
             self.models[dim] = models
         return self
 
-    def predict_df(self, texts: pd.Series, kinds: Optional[pd.Series] = None) -> pd.DataFrame:
+    def predict_df(self, texts: pd.Series, kinds: pd.Series | None = None) -> pd.DataFrame:
         """conversation_id, dimension, value, probability (the confidence used for flagging)."""
         if self.char_vectorizer is None:
             raise RuntimeError("fit the labeller first")
@@ -201,7 +206,7 @@ class TrainedLabeller:
 def cross_validate(
     texts: pd.Series,
     targets: pd.DataFrame,
-    kinds: Optional[pd.Series] = None,
+    kinds: pd.Series | None = None,
     folds: int = 5,
     C: float = 0.5,
     seed: int = 0,
@@ -218,7 +223,9 @@ def cross_validate(
         raise UserInputError(f"--cv needs at least 2 folds (got {folds})")
     ids = np.asarray(targets.index)
     if len(ids) < 2 * folds:
-        raise UserInputError(f"{len(ids)} training conversations are too few for {folds}-fold cross-validation")
+        raise UserInputError(
+            f"{len(ids)} training conversations are too few for {folds}-fold cross-validation"
+        )
     pred = pd.DataFrame(index=targets.index, columns=targets.columns, dtype=object)
     for train_idx, test_idx in KFold(folds, shuffle=True, random_state=seed).split(ids):
         tr, te = ids[train_idx], ids[test_idx]
@@ -240,8 +247,15 @@ def cross_validate(
         for kind, g in groups:
             y, p = g["y"].astype(str), g["p"].astype(str)
             kappa = float(cohen_kappa_score(y, p)) if len(set(y) | set(p)) > 1 else float("nan")
-            rows.append({"dimension": dim, "user_kind": kind, "n": len(g),
-                         "agreement": float((y == p).mean()) if len(g) else float("nan"), "cohen_kappa": kappa})
+            rows.append(
+                {
+                    "dimension": dim,
+                    "user_kind": kind,
+                    "n": len(g),
+                    "agreement": float((y == p).mean()) if len(g) else float("nan"),
+                    "cohen_kappa": kappa,
+                }
+            )
     return pd.DataFrame(rows, columns=["dimension", "user_kind", "n", "agreement", "cohen_kappa"])
 
 
@@ -253,20 +267,20 @@ class TrainReport:
     n_train: int
     n_labelled: int
     n_labels: int
-    holdout_source: Optional[str] = None
-    cv: Optional[pd.DataFrame] = None  # cross_validate() against the training source, when asked for
+    holdout_source: str | None = None
+    cv: pd.DataFrame | None = None  # cross_validate() against the training source, when asked for
 
 
 def train_and_label(
     engine: Engine,
     study: str,
     train_source: str,
-    dimensions: Optional[Iterable[str]] = None,
-    holdout_source: Optional[str] = None,
+    dimensions: Iterable[str] | None = None,
+    holdout_source: str | None = None,
     label_all: bool = False,
     version: str = VERSION,
     C: float = 0.5,
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Callable[[str], None] | None = None,
     cv_folds: int = 0,
 ) -> TrainReport:
     """Train on ``train_source``'s conversation-level labels in ``study`` and label the conversations
@@ -309,7 +323,9 @@ def train_and_label(
         cv = None
         if cv_folds:
             say(f"{cv_folds}-fold cross-validation against {train_source}")
-            cv = cross_validate(texts.loc[train_ids], targets.loc[train_ids, dims], kinds, folds=cv_folds, C=C)
+            cv = cross_validate(
+                texts.loc[train_ids], targets.loc[train_ids, dims], kinds, folds=cv_folds, C=C
+            )
         say(f"training on {len(train_ids)} conversations, {len(dims)} dimension(s)")
         model = TrainedLabeller(C=C).fit(texts.loc[train_ids], targets.loc[train_ids, dims], kinds)
         todo = texts.index if label_all else [c for c in texts.index if c not in set(train_ids)]
@@ -337,9 +353,16 @@ def train_and_label(
             "C": C,
         }
         if cv is not None:
-            src.params = {**src.params, "cv_folds": cv_folds, "cv_kappa": {
-                f"{r.dimension}/{r.user_kind}": None if r.cohen_kappa != r.cohen_kappa else round(r.cohen_kappa, 4)
-                for r in cv.itertuples()}}
+            src.params = {
+                **src.params,
+                "cv_folds": cv_folds,
+                "cv_kappa": {
+                    f"{r.dimension}/{r.user_kind}": None
+                    if r.cohen_kappa != r.cohen_kappa
+                    else round(r.cohen_kappa, 4)
+                    for r in cv.itertuples()
+                },
+            }
         session.add(src)
         records = [
             LabelRecord(
@@ -366,7 +389,7 @@ def train_and_label(
 
 
 def predicted_values(
-    model: TrainedLabeller, texts: Sequence[str], user_kinds: Optional[Sequence[str]] = None
+    model: TrainedLabeller, texts: Sequence[str], user_kinds: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
     """Predictions for raw texts (no database), per dimension; handy in notebooks. Without
     ``user_kinds`` the pooled models answer."""

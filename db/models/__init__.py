@@ -6,8 +6,8 @@ import pkgutil
 
 from db.models.core import (  # noqa: F401
     Annotator,
-    AssistantConfig,
     Assignment,
+    AssistantConfig,
     Condition,
     Conversation,
     Label,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlmodel import Field, SQLModel
 
@@ -13,7 +12,7 @@ from db.models.core import time_field
 class StaffSession(SQLModel, table=True):
     """One login of an annotator or researcher. Only the SHA-256 of the browser's token is stored."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     token_hash: str = Field(max_length=64, unique=True, index=True)
     created_at: datetime = time_field(nullable=False, default_now=True)

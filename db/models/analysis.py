@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -16,9 +15,9 @@ class ConversationFeatures(SQLModel, table=True):
     feature code, the analysis language and the spaCy pipelines, so a change recomputes)."""
 
     __table_args__ = (UniqueConstraint("conversation_id", "version", name="uq_conversationfeatures_version"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = Field(foreign_key="conversation.id", index=True)
     version: str = Field(max_length=200, index=True)
     values: dict = json_field()  # feature name -> number or category
-    turns: Optional[list] = json_field(default_factory=list)  # per user turn feature records
+    turns: list | None = json_field(default_factory=list)  # per user turn feature records
     computed_at: datetime = time_field(nullable=False, default_now=True)

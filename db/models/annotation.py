@@ -8,7 +8,6 @@ resumable and overlap is controlled) and the blind guess about the user's kind.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -24,28 +23,28 @@ class AnnotationAssignment(SQLModel, table=True):
         UniqueConstraint("study_id", "annotator_id", "position", name="uq_annassign_position"),
         Index("ix_annassign_study_conv", "study_id", "conversation_id"),
     )
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     study_id: int = Field(foreign_key="study.id", index=True)
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     conversation_id: int = Field(foreign_key="conversation.id")
     position: int  # 0-based order in the annotator's queue
     status: str = Field(default="pending", max_length=20)  # pending | done | skipped
     flagged: bool = False  # the annotator flagged the item (broken, offensive, unclear...)
-    flag_note: Optional[str] = text_field()
-    skip_reason: Optional[str] = text_field()
-    batch: Optional[str] = Field(default=None, max_length=60)  # which `annotate assign` call made it
+    flag_note: str | None = text_field()
+    skip_reason: str | None = text_field()
+    batch: str | None = Field(default=None, max_length=60)  # which `annotate assign` call made it
     created_at: datetime = time_field(nullable=False, default_now=True)
-    completed_at: Optional[datetime] = time_field()
+    completed_at: datetime | None = time_field()
 
 
 class HumanityGuess(SQLModel, table=True):
     """An annotator's blind guess: was this conversation's user a person or an AI?"""
 
     __table_args__ = (UniqueConstraint("annotator_id", "conversation_id", name="uq_humanityguess"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     study_id: int = Field(foreign_key="study.id", index=True)
     annotator_id: int = Field(foreign_key="annotator.id", index=True)
     conversation_id: int = Field(foreign_key="conversation.id", index=True)
     guess: str = Field(max_length=10)  # human | ai
-    confidence: Optional[int] = None  # 1 (pure guess) .. 5 (certain)
+    confidence: int | None = None  # 1 (pure guess) .. 5 (certain)
     created_at: datetime = time_field(nullable=False, default_now=True)

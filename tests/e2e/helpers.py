@@ -17,8 +17,15 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "e2e"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 def free_port() -> int:
@@ -39,9 +46,21 @@ class AppServer:
         self._procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        proc = subprocess.Popen([sys.executable, "-c", "from workbench.cli import main; main()", "serve",
-                                 "--port", str(self.port)], cwd=REPO, env=self.env, stdout=self._log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from workbench.cli import main; main()",
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._procs.append(proc)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -87,7 +106,8 @@ def shot(page, path: Path, max_height: int = 8000) -> None:
     size = page.viewport_size
     height = page.evaluate(
         "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stSidebarContent]')]"
-        ".map(e => e.scrollHeight), document.body.scrollHeight)")
+        ".map(e => e.scrollHeight), document.body.scrollHeight)"
+    )
     page.set_viewport_size({"width": size["width"], "height": min(max(height, size["height"]), max_height)})
     page.wait_for_timeout(400)  # let charts and grids re-lay out
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,8 +171,9 @@ def served_page(db_url: str, tmp_path: Path, **page_options):
     (server, page); the browser and the server are stopped afterwards, whatever happened."""
     from playwright.sync_api import sync_playwright
 
-    server = AppServer({"WORKBENCH_DB_URL": db_url, "WORKBENCH_DATA_DIR": str(tmp_path / "data")},
-                       tmp_path / "serve.log")
+    server = AppServer(
+        {"WORKBENCH_DB_URL": db_url, "WORKBENCH_DATA_DIR": str(tmp_path / "data")}, tmp_path / "serve.log"
+    )
     try:
         server.start()
         with sync_playwright() as pw:

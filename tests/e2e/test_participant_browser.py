@@ -27,16 +27,27 @@ def served_study(tmp_path, chromium_path):
     eng = make_engine(db_url)
     upgrade(eng)
     with Session(eng) as s:
-        make_study(s, name="e2e", model="openai/fake",
-                   settings={"tasks_per_participant": 2, "min_turns": 1, "max_turns": 4})
+        make_study(
+            s,
+            name="e2e",
+            model="openai/fake",
+            settings={"tasks_per_participant": 2, "min_turns": 1, "max_turns": 4},
+        )
         [token] = P.create_invites(s, "e2e", 1)
         s.commit()
-    fake = FakeLLMServer(responder=lambda req: f"Here is a plan for: {req.last_user_text[:40]}. Step one.",
-                         latency=0.02)
+    fake = FakeLLMServer(
+        responder=lambda req: f"Here is a plan for: {req.last_user_text[:40]}. Step one.", latency=0.02
+    )
     fake.start()
-    server = AppServer({"WORKBENCH_DB_URL": db_url, "OPENAI_BASE_URL": fake.openai_base_url,
-                        "OPENAI_API_KEY": "sk-test-not-a-real-key", "WORKBENCH_DATA_DIR": str(tmp_path / "data")},
-                       tmp_path / "serve.log")
+    server = AppServer(
+        {
+            "WORKBENCH_DB_URL": db_url,
+            "OPENAI_BASE_URL": fake.openai_base_url,
+            "OPENAI_API_KEY": "sk-test-not-a-real-key",
+            "WORKBENCH_DATA_DIR": str(tmp_path / "data"),
+        },
+        tmp_path / "serve.log",
+    )
     try:
         server.start()
         yield {"base": server.base, "token": token, "engine": eng, "fake": fake, "restart": server.restart}
@@ -77,11 +88,15 @@ def test_participant_session_in_browser(served_study):
                     page.keyboard.press("Escape")
                 expect(page.get_by_role("listbox")).to_have_count(0)  # wait until the menu has closed
             elif f["type"] == "integer":
-                box = page.locator('[data-testid="stNumberInput"]').filter(has_text=f["label"]).locator("input")
+                box = (
+                    page.locator('[data-testid="stNumberInput"]').filter(has_text=f["label"]).locator("input")
+                )
                 box.fill(str(value))
                 box.press("Tab")
             else:
-                page.locator('[data-testid="stTextInput"]').filter(has_text=f["label"]).locator("input").fill(value)
+                page.locator('[data-testid="stTextInput"]').filter(has_text=f["label"]).locator("input").fill(
+                    value
+                )
         page.screenshot(path=str(SHOTS / "01-profile-filled.png"), full_page=True)
         page.get_by_role("button", name="Continue").click()
         chat = page.get_by_placeholder("Type your message to the assistant")
@@ -101,25 +116,37 @@ def test_participant_session_in_browser(served_study):
                 # A server restart in the middle of a task loses nothing either.
                 served_study["restart"]()
                 page.reload()
-                expect(page.get_by_text(f"Help me with task {task + 1} <b>please</b>", exact=True)).to_be_visible()
+                expect(
+                    page.get_by_text(f"Help me with task {task + 1} <b>please</b>", exact=True)
+                ).to_be_visible()
                 expect(page.get_by_text(f"Here is a plan for: Help me with task {task + 1}")).to_be_visible()
                 page.screenshot(path=str(SHOTS / "02-after-restart.png"), full_page=True)
             form = page.locator('[data-testid="stForm"]')
-            form.locator('[data-testid="stRadio"]').filter(has_text="made-up").get_by_text("No", exact=True).click()
-            form.locator('[data-testid="stRadio"]').filter(has_text="satisfied").get_by_text("4", exact=True).click()
+            form.locator('[data-testid="stRadio"]').filter(has_text="made-up").get_by_text(
+                "No", exact=True
+            ).click()
+            form.locator('[data-testid="stRadio"]').filter(has_text="satisfied").get_by_text(
+                "4", exact=True
+            ).click()
             form.locator('[data-testid="stTextInput"] input').fill(f"good {task}")
             page.get_by_role("button", name="Save rating").click()
             expect(page.get_by_text("satisfaction: 4/5")).to_be_visible()
             page.screenshot(path=str(SHOTS / f"03-task{task + 1}.png"), full_page=True)
             page.get_by_role("button", name="Finish this task").click()
             expect(page.get_by_text("About the conversation you just had")).to_be_visible()
-            for item_text, option in (("forget", "No"), ("detailed", "Detailed"), ("useful", "Very useful"),
-                                      ("varied", "Diverse")):
+            for item_text, option in (
+                ("forget", "No"),
+                ("detailed", "Detailed"),
+                ("useful", "Very useful"),
+                ("varied", "Diverse"),
+            ):
                 page.locator('[data-testid="stRadio"]').filter(has_text=item_text).get_by_text(
-                    option, exact=True).click()
+                    option, exact=True
+                ).click()
             if task == 0:
                 page.locator('[data-testid="stRadio"]').filter(has_text="choose").get_by_text(
-                    "Blue", exact=True).click()
+                    "Blue", exact=True
+                ).click()
             page.get_by_role("button", name="Submit").click()
         expect(page.get_by_text("Your completion code is")).to_be_visible()
         expect(page.get_by_text("COMPLETE", exact=True)).to_be_visible()
@@ -131,22 +158,32 @@ def test_participant_session_in_browser(served_study):
     with Session(eng) as s:
         p = s.exec(select(Participant)).one()
         assert p.status == "completed"
-        convs = s.exec(select(Conversation).where(Conversation.participant_id == p.id)
-                       .order_by(Conversation.id)).all()
+        convs = s.exec(
+            select(Conversation).where(Conversation.participant_id == p.id).order_by(Conversation.id)
+        ).all()
         assert len(convs) == 2 and all(c.status == "completed" for c in convs)
         for i, c in enumerate(convs):
             turns = s.exec(select(Turn).where(Turn.conversation_id == c.id).order_by(Turn.index)).all()
             assert [t.role for t in turns] == ["user", "assistant"]  # the reload did not duplicate anything
             assert turns[0].content == f"Help me with task {i + 1} <b>please</b>"
-            assert (turns[1].hallucination, turns[1].satisfaction, turns[1].satisfaction_reason) == ("no", 4, f"good {i}")
+            assert (turns[1].hallucination, turns[1].satisfaction, turns[1].satisfaction_reason) == (
+                "no",
+                4,
+                f"good {i}",
+            )
             assert turns[1].created_at and turns[1].completed_at and turns[1].llm_call_id
         calls = s.exec(select(LLMCall)).all()
         assert len(calls) == 2 and {c.purpose for c in calls} == {"assistant"}
         assert all("sk-test" not in str(c.params) for c in calls)
-        q = s.exec(select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "post_task")).all()
+        q = s.exec(
+            select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "post_task")
+        ).all()
         assert len(q) == 8
-        att = s.exec(select(QuestionnaireResponse).where(
-            QuestionnaireResponse.questionnaire == "attention_check")).one()
+        att = s.exec(
+            select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "attention_check")
+        ).one()
         assert att.value == "pass"
-        prof = s.exec(select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "profile")).all()
+        prof = s.exec(
+            select(QuestionnaireResponse).where(QuestionnaireResponse.questionnaire == "profile")
+        ).all()
         assert len(prof) == len(answers)

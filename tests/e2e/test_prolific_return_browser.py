@@ -38,8 +38,16 @@ def test_prolific_participant_returned_automatically(tmp_path, chromium_path):
     eng = make_engine(db_url)
     upgrade(eng)
     with Session(eng) as s:
-        make_study(s, name="e2e", settings={"prolific_study_id": "PSTUDY", "prolific_completion_url": url,
-                                            "screenout_code": "SO-77", "prolific_redirect_seconds": 2})
+        make_study(
+            s,
+            name="e2e",
+            settings={
+                "prolific_study_id": "PSTUDY",
+                "prolific_completion_url": url,
+                "screenout_code": "SO-77",
+                "prolific_redirect_seconds": 2,
+            },
+        )
         s.commit()
     try:
         with served_page(db_url, tmp_path) as (server, page):

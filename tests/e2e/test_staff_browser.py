@@ -23,15 +23,41 @@ from db.engine import make_engine
 from db.models import Annotator, Condition, Conversation, Label, LabelSource, Scenario
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from tests.conftest import dataset_path
-from tests.e2e.helpers import ARGS, CHROMIUM, REPO, SHOTS, AppServer, click_until, page_text, settle, shot, view_shot
+from tests.e2e.helpers import (
+    ARGS,
+    CHROMIUM,
+    REPO,
+    SHOTS,
+    AppServer,
+    click_until,
+    page_text,
+    settle,
+    shot,
+    view_shot,
+)
 
 pytestmark = pytest.mark.e2e
 
 PASSWORDS = {"ann": "ann-e2e-pass-1", "rita": "rita-e2e-pass-1"}
 # Words that would tell an annotator who the user was: user kinds, the dataset's folder and file
 # names (LLM_agent_user/, real_human_user/User_7/3.json), model and simulator names, the waves.
-LEAKS = ["agent", "human", "llm", "gpt", "claude", "gemini", "deepseek", "user_", ".json", "simulat",
-         "wave", "imported", "recllmsim", "translat", "user kind"]
+LEAKS = [
+    "agent",
+    "human",
+    "llm",
+    "gpt",
+    "claude",
+    "gemini",
+    "deepseek",
+    "user_",
+    ".json",
+    "simulat",
+    "wave",
+    "imported",
+    "recllmsim",
+    "translat",
+    "user kind",
+]
 
 
 def _copy_sample(dst: Path) -> int:
@@ -42,8 +68,10 @@ def _copy_sample(dst: Path) -> int:
         picks += sorted((src / "LLM_agent_user" / scen).glob("*.json"), key=lambda p: int(p.stem))[:4]
     for wave in ("real_human_user", "human_exp_V2"):
         for scen in ("旅行规划", "菜谱规划"):
-            files = sorted((src / wave).glob(f"User_*/{scen}/*.json"),
-                           key=lambda p: (int(p.parts[-3].split("_")[1]), int(p.stem)))
+            files = sorted(
+                (src / wave).glob(f"User_*/{scen}/*.json"),
+                key=lambda p: (int(p.parts[-3].split("_")[1]), int(p.stem)),
+            )
             picks += files[:3]
     for p in picks:
         target = dst / p.relative_to(src)
@@ -53,8 +81,16 @@ def _copy_sample(dst: Path) -> int:
 
 
 def _cli(env: dict, *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run([sys.executable, "-c", "from workbench.cli import main; main()", *args], cwd=REPO,
-                         env=env, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", "from workbench.cli import main; main()", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -68,8 +104,21 @@ def staff_app(tmp_path, chromium_path):
     assert "20 conversations imported" in _cli(env, "import", "recllmsim", str(data), "--study", "staff")
     for name, role in (("ann", "annotator"), ("rita", "researcher")):
         _cli(env, "users", "add", name, "--role", role, "--password-stdin", stdin=PASSWORDS[name] + "\n")
-    _cli(env, "annotate", "assign", "--study", "staff", "--annotators", "ann", "--overlap", "1",
-         "--per-annotator", "4", "--seed", "1")
+    _cli(
+        env,
+        "annotate",
+        "assign",
+        "--study",
+        "staff",
+        "--annotators",
+        "ann",
+        "--overlap",
+        "1",
+        "--per-annotator",
+        "4",
+        "--seed",
+        "1",
+    )
     eng = make_engine(db_url)
     server = AppServer(env, tmp_path / "serve.log")
     try:
@@ -93,14 +142,16 @@ def _login(page, base: str, name: str) -> None:
 def _radio(form, title: str):
     """The radio group whose label is exactly ``title``."""
     return form.locator('[data-testid="stRadio"]').filter(
-        has=form.page.locator('[data-testid="stWidgetLabel"]').get_by_text(title, exact=True))
+        has=form.page.locator('[data-testid="stWidgetLabel"]').get_by_text(title, exact=True)
+    )
 
 
 def _assert_blind(text: str, where: str) -> None:
     low = text.lower()
     leaked = [w for w in LEAKS if w in low]
     assert not leaked, f"{leaked} on the annotator's {where}: " + "; ".join(
-        low[max(0, low.find(w) - 60):low.find(w) + 60] for w in leaked)
+        low[max(0, low.find(w) - 60) : low.find(w) + 60] for w in leaked
+    )
 
 
 def test_annotator_labels_and_researcher_reads(staff_app):
@@ -113,8 +164,11 @@ def test_annotator_labels_and_researcher_reads(staff_app):
     conv_dims = codebook.conversation_dimensions()
     with Session(eng) as s:
         ann = s.exec(select(Annotator).where(Annotator.name == "ann")).one()
-        queue = s.exec(select(AnnotationAssignment).where(AnnotationAssignment.annotator_id == ann.id)
-                       .order_by(AnnotationAssignment.position)).all()
+        queue = s.exec(
+            select(AnnotationAssignment)
+            .where(AnnotationAssignment.annotator_id == ann.id)
+            .order_by(AnnotationAssignment.position)
+        ).all()
         assert len(queue) == 4
         first = queue[0].conversation_id
         view = blind_view(s, first, "zh")  # the study's human users wrote Chinese: the queue is shown in zh
@@ -148,8 +202,15 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     assert "labelled" in home_text and "staff" in home_text  # the scan reads the table's cells too
     _assert_blind(home_text, "home page")
     sidebar = page.locator('[data-testid="stSidebarNav"]')
-    for research_page in ("Dashboard", "Transcripts", "Export", "Studies", "Progress", "Simulation",
-                          "Adjudicate"):
+    for research_page in (
+        "Dashboard",
+        "Transcripts",
+        "Export",
+        "Studies",
+        "Progress",
+        "Simulation",
+        "Adjudicate",
+    ):
         expect(sidebar.get_by_text(research_page, exact=True)).to_have_count(0)
     page.get_by_role("link", name="Go to labelling").click()
     expect(page.get_by_text("已标注 0，已跳过 0，剩余 4（共 4）")).to_be_visible()
@@ -157,8 +218,15 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     expect(page.get_by_role("button", name="保存并继续")).to_be_visible()  # the form's end: all drawn
     text = page_text(page)
     # The scan sees the conversation, the codebook's dimensions, the guess and the buttons...
-    for seen in (view.turns[0].text[:30], replies[0].text[:30], conv_dims[0].display_title("zh"),
-                 "幻觉，第 1 条回复", "这位用户是真人还是 AI？（可选）", "保存并继续", view.scenario_name):
+    for seen in (
+        view.turns[0].text[:30],
+        replies[0].text[:30],
+        conv_dims[0].display_title("zh"),
+        "幻觉，第 1 条回复",
+        "这位用户是真人还是 AI？（可选）",
+        "保存并继续",
+        view.scenario_name,
+    ):
         assert seen in text, seen
     # ... and nothing that tells who the user was.
     _assert_blind(text, "labelling page")
@@ -169,7 +237,9 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     form = page.locator('[data-testid="stForm"]')
     chosen = {d.name: d.labels[i % len(d.labels)] for i, d in enumerate(conv_dims)}
     for d in conv_dims:
-        _radio(form, d.display_title("zh")).get_by_text(d.label_title(chosen[d.name], "zh"), exact=True).click()
+        _radio(form, d.display_title("zh")).get_by_text(
+            d.label_title(chosen[d.name], "zh"), exact=True
+        ).click()
     # hallucination values are shown by their codebook display names in the page language (否 = no)
     _radio(form, "幻觉，第 1 条回复").get_by_text("否", exact=True).click()
     _radio(form, "幻觉，第 2 条回复").get_by_text("无法判断", exact=True).click()
@@ -200,7 +270,11 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
         assert turn_labels == {replies[0].index: "no", replies[1].index: "cant_tell"}
         guess = s.exec(select(HumanityGuess)).one()
         assert (guess.conversation_id, guess.annotator_id, guess.guess, guess.confidence) == (
-            first, ann.id, "ai", 4)
+            first,
+            ann.id,
+            "ai",
+            4,
+        )
         statuses = [s.get(AnnotationAssignment, a.id).status for a in queue]
         assert statuses == ["done", "pending", "pending", "pending"]
 
@@ -223,10 +297,15 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     click_until(page, page.get_by_role("button", name="打开"), page.get_by_text("你正在修改已标注过的条目。"))
     form = page.locator('[data-testid="stForm"]')
     for d in conv_dims:
-        expect(_radio(form, d.display_title("zh")).get_by_role("radio", name=d.label_title(chosen[d.name], "zh"),
-                                                                exact=True)).to_be_checked()
+        expect(
+            _radio(form, d.display_title("zh")).get_by_role(
+                "radio", name=d.label_title(chosen[d.name], "zh"), exact=True
+            )
+        ).to_be_checked()
     expect(_radio(form, "幻觉，第 1 条回复").get_by_role("radio", name="否", exact=True)).to_be_checked()
-    expect(_radio(form, "这位用户是真人还是 AI？（可选）").get_by_role("radio", name="AI", exact=True)).to_be_checked()
+    expect(
+        _radio(form, "这位用户是真人还是 AI？（可选）").get_by_role("radio", name="AI", exact=True)
+    ).to_be_checked()
     _assert_blind(page_text(page), "labelling page (revisit)")
     shot(page, SHOTS / "staff-05-annotate-revisit.png")
 
@@ -289,13 +368,24 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     n_listed, kind, dim, value, scen = int(m[1]), m[2], m[3], m[4], m[5]
     with Session(eng) as s:  # the bar's conversations, counted independently from the database
         src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
-        q = (select(Conversation.id).join(Label, Label.conversation_id == Conversation.id)
-             .where(Label.source_id == src.id, Label.dimension == dim, Label.turn_index == -1,
-                    Label.value == value, Conversation.user_kind == kind))
+        q = (
+            select(Conversation.id)
+            .join(Label, Label.conversation_id == Conversation.id)
+            .where(
+                Label.source_id == src.id,
+                Label.dimension == dim,
+                Label.turn_index == -1,
+                Label.value == value,
+                Conversation.user_kind == kind,
+            )
+        )
         expected = set(s.exec(q).all())
         if scen != "all":
-            expected &= set(s.exec(select(Conversation.id).join(Condition).join(Scenario)
-                                   .where(Scenario.key == scen)).all())
+            expected &= set(
+                s.exec(
+                    select(Conversation.id).join(Condition).join(Scenario).where(Scenario.key == scen)
+                ).all()
+            )
     assert n_listed == len(expected) >= 1
     expect(page.locator('[data-testid="stChatMessage"]').first).to_be_visible()
     view_shot(page, heading, SHOTS / "staff-09-dashboard-drilldown.png")

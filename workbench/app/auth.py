@@ -11,7 +11,6 @@ any of this.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import streamlit as st
 
@@ -36,7 +35,7 @@ def cookie_name() -> str:
     return f"wb_staff_{port}"
 
 
-def browser_token() -> Optional[str]:
+def browser_token() -> str | None:
     """The staff token the browser sent with the page (None without one)."""
     try:
         value = st.context.cookies.get(cookie_name())
@@ -45,7 +44,7 @@ def browser_token() -> Optional[str]:
     return value if isinstance(value, str) and _TOKEN_SHAPE.fullmatch(value) else None
 
 
-def _write_cookie(token: Optional[str]) -> None:
+def _write_cookie(token: str | None) -> None:
     """Set (``token``) or clear (None) the login cookie in the browser: a script in the page, since
     Streamlit has no Set-Cookie. The token is checked against its shape before it goes into the script."""
     if token and _TOKEN_SHAPE.fullmatch(token):
@@ -61,7 +60,7 @@ def _write_cookie(token: Optional[str]) -> None:
     )
 
 
-def current_user() -> Optional[dict]:
+def current_user() -> dict | None:
     return st.session_state.get("user")
 
 

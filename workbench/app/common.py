@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 from sqlalchemy.engine import Engine
@@ -23,7 +24,7 @@ if not _log.handlers:
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
 
 
-def escape_markdown(text: Optional[str]) -> str:
+def escape_markdown(text: str | None) -> str:
     """Text shown through st.markdown exactly as typed: no links, images, HTML, LaTeX or directives."""
     if not text:
         return ""
@@ -46,7 +47,7 @@ def table(df, **kwargs) -> None:
     st.dataframe(shown, **kwargs)
 
 
-def show_text(text: Optional[str]) -> None:
+def show_text(text: str | None) -> None:
     st.markdown(escape_markdown(text))
 
 
@@ -82,7 +83,7 @@ def _plain(text: str) -> str:
     """Escape one run of inline text (no code in it); ~~strikethrough~~ pairs keep their tildes."""
     text, out, pos = _neutralise(text), [], 0
     for m in _STRIKE.finditer(text):
-        out += [_escape_run(text[pos:m.start()]), "~~", _escape_run(m.group(1)), "~~"]
+        out += [_escape_run(text[pos : m.start()]), "~~", _escape_run(m.group(1)), "~~"]
         pos = m.end()
     out.append(_escape_run(text[pos:]))
     return "".join(out)
@@ -102,12 +103,12 @@ def _inline(text: str) -> str:
     while i < len(runs):
         run = runs[i]
         closer = next((j for j in range(i + 1, len(runs)) if len(runs[j].group()) == len(run.group())), None)
-        out.append(_plain(text[pos:run.start()]))
+        out.append(_plain(text[pos : run.start()]))
         if closer is None:  # an unmatched run is literal text; escaped so the parser agrees
             out.append("\\`" * len(run.group()))
             pos, i = run.end(), i + 1
         else:
-            out.append(text[run.start():runs[closer].end()])
+            out.append(text[run.start() : runs[closer].end()])
             pos, i = runs[closer].end(), closer + 1
     out.append(_plain(text[pos:]))
     return "".join(out)
@@ -126,7 +127,7 @@ def _img_alt(tag: str) -> str:
     return f"[image: {alt}]" if alt else "[image]"
 
 
-def safe_markdown(text: Optional[str]) -> str:
+def safe_markdown(text: str | None) -> str:
     """An assistant reply as markdown with its structure (headings, bold, lists, tables, code) but
     nothing that loads, links or runs (strikethrough and task lists are kept too): images become "[image: alt]", links "text (url)", and HTML,
     LaTeX, Streamlit directives, emoji shortcodes and bare URLs are shown as typed."""
@@ -134,7 +135,7 @@ def safe_markdown(text: Optional[str]) -> str:
         return ""
     lines = str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     out: list[str] = []
-    fence: Optional[str] = None  # the open fence's run, e.g. "```"
+    fence: str | None = None  # the open fence's run, e.g. "```"
     for line in lines:
         if fence is not None:
             out.append(line)
@@ -153,20 +154,20 @@ def safe_markdown(text: Optional[str]) -> str:
             out.append(line)
         else:
             prefix = _LINE_PREFIX.match(line).group(0)
-            rest = line[len(prefix):]
+            rest = line[len(prefix) :]
             task = _TASK.match(rest) if _LIST_MARKER.search(prefix) else None
             if task:  # "- [ ] item" / "- [x] item": a (disabled) checkbox, not a link
-                prefix, rest = prefix + task.group(0), rest[task.end():]
+                prefix, rest = prefix + task.group(0), rest[task.end() :]
             out.append(prefix + _inline(rest) + "  ")
     return "\n".join(out)
 
 
-def show_reply(text: Optional[str]) -> None:
+def show_reply(text: str | None) -> None:
     """An assistant turn: readable markdown, nothing in it can load, link or run."""
     st.markdown(safe_markdown(text))
 
 
-def show_turn(role: str, text: Optional[str]) -> None:
+def show_turn(role: str, text: str | None) -> None:
     """A chat turn: assistant replies as safe markdown, everything else exactly as typed."""
     if role == "assistant":
         show_reply(text)

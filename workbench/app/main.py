@@ -42,14 +42,17 @@ def _page(name: str, title: str, **kw):
 
 # Shown when the database cannot be reached (a server restart, a network problem): to participants
 # too, so it says nothing about the database itself; the details go to the server log.
-UNAVAILABLE = ("The study is temporarily unavailable. Please try again in a minute. / "
-               "研究暂时无法访问，请稍后再试。")
+UNAVAILABLE = (
+    "The study is temporarily unavailable. Please try again in a minute. / 研究暂时无法访问，请稍后再试。"
+)
 
 
 def _route() -> None:
     params = st.query_params
     if "t" in params or "PROLIFIC_PID" in params:
-        nav = st.navigation([st.Page(PAGES / "participant.py", title="Study", default=True)], position="hidden")
+        nav = st.navigation(
+            [st.Page(PAGES / "participant.py", title="Study", default=True)], position="hidden"
+        )
     else:
         restore_login()  # a reload or a server restart keeps a staff login (a cookie)
         user = current_user()
@@ -59,7 +62,9 @@ def _route() -> None:
             login_form()
             st.stop()
         else:
-            sections: dict[str, list] = {"Workbench": [st.Page(PAGES / "home.py", title="Home", default=True)]}
+            sections: dict[str, list] = {
+                "Workbench": [st.Page(PAGES / "home.py", title="Home", default=True)]
+            }
             if user["role"] in ("annotator", "researcher"):
                 # Adjudication is a researcher's decision (the page refuses annotators): no link for them.
                 adjudicate = _page("adjudicate.py", "Adjudicate") if user["role"] == "researcher" else None
@@ -67,12 +72,21 @@ def _route() -> None:
                 if labelling:
                     sections["Annotation"] = labelling
             if user["role"] == "researcher":
-                sections["Research"] = [p for p in (
-                    _page("studies.py", "Studies"), _page("progress.py", "Progress"),
-                    _page("transcripts.py", "Transcripts"), _page("simulation.py", "Simulation"),
-                    _page("export.py", "Export"), _page("dashboard.py", "Dashboard"),
-                ) if p]
-            sections["Account"] = [st.Page(_logout_page, title=f"Log out ({user['name']})", url_path="logout")]
+                sections["Research"] = [
+                    p
+                    for p in (
+                        _page("studies.py", "Studies"),
+                        _page("progress.py", "Progress"),
+                        _page("transcripts.py", "Transcripts"),
+                        _page("simulation.py", "Simulation"),
+                        _page("export.py", "Export"),
+                        _page("dashboard.py", "Dashboard"),
+                    )
+                    if p
+                ]
+            sections["Account"] = [
+                st.Page(_logout_page, title=f"Log out ({user['name']})", url_path="logout")
+            ]
             nav = st.navigation(sections)
     nav.run()
 

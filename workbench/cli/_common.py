@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from sqlalchemy.engine import Engine
 
@@ -49,10 +48,12 @@ def _check_creatable(path: Path, option: str, start: Path) -> None:
     if not where.is_dir():
         raise UserInputError(f"{option} {path}: {where} is a file, not a directory; choose another path")
     if not os.access(where, os.W_OK | os.X_OK):
-        raise UserInputError(f"{option} {path}: cannot write in {where} (permission denied); choose another path")
+        raise UserInputError(
+            f"{option} {path}: cannot write in {where} (permission denied); choose another path"
+        )
 
 
-def output_file(path: Optional[Path], option: str) -> Optional[Path]:
+def output_file(path: Path | None, option: str) -> Path | None:
     """Check, before any work, that ``path`` can be written as a file (its directory exists or can be
     created, and it is not a directory); nothing is created here."""
     if path is None:
@@ -66,7 +67,9 @@ def output_file(path: Optional[Path], option: str) -> Optional[Path]:
 def output_dir(path: Path, option: str) -> Path:
     """Check, before any work, that ``path`` is a directory or can be created as one."""
     if path.exists() and not path.is_dir():
-        raise UserInputError(f"{option} {path} is an existing file: give a directory (it is created when absent)")
+        raise UserInputError(
+            f"{option} {path} is an existing file: give a directory (it is created when absent)"
+        )
     _check_creatable(path, option, path)
     return path
 

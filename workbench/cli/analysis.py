@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,16 +23,15 @@ def register(app: typer.Typer) -> None:
     def analyze(
         study: str = typer.Option(..., "--study", help="Study name."),
         out: Path = typer.Option(..., "--out", help="Output directory (created)."),
-        labels: Optional[str] = typer.Option(
-            None, "--labels", help="Label source (default: best available)."
-        ),
+        labels: str | None = typer.Option(None, "--labels", help="Label source (default: best available)."),
         correction: str = typer.Option(
             "holm", "--correction", help="Multiple-comparison correction: holm or bh."
         ),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
     ) -> None:
         """Compare human and agent conversations: comparisons.csv/.json/.tex, likeness tables, meta.json."""
-        from analysis.report import analyze as run, write_analysis
+        from analysis.report import analyze as run
+        from analysis.report import write_analysis
         from workbench.cli._common import output_dir, ready_engine
 
         _check(correction, n_boot)
@@ -62,14 +60,13 @@ def register(app: typer.Typer) -> None:
     def report(
         study: str = typer.Option(..., "--study", help="Study name."),
         out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
-        labels: Optional[str] = typer.Option(
-            None, "--labels", help="Label source (default: best available)."
-        ),
+        labels: str | None = typer.Option(None, "--labels", help="Label source (default: best available)."),
         correction: str = typer.Option("holm", "--correction", help="holm or bh."),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
     ) -> None:
         """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex)."""
-        from analysis.report import analyze as run, write_report
+        from analysis.report import analyze as run
+        from analysis.report import write_report
         from workbench.cli._common import output_file, ready_engine
 
         _check(correction, n_boot)
@@ -99,7 +96,7 @@ def register(app: typer.Typer) -> None:
             "--language",
             help="auto (humans' language when the kinds differ), own, or a code (en, zh).",
         ),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the features as CSV."),
+        out: Path | None = typer.Option(None, "--out", help="Also write the features as CSV."),
     ) -> None:
         """Compute (once) and store the text features of a study's conversations."""
         from sqlmodel import Session

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from db.engine import session_scope
 
 
-def _split(value: Optional[str]) -> Optional[list[str]]:
+def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [x.strip() for x in value.split(",") if x.strip()]
@@ -28,15 +27,18 @@ def register(app: typer.Typer) -> None:
         study: str = typer.Option(..., "--study", help="Study name."),
         annotators: str = typer.Option(..., "--annotators", help="Comma-separated annotator account names."),
         overlap: int = typer.Option(2, "--overlap", help="Annotators per conversation (k)."),
-        per_annotator: Optional[int] = typer.Option(
+        per_annotator: int | None = typer.Option(
             None, "--per-annotator", help="New conversations per annotator (default: all unassigned)."
         ),
-        kinds: Optional[str] = typer.Option(None, "--kinds", help="Only these user kinds: human, agent (comma-separated)."),
+        kinds: str | None = typer.Option(
+            None, "--kinds", help="Only these user kinds: human, agent (comma-separated)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Random seed of the sample and the queue order."),
         top_up: bool = typer.Option(
-            False, "--top-up",
+            False,
+            "--top-up",
             help="Instead of new conversations, give queued conversations with fewer than k annotators to "
-                 "more of these annotators (e.g. one who joined late); --per-annotator caps each one's new items.",
+            "more of these annotators (e.g. one who joined late); --per-annotator caps each one's new items.",
         ),
     ) -> None:
         """Fill annotators' queues: each new conversation goes to k annotators, balanced by user kind and scenario."""
@@ -62,7 +64,9 @@ def register(app: typer.Typer) -> None:
     @annotate.command("reassign")
     def reassign(
         study: str = typer.Option(..., "--study", help="Study name."),
-        from_annotator: str = typer.Option(..., "--from", help="Annotator whose pending items move (e.g. a dropout)."),
+        from_annotator: str = typer.Option(
+            ..., "--from", help="Annotator whose pending items move (e.g. a dropout)."
+        ),
         to_annotator: str = typer.Option(..., "--to", help="Annotator who takes them."),
     ) -> None:
         """Move an annotator's pending items to another annotator; labelled and skipped items stay."""
@@ -71,9 +75,15 @@ def register(app: typer.Typer) -> None:
 
         with session_scope(ready_engine()) as session:
             moved, dropped = reassign_items(session, study, from_annotator, to_annotator)
-        typer.echo(f"Moved {moved} pending items from {from_annotator} to {to_annotator} in study {study!r}"
-                   + (f"; {dropped} {to_annotator} already had were removed from {from_annotator}'s queue"
-                      if dropped else "") + ".")
+        typer.echo(
+            f"Moved {moved} pending items from {from_annotator} to {to_annotator} in study {study!r}"
+            + (
+                f"; {dropped} {to_annotator} already had were removed from {from_annotator}'s queue"
+                if dropped
+                else ""
+            )
+            + "."
+        )
 
     @annotate.command("progress")
     def progress(study: str = typer.Option(..., "--study", help="Study name.")) -> None:
@@ -93,7 +103,7 @@ def register(app: typer.Typer) -> None:
     @annotate.command("guesses")
     def guesses(
         study: str = typer.Option(..., "--study", help="Study name."),
-        csv: Optional[Path] = typer.Option(None, "--csv", help="Write the guesses to this CSV file."),
+        csv: Path | None = typer.Option(None, "--csv", help="Write the guesses to this CSV file."),
     ) -> None:
         """How well annotators told people from simulators ("person or AI?" guesses), per simulator."""
         from annotation.labelling import guesses_df
@@ -119,11 +129,11 @@ def register(app: typer.Typer) -> None:
     @annotate.command("disagreements")
     def disagreements(
         study: str = typer.Option(..., "--study", help="Study name."),
-        sources: Optional[str] = typer.Option(
+        sources: str | None = typer.Option(
             None, "--sources", help="Comma-separated label sources (default: all human:*)."
         ),
         open_only: bool = typer.Option(False, "--open", help="Only items not yet adjudicated (status open)."),
-        as_json: Optional[Path] = typer.Option(None, "--json", help="Write the items as JSON to this file."),
+        as_json: Path | None = typer.Option(None, "--json", help="Write the items as JSON to this file."),
     ) -> None:
         """Items two or more annotators labelled differently, and items already adjudicated (adjudicate
         them in the app); `status` tells open, decided and decided-but-no-longer-disputed apart."""
@@ -150,7 +160,7 @@ def register(app: typer.Typer) -> None:
 
     @annotate.command("codebook")
     def codebook(
-        path: Optional[Path] = typer.Argument(
+        path: Path | None = typer.Argument(
             None, help="A codebook file to check (default: the active codebook)."
         ),
         lang: str = typer.Option("en", "--lang", help="en or zh."),

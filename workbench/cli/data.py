@@ -46,13 +46,24 @@ def register(app: typer.Typer) -> None:
         env = dict(os.environ)
         env.setdefault(config.ENV_DB_URL, config.db_url())
         cmd = [
-            sys.executable, "-m", "streamlit", "run", str(entry),
-            "--server.port", str(port), "--server.address", host,
-            "--server.headless", "true" if headless else "false",
-            "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none",
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(entry),
+            "--server.port",
+            str(port),
+            "--server.address",
+            host,
+            "--server.headless",
+            "true" if headless else "false",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
             # also set in the page, but only a server option hides the developer menu on the first load
-            "--client.toolbarMode", "minimal",
+            "--client.toolbarMode",
+            "minimal",
         ]
         typer.echo(f"Serving on http://{host}:{port} (database {engine.url.render_as_string()})")
         engine.dispose()  # no connection of ours is handed on to the app

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import typer
 
 from workbench.errors import UserInputError
 
-import_app = typer.Typer(help="Import conversations into a study (the released RecLLMSim data, or a JSONL export).",
-                         no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import conversations into a study (the released RecLLMSim data, or a JSONL export).",
+    no_args_is_help=True,
+)
 
 
 @contextmanager
@@ -21,8 +23,14 @@ def _progress_bar(label: str) -> Iterator:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -33,11 +41,14 @@ def _progress_bar(label: str) -> Iterator:
 
 @import_app.command("recllmsim")
 def import_recllmsim_cmd(
-    path: Path = typer.Argument(..., help="Root of the released RecLLMSim data (holds LLM_agent_user/, "
-                                          "real_human_user/, human_exp_V2/)."),
+    path: Path = typer.Argument(
+        ...,
+        help="Root of the released RecLLMSim data (holds LLM_agent_user/, real_human_user/, human_exp_V2/).",
+    ),
     study: str = typer.Option("recllmsim", "--study", help="Study to import into (created when absent)."),
-    strict: bool = typer.Option(False, "--strict", help="Abort on the first malformed file; the database is "
-                                                        "left exactly as before."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Abort on the first malformed file; the database is left exactly as before."
+    ),
 ) -> None:
     """Import the released RecLLMSim 'Human vs. Agent' conversations into one study (re-running adds nothing)."""
     from workbench.cli._common import ready_engine
@@ -52,11 +63,17 @@ def import_recllmsim_cmd(
 
 @import_app.command("jsonl")
 def import_jsonl_cmd(
-    path: Path = typer.Argument(..., help="A conversations.jsonl written by `workbench export` (or its folder); "
-                                          "labels/label_sources/questionnaires tables beside it are read too."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study to import into (default: the study named "
-                                                               "in the file)."),
-    strict: bool = typer.Option(False, "--strict", help="Abort on the first malformed line; nothing is written."),
+    path: Path = typer.Argument(
+        ...,
+        help="A conversations.jsonl written by `workbench export` (or its folder); "
+        "labels/label_sources/questionnaires tables beside it are read too.",
+    ),
+    study: str | None = typer.Option(
+        None, "--study", help="Study to import into (default: the study named in the file)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Abort on the first malformed line; nothing is written."
+    ),
 ) -> None:
     """Import a JSONL export into a study (re-running adds nothing)."""
     from workbench.cli._common import ready_engine
@@ -75,10 +92,13 @@ def _fail_when_nothing_valid(report, path: Path) -> None:
     if report.imported or report.existing:
         return
     if report.malformed:
-        raise UserInputError(f"nothing in {path} could be imported ({len(report.malformed)} malformed, listed "
-                             "above); check that it is the right file")
-    raise UserInputError(f"nothing in {path} could be imported: it holds no conversation; check that it is "
-                         "the right file")
+        raise UserInputError(
+            f"nothing in {path} could be imported ({len(report.malformed)} malformed, listed "
+            "above); check that it is the right file"
+        )
+    raise UserInputError(
+        f"nothing in {path} could be imported: it holds no conversation; check that it is the right file"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -87,8 +107,11 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         study: str = typer.Option(..., "--study", help="Name of the study to export."),
-        fmt: str = typer.Option("jsonl", "--format", help="jsonl (conversations.jsonl + tables as CSV), csv or "
-                                                          "parquet (tables only)."),
+        fmt: str = typer.Option(
+            "jsonl",
+            "--format",
+            help="jsonl (conversations.jsonl + tables as CSV), csv or parquet (tables only).",
+        ),
         out: Path = typer.Option(..., "--out", help="Directory to write into (created when absent)."),
     ) -> None:
         """Export a study: conversations.jsonl (OpenAI chat messages + metadata) and tidy tables."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,18 +10,26 @@ from db.engine import session_scope
 
 
 def register(app: typer.Typer) -> None:
-    invites = typer.Typer(help="Invite links for participants (only the tokens' hashes are stored).",
-                          no_args_is_help=True)
+    invites = typer.Typer(
+        help="Invite links for participants (only the tokens' hashes are stored).", no_args_is_help=True
+    )
     app.add_typer(invites, name="invites")
 
     @invites.command("create")
     def create(
         study: str = typer.Option(..., "--study", help="Study name."),
         n: int = typer.Option(10, "-n", "--count", help="How many links."),
-        base_url: Optional[str] = typer.Option(
-            None, "--base-url", help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write the links to this file (else print them)."),
-        language: Optional[str] = typer.Option(None, "--language", help="Interface language (default: the study's)."),
+        base_url: str | None = typer.Option(
+            None,
+            "--base-url",
+            help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501).",
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", help="Write the links to this file (else print them)."
+        ),
+        language: str | None = typer.Option(
+            None, "--language", help="Interface language (default: the study's)."
+        ),
     ) -> None:
         """Create N participants with invite links. The links are shown once: keep them."""
         from workbench.cli._common import output_file, ready_engine, write_text
@@ -43,8 +50,11 @@ def register(app: typer.Typer) -> None:
     @invites.command("prolific-url")
     def prolific(
         study: str = typer.Option(..., "--study", help="Study name."),
-        base_url: Optional[str] = typer.Option(
-            None, "--base-url", help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501)."),
+        base_url: str | None = typer.Option(
+            None,
+            "--base-url",
+            help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501).",
+        ),
     ) -> None:
         """Print the study URL to paste into Prolific."""
         from db.repo import get_study

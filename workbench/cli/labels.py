@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from workbench.errors import UserInputError
 LABELLERS = ("llm", "rule", "trained")
 
 
-def _split(values: Optional[List[str]]) -> Optional[list[str]]:
+def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
@@ -25,12 +24,12 @@ def _split(values: Optional[List[str]]) -> Optional[list[str]]:
 def label(
     study: str = typer.Option(..., "--study", help="Study name."),
     labeller: str = typer.Option(..., "--labeller", help="llm | rule | trained."),
-    model: Optional[str] = typer.Option(
+    model: str | None = typer.Option(
         None,
         "--model",
         help=f"llm: provider/model (default: {DEFAULT_MODEL_HELP}).",
     ),
-    dimensions: Optional[List[str]] = typer.Option(
+    dimensions: list[str] | None = typer.Option(
         None,
         "--dimensions",
         help="Dimensions to label (comma-separated or repeated; default: all the labeller can do).",
@@ -39,13 +38,13 @@ def label(
         3, "--samples", help="llm: samples per conversation (majority vote / median)."
     ),
     concurrency: int = typer.Option(4, "--concurrency", help="llm: conversations in flight at once."),
-    temperature: Optional[float] = typer.Option(0.7, "--temperature", help="llm: sampling temperature."),
-    prompt_version: Optional[str] = typer.Option(
+    temperature: float | None = typer.Option(0.7, "--temperature", help="llm: sampling temperature."),
+    prompt_version: str | None = typer.Option(
         None,
         "--prompt-version",
         help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml; default: v2).",
     ),
-    limit: Optional[int] = typer.Option(None, "--limit", help="llm: label at most this many conversations."),
+    limit: int | None = typer.Option(None, "--limit", help="llm: label at most this many conversations."),
     overwrite: bool = typer.Option(False, "--overwrite", help="llm: relabel conversations already labelled."),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="llm: do not answer calls from the response cache."
@@ -54,10 +53,10 @@ def label(
         False, "--dry-run", help="llm: print projected calls, tokens and cost, then stop."
     ),
     seed: int = typer.Option(0, "--seed", help="llm: base seed (sample i uses seed+i)."),
-    train_source: Optional[str] = typer.Option(
+    train_source: str | None = typer.Option(
         None, "--train-source", help="trained: label source to learn from (see `workbench labels sources`)."
     ),
-    holdout_source: Optional[str] = typer.Option(
+    holdout_source: str | None = typer.Option(
         None,
         "--holdout-source",
         help="trained: keep this source's conversations (e.g. the gold "
@@ -67,7 +66,9 @@ def label(
         False, "--all", help="trained: also label the training conversations (in-sample, optimistic)."
     ),
     cv: int = typer.Option(
-        0, "--cv", help="trained: also report K-fold cross-validated kappa against the training source (0 = off)."
+        0,
+        "--cv",
+        help="trained: also report K-fold cross-validated kappa against the training source (0 = off).",
     ),
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
@@ -94,7 +95,9 @@ def label(
         prompt_version = prompt_version or DEFAULT_PROMPT
 
         name = model or default_model()
-        missing_key = check_model_name(name)  # an unknown provider exits 2; a missing key only fails a real run
+        missing_key = check_model_name(
+            name
+        )  # an unknown provider exits 2; a missing key only fails a real run
         if dry_run:
             plan = plan_labelling(
                 engine,
@@ -117,8 +120,11 @@ def label(
                 f"{plan.calls} calls; {plan.labels:,} labels ({plan.turn_labels:,} per turn); "
                 f"~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion tokens; "
                 f"cost {cost}. Dimensions: {', '.join(plan.dimensions)}."
-                + (f" {plan.already_labelled} already labelled (not called again; --overwrite relabels them)."
-                   if plan.already_labelled else "")
+                + (
+                    f" {plan.already_labelled} already labelled (not called again; --overwrite relabels them)."
+                    if plan.already_labelled
+                    else ""
+                )
             )
             if missing_key:
                 typer.echo(f"note: {missing_key} (a real run needs it).", err=True)
@@ -147,7 +153,11 @@ def label(
             f"{summary.source}: labelled {summary.conversations} conversations ({summary.labels} labels, "
             f"{summary.flagged} flagged for sample disagreement, {summary.failed} failed), "
             f"{summary.skipped_existing} already labelled"
-            + (f", {summary.skipped_empty} unfinished or without turns (not labelled)" if summary.skipped_empty else "")
+            + (
+                f", {summary.skipped_empty} unfinished or without turns (not labelled)"
+                if summary.skipped_empty
+                else ""
+            )
             + f"; cost ${summary.cost_usd:.4f}."
         )
         if summary.failed:
@@ -188,8 +198,10 @@ def label(
             f"{study} --a {report.source} --b <gold source>`."
         )
         if report.cv is not None:
-            typer.echo(f"Cross-validated Cohen's kappa against {train_source} ({cv} folds; how well it imitates "
-                       "its teacher):")
+            typer.echo(
+                f"Cross-validated Cohen's kappa against {train_source} ({cv} folds; how well it imitates "
+                "its teacher):"
+            )
             wide = report.cv.pivot(index="dimension", columns="user_kind", values="cohen_kappa")
             typer.echo(wide.map(lambda v: "" if v is None or v != v else f"{v:.3f}").to_string())
         if holdout_source:
@@ -264,18 +276,18 @@ def sources(
 
 def agreement(
     study: str = typer.Option(..., "--study", help="Study name."),
-    a: Optional[str] = typer.Option(
+    a: str | None = typer.Option(
         None, "--a", help="First label source (as `workbench labels sources` lists it)."
     ),
-    b: Optional[str] = typer.Option(None, "--b", help="Second label source."),
-    source_set: Optional[List[str]] = typer.Option(
+    b: str | None = typer.Option(None, "--b", help="Second label source."),
+    source_set: list[str] | None = typer.Option(
         None,
         "--sources",
         help="Instead of --a/--b: a set of sources (e.g. annotators), "
         "comma-separated or repeated; gives Fleiss' kappa.",
     ),
-    dimensions: Optional[List[str]] = typer.Option(None, "--dimensions", help="Only these dimensions."),
-    json_file: Optional[Path] = typer.Option(
+    dimensions: list[str] | None = typer.Option(None, "--dimensions", help="Only these dimensions."),
+    json_file: Path | None = typer.Option(
         None, "--json", help="Also write the records as JSON to this file."
     ),
     n_boot: int = typer.Option(

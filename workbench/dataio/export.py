@@ -39,14 +39,39 @@ FORMATS = ("jsonl", "csv", "parquet")
 TABLES = ("conversations", "conditions", "turns", "labels", "label_sources", "questionnaires")
 
 CONDITION_COLUMNS = [
-    "condition_id", "key", "scenario", "task_context_id", "task_context_key", "task_context_language",
-    "task_context_text", "profile_id", "profile_key", "assistant_config_id", "assistant_model", "language",
-    "quota", "created_at",
+    "condition_id",
+    "key",
+    "scenario",
+    "task_context_id",
+    "task_context_key",
+    "task_context_language",
+    "task_context_text",
+    "profile_id",
+    "profile_key",
+    "assistant_config_id",
+    "assistant_model",
+    "language",
+    "quota",
+    "created_at",
 ]
 LABEL_SOURCE_COLUMNS = ["name", "kind", "model", "prompt_version", "codebook_version", "params", "n_labels"]
-_TURN_EXTRAS = ("index", "role", "translation", "translation_language", "created_at", "completed_at",
-                "latency_ms", "prompt_tokens", "completion_tokens", "hallucination", "hallucination_note",
-                "satisfaction", "satisfaction_reason", "intent", "meta")
+_TURN_EXTRAS = (
+    "index",
+    "role",
+    "translation",
+    "translation_language",
+    "created_at",
+    "completed_at",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "hallucination",
+    "hallucination_note",
+    "satisfaction",
+    "satisfaction_reason",
+    "intent",
+    "meta",
+)
 
 
 def export_study(engine: Engine, study_name: str, fmt: str, out_dir: str | Path) -> list[Path]:
@@ -97,12 +122,24 @@ def conditions_df(session: Session, study_id: int) -> pd.DataFrame:
     )
     rows = []
     for cond, scen, tc, prof_key, model in session.exec(q).all():
-        rows.append({
-            "condition_id": cond.id, "key": cond.key, "scenario": scen, "task_context_id": tc.id,
-            "task_context_key": tc.key, "task_context_language": tc.language, "task_context_text": tc.text,
-            "profile_id": cond.profile_id, "profile_key": prof_key, "assistant_config_id": cond.assistant_config_id,
-            "assistant_model": model, "language": cond.language, "quota": cond.quota, "created_at": cond.created_at,
-        })
+        rows.append(
+            {
+                "condition_id": cond.id,
+                "key": cond.key,
+                "scenario": scen,
+                "task_context_id": tc.id,
+                "task_context_key": tc.key,
+                "task_context_language": tc.language,
+                "task_context_text": tc.text,
+                "profile_id": cond.profile_id,
+                "profile_key": prof_key,
+                "assistant_config_id": cond.assistant_config_id,
+                "assistant_model": model,
+                "language": cond.language,
+                "quota": cond.quota,
+                "created_at": cond.created_at,
+            }
+        )
     return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
 
 
@@ -111,9 +148,20 @@ def label_sources_df(session: Session, study_id: int) -> pd.DataFrame:
     counts = repo.label_sources_df(session, study_id)
     n = dict(zip(counts["name"], counts["n_labels"]))
     rows = []
-    for src in session.exec(select(LabelSource).where(LabelSource.name.in_(list(n))).order_by(LabelSource.name)).all():
-        rows.append({"name": src.name, "kind": src.kind, "model": src.model, "prompt_version": src.prompt_version,
-                     "codebook_version": src.codebook_version, "params": src.params, "n_labels": int(n[src.name])})
+    for src in session.exec(
+        select(LabelSource).where(LabelSource.name.in_(list(n))).order_by(LabelSource.name)
+    ).all():
+        rows.append(
+            {
+                "name": src.name,
+                "kind": src.kind,
+                "model": src.model,
+                "prompt_version": src.prompt_version,
+                "codebook_version": src.codebook_version,
+                "params": src.params,
+                "n_labels": int(n[src.name]),
+            }
+        )
     return pd.DataFrame(rows, columns=LABEL_SOURCE_COLUMNS)
 
 
@@ -124,26 +172,51 @@ def conversation_lines(session: Session, study: Study):
     tc_ids = {c.task_context_id for c in conds.values()}
     prof_ids = {c.profile_id for c in conds.values() if c.profile_id}
     asst_ids = {c.assistant_config_id for c in conds.values()}
-    tcs = {t.id: t for t in session.exec(select(TaskContext).where(TaskContext.id.in_(tc_ids))).all()} if tc_ids else {}
-    profs = {p.id: p for p in session.exec(select(Profile).where(Profile.id.in_(prof_ids))).all()} if prof_ids else {}
-    assts = {a.id: a for a in session.exec(select(AssistantConfig).where(AssistantConfig.id.in_(asst_ids))).all()} \
-        if asst_ids else {}
+    tcs = (
+        {t.id: t for t in session.exec(select(TaskContext).where(TaskContext.id.in_(tc_ids))).all()}
+        if tc_ids
+        else {}
+    )
+    profs = (
+        {p.id: p for p in session.exec(select(Profile).where(Profile.id.in_(prof_ids))).all()}
+        if prof_ids
+        else {}
+    )
+    assts = (
+        {a.id: a for a in session.exec(select(AssistantConfig).where(AssistantConfig.id.in_(asst_ids))).all()}
+        if asst_ids
+        else {}
+    )
     sims = {c.id: c for c in session.exec(select(SimulatorConfig)).all()}
-    runs = {r.id: r for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()}
-    pseudos = dict(session.exec(select(Participant.id, Participant.pseudonym)
-                                .where(Participant.study_id == study.id)).all())
-    convs = session.exec(select(Conversation).where(Conversation.study_id == study.id).order_by(Conversation.id)).all()
+    runs = {
+        r.id: r for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
+    }
+    pseudos = dict(
+        session.exec(
+            select(Participant.id, Participant.pseudonym).where(Participant.study_id == study.id)
+        ).all()
+    )
+    convs = session.exec(
+        select(Conversation).where(Conversation.study_id == study.id).order_by(Conversation.id)
+    ).all()
     # Turn columns, not ORM objects: much faster for tens of thousands of turns.
     turns: dict[int, list[dict]] = {}
-    tq = (select(Turn.conversation_id, Turn.content, *[getattr(Turn, c) for c in _TURN_EXTRAS])
-          .join(Conversation, Conversation.id == Turn.conversation_id)
-          .where(Conversation.study_id == study.id).order_by(Turn.conversation_id, Turn.index))
+    tq = (
+        select(Turn.conversation_id, Turn.content, *[getattr(Turn, c) for c in _TURN_EXTRAS])
+        .join(Conversation, Conversation.id == Turn.conversation_id)
+        .where(Conversation.study_id == study.id)
+        .order_by(Turn.conversation_id, Turn.index)
+    )
     for r in session.exec(tq).all():
         turns.setdefault(r[0], []).append(dict(zip(("content",) + _TURN_EXTRAS, r[1:])))
     for conv in convs:
         cond = conds[conv.condition_id]
-        sc, tc, prof, asst = scen[cond.scenario_id], tcs[cond.task_context_id], profs.get(cond.profile_id), \
-            assts[cond.assistant_config_id]
+        sc, tc, prof, asst = (
+            scen[cond.scenario_id],
+            tcs[cond.task_context_id],
+            profs.get(cond.profile_id),
+            assts[cond.assistant_config_id],
+        )
         sim = sims.get(conv.simulator_config_id)
         ts = turns.get(conv.id, [])
         yield {
@@ -163,28 +236,60 @@ def conversation_lines(session: Session, study: Study):
             "replicate": conv.replicate,
             "run_id": conv.run_id,
             # the simulation run that made it (re-created by `import jsonl`, so provenance survives a round trip)
-            "run": None if conv.run_id not in runs else {
-                "key": runs[conv.run_id].key, "status": runs[conv.run_id].status, "params": runs[conv.run_id].params,
-                "created_at": runs[conv.run_id].created_at, "finished_at": runs[conv.run_id].finished_at},
+            "run": None
+            if conv.run_id not in runs
+            else {
+                "key": runs[conv.run_id].key,
+                "status": runs[conv.run_id].status,
+                "params": runs[conv.run_id].params,
+                "created_at": runs[conv.run_id].created_at,
+                "finished_at": runs[conv.run_id].finished_at,
+            },
             "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
             "started_at": conv.started_at,
             "ended_at": conv.ended_at,
             "end_reason": conv.end_reason,
             "ended_by": conv.ended_by,
             "scenario_info": {"key": sc.key, "name": sc.name, "names": sc.names},
-            "task_context": {"key": tc.key, "language": tc.language, "text": tc.text, "translations": tc.translations,
-                             "slots": tc.slots, "source": tc.source},
-            "profile": None if prof is None else {
-                "key": prof.key, "language": prof.language, "fields": prof.fields, "text": prof.text,
-                "translations": prof.translations, "source": prof.source},
+            "task_context": {
+                "key": tc.key,
+                "language": tc.language,
+                "text": tc.text,
+                "translations": tc.translations,
+                "slots": tc.slots,
+                "source": tc.source,
+            },
+            "profile": None
+            if prof is None
+            else {
+                "key": prof.key,
+                "language": prof.language,
+                "fields": prof.fields,
+                "text": prof.text,
+                "translations": prof.translations,
+                "source": prof.source,
+            },
             "assistant_model": asst.model,
-            "assistant": {"model": asst.model, "name": asst.name, "system_prompt": asst.system_prompt,
-                          "temperature": asst.temperature, "max_tokens": asst.max_tokens, "version": asst.version,
-                          "params": asst.params},
-            "simulator": None if sim is None else {
-                "model": sim.model, "name": sim.name, "prompt_template": sim.prompt_template,
-                "prompt_version": sim.prompt_version, "temperature": sim.temperature, "seed": sim.seed,
-                "params": sim.params},
+            "assistant": {
+                "model": asst.model,
+                "name": asst.name,
+                "system_prompt": asst.system_prompt,
+                "temperature": asst.temperature,
+                "max_tokens": asst.max_tokens,
+                "version": asst.version,
+                "params": asst.params,
+            },
+            "simulator": None
+            if sim is None
+            else {
+                "model": sim.model,
+                "name": sim.name,
+                "prompt_template": sim.prompt_template,
+                "prompt_version": sim.prompt_version,
+                "temperature": sim.temperature,
+                "seed": sim.seed,
+                "params": sim.params,
+            },
             "meta": conv.meta,
             "turns": [{c: t[c] for c in _TURN_EXTRAS} for t in ts],
         }
@@ -201,6 +306,13 @@ def _flatten(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for col in df.columns:
         if df[col].dtype == object and df[col].map(lambda v: isinstance(v, (list, dict))).any():
-            df[col] = df[col].map(lambda v: None if v is None else json.dumps(v, ensure_ascii=False)
-                                  if isinstance(v, (list, dict)) else v)
+            df[col] = df[col].map(
+                lambda v: (
+                    None
+                    if v is None
+                    else json.dumps(v, ensure_ascii=False)
+                    if isinstance(v, (list, dict))
+                    else v
+                )
+            )
     return df

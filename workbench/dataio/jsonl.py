@@ -11,9 +11,9 @@ import json
 import math
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import update
@@ -36,16 +36,32 @@ from workbench.dataio.writer import (
 )
 from workbench.errors import UserInputError
 
-TURN_FIELDS = ("translation", "translation_language", "latency_ms", "prompt_tokens", "completion_tokens",
-               "hallucination", "hallucination_note", "satisfaction", "satisfaction_reason", "intent", "meta")
+TURN_FIELDS = (
+    "translation",
+    "translation_language",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "hallucination",
+    "hallucination_note",
+    "satisfaction",
+    "satisfaction_reason",
+    "intent",
+    "meta",
+)
 
 
 class _Bad(Exception):
     pass
 
 
-def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, strict: bool = False,
-                 progress: Progress = None) -> ImportReport:
+def import_jsonl(
+    engine: Engine,
+    path: str | Path,
+    study: str | None = None,
+    strict: bool = False,
+    progress: Progress = None,
+) -> ImportReport:
     """Import ``path`` (a ``conversations.jsonl`` file or the directory holding it) into ``study``
     (default: the study named in the file). Malformed lines are skipped and reported."""
     t0 = time.perf_counter()
@@ -61,32 +77,50 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
     if sources is not None:
         for r in sources.to_dict("records"):
             source_specs[r["name"]] = LabelSourceSpec(
-                name=r["name"], kind=r.get("kind") or "imported", model=_none(r.get("model")),
-                prompt_version=_none(r.get("prompt_version")), codebook_version=_none(r.get("codebook_version")),
-                params=_json(r.get("params")) or {})
+                name=r["name"],
+                kind=r.get("kind") or "imported",
+                model=_none(r.get("model")),
+                prompt_version=_none(r.get("prompt_version")),
+                codebook_version=_none(r.get("codebook_version")),
+                params=_json(r.get("params")) or {},
+            )
     labels_by_conv: dict[Any, list[dict]] = defaultdict(list)
     if labels is not None:
         for r in labels.to_dict("records"):
             name = r["source"]
-            spec = source_specs.get(name) or LabelSourceSpec(name=name, kind=_none(r.get("source_kind")) or "imported")
+            spec = source_specs.get(name) or LabelSourceSpec(
+                name=name, kind=_none(r.get("source_kind")) or "imported"
+            )
             source_specs.setdefault(name, spec)
             samples = _json(r.get("samples"))
-            labels_by_conv[int(r["conversation_id"])].append({
-                "dimension": r["dimension"], "value": _str(r.get("value")), "turn_index": int(r["turn_index"]),
-                "source": spec, "rationale": _none(r.get("rationale")), "samples": samples,
-                "flagged": _bool(r.get("flagged")), "status": _none(r.get("status")) or "ok",
-                "created_at": _time(r.get("created_at")),
-            })
+            labels_by_conv[int(r["conversation_id"])].append(
+                {
+                    "dimension": r["dimension"],
+                    "value": _str(r.get("value")),
+                    "turn_index": int(r["turn_index"]),
+                    "source": spec,
+                    "rationale": _none(r.get("rationale")),
+                    "samples": samples,
+                    "flagged": _bool(r.get("flagged")),
+                    "status": _none(r.get("status")) or "ok",
+                    "created_at": _time(r.get("created_at")),
+                }
+            )
     answers_by_conv: dict[Any, list[dict]] = defaultdict(list)
     if answers is not None:
         for r in answers.to_dict("records"):
             if _none(r.get("conversation_id")) is None:
                 continue
-            answers_by_conv[int(r["conversation_id"])].append({
-                "questionnaire": r["questionnaire"], "item": str(r["item"]), "value": _str(r.get("value")),
-                "raw_value": _str(r.get("raw_value")), "question": _none(r.get("question")),
-                "created_at": _time(r.get("created_at")),
-            })
+            answers_by_conv[int(r["conversation_id"])].append(
+                {
+                    "questionnaire": r["questionnaire"],
+                    "item": str(r["item"]),
+                    "value": _str(r.get("value")),
+                    "raw_value": _str(r.get("raw_value")),
+                    "question": _none(r.get("question")),
+                    "created_at": _time(r.get("created_at")),
+                }
+            )
 
     report = ImportReport(study=study or "")
     records = []
@@ -104,8 +138,13 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
                 obj = json.loads(line)
                 rec = _record(obj)
             except (json.JSONDecodeError, _Bad, KeyError, TypeError, ValueError) as exc:
-                reason = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else \
-                    f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                reason = (
+                    f"invalid JSON ({exc.msg})"
+                    if isinstance(exc, json.JSONDecodeError)
+                    else f"missing field {exc}"
+                    if isinstance(exc, KeyError)
+                    else str(exc)
+                )
                 if strict:
                     raise UserInputError(f"{where}: {reason}. Nothing was imported (--strict).") from None
                 report.malformed.append((where, reason))
@@ -124,8 +163,14 @@ def import_jsonl(engine: Engine, path: str | Path, study: Optional[str] = None, 
                 run_of[rec.external_id] = (run["key"], obj.get("replicate") or 0)
     if not report.study:
         report.study = "imported"
-    write_records(engine, records, report, description=f"Imported from {file}", single_transaction=strict,
-                  progress=progress)
+    write_records(
+        engine,
+        records,
+        report,
+        description=f"Imported from {file}",
+        single_transaction=strict,
+        progress=progress,
+    )
     _link_twins(engine, report, ext_of, twin_of)
     _link_runs(engine, report, runs, run_of)
     report.seconds = time.perf_counter() - t0
@@ -138,23 +183,35 @@ def _link_twins(engine: Engine, report: ImportReport, ext_of: dict, twin_of: dic
     if not twin_of or not report.study_id:
         return
     with Session(engine) as session:
-        ids = dict(session.exec(select(Conversation.external_id, Conversation.id)
-                                .where(Conversation.study_id == report.study_id,
-                                       Conversation.external_id.in_(list(twin_of) + list(ext_of.values())))).all())
+        ids = dict(
+            session.exec(
+                select(Conversation.external_id, Conversation.id).where(
+                    Conversation.study_id == report.study_id,
+                    Conversation.external_id.in_(list(twin_of) + list(ext_of.values())),
+                )
+            ).all()
+        )
         for ext, original in twin_of.items():
             target = ids.get(ext_of.get(original))
             if ext not in ids:
                 continue
             if target is None:
-                report.warnings.append(f"conversation {ext}: its twin original (id {original}) is not in the file; "
-                                       "imported without the twin link")
+                report.warnings.append(
+                    f"conversation {ext}: its twin original (id {original}) is not in the file; "
+                    "imported without the twin link"
+                )
                 continue
-            session.execute(update(Conversation.__table__).where(Conversation.__table__.c.id == ids[ext])
-                            .values(twin_of_id=target))
+            session.execute(
+                update(Conversation.__table__)
+                .where(Conversation.__table__.c.id == ids[ext])
+                .values(twin_of_id=target)
+            )
         session.commit()
 
 
-def _link_runs(engine: Engine, report: ImportReport, runs: dict[str, dict], run_of: dict[str, tuple[str, int]]) -> None:
+def _link_runs(
+    engine: Engine, report: ImportReport, runs: dict[str, dict], run_of: dict[str, tuple[str, int]]
+) -> None:
     """Re-create the simulation runs of the exported agent conversations in the study (status, times
     and parameters as exported, the exported key in ``params["imported_from"]``) and link their
     conversations with their replicate numbers. Conversations already linked (a re-import) are left
@@ -162,40 +219,62 @@ def _link_runs(engine: Engine, report: ImportReport, runs: dict[str, dict], run_
     if not run_of or not report.study_id:
         return
     with Session(engine) as session:
-        convs = session.exec(select(Conversation).where(Conversation.study_id == report.study_id,
-                                                        Conversation.external_id.in_(list(run_of)))).all()
+        convs = session.exec(
+            select(Conversation).where(
+                Conversation.study_id == report.study_id, Conversation.external_id.in_(list(run_of))
+            )
+        ).all()
         todo: dict[str, list[Conversation]] = defaultdict(list)
         for conv in convs:
             if conv.run_id is None and conv.user_kind == "agent" and conv.simulator_config_id is not None:
                 todo[run_of[conv.external_id][0]].append(conv)
         if not todo:
             return
-        mine = {(r.params or {}).get("imported_from"): r for r in session.exec(
-            select(SimulationRun).where(SimulationRun.study_id == report.study_id)).all()}
+        mine = {
+            (r.params or {}).get("imported_from"): r
+            for r in session.exec(
+                select(SimulationRun).where(SimulationRun.study_id == report.study_id)
+            ).all()
+        }
         for key, members in todo.items():
             exported = runs[key]
             run = mine.get(key)
             if run is None:
                 new_key, n = key[:64], 1
-                while session.exec(select(SimulationRun.id).where(SimulationRun.key == new_key)).first() is not None:
+                while (
+                    session.exec(select(SimulationRun.id).where(SimulationRun.key == new_key)).first()
+                    is not None
+                ):
                     suffix = f"-import{report.study_id}" + (f"-{n}" if n > 1 else "")
-                    new_key, n = key[:64 - len(suffix)] + suffix, n + 1
+                    new_key, n = key[: 64 - len(suffix)] + suffix, n + 1
                 params = exported.get("params") if isinstance(exported.get("params"), dict) else {}
-                run = SimulationRun(study_id=report.study_id, key=new_key,
-                                    simulator_config_id=members[0].simulator_config_id,
-                                    params={**params, "imported_from": key},
-                                    status=str(exported.get("status") or "finished")[:40],
-                                    created_at=_time_or_none(exported.get("created_at")) or utcnow(),
-                                    finished_at=_time_or_none(exported.get("finished_at")))
+                run = SimulationRun(
+                    study_id=report.study_id,
+                    key=new_key,
+                    simulator_config_id=members[0].simulator_config_id,
+                    params={**params, "imported_from": key},
+                    status=str(exported.get("status") or "finished")[:40],
+                    created_at=_time_or_none(exported.get("created_at")) or utcnow(),
+                    finished_at=_time_or_none(exported.get("finished_at")),
+                )
                 session.add(run)
                 session.flush()
-            taken = set(session.exec(select(Conversation.condition_id, Conversation.replicate)
-                                     .where(Conversation.run_id == run.id)).all())
+            taken = set(
+                session.exec(
+                    select(Conversation.condition_id, Conversation.replicate).where(
+                        Conversation.run_id == run.id
+                    )
+                ).all()
+            )
             for conv in members:
-                replicate = int(run_of[conv.external_id][1]) if str(run_of[conv.external_id][1]).isdigit() else 0
+                replicate = (
+                    int(run_of[conv.external_id][1]) if str(run_of[conv.external_id][1]).isdigit() else 0
+                )
                 if (conv.condition_id, replicate) in taken:
-                    report.warnings.append(f"conversation {conv.external_id}: run {key} already has replicate "
-                                           f"{replicate} of its condition; imported without the run link")
+                    report.warnings.append(
+                        f"conversation {conv.external_id}: run {key} already has replicate "
+                        f"{replicate} of its condition; imported without the run link"
+                    )
                     continue
                 taken.add((conv.condition_id, replicate))
                 conv.run_id, conv.replicate = run.id, replicate
@@ -209,51 +288,107 @@ def _record(o: dict) -> ConversationRecord:
     if o.get("user_kind") not in ("human", "agent"):
         raise _Bad(f"user_kind {o.get('user_kind')!r} is not human or agent")
     msgs = o["messages"]
-    if not isinstance(msgs, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
-                                             and m.get("role") in ("user", "assistant", "system") for m in msgs):
+    if not isinstance(msgs, list) or not all(
+        isinstance(m, dict)
+        and isinstance(m.get("content"), str)
+        and m.get("role") in ("user", "assistant", "system")
+        for m in msgs
+    ):
         raise _Bad("'messages' must be a list of {role, content}")
     extras = o.get("turns") or [{} for _ in msgs]
     if len(extras) != len(msgs):
         raise _Bad("'turns' and 'messages' differ in length")
     turns = []
     for i, (m, x) in enumerate(zip(msgs, extras)):
-        t = {"index": x.get("index", i), "role": m["role"], "content": m["content"],
-             "created_at": _time(x.get("created_at")), "completed_at": _time(x.get("completed_at"))}
+        t = {
+            "index": x.get("index", i),
+            "role": m["role"],
+            "content": m["content"],
+            "created_at": _time(x.get("created_at")),
+            "completed_at": _time(x.get("completed_at")),
+        }
         t.update({k: x.get(k) for k in TURN_FIELDS if x.get(k) is not None})
         turns.append(t)
     si = o.get("scenario_info") or {}
     scen = ScenarioSpec(key=o["scenario"], name=si.get("name") or o["scenario"], names=si.get("names") or {})
     tc = o["task_context"]
-    ctx = ContextSpec(text=tc["text"], language=tc.get("language") or o.get("language") or "en",
-                      translations=tc.get("translations") or {}, slots=tc.get("slots") or {}, key=tc.get("key"),
-                      source=tc.get("source") or "imported")
+    ctx = ContextSpec(
+        text=tc["text"],
+        language=tc.get("language") or o.get("language") or "en",
+        translations=tc.get("translations") or {},
+        slots=tc.get("slots") or {},
+        key=tc.get("key"),
+        source=tc.get("source") or "imported",
+    )
     pr = o.get("profile")
-    prof = None if not pr else ProfileSpec(key=pr["key"], language=pr.get("language") or "en",
-                                           fields=pr.get("fields") or {}, text=pr.get("text"),
-                                           translations=pr.get("translations") or {}, source=pr.get("source") or "imported")
+    prof = (
+        None
+        if not pr
+        else ProfileSpec(
+            key=pr["key"],
+            language=pr.get("language") or "en",
+            fields=pr.get("fields") or {},
+            text=pr.get("text"),
+            translations=pr.get("translations") or {},
+            source=pr.get("source") or "imported",
+        )
+    )
     a = o.get("assistant") or {"model": o["assistant_model"]}
-    asst = AssistantSpec(model=a["model"], system_prompt=a.get("system_prompt"), temperature=a.get("temperature"),
-                         max_tokens=a.get("max_tokens"), version=a.get("version") or "1", params=a.get("params") or {},
-                         name=a.get("name"))
+    asst = AssistantSpec(
+        model=a["model"],
+        system_prompt=a.get("system_prompt"),
+        temperature=a.get("temperature"),
+        max_tokens=a.get("max_tokens"),
+        version=a.get("version") or "1",
+        params=a.get("params") or {},
+        name=a.get("name"),
+    )
     sm = o.get("simulator")
-    sim = None if not sm else SimulatorSpec(
-        model=sm["model"], prompt_template=sm.get("prompt_template"), prompt_version=sm.get("prompt_version") or "1",
-        temperature=sm.get("temperature"), seed=sm.get("seed"), params=sm.get("params") or {}, name=sm.get("name"))
+    sim = (
+        None
+        if not sm
+        else SimulatorSpec(
+            model=sm["model"],
+            prompt_template=sm.get("prompt_template"),
+            prompt_version=sm.get("prompt_version") or "1",
+            temperature=sm.get("temperature"),
+            seed=sm.get("seed"),
+            params=sm.get("params") or {},
+            name=sm.get("name"),
+        )
+    )
     part = None
     if o.get("participant"):
-        part = ParticipantSpec(external_source=None, external_id=None, pseudonym=o["participant"],
-                               language=o.get("language") or "en")
+        part = ParticipantSpec(
+            external_source=None,
+            external_id=None,
+            pseudonym=o["participant"],
+            language=o.get("language") or "en",
+        )
     return ConversationRecord(
-        external_id=o.get("external_id") or f"export:{o['id']}", user_kind=o["user_kind"],
-        language=o.get("language") or "en", scenario=scen, context=ctx, assistant=asst, profile=prof,
-        participant=part, simulator=sim, wave=o.get("wave"), status=o.get("status") or "completed",
-        started_at=_time(o.get("started_at")), ended_at=_time(o.get("ended_at")), end_reason=o.get("end_reason"),
-        ended_by=o.get("ended_by"), source=o.get("source") or "imported", meta=o.get("meta") or {},
-        condition_key=o.get("condition_key"), turns=turns,
+        external_id=o.get("external_id") or f"export:{o['id']}",
+        user_kind=o["user_kind"],
+        language=o.get("language") or "en",
+        scenario=scen,
+        context=ctx,
+        assistant=asst,
+        profile=prof,
+        participant=part,
+        simulator=sim,
+        wave=o.get("wave"),
+        status=o.get("status") or "completed",
+        started_at=_time(o.get("started_at")),
+        ended_at=_time(o.get("ended_at")),
+        end_reason=o.get("end_reason"),
+        ended_by=o.get("ended_by"),
+        source=o.get("source") or "imported",
+        meta=o.get("meta") or {},
+        condition_key=o.get("condition_key"),
+        turns=turns,
     )
 
 
-def _side_table(folder: Path, name: str) -> Optional[pd.DataFrame]:
+def _side_table(folder: Path, name: str) -> pd.DataFrame | None:
     if (folder / f"{name}.csv").is_file():
         return pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False, na_values=[""])
     if (folder / f"{name}.parquet").is_file():
@@ -267,7 +402,7 @@ def _none(v: Any) -> Any:
     return v
 
 
-def _str(v: Any) -> Optional[str]:
+def _str(v: Any) -> str | None:
     v = _none(v)
     return None if v is None else str(v)
 
@@ -289,14 +424,14 @@ def _json(v: Any) -> Any:
     return v
 
 
-def _time_or_none(v: Any) -> Optional[datetime]:
+def _time_or_none(v: Any) -> datetime | None:
     try:
         return _time(v)
     except (TypeError, ValueError):
         return None
 
 
-def _time(v: Any) -> Optional[datetime]:
+def _time(v: Any) -> datetime | None:
     v = _none(v)
     if v is None or v == "":
         return None
@@ -307,6 +442,5 @@ def _time(v: Any) -> Optional[datetime]:
     else:
         ts = datetime.fromisoformat(str(v))
     if ts.tzinfo is None:
-        from datetime import timezone
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return ts

@@ -26,7 +26,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -56,9 +56,12 @@ SCENARIOS = {
     "restaurant_choice": ("Choosing a restaurant", "餐厅选择"),
 }
 FOLDER_SCENARIO = {
-    "travel planning": "travel_planning", "new travel planning": "travel_planning",
-    "recipe planning": "recipe_planning", "preparing gifts": "preparing_gifts",
-    "skills learning planning": "skills_learning_planning", "restaurant choice": "restaurant_choice",
+    "travel planning": "travel_planning",
+    "new travel planning": "travel_planning",
+    "recipe planning": "recipe_planning",
+    "preparing gifts": "preparing_gifts",
+    "skills learning planning": "skills_learning_planning",
+    "restaurant choice": "restaurant_choice",
     **{zh: key for key, (_en, zh) in SCENARIOS.items()},
 }
 
@@ -72,34 +75,72 @@ CHAT_MODELS = {
 }
 
 SOURCE_GPT4O = LabelSourceSpec(
-    name="imported:recllmsim-gpt4o", kind="imported", model="openai/gpt-4o-2024-08-06",
-    params={"labeller": "llm", "dataset": "recllmsim", "temperature": 0, "n_samples": 3,
-            "aggregation": "majority vote (categories), rounded mean (scales)"},
+    name="imported:recllmsim-gpt4o",
+    kind="imported",
+    model="openai/gpt-4o-2024-08-06",
+    params={
+        "labeller": "llm",
+        "dataset": "recllmsim",
+        "temperature": 0,
+        "n_samples": 3,
+        "aggregation": "majority vote (categories), rounded mean (scales)",
+    },
 )
 SOURCE_HUMAN = LabelSourceSpec(
-    name="imported:recllmsim-human", kind="imported",
+    name="imported:recllmsim-human",
+    kind="imported",
     params={"human": True, "gold": True, "dataset": "recllmsim", "annotators": 1},
 )
 SOURCE_HALLUCINATION = LabelSourceSpec(
-    name="imported:recllmsim-hallucination-annotators", kind="imported",
+    name="imported:recllmsim-hallucination-annotators",
+    kind="imported",
     params={"human": True, "dataset": "recllmsim", "post_hoc": True},
 )
 SIMULATOR = SimulatorSpec(
-    model="recllmsim/reference-simulator", prompt_template="recllmsim-reference", prompt_version="reference",
-    params={"max_turns": 10, "stop_phrase": "Thank you, goodbye.",
-            "note": "the simulator model is not recorded in the released files"},
+    model="recllmsim/reference-simulator",
+    prompt_template="recllmsim-reference",
+    prompt_version="reference",
+    params={
+        "max_turns": 10,
+        "stop_phrase": "Thank you, goodbye.",
+        "note": "the simulator model is not recorded in the released files",
+    },
     name="RecLLMSim reference simulator (imported)",
 )
 
 DIMENSIONS = {
-    "problem_solving", "order", "question_broadness", "context_dependency", "explanation", "promise",
-    "feedback", "politeness", "formality", "utility", "operability",
+    "problem_solving",
+    "order",
+    "question_broadness",
+    "context_dependency",
+    "explanation",
+    "promise",
+    "feedback",
+    "politeness",
+    "formality",
+    "utility",
+    "operability",
 }
 
-HALLUCINATION = {"是": "yes", "否": "no", "无法判断": "cant_tell", "yes": "yes", "no": "no",
-                 "cant_tell": "cant_tell", "can't tell": "cant_tell", True: "yes", False: "no"}
-INTENT_EN = {"推荐": "Recommendation", "规划": "Planning", "评估": "Evaluation", "其它": "Others", "其他": "Others",
-             "搜索": "Search"}
+HALLUCINATION = {
+    "是": "yes",
+    "否": "no",
+    "无法判断": "cant_tell",
+    "yes": "yes",
+    "no": "no",
+    "cant_tell": "cant_tell",
+    "can't tell": "cant_tell",
+    True: "yes",
+    False: "no",
+}
+INTENT_EN = {
+    "推荐": "Recommendation",
+    "规划": "Planning",
+    "评估": "Evaluation",
+    "其它": "Others",
+    "其他": "Others",
+    "搜索": "Search",
+}
 QUESTIONNAIRE_VALUES = {
     "Memorization": {"是": "yes", "否": "no"},
     "Detail": {"详细": "detailed", "一般": "average", "简略": "brief"},
@@ -140,8 +181,10 @@ def import_recllmsim(
     t0 = time.perf_counter()
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise UserInputError(f"{root} is not a directory. Give the root of the RecLLMSim data (the folder "
-                             f"holding LLM_agent_user/, real_human_user/ and human_exp_V2/).")
+        raise UserInputError(
+            f"{root} is not a directory. Give the root of the RecLLMSim data (the folder "
+            f"holding LLM_agent_user/, real_human_user/ and human_exp_V2/)."
+        )
     files = find_files(root)
     if not files:
         raise UserInputError(f"{root} holds none of {', '.join(WAVE_DIRS)}: is this the RecLLMSim data root?")
@@ -153,22 +196,29 @@ def import_recllmsim(
             records.append(parse_file(p, rel, wave))
         except Malformed as exc:
             if strict:
-                raise UserInputError(f"{rel}: {exc}. Nothing was imported (--strict); fix or remove the file, "
-                                     f"or import without --strict to skip it.") from None
+                raise UserInputError(
+                    f"{rel}: {exc}. Nothing was imported (--strict); fix or remove the file, "
+                    f"or import without --strict to skip it."
+                ) from None
             report.malformed.append((rel, str(exc)))
     # Sync the bundled scenario library first so imported conversations link to the packs' task
     # contexts and pool profiles (keys en-<task_context_id>, pool-<preference_id>) instead of creating
     # "imported" duplicates that a later sync would sit beside. Idempotent.
-    from scenarios import sync_library
     from sqlmodel import Session
+
+    from scenarios import sync_library
 
     with Session(engine) as session:
         sync_library(session)
         session.commit()
     write_records(
-        engine, records, report,
+        engine,
+        records,
+        report,
         description="The released RecLLMSim 'Human vs. Agent' data (arXiv:2509.17619), imported.",
-        language="en", single_transaction=strict, progress=progress,
+        language="en",
+        single_transaction=strict,
+        progress=progress,
     )
     report.seconds = time.perf_counter() - t0
     return report
@@ -228,7 +278,7 @@ def _history(data: dict) -> list[dict]:
     return hist
 
 
-def _text(data: dict, key: str, required: bool = True) -> Optional[str]:
+def _text(data: dict, key: str, required: bool = True) -> str | None:
     v = data.get(key)
     if v is None or (isinstance(v, str) and not v.strip()):
         if required:
@@ -256,7 +306,9 @@ def _hallucination(value: Any, i: int) -> str:
     try:
         return HALLUCINATION[value]
     except (KeyError, TypeError):
-        raise Malformed(f"turn {i}: unknown hallucination value {value!r} (expected 是/否/无法判断)") from None
+        raise Malformed(
+            f"turn {i}: unknown hallucination value {value!r} (expected 是/否/无法判断)"
+        ) from None
 
 
 def _labels(data: dict) -> list[dict]:
@@ -278,9 +330,13 @@ def _labels(data: dict) -> list[dict]:
             if isinstance(val, (dict, list)):
                 raise Malformed(f"{key!r}: {dim} is not a single value")
             value = None if val is None else str(val)
-            lab = {"dimension": dim, "value": value, "turn_index": -1,
-                   "source": SOURCE_HUMAN if human else SOURCE_GPT4O,
-                   "status": "ok" if value is not None else "skipped"}
+            lab = {
+                "dimension": dim,
+                "value": value,
+                "turn_index": -1,
+                "source": SOURCE_HUMAN if human else SOURCE_GPT4O,
+                "status": "ok" if value is not None else "skipped",
+            }
             if samples and not human:
                 sv = [None if s.get(dim) is None else str(s.get(dim)) for s in samples]
                 lab["samples"] = sv
@@ -302,31 +358,54 @@ def _parse_agent(data: dict, rel: str, folder: str) -> ConversationRecord:
     if mapped:
         fields["profile_mapped"] = mapped
     pref_zh = data.get("preference_zh") if isinstance(data.get("preference_zh"), str) else None
-    profile = ProfileSpec(key=f"pool-{pid}", language="en", fields=fields, text=pref,
-                          translations={"zh": pref_zh} if pref_zh else {}, source="pool")
+    profile = ProfileSpec(
+        key=f"pool-{pid}",
+        language="en",
+        fields=fields,
+        text=pref,
+        translations={"zh": pref_zh} if pref_zh else {},
+        source="pool",
+    )
     ctx_text = _text(data, "task_context")
     ctx_zh = data.get("task_context_zh") if isinstance(data.get("task_context_zh"), str) else None
     ctx_id = data.get("task_context_id")
-    context = ContextSpec(text=ctx_text, language="en", translations={"zh": ctx_zh} if ctx_zh else {},
-                          slots={"recllmsim_task_context_id": ctx_id, "recllmsim_wave": wave})
+    context = ContextSpec(
+        text=ctx_text,
+        language="en",
+        translations={"zh": ctx_zh} if ctx_zh else {},
+        slots={"recllmsim_task_context_id": ctx_id, "recllmsim_wave": wave},
+    )
 
     turns, labels = [], []
     for i, t in enumerate(hist):
-        meta = {k: v for k, v in t.items() if k not in ("role", "content", "content_zh", "intent", "hallucination")}
+        meta = {
+            k: v
+            for k, v in t.items()
+            if k not in ("role", "content", "content_zh", "intent", "hallucination")
+        }
         row = {"index": i, "role": t["role"], "content": t["content"], "meta": meta}
         if isinstance(t.get("content_zh"), str):
             row["translation"], row["translation_language"] = t["content_zh"], "zh"
         intent = t.get("intent")
         if intent is not None:
-            row["intent"] = [intent] if isinstance(intent, str) else list(intent) if isinstance(intent, list) else None
+            row["intent"] = (
+                [intent] if isinstance(intent, str) else list(intent) if isinstance(intent, list) else None
+            )
         if "hallucination" in t and t["role"] == "assistant":
             h = t["hallucination"]
             if isinstance(h, dict):
                 flag, memo = h.get("hallucination"), h.get("memo")
             else:
                 flag, memo = h, None
-            labels.append({"dimension": "hallucination", "turn_index": i, "value": _hallucination(flag, i),
-                           "rationale": memo if isinstance(memo, str) else None, "source": SOURCE_HALLUCINATION})
+            labels.append(
+                {
+                    "dimension": "hallucination",
+                    "turn_index": i,
+                    "value": _hallucination(flag, i),
+                    "rationale": memo if isinstance(memo, str) else None,
+                    "source": SOURCE_HALLUCINATION,
+                }
+            )
         turns.append(row)
     labels.extend(_labels(data))
 
@@ -338,26 +417,60 @@ def _parse_agent(data: dict, rel: str, folder: str) -> ConversationRecord:
         if not isinstance(block, dict):
             raise Malformed(f"{key!r} is not an object")
         for item, v in block.items():
-            questionnaire.append({"questionnaire": qname, "item": str(item)[:200],
-                                  "value": None if v is None else str(v), "raw_value": json.dumps(v)})
+            questionnaire.append(
+                {
+                    "questionnaire": qname,
+                    "item": str(item)[:200],
+                    "value": None if v is None else str(v),
+                    "raw_value": json.dumps(v),
+                }
+            )
 
-    meta = {"dataset": "recllmsim", "file": rel, "preference_id": pid, "task_context_id": ctx_id,
-            "task": data.get("task"), "anomalies": _anomalies(hist),
-            "extra_keys": sorted(k for k in data if k not in _AGENT_KEYS and not _STRATEGY.match(k))}
+    meta = {
+        "dataset": "recllmsim",
+        "file": rel,
+        "preference_id": pid,
+        "task_context_id": ctx_id,
+        "task": data.get("task"),
+        "anomalies": _anomalies(hist),
+        "extra_keys": sorted(k for k in data if k not in _AGENT_KEYS and not _STRATEGY.match(k)),
+    }
     return ConversationRecord(
-        external_id=rel, user_kind="agent", language="en", scenario=scen, context=context,
-        assistant=_assistant(None), profile=profile, simulator=SIMULATOR, wave=wave, meta=meta,
-        end_reason=_agent_end_reason(hist), ended_by="user" if hist[-1]["role"] == "user" else None,
-        turns=turns, labels=labels, questionnaire=questionnaire,
+        external_id=rel,
+        user_kind="agent",
+        language="en",
+        scenario=scen,
+        context=context,
+        assistant=_assistant(None),
+        profile=profile,
+        simulator=SIMULATOR,
+        wave=wave,
+        meta=meta,
+        end_reason=_agent_end_reason(hist),
+        ended_by="user" if hist[-1]["role"] == "user" else None,
+        turns=turns,
+        labels=labels,
+        questionnaire=questionnaire,
     )
 
 
-_AGENT_KEYS = {"history", "preference", "preference_id", "preference_zh", "profile_mapped", "rating",
-               "satisfaction", "task", "task_context", "task_context_id", "task_context_zh"}
+_AGENT_KEYS = {
+    "history",
+    "preference",
+    "preference_id",
+    "preference_zh",
+    "profile_mapped",
+    "rating",
+    "satisfaction",
+    "task",
+    "task_context",
+    "task_context_id",
+    "task_context_zh",
+}
 _HUMAN_KEYS = {"history", "profile", "questionnaire", "task_context", "task_type", "chat_model"}
 
 
-def _agent_end_reason(hist: list[dict]) -> Optional[str]:
+def _agent_end_reason(hist: list[dict]) -> str | None:
     users = [t for t in hist if t["role"] == "user"]
     if users and "goodbye" in users[-1]["content"].lower():
         return "user_ended"
@@ -380,8 +493,11 @@ def _parse_human(data: dict, rel: str, wave: str, user: str, folder: str) -> Con
 
     turns = []
     for i, t in enumerate(hist):
-        meta = {k: v for k, v in t.items()
-                if k not in ("role", "content", "intent", "hallucination", "satisfaction", "reason")}
+        meta = {
+            k: v
+            for k, v in t.items()
+            if k not in ("role", "content", "intent", "hallucination", "satisfaction", "reason")
+        }
         row: dict = {"index": i, "role": t["role"], "content": t["content"], "meta": meta}
         if t.get("hallucination") not in (None, ""):
             row["hallucination"] = _hallucination(t["hallucination"], i)
@@ -417,32 +533,56 @@ def _parse_human(data: dict, rel: str, wave: str, user: str, folder: str) -> Con
             item, option = q["summary"], q.get("option")
             raw = None if option is None else str(option)
             value = QUESTIONNAIRE_VALUES.get(item, {}).get(raw.strip() if raw else raw, raw)
-            questionnaire.append({"questionnaire": "post_task", "item": item[:200], "value": value,
-                                  "raw_value": raw, "question": q.get("query")})
+            questionnaire.append(
+                {
+                    "questionnaire": "post_task",
+                    "item": item[:200],
+                    "value": value,
+                    "raw_value": raw,
+                    "question": q.get("query"),
+                }
+            )
 
-    meta = {"dataset": "recllmsim", "file": rel, "task_type": data.get("task_type"),
-            "chat_model": chat_model, "anomalies": _anomalies(hist),
-            "extra_keys": sorted(k for k in data if k not in _HUMAN_KEYS and not _STRATEGY.match(k))}
+    meta = {
+        "dataset": "recllmsim",
+        "file": rel,
+        "task_type": data.get("task_type"),
+        "chat_model": chat_model,
+        "anomalies": _anomalies(hist),
+        "extra_keys": sorted(k for k in data if k not in _HUMAN_KEYS and not _STRATEGY.match(k)),
+    }
     if "complete_tid" in prof:
         meta["complete_tid"] = prof["complete_tid"]
     return ConversationRecord(
-        external_id=rel, user_kind="human", language="zh", scenario=scen,
+        external_id=rel,
+        user_kind="human",
+        language="zh",
+        scenario=scen,
         context=ContextSpec(text=ctx_text, language="zh", slots={"recllmsim_wave": wave}),
-        assistant=_assistant(chat_model), profile=ProfileSpec(key=None, language="zh", fields=fields,
-                                                              source="participant"),
+        assistant=_assistant(chat_model),
+        profile=ProfileSpec(key=None, language="zh", fields=fields, source="participant"),
         participant=ParticipantSpec(external_source=EXTERNAL_SOURCE[wave], external_id=user, language="zh"),
-        wave=wave, meta=meta, ended_by="user" if hist[-1]["role"] == "user" else None,
-        turns=turns, labels=_labels(data), questionnaire=questionnaire,
+        wave=wave,
+        meta=meta,
+        ended_by="user" if hist[-1]["role"] == "user" else None,
+        turns=turns,
+        labels=_labels(data),
+        questionnaire=questionnaire,
     )
 
 
-def _assistant(chat_model: Optional[str]) -> AssistantSpec:
+def _assistant(chat_model: str | None) -> AssistantSpec:
     if not chat_model:
-        return AssistantSpec(model=DEFAULT_ASSISTANT_MODEL, params={"dataset": "recllmsim", "assumed": True},
-                             name=f"{DEFAULT_ASSISTANT_MODEL} (assumed; RecLLMSim)")
+        return AssistantSpec(
+            model=DEFAULT_ASSISTANT_MODEL,
+            params={"dataset": "recllmsim", "assumed": True},
+            name=f"{DEFAULT_ASSISTANT_MODEL} (assumed; RecLLMSim)",
+        )
     name = chat_model.strip()
     model = CHAT_MODELS.get(name) or (name if "/" in name else f"unknown/{name}")
-    return AssistantSpec(model=model, params={"dataset": "recllmsim", "chat_model": name}, name=f"{model} (RecLLMSim)")
+    return AssistantSpec(
+        model=model, params={"dataset": "recllmsim", "chat_model": name}, name=f"{model} (RecLLMSim)"
+    )
 
 
 def _snake(key: str) -> str:

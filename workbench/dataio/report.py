@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 # progress(done, total): called as files are written; the CLI draws a bar with it.
-Progress = Optional[Callable[[int, int], None]]
+Progress = Callable[[int, int], None] | None
 
 
 @dataclass
 class ImportReport:
     study: str
-    study_id: Optional[int] = None
+    study_id: int | None = None
     files: int = 0  # files (or lines) seen
     imported: int = 0  # conversations written now
     existing: int = 0  # already in the study (re-import): not written again

@@ -13,9 +13,10 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Engine
@@ -53,58 +54,58 @@ class ContextSpec:
     language: str
     translations: dict = field(default_factory=dict)
     slots: dict = field(default_factory=dict)
-    key: Optional[str] = None  # key to use when the context has to be created
+    key: str | None = None  # key to use when the context has to be created
     source: str = "imported"
 
 
 @dataclass
 class ProfileSpec:
-    key: Optional[str]  # None: derived from the participant ("participant-<pseudonym>")
+    key: str | None  # None: derived from the participant ("participant-<pseudonym>")
     language: str
     fields: dict = field(default_factory=dict)
-    text: Optional[str] = None
+    text: str | None = None
     translations: dict = field(default_factory=dict)
     source: str = "imported"
 
 
 @dataclass
 class ParticipantSpec:
-    external_source: Optional[str]
-    external_id: Optional[str]
+    external_source: str | None
+    external_id: str | None
     language: str = "zh"
-    pseudonym: Optional[str] = None  # kept when given (JSONL round trip), else random
+    pseudonym: str | None = None  # kept when given (JSONL round trip), else random
     status: str = "completed"
 
 
 @dataclass
 class AssistantSpec:
     model: str
-    system_prompt: Optional[str] = None
-    temperature: Optional[float] = None
-    max_tokens: Optional[int] = None
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
     version: str = "1"
     params: dict = field(default_factory=dict)
-    name: Optional[str] = None
+    name: str | None = None
 
 
 @dataclass
 class SimulatorSpec:
     model: str
-    prompt_template: Optional[str] = None
+    prompt_template: str | None = None
     prompt_version: str = "1"
-    temperature: Optional[float] = None
-    seed: Optional[int] = None
+    temperature: float | None = None
+    seed: int | None = None
     params: dict = field(default_factory=dict)
-    name: Optional[str] = None
+    name: str | None = None
 
 
 @dataclass
 class LabelSourceSpec:
     name: str
     kind: str
-    model: Optional[str] = None
-    prompt_version: Optional[str] = None
-    codebook_version: Optional[str] = None
+    model: str | None = None
+    prompt_version: str | None = None
+    codebook_version: str | None = None
     params: dict = field(default_factory=dict)
 
 
@@ -116,18 +117,18 @@ class ConversationRecord:
     scenario: ScenarioSpec
     context: ContextSpec
     assistant: AssistantSpec
-    profile: Optional[ProfileSpec] = None
-    participant: Optional[ParticipantSpec] = None
-    simulator: Optional[SimulatorSpec] = None
-    wave: Optional[str] = None
+    profile: ProfileSpec | None = None
+    participant: ParticipantSpec | None = None
+    simulator: SimulatorSpec | None = None
+    wave: str | None = None
     status: str = "completed"
-    started_at: Optional[datetime] = None
-    ended_at: Optional[datetime] = None
-    end_reason: Optional[str] = None
-    ended_by: Optional[str] = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    ended_by: str | None = None
     source: str = "imported"
     meta: dict = field(default_factory=dict)
-    condition_key: Optional[str] = None  # reuse this condition key when given
+    condition_key: str | None = None  # reuse this condition key when given
     turns: list[dict] = field(default_factory=list)  # Turn columns (index, role, content, ...)
     labels: list[dict] = field(default_factory=list)  # Label columns + "source" (LabelSourceSpec)
     questionnaire: list[dict] = field(default_factory=list)  # QuestionnaireResponse columns
@@ -159,20 +160,26 @@ class _Resolver:
         self.study = study
         self.report = report
         self.scenarios: dict[str, int] = {}
-        self.contexts: dict[int, tuple[dict, dict, set]] = {}  # scenario_id -> (by text, by translation, keys)
+        self.contexts: dict[
+            int, tuple[dict, dict, set]
+        ] = {}  # scenario_id -> (by text, by translation, keys)
         self.profiles: dict[str, int] = {k: i for k, i in session.exec(select(Profile.key, Profile.id)).all()}
         self.participant_profiles: dict[tuple, tuple[int, str]] = {}
         self.participants: dict[tuple, tuple[int, str]] = {}
         for pid, src, ext, pseudo in session.exec(
-            select(Participant.id, Participant.external_source, Participant.external_id, Participant.pseudonym)
-            .where(Participant.study_id == study.id)
+            select(
+                Participant.id, Participant.external_source, Participant.external_id, Participant.pseudonym
+            ).where(Participant.study_id == study.id)
         ).all():
             self.participants[(src, ext)] = (pid, pseudo)
         self.assistants: dict[str, int] = {}
         self.simulators: dict[str, int] = {}
         self.sources: dict[str, int] = {}
         self.conditions: dict[str, int] = {
-            k: i for k, i in session.exec(select(Condition.key, Condition.id).where(Condition.study_id == study.id)).all()
+            k: i
+            for k, i in session.exec(
+                select(Condition.key, Condition.id).where(Condition.study_id == study.id)
+            ).all()
         }
 
     # -- scenarios and task contexts --------------------------------------------------------------
@@ -210,10 +217,21 @@ class _Resolver:
         key = spec.key or f"imported-{spec.language}-{short_hash(t)}"
         if key in keys:  # same key, different text: keep both
             key = f"{key}-{short_hash(t)}"
-        (tc_id,) = _insert_ids(self.conn, TaskContext.__table__, [{
-            "scenario_id": scenario_id, "key": key, "language": spec.language, "text": spec.text,
-            "translations": spec.translations or {}, "slots": spec.slots or {}, "source": spec.source,
-        }])
+        (tc_id,) = _insert_ids(
+            self.conn,
+            TaskContext.__table__,
+            [
+                {
+                    "scenario_id": scenario_id,
+                    "key": key,
+                    "language": spec.language,
+                    "text": spec.text,
+                    "translations": spec.translations or {},
+                    "slots": spec.slots or {},
+                    "source": spec.source,
+                }
+            ],
+        )
         self.report.created["task_contexts"] += 1
         by_text[(spec.language, t)] = (tc_id, key)
         by_text.setdefault(("*", t), (tc_id, key))
@@ -231,16 +249,27 @@ class _Resolver:
         existing = self.s.exec(select(Participant.id).where(Participant.pseudonym == pseudo)).first()
         if existing is not None:  # pseudonym taken (e.g. importing a JSONL twice into other studies)
             pseudo = f"p{secrets.token_hex(6)}"
-        (pid,) = _insert_ids(self.conn, Participant.__table__, [{
-            "study_id": self.study.id, "pseudonym": pseudo, "external_source": spec.external_source,
-            "external_id": spec.external_id, "status": spec.status, "language": spec.language,
-            "state": {}, "created_at": utcnow(),
-        }])
+        (pid,) = _insert_ids(
+            self.conn,
+            Participant.__table__,
+            [
+                {
+                    "study_id": self.study.id,
+                    "pseudonym": pseudo,
+                    "external_source": spec.external_source,
+                    "external_id": spec.external_id,
+                    "status": spec.status,
+                    "language": spec.language,
+                    "state": {},
+                    "created_at": utcnow(),
+                }
+            ],
+        )
         self.report.created["participants"] += 1
         self.participants[k] = (pid, pseudo)
         return pid, pseudo
 
-    def profile(self, spec: ProfileSpec, participant: Optional[tuple[int, str]]) -> tuple[int, str]:
+    def profile(self, spec: ProfileSpec, participant: tuple[int, str] | None) -> tuple[int, str]:
         if spec.key is None:
             # One profile per participant; a participant who filled it in differently twice gets two.
             assert participant is not None, "a participant profile needs a participant"
@@ -263,8 +292,10 @@ class _Resolver:
             prof_id = self._new_profile(key, spec)
             self.participant_profiles[sig] = (prof_id, key)
             self.conn.execute(
-                Participant.__table__.update().where(Participant.__table__.c.id == pid)
-                .where(Participant.__table__.c.profile_id.is_(None)).values(profile_id=prof_id)
+                Participant.__table__.update()
+                .where(Participant.__table__.c.id == pid)
+                .where(Participant.__table__.c.profile_id.is_(None))
+                .values(profile_id=prof_id)
             )
             return prof_id, key
         if spec.key in self.profiles:
@@ -272,10 +303,20 @@ class _Resolver:
         return self._new_profile(spec.key, spec), spec.key
 
     def _new_profile(self, key: str, spec: ProfileSpec) -> int:
-        (prof_id,) = _insert_ids(self.conn, Profile.__table__, [{
-            "key": key, "language": spec.language, "fields": spec.fields or {}, "text": spec.text,
-            "translations": spec.translations or {}, "source": spec.source,
-        }])
+        (prof_id,) = _insert_ids(
+            self.conn,
+            Profile.__table__,
+            [
+                {
+                    "key": key,
+                    "language": spec.language,
+                    "fields": spec.fields or {},
+                    "text": spec.text,
+                    "translations": spec.translations or {},
+                    "source": spec.source,
+                }
+            ],
+        )
         self.profiles[key] = prof_id
         self.report.created["profiles"] += 1
         return prof_id
@@ -285,8 +326,15 @@ class _Resolver:
         fp = short_hash(spec.__dict__)
         if fp not in self.assistants:
             cfg = repo.get_or_create_assistant_config(
-                self.s, model=spec.model, system_prompt=spec.system_prompt, temperature=spec.temperature,
-                max_tokens=spec.max_tokens, version=spec.version, params=spec.params, name=spec.name)
+                self.s,
+                model=spec.model,
+                system_prompt=spec.system_prompt,
+                temperature=spec.temperature,
+                max_tokens=spec.max_tokens,
+                version=spec.version,
+                params=spec.params,
+                name=spec.name,
+            )
             self.assistants[fp] = cfg.id
         return self.assistants[fp]
 
@@ -294,22 +342,40 @@ class _Resolver:
         fp = short_hash(spec.__dict__)
         if fp not in self.simulators:
             cfg = repo.get_or_create_simulator_config(
-                self.s, model=spec.model, prompt_template=spec.prompt_template, prompt_version=spec.prompt_version,
-                temperature=spec.temperature, seed=spec.seed, params=spec.params, name=spec.name)
+                self.s,
+                model=spec.model,
+                prompt_template=spec.prompt_template,
+                prompt_version=spec.prompt_version,
+                temperature=spec.temperature,
+                seed=spec.seed,
+                params=spec.params,
+                name=spec.name,
+            )
             self.simulators[fp] = cfg.id
         return self.simulators[fp]
 
     def source(self, spec: LabelSourceSpec) -> int:
         if spec.name not in self.sources:
             src = repo.get_or_create_label_source(
-                self.s, spec.name, spec.kind, model=spec.model, prompt_version=spec.prompt_version,
-                codebook_version=spec.codebook_version, params=spec.params)
+                self.s,
+                spec.name,
+                spec.kind,
+                model=spec.model,
+                prompt_version=spec.prompt_version,
+                codebook_version=spec.codebook_version,
+                params=spec.params,
+            )
             self.sources[spec.name] = src.id
         return self.sources[spec.name]
 
     # -- conditions -------------------------------------------------------------------------------
-    def condition_key(self, rec: ConversationRecord, ctx: tuple[int, str], profile: Optional[tuple[int, str]],
-                      assistant_id: int) -> str:
+    def condition_key(
+        self,
+        rec: ConversationRecord,
+        ctx: tuple[int, str],
+        profile: tuple[int, str] | None,
+        assistant_id: int,
+    ) -> str:
         key = rec.condition_key
         if not key:
             prof_key = profile[1] if profile else "-"
@@ -337,10 +403,13 @@ def ensure_study(session: Session, name: str, description: str, language: str, r
 
 
 def existing_external_ids(session: Session, study_id: int) -> set[str]:
-    return set(session.exec(
-        select(Conversation.external_id).where(Conversation.study_id == study_id)
-        .where(Conversation.external_id.is_not(None))
-    ).all())
+    return set(
+        session.exec(
+            select(Conversation.external_id)
+            .where(Conversation.study_id == study_id)
+            .where(Conversation.external_id.is_not(None))
+        ).all()
+    )
 
 
 def write_records(
@@ -377,7 +446,7 @@ def write_records(
                 progress(0, total)
             done = 0
             for start in range(0, total, CHUNK):
-                chunk = new[start:start + CHUNK]
+                chunk = new[start : start + CHUNK]
                 _write_chunk(session, study, chunk, report)
                 if not single_transaction:
                     session.commit()
@@ -392,7 +461,9 @@ def write_records(
     return report
 
 
-def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord], report: ImportReport) -> None:
+def _write_chunk(
+    session: Session, study: Study, chunk: list[ConversationRecord], report: ImportReport
+) -> None:
     res = getattr(session, "_dataio_resolver", None)
     if res is None or res.study.id != study.id:
         res = _Resolver(session, study, report)
@@ -412,18 +483,39 @@ def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord]
         cond_key = res.condition_key(rec, ctx, prof, asst)
         if cond_key not in res.conditions and cond_key not in new_conditions:
             new_conditions[cond_key] = {
-                "study_id": study.id, "key": cond_key, "scenario_id": scen_id, "task_context_id": ctx[0],
-                "profile_id": prof[0] if prof else None, "assistant_config_id": asst,
-                "language": rec.language, "created_at": now,
+                "study_id": study.id,
+                "key": cond_key,
+                "scenario_id": scen_id,
+                "task_context_id": ctx[0],
+                "profile_id": prof[0] if prof else None,
+                "assistant_config_id": asst,
+                "language": rec.language,
+                "created_at": now,
             }
-        conv_rows.append({
-            "study_id": study.id, "condition_id": cond_key, "user_kind": rec.user_kind,
-            "participant_id": part[0] if part else None, "simulator_config_id": sim, "run_id": None,
-            "replicate": 0, "twin_of_id": None, "status": rec.status, "language": rec.language,
-            "started_at": rec.started_at, "ended_at": rec.ended_at, "end_reason": rec.end_reason,
-            "ended_by": rec.ended_by, "error": None, "prompt_version": None, "source": rec.source,
-            "external_id": rec.external_id, "wave": rec.wave, "meta": rec.meta or {},
-        })
+        conv_rows.append(
+            {
+                "study_id": study.id,
+                "condition_id": cond_key,
+                "user_kind": rec.user_kind,
+                "participant_id": part[0] if part else None,
+                "simulator_config_id": sim,
+                "run_id": None,
+                "replicate": 0,
+                "twin_of_id": None,
+                "status": rec.status,
+                "language": rec.language,
+                "started_at": rec.started_at,
+                "ended_at": rec.ended_at,
+                "end_reason": rec.end_reason,
+                "ended_by": rec.ended_by,
+                "error": None,
+                "prompt_version": None,
+                "source": rec.source,
+                "external_id": rec.external_id,
+                "wave": rec.wave,
+                "meta": rec.meta or {},
+            }
+        )
     if new_conditions:
         res.create_conditions(new_conditions)
     for row in conv_rows:
@@ -434,14 +526,24 @@ def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord]
     for rec, cid in zip(chunk, conv_ids):
         for t in rec.turns:
             row = {
-                "conversation_id": cid, "index": t["index"], "role": t["role"], "content": t["content"],
-                "translation": t.get("translation"), "translation_language": t.get("translation_language"),
-                "created_at": t.get("created_at"), "completed_at": t.get("completed_at"),
-                "latency_ms": t.get("latency_ms"), "prompt_tokens": t.get("prompt_tokens"),
-                "completion_tokens": t.get("completion_tokens"), "hallucination": t.get("hallucination"),
-                "hallucination_note": t.get("hallucination_note"), "satisfaction": t.get("satisfaction"),
-                "satisfaction_reason": t.get("satisfaction_reason"), "intent": t.get("intent"),
-                "llm_call_id": None, "meta": t.get("meta") or {},
+                "conversation_id": cid,
+                "index": t["index"],
+                "role": t["role"],
+                "content": t["content"],
+                "translation": t.get("translation"),
+                "translation_language": t.get("translation_language"),
+                "created_at": t.get("created_at"),
+                "completed_at": t.get("completed_at"),
+                "latency_ms": t.get("latency_ms"),
+                "prompt_tokens": t.get("prompt_tokens"),
+                "completion_tokens": t.get("completion_tokens"),
+                "hallucination": t.get("hallucination"),
+                "hallucination_note": t.get("hallucination_note"),
+                "satisfaction": t.get("satisfaction"),
+                "satisfaction_reason": t.get("satisfaction_reason"),
+                "intent": t.get("intent"),
+                "llm_call_id": None,
+                "meta": t.get("meta") or {},
             }
             turn_rows.append(row)
     turn_ids = _insert_ids(conn, Turn.__table__, turn_rows)
@@ -452,23 +554,38 @@ def _write_chunk(session: Session, study: Study, chunk: list[ConversationRecord]
     for rec, cid in zip(chunk, conv_ids):
         for lab in rec.labels:
             ti = lab.get("turn_index", -1)
-            label_rows.append({
-                "conversation_id": cid, "turn_index": ti, "turn_id": turn_id_of.get((cid, ti)) if ti >= 0 else None,
-                "dimension": lab["dimension"], "value": lab.get("value"), "source_id": res.source(lab["source"]),
-                "rationale": lab.get("rationale"), "samples": lab.get("samples"),
-                "flagged": bool(lab.get("flagged", False)), "status": lab.get("status") or "ok",
-                "created_at": lab.get("created_at") or now,
-            })
+            label_rows.append(
+                {
+                    "conversation_id": cid,
+                    "turn_index": ti,
+                    "turn_id": turn_id_of.get((cid, ti)) if ti >= 0 else None,
+                    "dimension": lab["dimension"],
+                    "value": lab.get("value"),
+                    "source_id": res.source(lab["source"]),
+                    "rationale": lab.get("rationale"),
+                    "samples": lab.get("samples"),
+                    "flagged": bool(lab.get("flagged", False)),
+                    "status": lab.get("status") or "ok",
+                    "created_at": lab.get("created_at") or now,
+                }
+            )
         part_id = None
         if rec.participant:
             part_id = res.participant(rec.participant)[0]
         for q in rec.questionnaire:
-            q_rows.append({
-                "study_id": study.id, "conversation_id": cid, "participant_id": part_id,
-                "questionnaire": q["questionnaire"], "item": q["item"], "value": q.get("value"),
-                "raw_value": q.get("raw_value"), "question": q.get("question"),
-                "created_at": q.get("created_at") or now,
-            })
+            q_rows.append(
+                {
+                    "study_id": study.id,
+                    "conversation_id": cid,
+                    "participant_id": part_id,
+                    "questionnaire": q["questionnaire"],
+                    "item": q["item"],
+                    "value": q.get("value"),
+                    "raw_value": q.get("raw_value"),
+                    "question": q.get("question"),
+                    "created_at": q.get("created_at") or now,
+                }
+            )
     if label_rows:
         conn.execute(insert(Label.__table__), label_rows)
     if q_rows:

@@ -14,6 +14,16 @@ from workbench.llm.registry import PROVIDERS, check_model_name, get_model
 from workbench.llm.scripted import ScriptedModel
 
 __all__ = [
-    "ChatModel", "Completion", "LLMError", "PROVIDERS", "RecordedModel", "ScriptedModel", "Stream", "Usage",
-    "cache_enabled", "check_model_name", "get_model", "recorded",
+    "ChatModel",
+    "Completion",
+    "LLMError",
+    "PROVIDERS",
+    "RecordedModel",
+    "ScriptedModel",
+    "Stream",
+    "Usage",
+    "cache_enabled",
+    "check_model_name",
+    "get_model",
+    "recorded",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -12,13 +13,13 @@ from workbench.llm.sdk_base import SDKChatModel
 
 
 class AnthropicOptions(BaseOptions):
-    api_key: Optional[SecretStr] = None  # default: ANTHROPIC_API_KEY; never recorded
-    base_url: Optional[str] = None  # default: ANTHROPIC_BASE_URL
+    api_key: SecretStr | None = None  # default: ANTHROPIC_API_KEY; never recorded
+    base_url: str | None = None  # default: ANTHROPIC_BASE_URL
     default_max_tokens: int = 1024  # the messages API requires max_tokens
 
 
 class AnthropicParams(CallParams):
-    top_k: Optional[int] = None
+    top_k: int | None = None
 
 
 def _sdk():
@@ -29,7 +30,7 @@ def _sdk():
     return anthropic
 
 
-def to_anthropic(messages: list[dict]) -> tuple[Optional[str], list[dict]]:
+def to_anthropic(messages: list[dict]) -> tuple[str | None, list[dict]]:
     """System prompt apart; turns alternate and start with the user, as the messages API requires."""
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
     turns: list[dict] = []
@@ -67,8 +68,11 @@ class AnthropicChatModel(SDKChatModel):
 
     def _request(self, messages: list[dict], params: dict) -> dict:
         system, turns = to_anthropic(messages)
-        req: dict = {"model": self.model, "messages": turns,
-                     "max_tokens": params.get("max_tokens") or self.options.default_max_tokens}
+        req: dict = {
+            "model": self.model,
+            "messages": turns,
+            "max_tokens": params.get("max_tokens") or self.options.default_max_tokens,
+        }
         if system:
             req["system"] = system
         # Sampling parameters go in the body directly: newer SDK releases dropped them from the
@@ -85,13 +89,17 @@ class AnthropicChatModel(SDKChatModel):
         try:
             text = "".join(getattr(b, "text", "") for b in resp.content if getattr(b, "type", "") == "text")
             usage = Usage(int(resp.usage.input_tokens or 0), int(resp.usage.output_tokens or 0))
-            raw = {"id": getattr(resp, "id", None), "model": getattr(resp, "model", None),
-                   "stop_reason": getattr(resp, "stop_reason", None),
-                   "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}}
+            raw = {
+                "id": getattr(resp, "id", None),
+                "model": getattr(resp, "model", None),
+                "stop_reason": getattr(resp, "stop_reason", None),
+                "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
+            }
         except (AttributeError, TypeError) as exc:
             raise LLMError(f"{self.name} returned a malformed response ({exc})", retryable=True) from None
-        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=resp.stop_reason,
-                          response=resp)
+        return Completion(
+            text=text, model=self.name, usage=usage, raw=raw, finish_reason=resp.stop_reason, response=resp
+        )
 
     def _call(self, messages: list[dict], params: dict) -> Completion:
         try:

@@ -14,8 +14,9 @@ import json
 import random
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,8 +29,14 @@ SECRET_OPTIONS = {"api_key", "auth_token", "token", "password"}
 class LLMError(WorkbenchError):
     """A model call failed after retries (or cannot succeed); the message says what to do."""
 
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: Optional[float] = None,
-                 status: Optional[int] = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
@@ -52,12 +59,12 @@ class Completion:
     model: str  # "provider/model" as asked for
     usage: Usage = field(default_factory=Usage)
     latency_ms: float = 0.0
-    raw: Optional[dict] = None  # compact provider record (id, model, finish reason, usage)
+    raw: dict | None = None  # compact provider record (id, model, finish reason, usage)
     data: Any = None  # parsed JSON (complete_json)
-    cost_usd: Optional[float] = None
-    call_id: Optional[int] = None  # LLMCall id when recorded
+    cost_usd: float | None = None
+    call_id: int | None = None  # LLMCall id when recorded
     cached: bool = False
-    finish_reason: Optional[str] = None
+    finish_reason: str | None = None
     attempts: int = 1
     response: Any = field(default=None, repr=False)  # the SDK's full response object (not stored)
     # With deferred recording: the future of the LLMCall write (call_id is set when it is done).
@@ -80,11 +87,11 @@ class CallParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: Optional[float] = Field(None, ge=0, le=2)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    top_p: Optional[float] = Field(None, gt=0, le=1)
-    seed: Optional[int] = None  # sent where the provider supports it; always part of the cache key
-    stop: Optional[list[str]] = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None  # sent where the provider supports it; always part of the cache key
+    stop: list[str] | None = None
 
 
 def validate_messages(messages: Any) -> list[dict]:
@@ -94,20 +101,21 @@ def validate_messages(messages: Any) -> list[dict]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise UserInputError(
-                f"message {i} must be {{'role': 'system'|'user'|'assistant', 'content': str}}, got {m!r:.200}")
+                f"message {i} must be {{'role': 'system'|'user'|'assistant', 'content': str}}, got {m!r:.200}"
+            )
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
 
-def backoff_delay(attempt: int, base: float, cap: float, retry_after: Optional[float]) -> float:
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a server's Retry-After is a lower bound."""
-    delay = random.uniform(0, min(cap, base * (2 ** attempt))) if base > 0 else 0.0
+    delay = random.uniform(0, min(cap, base * (2**attempt))) if base > 0 else 0.0
     if retry_after is not None:
         delay = max(delay, min(float(retry_after), max(cap, 1.0) * 4))
     return delay
 
 
-def parse_retry_after(headers: Any) -> Optional[float]:
+def parse_retry_after(headers: Any) -> float | None:
     if headers is None:
         return None
     try:
@@ -158,13 +166,16 @@ def check_schema(data: Any, schema: dict) -> None:
 # The JSON schema a structured call (complete_json / acomplete_json) must satisfy, visible to the
 # provider hooks of the same call (asyncio.to_thread copies the context): providers that can constrain
 # decoding to a schema (llama.cpp grammars, ``ChatModel.constrains_json``) use it.
-JSON_SCHEMA: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("workbench_json_schema",
-                                                                               default=None)
+JSON_SCHEMA: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "workbench_json_schema", default=None
+)
 
 
 def json_instruction(schema: dict) -> str:
-    return ("Reply with a single JSON value and nothing else (no prose, no code fences). "
-            "It must satisfy this JSON schema:\n" + json.dumps(schema, ensure_ascii=False))
+    return (
+        "Reply with a single JSON value and nothing else (no prose, no code fences). "
+        "It must satisfy this JSON schema:\n" + json.dumps(schema, ensure_ascii=False)
+    )
 
 
 class Stream:
@@ -174,7 +185,7 @@ class Stream:
         self._pieces = pieces
         self._finish = finish
         self._parts: list[str] = []
-        self.completion: Optional[Completion] = None
+        self.completion: Completion | None = None
 
     def __iter__(self) -> Iterator[str]:
         for piece in self._pieces:
@@ -203,7 +214,9 @@ class ChatModel:
         try:
             self.options = self.options_class(**options)
         except ValidationError as exc:
-            raise UserInputError(_pydantic_message(f"options for {self.name}", exc, self.options_class)) from None
+            raise UserInputError(
+                _pydantic_message(f"options for {self.name}", exc, self.options_class)
+            ) from None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -213,7 +226,9 @@ class ChatModel:
         try:
             p = self.params_class(**params)
         except ValidationError as exc:
-            raise UserInputError(_pydantic_message(f"parameters for {self.name}", exc, self.params_class)) from None
+            raise UserInputError(
+                _pydantic_message(f"parameters for {self.name}", exc, self.params_class)
+            ) from None
         return p.model_dump(exclude_none=True)
 
     async def aclose(self) -> None:
@@ -223,8 +238,11 @@ class ChatModel:
         """Options safe to record (never a key)."""
         from pydantic import SecretStr
 
-        return {k: v for k, v in self.options.model_dump(mode="python").items()
-                if k not in SECRET_OPTIONS and not isinstance(v, SecretStr)}
+        return {
+            k: v
+            for k, v in self.options.model_dump(mode="python").items()
+            if k not in SECRET_OPTIONS and not isinstance(v, SecretStr)
+        }
 
     def complete(self, messages: list[dict], **params: Any) -> Completion:
         return self._complete_checked(validate_messages(messages), self.check_params(params))
@@ -287,13 +305,20 @@ class ChatModel:
 
         def finish(text: str) -> Completion:
             usage = holder.get("usage") or Usage(_estimate_tokens(msgs), max(1, len(text) // 4))
-            c = Completion(text=text, model=self.name, usage=usage, raw=holder.get("raw"),
-                           finish_reason=holder.get("finish_reason"))
+            c = Completion(
+                text=text,
+                model=self.name,
+                usage=usage,
+                raw=holder.get("raw"),
+                finish_reason=holder.get("finish_reason"),
+            )
             return self._finalise(c, t0, holder.get("attempts", 0))
 
         return Stream(pieces(), finish)
 
-    def complete_json(self, messages: list[dict], schema: dict, json_retries: int = 1, **params: Any) -> Completion:
+    def complete_json(
+        self, messages: list[dict], schema: dict, json_retries: int = 1, **params: Any
+    ) -> Completion:
         msgs = _with_json_instruction(validate_messages(messages), schema)
         with _json_schema(schema):
             for _attempt in range(json_retries + 1):
@@ -304,8 +329,9 @@ class ChatModel:
                 msgs = _corrected(msgs, c, err, schema)
         raise self._json_failure(json_retries, err)
 
-    async def acomplete_json(self, messages: list[dict], schema: dict, json_retries: int = 1,
-                             **params: Any) -> Completion:
+    async def acomplete_json(
+        self, messages: list[dict], schema: dict, json_retries: int = 1, **params: Any
+    ) -> Completion:
         msgs = _with_json_instruction(validate_messages(messages), schema)
         with _json_schema(schema):
             for _attempt in range(json_retries + 1):
@@ -316,9 +342,11 @@ class ChatModel:
                 msgs = _corrected(msgs, c, err, schema)
         raise self._json_failure(json_retries, err)
 
-    def _json_failure(self, json_retries: int, err: Optional[str]) -> "LLMError":
-        return LLMError(f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: "
-                        f"{err}. Try a stronger model or a lower temperature.")
+    def _json_failure(self, json_retries: int, err: str | None) -> LLMError:
+        return LLMError(
+            f"{self.name} did not return JSON matching the schema after {json_retries + 1} tries: "
+            f"{err}. Try a stronger model or a lower temperature."
+        )
 
     # ------------------------------------------------------------------ provider hooks
     def _call(self, messages: list[dict], params: dict) -> Completion:
@@ -337,14 +365,20 @@ class ChatModel:
         return int(getattr(self.options, "max_retries", 0))
 
     def _delay(self, attempt: int, exc: LLMError) -> float:
-        return backoff_delay(attempt, getattr(self.options, "backoff_base", 0.5),
-                             getattr(self.options, "backoff_max", 30.0), exc.retry_after)
+        return backoff_delay(
+            attempt,
+            getattr(self.options, "backoff_base", 0.5),
+            getattr(self.options, "backoff_max", 30.0),
+            exc.retry_after,
+        )
 
     def _final(self, exc: LLMError, attempt: int) -> LLMError:
         if exc.retryable:
-            return LLMError(f"{self.name} failed after {attempt + 1} attempts: {str(exc).rstrip('.')}. "
-                            "Check the provider's status and your rate limits, or raise max_retries/timeout.",
-                            status=exc.status)
+            return LLMError(
+                f"{self.name} failed after {attempt + 1} attempts: {str(exc).rstrip('.')}. "
+                "Check the provider's status and your rate limits, or raise max_retries/timeout.",
+                status=exc.status,
+            )
         return exc
 
     def _finalise(self, c: Completion, t0: float, attempts: int) -> Completion:
@@ -374,8 +408,10 @@ def _json_schema(schema: dict) -> Iterator[None]:
 
 def _corrected(msgs: list[dict], c: Completion, err: str, schema: dict) -> list[dict]:
     """The conversation so far plus the invalid reply and the correction asked for."""
-    return msgs + [{"role": "assistant", "content": c.text},
-                   {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)}]
+    return msgs + [
+        {"role": "assistant", "content": c.text},
+        {"role": "user", "content": f"That was not valid: {err}. " + json_instruction(schema)},
+    ]
 
 
 def _with_json_instruction(messages: list[dict], schema: dict) -> list[dict]:
@@ -385,7 +421,7 @@ def _with_json_instruction(messages: list[dict], schema: dict) -> list[dict]:
     return [{"role": "system", "content": instr}] + messages
 
 
-def _parse_into(c: Completion, schema: dict) -> Optional[str]:
+def _parse_into(c: Completion, schema: dict) -> str | None:
     try:
         data = extract_json(c.text)
         check_schema(data, schema)

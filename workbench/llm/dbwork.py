@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -104,4 +105,3 @@ def _settle(items: list) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
-

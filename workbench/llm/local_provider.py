@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +34,7 @@ class LocalOptions(BaseModel):
 
     # SmolLM2 was trained with 8,192 positions; whole conversations for the labeller need the room.
     n_ctx: int = Field(8192, ge=256)
-    n_threads: Optional[int] = Field(None, ge=1)
+    n_threads: int | None = Field(None, ge=1)
     default_max_tokens: int = Field(256, ge=1)
     max_retries: int = 0
     backoff_base: float = 0.0
@@ -75,7 +76,9 @@ class LocalChatModel(ChatModel):
         else:
             self.path = Path(model).expanduser()
             if self.path.suffix != ".gguf" or not self.path.is_file():
-                raise UserInputError(f"local/{model}: expected 'local/smollm2' or a path to an existing .gguf file")
+                raise UserInputError(
+                    f"local/{model}: expected 'local/smollm2' or a path to an existing .gguf file"
+                )
         _llama_module()  # fail early with the install hint
         self._lock = _call_lock
 
@@ -88,8 +91,12 @@ class LocalChatModel(ChatModel):
             if key not in _cache:
                 llama_cpp = _llama_module()
                 try:
-                    _cache[key] = llama_cpp.Llama(model_path=str(self.path), n_ctx=self.options.n_ctx,
-                                                  n_threads=self.options.n_threads, verbose=False)
+                    _cache[key] = llama_cpp.Llama(
+                        model_path=str(self.path),
+                        n_ctx=self.options.n_ctx,
+                        n_threads=self.options.n_threads,
+                        verbose=False,
+                    )
                 except Exception as exc:
                     raise LLMError(f"cannot load {self.path}: {exc}") from None
             return _cache[key]
@@ -100,7 +107,9 @@ class LocalChatModel(ChatModel):
             if k in params:
                 kw[k] = params[k]
         schema = JSON_SCHEMA.get()
-        if schema is not None:  # llama.cpp turns the schema into a grammar: even a small model emits valid JSON
+        if (
+            schema is not None
+        ):  # llama.cpp turns the schema into a grammar: even a small model emits valid JSON
             kw["response_format"] = {"type": "json_object", "schema": schema}
         return kw
 
@@ -109,9 +118,11 @@ class LocalChatModel(ChatModel):
         the error comes at once, with what to change where the cause is known."""
         msg = f"{self.name} failed: {exc}"
         if "context window" in str(exc) or "exceed" in str(exc).lower():
-            msg += (f" (the prompt does not fit the model's context of {self.options.n_ctx} tokens: raise the"
-                    " model option n_ctx, shorten the conversation with a lower turn limit, or use a model"
-                    " with a longer context)")
+            msg += (
+                f" (the prompt does not fit the model's context of {self.options.n_ctx} tokens: raise the"
+                " model option n_ctx, shorten the conversation with a lower turn limit, or use a model"
+                " with a longer context)"
+            )
         return LLMError(msg, retryable=False)
 
     def _call(self, messages: list[dict], params: dict) -> Completion:
@@ -123,8 +134,14 @@ class LocalChatModel(ChatModel):
                 raise self._failure(exc) from None
         text = resp["choices"][0]["message"].get("content") or ""
         u = resp.get("usage") or {}
-        return Completion(text=text, model=self.name, usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0)),
-                          raw=resp, finish_reason=resp["choices"][0].get("finish_reason"), cost_usd=0.0)
+        return Completion(
+            text=text,
+            model=self.name,
+            usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0)),
+            raw=resp,
+            finish_reason=resp["choices"][0].get("finish_reason"),
+            cost_usd=0.0,
+        )
 
     async def _acall(self, messages: list[dict], params: dict) -> Completion:
         return await asyncio.to_thread(self._call, messages, params)
@@ -133,7 +150,9 @@ class LocalChatModel(ChatModel):
         llm = self.llama()
         with self._lock:
             try:
-                for chunk in llm.create_chat_completion(messages=messages, stream=True, **self._kwargs(params)):
+                for chunk in llm.create_chat_completion(
+                    messages=messages, stream=True, **self._kwargs(params)
+                ):
                     choice = chunk["choices"][0]
                     if choice.get("finish_reason"):
                         holder["finish_reason"] = choice["finish_reason"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -14,9 +15,9 @@ CHAT_PATH = "/chat/completions"
 
 
 class OpenAIOptions(BaseOptions):
-    api_key: Optional[SecretStr] = None  # default: OPENAI_API_KEY; never recorded
-    base_url: Optional[str] = None  # default: OPENAI_BASE_URL
-    organization: Optional[str] = None
+    api_key: SecretStr | None = None  # default: OPENAI_API_KEY; never recorded
+    base_url: str | None = None  # default: OPENAI_BASE_URL
+    organization: str | None = None
     max_tokens_field: str = "max_tokens"  # some models want "max_completion_tokens"
     # Async HTTP transport: "auto" uses aiohttp when it is installed (openai[aiohttp]; about half
     # the CPU per call of the default httpx transport), else httpx.
@@ -24,8 +25,8 @@ class OpenAIOptions(BaseOptions):
 
 
 class OpenAIParams(CallParams):
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
 
 def _sdk():
@@ -73,7 +74,9 @@ class OpenAIChatModel(SDKChatModel):
             import aiohttp  # noqa: F401
         except ImportError:
             if mode == "aiohttp":
-                raise UserInputError("http_transport='aiohttp' needs aiohttp: pip install 'openai[aiohttp]'") from None
+                raise UserInputError(
+                    "http_transport='aiohttp' needs aiohttp: pip install 'openai[aiohttp]'"
+                ) from None
             return False
         return True
 
@@ -90,30 +93,41 @@ class OpenAIChatModel(SDKChatModel):
             u = resp.usage
             usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0)) if u else Usage()
             # A compact raw record: dumping the whole SDK object costs more CPU than the rest of the call.
-            raw = {"id": getattr(resp, "id", None), "model": getattr(resp, "model", None),
-                   "finish_reason": choice.finish_reason,
-                   "system_fingerprint": getattr(resp, "system_fingerprint", None),
-                   "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}}
+            raw = {
+                "id": getattr(resp, "id", None),
+                "model": getattr(resp, "model", None),
+                "finish_reason": choice.finish_reason,
+                "system_fingerprint": getattr(resp, "system_fingerprint", None),
+                "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+            }
         except (AttributeError, IndexError, TypeError) as exc:
             raise LLMError(f"{self.name} returned a malformed response ({exc})", retryable=True) from None
-        return Completion(text=text, model=self.name, usage=usage, raw=raw, finish_reason=choice.finish_reason,
-                          response=resp)
+        return Completion(
+            text=text,
+            model=self.name,
+            usage=usage,
+            raw=raw,
+            finish_reason=choice.finish_reason,
+            response=resp,
+        )
 
     # Requests go through the client's plain ``post``: ``chat.completions.create`` first walks the
     # whole message list against the SDK's TypedDict annotations, which for our plain string
     # messages changes nothing and costs more CPU than the rest of the call together.
     def _call(self, messages: list[dict], params: dict) -> Completion:
         try:
-            resp = self.client().post(CHAT_PATH, cast_to=self._types.ChatCompletion,
-                                      body=self._request(messages, params))
+            resp = self.client().post(
+                CHAT_PATH, cast_to=self._types.ChatCompletion, body=self._request(messages, params)
+            )
         except Exception as exc:
             raise self._translate(exc) from None
         return self._to_completion(resp)
 
     async def _acall(self, messages: list[dict], params: dict) -> Completion:
         try:
-            resp = await self.aclient().post(CHAT_PATH, cast_to=self._types.ChatCompletion,
-                                             body=self._request(messages, params))
+            resp = await self.aclient().post(
+                CHAT_PATH, cast_to=self._types.ChatCompletion, body=self._request(messages, params)
+            )
         except Exception as exc:
             raise self._translate(exc) from None
         return self._to_completion(resp)
@@ -123,11 +137,17 @@ class OpenAIChatModel(SDKChatModel):
         req.update(stream=True, stream_options={"include_usage": True})
         try:
             t = self._types
-            for chunk in self.client().post(CHAT_PATH, cast_to=t.ChatCompletion, body=req, stream=True,
-                                            stream_cls=self._sdk.Stream[t.ChatCompletionChunk]):
+            for chunk in self.client().post(
+                CHAT_PATH,
+                cast_to=t.ChatCompletion,
+                body=req,
+                stream=True,
+                stream_cls=self._sdk.Stream[t.ChatCompletionChunk],
+            ):
                 if getattr(chunk, "usage", None):
-                    holder["usage"] = Usage(int(chunk.usage.prompt_tokens or 0),
-                                            int(chunk.usage.completion_tokens or 0))
+                    holder["usage"] = Usage(
+                        int(chunk.usage.prompt_tokens or 0), int(chunk.usage.completion_tokens or 0)
+                    )
                 for choice in chunk.choices or []:
                     if choice.finish_reason:
                         holder["finish_reason"] = choice.finish_reason

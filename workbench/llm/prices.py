@@ -6,7 +6,6 @@ import fnmatch
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -37,7 +36,7 @@ def _read(path: Path) -> dict[str, dict]:
 
 
 @lru_cache(maxsize=8)
-def _table(override: Optional[str]) -> dict[str, dict]:
+def _table(override: str | None) -> dict[str, dict]:
     table = _read(BUNDLED)
     if override:
         table.update(_read(Path(override)))
@@ -49,12 +48,12 @@ def price_table() -> dict[str, dict]:
     return dict(_table(os.environ.get(ENV_PRICES) or None))
 
 
-def price_of(model: str) -> Optional[dict]:
+def price_of(model: str) -> dict | None:
     return _price_of(model, os.environ.get(ENV_PRICES) or None)
 
 
 @lru_cache(maxsize=256)
-def _price_of(model: str, override: Optional[str]) -> Optional[dict]:
+def _price_of(model: str, override: str | None) -> dict | None:
     # Cached: it runs on every call, and matching patterns over the whole table is not free.
     table = _table(override)
     if model in table:
@@ -63,7 +62,7 @@ def _price_of(model: str, override: Optional[str]) -> Optional[dict]:
     return table[max(matches, key=len)] if matches else None
 
 
-def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> Optional[float]:
+def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """USD for one call, or None when the model has no price (unknown cost, not zero)."""
     p = price_of(model)
     if p is None:

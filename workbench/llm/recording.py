@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection, Engine
@@ -25,13 +26,16 @@ from workbench.llm.dbwork import DatabaseWorker
 ENV_CACHE = "WORKBENCH_LLM_CACHE"
 _T = LLMCall.__table__
 # Built once: building and cache-keying a statement per call costs more than running it.
-_LOOKUP = (select(_T.c.id, _T.c.response, _T.c.prompt_tokens, _T.c.completion_tokens)
-           .where(_T.c.cache_key == bindparam("key"), _T.c.error.is_(None), _T.c.cache_hit.is_(False))
-           .order_by(_T.c.id).limit(1))
+_LOOKUP = (
+    select(_T.c.id, _T.c.response, _T.c.prompt_tokens, _T.c.completion_tokens)
+    .where(_T.c.cache_key == bindparam("key"), _T.c.error.is_(None), _T.c.cache_hit.is_(False))
+    .order_by(_T.c.id)
+    .limit(1)
+)
 _INSERT = insert(_T)
 
 
-def _lookup_in(conn: Connection, key: str) -> Optional[dict]:
+def _lookup_in(conn: Connection, key: str) -> dict | None:
     row = conn.execute(_LOOKUP, {"key": key}).first()
     return dict(row._mapping) if row else None
 
@@ -54,18 +58,31 @@ def cache_enabled(default: bool = True) -> bool:
 
 
 def cache_key(model: str, messages: list[dict], params: dict) -> str:
-    blob = json.dumps({"model": model, "messages": messages, "params": params}, sort_keys=True,
-                      ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        {"model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 class RecordedModel(ChatModel):
     """The same interface as the wrapped model; every call is written to the database."""
 
-    def __init__(self, inner: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
-                 conversation_id: Optional[int] = None, run_id: Optional[int] = None,
-                 prompt_version: Optional[str] = None, cache: bool = True,
-                 worker: Optional[DatabaseWorker] = None, defer_writes: bool = False):
+    def __init__(
+        self,
+        inner: ChatModel,
+        engine: Engine,
+        purpose: str,
+        study_id: int | None = None,
+        conversation_id: int | None = None,
+        run_id: int | None = None,
+        prompt_version: str | None = None,
+        cache: bool = True,
+        worker: DatabaseWorker | None = None,
+        defer_writes: bool = False,
+    ):
         # No ChatModel.__init__: options belong to the inner model.
         self.inner = inner
         self.provider = inner.provider
@@ -74,8 +91,12 @@ class RecordedModel(ChatModel):
         self.options = inner.options
         self.engine = engine
         self.purpose = purpose
-        self.context = {"study_id": study_id, "conversation_id": conversation_id, "run_id": run_id,
-                        "prompt_version": prompt_version}
+        self.context = {
+            "study_id": study_id,
+            "conversation_id": conversation_id,
+            "run_id": run_id,
+            "prompt_version": prompt_version,
+        }
         self.cache = bool(cache) and cache_enabled()
         self._options_record = inner.public_options()
         # Async calls do their database work here (shared by bind() copies; batched commits).
@@ -90,7 +111,7 @@ class RecordedModel(ChatModel):
     def __repr__(self) -> str:
         return f"<recorded {self.name} purpose={self.purpose}>"
 
-    def bind(self, **context: Any) -> "RecordedModel":
+    def bind(self, **context: Any) -> RecordedModel:
         """A copy writing other ids (e.g. ``conversation_id=``), sharing the model and its clients."""
         new = object.__new__(RecordedModel)
         new.__dict__.update(self.__dict__)
@@ -106,18 +127,34 @@ class RecordedModel(ChatModel):
         return self._options_record
 
     # ------------------------------------------------------------------ database
-    def _lookup(self, key: str) -> Optional[dict]:
+    def _lookup(self, key: str) -> dict | None:
         with self.engine.connect() as conn:
             return _lookup_in(conn, key)
 
-    def _write(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
-               error: Optional[str], latency_ms: float, hit: bool) -> int:
+    def _write(
+        self,
+        messages: list[dict],
+        params: dict,
+        key: str,
+        c: Completion | None,
+        error: str | None,
+        latency_ms: float,
+        hit: bool,
+    ) -> int:
         values = self._values(messages, params, key, c, error, latency_ms, hit)
         with self.engine.begin() as conn:
             return _insert_in(conn, values)
 
-    async def _awrite(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
-                      error: Optional[str], latency_ms: float, hit: bool) -> int:
+    async def _awrite(
+        self,
+        messages: list[dict],
+        params: dict,
+        key: str,
+        c: Completion | None,
+        error: str | None,
+        latency_ms: float,
+        hit: bool,
+    ) -> int:
         values = self._values(messages, params, key, c, error, latency_ms, hit)
         return await self.worker.run(_insert_in, values)
 
@@ -128,24 +165,49 @@ class RecordedModel(ChatModel):
         else:
             c.call_id = await self.worker.run(_insert_in, values)
 
-    def _values(self, messages: list[dict], params: dict, key: str, c: Optional[Completion],
-                error: Optional[str], latency_ms: float, hit: bool) -> dict:
+    def _values(
+        self,
+        messages: list[dict],
+        params: dict,
+        key: str,
+        c: Completion | None,
+        error: str | None,
+        latency_ms: float,
+        hit: bool,
+    ) -> dict:
         return dict(
-            provider=self.provider, model=self.name, purpose=self.purpose,
-            params={"call": params, "options": self._options_record,
-                    **({"json_grammar": True} if self._constrained() else {})}, messages=messages,
-            response=c.text if c else None, raw=None if (c is None or hit) else c.raw,
+            provider=self.provider,
+            model=self.name,
+            purpose=self.purpose,
+            params={
+                "call": params,
+                "options": self._options_record,
+                **({"json_grammar": True} if self._constrained() else {}),
+            },
+            messages=messages,
+            response=c.text if c else None,
+            raw=None if (c is None or hit) else c.raw,
             prompt_tokens=c.usage.prompt_tokens if c else None,
             completion_tokens=c.usage.completion_tokens if c else None,
-            cost_usd=(0.0 if hit else c.cost_usd) if c else None, latency_ms=latency_ms, error=error,
-            cache_key=key, cache_hit=hit, created_at=utcnow(), **self.context,
+            cost_usd=(0.0 if hit else c.cost_usd) if c else None,
+            latency_ms=latency_ms,
+            error=error,
+            cache_key=key,
+            cache_hit=hit,
+            created_at=utcnow(),
+            **self.context,
         )
 
     def _from_cache(self, row: dict, t0: float) -> Completion:
-        return Completion(text=row["response"] or "", model=self.name,
-                          usage=Usage(row["prompt_tokens"] or 0, row["completion_tokens"] or 0),
-                          latency_ms=(time.perf_counter() - t0) * 1000, cost_usd=0.0, cached=True,
-                          raw={"cached_from": row["id"]})
+        return Completion(
+            text=row["response"] or "",
+            model=self.name,
+            usage=Usage(row["prompt_tokens"] or 0, row["completion_tokens"] or 0),
+            latency_ms=(time.perf_counter() - t0) * 1000,
+            cost_usd=0.0,
+            cached=True,
+            raw={"cached_from": row["id"]},
+        )
 
     def _prepare(self, messages: Any, params: dict) -> tuple[list[dict], dict, str]:
         msgs = validate_messages(messages)
@@ -222,10 +284,18 @@ class RecordedModel(ChatModel):
         return Stream(pieces(), finish)
 
 
-def recorded(model: ChatModel, engine: Engine, purpose: str, study_id: Optional[int] = None,
-             conversation_id: Optional[int] = None, run_id: Optional[int] = None,
-             prompt_version: Optional[str] = None, cache: bool = True,
-             worker: Optional[DatabaseWorker] = None, defer_writes: bool = False) -> RecordedModel:
+def recorded(
+    model: ChatModel,
+    engine: Engine,
+    purpose: str,
+    study_id: int | None = None,
+    conversation_id: int | None = None,
+    run_id: int | None = None,
+    prompt_version: str | None = None,
+    cache: bool = True,
+    worker: DatabaseWorker | None = None,
+    defer_writes: bool = False,
+) -> RecordedModel:
     """``model`` with every call written as an LLMCall row (and answered from the cache when allowed).
 
     The cache is off when ``cache=False`` or WORKBENCH_LLM_CACHE=0. ``worker``: a DatabaseWorker to
@@ -234,6 +304,15 @@ def recorded(model: ChatModel, engine: Engine, purpose: str, study_id: Optional[
     """
     if isinstance(model, RecordedModel):
         model = model.inner
-    return RecordedModel(model, engine, purpose, study_id=study_id, conversation_id=conversation_id,
-                         run_id=run_id, prompt_version=prompt_version, cache=cache, worker=worker,
-                         defer_writes=defer_writes)
+    return RecordedModel(
+        model,
+        engine,
+        purpose,
+        study_id=study_id,
+        conversation_id=conversation_id,
+        run_id=run_id,
+        prompt_version=prompt_version,
+        cache=cache,
+        worker=worker,
+        defer_writes=defer_writes,
+    )

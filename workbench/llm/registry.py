@@ -5,7 +5,8 @@ SDKs are imported only when their provider is used.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from workbench.errors import MissingKeyError, UserInputError
 from workbench.llm.base import ChatModel
@@ -46,16 +47,19 @@ PROVIDERS: dict[str, Callable[..., ChatModel]] = {
 def get_model(name: str, **options: Any) -> ChatModel:
     """A ChatModel for ``provider/model`` (e.g. ``openai/gpt-4o-mini``, ``local/smollm2``)."""
     if not isinstance(name, str) or "/" not in name or not name.split("/", 1)[1]:
-        raise UserInputError(f"model names look like provider/model (e.g. openai/gpt-4o-mini), got {name!r}; "
-                             f"providers: {', '.join(PROVIDERS)}")
+        raise UserInputError(
+            f"model names look like provider/model (e.g. openai/gpt-4o-mini), got {name!r}; "
+            f"providers: {', '.join(PROVIDERS)}"
+        )
     provider, model = name.split("/", 1)
     if provider not in PROVIDERS:
-        raise UserInputError(f"unknown model provider {provider!r} in {name!r}; known providers: "
-                             f"{', '.join(PROVIDERS)}")
+        raise UserInputError(
+            f"unknown model provider {provider!r} in {name!r}; known providers: {', '.join(PROVIDERS)}"
+        )
     return PROVIDERS[provider](model, **options)
 
 
-def check_model_name(name: str) -> Optional[str]:
+def check_model_name(name: str) -> str | None:
     """Refuse a model the workbench cannot run at all (unknown provider, no such local model file,
     a missing package); return a warning, not an error, when only its API key is missing here (the
     key may be set where the app runs). Nothing is called and nothing loads."""

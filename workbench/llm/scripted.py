@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.llm.base import CallParams, ChatModel, Completion, LLMError, Usage
 
-Reply = Union[str, Exception]
+Reply = str | Exception
 
 
 class ScriptedOptions(BaseModel):
@@ -39,8 +40,12 @@ class ScriptedModel(ChatModel):
     options_class = ScriptedOptions
     params_class = CallParams
 
-    def __init__(self, replies: Optional[Union[list[Reply], Callable[[list[dict]], str]]] = None,
-                 name: str = "scripted/test", **options: Any):
+    def __init__(
+        self,
+        replies: list[Reply] | Callable[[list[dict]], str] | None = None,
+        name: str = "scripted/test",
+        **options: Any,
+    ):
         model = name.split("/", 1)[1] if name.startswith("scripted/") else name
         super().__init__(model, **options)
         if replies is None:
@@ -67,8 +72,14 @@ class ScriptedModel(ChatModel):
             raise reply
         text = str(reply)
         prompt = sum(len(m["content"]) for m in messages) // 4 + 1
-        return Completion(text=text, model=self.name, usage=Usage(prompt, max(1, len(text) // 4)),
-                          raw={"scripted": True}, finish_reason="stop", cost_usd=0.0)
+        return Completion(
+            text=text,
+            model=self.name,
+            usage=Usage(prompt, max(1, len(text) // 4)),
+            raw={"scripted": True},
+            finish_reason="stop",
+            cost_usd=0.0,
+        )
 
     def _call(self, messages: list[dict], params: dict) -> Completion:
         return self._next(messages, params)

@@ -39,7 +39,8 @@ class SDKChatModel(ChatModel, ABC):
             if not self._base_url:
                 raise MissingKeyError(
                     f"{self.name} needs an API key: set {self.key_env} (or {self.base_url_env} for "
-                    f"{self.server_hint}), or use local/smollm2 to try the pipeline offline")
+                    f"{self.server_hint}), or use local/smollm2 to try the pipeline offline"
+                )
             key = PLACEHOLDER_KEY
         self._key = key  # kept in memory only: never in public_options, records or logs
         self._client = None
@@ -95,8 +96,12 @@ class SDKChatModel(ChatModel, ABC):
                 msg += f" (check {self.key_env})"
             elif status == 404:
                 msg += f" (check the model name and {self.base_url_env})"
-            return LLMError(msg, retryable=status in self.retry_statuses or status >= 500,
-                            retry_after=retry_after, status=status)
+            return LLMError(
+                msg,
+                retryable=status in self.retry_statuses or status >= 500,
+                retry_after=retry_after,
+                status=status,
+            )
         if isinstance(exc, (sdk.APIResponseValidationError, ValueError)):
             return LLMError(f"{self.name} returned a malformed response: {_short(exc)}", retryable=True)
         return LLMError(f"{self.name} call failed: {exc.__class__.__name__}: {_short(exc)}", retryable=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Hashable, Optional
+from collections.abc import Hashable
 
 from sqlalchemy import update
 from sqlmodel import Session, select
@@ -45,11 +45,13 @@ def _unit(cond: Condition, mode: str) -> Hashable:
     return cond.id
 
 
-def base_conditions(session: Session, study_id: int, language: Optional[str] = None) -> list[Condition]:
+def base_conditions(session: Session, study_id: int, language: str | None = None) -> list[Condition]:
     """The study's designed conditions (not the participants' twin conditions)."""
     rows = session.exec(
-        select(Condition, Profile.source).outerjoin(Profile, Profile.id == Condition.profile_id)
-        .where(Condition.study_id == study_id).order_by(Condition.id)
+        select(Condition, Profile.source)
+        .outerjoin(Profile, Profile.id == Condition.profile_id)
+        .where(Condition.study_id == study_id)
+        .order_by(Condition.id)
     ).all()
     conds = [c for c, src in rows if src != "participant"]
     if language and any(c.language == language for c in conds):
@@ -60,7 +62,8 @@ def base_conditions(session: Session, study_id: int, language: Optional[str] = N
 def unit_loads(session: Session, study_id: int, mode: str) -> Counter:
     """How many live (not released) human assignments each unit holds."""
     rows = session.exec(
-        select(Condition).join(Assignment, Assignment.condition_id == Condition.id)
+        select(Condition)
+        .join(Assignment, Assignment.condition_id == Condition.id)
         .where(Condition.study_id == study_id, Assignment.status != "released")
     ).all()
     return Counter(_unit(c, mode) for c in rows)
@@ -97,11 +100,19 @@ def choose_conditions(session: Session, participant: Participant, settings: Stud
 def twin_condition(session: Session, base: Condition, participant: Participant) -> Condition:
     """The condition of ``base`` with the participant's own profile (get or create)."""
     key = f"{base.key}|{participant.pseudonym}"[:300]
-    cond = session.exec(select(Condition).where(Condition.study_id == base.study_id, Condition.key == key)).first()
+    cond = session.exec(
+        select(Condition).where(Condition.study_id == base.study_id, Condition.key == key)
+    ).first()
     if cond is None:
-        cond = Condition(study_id=base.study_id, key=key, scenario_id=base.scenario_id,
-                         task_context_id=base.task_context_id, profile_id=participant.profile_id,
-                         assistant_config_id=base.assistant_config_id, language=base.language)
+        cond = Condition(
+            study_id=base.study_id,
+            key=key,
+            scenario_id=base.scenario_id,
+            task_context_id=base.task_context_id,
+            profile_id=participant.profile_id,
+            assistant_config_id=base.assistant_config_id,
+            language=base.language,
+        )
         session.add(cond)
         session.flush()
     return cond
@@ -115,8 +126,9 @@ def lock_study(session: Session, study_id: int) -> None:
     on PostgreSQL and the database write lock on SQLite (whose busy timeout makes the other wait),
     so the second participant reads the loads after the first one's assignments are committed.
     """
-    session.execute(update(Study.__table__).where(Study.__table__.c.id == study_id)
-                    .values(id=Study.__table__.c.id))
+    session.execute(
+        update(Study.__table__).where(Study.__table__.c.id == study_id).values(id=Study.__table__.c.id)
+    )
 
 
 def assign(session: Session, participant: Participant, settings: StudySettings) -> list[Assignment]:
@@ -132,10 +144,13 @@ def assign(session: Session, participant: Participant, settings: StudySettings) 
     if not chosen:
         return []
     # Row of the Latin square = how many participants of the study were assigned before.
-    row = len(session.exec(
-        select(Assignment.participant_id).join(Participant, Participant.id == Assignment.participant_id)
-        .where(Participant.study_id == participant.study_id, Assignment.position == 0)
-    ).all())
+    row = len(
+        session.exec(
+            select(Assignment.participant_id)
+            .join(Participant, Participant.id == Assignment.participant_id)
+            .where(Participant.study_id == participant.study_id, Assignment.position == 0)
+        ).all()
+    )
     order = latin_square_order(len(chosen), row)
     out = []
     for position, idx in enumerate(order):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -52,14 +53,21 @@ def default_model_factory(engine: Engine, cfg: AssistantConfig, study_id: int, c
         model = _models.get(cfg.model)
         if model is None:
             model = _models[cfg.model] = get_model(cfg.model)
-    return recorded(model, engine, purpose="assistant", study_id=study_id, conversation_id=conversation_id,
-                    prompt_version=cfg.version, cache=False)
+    return recorded(
+        model,
+        engine,
+        purpose="assistant",
+        study_id=study_id,
+        conversation_id=conversation_id,
+        prompt_version=cfg.version,
+        cache=False,
+    )
 
 
 _factory: ModelFactory = default_model_factory
 
 
-def set_model_factory(factory: Optional[ModelFactory]) -> None:
+def set_model_factory(factory: ModelFactory | None) -> None:
     """Replace how the assistant model is made (tests pass a scripted model); None restores the default."""
     global _factory
     _factory = factory or default_model_factory
@@ -89,8 +97,11 @@ def send_message(session: Session, p: Participant, text: str, kept: bool = False
     conv = _current_conversation(session, p)
     if conv.status != "in_progress":
         raise ParticipantError("task_ended", lang)
-    turns = session.exec(select(Turn.role, Turn.hallucination, Turn.satisfaction)
-                         .where(Turn.conversation_id == conv.id).order_by(Turn.index)).all()
+    turns = session.exec(
+        select(Turn.role, Turn.hallucination, Turn.satisfaction)
+        .where(Turn.conversation_id == conv.id)
+        .order_by(Turn.index)
+    ).all()
     if turns and turns[-1][0] == "user":
         raise ParticipantError("reply_pending", lang)
     if any(role == "assistant" and (h is None or sat is None) for role, h, sat in turns):
@@ -98,8 +109,9 @@ def send_message(session: Session, p: Participant, text: str, kept: bool = False
     if sum(1 for role, _, _ in turns if role == "user") >= _settings(session, p).max_turns:
         raise ParticipantError("msg_limit", lang)
     now = utcnow()
-    turn = Turn(conversation_id=conv.id, index=len(turns), role="user", content=text, created_at=now,
-                completed_at=now)
+    turn = Turn(
+        conversation_id=conv.id, index=len(turns), role="user", content=text, created_at=now, completed_at=now
+    )
     session.add(turn)
     p.last_seen_at = now
     if kept:  # the kept message (possibly edited) went out
@@ -136,12 +148,15 @@ def assistant_messages(session: Session, conv: Conversation) -> tuple[list[dict]
     cond = session.get(Condition, conv.condition_id)
     cfg = session.get(AssistantConfig, cond.assistant_config_id)
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    messages += [{"role": t.role, "content": t.content} for t in conversation_turns(session, conv.id)
-                 if t.role in ("user", "assistant")]
+    messages += [
+        {"role": t.role, "content": t.content}
+        for t in conversation_turns(session, conv.id)
+        if t.role in ("user", "assistant")
+    ]
     return messages, cfg
 
 
-def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFactory] = None) -> Iterator[str]:
+def stream_reply(engine: Engine, participant_id: int, factory: ModelFactory | None = None) -> Iterator[str]:
     """Stream the assistant's reply to the participant's pending message and store it when complete.
 
     Yields text pieces. Raises ReplyError when the model fails (nothing is stored then); the failure
@@ -156,7 +171,9 @@ def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFac
             return
         index = len(conversation_turns(s, conv.id))
         conv_id, study_id, pseudonym = conv.id, conv.study_id, p.pseudonym
-    params = {k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None}
+    params = {
+        k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None
+    }
     started, t0 = utcnow(), time.perf_counter()
     pieces: list[str] = []
     try:
@@ -169,18 +186,26 @@ def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFac
     except WorkbenchError as exc:
         raise _failed(str(exc), cfg.model, study_id, conv_id, pseudonym) from exc
     except Exception as exc:  # SDK or network failure: keep the message, offer a retry
-        raise _failed(f"{exc.__class__.__name__}: {exc}", cfg.model, study_id, conv_id, pseudonym,
-                      traceback=True) from exc
+        raise _failed(
+            f"{exc.__class__.__name__}: {exc}", cfg.model, study_id, conv_id, pseudonym, traceback=True
+        ) from exc
     completion = getattr(stream, "completion", None)
     text = (getattr(completion, "text", None) or "".join(pieces)).strip()
     if not text:
         raise _failed("the assistant returned an empty reply", cfg.model, study_id, conv_id, pseudonym)
     usage = getattr(completion, "usage", None)
-    turn = Turn(conversation_id=conv_id, index=index, role="assistant", content=text, created_at=started,
-                completed_at=utcnow(), latency_ms=(time.perf_counter() - t0) * 1000,
-                prompt_tokens=getattr(usage, "prompt_tokens", None),
-                completion_tokens=getattr(usage, "completion_tokens", None),
-                llm_call_id=getattr(completion, "call_id", None))
+    turn = Turn(
+        conversation_id=conv_id,
+        index=index,
+        role="assistant",
+        content=text,
+        created_at=started,
+        completed_at=utcnow(),
+        latency_ms=(time.perf_counter() - t0) * 1000,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        llm_call_id=getattr(completion, "call_id", None),
+    )
     try:
         with session_scope(engine) as s:
             s.add(turn)
@@ -188,16 +213,30 @@ def stream_reply(engine: Engine, participant_id: int, factory: Optional[ModelFac
         pass  # another tab stored this reply first; the conversation is still consistent
 
 
-def _failed(detail: str, model: str, study_id: int, conv_id: int, pseudonym: str,
-            traceback: bool = False) -> ReplyError:
+def _failed(
+    detail: str, model: str, study_id: int, conv_id: int, pseudonym: str, traceback: bool = False
+) -> ReplyError:
     """Log a failed reply with its details for the researchers and return the error to raise."""
-    log.error("assistant reply failed (study %s, conversation %s, participant %s, model %s): %s",
-              study_id, conv_id, pseudonym, model, detail, exc_info=traceback)
+    log.error(
+        "assistant reply failed (study %s, conversation %s, participant %s, model %s): %s",
+        study_id,
+        conv_id,
+        pseudonym,
+        model,
+        detail,
+        exc_info=traceback,
+    )
     return ReplyError(detail)
 
 
-def rate_reply(session: Session, p: Participant, turn_index: int, hallucination: Optional[str],
-               satisfaction: Optional[int], reason: Optional[str] = None) -> None:
+def rate_reply(
+    session: Session,
+    p: Participant,
+    turn_index: int,
+    hallucination: str | None,
+    satisfaction: int | None,
+    reason: str | None = None,
+) -> None:
     """Store the participant's judgement of one assistant reply of the current task."""
     _expect(p, "task")
     if hallucination not in HALLUCINATION_VALUES:
@@ -205,7 +244,9 @@ def rate_reply(session: Session, p: Participant, turn_index: int, hallucination:
     if satisfaction is None or int(satisfaction) not in range(1, 6):
         raise ParticipantError("rate_missing_satisfaction", p.language)
     conv = _current_conversation(session, p)
-    turn = session.exec(select(Turn).where(Turn.conversation_id == conv.id, Turn.index == int(turn_index))).first()
+    turn = session.exec(
+        select(Turn).where(Turn.conversation_id == conv.id, Turn.index == int(turn_index))
+    ).first()
     if turn is None or turn.role != "assistant":
         raise ParticipantError("no_such_reply", p.language)
     turn.hallucination, turn.satisfaction = hallucination, int(satisfaction)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Optional
 from urllib.parse import urlencode
 
 from sqlmodel import Session, select
@@ -32,7 +31,7 @@ def new_pseudonym() -> str:
     return "p-" + secrets.token_hex(8)
 
 
-def create_invites(session: Session, study_name: str, n: int, language: Optional[str] = None) -> list[str]:
+def create_invites(session: Session, study_name: str, n: int, language: str | None = None) -> list[str]:
     """Create ``n`` participants with invite tokens; returns the tokens (shown once, never stored)."""
     if n < 1 or n > 10_000:
         raise UserInputError("the number of invites must be between 1 and 10000")
@@ -45,9 +44,17 @@ def create_invites(session: Session, study_name: str, n: int, language: Optional
     tokens = []
     for _ in range(n):
         token = new_token()
-        session.add(Participant(study_id=study.id, pseudonym=new_pseudonym(), external_source="invite",
-                                invite_token_hash=hash_token(token), status="invited", language=lang,
-                                state={"step": "consent"}))
+        session.add(
+            Participant(
+                study_id=study.id,
+                pseudonym=new_pseudonym(),
+                external_source="invite",
+                invite_token_hash=hash_token(token),
+                status="invited",
+                language=lang,
+                state={"step": "consent"},
+            )
+        )
         tokens.append(token)
     session.flush()
     return tokens
@@ -59,11 +66,13 @@ def invite_url(base_url: str, token: str) -> str:
 
 def prolific_url(base_url: str, study_name: str) -> str:
     """The study URL to paste into Prolific (Prolific fills in the three ids)."""
-    return (f"{base_url.rstrip('/')}/?{urlencode({'study': study_name})}"
-            "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}")
+    return (
+        f"{base_url.rstrip('/')}/?{urlencode({'study': study_name})}"
+        "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+    )
 
 
-def participant_for_token(session: Session, token: Optional[str]) -> Participant:
+def participant_for_token(session: Session, token: str | None) -> Participant:
     """The participant holding this token; the same error for any unknown token."""
     if not token or len(token) > 200:
         raise NotFoundError("this link is not valid")
@@ -73,8 +82,13 @@ def participant_for_token(session: Session, token: Optional[str]) -> Participant
     return p
 
 
-def enter_prolific(session: Session, prolific_pid: str, prolific_study_id: str, prolific_session_id: str,
-                   study_name: Optional[str] = None) -> tuple[Participant, str]:
+def enter_prolific(
+    session: Session,
+    prolific_pid: str,
+    prolific_study_id: str,
+    prolific_session_id: str,
+    study_name: str | None = None,
+) -> tuple[Participant, str]:
     """Find or create the participant of a Prolific entry; returns it and a fresh session token.
 
     The study is the one whose settings name this Prolific STUDY_ID (``prolific_study_id``), else
@@ -94,20 +108,33 @@ def enter_prolific(session: Session, prolific_pid: str, prolific_study_id: str, 
             raise NotFoundError("this link is not valid")
         study = get_study(session, study_name)
     lang = study_settings(study).interface_language
-    for value, what in ((prolific_pid, "PROLIFIC_PID"), (prolific_study_id, "STUDY_ID"),
-                        (prolific_session_id, "SESSION_ID")):
+    for value, what in (
+        (prolific_pid, "PROLIFIC_PID"),
+        (prolific_study_id, "STUDY_ID"),
+        (prolific_session_id, "SESSION_ID"),
+    ):
         if not value or not _PROLIFIC_ID.match(value):
             raise ParticipantError("prolific_bad_link", lang, what=what)
     p = session.exec(
-        select(Participant).where(Participant.study_id == study.id, Participant.external_source == "prolific",
-                                  Participant.external_id == prolific_pid)
+        select(Participant).where(
+            Participant.study_id == study.id,
+            Participant.external_source == "prolific",
+            Participant.external_id == prolific_pid,
+        )
     ).first()
     token = new_token()
     if p is None:
-        p = Participant(study_id=study.id, pseudonym=new_pseudonym(), external_source="prolific",
-                        external_id=prolific_pid, external_session=prolific_session_id, status="invited",
-                        language=lang, state={"step": "consent"},
-                        invite_token_hash=hash_token(token))
+        p = Participant(
+            study_id=study.id,
+            pseudonym=new_pseudonym(),
+            external_source="prolific",
+            external_id=prolific_pid,
+            external_session=prolific_session_id,
+            status="invited",
+            language=lang,
+            state={"step": "consent"},
+            invite_token_hash=hash_token(token),
+        )
         session.add(p)
     elif p.external_session != prolific_session_id:
         raise ParticipantError("prolific_other_session", lang)

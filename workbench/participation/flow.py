@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -47,10 +47,10 @@ class TurnView:
     index: int
     role: str
     content: str
-    hallucination: Optional[str] = None
-    satisfaction: Optional[int] = None
-    satisfaction_reason: Optional[str] = None
-    created_at: Optional[datetime] = None
+    hallucination: str | None = None
+    satisfaction: int | None = None
+    satisfaction_reason: str | None = None
+    created_at: datetime | None = None
 
     @property
     def rated(self) -> bool:
@@ -63,13 +63,13 @@ class TaskView:
     n_tasks: int
     scenario: str
     task_text: str
-    profile_text: Optional[str]
+    profile_text: str | None
     turns: list[TurnView]
     n_user_turns: int
     min_turns: int
     max_turns: int
     pending_reply: bool  # the last message is the user's: the assistant still owes a reply
-    unrated_index: Optional[int]  # the assistant turn waiting for the participant's rating
+    unrated_index: int | None  # the assistant turn waiting for the participant's rating
     can_send: bool
     can_finish: bool
     at_max: bool
@@ -81,14 +81,18 @@ class ParticipantView:
     language: str
     settings: StudySettings
     pseudonym: str
-    task: Optional[TaskView] = None
-    code: Optional[str] = None
-    redirect_url: Optional[str] = None
+    task: TaskView | None = None
+    code: str | None = None
+    redirect_url: str | None = None
     redirect_seconds: int = 0  # > 0: send the browser to redirect_url after this many seconds
     ask_attention: bool = False
     profile_fields: list[dict] = field(default_factory=list)
-    prolific: bool = False  # came from Prolific (an expired session is sent back there with the screen-out code)
-    unsent: Optional[dict] = None  # a refused message kept until sent or discarded: text, error, n (chat.keep_unsent)
+    prolific: bool = (
+        False  # came from Prolific (an expired session is sent back there with the screen-out code)
+    )
+    unsent: dict | None = (
+        None  # a refused message kept until sent or discarded: text, error, n (chat.keep_unsent)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,13 +100,16 @@ class ParticipantView:
 # --------------------------------------------------------------------------------------------------
 
 
-def open_participant(session: Session, token: Optional[str], now: Optional[datetime] = None) -> Participant:
+def open_participant(session: Session, token: str | None, now: datetime | None = None) -> Participant:
     """The participant of this token, expired first if idle too long, then marked as seen."""
     p = participant_for_token(session, token)
     now = now or utcnow()
     settings = study_settings(session.get(Study, p.study_id))
-    if p.status == "active" and p.last_seen_at is not None and \
-            now - p.last_seen_at > timedelta(minutes=settings.idle_timeout_minutes):
+    if (
+        p.status == "active"
+        and p.last_seen_at is not None
+        and now - p.last_seen_at > timedelta(minutes=settings.idle_timeout_minutes)
+    ):
         abandon(session, p, now)
     elif p.status in ("invited", "active"):
         p.last_seen_at = now
@@ -113,7 +120,7 @@ def open_participant(session: Session, token: Optional[str], now: Optional[datet
     return p
 
 
-def abandon(session: Session, p: Participant, now: Optional[datetime] = None) -> None:
+def abandon(session: Session, p: Participant, now: datetime | None = None) -> None:
     """Mark an idle participant abandoned: open conversations end, unfinished assignments are released."""
     now = now or utcnow()
     p.status = "abandoned"
@@ -126,21 +133,30 @@ def abandon(session: Session, p: Participant, now: Optional[datetime] = None) ->
             if a.conversation_id:
                 conv = session.get(Conversation, a.conversation_id)
                 if conv is not None and conv.status == "in_progress":
-                    conv.status, conv.ended_at, conv.end_reason, conv.ended_by = "abandoned", now, "idle", "system"
+                    conv.status, conv.ended_at, conv.end_reason, conv.ended_by = (
+                        "abandoned",
+                        now,
+                        "idle",
+                        "system",
+                    )
                     session.add(conv)
     session.flush()
 
 
-def expire_idle(session: Session, now: Optional[datetime] = None, study_id: Optional[int] = None) -> int:
+def expire_idle(session: Session, now: datetime | None = None, study_id: int | None = None) -> int:
     """Abandon every active participant idle beyond their study's idle timeout; returns how many."""
     now = now or utcnow()
     n = 0
     studies = session.exec(select(Study).where(Study.id == study_id) if study_id else select(Study)).all()
     for study in studies:
         limit = now - timedelta(minutes=study_settings(study).idle_timeout_minutes)
-        for p in session.exec(select(Participant).where(
-                Participant.study_id == study.id, Participant.status == "active",
-                Participant.last_seen_at < limit)).all():
+        for p in session.exec(
+            select(Participant).where(
+                Participant.study_id == study.id,
+                Participant.status == "active",
+                Participant.last_seen_at < limit,
+            )
+        ).all():
             abandon(session, p, now)
             n += 1
     return n
@@ -171,10 +187,11 @@ def _expect(p: Participant, *steps: str) -> None:
         raise ParticipantError("step_done", p.language)
 
 
-def current_assignment(session: Session, p: Participant) -> Optional[Assignment]:
+def current_assignment(session: Session, p: Participant) -> Assignment | None:
     pos = (p.state or {}).get("position", 0)
-    return session.exec(select(Assignment).where(Assignment.participant_id == p.id,
-                                                 Assignment.position == pos)).first()
+    return session.exec(
+        select(Assignment).where(Assignment.participant_id == p.id, Assignment.position == pos)
+    ).first()
 
 
 def n_assignments(session: Session, p: Participant) -> int:
@@ -182,18 +199,24 @@ def n_assignments(session: Session, p: Participant) -> int:
 
 
 def conversation_turns(session: Session, conversation_id: int) -> list[Turn]:
-    return list(session.exec(select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.index)).all())
+    return list(
+        session.exec(select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.index)).all()
+    )
 
 
-def task_view(session: Session, p: Participant, settings: StudySettings) -> Optional[TaskView]:
+def task_view(session: Session, p: Participant, settings: StudySettings) -> TaskView | None:
     a = current_assignment(session, p)
     if a is None or a.conversation_id is None:
         return None
     conv = session.get(Conversation, a.conversation_id)
     cond, scen, ctx, prof = profile_and_context(session, a.condition_id)
     lang = p.language
-    turns = [TurnView(t.index, t.role, t.content, t.hallucination, t.satisfaction, t.satisfaction_reason,
-                      t.created_at) for t in conversation_turns(session, conv.id)]
+    turns = [
+        TurnView(
+            t.index, t.role, t.content, t.hallucination, t.satisfaction, t.satisfaction_reason, t.created_at
+        )
+        for t in conversation_turns(session, conv.id)
+    ]
     n_user = sum(1 for t in turns if t.role == "user")
     pending = bool(turns) and turns[-1].role == "user"
     unrated = next((t.index for t in reversed(turns) if t.role == "assistant" and not t.rated), None)
@@ -205,15 +228,24 @@ def task_view(session: Session, p: Participant, settings: StudySettings) -> Opti
     if settings.profile_mode == "assigned" and prof is not None:
         profile_text = (prof.translations or {}).get(lang) or prof.text
     return TaskView(
-        position=a.position, n_tasks=n_assignments(session, p), scenario=scenario, task_text=task_text,
-        profile_text=profile_text, turns=turns, n_user_turns=n_user, min_turns=settings.min_turns,
-        max_turns=settings.max_turns, pending_reply=pending and open_, unrated_index=unrated,
+        position=a.position,
+        n_tasks=n_assignments(session, p),
+        scenario=scenario,
+        task_text=task_text,
+        profile_text=profile_text,
+        turns=turns,
+        n_user_turns=n_user,
+        min_turns=settings.min_turns,
+        max_turns=settings.max_turns,
+        pending_reply=pending and open_,
+        unrated_index=unrated,
         can_send=open_ and not pending and unrated is None and not at_max,
-        can_finish=open_ and not pending and unrated is None and n_user >= settings.min_turns, at_max=at_max,
+        can_finish=open_ and not pending and unrated is None and n_user >= settings.min_turns,
+        at_max=at_max,
     )
 
 
-def completion_redirect(settings: StudySettings, code: str, prolific: bool) -> Optional[str]:
+def completion_redirect(settings: StudySettings, code: str, prolific: bool) -> str | None:
     url = settings.prolific_completion_url
     if not prolific or not url:
         return None
@@ -232,8 +264,14 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
     settings = _settings(session, p)
     step = _step(p)
     prolific = p.external_source == "prolific"
-    view = ParticipantView(step=step, language=p.language, settings=settings, pseudonym=p.pseudonym,
-                           prolific=prolific, unsent=(p.state or {}).get("unsent"))
+    view = ParticipantView(
+        step=step,
+        language=p.language,
+        settings=settings,
+        pseudonym=p.pseudonym,
+        prolific=prolific,
+        unsent=(p.state or {}).get("unsent"),
+    )
     if step == "profile":
         view.profile_fields = profile_fields(p.language)
     elif step == "task":
@@ -273,8 +311,17 @@ def _code_shown(session: Session, p: Participant, current: str) -> str:
 # Profile questionnaire fields
 # --------------------------------------------------------------------------------------------------
 
-_FALLBACK_FIELDS = ["gender", "age", "personality", "occupation", "daily_interests", "travel_habits",
-                    "dining_preferences", "spending_habits", "other_aspects"]
+_FALLBACK_FIELDS = [
+    "gender",
+    "age",
+    "personality",
+    "occupation",
+    "daily_interests",
+    "travel_habits",
+    "dining_preferences",
+    "spending_habits",
+    "other_aspects",
+]
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -300,21 +347,44 @@ def profile_fields(language: str) -> list[dict]:
     except (ImportError, AttributeError, FileNotFoundError):
         raw = []
     if not raw:
-        return [{"name": n, "label": n.replace("_", " ").capitalize(), "type": "text", "options": [],
-                 "min": None, "max": None, "required": True} for n in _FALLBACK_FIELDS]
+        return [
+            {
+                "name": n,
+                "label": n.replace("_", " ").capitalize(),
+                "type": "text",
+                "options": [],
+                "min": None,
+                "max": None,
+                "required": True,
+            }
+            for n in _FALLBACK_FIELDS
+        ]
     out = []
     for f in raw:
         names = _get(f, "names")
-        label = names.get(language) if hasattr(names, "get") and not isinstance(names, dict) else \
-            _localised(names, language) if names else _get(f, "key")
+        label = (
+            names.get(language)
+            if hasattr(names, "get") and not isinstance(names, dict)
+            else _localised(names, language)
+            if names
+            else _get(f, "key")
+        )
         opts = []
         for o in _get(f, "options") or []:
             value = str(_get(o, "value"))
             text = (_get(o, "zh") if language == "zh" else None) or _get(o, "en") or value
             opts.append((value, str(text)))
-        out.append({"name": str(_get(f, "key")), "label": str(label), "type": _get(f, "type", "choice"),
-                    "options": opts, "min": _get(f, "min"), "max": _get(f, "max"),
-                    "required": bool(_get(f, "required", True))})
+        out.append(
+            {
+                "name": str(_get(f, "key")),
+                "label": str(label),
+                "type": _get(f, "type", "choice"),
+                "options": opts,
+                "min": _get(f, "min"),
+                "max": _get(f, "max"),
+                "required": bool(_get(f, "required", True)),
+            }
+        )
     return out
 
 
@@ -325,8 +395,15 @@ def profile_fields(language: str) -> list[dict]:
 
 def give_consent(session: Session, p: Participant, agreed: bool) -> None:
     _expect(p, "consent")
-    session.add(QuestionnaireResponse(study_id=p.study_id, participant_id=p.id, questionnaire="consent",
-                                      item="consent", value="yes" if agreed else "no"))
+    session.add(
+        QuestionnaireResponse(
+            study_id=p.study_id,
+            participant_id=p.id,
+            questionnaire="consent",
+            item="consent",
+            value="yes" if agreed else "no",
+        )
+    )
     if agreed:
         _set_step(session, p, "instructions")
     else:
@@ -376,19 +453,32 @@ def submit_profile(session: Session, p: Participant, answers: dict[str, Any]) ->
             except (TypeError, ValueError):
                 raise ParticipantError("whole_number", lang, label=f["label"]) from None
             if (f["min"] is not None and v < f["min"]) or (f["max"] is not None and v > f["max"]):
-                key = ("number_range" if f["min"] is not None and f["max"] is not None
-                       else "number_min" if f["min"] is not None else "number_max")
+                key = (
+                    "number_range"
+                    if f["min"] is not None and f["max"] is not None
+                    else "number_min"
+                    if f["min"] is not None
+                    else "number_max"
+                )
                 raise ParticipantError(key, lang, label=f["label"], min=f["min"], max=f["max"])
         clean[f["name"]] = v
     text = "\n".join(f"{f['label']}: {_answer_text(clean[f['name']])}" for f in fields if f["name"] in clean)
-    prof = Profile(key=f"participant-{p.pseudonym}", language=p.language, fields=clean, text=text,
-                   source="participant")
+    prof = Profile(
+        key=f"participant-{p.pseudonym}", language=p.language, fields=clean, text=text, source="participant"
+    )
     session.add(prof)
     session.flush()
     p.profile_id = prof.id
     for name, v in clean.items():
-        session.add(QuestionnaireResponse(study_id=p.study_id, participant_id=p.id, questionnaire="profile",
-                                          item=name, value=_answer_text(v)))
+        session.add(
+            QuestionnaireResponse(
+                study_id=p.study_id,
+                participant_id=p.id,
+                questionnaire="profile",
+                item=name,
+                value=_answer_text(v),
+            )
+        )
     _start_tasks(session, p, _settings(session, p))
 
 
@@ -414,9 +504,16 @@ def _enter_task(session: Session, p: Participant, position: int) -> None:
     a = current_assignment(session, p)
     if a.conversation_id is None:
         cond, _, _, _ = profile_and_context(session, a.condition_id)
-        conv = Conversation(study_id=p.study_id, condition_id=cond.id, user_kind="human", participant_id=p.id,
-                            language=cond.language, source="collected", status="in_progress",
-                            meta={"position": position})
+        conv = Conversation(
+            study_id=p.study_id,
+            condition_id=cond.id,
+            user_kind="human",
+            participant_id=p.id,
+            language=cond.language,
+            source="collected",
+            status="in_progress",
+            meta={"position": position},
+        )
         session.add(conv)
         session.flush()
         a.conversation_id = conv.id
@@ -442,14 +539,17 @@ def finish_task(session: Session, p: Participant) -> None:
     _set_step(session, p, "post_task", position=a.position)
 
 
-def submit_post_task(session: Session, p: Participant, answers: dict[str, Any],
-                     attention: Optional[str] = None) -> None:
+def submit_post_task(
+    session: Session, p: Participant, answers: dict[str, Any], attention: str | None = None
+) -> None:
     """Store the post-task questionnaire (and the attention check once), then go on."""
     _expect(p, "post_task")
     lang = p.language
     T = ui(lang)
     # The questions still open, quoted as the participant reads them (not the items' internal names).
-    missing = [T[item.lower()] for item in POST_TASK_ITEMS if answers.get(item) not in POST_TASK_ITEMS[item]["en"]]
+    missing = [
+        T[item.lower()] for item in POST_TASK_ITEMS if answers.get(item) not in POST_TASK_ITEMS[item]["en"]
+    ]
     ask_attention = _settings(session, p).attention_check and not (p.state or {}).get("attention_done")
     if ask_attention and attention not in ATTENTION_OPTIONS["en"]:
         missing.append(T["attention"])
@@ -457,20 +557,43 @@ def submit_post_task(session: Session, p: Participant, answers: dict[str, Any],
         raise ParticipantError("missing_answers", lang, items=" ".join(f"“{q}”" for q in missing))
     a = current_assignment(session, p)
     for item, labels in POST_TASK_ITEMS.items():
-        session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,
-                                          participant_id=p.id, questionnaire="post_task", item=item,
-                                          value=answers[item], raw_value=labels[lang][answers[item]]))
+        session.add(
+            QuestionnaireResponse(
+                study_id=p.study_id,
+                conversation_id=a.conversation_id,
+                participant_id=p.id,
+                questionnaire="post_task",
+                item=item,
+                value=answers[item],
+                raw_value=labels[lang][answers[item]],
+            )
+        )
     free = (answers.get("free_text") or "").strip()[:5000]
     if free:
-        session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,
-                                          participant_id=p.id, questionnaire="post_task", item="free_text",
-                                          value=free, raw_value=free))
+        session.add(
+            QuestionnaireResponse(
+                study_id=p.study_id,
+                conversation_id=a.conversation_id,
+                participant_id=p.id,
+                questionnaire="post_task",
+                item="free_text",
+                value=free,
+                raw_value=free,
+            )
+        )
     extra: dict[str, Any] = {}
     if ask_attention:
-        session.add(QuestionnaireResponse(study_id=p.study_id, conversation_id=a.conversation_id,
-                                          participant_id=p.id, questionnaire="attention_check", item="color",
-                                          value="pass" if attention == ATTENTION_EXPECTED else "fail",
-                                          raw_value=attention))
+        session.add(
+            QuestionnaireResponse(
+                study_id=p.study_id,
+                conversation_id=a.conversation_id,
+                participant_id=p.id,
+                questionnaire="attention_check",
+                item="color",
+                value="pass" if attention == ATTENTION_EXPECTED else "fail",
+                raw_value=attention,
+            )
+        )
         extra["attention_done"] = True
     a.status = "completed"
     session.add(a)

@@ -17,7 +17,7 @@ UI: dict[str, dict[str, str]] = {
         "continue": "Continue",
         "profile_header": "About you",
         "profile_intro": "Tell us a little about yourself. The assistant will not see your answers directly; they "
-                         "describe the person you play in the tasks (yourself).",
+        "describe the person you play in the tasks (yourself).",
         "task_header": "Task {position} of {n}",
         "task_card": "Your task",
         "scenario": "Scenario",
@@ -46,7 +46,7 @@ UI: dict[str, dict[str, str]] = {
         "availability": "How useful were the answers in practice?",
         "diversity": "How varied were the options the assistant offered?",
         "free_text": "Anything else you want to tell us (optional)",
-        "attention": "To show that you read the questions, please choose \"Blue\" here.",
+        "attention": 'To show that you read the questions, please choose "Blue" here.',
         "submit": "Submit",
         "answer_all": "Please answer every question.",
         "missing_answers": "Please answer every question. Still open: {items}",
@@ -64,10 +64,10 @@ UI: dict[str, dict[str, str]] = {
         "no_task": "There is no task in progress.",
         "msg_empty": "The message is empty.",
         "msg_too_long": "Your message has {length} characters; the limit is {limit}. Please shorten it and send "
-                        "it again.",
+        "it again.",
         "task_ended": "This task has ended.",
         "reply_pending": "The assistant has not replied to your previous message yet (it may have been sent from "
-                         "another tab or window). Please wait for the reply, then send this message again.",
+        "another tab or window). Please wait for the reply, then send this message again.",
         "msg_limit": "This task has reached its maximum number of messages.",
         "rate_missing_hallucination": "Please say whether the reply contained made-up information.",
         "rate_missing_satisfaction": "Please choose a satisfaction from 1 to 5.",
@@ -88,12 +88,12 @@ UI: dict[str, dict[str, str]] = {
         "expired_unsent": "The message you had typed was not sent. Here it is, so you can copy it:",
         "expired_contact": "If you want to continue or have questions, please contact the research team:",
         "expired_no_contact": "If you want to continue, please contact the person who sent you the link to this "
-                              "study.",
+        "study.",
         "expired_prolific": "Please go back to Prolific with the code below. If you have questions, message the "
-                            "researchers through Prolific.",
+        "researchers through Prolific.",
         "prolific_bad_link": "This link has no valid {what}. Please open the study again from Prolific.",
         "prolific_other_session": "You have already started this study in another Prolific session. If you have "
-                                  "questions, message the researchers through Prolific.",
+        "questions, message the researchers through Prolific.",
     },
     "zh": {
         "title": "研究项目",
@@ -182,15 +182,23 @@ UI: dict[str, dict[str, str]] = {
 # "Availability" is the reference's name for practical usefulness. Labels per language.
 POST_TASK_ITEMS: dict[str, dict[str, dict[str, str]]] = {
     "Memorization": {"en": {"yes": "Yes", "no": "No"}, "zh": {"yes": "是", "no": "否"}},
-    "Detail": {"en": {"detailed": "Detailed", "average": "Average", "brief": "Brief"},
-               "zh": {"detailed": "详细", "average": "一般", "brief": "简略"}},
-    "Availability": {"en": {"very_useful": "Very useful", "somewhat": "Somewhat useful", "unusable": "Unusable"},
-                     "zh": {"very_useful": "很有用", "somewhat": "有一定参考", "unusable": "不可用"}},
-    "Diversity": {"en": {"diverse": "Diverse", "average": "Average", "single": "Single"},
-                  "zh": {"diverse": "结果多样", "average": "一般", "single": "结果单一"}},
+    "Detail": {
+        "en": {"detailed": "Detailed", "average": "Average", "brief": "Brief"},
+        "zh": {"detailed": "详细", "average": "一般", "brief": "简略"},
+    },
+    "Availability": {
+        "en": {"very_useful": "Very useful", "somewhat": "Somewhat useful", "unusable": "Unusable"},
+        "zh": {"very_useful": "很有用", "somewhat": "有一定参考", "unusable": "不可用"},
+    },
+    "Diversity": {
+        "en": {"diverse": "Diverse", "average": "Average", "single": "Single"},
+        "zh": {"diverse": "结果多样", "average": "一般", "single": "结果单一"},
+    },
 }
-ATTENTION_OPTIONS = {"en": {"red": "Red", "blue": "Blue", "green": "Green"},
-                     "zh": {"red": "红色", "blue": "蓝色", "green": "绿色"}}
+ATTENTION_OPTIONS = {
+    "en": {"red": "Red", "blue": "Blue", "green": "Green"},
+    "zh": {"red": "红色", "blue": "蓝色", "green": "绿色"},
+}
 ATTENTION_EXPECTED = "blue"
 HALLUCINATION_VALUES = ("yes", "no", "cant_tell")
 
@@ -200,7 +208,7 @@ def ui(language: str) -> dict[str, str]:
 
 
 def finish_hint(language: str, n: int) -> str:
-    """"You can finish once you have sent N messages", with the singular for one."""
+    """ "You can finish once you have sent N messages", with the singular for one."""
     T = ui(language)
     return T["finish_hint_one"] if n == 1 else T["finish_hint"].format(n=n)
 

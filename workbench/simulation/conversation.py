@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any
 
 from db.types import utcnow
 from workbench.simulation.user import SimulatedUser, parse_user_reply
@@ -21,9 +22,9 @@ class TurnRecord:
     created_at: Any
     completed_at: Any
     latency_ms: float
-    prompt_tokens: Optional[int]
-    completion_tokens: Optional[int]
-    llm_call_id: Optional[int]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    llm_call_id: int | None
     meta: dict = field(default_factory=dict)
     # The call's Completion: with deferred recording its call_id is known only once its row is written.
     call: Any = field(default=None, repr=False, compare=False)
@@ -40,7 +41,7 @@ class ConversationResult:
     turns: list[TurnRecord]
 
 
-async def _maybe(fn: Optional[Callable], *args: Any) -> Any:
+async def _maybe(fn: Callable | None, *args: Any) -> Any:
     if fn is None:
         return None
     out = fn(*args)
@@ -53,12 +54,12 @@ async def run_conversation(
     user: SimulatedUser,
     simulator: Any,
     assistant: Any,
-    assistant_system: Optional[str] = None,
-    simulator_params: Optional[dict] = None,
-    assistant_params: Optional[dict] = None,
-    on_turn: Optional[Callable[[TurnRecord], Awaitable[None] | None]] = None,
-    before_call: Optional[Callable[[], Awaitable[None] | None]] = None,
-    after_call: Optional[Callable[[Any], Awaitable[None] | None]] = None,
+    assistant_system: str | None = None,
+    simulator_params: dict | None = None,
+    assistant_params: dict | None = None,
+    on_turn: Callable[[TurnRecord], Awaitable[None] | None] | None = None,
+    before_call: Callable[[], Awaitable[None] | None] | None = None,
+    after_call: Callable[[Any], Awaitable[None] | None] | None = None,
 ) -> ConversationResult:
     """Run one conversation. ``on_turn`` is called as each turn happens (the runner writes it to the
     database); ``before_call``/``after_call`` wrap every model call (rate limits, budget, cost)."""
@@ -81,10 +82,19 @@ async def run_conversation(
         return c
 
     async def add(role: str, content: str, c: Any, started: Any, t0: float, meta: dict) -> None:
-        rec = TurnRecord(index=len(turns), role=role, content=content, created_at=started, completed_at=utcnow(),
-                         latency_ms=(time.perf_counter() - t0) * 1000, prompt_tokens=c.usage.prompt_tokens,
-                         completion_tokens=c.usage.completion_tokens, llm_call_id=c.call_id, meta=meta,
-                         call=c)
+        rec = TurnRecord(
+            index=len(turns),
+            role=role,
+            content=content,
+            created_at=started,
+            completed_at=utcnow(),
+            latency_ms=(time.perf_counter() - t0) * 1000,
+            prompt_tokens=c.usage.prompt_tokens,
+            completion_tokens=c.usage.completion_tokens,
+            llm_call_id=c.call_id,
+            meta=meta,
+            call=c,
+        )
         turns.append({"role": role, "content": content})
         records.append(rec)
         await _maybe(on_turn, rec)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -57,7 +56,7 @@ def available_templates() -> list[PromptTemplate]:
     return [_load(p) for p in sorted(BUNDLED_DIR.glob("*.yaml"))]
 
 
-def load_template(spec: Optional[str] = None) -> PromptTemplate:
+def load_template(spec: str | None = None) -> PromptTemplate:
     """``spec``: a YAML path, ``name`` (newest version) or ``name@version``; default ``user``."""
     spec = spec or "user"
     if spec.endswith((".yaml", ".yml")) or "/" in spec:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 from workbench.llm.base import extract_json
 from workbench.simulation.templates import PromptTemplate
@@ -51,11 +50,11 @@ class UserContext:
     """What the simulated user knows: the condition's task card and persona, in its language."""
 
     task: str
-    profile: Optional[str]
+    profile: str | None
     language: str = "en"
     min_turns: int = 2
     max_turns: int = 10
-    goal_reminder_every: Optional[int] = None  # remind of the task every k assistant replies
+    goal_reminder_every: int | None = None  # remind of the task every k assistant replies
     meta: dict = field(default_factory=dict)
 
 
@@ -66,20 +65,32 @@ class SimulatedUser:
         self.template = template
         self.ctx = ctx
         lang = ctx.language
-        self.system = template.part(lang, "system", profile=ctx.profile or template.part(lang, "no_profile"),
-                                    task=ctx.task, min_turns=ctx.min_turns, max_turns=ctx.max_turns)
+        self.system = template.part(
+            lang,
+            "system",
+            profile=ctx.profile or template.part(lang, "no_profile"),
+            task=ctx.task,
+            min_turns=ctx.min_turns,
+            max_turns=ctx.max_turns,
+        )
 
-    def messages(self, turns: list[dict], note: Optional[str] = None) -> list[dict]:
+    def messages(self, turns: list[dict], note: str | None = None) -> list[dict]:
         """``turns``: the conversation so far as {"role": "user"|"assistant", "content"}."""
         lang, ctx = self.ctx.language, self.ctx
-        out = [{"role": "system", "content": self.system},
-               {"role": "user", "content": self.template.part(lang, "opening")}]
+        out = [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.template.part(lang, "opening")},
+        ]
         n_assistant = 0
         for t in turns:
             if t["role"] == "user":
                 # The simulator sees its own turns in the format it must keep answering in.
-                out.append({"role": "assistant",
-                            "content": json.dumps({"message": t["content"], "end": False}, ensure_ascii=False)})
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": json.dumps({"message": t["content"], "end": False}, ensure_ascii=False),
+                    }
+                )
             else:
                 n_assistant += 1
                 content = t["content"]

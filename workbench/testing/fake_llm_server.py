@@ -20,9 +20,10 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any
 
 
 @dataclass
@@ -56,10 +57,10 @@ class FakeRequest:
 @dataclass
 class Fault:
     status: int = 0  # HTTP status to return (0 = none)
-    retry_after: Optional[float] = None
+    retry_after: float | None = None
     delay: float = 0.0  # seconds to wait before answering (for timeouts)
     malformed: bool = False  # answer 200 with a body that is not valid JSON
-    body: Optional[dict] = None
+    body: dict | None = None
 
 
 def default_responder(req: FakeRequest) -> str:
@@ -96,7 +97,7 @@ class FakeLLMServer:
     def anthropic_base_url(self) -> str:
         return self.url
 
-    def start(self) -> "FakeLLMServer":
+    def start(self) -> FakeLLMServer:
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
@@ -112,13 +113,13 @@ class FakeLLMServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _next_fault(self) -> Optional[Fault]:
+    def _next_fault(self) -> Fault | None:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
@@ -157,7 +158,9 @@ def _make_handler(server: FakeLLMServer):
             else:
                 self._json(404, {"error": {"message": f"unknown path {path}"}})
                 return
-            req = FakeRequest(api=api, path=path, body=body, headers={k.lower(): v for k, v in self.headers.items()})
+            req = FakeRequest(
+                api=api, path=path, body=body, headers={k.lower(): v for k, v in self.headers.items()}
+            )
             with server._lock:
                 server.requests.append(req)
             fault = server._next_fault()
@@ -171,10 +174,17 @@ def _make_handler(server: FakeLLMServer):
                     if fault.retry_after is not None:
                         headers["retry-after"] = str(fault.retry_after)
                     err = fault.body or (
-                        {"type": "error", "error": {"type": "rate_limit_error" if fault.status == 429
-                                                    else "api_error", "message": f"fake {fault.status}"}}
-                        if api == "anthropic" else
-                        {"error": {"message": f"fake {fault.status}", "type": "server_error", "code": None}}
+                        {
+                            "type": "error",
+                            "error": {
+                                "type": "rate_limit_error" if fault.status == 429 else "api_error",
+                                "message": f"fake {fault.status}",
+                            },
+                        }
+                        if api == "anthropic"
+                        else {
+                            "error": {"message": f"fake {fault.status}", "type": "server_error", "code": None}
+                        }
                     )
                     self._json(fault.status, err, headers)
                     return
@@ -198,12 +208,24 @@ def _make_handler(server: FakeLLMServer):
             cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
             created = int(time.time())
             if not req.body.get("stream"):
-                self._json(200, {
-                    "id": cid, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop", "logprobs": None}],
-                    "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-                })
+                self._json(
+                    200,
+                    {
+                        "id": cid,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                                "logprobs": None,
+                            }
+                        ],
+                        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+                    },
+                )
                 return
             self._start_sse()
             chunks = _split(text)
@@ -213,14 +235,35 @@ def _make_handler(server: FakeLLMServer):
                 if first:
                     delta["role"] = "assistant"
                     first = False
-                self._sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-            self._sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                self._sse(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                    }
+                )
+            self._sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                }
+            )
             if (req.body.get("stream_options") or {}).get("include_usage"):
-                self._sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": {"prompt_tokens": pt, "completion_tokens": ct,
-                                                    "total_tokens": pt + ct}})
+                self._sse(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+                    }
+                )
             self._write_chunk(b"data: [DONE]\n\n")
             self._end_chunks()
 
@@ -230,33 +273,67 @@ def _make_handler(server: FakeLLMServer):
             pt, ct = _usage_counts(req, text)
             mid = f"msg_{uuid.uuid4().hex[:12]}"
             if not req.body.get("stream"):
-                self._json(200, {
-                    "id": mid, "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                    "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": ct},
-                })
+                self._json(
+                    200,
+                    {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": pt, "output_tokens": ct},
+                    },
+                )
                 return
             self._start_sse()
-            self._sse({"type": "message_start", "message": {
-                "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": 1}}},
-                event="message_start")
-            self._sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                      event="content_block_start")
+            self._sse(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": pt, "output_tokens": 1},
+                    },
+                },
+                event="message_start",
+            )
+            self._sse(
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                event="content_block_start",
+            )
             for piece in _split(text):
-                self._sse({"type": "content_block_delta", "index": 0,
-                           "delta": {"type": "text_delta", "text": piece}}, event="content_block_delta")
+                self._sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                    event="content_block_delta",
+                )
             self._sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
-            self._sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                       "usage": {"output_tokens": ct}}, event="message_delta")
+            self._sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": ct},
+                },
+                event="message_delta",
+            )
             self._sse({"type": "message_stop"}, event="message_stop")
             self._end_chunks()
 
         # ------------------------------------------------------------ plumbing
-        def _json(self, status: int, obj: dict, headers: Optional[dict] = None) -> None:
+        def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
             self._raw(status, json.dumps(obj).encode(), "application/json", headers)
 
-        def _raw(self, status: int, data: bytes, ctype: str, headers: Optional[dict] = None) -> None:
+        def _raw(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
             self.send_response(status)
             self.send_header("content-type", ctype)
             self.send_header("content-length", str(len(data)))
@@ -272,7 +349,7 @@ def _make_handler(server: FakeLLMServer):
             self.send_header("cache-control", "no-cache")
             self.end_headers()
 
-        def _sse(self, obj: dict, event: Optional[str] = None) -> None:
+        def _sse(self, obj: dict, event: str | None = None) -> None:
             prefix = f"event: {event}\n" if event else ""
             self._write_chunk(f"{prefix}data: {json.dumps(obj)}\n\n".encode())
 
@@ -288,7 +365,7 @@ def _make_handler(server: FakeLLMServer):
 
 
 def _split(text: str, size: int = 8) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def main() -> None:

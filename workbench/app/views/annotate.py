@@ -159,7 +159,7 @@ lang = st.sidebar.radio(
     horizontal=True,
     key=f"annotate_lang_{study_id}",
     help="Choose before you start an item: switching clears the choices of the item you have not saved yet. "
-         "/ 请在开始标注前选择：切换语言会清除当前条目尚未保存的选择。",
+    "/ 请在开始标注前选择：切换语言会清除当前条目尚未保存的选择。",
 )
 T = UI[lang]
 hide_input_hints(lang)
@@ -216,7 +216,9 @@ with session_scope(eng) as s:
     view = L.blind_view(s, conv_id, lang)
     saved = L.load_saved(s, study_id, me, conv_id)
 if conv_id == revisit:
-    st.info(T["editing_skipped"] if dict((c, s_) for _, c, s_ in items)[conv_id] == "skipped" else T["editing"])
+    st.info(
+        T["editing_skipped"] if dict((c, s_) for _, c, s_ in items)[conv_id] == "skipped" else T["editing"]
+    )
     if st.button(T["back"], key="annotate_back"):
         st.session_state.pop("annotate_revisit", None)
         st.rerun()
@@ -237,8 +239,15 @@ def _shown(dim):
 def _optional_radio(label: str, values, saved_value, key: str, fmt, **kw) -> None:
     """A radio for an optional answer: it starts at "—" (None), which also takes a misclick back."""
     opts = [None, *values]
-    st.radio(label, opts, index=_index(opts, saved_value) or 0, horizontal=True, key=key,
-             format_func=lambda value: T["unset"] if value is None else fmt(value), **kw)
+    st.radio(
+        label,
+        opts,
+        index=_index(opts, saved_value) or 0,
+        horizontal=True,
+        key=key,
+        format_func=lambda value: T["unset"] if value is None else fmt(value),
+        **kw,
+    )
 
 
 def _definition(dim) -> None:
@@ -254,7 +263,9 @@ def _definition(dim) -> None:
         if dim.examples:
             st.markdown(f"*{T['examples']}*")
             for ex in dim.examples:
-                st.markdown(f"- **{escape_markdown(dim.label_title(ex.label, lang))}**: {escape_markdown(ex.text.get(lang))}")
+                st.markdown(
+                    f"- **{escape_markdown(dim.label_title(ex.label, lang))}**: {escape_markdown(ex.text.get(lang))}"
+                )
 
 
 # Widget keys per item, so each item starts from its saved state. Opaque: keys become CSS classes in
@@ -306,10 +317,20 @@ with st.form(key=f"{k}-form"):
     c1.checkbox(T["flag"], value=saved.flagged, key=f"{k}-flag")
     c2.text_input(T["flag_note"], value=saved.flag_note or "", key=f"{k}-flag-note")
     st.divider()
-    _optional_radio(T["guess"], L.GUESSES, saved.guess, f"{k}-guess",
-                    lambda g: T["guess_person"] if g == "human" else T["guess_ai"])
-    _optional_radio(T["confidence"], range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1), saved.confidence,
-                    f"{k}-confidence", T["conf"].get)
+    _optional_radio(
+        T["guess"],
+        L.GUESSES,
+        saved.guess,
+        f"{k}-guess",
+        lambda g: T["guess_person"] if g == "human" else T["guess_ai"],
+    )
+    _optional_radio(
+        T["confidence"],
+        range(L.CONFIDENCE_RANGE[0], L.CONFIDENCE_RANGE[1] + 1),
+        saved.confidence,
+        f"{k}-confidence",
+        T["conf"].get,
+    )
     b1, b2 = st.columns(2)
     save = b1.form_submit_button(T["save"], type="primary", width="stretch")
     skip = b2.form_submit_button(T["skip"], width="stretch")

@@ -33,8 +33,11 @@ with session_scope(eng) as s:
     found = label_sources_df(s, get_study(s, study).id)
     counts = dict(zip(found["name"], found["n_labels"]))
 sources = [n for n in found["name"] if counts.get(n)]
-source = c2.selectbox("Label source", ["(best available)"] + sources,
-                      format_func=lambda n: n if n not in counts else f"{n} ({counts[n]:,} labels)")
+source = c2.selectbox(
+    "Label source",
+    ["(best available)"] + sources,
+    format_func=lambda n: n if n not in counts else f"{n} ({counts[n]:,} labels)",
+)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
@@ -46,8 +49,11 @@ def _load(url: str, study: str, source: str, version: tuple):
 
 with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
     try:
-        if st.sidebar.button("Reload data", help="Load the study again from the database (new data is "
-                             "picked up on its own; this also re-reads edited labels)"):
+        if st.sidebar.button(
+            "Reload data",
+            help="Load the study again from the database (new data is "
+            "picked up on its own; this also re-reads edited labels)",
+        ):
             _load.clear()
         with session_scope(eng) as s:
             version = data_version(s, get_study(s, study).id)
@@ -68,8 +74,10 @@ chosen = {
 sub = filter_study(data, **chosen)
 frame = analysis_frame(sub)
 kinds = frame["user_kind"].value_counts()
-st.caption(f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations. "
-           + excluded_note(data))
+st.caption(
+    f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations. "
+    + excluded_note(data)
+)
 
 tab_dist, tab_effects, tab_like, tab_feat = st.tabs(
     ["Distributions", "Effect sizes", "Human-likeness", "Features"]
@@ -105,8 +113,16 @@ with tab_effects:
     st.plotly_chart(charts.forest_fig(comp, "pooled", "label"))
     st.plotly_chart(charts.forest_fig(comp, "scenario", "label"))
     # p-values in scientific notation: fixed-point cuts the tiny ones off at the left ("…0000006")
-    table(comp, hide_index=True, width="stretch", column_config={
-        c: st.column_config.NumberColumn(format="scientific") for c in ("p_value", "p_adjusted") if c in comp})
+    table(
+        comp,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            c: st.column_config.NumberColumn(format="scientific")
+            for c in ("p_value", "p_adjusted")
+            if c in comp
+        },
+    )
     st.download_button("comparisons.csv", comp.to_csv(index=False), "comparisons.csv", "text/csv")
 with tab_like:
     tables = likeness_tables(sub, n_boot=200)

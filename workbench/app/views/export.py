@@ -17,16 +17,27 @@ if st.button("Export", type="primary"):
     try:
         with st.spinner(f"Exporting {study} as {fmt}…"):
             # The previous export of this browser session is deleted, and any older than a day.
-            st.session_state["export"] = C.export_for_download(eng, study, fmt, st.session_state.get("export"))
+            st.session_state["export"] = C.export_for_download(
+                eng, study, fmt, st.session_state.get("export")
+            )
     except WorkbenchError as exc:
         st.error(escape_markdown(str(exc)))
 done = st.session_state.get("export")
 if done and (done["study"], done["format"]) == (study, fmt):
-    st.caption(escape_markdown(f"{done['study']} as {done['format']}, exported {done['at']:%Y-%m-%d %H:%M} UTC:"))
+    st.caption(
+        escape_markdown(f"{done['study']} as {done['format']}, exported {done['at']:%Y-%m-%d %H:%M} UTC:")
+    )
     for path in C.export_files(done):
-        st.download_button(f"Download {path.name}", path.read_bytes(), file_name=f"{done['study']}-{path.name}",
-                           key=f"dl_{path}")
+        st.download_button(
+            f"Download {path.name}",
+            path.read_bytes(),
+            file_name=f"{done['study']}-{path.name}",
+            key=f"dl_{path}",
+        )
 elif done:
     # Download buttons belong to the study and format they were made for: never offer another study's files.
-    st.caption(escape_markdown(f"The last export was {done['study']} as {done['format']}; press Export for "
-                               f"{study} as {fmt}."))
+    st.caption(
+        escape_markdown(
+            f"The last export was {done['study']} as {done['format']}; press Export for {study} as {fmt}."
+        )
+    )

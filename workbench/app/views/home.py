@@ -18,8 +18,15 @@ if user["role"] != "researcher":
         rows = []
         for study in Q.annotator_studies(session, user["id"]):
             prog = Q.queue_progress(session, study.id, user["id"])
-            rows.append({"study": study.name, "labelled": prog.done, "skipped": prog.skipped,
-                         "to go": prog.pending, "total": prog.total})
+            rows.append(
+                {
+                    "study": study.name,
+                    "labelled": prog.done,
+                    "skipped": prog.skipped,
+                    "to go": prog.pending,
+                    "total": prog.total,
+                }
+            )
     if rows:
         st.caption("Your labelling queues.")
         table(pd.DataFrame(rows), hide_index=True, width="stretch")
@@ -33,7 +40,9 @@ st.caption("Conversations per study and scenario, by user kind.")
 with session_scope(engine()) as session:
     df = studies_overview_df(session)
 if df.empty:
-    st.info("No studies yet. Create one on the Studies page or import the released data "
-            "(`workbench import recllmsim PATH`).")
+    st.info(
+        "No studies yet. Create one on the Studies page or import the released data "
+        "(`workbench import recllmsim PATH`)."
+    )
 else:
     table(df, hide_index=True, width="stretch")

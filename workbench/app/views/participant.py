@@ -37,8 +37,13 @@ params = st.query_params
 if "t" not in params and "PROLIFIC_PID" in params:
     try:
         with session_scope(eng) as s:
-            _, new_token = P.enter_prolific(s, params.get("PROLIFIC_PID", ""), params.get("STUDY_ID", ""),
-                                            params.get("SESSION_ID", ""), study_name=params.get("study"))
+            _, new_token = P.enter_prolific(
+                s,
+                params.get("PROLIFIC_PID", ""),
+                params.get("STUDY_ID", ""),
+                params.get("SESSION_ID", ""),
+                study_name=params.get("study"),
+            )
     except ParticipantError as exc:  # worded in the study's language
         st.error(escape_markdown(str(exc)))
         st.stop()
@@ -147,11 +152,22 @@ elif view.step == "profile":
             labels = dict(f["options"])
             key = f"profile_{f['name']}"
             if f["type"] == "choice":
-                answers[f["name"]] = st.selectbox(f["label"], list(labels), index=None, key=key,
-                                                  format_func=labels.get, placeholder=T["placeholder_one"])
+                answers[f["name"]] = st.selectbox(
+                    f["label"],
+                    list(labels),
+                    index=None,
+                    key=key,
+                    format_func=labels.get,
+                    placeholder=T["placeholder_one"],
+                )
             elif f["type"] == "multi_choice":
-                answers[f["name"]] = st.multiselect(f["label"], list(labels), key=key, format_func=labels.get,
-                                                    placeholder=T["placeholder_many"])
+                answers[f["name"]] = st.multiselect(
+                    f["label"],
+                    list(labels),
+                    key=key,
+                    format_func=labels.get,
+                    placeholder=T["placeholder_many"],
+                )
             elif f["type"] == "integer":
                 # No min/max on the widget: the browser would refuse an out-of-range number with an
                 # English message and send nothing; the core says it in the participant's language.
@@ -186,10 +202,17 @@ elif view.step == "task" and view.task is not None:
             if turn.role == "assistant" and turn.index == task.unrated_index:
                 with st.form(f"rate_{turn.index}"):
                     st.markdown(f"**{T['rate_header']}**")
-                    h = st.radio(T["hallucination"], list(h_labels), format_func=h_labels.get, index=None,
-                                 horizontal=True, key=f"h_{turn.index}")
-                    sat = st.radio(T["satisfaction"], [1, 2, 3, 4, 5], index=None, horizontal=True,
-                                   key=f"s_{turn.index}")
+                    h = st.radio(
+                        T["hallucination"],
+                        list(h_labels),
+                        format_func=h_labels.get,
+                        index=None,
+                        horizontal=True,
+                        key=f"h_{turn.index}",
+                    )
+                    sat = st.radio(
+                        T["satisfaction"], [1, 2, 3, 4, 5], index=None, horizontal=True, key=f"s_{turn.index}"
+                    )
                     reason = st.text_input(T["reason"], key=f"r_{turn.index}", max_chars=2000)
                     if st.form_submit_button(T["save_rating"], type="primary"):
                         act(P.rate_reply, turn.index, h, sat, reason)
@@ -238,13 +261,25 @@ elif view.step == "post_task":
         answers = {}
         for item, labels in POST_TASK_ITEMS.items():
             opts = labels[view.language if view.language in labels else "en"]
-            answers[item] = st.radio(T[item.lower()], list(opts), format_func=opts.get, index=None, horizontal=True,
-                                     key=f"q_{item}")
+            answers[item] = st.radio(
+                T[item.lower()],
+                list(opts),
+                format_func=opts.get,
+                index=None,
+                horizontal=True,
+                key=f"q_{item}",
+            )
         attention = None
         if view.ask_attention:
             opts = ATTENTION_OPTIONS.get(view.language, ATTENTION_OPTIONS["en"])
-            attention = st.radio(T["attention"], list(opts), format_func=opts.get, index=None, horizontal=True,
-                                 key="q_attention")
+            attention = st.radio(
+                T["attention"],
+                list(opts),
+                format_func=opts.get,
+                index=None,
+                horizontal=True,
+                key="q_attention",
+            )
         answers["free_text"] = st.text_area(T["free_text"], key="q_free_text", max_chars=5000)
         if st.form_submit_button(T["submit"], type="primary"):
             act(P.submit_post_task, answers, attention)

@@ -36,6 +36,8 @@ st.subheader("Assistant failures in participant sessions")
 if failures.empty:
     st.caption("No failed assistant call recorded.")
 else:
-    st.caption("Participants saw a short notice and could try again; the latest 50 failures, newest first "
-               "(the server log has the same).")
+    st.caption(
+        "Participants saw a short notice and could try again; the latest 50 failures, newest first "
+        "(the server log has the same)."
+    )
     table(failures, hide_index=True, width="stretch")

@@ -20,11 +20,14 @@ with st.form("simulate"):
     n = st.number_input("Conversations per condition", 1, 100, 1)
     concurrency = st.number_input("Concurrency", 1, 32, 4)
     max_turns = st.number_input("Maximum user turns (0 = the study's setting)", 0, 100, 0)
-    twins = st.checkbox("Digital twins of the human conversations (same condition, the participant's profile)")
+    twins = st.checkbox(
+        "Digital twins of the human conversations (same condition, the participant's profile)"
+    )
     if st.form_submit_button("Start simulation", type="primary"):
         try:
-            st.session_state["sim_key"] = C.start_simulation(eng, study, model, int(n), int(concurrency),
-                                                             max_turns=int(max_turns) or None, twins=twins)
+            st.session_state["sim_key"] = C.start_simulation(
+                eng, study, model, int(n), int(concurrency), max_turns=int(max_turns) or None, twins=twins
+            )
         except WorkbenchError as exc:
             st.error(escape_markdown(str(exc)))
 key = st.session_state.get("sim_key")

@@ -18,8 +18,9 @@ with session_scope(eng) as s:
     names = C.study_names(s)
 
 # The open tab is kept in the address (?tab=...), so saving or reloading stays on it.
-create_tab, settings_tab, invite_tab = st.tabs(["Create", "Settings", "Invite links"], key="tab",
-                                               bind="query-params")
+create_tab, settings_tab, invite_tab = st.tabs(
+    ["Create", "Settings", "Invite links"], key="tab", bind="query-params"
+)
 
 with create_tab:
     try:
@@ -38,23 +39,44 @@ with create_tab:
         tasks = c1.number_input("Tasks per participant", 1, 10, 2)
         min_turns = c2.number_input("Minimum turns", 1, 50, 2)
         max_turns = c3.number_input("Maximum turns", 1, 100, 10)
-        mode = st.selectbox("Profiles in human sessions", ["participant", "assigned"],
-                            help="participant: people fill in the profile questionnaire; assigned: the "
-                                 "condition's profile is shown to them")
+        mode = st.selectbox(
+            "Profiles in human sessions",
+            ["participant", "assigned"],
+            help="participant: people fill in the profile questionnaire; assigned: the "
+            "condition's profile is shown to them",
+        )
         if st.form_submit_button("Create study", type="primary"):
-            result = run_action(C.create_study_from_packs, name, model, chosen, int(profiles), language,
-                                system_prompt, {"tasks_per_participant": int(tasks), "min_turns": int(min_turns),
-                                                "max_turns": int(max_turns), "profile_mode": mode,
-                                                "interface_language": language})
+            result = run_action(
+                C.create_study_from_packs,
+                name,
+                model,
+                chosen,
+                int(profiles),
+                language,
+                system_prompt,
+                {
+                    "tasks_per_participant": int(tasks),
+                    "min_turns": int(min_turns),
+                    "max_turns": int(max_turns),
+                    "profile_mode": mode,
+                    "interface_language": language,
+                },
+            )
             if result is not None:
-                st.session_state["_created"] = f"Created study {result[0].name!r} with {result[1]} conditions."
+                st.session_state["_created"] = (
+                    f"Created study {result[0].name!r} with {result[1]} conditions."
+                )
                 st.session_state["_created_warning"] = check_model_name(model.strip())
             st.rerun()
     if st.session_state.get("_created"):
         st.success(escape_markdown(st.session_state.pop("_created")))
     if st.session_state.get("_created_warning"):
-        st.warning(escape_markdown(st.session_state.pop("_created_warning") +
-                                   ". Participants get no reply until it is set where the app runs."))
+        st.warning(
+            escape_markdown(
+                st.session_state.pop("_created_warning")
+                + ". Participants get no reply until it is set where the app runs."
+            )
+        )
 
 with settings_tab:
     if not names:
@@ -69,35 +91,60 @@ with settings_tab:
             min_turns = c2.number_input("Minimum turns", 1, 50, cur.min_turns)
             max_turns = c3.number_input("Maximum turns", 1, 100, cur.max_turns)
             c4, c5, c6 = st.columns(3)
-            mode = c4.selectbox("Profile mode", ["participant", "assigned"],
-                                index=["participant", "assigned"].index(cur.profile_mode))
-            lang = c5.selectbox("Interface language", ["en", "zh"], index=["en", "zh"].index(cur.interface_language))
+            mode = c4.selectbox(
+                "Profile mode",
+                ["participant", "assigned"],
+                index=["participant", "assigned"].index(cur.profile_mode),
+            )
+            lang = c5.selectbox(
+                "Interface language", ["en", "zh"], index=["en", "zh"].index(cur.interface_language)
+            )
             idle = c6.number_input("Idle timeout (minutes)", 1, 24 * 60, cur.idle_timeout_minutes)
-            quota = st.number_input("Human conversations per condition (0 = unlimited)", 0, 10_000,
-                                    cur.quota_per_condition or 0)
+            quota = st.number_input(
+                "Human conversations per condition (0 = unlimited)", 0, 10_000, cur.quota_per_condition or 0
+            )
             consent = st.text_area("Consent text", cur.consent_text)
             instructions = st.text_area("Instructions", cur.instructions_text)
-            contact = st.text_input("Contact for participants (shown when a session has expired)",
-                                    cur.contact_text or "")
+            contact = st.text_input(
+                "Contact for participants (shown when a session has expired)", cur.contact_text or ""
+            )
             c7, c8 = st.columns(2)
             completion = c7.text_input("Completion code", cur.completion_code)
             screenout = c8.text_input("Screen-out code", cur.screenout_code)
-            prolific = st.text_input("Prolific completion URL (code appended, or {code} replaced)",
-                                     cur.prolific_completion_url or "")
-            prolific_id = st.text_input("Prolific STUDY_ID (links without ?study=)",
-                                        (cur.model_extra or {}).get("prolific_study_id", ""))
-            redirect_s = st.number_input("Seconds before Prolific participants are sent back (0 = button only)",
-                                         0, 600, cur.prolific_redirect_seconds)
+            prolific = st.text_input(
+                "Prolific completion URL (code appended, or {code} replaced)",
+                cur.prolific_completion_url or "",
+            )
+            prolific_id = st.text_input(
+                "Prolific STUDY_ID (links without ?study=)",
+                (cur.model_extra or {}).get("prolific_study_id", ""),
+            )
+            redirect_s = st.number_input(
+                "Seconds before Prolific participants are sent back (0 = button only)",
+                0,
+                600,
+                cur.prolific_redirect_seconds,
+            )
             attention = st.checkbox("Attention check", cur.attention_check)
             if st.form_submit_button("Save settings", type="primary"):
-                changes = {"tasks_per_participant": int(tasks), "min_turns": int(min_turns), "max_turns": int(max_turns),
-                           "profile_mode": mode, "interface_language": lang, "idle_timeout_minutes": int(idle),
-                           "quota_per_condition": int(quota) or None, "consent_text": consent,
-                           "instructions_text": instructions, "contact_text": contact.strip() or None,
-                           "completion_code": completion,
-                           "screenout_code": screenout, "prolific_completion_url": prolific or None,
-                           "prolific_study_id": prolific_id or None, "attention_check": attention,
-                           "prolific_redirect_seconds": int(redirect_s)}
+                changes = {
+                    "tasks_per_participant": int(tasks),
+                    "min_turns": int(min_turns),
+                    "max_turns": int(max_turns),
+                    "profile_mode": mode,
+                    "interface_language": lang,
+                    "idle_timeout_minutes": int(idle),
+                    "quota_per_condition": int(quota) or None,
+                    "consent_text": consent,
+                    "instructions_text": instructions,
+                    "contact_text": contact.strip() or None,
+                    "completion_code": completion,
+                    "screenout_code": screenout,
+                    "prolific_completion_url": prolific or None,
+                    "prolific_study_id": prolific_id or None,
+                    "attention_check": attention,
+                    "prolific_redirect_seconds": int(redirect_s),
+                }
                 if run_action(C.update_settings, study, changes) is not None:
                     st.session_state["_saved"] = "Settings saved."
                 st.rerun()
@@ -118,8 +165,10 @@ with invite_tab:
         if st.session_state.get("_links"):
             # Kept with the study they belong to: switching the study above does not relabel them.
             links_study, links = st.session_state["_links"]
-            st.warning(f"Copy these links for study {escape_markdown(repr(links_study))} now: only their hashes "
-                       "are stored, they cannot be shown again.")
+            st.warning(
+                f"Copy these links for study {escape_markdown(repr(links_study))} now: only their hashes "
+                "are stored, they cannot be shown again."
+            )
             st.text_area(f"Invite links for {links_study}", links, height=200)
             st.download_button("Download links", links, file_name=f"{links_study}-invites.txt")
         st.caption("Prolific study URL (Prolific fills in the ids):")

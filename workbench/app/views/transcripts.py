@@ -25,9 +25,13 @@ if kind != "(all)":
     scoped = scoped[scoped["user_kind"] == kind]
 condition = c4.selectbox("Condition", ["(all)"] + sorted(scoped["condition_key"].dropna().unique().tolist()))
 with session_scope(eng) as s:
-    rows = C.transcripts_df(s, study, scenario=None if scenario == "(all)" else scenario,
-                            user_kind=None if kind == "(all)" else kind,
-                            condition=None if condition == "(all)" else condition)
+    rows = C.transcripts_df(
+        s,
+        study,
+        scenario=None if scenario == "(all)" else scenario,
+        user_kind=None if kind == "(all)" else kind,
+        condition=None if condition == "(all)" else condition,
+    )
 st.caption(f"{len(rows)} conversations")
 table(rows.head(500), hide_index=True, width="stretch")
 if rows.empty:
@@ -63,8 +67,10 @@ for col, other in zip(cols[1:], matched[:2]):
     with col:
         show(other, f"Matched conversation {other} ({kind_of.get(other, '')})")
 if not matched:
-    st.caption("No matched conversation of the other user kind: none shares this conversation's condition "
-               "and none is its digital twin (imported studies give every conversation its own condition; "
-               "simulate twins of the human conversations to get pairs).")
+    st.caption(
+        "No matched conversation of the other user kind: none shares this conversation's condition "
+        "and none is its digital twin (imported studies give every conversation its own condition; "
+        "simulate twins of the human conversations to get pairs)."
+    )
 if len(matched) > 2:
     st.caption(f"{len(matched) - 2} more matched conversations: {', '.join(map(str, matched[2:12]))}")
