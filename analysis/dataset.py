@@ -15,8 +15,8 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from annotation.codebook import load_codebook
+from db.errors import NotFoundError, UserInputError
 from db.models.core import UNFINISHED_STATUSES
-from workbench.errors import NotFoundError, UserInputError
 
 # Preference of label sources when none is named: the annotators' consensus (adjudicated where they
 # disagreed), then one human source, then model labels.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from workbench.nlp import lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
+from annotation.nlp import lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
 
 FEATURES_VERSION = "3"  # 3: Chinese acceptance cues 行 / 可以 only as a reply of their own
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short

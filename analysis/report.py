@@ -128,7 +128,7 @@ def provenance(engine, result: AnalysisResult) -> dict:
     from sqlmodel import Session, select
 
     from db.models import Conversation, Label, LabelSource, SimulatorConfig, Turn
-    from workbench import __version__
+    from db import __version__
 
     data = result.data
     convs = data.conversations

@@ -583,7 +583,7 @@ def adjust_p(p_values: Sequence[float | None], method: str = "holm") -> list[flo
 
     methods = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "none": None}
     if method not in methods:
-        from workbench.errors import UserInputError
+        from db.errors import UserInputError
 
         raise UserInputError(f"unknown correction {method!r}: use holm, bh or none")
     p = np.array([np.nan if v is None else v for v in p_values], dtype=float)

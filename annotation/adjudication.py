@@ -21,10 +21,10 @@ from sqlmodel import Session, select
 from annotation.codebook import Codebook
 from annotation.labelling import language_coverage, preferred_language
 from annotation.store import ensure_source
+from db.errors import NotFoundError, UserInputError
 from db.models import Conversation, Label, LabelSource, Turn
 from db.repo import get_study
 from db.types import utcnow
-from workbench.errors import NotFoundError, UserInputError
 
 DISAGREEMENT_COLUMNS = [
     "conversation_id",

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from annotation.codebook import load_codebook
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 AGREEMENT_COLUMNS = [
     "dimension",

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workbench.errors import UserInputError, yaml_problem
+from db.errors import UserInputError, yaml_problem
 
 DEFAULT_PATH = Path(__file__).with_name("codebook.yaml")
 ENV_VAR = "WORKBENCH_CODEBOOK"

@@ -17,11 +17,11 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from annotation.codebook import Codebook
+from db.errors import NotFoundError, UserInputError
 from db.models import Annotator, Condition, Conversation, Label, LabelSource, Scenario, Study, Turn
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from db.repo import get_or_create_label_source
 from db.types import utcnow
-from workbench.errors import NotFoundError, UserInputError
 
 GUESSES = ("human", "ai")
 CONFIDENCE_RANGE = (1, 5)

@@ -23,12 +23,12 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from db.errors import NotFoundError, UserInputError
 from db.models import Annotator, Condition, Conversation, Scenario, Study, Turn
 from db.models.annotation import AnnotationAssignment
 from db.models.core import UNFINISHED_STATUSES
 from db.repo import get_study
 from db.types import utcnow
-from workbench.errors import NotFoundError, UserInputError
 
 USER_KINDS = ("human", "agent")
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session, select
 
+from db.errors import UserInputError
 from db.models import Label, LabelSource, Turn
 from db.repo import get_or_create_label_source
 from db.types import utcnow
-from workbench.errors import UserInputError
 
 SOURCE_KINDS = ("human", "llm", "imported", "rule", "trained", "adjudicated")
 

@@ -13,8 +13,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlmodel import Session, create_engine
 
-from workbench import config
-from workbench.errors import UserInputError
+from db import settings
+from db.errors import DatabaseUnavailable, UserInputError, WorkbenchError
+from db.migrate import is_current, upgrade
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SUPPORTED_URLS = "sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname"
@@ -37,7 +38,7 @@ def make_engine(url: str | None = None, **kw) -> Engine:
 
     SQLite runs with WAL, foreign keys on and a busy timeout; its parent directory is created.
     """
-    url = url or config.db_url()
+    url = url or settings.db_url()
     u = _parse(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -47,8 +48,8 @@ def make_engine(url: str | None = None, **kw) -> Engine:
             except OSError as exc:
                 raise UserInputError(
                     f"cannot create the directory {parent} of the SQLite database "
-                    f"({exc.strerror or exc}): point {config.ENV_DB_URL} (or "
-                    f"{config.ENV_DATA_DIR}) at a writable place"
+                    f"({exc.strerror or exc}): point {settings.ENV_DB_URL} (or "
+                    f"{settings.ENV_DATA_DIR}) at a writable place"
                 ) from None
         connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = create_engine(url, connect_args=connect_args, **kw)
@@ -75,7 +76,7 @@ def _parse(url: str):
     except ArgumentError:
         shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", str(url))
         raise UserInputError(
-            f"{config.ENV_DB_URL} {shown!r} is not a database URL: use {SUPPORTED_URLS}"
+            f"{settings.ENV_DB_URL} {shown!r} is not a database URL: use {SUPPORTED_URLS}"
         ) from None
     try:
         backend = u.get_backend_name()
@@ -84,7 +85,7 @@ def _parse(url: str):
         backend = None
     if backend not in ("sqlite", "postgresql"):
         raise UserInputError(
-            f"unsupported database {u.render_as_string()} in {config.ENV_DB_URL}: the workbench "
+            f"unsupported database {u.render_as_string()} in {settings.ENV_DB_URL}: the workbench "
             f"runs on SQLite and PostgreSQL; use {SUPPORTED_URLS}"
         )
     return u
@@ -92,7 +93,7 @@ def _parse(url: str):
 
 def get_engine(url: str | None = None) -> Engine:
     """A shared engine per URL for the process (the app and the CLI use this)."""
-    url = url or config.db_url()
+    url = url or settings.db_url()
     with _lock:
         if url not in _engines:
             _engines[url] = make_engine(url)
@@ -110,3 +111,27 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def ready_engine(url: str | None = None) -> Engine:
+    """The configured engine with its schema at the newest revision (created on first use)."""
+    engine = get_engine(url)
+    try:
+        if not is_current(engine):
+            upgrade(engine)
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # connection refused, bad URL, permissions...
+        raise open_error(engine, exc) from exc
+    return engine
+
+
+def open_error(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
+    """One line saying why the database cannot be opened and what to do (no driver noise: the
+    DBAPI's own message, first line, without SQLAlchemy's "Background on this error" link)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "")
+    return DatabaseUnavailable(
+        f"cannot open the database {engine.url.render_as_string()}: {cause.__class__.__name__}: {first}. "
+        f"Check WORKBENCH_DB_URL ({SUPPORTED_URLS}) and that the server is running."
+    )

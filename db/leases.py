@@ -28,9 +28,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from db.errors import UserInputError
 from db.models.leases import Lease
 from db.types import utcnow
-from workbench.errors import UserInputError
 
 # A holder on another machine counts as gone after this long without a heartbeat.
 SILENCE = timedelta(minutes=10)

@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from db.errors import NotFoundError
 from db.models import (
     AssistantConfig,
     Condition,
@@ -31,7 +32,6 @@ from db.models import (
     TaskContext,
     Turn,
 )
-from workbench.errors import NotFoundError
 
 
 def fingerprint(**fields: Any) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from db.errors import UserInputError
 from scenarios.schema import KINDS, ProfileField, ProfileFields, ProfilePool, ProfileSpec, ScenarioSpec
-from workbench.errors import UserInputError
 
 PACKS_DIR = Path(__file__).resolve().parent / "packs"
 ENV_SCENARIO_DIRS = "WORKBENCH_SCENARIO_DIRS"

@@ -15,8 +15,8 @@ from analysis.dataset import choose_label_source, load_study
 from analysis.features import load_pipelines
 from analysis.likeness import classifier_auc, likeness_tables
 from analysis.synthetic import make_study
+from db.errors import NotFoundError, UserInputError
 from db.models import LabelSource
-from workbench.errors import NotFoundError, UserInputError
 
 
 @pytest.fixture(scope="module")

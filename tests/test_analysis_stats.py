@@ -10,7 +10,7 @@ from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
 
 from analysis import stats
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 
 def _cats(rng, probs, n, labels="ABC"):

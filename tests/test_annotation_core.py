@@ -12,10 +12,10 @@ from annotation.adjudication import adjudicate, disagreements_df
 from annotation.codebook import load_codebook
 from annotation.labelling import blind_view, guesses_df, load_saved, save_labels, skip_item
 from annotation.queue import assign_items, next_item, progress_df, queue_progress, reopen_skipped
+from db.errors import NotFoundError, UserInputError
 from db.models import Annotator, Conversation, Label, LabelSource
 from db.models.annotation import AnnotationAssignment
 from tests.annotation_data import SECRET_MODEL, full_labels, humour_codebook, make_study
-from workbench.errors import NotFoundError, UserInputError
 
 
 def ann(session, name):

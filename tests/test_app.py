@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from db.engine import ready_engine
 from db.models import Assignment, Conversation, Participant, QuestionnaireResponse, SimulationRun, Study, Turn
 from tests.participation_helpers import make_study, profile_answers
 from workbench import participation as P
-from workbench.cli._common import ready_engine
 from workbench.llm import ScriptedModel
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")

@@ -7,11 +7,11 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from db.engine import get_engine
+from db.errors import UserInputError
 from db.models import Annotator, Condition, Participant
 from tests.participation_helpers import make_study
 from workbench.accounts import authenticate
 from workbench.cli import app
-from workbench.errors import UserInputError
 from workbench.participation.entry import hash_token
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_duplicate_user_refused(use_db):
 
 
 def test_invites_create_and_expire(use_db, tmp_path):
-    from workbench.cli._common import ready_engine
+    from db.engine import ready_engine
 
     with Session(ready_engine()) as s:
         make_study(s)

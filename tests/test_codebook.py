@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from annotation.codebook import DEFAULT_PATH, load_codebook
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 REFERENCE_DIMENSIONS = [
     "problem_solving",

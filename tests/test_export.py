@@ -13,6 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.engine import make_engine
+from db.errors import NotFoundError, UserInputError
 from db.migrate import upgrade
 from db.models import Conversation, Label, LabelSource, Participant, QuestionnaireResponse, Study, Turn
 from tests.test_import_recllmsim import _pick
@@ -20,7 +21,6 @@ from workbench.cli import main as cli_main
 from workbench.dataio.export import TABLES, export_study
 from workbench.dataio.jsonl import import_jsonl
 from workbench.dataio.recllmsim import import_recllmsim
-from workbench.errors import NotFoundError, UserInputError
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, inspect
 from sqlmodel import Session, SQLModel, select
 
+from db.errors import UserInputError
 from db.models import (
     Condition,
     Conversation,
@@ -24,7 +25,6 @@ from db.models import (
     Turn,
 )
 from workbench.dataio.recllmsim import import_recllmsim
-from workbench.errors import UserInputError
 
 
 def table_counts(engine) -> dict[str, int]:

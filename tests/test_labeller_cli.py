@@ -12,10 +12,10 @@ from sqlmodel import Session
 from annotation.labellers.rules import RuleLabeller, detect_language, load_lexicon
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.engine import make_engine
+from db.errors import UserInputError
 from db.repo import conversations_df, labels_df
 from tests.annotation_data import make_study
 from tests.cli_helpers import run_cli
-from workbench.errors import UserInputError
 from workbench.testing.fake_llm_server import FakeLLMServer
 
 

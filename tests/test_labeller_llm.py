@@ -203,9 +203,9 @@ async def test_one_labelling_process_per_study_and_source(engine, server):
     import subprocess
     import sys
 
+    from db.errors import UserInputError
     from db.leases import acquire
     from db.models.leases import Lease
-    from workbench.errors import UserInputError
 
     with Session(engine) as s:
         make_study(s, n_per_cell=1)

@@ -26,10 +26,10 @@ from annotation.labellers.llm import (
     response_schema,
 )
 from annotation.store import LabelRecord, ensure_source, write_labels
+from db.errors import UserInputError
 from db.models import Label, Turn
 from db.repo import conversations_df, labels_df
 from tests.annotation_data import make_study
-from workbench.errors import UserInputError
 from workbench.llm import get_model
 from workbench.testing.fake_llm_server import FakeLLMServer
 

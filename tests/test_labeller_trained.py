@@ -14,10 +14,10 @@ from annotation.agreement import study_agreement_df
 from annotation.labellers.trained import source_name, train_and_label
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.engine import make_engine
+from db.errors import UserInputError
 from db.models import LabelSource, Turn
 from db.repo import labels_df
 from tests.annotation_data import make_study
-from workbench.errors import UserInputError
 
 POLITE = [
     "Could you please help me? Thank you so much, I appreciate it.",

@@ -38,3 +38,42 @@ def test_only_the_app_imports_streamlit():
 
 def test_the_app_does_import_streamlit():
     assert "streamlit" in _imports(ROOT / "workbench" / "app" / "main.py")
+
+
+# Floors, bottom to top: a package may import only those at or below its own floor.
+FLOORS = ["db", "scenarios", "annotation", "analysis", "workbench"]
+
+
+def _upward_imports(path: Path, floor: int, shown: str = "") -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            mods = [node.module]
+        else:
+            continue
+        for mod in mods:
+            top = mod.split(".")[0]
+            if top in FLOORS and FLOORS.index(top) > floor:
+                found.append(f"{shown or path.relative_to(ROOT).as_posix()}:{node.lineno} imports {mod}")
+    return found
+
+
+def test_imports_run_one_way_between_packages():
+    """db <- scenarios <- annotation <- analysis <- workbench: a lower package never imports a higher
+    one, also not inside a function (what it needs from above comes in as an argument)."""
+    offenders, checked = [], 0
+    for floor, pkg in enumerate(FLOORS):
+        for path in (ROOT / pkg).rglob("*.py"):
+            checked += 1
+            offenders += _upward_imports(path, floor)
+    assert checked > 100
+    assert not offenders, "imports against the floors:\n" + "\n".join(offenders)
+
+
+def test_the_floor_check_sees_lazy_imports(tmp_path):
+    sample = tmp_path / "probe.py"
+    sample.write_text("def f():\n    from workbench.llm import get_model\n", encoding="utf-8")
+    assert _upward_imports(sample, 0, "probe.py") == ["probe.py:2 imports workbench.llm"]

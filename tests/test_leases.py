@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
+from db.errors import UserInputError
 from db.leases import SILENCE, acquire, heartbeat, lease, owner_alive, process_owner, release
 from db.models.leases import Lease
 from db.types import utcnow
-from workbench.errors import UserInputError
 
 
 def _rows(engine):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 from workbench.llm import LLMError, ScriptedModel, get_model
 from workbench.testing.fake_llm_server import FakeLLMServer
 

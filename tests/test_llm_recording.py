@@ -85,7 +85,7 @@ def test_no_api_key_stored(sqlite_engine, monkeypatch):
 
 def test_deferred_writes_share_the_database_worker(engine):
     """defer_writes: the call returns before its row is written; call_id arrives with the write."""
-    from workbench.llm.dbwork import DatabaseWorker
+    from db.worker import DatabaseWorker
 
     worker = DatabaseWorker(engine)
     m = recorded(ScriptedModel(["a", "b"]), engine, "simulator", worker=worker, defer_writes=True)
@@ -109,7 +109,7 @@ def test_database_worker_batches_and_isolates_failures(engine):
     from sqlalchemy import select as sa_select
 
     from db.types import utcnow
-    from workbench.llm.dbwork import DatabaseWorker
+    from db.worker import DatabaseWorker
 
     worker = DatabaseWorker(engine)
     t = LLMCall.__table__

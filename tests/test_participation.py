@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
+from db.errors import NotFoundError, UserInputError
 from db.models import (
     Assignment,
     Condition,
@@ -22,7 +23,6 @@ from db.models import (
 from db.types import utcnow
 from tests.participation_helpers import POST_TASK, make_study, profile_answers
 from workbench import participation as P
-from workbench.errors import NotFoundError, UserInputError
 from workbench.llm import LLMError, ScriptedModel
 from workbench.participation.assignment import latin_square_order
 

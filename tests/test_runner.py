@@ -17,11 +17,11 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.engine import make_engine
+from db.errors import UserInputError
 from db.migrate import upgrade
 from db.models import Condition, Conversation, Label, LLMCall, SimulationRun, Turn
 from db.types import utcnow
 from tests.cli_helpers import run_cli
-from workbench.errors import UserInputError
 from workbench.simulation.runner import plan_simulation, run_simulation
 from workbench.studies import create_study
 from workbench.testing.fake_llm_server import FakeLLMServer, FakeRequest

@@ -149,7 +149,7 @@ def test_extra_dir_adds_a_scenario(tmp_path, monkeypatch):
     monkeypatch.setenv(
         "WORKBENCH_SCENARIO_DIRS", os.pathsep.join([str(d), str(tmp_path / "absent-is-error")])
     )
-    from workbench.errors import UserInputError
+    from db.errors import UserInputError
 
     with pytest.raises(UserInputError, match="no such file or directory"):
         load_library()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 from workbench.llm import ScriptedModel
 from workbench.simulation.conversation import simulate
 from workbench.simulation.templates import available_templates, load_template

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from db.engine import ready_engine
+from db.errors import UserInputError
 from db.models import Annotator
 from db.models.accounts import StaffSession
 from db.types import utcnow
 from workbench import accounts as A
-from workbench.cli._common import ready_engine
-from workbench.errors import UserInputError
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 AppTest = streamlit_testing.AppTest

@@ -7,8 +7,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from db.errors import UserInputError
 from db.models import AssistantConfig, Condition, Profile, Scenario, Study, TaskContext
-from workbench.errors import UserInputError
 from workbench.studies import create_study, study_settings
 
 

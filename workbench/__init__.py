@@ -1,3 +1,5 @@
 """LLM user workbench: compare LLM-simulated users with real people in task-oriented conversations."""
 
-__version__ = "0.1.0"
+from db import __version__
+
+__all__ = ["__version__"]

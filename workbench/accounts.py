@@ -11,10 +11,10 @@ import bcrypt
 import pandas as pd
 from sqlmodel import Session, select
 
+from db.errors import UserInputError
 from db.models import Annotator
 from db.models.accounts import StaffSession
 from db.types import utcnow
-from workbench.errors import UserInputError
 
 ROLES = ("annotator", "researcher")
 MIN_PASSWORD_LENGTH = 8

@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlmodel import Session, select
 
+from db.errors import UserInputError
 from db.models import Condition, Profile, Scenario, Study, TaskContext
 from db.repo import get_or_create_assistant_config
-from workbench.errors import UserInputError
 from workbench.llm import check_model_name
 
 DEFAULT_TEXTS = {

@@ -30,11 +30,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, existing_keys, write_labels
+from db.errors import UserInputError, yaml_problem
 from db.leases import acquire, heartbeat, process_owner, release
 from db.models import LabelSource
 from db.models.core import UNFINISHED_STATUSES
 from db.repo import conversations_df, get_study, turns_df
-from workbench.errors import UserInputError, yaml_problem
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_PROMPT = "v2"

@@ -23,12 +23,12 @@ import yaml
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from annotation.nlp import detect_language, load_pipeline
 from annotation.store import LabelRecord, ensure_source, write_labels
+from db.errors import UserInputError, yaml_problem
 from db.models import Conversation
 from db.models.core import UNFINISHED_STATUSES
 from db.repo import get_study, turns_df
-from workbench.errors import UserInputError, yaml_problem
-from workbench.nlp import detect_language, load_pipeline
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
 RULES_VERSION = "1"  # the rules below; the lexicon versions are appended in the source name

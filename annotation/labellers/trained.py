@@ -31,10 +31,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, write_labels
+from db.errors import UserInputError
 from db.models import Conversation, Turn
 from db.models.core import UNFINISHED_STATUSES
 from db.repo import get_label_source, get_study, labels_df
-from workbench.errors import UserInputError
 
 VERSION = "v2"
 # Below this confidence (softmax of the SVM margins) a label is flagged for review.

@@ -11,7 +11,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from db.engine import session_scope
-from workbench.errors import WorkbenchError
+from db.errors import WorkbenchError
 
 # What the core logs (e.g. a failed assistant reply, with its details) goes to the server's stderr
 # with a time stamp: Streamlit configures only its own logger.
@@ -186,7 +186,7 @@ def hide_input_hints(language: str) -> None:
 
 def engine() -> Engine:
     """The configured database with its schema up to date (checked once per URL and process)."""
-    from workbench.cli._common import ready_engine
+    from db.engine import ready_engine
 
     return ready_engine()
 

@@ -18,8 +18,8 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 from sqlalchemy.exc import InterfaceError, OperationalError  # noqa: E402
 
+from db.errors import DatabaseUnavailable  # noqa: E402
 from workbench.app.auth import current_user, login_form, logout, restore_login  # noqa: E402
-from workbench.errors import DatabaseUnavailable  # noqa: E402
 
 # Not "pages/": Streamlit lists a folder of that name in the sidebar on its own before st.navigation
 # takes over, so the login page would flash every page file's name.

@@ -13,8 +13,8 @@ import sys
 
 import typer
 
+from db.errors import WorkbenchError
 from workbench import __version__
-from workbench.errors import WorkbenchError
 
 app = typer.Typer(
     name="workbench",

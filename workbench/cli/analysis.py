@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 CORRECTIONS = ("holm", "bh")
 
@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
         """Compare human and agent conversations: comparisons.csv/.json/.tex, likeness tables, meta.json."""
         from analysis.report import analyze as run
         from analysis.report import write_analysis
-        from workbench.cli._common import output_dir, ready_engine
+        from db.engine import ready_engine
+        from workbench.cli._common import output_dir
 
         _check(correction, n_boot)
         output_dir(out, "--out")
@@ -67,7 +68,8 @@ def register(app: typer.Typer) -> None:
         """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex)."""
         from analysis.report import analyze as run
         from analysis.report import write_report
-        from workbench.cli._common import output_file, ready_engine
+        from db.engine import ready_engine
+        from workbench.cli._common import output_file
 
         _check(correction, n_boot)
         if out.suffix.lower() not in (".html", ".htm"):
@@ -103,8 +105,9 @@ def register(app: typer.Typer) -> None:
 
         from analysis.dataset import default_language
         from analysis.features import features_df
+        from db.engine import ready_engine
         from db.repo import conversations_df, get_study
-        from workbench.cli._common import output_file, ready_engine
+        from workbench.cli._common import output_file
 
         output_file(out, "--out")
         if language not in ("auto", "own") and language.lower().split("-")[0] not in ("en", "zh"):

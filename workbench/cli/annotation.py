@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fill annotators' queues: each new conversation goes to k annotators, balanced by user kind and scenario."""
         from annotation.queue import assign_items
-        from workbench.cli._common import ready_engine
+        from db.engine import ready_engine
 
         with session_scope(ready_engine()) as session:
             report = assign_items(
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Move an annotator's pending items to another annotator; labelled and skipped items stay."""
         from annotation.queue import reassign_items
-        from workbench.cli._common import ready_engine
+        from db.engine import ready_engine
 
         with session_scope(ready_engine()) as session:
             moved, dropped = reassign_items(session, study, from_annotator, to_annotator)
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
     def progress(study: str = typer.Option(..., "--study", help="Study name.")) -> None:
         """Per annotator: items in the queue, done, skipped, pending, flagged."""
         from annotation.queue import progress_df
-        from workbench.cli._common import ready_engine
+        from db.engine import ready_engine
 
         with session_scope(ready_engine()) as session:
             df = progress_df(session, study)
@@ -107,8 +107,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """How well annotators told people from simulators ("person or AI?" guesses), per simulator."""
         from annotation.labelling import guesses_df
+        from db.engine import ready_engine
         from db.repo import conversations_df, get_study
-        from workbench.cli._common import output_file, ready_engine
+        from workbench.cli._common import output_file
 
         output_file(csv, "--csv")
         with session_scope(ready_engine()) as session:
@@ -138,7 +139,8 @@ def register(app: typer.Typer) -> None:
         """Items two or more annotators labelled differently, and items already adjudicated (adjudicate
         them in the app); `status` tells open, decided and decided-but-no-longer-disputed apart."""
         from annotation.adjudication import OPEN, disagreements_df
-        from workbench.cli._common import output_file, ready_engine, write_text
+        from db.engine import ready_engine
+        from workbench.cli._common import output_file, write_text
 
         output_file(as_json, "--json")
         with session_scope(ready_engine()) as session:
@@ -167,7 +169,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate and print the codebook (the bundled one plus WORKBENCH_CODEBOOK extensions)."""
         from annotation.codebook import load_codebook
-        from workbench.errors import UserInputError
+        from db.errors import UserInputError
 
         if lang not in ("en", "zh"):
             raise UserInputError(f"unknown --lang {lang!r}: use en or zh")

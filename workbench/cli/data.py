@@ -9,17 +9,17 @@ from pathlib import Path
 
 import typer
 
+from db import settings
 from db.engine import get_engine
+from db.errors import UserInputError, WorkbenchError
 from db.migrate import upgrade
-from workbench import config
-from workbench.errors import UserInputError, WorkbenchError
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def init() -> None:
         """Create the database schema, or upgrade it to the newest revision (Alembic upgrade head)."""
-        from workbench.cli._common import open_error
+        from db.engine import open_error
 
         engine = get_engine()
         try:
@@ -37,14 +37,14 @@ def register(app: typer.Typer) -> None:
         headless: bool = typer.Option(True, help="Do not open a browser."),
     ) -> None:
         """Start the Streamlit app on the configured database."""
-        from workbench.cli._common import ready_engine
+        from db.engine import ready_engine
 
         if not 1 <= port <= 65535:
             raise UserInputError(f"--port must be between 1 and 65535, got {port}")
         engine = ready_engine()
         entry = Path(__file__).resolve().parent.parent / "app" / "main.py"
         env = dict(os.environ)
-        env.setdefault(config.ENV_DB_URL, config.db_url())
+        env.setdefault(settings.ENV_DB_URL, settings.db_url())
         cmd = [
             sys.executable,
             "-m",

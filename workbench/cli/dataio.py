@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 import_app = typer.Typer(
     help="Import conversations into a study (the released RecLLMSim data, or a JSONL export).",
@@ -51,7 +51,7 @@ def import_recllmsim_cmd(
     ),
 ) -> None:
     """Import the released RecLLMSim 'Human vs. Agent' conversations into one study (re-running adds nothing)."""
-    from workbench.cli._common import ready_engine
+    from db.engine import ready_engine
     from workbench.dataio.recllmsim import import_recllmsim
 
     engine = ready_engine()
@@ -76,7 +76,7 @@ def import_jsonl_cmd(
     ),
 ) -> None:
     """Import a JSONL export into a study (re-running adds nothing)."""
-    from workbench.cli._common import ready_engine
+    from db.engine import ready_engine
     from workbench.dataio.jsonl import import_jsonl
 
     engine = ready_engine()
@@ -115,7 +115,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Directory to write into (created when absent)."),
     ) -> None:
         """Export a study: conversations.jsonl (OpenAI chat messages + metadata) and tidy tables."""
-        from workbench.cli._common import output_dir, ready_engine
+        from db.engine import ready_engine
+        from workbench.cli._common import output_dir
         from workbench.dataio.export import export_study
 
         output_dir(out, "--out")

@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Create N participants with invite links. The links are shown once: keep them."""
-        from workbench.cli._common import output_file, ready_engine, write_text
+        from db.engine import ready_engine
+        from workbench.cli._common import output_file, write_text
         from workbench.participation.entry import create_invites, invite_url
 
         output_file(out, "--out")
@@ -57,8 +58,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Print the study URL to paste into Prolific."""
+        from db.engine import ready_engine
         from db.repo import get_study
-        from workbench.cli._common import ready_engine
         from workbench.participation.entry import prolific_url
 
         with session_scope(ready_engine()) as session:
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
     @participants.command("expire")
     def expire() -> None:
         """Mark sessions idle beyond their study's idle timeout as abandoned and release their assignments."""
-        from workbench.cli._common import ready_engine
+        from db.engine import ready_engine
         from workbench.participation.flow import expire_idle
 
         with session_scope(ready_engine()) as session:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
+from db.errors import UserInputError
 from workbench.config import DEFAULT_MODEL_HELP
-from workbench.errors import UserInputError
 
 LABELLERS = ("llm", "rule", "trained")
 
@@ -73,7 +73,8 @@ def label(
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
     from annotation.codebook import load_codebook
-    from workbench.cli._common import at_least, ready_engine
+    from db.engine import ready_engine
+    from workbench.cli._common import at_least
     from workbench.llm import check_model_name
 
     if labeller not in LABELLERS:
@@ -252,9 +253,8 @@ def sources(
     the times of their first and last label."""
     import pandas as pd
 
-    from db.engine import session_scope
+    from db.engine import ready_engine, session_scope
     from db.repo import get_study, label_sources_df
-    from workbench.cli._common import ready_engine
 
     with session_scope(ready_engine()) as session:
         st = get_study(session, study)
@@ -299,8 +299,8 @@ def agreement(
     """Agreement per dimension: raw agreement, Cohen's kappa (quadratic-weighted for ordinal scales),
     Fleiss' kappa, Krippendorff's alpha with a bootstrap CI; pooled ("all") and per user kind."""
     from annotation.agreement import agreement_records, study_agreement_df
-    from db.engine import session_scope
-    from workbench.cli._common import output_file, ready_engine, write_text
+    from db.engine import ready_engine, session_scope
+    from workbench.cli._common import output_file, write_text
 
     output_file(json_file, "--json")
     if n_boot < 100:  # as analyze and report

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 scenarios_app = typer.Typer(
     help="The scenario library: list, validate and sync scenario packs.", no_args_is_help=True
@@ -91,9 +91,8 @@ def validate(path: Path = typer.Argument(..., help="A pack file or a directory o
 @scenarios_app.command("sync")
 def sync() -> None:
     """Write the library's scenarios, task contexts and profiles to the database (idempotent)."""
-    from db.engine import session_scope
+    from db.engine import ready_engine, session_scope
     from scenarios import load_library, sync_library
-    from workbench.cli._common import ready_engine
 
     lib = load_library()
     engine = ready_engine()
@@ -149,8 +148,7 @@ def create(
     description: str | None = typer.Option(None, "--description"),
 ) -> None:
     """Create a study and its conditions (every scenario x task context x sampled profile)."""
-    from db.engine import session_scope
-    from workbench.cli._common import ready_engine
+    from db.engine import ready_engine, session_scope
     from workbench.studies import create_study
 
     prompt_text = None

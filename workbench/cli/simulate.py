@@ -76,7 +76,8 @@ def simulate(
     ),
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
-    from workbench.cli._common import at_least, ready_engine
+    from db.engine import ready_engine
+    from workbench.cli._common import at_least
     from workbench.config import default_model
     from workbench.llm import check_model_name
     from workbench.simulation.runner import plan_simulation, run_simulation

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from db.engine import session_scope
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 PASSWORD_ENV = "WORKBENCH_PASSWORD"
 
@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Create an account. The password comes from --password-stdin, $WORKBENCH_PASSWORD or a prompt."""
+        from db.engine import ready_engine
         from workbench.accounts import add_user
-        from workbench.cli._common import ready_engine
 
         if password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
@@ -53,8 +53,8 @@ def register(app: typer.Typer) -> None:
     @users.command("list")
     def list_() -> None:
         """List the accounts (never the password hashes)."""
+        from db.engine import ready_engine
         from workbench.accounts import users_df
-        from workbench.cli._common import ready_engine
 
         with session_scope(ready_engine()) as session:
             df = users_df(session)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from db import repo
+from db.errors import UserInputError
 from db.models import (
     AssistantConfig,
     Condition,
@@ -33,7 +34,6 @@ from db.models import (
     TaskContext,
     Turn,
 )
-from workbench.errors import UserInputError
 
 FORMATS = ("jsonl", "csv", "parquet")
 TABLES = ("conversations", "conditions", "turns", "labels", "label_sources", "questionnaires")

@@ -20,6 +20,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from db.errors import UserInputError
 from db.models import Conversation, SimulationRun
 from db.types import utcnow
 from workbench.dataio.report import ImportReport, Progress
@@ -34,7 +35,6 @@ from workbench.dataio.writer import (
     SimulatorSpec,
     write_records,
 )
-from workbench.errors import UserInputError
 
 TURN_FIELDS = (
     "translation",

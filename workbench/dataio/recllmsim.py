@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from db.errors import UserInputError
 from workbench.dataio.report import ImportReport, Progress
 from workbench.dataio.writer import (
     AssistantSpec,
@@ -42,7 +43,6 @@ from workbench.dataio.writer import (
     SimulatorSpec,
     write_records,
 )
-from workbench.errors import UserInputError
 
 WAVE_DIRS = {"LLM_agent_user": "agent", "real_human_user": "human_v1", "human_exp_V2": "human_v2"}
 EXTERNAL_SOURCE = {"human_v1": "recllmsim-v1", "human_v2": "recllmsim-v2"}

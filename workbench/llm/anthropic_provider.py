@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 from workbench.llm.base import BaseOptions, CallParams, Completion, LLMError, Usage
 from workbench.llm.sdk_base import SDKChatModel
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workbench.errors import UserInputError, WorkbenchError
+from db.errors import UserInputError, WorkbenchError
 
 ROLES = ("system", "user", "assistant")
 SECRET_OPTIONS = {"api_key", "auth_token", "token", "password"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 from workbench.llm.base import JSON_SCHEMA, CallParams, ChatModel, Completion, LLMError, Usage
 
 INSTALL_HINT = "pip install 'llm-user-workbench[local]'"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from workbench.errors import UserInputError, yaml_problem
+from db.errors import UserInputError, yaml_problem
 
 ENV_PRICES = "WORKBENCH_PRICES"
 BUNDLED = Path(__file__).with_name("prices.yaml")

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from db.models import LLMCall
 from db.types import utcnow
+from db.worker import DatabaseWorker
 from workbench.llm.base import JSON_SCHEMA, ChatModel, Completion, LLMError, Stream, Usage, validate_messages
-from workbench.llm.dbwork import DatabaseWorker
 
 ENV_CACHE = "WORKBENCH_LLM_CACHE"
 _T = LLMCall.__table__

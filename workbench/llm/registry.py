@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workbench.errors import MissingKeyError, UserInputError
+from db.errors import MissingKeyError, UserInputError
 from workbench.llm.base import ChatModel
 
 

@@ -8,7 +8,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any
 
-from workbench.errors import MissingKeyError
+from db.errors import MissingKeyError
 from workbench.llm.base import ChatModel, LLMError, parse_retry_after
 
 # Local servers (vLLM, Ollama, llama.cpp server) accept any key; the SDKs insist on one.

@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from db.engine import session_scope
+from db.errors import WorkbenchError
 from db.models import AssistantConfig, Condition, Conversation, Participant, Turn
 from db.types import utcnow
-from workbench.errors import WorkbenchError
 from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment
 from workbench.participation.texts import HALLUCINATION_VALUES, ParticipantError
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from db.engine import session_scope
+from db.errors import UserInputError, WorkbenchError
 from db.models import (
     Assignment,
     AssistantConfig,
@@ -27,7 +28,6 @@ from db.repo import conversations_df, get_study
 from db.types import utcnow
 from scenarios import load_library, sync_library
 from workbench.dataio.export import export_study
-from workbench.errors import UserInputError, WorkbenchError
 from workbench.participation.flow import TurnView, conversation_turns
 from workbench.simulation.runner import run_simulation
 from workbench.studies import StudySettings, check_settings, create_study, study_settings

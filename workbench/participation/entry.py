@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 from sqlmodel import Session, select
 
+from db.errors import NotFoundError, UserInputError
 from db.models import Participant, Study
 from db.repo import get_study
-from workbench.errors import NotFoundError, UserInputError
 from workbench.participation.texts import ParticipantError
 
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from db.errors import UserInputError
 from db.models import (
     Assignment,
     Conversation,
@@ -26,7 +27,6 @@ from db.models import (
 )
 from db.repo import profile_and_context
 from db.types import utcnow
-from workbench.errors import UserInputError
 from workbench.participation import assignment as assign_mod
 from workbench.participation.entry import participant_for_token
 from workbench.participation.texts import (

@@ -5,7 +5,7 @@ Study-specific texts (consent, instructions) come from StudySettings; these are 
 
 from __future__ import annotations
 
-from workbench.errors import UserInputError
+from db.errors import UserInputError
 
 UI: dict[str, dict[str, str]] = {
     "en": {

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from db import repo
+from db.errors import UserInputError
 from db.leases import owner_alive, process_owner
 from db.models import (
     AssistantConfig,
@@ -37,9 +38,8 @@ from db.models import (
     Turn,
 )
 from db.types import utcnow
-from workbench.errors import UserInputError
+from db.worker import DatabaseWorker
 from workbench.llm import LLMError, get_model, recorded
-from workbench.llm.dbwork import DatabaseWorker
 from workbench.llm.prices import price_of
 from workbench.simulation.conversation import TurnRecord, run_conversation
 from workbench.simulation.templates import PromptTemplate, load_template

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from workbench.errors import UserInputError, yaml_problem
+from db.errors import UserInputError, yaml_problem
 
 BUNDLED_DIR = Path(__file__).with_name("prompts")
 PARTS = ("system", "opening", "too_early", "goal_reminder", "no_profile")

@@ -12,6 +12,7 @@ import streamlit as st
 from annotation import adjudication as A
 from annotation.labelling import blind_view
 from db.engine import session_scope
+from db.errors import WorkbenchError
 from workbench.app.auth import require_role
 from workbench.app.common import (
     codebook_or_stop,
@@ -21,7 +22,6 @@ from workbench.app.common import (
     show_text,
     show_turn,
 )
-from workbench.errors import WorkbenchError
 
 UI = {
     "en": {

@@ -12,6 +12,7 @@ import streamlit as st
 from annotation import labelling as L
 from annotation import queue as Q
 from db.engine import session_scope
+from db.errors import WorkbenchError
 from db.models import Annotator, Study
 from workbench.app.auth import require_role
 from workbench.app.common import (
@@ -23,7 +24,6 @@ from workbench.app.common import (
     show_text,
     show_turn,
 )
-from workbench.errors import WorkbenchError
 
 UI = {
     "en": {

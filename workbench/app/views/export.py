@@ -2,9 +2,9 @@
 
 import streamlit as st
 
+from db.errors import WorkbenchError
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, study_names
-from workbench.errors import WorkbenchError
 from workbench.participation import console as C
 
 require_role("researcher")

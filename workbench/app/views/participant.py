@@ -9,6 +9,7 @@ that was being sent.
 import streamlit as st
 
 from db.engine import session_scope
+from db.errors import DatabaseUnavailable, WorkbenchError
 from workbench import participation as P
 from workbench.app.common import (
     engine,
@@ -20,7 +21,6 @@ from workbench.app.common import (
     show_text,
     show_turn,
 )
-from workbench.errors import DatabaseUnavailable, WorkbenchError
 from workbench.participation.texts import (
     ATTENTION_OPTIONS,
     HALLUCINATION_VALUES,

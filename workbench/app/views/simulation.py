@@ -3,11 +3,11 @@
 import streamlit as st
 
 from db.engine import session_scope
+from db.errors import WorkbenchError
 from db.repo import get_study
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, study_names, table
 from workbench.config import default_model
-from workbench.errors import WorkbenchError
 from workbench.participation import console as C
 
 require_role("researcher")
