@@ -375,7 +375,7 @@ class ChatModel:
     def _final(self, exc: LLMError, attempt: int) -> LLMError:
         if exc.retryable:
             return LLMError(
-                f"{self.name} failed after {attempt + 1} attempts: {str(exc).rstrip('.')}. "
+                f"{self.name} failed after {attempt + 1} attempt{'s' if attempt else ''}: {str(exc).rstrip('.')}. "
                 "Check the provider's status and your rate limits, or raise max_retries/timeout.",
                 status=exc.status,
             )

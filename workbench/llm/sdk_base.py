@@ -4,6 +4,7 @@ clients created once (the async one once per event loop)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import os
 from abc import ABC, abstractmethod
 from typing import Any
@@ -18,6 +19,32 @@ PLACEHOLDER_KEY = "not-needed"
 def _short(exc: Exception, n: int = 300) -> str:
     s = str(exc)
     return s if len(s) <= n else s[:n] + "..."
+
+
+def _connection_failure(exc: BaseException) -> str | None:
+    """What went wrong when the cause chain of ``exc`` holds an operating-system connection error
+    (refused, reset, no route, unknown host), else None. The aiohttp transport of the openai SDK
+    wraps a refused connection as ``APITimeoutError``: reporting "timed out after 60s" 0.03 s after
+    the start sent people looking for a slow server instead of a missing one."""
+    seen, found = set(), None
+    while exc is not None and id(exc) not in seen:  # the innermost OS error says the most
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            found = exc
+        exc = exc.__cause__ or exc.__context__
+    if found is None:
+        return None
+    for kind, words in _CONNECTION_WORDS:
+        if isinstance(found, kind):
+            return words
+    return found.strerror or f"{found.__class__.__name__}: {found}"
+
+
+_CONNECTION_WORDS = (
+    (ConnectionRefusedError, "connection refused (is the server running, and on this port?)"),
+    (ConnectionResetError, "connection reset by the server"),
+    (socket.gaierror, "unknown host name"),
+)
 
 
 class SDKChatModel(ChatModel, ABC):
@@ -84,6 +111,9 @@ class SDKChatModel(ChatModel, ABC):
     def _translate(self, exc: Exception) -> LLMError:
         """An SDK exception as an LLMError saying whether to retry and what to check."""
         sdk = self._sdk
+        refused = _connection_failure(exc)
+        if refused is not None:  # some transports report a refused connection as a timeout
+            return LLMError(f"cannot reach {self._base_url or self.api_name}: {refused}", retryable=True)
         if isinstance(exc, sdk.APITimeoutError):
             return LLMError(f"{self.name} timed out after {self.options.timeout}s", retryable=True)
         if isinstance(exc, sdk.APIConnectionError):
