@@ -4,8 +4,8 @@ clients created once (the async one once per event loop)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import os
+import socket
 from abc import ABC, abstractmethod
 from typing import Any
 
