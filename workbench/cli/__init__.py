@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     except WorkbenchError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file or folder the command could not read or write: one line, no traceback
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        typer.echo(f"Error: cannot use{where}: {exc.strerror or exc}; choose another path", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from db.errors import UserInputError
+from workbench.cli._progress import progress_bar
 
 import_app = typer.Typer(
     help="Import conversations into a study (the released RecLLMSim data, or a JSONL export).",
     no_args_is_help=True,
 )
-
-
-@contextmanager
-def _progress_bar(label: str) -> Iterator:
-    """A rich progress bar on stderr, driven by the importers' progress(done, total) callback."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 @import_app.command("recllmsim")
@@ -55,7 +31,7 @@ def import_recllmsim_cmd(
     from workbench.dataio.recllmsim import import_recllmsim
 
     engine = ready_engine()
-    with _progress_bar("Importing") as progress:
+    with progress_bar("importing", unit="files") as progress:
         report = import_recllmsim(engine, path, study=study, strict=strict, progress=progress)
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
@@ -80,7 +56,7 @@ def import_jsonl_cmd(
     from workbench.dataio.jsonl import import_jsonl
 
     engine = ready_engine()
-    with _progress_bar("Importing") as progress:
+    with progress_bar("importing") as progress:
         report = import_jsonl(engine, path, study=study, strict=strict, progress=progress)
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
@@ -113,6 +89,9 @@ def register(app: typer.Typer) -> None:
             help="jsonl (conversations.jsonl + tables as CSV), csv or parquet (tables only).",
         ),
         out: Path = typer.Option(..., "--out", help="Directory to write into (created when absent)."),
+        force: bool = typer.Option(
+            False, "--force", help="Overwrite export files already in the directory (refused otherwise)."
+        ),
     ) -> None:
         """Export a study: conversations.jsonl (OpenAI chat messages + metadata) and tidy tables."""
         from db.engine import ready_engine
@@ -120,7 +99,25 @@ def register(app: typer.Typer) -> None:
         from workbench.dataio.export import export_study
 
         output_dir(out, "--out")
+        _refuse_overwrite(out, fmt, force)
         paths = export_study(ready_engine(), study, fmt, out)
         for p in paths:
             typer.echo(str(p))
         typer.echo(f"Exported study {study!r}: {len(paths)} files in {out}.")
+
+
+def _refuse_overwrite(out: Path, fmt: str, force: bool) -> None:
+    """Refuse to replace earlier export files in ``out`` unless --force (they may be the only copy of
+    an earlier state of the study)."""
+    from workbench.dataio.export import FORMATS, TABLES
+
+    if force or fmt not in FORMATS or not out.is_dir():
+        return
+    table_fmt = "csv" if fmt == "jsonl" else fmt
+    names = (["conversations.jsonl"] if fmt == "jsonl" else []) + [f"{t}.{table_fmt}" for t in TABLES]
+    present = [n for n in names if (out / n).exists()]
+    if present:
+        raise UserInputError(
+            f"--out {out} already holds {', '.join(present[:3])}{' ...' if len(present) > 3 else ''}: "
+            "choose another directory, or pass --force to overwrite"
+        )
