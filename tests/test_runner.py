@@ -673,3 +673,52 @@ def test_cli_simulate_exit_status_when_everything_failed(sqlite_url, monkeypatch
     assert f"0/{n} complete (0 before this run), {n} failed" in out
     assert f"Every conversation this run started failed ({n}); first error:" in err and "404" in err
     eng.dispose()
+
+
+@pytest.mark.parametrize(
+    "settings,words",
+    [
+        ({"n_per_condition": 0}, "n_per_condition must be at least 1"),
+        ({"temperature": 3.0}, "temperature 3.0 is outside 0..2"),
+        ({"max_turns": 0}, "max_turns must be at least 1"),
+        ({"min_turns": 0}, "min_turns must be at least 1"),
+        ({"min_turns": 5, "max_turns": 2}, "min turns (5) is greater than max turns (2)"),
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+        ({"rpm": -1}, "rpm must be at least 0"),
+        ({"tpm": -1}, "tpm must be at least 0"),
+        ({"budget": -0.5}, "budget must be at least 0"),
+        ({"simulator_model": "gpt4"}, "the simulator model is a provider/model name"),
+        ({"n_per_condition": "many"}, "n_per_condition: Input should be a valid integer"),
+        ({"concurency": 2}, "concurency: Extra inputs are not permitted"),
+    ],
+)
+def test_spec_refuses_bad_settings_naming_the_setting(settings, words):
+    from pydantic import ValidationError
+
+    from workbench.simulation import spec_error
+
+    with pytest.raises(ValidationError) as exc:
+        SimulationSpec(**{"study": "s", "simulator_model": "openai/x", **settings})
+    message = spec_error(exc.value)
+    assert words in message and "--" not in message and "\n" not in message, message
+
+
+def test_spec_is_frozen_and_its_key_is_its_identity():
+    from pydantic import ValidationError
+
+    spec = SimulationSpec(study="s", simulator_model="openai/x", conditions=[3, "b", "a"])
+    assert spec.conditions == ("3", "b", "a")  # ids as text, as the run key has always hashed them
+    with pytest.raises(ValidationError):
+        spec.seed = 2
+    key = spec.run_key(1, "f" * 64, None)
+    # how the run is carried out is not part of its identity: a resume may change it
+    same = spec.model_copy(update={"concurrency": 9, "budget": 1.0, "rpm": 5, "cache": False})
+    assert same.run_key(1, "f" * 64, None) == key
+    assert (
+        SimulationSpec(study="s", simulator_model="openai/x", conditions=["a", "b", "3"]).run_key(
+            1, "f" * 64, None
+        )
+        == key
+    )
+    assert spec.model_copy(update={"conditions": ("a",)}).run_key(1, "f" * 64, None) != key
+    assert spec.run_key(1, "f" * 64, 7) != key and spec.run_key(2, "f" * 64, None) != key
