@@ -153,9 +153,8 @@ class RunSummary:
 # --------------------------------------------------------------------------------------------------
 
 
-def _study(session: Session, study: str | int | Study) -> Study:
-    if isinstance(study, Study):
-        return session.get(Study, study.id)
+def _study(session: Session, study: str | int) -> Study:
+    """The study by name or id."""
     if isinstance(study, int):
         s = session.get(Study, study)
         if s is None:

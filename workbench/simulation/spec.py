@@ -71,7 +71,9 @@ class SimulationSpec(BaseModel):
     @classmethod
     def _provider_model(cls, value: str) -> str:
         if "/" not in (value or ""):
-            raise ValueError(f"the simulator model is a provider/model name (e.g. openai/gpt-4o-mini), got {value!r}")
+            raise ValueError(
+                f"the simulator model is a provider/model name (e.g. openai/gpt-4o-mini), got {value!r}"
+            )
         return value
 
     @field_validator("temperature")
