@@ -70,7 +70,7 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Condition, LLMCall, Turn
-    from workbench.simulation.runner import run_simulation
+    from workbench.simulation import SimulationSpec, run_simulation
     from workbench.studies import create_study
 
     tmp = tempfile.mkdtemp()
@@ -103,13 +103,15 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
     opts = {"http_transport": transport}
     summary = run_simulation(
         engine,
-        "bench",
-        "openai/bench-simulator",
-        conditions=chosen,
-        n_per_condition=reps,
-        concurrency=concurrency,
-        max_turns=TURNS,
-        min_turns=1,
+        SimulationSpec(
+            study="bench",
+            simulator_model="openai/bench-simulator",
+            conditions=chosen,
+            n_per_condition=reps,
+            concurrency=concurrency,
+            max_turns=TURNS,
+            min_turns=1,
+        ),
         model_options={"openai/bench-simulator": opts, "openai/bench-assistant": opts},
     )
     wall, cpu, main = time.perf_counter() - t0, time.process_time() - cpu0, time.thread_time() - main0

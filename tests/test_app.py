@@ -568,13 +568,13 @@ def test_simulation_page_runs_twins_in_background(eng):
     [c for c in at.checkbox if c.label.startswith("Digital twins")][0].check()
     [b for b in at.button if b.label == "Start simulation"][0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    from workbench.participation import console as C
+    from workbench.simulation.runs import simulation_status
 
     key = at.session_state["sim_key"]
     deadline = time.time() + 60
-    while C.simulation_status(key)["running"] and time.time() < deadline:
+    while simulation_status(key)["running"] and time.time() < deadline:
         time.sleep(0.2)
-    assert C.simulation_status(key)["error"] is None, C.simulation_status(key)["error"]
+    assert simulation_status(key)["error"] is None, simulation_status(key)["error"]
     with Session(eng) as s:
         human = s.exec(select(Conversation).where(Conversation.user_kind == "human")).one()
         agents = s.exec(select(Conversation).where(Conversation.user_kind == "agent")).all()

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session, select
 
 from db.models import Conversation, LLMCall, Turn
-from workbench.simulation.runner import run_simulation
+from workbench.simulation import SimulationSpec, run_simulation
 from workbench.studies import create_study
 
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -35,14 +35,16 @@ def test_local_smollm2_conversation(sqlite_engine):
         key = s.exec(select(__import__("db.models", fromlist=["Condition"]).Condition.key)).first()
     summ = run_simulation(
         sqlite_engine,
-        "local",
-        "local/smollm2",
-        conditions=[key],
-        min_turns=2,
-        max_turns=2,
-        temperature=0.3,
-        simulator_max_tokens=48,
-        concurrency=1,
+        SimulationSpec(
+            study="local",
+            simulator_model="local/smollm2",
+            conditions=[key],
+            min_turns=2,
+            max_turns=2,
+            temperature=0.3,
+            simulator_max_tokens=48,
+            concurrency=1,
+        ),
     )
     assert summ.completed == 1, summ.lines()
     with Session(sqlite_engine) as s:

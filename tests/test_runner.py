@@ -22,7 +22,7 @@ from db.migrate import upgrade
 from db.models import Condition, Conversation, Label, LLMCall, SimulationRun, Turn
 from db.types import utcnow
 from tests.cli_helpers import run_cli
-from workbench.simulation.runner import plan_simulation, run_simulation
+from workbench.simulation import SimulationSpec, plan_simulation, run_simulation
 from workbench.studies import create_study
 from workbench.testing.fake_llm_server import FakeLLMServer, FakeRequest
 
@@ -77,15 +77,14 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
     n = _study(engine)
     with FakeLLMServer(responder=responder(3)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
-        plan = plan_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
+        plan = plan_simulation(
+            engine, SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2)
+        )
         assert plan.n_remaining == 2 * n and plan.calls > 0 and plan.cost_usd is None  # no price known
         seen = []
         summ = run_simulation(
             engine,
-            "s",
-            "openai/fake-sim",
-            n_per_condition=2,
-            concurrency=4,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2, concurrency=4),
             progress=lambda p: seen.append((p.done, p.failed)),
         )
         assert summ.completed == 2 * n and summ.failed == 0 and summ.status == "completed"
@@ -118,7 +117,10 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
             seeds = {x.params["call"]["seed"] for x in s.exec(select(LLMCall)).all()}
             assert len(seeds) == 2
         n_requests = len(srv.requests)
-        again = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=4)
+        again = run_simulation(
+            engine,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2, concurrency=4),
+        )
         assert again.skipped == 2 * n and again.calls == 0 and len(srv.requests) == n_requests
         with Session(engine) as s:
             assert len(s.exec(select(SimulationRun)).all()) == 1
@@ -141,7 +143,12 @@ def test_one_process_per_run(engine, monkeypatch):
         def start():
             try:
                 results.append(
-                    run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, concurrency=2)
+                    run_simulation(
+                        engine,
+                        SimulationSpec(
+                            study="s", simulator_model="openai/fake-sim", n_per_condition=2, concurrency=2
+                        ),
+                    )
                 )
             except UserInputError as exc:
                 errors.append(str(exc))
@@ -179,23 +186,37 @@ def test_one_process_per_run(engine, monkeypatch):
             with pytest.raises(
                 UserInputError, match=f"already running in another process \\(pid {alive.pid}"
             ):
-                run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
+                run_simulation(
+                    engine, SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2)
+                )
         finally:
             alive.kill()
             alive.wait()
         # the owner is gone (killed): resumed at once, nothing left to do
-        assert run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2).skipped == 2 * n
+        assert (
+            run_simulation(
+                engine, SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2)
+            ).skipped
+            == 2 * n
+        )
         # another machine: its owner counts as alive until it has been silent for db.leases.SILENCE
         set_owner("elsewhere.example:123:abc", utcnow())
         with pytest.raises(UserInputError, match="pid 123 on elsewhere.example"):
-            run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2)
+            run_simulation(
+                engine, SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2)
+            )
         with Session(engine) as s:  # its turns are old too
             for t in s.exec(select(Turn)).all():
                 t.created_at = utcnow() - timedelta(hours=1)
                 s.add(t)
             s.commit()
         set_owner("elsewhere.example:123:abc", utcnow() - timedelta(minutes=30))
-        assert run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2).skipped == 2 * n
+        assert (
+            run_simulation(
+                engine, SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2)
+            ).skipped
+            == 2 * n
+        )
 
 
 def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
@@ -206,7 +227,11 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
     with FakeLLMServer(responder=responder(2, fail_on="question 1")) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
-        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts)
+        summ = run_simulation(
+            engine,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", concurrency=2, budget=0.5),
+            model_options=opts,
+        )
         assert summ.budget_stopped and summ.status == "budget_stopped"
         assert summ.completed + summ.failed < n and summ.cost_usd >= 0.5
         with Session(engine) as s:
@@ -216,7 +241,11 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
         assert "in_progress" not in statuses and stopped
         assert {(c.end_reason, c.ended_by) for c in stopped} == {("budget", "system")}
         # failing assistant: conversations are stored as failed with the error, the batch goes on
-        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=3, model_options=opts)
+        summ = run_simulation(
+            engine,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", concurrency=3),
+            model_options=opts,
+        )
         assert summ.failed == n and summ.completed == 0 and not summ.budget_stopped
         with Session(engine) as s:
             failed = s.exec(select(Conversation).where(Conversation.status == "failed")).all()
@@ -243,7 +272,9 @@ def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path)
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
         assert run_simulation(
-            engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts
+            engine,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", concurrency=2, budget=0.5),
+            model_options=opts,
         ).budget_stopped
         with Session(engine) as s:
             stopped = [
@@ -269,7 +300,11 @@ def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path)
             )
             s.commit()
             assert s.exec(select(Label.turn_id).where(Label.dimension == "hallucination")).one() is not None
-        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, model_options=opts)
+        summ = run_simulation(
+            engine,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", concurrency=2),
+            model_options=opts,
+        )
         assert summ.failed == 0
         with Session(engine) as s:
             assert set(s.exec(select(Conversation.status)).all()) == {"completed"}
@@ -290,7 +325,7 @@ def test_twins_and_condition_selection(sqlite_engine, monkeypatch):
     eng = sqlite_engine
     _study(eng)
     with pytest.raises(UserInputError, match="no human conversations yet"):
-        run_simulation(eng, "s", "scripted/sim", twin_of=["all"])
+        run_simulation(eng, SimulationSpec(study="s", simulator_model="scripted/sim", twin_of=["all"]))
     with Session(eng) as s:
         assert not s.exec(select(SimulationRun)).all()  # nothing half-made
         conds = s.exec(select(Condition).order_by(Condition.id)).all()
@@ -306,12 +341,22 @@ def test_twins_and_condition_selection(sqlite_engine, monkeypatch):
         s.commit()
         hid, key = human.id, conds[1].key
     with pytest.raises(UserInputError, match="no condition 'nope'"):
-        run_simulation(eng, "s", "scripted/sim", conditions=["nope"])
+        run_simulation(eng, SimulationSpec(study="s", simulator_model="scripted/sim", conditions=["nope"]))
     with FakeLLMServer(responder=responder(2)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
-        summ = run_simulation(eng, "s", "openai/fake-sim", twin_of=[str(hid)], n_per_condition=2)
+        summ = run_simulation(
+            eng,
+            SimulationSpec(
+                study="s", simulator_model="openai/fake-sim", twin_of=[str(hid)], n_per_condition=2
+            ),
+        )
         assert summ.completed == 2
-        summ = run_simulation(eng, "s", "openai/fake-sim", conditions=[key], assistant_model="openai/other")
+        summ = run_simulation(
+            eng,
+            SimulationSpec(
+                study="s", simulator_model="openai/fake-sim", conditions=[key], assistant_model="openai/other"
+            ),
+        )
         assert summ.completed == 1
         assert "other" in {r.body["model"] for r in srv.requests}
     with Session(eng) as s:
@@ -403,7 +448,10 @@ def test_simulation_runs_survive_a_jsonl_round_trip(engine, tmp_path, monkeypatc
     _study(engine, profiles=1)
     with FakeLLMServer(responder=responder(2)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
-        summ = run_simulation(engine, "s", "openai/fake-sim", n_per_condition=2, max_turns=3)
+        summ = run_simulation(
+            engine,
+            SimulationSpec(study="s", simulator_model="openai/fake-sim", n_per_condition=2, max_turns=3),
+        )
     with Session(engine) as s:
         run = s.exec(select(SimulationRun)).one()
         orig = {
@@ -457,7 +505,7 @@ def test_runs_table_flags_a_run_whose_process_stopped(engine):
     gone, or (a run without a recorded owner) once no turn came for a while."""
     from datetime import timedelta
 
-    from workbench.participation.console import STALE_MINUTES, simulation_runs_df
+    from workbench.simulation.runs import STALE_MINUTES, simulation_runs_df
 
     _study(engine)
     with Session(engine) as s:
@@ -539,7 +587,7 @@ def test_study_of_per_conversation_conditions_points_to_twins(sqlite_engine):
             s.add(c)
         s.commit()
     with pytest.raises(UserInputError, match=r"no designed conditions to simulate.*--twin-of all"):
-        run_simulation(sqlite_engine, "s", "scripted/sim")
+        run_simulation(sqlite_engine, SimulationSpec(study="s", simulator_model="scripted/sim"))
 
 
 _cli = run_cli
@@ -548,14 +596,14 @@ _cli = run_cli
 @pytest.mark.parametrize(
     "extra,words",
     [
-        (["--temperature", "5"], "--temperature 5.0 is outside 0..2"),
+        (["--temperature", "5"], "temperature 5.0 is outside 0..2"),
         (["--rpm", "-5"], "--rpm must be at least 0 (0 = no limit)"),
         (["--tpm", "-1"], "--tpm must be at least 0 (0 = no limit)"),
         (["--budget", "-1"], "--budget must be at least 0"),
         (["--concurrency", "0"], "--concurrency must be at least 1"),
         (["--min-turns", "5", "--max-turns", "2"], "min turns (5) is greater than max turns (2)"),
         (["--min-turns", "50"], "min turns (50) is greater than max turns"),
-        (["--max-turns", "0"], "--max-turns must be at least 1"),
+        (["--max-turns", "0"], "max_turns must be at least 1"),
     ],
 )
 @pytest.mark.parametrize("dry", [[], ["--dry-run"]])
@@ -625,3 +673,52 @@ def test_cli_simulate_exit_status_when_everything_failed(sqlite_url, monkeypatch
     assert f"0/{n} complete (0 before this run), {n} failed" in out
     assert f"Every conversation this run started failed ({n}); first error:" in err and "404" in err
     eng.dispose()
+
+
+@pytest.mark.parametrize(
+    "settings,words",
+    [
+        ({"n_per_condition": 0}, "n_per_condition must be at least 1"),
+        ({"temperature": 3.0}, "temperature 3.0 is outside 0..2"),
+        ({"max_turns": 0}, "max_turns must be at least 1"),
+        ({"min_turns": 0}, "min_turns must be at least 1"),
+        ({"min_turns": 5, "max_turns": 2}, "min turns (5) is greater than max turns (2)"),
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+        ({"rpm": -1}, "rpm must be at least 0"),
+        ({"tpm": -1}, "tpm must be at least 0"),
+        ({"budget": -0.5}, "budget must be at least 0"),
+        ({"simulator_model": "gpt4"}, "the simulator model is a provider/model name"),
+        ({"n_per_condition": "many"}, "n_per_condition: Input should be a valid integer"),
+        ({"concurency": 2}, "concurency: Extra inputs are not permitted"),
+    ],
+)
+def test_spec_refuses_bad_settings_naming_the_setting(settings, words):
+    from pydantic import ValidationError
+
+    from workbench.simulation import spec_error
+
+    with pytest.raises(ValidationError) as exc:
+        SimulationSpec(**{"study": "s", "simulator_model": "openai/x", **settings})
+    message = spec_error(exc.value)
+    assert words in message and "--" not in message and "\n" not in message, message
+
+
+def test_spec_is_frozen_and_its_key_is_its_identity():
+    from pydantic import ValidationError
+
+    spec = SimulationSpec(study="s", simulator_model="openai/x", conditions=[3, "b", "a"])
+    assert spec.conditions == ("3", "b", "a")  # ids as text, as the run key has always hashed them
+    with pytest.raises(ValidationError):
+        spec.seed = 2
+    key = spec.run_key(1, "f" * 64, None)
+    # how the run is carried out is not part of its identity: a resume may change it
+    same = spec.model_copy(update={"concurrency": 9, "budget": 1.0, "rpm": 5, "cache": False})
+    assert same.run_key(1, "f" * 64, None) == key
+    assert (
+        SimulationSpec(study="s", simulator_model="openai/x", conditions=["a", "b", "3"]).run_key(
+            1, "f" * 64, None
+        )
+        == key
+    )
+    assert spec.model_copy(update={"conditions": ("a",)}).run_key(1, "f" * 64, None) != key
+    assert spec.run_key(1, "f" * 64, 7) != key and spec.run_key(2, "f" * 64, None) != key

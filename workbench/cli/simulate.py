@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from workbench.config import DEFAULT_MODEL_HELP
@@ -14,74 +16,105 @@ def _split(values: list[str] | None) -> list[str] | None:
     return out or None
 
 
-def simulate(
-    study: str = typer.Option(..., "--study", help="Study name."),
-    simulator_model: str | None = typer.Option(
-        None,
-        "--simulator-model",
-        help=f"provider/model of the simulated user (default: {DEFAULT_MODEL_HELP}).",
+# The options of ``workbench simulate``, one alias each so the command's signature stays readable.
+_Study = Annotated[str, typer.Option("--study", help="Study name.")]
+_SimulatorModel = Annotated[
+    str | None,
+    typer.Option(
+        "--simulator-model", help=f"provider/model of the simulated user (default: {DEFAULT_MODEL_HELP})."
     ),
-    assistant_model: str | None = typer.Option(
-        None,
-        "--assistant-model",
-        help="Replace the condition's assistant model (same system prompt and sampling).",
+]
+_AssistantModel = Annotated[
+    str | None,
+    typer.Option(
+        "--assistant-model", help="Replace the condition's assistant model (same system prompt and sampling)."
     ),
-    conditions: list[str] | None = typer.Option(
-        None,
+]
+_Conditions = Annotated[
+    list[str] | None,
+    typer.Option(
         "--conditions",
-        help="Condition keys or ids, or scenario keys (comma-separated "
-        "or repeated). Default: all conditions.",
+        help="Condition keys or ids, or scenario keys (comma-separated or repeated). Default: all conditions.",
     ),
-    n_per_condition: int = typer.Option(1, "--n-per-condition", help="Conversations per condition."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Conversations in flight at once."),
-    max_turns: int | None = typer.Option(
-        None, "--max-turns", help="Max user turns (default: study setting)."
+]
+_NPerCondition = Annotated[int, typer.Option("--n-per-condition", help="Conversations per condition.")]
+_Concurrency = Annotated[int, typer.Option("--concurrency", help="Conversations in flight at once.")]
+_MaxTurns = Annotated[
+    int | None, typer.Option("--max-turns", help="Max user turns (default: study setting).")
+]
+_MinTurns = Annotated[
+    int | None, typer.Option("--min-turns", help="Min user turns (default: study setting).")
+]
+_Budget = Annotated[
+    float | None,
+    typer.Option("--budget", help="Stop starting calls once this many USD are spent (0 or more)."),
+]
+_DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print projected calls, tokens and cost, then stop.")
+]
+_Temperature = Annotated[float | None, typer.Option("--temperature", help="Simulator temperature (0..2).")]
+_SimulatorMaxTokens = Annotated[
+    int | None, typer.Option("--simulator-max-tokens", help="Max tokens per simulated-user message.")
+]
+_Seed = Annotated[int, typer.Option("--seed", help="Base seed (each replicate gets its own).")]
+_Prompt = Annotated[
+    str | None, typer.Option("--prompt", help="Prompt template: name, name@version or a .yaml path.")
+]
+_GoalReminderEvery = Annotated[
+    int | None,
+    typer.Option("--goal-reminder-every", help="Remind the user of its task every K assistant replies."),
+]
+_TwinOf = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--twin-of", help="Digital twins: human conversation ids (or 'all') whose conditions to simulate."
     ),
-    min_turns: int | None = typer.Option(
-        None, "--min-turns", help="Min user turns (default: study setting)."
-    ),
-    budget: float | None = typer.Option(
-        None, "--budget", help="Stop starting calls once this many USD are spent (0 or more)."
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print projected calls, tokens and cost, then stop."
-    ),
-    temperature: float | None = typer.Option(None, "--temperature", help="Simulator temperature (0..2)."),
-    simulator_max_tokens: int | None = typer.Option(
-        None, "--simulator-max-tokens", help="Max tokens per simulated-user message."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Base seed (each replicate gets its own)."),
-    prompt: str | None = typer.Option(
-        None, "--prompt", help="Prompt template: name, name@version or a .yaml path."
-    ),
-    goal_reminder_every: int | None = typer.Option(
-        None, "--goal-reminder-every", help="Remind the user of its task every K assistant replies."
-    ),
-    twin_of: list[str] | None = typer.Option(
-        None,
-        "--twin-of",
-        help="Digital twins: human conversation ids (or 'all') whose conditions to simulate.",
-    ),
-    rpm: int | None = typer.Option(
-        None, "--rpm", help="Requests-per-minute limit (0 = no limit, the default)."
-    ),
-    tpm: int | None = typer.Option(
-        None, "--tpm", help="Tokens-per-minute limit (0 = no limit, the default)."
-    ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not answer calls from the response cache."),
-    retry_failed: bool = typer.Option(
-        True,
+]
+_Rpm = Annotated[
+    int | None, typer.Option("--rpm", help="Requests-per-minute limit (0 = no limit, the default).")
+]
+_Tpm = Annotated[
+    int | None, typer.Option("--tpm", help="Tokens-per-minute limit (0 = no limit, the default).")
+]
+_NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not answer calls from the response cache.")]
+_RetryFailed = Annotated[
+    bool,
+    typer.Option(
         "--retry-failed/--keep-failed",
         help="On resume, run failed conversations again (default) or keep them.",
     ),
+]
+
+
+def simulate(
+    study: _Study,
+    simulator_model: _SimulatorModel = None,
+    assistant_model: _AssistantModel = None,
+    conditions: _Conditions = None,
+    n_per_condition: _NPerCondition = 1,
+    concurrency: _Concurrency = 4,
+    max_turns: _MaxTurns = None,
+    min_turns: _MinTurns = None,
+    budget: _Budget = None,
+    dry_run: _DryRun = False,
+    temperature: _Temperature = None,
+    simulator_max_tokens: _SimulatorMaxTokens = None,
+    seed: _Seed = 0,
+    prompt: _Prompt = None,
+    goal_reminder_every: _GoalReminderEvery = None,
+    twin_of: _TwinOf = None,
+    rpm: _Rpm = None,
+    tpm: _Tpm = None,
+    no_cache: _NoCache = False,
+    retry_failed: _RetryFailed = True,
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
     from db.engine import ready_engine
     from workbench.cli._common import at_least
     from workbench.config import default_model
     from workbench.llm import check_model_name
-    from workbench.simulation.runner import plan_simulation, run_simulation
 
+    # Checked here first so the message names the flag (the spec checks them again, by setting name).
     at_least(concurrency, 1, "--concurrency")
     at_least(rpm, 0, "--rpm", " (0 = no limit)")
     at_least(tpm, 0, "--tpm", " (0 = no limit)")
@@ -92,45 +125,65 @@ def simulate(
     # Unknown providers are refused here as a real run would (exit 2); a missing key only matters
     # for a real run, which get_model refuses later.
     missing_keys = [m for m in (check_model_name(name) for name in (sim_model, assistant_model) if name) if m]
-    engine = ready_engine()
-    kw = dict(
+    spec = _spec(
+        study=study,
+        simulator_model=sim_model,
         assistant_model=assistant_model,
         conditions=_split(conditions),
+        twin_of=_split(twin_of),
         n_per_condition=n_per_condition,
-        max_turns=max_turns,
         min_turns=min_turns,
+        max_turns=max_turns,
         temperature=temperature,
         seed=seed,
         prompt=prompt,
         goal_reminder_every=goal_reminder_every,
-        twin_of=_split(twin_of),
         simulator_max_tokens=simulator_max_tokens,
-    )
-    if dry_run:
-        plan = plan_simulation(engine, study, sim_model, **kw)
-        for line in plan.lines():
-            typer.echo(line)
-        for message in missing_keys:
-            typer.echo(f"note: {message} (a real run needs it).", err=True)
-        return
-    summary = run_simulation(
-        engine,
-        study,
-        sim_model,
         concurrency=concurrency,
-        budget=budget,
         rpm=rpm,
         tpm=tpm,
+        budget=budget,
         cache=not no_cache,
         retry_failed=retry_failed,
-        progress=_progress_bar(),
-        **kw,
     )
+    engine = ready_engine()
+    if dry_run:
+        _print_plan(engine, spec, missing_keys)
+    else:
+        _run(engine, spec)
+
+
+def _spec(**settings):
+    """The run's SimulationSpec; bad values are refused in one line (exit 2)."""
+    from pydantic import ValidationError
+
+    from db.errors import UserInputError
+    from workbench.simulation import SimulationSpec, spec_error
+
+    try:
+        return SimulationSpec(**settings)
+    except ValidationError as exc:
+        raise UserInputError(spec_error(exc)) from None
+
+
+def _print_plan(engine, spec, missing_keys: list[str]) -> None:
+    from workbench.simulation import plan_simulation
+
+    for line in plan_simulation(engine, spec).lines():
+        typer.echo(line)
+    for message in missing_keys:
+        typer.echo(f"note: {message} (a real run needs it).", err=True)
+
+
+def _run(engine, spec) -> None:
+    from workbench.simulation import run_simulation
+
+    summary = run_simulation(engine, spec, progress=_progress_bar())
     _progress_bar.close()
     for line in summary.lines():
         typer.echo(line)
     if summary.budget_stopped:
-        typer.echo(f"Stopped at the budget (${budget}); run the same command again to continue.")
+        typer.echo(f"Stopped at the budget (${spec.budget}); run the same command again to continue.")
     if summary.failed and summary.completed == summary.skipped:
         # Nothing this invocation ran succeeded: a script must not take that for a run.
         typer.echo(

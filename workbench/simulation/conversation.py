@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db.types import utcnow
-from workbench.simulation.user import SimulatedUser, parse_user_reply
+from workbench.simulation.user import SimulatedUser, UserReply, parse_user_reply
 
 
 @dataclass
@@ -50,6 +50,26 @@ async def _maybe(fn: Callable | None, *args: Any) -> Any:
     return out
 
 
+async def _user_reply(
+    call: Callable, simulator: Any, user: SimulatedUser, turns: list[dict], n_user: int, params: dict
+) -> tuple[Any, UserReply, dict]:
+    """The simulated user's next message: its call, the parsed reply and the turn's meta. An end
+    before the minimum of turns is refused: asked once more with a note, then ignored."""
+    meta: dict = {}
+    c = await call(simulator, user.messages(turns), params)
+    reply = parse_user_reply(c.text)
+    if reply.end and n_user < user.ctx.min_turns:
+        # Too early: ask once more with a note instead of letting the user leave.
+        meta["early_end_refused"] = True
+        c = await call(simulator, user.messages(turns, note=user.too_early_note(n_user)), params)
+        reply = parse_user_reply(c.text)
+        if reply.end:
+            reply.end = False
+            meta["end_ignored"] = True
+    meta.update(parse=reply.parse, end=reply.end)
+    return c, reply, meta
+
+
 async def run_conversation(
     user: SimulatedUser,
     simulator: Any,
@@ -64,7 +84,6 @@ async def run_conversation(
     """Run one conversation. ``on_turn`` is called as each turn happens (the runner writes it to the
     database); ``before_call``/``after_call`` wrap every model call (rate limits, budget, cost)."""
     sp, ap = dict(simulator_params or {}), dict(assistant_params or {})
-    ctx = user.ctx
     turns: list[dict] = []
     records: list[TurnRecord] = []
     n_user = 0
@@ -104,18 +123,7 @@ async def run_conversation(
 
     while True:
         started, t0 = utcnow(), time.perf_counter()
-        meta: dict = {}
-        c = await call(simulator, user.messages(turns), sp)
-        reply = parse_user_reply(c.text)
-        if reply.end and n_user < ctx.min_turns:
-            # Too early: ask once more with a note instead of letting the user leave.
-            meta["early_end_refused"] = True
-            c = await call(simulator, user.messages(turns, note=user.too_early_note(n_user)), sp)
-            reply = parse_user_reply(c.text)
-            if reply.end:
-                reply.end = False
-                meta["end_ignored"] = True
-        meta.update(parse=reply.parse, end=reply.end)
+        c, reply, meta = await _user_reply(call, simulator, user, turns, n_user, sp)
         if reply.end:
             if reply.message:
                 await add("user", reply.message, c, started, t0, meta)
@@ -129,7 +137,7 @@ async def run_conversation(
         messages = ([{"role": "system", "content": assistant_system}] if assistant_system else []) + turns
         a = await call(assistant, messages, ap)
         await add("assistant", a.text, a, started, t0, {})
-        if n_user >= ctx.max_turns:
+        if n_user >= user.ctx.max_turns:
             return result("max_turns", "system")
 
 

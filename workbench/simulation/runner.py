@@ -1,16 +1,14 @@
 """The batch runner: many simulated conversations, resumable, with limits, a budget and provenance.
 
-A run is identified by ``SimulationRun.key``, a hash of what defines its results (study, simulator
-config, assistant override, condition selection, twin mode); each conversation by (run, condition,
-replicate). Running the same command again resumes: complete conversations are kept, the others are
+A run is described by a ``SimulationSpec`` and identified by ``SimulationRun.key``, a hash of what
+of it defines its results (``SimulationSpec.run_key``: study, simulator config, assistant override,
+condition selection, twin mode); each conversation by (run, condition, replicate). Running the same command again resumes: complete conversations are kept, the others are
 started again from the beginning (the response cache makes the replayed calls free).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,6 +31,7 @@ from db.models import (
     Profile,
     Scenario,
     SimulationRun,
+    SimulatorConfig,
     Study,
     TaskContext,
     Turn,
@@ -41,10 +40,11 @@ from db.types import utcnow
 from db.worker import DatabaseWorker
 from workbench.llm import LLMError, get_model, recorded
 from workbench.llm.prices import price_of
-from workbench.simulation.conversation import TurnRecord, run_conversation
+from workbench.simulation.conversation import ConversationResult, TurnRecord, run_conversation
+from workbench.simulation.spec import SimulationSpec
 from workbench.simulation.templates import PromptTemplate, load_template
 from workbench.simulation.user import SimulatedUser, UserContext
-from workbench.studies import study_settings
+from workbench.studies import StudySettings, study_settings
 
 _CONV = Conversation.__table__
 _TURN = Turn.__table__
@@ -64,18 +64,23 @@ class Job:
 
 @dataclass
 class Setup:
+    """A spec resolved against the database."""
+
+    spec: SimulationSpec
     study: Study
     template: PromptTemplate
     simulator_config_id: int
-    simulator_model: str
     assistant_override_id: int | None
     jobs: list[Job]
     key: str
     min_turns: int
     max_turns: int
-    sim_params: dict
     configs: dict  # assistant_config_id -> AssistantConfig
     conditions: dict  # condition_id -> Condition
+
+    @property
+    def simulator_model(self) -> str:
+        return self.spec.simulator_model
 
 
 @dataclass
@@ -148,9 +153,8 @@ class RunSummary:
 # --------------------------------------------------------------------------------------------------
 
 
-def _study(session: Session, study: str | int | Study) -> Study:
-    if isinstance(study, Study):
-        return session.get(Study, study.id)
+def _study(session: Session, study: str | int) -> Study:
+    """The study by name or id."""
     if isinstance(study, int):
         s = session.get(Study, study)
         if s is None:
@@ -222,67 +226,15 @@ def _twin_jobs(session: Session, study: Study, twin_of: Sequence[int | str], n: 
     return jobs
 
 
-def _setup(
-    session: Session,
-    study: Any,
-    simulator_model: str,
-    assistant_model: str | None,
-    conditions: Sequence[str] | None,
-    n_per_condition: int,
-    max_turns: int | None,
-    min_turns: int | None,
-    temperature: float | None,
-    seed: int,
-    prompt: str | None,
-    goal_reminder_every: int | None,
-    twin_of: Sequence[Any] | None,
-    simulator_max_tokens: int | None = None,
-) -> Setup:
-    if n_per_condition < 1:
-        raise UserInputError("--n-per-condition must be at least 1")
-    if temperature is not None and not 0 <= temperature <= 2:
-        raise UserInputError(f"--temperature {temperature} is outside 0..2")
-    if max_turns is not None and max_turns < 1:
-        raise UserInputError("--max-turns must be at least 1")
-    if min_turns is not None and min_turns < 1:
-        raise UserInputError("--min-turns must be at least 1")
-    if min_turns is not None and max_turns is not None and min_turns > max_turns:
-        raise UserInputError(f"min turns ({min_turns}) is greater than max turns ({max_turns})")
-    template = load_template(prompt)
-    st = _study(session, study)
-    settings = study_settings(st)
-    max_t = settings.max_turns if max_turns is None else max_turns
-    if min_turns is not None and max_turns is None and min_turns > max_t:  # both given: checked above
-        raise UserInputError(
-            f"min turns ({min_turns}) is greater than max turns ({max_t}, the study's setting)"
-        )
-    # The study's own minimum gives way to a lower --max-turns.
-    min_t = min(settings.min_turns if min_turns is None else min_turns, max_t)
-    if "/" not in (simulator_model or ""):
-        raise UserInputError(f"the simulator model is a provider/model name, got {simulator_model!r}")
-    sim_cfg = repo.get_or_create_simulator_config(
-        session,
-        simulator_model,
-        prompt_template=template.name,
-        prompt_version=template.version,
-        temperature=temperature,
-        seed=seed,
-        params={
-            "min_turns": min_t,
-            "max_turns": max_t,
-            "goal_reminder_every": goal_reminder_every,
-            **({"max_tokens": simulator_max_tokens} if simulator_max_tokens else {}),
-        },
-    )
-    if twin_of:
-        jobs = _twin_jobs(session, st, twin_of, n_per_condition)
-        cond_ids = sorted({j.condition_id for j in jobs})
-    else:
-        chosen = _select_conditions(session, st, conditions)
-        if not chosen:
-            raise UserInputError(f"study {st.name!r} has no conditions to simulate")
-        jobs = [Job(c.id, r) for c in chosen for r in range(n_per_condition)]
-        cond_ids = [c.id for c in chosen]
+def _setup(session: Session, spec: SimulationSpec) -> Setup:
+    """Resolve ``spec`` against the database: the study, the jobs (conditions x replicates, or
+    twins), the simulator and assistant configs (created when new) and the run key."""
+    template = load_template(spec.prompt)
+    st = _study(session, spec.study)
+    min_t, max_t = _turn_limits(spec, study_settings(st))
+    sim_cfg = _simulator_config(session, spec, template, min_t, max_t)
+    jobs = _jobs(session, st, spec)
+    cond_ids = sorted({j.condition_id for j in jobs})
     conds = {c.id: c for c in session.exec(select(Condition).where(Condition.id.in_(cond_ids))).all()}
     configs = {
         a.id: a
@@ -292,53 +244,70 @@ def _setup(
             )
         ).all()
     }
-    override_id = None
-    if assistant_model:
-        # Same system prompt and sampling as the study's assistant, another model.
-        base = configs[next(iter(conds.values())).assistant_config_id]
-        o = repo.get_or_create_assistant_config(
-            session,
-            assistant_model,
-            system_prompt=base.system_prompt,
-            temperature=base.temperature,
-            max_tokens=base.max_tokens,
-            version=base.version,
-            params=base.params,
-        )
-        configs[o.id] = o
-        override_id = o.id
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "study": st.id,
-                "simulator_config": sim_cfg.fingerprint,
-                "assistant_override": override_id,
-                "conditions": sorted(str(c) for c in conditions) if conditions else None,
-                "twin_of": [str(t) for t in twin_of] if twin_of else None,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-    sim_params = {"seed": seed}
-    if temperature is not None:
-        sim_params["temperature"] = temperature
-    if simulator_max_tokens:
-        sim_params["max_tokens"] = simulator_max_tokens
+    override_id = _assistant_override(session, spec, conds, configs)
+    key = spec.run_key(st.id, sim_cfg.fingerprint, override_id)
     session.commit()
-    return Setup(
-        st,
-        template,
-        sim_cfg.id,
-        simulator_model,
-        override_id,
-        jobs,
-        key,
-        min_t,
-        max_t,
-        sim_params,
-        configs,
-        conds,
+    return Setup(spec, st, template, sim_cfg.id, override_id, jobs, key, min_t, max_t, configs, conds)
+
+
+def _turn_limits(spec: SimulationSpec, settings: StudySettings) -> tuple[int, int]:
+    """(min, max) user turns: the spec's, else the study's settings."""
+    max_t = settings.max_turns if spec.max_turns is None else spec.max_turns
+    if spec.min_turns is not None and spec.max_turns is None and spec.min_turns > max_t:
+        # Both given: the spec checked them already.
+        raise UserInputError(
+            f"min turns ({spec.min_turns}) is greater than max turns ({max_t}, the study's setting)"
+        )
+    # The study's own minimum gives way to a lower max_turns.
+    min_t = min(settings.min_turns if spec.min_turns is None else spec.min_turns, max_t)
+    return min_t, max_t
+
+
+def _simulator_config(
+    session: Session, spec: SimulationSpec, template: PromptTemplate, min_t: int, max_t: int
+) -> SimulatorConfig:
+    return repo.get_or_create_simulator_config(
+        session,
+        spec.simulator_model,
+        prompt_template=template.name,
+        prompt_version=template.version,
+        temperature=spec.temperature,
+        seed=spec.seed,
+        params={
+            "min_turns": min_t,
+            "max_turns": max_t,
+            "goal_reminder_every": spec.goal_reminder_every,
+            **({"max_tokens": spec.simulator_max_tokens} if spec.simulator_max_tokens else {}),
+        },
     )
+
+
+def _jobs(session: Session, study: Study, spec: SimulationSpec) -> list[Job]:
+    if spec.twin_of:
+        return _twin_jobs(session, study, spec.twin_of, spec.n_per_condition)
+    chosen = _select_conditions(session, study, spec.conditions)
+    if not chosen:
+        raise UserInputError(f"study {study.name!r} has no conditions to simulate")
+    return [Job(c.id, r) for c in chosen for r in range(spec.n_per_condition)]
+
+
+def _assistant_override(session: Session, spec: SimulationSpec, conds: dict, configs: dict) -> int | None:
+    """The config of ``spec.assistant_model`` (added to ``configs``), or None without one."""
+    if not spec.assistant_model:
+        return None
+    # Same system prompt and sampling as the study's assistant, another model.
+    base = configs[next(iter(conds.values())).assistant_config_id]
+    o = repo.get_or_create_assistant_config(
+        session,
+        spec.assistant_model,
+        system_prompt=base.system_prompt,
+        temperature=base.temperature,
+        max_tokens=base.max_tokens,
+        version=base.version,
+        params=base.params,
+    )
+    configs[o.id] = o
+    return o.id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,66 +416,14 @@ def _cost(model: str, prompt: int, completion: int) -> float | None:
     return None if p is None else (prompt * p["input"] + completion * p["output"]) / 1e6
 
 
-def plan_simulation(
-    engine: Engine,
-    study: Any,
-    simulator_model: str,
-    assistant_model: str | None = None,
-    conditions: Sequence[str] | None = None,
-    n_per_condition: int = 1,
-    max_turns: int | None = None,
-    min_turns: int | None = None,
-    temperature: float | None = None,
-    seed: int = 0,
-    prompt: str | None = None,
-    goal_reminder_every: int | None = None,
-    twin_of: Sequence[Any] | None = None,
-    simulator_max_tokens: int | None = None,
-    **_: Any,
-) -> Plan:
+def plan_simulation(engine: Engine, spec: SimulationSpec) -> Plan:
     """Projected calls, tokens and cost of a run (nothing is called; nothing but configs is written)."""
     with Session(engine, expire_on_commit=False) as s:
-        su = _setup(
-            s,
-            study,
-            simulator_model,
-            assistant_model,
-            conditions,
-            n_per_condition,
-            max_turns,
-            min_turns,
-            temperature,
-            seed,
-            prompt,
-            goal_reminder_every,
-            twin_of,
-            simulator_max_tokens,
-        )
+        su = _setup(s, spec)
     _, existing = _existing(engine, su.key)
     remaining = [j for j in su.jobs if existing.get((j.condition_id, j.replicate), (0, ""))[1] != "completed"]
-    sim_sys = len(su.template.part("en", "system", profile="x" * 400, task="x" * 400)) // 4
-    expected = max(su.min_turns, round((su.min_turns + su.max_turns) / 2))
-    totals = {"calls": 0, "calls_max": 0, "p": 0, "c": 0, "cost": 0.0, "cost_max": 0.0}
-    unknown = False
-    models = {su.simulator_model}
-    for j in remaining:
-        cfg = su.configs[su.assistant_override_id or su.conditions[j.condition_id].assistant_config_id]
-        models.add(cfg.model)
-        asys = len(cfg.system_prompt or "") // 4
-        aout = min(cfg.max_tokens or EST_ASSISTANT_TOKENS, EST_ASSISTANT_TOKENS)
-        for turns, suffix in ((expected, ""), (su.max_turns, "_max")):
-            calls, p, c = _projection(1, turns, sim_sys, asys, aout)
-            sim_p = p // 2
-            cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns)
-            cost_a = _cost(cfg.model, p - sim_p, aout * turns)
-            if cost_s is None or cost_a is None:
-                unknown = True
-            else:
-                totals["cost" + suffix] += cost_s + cost_a
-            totals["calls" + suffix] += calls
-            if not suffix:
-                totals["p"] += p
-                totals["c"] += c
+    totals, models = _project(su, remaining)
+    unknown = totals["unknown"]
     return Plan(
         su.key,
         len(su.jobs),
@@ -520,6 +437,34 @@ def plan_simulation(
         None if unknown else totals["cost_max"],
         sorted(models),
     )
+
+
+def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
+    """Totals over the ``remaining`` jobs at the expected and at the maximum number of turns, and
+    the models they use; ``unknown`` is set when a model has no price."""
+    sim_sys = len(su.template.part("en", "system", profile="x" * 400, task="x" * 400)) // 4
+    expected = max(su.min_turns, round((su.min_turns + su.max_turns) / 2))
+    totals = {"calls": 0, "calls_max": 0, "p": 0, "c": 0, "cost": 0.0, "cost_max": 0.0, "unknown": False}
+    models = {su.simulator_model}
+    for j in remaining:
+        cfg = su.configs[su.assistant_override_id or su.conditions[j.condition_id].assistant_config_id]
+        models.add(cfg.model)
+        asys = len(cfg.system_prompt or "") // 4
+        aout = min(cfg.max_tokens or EST_ASSISTANT_TOKENS, EST_ASSISTANT_TOKENS)
+        for turns, suffix in ((expected, ""), (su.max_turns, "_max")):
+            calls, p, c = _projection(1, turns, sim_sys, asys, aout)
+            sim_p = p // 2
+            cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns)
+            cost_a = _cost(cfg.model, p - sim_p, aout * turns)
+            if cost_s is None or cost_a is None:
+                totals["unknown"] = True
+            else:
+                totals["cost" + suffix] += cost_s + cost_a
+            totals["calls" + suffix] += calls
+            if not suffix:
+                totals["p"] += p
+                totals["c"] += c
+    return totals, models
 
 
 # --------------------------------------------------------------------------------------------------
@@ -602,127 +547,87 @@ def _params(cfg: AssistantConfig) -> dict:
 
 def run_simulation(
     engine: Engine,
-    study: Any,
-    simulator_model: str,
-    assistant_model: str | None = None,
-    conditions: Sequence[str] | None = None,
-    n_per_condition: int = 1,
-    concurrency: int = 4,
-    max_turns: int | None = None,
-    budget: float | None = None,
+    spec: SimulationSpec,
     progress: Callable[[Progress], None] | None = None,
-    min_turns: int | None = None,
-    temperature: float | None = None,
-    seed: int = 0,
-    prompt: str | None = None,
-    goal_reminder_every: int | None = None,
-    twin_of: Sequence[Any] | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    cache: bool = True,
     model_options: dict | None = None,
-    retry_failed: bool = True,
-    simulator_max_tokens: int | None = None,
 ) -> RunSummary:
-    """Run (or resume) a batch of simulated conversations; every turn is written as it happens."""
-    return asyncio.run(arun_simulation(**{k: v for k, v in locals().items()}))
+    """Run (or resume) a batch of simulated conversations; every turn is written as it happens.
+
+    ``progress`` is called as conversations start and end; ``model_options`` maps a model name to
+    keyword arguments for building its client (retries, timeouts, an HTTP transport).
+    """
+    return asyncio.run(arun_simulation(engine, spec, progress=progress, model_options=model_options))
 
 
 async def arun_simulation(
     engine: Engine,
-    study: Any,
-    simulator_model: str,
-    assistant_model: str | None = None,
-    conditions: Sequence[str] | None = None,
-    n_per_condition: int = 1,
-    concurrency: int = 4,
-    max_turns: int | None = None,
-    budget: float | None = None,
+    spec: SimulationSpec,
     progress: Callable[[Progress], None] | None = None,
-    min_turns: int | None = None,
-    temperature: float | None = None,
-    seed: int = 0,
-    prompt: str | None = None,
-    goal_reminder_every: int | None = None,
-    twin_of: Sequence[Any] | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    cache: bool = True,
     model_options: dict | None = None,
-    retry_failed: bool = True,
-    simulator_max_tokens: int | None = None,
 ) -> RunSummary:
-    if concurrency < 1:
-        raise UserInputError("--concurrency must be at least 1")
+    """``run_simulation`` inside a running event loop."""
     t_start = time.monotonic()
     with Session(engine, expire_on_commit=False) as s:
-        su = _setup(
-            s,
-            study,
-            simulator_model,
-            assistant_model,
-            conditions,
-            n_per_condition,
-            max_turns,
-            min_turns,
-            temperature,
-            seed,
-            prompt,
-            goal_reminder_every,
-            twin_of,
-            simulator_max_tokens,
-        )
+        su = _setup(s, spec)
         contexts = {
-            cid: _user_context(s, c, su.min_turns, su.max_turns, goal_reminder_every)
+            cid: _user_context(s, c, su.min_turns, su.max_turns, spec.goal_reminder_every)
             for cid, c in su.conditions.items()
         }
-    opts = model_options or {}
-    # Models are built once (clients and connection pools are shared by all conversations).
+    sim_model, asst_models = _build_models(su, model_options or {})
+    if spec.budget is not None:
+        _check_prices({su.simulator_model, *asst_models})
+    me = process_owner()
+    _start_run(engine, su, me, spec.run_params(su.min_turns, su.max_turns, su.template.label))
+    # Read after the claim: what is done is what no other process can still be changing.
+    run_id, existing = _existing(engine, su.key)
+    batch = _Batch(engine, su, contexts, run_id, me, existing, sim_model, asst_models, progress)
+    batch.report()
+    try:
+        await batch.run()
+    finally:
+        for model in (sim_model, *asst_models.values()):
+            await model.aclose()
+        final = batch.final_status()
+        _finish_run(engine, run_id, me, final)
+    return batch.summary(final, time.monotonic() - t_start)
+
+
+def _build_models(su: Setup, opts: dict) -> tuple[Any, dict]:
+    """The simulator model and the assistant models by name, built once: clients and connection
+    pools are shared by all conversations."""
     sim_model = get_model(su.simulator_model, **opts.get(su.simulator_model, {}))
     asst_models = {}
     for cfg in su.configs.values():
         if cfg.model not in asst_models:
             asst_models[cfg.model] = get_model(cfg.model, **opts.get(cfg.model, {}))
-    if budget is not None:
-        for name in {su.simulator_model, *asst_models}:
-            if price_of(name) is None:
-                raise UserInputError(
-                    f"--budget needs a price for {name}: add it to a price file named by "
-                    "WORKBENCH_PRICES (see `workbench models prices`)"
-                )
+    return sim_model, asst_models
 
-    me = process_owner()
-    _start_run(
-        engine,
-        su,
-        me,
-        {
-            "simulator_model": su.simulator_model,
-            "assistant_model": assistant_model,
-            "conditions": list(conditions) if conditions else None,
-            "twin_of": [str(t) for t in twin_of] if twin_of else None,
-            "min_turns": su.min_turns,
-            "max_turns": su.max_turns,
-            "prompt": su.template.label,
-            "seed": seed,
-            "temperature": temperature,
-            "goal_reminder_every": goal_reminder_every,
-        },
-    )
-    # Read after the claim: what is done is what no other process can still be changing.
-    run_id, existing = _existing(engine, su.key)
 
-    skip_status = {"completed"} if retry_failed else {"completed", "failed"}
-    todo = [j for j in su.jobs if existing.get((j.condition_id, j.replicate), (0, ""))[1] not in skip_status]
-    prog = Progress(total=len(su.jobs), done=len(su.jobs) - len(todo))
-    skipped = prog.done
-    limiter = RateLimiter(rpm, tpm)
-    # One database thread for the whole run: cache lookups, LLMCall rows and turns of all in-flight
-    # conversations are committed together in small batches, each written as it happens.
-    db = DatabaseWorker(engine)
-    # Deferred writes: a call's LLMCall row, its turn and the next call's cache lookup are queued
-    # back to back and usually share one commit and one thread hand-off; the conversation waits for
-    # all its writes before it is closed (and fails if one failed).
+def _check_prices(models: set[str]) -> None:
+    """A budget is counted in USD, so every model needs a price."""
+    for name in models:
+        if price_of(name) is None:
+            raise UserInputError(
+                f"the budget needs a price for {name}: add it to a price file named by "
+                "WORKBENCH_PRICES (see `workbench models prices`)"
+            )
+
+
+def _finish_run(engine: Engine, run_id: int, me: str, status: str) -> None:
+    """Record the run's final status and release it (if this process still owns it)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(_RUN)
+            .where(_RUN.c.id == run_id, _RUN.c.owner == me)
+            .values(status=status, finished_at=utcnow(), owner=None)
+        )
+
+
+def _recorders(engine: Engine, su: Setup, run_id: int, db: DatabaseWorker, sim_model: Any, asst_models: dict):
+    """Recording wrappers of the simulator and of each assistant model. Writes are deferred: a
+    call's LLMCall row, its turn and the next call's cache lookup are queued back to back and
+    usually share one commit and one thread hand-off; the conversation waits for all its writes
+    before it is closed (and fails if one failed)."""
     sim_rec = recorded(
         sim_model,
         engine,
@@ -730,7 +635,7 @@ async def arun_simulation(
         study_id=su.study.id,
         run_id=run_id,
         prompt_version=su.template.label,
-        cache=cache,
+        cache=su.spec.cache,
         worker=db,
         defer_writes=True,
     )
@@ -741,32 +646,184 @@ async def arun_simulation(
             "assistant",
             study_id=su.study.id,
             run_id=run_id,
-            cache=cache,
+            cache=su.spec.cache,
             worker=db,
             defer_writes=True,
         )
         for m, model in asst_models.items()
     }
-    state = {"budget_stopped": False, "completed": 0, "failed": 0}
-    queue: deque = deque(todo)
+    return sim_rec, asst_rec
 
-    def report() -> None:
-        if progress:
-            progress(prog)
 
-    def before_call() -> Any:
-        if budget is not None and prog.cost_usd >= budget:
-            state["budget_stopped"] = True
+def _write_turn(conn: Any, conv_id: int, rec: TurnRecord) -> None:
+    if rec.llm_call_id is None and rec.call is not None:
+        rec.llm_call_id = rec.call.call_id  # its LLMCall row was queued (so written) before this turn
+    conn.execute(
+        _INSERT_TURN,
+        dict(
+            conversation_id=conv_id,
+            index=rec.index,
+            role=rec.role,
+            content=rec.content,
+            created_at=rec.created_at,
+            completed_at=rec.completed_at,
+            latency_ms=rec.latency_ms,
+            prompt_tokens=rec.prompt_tokens,
+            completion_tokens=rec.completion_tokens,
+            llm_call_id=rec.llm_call_id,
+            meta=rec.meta,
+            intent=None,
+        ),
+    )
+
+
+class _ConversationWrites:
+    """One conversation's queued LLMCall and turn writes: ``flush`` waits for all of them and
+    raises the first that failed."""
+
+    def __init__(self, db: DatabaseWorker, conv_id: int, after_call: Callable[[Any], None]):
+        self.db, self.conv_id, self.after_call = db, conv_id, after_call
+        self.pending: list = []
+
+    def on_turn(self, rec: TurnRecord) -> None:
+        self.pending.append(self.db.submit(_write_turn, self.conv_id, rec))
+
+    def after(self, c: Any) -> None:
+        if c.record is not None:
+            self.pending.append(c.record)
+        self.after_call(c)
+
+    async def flush(self) -> None:
+        if self.pending:
+            results = await asyncio.gather(*self.pending, return_exceptions=True)
+            self.pending.clear()
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+
+
+class _Batch:
+    """This invocation's share of a run: the conversations not yet done, ``concurrency`` at a time,
+    each opened, played and closed in the database, with the rate limits and the budget applied
+    around every model call."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        su: Setup,
+        contexts: dict,
+        run_id: int,
+        me: str,
+        existing: dict,
+        sim_model: Any,
+        asst_models: dict,
+        progress: Callable[[Progress], None] | None,
+    ):
+        self.su, self.spec, self.contexts = su, su.spec, contexts
+        self.run_id, self.me, self.existing = run_id, me, existing
+        skip_status = {"completed"} if self.spec.retry_failed else {"completed", "failed"}
+        self.queue: deque = deque(
+            j for j in su.jobs if existing.get((j.condition_id, j.replicate), (0, ""))[1] not in skip_status
+        )
+        self.prog = Progress(total=len(su.jobs), done=len(su.jobs) - len(self.queue))
+        self.skipped = self.prog.done
+        self.progress = progress
+        self.limiter = RateLimiter(self.spec.rpm, self.spec.tpm)
+        self.sim_params = self.spec.simulator_call_params()
+        # One database thread for the whole run: cache lookups, LLMCall rows and turns of all in-flight
+        # conversations are committed together in small batches, each written as it happens.
+        self.db = DatabaseWorker(engine)
+        self.sim_rec, self.asst_rec = _recorders(engine, su, run_id, self.db, sim_model, asst_models)
+        self.budget_stopped = False
+
+    # ---- dispatch ---------------------------------------------------------------------------------
+
+    def report(self) -> None:
+        if self.progress:
+            self.progress(self.prog)
+
+    async def run(self) -> None:
+        workers = min(self.spec.concurrency, max(1, len(self.queue)))
+        await asyncio.gather(*(self._worker() for _ in range(workers)))
+
+    async def _worker(self) -> None:
+        while self.queue and not self.budget_stopped:
+            job = self.queue.popleft()
+            self.prog.in_flight += 1
+            try:
+                await self._one(job)
+            finally:
+                self.prog.in_flight -= 1
+                self.report()
+
+    # ---- budget and limits around every call ------------------------------------------------------
+
+    def _before_call(self) -> Any:
+        if self.spec.budget is not None and self.prog.cost_usd >= self.spec.budget:
+            self.budget_stopped = True
             raise BudgetExceeded()
-        return limiter.acquire()
+        return self.limiter.acquire()
 
-    def after_call(c: Any) -> None:
-        prog.cost_usd += c.cost_usd or 0.0
-        prog.calls += 1
-        limiter.record(c.usage.prompt_tokens + c.usage.completion_tokens)
+    def _after_call(self, c: Any) -> None:
+        self.prog.cost_usd += c.cost_usd or 0.0
+        self.prog.calls += 1
+        self.limiter.record(c.usage.prompt_tokens + c.usage.completion_tokens)
 
-    def open_conversation(conn: Any, job: Job, prior: tuple | None) -> int:
+    # ---- one conversation -------------------------------------------------------------------------
+
+    async def _one(self, job: Job) -> None:
+        prior = self.existing.get((job.condition_id, job.replicate))
+        conv_id = await self.db.run(self._open_conversation, job, prior)
+        try:
+            res = await self._converse(job, conv_id)
+        except BudgetExceeded:
+            # Marked as stopped (not left looking live); the next run starts it again.
+            await self._close(conv_id, "stopped", end_reason="budget", ended_by="system")
+            return
+        except LLMError as exc:
+            await self._fail(conv_id, str(exc))
+            return
+        except Exception as exc:  # a bug or an unexpected SDK error must not stop the batch
+            await self._fail(conv_id, f"{exc.__class__.__name__}: {exc}")
+            return
+        await self._close(conv_id, "completed", end_reason=res.end_reason, ended_by=res.ended_by)
+        self.prog.done += 1
+
+    async def _converse(self, job: Job, conv_id: int) -> ConversationResult:
+        su = self.su
         cond = su.conditions[job.condition_id]
+        cfg = su.configs[su.assistant_override_id or cond.assistant_config_id]
+        user = SimulatedUser(su.template, self.contexts[job.condition_id])
+        # Each replicate samples with its own seed, so replicates differ and re-runs hit the cache.
+        conv_seed = self.spec.seed * 1_000_003 + job.replicate
+        sim = self.sim_rec.bind(conversation_id=conv_id)
+        asst = self.asst_rec[cfg.model].bind(conversation_id=conv_id, prompt_version=cfg.version)
+        writes = _ConversationWrites(self.db, conv_id, self._after_call)
+        try:
+            return await run_conversation(
+                user,
+                sim,
+                asst,
+                cfg.system_prompt,
+                {**self.sim_params, "seed": conv_seed},
+                {**_params(cfg), "seed": conv_seed},
+                writes.on_turn,
+                self._before_call,
+                writes.after,
+            )
+        finally:
+            await writes.flush()
+
+    async def _fail(self, conv_id: int, error: str) -> None:
+        await self._close(conv_id, "failed", error=error, end_reason="error", ended_by="system")
+        self.prog.failed += 1
+
+    async def _close(self, conv_id: int, status: str, **values: Any) -> None:
+        await self.db.run(self._close_conversation, conv_id, status, dict(ended_at=utcnow(), **values))
+
+    # ---- database writes (in the database thread) -------------------------------------------------
+
+    def _open_conversation(self, conn: Any, job: Job, prior: tuple | None) -> int:
         now = utcnow()
         if prior:
             conv_id = prior[0]
@@ -787,184 +844,58 @@ async def arun_simulation(
                 )
             )
             return conv_id
+        cond = self.su.conditions[job.condition_id]
         return conn.execute(
             insert(_CONV).values(
-                study_id=su.study.id,
+                study_id=self.su.study.id,
                 condition_id=cond.id,
                 user_kind="agent",
-                simulator_config_id=su.simulator_config_id,
-                run_id=run_id,
+                simulator_config_id=self.su.simulator_config_id,
+                run_id=self.run_id,
                 replicate=job.replicate,
                 twin_of_id=job.twin_of_id,
                 status="in_progress",
                 language=cond.language,
                 started_at=now,
-                prompt_version=su.template.label,
+                prompt_version=self.su.template.label,
                 source="simulated",
                 wave=None,
                 meta={
-                    "assistant_config_id": su.assistant_override_id or cond.assistant_config_id,
-                    "seed": seed,
+                    "assistant_config_id": self.su.assistant_override_id or cond.assistant_config_id,
+                    "seed": self.spec.seed,
                     "replicate": job.replicate,
                 },
             )
         ).inserted_primary_key[0]
 
-    def write_turn(conn: Any, conv_id: int, rec: TurnRecord) -> None:
-        if rec.llm_call_id is None and rec.call is not None:
-            rec.llm_call_id = rec.call.call_id  # its LLMCall row was queued (so written) before this turn
-        conn.execute(
-            _INSERT_TURN,
-            dict(
-                conversation_id=conv_id,
-                index=rec.index,
-                role=rec.role,
-                content=rec.content,
-                created_at=rec.created_at,
-                completed_at=rec.completed_at,
-                latency_ms=rec.latency_ms,
-                prompt_tokens=rec.prompt_tokens,
-                completion_tokens=rec.completion_tokens,
-                llm_call_id=rec.llm_call_id,
-                meta=rec.meta,
-                intent=None,
-            ),
-        )
-
-    def close_conversation(conn: Any, conv_id: int, status: str, values: dict) -> None:
+    def _close_conversation(self, conn: Any, conv_id: int, status: str, values: dict) -> None:
         conn.execute(update(_CONV).where(_CONV.c.id == conv_id).values(status=status, **values))
         conn.execute(
-            update(_RUN).where(_RUN.c.id == run_id, _RUN.c.owner == me).values(heartbeat_at=utcnow())
+            update(_RUN)
+            .where(_RUN.c.id == self.run_id, _RUN.c.owner == self.me)
+            .values(heartbeat_at=utcnow())
         )
 
-    async def one(job: Job) -> None:
-        prior = existing.get((job.condition_id, job.replicate))
-        conv_id = await db.run(open_conversation, job, prior)
-        cond = su.conditions[job.condition_id]
-        cfg = su.configs[su.assistant_override_id or cond.assistant_config_id]
-        user = SimulatedUser(su.template, contexts[job.condition_id])
-        # Each replicate samples with its own seed, so replicates differ and re-runs hit the cache.
-        conv_seed = seed * 1_000_003 + job.replicate
-        sim = sim_rec.bind(conversation_id=conv_id)
-        asst = asst_rec[cfg.model].bind(conversation_id=conv_id, prompt_version=cfg.version)
+    # ---- summary ----------------------------------------------------------------------------------
 
-        writes: list = []  # this conversation's queued LLMCall and turn writes
+    def final_status(self) -> str:
+        if self.budget_stopped:
+            return "budget_stopped"
+        return "completed" if self.prog.done == self.prog.total else "completed_with_failures"
 
-        def on_turn(rec: TurnRecord) -> None:
-            writes.append(db.submit(write_turn, conv_id, rec))
-
-        def after(c: Any) -> None:
-            if c.record is not None:
-                writes.append(c.record)
-            after_call(c)
-
-        async def written() -> None:
-            if writes:
-                results = await asyncio.gather(*writes, return_exceptions=True)
-                writes.clear()
-                for r in results:
-                    if isinstance(r, BaseException):
-                        raise r
-
-        try:
-            try:
-                res = await run_conversation(
-                    user,
-                    sim,
-                    asst,
-                    cfg.system_prompt,
-                    {**su.sim_params, "seed": conv_seed},
-                    {**_params(cfg), "seed": conv_seed},
-                    on_turn,
-                    before_call,
-                    after,
-                )
-            finally:
-                await written()
-        except BudgetExceeded:
-            # Marked as stopped (not left looking live); the next run starts it again.
-            await db.run(
-                close_conversation,
-                conv_id,
-                "stopped",
-                dict(ended_at=utcnow(), end_reason="budget", ended_by="system"),
-            )
-            return
-        except LLMError as exc:
-            await db.run(
-                close_conversation,
-                conv_id,
-                "failed",
-                dict(error=str(exc), ended_at=utcnow(), end_reason="error", ended_by="system"),
-            )
-            prog.failed += 1
-            state["failed"] += 1
-            return
-        except Exception as exc:  # a bug or an unexpected SDK error must not stop the batch
-            await db.run(
-                close_conversation,
-                conv_id,
-                "failed",
-                dict(
-                    error=f"{exc.__class__.__name__}: {exc}",
-                    ended_at=utcnow(),
-                    end_reason="error",
-                    ended_by="system",
-                ),
-            )
-            prog.failed += 1
-            state["failed"] += 1
-            return
-        await db.run(
-            close_conversation,
-            conv_id,
-            "completed",
-            dict(ended_at=utcnow(), end_reason=res.end_reason, ended_by=res.ended_by),
+    def summary(self, status: str, seconds: float) -> RunSummary:
+        p = self.prog
+        return RunSummary(
+            self.run_id,
+            self.su.key,
+            p.total,
+            p.done,
+            p.failed,
+            self.skipped,
+            p.total - p.done - p.failed,
+            p.cost_usd,
+            p.calls,
+            self.budget_stopped,
+            seconds,
+            status,
         )
-        prog.done += 1
-        state["completed"] += 1
-
-    async def worker() -> None:
-        while queue and not state["budget_stopped"]:
-            job = queue.popleft()
-            prog.in_flight += 1
-            try:
-                await one(job)
-            finally:
-                prog.in_flight -= 1
-                report()
-
-    report()
-    try:
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, len(todo))))))
-    finally:
-        for model in (sim_model, *asst_models.values()):
-            await model.aclose()
-        final = (
-            "budget_stopped"
-            if state["budget_stopped"]
-            else "completed"
-            if prog.done == prog.total
-            else "completed_with_failures"
-        )
-        with engine.begin() as conn:
-            conn.execute(
-                update(_RUN)
-                .where(_RUN.c.id == run_id, _RUN.c.owner == me)
-                .values(status=final, finished_at=utcnow(), owner=None)
-            )
-    not_run = prog.total - prog.done - prog.failed
-    return RunSummary(
-        run_id,
-        su.key,
-        prog.total,
-        prog.done,
-        prog.failed,
-        skipped,
-        not_run,
-        prog.cost_usd,
-        prog.calls,
-        state["budget_stopped"],
-        time.monotonic() - t_start,
-        final,
-    )

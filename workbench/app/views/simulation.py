@@ -1,6 +1,7 @@
 """Researcher: launch a simulation run for a study and follow it from the database."""
 
 import streamlit as st
+from pydantic import ValidationError
 
 from db.engine import session_scope
 from db.errors import WorkbenchError
@@ -8,7 +9,13 @@ from db.repo import get_study
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, study_names, table
 from workbench.config import default_model
-from workbench.participation import console as C
+from workbench.simulation import (
+    SimulationSpec,
+    simulation_runs_df,
+    simulation_status,
+    spec_error,
+    start_simulation,
+)
 
 require_role("researcher")
 st.title("Simulation")
@@ -25,14 +32,22 @@ with st.form("simulate"):
     )
     if st.form_submit_button("Start simulation", type="primary"):
         try:
-            st.session_state["sim_key"] = C.start_simulation(
-                eng, study, model, int(n), int(concurrency), max_turns=int(max_turns) or None, twins=twins
+            spec = SimulationSpec(
+                study=study,
+                simulator_model=model.strip(),
+                n_per_condition=int(n),
+                concurrency=int(concurrency),
+                max_turns=int(max_turns) or None,
+                twin_of=["all"] if twins else None,
             )
+            st.session_state["sim_key"] = start_simulation(eng, spec)
+        except ValidationError as exc:
+            st.error(escape_markdown(spec_error(exc)))
         except WorkbenchError as exc:
             st.error(escape_markdown(str(exc)))
 key = st.session_state.get("sim_key")
 if key:
-    state = C.simulation_status(key)
+    state = simulation_status(key)
     if state["error"]:
         st.error(escape_markdown(f"The simulation stopped: {state['error']}"))
     elif state["running"]:
@@ -42,5 +57,5 @@ if key:
 if st.button("Refresh"):
     st.rerun()
 with session_scope(eng) as s:
-    runs = C.simulation_runs_df(s, get_study(s, study).id)
+    runs = simulation_runs_df(s, get_study(s, study).id)
 table(runs, hide_index=True, width="stretch")
