@@ -12,6 +12,10 @@ import re
 from collections.abc import Iterable
 
 TRAINED = {"en": "en_core_web_sm", "zh": "zh_core_web_sm"}
+# Longest text given to a pipeline: spaCy refuses texts over nlp.max_length (1,000,000 characters)
+# with a traceback, and no user turn of a real conversation comes near 100,000 characters (the
+# reference data's longest is under 3,000). Longer texts are cut here and the cut is counted.
+MAX_TEXT_CHARS = 100_000
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -35,6 +39,22 @@ class _JiebaNoHMM:
 
     def cut(self, text, cut_all=False):
         return self._jieba.cut(text, cut_all=cut_all, HMM=False)
+
+
+def clip_text(text: str, limit: int = MAX_TEXT_CHARS) -> tuple[str, bool]:
+    """``text`` cut to ``limit`` characters for a pipeline, and whether it was cut."""
+    text = text or ""
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+def clip_texts(texts: Iterable[str], limit: int = MAX_TEXT_CHARS) -> tuple[list[str], int]:
+    """Every text cut to ``limit`` characters, and how many were cut."""
+    out, cut = [], 0
+    for text in texts:
+        clipped, was_cut = clip_text(text, limit)
+        out.append(clipped)
+        cut += was_cut
+    return out, cut
 
 
 def load_pipeline(language: str, trained: bool = True):
