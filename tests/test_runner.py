@@ -722,3 +722,45 @@ def test_spec_is_frozen_and_its_key_is_its_identity():
     )
     assert spec.model_copy(update={"conditions": ("a",)}).run_key(1, "f" * 64, None) != key
     assert spec.run_key(1, "f" * 64, 7) != key and spec.run_key(2, "f" * 64, None) != key
+
+
+def test_twins_of_unfinished_sessions_are_skipped_unless_asked(engine):
+    """A one-message abandoned session got a full twin (issue 15, item 13): "twin of all" skips
+    abandoned, screened-out and running sessions and says how many; include_unfinished twins them."""
+    from db.models import Participant
+
+    _study(engine, assistant="scripted/assistant")
+    with Session(engine) as s:
+        conds = s.exec(select(Condition).order_by(Condition.id)).all()
+        study_id = conds[0].study_id
+        out = Participant(study_id=study_id, pseudonym="p-out", status="screened_out")
+        s.add(out)
+        s.flush()
+        for i, (status, person) in enumerate(
+            [("completed", None), ("abandoned", None), ("in_progress", None), ("completed", out.id)]
+        ):
+            s.add(
+                Conversation(
+                    study_id=study_id,
+                    condition_id=conds[i].id,
+                    user_kind="human",
+                    status=status,
+                    participant_id=person,
+                    started_at=utcnow(),
+                )
+            )
+        s.commit()
+        abandoned = s.exec(select(Conversation.id).where(Conversation.status == "abandoned")).one()
+    plan = plan_simulation(engine, SimulationSpec(study="s", simulator_model="scripted/sim", twin_of=["all"]))
+    assert plan.n_conversations == 1 and plan.twins_skipped == 3
+    assert any("3 unfinished human sessions were not twinned" in line for line in plan.lines())
+    summ = run_simulation(engine, SimulationSpec(study="s", simulator_model="scripted/sim", twin_of=["all"]))
+    assert summ.total == 1 and summ.twins_skipped == 3
+    everyone = SimulationSpec(
+        study="s", simulator_model="scripted/sim", twin_of=["all"], include_unfinished=True
+    )
+    assert plan_simulation(engine, everyone).n_conversations == 4
+    with pytest.raises(UserInputError, match=f"conversation {abandoned} is unfinished"):
+        plan_simulation(
+            engine, SimulationSpec(study="s", simulator_model="scripted/sim", twin_of=[abandoned])
+        )

@@ -70,6 +70,13 @@ _TwinOf = Annotated[
         "--twin-of", help="Digital twins: human conversation ids (or 'all') whose conditions to simulate."
     ),
 ]
+_IncludeUnfinished = Annotated[
+    bool,
+    typer.Option(
+        "--include-unfinished",
+        help="With --twin-of: also twin abandoned, screened-out or unfinished human sessions (skipped otherwise).",
+    ),
+]
 _Rpm = Annotated[
     int | None, typer.Option("--rpm", help="Requests-per-minute limit (0 = no limit, the default).")
 ]
@@ -103,6 +110,7 @@ def simulate(
     prompt: _Prompt = None,
     goal_reminder_every: _GoalReminderEvery = None,
     twin_of: _TwinOf = None,
+    include_unfinished: _IncludeUnfinished = False,
     rpm: _Rpm = None,
     tpm: _Tpm = None,
     no_cache: _NoCache = False,
@@ -131,6 +139,7 @@ def simulate(
         assistant_model=assistant_model,
         conditions=_split(conditions),
         twin_of=_split(twin_of),
+        include_unfinished=include_unfinished,
         n_per_condition=n_per_condition,
         min_turns=min_turns,
         max_turns=max_turns,

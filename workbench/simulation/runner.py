@@ -28,6 +28,7 @@ from db.models import (
     Condition,
     Conversation,
     Label,
+    Participant,
     Profile,
     Scenario,
     SimulationRun,
@@ -77,6 +78,7 @@ class Setup:
     max_turns: int
     configs: dict  # assistant_config_id -> AssistantConfig
     conditions: dict  # condition_id -> Condition
+    twins_skipped: int = 0  # unfinished human sessions left out of "twin of all"
 
     @property
     def simulator_model(self) -> str:
@@ -96,6 +98,7 @@ class Plan:
     cost_usd: float | None
     cost_usd_max: float | None
     models: list[str]
+    twins_skipped: int = 0
 
     def lines(self) -> list[str]:
         cost = (
@@ -110,7 +113,7 @@ class Plan:
             f"projected tokens: {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion",
             f"projected cost: {cost}",
             f"models: {', '.join(self.models)}",
-        ]
+        ] + _skipped_line(self.twins_skipped)
 
 
 @dataclass
@@ -138,14 +141,25 @@ class RunSummary:
     budget_stopped: bool
     seconds: float
     status: str
+    twins_skipped: int = 0
 
     def lines(self) -> list[str]:
-        return [
+        return _skipped_line(self.twins_skipped) + [
             f"run {self.run_key[:12]} (id {self.run_id}): {self.status}",
             f"{self.completed}/{self.total} complete ({self.skipped} before this run), {self.failed} failed, "
             f"{self.not_started} not run",
             f"{self.calls} calls, ${self.cost_usd:.4f}, {self.seconds:.1f}s",
         ]
+
+
+def _skipped_line(n: int) -> list[str]:
+    if not n:
+        return []
+    sessions = "session was" if n == 1 else "sessions were"
+    return [
+        f"{n} unfinished human {sessions} not twinned (abandoned, screened out or still running; "
+        "include_unfinished / --include-unfinished twins them too)"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,29 +215,58 @@ def _select_conditions(session: Session, study: Study, conditions: Sequence[str]
     return chosen
 
 
-def _twin_jobs(session: Session, study: Study, twin_of: Sequence[int | str], n: int) -> list[Job]:
+def _twin_jobs(
+    session: Session, study: Study, twin_of: Sequence[int | str], n: int, include_unfinished: bool = False
+) -> tuple[list[Job], int]:
+    """Jobs copying the conditions of the human conversations ``twin_of`` (ids or ``["all"]``), and
+    how many unfinished ones "all" left out. A session that did not finish (abandoned, screened out,
+    still running) is no model of a person's whole conversation, so it is only twinned when asked."""
     if list(twin_of) == ["all"]:
-        ids = session.exec(
-            select(Conversation.id)
+        convs = session.exec(
+            select(Conversation)
             .where(Conversation.study_id == study.id, Conversation.user_kind == "human")
             .order_by(Conversation.id)
         ).all()
-        if not ids:
+        if not convs:
             raise UserInputError(
                 f"study {study.name!r} has no human conversations yet, so there is nothing to "
                 "twin: collect human sessions (or import them) first"
             )
+        kept = [c for c in convs if include_unfinished or _finished(session, c)]
+        skipped = len(convs) - len(kept)
+        if not kept:
+            raise UserInputError(
+                f"none of the {len(convs)} human conversations of study {study.name!r} was finished: "
+                "set include_unfinished (--include-unfinished) to twin unfinished sessions"
+            )
     else:
-        ids = sorted(int(i) for i in twin_of)
+        kept, skipped = [_named_twin(session, study, int(i), include_unfinished) for i in sorted(twin_of)], 0
     jobs, per_condition = [], {}
-    for cid in ids:
-        conv = session.get(Conversation, cid)
-        if conv is None or conv.study_id != study.id or conv.user_kind != "human":
-            raise UserInputError(f"conversation {cid} is not a human conversation of study {study.name!r}")
+    for conv in kept:
         k = per_condition.get(conv.condition_id, 0)
         per_condition[conv.condition_id] = k + 1
-        jobs += [Job(conv.condition_id, k * n + r, twin_of_id=cid) for r in range(n)]
-    return jobs
+        jobs += [Job(conv.condition_id, k * n + r, twin_of_id=conv.id) for r in range(n)]
+    return jobs, skipped
+
+
+def _finished(session: Session, conv: Conversation) -> bool:
+    """A completed conversation of a participant who was not screened out."""
+    if conv.status != "completed":
+        return False
+    person = session.get(Participant, conv.participant_id) if conv.participant_id else None
+    return person is None or person.status != "screened_out"
+
+
+def _named_twin(session: Session, study: Study, cid: int, include_unfinished: bool) -> Conversation:
+    conv = session.get(Conversation, cid)
+    if conv is None or conv.study_id != study.id or conv.user_kind != "human":
+        raise UserInputError(f"conversation {cid} is not a human conversation of study {study.name!r}")
+    if not include_unfinished and not _finished(session, conv):
+        raise UserInputError(
+            f"conversation {cid} is unfinished ({conv.status}): set include_unfinished "
+            "(--include-unfinished) to twin it anyway"
+        )
+    return conv
 
 
 def _setup(session: Session, spec: SimulationSpec) -> Setup:
@@ -233,7 +276,7 @@ def _setup(session: Session, spec: SimulationSpec) -> Setup:
     st = _study(session, spec.study)
     min_t, max_t = _turn_limits(spec, study_settings(st))
     sim_cfg = _simulator_config(session, spec, template, min_t, max_t)
-    jobs = _jobs(session, st, spec)
+    jobs, twins_skipped = _jobs(session, st, spec)
     cond_ids = sorted({j.condition_id for j in jobs})
     conds = {c.id: c for c in session.exec(select(Condition).where(Condition.id.in_(cond_ids))).all()}
     configs = {
@@ -247,7 +290,9 @@ def _setup(session: Session, spec: SimulationSpec) -> Setup:
     override_id = _assistant_override(session, spec, conds, configs)
     key = spec.run_key(st.id, sim_cfg.fingerprint, override_id)
     session.commit()
-    return Setup(spec, st, template, sim_cfg.id, override_id, jobs, key, min_t, max_t, configs, conds)
+    return Setup(
+        spec, st, template, sim_cfg.id, override_id, jobs, key, min_t, max_t, configs, conds, twins_skipped
+    )
 
 
 def _turn_limits(spec: SimulationSpec, settings: StudySettings) -> tuple[int, int]:
@@ -282,13 +327,14 @@ def _simulator_config(
     )
 
 
-def _jobs(session: Session, study: Study, spec: SimulationSpec) -> list[Job]:
+def _jobs(session: Session, study: Study, spec: SimulationSpec) -> tuple[list[Job], int]:
+    """The jobs of the run and how many unfinished human sessions were not twinned."""
     if spec.twin_of:
-        return _twin_jobs(session, study, spec.twin_of, spec.n_per_condition)
+        return _twin_jobs(session, study, spec.twin_of, spec.n_per_condition, spec.include_unfinished)
     chosen = _select_conditions(session, study, spec.conditions)
     if not chosen:
         raise UserInputError(f"study {study.name!r} has no conditions to simulate")
-    return [Job(c.id, r) for c in chosen for r in range(spec.n_per_condition)]
+    return [Job(c.id, r) for c in chosen for r in range(spec.n_per_condition)], 0
 
 
 def _assistant_override(session: Session, spec: SimulationSpec, conds: dict, configs: dict) -> int | None:
@@ -436,6 +482,7 @@ def plan_simulation(engine: Engine, spec: SimulationSpec) -> Plan:
         None if unknown else totals["cost"],
         None if unknown else totals["cost_max"],
         sorted(models),
+        su.twins_skipped,
     )
 
 
@@ -898,4 +945,5 @@ class _Batch:
             self.budget_stopped,
             seconds,
             status,
+            self.su.twins_skipped,
         )

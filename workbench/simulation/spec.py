@@ -58,6 +58,8 @@ class SimulationSpec(BaseModel):
     budget: float | None = None  # USD
     cache: bool = True
     retry_failed: bool = True
+    # Digital twins of abandoned, screened-out or unfinished human sessions are skipped unless asked.
+    include_unfinished: bool = False
 
     @field_validator("conditions", "twin_of", mode="before")
     @classmethod
@@ -122,6 +124,8 @@ class SimulationSpec(BaseModel):
             "conditions": sorted(self.conditions) if self.conditions else None,
             "twin_of": list(self.twin_of) if self.twin_of else None,
         }
+        if self.include_unfinished and self.twin_of:  # only when set: older runs keep their keys
+            identity["include_unfinished"] = True
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def simulator_call_params(self) -> dict:
