@@ -254,6 +254,9 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
             )
             assert failed[0].end_reason == "error"
             assert s.exec(select(LLMCall).where(LLMCall.error.is_not(None))).first() is not None
+        # the summary counts the failed calls it recorded (it said "0 calls": issue 15, item 10)
+        assert summ.failed_calls >= n and summ.calls >= summ.failed_calls
+        assert f"({summ.failed_calls} failed)" in "\n".join(summ.lines())
 
 
 def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path):

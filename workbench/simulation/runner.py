@@ -28,6 +28,7 @@ from db.models import (
     Condition,
     Conversation,
     Label,
+    LLMCall,
     Participant,
     Profile,
     Scenario,
@@ -142,13 +143,14 @@ class RunSummary:
     seconds: float
     status: str
     twins_skipped: int = 0
+    failed_calls: int = 0  # of ``calls``
 
     def lines(self) -> list[str]:
         return _skipped_line(self.twins_skipped) + [
             f"run {self.run_key[:12]} (id {self.run_id}): {self.status}",
             f"{self.completed}/{self.total} complete ({self.skipped} before this run), {self.failed} failed, "
             f"{self.not_started} not run",
-            f"{self.calls} calls, ${self.cost_usd:.4f}, {self.seconds:.1f}s",
+            f"{self.calls} calls ({self.failed_calls} failed), ${self.cost_usd:.4f}, {self.seconds:.1f}s",
         ]
 
 
@@ -629,6 +631,7 @@ async def arun_simulation(
     run_id, existing = _existing(engine, su.key)
     batch = _Batch(engine, su, contexts, run_id, me, existing, sim_model, asst_models, progress)
     batch.report()
+    since = utcnow()
     try:
         await batch.run()
     finally:
@@ -636,7 +639,21 @@ async def arun_simulation(
             await model.aclose()
         final = batch.final_status()
         _finish_run(engine, run_id, me, final)
-    return batch.summary(final, time.monotonic() - t_start)
+    summary = batch.summary(final, time.monotonic() - t_start)
+    summary.calls, summary.failed_calls = _calls_since(engine, run_id, since)
+    return summary
+
+
+def _calls_since(engine: Engine, run_id: int, since) -> tuple[int, int]:
+    """(calls, failed calls) of the run recorded since ``since``: counted from the LLMCall rows, so
+    calls that failed (never counted as progress) are in the summary too."""
+    with Session(engine) as s:
+        n, failed = s.exec(
+            select(func.count(LLMCall.id), func.count(LLMCall.error)).where(
+                LLMCall.run_id == run_id, LLMCall.created_at >= since
+            )
+        ).one()
+    return int(n), int(failed)
 
 
 def _build_models(su: Setup, opts: dict) -> tuple[Any, dict]:
