@@ -167,6 +167,26 @@ class BlindItems:
             df = df[df["status"] == OPEN]
         return df.reset_index(drop=True)
 
+    def progress(self, dimensions: Iterable[str] | None = None) -> tuple[int, int, int]:
+        """(settled, total, stale) among the items of ``dimensions``. Progress counts the items the
+        annotators disagree on now; decisions on items they no longer disagree on (one changed or
+        withdrew a label) are ``stale``: they stay listed with their status, to be revisited."""
+        listed = self.of(dimensions)
+        total = int(listed["status"].isin([OPEN, DECIDED]).sum())
+        still_open = int((listed["status"] == OPEN).sum())
+        return total - still_open, total, len(listed) - total
+
+
+def annotator_of(source: str) -> str:
+    """The annotator's name of a ``human:<name>`` source (other sources by their own name)."""
+    return source.split(":", 1)[-1] if source.startswith("human:") else source
+
+
+def decision_options(values: dict[str, str], dimension=None) -> list[str]:
+    """The labels a decision chooses among: the dimension's (``dimension``: a codebook dimension)
+    or, for a dimension the codebook no longer has, the values the annotators gave."""
+    return list(dimension.labels) if dimension is not None else sorted(set(values.values()))
+
 
 BLIND_COLUMNS = ["key", "item_no", "turn_role", "turn_no"]
 

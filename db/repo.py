@@ -18,11 +18,13 @@ from sqlmodel import Session, select
 
 from db.errors import NotFoundError
 from db.models import (
+    Assignment,
     AssistantConfig,
     Condition,
     Conversation,
     Label,
     LabelSource,
+    LLMCall,
     Participant,
     Profile,
     QuestionnaireResponse,
@@ -422,3 +424,113 @@ def profile_and_context(
     ctx = session.get(TaskContext, cond.task_context_id)
     prof = session.get(Profile, cond.profile_id) if cond.profile_id else None
     return cond, scen, ctx, prof
+
+
+# --------------------------------------------------------------------------------------------------
+# Study overview and progress (the researcher's Home and Progress pages)
+# --------------------------------------------------------------------------------------------------
+
+
+def study_names(session: Session) -> list[str]:
+    """Every study's name, sorted."""
+    return list(session.exec(select(Study.name).order_by(Study.name)).all())
+
+
+def studies_overview_df(session: Session) -> pd.DataFrame:
+    """Conversations per study and scenario, by user kind (columns human, agent)."""
+    rows = session.exec(
+        select(Study.name, Scenario.key, Conversation.user_kind, func.count(Conversation.id))
+        .join(Conversation, Conversation.study_id == Study.id)
+        .join(Condition, Condition.id == Conversation.condition_id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .group_by(Study.name, Scenario.key, Conversation.user_kind)
+    ).all()
+    df = pd.DataFrame(rows, columns=["study", "scenario", "user_kind", "n"])
+    out = df.pivot_table(
+        index=["study", "scenario"], columns="user_kind", values="n", aggfunc="sum", fill_value=0
+    )
+    out = out.reindex(columns=["human", "agent"], fill_value=0).reset_index()
+    # Studies without conversations still appear.
+    for name in study_names(session):
+        if name not in set(out["study"]):
+            out.loc[len(out)] = [name, "", 0, 0]
+    return out.sort_values(["study", "scenario"]).reset_index(drop=True)[
+        ["study", "scenario", "human", "agent"]
+    ]
+
+
+def participants_status_df(session: Session, study_id: int) -> pd.DataFrame:
+    rows = session.exec(
+        select(Participant.status, func.count(Participant.id))
+        .where(Participant.study_id == study_id)
+        .group_by(Participant.status)
+    ).all()
+    return pd.DataFrame(rows, columns=["status", "participants"]).sort_values("status").reset_index(drop=True)
+
+
+CONVERSATION_STATUSES = ["completed", "in_progress", "abandoned", "failed"]
+
+
+def condition_progress_df(session: Session, study_id: int) -> pd.DataFrame:
+    """Conversations per condition by user kind and status (twin conditions included)."""
+    rows = session.exec(
+        select(
+            Condition.key,
+            Scenario.key,
+            Conversation.user_kind,
+            Conversation.status,
+            func.count(Conversation.id),
+        )
+        .join(Conversation, Conversation.condition_id == Condition.id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .where(Condition.study_id == study_id)
+        .group_by(Condition.key, Scenario.key, Conversation.user_kind, Conversation.status)
+    ).all()
+    df = pd.DataFrame(rows, columns=["condition", "scenario", "user_kind", "status", "n"])
+    if df.empty:
+        return pd.DataFrame(columns=["condition", "scenario", "user_kind", *CONVERSATION_STATUSES])
+    out = df.pivot_table(
+        index=["condition", "scenario", "user_kind"],
+        columns="status",
+        values="n",
+        aggfunc="sum",
+        fill_value=0,
+    )
+    return out.reindex(columns=CONVERSATION_STATUSES, fill_value=0).reset_index()
+
+
+def assistant_failures_df(session: Session, study_id: int, limit: int = 50) -> pd.DataFrame:
+    """The latest failed assistant calls in participant sessions (participants see only a short
+    notice; the details are here and in the server log), newest first."""
+    rows = session.exec(
+        select(LLMCall.created_at, LLMCall.conversation_id, LLMCall.model, LLMCall.error)
+        .where(LLMCall.study_id == study_id, LLMCall.purpose == "assistant", LLMCall.error.is_not(None))
+        .order_by(LLMCall.id.desc())
+        .limit(limit)
+    ).all()
+    return pd.DataFrame(rows, columns=["time", "conversation", "model", "error"])
+
+
+def dropouts_df(session: Session, study_id: int) -> pd.DataFrame:
+    """Participants who abandoned or were screened out, with how far they got (pseudonyms only)."""
+    rows = []
+    for p in session.exec(
+        select(Participant)
+        .where(Participant.study_id == study_id, Participant.status.in_(["abandoned", "screened_out"]))
+        .order_by(Participant.id)
+    ).all():
+        done = session.exec(
+            select(func.count(Assignment.id)).where(
+                Assignment.participant_id == p.id, Assignment.status == "completed"
+            )
+        ).one()
+        rows.append(
+            {
+                "participant": p.pseudonym,
+                "status": p.status,
+                "step": (p.state or {}).get("step"),
+                "tasks_completed": done,
+                "last_seen_at": p.last_seen_at,
+            }
+        )
+    return pd.DataFrame(rows, columns=["participant", "status", "step", "tasks_completed", "last_seen_at"])

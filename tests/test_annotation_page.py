@@ -611,3 +611,26 @@ def test_blind_on_the_reference_data(reference_db, tmp_path, monkeypatch):
         han = sum(len(re.findall(r"[\u4e00-\u9fff]", t)) for t in turns)
         assert han > 10 * max(latin, 1), "conversation not shown in one language (Chinese)"
         next(b for b in at.button if b.label == "跳过").click().run()
+
+
+def test_adjudication_progress_and_choices_without_the_page():
+    """The rules the Adjudicate page shows: stale decisions count apart; options and names."""
+    import pandas as pd
+
+    from annotation.adjudication import (
+        DECIDED,
+        DECIDED_NOW_AGREED,
+        OPEN,
+        BlindItems,
+        annotator_of,
+        decision_options,
+    )
+
+    items = pd.DataFrame(
+        {"dimension": ["a", "a", "b", "b"], "status": [OPEN, DECIDED, DECIDED_NOW_AGREED, OPEN]}
+    )
+    blind = BlindItems(items, "en")
+    assert blind.progress() == (1, 3, 1)  # settled, total disputed now, decided but no longer disputed
+    assert blind.progress(["a"]) == (1, 2, 0)
+    assert annotator_of("human:ann1") == "ann1" and annotator_of("llm:gpt") == "llm:gpt"
+    assert decision_options({"x": "no", "y": "yes"}) == ["no", "yes"]

@@ -510,6 +510,16 @@ def test_studies_page_creates_study_from_packs(eng):
         assert keys == {"recipe_planning"}
 
 
+def test_studies_page_shows_why_a_scenario_pack_is_invalid(eng, tmp_path, monkeypatch):
+    """A bad pack in WORKBENCH_SCENARIO_DIRS: the Create tab says which file and what is wrong."""
+    (tmp_path / "broken.yaml").write_text("kind: scenario\nkey: [unclosed\n", encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_SCENARIO_DIRS", str(tmp_path))
+    at = logged_in("researcher", "studies.py")
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.warning if "scenario library" in w.value]
+    assert "broken" in warning and "invalid YAML" in warning, warning
+
+
 def test_progress_shows_dropouts(eng):
     from datetime import timedelta
 
@@ -615,7 +625,7 @@ def assert_safe_reply(value: str) -> None:
 
 
 def test_assistant_markdown_rendered_safely_in_chat_and_transcripts(eng):
-    from workbench.app.common import escape_markdown
+    from workbench.app.safe_text import escape_markdown
 
     model = ScriptedModel(lambda msgs: MD_REPLY)
     P.set_model_factory(lambda engine, cfg, study_id, conv_id: model)
@@ -639,7 +649,7 @@ def test_assistant_markdown_rendered_safely_in_chat_and_transcripts(eng):
 
 
 def test_transcripts_render_reply_markdown_safely(eng):
-    from workbench.app.common import escape_markdown
+    from workbench.app.safe_text import escape_markdown
 
     _collected_study(eng, reply=MD_REPLY)
     at = logged_in("researcher", "transcripts.py")

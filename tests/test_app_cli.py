@@ -113,10 +113,10 @@ def test_invites_create_and_expire(use_db, tmp_path):
 
 
 def test_console_creates_study_from_packs(sqlite_engine):
-    from workbench.participation import console as C
+    from workbench.studies import available_scenarios, create_study_from_packs, get_settings, update_settings
 
     with Session(sqlite_engine) as s:
-        study, n = C.create_study_from_packs(
+        study, n = create_study_from_packs(
             s,
             "packs",
             "openai/gpt-4o-mini",
@@ -129,23 +129,22 @@ def test_console_creates_study_from_packs(sqlite_engine):
         s.commit()
         assert n > 0 and study.settings["min_turns"] == 3
         assert len(s.exec(select(Condition).where(Condition.study_id == study.id)).all()) == n
-        assert "travel_planning" in C.available_scenarios()
-        settings = C.update_settings(s, "packs", {"completion_code": "XYZ", "idle_timeout_minutes": 10})
+        assert "travel_planning" in available_scenarios()
+        settings = update_settings(s, "packs", {"completion_code": "XYZ", "idle_timeout_minutes": 10})
         assert settings.completion_code == "XYZ"
         with pytest.raises(Exception, match="invalid settings"):
-            C.update_settings(s, "packs", {"max_turns": 0})
+            update_settings(s, "packs", {"max_turns": 0})
         # the rules across fields hold for changes as they do at creation, and a refused change stores nothing
         with pytest.raises(UserInputError, match=r"min turns \(5\) is greater than max turns \(3\)"):
-            C.update_settings(s, "packs", {"min_turns": 5, "max_turns": 3})
-        C.update_settings(s, "packs", {"profile_mode": "assigned"})  # every condition has a profile: fine
-        C.update_settings(s, "packs", {"profile_mode": "participant"})
-        C.create_study_from_packs(s, "bare", "openai/gpt-4o-mini", ["travel_planning"], 0, "en", None, {})
+            update_settings(s, "packs", {"min_turns": 5, "max_turns": 3})
+        update_settings(s, "packs", {"profile_mode": "assigned"})  # every condition has a profile: fine
+        update_settings(s, "packs", {"profile_mode": "participant"})
+        create_study_from_packs(s, "bare", "openai/gpt-4o-mini", ["travel_planning"], 0, "en", None, {})
         with pytest.raises(UserInputError, match="'assigned' needs a profile in every condition"):
-            C.update_settings(s, "bare", {"profile_mode": "assigned"})
+            update_settings(s, "bare", {"profile_mode": "assigned"})
         s.commit()
         assert (
-            C.get_settings(s, "packs").max_turns == 10
-            and C.get_settings(s, "bare").profile_mode == "participant"
+            get_settings(s, "packs").max_turns == 10 and get_settings(s, "bare").profile_mode == "participant"
         )
 
 

@@ -519,7 +519,8 @@ def test_reply_failure_is_logged_and_recorded_not_shown(sqlite_engine, caplog):
         call = s.exec(select(LLMCall)).one()
         assert call.purpose == "assistant" and detail in call.error and call.conversation_id is not None
         # researchers see it on the Progress page
-        from workbench.participation.console import assistant_failures_df, assistant_model_problems
+        from db.repo import assistant_failures_df
+        from workbench.studies import assistant_model_problems
 
         failures = assistant_failures_df(s, call.study_id)
         assert assistant_model_problems(s, call.study_id) == []  # scripted/test needs no key
@@ -565,7 +566,7 @@ def test_expired_prolific_session_gets_the_return_route(session):
 def test_progress_names_an_assistant_model_that_cannot_answer(session, monkeypatch):
     """A missing key fails before any call is recorded: the Progress page says so from the model
     check; imported studies (nobody takes part) are not checked."""
-    from workbench.participation.console import assistant_model_problems
+    from workbench.studies import assistant_model_problems
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

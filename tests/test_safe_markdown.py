@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from workbench.app.common import safe_markdown
+from workbench.app.safe_text import safe_markdown
 
 UNSAFE = re.compile(r"(?<!\\)(<|!\[|\]\(|\[|\$|:[a-z])")  # an unescaped tag, image, link, math or directive
 
@@ -51,7 +51,7 @@ def test_empty_and_line_endings():
 
 def test_user_text_breaks_streamlit_text_rewrites():
     """User turns stay literal: no icon shortcodes, emoji codes or autolinks can form."""
-    from workbench.app.common import escape_markdown
+    from workbench.app.safe_text import escape_markdown
 
     out = escape_markdown(":material/home: :smile: me@x.org www.example.com https://a.b")
     for pattern in (":material/", ":smile:", "me@x", "www\\.", "https\\://"):

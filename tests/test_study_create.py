@@ -162,7 +162,7 @@ def test_create_study_context_sets(engine):
         (dict(settings={"completion_code": " "}), "completion code cannot be empty"),
         (dict(scenarios=["cooking"]), "unknown scenario.*known scenarios: preparing_gifts"),
         (dict(language="fr"), "language 'fr'"),
-        (dict(profiles=101), "between 0 and 100"),
+        (dict(profiles=101), "^profiles must be between 0 and 100"),
         (dict(profiles=["pool-999"]), "unknown profile"),
         (dict(settings={"profile_mode": "assigned"}), "needs profiles"),
         (dict(settings={"min_turns": 5, "max_turns": 2}), "min turns"),
@@ -179,6 +179,18 @@ def test_create_study_rejects_bad_input_and_writes_nothing(sqlite_engine, kwargs
             create_study(s, **args)
         s.rollback()
         assert count(s, Study) == 0 and count(s, Condition) == 0 and count(s, AssistantConfig) == 0
+
+
+def test_available_scenarios_names_a_bad_pack(tmp_path, monkeypatch):
+    """An invalid pack raises the loader's LibraryError (a UserInputError) naming the file."""
+    from scenarios import LibraryError
+    from workbench.studies import available_scenarios
+
+    assert "travel_planning" in available_scenarios()
+    (tmp_path / "broken.yaml").write_text("kind: scenario\nkey: [unclosed\n", encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_SCENARIO_DIRS", str(tmp_path))
+    with pytest.raises(LibraryError, match=r"broken\.yaml:\d+:\d+: invalid YAML"):
+        available_scenarios()
 
 
 def test_duplicate_study_name(sqlite_engine):

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import func
 from sqlmodel import Session, select
 
-from db.errors import UserInputError
-from db.models import Condition, Profile, Scenario, Study, TaskContext
-from db.repo import get_or_create_assistant_config
+from db.errors import UserInputError, WorkbenchError
+from db.models import AssistantConfig, Condition, Profile, Scenario, Study, TaskContext
+from db.repo import get_or_create_assistant_config, get_study
+from scenarios import load_library, sync_library
 from workbench.llm import check_model_name
 
 DEFAULT_TEXTS = {
@@ -167,71 +169,15 @@ def create_study(
     with ``seed``, or a list of profile keys. One AssistantConfig is shared by all conditions.
     Nothing is committed here: the caller's transaction decides. Bad input raises UserInputError
     before anything is written."""
-    from scenarios import load_library, sync_library
-
-    name = (name or "").strip()
-    if not name:
-        raise UserInputError("the study needs a name")
-    if len(name) > 200:
-        raise UserInputError("the study name is longer than 200 characters")
-    if session.exec(select(Study).where(Study.name == name)).first() is not None:
-        raise UserInputError(f"a study named {name!r} already exists; choose another name")
+    name = _check_new_name(session, name)
     assistant_model = check_model_string(assistant_model)
     check_model_name(assistant_model)  # an unknown provider or local file is refused; a missing key is not
-    if language not in LANGUAGES:
-        raise UserInputError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
-    if temperature is not None and not 0 <= temperature <= 2:
-        raise UserInputError(f"temperature {temperature} is outside 0..2")
-    if max_tokens is not None and max_tokens < 1:
-        raise UserInputError(f"max tokens must be positive (got {max_tokens})")
-    merged = {"interface_language": language, **(settings or {})}
-    try:
-        study_cfg = StudySettings.model_validate(merged)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise UserInputError(f"invalid study settings: {problems}") from None
-    check_settings(study_cfg)
-
+    _check_generation(language, temperature, max_tokens)
+    study_cfg = _validated_settings({"interface_language": language, **(settings or {})})
     lib = library if library is not None else load_library()
-    keys = list(scenarios) if scenarios else lib.reference_scenarios()
-    if not keys:
-        raise UserInputError("no scenarios chosen and the library has no reference scenarios")
-    unknown = [k for k in keys if k not in lib.scenarios]
-    if unknown:
-        raise UserInputError(
-            f"unknown scenario(s) {', '.join(map(repr, unknown))}; known scenarios: {', '.join(sorted(lib.scenarios))}"
-        )
-    keys = list(dict.fromkeys(keys))  # drop repeats, keep order
     sets = set(context_sets or ["main"])
-    chosen_contexts = {}
-    for key in keys:
-        ctxs = lib.scenarios[key].contexts(language=language, sets=sets)
-        if not ctxs:
-            raise UserInputError(
-                f"scenario {key!r} has no task contexts in language {language!r} and set(s) {sorted(sets)}"
-            )
-        chosen_contexts[key] = ctxs
-
-    pool = sorted(lib.profiles, key=_profile_sort_key)
-    if profiles is None or profiles == 0:
-        profile_keys: list[str | None] = [None]
-        if study_cfg.profile_mode == "assigned":
-            raise UserInputError(
-                "profile mode 'assigned' needs profiles: pass --profiles N (or a list of keys)"
-            )
-    elif isinstance(profiles, int):
-        if profiles < 0 or profiles > len(pool):
-            raise UserInputError(
-                f"--profiles must be between 0 and {len(pool)} (the pool size); got {profiles}"
-            )
-        profile_keys = sorted(random.Random(seed).sample(pool, profiles), key=_profile_sort_key)
-    else:
-        missing = [p for p in profiles if p not in lib.profiles]
-        if missing:
-            raise UserInputError(
-                f"unknown profile(s) {', '.join(missing)}; pool keys look like {pool[0] if pool else 'pool-0'}"
-            )
-        profile_keys = list(dict.fromkeys(profiles))
+    contexts = _chosen_contexts(lib, scenarios, language, sets)
+    profile_keys = _profile_keys(lib, profiles, seed, study_cfg)
 
     sync_library(session, lib)
     cfg = get_or_create_assistant_config(
@@ -244,7 +190,7 @@ def create_study(
     settings_doc = study_cfg.model_dump()
     settings_doc.update(
         {
-            "scenarios": keys,
+            "scenarios": list(contexts),
             "context_sets": sorted(sets),
             "seed": seed,
             "profiles": [p for p in profile_keys if p is not None],
@@ -255,7 +201,96 @@ def create_study(
     )
     session.add(study)
     session.flush()
+    n = _add_conditions(session, study, contexts, profile_keys, cfg.id, study_cfg.quota_per_condition)
+    return study, n
 
+
+def _check_new_name(session: Session, name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise UserInputError("the study needs a name")
+    if len(name) > 200:
+        raise UserInputError("the study name is longer than 200 characters")
+    if session.exec(select(Study).where(Study.name == name)).first() is not None:
+        raise UserInputError(f"a study named {name!r} already exists; choose another name")
+    return name
+
+
+def _check_generation(language: str, temperature: float | None, max_tokens: int | None) -> None:
+    if language not in LANGUAGES:
+        raise UserInputError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise UserInputError(f"temperature {temperature} is outside 0..2")
+    if max_tokens is not None and max_tokens < 1:
+        raise UserInputError(f"max tokens must be positive (got {max_tokens})")
+
+
+def _validated_settings(merged: dict) -> StudySettings:
+    try:
+        study_cfg = StudySettings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UserInputError(f"invalid study settings: {problems}") from None
+    check_settings(study_cfg)
+    return study_cfg
+
+
+def _chosen_contexts(lib, scenarios: Sequence[str] | None, language: str, sets: set[str]) -> dict:
+    """Scenario key -> its task contexts of ``language`` in ``sets``, in the order chosen."""
+    keys = list(scenarios) if scenarios else lib.reference_scenarios()
+    if not keys:
+        raise UserInputError("no scenarios chosen and the library has no reference scenarios")
+    unknown = [k for k in keys if k not in lib.scenarios]
+    if unknown:
+        raise UserInputError(
+            f"unknown scenario(s) {', '.join(map(repr, unknown))}; known scenarios: {', '.join(sorted(lib.scenarios))}"
+        )
+    chosen = {}
+    for key in dict.fromkeys(keys):  # drop repeats, keep order
+        ctxs = lib.scenarios[key].contexts(language=language, sets=sets)
+        if not ctxs:
+            raise UserInputError(
+                f"scenario {key!r} has no task contexts in language {language!r} and set(s) {sorted(sets)}"
+            )
+        chosen[key] = ctxs
+    return chosen
+
+
+def _profile_keys(
+    lib, profiles: int | Sequence[str] | None, seed: int, study_cfg: StudySettings
+) -> list[str | None]:
+    """The conditions' profile keys; ``[None]`` for conditions without a fixed profile."""
+    pool = sorted(lib.profiles, key=_profile_sort_key)
+    if profiles is None or profiles == 0:
+        if study_cfg.profile_mode == "assigned":
+            raise UserInputError(
+                "profile mode 'assigned' needs profiles: choose a number of pool profiles (or a list of keys)"
+            )
+        return [None]
+    if isinstance(profiles, int):
+        if profiles < 0 or profiles > len(pool):
+            raise UserInputError(
+                f"profiles must be between 0 and {len(pool)} (the pool size); got {profiles}"
+            )
+        return sorted(random.Random(seed).sample(pool, profiles), key=_profile_sort_key)
+    missing = [p for p in profiles if p not in lib.profiles]
+    if missing:
+        raise UserInputError(
+            f"unknown profile(s) {', '.join(missing)}; pool keys look like {pool[0] if pool else 'pool-0'}"
+        )
+    return list(dict.fromkeys(profiles))
+
+
+def _add_conditions(
+    session: Session,
+    study: Study,
+    contexts: dict,
+    profile_keys: list[str | None],
+    assistant_config_id: int,
+    quota: int | None,
+) -> int:
+    """One condition per scenario x task context x profile; returns how many."""
+    keys = list(contexts)
     scen_rows = {s.key: s for s in session.exec(select(Scenario).where(Scenario.key.in_(keys)))}
     prof_rows = {
         p.key: p for p in session.exec(select(Profile).where(Profile.key.in_([k for k in profile_keys if k])))
@@ -266,27 +301,119 @@ def create_study(
         tc_rows = {
             t.key: t for t in session.exec(select(TaskContext).where(TaskContext.scenario_id == scen.id))
         }
-        for ctx in chosen_contexts[key]:
-            tc = tc_rows[ctx.key]
+        for ctx in contexts[key]:
             for pkey in profile_keys:
                 session.add(
                     Condition(
                         study_id=study.id,
                         key=f"{key}/{ctx.key}/{pkey or 'own-profile'}",
                         scenario_id=scen.id,
-                        task_context_id=tc.id,
+                        task_context_id=tc_rows[ctx.key].id,
                         profile_id=prof_rows[pkey].id if pkey else None,
-                        assistant_config_id=cfg.id,
-                        language=language,
-                        quota=study_cfg.quota_per_condition,
+                        assistant_config_id=assistant_config_id,
+                        language=study.language,
+                        quota=quota,
                     )
                 )
                 n += 1
     session.flush()
-    return study, n
+    return n
 
 
 def _profile_sort_key(key: str):
     # pool-2 before pool-10
     head, _, tail = key.rpartition("-")
     return (head, int(tail)) if tail.isdigit() else (key, -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The researcher's Studies page: create from the packs, change settings
+# --------------------------------------------------------------------------------------------------
+
+
+def available_scenarios() -> list[str]:
+    """The scenario keys of the library (bundled packs and ``WORKBENCH_SCENARIO_DIRS``); an invalid
+    pack raises ``scenarios.LibraryError`` with every problem in its message."""
+    return sorted(load_library().scenarios)
+
+
+def create_study_from_packs(
+    session: Session,
+    name: str,
+    assistant_model: str,
+    scenarios: list[str],
+    profiles: int | None,
+    language: str,
+    system_prompt: str | None,
+    settings: dict,
+) -> tuple[Study, int]:
+    """Sync the scenario packs and create the study (``create_study``) from a form's values."""
+    if not name.strip():
+        raise UserInputError("give the study a name")
+    if not assistant_model.strip() or "/" not in assistant_model:
+        raise UserInputError("the assistant model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
+    validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
+    sync_library(session)
+    return create_study(
+        session,
+        name.strip(),
+        assistant_model.strip(),
+        scenarios=scenarios or None,
+        profiles=profiles or None,
+        language=language,
+        system_prompt=system_prompt or None,
+        settings=validated,
+    )
+
+
+def update_settings(session: Session, study_name: str, changes: dict) -> StudySettings:
+    """Validate and store new settings for a study (unknown keys are kept, bad values refused)."""
+    study = get_study(session, study_name)
+    try:
+        new = StudySettings.model_validate({**(study.settings or {}), **changes})
+    except Exception as exc:
+        raise UserInputError(f"invalid settings: {exc}") from exc
+    check_settings(new)
+    if new.profile_mode == "assigned":
+        without = session.exec(
+            select(func.count(Condition.id)).where(
+                Condition.study_id == study.id, Condition.profile_id.is_(None)
+            )
+        ).one()
+        if without:
+            raise UserInputError(
+                f"profile mode 'assigned' needs a profile in every condition; {without} condition(s) "
+                "of this study have none (create the study with profiles, or keep 'participant')"
+            )
+    study.settings = new.model_dump(mode="json")
+    session.add(study)
+    session.flush()
+    return new
+
+
+def get_settings(session: Session, study_name: str) -> StudySettings:
+    return study_settings(get_study(session, study_name))
+
+
+def assistant_model_problems(session: Session, study_id: int) -> list[str]:
+    """Why the study's assistant model(s) cannot answer participants from this server (a missing
+    API key, a missing package or file), one sentence each; empty when they can. Such a failure
+    happens before any call is made, so it is not in the failed-calls table."""
+    study = session.get(Study, study_id)
+    if study is None or study.source == "imported":  # nobody takes part in imported data
+        return []
+    models = session.exec(
+        select(AssistantConfig.model)
+        .join(Condition, Condition.assistant_config_id == AssistantConfig.id)
+        .where(Condition.study_id == study_id)
+        .distinct()
+    ).all()
+    problems = []
+    for model in sorted(models):
+        try:
+            missing = check_model_name(model)
+        except WorkbenchError as exc:
+            missing = str(exc)
+        if missing:
+            problems.append(missing)
+    return problems

@@ -151,27 +151,10 @@ def create(
     from db.engine import ready_engine, session_scope
     from workbench.studies import create_study
 
-    prompt_text = None
-    if system_prompt is not None:
-        try:
-            prompt_text = system_prompt.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserInputError(f"cannot read the system prompt file {system_prompt}: {exc}") from None
-    if profile_mode is not None and profile_mode not in ("participant", "assigned"):
-        raise UserInputError(f"--profile-mode must be participant or assigned (got {profile_mode!r})")
+    settings = _settings_from_flags(tasks_per_participant, min_turns, max_turns, profile_mode)
+    prompt_text = _read_prompt(system_prompt)
     keys = [k.strip() for item in (scenarios or []) for k in item.split(",") if k.strip()] or None
-    settings = {
-        k: v
-        for k, v in dict(
-            tasks_per_participant=tasks_per_participant,
-            min_turns=min_turns,
-            max_turns=max_turns,
-            profile_mode=profile_mode,
-        ).items()
-        if v is not None
-    }
-    engine = ready_engine()
-    with session_scope(engine) as session:
+    with session_scope(ready_engine()) as session:
         study, n = create_study(
             session,
             name,
@@ -192,6 +175,35 @@ def create(
         f"Created study {name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
         f"language {language}; {profiles or 'no fixed'} profile(s), each with every task context."
     )
+    _warn_missing_key(assistant_model)
+
+
+def _read_prompt(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read the system prompt file {path}: {exc}") from None
+
+
+def _settings_from_flags(
+    tasks_per_participant: int | None, min_turns: int | None, max_turns: int | None, profile_mode: str | None
+) -> dict:
+    """The study settings given on the command line (the others keep their defaults)."""
+    if profile_mode is not None and profile_mode not in ("participant", "assigned"):
+        raise UserInputError(f"--profile-mode must be participant or assigned (got {profile_mode!r})")
+    given = dict(
+        tasks_per_participant=tasks_per_participant,
+        min_turns=min_turns,
+        max_turns=max_turns,
+        profile_mode=profile_mode,
+    )
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _warn_missing_key(assistant_model: str) -> None:
+    """The study is made, but participants get no reply until the model's key is set: say so."""
     from workbench.llm import check_model_name
 
     missing_key = check_model_name(assistant_model.strip())

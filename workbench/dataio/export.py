@@ -316,3 +316,60 @@ def _flatten(df: pd.DataFrame) -> pd.DataFrame:
                 )
             )
     return df
+
+
+# --------------------------------------------------------------------------------------------------
+# Exports for download from the researcher's Export page
+# --------------------------------------------------------------------------------------------------
+
+EXPORT_ROOT = "workbench-exports"
+EXPORT_KEEP_HOURS = 24
+
+
+def export_for_download(engine: Engine, study_name: str, fmt: str, previous: dict | None = None) -> dict:
+    """Export into a fresh folder under the temp directory for the page's download buttons. The
+    ``previous`` export (of the same browser session) is deleted, and so is every export folder older
+    than ``EXPORT_KEEP_HOURS``, so exports do not pile up on the server."""
+    import shutil
+    import tempfile
+
+    from db.types import utcnow
+
+    if fmt not in FORMATS:
+        raise UserInputError("the export format is jsonl, csv or parquet")
+    root = Path(tempfile.gettempdir()) / EXPORT_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    if previous and previous.get("dir"):
+        shutil.rmtree(previous["dir"], ignore_errors=True)
+    _remove_old_exports(root)
+    out = Path(tempfile.mkdtemp(prefix="export-", dir=root))
+    try:
+        files = export_study(engine, study_name, fmt, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {
+        "study": study_name,
+        "format": fmt,
+        "dir": str(out),
+        "files": [str(p) for p in files],
+        "at": utcnow(),
+    }
+
+
+def _remove_old_exports(root: Path) -> None:
+    import shutil
+    import time
+
+    cutoff = time.time() - EXPORT_KEEP_HOURS * 3600
+    for old in root.iterdir():
+        try:
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # removed meanwhile by another session's clean-up
+            pass
+
+
+def export_files(done: dict) -> list[Path]:
+    """The files of an ``export_for_download`` result that still exist."""
+    return [p for p in map(Path, done.get("files", [])) if p.is_file()]

@@ -1,4 +1,5 @@
-"""Human participants: entry (invites, Prolific), assignment, the session flow and the chat.
+"""Human participants: entry (invites, Prolific), assignment, the session flow and the chat; for
+researchers, a study's progress and its transcripts.
 
 Pages call these functions; nothing here imports streamlit.
 """
@@ -27,6 +28,7 @@ from workbench.participation.flow import (
     expire_idle,
     finish_instructions,
     finish_task,
+    get_participant,
     give_consent,
     open_participant,
     participant_view,
@@ -34,22 +36,37 @@ from workbench.participation.flow import (
     submit_post_task,
     submit_profile,
 )
+from workbench.participation.progress import StudyProgress, study_progress
+from workbench.participation.transcripts import (
+    Comparison,
+    comparison,
+    filter_transcripts,
+    matched_conversations,
+    transcript,
+    transcripts_df,
+)
 
 __all__ = [
+    "Comparison",
     "ReplyError",
+    "StudyProgress",
     "abandon",
     "assign",
+    "comparison",
     "create_invites",
     "discard_unsent",
     "enter_prolific",
     "expire_idle",
+    "filter_transcripts",
     "finish_instructions",
     "finish_task",
+    "get_participant",
     "give_consent",
     "hash_token",
     "invite_url",
     "keep_unsent",
     "latin_square_order",
+    "matched_conversations",
     "open_participant",
     "participant_for_token",
     "participant_view",
@@ -59,7 +76,10 @@ __all__ = [
     "send_message",
     "set_model_factory",
     "stream_reply",
+    "study_progress",
     "submit_post_task",
     "submit_profile",
+    "transcript",
+    "transcripts_df",
     "ParticipantView",
 ]

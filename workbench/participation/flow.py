@@ -120,6 +120,14 @@ def open_participant(session: Session, token: str | None, now: datetime | None =
     return p
 
 
+def get_participant(session: Session, participant_id: int) -> Participant:
+    """The participant with this id (the page keeps only the id between reruns)."""
+    p = session.get(Participant, participant_id)
+    if p is None:
+        raise UserInputError(f"no participant with id {participant_id}")
+    return p
+
+
 def abandon(session: Session, p: Participant, now: datetime | None = None) -> None:
     """Mark an idle participant abandoned: open conversations end, unfinished assignments are released."""
     now = now or utcnow()

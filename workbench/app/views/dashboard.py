@@ -4,12 +4,10 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, show_reply, table
+from workbench.app.common import engine, show_reply, study_names, table
 
 require_role("researcher")
 st.title("Dashboard: human vs agent")
-
-from sqlmodel import select  # noqa: E402
 
 from analysis import charts  # noqa: E402  (after the role check: nothing loads for others)
 from analysis.compare import analysis_frame, comparisons_df  # noqa: E402
@@ -17,15 +15,10 @@ from analysis.dataset import excluded_note, load_study  # noqa: E402
 from analysis.explore import drilldown_ids, filter_options, filter_study  # noqa: E402
 from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
 from analysis.likeness import likeness_tables  # noqa: E402
-from db.models import Study  # noqa: E402
 from db.repo import data_version, get_study, label_sources_df, turns_df  # noqa: E402
 
 eng = engine()
-with session_scope(eng) as s:
-    names = s.exec(select(Study.name).order_by(Study.name)).all()
-if not names:
-    st.info("No studies yet.")
-    st.stop()
+names = study_names(eng)
 c1, c2 = st.columns(2)
 study = c1.selectbox("Study", names, key="dash_study", bind="query-params")  # kept on reload
 with session_scope(eng) as s:

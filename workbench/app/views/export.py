@@ -5,7 +5,7 @@ import streamlit as st
 from db.errors import WorkbenchError
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, study_names
-from workbench.participation import console as C
+from workbench.dataio.export import export_files, export_for_download
 
 require_role("researcher")
 st.title("Export")
@@ -17,9 +17,7 @@ if st.button("Export", type="primary"):
     try:
         with st.spinner(f"Exporting {study} as {fmt}…"):
             # The previous export of this browser session is deleted, and any older than a day.
-            st.session_state["export"] = C.export_for_download(
-                eng, study, fmt, st.session_state.get("export")
-            )
+            st.session_state["export"] = export_for_download(eng, study, fmt, st.session_state.get("export"))
     except WorkbenchError as exc:
         st.error(escape_markdown(str(exc)))
 done = st.session_state.get("export")
@@ -27,7 +25,7 @@ if done and (done["study"], done["format"]) == (study, fmt):
     st.caption(
         escape_markdown(f"{done['study']} as {done['format']}, exported {done['at']:%Y-%m-%d %H:%M} UTC:")
     )
-    for path in C.export_files(done):
+    for path in export_files(done):
         st.download_button(
             f"Download {path.name}",
             path.read_bytes(),

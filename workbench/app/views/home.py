@@ -1,39 +1,28 @@
 """Home: researchers see every study by user kind; annotators only their own queues (labelling is blind)."""
 
-import pandas as pd
 import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
 from workbench.app.common import engine, table
-from workbench.participation.console import studies_overview_df
 
 user = require_role("annotator", "researcher")
 if user["role"] != "researcher":
     # Counts by user kind would tell an annotator how likely each item is to come from a person.
-    from annotation import queue as Q
+    from annotation.worklist import annotator_queues_df
 
     st.title("Welcome")
     with session_scope(engine()) as session:
-        rows = []
-        for study in Q.annotator_studies(session, user["id"]):
-            prog = Q.queue_progress(session, study.id, user["id"])
-            rows.append(
-                {
-                    "study": study.name,
-                    "labelled": prog.done,
-                    "skipped": prog.skipped,
-                    "to go": prog.pending,
-                    "total": prog.total,
-                }
-            )
-    if rows:
+        queues = annotator_queues_df(session, user["id"])
+    if not queues.empty:
         st.caption("Your labelling queues.")
-        table(pd.DataFrame(rows), hide_index=True, width="stretch")
+        table(queues, hide_index=True, width="stretch")
         st.page_link("views/annotate.py", label="Go to labelling")
     else:
         st.info("No conversations are assigned to you yet.")
     st.stop()
+
+from db.repo import studies_overview_df  # noqa: E402  (after the role check: nothing loads for annotators)
 
 st.title("Studies")
 st.caption("Conversations per study and scenario, by user kind.")

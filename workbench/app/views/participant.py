@@ -10,7 +10,6 @@ import streamlit as st
 
 from db.engine import session_scope
 from db.errors import DatabaseUnavailable, WorkbenchError
-from workbench import participation as P
 from workbench.app.common import (
     engine,
     escape_markdown,
@@ -20,6 +19,24 @@ from workbench.app.common import (
     show_flash,
     show_text,
     show_turn,
+)
+from workbench.participation import (
+    ReplyError,
+    discard_unsent,
+    enter_prolific,
+    finish_instructions,
+    finish_task,
+    get_participant,
+    give_consent,
+    keep_unsent,
+    open_participant,
+    participant_view,
+    rate_reply,
+    redirect_tag,
+    send_message,
+    stream_reply,
+    submit_post_task,
+    submit_profile,
 )
 from workbench.participation.texts import (
     ATTENTION_OPTIONS,
@@ -37,7 +54,7 @@ params = st.query_params
 if "t" not in params and "PROLIFIC_PID" in params:
     try:
         with session_scope(eng) as s:
-            _, new_token = P.enter_prolific(
+            _, new_token = enter_prolific(
                 s,
                 params.get("PROLIFIC_PID", ""),
                 params.get("STUDY_ID", ""),
@@ -57,8 +74,8 @@ if "t" not in params and "PROLIFIC_PID" in params:
 token = params.get("t")
 try:
     with session_scope(eng) as s:
-        p = P.open_participant(s, token)
-        view = P.participant_view(s, p)
+        p = open_participant(s, token)
+        view = participant_view(s, p)
         pid = p.id
 except DatabaseUnavailable:
     raise  # the app's entry says "temporarily unavailable", not "invalid link"
@@ -78,9 +95,7 @@ typed = st.session_state.get(CHAT_KEY)
 
 def act(fn, *args, **kwargs):
     def run(session, *a, **kw):
-        from db.models import Participant
-
-        return fn(session, session.get(Participant, pid), *a, **kw)
+        return fn(session, get_participant(session, pid), *a, **kw)
 
     run_action(run, *args, **kwargs)
     st.rerun()
@@ -90,15 +105,13 @@ def send(text: str, kept: bool = False) -> None:
     """Send a message; a refusal keeps the text with the reason on the participant's record (so a
     reload shows it too) until sent or discarded. Only when the database cannot take even that is it
     kept in this browser session alone."""
-    from db.models import Participant
-
     try:
         with session_scope(eng) as s:
-            P.send_message(s, s.get(Participant, pid), text, kept=kept)
+            send_message(s, get_participant(s, pid), text, kept=kept)
     except WorkbenchError as exc:
         try:
             with session_scope(eng) as s:
-                P.keep_unsent(s, s.get(Participant, pid), text, str(exc))
+                keep_unsent(s, get_participant(s, pid), text, str(exc))
             st.session_state.pop("unsent", None)
         except WorkbenchError:
             n = st.session_state.get("unsent", {}).get("n", 0) + 1
@@ -109,12 +122,10 @@ def send(text: str, kept: bool = False) -> None:
     st.rerun()
 
 
-def discard_unsent() -> None:
-    from db.models import Participant
-
+def discard_kept_message() -> None:
     st.session_state.pop("unsent", None)
     with session_scope(eng) as s:
-        P.discard_unsent(s, s.get(Participant, pid))
+        discard_unsent(s, get_participant(s, pid))
     st.rerun()
 
 
@@ -122,7 +133,7 @@ def auto_return(view) -> None:
     """Send a Prolific participant back automatically (the button stays for slow browsers)."""
     if view.redirect_seconds > 0:
         st.caption(T["prolific_redirecting"].format(seconds=view.redirect_seconds))
-        st.markdown(P.redirect_tag(view.redirect_url, view.redirect_seconds), unsafe_allow_html=True)
+        st.markdown(redirect_tag(view.redirect_url, view.redirect_seconds), unsafe_allow_html=True)
 
 
 st.title(T["title"])
@@ -133,15 +144,15 @@ if view.step == "consent":
     show_text(S.consent_text)
     c1, c2 = st.columns(2)
     if c1.button(T["agree"], type="primary"):
-        act(P.give_consent, True)
+        act(give_consent, True)
     if c2.button(T["decline"]):
-        act(P.give_consent, False)
+        act(give_consent, False)
 
 elif view.step == "instructions":
     st.header(T["instructions_header"])
     show_text(S.instructions_text)
     if st.button(T["continue"], type="primary"):
-        act(P.finish_instructions)
+        act(finish_instructions)
 
 elif view.step == "profile":
     st.header(T["profile_header"])
@@ -175,7 +186,7 @@ elif view.step == "profile":
             else:
                 answers[f["name"]] = st.text_input(f["label"], key=key, max_chars=500)
         if st.form_submit_button(T["continue"], type="primary"):
-            act(P.submit_profile, answers)
+            act(submit_profile, answers)
 
 elif view.step == "task" and view.task is not None:
     task = view.task
@@ -215,7 +226,7 @@ elif view.step == "task" and view.task is not None:
                     )
                     reason = st.text_input(T["reason"], key=f"r_{turn.index}", max_chars=2000)
                     if st.form_submit_button(T["save_rating"], type="primary"):
-                        act(P.rate_reply, turn.index, h, sat, reason)
+                        act(rate_reply, turn.index, h, sat, reason)
         if task.pending_reply:
             if st.session_state.get("reply_failed"):
                 # The details are in the server log (and the failed call's LLMCall row), not for participants.
@@ -229,17 +240,17 @@ elif view.step == "task" and view.task is not None:
                     box.caption(T["thinking"])
                     text = ""
                     try:
-                        for piece in P.stream_reply(eng, pid):
+                        for piece in stream_reply(eng, pid):
                             text += piece
                             box.markdown(safe_markdown(text))
-                    except P.ReplyError:
+                    except ReplyError:
                         st.session_state["reply_failed"] = True
                 st.rerun()
         if task.at_max and task.can_finish:  # only where the Finish button below is there to press
             st.info(T["max_reached"])
         if task.can_finish:
             if st.button(T["finish"], type="primary"):
-                act(P.finish_task)
+                act(finish_task)
         elif task.n_user_turns < task.min_turns:
             st.caption(finish_hint(view.language, task.min_turns))
         kept = st.session_state.get("unsent") or view.unsent
@@ -250,7 +261,7 @@ elif view.step == "task" and view.task is not None:
             if c1.button(T["send_again"], type="primary", disabled=not task.can_send, key="unsent_send"):
                 send(text, kept=True)
             if c2.button(T["discard"], key="unsent_discard"):
-                discard_unsent()
+                discard_kept_message()
     # No max_chars: the browser would drop an over-long paste without a word; the core refuses it
     # (chat.MAX_MESSAGE_CHARS) and the text stays on the page with the length and the limit.
     st.chat_input(T["chat_placeholder"], disabled=not task.can_send, key=CHAT_KEY)
@@ -282,7 +293,7 @@ elif view.step == "post_task":
             )
         answers["free_text"] = st.text_area(T["free_text"], key="q_free_text", max_chars=5000)
         if st.form_submit_button(T["submit"], type="primary"):
-            act(P.submit_post_task, answers, attention)
+            act(submit_post_task, answers, attention)
 
 elif view.step == "done":
     st.header(T["done_header"])

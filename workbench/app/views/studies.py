@@ -3,19 +3,21 @@
 import streamlit as st
 
 from db.engine import session_scope
+from db.errors import UserInputError
+from db.repo import study_names
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, run_action, show_flash
 from workbench.config import default_model, public_url
 from workbench.llm import check_model_name
-from workbench.participation import console as C
 from workbench.participation.entry import create_invites, invite_url, prolific_url
+from workbench.studies import available_scenarios, create_study_from_packs, get_settings, update_settings
 
 require_role("researcher")
 st.title("Studies")
 show_flash()
 eng = engine()
 with session_scope(eng) as s:
-    names = C.study_names(s)
+    names = study_names(s)
 
 # The open tab is kept in the address (?tab=...), so saving or reloading stays on it.
 create_tab, settings_tab, invite_tab = st.tabs(
@@ -24,10 +26,10 @@ create_tab, settings_tab, invite_tab = st.tabs(
 
 with create_tab:
     try:
-        scenario_keys = C.available_scenarios()
-    except C.MissingFeature as exc:
+        scenario_keys = available_scenarios()
+    except UserInputError as exc:  # an invalid pack (scenarios.LibraryError) or a missing pack folder
         scenario_keys = []
-        st.warning(str(exc))
+        st.warning(escape_markdown(str(exc)))
     with st.form("create_study"):
         name = st.text_input("Study name")
         model = st.text_input("Assistant model (provider/model)", value=default_model())
@@ -47,7 +49,7 @@ with create_tab:
         )
         if st.form_submit_button("Create study", type="primary"):
             result = run_action(
-                C.create_study_from_packs,
+                create_study_from_packs,
                 name,
                 model,
                 chosen,
@@ -84,7 +86,7 @@ with settings_tab:
     else:
         study = st.selectbox("Study", names, key="settings_study")
         with session_scope(eng) as s:
-            cur = C.get_settings(s, study)
+            cur = get_settings(s, study)
         with st.form("settings"):
             c1, c2, c3 = st.columns(3)
             tasks = c1.number_input("Tasks per participant", 1, 10, cur.tasks_per_participant)
@@ -145,7 +147,7 @@ with settings_tab:
                     "attention_check": attention,
                     "prolific_redirect_seconds": int(redirect_s),
                 }
-                if run_action(C.update_settings, study, changes) is not None:
+                if run_action(update_settings, study, changes) is not None:
                     st.session_state["_saved"] = "Settings saved."
                 st.rerun()
         if st.session_state.get("_saved"):

@@ -5,7 +5,7 @@ import streamlit as st
 from db.engine import session_scope
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, show_turn, study_names, table
-from workbench.participation import console as C
+from workbench.participation.transcripts import comparison, filter_transcripts, transcripts_df
 
 require_role("researcher")
 st.title("Transcripts")
@@ -14,35 +14,23 @@ names = study_names(eng)
 c1, c2, c3, c4 = st.columns(4)
 study = c1.selectbox("Study", names, key="tr_study", bind="query-params")
 with session_scope(eng) as s:
-    all_rows = C.transcripts_df(s, study)
+    all_rows = transcripts_df(s, study)
 scenario = c2.selectbox("Scenario", ["(all)"] + sorted(all_rows["scenario"].dropna().unique().tolist()))
 kind = c3.selectbox("User kind", ["(all)", "human", "agent"])
+scenario, kind = (None if v == "(all)" else v for v in (scenario, kind))
 # Only the conditions left by the scenario and user-kind filters (imported data has thousands).
-scoped = all_rows
-if scenario != "(all)":
-    scoped = scoped[scoped["scenario"] == scenario]
-if kind != "(all)":
-    scoped = scoped[scoped["user_kind"] == kind]
+scoped = filter_transcripts(all_rows, scenario=scenario, user_kind=kind)
 condition = c4.selectbox("Condition", ["(all)"] + sorted(scoped["condition_key"].dropna().unique().tolist()))
-with session_scope(eng) as s:
-    rows = C.transcripts_df(
-        s,
-        study,
-        scenario=None if scenario == "(all)" else scenario,
-        user_kind=None if kind == "(all)" else kind,
-        condition=None if condition == "(all)" else condition,
-    )
+rows = filter_transcripts(scoped, condition=None if condition == "(all)" else condition)
 st.caption(f"{len(rows)} conversations")
 table(rows.head(500), hide_index=True, width="stretch")
 if rows.empty:
     st.stop()
-conv_id = st.selectbox("Open conversation", rows["conversation_id"].tolist())
+conv_id = int(st.selectbox("Open conversation", rows["conversation_id"].tolist()))
 
 
-def show(conversation_id: int, title: str) -> None:
+def show(turns, title: str) -> None:
     st.markdown(f"**{title}**")
-    with session_scope(eng) as s:
-        turns = C.transcript(s, conversation_id)
     for t in turns:
         with st.chat_message(t.role if t.role in ("user", "assistant") else "ai"):
             show_turn(t.role, t.content)
@@ -58,14 +46,15 @@ def show(conversation_id: int, title: str) -> None:
 
 
 with session_scope(eng) as s:
-    matched = C.matched_conversations(s, int(conv_id))
+    shown = comparison(s, conv_id, shown=2)
+matched = shown.matched
 kind_of = dict(zip(all_rows["conversation_id"], all_rows["user_kind"]))
-cols = st.columns(1 + min(len(matched), 2))
+cols = st.columns(1 + len(shown.matched_turns))
 with cols[0]:
-    show(int(conv_id), f"Conversation {conv_id} ({kind_of.get(conv_id, '')})")
-for col, other in zip(cols[1:], matched[:2]):
+    show(shown.turns, f"Conversation {conv_id} ({kind_of.get(conv_id, '')})")
+for col, (other, turns) in zip(cols[1:], shown.matched_turns.items()):
     with col:
-        show(other, f"Matched conversation {other} ({kind_of.get(other, '')})")
+        show(turns, f"Matched conversation {other} ({kind_of.get(other, '')})")
 if not matched:
     st.caption(
         "No matched conversation of the other user kind: none shares this conversation's condition "
