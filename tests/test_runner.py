@@ -202,11 +202,12 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
     n = _study(engine)
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  openai/fake-*: {input: 1000, output: 1000}\n")
-    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
     with FakeLLMServer(responder=responder(2, fail_on="question 1")) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
-        summ = run_simulation(engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts)
+        summ = run_simulation(
+            engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts, prices_file=prices
+        )
         assert summ.budget_stopped and summ.status == "budget_stopped"
         assert summ.completed + summ.failed < n and summ.cost_usd >= 0.5
         with Session(engine) as s:
@@ -238,12 +239,11 @@ def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path)
     n = _study(engine)
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  openai/fake-*: {input: 1000, output: 1000}\n")
-    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
     with FakeLLMServer(responder=responder(2)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
         assert run_simulation(
-            engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts
+            engine, "s", "openai/fake-sim", concurrency=2, budget=0.5, model_options=opts, prices_file=prices
         ).budget_stopped
         with Session(engine) as s:
             stopped = [

@@ -77,8 +77,8 @@ def simulate(
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
     from db.engine import ready_engine
+    from db.settings import Settings
     from workbench.cli._common import at_least
-    from workbench.config import default_model
     from workbench.llm import check_model_name
     from workbench.simulation.runner import plan_simulation, run_simulation
 
@@ -88,11 +88,12 @@ def simulate(
     at_least(budget, 0, "--budget", " (USD)")
     at_least(simulator_max_tokens, 1, "--simulator-max-tokens")
     at_least(goal_reminder_every, 1, "--goal-reminder-every")
-    sim_model = simulator_model or default_model()
+    settings = Settings.from_env()
+    sim_model = simulator_model or settings.default_model
     # Unknown providers are refused here as a real run would (exit 2); a missing key only matters
     # for a real run, which get_model refuses later.
     missing_keys = [m for m in (check_model_name(name) for name in (sim_model, assistant_model) if name) if m]
-    engine = ready_engine()
+    engine = ready_engine(settings.db_url)
     kw = dict(
         assistant_model=assistant_model,
         conditions=_split(conditions),
@@ -105,6 +106,7 @@ def simulate(
         goal_reminder_every=goal_reminder_every,
         twin_of=_split(twin_of),
         simulator_max_tokens=simulator_max_tokens,
+        prices_file=settings.prices_file,
     )
     if dry_run:
         plan = plan_simulation(engine, study, sim_model, **kw)
@@ -121,7 +123,7 @@ def simulate(
         budget=budget,
         rpm=rpm,
         tpm=tpm,
-        cache=not no_cache,
+        cache=settings.llm_cache and not no_cache,
         retry_failed=retry_failed,
         progress=_progress_bar(),
         **kw,
@@ -203,7 +205,7 @@ models_app = typer.Typer(help="Model providers and prices.", no_args_is_help=Tru
 @models_app.command("list")
 def models_list() -> None:
     """Providers, what they need, and the default model."""
-    from workbench.config import default_model
+    from db.settings import Settings
 
     typer.echo(
         "openai/<model>      openai SDK; OPENAI_API_KEY, OPENAI_BASE_URL (any OpenAI-compatible server)"
@@ -215,15 +217,16 @@ def models_list() -> None:
     )
     typer.echo("local/<path.gguf>   any GGUF model via llama.cpp")
     typer.echo("scripted/<name>     scripted replies (tests)")
-    typer.echo(f"default model: {default_model()}")
+    typer.echo(f"default model: {Settings.from_env().default_model}")
 
 
 @models_app.command("prices")
 def models_prices() -> None:
     """The price table in use (USD per million tokens; override with WORKBENCH_PRICES)."""
+    from db.settings import Settings
     from workbench.llm.prices import price_table
 
-    for name, p in sorted(price_table().items()):
+    for name, p in sorted(price_table(Settings.from_env().prices_file).items()):
         typer.echo(f"{name:40s} input {p['input']:>8.2f}  output {p['output']:>8.2f}")
 
 

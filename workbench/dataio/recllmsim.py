@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,11 @@ def import_recllmsim(
     study: str = "recllmsim",
     strict: bool = False,
     progress: Progress = None,
+    scenario_dirs: Iterable[str | Path] = (),
 ) -> ImportReport:
     """Import the released dataset at ``path`` into study ``study`` (created when absent).
+
+    The scenario library (bundled packs + ``scenario_dirs``) is synced first.
 
     Malformed files are skipped and listed in the report; with ``strict`` the first malformed file
     aborts the import (UserInputError) before anything is written, and a database error rolls the
@@ -206,10 +210,10 @@ def import_recllmsim(
     # "imported" duplicates that a later sync would sit beside. Idempotent.
     from sqlmodel import Session
 
-    from scenarios import sync_library
+    from scenarios import load_library, sync_library
 
     with Session(engine) as session:
-        sync_library(session)
+        sync_library(session, load_library(extra_dirs=scenario_dirs))
         session.commit()
     write_records(
         engine,

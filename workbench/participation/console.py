@@ -232,8 +232,8 @@ def matched_conversations(session: Session, conversation_id: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 
 
-def available_scenarios() -> list[str]:
-    return sorted(load_library().scenarios)
+def available_scenarios(extra_dirs=()) -> list[str]:
+    return sorted(load_library(extra_dirs=extra_dirs).scenarios)
 
 
 def create_study_from_packs(
@@ -245,14 +245,17 @@ def create_study_from_packs(
     language: str,
     system_prompt: str | None,
     settings: dict,
+    extra_dirs=(),
 ) -> tuple[Study, int]:
-    """Sync the scenario packs and create the study (``workbench.studies.create_study``)."""
+    """Sync the scenario packs (bundled + ``extra_dirs``) and create the study
+    (``workbench.studies.create_study``)."""
     if not name.strip():
         raise UserInputError("give the study a name")
     if not assistant_model.strip() or "/" not in assistant_model:
         raise UserInputError("the assistant model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
     validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
-    sync_library(session)
+    library = load_library(extra_dirs=extra_dirs)
+    sync_library(session, library)
     return create_study(
         session,
         name.strip(),
@@ -262,6 +265,7 @@ def create_study_from_packs(
         language=language,
         system_prompt=system_prompt or None,
         settings=validated,
+        library=library,
     )
 
 
@@ -310,6 +314,8 @@ def start_simulation(
     concurrency: int = 4,
     max_turns: int | None = None,
     twins: bool = False,
+    cache: bool = True,
+    prices_file=None,
 ) -> str:
     """Start ``run_simulation`` in a background thread; progress is followed from the database.
 
@@ -339,6 +345,8 @@ def start_simulation(
                 concurrency=concurrency,
                 max_turns=max_turns,
                 twin_of=["all"] if twins else None,
+                cache=cache,
+                prices_file=prices_file,
             )
         except WorkbenchError as exc:  # a user-facing error: its message says what to do
             _run_errors[key] = str(exc)

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, insert, update
@@ -442,8 +443,8 @@ def _projection(n: int, turns: int, sim_sys: int, asst_sys: int, asst_out: int) 
     return calls * n, prompt * n, completion * n
 
 
-def _cost(model: str, prompt: int, completion: int) -> float | None:
-    p = price_of(model)
+def _cost(model: str, prompt: int, completion: int, prices_file: str | Path | None = None) -> float | None:
+    p = price_of(model, prices_file)
     return None if p is None else (prompt * p["input"] + completion * p["output"]) / 1e6
 
 
@@ -462,6 +463,7 @@ def plan_simulation(
     goal_reminder_every: int | None = None,
     twin_of: Sequence[Any] | None = None,
     simulator_max_tokens: int | None = None,
+    prices_file: str | Path | None = None,
     **_: Any,
 ) -> Plan:
     """Projected calls, tokens and cost of a run (nothing is called; nothing but configs is written)."""
@@ -497,8 +499,8 @@ def plan_simulation(
         for turns, suffix in ((expected, ""), (su.max_turns, "_max")):
             calls, p, c = _projection(1, turns, sim_sys, asys, aout)
             sim_p = p // 2
-            cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns)
-            cost_a = _cost(cfg.model, p - sim_p, aout * turns)
+            cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns, prices_file)
+            cost_a = _cost(cfg.model, p - sim_p, aout * turns, prices_file)
             if cost_s is None or cost_a is None:
                 unknown = True
             else:
@@ -623,6 +625,7 @@ def run_simulation(
     model_options: dict | None = None,
     retry_failed: bool = True,
     simulator_max_tokens: int | None = None,
+    prices_file: str | Path | None = None,
 ) -> RunSummary:
     """Run (or resume) a batch of simulated conversations; every turn is written as it happens."""
     return asyncio.run(arun_simulation(**{k: v for k, v in locals().items()}))
@@ -651,6 +654,7 @@ async def arun_simulation(
     model_options: dict | None = None,
     retry_failed: bool = True,
     simulator_max_tokens: int | None = None,
+    prices_file: str | Path | None = None,
 ) -> RunSummary:
     if concurrency < 1:
         raise UserInputError("--concurrency must be at least 1")
@@ -678,14 +682,14 @@ async def arun_simulation(
         }
     opts = model_options or {}
     # Models are built once (clients and connection pools are shared by all conversations).
-    sim_model = get_model(su.simulator_model, **opts.get(su.simulator_model, {}))
+    sim_model = get_model(su.simulator_model, prices_file=prices_file, **opts.get(su.simulator_model, {}))
     asst_models = {}
     for cfg in su.configs.values():
         if cfg.model not in asst_models:
-            asst_models[cfg.model] = get_model(cfg.model, **opts.get(cfg.model, {}))
+            asst_models[cfg.model] = get_model(cfg.model, prices_file=prices_file, **opts.get(cfg.model, {}))
     if budget is not None:
         for name in {su.simulator_model, *asst_models}:
-            if price_of(name) is None:
+            if price_of(name, prices_file) is None:
                 raise UserInputError(
                     f"--budget needs a price for {name}: add it to a price file named by "
                     "WORKBENCH_PRICES (see `workbench models prices`)"

@@ -6,8 +6,7 @@ from db.engine import session_scope
 from db.errors import WorkbenchError
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, study_names, table
-from workbench.config import default_model
+from workbench.app.common import engine, escape_markdown, settings, study_names, table
 from workbench.participation import console as C
 
 require_role("researcher")
@@ -16,7 +15,7 @@ eng = engine()
 names = study_names(eng)
 study = st.selectbox("Study", names, key="sim_study", bind="query-params")  # a reload keeps the study
 with st.form("simulate"):
-    model = st.text_input("Simulator model (provider/model)", value=default_model())
+    model = st.text_input("Simulator model (provider/model)", value=settings().default_model)
     n = st.number_input("Conversations per condition", 1, 100, 1)
     concurrency = st.number_input("Concurrency", 1, 32, 4)
     max_turns = st.number_input("Maximum user turns (0 = the study's setting)", 0, 100, 0)
@@ -26,7 +25,15 @@ with st.form("simulate"):
     if st.form_submit_button("Start simulation", type="primary"):
         try:
             st.session_state["sim_key"] = C.start_simulation(
-                eng, study, model, int(n), int(concurrency), max_turns=int(max_turns) or None, twins=twins
+                eng,
+                study,
+                model,
+                int(n),
+                int(concurrency),
+                max_turns=int(max_turns) or None,
+                twins=twins,
+                cache=settings().llm_cache,
+                prices_file=settings().prices_file,
             )
         except WorkbenchError as exc:
             st.error(escape_markdown(str(exc)))
