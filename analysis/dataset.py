@@ -68,12 +68,13 @@ def excluded_note(data: StudyData) -> str:
     return "Not analysed: " + ", ".join(parts) + "."
 
 
-def codebook_scales() -> tuple[dict[str, tuple[str, list[str]]], str | None]:
-    """Each codebook dimension's scale and ordered labels, and the codebook version.
+def codebook_scales(codebook=None) -> tuple[dict[str, tuple[str, list[str]]], str | None]:
+    """Each codebook dimension's scale and ordered labels, and the codebook version (``codebook``
+    default: the bundled one).
 
     Dimensions found in labels but missing from the codebook are still analysed (as nominal, with
     their categories in sorted order) by the callers."""
-    cb = load_codebook()
+    cb = codebook if codebook is not None else load_codebook()
     return {d.name: (d.scale, [str(v) for v in d.labels]) for d in cb.dimensions}, str(cb.version)
 
 
@@ -370,9 +371,11 @@ def load_study(
     features: bool = True,
     pipelines: dict | None = None,
     language: str | None = "auto",
+    codebook=None,
 ) -> StudyData:
     """Load a study for analysis. ``labels``: a label source name (default: best available);
-    ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code."""
+    ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code;
+    ``codebook``: the dimensions' scales (default: the bundled codebook)."""
     from db.repo import conversations_df, get_label_source, get_study
 
     with Session(engine) as session:
@@ -407,7 +410,7 @@ def load_study(
     )
     wide = wide_labels_df(frame)
     wide = wide[wide["conversation_id"].isin(convs["conversation_id"])].reset_index(drop=True)
-    scales, cb_version = codebook_scales()
+    scales, cb_version = codebook_scales(codebook)
     for dim in wide.columns[1:]:
         if dim not in scales:
             scales[dim] = ("nominal", sorted(wide[dim].dropna().astype(str).unique()))

@@ -54,9 +54,12 @@ class AnalysisResult:
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
 
 
-def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[pd.DataFrame | None, str]:
+def agreement_df(
+    engine, data: StudyData, n_boot: int = 500, codebook=None
+) -> tuple[pd.DataFrame | None, str]:
     """Agreement of every pair of conversation-level label sources that label common conversations
-    (``annotation.agreement``, loaded lazily: the report says "not available" without it)."""
+    (``annotation.agreement``, loaded lazily: the report says "not available" without it).
+    ``codebook``: the scales of the dimensions (default: the bundled codebook)."""
     try:
         from annotation.agreement import study_agreement_df
     except Exception as exc:  # another area's module; the report still renders
@@ -72,7 +75,7 @@ def agreement_df(engine, data: StudyData, n_boot: int = 500) -> tuple[pd.DataFra
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 try:
-                    df = study_agreement_df(session, data.study_name, a, b, n_boot=n_boot)
+                    df = study_agreement_df(session, data.study_name, a, b, n_boot=n_boot, codebook=codebook)
                 except Exception as exc:  # noqa: BLE001 - one failing pair must not sink the report
                     failed.append(f"{a} vs {b}: {exc}")
                     continue
@@ -93,15 +96,17 @@ def analyze(
     pipelines: dict | None = None,
     agreement: bool = True,
     progress: Callable[[str], None] | None = None,
+    codebook=None,
 ) -> AnalysisResult:
-    """Load the study (features from the store), compare, measure human-likeness and agreement."""
+    """Load the study (features from the store), compare, measure human-likeness and agreement.
+    ``codebook``: the dimensions' scales (default: the bundled codebook; the CLI passes its own)."""
     import time
 
     say = progress or (lambda _msg: None)
     timings = {}
     t = time.perf_counter()
     say("loading conversations, labels and features")
-    data = load_study(engine, study, labels=labels, pipelines=pipelines)
+    data = load_study(engine, study, labels=labels, pipelines=pipelines, codebook=codebook)
     timings["load_and_features_s"] = time.perf_counter() - t
     t = time.perf_counter()
     say("comparing human and agent conversations")
@@ -112,7 +117,11 @@ def analyze(
     like = likeness_tables(data, n_boot=n_boot)
     timings["likeness_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    agr, note = agreement_df(engine, data, n_boot=min(n_boot, 500)) if agreement else (None, "not requested")
+    agr, note = (
+        agreement_df(engine, data, n_boot=min(n_boot, 500), codebook=codebook)
+        if agreement
+        else (None, "not requested")
+    )
     timings["agreement_s"] = time.perf_counter() - t
     t = time.perf_counter()
     say("per-turn trajectories")

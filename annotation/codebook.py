@@ -1,7 +1,8 @@
 """The codebook: the behavioural dimensions, their label sets and definitions (EN/ZH).
 
-``load_codebook()`` reads the bundled ``annotation/codebook.yaml`` plus any extension files named
-in ``WORKBENCH_CODEBOOK`` (``os.pathsep``-separated). A file with ``extends: default`` adds its
+``load_codebook()`` reads the bundled ``annotation/codebook.yaml``; ``load_codebook(extensions=...)``
+adds extension files (the shells pass ``Settings.codebook_extensions``, from ``WORKBENCH_CODEBOOK``,
+``os.pathsep``-separated). A file with ``extends: default`` adds its
 dimensions to the bundled codebook; a file without it is a codebook of its own. Every problem is
 reported as a ``UserInputError`` naming the file and the field, e.g.
 ``codebook.yaml: dimensions[3] (order).scale: unknown scale type 'ordnal' (use nominal or ordinal)``.
@@ -21,7 +22,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -32,9 +32,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from db.errors import UserInputError, yaml_problem
+from db.settings import ENV_CODEBOOK
 
 DEFAULT_PATH = Path(__file__).with_name("codebook.yaml")
-ENV_VAR = "WORKBENCH_CODEBOOK"
+ENV_VAR = ENV_CODEBOOK  # named in error messages
 SCALES = ("nominal", "ordinal")
 LEVELS = ("conversation", "turn")
 GROUPS = ("strategy", "interaction_style", "evaluation", "other")
@@ -385,19 +386,17 @@ def _msg(err: dict) -> str:
     return msg
 
 
-def _env_paths() -> list[Path]:
-    value = os.environ.get(ENV_VAR, "").strip()
-    return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
-
-
-def load_codebook(path: str | Path | Iterable[str | Path] | None = None) -> Codebook:
+def load_codebook(
+    path: str | Path | Iterable[str | Path] | None = None, *, extensions: Iterable[str | Path] = ()
+) -> Codebook:
     """Load and validate the codebook.
 
-    ``path`` None: the bundled codebook plus the files in ``WORKBENCH_CODEBOOK``. Otherwise the
-    given file(s); files with ``extends: default`` are added to the bundled codebook.
+    ``path`` None: the bundled codebook plus the ``extensions`` files (the shells pass
+    ``Settings.codebook_extensions``). Otherwise the given file(s) instead of the extensions; files
+    with ``extends: default`` are added to the bundled codebook.
     """
     if path is None:
-        paths = _env_paths()
+        paths = [Path(p) for p in extensions]
     elif isinstance(path, (str, Path)):
         paths = [Path(path)]
     else:

@@ -33,12 +33,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str | None = None, **kw) -> Engine:
-    """A new engine for ``url`` (default: the configured database).
+def make_engine(url: str, **kw) -> Engine:
+    """A new engine for the database at ``url`` (``Settings.db_url`` for the configured one).
 
     SQLite runs with WAL, foreign keys on and a busy timeout; its parent directory is created.
     """
-    url = url or settings.db_url()
     u = _parse(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -91,19 +90,27 @@ def _parse(url: str):
     return u
 
 
-def get_engine(url: str | None = None) -> Engine:
+def get_engine(url: str) -> Engine:
     """A shared engine per URL for the process (the app and the CLI use this)."""
-    url = url or settings.db_url()
     with _lock:
         if url not in _engines:
             _engines[url] = make_engine(url)
         return _engines[url]
 
 
+def dispose_engines() -> None:
+    """Close and forget every shared engine (tests call it between databases; a long-lived process
+    may call it to drop its connection pools)."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()
+
+
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    engine = engine or get_engine()
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -113,8 +120,8 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
             raise
 
 
-def ready_engine(url: str | None = None) -> Engine:
-    """The configured engine with its schema at the newest revision (created on first use)."""
+def ready_engine(url: str) -> Engine:
+    """The shared engine for ``url`` with its schema at the newest revision (created on first use)."""
     engine = get_engine(url)
     try:
         if not is_current(engine):

@@ -1,37 +1,124 @@
-"""Where the data lives: the data folder and the database URL, read from the environment.
+"""The workbench's settings: one frozen ``Settings`` object, read from the environment by the shells.
+
+``Settings.from_env()`` is the only place that reads the ``WORKBENCH_*`` variables (the SDK adapters
+still read their API keys and ``*_BASE_URL``, the SDKs' own convention). The CLI builds it once per
+command, the app once per page run, and both pass the values down as arguments: the core never
+looks at the environment, so tests build ``Settings(...)`` directly or pass plain values.
 
 Every setting has an embedded default so the workbench runs with no configuration at all: an SQLite
-file under the data folder.
+file under the data folder, the bundled codebook, scenario packs and price table, the response
+cache on, 12-hour staff logins and the offline local model.
+
+Example::
+
+    settings = Settings.from_env()
+    engine = ready_engine(settings.db_url)
+    codebook = load_codebook(extensions=settings.codebook_extensions)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from db.errors import UserInputError
 
 ENV_DATA_DIR = "WORKBENCH_DATA_DIR"
 ENV_DB_URL = "WORKBENCH_DB_URL"
+ENV_CODEBOOK = "WORKBENCH_CODEBOOK"
+ENV_SCENARIO_DIRS = "WORKBENCH_SCENARIO_DIRS"
+ENV_PRICES = "WORKBENCH_PRICES"
+ENV_LLM_CACHE = "WORKBENCH_LLM_CACHE"
+ENV_SESSION_HOURS = "WORKBENCH_STAFF_SESSION_HOURS"
+ENV_DEFAULT_MODEL = "WORKBENCH_DEFAULT_MODEL"
+ENV_PUBLIC_URL = "WORKBENCH_PUBLIC_URL"
+
 DEFAULT_DATA_DIR = Path("data")
+DEFAULT_SESSION_HOURS = 12.0
+DEFAULT_MODEL = "local/smollm2"
+# The hosted model chosen when only its API key is set (the first key found wins).
+KEY_MODELS = (
+    ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
+    ("ANTHROPIC_API_KEY", "anthropic/claude-3-5-haiku-latest"),
+)
 
 
-def data_dir() -> Path:
-    """The directory holding the default SQLite database, caches and run outputs."""
-    path = Path(os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+def sqlite_url(data_dir: Path) -> str:
+    """The default database: ``sqlite:///<data dir>/workbench.db`` (absolute)."""
+    return f"sqlite:///{(Path(data_dir) / 'workbench.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the defaults the README's configuration table lists.
+
+    ``db_url`` left empty means the SQLite file under ``data_dir``."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    db_url: str = ""
+    codebook_extensions: tuple[Path, ...] = ()
+    scenario_dirs: tuple[Path, ...] = ()
+    prices_file: Path | None = None
+    llm_cache: bool = True
+    session_hours: float = DEFAULT_SESSION_HOURS
+    default_model: str = DEFAULT_MODEL
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen: the derived default is filled in once, here, so every reader sees the same URL.
+        if not self.db_url:
+            object.__setattr__(self, "db_url", sqlite_url(self.data_dir))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings given by ``environ`` (default ``os.environ``); unset variables keep their
+        defaults. A malformed value is a ``UserInputError`` naming the variable."""
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+        return cls(
+            data_dir=data_dir,
+            db_url=env.get(ENV_DB_URL) or "",
+            codebook_extensions=tuple(Path(p).expanduser() for p in _path_list(env.get(ENV_CODEBOOK))),
+            scenario_dirs=tuple(Path(p) for p in _path_list(env.get(ENV_SCENARIO_DIRS))),
+            prices_file=Path(env[ENV_PRICES]) if env.get(ENV_PRICES) else None,
+            llm_cache=_flag(env.get(ENV_LLM_CACHE), default=True),
+            session_hours=_hours(env.get(ENV_SESSION_HOURS)),
+            default_model=_default_model(env),
+            public_url=(env.get(ENV_PUBLIC_URL) or "").strip().rstrip("/") or None,
+        )
+
+
+def _path_list(value: str | None) -> list[str]:
+    """``os.pathsep``-separated paths (``:``, ``;`` on Windows); blank entries are skipped."""
+    return [p.strip() for p in (value or "").strip().split(os.pathsep) if p.strip()]
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "off", "no")
+
+
+def _hours(raw: str | None) -> float:
+    if not raw:
+        return DEFAULT_SESSION_HOURS
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserInputError(
-            f"cannot create the data directory {path} ({exc.strerror or exc}): set "
-            f"{ENV_DATA_DIR} to a directory you can write to"
-        ) from None
-    return path
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise UserInputError(f"{ENV_SESSION_HOURS} must be a positive number of hours, not {raw!r}")
+    return hours
 
 
-def db_url() -> str:
-    """`WORKBENCH_DB_URL` if set, else `sqlite:///<data dir>/workbench.db`."""
-    url = os.environ.get(ENV_DB_URL)
-    if url:
-        return url
-    return f"sqlite:///{(data_dir() / 'workbench.db').resolve()}"
+def _default_model(env: Mapping[str, str]) -> str:
+    """A hosted model when its key is set, otherwise the offline SmolLM2 model (for trying the
+    pipeline, not for studies)."""
+    if env.get(ENV_DEFAULT_MODEL):
+        return env[ENV_DEFAULT_MODEL]
+    for key, model in KEY_MODELS:
+        if env.get(key):
+            return model
+    return DEFAULT_MODEL

@@ -1,7 +1,7 @@
 """Scenario schema, loader and the bundled scenario packs.
 
-``load_library()`` validates the bundled packs (``scenarios/packs/``) plus any directories in
-``WORKBENCH_SCENARIO_DIRS``; ``sync_library(session)`` upserts them into the database;
+``load_library()`` validates the bundled packs (``scenarios/packs/``) plus ``extra_dirs`` (the
+shells pass the ``WORKBENCH_SCENARIO_DIRS`` directories); ``sync_library(session)`` upserts them into the database;
 ``profile_fields()`` gives the profile questionnaire.
 """
 

@@ -1,14 +1,13 @@
 """Load, validate and sync the scenario library.
 
 The library is every pack file (``*.yaml``/``*.yml``) in the bundled ``scenarios/packs/`` directory
-plus the directories named in ``WORKBENCH_SCENARIO_DIRS`` (``os.pathsep``-separated) or passed in,
-so a researcher adds a scenario by adding a file. Loading never touches the database;
+plus the directories passed in (the shells pass ``Settings.scenario_dirs``, read from
+``WORKBENCH_SCENARIO_DIRS``), so a researcher adds a scenario by adding a file. Loading never touches the database;
 ``sync_library`` upserts the rows.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ import yaml
 from pydantic import ValidationError
 
 from db.errors import UserInputError
+from db.settings import ENV_SCENARIO_DIRS  # noqa: F401  (re-exported by scenarios)
 from scenarios.schema import KINDS, ProfileField, ProfileFields, ProfilePool, ProfileSpec, ScenarioSpec
 
 PACKS_DIR = Path(__file__).resolve().parent / "packs"
-ENV_SCENARIO_DIRS = "WORKBENCH_SCENARIO_DIRS"
 
 
 @dataclass
@@ -213,14 +212,6 @@ def parse_file(path: Path) -> tuple[object | None, list[Problem]]:
     return obj, []
 
 
-def default_dirs() -> list[Path]:
-    """The bundled packs plus WORKBENCH_SCENARIO_DIRS."""
-    dirs = [PACKS_DIR]
-    extra = os.environ.get(ENV_SCENARIO_DIRS, "")
-    dirs.extend(Path(d) for d in extra.split(os.pathsep) if d.strip())
-    return dirs
-
-
 def load_files(paths: Iterable[Path | str]) -> Library:
     """Validate exactly the given files/directories into a Library; raise LibraryError listing every problem."""
     lib = Library()
@@ -275,9 +266,12 @@ def load_files(paths: Iterable[Path | str]) -> Library:
     return lib
 
 
-def load_library(dirs: Iterable[Path | str] | None = None) -> Library:
-    """Bundled packs + ``WORKBENCH_SCENARIO_DIRS`` + ``dirs``, validated."""
-    paths = default_dirs()
+def load_library(
+    dirs: Iterable[Path | str] | None = None, *, extra_dirs: Iterable[Path | str] = ()
+) -> Library:
+    """Bundled packs + ``extra_dirs`` (the shells pass ``Settings.scenario_dirs``, from
+    ``WORKBENCH_SCENARIO_DIRS``) + ``dirs``, validated."""
+    paths = [PACKS_DIR, *(Path(d) for d in extra_dirs)]
     if dirs:
         paths.extend(Path(d) for d in dirs)
     # the same directory named twice must not produce duplicate-key errors

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from db.engine import make_engine
+from db.engine import dispose_engines, make_engine
 from db.migrate import upgrade
 from tests.pg import PgUnavailable, ThrowawayCluster
 
@@ -41,13 +41,9 @@ def _isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{tmp_path / 'wbdata' / 'workbench.db'}")
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    import db.engine
-
-    db.engine._engines.clear()
+    dispose_engines()
     yield
-    for eng in db.engine._engines.values():
-        eng.dispose()
-    db.engine._engines.clear()
+    dispose_engines()
 
 
 @pytest.fixture(scope="session")

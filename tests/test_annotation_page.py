@@ -14,6 +14,7 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Annotator, Conversation, Label, Turn
 from db.models.annotation import AnnotationAssignment, HumanityGuess
+from db.settings import Settings
 from tests.annotation_data import SECRET_MODEL, SECRET_PATH, SECRET_SIMULATOR, make_study
 
 PAGES = Path(__file__).resolve().parent.parent / "workbench" / "app" / "views"
@@ -354,7 +355,7 @@ def extended_codebook(tmp_path, monkeypatch):
     path = tmp_path / "extension.yaml"
     path.write_text(EXTENSION, encoding="utf-8")
     monkeypatch.setenv("WORKBENCH_CODEBOOK", str(path))
-    return load_codebook()
+    return load_codebook(extensions=Settings.from_env().codebook_extensions)
 
 
 def test_user_turn_labels_are_numbered_as_messages(db, extended_codebook):

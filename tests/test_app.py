@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from db.engine import ready_engine
 from db.models import Assignment, Conversation, Participant, QuestionnaireResponse, SimulationRun, Study, Turn
+from db.settings import Settings
 from tests.participation_helpers import make_study, profile_answers
 from workbench import participation as P
 from workbench.llm import ScriptedModel
@@ -30,7 +31,7 @@ MD_REPLY = (
 
 @pytest.fixture
 def eng():
-    engine = ready_engine()
+    engine = ready_engine(Settings.from_env().db_url)
     yield engine
 
 

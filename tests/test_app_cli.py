@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from db.engine import get_engine
 from db.errors import UserInputError
 from db.models import Annotator, Condition, Participant
+from db.settings import Settings
 from tests.participation_helpers import make_study
 from workbench.accounts import authenticate
 from workbench.cli import app
@@ -28,7 +29,7 @@ def test_users_add_list_and_login(use_db):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["users", "list"])
     assert "rita\tresearcher" in r.output and "ann\tannotator" in r.output and "$2" not in r.output
-    with Session(get_engine()) as s:
+    with Session(get_engine(Settings.from_env().db_url)) as s:
         rita = s.exec(select(Annotator).where(Annotator.name == "rita")).one()
         assert rita.password_hash.startswith("$2") and "s3cret" not in rita.password_hash
         assert authenticate(s, "rita", "s3cret-pass").id == rita.id
@@ -69,7 +70,7 @@ def test_duplicate_user_refused(use_db):
 def test_invites_create_and_expire(use_db, tmp_path):
     from db.engine import ready_engine
 
-    with Session(ready_engine()) as s:
+    with Session(ready_engine(Settings.from_env().db_url)) as s:
         make_study(s)
         s.commit()
     out = tmp_path / "links.txt"
@@ -91,13 +92,13 @@ def test_invites_create_and_expire(use_db, tmp_path):
     assert r.exit_code == 0, r.output
     links = out.read_text().split()
     assert len(links) == 3 and all(link.startswith("https://study.example.org/?t=") for link in links)
-    with Session(get_engine()) as s:
+    with Session(get_engine(Settings.from_env().db_url)) as s:
         assert set(s.exec(select(Participant.invite_token_hash)).all()) == {
             hash_token(link.split("=", 1)[1]) for link in links
         }
     r = runner.invoke(app, ["invites", "create", "--study", "pilot", "--language", "fr"])
     assert r.exit_code != 0 and "use en or zh" in str(r.exception or r.output)  # no participant created
-    with Session(get_engine()) as s:
+    with Session(get_engine(Settings.from_env().db_url)) as s:
         assert len(s.exec(select(Participant)).all()) == 3
     r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"])
     assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output and r.output.startswith("http://localhost:8501/")
@@ -158,7 +159,8 @@ def test_public_url_sources(monkeypatch):
     )  # the address the page is open at
     assert public_url("about:blank") == "http://localhost:8501"
     monkeypatch.setenv("WORKBENCH_PUBLIC_URL", "https://lab.example.org/")
-    assert public_url("http://10.0.0.5:8611/studies") == "https://lab.example.org"
+    configured = Settings.from_env().public_url
+    assert public_url("http://10.0.0.5:8611/studies", configured=configured) == "https://lab.example.org"
 
 
 def test_serve_port_out_of_range(use_db, capsys):

@@ -11,6 +11,7 @@ import pytest
 
 from annotation.codebook import DEFAULT_PATH, load_codebook
 from db.errors import UserInputError
+from db.settings import Settings
 
 REFERENCE_DIMENSIONS = [
     "problem_solving",
@@ -117,7 +118,8 @@ def test_extension_via_environment_adds_a_dimension(tmp_path, monkeypatch):
     """,
     )
     monkeypatch.setenv("WORKBENCH_CODEBOOK", str(ext))
-    cb = load_codebook()
+    assert load_codebook().names[-1] != "humour"  # the core reads no environment
+    cb = load_codebook(extensions=Settings.from_env().codebook_extensions)
     assert cb.names[-1] == "humour" and "politeness" in cb
     assert cb.get("humour").labels == ["1", "2", "3"]
     assert cb.version == "1.1+x1"

@@ -1,4 +1,6 @@
+import os
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
@@ -89,3 +91,37 @@ def test_sqlite_pragmas(sqlite_engine):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+
+
+def test_settings_from_env_defaults_and_variables(tmp_path):
+    """Settings.from_env reads every WORKBENCH_* variable (and only an explicit mapping when given)."""
+    from db.errors import UserInputError
+    from db.settings import Settings, sqlite_url
+
+    s = Settings.from_env({})
+    assert s == Settings() and s.db_url == sqlite_url(Path("data")) and s.llm_cache
+    assert (s.codebook_extensions, s.scenario_dirs, s.prices_file, s.public_url) == ((), (), None, None)
+    assert (s.session_hours, s.default_model) == (12.0, "local/smollm2")
+    assert Settings.from_env({"ANTHROPIC_API_KEY": "k"}).default_model == "anthropic/claude-3-5-haiku-latest"
+    assert (
+        Settings.from_env({"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}).default_model
+        == "openai/gpt-4o-mini"
+    )
+    env = {
+        "WORKBENCH_DATA_DIR": str(tmp_path),
+        "WORKBENCH_CODEBOOK": os.pathsep.join(["a.yaml", " ", "b.yaml"]),
+        "WORKBENCH_SCENARIO_DIRS": "packs",
+        "WORKBENCH_PRICES": "p.yaml",
+        "WORKBENCH_LLM_CACHE": "off",
+        "WORKBENCH_STAFF_SESSION_HOURS": "0.5",
+        "WORKBENCH_DEFAULT_MODEL": "scripted/x",
+        "WORKBENCH_PUBLIC_URL": " https://lab.example.org/ ",
+    }
+    s = Settings.from_env(env)
+    assert s.db_url == f"sqlite:///{(tmp_path / 'workbench.db').resolve()}"
+    assert s.codebook_extensions == (Path("a.yaml"), Path("b.yaml")) and s.scenario_dirs == (Path("packs"),)
+    assert (s.prices_file, s.llm_cache, s.session_hours) == (Path("p.yaml"), False, 0.5)
+    assert (s.default_model, s.public_url) == ("scripted/x", "https://lab.example.org")
+    assert Settings.from_env({**env, "WORKBENCH_DB_URL": "postgresql://h/db"}).db_url == "postgresql://h/db"
+    with pytest.raises(UserInputError, match="WORKBENCH_STAFF_SESSION_HOURS"):
+        Settings.from_env({"WORKBENCH_STAFF_SESSION_HOURS": "0"})

@@ -29,6 +29,7 @@ from annotation.store import LabelRecord, ensure_source, write_labels
 from db.errors import UserInputError
 from db.models import Label, Turn
 from db.repo import conversations_df, labels_df
+from db.settings import Settings
 from tests.annotation_data import make_study
 from workbench.llm import get_model
 from workbench.testing.fake_llm_server import FakeLLMServer
@@ -274,7 +275,7 @@ dimensions:
         encoding="utf-8",
     )
     monkeypatch.setenv("WORKBENCH_CODEBOOK", str(ext))
-    cb = load_codebook()
+    cb = load_codebook(extensions=Settings.from_env().codebook_extensions)
     assert cb.get("frustration").level == "turn"
 
     def responder(req):

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from db.errors import UserInputError
+from db.settings import Settings
 from workbench.llm import LLMError, ScriptedModel, get_model
 from workbench.testing.fake_llm_server import FakeLLMServer
 
@@ -177,12 +178,13 @@ def test_prices_override(tmp_path, monkeypatch):
     p = tmp_path / "prices.yaml"
     p.write_text("models:\n  openai/unknown-model: {input: 1, output: 2}\n")
     monkeypatch.setenv("WORKBENCH_PRICES", str(p))
-    assert cost_of("openai/unknown-model", 1_000_000, 1_000_000) == pytest.approx(3.0)
+    prices = Settings.from_env().prices_file
+    assert cost_of("openai/unknown-model", 1_000_000, 1_000_000, prices) == pytest.approx(3.0)
+    assert cost_of("openai/unknown-model", 1_000_000, 1_000_000) is None  # the argument, not a global
     p2 = tmp_path / "bad.yaml"
     p2.write_text("models:\n  x/y: {input: 1}\n")
-    monkeypatch.setenv("WORKBENCH_PRICES", str(p2))
     with pytest.raises(UserInputError, match="needs 'input' and 'output'"):
-        cost_of("x/y", 1, 1)
+        cost_of("x/y", 1, 1, p2)
 
 
 def test_local_missing_extra_message(monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import Session, select
 
 from db.models import LLMCall
+from db.settings import Settings
 from workbench.llm import LLMError, ScriptedModel, get_model, recorded
 from workbench.testing.fake_llm_server import FakeLLMServer
 
@@ -40,7 +41,7 @@ def test_cache_off(sqlite_engine, monkeypatch):
     m = recorded(ScriptedModel(["a", "b"]), sqlite_engine, "assistant", cache=False)
     assert [m.complete(MSGS).text for _ in range(2)] == ["a", "b"]
     monkeypatch.setenv("WORKBENCH_LLM_CACHE", "0")
-    m = recorded(ScriptedModel(["c", "d"]), sqlite_engine, "assistant")
+    m = recorded(ScriptedModel(["c", "d"]), sqlite_engine, "assistant", cache=Settings.from_env().llm_cache)
     assert [m.complete(MSGS).text for _ in range(2)] == ["c", "d"]
 
 

@@ -223,13 +223,18 @@ def test_budget_stop_and_failures(engine, monkeypatch, tmp_path):
     n = _study(engine)
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  openai/fake-*: {input: 1000, output: 1000}\n")
-    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
     with FakeLLMServer(responder=responder(2, fail_on="question 1")) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
         summ = run_simulation(
             engine,
-            SimulationSpec(study="s", simulator_model="openai/fake-sim", concurrency=2, budget=0.5),
+            SimulationSpec(
+                study="s",
+                simulator_model="openai/fake-sim",
+                concurrency=2,
+                budget=0.5,
+                prices_file=str(prices),
+            ),
             model_options=opts,
         )
         assert summ.budget_stopped and summ.status == "budget_stopped"
@@ -270,13 +275,18 @@ def test_resuming_a_labelled_stopped_conversation(engine, monkeypatch, tmp_path)
     n = _study(engine)
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  openai/fake-*: {input: 1000, output: 1000}\n")
-    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
     with FakeLLMServer(responder=responder(2)) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         opts = {"openai/fake-sim": FAST, "openai/fake-assistant": FAST}
         assert run_simulation(
             engine,
-            SimulationSpec(study="s", simulator_model="openai/fake-sim", concurrency=2, budget=0.5),
+            SimulationSpec(
+                study="s",
+                simulator_model="openai/fake-sim",
+                concurrency=2,
+                budget=0.5,
+                prices_file=str(prices),
+            ),
             model_options=opts,
         ).budget_stopped
         with Session(engine) as s:

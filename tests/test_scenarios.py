@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import scenarios
 from db.models import Profile, Scenario, TaskContext
+from db.settings import Settings
 from scenarios import LibraryError, load_files, load_library, profile_fields, sync_library
 from scenarios.build_packs import TYPE_KEYS, ZH_FOLDERS, expand, fill, parse_pool
 
@@ -152,9 +153,10 @@ def test_extra_dir_adds_a_scenario(tmp_path, monkeypatch):
     from db.errors import UserInputError
 
     with pytest.raises(UserInputError, match="no such file or directory"):
-        load_library()
+        load_library(extra_dirs=Settings.from_env().scenario_dirs)
     monkeypatch.setenv("WORKBENCH_SCENARIO_DIRS", str(d))
-    lib = load_library()
+    assert "museum_visit" not in load_library().scenarios  # the core reads no environment
+    lib = load_library(extra_dirs=Settings.from_env().scenario_dirs)
     assert lib.scenarios["museum_visit"].version == "2"
     assert lib.sources["scenario:museum_visit"] == d / "museum.yaml"
     assert "travel_planning" in lib.scenarios

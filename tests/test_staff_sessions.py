@@ -12,6 +12,7 @@ from db.engine import ready_engine
 from db.errors import UserInputError
 from db.models import Annotator
 from db.models.accounts import StaffSession
+from db.settings import Settings
 from db.types import utcnow
 from workbench import accounts as A
 
@@ -90,13 +91,13 @@ def test_expired_rows_are_cleaned_on_login(session):
 
 def test_session_hours_setting(monkeypatch, session):
     monkeypatch.setenv(A.ENV_SESSION_HOURS, "0.5")
-    A.create_session(session, _user(session))
+    A.create_session(session, _user(session), hours=Settings.from_env().session_hours)
     row = session.exec(select(StaffSession)).one()
     assert (row.expires_at - row.created_at) == timedelta(minutes=30)
     for bad in ("abc", "0", "-2"):
         monkeypatch.setenv(A.ENV_SESSION_HOURS, bad)
         with pytest.raises(UserInputError, match=A.ENV_SESSION_HOURS):
-            A.session_hours()
+            Settings.from_env()
 
 
 # --- the app --------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def test_session_hours_setting(monkeypatch, session):
 
 @pytest.fixture
 def eng():
-    engine = ready_engine()
+    engine = ready_engine(Settings.from_env().db_url)
     with Session(engine) as s:
         for name, role in (("rita", "researcher"), ("ann", "annotator")):
             A.add_user(s, name, role, PASSWORDS[name])

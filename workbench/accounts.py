@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from datetime import timedelta
 
@@ -14,14 +13,13 @@ from sqlmodel import Session, select
 from db.errors import UserInputError
 from db.models import Annotator
 from db.models.accounts import StaffSession
+from db.settings import DEFAULT_SESSION_HOURS, ENV_SESSION_HOURS  # noqa: F401  (re-exported)
 from db.types import utcnow
 
 ROLES = ("annotator", "researcher")
 MIN_PASSWORD_LENGTH = 8
 # bcrypt only looks at the first 72 bytes; longer passwords are refused rather than silently cut.
 MAX_PASSWORD_BYTES = 72
-ENV_SESSION_HOURS = "WORKBENCH_STAFF_SESSION_HOURS"
-DEFAULT_SESSION_HOURS = 12.0
 
 
 def hash_password(password: str) -> str:
@@ -79,26 +77,13 @@ def authenticate(session: Session, name: str, password: str) -> Annotator | None
     return user if check_password(password, user.password_hash) else None
 
 
-def session_hours() -> float:
-    """How long a staff login lasts (`WORKBENCH_STAFF_SESSION_HOURS`, default 12)."""
-    raw = os.environ.get(ENV_SESSION_HOURS)
-    if not raw:
-        return DEFAULT_SESSION_HOURS
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = -1.0
-    if not hours > 0:
-        raise UserInputError(f"{ENV_SESSION_HOURS} must be a positive number of hours, not {raw!r}")
-    return hours
-
-
 def hash_session_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def create_session(session: Session, user: Annotator, hours: float | None = None) -> str:
-    """Start a login for ``user``: returns the token for the browser; the database keeps its hash only."""
+    """Start a login for ``user`` lasting ``hours`` (None: the default 12; the app passes
+    ``Settings.session_hours``). Returns the token for the browser; the database keeps its hash only."""
     now = utcnow()
     # Expired logins are dropped here, so the table stays as small as the number of live logins.
     for old in session.exec(select(StaffSession).where(StaffSession.expires_at <= now)).all():
@@ -109,7 +94,7 @@ def create_session(session: Session, user: Annotator, hours: float | None = None
             annotator_id=user.id,
             token_hash=hash_session_token(token),
             created_at=now,
-            expires_at=now + timedelta(hours=hours if hours is not None else session_hours()),
+            expires_at=now + timedelta(hours=DEFAULT_SESSION_HOURS if hours is None else hours),
         )
     )
     session.flush()

@@ -331,10 +331,11 @@ def _profile_sort_key(key: str):
 # --------------------------------------------------------------------------------------------------
 
 
-def available_scenarios() -> list[str]:
-    """The scenario keys of the library (bundled packs and ``WORKBENCH_SCENARIO_DIRS``); an invalid
-    pack raises ``scenarios.LibraryError`` with every problem in its message."""
-    return sorted(load_library().scenarios)
+def available_scenarios(extra_dirs=()) -> list[str]:
+    """The scenario keys of the library (bundled packs and ``extra_dirs``, the shells pass
+    ``WORKBENCH_SCENARIO_DIRS``); an invalid pack raises ``scenarios.LibraryError`` with every
+    problem in its message."""
+    return sorted(load_library(extra_dirs=extra_dirs).scenarios)
 
 
 def create_study_from_packs(
@@ -346,14 +347,17 @@ def create_study_from_packs(
     language: str,
     system_prompt: str | None,
     settings: dict,
+    extra_dirs=(),
 ) -> tuple[Study, int]:
-    """Sync the scenario packs and create the study (``create_study``) from a form's values."""
+    """Sync the scenario packs (bundled + ``extra_dirs``) and create the study (``create_study``)
+    from a form's values."""
     if not name.strip():
         raise UserInputError("give the study a name")
     if not assistant_model.strip() or "/" not in assistant_model:
         raise UserInputError("the assistant model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
     validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
-    sync_library(session)
+    library = load_library(extra_dirs=extra_dirs)
+    sync_library(session, library)
     return create_study(
         session,
         name.strip(),
@@ -363,6 +367,7 @@ def create_study_from_packs(
         language=language,
         system_prompt=system_prompt or None,
         settings=validated,
+        library=library,
     )
 
 

@@ -272,9 +272,11 @@ def plan_labelling(
     conversation_ids=None,
     limit=None,
     overwrite: bool = False,
+    prices_file=None,
 ) -> LabelPlan:
     """Projected calls, tokens and cost of what label_with_llm would call: conversations already
-    labelled by this source are left out unless ``overwrite`` (no call made, nothing written)."""
+    labelled by this source are left out unless ``overwrite`` (no call made, nothing written).
+    The cost uses ``prices_file`` over the bundled price table."""
     from workbench.llm.base import json_instruction
     from workbench.llm.prices import cost_of
 
@@ -311,7 +313,7 @@ def plan_labelling(
         n_labels += sum(d.level == "conversation" for d in conv_dims) + n_turns
         n_turn_labels += n_turns
     calls = n_convs * samples
-    cost = cost_of(model_name, p_tokens * samples, c_tokens * samples)
+    cost = cost_of(model_name, p_tokens * samples, c_tokens * samples, prices_file)
     return LabelPlan(
         source=name,
         conversations=n_convs,

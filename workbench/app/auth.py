@@ -48,9 +48,9 @@ def _write_cookie(token: str | None) -> None:
     """Set (``token``) or clear (None) the login cookie in the browser: a script in the page, since
     Streamlit has no Set-Cookie. The token is checked against its shape before it goes into the script."""
     if token and _TOKEN_SHAPE.fullmatch(token):
-        from workbench.accounts import session_hours
+        from workbench.app.common import settings
 
-        value, age = token, int(session_hours() * 3600)
+        value, age = token, int(settings().session_hours * 3600)
     else:
         value, age = "", 0
     st.html(
@@ -70,13 +70,13 @@ def _user_dict(user) -> dict:
 
 def login(name: str, password: str) -> bool:
     from workbench.accounts import authenticate, create_session
-    from workbench.app.common import engine
+    from workbench.app.common import engine, settings
 
     with session_scope(engine()) as session:
         user = authenticate(session, name, password)
         if user is None:
             return False
-        token = create_session(session, user)
+        token = create_session(session, user, hours=settings().session_hours)
         st.session_state["user"] = _user_dict(user)
     st.session_state[_TOKEN_KEY] = token
     st.session_state[_COOKIE_OP] = token

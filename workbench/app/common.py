@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from db.engine import session_scope
 from db.errors import WorkbenchError
+from db.settings import Settings
 from workbench.app.safe_text import escape_markdown, safe_markdown
 
 # What the core logs (e.g. a failed assistant reply, with its details) goes to the server's stderr
@@ -60,11 +61,17 @@ def hide_input_hints(language: str) -> None:
         st.html("<style>[data-testid='InputInstructions']{display:none}</style>")
 
 
+def settings() -> Settings:
+    """The settings from the environment, read afresh on each call (cheap), so every page run sees
+    the environment the server runs in."""
+    return Settings.from_env()
+
+
 def engine() -> Engine:
     """The configured database with its schema up to date (checked once per URL and process)."""
     from db.engine import ready_engine
 
-    return ready_engine()
+    return ready_engine(settings().db_url)
 
 
 def run_action(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -101,7 +108,7 @@ def codebook_or_stop():
     from annotation.codebook import load_codebook
 
     try:
-        return load_codebook()
+        return load_codebook(extensions=settings().codebook_extensions)
     except WorkbenchError as exc:
         st.error(escape_markdown(f"The codebook cannot be loaded: {exc}"))
         st.stop()

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from db.errors import UserInputError
+from db.settings import Settings
 
 CORRECTIONS = ("holm", "bh")
 
@@ -32,15 +33,18 @@ def register(app: typer.Typer) -> None:
         """Compare human and agent conversations: comparisons.csv/.json/.tex, likeness tables, meta.json."""
         from analysis.report import analyze as run
         from analysis.report import write_analysis
+        from annotation.codebook import load_codebook
         from db.engine import ready_engine
         from workbench.cli._common import output_dir
 
         _check(correction, n_boot)
         output_dir(out, "--out")
-        engine = ready_engine()
+        config = Settings.from_env()
+        engine = ready_engine(config.db_url)
         result = run(
             engine,
             study,
+            codebook=load_codebook(extensions=config.codebook_extensions),
             labels=labels,
             correction=correction,
             n_boot=n_boot,
@@ -68,6 +72,7 @@ def register(app: typer.Typer) -> None:
         """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex)."""
         from analysis.report import analyze as run
         from analysis.report import write_report
+        from annotation.codebook import load_codebook
         from db.engine import ready_engine
         from workbench.cli._common import output_file
 
@@ -75,10 +80,12 @@ def register(app: typer.Typer) -> None:
         if out.suffix.lower() not in (".html", ".htm"):
             raise UserInputError(f"--out must be an .html file, got {out}")
         output_file(out, "--out")
-        engine = ready_engine()
+        config = Settings.from_env()
+        engine = ready_engine(config.db_url)
         result = run(
             engine,
             study,
+            codebook=load_codebook(extensions=config.codebook_extensions),
             labels=labels,
             correction=correction,
             n_boot=n_boot,
@@ -113,7 +120,7 @@ def register(app: typer.Typer) -> None:
         if language not in ("auto", "own") and language.lower().split("-")[0] not in ("en", "zh"):
             # Any other code used to be analysed silently as English.
             raise UserInputError(f"unknown --language {language!r}: use auto, own, en or zh")
-        engine = ready_engine()
+        engine = ready_engine(Settings.from_env().db_url)
         with Session(engine) as session:
             st = get_study(session, study)
             convs = conversations_df(session, st.id)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from db.engine import session_scope
+from db.settings import Settings
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from annotation.queue import assign_items
         from db.engine import ready_engine
 
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             report = assign_items(
                 session,
                 study,
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
         from annotation.queue import reassign_items
         from db.engine import ready_engine
 
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             moved, dropped = reassign_items(session, study, from_annotator, to_annotator)
         typer.echo(
             f"Moved {moved} pending items from {from_annotator} to {to_annotator} in study {study!r}"
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
         from annotation.queue import progress_df
         from db.engine import ready_engine
 
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             df = progress_df(session, study)
         if df.empty:
             typer.echo(
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
         from workbench.cli._common import output_file
 
         output_file(csv, "--csv")
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             st = get_study(session, study)
             g = guesses_df(session, st.id)
             convs = conversations_df(session, st.id, conversation_ids=g["conversation_id"].unique().tolist())
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
         from workbench.cli._common import output_file, write_text
 
         output_file(as_json, "--json")
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             df = disagreements_df(session, study, sources=_split(sources))
         if open_only and not df.empty:
             df = df[df["status"] == OPEN]
@@ -173,7 +174,7 @@ def register(app: typer.Typer) -> None:
 
         if lang not in ("en", "zh"):
             raise UserInputError(f"unknown --lang {lang!r}: use en or zh")
-        cb = load_codebook(path)
+        cb = load_codebook(path, extensions=Settings.from_env().codebook_extensions)
         typer.echo(f"Codebook version {cb.version} ({len(cb)} dimensions) from {', '.join(cb.sources)}")
         for d in cb:
             level = "per turn" if d.level == "turn" else "per conversation"

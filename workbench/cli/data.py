@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
-from db import settings
 from db.engine import get_engine
 from db.errors import UserInputError, WorkbenchError
 from db.migrate import upgrade
+from db.settings import ENV_DB_URL, Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         """Create the database schema, or upgrade it to the newest revision (Alembic upgrade head)."""
         from db.engine import open_error
 
-        engine = get_engine()
+        engine = get_engine(Settings.from_env().db_url)
         try:
             rev = upgrade(engine)
         except WorkbenchError:
@@ -41,10 +41,11 @@ def register(app: typer.Typer) -> None:
 
         if not 1 <= port <= 65535:
             raise UserInputError(f"--port must be between 1 and 65535, got {port}")
-        engine = ready_engine()
+        config = Settings.from_env()  # a malformed setting stops here, before the server starts
+        engine = ready_engine(config.db_url)
         entry = Path(__file__).resolve().parent.parent / "app" / "main.py"
         env = dict(os.environ)
-        env.setdefault(settings.ENV_DB_URL, settings.db_url())
+        env.setdefault(ENV_DB_URL, config.db_url)
         cmd = [
             sys.executable,
             "-m",

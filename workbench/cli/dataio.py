@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from db.errors import UserInputError
+from db.settings import Settings
 from workbench.cli._progress import progress_bar
 
 import_app = typer.Typer(
@@ -30,9 +31,12 @@ def import_recllmsim_cmd(
     from db.engine import ready_engine
     from workbench.dataio.recllmsim import import_recllmsim
 
-    engine = ready_engine()
+    config = Settings.from_env()
+    engine = ready_engine(config.db_url)
     with progress_bar("importing", unit="files") as progress:
-        report = import_recllmsim(engine, path, study=study, strict=strict, progress=progress)
+        report = import_recllmsim(
+            engine, path, study=study, strict=strict, progress=progress, scenario_dirs=config.scenario_dirs
+        )
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
 
@@ -55,7 +59,7 @@ def import_jsonl_cmd(
     from db.engine import ready_engine
     from workbench.dataio.jsonl import import_jsonl
 
-    engine = ready_engine()
+    engine = ready_engine(Settings.from_env().db_url)
     with progress_bar("importing") as progress:
         report = import_jsonl(engine, path, study=study, strict=strict, progress=progress)
     typer.echo(report.summary())
@@ -100,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
         output_dir(out, "--out")
         _refuse_overwrite(out, fmt, force)
-        paths = export_study(ready_engine(), study, fmt, out)
+        paths = export_study(ready_engine(Settings.from_env().db_url), study, fmt, out)
         for p in paths:
             typer.echo(str(p))
         typer.echo(f"Exported study {study!r}: {len(paths)} files in {out}.")

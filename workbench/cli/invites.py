@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from db.engine import session_scope
+from db.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -37,11 +38,13 @@ def register(app: typer.Typer) -> None:
         from workbench.participation.entry import create_invites, invite_url
 
         output_file(out, "--out")
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             tokens = create_invites(session, study, n, language=language)
         from workbench.config import public_url
 
-        links = [invite_url(base_url or public_url(), t) for t in tokens]
+        links = [
+            invite_url(base_url or public_url(configured=Settings.from_env().public_url), t) for t in tokens
+        ]
         if out:
             write_text(out, "\n".join(links) + "\n")
             typer.echo(f"Wrote {len(links)} invite links to {out}.")
@@ -62,11 +65,11 @@ def register(app: typer.Typer) -> None:
         from db.repo import get_study
         from workbench.participation.entry import prolific_url
 
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             get_study(session, study)
         from workbench.config import public_url
 
-        typer.echo(prolific_url(base_url or public_url(), study))
+        typer.echo(prolific_url(base_url or public_url(configured=Settings.from_env().public_url), study))
 
     participants = typer.Typer(help="Participant sessions.", no_args_is_help=True)
     app.add_typer(participants, name="participants")
@@ -77,6 +80,6 @@ def register(app: typer.Typer) -> None:
         from db.engine import ready_engine
         from workbench.participation.flow import expire_idle
 
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             n = expire_idle(session)
         typer.echo(f"{n} idle sessions marked abandoned.")

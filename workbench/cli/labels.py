@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from db.errors import UserInputError
+from db.settings import Settings
 from workbench.config import DEFAULT_MODEL_HELP
 
 LABELLERS = ("llm", "rule", "trained")
@@ -85,17 +86,17 @@ def label(
         at_least(concurrency, 1, "--concurrency")
         at_least(limit, 1, "--limit")
     dims = _split(dimensions)
-    engine = ready_engine()
-    codebook = load_codebook()
+    config = Settings.from_env()
+    engine = ready_engine(config.db_url)
+    codebook = load_codebook(extensions=config.codebook_extensions)
     if dims:
         codebook.select(dims)  # unknown names: a clear error listing the known ones
     if labeller == "llm":
         from annotation.labellers.llm import DEFAULT_PROMPT, label_with_llm_sync, plan_labelling
-        from workbench.config import default_model
 
         prompt_version = prompt_version or DEFAULT_PROMPT
 
-        name = model or default_model()
+        name = model or config.default_model
         missing_key = check_model_name(
             name
         )  # an unknown provider exits 2; a missing key only fails a real run
@@ -110,6 +111,7 @@ def label(
                 prompt_version=prompt_version,
                 limit=limit,
                 overwrite=overwrite,
+                prices_file=config.prices_file,
             )
             cost = (
                 "unknown (no price for this model; see `workbench models prices`)"
@@ -132,7 +134,7 @@ def label(
             return
         from workbench.llm import get_model
 
-        chat = get_model(name)
+        chat = get_model(name, prices_file=config.prices_file)
         with _progress("labelling") as tick:
             summary = label_with_llm_sync(
                 engine,
@@ -146,7 +148,7 @@ def label(
                 prompt_version=prompt_version,
                 limit=limit,
                 overwrite=overwrite,
-                cache=not no_cache,
+                cache=config.llm_cache and not no_cache,
                 seed=seed,
                 progress=tick,
             )
@@ -211,7 +213,13 @@ def label(
 
             with session_scope(engine) as session:
                 df = study_agreement_df(
-                    session, study, report.source, holdout_source, dimensions=report.dimensions, n_boot=1000
+                    session,
+                    study,
+                    report.source,
+                    holdout_source,
+                    dimensions=report.dimensions,
+                    n_boot=1000,
+                    codebook=codebook,
                 )
             typer.echo(f"Cohen's kappa against {holdout_source} (held out of training):")
             wide = df.pivot(index="dimension", columns="user_kind", values="cohen_kappa")
@@ -256,7 +264,7 @@ def sources(
     from db.engine import ready_engine, session_scope
     from db.repo import get_study, label_sources_df
 
-    with session_scope(ready_engine()) as session:
+    with session_scope(ready_engine(Settings.from_env().db_url)) as session:
         st = get_study(session, study)
         df = label_sources_df(session, st.id)
     df = df[df["n_labels"] > 0].copy()
@@ -313,7 +321,10 @@ def agreement(
             "name two sources with --a and --b (or a set with --sources); list them with "
             f"`workbench labels sources --study {study}`"
         )
-    with session_scope(ready_engine()) as session:
+    from annotation.codebook import load_codebook
+
+    config = Settings.from_env()
+    with session_scope(ready_engine(config.db_url)) as session:
         df = study_agreement_df(
             session,
             study,
@@ -324,6 +335,7 @@ def agreement(
             n_boot=n_boot,
             seed=seed,
             split_by_user_kind=split,
+            codebook=load_codebook(extensions=config.codebook_extensions),
         )
     if df.empty:
         typer.echo("No items labelled by both sources.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from db.errors import UserInputError
+from db.settings import Settings
 
 scenarios_app = typer.Typer(
     help="The scenario library: list, validate and sync scenario packs.", no_args_is_help=True
@@ -28,7 +29,7 @@ def list_scenarios(
 
     from scenarios import load_library
 
-    lib = load_library(dirs)
+    lib = load_library(dirs, extra_dirs=Settings.from_env().scenario_dirs)
     table = Table(title=f"{len(lib.scenarios)} scenarios, {len(lib.profiles)} profiles")
     for col in (
         "key",
@@ -94,8 +95,9 @@ def sync() -> None:
     from db.engine import ready_engine, session_scope
     from scenarios import load_library, sync_library
 
-    lib = load_library()
-    engine = ready_engine()
+    config = Settings.from_env()
+    lib = load_library(extra_dirs=config.scenario_dirs)
+    engine = ready_engine(config.db_url)
     with session_scope(engine) as session:
         report = sync_library(session, lib)
     typer.echo(f"Synced the scenario library: {report}")
@@ -149,12 +151,14 @@ def create(
 ) -> None:
     """Create a study and its conditions (every scenario x task context x sampled profile)."""
     from db.engine import ready_engine, session_scope
+    from scenarios import load_library
     from workbench.studies import create_study
 
     settings = _settings_from_flags(tasks_per_participant, min_turns, max_turns, profile_mode)
     prompt_text = _read_prompt(system_prompt)
     keys = [k.strip() for item in (scenarios or []) for k in item.split(",") if k.strip()] or None
-    with session_scope(ready_engine()) as session:
+    config = Settings.from_env()
+    with session_scope(ready_engine(config.db_url)) as session:
         study, n = create_study(
             session,
             name,
@@ -169,6 +173,7 @@ def create(
             seed=seed,
             description=description,
             context_sets=context_sets,
+            library=load_library(extra_dirs=config.scenario_dirs),
         )
         scen = ", ".join(study.settings["scenarios"])
     typer.echo(

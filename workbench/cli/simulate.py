@@ -118,8 +118,8 @@ def simulate(
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
     from db.engine import ready_engine
+    from db.settings import Settings
     from workbench.cli._common import at_least
-    from workbench.config import default_model
     from workbench.llm import check_model_name
 
     # Checked here first so the message names the flag (the spec checks them again, by setting name).
@@ -129,7 +129,8 @@ def simulate(
     at_least(budget, 0, "--budget", " (USD)")
     at_least(simulator_max_tokens, 1, "--simulator-max-tokens")
     at_least(goal_reminder_every, 1, "--goal-reminder-every")
-    sim_model = simulator_model or default_model()
+    settings = Settings.from_env()
+    sim_model = simulator_model or settings.default_model
     # Unknown providers are refused here as a real run would (exit 2); a missing key only matters
     # for a real run, which get_model refuses later.
     missing_keys = [m for m in (check_model_name(name) for name in (sim_model, assistant_model) if name) if m]
@@ -152,10 +153,11 @@ def simulate(
         rpm=rpm,
         tpm=tpm,
         budget=budget,
-        cache=not no_cache,
+        cache=settings.llm_cache and not no_cache,
+        prices_file=str(settings.prices_file) if settings.prices_file else None,
         retry_failed=retry_failed,
     )
-    engine = ready_engine()
+    engine = ready_engine(settings.db_url)
     if dry_run:
         _print_plan(engine, spec, missing_keys)
     else:
@@ -265,7 +267,7 @@ models_app = typer.Typer(help="Model providers and prices.", no_args_is_help=Tru
 @models_app.command("list")
 def models_list() -> None:
     """Providers, what they need, and the default model."""
-    from workbench.config import default_model
+    from db.settings import Settings
 
     typer.echo(
         "openai/<model>      openai SDK; OPENAI_API_KEY, OPENAI_BASE_URL (any OpenAI-compatible server)"
@@ -277,15 +279,16 @@ def models_list() -> None:
     )
     typer.echo("local/<path.gguf>   any GGUF model via llama.cpp")
     typer.echo("scripted/<name>     scripted replies (tests)")
-    typer.echo(f"default model: {default_model()}")
+    typer.echo(f"default model: {Settings.from_env().default_model}")
 
 
 @models_app.command("prices")
 def models_prices() -> None:
     """The price table in use (USD per million tokens; override with WORKBENCH_PRICES)."""
+    from db.settings import Settings
     from workbench.llm.prices import price_table
 
-    for name, p in sorted(price_table().items()):
+    for name, p in sorted(price_table(Settings.from_env().prices_file).items()):
         typer.echo(f"{name:40s} input {p['input']:>8.2f}  output {p['output']:>8.2f}")
 
 

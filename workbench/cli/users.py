@@ -9,6 +9,7 @@ import typer
 
 from db.engine import session_scope
 from db.errors import UserInputError
+from db.settings import Settings
 
 PASSWORD_ENV = "WORKBENCH_PASSWORD"
 
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
             raise UserInputError(
                 f"no password given: use --password-stdin, set {PASSWORD_ENV}, or run in a terminal"
             )
-        engine = ready_engine()
+        engine = ready_engine(Settings.from_env().db_url)
         with session_scope(engine) as session:
             user = add_user(session, name, role, password, update=update)
             typer.echo(f"{'Updated' if update else 'Created'} {user.role} {user.name!r}.")
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
         from db.engine import ready_engine
         from workbench.accounts import users_df
 
-        with session_scope(ready_engine()) as session:
+        with session_scope(ready_engine(Settings.from_env().db_url)) as session:
             df = users_df(session)
         if df.empty:
             typer.echo("No users yet: add one with `workbench users add NAME --role researcher`.")

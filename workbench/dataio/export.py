@@ -167,38 +167,42 @@ def label_sources_df(session: Session, study_id: int) -> pd.DataFrame:
 
 def conversation_lines(session: Session, study: Study):
     """One dict per conversation: id, user_kind, scenario, condition_id, messages, metadata, turns."""
-    conds = {c.id: c for c in session.exec(select(Condition).where(Condition.study_id == study.id)).all()}
-    scen = {s.id: s for s in session.exec(select(Scenario)).all()}
-    tc_ids = {c.task_context_id for c in conds.values()}
-    prof_ids = {c.profile_id for c in conds.values() if c.profile_id}
-    asst_ids = {c.assistant_config_id for c in conds.values()}
-    tcs = (
-        {t.id: t for t in session.exec(select(TaskContext).where(TaskContext.id.in_(tc_ids))).all()}
-        if tc_ids
-        else {}
-    )
-    profs = (
-        {p.id: p for p in session.exec(select(Profile).where(Profile.id.in_(prof_ids))).all()}
-        if prof_ids
-        else {}
-    )
-    assts = (
-        {a.id: a for a in session.exec(select(AssistantConfig).where(AssistantConfig.id.in_(asst_ids))).all()}
-        if asst_ids
-        else {}
-    )
-    sims = {c.id: c for c in session.exec(select(SimulatorConfig)).all()}
-    runs = {
-        r.id: r for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
-    }
-    pseudos = dict(
-        session.exec(
-            select(Participant.id, Participant.pseudonym).where(Participant.study_id == study.id)
-        ).all()
-    )
+    rows = _study_rows(session, study)
     convs = session.exec(
         select(Conversation).where(Conversation.study_id == study.id).order_by(Conversation.id)
     ).all()
+    turns = _study_turns(session, study)
+    for conv in convs:
+        yield _conversation_line(study, conv, rows, turns.get(conv.id, []))
+
+
+def _by_id(session: Session, model, ids: set) -> dict:
+    return {r.id: r for r in session.exec(select(model).where(model.id.in_(ids))).all()} if ids else {}
+
+
+def _study_rows(session: Session, study: Study) -> dict[str, dict]:
+    """The rows the study's conversations refer to, by id, each kind loaded once."""
+    conds = {c.id: c for c in session.exec(select(Condition).where(Condition.study_id == study.id)).all()}
+    return {
+        "conds": conds,
+        "scen": {s.id: s for s in session.exec(select(Scenario)).all()},
+        "tcs": _by_id(session, TaskContext, {c.task_context_id for c in conds.values()}),
+        "profs": _by_id(session, Profile, {c.profile_id for c in conds.values() if c.profile_id}),
+        "assts": _by_id(session, AssistantConfig, {c.assistant_config_id for c in conds.values()}),
+        "sims": {c.id: c for c in session.exec(select(SimulatorConfig)).all()},
+        "runs": {
+            r.id: r
+            for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
+        },
+        "pseudos": dict(
+            session.exec(
+                select(Participant.id, Participant.pseudonym).where(Participant.study_id == study.id)
+            ).all()
+        ),
+    }
+
+
+def _study_turns(session: Session, study: Study) -> dict[int, list[dict]]:
     # Turn columns, not ORM objects: much faster for tens of thousands of turns.
     turns: dict[int, list[dict]] = {}
     tq = (
@@ -209,90 +213,105 @@ def conversation_lines(session: Session, study: Study):
     )
     for r in session.exec(tq).all():
         turns.setdefault(r[0], []).append(dict(zip(("content",) + _TURN_EXTRAS, r[1:])))
-    for conv in convs:
-        cond = conds[conv.condition_id]
-        sc, tc, prof, asst = (
-            scen[cond.scenario_id],
-            tcs[cond.task_context_id],
-            profs.get(cond.profile_id),
-            assts[cond.assistant_config_id],
-        )
-        sim = sims.get(conv.simulator_config_id)
-        ts = turns.get(conv.id, [])
-        yield {
-            "id": conv.id,
-            "user_kind": conv.user_kind,
-            "scenario": sc.key,
-            "condition_id": cond.id,
-            "messages": [{"role": t["role"], "content": t["content"]} for t in ts],
-            "study": study.name,
-            "condition_key": cond.key,
-            "status": conv.status,
-            "language": conv.language,
-            "wave": conv.wave,
-            "source": conv.source,
-            "external_id": conv.external_id,
-            "participant": pseudos.get(conv.participant_id),
-            "replicate": conv.replicate,
-            "run_id": conv.run_id,
-            # the simulation run that made it (re-created by `import jsonl`, so provenance survives a round trip)
-            "run": None
-            if conv.run_id not in runs
-            else {
-                "key": runs[conv.run_id].key,
-                "status": runs[conv.run_id].status,
-                "params": runs[conv.run_id].params,
-                "created_at": runs[conv.run_id].created_at,
-                "finished_at": runs[conv.run_id].finished_at,
-            },
-            "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
-            "started_at": conv.started_at,
-            "ended_at": conv.ended_at,
-            "end_reason": conv.end_reason,
-            "ended_by": conv.ended_by,
-            "scenario_info": {"key": sc.key, "name": sc.name, "names": sc.names},
-            "task_context": {
-                "key": tc.key,
-                "language": tc.language,
-                "text": tc.text,
-                "translations": tc.translations,
-                "slots": tc.slots,
-                "source": tc.source,
-            },
-            "profile": None
-            if prof is None
-            else {
-                "key": prof.key,
-                "language": prof.language,
-                "fields": prof.fields,
-                "text": prof.text,
-                "translations": prof.translations,
-                "source": prof.source,
-            },
-            "assistant_model": asst.model,
-            "assistant": {
-                "model": asst.model,
-                "name": asst.name,
-                "system_prompt": asst.system_prompt,
-                "temperature": asst.temperature,
-                "max_tokens": asst.max_tokens,
-                "version": asst.version,
-                "params": asst.params,
-            },
-            "simulator": None
-            if sim is None
-            else {
-                "model": sim.model,
-                "name": sim.name,
-                "prompt_template": sim.prompt_template,
-                "prompt_version": sim.prompt_version,
-                "temperature": sim.temperature,
-                "seed": sim.seed,
-                "params": sim.params,
-            },
-            "meta": conv.meta,
-            "turns": [{c: t[c] for c in _TURN_EXTRAS} for t in ts],
-        }
+    return turns
+
+
+def _conversation_line(study: Study, conv: Conversation, rows: dict[str, dict], ts: list[dict]) -> dict:
+    cond = rows["conds"][conv.condition_id]
+    sc = rows["scen"][cond.scenario_id]
+    run = rows["runs"].get(conv.run_id)
+    sim = rows["sims"].get(conv.simulator_config_id)
+    asst = rows["assts"][cond.assistant_config_id]
+    return {
+        "id": conv.id,
+        "user_kind": conv.user_kind,
+        "scenario": sc.key,
+        "condition_id": cond.id,
+        "messages": [{"role": t["role"], "content": t["content"]} for t in ts],
+        "study": study.name,
+        "condition_key": cond.key,
+        "status": conv.status,
+        "language": conv.language,
+        "wave": conv.wave,
+        "source": conv.source,
+        "external_id": conv.external_id,
+        "participant": rows["pseudos"].get(conv.participant_id),
+        "replicate": conv.replicate,
+        "run_id": conv.run_id,
+        # the simulation run that made it (re-created by `import jsonl`, so provenance survives a round trip)
+        "run": None if run is None else _run_info(run),
+        "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
+        "started_at": conv.started_at,
+        "ended_at": conv.ended_at,
+        "end_reason": conv.end_reason,
+        "ended_by": conv.ended_by,
+        "scenario_info": {"key": sc.key, "name": sc.name, "names": sc.names},
+        "task_context": _task_context_info(rows["tcs"][cond.task_context_id]),
+        "profile": _profile_info(rows["profs"].get(cond.profile_id)),
+        "assistant_model": asst.model,
+        "assistant": _assistant_info(asst),
+        "simulator": None if sim is None else _simulator_info(sim),
+        "meta": conv.meta,
+        "turns": [{c: t[c] for c in _TURN_EXTRAS} for t in ts],
+    }
+
+
+def _run_info(run: SimulationRun) -> dict:
+    return {
+        "key": run.key,
+        "status": run.status,
+        "params": run.params,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def _task_context_info(tc: TaskContext) -> dict:
+    return {
+        "key": tc.key,
+        "language": tc.language,
+        "text": tc.text,
+        "translations": tc.translations,
+        "slots": tc.slots,
+        "source": tc.source,
+    }
+
+
+def _profile_info(prof: Profile | None) -> dict | None:
+    if prof is None:
+        return None
+    return {
+        "key": prof.key,
+        "language": prof.language,
+        "fields": prof.fields,
+        "text": prof.text,
+        "translations": prof.translations,
+        "source": prof.source,
+    }
+
+
+def _assistant_info(asst: AssistantConfig) -> dict:
+    return {
+        "model": asst.model,
+        "name": asst.name,
+        "system_prompt": asst.system_prompt,
+        "temperature": asst.temperature,
+        "max_tokens": asst.max_tokens,
+        "version": asst.version,
+        "params": asst.params,
+    }
+
+
+def _simulator_info(sim: SimulatorConfig) -> dict:
+    return {
+        "model": sim.model,
+        "name": sim.name,
+        "prompt_template": sim.prompt_template,
+        "prompt_version": sim.prompt_version,
+        "temperature": sim.temperature,
+        "seed": sim.seed,
+        "params": sim.params,
+    }
 
 
 def _json_default(v: Any) -> Any:

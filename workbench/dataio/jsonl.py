@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,64 +71,60 @@ def import_jsonl(
     if not file.is_file():
         raise UserInputError(f"{file} not found: give a conversations.jsonl written by `workbench export`.")
     folder = file.parent
-    labels = _side_table(folder, "labels")
-    sources = _side_table(folder, "label_sources")
-    answers = _side_table(folder, "questionnaires")
-    source_specs = {}
-    if sources is not None:
-        for r in sources.to_dict("records"):
-            source_specs[r["name"]] = LabelSourceSpec(
-                name=r["name"],
-                kind=r.get("kind") or "imported",
-                model=_none(r.get("model")),
-                prompt_version=_none(r.get("prompt_version")),
-                codebook_version=_none(r.get("codebook_version")),
-                params=_json(r.get("params")) or {},
-            )
-    labels_by_conv: dict[Any, list[dict]] = defaultdict(list)
-    if labels is not None:
-        for r in labels.to_dict("records"):
-            name = r["source"]
-            spec = source_specs.get(name) or LabelSourceSpec(
-                name=name, kind=_none(r.get("source_kind")) or "imported"
-            )
-            source_specs.setdefault(name, spec)
-            samples = _json(r.get("samples"))
-            labels_by_conv[int(r["conversation_id"])].append(
-                {
-                    "dimension": r["dimension"],
-                    "value": _str(r.get("value")),
-                    "turn_index": int(r["turn_index"]),
-                    "source": spec,
-                    "rationale": _none(r.get("rationale")),
-                    "samples": samples,
-                    "flagged": _bool(r.get("flagged")),
-                    "status": _none(r.get("status")) or "ok",
-                    "created_at": _time(r.get("created_at")),
-                }
-            )
-    answers_by_conv: dict[Any, list[dict]] = defaultdict(list)
-    if answers is not None:
-        for r in answers.to_dict("records"):
-            if _none(r.get("conversation_id")) is None:
-                continue
-            answers_by_conv[int(r["conversation_id"])].append(
-                {
-                    "questionnaire": r["questionnaire"],
-                    "item": str(r["item"]),
-                    "value": _str(r.get("value")),
-                    "raw_value": _str(r.get("raw_value")),
-                    "question": _none(r.get("question")),
-                    "created_at": _time(r.get("created_at")),
-                }
-            )
+    source_specs = _label_sources(_side_table(folder, "label_sources"))
+    labels_by_conv = _labels_by_conv(_side_table(folder, "labels"), source_specs)
+    answers_by_conv = _answers_by_conv(_side_table(folder, "questionnaires"))
 
     report = ImportReport(study=study or "")
+    links = _Links()
     records = []
-    ext_of: dict[Any, str] = {}  # exported conversation id -> external id of the imported record
-    twin_of: dict[str, Any] = {}  # external id of a digital twin -> exported id of its human original
-    runs: dict[str, dict] = {}  # exported simulation run key -> the run as exported
-    run_of: dict[str, tuple[str, int]] = {}  # external id -> (exported run key, replicate)
+    for obj, rec in _read_lines(file, report, strict):
+        if not report.study:
+            report.study = obj.get("study") or "imported"
+        rec.labels = labels_by_conv.get(obj["id"], [])
+        rec.questionnaire = answers_by_conv.get(obj["id"], [])
+        records.append(rec)
+        links.add(obj, rec)
+    if not report.study:
+        report.study = "imported"
+    write_records(
+        engine,
+        records,
+        report,
+        description=f"Imported from {file}",
+        single_transaction=strict,
+        progress=progress,
+    )
+    _link_twins(engine, report, links.ext_of, links.twin_of)
+    _link_runs(engine, report, links.runs, links.run_of)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+@dataclass
+class _Links:
+    """What ties imported conversations to each other and to their runs, resolved after writing."""
+
+    ext_of: dict[Any, str] = field(default_factory=dict)  # exported conversation id -> external id
+    twin_of: dict[str, Any] = field(
+        default_factory=dict
+    )  # a twin's external id -> exported id of its original
+    runs: dict[str, dict] = field(default_factory=dict)  # exported simulation run key -> the run as exported
+    run_of: dict[str, tuple[str, int]] = field(default_factory=dict)  # external id -> (run key, replicate)
+
+    def add(self, obj: dict, rec: ConversationRecord) -> None:
+        self.ext_of[obj["id"]] = rec.external_id
+        if obj.get("twin_of") is not None:
+            self.twin_of[rec.external_id] = obj["twin_of"]
+        run = obj.get("run")
+        if isinstance(run, dict) and isinstance(run.get("key"), str) and run["key"]:
+            self.runs.setdefault(run["key"], run)
+            self.run_of[rec.external_id] = (run["key"], obj.get("replicate") or 0)
+
+
+def _read_lines(file: Path, report: ImportReport, strict: bool):
+    """(line as JSON, its record) for each well-formed line; malformed lines are reported (or, with
+    ``strict``, abort the import)."""
     with file.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -149,32 +146,65 @@ def import_jsonl(
                     raise UserInputError(f"{where}: {reason}. Nothing was imported (--strict).") from None
                 report.malformed.append((where, reason))
                 continue
-            if not report.study:
-                report.study = obj.get("study") or "imported"
-            rec.labels = labels_by_conv.get(obj["id"], [])
-            rec.questionnaire = answers_by_conv.get(obj["id"], [])
-            records.append(rec)
-            ext_of[obj["id"]] = rec.external_id
-            if obj.get("twin_of") is not None:
-                twin_of[rec.external_id] = obj["twin_of"]
-            run = obj.get("run")
-            if isinstance(run, dict) and isinstance(run.get("key"), str) and run["key"]:
-                runs.setdefault(run["key"], run)
-                run_of[rec.external_id] = (run["key"], obj.get("replicate") or 0)
-    if not report.study:
-        report.study = "imported"
-    write_records(
-        engine,
-        records,
-        report,
-        description=f"Imported from {file}",
-        single_transaction=strict,
-        progress=progress,
-    )
-    _link_twins(engine, report, ext_of, twin_of)
-    _link_runs(engine, report, runs, run_of)
-    report.seconds = time.perf_counter() - t0
-    return report
+            yield obj, rec
+
+
+def _label_sources(sources) -> dict[str, LabelSourceSpec]:
+    specs = {}
+    for r in sources.to_dict("records") if sources is not None else []:
+        specs[r["name"]] = LabelSourceSpec(
+            name=r["name"],
+            kind=r.get("kind") or "imported",
+            model=_none(r.get("model")),
+            prompt_version=_none(r.get("prompt_version")),
+            codebook_version=_none(r.get("codebook_version")),
+            params=_json(r.get("params")) or {},
+        )
+    return specs
+
+
+def _labels_by_conv(labels, source_specs: dict[str, LabelSourceSpec]) -> dict[Any, list[dict]]:
+    """The label rows per exported conversation id; a source missing from the sources table is
+    added to ``source_specs``."""
+    by_conv: dict[Any, list[dict]] = defaultdict(list)
+    for r in labels.to_dict("records") if labels is not None else []:
+        name = r["source"]
+        spec = source_specs.get(name) or LabelSourceSpec(
+            name=name, kind=_none(r.get("source_kind")) or "imported"
+        )
+        source_specs.setdefault(name, spec)
+        by_conv[int(r["conversation_id"])].append(
+            {
+                "dimension": r["dimension"],
+                "value": _str(r.get("value")),
+                "turn_index": int(r["turn_index"]),
+                "source": spec,
+                "rationale": _none(r.get("rationale")),
+                "samples": _json(r.get("samples")),
+                "flagged": _bool(r.get("flagged")),
+                "status": _none(r.get("status")) or "ok",
+                "created_at": _time(r.get("created_at")),
+            }
+        )
+    return by_conv
+
+
+def _answers_by_conv(answers) -> dict[Any, list[dict]]:
+    by_conv: dict[Any, list[dict]] = defaultdict(list)
+    for r in answers.to_dict("records") if answers is not None else []:
+        if _none(r.get("conversation_id")) is None:
+            continue
+        by_conv[int(r["conversation_id"])].append(
+            {
+                "questionnaire": r["questionnaire"],
+                "item": str(r["item"]),
+                "value": _str(r.get("value")),
+                "raw_value": _str(r.get("raw_value")),
+                "question": _none(r.get("question")),
+                "created_at": _time(r.get("created_at")),
+            }
+        )
+    return by_conv
 
 
 def _link_twins(engine: Engine, report: ImportReport, ext_of: dict, twin_of: dict) -> None:
@@ -283,32 +313,13 @@ def _link_runs(
 
 
 def _record(o: dict) -> ConversationRecord:
+    """The record of one exported line; a malformed line raises _Bad (or KeyError for a missing
+    field). The parts are read in a fixed order, so the first problem found is the one reported."""
     if not isinstance(o, dict):
         raise _Bad("a line is not a JSON object")
     if o.get("user_kind") not in ("human", "agent"):
         raise _Bad(f"user_kind {o.get('user_kind')!r} is not human or agent")
-    msgs = o["messages"]
-    if not isinstance(msgs, list) or not all(
-        isinstance(m, dict)
-        and isinstance(m.get("content"), str)
-        and m.get("role") in ("user", "assistant", "system")
-        for m in msgs
-    ):
-        raise _Bad("'messages' must be a list of {role, content}")
-    extras = o.get("turns") or [{} for _ in msgs]
-    if len(extras) != len(msgs):
-        raise _Bad("'turns' and 'messages' differ in length")
-    turns = []
-    for i, (m, x) in enumerate(zip(msgs, extras)):
-        t = {
-            "index": x.get("index", i),
-            "role": m["role"],
-            "content": m["content"],
-            "created_at": _time(x.get("created_at")),
-            "completed_at": _time(x.get("completed_at")),
-        }
-        t.update({k: x.get(k) for k in TURN_FIELDS if x.get(k) is not None})
-        turns.append(t)
+    turns = _turns(o)
     si = o.get("scenario_info") or {}
     scen = ScenarioSpec(key=o["scenario"], name=si.get("name") or o["scenario"], names=si.get("names") or {})
     tc = o["task_context"]
@@ -320,43 +331,9 @@ def _record(o: dict) -> ConversationRecord:
         key=tc.get("key"),
         source=tc.get("source") or "imported",
     )
-    pr = o.get("profile")
-    prof = (
-        None
-        if not pr
-        else ProfileSpec(
-            key=pr["key"],
-            language=pr.get("language") or "en",
-            fields=pr.get("fields") or {},
-            text=pr.get("text"),
-            translations=pr.get("translations") or {},
-            source=pr.get("source") or "imported",
-        )
-    )
-    a = o.get("assistant") or {"model": o["assistant_model"]}
-    asst = AssistantSpec(
-        model=a["model"],
-        system_prompt=a.get("system_prompt"),
-        temperature=a.get("temperature"),
-        max_tokens=a.get("max_tokens"),
-        version=a.get("version") or "1",
-        params=a.get("params") or {},
-        name=a.get("name"),
-    )
-    sm = o.get("simulator")
-    sim = (
-        None
-        if not sm
-        else SimulatorSpec(
-            model=sm["model"],
-            prompt_template=sm.get("prompt_template"),
-            prompt_version=sm.get("prompt_version") or "1",
-            temperature=sm.get("temperature"),
-            seed=sm.get("seed"),
-            params=sm.get("params") or {},
-            name=sm.get("name"),
-        )
-    )
+    prof = _profile(o.get("profile"))
+    asst = _assistant(o.get("assistant") or {"model": o["assistant_model"]})
+    sim = _simulator(o.get("simulator"))
     part = None
     if o.get("participant"):
         part = ParticipantSpec(
@@ -385,6 +362,72 @@ def _record(o: dict) -> ConversationRecord:
         meta=o.get("meta") or {},
         condition_key=o.get("condition_key"),
         turns=turns,
+    )
+
+
+def _turns(o: dict) -> list[dict]:
+    """The turns of a line: ``messages`` (role, content) merged with the ``turns`` extras."""
+    msgs = o["messages"]
+    if not isinstance(msgs, list) or not all(
+        isinstance(m, dict)
+        and isinstance(m.get("content"), str)
+        and m.get("role") in ("user", "assistant", "system")
+        for m in msgs
+    ):
+        raise _Bad("'messages' must be a list of {role, content}")
+    extras = o.get("turns") or [{} for _ in msgs]
+    if len(extras) != len(msgs):
+        raise _Bad("'turns' and 'messages' differ in length")
+    turns = []
+    for i, (m, x) in enumerate(zip(msgs, extras)):
+        t = {
+            "index": x.get("index", i),
+            "role": m["role"],
+            "content": m["content"],
+            "created_at": _time(x.get("created_at")),
+            "completed_at": _time(x.get("completed_at")),
+        }
+        t.update({k: x.get(k) for k in TURN_FIELDS if x.get(k) is not None})
+        turns.append(t)
+    return turns
+
+
+def _profile(pr: dict | None) -> ProfileSpec | None:
+    if not pr:
+        return None
+    return ProfileSpec(
+        key=pr["key"],
+        language=pr.get("language") or "en",
+        fields=pr.get("fields") or {},
+        text=pr.get("text"),
+        translations=pr.get("translations") or {},
+        source=pr.get("source") or "imported",
+    )
+
+
+def _assistant(a: dict) -> AssistantSpec:
+    return AssistantSpec(
+        model=a["model"],
+        system_prompt=a.get("system_prompt"),
+        temperature=a.get("temperature"),
+        max_tokens=a.get("max_tokens"),
+        version=a.get("version") or "1",
+        params=a.get("params") or {},
+        name=a.get("name"),
+    )
+
+
+def _simulator(sm: dict | None) -> SimulatorSpec | None:
+    if not sm:
+        return None
+    return SimulatorSpec(
+        model=sm["model"],
+        prompt_template=sm.get("prompt_template"),
+        prompt_version=sm.get("prompt_version") or "1",
+        temperature=sm.get("temperature"),
+        seed=sm.get("seed"),
+        params=sm.get("params") or {},
+        name=sm.get("name"),
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,11 @@ def import_recllmsim(
     study: str = "recllmsim",
     strict: bool = False,
     progress: Progress = None,
+    scenario_dirs: Iterable[str | Path] = (),
 ) -> ImportReport:
     """Import the released dataset at ``path`` into study ``study`` (created when absent).
+
+    The scenario library (bundled packs + ``scenario_dirs``) is synced first.
 
     Malformed files are skipped and listed in the report; with ``strict`` the first malformed file
     aborts the import (UserInputError) before anything is written, and a database error rolls the
@@ -206,10 +210,10 @@ def import_recllmsim(
     # "imported" duplicates that a later sync would sit beside. Idempotent.
     from sqlmodel import Session
 
-    from scenarios import sync_library
+    from scenarios import load_library, sync_library
 
     with Session(engine) as session:
-        sync_library(session)
+        sync_library(session, load_library(extra_dirs=scenario_dirs))
         session.commit()
     write_records(
         engine,
@@ -349,23 +353,7 @@ def _parse_agent(data: dict, rel: str, folder: str) -> ConversationRecord:
     scen = _scenario(folder, data.get("task"))
     hist = _history(data)
     wave = "agent_new_travel" if folder.strip() == "new travel planning" else "agent"
-    pref = _text(data, "preference")
-    pid = data.get("preference_id")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
-        raise Malformed(f"'preference_id' must be a non-negative integer, found {pid!r}")
-    mapped = data.get("profile_mapped") if isinstance(data.get("profile_mapped"), dict) else {}
-    fields = {_snake(k): _en_value(v) for k, v in mapped.items()}
-    if mapped:
-        fields["profile_mapped"] = mapped
-    pref_zh = data.get("preference_zh") if isinstance(data.get("preference_zh"), str) else None
-    profile = ProfileSpec(
-        key=f"pool-{pid}",
-        language="en",
-        fields=fields,
-        text=pref,
-        translations={"zh": pref_zh} if pref_zh else {},
-        source="pool",
-    )
+    pid, profile = _agent_profile(data)
     ctx_text = _text(data, "task_context")
     ctx_zh = data.get("task_context_zh") if isinstance(data.get("task_context_zh"), str) else None
     ctx_id = data.get("task_context_id")
@@ -375,7 +363,60 @@ def _parse_agent(data: dict, rel: str, folder: str) -> ConversationRecord:
         translations={"zh": ctx_zh} if ctx_zh else {},
         slots={"recllmsim_task_context_id": ctx_id, "recllmsim_wave": wave},
     )
+    turns, labels = _agent_turns(hist)
+    labels.extend(_labels(data))
+    questionnaire = _agent_questionnaire(data)
+    meta = {
+        "dataset": "recllmsim",
+        "file": rel,
+        "preference_id": pid,
+        "task_context_id": ctx_id,
+        "task": data.get("task"),
+        "anomalies": _anomalies(hist),
+        "extra_keys": sorted(k for k in data if k not in _AGENT_KEYS and not _STRATEGY.match(k)),
+    }
+    return ConversationRecord(
+        external_id=rel,
+        user_kind="agent",
+        language="en",
+        scenario=scen,
+        context=context,
+        assistant=_assistant(None),
+        profile=profile,
+        simulator=SIMULATOR,
+        wave=wave,
+        meta=meta,
+        end_reason=_agent_end_reason(hist),
+        ended_by="user" if hist[-1]["role"] == "user" else None,
+        turns=turns,
+        labels=labels,
+        questionnaire=questionnaire,
+    )
 
+
+def _agent_profile(data: dict) -> tuple[int, ProfileSpec]:
+    """The pool profile an agent conversation simulated (``pool-<preference_id>``) and its id."""
+    pref = _text(data, "preference")
+    pid = data.get("preference_id")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
+        raise Malformed(f"'preference_id' must be a non-negative integer, found {pid!r}")
+    mapped = data.get("profile_mapped") if isinstance(data.get("profile_mapped"), dict) else {}
+    fields = {_snake(k): _en_value(v) for k, v in mapped.items()}
+    if mapped:
+        fields["profile_mapped"] = mapped
+    pref_zh = data.get("preference_zh") if isinstance(data.get("preference_zh"), str) else None
+    return pid, ProfileSpec(
+        key=f"pool-{pid}",
+        language="en",
+        fields=fields,
+        text=pref,
+        translations={"zh": pref_zh} if pref_zh else {},
+        source="pool",
+    )
+
+
+def _agent_turns(hist: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The turns of an agent conversation and the hallucination labels its annotators gave."""
     turns, labels = [], []
     for i, t in enumerate(hist):
         meta = {
@@ -407,8 +448,10 @@ def _parse_agent(data: dict, rel: str, folder: str) -> ConversationRecord:
                 }
             )
         turns.append(row)
-    labels.extend(_labels(data))
+    return turns, labels
 
+
+def _agent_questionnaire(data: dict) -> list[dict]:
     questionnaire = []
     for qname, key in (("agent_rating", "rating"), ("agent_self_report", "satisfaction")):
         block = data.get(key)
@@ -425,33 +468,7 @@ def _parse_agent(data: dict, rel: str, folder: str) -> ConversationRecord:
                     "raw_value": json.dumps(v),
                 }
             )
-
-    meta = {
-        "dataset": "recllmsim",
-        "file": rel,
-        "preference_id": pid,
-        "task_context_id": ctx_id,
-        "task": data.get("task"),
-        "anomalies": _anomalies(hist),
-        "extra_keys": sorted(k for k in data if k not in _AGENT_KEYS and not _STRATEGY.match(k)),
-    }
-    return ConversationRecord(
-        external_id=rel,
-        user_kind="agent",
-        language="en",
-        scenario=scen,
-        context=context,
-        assistant=_assistant(None),
-        profile=profile,
-        simulator=SIMULATOR,
-        wave=wave,
-        meta=meta,
-        end_reason=_agent_end_reason(hist),
-        ended_by="user" if hist[-1]["role"] == "user" else None,
-        turns=turns,
-        labels=labels,
-        questionnaire=questionnaire,
-    )
+    return questionnaire
 
 
 _AGENT_KEYS = {
@@ -490,59 +507,8 @@ def _parse_human(data: dict, rel: str, wave: str, user: str, folder: str) -> Con
     chat_model = data.get("chat_model")
     if chat_model is not None and not isinstance(chat_model, str):
         raise Malformed("'chat_model' is not text")
-
-    turns = []
-    for i, t in enumerate(hist):
-        meta = {
-            k: v
-            for k, v in t.items()
-            if k not in ("role", "content", "intent", "hallucination", "satisfaction", "reason")
-        }
-        row: dict = {"index": i, "role": t["role"], "content": t["content"], "meta": meta}
-        if t.get("hallucination") not in (None, ""):
-            row["hallucination"] = _hallucination(t["hallucination"], i)
-        sat = t.get("satisfaction")
-        if sat not in (None, ""):
-            try:
-                s = int(str(sat).strip())
-            except ValueError:
-                raise Malformed(f"turn {i}: satisfaction {sat!r} is not a number 1-5") from None
-            if not 1 <= s <= 5:
-                raise Malformed(f"turn {i}: satisfaction {s} is outside 1-5")
-            row["satisfaction"] = s
-        if isinstance(t.get("reason"), str) and t["reason"].strip():
-            row["satisfaction_reason"] = t["reason"]
-        intent = t.get("intent")
-        if intent is not None:
-            if isinstance(intent, str):
-                intent = [intent]
-            if not isinstance(intent, list):
-                raise Malformed(f"turn {i}: 'intent' is not a list")
-            row["intent"] = [INTENT_EN.get(str(x), str(x)) for x in intent]
-            meta["intent_zh"] = intent
-        turns.append(row)
-
-    questionnaire = []
-    qs = data.get("questionnaire")
-    if qs is not None:
-        if not isinstance(qs, list):
-            raise Malformed("'questionnaire' is not a list")
-        for q in qs:
-            if not isinstance(q, dict) or not isinstance(q.get("summary"), str):
-                raise Malformed("a questionnaire answer has no 'summary'")
-            item, option = q["summary"], q.get("option")
-            raw = None if option is None else str(option)
-            value = QUESTIONNAIRE_VALUES.get(item, {}).get(raw.strip() if raw else raw, raw)
-            questionnaire.append(
-                {
-                    "questionnaire": "post_task",
-                    "item": item[:200],
-                    "value": value,
-                    "raw_value": raw,
-                    "question": q.get("query"),
-                }
-            )
-
+    turns = [_human_turn(i, t) for i, t in enumerate(hist)]
+    questionnaire = _human_questionnaire(data)
     meta = {
         "dataset": "recllmsim",
         "file": rel,
@@ -569,6 +535,63 @@ def _parse_human(data: dict, rel: str, wave: str, user: str, folder: str) -> Con
         labels=_labels(data),
         questionnaire=questionnaire,
     )
+
+
+def _human_turn(i: int, t: dict) -> dict:
+    """Turn ``i`` of a human conversation with the participant's per-turn judgements."""
+    meta = {
+        k: v
+        for k, v in t.items()
+        if k not in ("role", "content", "intent", "hallucination", "satisfaction", "reason")
+    }
+    row: dict = {"index": i, "role": t["role"], "content": t["content"], "meta": meta}
+    if t.get("hallucination") not in (None, ""):
+        row["hallucination"] = _hallucination(t["hallucination"], i)
+    sat = t.get("satisfaction")
+    if sat not in (None, ""):
+        try:
+            s = int(str(sat).strip())
+        except ValueError:
+            raise Malformed(f"turn {i}: satisfaction {sat!r} is not a number 1-5") from None
+        if not 1 <= s <= 5:
+            raise Malformed(f"turn {i}: satisfaction {s} is outside 1-5")
+        row["satisfaction"] = s
+    if isinstance(t.get("reason"), str) and t["reason"].strip():
+        row["satisfaction_reason"] = t["reason"]
+    intent = t.get("intent")
+    if intent is not None:
+        if isinstance(intent, str):
+            intent = [intent]
+        if not isinstance(intent, list):
+            raise Malformed(f"turn {i}: 'intent' is not a list")
+        row["intent"] = [INTENT_EN.get(str(x), str(x)) for x in intent]
+        meta["intent_zh"] = intent
+    return row
+
+
+def _human_questionnaire(data: dict) -> list[dict]:
+    questionnaire = []
+    qs = data.get("questionnaire")
+    if qs is None:
+        return questionnaire
+    if not isinstance(qs, list):
+        raise Malformed("'questionnaire' is not a list")
+    for q in qs:
+        if not isinstance(q, dict) or not isinstance(q.get("summary"), str):
+            raise Malformed("a questionnaire answer has no 'summary'")
+        item, option = q["summary"], q.get("option")
+        raw = None if option is None else str(option)
+        value = QUESTIONNAIRE_VALUES.get(item, {}).get(raw.strip() if raw else raw, raw)
+        questionnaire.append(
+            {
+                "questionnaire": "post_task",
+                "item": item[:200],
+                "value": value,
+                "raw_value": raw,
+                "question": q.get("query"),
+            }
+        )
+    return questionnaire
 
 
 def _assistant(chat_model: str | None) -> AssistantSpec:

@@ -470,9 +470,35 @@ def _write_chunk(
         session._dataio_resolver = res  # type: ignore[attr-defined]
     res.conn = session.connection()
     conn = res.conn
+    now = utcnow()
+    conv_ids = _insert_conversations(res, study, chunk, now)
+    turn_rows = [_turn_row(cid, t) for rec, cid in zip(chunk, conv_ids) for t in rec.turns]
+    turn_ids = _insert_ids(conn, Turn.__table__, turn_rows)
+    turn_id_of = {(r["conversation_id"], r["index"]): tid for r, tid in zip(turn_rows, turn_ids)}
+
+    label_rows = []
+    q_rows = []
+    for rec, cid in zip(chunk, conv_ids):
+        label_rows += [_label_row(res, cid, lab, turn_id_of, now) for lab in rec.labels]
+        part_id = res.participant(rec.participant)[0] if rec.participant else None
+        q_rows += [_questionnaire_row(study, cid, part_id, q, now) for q in rec.questionnaire]
+    if label_rows:
+        conn.execute(insert(Label.__table__), label_rows)
+    if q_rows:
+        conn.execute(insert(QuestionnaireResponse.__table__), q_rows)
+
+    report.imported += len(chunk)
+    for rec in chunk:
+        report.conversations_by_kind[rec.user_kind] += 1
+    report.turns += len(turn_rows)
+    report.labels += len(label_rows)
+    report.questionnaire_responses += len(q_rows)
+
+
+def _insert_conversations(res: _Resolver, study: Study, chunk: list[ConversationRecord], now) -> list[int]:
+    """Insert the chunk's conversations (and the conditions they need first); their ids in order."""
     conv_rows = []
     new_conditions: dict[str, dict] = {}
-    now = utcnow()
     for rec in chunk:
         scen_id = res.scenario(rec.scenario)
         ctx = res.context(scen_id, rec.context)
@@ -492,108 +518,89 @@ def _write_chunk(
                 "language": rec.language,
                 "created_at": now,
             }
-        conv_rows.append(
-            {
-                "study_id": study.id,
-                "condition_id": cond_key,
-                "user_kind": rec.user_kind,
-                "participant_id": part[0] if part else None,
-                "simulator_config_id": sim,
-                "run_id": None,
-                "replicate": 0,
-                "twin_of_id": None,
-                "status": rec.status,
-                "language": rec.language,
-                "started_at": rec.started_at,
-                "ended_at": rec.ended_at,
-                "end_reason": rec.end_reason,
-                "ended_by": rec.ended_by,
-                "error": None,
-                "prompt_version": None,
-                "source": rec.source,
-                "external_id": rec.external_id,
-                "wave": rec.wave,
-                "meta": rec.meta or {},
-            }
-        )
+        conv_rows.append(_conversation_row(study, rec, cond_key, part, sim))
     if new_conditions:
         res.create_conditions(new_conditions)
     for row in conv_rows:
         row["condition_id"] = res.conditions[row["condition_id"]]
-    conv_ids = _insert_ids(conn, Conversation.__table__, conv_rows)
+    return _insert_ids(res.conn, Conversation.__table__, conv_rows)
 
-    turn_rows = []
-    for rec, cid in zip(chunk, conv_ids):
-        for t in rec.turns:
-            row = {
-                "conversation_id": cid,
-                "index": t["index"],
-                "role": t["role"],
-                "content": t["content"],
-                "translation": t.get("translation"),
-                "translation_language": t.get("translation_language"),
-                "created_at": t.get("created_at"),
-                "completed_at": t.get("completed_at"),
-                "latency_ms": t.get("latency_ms"),
-                "prompt_tokens": t.get("prompt_tokens"),
-                "completion_tokens": t.get("completion_tokens"),
-                "hallucination": t.get("hallucination"),
-                "hallucination_note": t.get("hallucination_note"),
-                "satisfaction": t.get("satisfaction"),
-                "satisfaction_reason": t.get("satisfaction_reason"),
-                "intent": t.get("intent"),
-                "llm_call_id": None,
-                "meta": t.get("meta") or {},
-            }
-            turn_rows.append(row)
-    turn_ids = _insert_ids(conn, Turn.__table__, turn_rows)
-    turn_id_of = {(r["conversation_id"], r["index"]): tid for r, tid in zip(turn_rows, turn_ids)}
 
-    label_rows = []
-    q_rows = []
-    for rec, cid in zip(chunk, conv_ids):
-        for lab in rec.labels:
-            ti = lab.get("turn_index", -1)
-            label_rows.append(
-                {
-                    "conversation_id": cid,
-                    "turn_index": ti,
-                    "turn_id": turn_id_of.get((cid, ti)) if ti >= 0 else None,
-                    "dimension": lab["dimension"],
-                    "value": lab.get("value"),
-                    "source_id": res.source(lab["source"]),
-                    "rationale": lab.get("rationale"),
-                    "samples": lab.get("samples"),
-                    "flagged": bool(lab.get("flagged", False)),
-                    "status": lab.get("status") or "ok",
-                    "created_at": lab.get("created_at") or now,
-                }
-            )
-        part_id = None
-        if rec.participant:
-            part_id = res.participant(rec.participant)[0]
-        for q in rec.questionnaire:
-            q_rows.append(
-                {
-                    "study_id": study.id,
-                    "conversation_id": cid,
-                    "participant_id": part_id,
-                    "questionnaire": q["questionnaire"],
-                    "item": q["item"],
-                    "value": q.get("value"),
-                    "raw_value": q.get("raw_value"),
-                    "question": q.get("question"),
-                    "created_at": q.get("created_at") or now,
-                }
-            )
-    if label_rows:
-        conn.execute(insert(Label.__table__), label_rows)
-    if q_rows:
-        conn.execute(insert(QuestionnaireResponse.__table__), q_rows)
+def _conversation_row(study: Study, rec: ConversationRecord, cond_key: str, part, sim) -> dict:
+    # ``condition_id`` holds the condition's key until the conditions exist and it can be resolved.
+    return {
+        "study_id": study.id,
+        "condition_id": cond_key,
+        "user_kind": rec.user_kind,
+        "participant_id": part[0] if part else None,
+        "simulator_config_id": sim,
+        "run_id": None,
+        "replicate": 0,
+        "twin_of_id": None,
+        "status": rec.status,
+        "language": rec.language,
+        "started_at": rec.started_at,
+        "ended_at": rec.ended_at,
+        "end_reason": rec.end_reason,
+        "ended_by": rec.ended_by,
+        "error": None,
+        "prompt_version": None,
+        "source": rec.source,
+        "external_id": rec.external_id,
+        "wave": rec.wave,
+        "meta": rec.meta or {},
+    }
 
-    report.imported += len(chunk)
-    for rec in chunk:
-        report.conversations_by_kind[rec.user_kind] += 1
-    report.turns += len(turn_rows)
-    report.labels += len(label_rows)
-    report.questionnaire_responses += len(q_rows)
+
+def _turn_row(cid: int, t: dict) -> dict:
+    return {
+        "conversation_id": cid,
+        "index": t["index"],
+        "role": t["role"],
+        "content": t["content"],
+        "translation": t.get("translation"),
+        "translation_language": t.get("translation_language"),
+        "created_at": t.get("created_at"),
+        "completed_at": t.get("completed_at"),
+        "latency_ms": t.get("latency_ms"),
+        "prompt_tokens": t.get("prompt_tokens"),
+        "completion_tokens": t.get("completion_tokens"),
+        "hallucination": t.get("hallucination"),
+        "hallucination_note": t.get("hallucination_note"),
+        "satisfaction": t.get("satisfaction"),
+        "satisfaction_reason": t.get("satisfaction_reason"),
+        "intent": t.get("intent"),
+        "llm_call_id": None,
+        "meta": t.get("meta") or {},
+    }
+
+
+def _label_row(res: _Resolver, cid: int, lab: dict, turn_id_of: dict, now) -> dict:
+    ti = lab.get("turn_index", -1)
+    return {
+        "conversation_id": cid,
+        "turn_index": ti,
+        "turn_id": turn_id_of.get((cid, ti)) if ti >= 0 else None,
+        "dimension": lab["dimension"],
+        "value": lab.get("value"),
+        "source_id": res.source(lab["source"]),
+        "rationale": lab.get("rationale"),
+        "samples": lab.get("samples"),
+        "flagged": bool(lab.get("flagged", False)),
+        "status": lab.get("status") or "ok",
+        "created_at": lab.get("created_at") or now,
+    }
+
+
+def _questionnaire_row(study: Study, cid: int, part_id: int | None, q: dict, now) -> dict:
+    return {
+        "study_id": study.id,
+        "conversation_id": cid,
+        "participant_id": part_id,
+        "questionnaire": q["questionnaire"],
+        "item": q["item"],
+        "value": q.get("value"),
+        "raw_value": q.get("raw_value"),
+        "question": q.get("question"),
+        "created_at": q.get("created_at") or now,
+    }

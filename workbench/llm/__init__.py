@@ -9,7 +9,7 @@ Providers: openai/<model>, anthropic/<model>, local/smollm2, local/<path.gguf>, 
 """
 
 from workbench.llm.base import ChatModel, Completion, LLMError, Stream, Usage
-from workbench.llm.recording import RecordedModel, cache_enabled, recorded
+from workbench.llm.recording import RecordedModel, recorded
 from workbench.llm.registry import PROVIDERS, check_model_name, get_model
 from workbench.llm.scripted import ScriptedModel
 
@@ -22,7 +22,6 @@ __all__ = [
     "ScriptedModel",
     "Stream",
     "Usage",
-    "cache_enabled",
     "check_model_name",
     "get_model",
     "recorded",

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -207,6 +208,8 @@ class ChatModel:
     params_class: type[CallParams] = CallParams
     # True where the provider constrains decoding to the JSON schema of a structured call (JSON_SCHEMA).
     constrains_json: bool = False
+    # The price file costing this model's calls (None: the bundled table); set by get_model().
+    prices_file: str | Path | None = None
 
     def __init__(self, model: str, **options: Any):
         self.model = model
@@ -388,7 +391,9 @@ class ChatModel:
         c.attempts = attempts + 1
         c.model = self.name
         if c.cost_usd is None:
-            c.cost_usd = cost_of(self.name, c.usage.prompt_tokens, c.usage.completion_tokens)
+            c.cost_usd = cost_of(
+                self.name, c.usage.prompt_tokens, c.usage.completion_tokens, self.prices_file
+            )
         return c
 
 

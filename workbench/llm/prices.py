@@ -1,17 +1,20 @@
-"""Per-model prices (USD per million tokens) from ``prices.yaml``, overridable with WORKBENCH_PRICES."""
+"""Per-model prices (USD per million tokens) from ``prices.yaml``, updated by a price file.
+
+The price file is an argument (``prices_file=``; the shells pass ``Settings.prices_file``, read
+from WORKBENCH_PRICES); without one the bundled table alone is used.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from db.errors import UserInputError, yaml_problem
+from db.settings import ENV_PRICES
 
-ENV_PRICES = "WORKBENCH_PRICES"
 BUNDLED = Path(__file__).with_name("prices.yaml")
 
 
@@ -43,13 +46,21 @@ def _table(override: str | None) -> dict[str, dict]:
     return table
 
 
-def price_table() -> dict[str, dict]:
-    """The effective table: bundled prices updated with the WORKBENCH_PRICES file."""
-    return dict(_table(os.environ.get(ENV_PRICES) or None))
+def _key(prices_file: str | Path | None) -> str | None:
+    # The caches are keyed on the file's name as a string, so "" and None both mean "bundled only".
+    return str(prices_file) if prices_file else None
 
 
-def price_of(model: str) -> dict | None:
-    return _price_of(model, os.environ.get(ENV_PRICES) or None)
+def price_table(prices_file: str | Path | None = None) -> dict[str, dict]:
+    """The effective table: bundled prices updated with ``prices_file`` when given."""
+    return dict(_table(_key(prices_file)))
+
+
+def price_of(model: str, prices_file: str | Path | None = None) -> dict | None:
+    """``{"input": X, "output": Y}`` (USD per 1M tokens) for ``model``, or None when it has no price.
+
+    An exact entry wins; otherwise the longest matching pattern (``openai/gpt-4o-mini*``)."""
+    return _price_of(model, _key(prices_file))
 
 
 @lru_cache(maxsize=256)
@@ -62,9 +73,11 @@ def _price_of(model: str, override: str | None) -> dict | None:
     return table[max(matches, key=len)] if matches else None
 
 
-def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+def cost_of(
+    model: str, prompt_tokens: int, completion_tokens: int, prices_file: str | Path | None = None
+) -> float | None:
     """USD for one call, or None when the model has no price (unknown cost, not zero)."""
-    p = price_of(model)
+    p = price_of(model, prices_file)
     if p is None:
         return None
     return (prompt_tokens * p["input"] + completion_tokens * p["output"]) / 1_000_000

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,6 @@ from db.types import utcnow
 from db.worker import DatabaseWorker
 from workbench.llm.base import JSON_SCHEMA, ChatModel, Completion, LLMError, Stream, Usage, validate_messages
 
-ENV_CACHE = "WORKBENCH_LLM_CACHE"
 _T = LLMCall.__table__
 # Built once: building and cache-keying a statement per call costs more than running it.
 _LOOKUP = (
@@ -47,14 +45,6 @@ def _insert_in(conn: Connection, values: dict) -> int:
 def _insert_for(conn: Connection, values: dict, c: Completion) -> int:
     c.call_id = _insert_in(conn, values)
     return c.call_id
-
-
-def cache_enabled(default: bool = True) -> bool:
-    """False when WORKBENCH_LLM_CACHE is 0/false/off/no."""
-    v = os.environ.get(ENV_CACHE)
-    if v is None:
-        return default
-    return v.strip().lower() not in ("0", "false", "off", "no")
 
 
 def cache_key(model: str, messages: list[dict], params: dict) -> str:
@@ -97,7 +87,7 @@ class RecordedModel(ChatModel):
             "run_id": run_id,
             "prompt_version": prompt_version,
         }
-        self.cache = bool(cache) and cache_enabled()
+        self.cache = bool(cache)
         self._options_record = inner.public_options()
         # Async calls do their database work here (shared by bind() copies; batched commits).
         self.worker = worker if worker is not None and worker.engine is engine else DatabaseWorker(engine)
@@ -298,7 +288,7 @@ def recorded(
 ) -> RecordedModel:
     """``model`` with every call written as an LLMCall row (and answered from the cache when allowed).
 
-    The cache is off when ``cache=False`` or WORKBENCH_LLM_CACHE=0. ``worker``: a DatabaseWorker to
+    The cache is off when ``cache=False`` (the shells pass ``Settings.llm_cache`` and ``--no-cache``). ``worker``: a DatabaseWorker to
     share with other async database work (the batch runner passes its own); ``defer_writes``: async
     calls return before their row is written (``Completion.record`` is the write's future).
     """

@@ -6,6 +6,7 @@ SDKs are imported only when their provider is used.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from db.errors import MissingKeyError, UserInputError
@@ -44,8 +45,9 @@ PROVIDERS: dict[str, Callable[..., ChatModel]] = {
 }
 
 
-def get_model(name: str, **options: Any) -> ChatModel:
-    """A ChatModel for ``provider/model`` (e.g. ``openai/gpt-4o-mini``, ``local/smollm2``)."""
+def get_model(name: str, *, prices_file: str | Path | None = None, **options: Any) -> ChatModel:
+    """A ChatModel for ``provider/model`` (e.g. ``openai/gpt-4o-mini``, ``local/smollm2``); its calls
+    are costed with ``prices_file`` over the bundled price table (``Settings.prices_file``)."""
     if not isinstance(name, str) or "/" not in name or not name.split("/", 1)[1]:
         raise UserInputError(
             f"model names look like provider/model (e.g. openai/gpt-4o-mini), got {name!r}; "
@@ -56,7 +58,10 @@ def get_model(name: str, **options: Any) -> ChatModel:
         raise UserInputError(
             f"unknown model provider {provider!r} in {name!r}; known providers: {', '.join(PROVIDERS)}"
         )
-    return PROVIDERS[provider](model, **options)
+    chat = PROVIDERS[provider](model, **options)
+    if prices_file:
+        chat.prices_file = prices_file
+    return chat
 
 
 def check_model_name(name: str) -> str | None:

@@ -459,8 +459,8 @@ def _projection(n: int, turns: int, sim_sys: int, asst_sys: int, asst_out: int) 
     return calls * n, prompt * n, completion * n
 
 
-def _cost(model: str, prompt: int, completion: int) -> float | None:
-    p = price_of(model)
+def _cost(model: str, prompt: int, completion: int, prices_file: str | None = None) -> float | None:
+    p = price_of(model, prices_file)
     return None if p is None else (prompt * p["input"] + completion * p["output"]) / 1e6
 
 
@@ -503,8 +503,8 @@ def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
         for turns, suffix in ((expected, ""), (su.max_turns, "_max")):
             calls, p, c = _projection(1, turns, sim_sys, asys, aout)
             sim_p = p // 2
-            cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns)
-            cost_a = _cost(cfg.model, p - sim_p, aout * turns)
+            cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns, su.spec.prices_file)
+            cost_a = _cost(cfg.model, p - sim_p, aout * turns, su.spec.prices_file)
             if cost_s is None or cost_a is None:
                 totals["unknown"] = True
             else:
@@ -624,7 +624,7 @@ async def arun_simulation(
         }
     sim_model, asst_models = _build_models(su, model_options or {})
     if spec.budget is not None:
-        _check_prices({su.simulator_model, *asst_models})
+        _check_prices({su.simulator_model, *asst_models}, spec.prices_file)
     me = process_owner()
     _start_run(engine, su, me, spec.run_params(su.min_turns, su.max_turns, su.template.label))
     # Read after the claim: what is done is what no other process can still be changing.
@@ -659,18 +659,22 @@ def _calls_since(engine: Engine, run_id: int, since) -> tuple[int, int]:
 def _build_models(su: Setup, opts: dict) -> tuple[Any, dict]:
     """The simulator model and the assistant models by name, built once: clients and connection
     pools are shared by all conversations."""
-    sim_model = get_model(su.simulator_model, **opts.get(su.simulator_model, {}))
+    sim_model = get_model(
+        su.simulator_model, prices_file=su.spec.prices_file, **opts.get(su.simulator_model, {})
+    )
     asst_models = {}
     for cfg in su.configs.values():
         if cfg.model not in asst_models:
-            asst_models[cfg.model] = get_model(cfg.model, **opts.get(cfg.model, {}))
+            asst_models[cfg.model] = get_model(
+                cfg.model, prices_file=su.spec.prices_file, **opts.get(cfg.model, {})
+            )
     return sim_model, asst_models
 
 
-def _check_prices(models: set[str]) -> None:
+def _check_prices(models: set[str], prices_file: str | None = None) -> None:
     """A budget is counted in USD, so every model needs a price."""
     for name in models:
-        if price_of(name) is None:
+        if price_of(name, prices_file) is None:
             raise UserInputError(
                 f"the budget needs a price for {name}: add it to a price file named by "
                 "WORKBENCH_PRICES (see `workbench models prices`)"

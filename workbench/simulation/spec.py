@@ -60,6 +60,8 @@ class SimulationSpec(BaseModel):
     retry_failed: bool = True
     # Digital twins of abandoned, screened-out or unfinished human sessions are skipped unless asked.
     include_unfinished: bool = False
+    # Prices of the models (a YAML file, WORKBENCH_PRICES); None: the bundled table. Not part of the run's identity.
+    prices_file: str | None = None
 
     @field_validator("conditions", "twin_of", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, show_reply, study_names, table
+from workbench.app.common import engine, settings, show_reply, study_names, table
 
 require_role("researcher")
 st.title("Dashboard: human vs agent")
@@ -34,10 +34,13 @@ source = c2.selectbox(
 
 
 @st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
-def _load(url: str, study: str, source: str, version: tuple):
+def _load(url: str, study: str, source: str, version: tuple, codebook_extensions: tuple):
     # ``version`` (counts and latest ids of the study's conversations, turns and labels) is part of
     # the key: new data loads at once, unchanged data comes from the cache.
-    return load_study(eng, study, labels=None if source == "(best available)" else source)
+    from annotation.codebook import load_codebook
+
+    codebook = load_codebook(extensions=codebook_extensions)
+    return load_study(eng, study, labels=None if source == "(best available)" else source, codebook=codebook)
 
 
 with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
@@ -50,7 +53,7 @@ with st.spinner("Loading conversations, labels and features (features are comput
             _load.clear()
         with session_scope(eng) as s:
             version = data_version(s, get_study(s, study).id)
-        data = _load(eng.url.render_as_string(), study, source, version)
+        data = _load(eng.url.render_as_string(), study, source, version, settings().codebook_extensions)
     except Exception as exc:  # a user-facing message, not a traceback
         st.error(str(exc))
         st.stop()

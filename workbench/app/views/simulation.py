@@ -7,8 +7,7 @@ from db.engine import session_scope
 from db.errors import WorkbenchError
 from db.repo import get_study
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, study_names, table
-from workbench.config import default_model
+from workbench.app.common import engine, escape_markdown, settings, study_names, table
 from workbench.simulation import (
     SimulationSpec,
     simulation_runs_df,
@@ -23,7 +22,7 @@ eng = engine()
 names = study_names(eng)
 study = st.selectbox("Study", names, key="sim_study", bind="query-params")  # a reload keeps the study
 with st.form("simulate"):
-    model = st.text_input("Simulator model (provider/model)", value=default_model())
+    model = st.text_input("Simulator model (provider/model)", value=settings().default_model)
     n = st.number_input("Conversations per condition", 1, 100, 1)
     concurrency = st.number_input("Concurrency", 1, 32, 4)
     max_turns = st.number_input("Maximum user turns (0 = the study's setting)", 0, 100, 0)
@@ -39,6 +38,8 @@ with st.form("simulate"):
                 concurrency=int(concurrency),
                 max_turns=int(max_turns) or None,
                 twin_of=["all"] if twins else None,
+                cache=settings().llm_cache,
+                prices_file=str(settings().prices_file) if settings().prices_file else None,
             )
             st.session_state["sim_key"] = start_simulation(eng, spec)
         except ValidationError as exc:

@@ -6,8 +6,8 @@ from db.engine import session_scope
 from db.errors import UserInputError
 from db.repo import study_names
 from workbench.app.auth import require_role
-from workbench.app.common import engine, escape_markdown, run_action, show_flash
-from workbench.config import default_model, public_url
+from workbench.app.common import engine, escape_markdown, run_action, settings, show_flash
+from workbench.config import public_url
 from workbench.llm import check_model_name
 from workbench.participation.entry import create_invites, invite_url, prolific_url
 from workbench.studies import available_scenarios, create_study_from_packs, get_settings, update_settings
@@ -26,13 +26,13 @@ create_tab, settings_tab, invite_tab = st.tabs(
 
 with create_tab:
     try:
-        scenario_keys = available_scenarios()
+        scenario_keys = available_scenarios(settings().scenario_dirs)
     except UserInputError as exc:  # an invalid pack (scenarios.LibraryError) or a missing pack folder
         scenario_keys = []
         st.warning(escape_markdown(str(exc)))
     with st.form("create_study"):
         name = st.text_input("Study name")
-        model = st.text_input("Assistant model (provider/model)", value=default_model())
+        model = st.text_input("Assistant model (provider/model)", value=settings().default_model)
         chosen = st.multiselect("Scenarios (none = the four reference scenarios)", scenario_keys)
         profiles = st.number_input("Pool profiles to sample (0 = none)", min_value=0, max_value=100, value=0)
         language = st.selectbox("Language", ["en", "zh"])
@@ -63,6 +63,7 @@ with create_tab:
                     "profile_mode": mode,
                     "interface_language": language,
                 },
+                extra_dirs=settings().scenario_dirs,
             )
             if result is not None:
                 st.session_state["_created"] = (
@@ -157,7 +158,9 @@ with invite_tab:
     if names:
         study = st.selectbox("Study", names, key="invite_study")
         # WORKBENCH_PUBLIC_URL, else the address this page is open at (behind a proxy: the public one)
-        base = st.text_input("Public address of this app", value=public_url(st.context.url))
+        base = st.text_input(
+            "Public address of this app", value=public_url(st.context.url, configured=settings().public_url)
+        )
         n = st.number_input("How many invite links", 1, 1000, 10)
         if st.button("Create invite links", type="primary"):
             tokens = run_action(create_invites, study, int(n))
