@@ -181,16 +181,15 @@ def test_create_study_rejects_bad_input_and_writes_nothing(sqlite_engine, kwargs
         assert count(s, Study) == 0 and count(s, Condition) == 0 and count(s, AssistantConfig) == 0
 
 
-def test_available_scenarios_names_a_bad_pack(tmp_path, monkeypatch):
+def test_available_scenarios_names_a_bad_pack(tmp_path):
     """An invalid pack raises the loader's LibraryError (a UserInputError) naming the file."""
     from scenarios import LibraryError
     from workbench.studies import available_scenarios
 
     assert "travel_planning" in available_scenarios()
     (tmp_path / "broken.yaml").write_text("kind: scenario\nkey: [unclosed\n", encoding="utf-8")
-    monkeypatch.setenv("WORKBENCH_SCENARIO_DIRS", str(tmp_path))
     with pytest.raises(LibraryError, match=r"broken\.yaml:\d+:\d+: invalid YAML"):
-        available_scenarios()
+        available_scenarios(extra_dirs=[tmp_path])
 
 
 def test_duplicate_study_name(sqlite_engine):
