@@ -48,7 +48,7 @@ class LabelSettings:
     train_source: str | None = None
     holdout_source: str | None = None
     label_all: bool = False
-    cv_folds: int = 0
+    cv_folds: int | None = None  # folds of a cross-validation against train_source; None: none
     # reporting
     progress: Callable[[int, int], None] | None = None  # (conversations done, total)
     say: Callable[[str], None] | None = None  # a line saying what a long step is doing
@@ -254,7 +254,7 @@ class TrainedLabelling:
     uses_model = False
     counts_progress = False
     required = ("train_source",)
-    minimums: Mapping[str, int] = {}
+    minimums = {"cv_folds": 2}
 
     def plan(self, engine: Engine, settings: LabelSettings) -> None:
         return None  # no calls and no cost to project

@@ -17,7 +17,10 @@ FLAGS = {
     "concurrency": "--concurrency",
     "limit": "--limit",
     "train_source": "--train-source",
+    "cv_folds": "--cv",
 }
+# What the smallest value of a setting means, where the flag's error should say it.
+MEANINGS = {"cv_folds": " folds (0 = off)"}
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -111,7 +114,7 @@ def label(
         train_source=train_source,
         holdout_source=holdout_source,
         label_all=label_all,
-        cv_folds=cv,
+        cv_folds=cv or None,
         say=typer.echo,
     )
     if prompt_version:
@@ -140,7 +143,7 @@ def _check_flags(entry, settings) -> None:
     from workbench.cli._common import at_least
 
     for name, minimum in entry.minimums.items():
-        at_least(getattr(settings, name), minimum, FLAGS[name])
+        at_least(getattr(settings, name), minimum, FLAGS[name], MEANINGS.get(name, ""))
     for name in entry.required:
         if not getattr(settings, name):
             where = f" SOURCE (see `workbench labels sources --study {settings.study}`)"
@@ -277,6 +280,8 @@ def agreement(
             "name two sources with --a and --b (or a set with --sources); list them with "
             f"`workbench labels sources --study {study}`"
         )
+    if a and b and a == b:
+        raise UserInputError("compare two different sources (--a and --b are the same)")
     with session_scope(ready_engine()) as session:
         df = study_agreement_df(
             session,
@@ -289,32 +294,36 @@ def agreement(
             seed=seed,
             split_by_user_kind=split,
         )
-    if df.empty:
-        typer.echo("No items labelled by both sources.")
-    else:
-        cols = [
-            "dimension",
-            "user_kind",
-            "n",
-            "agreement",
-            "cohen_kappa",
-            "weighted_kappa",
-            "fleiss_kappa",
-            "krippendorff_alpha",
-            "ci_low",
-            "ci_high",
-        ]
-        show = df[cols].copy()
-        for c in cols[3:]:
-            show[c] = show[c].map(lambda v: "" if v is None or v != v else f"{v:.3f}")
-        typer.echo(show.to_string(index=False))
-        typer.echo(
-            f"ci_low/ci_high: {int(df['ci_level'].iloc[0] * 100)}% percentile bootstrap interval of "
-            f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
-        )
+    _print_agreement(df, n_boot, seed)
     if json_file:
         write_text(json_file, json.dumps(agreement_records(df), ensure_ascii=False, indent=1))
         typer.echo(f"Wrote {len(df)} records to {json_file}")
+
+
+def _print_agreement(df, n_boot: int, seed: int) -> None:
+    if df.empty:
+        typer.echo("No items labelled by both sources.")
+        return
+    cols = [
+        "dimension",
+        "user_kind",
+        "n",
+        "agreement",
+        "cohen_kappa",
+        "weighted_kappa",
+        "fleiss_kappa",
+        "krippendorff_alpha",
+        "ci_low",
+        "ci_high",
+    ]
+    show = df[cols].copy()
+    for c in cols[3:]:
+        show[c] = show[c].map(lambda v: "" if v is None or v != v else f"{v:.3f}")
+    typer.echo(show.to_string(index=False))
+    typer.echo(
+        f"ci_low/ci_high: {int(df['ci_level'].iloc[0] * 100)}% percentile bootstrap interval of "
+        f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
+    )
 
 
 def register(app: typer.Typer) -> None:
