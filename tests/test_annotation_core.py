@@ -95,6 +95,13 @@ def test_assignment_errors(session):
         assign_items(session, "nope", ["ann"], overlap=1)
     with pytest.raises(UserInputError, match="named twice"):
         assign_items(session, "pilot", ["ann", "ann"], overlap=1)
+    # The core names its settings; the CLI checks its flags first (tests/test_annotation_cli.py).
+    with pytest.raises(UserInputError, match="^overlap must be at least 1$"):
+        assign_items(session, "pilot", ["ann"], overlap=0)
+    with pytest.raises(UserInputError, match="^per_annotator must be at least 1$"):
+        assign_items(session, "pilot", ["ann"], overlap=1, per_annotator=0)
+    with pytest.raises(UserInputError, match="unknown user kind 'alien' in user_kinds"):
+        assign_items(session, "pilot", ["ann"], overlap=1, user_kinds=["alien"])
     assert session.exec(select(AnnotationAssignment)).all() == []
 
 
