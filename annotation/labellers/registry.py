@@ -309,6 +309,7 @@ def _holdout_notes(engine: Engine, settings: LabelSettings, report) -> list[str]
             settings.holdout_source,
             dimensions=report.dimensions,
             n_boot=1000,
+            codebook=settings.codebook,
         )
     return [f"Cohen's kappa against {settings.holdout_source} (held out of training):", _kappa_table(df)]
 
