@@ -316,7 +316,7 @@ def pair_agreement_df(
     items both labelled. ``labels``: tidy frame as ``db.repo.labels_df``; ``conversations`` gives
     ``user_kind`` per ``conversation_id``. The CI is a bootstrap interval of Krippendorff's alpha."""
     if a == b:
-        raise UserInputError("compare two different sources (--a and --b are the same)")
+        raise UserInputError("compare two different sources (a and b are the same)")
     # Two sources are the two-rater case of a set of annotators: same items, same statistics.
     df = annotators_agreement_df(
         labels,
@@ -377,47 +377,46 @@ def annotators_agreement_df(
         )
         items = items[items["n_values"] >= 2]
         for kind, part in _user_kind_groups(items, split_by_user_kind):
-            units = list(part["values"])
-            complete = [u for u in units if len(u) == len(sources)]
-            lo, hi, undefined = (
-                bootstrap_alpha_ci_detail(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
-                if units
-                else (float("nan"), float("nan"), 0)
-            )
-            pair = len(sources) == 2 and complete
-            rows.append(
-                {
-                    "dimension": dim,
-                    "user_kind": kind,
-                    "scale": level,
-                    "source_a": sources[0] if len(sources) == 2 else None,
-                    "source_b": sources[1] if len(sources) == 2 else None,
-                    "sources": sources,
-                    "n": len(units),
-                    "n_complete": len(complete),
-                    "n_raters": len(sources),
-                    "agreement": float(np.mean([len(set(u)) == 1 for u in complete]))
-                    if complete
-                    else float("nan"),
-                    "cohen_kappa": cohen_kappa([u[0] for u in complete], [u[1] for u in complete], order)
-                    if pair
-                    else None,
-                    "weighted_kappa": cohen_kappa(
-                        [u[0] for u in complete], [u[1] for u in complete], order, "quadratic"
-                    )
-                    if pair and level == "ordinal"
-                    else None,
-                    "fleiss_kappa": fleiss_kappa(complete, order) if complete else float("nan"),
-                    "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
-                    "ci_statistic": CI_STATISTIC,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "ci_level": ci,
-                    "n_boot": n_boot,
-                    "n_boot_undefined": undefined,
-                }
-            )
+            stats_ = _agreement_stats(list(part["values"]), sources, order, level, n_boot, seed, ci)
+            rows.append({"dimension": dim, "user_kind": kind, "scale": level, **stats_})
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
+def _agreement_stats(
+    units: list[list], sources: list[str], order, level: str, n_boot: int, seed: int, ci: float
+) -> dict:
+    """The statistics of one (dimension, user kind) cell: ``units`` are the items' values, each in
+    the order of ``sources``."""
+    complete = [u for u in units if len(u) == len(sources)]
+    lo, hi, undefined = (
+        bootstrap_alpha_ci_detail(units, order, level, n_boot=n_boot, seed=seed, ci=ci)
+        if units
+        else (float("nan"), float("nan"), 0)
+    )
+    pair = len(sources) == 2 and complete
+    first = [u[0] for u in complete]
+    second = [u[1] for u in complete] if pair else []
+    return {
+        "source_a": sources[0] if len(sources) == 2 else None,
+        "source_b": sources[1] if len(sources) == 2 else None,
+        "sources": sources,
+        "n": len(units),
+        "n_complete": len(complete),
+        "n_raters": len(sources),
+        "agreement": float(np.mean([len(set(u)) == 1 for u in complete])) if complete else float("nan"),
+        "cohen_kappa": cohen_kappa(first, second, order) if pair else None,
+        "weighted_kappa": cohen_kappa(first, second, order, "quadratic")
+        if pair and level == "ordinal"
+        else None,
+        "fleiss_kappa": fleiss_kappa(complete, order) if complete else float("nan"),
+        "krippendorff_alpha": krippendorff_alpha(units, order, level) if units else float("nan"),
+        "ci_statistic": CI_STATISTIC,
+        "ci_low": lo,
+        "ci_high": hi,
+        "ci_level": ci,
+        "n_boot": n_boot,
+        "n_boot_undefined": undefined,
+    }
 
 
 def agreement_records(df: pd.DataFrame) -> list[dict]:
@@ -444,7 +443,7 @@ def study_agreement_df(
     names = [a, b] if sources is None else list(sources)
     for name in names:
         if name is None:
-            raise UserInputError("name two sources (--a and --b) or a set of sources")
+            raise UserInputError("name two sources (a and b) or a set of sources")
         get_label_source(session, name)  # clear error listing the known sources
     if codebook is None:
         codebook = load_codebook()

@@ -47,8 +47,9 @@ class AssignReport:
     user_kinds: list[str] | None = None
     top_up: bool = False
 
-    def nothing_reason(self) -> str:
-        """Why nothing was assigned, in words."""
+    def nothing_reason(self, top_up_hint: str = "top_up") -> str:
+        """Why nothing was assigned, in words; ``top_up_hint`` names the top-up setting where it is
+        suggested (a CLI passes its flag)."""
         if self.n_labellable == 0:
             return (
                 "it has no finished conversation with a user turn to label (simulate or collect "
@@ -64,7 +65,7 @@ class AssignReport:
             )
         return (
             "every labellable conversation is already in a queue (add annotators to queued "
-            "conversations with --top-up)"
+            f"conversations with {top_up_hint})"
         )
 
     def summary(self) -> str:
@@ -88,7 +89,7 @@ def get_annotators(session: Session, names: Sequence[str]) -> list[Annotator]:
     """The accounts with these names, in order; unknown names are a UserInputError."""
     clean = [n.strip() for n in names if n and n.strip()]
     if not clean:
-        raise UserInputError("no annotators given: name them with --annotators a,b,c")
+        raise UserInputError("no annotators given (annotators is empty)")
     dupes = sorted({n for n in clean if clean.count(n) > 1})
     if dupes:
         raise UserInputError(f"annotator(s) named twice: {', '.join(dupes)}")
@@ -204,6 +205,149 @@ def _pick(
     return picked
 
 
+def _check_request(
+    people: list, overlap: int, per_annotator: int | None, user_kinds: Sequence[str] | None, top_up: bool
+) -> None:
+    if overlap < 1:
+        raise UserInputError("overlap must be at least 1")
+    if overlap > len(people) and not top_up:
+        raise UserInputError(f"overlap {overlap} needs at least {overlap} annotators (got {len(people)})")
+    if per_annotator is not None and per_annotator < 1:
+        raise UserInputError("per_annotator must be at least 1")
+    unknown = sorted(set(user_kinds or []) - set(USER_KINDS))
+    if unknown:
+        raise UserInputError(
+            f"unknown user kind {', '.join(map(repr, unknown))} in user_kinds: use {' or '.join(USER_KINDS)}"
+        )
+
+
+def _queues(session: Session, study: Study) -> tuple[dict[int, set[int]], dict[int, int]]:
+    """(conversation -> annotators who have it, annotator -> next free position in their queue)."""
+    existing = session.exec(
+        select(
+            AnnotationAssignment.conversation_id,
+            AnnotationAssignment.annotator_id,
+            AnnotationAssignment.position,
+        ).where(AnnotationAssignment.study_id == study.id)
+    ).all()
+    assigned_to: dict[int, set[int]] = defaultdict(set)
+    next_pos: dict[int, int] = defaultdict(int)
+    for conv_id, ann_id, pos in existing:
+        assigned_to[conv_id].add(ann_id)
+        next_pos[ann_id] = max(next_pos[ann_id], pos + 1)
+    return assigned_to, next_pos
+
+
+def _open_candidates(
+    cands: pd.DataFrame, assigned_to: dict[int, set[int]], people: list, overlap: int, top_up: bool
+) -> pd.DataFrame:
+    if top_up:
+        # Items in queues that still lack annotators and that one of ``people`` does not have yet.
+        mine = {p.id for p in people}
+        return cands[
+            [
+                len(assigned_to.get(c, ())) < overlap
+                and bool(mine - assigned_to.get(c, set()))
+                and c in assigned_to
+                for c in cands["conversation_id"]
+            ]
+        ]
+    # New items are those nobody has yet.
+    return cands[~cands["conversation_id"].isin(list(assigned_to))]
+
+
+@dataclass
+class _Loads:
+    """Items per annotator, per (annotator, user kind), and shared per pair of annotators; and the
+    new items per annotator of this batch."""
+
+    load: Counter
+    kind_load: Counter = field(default_factory=Counter)
+    together: Counter = field(default_factory=Counter)
+    new_load: Counter = field(default_factory=Counter)
+
+
+def _current_loads(session: Session, study: Study, people: list, assigned_to, top_up: bool) -> _Loads:
+    loads = _Loads(load=Counter({p.id: 0 for p in people}))
+    if not top_up:
+        return loads
+    # What each already has in this study counts, so a late joiner is filled first.
+    kinds_all = candidates_df(session, study).set_index("conversation_id")["user_kind"].to_dict()
+    for conv_id, anns in assigned_to.items():
+        for a in anns:
+            loads.load[a] += 1
+            loads.kind_load[(a, kinds_all.get(conv_id))] += 1
+            for b in anns:
+                if a != b:
+                    loads.together[(a, b)] += 1
+    return loads
+
+
+def _distribute(
+    chosen: list[int],
+    cands: pd.DataFrame,
+    people: list,
+    assigned_to,
+    loads: _Loads,
+    rng: random.Random,
+    cap: int | None,
+    report: AssignReport,
+) -> dict[int, list[int]]:
+    """Annotators for each chosen item (annotator id -> new conversation ids); counts on ``report``."""
+    kind_scen = cands.set_index("conversation_id")[["user_kind", "scenario"]].to_dict("index")
+    new_items: dict[int, list[int]] = defaultdict(list)
+    for conv_id in chosen:
+        ks = kind_scen[conv_id]
+        have = assigned_to.get(conv_id, set())
+        picked = _pick(
+            people,
+            report.overlap - len(have),
+            ks["user_kind"],
+            have,
+            loads.kind_load,
+            loads.load,
+            loads.together,
+            rng,
+            cap,
+            loads.new_load,
+        )
+        if not picked:
+            continue
+        for p in picked:
+            new_items[p.id].append(conv_id)
+        stratum = f"{ks['user_kind']}/{ks['scenario']}"
+        report.per_stratum[stratum] = report.per_stratum.get(stratum, 0) + 1
+        report.n_items += 1
+    return new_items
+
+
+def _enqueue(
+    session: Session,
+    study: Study,
+    people: list,
+    new_items: dict[int, list[int]],
+    next_pos: dict[int, int],
+    rng: random.Random,
+    report: AssignReport,
+) -> None:
+    for p in people:
+        items = new_items[p.id]
+        # Each annotator sees their items in their own random order (no shared order effects).
+        rng.shuffle(items)
+        for i, conv_id in enumerate(items):
+            session.add(
+                AnnotationAssignment(
+                    study_id=study.id,
+                    annotator_id=p.id,
+                    conversation_id=conv_id,
+                    position=next_pos[p.id] + i,
+                    batch=report.batch,
+                )
+            )
+        report.per_annotator[p.name] = len(items)
+    session.flush()
+
+
 def assign_items(
     session: Session,
     study_name: str,
@@ -224,53 +368,17 @@ def assign_items(
     """
     study = get_study(session, study_name)
     people = get_annotators(session, annotators)
-    if overlap < 1:
-        raise UserInputError("--overlap must be at least 1")
-    if overlap > len(people) and not top_up:
-        raise UserInputError(f"--overlap {overlap} needs at least {overlap} annotators (got {len(people)})")
-    if per_annotator is not None and per_annotator < 1:
-        raise UserInputError("--per-annotator must be at least 1")
-    unknown = sorted(set(user_kinds or []) - set(USER_KINDS))
-    if unknown:
-        raise UserInputError(
-            f"unknown user kind {', '.join(map(repr, unknown))} in --kinds: use {' or '.join(USER_KINDS)}"
-        )
-
+    _check_request(people, overlap, per_annotator, user_kinds, top_up)
     cands = candidates_df(session, study, conversation_ids)
     n_labellable = len(cands)
     if user_kinds:
         cands = cands[cands["user_kind"].isin(list(user_kinds))]
     n_of_kinds = len(cands)
-    existing = session.exec(
-        select(
-            AnnotationAssignment.conversation_id,
-            AnnotationAssignment.annotator_id,
-            AnnotationAssignment.position,
-        ).where(AnnotationAssignment.study_id == study.id)
-    ).all()
-    assigned_to: dict[int, set[int]] = defaultdict(set)
-    next_pos: dict[int, int] = defaultdict(int)
-    for conv_id, ann_id, pos in existing:
-        assigned_to[conv_id].add(ann_id)
-        next_pos[ann_id] = max(next_pos[ann_id], pos + 1)
-    mine = {p.id for p in people}
-    if top_up:
-        # Items in queues that still lack annotators and that one of ``people`` does not have yet.
-        cands = cands[
-            [
-                len(assigned_to.get(c, ())) < overlap
-                and bool(mine - assigned_to.get(c, set()))
-                and c in assigned_to
-                for c in cands["conversation_id"]
-            ]
-        ]
-    else:
-        # New items are those nobody has yet.
-        cands = cands[~cands["conversation_id"].isin(list(assigned_to))]
-    batch = f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    assigned_to, next_pos = _queues(session, study)
+    cands = _open_candidates(cands, assigned_to, people, overlap, top_up)
     report = AssignReport(
         study=study.name,
-        batch=batch,
+        batch=f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
         overlap=overlap,
         n_available=len(cands),
         n_labellable=n_labellable,
@@ -281,65 +389,16 @@ def assign_items(
     if cands.empty:
         report.per_annotator = {p.name: 0 for p in people}
         return report
-
     rng = random.Random(seed)
-    kind_scen = cands.set_index("conversation_id")[["user_kind", "scenario"]].to_dict("index")
-    load: Counter = Counter({p.id: 0 for p in people})
-    kind_load: Counter = Counter()  # (annotator, user kind) -> items
-    together: Counter = Counter()  # (annotator, annotator) -> shared items
-    if top_up:  # what each already has in this study counts, so a late joiner is filled first
-        kinds_all = candidates_df(session, study).set_index("conversation_id")["user_kind"].to_dict()
-        for conv_id, anns in assigned_to.items():
-            for a in anns:
-                load[a] += 1
-                kind_load[(a, kinds_all.get(conv_id))] += 1
-                for b in anns:
-                    if a != b:
-                        together[(a, b)] += 1
+    loads = _current_loads(session, study, people, assigned_to, top_up)
+    if top_up:
         chosen = _balanced_sample(cands, None, rng)
     else:
         n_items = None if per_annotator is None else (per_annotator * len(people)) // overlap
         chosen = _balanced_sample(cands, n_items, rng)
-    new_load: Counter = Counter()
-    new_items: dict[int, list[int]] = defaultdict(list)
-    for conv_id in chosen:
-        ks = kind_scen[conv_id]
-        have = assigned_to.get(conv_id, set())
-        picked = _pick(
-            people,
-            overlap - len(have),
-            ks["user_kind"],
-            have,
-            kind_load,
-            load,
-            together,
-            rng,
-            per_annotator if top_up else None,
-            new_load,
-        )
-        if not picked:
-            continue
-        for p in picked:
-            new_items[p.id].append(conv_id)
-        stratum = f"{ks['user_kind']}/{ks['scenario']}"
-        report.per_stratum[stratum] = report.per_stratum.get(stratum, 0) + 1
-        report.n_items += 1
-    for p in people:
-        items = new_items[p.id]
-        # Each annotator sees their items in their own random order (no shared order effects).
-        rng.shuffle(items)
-        for i, conv_id in enumerate(items):
-            session.add(
-                AnnotationAssignment(
-                    study_id=study.id,
-                    annotator_id=p.id,
-                    conversation_id=conv_id,
-                    position=next_pos[p.id] + i,
-                    batch=batch,
-                )
-            )
-        report.per_annotator[p.name] = len(items)
-    session.flush()
+    cap = per_annotator if top_up else None
+    new_items = _distribute(chosen, cands, people, assigned_to, loads, rng, cap, report)
+    _enqueue(session, study, people, new_items, next_pos, rng, report)
     return report
 
 

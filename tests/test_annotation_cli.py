@@ -180,3 +180,15 @@ def test_top_up_and_reassign(cli_db, capsys):
     assert code == 2 and "named twice" in out and "Traceback" not in out
     code, out = run(["annotate", "reassign", "--study", "pilot", "--from", "cy", "--to", "zed"], capsys)
     assert code == 2 and "workbench users add" in out
+
+
+def test_assign_errors_name_the_flags(cli_db, capsys):
+    assign = ["annotate", "assign", "--study", "pilot", "--annotators", "ann,bob"]
+    code, out = run([*assign, "--overlap", "0"], capsys)
+    assert code == 2 and "--overlap must be at least 1" in out, out
+    code, out = run([*assign, "--per-annotator", "0"], capsys)
+    assert code == 2 and "--per-annotator must be at least 1" in out, out
+    code, out = run([*assign, "--overlap", "3"], capsys)
+    assert code == 2 and "--overlap 3 needs at least 3 annotators (got 2)" in out, out
+    code, out = run([*assign, "--kinds", "alien"], capsys)
+    assert code == 2 and "in --kinds" in out, out

@@ -95,6 +95,13 @@ def test_assignment_errors(session):
         assign_items(session, "nope", ["ann"], overlap=1)
     with pytest.raises(UserInputError, match="named twice"):
         assign_items(session, "pilot", ["ann", "ann"], overlap=1)
+    # The core names its settings; the CLI checks its flags first (tests/test_annotation_cli.py).
+    with pytest.raises(UserInputError, match="^overlap must be at least 1$"):
+        assign_items(session, "pilot", ["ann"], overlap=0)
+    with pytest.raises(UserInputError, match="^per_annotator must be at least 1$"):
+        assign_items(session, "pilot", ["ann"], overlap=1, per_annotator=0)
+    with pytest.raises(UserInputError, match="unknown user kind 'alien' in user_kinds"):
+        assign_items(session, "pilot", ["ann"], overlap=1, user_kinds=["alien"])
     assert session.exec(select(AnnotationAssignment)).all() == []
 
 
@@ -399,7 +406,7 @@ def test_top_up_for_a_late_annotator_and_reassign_a_dropout(session):
     first = assign_items(session, "pilot", ["ann", "bob"], overlap=2, seed=3)
     assert first.n_items == 20
     again = assign_items(session, "pilot", ["ann", "bob", "cy"], overlap=2, seed=3)
-    assert again.n_items == 0 and "--top-up" in again.nothing_reason()
+    assert again.n_items == 0 and "top_up" in again.nothing_reason()
     # cy joins late: a third annotator on 8 items, half human, half agent.
     rep = assign_items(session, "pilot", ["cy"], overlap=3, per_annotator=8, seed=3, top_up=True)
     assert rep.n_items == 8 and rep.per_annotator == {"cy": 8} and "Topped up 8" in rep.summary()

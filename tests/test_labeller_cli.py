@@ -175,6 +175,40 @@ def test_cli_errors_are_clear(cli_engine, capsys):
     assert code == 2 and "no rules for" in out
     code, out = run(["label", "--study", "nostudy", "--labeller", "rule"], capsys)
     assert code == 2 and "no study named" in out
+    code, out = run(
+        ["label", "--study", "pilot", "--labeller", "trained", "--train-source", "x", "--cv", "1"], capsys
+    )
+    assert code == 2 and "--cv must be at least 2 folds (0 = off), got 1" in out, out
+    code, out = run(["agreement", "--study", "pilot", "--a", "human:x", "--b", "human:x"], capsys)
+    assert code == 2 and "(--a and --b are the same)" in out, out
+
+
+def test_labeller_registry(cli_engine):
+    """Every labeller is one registry entry; a run returns one LabelRun; errors name settings."""
+    from annotation.codebook import load_codebook
+    from annotation.labellers import LABELLERS, LabelSettings, check_settings, get_labeller, run_labeller
+
+    assert list(LABELLERS) == ["llm", "rule", "trained"]
+    with pytest.raises(UserInputError, match="unknown labeller 'magic': use one of llm, rule, trained"):
+        get_labeller("magic")
+    settings = LabelSettings(study="pilot", codebook=load_codebook(), samples=0)
+    with pytest.raises(UserInputError, match="^samples must be at least 1, got 0$"):
+        check_settings(LABELLERS["llm"], settings)
+    with pytest.raises(UserInputError, match="^the trained labeller needs train_source$"):
+        run_labeller(cli_engine, "trained", settings)
+    # The rule labeller has nothing to project: a dry run runs it.
+    run = run_labeller(cli_engine, "rule", settings, dry_run=True)
+    assert (run.source, run.conversations, run.labels, run.planned) == ("rule:v1-en1.zh1", 12, 60, False)
+    assert run.notes == ["rule:v1-en1.zh1: labelled 12 conversations (60 labels)."]
+    # The LLM labeller plans from the model's name alone, priced by the caller's function.
+    settings.samples = 2
+    settings.model_name = "openai/gpt-4o"
+    settings.cost_of = lambda _model, prompt, completion: (prompt + completion) / 1e6
+    plan = run_labeller(cli_engine, "llm", settings, dry_run=True)
+    assert plan.planned and plan.conversations == 12 and plan.cost_usd > 0
+    assert plan.notes[0].startswith("Dry run for llm:openai/gpt-4o:v2: 12 conversations x 2 samples")
+    with pytest.raises(UserInputError, match="needs model"):
+        run_labeller(cli_engine, "llm", settings)
 
 
 def test_cli_llm_dry_run_and_run(cli_engine, capsys, monkeypatch):

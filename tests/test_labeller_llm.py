@@ -14,7 +14,7 @@ from annotation.labellers.llm import aggregate, label_with_llm, plan_labelling, 
 from db.models import LabelSource, LLMCall
 from db.repo import labels_df
 from tests.annotation_data import humour_codebook, make_study
-from workbench.llm import get_model
+from workbench.llm import get_model, recorded
 from workbench.testing.fake_llm_server import FakeLLMServer
 
 DIMS = ["problem_solving", "question_broadness", "politeness"]
@@ -70,7 +70,8 @@ async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server)
         make_study(s, n_per_cell=3)
         s.commit()
     cb = load_codebook()
-    model = get_model("openai/x", max_retries=0, timeout=10)
+    # The caller records and caches the model's calls (annotation does not know the providers).
+    model = recorded(get_model("openai/x", max_retries=0, timeout=10), engine, purpose="labeller")
     summary = await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3, concurrency=4)
     name = source_name("openai/x", "v2")  # the default prompt version
     assert summary.source == name == "llm:openai/x:v2"
@@ -132,7 +133,8 @@ async def test_llm_labeller_valid_retry_disagreement_and_failure(engine, server)
     again = await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3)
     assert again.skipped_existing == 11 and again.conversations == 1 and again.failed == 3
     assert len(server.requests) == n_requests
-    await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=3, cache=False)
+    fresh = recorded(model, engine, purpose="labeller", cache=False)
+    await label_with_llm(engine, "pilot", fresh, cb, dimensions=DIMS, samples=3)
     assert len(server.requests) == n_requests + 6  # 3 samples x (first try + one JSON retry)
 
 
@@ -144,7 +146,11 @@ def test_dry_run_plan_needs_no_key(sqlite_engine):
     plan = plan_labelling(sqlite_engine, "pilot", "openai/gpt-4o", cb, samples=3)
     assert plan.conversations == 8 and plan.calls == 24
     assert plan.prompt_tokens > 0 and plan.completion_tokens > 0
-    assert plan.cost_usd is None or plan.cost_usd > 0
+    assert plan.cost_usd is None  # no price function given: the cost is unknown, not zero
+    priced = plan_labelling(
+        sqlite_engine, "pilot", "openai/gpt-4o", cb, samples=3, cost_of=lambda _m, p, c: p + c
+    )
+    assert priced.cost_usd == priced.prompt_tokens + priced.completion_tokens
     # Every dimension of the codebook, the per-turn hallucination flag too (see test_labeller_llm_turns).
     assert plan.dimensions == cb.names and plan.turn_labels == 8 * 2
 
@@ -183,7 +189,7 @@ dimensions:
     summary = await label_with_llm(
         sqlite_engine,
         "pilot",
-        ScriptedModel(reply, name="scripted/judge"),
+        recorded(ScriptedModel(reply, name="scripted/judge"), sqlite_engine, purpose="labeller"),
         cb,
         dimensions=["humour"],
         samples=1,
@@ -211,7 +217,7 @@ async def test_one_labelling_process_per_study_and_source(engine, server):
         make_study(s, n_per_cell=1)
         s.commit()
     cb = load_codebook()
-    model = get_model("openai/x", max_retries=0, timeout=10)
+    model = recorded(get_model("openai/x", max_retries=0, timeout=10), engine, purpose="labeller")
     job = f"label:1:{source_name('openai/x', 'v2')}"
     here = socket.gethostname()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -225,7 +231,7 @@ async def test_one_labelling_process_per_study_and_source(engine, server):
             await label_with_llm(engine, "pilot", model, cb, dimensions=DIMS, samples=1)
         assert not server.requests  # refused before any call
         # Another study, or another source on this study, is a different job.
-        other = get_model("openai/y", max_retries=0, timeout=10)
+        other = recorded(get_model("openai/y", max_retries=0, timeout=10), engine, purpose="labeller")
         assert (
             await label_with_llm(engine, "pilot", other, cb, dimensions=DIMS, samples=1)
         ).conversations == 4
@@ -256,9 +262,10 @@ async def test_rerun_with_new_settings_records_them_on_the_source(sqlite_engine,
         s.commit()
 
     def model():
-        return ScriptedModel(
+        scripted = ScriptedModel(
             lambda _m: json.dumps({"politeness": "Polite", "humour": "2"}), name="scripted/j"
         )
+        return recorded(scripted, sqlite_engine, purpose="labeller")
 
     await label_with_llm(
         sqlite_engine,

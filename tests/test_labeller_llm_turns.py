@@ -31,7 +31,7 @@ from db.models import Label, Turn
 from db.repo import conversations_df, labels_df
 from db.settings import Settings
 from tests.annotation_data import make_study
-from workbench.llm import get_model
+from workbench.llm import get_model, recorded
 from workbench.testing.fake_llm_server import FakeLLMServer
 
 SOURCE = f"llm:openai/x:{DEFAULT_PROMPT}"
@@ -147,7 +147,7 @@ async def test_turn_level_labels_retry_disagreement_and_failure(engine, server):
         make_study(s, n_per_cell=3)
         s.commit()
     cb = load_codebook()
-    model = get_model("openai/x", max_retries=0, timeout=10)
+    model = recorded(get_model("openai/x", max_retries=0, timeout=10), engine, purpose="labeller")
     summary = await label_with_llm(
         engine, "pilot", model, cb, dimensions=["politeness", "hallucination"], samples=3, concurrency=4
     )
@@ -217,7 +217,7 @@ async def test_default_dimensions_include_turn_level_and_v1_refuses_them(sqlite_
     with FakeLLMServer(responder=schema_responder) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        model = get_model("openai/x", max_retries=0, timeout=10)
+        model = recorded(get_model("openai/x", max_retries=0, timeout=10), sqlite_engine, purpose="labeller")
         summary = await label_with_llm(sqlite_engine, "pilot", model, cb, samples=1)
         n_conv = len(cb.conversation_dimensions())
         assert summary.failed == 0 and summary.labels == 4 * (n_conv + 2)
@@ -295,7 +295,11 @@ dimensions:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         summary = await label_with_llm(
-            sqlite_engine, "pilot", get_model("openai/x", max_retries=0), cb, dimensions=["frustration"]
+            sqlite_engine,
+            "pilot",
+            recorded(get_model("openai/x", max_retries=0), sqlite_engine, purpose="labeller"),
+            cb,
+            dimensions=["frustration"],
         )
     assert summary.labels == 8 and summary.failed == 0  # 4 conversations x 2 user turns
     with Session(sqlite_engine) as s:
@@ -345,7 +349,11 @@ async def test_agreement_on_turn_level_labels_matches_references(
         monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         await label_with_llm(
-            sqlite_engine, "pilot", get_model("openai/x", max_retries=0), cb, dimensions=["hallucination"]
+            sqlite_engine,
+            "pilot",
+            recorded(get_model("openai/x", max_retries=0), sqlite_engine, purpose="labeller"),
+            cb,
+            dimensions=["hallucination"],
         )
 
     with Session(sqlite_engine) as s:

@@ -6,23 +6,29 @@ dimension, a label per eligible turn (every turn of the dimension's ``turn_role`
 disagreement or failed samples), or, when every sample failed, a label with ``status="failed"`` and
 the error as rationale. Nothing is silently dropped. A turn-level dimension is asked for as a JSON
 object mapping each eligible turn's number to a label, and a reply missing a turn or giving a value
-outside the label set goes through the same corrective retry as any invalid reply. Calls go
-through ``workbench.llm.recorded(..., purpose="labeller")`` (provenance + response cache; each
-sample has its own seed so samples are not answered from one cached reply). Source name
-``llm:<model>:<prompt version>``.
+outside the label set goes through the same corrective retry as any invalid reply.
+
+The model comes from the caller (annotation does not know the providers): anything that satisfies
+``LabellingModel``, already wrapped for recording and caching (``workbench.llm.recorded(...,
+purpose="labeller")``: provenance + response cache; each sample has its own seed so samples are not
+answered from one cached reply). The labeller binds the study, prompt version and conversation to
+every call it makes. Source name ``llm:<model>:<prompt version>``.
 
 Example::
 
-    summary = await label_with_llm(engine, "pilot", get_model("openai/gpt-4o-mini"), samples=3)
+    model = recorded(get_model("openai/gpt-4o-mini"), engine, purpose="labeller")
+    summary = await label_with_llm(engine, "pilot", model, load_codebook(), samples=3)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import pandas as pd
 import yaml
@@ -30,11 +36,43 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from annotation.store import LabelRecord, ensure_source, existing_keys, write_labels
-from db.errors import UserInputError, yaml_problem
+from db.errors import UserInputError, WorkbenchError, yaml_problem
 from db.leases import acquire, heartbeat, process_owner, release
 from db.models import LabelSource
 from db.models.core import UNFINISHED_STATUSES
 from db.repo import conversations_df, get_study, turns_df
+
+
+class JsonReply(Protocol):
+    """One structured reply: the parsed JSON (valid against the schema) and its cost (None: unknown)."""
+
+    data: Any
+    cost_usd: float | None
+
+
+class LabellingModel(Protocol):
+    """What the LLM labeller needs of a chat model (``workbench.llm.RecordedModel`` is one).
+
+    ``acomplete_json`` returns a reply whose ``data`` satisfies ``schema`` (retrying an invalid reply
+    up to ``json_retries`` times) or raises a ``WorkbenchError`` when the call fails; a
+    ``UserInputError`` (bad parameters, a missing key) is the caller's mistake and stops the run.
+    ``bind`` returns a copy that records calls with more context (``study_id``, ``conversation_id``,
+    ``prompt_version``, ``purpose``); ``aclose`` releases what async calls opened on the event loop.
+    """
+
+    name: str  # "provider/model"
+
+    async def acomplete_json(
+        self, messages: list[dict], schema: dict, json_retries: int = 1, **params: Any
+    ) -> JsonReply: ...
+
+    def bind(self, **context: Any) -> LabellingModel: ...
+
+    async def aclose(self) -> None: ...
+
+
+# USD of (model name, prompt tokens, completion tokens), None when the model has no price.
+CostFunction = Callable[[str, int, int], "float | None"]
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_PROMPT = "v2"
@@ -125,7 +163,7 @@ def build_messages(
     if turn_dims and not supports_turns(prompt):
         raise UserInputError(
             f"prompt {prompt['version']} cannot ask for turn-level dimensions "
-            f"({', '.join(d.name for d in turn_dims)}); use --prompt-version {DEFAULT_PROMPT}"
+            f"({', '.join(d.name for d in turn_dims)}); use prompt version {DEFAULT_PROMPT}"
         )
     blocks = []
     for d in dimensions:
@@ -201,7 +239,7 @@ class LabelPlan:
     turn_labels: int  # of which per-turn
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float | None  # None when the model has no price in the table
+    cost_usd: float | None  # None when the model has no price (or no cost function was given)
     already_labelled: int = 0  # conversations the run skips (labelled ok by this source; not with overwrite)
 
 
@@ -221,15 +259,7 @@ class LabelSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def _select(
-    engine: Engine,
-    study: str,
-    codebook,
-    dimensions: Iterable[str] | None,
-    conversation_ids: Iterable[int] | None,
-    limit: int | None,
-    prompt: dict,
-):
+def _dimensions(codebook, dimensions: Iterable[str] | None, prompt: dict) -> list:
     if dimensions is None:
         # Every dimension of the codebook the prompt can ask for: all of them from v2 on; a prompt
         # without turn-level templates (v1) does the conversation-level ones.
@@ -240,10 +270,23 @@ def _select(
         if turn and not supports_turns(prompt):
             raise UserInputError(
                 f"prompt {prompt['version']} cannot ask for turn-level dimensions ({', '.join(turn)}); "
-                f"use --prompt-version {DEFAULT_PROMPT} or later"
+                f"use prompt version {DEFAULT_PROMPT} or later"
             )
     if not dims:
         raise UserInputError("no dimensions to label")
+    return dims
+
+
+def _select(
+    engine: Engine,
+    study: str,
+    codebook,
+    dimensions: Iterable[str] | None,
+    conversation_ids: Iterable[int] | None,
+    limit: int | None,
+    prompt: dict,
+):
+    dims = _dimensions(codebook, dimensions, prompt)
     with Session(engine) as session:
         st = get_study(session, study)
         convs = conversations_df(session, st.id, conversation_ids)
@@ -261,6 +304,11 @@ def _select(
     return st, dims, convs, by_conv, n_empty
 
 
+def _schema_text(schema: dict) -> str:
+    """Stand-in for the JSON instruction a model appends, when the caller gives none."""
+    return json.dumps(schema, ensure_ascii=False)
+
+
 def plan_labelling(
     engine: Engine,
     study: str,
@@ -272,27 +320,24 @@ def plan_labelling(
     conversation_ids=None,
     limit=None,
     overwrite: bool = False,
-    prices_file=None,
+    cost_of: CostFunction | None = None,
+    json_instruction: Callable[[dict], str] | None = None,
 ) -> LabelPlan:
     """Projected calls, tokens and cost of what label_with_llm would call: conversations already
     labelled by this source are left out unless ``overwrite`` (no call made, nothing written).
-    The cost uses ``prices_file`` over the bundled price table."""
-    from workbench.llm.base import json_instruction
-    from workbench.llm.prices import cost_of
 
+    ``cost_of(model, prompt tokens, completion tokens)`` prices the projection (without it the cost
+    is unknown, None); ``json_instruction(schema)`` is the text the model adds to a structured call
+    (``workbench.llm.base.json_instruction``), counted in the prompt tokens."""
     if samples < 1:
-        raise UserInputError("--samples must be at least 1")
+        raise UserInputError("samples must be at least 1")
+    instruction_of = json_instruction or _schema_text
     prompt = load_prompt(prompt_version)
     _st, dims, convs, by_conv, _empty = _select(
         engine, study, codebook, dimensions, conversation_ids, limit, prompt
     )
     name = source_name(model_name, prompt["version"])
-    done: set = set()
-    if not overwrite:
-        with Session(engine) as session:
-            src = session.exec(select(LabelSource).where(LabelSource.name == name)).first()
-            if src is not None:
-                done = existing_keys(session, src.id)
+    done = set() if overwrite else _labelled_keys(engine, name)
     p_tokens = c_tokens = n_convs = n_labels = n_turn_labels = n_existing = 0
     for row in convs.itertuples():
         turns = by_conv.get(row.conversation_id, [])
@@ -305,28 +350,33 @@ def plan_labelling(
         n_convs += 1
         msgs = build_messages(prompt, codebook.version, conv_dims, turns, row.scenario)
         # ~4 characters a token, including the JSON instruction (with the schema) the model appends.
-        instruction = json_instruction(response_schema(conv_dims, turns))
+        instruction = instruction_of(response_schema(conv_dims, turns))
         p_tokens += (sum(len(m["content"]) for m in msgs) + len(instruction)) // 4
         # The reply: a value and a short rationale per dimension, plus a keyed value per labelled turn.
         n_turns = sum(len(eligible_turns(d, turns)) for d in conv_dims if d.level != "conversation")
         c_tokens += EST_COMPLETION_TOKENS_PER_DIM * len(conv_dims) + EST_COMPLETION_TOKENS_PER_TURN * n_turns
         n_labels += sum(d.level == "conversation" for d in conv_dims) + n_turns
         n_turn_labels += n_turns
-    calls = n_convs * samples
-    cost = cost_of(model_name, p_tokens * samples, c_tokens * samples, prices_file)
     return LabelPlan(
         source=name,
         conversations=n_convs,
         dimensions=[d.name for d in dims],
         samples=samples,
-        calls=calls,
+        calls=n_convs * samples,
         labels=n_labels,
         turn_labels=n_turn_labels,
         prompt_tokens=p_tokens * samples,
         completion_tokens=c_tokens * samples,
-        cost_usd=cost,
+        cost_usd=cost_of(model_name, p_tokens * samples, c_tokens * samples) if cost_of else None,
         already_labelled=n_existing,
     )
+
+
+def _labelled_keys(engine: Engine, source: str) -> set:
+    """(conversation, dimension, turn index) keys the source labelled ok (empty for a new source)."""
+    with Session(engine) as session:
+        src = session.exec(select(LabelSource).where(LabelSource.name == source)).first()
+        return existing_keys(session, src.id) if src is not None else set()
 
 
 def _item_keys(conversation_id, conv_dims, turns) -> list[tuple]:
@@ -338,10 +388,139 @@ def _item_keys(conversation_id, conv_dims, turns) -> list[tuple]:
     ]
 
 
+def _items(dimension, turns: Sequence[dict]) -> list[int]:
+    """A conversation-level dimension is one item (turn index -1); a turn-level one an item per
+    eligible turn, whose value in a valid reply is data[dim][str(turn index)]."""
+    return [-1] if dimension.level == "conversation" else eligible_turns(dimension, turns)
+
+
+def _records(conversation_id: int, conv_dims, turns, valid, errors: list[str], samples: int) -> list:
+    """The labels of one conversation from its samples' replies: the vote of the valid ones, or a
+    failed label carrying the first error when none was valid."""
+    records = []
+    for d in conv_dims:
+        for idx in _items(d, turns):
+            if idx < 0:
+                values = [c.data[d.name] for c in valid]
+            else:
+                values = [c.data[d.name][str(idx)] for c in valid]
+            value, disagree = aggregate(values, d)
+            if value is None:
+                records.append(
+                    LabelRecord(
+                        conversation_id,
+                        d.name,
+                        None,
+                        turn_index=idx,
+                        samples=[None] * samples,
+                        flagged=True,
+                        status="failed",
+                        rationale=f"all {samples} samples failed: {errors[0]}",
+                    )
+                )
+            else:
+                records.append(
+                    LabelRecord(
+                        conversation_id,
+                        d.name,
+                        value,
+                        turn_index=idx,
+                        samples=values + [None] * len(errors),
+                        flagged=disagree or bool(errors),
+                        rationale=_rationale(valid, d.name, idx),
+                    )
+                )
+    return records
+
+
+@dataclass
+class _Run:
+    """One labelling run's settings and shared state, for the per-conversation coroutines."""
+
+    engine: Engine
+    model: LabellingModel  # bound to the study and prompt version
+    codebook: Any
+    prompt: dict
+    by_conv: dict
+    source: Any  # LabelSource
+    summary: LabelSummary
+    samples: int
+    temperature: float | None
+    json_retries: int
+    seed: int
+    job: str
+    owner: str
+    total: int
+    progress: Callable[[int, int], None] | None
+    sem: asyncio.Semaphore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    done: int = 0
+
+    async def sample(self, model: LabellingModel, msgs: list[dict], schema: dict, i: int):
+        """(reply, None) or (None, error) for sample ``i`` (seed + i)."""
+        params: dict[str, Any] = {"seed": self.seed + i}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        try:
+            return await model.acomplete_json(msgs, schema, json_retries=self.json_retries, **params), None
+        except UserInputError:
+            raise  # the caller's mistake (parameters, a key): the run stops
+        except WorkbenchError as exc:
+            return None, str(exc)
+
+    async def label(self, row, conv_dims) -> None:
+        turns = self.by_conv.get(row.conversation_id, [])
+        msgs = build_messages(self.prompt, self.codebook.version, conv_dims, turns, row.scenario)
+        schema = response_schema(conv_dims, turns)
+        model = self.model.bind(conversation_id=int(row.conversation_id), purpose="labeller")
+        async with self.sem:
+            results = await asyncio.gather(
+                *(self.sample(model, msgs, schema, i) for i in range(self.samples))
+            )
+        valid = [c for c, _e in results if c is not None]
+        errors = [e for _c, e in results if e is not None]
+        records = _records(int(row.conversation_id), conv_dims, turns, valid, errors, self.samples)
+        async with self.lock:
+            self.store(records, valid, errors)
+
+    def store(self, records: list, valid: list, errors: list[str]) -> None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            write_labels(session, session.get(type(self.source), self.source.id), records)
+            session.commit()
+        s = self.summary
+        s.conversations += 1
+        s.labels += len(records)
+        s.flagged += sum(r.flagged and r.status == "ok" for r in records)
+        s.failed += sum(r.status == "failed" for r in records)
+        s.samples += self.samples
+        s.cost_usd += sum(c.cost_usd or 0.0 for c in valid)
+        s.errors.extend(errors[:1])
+        self.done += 1
+        heartbeat(self.engine, self.job, self.owner)
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def _todo(convs, dims, by_conv, done: set, summary: LabelSummary) -> list:
+    """(row, dimensions) of the conversations to label; counts the others on ``summary``."""
+    todo = []
+    for row in convs.itertuples():
+        turns = by_conv.get(row.conversation_id, [])
+        conv_dims = applicable(dims, turns)
+        if not conv_dims:
+            summary.skipped_empty += 1  # e.g. only turn-level dimensions and no turn of their role
+            continue
+        if all(k in done for k in _item_keys(row.conversation_id, conv_dims, turns)):
+            summary.skipped_existing += 1
+        else:
+            todo.append((row, conv_dims))
+    return todo
+
+
 async def label_with_llm(
     engine: Engine,
     study: str,
-    model,
+    model: LabellingModel,
     codebook,
     dimensions=None,
     samples: int = 3,
@@ -353,19 +532,17 @@ async def label_with_llm(
     json_retries: int = 1,
     overwrite: bool = False,
     seed: int = 0,
-    cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> LabelSummary:
-    """Label the study's conversations with ``model`` (a ChatModel; recorded here). Conversations
-    already labelled ok on every chosen dimension by this source are skipped unless ``overwrite``;
-    failed ones are tried again (with ``cache=False`` to ask the model afresh rather than replay)."""
-    from workbench.llm import LLMError, recorded
-    from workbench.llm.recording import RecordedModel
-
+    """Label the study's conversations with ``model`` (a ``LabellingModel``, recorded and cached by
+    the caller). Conversations already labelled ok on every chosen dimension by this source are
+    skipped unless ``overwrite``; failed ones are tried again (a model without its response cache
+    asks afresh rather than replays). The model's async resources are closed at the end: they
+    belong to this event loop."""
     if samples < 1:
-        raise UserInputError("--samples must be at least 1")
+        raise UserInputError("samples must be at least 1")
     if concurrency < 1:
-        raise UserInputError("--concurrency must be at least 1")
+        raise UserInputError("concurrency must be at least 1")
     prompt = load_prompt(prompt_version)
     st, dims, convs, by_conv, n_empty = _select(
         engine, study, codebook, dimensions, conversation_ids, limit, prompt
@@ -384,115 +561,43 @@ async def label_with_llm(
         session.commit()
         done = existing_keys(session, src.id) if not overwrite else set()
     summary = LabelSummary(source=name, skipped_empty=n_empty)
-    todo = []
-    for row in convs.itertuples():
-        turns = by_conv.get(row.conversation_id, [])
-        conv_dims = applicable(dims, turns)
-        if not conv_dims:
-            summary.skipped_empty += 1  # e.g. only turn-level dimensions and no turn of their role
-            continue
-        if all(k in done for k in _item_keys(row.conversation_id, conv_dims, turns)):
-            summary.skipped_existing += 1
-        else:
-            todo.append((row, conv_dims))
-    base = (
-        model
-        if isinstance(model, RecordedModel)
-        else recorded(
-            model, engine, purpose="labeller", study_id=st.id, prompt_version=prompt["version"], cache=cache
-        )
+    todo = _todo(convs, dims, by_conv, done, summary)
+    run = _Run(
+        engine=engine,
+        model=model.bind(study_id=st.id, prompt_version=prompt["version"], purpose="labeller"),
+        codebook=codebook,
+        prompt=prompt,
+        by_conv=by_conv,
+        source=src,
+        summary=summary,
+        samples=samples,
+        temperature=temperature,
+        json_retries=json_retries,
+        seed=seed,
+        job=f"label:{st.id}:{name}",
+        owner=process_owner(),
+        total=len(todo),
+        progress=progress,
+        sem=asyncio.Semaphore(concurrency),
     )
-    job, me = f"label:{st.id}:{name}", process_owner()
-    sem = asyncio.Semaphore(concurrency)
-    lock = asyncio.Lock()
-    n_done = 0
-
-    async def one_sample(m, msgs, schema, i):
-        params = {"seed": seed + i}
-        if temperature is not None:
-            params["temperature"] = temperature
-        try:
-            c = await m.acomplete_json(msgs, schema, json_retries=json_retries, **params)
-            return c, None
-        except LLMError as exc:
-            return None, str(exc)
-
-    async def one(row, conv_dims):
-        nonlocal n_done
-        turns = by_conv.get(row.conversation_id, [])
-        msgs = build_messages(prompt, codebook.version, conv_dims, turns, row.scenario)
-        schema = response_schema(conv_dims, turns)
-        m = base.bind(conversation_id=int(row.conversation_id), purpose="labeller")
-        async with sem:
-            results = await asyncio.gather(*(one_sample(m, msgs, schema, i) for i in range(samples)))
-        valid = [c for c, _e in results if c is not None]
-        errors = [e for _c, e in results if e is not None]
-        records = []
-        for d in conv_dims:
-            # A conversation-level dimension is one item (turn_index -1); a turn-level one an item
-            # per eligible turn, whose value in a valid reply is data[dim][str(turn index)].
-            items = [-1] if d.level == "conversation" else eligible_turns(d, turns)
-            for idx in items:
-                if idx < 0:
-                    values = [c.data[d.name] for c in valid]
-                else:
-                    values = [c.data[d.name][str(idx)] for c in valid]
-                value, disagree = aggregate(values, d)
-                rationale = _rationale(valid, d.name, idx)
-                if value is None:
-                    records.append(
-                        LabelRecord(
-                            int(row.conversation_id),
-                            d.name,
-                            None,
-                            turn_index=idx,
-                            samples=[None] * samples,
-                            flagged=True,
-                            status="failed",
-                            rationale=f"all {samples} samples failed: {errors[0]}",
-                        )
-                    )
-                else:
-                    records.append(
-                        LabelRecord(
-                            int(row.conversation_id),
-                            d.name,
-                            value,
-                            turn_index=idx,
-                            samples=values + [None] * len(errors),
-                            flagged=disagree or bool(errors),
-                            rationale=rationale,
-                        )
-                    )
-        async with lock:
-            with Session(engine, expire_on_commit=False) as session:
-                write_labels(session, session.get(type(src), src.id), records)
-                session.commit()
-            summary.conversations += 1
-            summary.labels += len(records)
-            summary.flagged += sum(r.flagged and r.status == "ok" for r in records)
-            summary.failed += sum(r.status == "failed" for r in records)
-            summary.samples += samples
-            summary.cost_usd += sum(c.cost_usd or 0.0 for c in valid)
-            summary.errors.extend(errors[:1])
-            n_done += 1
-            heartbeat(engine, job, me)
-            if progress:
-                progress(n_done, len(todo))
-
-    if progress and todo:
-        progress(0, len(todo))  # the bar (and its clock) starts before the first call
     try:
-        if todo:
-            # One process per (study, source): a second would make the same paid calls again.
-            acquire(engine, job, me, f"labelling of study {study!r} by {name}")
-            try:
-                await asyncio.gather(*(one(r, conv_dims) for r, conv_dims in todo))
-            finally:
-                release(engine, job, me)
+        await _label_all(run, todo, f"labelling of study {study!r} by {name}")
     finally:
-        await base.aclose()  # the HTTP session belongs to this event loop
+        await model.aclose()  # the HTTP session belongs to this event loop
     return summary
+
+
+async def _label_all(run: _Run, todo: list, what: str) -> None:
+    if run.progress and todo:
+        run.progress(0, len(todo))  # the bar (and its clock) starts before the first call
+    if not todo:
+        return
+    # One process per (study, source): a second would make the same paid calls again.
+    acquire(run.engine, run.job, run.owner, what)
+    try:
+        await asyncio.gather(*(run.label(r, conv_dims) for r, conv_dims in todo))
+    finally:
+        release(run.engine, run.job, run.owner)
 
 
 def _rationale(valid, dim: str, turn_index: int) -> str | None:

@@ -220,7 +220,7 @@ def cross_validate(
     from sklearn.model_selection import KFold
 
     if folds < 2:
-        raise UserInputError(f"--cv needs at least 2 folds (got {folds})")
+        raise UserInputError(f"cross-validation needs at least 2 folds (got {folds})")
     ids = np.asarray(targets.index)
     if len(ids) < 2 * folds:
         raise UserInputError(
@@ -271,6 +271,104 @@ class TrainReport:
     cv: pd.DataFrame | None = None  # cross_validate() against the training source, when asked for
 
 
+@dataclass
+class _TrainingData:
+    dims: list[str]
+    texts: pd.Series  # user turns' text per conversation
+    kinds: pd.Series  # user kind per conversation
+    targets: pd.DataFrame  # conversation x dimension -> the training source's value
+    train_ids: list[int]
+
+
+def _training_data(
+    session: Session,
+    study: str,
+    train_source: str,
+    dimensions: Iterable[str] | None,
+    holdout_source: str | None,
+) -> _TrainingData:
+    """The training source's conversation-level labels and the user texts, without the conversations
+    of ``holdout_source``."""
+    st = get_study(session, study)
+    get_label_source(session, train_source)
+    if holdout_source:
+        get_label_source(session, holdout_source)
+    lab = labels_df(session, st.id, sources=[s for s in (train_source, holdout_source) if s])
+    lab = lab[(lab["turn_index"] == -1) & (lab["status"] == "ok") & lab["value"].notna()]
+    train = lab[lab["source"] == train_source]
+    known = sorted(train["dimension"].unique())
+    if dimensions is None:
+        dims = known
+    else:
+        dims = list(dict.fromkeys(dimensions))
+        if missing := [d for d in dims if d not in known]:
+            raise UserInputError(
+                f"{train_source!r} has no conversation-level labels for {missing} in study "
+                f"{study!r} (it has: {', '.join(known) or 'none'})"
+            )
+    if not dims:
+        raise UserInputError(f"{train_source!r} has no conversation-level labels in study {study!r}")
+    held = set(lab.loc[lab["source"] == holdout_source, "conversation_id"]) if holdout_source else set()
+    docs = user_texts_df(session, st.id).set_index("conversation_id")
+    texts, kinds = docs["text"], docs["user_kind"]
+    targets = train[train["dimension"].isin(dims)].pivot_table(
+        index="conversation_id", columns="dimension", values="value", aggfunc="first"
+    )
+    train_ids = [c for c in targets.index if c not in held and c in texts.index]
+    if len(train_ids) < 10:
+        raise UserInputError(
+            f"only {len(train_ids)} conversations to train on; label more with {train_source!r}"
+        )
+    return _TrainingData(dims, texts, kinds, targets, train_ids)
+
+
+def _trained_source(
+    session: Session,
+    train_source: str,
+    holdout_source: str | None,
+    version: str,
+    C: float,
+    n_train: int,
+    cv: pd.DataFrame | None,
+    cv_folds: int,
+):
+    """The LabelSource of the trained labeller, its params describing this run."""
+    src = ensure_source(
+        session,
+        source_name(train_source, version),
+        "trained",
+        model="sklearn:tfidf-char-word-linearsvc-per-kind",
+        prompt_version=version,
+        params={
+            "train_source": train_source,
+            "holdout_source": holdout_source,
+            "n_train": n_train,
+            "C": C,
+            "features": "tfidf char_wb 1-4 + words 1-2 of user turns; linear SVM per user kind",
+        },
+    )
+    src.params = {
+        **(src.params or {}),
+        "train_source": train_source,
+        "holdout_source": holdout_source,
+        "n_train": n_train,
+        "C": C,
+    }
+    if cv is not None:
+        src.params = {
+            **src.params,
+            "cv_folds": cv_folds,
+            "cv_kappa": {
+                f"{r.dimension}/{r.user_kind}": None
+                if r.cohen_kappa != r.cohen_kappa
+                else round(r.cohen_kappa, 4)
+                for r in cv.itertuples()
+            },
+        }
+    session.add(src)
+    return src
+
+
 def train_and_label(
     engine: Engine,
     study: str,
@@ -281,7 +379,7 @@ def train_and_label(
     version: str = VERSION,
     C: float = 0.5,
     progress: Callable[[str], None] | None = None,
-    cv_folds: int = 0,
+    cv_folds: int | None = 0,
 ) -> TrainReport:
     """Train on ``train_source``'s conversation-level labels in ``study`` and label the conversations
     it did not label (``label_all``: every conversation). Conversations labelled by
@@ -290,80 +388,18 @@ def train_and_label(
     the source's params) the cross-validated kappa against ``train_source`` (``cross_validate``)."""
     say = progress or (lambda _m: None)
     with Session(engine, expire_on_commit=False) as session:
-        st = get_study(session, study)
-        get_label_source(session, train_source)
-        if holdout_source:
-            get_label_source(session, holdout_source)
-        lab = labels_df(session, st.id, sources=[s for s in (train_source, holdout_source) if s])
-        lab = lab[(lab["turn_index"] == -1) & (lab["status"] == "ok") & lab["value"].notna()]
-        train = lab[lab["source"] == train_source]
-        known = sorted(train["dimension"].unique())
-        if dimensions is None:
-            dims = known
-        else:
-            dims = list(dict.fromkeys(dimensions))
-            if missing := [d for d in dims if d not in known]:
-                raise UserInputError(
-                    f"{train_source!r} has no conversation-level labels for {missing} in study "
-                    f"{study!r} (it has: {', '.join(known) or 'none'})"
-                )
-        if not dims:
-            raise UserInputError(f"{train_source!r} has no conversation-level labels in study {study!r}")
-        held = set(lab.loc[lab["source"] == holdout_source, "conversation_id"]) if holdout_source else set()
-        docs = user_texts_df(session, st.id).set_index("conversation_id")
-        texts, kinds = docs["text"], docs["user_kind"]
-        targets = train[train["dimension"].isin(dims)].pivot_table(
-            index="conversation_id", columns="dimension", values="value", aggfunc="first"
-        )
-        train_ids = [c for c in targets.index if c not in held and c in texts.index]
-        if len(train_ids) < 10:
-            raise UserInputError(
-                f"only {len(train_ids)} conversations to train on; label more with {train_source!r}"
-            )
+        data = _training_data(session, study, train_source, dimensions, holdout_source)
+        dims, texts, kinds, ids = data.dims, data.texts, data.kinds, data.train_ids
         cv = None
         if cv_folds:
             say(f"{cv_folds}-fold cross-validation against {train_source}")
-            cv = cross_validate(
-                texts.loc[train_ids], targets.loc[train_ids, dims], kinds, folds=cv_folds, C=C
-            )
-        say(f"training on {len(train_ids)} conversations, {len(dims)} dimension(s)")
-        model = TrainedLabeller(C=C).fit(texts.loc[train_ids], targets.loc[train_ids, dims], kinds)
-        todo = texts.index if label_all else [c for c in texts.index if c not in set(train_ids)]
+            cv = cross_validate(texts.loc[ids], data.targets.loc[ids, dims], kinds, folds=cv_folds, C=C)
+        say(f"training on {len(ids)} conversations, {len(dims)} dimension(s)")
+        model = TrainedLabeller(C=C).fit(texts.loc[ids], data.targets.loc[ids, dims], kinds)
+        todo = texts.index if label_all else [c for c in texts.index if c not in set(ids)]
         pred = model.predict_df(texts.loc[list(todo)], kinds)
         say(f"labelling {len(todo)} conversations")
-        src = ensure_source(
-            session,
-            source_name(train_source, version),
-            "trained",
-            model="sklearn:tfidf-char-word-linearsvc-per-kind",
-            prompt_version=version,
-            params={
-                "train_source": train_source,
-                "holdout_source": holdout_source,
-                "n_train": len(train_ids),
-                "C": C,
-                "features": "tfidf char_wb 1-4 + words 1-2 of user turns; linear SVM per user kind",
-            },
-        )
-        src.params = {
-            **(src.params or {}),
-            "train_source": train_source,
-            "holdout_source": holdout_source,
-            "n_train": len(train_ids),
-            "C": C,
-        }
-        if cv is not None:
-            src.params = {
-                **src.params,
-                "cv_folds": cv_folds,
-                "cv_kappa": {
-                    f"{r.dimension}/{r.user_kind}": None
-                    if r.cohen_kappa != r.cohen_kappa
-                    else round(r.cohen_kappa, 4)
-                    for r in cv.itertuples()
-                },
-            }
-        session.add(src)
+        src = _trained_source(session, train_source, holdout_source, version, C, len(ids), cv, cv_folds)
         records = [
             LabelRecord(
                 conversation_id=int(r.conversation_id),
@@ -380,7 +416,7 @@ def train_and_label(
             source=src.name,
             train_source=train_source,
             dimensions=dims,
-            n_train=len(train_ids),
+            n_train=len(ids),
             n_labelled=len(todo),
             n_labels=n,
             holdout_source=holdout_source,

@@ -12,7 +12,16 @@ from db.errors import UserInputError
 from db.settings import Settings
 from workbench.config import DEFAULT_MODEL_HELP
 
-LABELLERS = ("llm", "rule", "trained")
+# A setting of annotation.labellers.LabelSettings -> the flag that sets it (for errors naming the flag).
+FLAGS = {
+    "samples": "--samples",
+    "concurrency": "--concurrency",
+    "limit": "--limit",
+    "train_source": "--train-source",
+    "cv_folds": "--cv",
+}
+# What the smallest value of a setting means, where the flag's error should say it.
+MEANINGS = {"cv_folds": " folds (0 = off)"}
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -22,208 +31,162 @@ def _split(values: list[str] | None) -> list[str] | None:
     return out or None
 
 
+# The options of `workbench label` (module constants keep the command's signature short).
+_STUDY = typer.Option(..., "--study", help="Study name.")
+_LABELLER = typer.Option(..., "--labeller", help="llm | rule | trained.")
+_MODEL = typer.Option(
+    None,
+    "--model",
+    help=f"llm: provider/model (default: {DEFAULT_MODEL_HELP}).",
+)
+_DIMENSIONS = typer.Option(
+    None,
+    "--dimensions",
+    help="Dimensions to label (comma-separated or repeated; default: all the labeller can do).",
+)
+_SAMPLES = typer.Option(3, "--samples", help="llm: samples per conversation (majority vote / median).")
+_CONCURRENCY = typer.Option(4, "--concurrency", help="llm: conversations in flight at once.")
+_TEMPERATURE = typer.Option(0.7, "--temperature", help="llm: sampling temperature.")
+_PROMPT_VERSION = typer.Option(
+    None,
+    "--prompt-version",
+    help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml; default: v2).",
+)
+_LIMIT = typer.Option(None, "--limit", help="llm: label at most this many conversations.")
+_OVERWRITE = typer.Option(False, "--overwrite", help="llm: relabel conversations already labelled.")
+_NO_CACHE = typer.Option(False, "--no-cache", help="llm: do not answer calls from the response cache.")
+_DRY_RUN = typer.Option(False, "--dry-run", help="llm: print projected calls, tokens and cost, then stop.")
+_SEED = typer.Option(0, "--seed", help="llm: base seed (sample i uses seed+i).")
+_TRAIN_SOURCE = typer.Option(
+    None, "--train-source", help="trained: label source to learn from (see `workbench labels sources`)."
+)
+_HOLDOUT_SOURCE = typer.Option(
+    None,
+    "--holdout-source",
+    help="trained: keep this source's conversations (e.g. the gold set) out of training; they are labelled.",
+)
+_LABEL_ALL = typer.Option(
+    False, "--all", help="trained: also label the training conversations (in-sample, optimistic)."
+)
+_CV = typer.Option(
+    0,
+    "--cv",
+    help="trained: also report K-fold cross-validated kappa against the training source (0 = off).",
+)
+
+
 def label(
-    study: str = typer.Option(..., "--study", help="Study name."),
-    labeller: str = typer.Option(..., "--labeller", help="llm | rule | trained."),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        help=f"llm: provider/model (default: {DEFAULT_MODEL_HELP}).",
-    ),
-    dimensions: list[str] | None = typer.Option(
-        None,
-        "--dimensions",
-        help="Dimensions to label (comma-separated or repeated; default: all the labeller can do).",
-    ),
-    samples: int = typer.Option(
-        3, "--samples", help="llm: samples per conversation (majority vote / median)."
-    ),
-    concurrency: int = typer.Option(4, "--concurrency", help="llm: conversations in flight at once."),
-    temperature: float | None = typer.Option(0.7, "--temperature", help="llm: sampling temperature."),
-    prompt_version: str | None = typer.Option(
-        None,
-        "--prompt-version",
-        help="llm: prompt template version (annotation/prompts/labeller_<v>.yaml; default: v2).",
-    ),
-    limit: int | None = typer.Option(None, "--limit", help="llm: label at most this many conversations."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="llm: relabel conversations already labelled."),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="llm: do not answer calls from the response cache."
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="llm: print projected calls, tokens and cost, then stop."
-    ),
-    seed: int = typer.Option(0, "--seed", help="llm: base seed (sample i uses seed+i)."),
-    train_source: str | None = typer.Option(
-        None, "--train-source", help="trained: label source to learn from (see `workbench labels sources`)."
-    ),
-    holdout_source: str | None = typer.Option(
-        None,
-        "--holdout-source",
-        help="trained: keep this source's conversations (e.g. the gold "
-        "set) out of training; they are labelled.",
-    ),
-    label_all: bool = typer.Option(
-        False, "--all", help="trained: also label the training conversations (in-sample, optimistic)."
-    ),
-    cv: int = typer.Option(
-        0,
-        "--cv",
-        help="trained: also report K-fold cross-validated kappa against the training source (0 = off).",
-    ),
+    study: str = _STUDY,
+    labeller: str = _LABELLER,
+    model: str | None = _MODEL,
+    dimensions: list[str] | None = _DIMENSIONS,
+    samples: int = _SAMPLES,
+    concurrency: int = _CONCURRENCY,
+    temperature: float | None = _TEMPERATURE,
+    prompt_version: str | None = _PROMPT_VERSION,
+    limit: int | None = _LIMIT,
+    overwrite: bool = _OVERWRITE,
+    no_cache: bool = _NO_CACHE,
+    dry_run: bool = _DRY_RUN,
+    seed: int = _SEED,
+    train_source: str | None = _TRAIN_SOURCE,
+    holdout_source: str | None = _HOLDOUT_SOURCE,
+    label_all: bool = _LABEL_ALL,
+    cv: int = _CV,
 ) -> None:
     """Label a study's conversations with a labeller; every label records its source."""
     from annotation.codebook import load_codebook
+    from annotation.labellers import LABELLERS, LabelSettings
     from db.engine import ready_engine
-    from workbench.cli._common import at_least
-    from workbench.llm import check_model_name
 
     if labeller not in LABELLERS:
         raise UserInputError(f"unknown --labeller {labeller!r}: use one of {', '.join(LABELLERS)}")
-    if labeller == "llm":
-        # Checked as a real run checks them, dry run or not.
-        at_least(samples, 1, "--samples")
-        at_least(concurrency, 1, "--concurrency")
-        at_least(limit, 1, "--limit")
-    dims = _split(dimensions)
+    entry = LABELLERS[labeller]
+    settings = LabelSettings(
+        study=study,
+        codebook=None,
+        dimensions=_split(dimensions),
+        samples=samples,
+        concurrency=concurrency,
+        temperature=temperature,
+        limit=limit,
+        overwrite=overwrite,
+        seed=seed,
+        train_source=train_source,
+        holdout_source=holdout_source,
+        label_all=label_all,
+        cv_folds=cv or None,
+        say=typer.echo,
+    )
+    if prompt_version:
+        settings.prompt_version = prompt_version
+    _check_flags(entry, settings)  # checked as a real run checks them, dry run or not
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
-    codebook = load_codebook(extensions=config.codebook_extensions)
-    if dims:
-        codebook.select(dims)  # unknown names: a clear error listing the known ones
-    if labeller == "llm":
-        from annotation.labellers.llm import DEFAULT_PROMPT, label_with_llm_sync, plan_labelling
+    settings.codebook = load_codebook(extensions=config.codebook_extensions)
+    if settings.dimensions:
+        settings.codebook.select(settings.dimensions)  # unknown names: a clear error listing the known ones
+    missing_key = (
+        _attach_model(settings, model, engine, config, dry_run, no_cache) if entry.uses_model else None
+    )
+    result = entry.plan(engine, settings) if dry_run else None
+    if result is None:
+        if entry.counts_progress:
+            with _progress("labelling") as tick:
+                settings.progress = tick
+                result = entry.run(engine, settings)
+        else:
+            result = entry.run(engine, settings)
+    _print_run(result)
+    if result.planned and missing_key:
+        typer.echo(f"note: {missing_key} (a real run needs it).", err=True)
 
-        prompt_version = prompt_version or DEFAULT_PROMPT
 
-        name = model or config.default_model
-        missing_key = check_model_name(
-            name
-        )  # an unknown provider exits 2; a missing key only fails a real run
-        if dry_run:
-            plan = plan_labelling(
-                engine,
-                study,
-                name,
-                codebook,
-                dims,
-                samples=samples,
-                prompt_version=prompt_version,
-                limit=limit,
-                overwrite=overwrite,
-                prices_file=config.prices_file,
-            )
-            cost = (
-                "unknown (no price for this model; see `workbench models prices`)"
-                if plan.cost_usd is None
-                else f"${plan.cost_usd:.2f}"
-            )
-            typer.echo(
-                f"Dry run for {plan.source}: {plan.conversations} conversations x {plan.samples} samples = "
-                f"{plan.calls} calls; {plan.labels:,} labels ({plan.turn_labels:,} per turn); "
-                f"~{plan.prompt_tokens:,} prompt + ~{plan.completion_tokens:,} completion tokens; "
-                f"cost {cost}. Dimensions: {', '.join(plan.dimensions)}."
-                + (
-                    f" {plan.already_labelled} already labelled (not called again; --overwrite relabels them)."
-                    if plan.already_labelled
-                    else ""
-                )
-            )
-            if missing_key:
-                typer.echo(f"note: {missing_key} (a real run needs it).", err=True)
-            return
-        from workbench.llm import get_model
+def _check_flags(entry, settings) -> None:
+    """The labeller's minimums and required settings, named by their flags."""
+    from workbench.cli._common import at_least
 
-        chat = get_model(name, prices_file=config.prices_file)
-        with _progress("labelling") as tick:
-            summary = label_with_llm_sync(
-                engine,
-                study,
-                chat,
-                codebook,
-                dims,
-                samples=samples,
-                temperature=temperature,
-                concurrency=concurrency,
-                prompt_version=prompt_version,
-                limit=limit,
-                overwrite=overwrite,
-                cache=config.llm_cache and not no_cache,
-                seed=seed,
-                progress=tick,
-            )
-        typer.echo(
-            f"{summary.source}: labelled {summary.conversations} conversations ({summary.labels} labels, "
-            f"{summary.flagged} flagged for sample disagreement, {summary.failed} failed), "
-            f"{summary.skipped_existing} already labelled"
-            + (
-                f", {summary.skipped_empty} unfinished or without turns (not labelled)"
-                if summary.skipped_empty
-                else ""
-            )
-            + f"; cost ${summary.cost_usd:.4f}."
-        )
-        if summary.failed:
-            typer.echo(
-                f"Failed labels are stored with status 'failed' (first error: {summary.errors[0]}). "
-                "Re-run with --no-cache to try them again.",
-                err=True,
-            )
-    elif labeller == "rule":
-        from annotation.labellers.rules import label_study
-
-        with _progress("labelling") as tick:
-            name, n_conv, n = label_study(
-                engine, study, dims, codebook_version=codebook.version, progress=tick
-            )
-        typer.echo(f"{name}: labelled {n_conv} conversations ({n} labels).")
-    else:
-        from annotation.labellers.trained import train_and_label
-
-        if not train_source:
+    for name, minimum in entry.minimums.items():
+        at_least(getattr(settings, name), minimum, FLAGS[name], MEANINGS.get(name, ""))
+    for name in entry.required:
+        if not getattr(settings, name):
+            where = f" SOURCE (see `workbench labels sources --study {settings.study}`)"
             raise UserInputError(
-                "--labeller trained needs --train-source SOURCE (see `workbench labels sources "
-                f"--study {study}`)"
+                f"--labeller {entry.kind} needs {FLAGS[name]}{where if 'source' in name else ''}"
             )
-        report = train_and_label(
-            engine,
-            study,
-            train_source,
-            dims,
-            holdout_source=holdout_source,
-            label_all=label_all,
-            progress=typer.echo,
-            cv_folds=cv,
-        )
-        typer.echo(
-            f"{report.source}: trained on {report.n_train} conversations, labelled {report.n_labelled} "
-            f"({report.n_labels} labels). Compare it with a gold source: `workbench agreement --study "
-            f"{study} --a {report.source} --b <gold source>`."
-        )
-        if report.cv is not None:
-            typer.echo(
-                f"Cross-validated Cohen's kappa against {train_source} ({cv} folds; how well it imitates "
-                "its teacher):"
-            )
-            wide = report.cv.pivot(index="dimension", columns="user_kind", values="cohen_kappa")
-            typer.echo(wide.map(lambda v: "" if v is None or v != v else f"{v:.3f}").to_string())
-        if holdout_source:
-            from annotation.agreement import study_agreement_df
-            from db.engine import session_scope
 
-            with session_scope(engine) as session:
-                df = study_agreement_df(
-                    session,
-                    study,
-                    report.source,
-                    holdout_source,
-                    dimensions=report.dimensions,
-                    n_boot=1000,
-                    codebook=codebook,
-                )
-            typer.echo(f"Cohen's kappa against {holdout_source} (held out of training):")
-            wide = df.pivot(index="dimension", columns="user_kind", values="cohen_kappa")
-            typer.echo(wide.map(lambda v: "" if v is None or v != v else f"{v:.3f}").to_string())
+
+def _attach_model(settings, model: str | None, engine, config, dry_run: bool, no_cache: bool) -> str | None:
+    """Name the model (default: WORKBENCH_DEFAULT_MODEL), give the price table and, for a real run,
+    the model recorded as the labeller's. Returns the missing-key warning, if any: an unknown
+    provider exits 2, a missing key only fails a real run."""
+    from workbench.llm import check_model_name, get_model, recorded
+    from workbench.llm.base import json_instruction
+    from workbench.llm.prices import cost_of
+
+    settings.model_name = model or config.default_model
+    missing_key = check_model_name(settings.model_name)
+    settings.cost_of = lambda m, p, c: cost_of(m, p, c, config.prices_file)
+    settings.json_instruction = json_instruction
+    if not dry_run:
+        chat = get_model(settings.model_name, prices_file=config.prices_file)
+        settings.model = recorded(chat, engine, purpose="labeller", cache=config.llm_cache and not no_cache)
+    return missing_key
+
+
+def _print_run(run) -> None:
+    head, *rest = run.notes
+    if run.planned and run.skipped_existing:
+        head += f" {run.skipped_existing} already labelled (not called again; --overwrite relabels them)."
+    typer.echo(head)
+    for line in rest:
+        typer.echo(line)
+    if run.failed:
+        typer.echo(
+            f"Failed labels are stored with status 'failed' (first error: {run.errors[0]}). "
+            "Re-run with --no-cache to try them again.",
+            err=True,
+        )
 
 
 class _progress:
@@ -307,6 +270,7 @@ def agreement(
     """Agreement per dimension: raw agreement, Cohen's kappa (quadratic-weighted for ordinal scales),
     Fleiss' kappa, Krippendorff's alpha with a bootstrap CI; pooled ("all") and per user kind."""
     from annotation.agreement import agreement_records, study_agreement_df
+    from annotation.codebook import load_codebook
     from db.engine import ready_engine, session_scope
     from workbench.cli._common import output_file, write_text
 
@@ -321,8 +285,8 @@ def agreement(
             "name two sources with --a and --b (or a set with --sources); list them with "
             f"`workbench labels sources --study {study}`"
         )
-    from annotation.codebook import load_codebook
-
+    if a and b and a == b:
+        raise UserInputError("compare two different sources (--a and --b are the same)")
     config = Settings.from_env()
     with session_scope(ready_engine(config.db_url)) as session:
         df = study_agreement_df(
@@ -337,32 +301,36 @@ def agreement(
             split_by_user_kind=split,
             codebook=load_codebook(extensions=config.codebook_extensions),
         )
-    if df.empty:
-        typer.echo("No items labelled by both sources.")
-    else:
-        cols = [
-            "dimension",
-            "user_kind",
-            "n",
-            "agreement",
-            "cohen_kappa",
-            "weighted_kappa",
-            "fleiss_kappa",
-            "krippendorff_alpha",
-            "ci_low",
-            "ci_high",
-        ]
-        show = df[cols].copy()
-        for c in cols[3:]:
-            show[c] = show[c].map(lambda v: "" if v is None or v != v else f"{v:.3f}")
-        typer.echo(show.to_string(index=False))
-        typer.echo(
-            f"ci_low/ci_high: {int(df['ci_level'].iloc[0] * 100)}% percentile bootstrap interval of "
-            f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
-        )
+    _print_agreement(df, n_boot, seed)
     if json_file:
         write_text(json_file, json.dumps(agreement_records(df), ensure_ascii=False, indent=1))
         typer.echo(f"Wrote {len(df)} records to {json_file}")
+
+
+def _print_agreement(df, n_boot: int, seed: int) -> None:
+    if df.empty:
+        typer.echo("No items labelled by both sources.")
+        return
+    cols = [
+        "dimension",
+        "user_kind",
+        "n",
+        "agreement",
+        "cohen_kappa",
+        "weighted_kappa",
+        "fleiss_kappa",
+        "krippendorff_alpha",
+        "ci_low",
+        "ci_high",
+    ]
+    show = df[cols].copy()
+    for c in cols[3:]:
+        show[c] = show[c].map(lambda v: "" if v is None or v != v else f"{v:.3f}")
+    typer.echo(show.to_string(index=False))
+    typer.echo(
+        f"ci_low/ci_high: {int(df['ci_level'].iloc[0] * 100)}% percentile bootstrap interval of "
+        f"Krippendorff's alpha ({n_boot} resamples of items, seed {seed})."
+    )
 
 
 def register(app: typer.Typer) -> None:
