@@ -572,7 +572,10 @@ def test_simulation_page_runs_twins_in_background(eng):
 
     from db.models import SimulationRun
 
-    _collected_study(eng)  # one human conversation
+    _collected_study(eng)  # one human conversation, finished (unfinished ones are not twinned)
+    with Session(eng) as s:
+        P.finish_task(s, s.exec(select(Participant)).one())
+        s.commit()
     at = logged_in("researcher", "simulation.py")
     [t for t in at.text_input if t.label.startswith("Simulator model")][0].set_value("scripted/sim")
     [n for n in at.number_input if n.label.startswith("Maximum user turns")][0].set_value(2)
