@@ -692,7 +692,8 @@ def test_researcher_pages_keep_the_study_in_the_address(eng, page, key):
 def _in_task(eng, settings=None, language=None, prolific=False):
     """A participant at their first task; returns the token."""
     with Session(eng) as s:
-        make_study(s, settings={"profile_mode": "assigned", **(settings or {})}, with_profiles=True)
+        extra = {"prolific_study_id": "STUDY1"} if prolific else {}
+        make_study(s, settings={"profile_mode": "assigned", **extra, **(settings or {})}, with_profiles=True)
         if prolific:
             p, token = P.enter_prolific(s, "pid1", "STUDY1", "SESS1", study_name="pilot")
             P.open_participant(s, token)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from db.engine import get_engine
 from db.errors import UserInputError
-from db.models import Annotator, Condition, Participant
+from db.models import Annotator, Condition, Participant, Study
 from db.settings import Settings
 from tests.participation_helpers import make_study
 from workbench.accounts import authenticate
@@ -101,7 +101,11 @@ def test_invites_create_and_expire(use_db, tmp_path):
     with Session(get_engine(Settings.from_env().db_url)) as s:
         assert len(s.exec(select(Participant)).all()) == 3
     r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot"])
+    assert r.exit_code != 0 and "no Prolific STUDY_ID" in str(r.exception)  # no link that would be refused
+    r = runner.invoke(app, ["invites", "prolific-url", "--study", "pilot", "--prolific-study-id", "PSTUDY"])
     assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in r.output and r.output.startswith("http://localhost:8501/")
+    with Session(get_engine(Settings.from_env().db_url)) as s:
+        assert s.exec(select(Study)).one().settings["prolific_study_id"] == "PSTUDY"
     # the public address can be configured once instead of on every command
     r = runner.invoke(
         app,

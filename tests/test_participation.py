@@ -297,14 +297,20 @@ def test_open_participant_expires_on_return(session):
 
 def test_prolific_entry_resumes_and_keeps_external_id_apart(session):
     make_study(
-        session, settings={"prolific_completion_url": "https://app.prolific.com/submissions/complete?cc="}
+        session,
+        settings={
+            "prolific_completion_url": "https://app.prolific.com/submissions/complete?cc=",
+            "prolific_study_id": "STUDY1",
+        },
     )
     p, tok1 = P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "SESS1", study_name="pilot")
     assert p.external_id == "5f0a1b2c3d4e5f6a7b8c9d0e" and p.pseudonym != p.external_id
     p2, tok2 = P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "SESS1", study_name="pilot")
     assert p2.id == p.id and tok1 != tok2
+    # a second tab (the link opened again) does not strand the first: both tokens open the session
+    assert P.participant_for_token(session, tok1).id == P.participant_for_token(session, tok2).id == p.id
     with pytest.raises(NotFoundError):
-        P.participant_for_token(session, tok1)  # the old token stops working
+        P.participant_for_token(session, f"{p.id}.forged-token-of-another-tab")
     with pytest.raises(UserInputError):
         P.enter_prolific(session, "5f0a1b2c3d4e5f6a7b8c9d0e", "STUDY1", "OTHER", study_name="pilot")
     with pytest.raises(UserInputError):
@@ -552,6 +558,7 @@ def test_expired_prolific_session_gets_the_return_route(session):
             "prolific_completion_url": url,
             "screenout_code": "SO-1",
             "prolific_redirect_seconds": 5,
+            "prolific_study_id": "STUDY1",
         },
     )
     p, token = P.enter_prolific(session, "pid1", "STUDY1", "SESS1", study_name="pilot")
@@ -606,3 +613,38 @@ def test_a_refused_message_is_kept_on_the_record_until_sent_or_discarded(session
     P.discard_unsent(session, p)
     assert P.participant_view(session, p).unsent is None
     assert "unsent" not in p.state and p.state["step"] == "task"
+
+
+def test_forged_prolific_links_enter_nothing(engine, caplog):
+    """A Prolific entry is accepted only by the study naming its STUDY_ID; anything else gets the
+    "link not valid" answer and creates no participant (issue 15, item 1)."""
+    from db.models import Participant
+
+    with Session(engine) as s:
+        make_study(s, name="invite-only", settings={"quota_per_condition": 1})
+        make_study(
+            s, name="open", settings={"prolific_study_id": "REAL", "max_new_participants_per_minute": 3}
+        )
+        s.commit()
+    forged = [
+        ("pid-1", "y", "z", "invite-only"),  # an invite-only study by name
+        ("pid-2", "FAKE", "z", "open"),  # the right name, a wrong STUDY_ID
+        ("pid-3", "REAL", "z", "invite-only"),  # a real STUDY_ID, another study's name
+        ("pid-4", "", "z", None),
+    ]
+    for pid, study_id, session_id, name in forged:
+        with Session(engine) as s, pytest.raises(NotFoundError, match="not valid"):
+            P.enter_prolific(s, pid, study_id, session_id, study_name=name)
+    with Session(engine) as s:
+        assert s.exec(select(Participant)).all() == []
+    # a valid link works, with or without ?study=; a flood of new ids is turned away and logged
+    for i in range(3):
+        with Session(engine) as s:
+            P.enter_prolific(s, f"pid-{i}", "REAL", "S", study_name="open" if i else None)
+            s.commit()
+    with Session(engine) as s, pytest.raises(UserInputError, match="wait a minute"):
+        P.enter_prolific(s, "pid-flood", "REAL", "S")
+    assert "turned away" in caplog.text
+    with Session(engine) as s:  # a participant already in may still come back
+        P.enter_prolific(s, "pid-0", "REAL", "S")
+        assert len(s.exec(select(Participant)).all()) == 3

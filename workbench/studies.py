@@ -68,6 +68,11 @@ class StudySettings(BaseModel):
     # Prolific participants are sent back automatically this many seconds after the last page shows
     # (0: only the button).
     prolific_redirect_seconds: int = Field(5, ge=0, le=600)
+    # Prolific's STUDY_ID of this study: a Prolific link is only accepted for the study naming it.
+    prolific_study_id: str | None = None
+    # New participants a minute through Prolific links at most (more are turned away and logged), so
+    # that even a valid link cannot fill the quotas with made-up ids.
+    max_new_participants_per_minute: int = Field(30, ge=1, le=10_000)
     idle_timeout_minutes: int = Field(30, ge=1)
     attention_check: bool = True
     quota_per_condition: int | None = None  # human conversations per condition (None = unlimited)
@@ -87,6 +92,14 @@ class StudySettings(BaseModel):
             if value is None or any(value == texts[field] for texts in DEFAULT_TEXTS.values()):
                 data[field] = DEFAULT_TEXTS.get(lang, DEFAULT_TEXTS["en"])[field]
         return data
+
+    @field_validator("prolific_study_id")
+    @classmethod
+    def _prolific_id(cls, v: str | None) -> str | None:
+        v = (v or "").strip() or None
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError("is Prolific's STUDY_ID: letters, digits, _ and - only")
+        return v
 
     @field_validator("prolific_completion_url")
     @classmethod

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from db.engine import session_scope
+from db.errors import UserInputError
 from db.settings import Settings
 
 
@@ -59,15 +60,28 @@ def register(app: typer.Typer) -> None:
             "--base-url",
             help="Public address of the app (default: WORKBENCH_PUBLIC_URL, else http://localhost:8501).",
         ),
+        prolific_study_id: str | None = typer.Option(
+            None,
+            "--prolific-study-id",
+            help="Prolific's STUDY_ID of this study, stored in its settings: Prolific links are accepted "
+            "only for the study naming it (needed once).",
+        ),
     ) -> None:
         """Print the study URL to paste into Prolific."""
         from db.engine import ready_engine
-        from db.repo import get_study
+        from workbench.config import public_url
         from workbench.participation.entry import prolific_url
+        from workbench.studies import get_settings, update_settings
 
         with session_scope(ready_engine(Settings.from_env().db_url)) as session:
-            get_study(session, study)
-        from workbench.config import public_url
+            if prolific_study_id:
+                update_settings(session, study, {"prolific_study_id": prolific_study_id})
+            elif not get_settings(session, study).prolific_study_id:
+                raise UserInputError(
+                    f"study {study!r} has no Prolific STUDY_ID, so no Prolific link would be accepted: "
+                    "pass --prolific-study-id ID (the id Prolific shows for your study) or set it on the "
+                    "Studies page"
+                )
 
         typer.echo(prolific_url(base_url or public_url(configured=Settings.from_env().public_url), study))
 

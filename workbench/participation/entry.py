@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
+from datetime import timedelta
 from urllib.parse import urlencode
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.errors import NotFoundError, UserInputError
 from db.models import Participant, Study
 from db.repo import get_study
+from db.types import utcnow
 from workbench.participation.texts import ParticipantError
 
+log = logging.getLogger(__name__)
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -73,13 +78,59 @@ def prolific_url(base_url: str, study_name: str) -> str:
 
 
 def participant_for_token(session: Session, token: str | None) -> Participant:
-    """The participant holding this token; the same error for any unknown token."""
+    """The participant holding this token; the same error for any unknown token.
+
+    A Prolific participant who opens the study link again (a second tab, a reload of the Prolific
+    page) gets a new token; the earlier ones of that participant keep working, so no open tab is
+    stranded. Those tokens carry the participant's id before a dot; only their hashes are stored."""
     if not token or len(token) > 200:
         raise NotFoundError("this link is not valid")
-    p = session.exec(select(Participant).where(Participant.invite_token_hash == hash_token(token))).first()
+    digest = hash_token(token)
+    p = session.exec(select(Participant).where(Participant.invite_token_hash == digest)).first()
+    if p is None and "." in token:
+        head = token.split(".", 1)[0]
+        other = session.get(Participant, int(head)) if head.isdigit() else None
+        if other is not None and digest in (other.state or {}).get("token_hashes", []):
+            p = other
     if p is None:
         raise NotFoundError("this link is not valid")
     return p
+
+
+KEPT_TOKENS = 5  # earlier Prolific tokens of a participant that still open the session
+
+
+def _prolific_study(session: Session, prolific_study_id: str, study_name: str | None) -> Study:
+    """The study whose settings name this Prolific STUDY_ID. A link naming another study, or a study
+    that takes no Prolific participants, is not valid: a forged ``?study=NAME&PROLIFIC_PID=...`` once
+    created participants in invite-only studies and filled their quotas."""
+    for study in session.exec(select(Study)).all():
+        wanted = (study.settings or {}).get("prolific_study_id")
+        if wanted and prolific_study_id and wanted == prolific_study_id:
+            if study_name and study_name != study.name:
+                break
+            return study
+    raise NotFoundError("this link is not valid")
+
+
+def _check_entry_rate(session: Session, study: Study, limit: int, lang: str) -> None:
+    """Refuse a new participant when ``limit`` already entered the study in the last minute."""
+    since = utcnow() - timedelta(minutes=1)
+    recent = session.exec(
+        select(func.count(Participant.id)).where(
+            Participant.study_id == study.id,
+            Participant.external_source == "prolific",
+            Participant.created_at >= since,
+        )
+    ).one()
+    if recent >= limit:
+        log.warning(
+            "study %r: %d new Prolific participants in the last minute (limit %d); one more turned away",
+            study.name,
+            recent,
+            limit,
+        )
+        raise ParticipantError("too_many_entries", lang)
 
 
 def enter_prolific(
@@ -91,23 +142,18 @@ def enter_prolific(
 ) -> tuple[Participant, str]:
     """Find or create the participant of a Prolific entry; returns it and a fresh session token.
 
-    The study is the one whose settings name this Prolific STUDY_ID (``prolific_study_id``), else
-    the one named by ``study_name``. Re-entering with the same PID and SESSION_ID resumes the same
-    participant (the old token stops working); another SESSION_ID for a known PID is refused.
-    Refusals are ParticipantErrors in the study's language (an unknown study: NotFoundError).
+    Only a study whose settings name this Prolific ``STUDY_ID`` (``prolific_study_id``) takes the
+    entry; ``study_name`` (``?study=``), when given, must be that study. Re-entering with the same
+    PID and SESSION_ID resumes the same participant (earlier tokens keep working); another
+    SESSION_ID for a known PID is refused. New participants are limited per minute
+    (``max_new_participants_per_minute``). Refusals are ParticipantErrors in the study's language
+    (an unknown or not accepting study: NotFoundError, "this link is not valid").
     """
     from workbench.studies import study_settings
 
-    study = None
-    for s in session.exec(select(Study)).all():
-        if prolific_study_id and (s.settings or {}).get("prolific_study_id") == prolific_study_id:
-            study = s
-            break
-    if study is None:
-        if not study_name:
-            raise NotFoundError("this link is not valid")
-        study = get_study(session, study_name)
-    lang = study_settings(study).interface_language
+    study = _prolific_study(session, prolific_study_id, study_name)
+    cfg = study_settings(study)
+    lang = cfg.interface_language
     for value, what in (
         (prolific_pid, "PROLIFIC_PID"),
         (prolific_study_id, "STUDY_ID"),
@@ -122,8 +168,9 @@ def enter_prolific(
             Participant.external_id == prolific_pid,
         )
     ).first()
-    token = new_token()
     if p is None:
+        _check_entry_rate(session, study, cfg.max_new_participants_per_minute, lang)
+        token = new_token()
         p = Participant(
             study_id=study.id,
             pseudonym=new_pseudonym(),
@@ -139,7 +186,9 @@ def enter_prolific(
     elif p.external_session != prolific_session_id:
         raise ParticipantError("prolific_other_session", lang)
     else:
-        p.invite_token_hash = hash_token(token)
+        token = f"{p.id}.{new_token()}"
+        kept = (p.state or {}).get("token_hashes", [])
+        p.state = {**(p.state or {}), "token_hashes": [*kept, hash_token(token)][-KEPT_TOKENS:]}
         session.add(p)
     session.flush()
     return p, token

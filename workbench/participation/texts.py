@@ -92,6 +92,8 @@ UI: dict[str, dict[str, str]] = {
         "expired_prolific": "Please go back to Prolific with the code below. If you have questions, message the "
         "researchers through Prolific.",
         "prolific_bad_link": "This link has no valid {what}. Please open the study again from Prolific.",
+        "too_many_entries": "Many people are joining this study right now. Please wait a minute and open the "
+        "link again.",
         "prolific_other_session": "You have already started this study in another Prolific session. If you have "
         "questions, message the researchers through Prolific.",
     },
@@ -173,6 +175,7 @@ UI: dict[str, dict[str, str]] = {
         "expired_no_contact": "如需继续，请联系向你发送本研究链接的人。",
         "expired_prolific": "请使用下面的代码返回 Prolific。如有疑问，请通过 Prolific 联系研究人员。",
         "prolific_bad_link": "此链接缺少有效的 {what}。请从 Prolific 重新打开本研究。",
+        "too_many_entries": "目前加入本研究的人很多。请等待一分钟后重新打开链接。",
         "prolific_other_session": "你已在另一个 Prolific 会话中开始了本研究。如有疑问，请通过 Prolific 联系研究人员。",
     },
 }

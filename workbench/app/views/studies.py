@@ -119,8 +119,8 @@ with settings_tab:
                 cur.prolific_completion_url or "",
             )
             prolific_id = st.text_input(
-                "Prolific STUDY_ID (links without ?study=)",
-                (cur.model_extra or {}).get("prolific_study_id", ""),
+                "Prolific STUDY_ID (Prolific links are accepted only for the study naming it)",
+                cur.prolific_study_id or "",
             )
             redirect_s = st.number_input(
                 "Seconds before Prolific participants are sent back (0 = button only)",
