@@ -127,8 +127,8 @@ def provenance(engine, result: AnalysisResult) -> dict:
     from sqlalchemy import func
     from sqlmodel import Session, select
 
-    from db.models import Conversation, Label, LabelSource, SimulatorConfig, Turn
     from db import __version__
+    from db.models import Conversation, Label, LabelSource, SimulatorConfig, Turn
 
     data = result.data
     convs = data.conversations
