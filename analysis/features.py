@@ -252,6 +252,9 @@ class Feature:
     description: str
     compute: Callable[[ConversationInputs], float | str]
     languages: str = ""  # how the feature differs between English and Chinese, when it does
+    # False for a feature that tells the data source rather than the user's behaviour: left out of
+    # the human-vs-agent classifier (``analysis.likeness.classifier_auc``).
+    in_classifier: bool = True
 
 
 FEATURE_KINDS = ("continuous", "nominal")
@@ -330,6 +333,7 @@ FEATURES: dict[str, Feature] = _registry(
         "1 when a user turn contradicts a persona fact (rule-based, see PERSONA_RULES)",
         lambda c: persona_contradiction(c.persona, c.original_user_texts),
         "read on the original user turns, whatever the analysis language",
+        in_classifier=False,
     ),
     Feature(
         "ended_by_user",
