@@ -15,6 +15,9 @@ contribute many conversations each and the conversation-level tests treat them a
 - matched pairs (a human session and its digital twins, or human and agent conversations of one
   condition): Wilcoxon signed-rank (ordinal/continuous) or McNemar-Bowker (nominal).
 
+That mapping is the registry ``SCALES``: one ``ScaleTests`` entry per scale, listing its tests in
+the order their rows appear.
+
 Example::
 
     table = comparisons_df(load_study(engine, "recllmsim"), correction="holm")
@@ -23,8 +26,10 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from analysis import stats
@@ -78,12 +83,112 @@ def _summary(values: pd.Series, scale: str, categories: list | None = None) -> s
     return f"mean={values.astype(float).mean():.3f}; median={values.astype(float).median():.3f}"
 
 
+def _ranks(values: pd.Series, categories: list) -> pd.Series:
+    """Ordinal labels as their rank in the codebook order (1-based); NaN outside the scale."""
+    pos = {c: i + 1 for i, c in enumerate(categories)}
+    return values.astype(str).map(pos).astype(float)
+
+
 def _numeric(values: pd.Series, scale: str, categories: list) -> pd.Series:
     """Ordinal labels as their rank in the codebook order (1-based); continuous as floats."""
     if scale == "ordinal":
-        pos = {c: i + 1 for i, c in enumerate(categories)}
-        return values.astype(str).map(pos).astype(float)
+        return _ranks(values, categories)
     return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """One variable's values in the two groups, on the scale the tests read (categories as text,
+    ranks or floats), with each human value's participant (the cluster)."""
+
+    human: pd.Series
+    agent: pd.Series
+    people: pd.Series
+    categories: list
+    n_boot: int
+    ci: float
+
+    def clusters(self) -> np.ndarray:
+        return self.people.loc[self.human.index].values
+
+
+def _chi_square(g: Groups) -> dict:
+    return stats.chi_square_test(g.human.tolist(), g.agent.tolist(), g.categories, n_boot=g.n_boot, ci=g.ci)
+
+
+def _clustered_shares(g: Groups) -> dict:
+    return stats.clustered_share_test(
+        g.human.tolist(), g.agent.tolist(), g.clusters(), g.categories, n_boot=g.n_boot, ci=g.ci
+    )
+
+
+def _welch_t(g: Groups) -> dict:
+    return stats.welch_t_test(g.human.values, g.agent.values, g.ci)
+
+
+def _mann_whitney(g: Groups) -> dict:
+    return stats.mann_whitney_test(g.human.values, g.agent.values, g.ci)
+
+
+def _clustered_mean(g: Groups) -> dict:
+    return stats.clustered_test(g.human.values, g.agent.values, g.clusters(), g.ci)
+
+
+def _modal_per_unit(vals: pd.DataFrame, scale: str, categories: list) -> pd.DataFrame:
+    return _modal(vals.assign(v=vals["v"].astype(str))).unstack("user_kind")
+
+
+def _mean_per_unit(vals: pd.DataFrame, scale: str, categories: list) -> pd.DataFrame:
+    vals = vals.assign(v=_numeric(vals["v"], scale, categories)).dropna(subset=["v"])
+    return vals.groupby(["unit", "user_kind"])["v"].mean().unstack("user_kind")
+
+
+def _mcnemar_bowker(human: pd.Series, agent: pd.Series, categories: list, ci: float) -> dict:
+    return stats.mcnemar_bowker_test(human.tolist(), agent.tolist(), categories, ci)
+
+
+def _wilcoxon(human: pd.Series, agent: pd.Series, categories: list, ci: float) -> dict:
+    return stats.wilcoxon_paired_test(human.to_numpy(float), agent.to_numpy(float), ci)
+
+
+@dataclass(frozen=True)
+class ScaleTests:
+    """What is run for a variable of one scale. ``values``: the non-missing values as the tests read
+    them (the row notes how many it drops as outside the scale; summaries are on these values);
+    ``tests``: one row each, in this order, on the two groups; ``per_unit`` and ``paired``: the
+    matched analysis (one value per unit and kind, then one paired test)."""
+
+    values: Callable[[pd.Series, list], pd.Series]
+    tests: tuple[Callable[[Groups], dict], ...]
+    per_unit: Callable[[pd.DataFrame, str, list], pd.DataFrame]
+    paired: Callable[[pd.Series, pd.Series, list, float], dict]
+
+
+SCALES: dict[str, ScaleTests] = {
+    "nominal": ScaleTests(
+        values=lambda v, cats: v.astype(str),
+        tests=(_chi_square, _clustered_shares),
+        per_unit=_modal_per_unit,
+        paired=_mcnemar_bowker,
+    ),
+    "ordinal": ScaleTests(
+        values=lambda v, cats: _ranks(v, cats).dropna(),
+        tests=(_mann_whitney, _clustered_mean),
+        per_unit=_mean_per_unit,
+        paired=_wilcoxon,
+    ),
+    "continuous": ScaleTests(
+        values=lambda v, cats: v.astype(float),
+        tests=(_welch_t, _mann_whitney, _clustered_mean),
+        per_unit=_mean_per_unit,
+        paired=_wilcoxon,
+    ),
+}
+LABEL_SCALES = ("nominal", "ordinal")  # a label dimension of any other scale is compared as nominal
+
+
+def _add_note(row: dict, note: str) -> None:
+    row["note"] = (row["note"] + "; " if row["note"] else "") + note
 
 
 def _tests_for(
@@ -96,65 +201,33 @@ def _tests_for(
     n_boot: int,
     ci: float,
 ) -> list[dict]:
+    spec = SCALES[scale]
     h, a = human[variable].dropna(), agent[variable].dropna()
     people = human["participant"] if "participant" in human else pd.Series("", index=human.index)
-    if scale == "nominal":
-        out = [
-            stats.chi_square_test(
-                h.astype(str).tolist(), a.astype(str).tolist(), categories, n_boot=n_boot, ci=ci
-            ),
-            stats.clustered_share_test(
-                h.astype(str).tolist(),
-                a.astype(str).tolist(),
-                people.loc[h.index].values,
-                categories,
-                n_boot=n_boot,
-                ci=ci,
-            ),
-        ]
-    elif scale == "ordinal":
-        hn = _numeric(h, scale, categories)
-        an = _numeric(a, scale, categories)
-        hn, an = hn.dropna(), an.dropna()
-        out = [
-            stats.mann_whitney_test(hn.values, an.values, ci),
-            stats.clustered_test(hn.values, an.values, people.loc[hn.index].values, ci),
-        ]
-    else:
-        hn, an = h.astype(float), a.astype(float)
-        out = [
-            stats.welch_t_test(hn.values, an.values, ci),
-            stats.mann_whitney_test(hn.values, an.values, ci),
-            stats.clustered_test(hn.values, an.values, people.loc[hn.index].values, ci),
-        ]
-    if scale == "ordinal":
-        dropped = (len(h) - len(hn)) + (len(a) - len(an))
-        h, a = hn, an  # summaries on the scale's ranks
-        if dropped:
-            for r in out:
-                r["note"] = (
-                    r["note"] + "; " if r["note"] else ""
-                ) + f"{dropped} values outside the scale ignored"
+    hv, av = spec.values(h, categories), spec.values(a, categories)
+    out = [test(Groups(hv, av, people, categories, n_boot, ci)) for test in spec.tests]
+    dropped = (len(h) - len(hv)) + (len(a) - len(av))
     missing_h, missing_a = int(human[variable].isna().sum()), int(agent[variable].isna().sum())
     for r in out:
+        if dropped:
+            _add_note(r, f"{dropped} values outside the scale ignored")
         if r["p_value"] is not None and min(r["n_human"], r["n_agent"]) < SMALL_GROUP:
             # e.g. 3 vs 3 fully separated: a bootstrap interval collapses to a point such as [1, 1]
-            r["note"] = (r["note"] + "; " if r["note"] else "") + (
-                f"small group (fewer than {SMALL_GROUP}): intervals and p-values are unreliable"
-            )
+            _add_note(r, f"small group (fewer than {SMALL_GROUP}): intervals and p-values are unreliable")
         if kind == "label" and (missing_h or missing_a):
-            r["note"] = (r["note"] + "; " if r["note"] else "") + (
+            _add_note(
+                r,
                 f"left out without a label from this source (failed, skipped or not labelled): "
-                f"{missing_h} human, {missing_a} agent"
+                f"{missing_h} human, {missing_a} agent",
             )
         if variable in VARIABLE_NOTES:
-            r["note"] = (r["note"] + "; " if r["note"] else "") + VARIABLE_NOTES[variable]
+            _add_note(r, VARIABLE_NOTES[variable])
         r.update(
             dimension=variable,
             kind=kind,
             scale=scale,
-            human_summary=_summary(h, scale, categories),
-            agent_summary=_summary(a, scale, categories),
+            human_summary=_summary(hv, scale, categories),
+            agent_summary=_summary(av, scale, categories),
         )
     return out
 
@@ -164,7 +237,7 @@ def _variables(data: StudyData, include_features: bool) -> list[tuple[str, str, 
     out = []
     for dim in data.dimensions:
         scale, cats = data.scales.get(dim, ("nominal", []))
-        out.append((dim, "label", scale if scale in ("nominal", "ordinal") else "nominal", list(cats)))
+        out.append((dim, "label", scale if scale in LABEL_SCALES else "nominal", list(cats)))
     if include_features:
         for f in CONTINUOUS_FEATURES:
             if f in data.features.columns:
@@ -285,19 +358,13 @@ def _paired_rows(frame: pd.DataFrame, variables, ci: float) -> list[dict]:
     for name, kind, scale, cats in variables:
         if name not in idx.columns:
             continue
+        spec = SCALES[scale]
         vals = units.assign(v=idx[name].reindex(units["conversation_id"]).values).dropna(subset=["v"])
-        if scale == "nominal":
-            per = _modal(vals.assign(v=vals["v"].astype(str))).unstack("user_kind")
-        else:
-            vals = vals.assign(v=_numeric(vals["v"], scale, cats)).dropna(subset=["v"])
-            per = vals.groupby(["unit", "user_kind"])["v"].mean().unstack("user_kind")
+        per = spec.per_unit(vals, scale, cats)
         if "human" not in per.columns or "agent" not in per.columns:
             continue
         per = per.dropna(subset=["human", "agent"])
-        if scale == "nominal":
-            r = stats.mcnemar_bowker_test(per["human"].tolist(), per["agent"].tolist(), cats, ci)
-        else:
-            r = stats.wilcoxon_paired_test(per["human"].to_numpy(float), per["agent"].to_numpy(float), ci)
+        r = spec.paired(per["human"], per["agent"], cats, ci)
         if r["n_human"] < MIN_PAIRS:
             continue
         r.update(

@@ -5,6 +5,13 @@ pipeline such as ``en_core_web_sm`` is used when installed), run batched with ``
 Markers (pronouns, politeness, hedges, farewells) are matched with small per-language regex
 lexicons on the text, because jieba glues some of them to neighbours ("谢谢您").
 
+Two registries say what is measured, one entry per measure: ``TURN_MEASURES`` (a column of the
+per-user-turn table, stored as ``ConversationFeatures.turns``) and ``FEATURES`` (a column of the
+per-conversation table, stored as ``ConversationFeatures.values``, compared human vs agent and
+offered by the dashboard). Adding a conversation feature is one ``Feature`` entry; one that needs a
+new per-turn count adds a ``TurnMeasure`` too. Entry order is column order, so append (and raise
+``FEATURES_VERSION`` when stored values change).
+
 ``compute_features_df`` is pure (frames in, frames out); ``features_df`` adds the feature store:
 rows of ``ConversationFeatures`` keyed by conversation and ``feature_version``, so each conversation
 is processed once per version.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,48 +35,6 @@ from annotation.nlp import lang_key, load_pipeline, load_pipelines  # noqa: F401
 
 FEATURES_VERSION = "3"  # 3: Chinese acceptance cues 行 / 可以 only as a reply of their own
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short
-
-# name -> (description, kind) ; kind "continuous" or "nominal"
-FEATURES: dict[str, tuple[str, str]] = {
-    "n_turns": ("turns in the conversation (user and assistant)", "continuous"),
-    "n_user_turns": ("user turns", "continuous"),
-    "user_chars_per_turn": ("mean characters per user turn", "continuous"),
-    "user_words_per_turn": ("mean words (tokens without punctuation) per user turn", "continuous"),
-    "mattr": (f"moving-average type-token ratio of the user's words (window {MATTR_WINDOW})", "continuous"),
-    "question_rate": ("share of user turns that ask a question", "continuous"),
-    "first_person_rate": ("first-person pronouns per 100 user words", "continuous"),
-    "second_person_rate": ("second-person pronouns per 100 user words", "continuous"),
-    "politeness_rate": ("politeness markers (please, thanks, 请, 谢谢...) per user turn", "continuous"),
-    "hedging_rate": ("hedges (maybe, I think, 可能, 也许...) per 100 user words", "continuous"),
-    "exclamation_rate": ("share of user turns with an exclamation mark", "continuous"),
-    "emoji_rate": ("emoji per user turn", "continuous"),
-    "acceptance_rate": (
-        "share of user turns after the first that accept the assistant's proposal",
-        "continuous",
-    ),
-    "persona_contradiction": (
-        "1 when a user turn contradicts a persona fact (rule-based, see PERSONA_RULES)",
-        "continuous",
-    ),
-    "ended_by_user": ("1 when the user sent the last turn or ended the conversation", "continuous"),
-    "farewell_end": ("1 when the last user turn is a thanks/goodbye closing", "continuous"),
-    "ended_by_role": ("who ended: user | assistant | system", "nominal"),
-    "end_kind": ("how it ended: farewell | max_turns | abandoned | other", "nominal"),
-}
-CONTINUOUS_FEATURES = [k for k, (_, kind) in FEATURES.items() if kind == "continuous"]
-NOMINAL_FEATURES = [k for k, (_, kind) in FEATURES.items() if kind == "nominal"]
-TURN_FEATURES = [
-    "chars",
-    "words",
-    "question",
-    "exclamation",
-    "emoji",
-    "first_person",
-    "second_person",
-    "politeness",
-    "hedges",
-    "accepts",
-]
 
 _I = re.IGNORECASE
 LEXICON = {
@@ -177,6 +143,219 @@ def mattr(tokens: list[str], window: int = MATTR_WINDOW) -> float:
     return total / (n - window + 1) / window
 
 
+# --------------------------------------------------------------------------------------------------
+# The registries: what is measured per user turn and per conversation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TurnMeasure:
+    """A count or flag per user turn. ``measure(text, lexicon, words)``: the turn's text in the
+    analysis language, that language's ``LEXICON`` entry and its word tokens."""
+
+    name: str
+    description: str
+    measure: Callable[[str, dict, list[str]], int]
+    languages: str = ""  # how the measure differs between English and Chinese, when it does
+
+
+TURN_MEASURES: tuple[TurnMeasure, ...] = (
+    TurnMeasure(
+        "chars", "characters, surrounding whitespace stripped", lambda text, lex, words: len(text.strip())
+    ),
+    TurnMeasure(
+        "words",
+        "tokens that are not punctuation or space",
+        lambda text, lex, words: len(words),
+        "zh: jieba segmentation (no HMM new-word discovery)",
+    ),
+    TurnMeasure(
+        "question",
+        "1 when the turn asks a question",
+        lambda text, lex, words: int(bool(lex["question"].search(text))),
+        "zh: also a final 吗/呢/么 and question words (什么, 怎么, 哪...)",
+    ),
+    TurnMeasure(
+        "exclamation",
+        "1 when the turn has an exclamation mark",
+        lambda text, lex, words: int(bool(_EXCLAIM.search(text))),
+    ),
+    TurnMeasure("emoji", "emoji characters", lambda text, lex, words: len(_EMOJI.findall(text))),
+    TurnMeasure(
+        "first_person",
+        "first-person pronouns",
+        lambda text, lex, words: len(lex["first_person"].findall(text)),
+    ),
+    TurnMeasure(
+        "second_person",
+        "second-person pronouns",
+        lambda text, lex, words: len(lex["second_person"].findall(text)),
+    ),
+    TurnMeasure(
+        "politeness",
+        "politeness markers",
+        lambda text, lex, words: len(lex["politeness"].findall(text)),
+        "zh: 您 counts as a politeness marker as well as a pronoun",
+    ),
+    TurnMeasure("hedges", "hedges", lambda text, lex, words: len(lex["hedges"].findall(text))),
+    TurnMeasure(
+        "accepts",
+        "1 when the turn accepts a proposal and has no objection word",
+        lambda text, lex, words: int(bool(lex["accept"].search(text)) and not lex["reject"].search(text)),
+        "zh: 行 / 可以 only as a reply of their own",
+    ),
+)
+TURN_FEATURES = [m.name for m in TURN_MEASURES]
+
+
+@dataclass(slots=True)
+class ConversationInputs:
+    """What a conversation feature is computed from: the conversation's turn count, its user turns'
+    measures (mean and sum of each ``TURN_MEASURES`` column; None without user turns), the mean of
+    each measure over the user turns after the first, the user's word tokens, how it ended, and the
+    persona with the original (untranslated) user turns."""
+
+    n_turns: int
+    user: dict | None
+    after_first: dict
+    words: list[str]
+    ended_by: str
+    end_kind: str
+    persona: str | None
+    original_user_texts: list[str]
+
+    @property
+    def n_user_turns(self) -> float:
+        return float(self.user["n"]) if self.user is not None else 0.0
+
+    def mean(self, measure: str) -> float:
+        """Mean of a turn measure over the user turns (NaN without user turns)."""
+        return float(self.user[f"{measure}_mean"]) if self.user is not None else np.nan
+
+    def per_100_words(self, measure: str) -> float:
+        """A turn measure's total per 100 user words (NaN without user words)."""
+        words = float(self.user["words_sum"]) if self.user is not None else 0.0
+        return 100 * float(self.user[f"{measure}_sum"]) / words if words > 0 else np.nan
+
+    def mean_after_first(self, measure: str) -> float:
+        """Mean of a turn measure over the user turns after the first (replies to a proposal)."""
+        return float(self.after_first.get(measure, np.nan))
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A column of the per-conversation table. ``kind`` is its scale in the comparisons:
+    "continuous" (numbers) or "nominal" (categories)."""
+
+    name: str
+    kind: str
+    description: str
+    compute: Callable[[ConversationInputs], float | str]
+    languages: str = ""  # how the feature differs between English and Chinese, when it does
+    # False for a feature that tells the data source rather than the user's behaviour: left out of
+    # the human-vs-agent classifier (``analysis.likeness.classifier_auc``).
+    in_classifier: bool = True
+
+
+FEATURE_KINDS = ("continuous", "nominal")
+
+
+def _registry(*features: Feature) -> dict[str, Feature]:
+    for f in features:
+        if f.kind not in FEATURE_KINDS:
+            raise ValueError(f"feature {f.name}: kind {f.kind!r} is not one of {FEATURE_KINDS}")
+    return {f.name: f for f in features}
+
+
+FEATURES: dict[str, Feature] = _registry(
+    Feature(
+        "n_turns", "continuous", "turns in the conversation (user and assistant)", lambda c: float(c.n_turns)
+    ),
+    Feature("n_user_turns", "continuous", "user turns", lambda c: c.n_user_turns),
+    Feature("user_chars_per_turn", "continuous", "mean characters per user turn", lambda c: c.mean("chars")),
+    Feature(
+        "user_words_per_turn",
+        "continuous",
+        "mean words (tokens without punctuation) per user turn",
+        lambda c: c.mean("words"),
+        "zh: words as segmented by jieba",
+    ),
+    Feature(
+        "mattr",
+        "continuous",
+        f"moving-average type-token ratio of the user's words (window {MATTR_WINDOW})",
+        lambda c: mattr(c.words),
+    ),
+    Feature(
+        "question_rate", "continuous", "share of user turns that ask a question", lambda c: c.mean("question")
+    ),
+    Feature(
+        "first_person_rate",
+        "continuous",
+        "first-person pronouns per 100 user words",
+        lambda c: c.per_100_words("first_person"),
+    ),
+    Feature(
+        "second_person_rate",
+        "continuous",
+        "second-person pronouns per 100 user words",
+        lambda c: c.per_100_words("second_person"),
+    ),
+    Feature(
+        "politeness_rate",
+        "continuous",
+        "politeness markers (please, thanks, 请, 谢谢...) per user turn",
+        lambda c: c.mean("politeness"),
+    ),
+    Feature(
+        "hedging_rate",
+        "continuous",
+        "hedges (maybe, I think, 可能, 也许...) per 100 user words",
+        lambda c: c.per_100_words("hedges"),
+    ),
+    Feature(
+        "exclamation_rate",
+        "continuous",
+        "share of user turns with an exclamation mark",
+        lambda c: c.mean("exclamation"),
+    ),
+    Feature("emoji_rate", "continuous", "emoji per user turn", lambda c: c.mean("emoji")),
+    Feature(
+        "acceptance_rate",
+        "continuous",
+        "share of user turns after the first that accept the assistant's proposal",
+        lambda c: c.mean_after_first("accepts"),
+        "zh: 行 / 可以 only as a reply of their own",
+    ),
+    Feature(
+        "persona_contradiction",
+        "continuous",
+        "1 when a user turn contradicts a persona fact (rule-based, see PERSONA_RULES)",
+        lambda c: persona_contradiction(c.persona, c.original_user_texts),
+        "read on the original user turns, whatever the analysis language",
+        in_classifier=False,
+    ),
+    Feature(
+        "ended_by_user",
+        "continuous",
+        "1 when the user sent the last turn or ended the conversation",
+        lambda c: float(c.ended_by == "user"),
+    ),
+    Feature(
+        "farewell_end",
+        "continuous",
+        "1 when the last user turn is a thanks/goodbye closing",
+        lambda c: float(c.end_kind == "farewell"),
+    ),
+    Feature("ended_by_role", "nominal", "who ended: user | assistant | system", lambda c: c.ended_by),
+    Feature(
+        "end_kind", "nominal", "how it ended: farewell | max_turns | abandoned | other", lambda c: c.end_kind
+    ),
+)
+CONTINUOUS_FEATURES = [f.name for f in FEATURES.values() if f.kind == "continuous"]
+NOMINAL_FEATURES = [f.name for f in FEATURES.values() if f.kind == "nominal"]
+
+
 @dataclass
 class _Text:
     conversation_id: int
@@ -221,8 +400,19 @@ def compute_features_df(
     pipelines = pipelines if pipelines is not None else {}
     texts = _texts(turns, conversations, language)
     user = [t for t in texts if t.role == "user"]
-    # Tokenise per language, batched.
-    tokens: list[list[str]] = [None] * len(user)  # type: ignore[list-item]
+    words = _user_words(user, pipelines, batch_size)
+    turn_df = _turn_measures_df(user, words)
+    inputs = _conversation_inputs(turns, conversations, texts, user, words, turn_df, personas or {})
+    rows = [
+        {"conversation_id": cid, **{f.name: f.compute(c) for f in FEATURES.values()}} for cid, c in inputs
+    ]
+    return pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES)), turn_df
+
+
+def _user_words(user: list[_Text], pipelines: dict, batch_size: int) -> list[list[str]]:
+    """The lower-cased word tokens of each user turn, tokenised per language in batches (loads a
+    missing language's pipeline into ``pipelines``)."""
+    words: list[list[str]] = [None] * len(user)  # type: ignore[list-item]
     for lang in ("en", "zh"):
         idx = [i for i, t in enumerate(user) if t.lang == lang]
         if not idx:
@@ -231,63 +421,60 @@ def compute_features_df(
             pipelines[lang] = load_pipeline(lang)
         nlp = pipelines[lang]
         for i, doc in zip(idx, nlp.pipe((user[i].text for i in idx), batch_size=batch_size)):
-            tokens[i] = [t.lower_ for t in doc if not (t.is_punct or t.is_space) and _WORDLIKE.search(t.text)]
+            words[i] = [t.lower_ for t in doc if not (t.is_punct or t.is_space) and _WORDLIKE.search(t.text)]
+    return words
 
-    turn_rows = []
-    for t, toks in zip(user, tokens):
+
+def _turn_measures_df(user: list[_Text], words: list[list[str]]) -> pd.DataFrame:
+    """One row per user turn: its ids and language, then every ``TURN_MEASURES`` column."""
+    rows = []
+    for t, toks in zip(user, words):
         lex = LEXICON[t.lang]
-        text = t.text
-        turn_rows.append(
-            {
-                "conversation_id": t.conversation_id,
-                "turn_index": t.index,
-                "language": t.lang,
-                "chars": len(text.strip()),
-                "words": len(toks),
-                "question": int(bool(lex["question"].search(text))),
-                "exclamation": int(bool(_EXCLAIM.search(text))),
-                "emoji": len(_EMOJI.findall(text)),
-                "first_person": len(lex["first_person"].findall(text)),
-                "second_person": len(lex["second_person"].findall(text)),
-                "politeness": len(lex["politeness"].findall(text)),
-                "hedges": len(lex["hedges"].findall(text)),
-                "accepts": int(bool(lex["accept"].search(text)) and not lex["reject"].search(text)),
-            }
-        )
-    turn_df = pd.DataFrame(turn_rows, columns=["conversation_id", "turn_index", "language"] + TURN_FEATURES)
+        row = {"conversation_id": t.conversation_id, "turn_index": t.index, "language": t.lang}
+        row.update((m.name, m.measure(t.text, lex, toks)) for m in TURN_MEASURES)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["conversation_id", "turn_index", "language"] + TURN_FEATURES)
 
-    tokens_by_conv: dict[int, list[str]] = {}
-    for t, toks in zip(user, tokens):
-        tokens_by_conv.setdefault(t.conversation_id, []).extend(toks)
-    last_turn = {}
-    last_user_text = {}
-    n_turns = Counter()
-    for t in texts:
-        n_turns[t.conversation_id] += 1
-        last_turn[t.conversation_id] = t  # turns are ordered by index
-        if t.role == "user":
-            last_user_text[t.conversation_id] = t
 
-    agg = (
-        turn_df.groupby("conversation_id").agg(
-            n_user_turns=("chars", "size"),
-            chars=("chars", "mean"),
-            words=("words", "mean"),
-            words_total=("words", "sum"),
-            question=("question", "mean"),
-            exclamation=("exclamation", "mean"),
-            emoji=("emoji", "mean"),
-            first=("first_person", "sum"),
-            second=("second_person", "sum"),
-            polite=("politeness", "mean"),
-            hedges=("hedges", "sum"),
-        )
-        if len(turn_df)
-        else pd.DataFrame()
+def _user_aggregates(turn_df: pd.DataFrame) -> tuple[dict, dict]:
+    """Per conversation: the user-turn count with the mean and sum of every turn measure, and the
+    mean of every measure over the user turns after the first. Plain dicts, because ``.loc`` per
+    conversation is slow at 100k conversations."""
+    if not len(turn_df):
+        return {}, {}
+    by_conv = turn_df.groupby("conversation_id")
+    spec = {"n": ("chars", "size")}
+    for m in TURN_FEATURES:
+        spec[f"{m}_mean"] = (m, "mean")
+        spec[f"{m}_sum"] = (m, "sum")
+    per_conv = by_conv.agg(**spec).to_dict("index")
+    later = turn_df[by_conv.cumcount() > 0]
+    after_first = (
+        later.groupby("conversation_id")[TURN_FEATURES].mean().to_dict("index") if len(later) else {}
     )
-    later = turn_df[turn_df.groupby("conversation_id").cumcount() > 0] if len(turn_df) else turn_df
-    acc = later.groupby("conversation_id")["accepts"].mean() if len(later) else pd.Series(dtype=float)
+    return per_conv, after_first
 
+
+def _conversation_inputs(
+    turns: pd.DataFrame,
+    conversations: pd.DataFrame,
+    texts: list[_Text],
+    user: list[_Text],
+    words: list[list[str]],
+    turn_df: pd.DataFrame,
+    personas: dict,
+) -> Iterator[tuple[int, ConversationInputs]]:
+    """(conversation_id, ``ConversationInputs``) for every conversation, in the given order."""
+    per_conv, after_first = _user_aggregates(turn_df)
+    words_by_conv: dict[int, list[str]] = {}
+    for t, toks in zip(user, words):
+        words_by_conv.setdefault(t.conversation_id, []).extend(toks)
+    n_turns, last_turn, last_user = Counter(), {}, {}
+    for t in texts:  # turns are ordered by index
+        n_turns[t.conversation_id] += 1
+        last_turn[t.conversation_id] = t
+        if t.role == "user":
+            last_user[t.conversation_id] = t
     originals: dict[int, list[str]] = {}
     for cid, role, content in turns[["conversation_id", "role", "content"]].itertuples(
         index=False, name=None
@@ -299,48 +486,24 @@ def compute_features_df(
         if "profile_id" in conversations.columns
         else {}
     )
-    personas = personas or {}
-
-    rows = []
     meta_cols = [c for c in ("ended_by", "end_reason", "status") if c in conversations.columns]
     meta = conversations.set_index("conversation_id")[meta_cols].to_dict("index")
-    agg_rows = agg.to_dict("index") if len(agg) else {}  # plain dicts: .loc per row is slow at 100k
     for cid in conversations["conversation_id"]:
         cid = int(cid)
-        a = agg_rows.get(cid)
-        words_total = float(a["words_total"]) if a is not None else 0.0
-        per100 = (
-            (lambda k, a=a, words_total=words_total: 100 * float(a[k]) / words_total)
-            if a is not None and words_total > 0
-            else (lambda k: np.nan)
+        ended_by, end_kind = _ending(meta.get(cid, {}), last_turn.get(cid), last_user.get(cid))
+        yield (
+            cid,
+            ConversationInputs(
+                n_turns=n_turns.get(cid, 0),
+                user=per_conv.get(cid),
+                after_first=after_first.get(cid, {}),
+                words=words_by_conv.get(cid, []),
+                ended_by=ended_by,
+                end_kind=end_kind,
+                persona=personas.get(persona_of.get(cid)),
+                original_user_texts=originals.get(cid, []),
+            ),
         )
-        ended_by, end_kind = _ending(meta.get(cid, {}), last_turn.get(cid), last_user_text.get(cid))
-        rows.append(
-            {
-                "conversation_id": cid,
-                "n_turns": float(n_turns.get(cid, 0)),
-                "n_user_turns": float(a["n_user_turns"]) if a is not None else 0.0,
-                "user_chars_per_turn": float(a["chars"]) if a is not None else np.nan,
-                "user_words_per_turn": float(a["words"]) if a is not None else np.nan,
-                "mattr": mattr(tokens_by_conv.get(cid, [])),
-                "question_rate": float(a["question"]) if a is not None else np.nan,
-                "first_person_rate": per100("first"),
-                "second_person_rate": per100("second"),
-                "politeness_rate": float(a["polite"]) if a is not None else np.nan,
-                "hedging_rate": per100("hedges"),
-                "exclamation_rate": float(a["exclamation"]) if a is not None else np.nan,
-                "emoji_rate": float(a["emoji"]) if a is not None else np.nan,
-                "acceptance_rate": float(acc.get(cid, np.nan)),
-                "persona_contradiction": persona_contradiction(
-                    personas.get(persona_of.get(cid)), originals.get(cid, [])
-                ),
-                "ended_by_user": float(ended_by == "user"),
-                "farewell_end": float(end_kind == "farewell"),
-                "ended_by_role": ended_by,
-                "end_kind": end_kind,
-            }
-        )
-    return pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES)), turn_df
 
 
 def _ending(conv: dict, last: _Text | None, last_user: _Text | None) -> tuple[str, str]:

@@ -27,7 +27,7 @@ import pandas as pd
 from analysis import stats
 from analysis.compare import analysis_frame
 from analysis.dataset import StudyData
-from analysis.features import CONTINUOUS_FEATURES
+from analysis.features import CONTINUOUS_FEATURES, FEATURES
 
 LIKENESS_COLUMNS = [
     "simulator",
@@ -66,7 +66,7 @@ FAILURE_COLUMNS = [
 ]
 EARLY_STOP_USER_TURNS = 3  # fewer user turns than this counts as stopping early
 # Features that tell the data source rather than the user's behaviour are left out of the classifier.
-CLASSIFIER_EXCLUDE = {"persona_contradiction"}
+CLASSIFIER_EXCLUDE = {f.name for f in FEATURES.values() if not f.in_classifier}
 
 
 def _simulator_names(agents: pd.DataFrame) -> pd.Series:

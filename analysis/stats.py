@@ -401,6 +401,62 @@ def clustered_test(
     )
 
 
+def _share_differences_wald(
+    h: np.ndarray, a: np.ndarray, cats: list, groups: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The k-1 share differences (agent - human) and their Wald statistic d' V^-1 d, V the CR1
+    cluster-robust covariance."""
+    k, n_h, n_a = len(cats), len(h), len(a)
+    values = np.concatenate([h, a])
+    y = (values[:, None] == np.asarray(cats[:-1], dtype=object)[None, :]).astype(float)  # N x (k-1)
+    agent_ind = np.r_[np.zeros(n_h), np.ones(n_a)]
+    X = np.column_stack([np.ones(n_h + n_a), agent_ind])
+    # Per category an OLS of its indicator on (1, agent); stacked, the coefficient vector is
+    # [b0_1, b1_1, b0_2, b1_2, ...] and its CR1 covariance is bread (x) I applied to the cluster
+    # sums of the scores x_i (x) e_i.
+    xtx_inv = np.linalg.inv(X.T @ X)
+    beta = xtx_inv @ X.T @ y  # 2 x (k-1)
+    e = y - X @ beta
+    scores = (X[:, :, None] * e[:, None, :]).reshape(len(values), -1)  # N x 2(k-1), (param, category)
+    sums = np.zeros((groups.max() + 1, scores.shape[1]))
+    np.add.at(sums, groups, scores)
+    meat = sums.T @ sums
+    bread = np.kron(xtx_inv, np.eye(k - 1))  # order (param, category)
+    n, g = len(values), groups.max() + 1
+    cov = g / (g - 1) * (n - 1) / (n - 2) * bread @ meat @ bread
+    idx = np.arange(k - 1) + (k - 1)  # the agent coefficients (param 1) of every category
+    d = beta[1]
+    v = cov[np.ix_(idx, idx)]
+    return d, float(d @ np.linalg.pinv(v) @ d)
+
+
+def _cluster_boot_cramers_v(
+    h: np.ndarray,
+    table: np.ndarray,
+    cats: list,
+    human_groups: np.ndarray,
+    g_h: int,
+    n_boot: int,
+    ci: float,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile interval of Cramer's V: whole participants resampled with all their
+    conversations, agent conversations (row 1 of ``table``) resampled singly."""
+    k = len(cats)
+    rng = np.random.default_rng(seed)
+    codes_h = pd.Categorical(h, categories=cats).codes
+    per_cluster = np.zeros((g_h, k))
+    np.add.at(per_cluster, (human_groups, codes_h), 1)
+    weights = rng.multinomial(g_h, np.full(g_h, 1 / g_h), size=n_boot)  # B x G_h
+    reps = np.empty((n_boot, 2, k))
+    reps[:, 0, :] = weights @ per_cluster
+    reps[:, 1, :] = _multinomial_boot(table[1:2], n_boot, rng)[:, 0, :]
+    boot = cramers_v_batch(reps)
+    alpha = (1 - ci) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return lo, hi
+
+
 def clustered_share_test(
     human: Sequence,
     agent: Sequence,
@@ -447,42 +503,10 @@ def clustered_share_test(
             n_a,
             note=f"one category only ({cats[0]!r}): no difference possible",
         )
-    values = np.concatenate([h, a])
-    y = (values[:, None] == np.asarray(cats[:-1], dtype=object)[None, :]).astype(float)  # N x (k-1)
-    agent_ind = np.r_[np.zeros(n_h), np.ones(n_a)]
-    X = np.column_stack([np.ones(n_h + n_a), agent_ind])
-    # Per category an OLS of its indicator on (1, agent); stacked, the coefficient vector is
-    # [b0_1, b1_1, b0_2, b1_2, ...] and its CR1 covariance is bread (x) I applied to the cluster
-    # sums of the scores x_i (x) e_i.
-    xtx_inv = np.linalg.inv(X.T @ X)
-    beta = xtx_inv @ X.T @ y  # 2 x (k-1)
-    e = y - X @ beta
-    scores = (X[:, :, None] * e[:, None, :]).reshape(len(values), -1)  # N x 2(k-1), (param, category)
-    sums = np.zeros((groups.max() + 1, scores.shape[1]))
-    np.add.at(sums, groups, scores)
-    meat = sums.T @ sums
-    bread = np.kron(xtx_inv, np.eye(k - 1))  # order (param, category)
-    n, g = len(values), groups.max() + 1
-    cov = g / (g - 1) * (n - 1) / (n - 2) * bread @ meat @ bread
-    idx = np.arange(k - 1) + (k - 1)  # the agent coefficients (param 1) of every category
-    d = beta[1]
-    v = cov[np.ix_(idx, idx)]
-    w = float(d @ np.linalg.pinv(v) @ d)
+    d, w = _share_differences_wald(h, a, cats, groups)
     df1, df2 = k - 1, g_h - 1
     p = float(stats.f.sf(w / df1, df1, df2))
-    # Cluster bootstrap of Cramer's V.
-    rng = np.random.default_rng(seed)
-    hc = groups[:n_h]
-    codes_h = pd.Categorical(h, categories=cats).codes
-    per_cluster = np.zeros((g_h, k))
-    np.add.at(per_cluster, (hc, codes_h), 1)
-    weights = rng.multinomial(g_h, np.full(g_h, 1 / g_h), size=n_boot)  # B x G_h
-    reps = np.empty((n_boot, 2, k))
-    reps[:, 0, :] = weights @ per_cluster
-    reps[:, 1, :] = _multinomial_boot(table[1:2], n_boot, rng)[:, 0, :]
-    boot = cramers_v_batch(reps)
-    alpha = (1 - ci) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    lo, hi = _cluster_boot_cramers_v(h, table, cats, groups[:n_h], g_h, n_boot, ci, seed)
     diffs = ", ".join(f"{c} {x:+.3f}" for c, x in zip(cats[:-1], d))
     return result(
         "wald_cluster_robust",

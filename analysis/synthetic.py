@@ -1,5 +1,8 @@
-"""Synthetic studies with known differences between humans and agents, written as real database rows
-(for tests, the benchmark and demos). Nothing here is used on real data.
+"""Test support: not used by the product.
+
+Synthetic studies with known differences between humans and agents, written as real database rows,
+for the tests and the benchmarks (``benchmarks/bench_analysis.py``). No product module imports this
+one (``tests/test_layering.py`` checks it). Nothing here is used on real data.
 
 Example::
 
@@ -9,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import func, insert, text
@@ -89,6 +93,172 @@ def _fix_sequence(session: Session, table: str) -> None:
         )
 
 
+PERSONAS = [
+    "A vegetarian student who loves museums.",
+    "A frugal engineer on a tight budget.",
+    "An outgoing designer.",
+]
+
+
+@dataclass
+class _Design:
+    """The study's fixed rows: ids of its conditions ((scenario, profile index) -> id), participants,
+    simulator configurations and label source."""
+
+    study_id: int
+    conditions: dict[tuple[str, int], int]
+    n_profiles: int
+    people: list[int]
+    simulator_ids: list[int]
+    source_id: int
+
+
+@dataclass
+class _NextIds:
+    """The next free primary keys: rows are bulk-inserted with explicit ids (fast at 100k)."""
+
+    conversation: int
+    turn: int
+    label: int
+
+
+def _scenario_contexts(session: Session, name: str, scenarios: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """scenario key -> (scenario id, task context id); scenarios are reused, contexts are new."""
+    out = {}
+    for key in scenarios:
+        scen = session.exec(select(Scenario).where(Scenario.key == key)).first()
+        if scen is None:
+            scen = Scenario(key=key, name=key.replace("_", " "), names={}, aspects=[])
+            session.add(scen)
+            session.flush()
+        ctx = TaskContext(
+            scenario_id=scen.id,
+            key=f"{name}-ctx",
+            language="en",
+            text=f"Plan: {key}",
+            translations={},
+            slots={},
+            source="custom",
+        )
+        session.add(ctx)
+        session.flush()
+        out[key] = (scen.id, ctx.id)
+    return out
+
+
+def _profiles(session: Session, name: str) -> list[int]:
+    ids = []
+    for i, persona in enumerate(PERSONAS):
+        prof = Profile(
+            key=f"{name}-profile-{i}", language="en", fields={}, text=persona, translations={}, source="pool"
+        )
+        session.add(prof)
+        session.flush()
+        ids.append(prof.id)
+    return ids
+
+
+def _design(
+    session: Session,
+    name: str,
+    scenarios: Sequence[str],
+    n_participants: int,
+    simulators: int,
+    label_source: str,
+) -> _Design:
+    """Insert the study with its scenarios, profiles, conditions, participants and configurations."""
+    study = Study(name=name, language="en", settings={}, source="created")
+    session.add(study)
+    session.flush()
+    contexts = _scenario_contexts(session, name, scenarios)
+    profiles = _profiles(session, name)
+    assistant = get_or_create_assistant_config(session, "scripted/assistant")
+    sims = [
+        get_or_create_simulator_config(
+            session,
+            f"scripted/sim-{k}",
+            prompt_template="default",
+            prompt_version=str(k + 1),
+            name=f"sim-{k}",
+        )
+        for k in range(simulators)
+    ]
+    conditions = {}
+    for key in scenarios:
+        for j, pid in enumerate(profiles):
+            cond = Condition(
+                study_id=study.id,
+                key=f"{key}-{j}",
+                scenario_id=contexts[key][0],
+                task_context_id=contexts[key][1],
+                profile_id=pid,
+                assistant_config_id=assistant.id,
+            )
+            session.add(cond)
+            session.flush()
+            conditions[(key, j)] = cond.id
+    people = []
+    for i in range(n_participants):
+        p = Participant(study_id=study.id, pseudonym=f"{name}-p{i}", status="completed")
+        session.add(p)
+        session.flush()
+        people.append(p.id)
+    source = get_or_create_label_source(session, label_source, "llm", model="scripted/labeller")
+    session.commit()
+    return _Design(study.id, conditions, len(profiles), people, [s.id for s in sims], source.id)
+
+
+def _turn_rows(rng, ids: _NextIds, conv_id: int, bank: list[str], n_user: int, now) -> list[dict]:
+    """``n_user`` user turns drawn from ``bank``, each answered by the assistant."""
+    rows = []
+    for t in range(n_user):
+        content = bank[int(rng.integers(len(bank)))]
+        for role, body in (("user", content), ("assistant", f"Here is a suggestion number {t}.")):
+            rows.append(
+                {
+                    "id": ids.turn,
+                    "conversation_id": conv_id,
+                    "index": 2 * t + (role == "assistant"),
+                    "role": role,
+                    "content": body,
+                    "created_at": now,
+                    "meta": {},
+                }
+            )
+            ids.turn += 1
+    return rows
+
+
+def _label_rows(rng, ids: _NextIds, conv_id: int, kind: str, source_id: int, now) -> list[dict]:
+    """One conversation-level label per ``LABEL_MODEL`` dimension, drawn from the kind's distribution."""
+    rows = []
+    for dim, (values, p_h, p_a) in LABEL_MODEL.items():
+        rows.append(
+            {
+                "id": ids.label,
+                "conversation_id": conv_id,
+                "turn_index": -1,
+                "dimension": dim,
+                "value": values[int(rng.choice(len(values), p=p_h if kind == "human" else p_a))],
+                "source_id": source_id,
+                "flagged": False,
+                "status": "ok",
+                "created_at": now,
+            }
+        )
+        ids.label += 1
+    return rows
+
+
+def _insert(engine, convs: list[dict], turns: list[dict], labels: list[dict]) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Conversation.__table__), convs)
+        if turns:
+            conn.execute(insert(Turn.__table__), turns)
+        if labels:
+            conn.execute(insert(Label.__table__), labels)
+
+
 def make_study(
     engine,
     name: str = "synth",
@@ -111,89 +281,14 @@ def make_study(
     ``human_scenarios`` restricts humans to some scenarios (to test one-sided data); ``twins`` makes
     agent conversation i the digital twin of human conversation i (same condition).
     """
+    # The random draws happen in a fixed order per conversation (condition, participant, turn
+    # count, turns, labels): tests pin numbers that depend on it.
     rng = np.random.default_rng(seed)
     now = utcnow()
     human_scenarios = list(human_scenarios) if human_scenarios is not None else list(scenarios)
     with Session(engine) as session:
-        study = Study(name=name, language="en", settings={}, source="created")
-        session.add(study)
-        session.flush()
-        scen_ids, ctx_ids = {}, {}
-        for key in scenarios:
-            scen = session.exec(select(Scenario).where(Scenario.key == key)).first()
-            if scen is None:
-                scen = Scenario(key=key, name=key.replace("_", " "), names={}, aspects=[])
-                session.add(scen)
-                session.flush()
-            ctx = TaskContext(
-                scenario_id=scen.id,
-                key=f"{name}-ctx",
-                language="en",
-                text=f"Plan: {key}",
-                translations={},
-                slots={},
-                source="custom",
-            )
-            session.add(ctx)
-            session.flush()
-            scen_ids[key], ctx_ids[key] = scen.id, ctx.id
-        profiles = []
-        for i, persona in enumerate(
-            [
-                "A vegetarian student who loves museums.",
-                "A frugal engineer on a tight budget.",
-                "An outgoing designer.",
-            ]
-        ):
-            prof = Profile(
-                key=f"{name}-profile-{i}",
-                language="en",
-                fields={},
-                text=persona,
-                translations={},
-                source="pool",
-            )
-            session.add(prof)
-            session.flush()
-            profiles.append(prof.id)
-        assistant = get_or_create_assistant_config(session, "scripted/assistant")
-        sims = [
-            get_or_create_simulator_config(
-                session,
-                f"scripted/sim-{k}",
-                prompt_template="default",
-                prompt_version=str(k + 1),
-                name=f"sim-{k}",
-            )
-            for k in range(simulators)
-        ]
-        conditions = {}
-        for key in scenarios:
-            for j, pid in enumerate(profiles):
-                cond = Condition(
-                    study_id=study.id,
-                    key=f"{key}-{j}",
-                    scenario_id=scen_ids[key],
-                    task_context_id=ctx_ids[key],
-                    profile_id=pid,
-                    assistant_config_id=assistant.id,
-                )
-                session.add(cond)
-                session.flush()
-                conditions[(key, j)] = cond.id
-        people = []
-        for i in range(n_participants if n_human else 0):
-            p = Participant(study_id=study.id, pseudonym=f"{name}-p{i}", status="completed")
-            session.add(p)
-            session.flush()
-            people.append(p.id)
-        source = get_or_create_label_source(session, label_source, "llm", model="scripted/labeller")
-        session.commit()
-        study_id, source_id = study.id, source.id
-
-        conv_id = _id_start(session, Conversation)
-        turn_id = _id_start(session, Turn)
-        label_id = _id_start(session, Label)
+        design = _design(session, name, scenarios, n_participants if n_human else 0, simulators, label_source)
+        ids = _NextIds(_id_start(session, Conversation), _id_start(session, Turn), _id_start(session, Label))
         plan = [("human", i) for i in range(n_human)] + [("agent", i) for i in range(n_agent)]
         human_cond: dict[int, tuple[int, int]] = {}  # human index -> (conversation id, condition id)
         for start in range(0, len(plan), chunk):
@@ -204,81 +299,55 @@ def make_study(
                 else:
                     twin_of = None
                     pool = human_scenarios if kind == "human" else list(scenarios)
-                    cond_id = conditions[(pool[rng.integers(len(pool))], int(rng.integers(len(profiles))))]
+                    cond_id = design.conditions[
+                        (pool[rng.integers(len(pool))], int(rng.integers(design.n_profiles)))
+                    ]
                 lang = human_language if kind == "human" else "en"
                 convs.append(
-                    {
-                        "id": conv_id,
-                        "study_id": study_id,
-                        "condition_id": cond_id,
-                        "user_kind": kind,
-                        "participant_id": people[int(rng.integers(len(people)))] if kind == "human" else None,
-                        "simulator_config_id": sims[i % len(sims)].id if kind == "agent" else None,
-                        "replicate": 0,
-                        "twin_of_id": twin_of,
-                        "status": "completed",
-                        "language": lang,
-                        "started_at": now,
-                        "ended_at": now,
-                        "source": "simulated" if kind == "agent" else "collected",
-                        "wave": kind,
-                        "meta": {},
-                        "external_id": None,
-                    }
+                    _conversation_row(rng, design, ids.conversation, kind, i, cond_id, twin_of, lang, now)
                 )
                 if kind == "human":
-                    human_cond[i] = (conv_id, cond_id)
-                n_user = (
-                    int(rng.integers(1, max_user_turns + 1))
-                    if kind == "human"
-                    else int(rng.integers(1, min(4, max_user_turns) + 1))
+                    human_cond[i] = (ids.conversation, cond_id)
+                n_user = int(
+                    rng.integers(1, (max_user_turns if kind == "human" else min(4, max_user_turns)) + 1)
                 )
-                bank = (
-                    (ZH_HUMAN_TURNS if lang.startswith("zh") else HUMAN_TURNS)
-                    if kind == "human"
-                    else AGENT_TURNS
-                )
-                for t in range(n_user):
-                    content = bank[int(rng.integers(len(bank)))]
-                    for role, body in (("user", content), ("assistant", f"Here is a suggestion number {t}.")):
-                        turns.append(
-                            {
-                                "id": turn_id,
-                                "conversation_id": conv_id,
-                                "index": 2 * t + (role == "assistant"),
-                                "role": role,
-                                "content": body,
-                                "created_at": now,
-                                "meta": {},
-                            }
-                        )
-                        turn_id += 1
+                turns += _turn_rows(rng, ids, ids.conversation, _turn_bank(kind, lang), n_user, now)
                 if with_labels:
-                    for dim, (values, p_h, p_a) in LABEL_MODEL.items():
-                        labels.append(
-                            {
-                                "id": label_id,
-                                "conversation_id": conv_id,
-                                "turn_index": -1,
-                                "dimension": dim,
-                                "value": values[
-                                    int(rng.choice(len(values), p=p_h if kind == "human" else p_a))
-                                ],
-                                "source_id": source_id,
-                                "flagged": False,
-                                "status": "ok",
-                                "created_at": now,
-                            }
-                        )
-                        label_id += 1
-                conv_id += 1
-            with engine.begin() as conn:
-                conn.execute(insert(Conversation.__table__), convs)
-                if turns:
-                    conn.execute(insert(Turn.__table__), turns)
-                if labels:
-                    conn.execute(insert(Label.__table__), labels)
+                    labels += _label_rows(rng, ids, ids.conversation, kind, design.source_id, now)
+                ids.conversation += 1
+            _insert(engine, convs, turns, labels)
         for table in ("conversation", "turn", "label"):
             _fix_sequence(session, table)
         session.commit()
-    return study_id
+    return design.study_id
+
+
+def _turn_bank(kind: str, lang: str) -> list[str]:
+    if kind == "agent":
+        return AGENT_TURNS
+    return ZH_HUMAN_TURNS if lang.startswith("zh") else HUMAN_TURNS
+
+
+def _conversation_row(
+    rng, design: _Design, conv_id: int, kind: str, i: int, cond_id: int, twin_of: int | None, lang: str, now
+) -> dict:
+    return {
+        "id": conv_id,
+        "study_id": design.study_id,
+        "condition_id": cond_id,
+        "user_kind": kind,
+        "participant_id": design.people[int(rng.integers(len(design.people)))] if kind == "human" else None,
+        "simulator_config_id": design.simulator_ids[i % len(design.simulator_ids)]
+        if kind == "agent"
+        else None,
+        "replicate": 0,
+        "twin_of_id": twin_of,
+        "status": "completed",
+        "language": lang,
+        "started_at": now,
+        "ended_at": now,
+        "source": "simulated" if kind == "agent" else "collected",
+        "wave": kind,
+        "meta": {},
+        "external_id": None,
+    }

@@ -303,96 +303,96 @@ def slot_values(choice: dict[str, str], prompt: str) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_contexts(data: Path) -> dict[str, list[dict]]:
-    base = data / "RecUserSim-data"
-    contexts: dict[str, list[dict]] = collections.defaultdict(list)
+MAIN_TYPES = [
+    "travel planning",
+    "recipe planning",
+    "preparing gifts",
+    "skills learning planning",
+    "choosing restaurant",
+]
+# (workbook, template types, key prefix, set, with our Chinese translation)
+TEMPLATE_FAMILIES = [
+    ("task_context_en.xlsx", MAIN_TYPES, "", "main", True),
+    ("task_context_new.xlsx", ["new travel planning"], "new-", "new", True),
+    ("task_context_en_exp.xlsx", MAIN_TYPES, "exp-", "human_exp", False),
+]
+# The Chinese task cards the human participants saw (both waves): (folder, set)
+HUMAN_WAVES = [("real_human_user", "human_v1"), ("human_exp_V2", "human_v2")]
 
-    def add_family(xlsx_name: str, types: list[str], prefix: str, set_name: str, with_zh: bool):
-        templates = read_templates(base / xlsx_name)
-        for typ in types:
-            prompt, slots = templates[typ]
-            scen = TYPE_KEYS[typ]
-            en = list(expand(prompt, slots))
-            zh = None
-            if with_zh:
-                zprompt, zopts = ZH_TEMPLATES[typ]
-                zslots = [(k, zopts[k]) for k, _ in slots]
-                assert [len(o) for _, o in zslots] == [len(o) for _, o in slots], typ
-                zh = list(expand(zprompt, zslots))
-            for idx, (i, choice, text) in enumerate(en):
-                tc = dict(
-                    key=f"{prefix}en-{i}",
-                    language="en",
+
+def build_contexts(data: Path) -> dict[str, list[dict]]:
+    contexts: dict[str, list[dict]] = collections.defaultdict(list)
+    for family in TEMPLATE_FAMILIES:
+        for scen, tc in _family_contexts(data / "RecUserSim-data", *family):
+            contexts[scen].append(tc)
+    for wave, set_name in HUMAN_WAVES:
+        for scen, tc in _task_card_contexts(data, wave, set_name):
+            contexts[scen].append(tc)
+    return contexts
+
+
+def _family_contexts(base: Path, xlsx_name: str, types: list[str], prefix: str, set_name: str, with_zh: bool):
+    """(scenario, context) for every slot combination of each template type: the English contexts,
+    then (``with_zh``) our Chinese translations, each pointing at the other."""
+    templates = read_templates(base / xlsx_name)
+    for typ in types:
+        prompt, slots = templates[typ]
+        scen = TYPE_KEYS[typ]
+        en = list(expand(prompt, slots))
+        zh = None
+        if with_zh:
+            zprompt, zopts = ZH_TEMPLATES[typ]
+            zslots = [(k, zopts[k]) for k, _ in slots]
+            assert [len(o) for _, o in zslots] == [len(o) for _, o in slots], typ
+            zh = list(expand(zprompt, zslots))
+        reference = set_name in ("main", "new")
+        for idx, (i, choice, text) in enumerate(en):
+            tc = dict(
+                key=f"{prefix}en-{i}",
+                language="en",
+                text=text,
+                set=set_name,
+                reference_id=i if reference else None,
+                template=f"{xlsx_name}:{typ}",
+                slots=slot_values(choice, prompt),
+            )
+            if zh:
+                tc["translations"] = {"zh": zh[idx][2]}
+            yield scen, tc
+        for idx, (i, choice, text) in enumerate(zh or []):
+            yield (
+                scen,
+                dict(
+                    key=f"{prefix}zh-{i}",
+                    language="zh",
                     text=text,
                     set=set_name,
-                    reference_id=i if set_name in ("main", "new") else None,
-                    template=f"{xlsx_name}:{typ}",
+                    reference_id=i if reference else None,
+                    template=f"{xlsx_name}:{typ} (our Chinese translation)",
+                    translations={"en": en[idx][2]},
                     slots=slot_values(choice, prompt),
-                )
-                if zh:
-                    tc["translations"] = {"zh": zh[idx][2]}
-                contexts[scen].append(tc)
-            if zh:
-                for idx, (i, choice, text) in enumerate(zh):
-                    contexts[scen].append(
-                        dict(
-                            key=f"{prefix}zh-{i}",
-                            language="zh",
-                            text=text,
-                            set=set_name,
-                            reference_id=i if set_name in ("main", "new") else None,
-                            template=f"{xlsx_name}:{typ} (our Chinese translation)",
-                            translations={"en": en[idx][2]},
-                            slots=slot_values(choice, prompt),
-                        )
-                    )
+                ),
+            )
 
-    add_family(
-        "task_context_en.xlsx",
-        [
-            "travel planning",
-            "recipe planning",
-            "preparing gifts",
-            "skills learning planning",
-            "choosing restaurant",
-        ],
-        "",
-        "main",
-        True,
-    )
-    add_family("task_context_new.xlsx", ["new travel planning"], "new-", "new", True)
-    add_family(
-        "task_context_en_exp.xlsx",
-        [
-            "travel planning",
-            "recipe planning",
-            "preparing gifts",
-            "skills learning planning",
-            "choosing restaurant",
-        ],
-        "exp-",
-        "human_exp",
-        False,
-    )
 
-    # The Chinese task cards the human participants saw (both waves), verbatim.
-    for wave, set_name in (("real_human_user", "human_v1"), ("human_exp_V2", "human_v2")):
-        texts: dict[str, set[str]] = collections.defaultdict(set)
-        for f in (data / wave).glob("*/*/*.json"):
-            scen = ZH_FOLDERS[f.parent.name]
-            texts[scen].add(json.loads(f.read_text(encoding="utf-8"))["task_context"])
-        for scen, ts in texts.items():
-            for n, text in enumerate(sorted(ts)):
-                contexts[scen].append(
-                    dict(
-                        key=f"{set_name.replace('_', '-')}-{n}",
-                        language="zh",
-                        text=text,
-                        set=set_name,
-                        template=f"{wave} (human participants' task cards)",
-                    )
-                )
-    return contexts
+def _task_card_contexts(data: Path, wave: str, set_name: str):
+    """(scenario, context) for each distinct task card of a human wave, verbatim, in sorted order."""
+    texts: dict[str, set[str]] = collections.defaultdict(set)
+    for f in (data / wave).glob("*/*/*.json"):
+        scen = ZH_FOLDERS[f.parent.name]
+        texts[scen].add(json.loads(f.read_text(encoding="utf-8"))["task_context"])
+    for scen, ts in texts.items():
+        for n, text in enumerate(sorted(ts)):
+            yield (
+                scen,
+                dict(
+                    key=f"{set_name.replace('_', '-')}-{n}",
+                    language="zh",
+                    text=text,
+                    set=set_name,
+                    template=f"{wave} (human participants' task cards)",
+                ),
+            )
 
 
 def build_scenarios(data: Path, out: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -500,3 +501,29 @@ def test_small_groups_are_flagged(sqlite_engine, pipelines):
         & tested["note"].str.contains("clusters:")
     ]  # not the constant ones (p = 1)
     assert len(clustered) and clustered["note"].str.contains("only 2 participants: unreliable").all()
+
+
+def test_package_reexports_public_names_lazily():
+    """``import analysis`` loads no submodule; every re-exported name resolves to its submodule's."""
+    import subprocess
+    import sys
+
+    probe = "import sys, analysis; print(sorted(m for m in sys.modules if m.startswith('analysis.') or m == 'pandas'))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.stdout.strip() == "[]"
+    import importlib
+
+    import analysis
+
+    for name in analysis.__all__:
+        module = importlib.import_module(f"analysis.{analysis._SOURCE[name]}")
+        assert getattr(analysis, name) is getattr(module, name), name
+    assert "make_study" not in analysis.__all__  # test support stays out
+    with pytest.raises(AttributeError):
+        analysis.no_such_name  # noqa: B018

@@ -190,3 +190,20 @@ def test_chinese_acceptance_cues_are_replies_not_word_parts():
         "可以便宜一点吗",
     ):
         assert not accept.search(text), text
+
+
+def test_registries_define_the_columns(pipelines):
+    """One entry per feature: the tables' columns and the comparison's scales come from the registries."""
+    from analysis.features import (
+        CONTINUOUS_FEATURES,
+        NOMINAL_FEATURES,
+        TURN_FEATURES,
+        TURN_MEASURES,
+    )
+
+    assert CONTINUOUS_FEATURES + NOMINAL_FEATURES == list(FEATURES)  # nominal ones come last
+    assert all(f.description and f.kind in ("continuous", "nominal") for f in FEATURES.values())
+    assert TURN_FEATURES == [m.name for m in TURN_MEASURES]
+    turns, convs = _frames({1: [("user", "Hello?"), ("assistant", "Hi.")]})
+    _, per_turn = compute_features_df(turns, convs, pipelines)
+    assert list(per_turn.columns) == ["conversation_id", "turn_index", "language"] + TURN_FEATURES

@@ -77,3 +77,39 @@ def test_the_floor_check_sees_lazy_imports(tmp_path):
     sample = tmp_path / "probe.py"
     sample.write_text("def f():\n    from workbench.llm import get_model\n", encoding="utf-8")
     assert _upward_imports(sample, 0, "probe.py") == ["probe.py:2 imports workbench.llm"]
+
+
+# Test support: imported by the tests and benchmarks only, never by the product.
+TEST_SUPPORT = ("analysis.synthetic", "workbench.testing")
+TEST_SUPPORT_FILES = ("analysis/synthetic.py", "workbench/testing/")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            mods.add(node.module)
+            mods |= {f"{node.module}.{a.name}" for a in node.names}  # from analysis import synthetic
+    return mods
+
+
+def test_no_product_module_imports_test_support():
+    offenders, checked = [], 0
+    for pkg in FLOORS:
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(TEST_SUPPORT_FILES):
+                continue
+            checked += 1
+            for mod in _imported_modules(path):
+                if any(mod == s or mod.startswith(s + ".") for s in TEST_SUPPORT):
+                    offenders.append(f"{rel} imports {mod}")
+    assert checked > 100
+    assert not offenders, "test support imported by the product:\n" + "\n".join(offenders)
+    for support in TEST_SUPPORT_FILES:
+        for path in [ROOT / support] if support.endswith(".py") else (ROOT / support).rglob("*.py"):
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+            assert doc.startswith("Test support: not used by the product"), path

@@ -1,4 +1,6 @@
-"""A fake LLM HTTP server on 127.0.0.1 speaking the OpenAI chat-completions API and the Anthropic
+"""Test support: not used by the product.
+
+A fake LLM HTTP server on 127.0.0.1 speaking the OpenAI chat-completions API and the Anthropic
 messages API (both with streaming), for contract tests, end-to-end tests and benchmarks.
 
 The real SDKs are pointed at it through ``base_url`` (``http://127.0.0.1:PORT/v1`` for openai,
@@ -129,239 +131,193 @@ def _usage_counts(req: FakeRequest, text: str) -> tuple[int, int]:
     return prompt, max(1, len(text) // 4)
 
 
-def _make_handler(server: FakeLLMServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
+    """A handler class bound to ``server`` (http.server builds one handler per request from a class)."""
+    return type("Handler", (_Handler,), {"fake": server})
 
-        def log_message(self, *args) -> None:  # keep test output quiet
-            pass
 
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") in ("/health", "/v1/models"):
-                self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
-            else:
-                self._json(404, {"error": {"message": "not found"}})
+def _error_body(api: str, status: int) -> dict:
+    """An error body shaped like the real API's, so the SDKs raise their own error types."""
+    if api == "anthropic":
+        kind = "rate_limit_error" if status == 429 else "api_error"
+        return {"type": "error", "error": {"type": kind, "message": f"fake {status}"}}
+    return {"error": {"message": f"fake {status}", "type": "server_error", "code": None}}
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            raw = self.rfile.read(length) if length else b"{}"
-            try:
-                body = json.loads(raw or b"{}")
-            except json.JSONDecodeError:
-                self._json(400, {"error": {"message": "invalid JSON"}})
-                return
-            path = self.path.split("?")[0].rstrip("/")
-            if path.endswith("/chat/completions"):
-                api = "openai"
-            elif path.endswith("/messages"):
-                api = "anthropic"
-            else:
-                self._json(404, {"error": {"message": f"unknown path {path}"}})
-                return
-            req = FakeRequest(
-                api=api, path=path, body=body, headers={k.lower(): v for k, v in self.headers.items()}
-            )
-            with server._lock:
-                server.requests.append(req)
-            fault = server._next_fault()
-            if server.latency:
-                time.sleep(server.latency)
-            if fault:
-                if fault.delay:
-                    time.sleep(fault.delay)
-                if fault.status:
-                    headers = {}
-                    if fault.retry_after is not None:
-                        headers["retry-after"] = str(fault.retry_after)
-                    err = fault.body or (
-                        {
-                            "type": "error",
-                            "error": {
-                                "type": "rate_limit_error" if fault.status == 429 else "api_error",
-                                "message": f"fake {fault.status}",
-                            },
-                        }
-                        if api == "anthropic"
-                        else {
-                            "error": {"message": f"fake {fault.status}", "type": "server_error", "code": None}
-                        }
-                    )
-                    self._json(fault.status, err, headers)
-                    return
-                if fault.malformed:
-                    self._raw(200, b"{this is not json", "application/json")
-                    return
-            try:
-                text = server.responder(req)
-            except Exception as exc:  # a responder bug shows as a 500 with its message
-                self._json(500, {"error": {"message": f"responder failed: {exc}"}})
-                return
-            if api == "openai":
-                self._openai(req, text)
-            else:
-                self._anthropic(req, text)
 
-        # ------------------------------------------------------------ OpenAI
-        def _openai(self, req: FakeRequest, text: str) -> None:
-            model = req.body.get("model", "fake-model")
-            pt, ct = _usage_counts(req, text)
-            cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-            created = int(time.time())
-            if not req.body.get("stream"):
-                self._json(
-                    200,
-                    {
-                        "id": cid,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
-                                "logprobs": None,
-                            }
-                        ],
-                        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-                    },
-                )
-                return
-            self._start_sse()
-            chunks = _split(text)
-            first = True
-            for piece in chunks:
-                delta = {"content": piece}
-                if first:
-                    delta["role"] = "assistant"
-                    first = False
-                self._sse(
-                    {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
-                    }
-                )
-            self._sse(
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    fake: FakeLLMServer  # set by _make_handler
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") in ("/health", "/v1/models"):
+            self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        req = self._read_request()
+        if req is None:
+            return
+        with self.fake._lock:
+            self.fake.requests.append(req)
+        fault = self.fake._next_fault()
+        if self.fake.latency:
+            time.sleep(self.fake.latency)
+        if fault and self._serve_fault(fault, req.api):
+            return
+        try:
+            text = self.fake.responder(req)
+        except Exception as exc:  # a responder bug shows as a 500 with its message
+            self._json(500, {"error": {"message": f"responder failed: {exc}"}})
+            return
+        if req.api == "openai":
+            self._openai(req, text)
+        else:
+            self._anthropic(req, text)
+
+    def _read_request(self) -> FakeRequest | None:
+        """The request, or None after answering 400 (bad JSON) or 404 (unknown path)."""
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._json(400, {"error": {"message": "invalid JSON"}})
+            return None
+        path = self.path.split("?")[0].rstrip("/")
+        if path.endswith("/chat/completions"):
+            api = "openai"
+        elif path.endswith("/messages"):
+            api = "anthropic"
+        else:
+            self._json(404, {"error": {"message": f"unknown path {path}"}})
+            return None
+        return FakeRequest(
+            api=api, path=path, body=body, headers={k.lower(): v for k, v in self.headers.items()}
+        )
+
+    def _serve_fault(self, fault: Fault, api: str) -> bool:
+        """Apply a queued fault; True when it answered the request (an error status or a bad body)."""
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.status:
+            headers = {}
+            if fault.retry_after is not None:
+                headers["retry-after"] = str(fault.retry_after)
+            self._json(fault.status, fault.body or _error_body(api, fault.status), headers)
+            return True
+        if fault.malformed:
+            self._raw(200, b"{this is not json", "application/json")
+            return True
+        return False
+
+    # ------------------------------------------------------------ OpenAI
+    def _openai(self, req: FakeRequest, text: str) -> None:
+        model = req.body.get("model", "fake-model")
+        pt, ct = _usage_counts(req, text)
+        cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        created = int(time.time())
+        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        if not req.body.get("stream"):
+            message = {"role": "assistant", "content": text}
+            choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+            self._json(
+                200,
                 {
                     "id": cid,
-                    "object": "chat.completion.chunk",
+                    "object": "chat.completion",
                     "created": created,
                     "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                }
-            )
-            if (req.body.get("stream_options") or {}).get("include_usage"):
-                self._sse(
-                    {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [],
-                        "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-                    }
-                )
-            self._write_chunk(b"data: [DONE]\n\n")
-            self._end_chunks()
-
-        # ------------------------------------------------------------ Anthropic
-        def _anthropic(self, req: FakeRequest, text: str) -> None:
-            model = req.body.get("model", "fake-model")
-            pt, ct = _usage_counts(req, text)
-            mid = f"msg_{uuid.uuid4().hex[:12]}"
-            if not req.body.get("stream"):
-                self._json(
-                    200,
-                    {
-                        "id": mid,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": model,
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn",
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": pt, "output_tokens": ct},
-                    },
-                )
-                return
-            self._start_sse()
-            self._sse(
-                {
-                    "type": "message_start",
-                    "message": {
-                        "id": mid,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": model,
-                        "content": [],
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": pt, "output_tokens": 1},
-                    },
+                    "choices": [choice],
+                    "usage": usage,
                 },
-                event="message_start",
             )
-            self._sse(
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                event="content_block_start",
-            )
-            for piece in _split(text):
-                self._sse(
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": piece},
-                    },
-                    event="content_block_delta",
-                )
-            self._sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
-            self._sse(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": ct},
-                },
-                event="message_delta",
-            )
-            self._sse({"type": "message_stop"}, event="message_stop")
-            self._end_chunks()
+            return
+        head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._start_sse()
+        for n, piece in enumerate(_split(text)):
+            delta = {"content": piece, "role": "assistant"} if n == 0 else {"content": piece}
+            self._sse({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        self._sse({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (req.body.get("stream_options") or {}).get("include_usage"):
+            self._sse({**head, "choices": [], "usage": usage})
+        self._write_chunk(b"data: [DONE]\n\n")
+        self._end_chunks()
 
-        # ------------------------------------------------------------ plumbing
-        def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
-            self._raw(status, json.dumps(obj).encode(), "application/json", headers)
+    # ------------------------------------------------------------ Anthropic
+    def _anthropic(self, req: FakeRequest, text: str) -> None:
+        model = req.body.get("model", "fake-model")
+        pt, ct = _usage_counts(req, text)
+        message = {
+            "id": f"msg_{uuid.uuid4().hex[:12]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": pt, "output_tokens": ct},
+        }
+        if not req.body.get("stream"):
+            self._json(200, message)
+            return
+        self._start_sse()
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": pt, "output_tokens": 1},
+        }
+        self._event("message_start", {"message": start})
+        self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        for piece in _split(text):
+            self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+        self._event("content_block_stop", {"index": 0})
+        self._event(
+            "message_delta",
+            {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": ct}},
+        )
+        self._event("message_stop", {})
+        self._end_chunks()
 
-        def _raw(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+    def _event(self, kind: str, fields: dict) -> None:
+        """An Anthropic stream event: the ``type`` field and the SSE event name are the same."""
+        self._sse({"type": kind, **fields}, event=kind)
 
-        def _start_sse(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("transfer-encoding", "chunked")
-            self.send_header("cache-control", "no-cache")
-            self.end_headers()
+    # ------------------------------------------------------------ plumbing
+    def _json(self, status: int, obj: dict, headers: dict | None = None) -> None:
+        self._raw(status, json.dumps(obj).encode(), "application/json", headers)
 
-        def _sse(self, obj: dict, event: str | None = None) -> None:
-            prefix = f"event: {event}\n" if event else ""
-            self._write_chunk(f"{prefix}data: {json.dumps(obj)}\n\n".encode())
+    def _raw(self, status: int, data: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _write_chunk(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
+    def _start_sse(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()
 
-        def _end_chunks(self) -> None:
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+    def _sse(self, obj: dict, event: str | None = None) -> None:
+        prefix = f"event: {event}\n" if event else ""
+        self._write_chunk(f"{prefix}data: {json.dumps(obj)}\n\n".encode())
 
-    return Handler
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _end_chunks(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
 
 def _split(text: str, size: int = 8) -> list[str]:
