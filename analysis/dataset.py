@@ -357,6 +357,61 @@ def hallucination_rates_df(
     return rate.rename("hallucination_flag_rate").reset_index()
 
 
+def _study_and_source(engine, study_name: str, labels: str | None):
+    """The study, its finished conversations, what was left out (by kind and status), the label
+    sources' coverage and the label source to use with the reason it was chosen."""
+    from db.repo import conversations_df, get_label_source, get_study
+
+    with Session(engine) as session:
+        study = get_study(session, study_name)
+        convs = conversations_df(session, study.id)
+        convs = convs[convs["user_kind"].isin(["human", "agent"])]
+        # A conversation still going on, or a simulation that failed, is not behaviour to compare;
+        # completed and abandoned ones are (abandoning is itself an ending, see features.end_kind).
+        unfinished = convs["status"].isin(UNFINISHED_STATUSES)
+        excluded = {
+            f"{kind}_{status}": int(n)
+            for (kind, status), n in convs[unfinished].groupby(["user_kind", "status"]).size().items()
+        }
+        convs = convs[~unfinished].reset_index(drop=True)
+        coverage = label_sources_coverage_df(engine, study.id, convs)
+        if not labels:
+            return (study, convs, excluded, coverage, *choose_label_source(coverage))
+        if labels != CONSENSUS:
+            get_label_source(session, labels)  # clear error for an unknown name
+        if labels not in set(coverage["name"]):
+            raise NotFoundError(
+                f"label source {labels!r} has no conversation-level labels in study "
+                f"{study_name!r} (sources with labels: {', '.join(coverage['name']) or 'none'})"
+            )
+        return study, convs, excluded, coverage, labels, "chosen explicitly"
+
+
+def _labels_of(engine, study_id: int, convs: pd.DataFrame, source: str | None) -> pd.DataFrame:
+    """The source's labels of ``convs``, one column per dimension."""
+    ids = convs["conversation_id"]
+    frame = (
+        consensus_labels_frame(engine, study_id, ids)
+        if source == CONSENSUS
+        else _labels_frame(engine, study_id, source)
+    )
+    wide = wide_labels_df(frame)
+    return wide[wide["conversation_id"].isin(ids)].reset_index(drop=True)
+
+
+def _features_of(engine, study_id: int, convs: pd.DataFrame, source, pipelines, lang):
+    """(features with the hallucination rates, feature version, hallucination source)."""
+    from analysis.features import features_df
+
+    ids = convs["conversation_id"]
+    feats = features_df(engine, study_id, convs, pipelines=pipelines, language=lang)
+    hall_source = hallucination_source(engine, study_id, ids, source)
+    hall = hallucination_rates_df(engine, study_id, ids, hall_source)
+    if len(hall):
+        feats = feats.merge(hall, on="conversation_id", how="left")
+    return feats, feats.attrs.get("feature_version"), hall_source
+
+
 def _study_conversation_ids(engine, study_id: int) -> list[int]:
     from db.models import Conversation
 
@@ -376,58 +431,19 @@ def load_study(
     """Load a study for analysis. ``labels``: a label source name (default: best available);
     ``language``: "auto" (see ``default_language``), None (each conversation in its own) or a code;
     ``codebook``: the dimensions' scales (default: the bundled codebook)."""
-    from db.repo import conversations_df, get_label_source, get_study
-
-    with Session(engine) as session:
-        study = get_study(session, study_name)
-        convs = conversations_df(session, study.id)
-        convs = convs[convs["user_kind"].isin(["human", "agent"])]
-        # A conversation still going on, or a simulation that failed, is not behaviour to compare;
-        # completed and abandoned ones are (abandoning is itself an ending, see features.end_kind).
-        unfinished = convs["status"].isin(UNFINISHED_STATUSES)
-        excluded = {
-            f"{kind}_{status}": int(n)
-            for (kind, status), n in convs[unfinished].groupby(["user_kind", "status"]).size().items()
-        }
-        convs = convs[~unfinished].reset_index(drop=True)
-        coverage = label_sources_coverage_df(engine, study.id, convs)
-        if labels:
-            if labels != CONSENSUS:
-                get_label_source(session, labels)  # clear error for an unknown name
-            if labels not in set(coverage["name"]):
-                raise NotFoundError(
-                    f"label source {labels!r} has no conversation-level labels in study "
-                    f"{study_name!r} (sources with labels: {', '.join(coverage['name']) or 'none'})"
-                )
-            source, reason = labels, "chosen explicitly"
-        else:
-            source, reason = choose_label_source(coverage)
-    ids = convs["conversation_id"]
-    frame = (
-        consensus_labels_frame(engine, study.id, ids)
-        if source == CONSENSUS
-        else _labels_frame(engine, study.id, source)
-    )
-    wide = wide_labels_df(frame)
-    wide = wide[wide["conversation_id"].isin(convs["conversation_id"])].reset_index(drop=True)
+    if language not in (None, "auto") and not isinstance(language, str):
+        raise UserInputError("language must be a language code, 'auto' or None")
+    study, convs, excluded, coverage, source, reason = _study_and_source(engine, study_name, labels)
+    wide = _labels_of(engine, study.id, convs, source)
     scales, cb_version = codebook_scales(codebook)
     for dim in wide.columns[1:]:
         if dim not in scales:
             scales[dim] = ("nominal", sorted(wide[dim].dropna().astype(str).unique()))
     lang = default_language(convs) if language == "auto" else language
-    if language not in (None, "auto") and not isinstance(language, str):
-        raise UserInputError("language must be a language code, 'auto' or None")
     feats = pd.DataFrame({"conversation_id": convs["conversation_id"]})
     version, hall_source = None, None
     if features and len(convs):
-        from analysis.features import features_df
-
-        feats = features_df(engine, study.id, convs, pipelines=pipelines, language=lang)
-        version = feats.attrs.get("feature_version")
-        hall_source = hallucination_source(engine, study.id, ids, source)
-        hall = hallucination_rates_df(engine, study.id, ids, hall_source)
-        if len(hall):
-            feats = feats.merge(hall, on="conversation_id", how="left")
+        feats, version, hall_source = _features_of(engine, study.id, convs, source, pipelines, lang)
     return StudyData(
         study_name=study_name,
         study_id=study.id,

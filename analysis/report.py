@@ -117,6 +117,8 @@ def analyze(
     like = likeness_tables(data, n_boot=n_boot)
     timings["likeness_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    if agreement:
+        say("agreement between label sources")
     agr, note = (
         agreement_df(engine, data, n_boot=min(n_boot, 500), codebook=codebook)
         if agreement

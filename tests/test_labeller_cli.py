@@ -353,14 +353,13 @@ def test_cli_llm_dry_run_checks_inputs_like_a_real_run(cli_engine, capsys, extra
 def test_label_progress_bar_clock_starts_with_the_work():
     """The bar exists (its clock running) before the first conversation is done, and counts with
     update(): a bar made at the first tick showed no elapsed time and an absurd rate."""
-    from workbench.cli.labels import _progress
+    from workbench.cli._progress import progress_bar
 
-    p = _progress("labelling")
-    with p as tick:
-        assert p.bar is not None
-        started = p.bar.start_t
+    with progress_bar("labelling", unit="conversations") as tick:
+        started = tick.task.start_time
+        assert started is not None
         tick(0, 2)
         tick(1, 2)
-        assert p.bar.start_t == started and (p.bar.n, p.bar.total) == (1, 2)
+        assert tick.task.start_time == started and (tick.task.completed, tick.task.total) == (1, 2)
         tick(2, 2)
-        assert p.bar.n == 2
+        assert tick.task.completed == 2

@@ -113,3 +113,27 @@ def test_no_product_module_imports_test_support():
         for path in [ROOT / support] if support.endswith(".py") else (ROOT / support).rglob("*.py"):
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
             assert doc.startswith("Test support: not used by the product"), path
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_functions_are_short_enough_to_read_at_once():
+    """No function of the product over 80 lines unless a comment in its first lines says why it must
+    be long (``# long: ...``). Migrations are generated history and stay as they are."""
+    offenders = []
+    for pkg in FLOORS:
+        for path in (ROOT / pkg).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                length = node.end_lineno - node.lineno + 1
+                head = lines[node.lineno - 1 : node.lineno + 8]
+                if length > MAX_FUNCTION_LINES and not any("# long:" in line for line in head):
+                    offenders.append(
+                        f"{path.relative_to(ROOT).as_posix()}:{node.lineno} {node.name} ({length})"
+                    )
+    assert not offenders, "split these (or say why they must be long):\n" + "\n".join(offenders)

@@ -40,26 +40,36 @@ def progress_bar(what: str, unit: str = "", keep: bool = False) -> Iterator[Tick
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=Console(stderr=True), transient=not keep) as bar:
-        task = bar.add_task(what, total=None, info="")
+    bar = Progress(*columns, console=Console(stderr=True), transient=not keep)
+    task = bar.add_task(what, total=None, info="")  # the clock starts now, with the work
+    shown = False
 
-        def tick(done: int, total: int | None = None, info: str = "") -> None:
-            bar.update(task, completed=done, total=total, info=info)
+    def tick(done: int, total: int | None = None, info: str = "") -> None:
+        nonlocal shown
+        if not shown:  # drawn from the first tick: an error before it is the only line on screen
+            bar.start()
+            shown = True
+        bar.update(task, completed=done, total=total, info=info)
 
+    tick.task = bar.tasks[0]  # for tests: the rich task (start time, completed, total)
+    try:
         yield tick
+    finally:
+        if shown:
+            bar.stop()
 
 
 @contextmanager
-def stages(what: str, names: list[str]) -> Iterator[Callable[[str], None]]:
-    """A bar over the named stages of a command (e.g. features, statistics, report): call
-    ``step(name)`` as each stage starts; the bar shows which one runs and the time so far."""
+def steps(what: str, expected: int | None = None) -> Iterator[Callable[[str], None]]:
+    """A bar over the steps of a command that reports them by name (analyze, report): call
+    ``step("features")`` as each starts; the bar shows which one runs, how many are done and the time
+    so far (with ``expected`` steps, also an estimate of the time left)."""
     with progress_bar(what, unit="steps") as tick:
         done = 0
 
         def step(name: str) -> None:
             nonlocal done
-            tick(done, len(names), info=name)
+            tick(done, max(expected or 0, done + 1), info=name)
             done += 1
 
         yield step
-        tick(len(names), len(names), info="done")

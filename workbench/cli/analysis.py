@@ -8,6 +8,7 @@ import typer
 
 from db.errors import UserInputError
 from db.settings import Settings
+from workbench.cli._progress import steps
 
 CORRECTIONS = ("holm", "bh")
 
@@ -39,17 +40,19 @@ def analyze(
     output_dir(out, "--out")
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
-    result = run(
-        engine,
-        study,
-        codebook=load_codebook(extensions=config.codebook_extensions),
-        labels=labels,
-        correction=correction,
-        n_boot=n_boot,
-        agreement=False,
-        progress=lambda m: typer.echo(f"... {m}", err=True),
-    )
-    paths = write_analysis(result, out)
+    with steps("analysing", expected=5) as step:
+        result = run(
+            engine,
+            study,
+            codebook=load_codebook(extensions=config.codebook_extensions),
+            labels=labels,
+            correction=correction,
+            n_boot=n_boot,
+            agreement=False,
+            progress=step,
+        )
+        step("writing the tables")
+        paths = write_analysis(result, out)
     comp = result.comparisons
     typer.echo(f"Label source: {result.data.label_source} ({result.data.label_source_reason})")
     typer.echo(
@@ -80,16 +83,19 @@ def report(
     output_file(out, "--out")
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
-    result = run(
-        engine,
-        study,
-        codebook=load_codebook(extensions=config.codebook_extensions),
-        labels=labels,
-        correction=correction,
-        n_boot=n_boot,
-        progress=lambda m: typer.echo(f"... {m}", err=True),
-    )
-    for p in write_report(result, engine, out):
+    with steps("reporting", expected=6) as step:
+        result = run(
+            engine,
+            study,
+            codebook=load_codebook(extensions=config.codebook_extensions),
+            labels=labels,
+            correction=correction,
+            n_boot=n_boot,
+            progress=step,
+        )
+        step("writing the report")
+        paths = write_report(result, engine, out)
+    for p in paths:
         typer.echo(f"wrote {p}")
 
 

@@ -10,6 +10,7 @@ import typer
 
 from db.errors import UserInputError
 from db.settings import Settings
+from workbench.cli._progress import progress_bar
 from workbench.config import DEFAULT_MODEL_HELP
 
 # A setting of annotation.labellers.LabelSettings -> the flag that sets it (for errors naming the flag).
@@ -132,7 +133,7 @@ def label(
     result = entry.plan(engine, settings) if dry_run else None
     if result is None:
         if entry.counts_progress:
-            with _progress("labelling") as tick:
+            with progress_bar("labelling", unit="conversations") as tick:
                 settings.progress = tick
                 result = entry.run(engine, settings)
         else:
@@ -187,33 +188,6 @@ def _print_run(run) -> None:
             "Re-run with --no-cache to try them again.",
             err=True,
         )
-
-
-class _progress:
-    """A tqdm bar on stderr driven by (done, total) callbacks."""
-
-    def __init__(self, what: str):
-        self.what, self.bar = what, None
-
-    def __enter__(self):
-        from tqdm import tqdm
-
-        # Made here, not at the first tick: tqdm's clock starts when the bar is made, and the first
-        # tick comes after the first conversation is done (a bar made then showed a rate of
-        # thousands per second and no elapsed time).
-        self.bar = tqdm(total=None, desc=self.what, unit="conv", leave=False)
-
-        def tick(done: int, total: int) -> None:
-            if self.bar.total != total:
-                self.bar.total = total
-            self.bar.update(done - self.bar.n)  # update(), not n=: keeps the rate's moving averages
-
-        return tick
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
 
 
 def sources(

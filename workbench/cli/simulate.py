@@ -187,10 +187,16 @@ def _print_plan(engine, spec, missing_keys: list[str]) -> None:
 
 
 def _run(engine, spec) -> None:
+    from workbench.cli._progress import progress_bar
     from workbench.simulation import run_simulation
 
-    summary = run_simulation(engine, spec, progress=_progress_bar())
-    _progress_bar.close()
+    with progress_bar("simulating", unit="conversations", keep=True) as tick:
+
+        def show(p) -> None:
+            info = f"ok {p.done} failed {p.failed} in flight {p.in_flight} ${p.cost_usd:.4f}"
+            tick(p.done + p.failed, p.total, info=info)
+
+        summary = run_simulation(engine, spec, progress=show)
     for line in summary.lines():
         typer.echo(line)
     if summary.budget_stopped:
@@ -219,47 +225,6 @@ def _first_error(engine, run_id: int) -> str:
         ).first()
     return error.splitlines()[0] if error else "unknown"
 
-
-class _Bar:
-    """A rich progress bar with ETA, finished/failed counts and cost so far (on stderr)."""
-
-    def __init__(self) -> None:
-        self.progress = None
-        self.task = None
-
-    def __call__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("simulating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task = None
-
-        def update(p) -> None:
-            if self.task is None:
-                self.progress.start()
-                self.task = self.progress.add_task("sim", total=p.total, info="")
-            self.progress.update(
-                self.task,
-                completed=p.done + p.failed,
-                info=f"ok {p.done} failed {p.failed} in flight {p.in_flight} ${p.cost_usd:.4f}",
-            )
-
-        return update
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-_progress_bar = _Bar()
 
 models_app = typer.Typer(help="Model providers and prices.", no_args_is_help=True)
 
