@@ -20,6 +20,7 @@ from db.models import AssistantConfig, Condition, Profile, Scenario, Study, Task
 from db.repo import get_or_create_assistant_config, get_study
 from scenarios import load_library, sync_library
 from workbench.llm import check_model_name
+from workbench.llm.registry import parse_model_name
 
 DEFAULT_TEXTS = {
     "en": {
@@ -143,18 +144,13 @@ def study_settings(study: Study) -> StudySettings:
 # Creating a study
 # --------------------------------------------------------------------------------------------------
 
-MODEL_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*/\S.*$")
 LANGUAGES = ("en", "zh")
 
 
 def check_model_string(model: str) -> str:
     """``provider/model`` (e.g. ``openai/gpt-4o-mini``) or raise UserInputError."""
     model = (model or "").strip()
-    if not MODEL_PATTERN.match(model):
-        raise UserInputError(
-            f"model {model!r} is not of the form provider/model, e.g. openai/gpt-4o-mini, "
-            "anthropic/claude-3-5-haiku-latest, local/smollm2 or scripted/test"
-        )
+    parse_model_name(model, "the assistant model")
     return model
 
 
@@ -366,8 +362,7 @@ def create_study_from_packs(
     from a form's values."""
     if not name.strip():
         raise UserInputError("give the study a name")
-    if not assistant_model.strip() or "/" not in assistant_model:
-        raise UserInputError("the assistant model is a 'provider/model' name, e.g. openai/gpt-4o-mini")
+    check_model_string(assistant_model)
     validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
     library = load_library(extra_dirs=extra_dirs)
     sync_library(session, library)

@@ -5,6 +5,7 @@ SDKs are imported only when their provider is used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,26 @@ PROVIDERS: dict[str, Callable[..., ChatModel]] = {
 }
 
 
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_\-]*/\S.*$")
+
+
+def parse_model_name(name: str, what: str = "the model") -> tuple[str, str]:
+    """``(provider, model)`` of a ``provider/model`` name, or a UserInputError naming ``what``: the
+    one check of model names (studies, simulation specs, labellers and get_model use it)."""
+    name = name.strip() if isinstance(name, str) else name
+    if not isinstance(name, str) or not MODEL_NAME.match(name):
+        raise UserInputError(
+            f"{what} is a provider/model name (e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest, "
+            f"local/smollm2 or scripted/test), got {name!r}; providers: {', '.join(PROVIDERS)}"
+        )
+    provider, model = name.split("/", 1)
+    return provider, model
+
+
 def get_model(name: str, *, prices_file: str | Path | None = None, **options: Any) -> ChatModel:
     """A ChatModel for ``provider/model`` (e.g. ``openai/gpt-4o-mini``, ``local/smollm2``); its calls
     are costed with ``prices_file`` over the bundled price table (``Settings.prices_file``)."""
-    if not isinstance(name, str) or "/" not in name or not name.split("/", 1)[1]:
-        raise UserInputError(
-            f"model names look like provider/model (e.g. openai/gpt-4o-mini), got {name!r}; "
-            f"providers: {', '.join(PROVIDERS)}"
-        )
-    provider, model = name.split("/", 1)
+    provider, model = parse_model_name(name)
     if provider not in PROVIDERS:
         raise UserInputError(
             f"unknown model provider {provider!r} in {name!r}; known providers: {', '.join(PROVIDERS)}"

@@ -25,6 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from db.errors import UserInputError
+from workbench.llm.registry import parse_model_name
+
 
 def _at_least(name: str, value: Any, minimum: int) -> Any:
     if value is not None and value < minimum:
@@ -74,10 +77,10 @@ class SimulationSpec(BaseModel):
     @field_validator("simulator_model")
     @classmethod
     def _provider_model(cls, value: str) -> str:
-        if "/" not in (value or ""):
-            raise ValueError(
-                f"the simulator model is a provider/model name (e.g. openai/gpt-4o-mini), got {value!r}"
-            )
+        try:
+            parse_model_name(value, "the simulator model")
+        except UserInputError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("temperature")
