@@ -1,4 +1,4 @@
-"""Load test of the participant flow: N simultaneous participant sessions on one SQLite database.
+"""Load test of the participant flow: N simultaneous participant sessions on one database.
 
 Each thread plays one participant through the app's own core code paths (the functions the
 Streamlit pages call): consent, profile, two tasks of several turns with streamed assistant
@@ -7,6 +7,11 @@ model, so LLMCall rows are written too), ratings, questionnaires. Prints lost tu
 is locked" errors and the time to persist a turn (median, p95, max); the target is p95 < 50 ms.
 
     python benchmarks/bench_participants.py --participants 50 --turns 4
+    python benchmarks/bench_participants.py --participants 500 --db-url postgresql://user:pw@127.0.0.1:5432/db
+
+The benchmark makes a study of its own (``bench-<random>``) and counts only its own participants and
+turns, so it may run against a database that holds other studies. Its last line is machine-readable:
+``participants=N turns=T lost=L errors=E p50_ms=.. p95_ms=..``.
     python benchmarks/bench_participants.py --think 0 --latency 0.2   # stress: no human pauses
 """
 
@@ -26,12 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sqlalchemy import func  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
 from db.engine import make_engine, session_scope  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from db.models import Participant, Turn  # noqa: E402
+from db.models import Conversation, Participant, Turn  # noqa: E402
 from tests.participation_helpers import POST_TASK, make_study, profile_answers  # noqa: E402
 from workbench import participation as P  # noqa: E402
 
@@ -66,21 +72,25 @@ def main() -> None:
         help="mean seconds a participant takes before each action (reading, typing); 0 = stress test",
     )
     ap.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
+    ap.add_argument("--db-url", default=None, help="database URL (SQLite or PostgreSQL); overrides --db")
+    ap.add_argument("--pool-size", type=int, default=None, help="connection pool size (PostgreSQL)")
     args = ap.parse_args()
 
-    path = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
-    engine = make_engine(f"sqlite:///{path}")
+    url = args.db_url or f"sqlite:///{args.db or Path(tempfile.mkdtemp()) / 'bench.db'}"
+    engine = make_engine(url, **({"pool_size": args.pool_size} if args.pool_size else {}))
     upgrade(engine)
+    study_name = f"bench-{random.randrange(16**8):08x}"
     with session_scope(engine) as s:
-        make_study(
+        study = make_study(
             s,
-            name="bench",
+            name=study_name,
             model="openai/fake",
             contexts=5,
             scenarios=("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning"),
             settings={"tasks_per_participant": args.tasks, "min_turns": 1, "max_turns": args.turns},
         )
-        tokens = P.create_invites(s, "bench", args.participants)
+        tokens = P.create_invites(s, study_name, args.participants)
+        study_id = study.id
 
     # The fake LLM runs in its own process, as a real provider would be elsewhere: in this process
     # it would compete with the participants' threads for the interpreter lock.
@@ -182,14 +192,22 @@ def main() -> None:
     server.wait(10)
 
     expected = args.participants * args.tasks * args.turns * 2
-    with Session(engine) as s:
-        stored = len(s.exec(select(Turn.id)).all())
-        done = len(s.exec(select(Participant.id).where(Participant.status == "completed")).all())
+    with Session(engine) as s:  # this run's participants only: the database may hold other studies
+        stored = s.exec(
+            select(func.count(Turn.id))
+            .join(Conversation, Conversation.id == Turn.conversation_id)
+            .where(Conversation.study_id == study_id)
+        ).one()
+        done = s.exec(
+            select(func.count(Participant.id)).where(
+                Participant.study_id == study_id, Participant.status == "completed"
+            )
+        ).one()
     persist_ms.sort()
     p95 = persist_ms[int(0.95 * (len(persist_ms) - 1))] if persist_ms else float("nan")
     print(
         f"participants: {args.participants} simultaneous, {args.tasks} tasks x {args.turns} turns, "
-        f"fake LLM latency {args.latency}s, think time {args.think}s, SQLite {path}"
+        f"fake LLM latency {args.latency}s, think time {args.think}s, {engine.url.render_as_string()}"
     )
     print(f"wall time: {wall:.1f} s; participants completed: {done}/{args.participants}")
     print(f"turns expected: {expected}, stored: {stored}, lost: {expected - stored}")
@@ -207,6 +225,11 @@ def main() -> None:
                 f"  {kind}: n={len(values)} median={statistics.median(values):.1f} "
                 f"p95={values[int(0.95 * (len(values) - 1))]:.1f}"
             )
+    p50 = statistics.median(persist_ms) if persist_ms else float("nan")
+    print(
+        f"participants={args.participants} turns={stored} lost={expected - stored} "
+        f"errors={len(locked) + len(errors)} p50_ms={p50:.1f} p95_ms={p95:.1f}"
+    )
 
 
 if __name__ == "__main__":
