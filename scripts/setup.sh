@@ -17,14 +17,37 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=".venv/.installed-$want-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+
+# Run a long step with a line every 20 s, so nobody waits without being told what happens.
+with_heartbeat() {
+  local what="$1"; shift
+  local start=$SECONDS next=$((SECONDS + 20))
+  "$@" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (( SECONDS >= next )) && kill -0 "$pid" 2>/dev/null; then
+      echo "  ... still $what ($(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s so far)"
+      next=$((next + 20))
+    fi
+  done
+  wait "$pid"
+}
+
 if [ ! -f "$stamp" ]; then
+  echo "Setting up .venv (once; later starts skip this) ..."
   python -m pip install -q --upgrade pip wheel
-  if [ "$want" = "all" ]; then
-    python -m pip install -q -e '.[dev,local,postgres,e2e]'
-  else
-    python -m pip install -q -e '.[local]'
+  if [ "$want" = "all" ]; then target=".[dev,postgres,e2e]"; else target="."; fi
+  echo "Installing the workbench and its libraries (about 1-2 minutes) ..."
+  with_heartbeat "installing libraries" python -m pip install -q -e "$target"
+  if ! python -c 'import llama_cpp' 2>/dev/null; then
+    # llama-cpp-python is compiled from source here (no prebuilt wheel on PyPI); both cores help.
+    echo "Building the offline model's engine (llama.cpp; about 4-8 minutes, once; the wheel is cached) ..."
+    export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
   fi
+  with_heartbeat "building llama.cpp" python -m pip install -q -e ".[local]"
   touch "$stamp"
+  echo "Setup done."
 fi
 if [ "$want" = "all" ] && ! command -v chromium >/dev/null 2>&1; then
   # The browser tests drive Debian's chromium (Playwright cannot download its own browsers here).
