@@ -67,6 +67,7 @@ def test_user_errors_exit_2(cli_db, capsys):
         ["annotate", "assign", "--study", "pilot", "--annotators", "ann", "--overlap", "2"], capsys
     )
     assert code == 2 and "needs at least 2 annotators" in out
+    assert "pass --overlap 1" in out  # one annotator with the default overlap: says what to do
 
 
 def test_codebook_command(tmp_path, capsys):

@@ -70,7 +70,15 @@ def _check_assign_flags(
         raise UserInputError("no annotators given: name them with --annotators a,b,c")
     at_least(overlap, 1, "--overlap")
     if overlap > len(set(names)) and not top_up and len(set(names)) == len(names):
-        raise UserInputError(f"--overlap {overlap} needs at least {overlap} annotators (got {len(names)})")
+        hint = (
+            " (one annotator: pass --overlap 1 to give each conversation to them alone; agreement needs a "
+            "second annotator or a labeller)"
+            if len(names) == 1
+            else f"; pass --overlap {len(names)} or name more annotators"
+        )
+        raise UserInputError(
+            f"--overlap {overlap} needs at least {overlap} annotators (got {len(names)}){hint}"
+        )
     at_least(per_annotator, 1, "--per-annotator")
     if unknown := sorted(set(user_kinds or []) - set(USER_KINDS)):
         raise UserInputError(
