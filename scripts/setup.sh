@@ -37,7 +37,7 @@ with_heartbeat() {
 if [ ! -f "$stamp" ]; then
   echo "Setting up .venv (once; later starts skip this) ..."
   python -m pip install -q --upgrade pip wheel
-  if [ "$want" = "all" ]; then target=".[dev,postgres,e2e]"; else target="."; fi
+  if [ "$want" = "all" ]; then target=".[dev,postgres,e2e,notebook]"; else target="."; fi
   echo "Installing the workbench and its libraries (about 1-2 minutes) ..."
   with_heartbeat "installing libraries" python -m pip install -q -e "$target"
   if ! python -c 'import llama_cpp' 2>/dev/null; then
