@@ -363,3 +363,33 @@ def test_label_progress_bar_clock_starts_with_the_work():
         assert tick.task.start_time == started and (tick.task.completed, tick.task.total) == (1, 2)
         tick(2, 2)
         assert tick.task.completed == 2
+
+
+def test_cli_llm_budget_is_never_passed(cli_engine, capsys, monkeypatch, tmp_path):
+    """label --budget: no conversation starts whose projected cost, with the spend and the calls in
+    flight, would pass the cap (simulate once overshot its budget by the calls in flight); a rerun
+    continues where the budget stopped it."""
+    import re
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  openai/x: {input: 1000, output: 1000}\n", encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_PRICES", str(prices))
+    reply = json.dumps({"promise": "NoPromise", "feedback": "Positive"})
+    args = ["label", "--study", "pilot", "--labeller", "llm", "--model", "openai/x"]
+    args += ["--dimensions", "promise,feedback", "--samples", "1", "--concurrency", "4", "--no-cache"]
+    with FakeLLMServer(responder=lambda req: reply) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.openai_base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        code, out = run([*args, "--budget", "0"], capsys)
+        assert code == 0 and "labelled 0 conversations" in out and "12 conversations not started" in out, out
+        code, out = run([*args, "--dry-run"], capsys)
+        per_conversation = float(re.search(r"cost \$([0-9]+\.[0-9]+)", out).group(1)) / 12
+        budget = round(3.5 * per_conversation, 4)  # room for three conversations, not four
+        code, out = run([*args, "--budget", str(budget)], capsys)
+        spent = float(re.search(r"cost \$([0-9]+\.[0-9]+)", out).group(1))
+        done = int(re.search(r"labelled (\d+) conversations", out).group(1))
+        assert 0 < done < 12 and spent <= budget and "reached" in out, out
+        code, out = run([*args, "--budget", "-1"], capsys)
+        assert code == 2 and "--budget must be at least 0" in out
+        code, out = run(args, capsys)  # no cap: the rest
+        assert code == 0 and f"labelled {12 - done} conversations" in out, out

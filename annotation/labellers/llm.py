@@ -257,6 +257,7 @@ class LabelSummary:
     samples: int = 0  # samples requested (JSON retries and HTTP retries come on top)
     cost_usd: float = 0.0
     errors: list[str] = field(default_factory=list)
+    budget_skipped: int = 0  # conversations not started because the budget would have been passed
 
 
 def _dimensions(codebook, dimensions: Iterable[str] | None, prompt: dict) -> list:
@@ -455,6 +456,27 @@ class _Run:
     sem: asyncio.Semaphore
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: int = 0
+    budget: float | None = None  # USD for this run; None: no cap
+    cost_estimate: float | None = None  # USD per conversation, from the plan (before any is done)
+    reserved: float = 0.0  # projected cost of the conversations in flight
+
+    def _estimate(self) -> float:
+        """Projected cost of one more conversation: the larger of the plan's figure and the mean of
+        those done so far (a plan that guessed low must not let the calls in flight overshoot)."""
+        s = self.summary
+        seen = s.cost_usd / s.conversations if s.conversations else None
+        return max((x for x in (seen, self.cost_estimate) if x is not None), default=0.0)
+
+    def reserve(self) -> float | None:
+        """Reserve the projected cost of one conversation, or None when that would pass the budget:
+        the spend so far plus every conversation in flight decides, so calls already running never
+        carry the run past its cap."""
+        est = self._estimate()
+        if self.budget is not None and self.summary.cost_usd + self.reserved + est > self.budget:
+            self.summary.budget_skipped += 1
+            return None
+        self.reserved += est
+        return est
 
     async def sample(self, model: LabellingModel, msgs: list[dict], schema: dict, i: int):
         """(reply, None) or (None, error) for sample ``i`` (seed + i)."""
@@ -474,6 +496,10 @@ class _Run:
         schema = response_schema(conv_dims, turns)
         model = self.model.bind(conversation_id=int(row.conversation_id), purpose="labeller")
         async with self.sem:
+            async with self.lock:
+                reserved = self.reserve()
+            if reserved is None:
+                return
             results = await asyncio.gather(
                 *(self.sample(model, msgs, schema, i) for i in range(self.samples))
             )
@@ -481,6 +507,7 @@ class _Run:
         errors = [e for _c, e in results if e is not None]
         records = _records(int(row.conversation_id), conv_dims, turns, valid, errors, self.samples)
         async with self.lock:
+            self.reserved -= reserved
             self.store(records, valid, errors)
 
     def store(self, records: list, valid: list, errors: list[str]) -> None:
@@ -533,12 +560,18 @@ async def label_with_llm(
     overwrite: bool = False,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    budget: float | None = None,
+    cost_estimate: float | None = None,
 ) -> LabelSummary:
     """Label the study's conversations with ``model`` (a ``LabellingModel``, recorded and cached by
     the caller). Conversations already labelled ok on every chosen dimension by this source are
     skipped unless ``overwrite``; failed ones are tried again (a model without its response cache
-    asks afresh rather than replays). The model's async resources are closed at the end: they
-    belong to this event loop."""
+    asks afresh rather than replays). With ``budget`` (USD) no conversation starts whose projected
+    cost (``cost_estimate`` per conversation, or the mean so far when larger), added to the spend and
+    the conversations in flight, would pass it; a rerun continues. The model's async resources are
+    closed at the end: they belong to this event loop."""
+    if budget is not None and budget < 0:
+        raise UserInputError("budget must be at least 0 (USD)")
     if samples < 1:
         raise UserInputError("samples must be at least 1")
     if concurrency < 1:
@@ -579,6 +612,8 @@ async def label_with_llm(
         total=len(todo),
         progress=progress,
         sem=asyncio.Semaphore(concurrency),
+        budget=budget,
+        cost_estimate=cost_estimate,
     )
     try:
         await _label_all(run, todo, f"labelling of study {study!r} by {name}")

@@ -44,6 +44,7 @@ class LabelSettings:
     limit: int | None = None
     overwrite: bool = False
     seed: int = 0
+    budget: float | None = None  # USD cap of an llm run (None: no cap)
     # trained
     train_source: str | None = None
     holdout_source: str | None = None
@@ -174,6 +175,11 @@ class LLMLabelling:
         s = settings
         if s.model is None:
             raise UserInputError("the llm labeller needs model (a chat model) to run")
+        estimate = None
+        if s.budget is not None and s.model_name:  # the plan's cost per conversation guards the first ones
+            plan = self.plan(engine, s).detail
+            if plan.cost_usd is not None and plan.conversations:
+                estimate = plan.cost_usd / plan.conversations
         summary = label_with_llm_sync(
             engine,
             s.study,
@@ -188,6 +194,8 @@ class LLMLabelling:
             overwrite=s.overwrite,
             seed=s.seed,
             progress=s.progress,
+            budget=s.budget,
+            cost_estimate=estimate,
         )
         line = (
             f"{summary.source}: labelled {summary.conversations} conversations ({summary.labels} labels, "
@@ -199,6 +207,12 @@ class LLMLabelling:
                 else ""
             )
             + f"; cost ${summary.cost_usd:.4f}."
+            + (
+                f" Budget ${s.budget:.4f} reached: {summary.budget_skipped} conversations not started; "
+                "rerun with a larger budget to continue."
+                if summary.budget_skipped
+                else ""
+            )
         )
         return LabelRun(
             source=summary.source,

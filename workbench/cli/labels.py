@@ -58,6 +58,12 @@ _OVERWRITE = typer.Option(False, "--overwrite", help="llm: relabel conversations
 _NO_CACHE = typer.Option(False, "--no-cache", help="llm: do not answer calls from the response cache.")
 _DRY_RUN = typer.Option(False, "--dry-run", help="llm: print projected calls, tokens and cost, then stop.")
 _SEED = typer.Option(0, "--seed", help="llm: base seed (sample i uses seed+i).")
+_BUDGET = typer.Option(
+    None,
+    "--budget",
+    help="llm: spending cap in USD for this run; no conversation starts whose projected cost would pass it "
+    "(rerun to continue).",
+)
 _TRAIN_SOURCE = typer.Option(
     None, "--train-source", help="trained: label source to learn from (see `workbench labels sources`)."
 )
@@ -90,6 +96,7 @@ def label(
     no_cache: bool = _NO_CACHE,
     dry_run: bool = _DRY_RUN,
     seed: int = _SEED,
+    budget: float | None = _BUDGET,
     train_source: str | None = _TRAIN_SOURCE,
     holdout_source: str | None = _HOLDOUT_SOURCE,
     label_all: bool = _LABEL_ALL,
@@ -113,6 +120,7 @@ def label(
         limit=limit,
         overwrite=overwrite,
         seed=seed,
+        budget=budget,
         train_source=train_source,
         holdout_source=holdout_source,
         label_all=label_all,
@@ -122,6 +130,8 @@ def label(
     if prompt_version:
         settings.prompt_version = prompt_version
     _check_flags(entry, settings)  # checked as a real run checks them, dry run or not
+    if budget is not None and budget < 0:
+        raise UserInputError(f"--budget must be at least 0 (USD), got {budget}")
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
     settings.codebook = load_codebook(extensions=config.codebook_extensions)
