@@ -80,9 +80,11 @@ async def run_conversation(
     on_turn: Callable[[TurnRecord], Awaitable[None] | None] | None = None,
     before_call: Callable[[], Awaitable[None] | None] | None = None,
     after_call: Callable[[Any], Awaitable[None] | None] | None = None,
+    call_failed: Callable[[], Awaitable[None] | None] | None = None,
 ) -> ConversationResult:
     """Run one conversation. ``on_turn`` is called as each turn happens (the runner writes it to the
-    database); ``before_call``/``after_call`` wrap every model call (rate limits, budget, cost)."""
+    database); ``before_call``/``after_call`` wrap every model call (rate limits, budget, cost), and
+    ``call_failed`` replaces ``after_call`` for a call that raised."""
     sp, ap = dict(simulator_params or {}), dict(assistant_params or {})
     turns: list[dict] = []
     records: list[TurnRecord] = []
@@ -93,7 +95,11 @@ async def run_conversation(
     async def call(model: Any, messages: list[dict], params: dict):
         nonlocal cost, calls, tokens
         await _maybe(before_call)
-        c = await model.acomplete(messages, **params)
+        try:
+            c = await model.acomplete(messages, **params)
+        except BaseException:
+            await _maybe(call_failed)
+            raise
         calls += 1
         tokens += c.usage.prompt_tokens + c.usage.completion_tokens
         cost += c.cost_usd or 0.0

@@ -644,6 +644,14 @@ async def arun_simulation(
     return summary
 
 
+def _planned_call_cost(su: Setup, jobs: list[Job]) -> float:
+    """The plan's mean cost of one call of these jobs (0 when unknown or nothing is left)."""
+    totals, _models = _project(su, jobs)
+    if totals["unknown"] or not totals["calls"]:
+        return 0.0
+    return totals["cost"] / totals["calls"]
+
+
 def _calls_since(engine: Engine, run_id: int, since) -> tuple[int, int]:
     """(calls, failed calls) of the run recorded since ``since``: counted from the LLMCall rows, so
     calls that failed (never counted as progress) are in the summary too."""
@@ -803,6 +811,8 @@ class _Batch:
         self.db = DatabaseWorker(engine)
         self.sim_rec, self.asst_rec = _recorders(engine, su, run_id, self.db, sim_model, asst_models)
         self.budget_stopped = False
+        self.calls_in_flight = 0
+        self.planned_call_cost = _planned_call_cost(su, list(self.queue)) if self.spec.budget else 0.0
 
     # ---- dispatch ---------------------------------------------------------------------------------
 
@@ -827,15 +837,30 @@ class _Batch:
     # ---- budget and limits around every call ------------------------------------------------------
 
     def _before_call(self) -> Any:
-        if self.spec.budget is not None and self.prog.cost_usd >= self.spec.budget:
-            self.budget_stopped = True
-            raise BudgetExceeded()
+        """Stop before a call whose projected cost, added to the spend and to the calls in flight,
+        would pass the budget: checking the spend alone let the calls already running carry a run
+        past its cap ($0.0004 spent on a $0.0002 budget)."""
+        if self.spec.budget is not None:
+            projected = self.prog.cost_usd + (self.calls_in_flight + 1) * self._call_estimate()
+            if self.prog.cost_usd >= self.spec.budget or projected > self.spec.budget:
+                self.budget_stopped = True
+                raise BudgetExceeded()
+        self.calls_in_flight += 1
         return self.limiter.acquire()
 
+    def _call_estimate(self) -> float:
+        """Projected cost of one call: the larger of the plan's mean and the mean so far."""
+        seen = self.prog.cost_usd / self.prog.calls if self.prog.calls else 0.0
+        return max(seen, self.planned_call_cost)
+
     def _after_call(self, c: Any) -> None:
+        self.calls_in_flight -= 1
         self.prog.cost_usd += c.cost_usd or 0.0
         self.prog.calls += 1
         self.limiter.record(c.usage.prompt_tokens + c.usage.completion_tokens)
+
+    def _call_failed(self) -> None:
+        self.calls_in_flight -= 1
 
     # ---- one conversation -------------------------------------------------------------------------
 
@@ -878,6 +903,7 @@ class _Batch:
                 writes.on_turn,
                 self._before_call,
                 writes.after,
+                self._call_failed,
             )
         finally:
             await writes.flush()
