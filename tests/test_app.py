@@ -288,8 +288,16 @@ def test_login_required_and_wrong_password(eng):
 
 
 def logged_in(role: str, page: str | None = None) -> AppTest:
+    """The app in a browser session logged in as "tester" with ``role`` (a real account and login:
+    every page run checks the login against the database)."""
+    from workbench.accounts import add_user, create_session
+
+    with Session(ready_engine(Settings.from_env().db_url)) as s:
+        user = add_user(s, "tester", role, "tester-password", update=True)
+        token = create_session(s, user)
+        s.commit()
     at = AppTest.from_file(MAIN, default_timeout=30)
-    at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
+    at.session_state["_staff_session"] = token
     at.run()
     if page:
         at.switch_page(f"views/{page}").run()
@@ -477,9 +485,7 @@ def test_navigation_by_role(eng, role, page, allowed):
     """Other engineers' pages are in the navigation for the right roles only (when their files exist)."""
     if not (Path(MAIN).parent / "views" / page).exists():
         pytest.skip(f"{page} is not written yet")
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
-    at.run()
+    at = logged_in(role)
     if allowed:
         at.switch_page(f"views/{page}")  # raises if the page is not in this role's navigation
     else:

@@ -106,14 +106,24 @@ def test_session_hours_setting(monkeypatch, session):
 # real cookie through a reload.
 
 
-@pytest.fixture
-def eng():
+def _staff_db():
     engine = ready_engine(Settings.from_env().db_url)
     with Session(engine) as s:
         for name, role in (("rita", "researcher"), ("ann", "annotator")):
             A.add_user(s, name, role, PASSWORDS[name])
         s.commit()
-    yield engine
+    return engine
+
+
+@pytest.fixture
+def eng():
+    return _staff_db()
+
+
+@pytest.fixture
+def eng_both(use_db):
+    """``eng`` on SQLite and on PostgreSQL (the app's WORKBENCH_DB_URL points at each)."""
+    return _staff_db()
 
 
 @pytest.fixture
@@ -299,3 +309,79 @@ def test_participant_links_ignore_staff_tokens(eng, browser):
     assert "not valid" in at.error[0].value and "user" not in at.session_state
     at = _fresh(browser, token, t="not-a-token")  # a participant link never restores a staff login
     assert "not valid" in at.error[0].value and "user" not in at.session_state
+
+
+# --- an open tab follows the account: every page run checks the login against the database --------
+
+
+def _set_account(eng, name: str, **changes) -> None:
+    with Session(eng) as s:
+        user = s.exec(select(Annotator).where(Annotator.name == name)).one()
+        for key, value in changes.items():
+            setattr(user, key, value)
+        s.add(user)
+        s.commit()
+
+
+def _expire_logins(eng) -> None:
+    with Session(eng) as s:
+        for row in s.exec(select(StaffSession)).all():
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            s.add(row)
+        s.commit()
+
+
+@pytest.mark.parametrize("revoke", ["password_reset", "deactivated", "expired", "logged_out_elsewhere"])
+def test_revoking_a_login_closes_the_open_tab(eng_both, browser, revoke):
+    """An open researcher tab on Transcripts loses it at its next run (no reload) when the password is
+    reset, the account deactivated, the login expires or is ended from another tab."""
+    eng = eng_both
+    at = _login("rita")
+    token = _set_cookie(at)
+    at.switch_page("views/transcripts.py").run()
+    assert at.title[0].value == "Transcripts"
+    if revoke == "password_reset":
+        with Session(eng) as s:
+            A.add_user(s, "rita", "researcher", "a-brand-new-password", update=True)
+            s.commit()
+    elif revoke == "deactivated":
+        _set_account(eng, "rita", active=False)
+    elif revoke == "expired":
+        _expire_logins(eng)
+    else:
+        with Session(eng) as s:
+            A.end_session(s, token)
+            s.commit()
+    browser["token"] = token  # the browser still sends the cookie
+    at.run()
+    assert _on_login_form(at), [t.value for t in at.title]
+    assert any("Max-Age=0" in s for s in _cookie_scripts(at))
+    at.switch_page("views/export.py").run()  # no page of the sidebar opens any more
+    assert _on_login_form(at)
+
+
+def test_a_role_change_applies_to_the_open_tab(eng_both, browser):
+    """A researcher demoted to annotator while their tab is open loses the research pages at the next
+    run; promoted back, they get them again, without logging in anew."""
+    eng = eng_both
+    at = _login("rita")
+    at.switch_page("views/transcripts.py").run()
+    _set_account(eng, "rita", role="annotator")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["user"]["role"] == "annotator"
+    assert at.title[0].value != "Transcripts"
+    with pytest.raises(ValueError, match="registered"):
+        at.switch_page("views/studies.py")
+    _set_account(eng, "rita", role="researcher")
+    at.run()
+    at.switch_page("views/studies.py").run()
+    assert at.title[0].value == "Studies" and at.session_state["user"]["role"] == "researcher"
+
+
+def test_a_user_without_a_login_token_is_not_logged_in(eng, browser):
+    """A user entry in the session state that no login made (no token) gets the login form."""
+    at = AppTest.from_file(MAIN, default_timeout=30)
+    at.session_state["user"] = {"id": 1, "name": "rita", "role": "researcher"}
+    at.run()
+    assert _on_login_form(at)

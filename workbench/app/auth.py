@@ -23,6 +23,9 @@ _TOKEN_KEY = "_staff_session"
 # to set, or None to clear it.
 _COOKIE_OP = "_staff_cookie_op"
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{20,200}")
+# A cookie found dead in this browser session: the browser keeps sending it until the page's script
+# clears it, and it is not looked up again.
+_DEAD_KEY = "_staff_dead_token"
 
 
 def cookie_name() -> str:
@@ -84,16 +87,18 @@ def login(name: str, password: str) -> bool:
 
 
 def restore_login() -> None:
-    """Run at the top of every staff page run: bring back a login after a reload or a restart from
-    the browser's cookie, and carry out a pending cookie change (after a login or a logout)."""
+    """Run at the top of every staff page run: check the login against the database (a reset
+    password, a deactivated account, an expired or ended login, a changed role take effect at the
+    next run of an open tab, not at the next reload), bring back a login after a reload or a restart
+    from the browser's cookie, and carry out a pending cookie change (after a login or a logout)."""
     if SESSION_PARAM in st.query_params:
         del st.query_params[SESSION_PARAM]
     if _COOKIE_OP in st.session_state:
         _write_cookie(st.session_state.pop(_COOKIE_OP))
-    if st.session_state.get("user") is not None:
-        return
-    token = browser_token()
-    if not token:
+    token = st.session_state.get(_TOKEN_KEY) or browser_token()
+    if not token or token == st.session_state.get(_DEAD_KEY):
+        # Only a login puts a user here, always with its token: a user without one is no login.
+        st.session_state.pop("user", None)
         return
     from workbench.accounts import user_for_session
     from workbench.app.common import engine
@@ -102,9 +107,13 @@ def restore_login() -> None:
         user = user_for_session(session, token)
         found = _user_dict(user) if user is not None else None
     if found is None:
-        _write_cookie(None)  # unknown, expired or revoked: the browser forgets it; the login form follows
+        st.session_state.pop("user", None)
+        st.session_state.pop(_TOKEN_KEY, None)
+        st.session_state[_DEAD_KEY] = token
+        # Unknown, expired or revoked: the browser forgets it; the login form follows.
+        _write_cookie(None)
         return
-    st.session_state["user"] = found
+    st.session_state["user"] = found  # the account's current name and role
     st.session_state[_TOKEN_KEY] = token
 
 
