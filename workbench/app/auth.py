@@ -71,19 +71,45 @@ def _user_dict(user) -> dict:
     return {"id": user.id, "name": user.name, "role": user.role}
 
 
-def login(name: str, password: str) -> bool:
-    from workbench.accounts import authenticate, create_session
-    from workbench.app.common import engine, settings
+def client_id() -> str:
+    """Who is trying to log in, for counting failures per client: the address the browser connects
+    from (behind a reverse proxy that is the proxy's; X-Forwarded-For is not trusted, a client could
+    send any), else this browser session's id."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # noqa: BLE001 - no browser connection (AppTest, bare mode)
+        address = None
+    if isinstance(address, str) and address:
+        return address
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id}" if ctx is not None else "session:unknown"
+
+
+def login(name: str, password: str) -> str | None:
+    """Log in; None on success, else what to tell the person (a wrong password, or how long failed
+    logins keep them waiting)."""
+    from workbench.accounts import create_session, log_in
+    from workbench.app.common import engine, settings
+    from workbench.throttle import LoginPolicy
+
+    config = settings()
+    policy = LoginPolicy(max_failures=config.login_max_failures, lock_minutes=config.login_lock_minutes)
     with session_scope(engine()) as session:
-        user = authenticate(session, name, password)
+        user, wait, refused = log_in(session, name, password, client_id(), policy)
         if user is None:
-            return False
-        token = create_session(session, user, hours=settings().session_hours)
+            if refused:
+                return wait.message()
+            return f"{WRONG} {wait.message()}" if wait is not None and wait.locked else WRONG
+        token = create_session(session, user, hours=config.session_hours)
         st.session_state["user"] = _user_dict(user)
     st.session_state[_TOKEN_KEY] = token
     st.session_state[_COOKIE_OP] = token
-    return True
+    return None
+
+
+WRONG = "Unknown user name or wrong password."
 
 
 def restore_login() -> None:
@@ -148,6 +174,7 @@ def login_form() -> None:
         name = st.text_input("User name")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Log in"):
-            if login(name, password):
+            problem = login(name, password)
+            if problem is None:
                 st.rerun()
-            st.error("Unknown user name or wrong password.")
+            st.error(problem)
