@@ -34,9 +34,15 @@ ENV_LLM_CACHE = "WORKBENCH_LLM_CACHE"
 ENV_SESSION_HOURS = "WORKBENCH_STAFF_SESSION_HOURS"
 ENV_DEFAULT_MODEL = "WORKBENCH_DEFAULT_MODEL"
 ENV_PUBLIC_URL = "WORKBENCH_PUBLIC_URL"
+ENV_LOGIN_MAX_FAILURES = "WORKBENCH_LOGIN_MAX_FAILURES"
+ENV_LOGIN_LOCK_MINUTES = "WORKBENCH_LOGIN_LOCK_MINUTES"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_SESSION_HOURS = 12.0
+# Failed logins of one account before it is locked, and the first lock's length (each further failure
+# doubles it); a client gets more (workbench.throttle.CLIENT_FACTOR).
+DEFAULT_LOGIN_MAX_FAILURES = 5
+DEFAULT_LOGIN_LOCK_MINUTES = 5.0
 DEFAULT_MODEL = "local/smollm2"
 # The hosted model chosen when only its API key is set (the first key found wins).
 KEY_MODELS = (
@@ -65,6 +71,8 @@ class Settings:
     session_hours: float = DEFAULT_SESSION_HOURS
     default_model: str = DEFAULT_MODEL
     public_url: str | None = None
+    login_max_failures: int = DEFAULT_LOGIN_MAX_FAILURES
+    login_lock_minutes: float = DEFAULT_LOGIN_LOCK_MINUTES
 
     def __post_init__(self) -> None:
         # Frozen: the derived default is filled in once, here, so every reader sees the same URL.
@@ -87,6 +95,10 @@ class Settings:
             session_hours=_hours(env.get(ENV_SESSION_HOURS)),
             default_model=_default_model(env),
             public_url=(env.get(ENV_PUBLIC_URL) or "").strip().rstrip("/") or None,
+            login_max_failures=int(
+                _positive(env, ENV_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES, whole=True)
+            ),
+            login_lock_minutes=_positive(env, ENV_LOGIN_LOCK_MINUTES, DEFAULT_LOGIN_LOCK_MINUTES),
         )
 
 
@@ -111,6 +123,21 @@ def _hours(raw: str | None) -> float:
     if not hours > 0:
         raise UserInputError(f"{ENV_SESSION_HOURS} must be a positive number of hours, not {raw!r}")
     return hours
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, whole: bool = False) -> float:
+    """A positive number (a whole one with ``whole``) from ``env[name]``, else ``default``."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        kind = "a positive whole number" if whole else "a positive number"
+        raise UserInputError(f"{name} must be {kind}, not {raw!r}")
+    return value
 
 
 def _default_model(env: Mapping[str, str]) -> str:

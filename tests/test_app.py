@@ -288,8 +288,16 @@ def test_login_required_and_wrong_password(eng):
 
 
 def logged_in(role: str, page: str | None = None) -> AppTest:
+    """The app in a browser session logged in as "tester" with ``role`` (a real account and login:
+    every page run checks the login against the database)."""
+    from workbench.accounts import add_user, create_session
+
+    with Session(ready_engine(Settings.from_env().db_url)) as s:
+        user = add_user(s, "tester", role, "tester-password", update=True)
+        token = create_session(s, user)
+        s.commit()
     at = AppTest.from_file(MAIN, default_timeout=30)
-    at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
+    at.session_state["_staff_session"] = token
     at.run()
     if page:
         at.switch_page(f"views/{page}").run()
@@ -477,9 +485,7 @@ def test_navigation_by_role(eng, role, page, allowed):
     """Other engineers' pages are in the navigation for the right roles only (when their files exist)."""
     if not (Path(MAIN).parent / "views" / page).exists():
         pytest.skip(f"{page} is not written yet")
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    at.session_state["user"] = {"id": 1, "name": "tester", "role": role}
-    at.run()
+    at = logged_in(role)
     if allowed:
         at.switch_page(f"views/{page}")  # raises if the page is not in this role's navigation
     else:
@@ -882,3 +888,94 @@ def test_database_down_shows_a_short_notice_not_a_traceback(monkeypatch):
     assert [e.value for e in at.error] == [notice]
     page = "\n".join(str(el.value) for el in at.main if hasattr(el, "value"))
     assert "127.0.0.1" not in page and "postgresql" not in page and "Traceback" not in page
+
+
+# --- a message typed while the database cannot be reached -----------------------------------------
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://wb:secret@127.0.0.1:{port}/wb"
+
+
+def _offered_again(at: AppTest, text: str, notice: str) -> None:
+    assert not at.exception, at.exception
+    assert [t.value for t in at.text_area] == [text]
+    assert notice in at.warning[0].value.replace("\\", "")  # shown escaped (plain text)
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_message_sent_while_the_database_is_unreachable_is_offered_again(use_db, monkeypatch, language):
+    """The database goes away between two runs of a participant's page (the server stopped): the
+    message sent then is shown with the notice, offered again (prefilled, in the participant's
+    language) once the database is back, stored only when sent again."""
+    from workbench.participation.texts import ui
+
+    model = ScriptedModel(["A reply."])
+    P.set_model_factory(lambda *a: model)
+    try:
+        eng = ready_engine(use_db)
+        token = _in_task(eng, language=language)
+        at = app(t=token)
+        monkeypatch.setenv("WORKBENCH_DB_URL", _closed_port_url())
+        at.chat_input[0].set_value("typed while the database was down").run()
+        assert not at.exception, at.exception
+        assert "temporarily unavailable" in at.error[-1].value
+        assert [c.value for c in at.code] == ["typed while the database was down"]  # on the page, to copy
+        monkeypatch.setenv("WORKBENCH_DB_URL", use_db)
+        at.run()
+        _offered_again(at, "typed while the database was down", ui(language)["db_unsent"])
+        assert _turns(eng) == []  # nothing half-written
+        [b for b in at.button if b.label == ui(language)["send_again"]][0].click().run()
+        assert not at.exception, at.exception
+        assert _turns(eng) == ["typed while the database was down", "A reply."]
+        assert not at.text_area
+    finally:
+        P.set_model_factory(None)
+
+
+@pytest.mark.postgres
+def test_postgres_stopping_mid_send_keeps_the_message(pg_url, monkeypatch):
+    """PostgreSQL drops every connection of the study's database (and takes no new ones) while the
+    page is storing the message: the transaction is lost whole (no turn, no kept text on the
+    record), the text stays in the browser session and is offered again once the server is back."""
+    import psycopg
+
+    from workbench import participation
+    from workbench.participation.texts import ui
+
+    monkeypatch.setenv("WORKBENCH_DB_URL", pg_url)
+    eng = ready_engine(pg_url)
+    token = _in_task(eng)
+    at = app(t=token)
+    admin_url = pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+    dbname = pg_url.rsplit("/", 1)[1]
+    real_send = participation.send_message
+
+    def server_stops(allow: bool) -> None:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allow).lower()}')
+            if not allow:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+                )
+
+    def send_as_the_server_stops(session, p, text, kept=False):
+        session.flush()
+        server_stops(allow=False)
+        return real_send(session, p, text, kept=kept)
+
+    monkeypatch.setattr(participation, "send_message", send_as_the_server_stops)
+    at.chat_input[0].set_value("typed as the server stopped").run()
+    assert not at.exception, at.exception
+    assert "temporarily unavailable" in at.error[-1].value
+    assert [c.value for c in at.code] == ["typed as the server stopped"]
+    monkeypatch.setattr(participation, "send_message", real_send)
+    server_stops(allow=True)
+    at.run()
+    _offered_again(at, "typed as the server stopped", ui("en")["db_unsent"])
+    assert _turns(eng) == [] and participant(eng, 1).state.get("unsent") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from typing import NamedTuple
 
 import bcrypt
 import pandas as pd
@@ -15,6 +16,15 @@ from db.models import Annotator
 from db.models.accounts import StaffSession
 from db.settings import DEFAULT_SESSION_HOURS, ENV_SESSION_HOURS  # noqa: F401  (re-exported)
 from db.types import utcnow
+from workbench.throttle import (
+    LoginPolicy,
+    LoginWait,
+    account_key,
+    clear_failures,
+    client_key,
+    login_wait,
+    record_failure,
+)
 
 ROLES = ("annotator", "researcher")
 MIN_PASSWORD_LENGTH = 8
@@ -62,6 +72,7 @@ def add_user(session: Session, name: str, role: str, password: str, update: bool
     else:
         user.role, user.password_hash, user.active = role, pw_hash, True
         revoke_user_sessions(session, user.id)  # a reset password ends the old logins
+        clear_failures(session, [account_key(name)])  # ... and lifts a lock after failed logins
     session.add(user)
     session.flush()
     return user
@@ -75,6 +86,32 @@ def authenticate(session: Session, name: str, password: str) -> Annotator | None
         bcrypt.checkpw(b"x", _DUMMY_HASH)
         return None
     return user if check_password(password, user.password_hash) else None
+
+
+class LoginOutcome(NamedTuple):
+    """What a login attempt gave: the account, or None with the wait before the next try
+    (``refused``: the attempt came too soon, the password was not even checked)."""
+
+    user: Annotator | None
+    wait: LoginWait | None = None
+    refused: bool = False
+
+
+def log_in(
+    session: Session, name: str, password: str, client: str, policy: LoginPolicy | None = None
+) -> LoginOutcome:
+    """A login attempt from ``client`` (its address, or the browser session). Failures are counted
+    per account name and per client (``workbench.throttle``); while either has to wait, the password
+    is not checked, so guessing gains nothing from ignoring the wait."""
+    policy = policy or LoginPolicy()
+    wait = login_wait(session, [account_key(name), client_key(client)], policy)
+    if wait is not None:
+        return LoginOutcome(None, wait, refused=True)
+    user = authenticate(session, name, password)
+    if user is None:
+        return LoginOutcome(None, record_failure(session, name, client, policy))
+    clear_failures(session, [account_key(name)])
+    return LoginOutcome(user)
 
 
 def hash_session_token(token: str) -> str:

@@ -17,3 +17,14 @@ class StaffSession(SQLModel, table=True):
     token_hash: str = Field(max_length=64, unique=True, index=True)
     created_at: datetime = time_field(nullable=False, default_now=True)
     expires_at: datetime = time_field(nullable=False, index=True)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed logins of one account name (``account:<name>``) or one client (``client:<address>``),
+    counted in the database so every app server sharing it sees them (``workbench.throttle``).
+    ``locked_until``: no login with this key is tried before then (a growing delay, then a lock)."""
+
+    key: str = Field(primary_key=True, max_length=300)
+    failures: int = Field(default=0)
+    locked_until: datetime | None = time_field(nullable=True)
+    last_failure: datetime = time_field(nullable=False, default_now=True)

@@ -23,6 +23,9 @@ _TOKEN_KEY = "_staff_session"
 # to set, or None to clear it.
 _COOKIE_OP = "_staff_cookie_op"
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{20,200}")
+# A cookie found dead in this browser session: the browser keeps sending it until the page's script
+# clears it, and it is not looked up again.
+_DEAD_KEY = "_staff_dead_token"
 
 
 def cookie_name() -> str:
@@ -68,32 +71,60 @@ def _user_dict(user) -> dict:
     return {"id": user.id, "name": user.name, "role": user.role}
 
 
-def login(name: str, password: str) -> bool:
-    from workbench.accounts import authenticate, create_session
-    from workbench.app.common import engine, settings
+def client_id() -> str:
+    """Who is trying to log in, for counting failures per client: the address the browser connects
+    from (behind a reverse proxy that is the proxy's; X-Forwarded-For is not trusted, a client could
+    send any), else this browser session's id."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # noqa: BLE001 - no browser connection (AppTest, bare mode)
+        address = None
+    if isinstance(address, str) and address:
+        return address
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id}" if ctx is not None else "session:unknown"
+
+
+def login(name: str, password: str) -> str | None:
+    """Log in; None on success, else what to tell the person (a wrong password, or how long failed
+    logins keep them waiting)."""
+    from workbench.accounts import create_session, log_in
+    from workbench.app.common import engine, settings
+    from workbench.throttle import LoginPolicy
+
+    config = settings()
+    policy = LoginPolicy(max_failures=config.login_max_failures, lock_minutes=config.login_lock_minutes)
     with session_scope(engine()) as session:
-        user = authenticate(session, name, password)
+        user, wait, refused = log_in(session, name, password, client_id(), policy)
         if user is None:
-            return False
-        token = create_session(session, user, hours=settings().session_hours)
+            if refused:
+                return wait.message()
+            return f"{WRONG} {wait.message()}" if wait is not None and wait.locked else WRONG
+        token = create_session(session, user, hours=config.session_hours)
         st.session_state["user"] = _user_dict(user)
     st.session_state[_TOKEN_KEY] = token
     st.session_state[_COOKIE_OP] = token
-    return True
+    return None
+
+
+WRONG = "Unknown user name or wrong password."
 
 
 def restore_login() -> None:
-    """Run at the top of every staff page run: bring back a login after a reload or a restart from
-    the browser's cookie, and carry out a pending cookie change (after a login or a logout)."""
+    """Run at the top of every staff page run: check the login against the database (a reset
+    password, a deactivated account, an expired or ended login, a changed role take effect at the
+    next run of an open tab, not at the next reload), bring back a login after a reload or a restart
+    from the browser's cookie, and carry out a pending cookie change (after a login or a logout)."""
     if SESSION_PARAM in st.query_params:
         del st.query_params[SESSION_PARAM]
     if _COOKIE_OP in st.session_state:
         _write_cookie(st.session_state.pop(_COOKIE_OP))
-    if st.session_state.get("user") is not None:
-        return
-    token = browser_token()
-    if not token:
+    token = st.session_state.get(_TOKEN_KEY) or browser_token()
+    if not token or token == st.session_state.get(_DEAD_KEY):
+        # Only a login puts a user here, always with its token: a user without one is no login.
+        st.session_state.pop("user", None)
         return
     from workbench.accounts import user_for_session
     from workbench.app.common import engine
@@ -102,9 +133,13 @@ def restore_login() -> None:
         user = user_for_session(session, token)
         found = _user_dict(user) if user is not None else None
     if found is None:
-        _write_cookie(None)  # unknown, expired or revoked: the browser forgets it; the login form follows
+        st.session_state.pop("user", None)
+        st.session_state.pop(_TOKEN_KEY, None)
+        st.session_state[_DEAD_KEY] = token
+        # Unknown, expired or revoked: the browser forgets it; the login form follows.
+        _write_cookie(None)
         return
-    st.session_state["user"] = found
+    st.session_state["user"] = found  # the account's current name and role
     st.session_state[_TOKEN_KEY] = token
 
 
@@ -139,6 +174,7 @@ def login_form() -> None:
         name = st.text_input("User name")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Log in"):
-            if login(name, password):
+            problem = login(name, password)
+            if problem is None:
                 st.rerun()
-            st.error("Unknown user name or wrong password.")
+            st.error(problem)

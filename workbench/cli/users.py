@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
             False, "--password-stdin", help="Read the password from standard input."
         ),
         update: bool = typer.Option(
-            False, "--update", help="Reset the role and password of an existing user."
+            False,
+            "--update",
+            help="Reset the role and password of an existing user (ends their logins, lifts a login lock).",
         ),
     ) -> None:
         """Create an account. The password comes from --password-stdin, $WORKBENCH_PASSWORD or a prompt."""
@@ -49,7 +51,10 @@ def register(app: typer.Typer) -> None:
         engine = ready_engine(Settings.from_env().db_url)
         with session_scope(engine) as session:
             user = add_user(session, name, role, password, update=update)
-            typer.echo(f"{'Updated' if update else 'Created'} {user.role} {user.name!r}.")
+            if update:  # add_user ended the old logins and lifted a lock after failed logins
+                typer.echo(f"Updated {user.role} {user.name!r}: old logins ended, any login lock lifted.")
+            else:
+                typer.echo(f"Created {user.role} {user.name!r}.")
 
     @users.command("list")
     def list_() -> None:

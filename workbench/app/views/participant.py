@@ -3,10 +3,12 @@
 What a participant typed never vanishes silently: a message the core refuses (too long, a reply
 still owed, another tab was faster) is kept on the participant's record and stays on the page with
 the reason, across reloads, until they send or discard it; an expired session shows the message
-that was being sent.
+that was being sent; a message sent while the database cannot be reached is kept in this browser
+session, shown at once and offered again once the database is back.
 """
 
 import streamlit as st
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from db.engine import session_scope
 from db.errors import DatabaseUnavailable, WorkbenchError
@@ -47,7 +49,38 @@ from workbench.participation.texts import (
     ui,
 )
 
-eng = engine()
+# What was just sent from the chat box, read before anything else: Streamlit drops the value of a
+# widget drawn disabled (this page disables the box when the database says the participant cannot
+# send now: another tab sent first, the session expired), and a run that cannot reach the database
+# stops before the box is drawn - either way the text would vanish unseen.
+CHAT_KEY = "chat"
+typed = st.session_state.get(CHAT_KEY)
+# The database cannot be reached: at the start of a run (the engine's check), or mid-run (a lost
+# connection). main.py shows the notice; this page first keeps what was being sent.
+DB_DOWN = (DatabaseUnavailable, OperationalError, InterfaceError)
+_LANG_KEY = "participant_language"
+
+
+def keep_in_browser(text: str | None, reason: str | None = None) -> None:
+    """Keep a message the database could not take in this browser session (offered again, prefilled,
+    once the database is back) and show what is kept, to copy, beside the notice."""
+    lang = st.session_state.get(_LANG_KEY, "en")
+    if text:
+        n = st.session_state.get("_local_unsent", 0) + 1
+        st.session_state["_local_unsent"] = n
+        error = reason or ui(lang)["db_unsent"]
+        st.session_state["unsent"] = {"text": text, "error": error, "n": f"local{n}"}
+    kept = st.session_state.get("unsent")
+    if kept:
+        st.warning(escape_markdown(f"{kept['error']} {ui(lang)['unsent_hint']}"))
+        st.code(kept["text"], language=None, wrap_lines=True)
+
+
+try:
+    eng = engine()
+except DB_DOWN:
+    keep_in_browser(typed)
+    raise
 params = st.query_params
 
 # Prolific entry: swap the Prolific ids in the URL for a session token of our own.
@@ -77,7 +110,8 @@ try:
         p = open_participant(s, token)
         view = participant_view(s, p)
         pid = p.id
-except DatabaseUnavailable:
+except DB_DOWN:
+    keep_in_browser(typed)
     raise  # the app's entry says "temporarily unavailable", not "invalid link"
 except WorkbenchError:
     st.error(ui("en")["invalid_link"])
@@ -85,12 +119,8 @@ except WorkbenchError:
 
 T = ui(view.language)
 S = view.settings
+st.session_state[_LANG_KEY] = view.language
 hide_input_hints(view.language)
-# What was just sent from the chat box, read before the box is drawn: Streamlit drops the value of a
-# widget drawn disabled, and this page disables the box when the database says the participant
-# cannot send now (another tab sent first, the session expired) - the text would vanish unseen.
-CHAT_KEY = "chat"
-typed = st.session_state.get(CHAT_KEY)
 
 
 def act(fn, *args, **kwargs):
@@ -108,14 +138,19 @@ def send(text: str, kept: bool = False) -> None:
     try:
         with session_scope(eng) as s:
             send_message(s, get_participant(s, pid), text, kept=kept)
+    except DB_DOWN:  # nothing was stored (the transaction is lost whole)
+        keep_in_browser(text)
+        raise
     except WorkbenchError as exc:
         try:
             with session_scope(eng) as s:
                 keep_unsent(s, get_participant(s, pid), text, str(exc))
             st.session_state.pop("unsent", None)
+        except DB_DOWN:
+            keep_in_browser(text, str(exc))
+            raise
         except WorkbenchError:
-            n = st.session_state.get("unsent", {}).get("n", 0) + 1
-            st.session_state["unsent"] = {"text": text, "error": str(exc), "n": f"local{n}"}
+            keep_in_browser(text, str(exc))
     else:
         if kept:
             st.session_state.pop("unsent", None)
