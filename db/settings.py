@@ -79,7 +79,7 @@ class Settings:
         data_dir = Path(env.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
         return cls(
             data_dir=data_dir,
-            db_url=env.get(ENV_DB_URL) or "",
+            db_url=_db_url(env.get(ENV_DB_URL) or "", data_dir),
             codebook_extensions=tuple(Path(p).expanduser() for p in _path_list(env.get(ENV_CODEBOOK))),
             scenario_dirs=tuple(Path(p) for p in _path_list(env.get(ENV_SCENARIO_DIRS))),
             prices_file=Path(env[ENV_PRICES]) if env.get(ENV_PRICES) else None,
@@ -88,6 +88,29 @@ class Settings:
             default_model=_default_model(env),
             public_url=(env.get(ENV_PUBLIC_URL) or "").strip().rstrip("/") or None,
         )
+
+
+def _db_url(url: str, data_dir: Path) -> str:
+    """``url`` unless it names an SQLite database that would not persist (in memory: every command
+    would report success and keep nothing) or one in a folder that does not exist (a typo would
+    otherwise create folders anywhere, even at the file-system root). The data folder itself is
+    created on first use, so a database inside it is fine."""
+    if not url.startswith("sqlite:"):
+        return url
+    rest = url.split("?", 1)[0][len("sqlite:") :]
+    path = rest[3:] if rest.startswith("///") else None
+    if path is None or path in ("", ":memory:") or path.startswith("file::memory:"):
+        raise UserInputError(
+            f"{ENV_DB_URL}={url!r} is an in-memory database: nothing would be kept after the "
+            "command; give a file (sqlite:///path/to/workbench.db) or leave it unset"
+        )
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir() and parent.resolve() != Path(data_dir).expanduser().resolve():
+        raise UserInputError(
+            f"{ENV_DB_URL}: the folder {parent} of the SQLite database does not exist; create it "
+            f"first, or leave {ENV_DB_URL} unset to use the data folder ({ENV_DATA_DIR})"
+        )
+    return url
 
 
 def _path_list(value: str | None) -> list[str]:
