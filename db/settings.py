@@ -34,10 +34,14 @@ ENV_LLM_CACHE = "WORKBENCH_LLM_CACHE"
 ENV_SESSION_HOURS = "WORKBENCH_STAFF_SESSION_HOURS"
 ENV_DEFAULT_MODEL = "WORKBENCH_DEFAULT_MODEL"
 ENV_PUBLIC_URL = "WORKBENCH_PUBLIC_URL"
+ENV_MAX_TURN_CHARS = "WORKBENCH_MAX_TURN_CHARS"
+ENV_MAX_IMPORT_MB = "WORKBENCH_MAX_IMPORT_MB"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_SESSION_HOURS = 12.0
 DEFAULT_MODEL = "local/smollm2"
+DEFAULT_MAX_TURN_CHARS = 100_000  # longer turns are refused by the importers
+DEFAULT_MAX_IMPORT_MB = 2048.0  # larger import files are refused before reading
 # The hosted model chosen when only its API key is set (the first key found wins).
 KEY_MODELS = (
     ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
@@ -65,6 +69,8 @@ class Settings:
     session_hours: float = DEFAULT_SESSION_HOURS
     default_model: str = DEFAULT_MODEL
     public_url: str | None = None
+    max_turn_chars: int = DEFAULT_MAX_TURN_CHARS
+    max_import_mb: float = DEFAULT_MAX_IMPORT_MB
 
     def __post_init__(self) -> None:
         # Frozen: the derived default is filled in once, here, so every reader sees the same URL.
@@ -87,6 +93,8 @@ class Settings:
             session_hours=_hours(env.get(ENV_SESSION_HOURS)),
             default_model=_default_model(env),
             public_url=(env.get(ENV_PUBLIC_URL) or "").strip().rstrip("/") or None,
+            max_turn_chars=int(_positive(env, ENV_MAX_TURN_CHARS, DEFAULT_MAX_TURN_CHARS, whole=True)),
+            max_import_mb=_positive(env, ENV_MAX_IMPORT_MB, DEFAULT_MAX_IMPORT_MB),
         )
 
 
@@ -122,6 +130,20 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("0", "false", "off", "no")
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, whole: bool = False) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        kind = "a positive whole number" if whole else "a positive number"
+        raise UserInputError(f"{name} must be {kind}, not {raw!r}")
+    return value
 
 
 def _hours(raw: str | None) -> float:

@@ -35,7 +35,14 @@ def import_recllmsim_cmd(
     engine = ready_engine(config.db_url)
     with progress_bar("importing", unit="files") as progress:
         report = import_recllmsim(
-            engine, path, study=study, strict=strict, progress=progress, scenario_dirs=config.scenario_dirs
+            engine,
+            path,
+            study=study,
+            strict=strict,
+            progress=progress,
+            scenario_dirs=config.scenario_dirs,
+            max_turn_chars=config.max_turn_chars,
+            max_file_mb=config.max_import_mb,
         )
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
@@ -59,9 +66,18 @@ def import_jsonl_cmd(
     from db.engine import ready_engine
     from workbench.dataio.jsonl import import_jsonl
 
-    engine = ready_engine(Settings.from_env().db_url)
+    config = Settings.from_env()
+    engine = ready_engine(config.db_url)
     with progress_bar("importing") as progress:
-        report = import_jsonl(engine, path, study=study, strict=strict, progress=progress)
+        report = import_jsonl(
+            engine,
+            path,
+            study=study,
+            strict=strict,
+            progress=progress,
+            max_turn_chars=config.max_turn_chars,
+            max_file_mb=config.max_import_mb,
+        )
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
 

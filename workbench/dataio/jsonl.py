@@ -23,7 +23,9 @@ from sqlmodel import Session, select
 
 from db.errors import UserInputError
 from db.models import Conversation, SimulationRun
+from db.settings import DEFAULT_MAX_IMPORT_MB, DEFAULT_MAX_TURN_CHARS
 from db.types import utcnow
+from workbench.dataio.limits import check_file_size, check_turn_lengths, decode_utf8
 from workbench.dataio.report import ImportReport, Progress
 from workbench.dataio.writer import (
     AssistantSpec,
@@ -62,15 +64,21 @@ def import_jsonl(
     study: str | None = None,
     strict: bool = False,
     progress: Progress = None,
+    max_turn_chars: int = DEFAULT_MAX_TURN_CHARS,
+    max_file_mb: float = DEFAULT_MAX_IMPORT_MB,
 ) -> ImportReport:
     """Import ``path`` (a ``conversations.jsonl`` file or the directory holding it) into ``study``
-    (default: the study named in the file). Malformed lines are skipped and reported."""
+    (default: the study named in the file). Malformed lines (and lines with a turn longer than
+    ``max_turn_chars``) are skipped and reported; a file over ``max_file_mb`` megabytes or not in
+    UTF-8 stops the import before anything is written."""
     t0 = time.perf_counter()
     p = Path(path).expanduser()
     file = p / "conversations.jsonl" if p.is_dir() else p
     if not file.is_file():
         raise UserInputError(f"{file} not found: give a conversations.jsonl written by `workbench export`.")
     folder = file.parent
+    for side in [file, *(folder / f"{t}.{ext}" for t in _SIDE_TABLES for ext in ("csv", "parquet"))]:
+        check_file_size(side, max_file_mb)
     source_specs = _label_sources(_side_table(folder, "label_sources"))
     labels_by_conv = _labels_by_conv(_side_table(folder, "labels"), source_specs)
     answers_by_conv = _answers_by_conv(_side_table(folder, "questionnaires"))
@@ -78,7 +86,7 @@ def import_jsonl(
     report = ImportReport(study=study or "")
     links = _Links()
     records = []
-    for obj, rec in _read_lines(file, report, strict):
+    for obj, rec in _read_lines(file, report, strict, max_turn_chars):
         if not report.study:
             report.study = obj.get("study") or "imported"
         rec.labels = labels_by_conv.get(obj["id"], [])
@@ -122,11 +130,17 @@ class _Links:
             self.run_of[rec.external_id] = (run["key"], obj.get("replicate") or 0)
 
 
-def _read_lines(file: Path, report: ImportReport, strict: bool):
+_SIDE_TABLES = ("labels", "label_sources", "questionnaires")
+
+
+def _read_lines(file: Path, report: ImportReport, strict: bool, max_turn_chars: int):
     """(line as JSON, its record) for each well-formed line; malformed lines are reported (or, with
     ``strict``, abort the import)."""
-    with file.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    offset = 0
+    with file.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            line = decode_utf8(raw, file, offset).removeprefix("\ufeff" if n == 1 else "")
+            offset += len(raw)
             if not line.strip():
                 continue
             report.files += 1
@@ -134,6 +148,7 @@ def _read_lines(file: Path, report: ImportReport, strict: bool):
             try:
                 obj = json.loads(line)
                 rec = _record(obj)
+                check_turn_lengths(rec.turns, max_turn_chars, _Bad)
             except (json.JSONDecodeError, _Bad, KeyError, TypeError, ValueError) as exc:
                 reason = (
                     f"invalid JSON ({exc.msg})"
@@ -433,7 +448,14 @@ def _simulator(sm: dict | None) -> SimulatorSpec | None:
 
 def _side_table(folder: Path, name: str) -> pd.DataFrame | None:
     if (folder / f"{name}.csv").is_file():
-        return pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False, na_values=[""])
+        path = folder / f"{name}.csv"
+        with path.open("rb") as fh:
+            # the whole file is checked: pandas would fail with a traceback on the first bad byte
+            offset = 0
+            for raw in fh:
+                decode_utf8(raw, path, offset)
+                offset += len(raw)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     if (folder / f"{name}.parquet").is_file():
         return pd.read_parquet(folder / f"{name}.parquet")
     return None
