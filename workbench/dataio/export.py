@@ -34,6 +34,7 @@ from db.models import (
     TaskContext,
     Turn,
 )
+from workbench.simulation.runner import run_costs
 
 FORMATS = ("jsonl", "csv", "parquet")
 TABLES = ("conversations", "conditions", "turns", "labels", "label_sources", "questionnaires")
@@ -190,10 +191,13 @@ def _study_rows(session: Session, study: Study) -> dict[str, dict]:
         "profs": _by_id(session, Profile, {c.profile_id for c in conds.values() if c.profile_id}),
         "assts": _by_id(session, AssistantConfig, {c.assistant_config_id for c in conds.values()}),
         "sims": {c.id: c for c in session.exec(select(SimulatorConfig)).all()},
-        "runs": {
-            r.id: r
-            for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
-        },
+        "runs": (
+            runs := {
+                r.id: r
+                for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
+            }
+        ),
+        "run_costs": run_costs(session, list(runs)),
         "pseudos": dict(
             session.exec(
                 select(Participant.id, Participant.pseudonym).where(Participant.study_id == study.id)
@@ -239,7 +243,7 @@ def _conversation_line(study: Study, conv: Conversation, rows: dict[str, dict], 
         "replicate": conv.replicate,
         "run_id": conv.run_id,
         # the simulation run that made it (re-created by `import jsonl`, so provenance survives a round trip)
-        "run": None if run is None else _run_info(run),
+        "run": None if run is None else _run_info(run, rows["run_costs"][run.id]),
         "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
         "started_at": conv.started_at,
         "ended_at": conv.ended_at,
@@ -256,9 +260,11 @@ def _conversation_line(study: Study, conv: Conversation, rows: dict[str, dict], 
     }
 
 
-def _run_info(run: SimulationRun) -> dict:
+def _run_info(run: SimulationRun, costs: dict) -> dict:
     return {
         "key": run.key,
+        # calls and cost of the current attempts, and apart of attempts a restart abandoned
+        "cost": costs,
         "status": run.status,
         "params": run.params,
         "created_at": run.created_at,
