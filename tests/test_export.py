@@ -165,7 +165,7 @@ def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
 def test_table_formats(subset, sqlite_engine, tmp_path, fmt):
     import_recllmsim(sqlite_engine, subset, study="ref")
     paths = export_study(sqlite_engine, "ref", fmt, tmp_path / fmt)
-    assert {p.name for p in paths} == {f"{t}.{fmt}" for t in TABLES}
+    assert {p.name for p in paths} == {f"{t}.{fmt}" for t in (*TABLES, "records")}
     read = pd.read_csv if fmt == "csv" else pd.read_parquet
     turns = read(tmp_path / fmt / f"turns.{fmt}")
     convs = read(tmp_path / fmt / f"conversations.{fmt}")

@@ -49,11 +49,13 @@ def import_recllmsim_cmd(
 
 
 @import_app.command("jsonl")
+@import_app.command("export")
 def import_jsonl_cmd(
     path: Path = typer.Argument(
         ...,
-        help="A conversations.jsonl written by `workbench export` (or its folder); "
-        "labels/label_sources/questionnaires tables beside it are read too.",
+        help="A folder written by `workbench export` in any format (jsonl, csv, parquet), or its "
+        "conversations.jsonl; the labels/label_sources/questionnaires/participants tables beside it "
+        "are read too.",
     ),
     study: str | None = typer.Option(
         None, "--study", help="Study to import into (default: the study named in the file)."
@@ -62,7 +64,7 @@ def import_jsonl_cmd(
         False, "--strict", help="Abort on the first malformed line; nothing is written."
     ),
 ) -> None:
-    """Import a JSONL export into a study (re-running adds nothing)."""
+    """Import an export (any format) into a study (re-running adds nothing)."""
     from db.engine import ready_engine
     from workbench.dataio.jsonl import import_jsonl
 
@@ -129,12 +131,13 @@ def register(app: typer.Typer) -> None:
 def _refuse_overwrite(out: Path, fmt: str, force: bool) -> None:
     """Refuse to replace earlier export files in ``out`` unless --force (they may be the only copy of
     an earlier state of the study)."""
-    from workbench.dataio.export import FORMATS, TABLES
+    from workbench.dataio.export import FORMATS, RECORDS, TABLES
 
     if force or fmt not in FORMATS or not out.is_dir():
         return
     table_fmt = "csv" if fmt == "jsonl" else fmt
-    names = (["conversations.jsonl"] if fmt == "jsonl" else []) + [f"{t}.{table_fmt}" for t in TABLES]
+    tables = TABLES if fmt == "jsonl" else (*TABLES, RECORDS)
+    names = (["conversations.jsonl"] if fmt == "jsonl" else []) + [f"{t}.{table_fmt}" for t in tables]
     present = [n for n in names if (out / n).exists()]
     if present:
         raise UserInputError(
