@@ -103,10 +103,10 @@ def _db_url(url: str, data_dir: Path) -> str:
     would report success and keep nothing) or one in a folder that does not exist (a typo would
     otherwise create folders anywhere, even at the file-system root). The data folder itself is
     created on first use, so a database inside it is fine."""
-    if not url.startswith("sqlite:"):
+    scheme, _, rest = url.split("?", 1)[0].partition("://")
+    if scheme.split("+")[0] != "sqlite":
         return url
-    rest = url.split("?", 1)[0][len("sqlite:") :]
-    path = rest[3:] if rest.startswith("///") else None
+    path = rest[1:] if rest.startswith("/") else None
     if path is None or path in ("", ":memory:") or path.startswith("file::memory:"):
         raise UserInputError(
             f"{ENV_DB_URL}={url!r} is an in-memory database: nothing would be kept after the "
