@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from annotation.nlp import lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
+from annotation.nlp import MAX_TEXT_CHARS, clip_texts, lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
 
 FEATURES_VERSION = "3"  # 3: Chinese acceptance cues 行 / 可以 only as a reply of their own
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short
@@ -400,19 +400,23 @@ def compute_features_df(
     pipelines = pipelines if pipelines is not None else {}
     texts = _texts(turns, conversations, language)
     user = [t for t in texts if t.role == "user"]
-    words = _user_words(user, pipelines, batch_size)
+    words, cut = _user_words(user, pipelines, batch_size)
     turn_df = _turn_measures_df(user, words)
     inputs = _conversation_inputs(turns, conversations, texts, user, words, turn_df, personas or {})
     rows = [
         {"conversation_id": cid, **{f.name: f.compute(c) for f in FEATURES.values()}} for cid, c in inputs
     ]
-    return pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES)), turn_df
+    out = pd.DataFrame(rows, columns=["conversation_id"] + list(FEATURES))
+    out.attrs["texts_cut"] = turn_df.attrs["texts_cut"] = cut
+    return out, turn_df
 
 
-def _user_words(user: list[_Text], pipelines: dict, batch_size: int) -> list[list[str]]:
+def _user_words(user: list[_Text], pipelines: dict, batch_size: int) -> tuple[list[list[str]], int]:
     """The lower-cased word tokens of each user turn, tokenised per language in batches (loads a
-    missing language's pipeline into ``pipelines``)."""
+    missing language's pipeline into ``pipelines``), and how many turns were tokenised only up to
+    ``annotation.nlp.MAX_TEXT_CHARS`` characters (spaCy refuses texts over 1,000,000)."""
     words: list[list[str]] = [None] * len(user)  # type: ignore[list-item]
+    cut = 0
     for lang in ("en", "zh"):
         idx = [i for i, t in enumerate(user) if t.lang == lang]
         if not idx:
@@ -420,9 +424,11 @@ def _user_words(user: list[_Text], pipelines: dict, batch_size: int) -> list[lis
         if lang not in pipelines:
             pipelines[lang] = load_pipeline(lang)
         nlp = pipelines[lang]
-        for i, doc in zip(idx, nlp.pipe((user[i].text for i in idx), batch_size=batch_size)):
+        texts, n_cut = clip_texts(user[i].text for i in idx)
+        cut += n_cut
+        for i, doc in zip(idx, nlp.pipe(texts, batch_size=batch_size)):
             words[i] = [t.lower_ for t in doc if not (t.is_punct or t.is_space) and _WORDLIKE.search(t.text)]
-    return words
+    return words, cut
 
 
 def _turn_measures_df(user: list[_Text], words: list[list[str]]) -> pd.DataFrame:
@@ -573,6 +579,7 @@ def features_df(
             )
             stored.update({cid: vals for cid, vals in conn.execute(q)})
     missing = [c for c in ids if c not in stored]
+    texts_cut = 0
     for i in range(0, len(missing), chunk):
         part = missing[i : i + chunk]
         turns = _turns_frame(engine, part)
@@ -580,6 +587,7 @@ def features_df(
         conv_feats, turn_feats = compute_features_df(
             turns, convs, pipelines, language, personas=persona_texts(engine, convs)
         )
+        texts_cut += conv_feats.attrs["texts_cut"]
         by_conv = (
             {
                 cid: g.drop(columns=["conversation_id"]).to_dict("records")
@@ -612,6 +620,17 @@ def features_df(
     for col in CONTINUOUS_FEATURES:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     out.attrs["feature_version"] = version
+    return _note_cut(out, texts_cut)
+
+
+def _note_cut(out: pd.DataFrame, texts_cut: int) -> pd.DataFrame:
+    """Say in the table's attrs how many user turns (of those computed now) were tokenised only up to
+    ``MAX_TEXT_CHARS`` characters."""
+    out.attrs["texts_cut"] = texts_cut
+    if texts_cut:
+        out.attrs["note"] = (
+            f"{texts_cut} user turn(s) over {MAX_TEXT_CHARS:,} characters were tokenised up to that length"
+        )
     return out
 
 

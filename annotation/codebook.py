@@ -265,6 +265,57 @@ def _loc(loc: tuple, raw_dims: list) -> str:
     return ".".join(parts) or "(top level)"
 
 
+class _Problems:
+    """The problems found in one codebook file, each as ``file:line: field: message``; raised together
+    (a researcher fixing a file sees every problem at once, not one per run)."""
+
+    def __init__(self, path: Path, root: Any, raw_dims: list):
+        self.path, self.root, self.raw_dims, self.lines = path, root, raw_dims, []
+        self.misread: set[tuple] = set()  # parts already reported as misread by YAML: not again
+
+    def add_misread(self, loc: tuple, message: str) -> None:
+        self.misread.add(loc[:2])
+        self.add(loc, message)
+
+    def add(self, loc: tuple, message: str) -> None:
+        line = _line_of(self.root, loc)
+        where = f"{self.path}:{line}" if line else f"{self.path}"
+        self.lines.append(f"{where}: {_loc(loc, self.raw_dims)}: {message}")
+
+    def add_validation(self, exc: ValidationError, prefix: tuple = ()) -> None:
+        for err in exc.errors():
+            if (prefix + tuple(err["loc"]))[:2] in self.misread:
+                continue
+            self.add(prefix + tuple(err["loc"]), _msg(err))
+
+    def raise_any(self) -> None:
+        if len(self.lines) == 1:
+            raise UserInputError(self.lines[0])
+        if self.lines:
+            raise UserInputError(
+                f"{self.path}: {len(self.lines)} problems in the codebook:\n  " + "\n  ".join(self.lines)
+            )
+
+
+def _line_of(root: Any, loc: tuple) -> int | None:
+    """The 1-based line of the deepest YAML node on the path ``loc`` (a key's own line for a field)."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if hit is None:
+                break
+            line, node = hit[0].start_mark.line + 1, hit[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    if line is None and root is not None:
+        line = root.start_mark.line + 1
+    return line
+
+
 def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
     if not path.is_file():
         raise UserInputError(f"codebook file {path} does not exist (check the path or {ENV_VAR})")
@@ -275,31 +326,45 @@ def _read_file(path: Path) -> tuple[_File, list[Dimension]]:
         raise UserInputError(yaml_problem(path, exc, " in the codebook")) from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: a codebook is a mapping with 'version' and 'dimensions'")
-    _check_unquoted(path, text, raw.get("dimensions") or [])
+    raw_dims = raw.get("dimensions") if isinstance(raw.get("dimensions"), list) else []
+    problems = _Problems(path, yaml.compose(text, Loader=yaml.SafeLoader), raw_dims)
+    _check_unquoted(problems)
+    head = None
     try:
         head = _File.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserInputError(f"{path}: {_loc(err['loc'], [])}: {_msg(err)}") from exc
-    if head.extends not in (None, "default"):
-        raise UserInputError(f"{path}: extends: only 'default' (the bundled codebook) can be extended")
-    raw_dims = raw.get("dimensions") or []
-    dims = []
+        problems.add_validation(exc)
+    if head is not None and head.extends not in (None, "default"):
+        problems.add(("extends",), "only 'default' (the bundled codebook) can be extended")
+    dims = _read_dimensions(raw_dims, problems)
+    if head is not None and not raw_dims and head.extends is None:
+        problems.add(("dimensions",), "a codebook needs at least one dimension")
+    problems.raise_any()
+    assert head is not None
+    return head, dims
+
+
+def _read_dimensions(raw_dims: list, problems: _Problems) -> list[Dimension]:
+    dims: list[Dimension] = []
+    first: dict[str, int] = {}
     for i, d in enumerate(raw_dims):
         if not isinstance(d, dict):
-            raise UserInputError(
-                f"{path}: dimensions[{i}]: each dimension is a mapping with name, scale, labels, ..."
-            )
+            problems.add(("dimensions", i), "each dimension is a mapping with name, scale, labels, ...")
+            continue
         try:
-            dims.append(Dimension.model_validate(d))
+            dim = Dimension.model_validate(d)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise UserInputError(
-                f"{path}: {_loc(('dimensions', i) + tuple(err['loc']), raw_dims)}: {_msg(err)}"
-            ) from exc
-    if not dims and head.extends is None:
-        raise UserInputError(f"{path}: dimensions: a codebook needs at least one dimension")
-    return head, dims
+            problems.add_validation(exc, ("dimensions", i))
+            continue
+        if dim.name in first:
+            problems.add(
+                ("dimensions", i, "name"),
+                f"duplicate dimension name {dim.name!r} (already dimensions[{first[dim.name]}]); "
+                "rename one of them",
+            )
+        first.setdefault(dim.name, i)
+        dims.append(dim)
+    return dims
 
 
 _YAML_STR, _YAML_NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
@@ -327,51 +392,46 @@ def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _check_unquoted(path: Path, text: str, raw_dims: list) -> None:
+def _fields(node: Any) -> dict:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _check_unquoted(problems: _Problems) -> None:
     """Refuse values YAML would silently change (``labels: [Yes, No]`` -> yes/no, ``version: 1.10``
-    -> 1.1), naming the file and the field and how to quote them."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-
-    def fields(node: Any) -> dict:
-        if not isinstance(node, yaml.MappingNode):
-            return {}
-        return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-
-    top = fields(root)
+    -> 1.1), naming the file, line and field and how to quote them."""
+    top = _fields(problems.root)
     problem = _misread(top.get("version"), str)
     if problem:
-        raise UserInputError(
-            f"{path}: version: {problem}; quote it: version: {_quoted(top['version'].value)}"
-        )
+        problems.add_misread(("version",), f"{problem}; quote it: version: {_quoted(top['version'].value)}")
     dims = top.get("dimensions")
     for i, dim in enumerate(dims.value if isinstance(dims, yaml.SequenceNode) else []):
-        f = fields(dim)
-
-        def where(*loc: Any, i: int = i) -> str:
-            return f"{path}: {_loc(('dimensions', i) + loc, raw_dims)}"
-
+        f = _fields(dim)
         labels = f.get("labels")
         items = labels.value if isinstance(labels, yaml.SequenceNode) else []
-        for x in items:
-            problem = _misread(x, _as_label)
-            if problem:
-                written = ", ".join(
-                    _quoted(y.value) if isinstance(y, yaml.ScalarNode) else "..." for y in items
-                )
-                raise UserInputError(f"{where('labels')}: {problem}; quote the labels: labels: [{written}]")
+        if any(_misread(x, _as_label) for x in items):
+            problem = next(p for p in (_misread(x, _as_label) for x in items) if p)
+            written = ", ".join(_quoted(y.value) if isinstance(y, yaml.ScalarNode) else "..." for y in items)
+            problems.add_misread(
+                ("dimensions", i, "labels"), f"{problem}; quote the labels: labels: [{written}]"
+            )
         for name in ("label_definitions", "label_titles"):
             m = f.get(name)
             for key, _ in m.value if isinstance(m, yaml.MappingNode) else []:
                 problem = _misread(key, _as_label)
                 if problem:
-                    raise UserInputError(f"{where(name)}: {problem}; quote it: {_quoted(key.value)}: ...")
+                    problems.add_misread(
+                        ("dimensions", i, name), f"{problem}; quote it: {_quoted(key.value)}: ..."
+                    )
         examples = f.get("examples")
         for j, ex in enumerate(examples.value if isinstance(examples, yaml.SequenceNode) else []):
-            label = fields(ex).get("label")
+            label = _fields(ex).get("label")
             problem = _misread(label, _as_label)
             if problem:
-                raise UserInputError(
-                    f"{where('examples', j, 'label')}: {problem}; quote it: label: {_quoted(label.value)}"
+                problems.add_misread(
+                    ("dimensions", i, "examples", j, "label"),
+                    f"{problem}; quote it: label: {_quoted(label.value)}",
                 )
 
 

@@ -121,7 +121,14 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def ready_engine(url: str) -> Engine:
-    """The shared engine for ``url`` with its schema at the newest revision (created on first use)."""
+    """The shared engine for ``url`` with its schema at the newest revision (created on first use).
+    An in-memory SQLite database is refused: each command would start empty and keep nothing."""
+    u = _parse(url)
+    if u.get_backend_name() == "sqlite" and (u.database or ":memory:") == ":memory:":
+        raise UserInputError(
+            f"{settings.ENV_DB_URL} {url!r} is an in-memory database: nothing would be kept; "
+            "give a file (sqlite:///path/to/workbench.db)"
+        )
     engine = get_engine(url)
     try:
         if not is_current(engine):

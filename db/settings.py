@@ -36,6 +36,8 @@ ENV_DEFAULT_MODEL = "WORKBENCH_DEFAULT_MODEL"
 ENV_PUBLIC_URL = "WORKBENCH_PUBLIC_URL"
 ENV_LOGIN_MAX_FAILURES = "WORKBENCH_LOGIN_MAX_FAILURES"
 ENV_LOGIN_LOCK_MINUTES = "WORKBENCH_LOGIN_LOCK_MINUTES"
+ENV_MAX_TURN_CHARS = "WORKBENCH_MAX_TURN_CHARS"
+ENV_MAX_IMPORT_MB = "WORKBENCH_MAX_IMPORT_MB"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_SESSION_HOURS = 12.0
@@ -44,6 +46,8 @@ DEFAULT_SESSION_HOURS = 12.0
 DEFAULT_LOGIN_MAX_FAILURES = 5
 DEFAULT_LOGIN_LOCK_MINUTES = 5.0
 DEFAULT_MODEL = "local/smollm2"
+DEFAULT_MAX_TURN_CHARS = 100_000  # longer turns are refused by the importers
+DEFAULT_MAX_IMPORT_MB = 2048.0  # larger import files are refused before reading
 # The hosted model chosen when only its API key is set (the first key found wins).
 KEY_MODELS = (
     ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
@@ -73,6 +77,8 @@ class Settings:
     public_url: str | None = None
     login_max_failures: int = DEFAULT_LOGIN_MAX_FAILURES
     login_lock_minutes: float = DEFAULT_LOGIN_LOCK_MINUTES
+    max_turn_chars: int = DEFAULT_MAX_TURN_CHARS
+    max_import_mb: float = DEFAULT_MAX_IMPORT_MB
 
     def __post_init__(self) -> None:
         # Frozen: the derived default is filled in once, here, so every reader sees the same URL.
@@ -87,7 +93,7 @@ class Settings:
         data_dir = Path(env.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
         return cls(
             data_dir=data_dir,
-            db_url=env.get(ENV_DB_URL) or "",
+            db_url=_db_url(env.get(ENV_DB_URL) or "", data_dir),
             codebook_extensions=tuple(Path(p).expanduser() for p in _path_list(env.get(ENV_CODEBOOK))),
             scenario_dirs=tuple(Path(p) for p in _path_list(env.get(ENV_SCENARIO_DIRS))),
             prices_file=Path(env[ENV_PRICES]) if env.get(ENV_PRICES) else None,
@@ -99,7 +105,32 @@ class Settings:
                 _positive(env, ENV_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES, whole=True)
             ),
             login_lock_minutes=_positive(env, ENV_LOGIN_LOCK_MINUTES, DEFAULT_LOGIN_LOCK_MINUTES),
+            max_turn_chars=int(_positive(env, ENV_MAX_TURN_CHARS, DEFAULT_MAX_TURN_CHARS, whole=True)),
+            max_import_mb=_positive(env, ENV_MAX_IMPORT_MB, DEFAULT_MAX_IMPORT_MB),
         )
+
+
+def _db_url(url: str, data_dir: Path) -> str:
+    """``url`` unless it names an SQLite database that would not persist (in memory: every command
+    would report success and keep nothing) or one in a folder that does not exist (a typo would
+    otherwise create folders anywhere, even at the file-system root). The data folder itself is
+    created on first use, so a database inside it is fine."""
+    scheme, _, rest = url.split("?", 1)[0].partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        return url
+    path = rest[1:] if rest.startswith("/") else None
+    if path is None or path in ("", ":memory:") or path.startswith("file::memory:"):
+        raise UserInputError(
+            f"{ENV_DB_URL}={url!r} is an in-memory database: nothing would be kept after the "
+            "command; give a file (sqlite:///path/to/workbench.db) or leave it unset"
+        )
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir() and parent.resolve() != Path(data_dir).expanduser().resolve():
+        raise UserInputError(
+            f"{ENV_DB_URL}: the folder {parent} of the SQLite database does not exist; create it "
+            f"first, or leave {ENV_DB_URL} unset to use the data folder ({ENV_DATA_DIR})"
+        )
+    return url
 
 
 def _path_list(value: str | None) -> list[str]:
@@ -111,18 +142,6 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("0", "false", "off", "no")
-
-
-def _hours(raw: str | None) -> float:
-    if not raw:
-        return DEFAULT_SESSION_HOURS
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = -1.0
-    if not hours > 0:
-        raise UserInputError(f"{ENV_SESSION_HOURS} must be a positive number of hours, not {raw!r}")
-    return hours
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, whole: bool = False) -> float:
@@ -138,6 +157,18 @@ def _positive(env: Mapping[str, str], name: str, default: float, whole: bool = F
         kind = "a positive whole number" if whole else "a positive number"
         raise UserInputError(f"{name} must be {kind}, not {raw!r}")
     return value
+
+
+def _hours(raw: str | None) -> float:
+    if not raw:
+        return DEFAULT_SESSION_HOURS
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise UserInputError(f"{ENV_SESSION_HOURS} must be a positive number of hours, not {raw!r}")
+    return hours
 
 
 def _default_model(env: Mapping[str, str]) -> str:

@@ -27,7 +27,10 @@ def assert_one_line_error(code, err, *words):
             "postgresql://u:secret@127.0.0.1:1/db",
             ["cannot open the database", "Connection refused", "WORKBENCH_DB_URL"],
         ),
-        ("sqlite:////proc/nope/x.db", ["cannot create the directory /proc/nope", "WORKBENCH_DB_URL"]),
+        ("sqlite:////proc/nope/x.db", ["the folder /proc/nope", "does not exist", "WORKBENCH_DB_URL"]),
+        ("sqlite:///", ["in-memory database", "WORKBENCH_DB_URL"]),
+        ("sqlite://", ["in-memory database", "WORKBENCH_DB_URL"]),
+        ("sqlite:///:memory:", ["in-memory database", "WORKBENCH_DB_URL"]),
     ],
 )
 @pytest.mark.parametrize("command", [["init"], ["users", "list"]])
@@ -36,6 +39,30 @@ def test_bad_database_settings(url, words, command, monkeypatch, capsys):
     code, _, err = run(command, capsys)
     assert_one_line_error(code, err, *words)
     assert "secret" not in err
+
+
+def test_missing_sqlite_folder_is_not_created(tmp_path, monkeypatch, capsys):
+    """A typo in the database folder must not create folders anywhere (it used to make
+    /nonexistent/dir); the data folder itself is still created on first use."""
+    missing = tmp_path / "nonexistent" / "dir"
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{missing / 'x.db'}")
+    code, _, err = run(["users", "list"], capsys)
+    assert_one_line_error(code, err, str(missing), "does not exist")
+    assert not (tmp_path / "nonexistent").exists()
+    monkeypatch.delenv("WORKBENCH_DB_URL")
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "fresh" / "data"))
+    code, _, err = run(["users", "list"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "fresh" / "data" / "workbench.db").is_file()
+
+
+def test_in_memory_url_refused_by_ready_engine():
+    from db.engine import ready_engine
+    from db.errors import UserInputError
+
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(UserInputError, match="in-memory"):
+            ready_engine(url)
 
 
 def test_unwritable_data_dir(monkeypatch, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_standalone_codebook_by_path(tmp_path):
             definition: {en: y}
             labels: [p, q]
         """,
-            r"dimensions\[1\]\.name: duplicate dimension name 'a'",
+            r"cb\.yaml:7: dimensions\[1\] \(a\)\.name: duplicate dimension name 'a'",
         ),
         (
             """
@@ -371,7 +372,7 @@ def test_unquoted_values_yaml_would_change_are_refused(tmp_path, field, expected
     p = write(tmp_path, f'version: "1"\ndimensions:\n  - name: a\n    definition: {{en: x}}\n    {field}\n')
     with pytest.raises(UserInputError, match=expected) as info:
         load_codebook(p)
-    assert str(info.value).startswith(f"{p}: ") and "\n" not in str(info.value)
+    assert re.match(rf"{re.escape(str(p))}:[56]: ", str(info.value)) and "\n" not in str(info.value)
 
 
 def test_unquoted_version_that_yaml_would_change_is_refused(tmp_path):
@@ -392,3 +393,42 @@ def test_unquoted_version_that_yaml_would_change_is_refused(tmp_path):
     p = write(tmp_path, quoted, name="quoted.yaml")
     assert load_codebook(p).get("a").labels == ["Yes", "No", "3", "yes"]
     assert load_codebook(DEFAULT_PATH).version == "1.1"  # the bundled codebook still loads
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path, capsys):
+    """A file with four mistakes used to need four runs (only the first was reported): now all of
+    them come in one error, each with its file:line."""
+    from tests.cli_helpers import run_cli
+
+    body = """version: 1.10
+dimensions:
+  - name: a
+    scale: ordnal
+    definition: {en: x}
+    labels: ["1", "2"]
+  - name: b
+    labels: [p, q]
+  - name: c
+    definition: {en: x}
+    labels: [Yes, No]
+  - name: c
+    definition: {en: x}
+    labels: [p, q]
+"""
+    p = write(tmp_path, body)
+    with pytest.raises(UserInputError) as info:
+        load_codebook(p)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{p}: 5 problems in the codebook:"
+    expected = [
+        f"{p}:1: version: YAML reads 1.10 as a number",
+        f"{p}:11: dimensions[2] (c).labels: YAML reads Yes as a boolean",
+        f"{p}:4: dimensions[0] (a).scale: unknown scale type 'ordnal'",
+        f"{p}:7: dimensions[1] (b).definition: required field is missing",
+        f"{p}:12: dimensions[3] (c).name: duplicate dimension name 'c'",
+    ]
+    assert len(lines) == 6
+    for line, start in zip(lines[1:], expected):
+        assert line.strip().startswith(start), (line, start)
+    code, _, err = run_cli(["annotate", "codebook", str(p)], capsys)
+    assert code == 2 and "Traceback" not in err and "5 problems" in err and "dimensions[3] (c)" in err

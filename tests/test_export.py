@@ -165,7 +165,7 @@ def test_jsonl_export_and_round_trip(subset, sqlite_engine, tmp_path):
 def test_table_formats(subset, sqlite_engine, tmp_path, fmt):
     import_recllmsim(sqlite_engine, subset, study="ref")
     paths = export_study(sqlite_engine, "ref", fmt, tmp_path / fmt)
-    assert {p.name for p in paths} == {f"{t}.{fmt}" for t in TABLES}
+    assert {p.name for p in paths} == {f"{t}.{fmt}" for t in (*TABLES, "records")}
     read = pd.read_csv if fmt == "csv" else pd.read_parquet
     turns = read(tmp_path / fmt / f"turns.{fmt}")
     convs = read(tmp_path / fmt / f"conversations.{fmt}")
@@ -278,3 +278,62 @@ def test_exports_hold_no_secrets(subset, sqlite_engine, tmp_path):
         for x in (tmp_path / "o" / "conversations.jsonl").read_text("utf-8").splitlines()
     )
     assert kinds["human"] > 0 and kinds["agent"] > 0
+
+
+def _line(i: int, content: str = "hello") -> str:
+    return json.dumps(
+        {
+            "id": i,
+            "user_kind": "human",
+            "scenario": "travel",
+            "messages": [{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}],
+            "task_context": {"text": "Plan a trip."},
+            "assistant_model": "openai/gpt-4o-mini",
+            "study": "s",
+        },
+        ensure_ascii=False,
+    )
+
+
+def test_import_jsonl_not_utf8(use_db, tmp_path, capsys):
+    """A Latin-1 byte in line 2 used to be a UnicodeDecodeError traceback (exit 1): now one line
+    naming the file and the byte offset, exit 2, and nothing written."""
+    from tests.cli_helpers import run_cli
+
+    f = tmp_path / "c.jsonl"
+    first = (_line(1) + "\n").encode("utf-8")
+    f.write_bytes(first + _line(2, "caf\u00e9").encode("latin-1") + b"\n" + (_line(3) + "\n").encode())
+    code, _, err = run_cli(["import", "jsonl", str(f)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    offset = len(first) + _line(2, "caf\u00e9").encode("latin-1").index(b"\xe9")
+    assert str(f) in lines[0] and f"byte offset {offset}" in lines[0] and "UTF-8" in lines[0]
+    eng = make_engine(use_db)
+    with Session(eng) as s:
+        assert s.exec(select(func.count(Conversation.id))).one() == 0
+        assert s.exec(select(func.count(Study.id))).one() == 0
+    eng.dispose()
+    # a side table that is not UTF-8 is refused the same way
+    f.write_text(_line(1) + "\n", encoding="utf-8")
+    (tmp_path / "questionnaires.csv").write_bytes(b"conversation_id,questionnaire,item,value\n1,q,i,\xff\n")
+    code, _, err = run_cli(["import", "jsonl", str(f)], capsys)
+    assert code == 2 and "questionnaires.csv" in err and "byte offset 47" in err, err
+
+
+def test_import_limits(sqlite_engine, tmp_path):
+    """A turn over WORKBENCH_MAX_TURN_CHARS makes its line malformed (the others import); a file over
+    WORKBENCH_MAX_IMPORT_MB is refused before reading."""
+    f = tmp_path / "c.jsonl"
+    f.write_text(_line(1) + "\n" + _line(2, "x" * 101) + "\n", encoding="utf-8")
+    rep = import_jsonl(sqlite_engine, f, max_turn_chars=100)
+    assert rep.imported == 1 and len(rep.malformed) == 1
+    assert "101 characters, over the limit of 100" in rep.malformed[0][1]
+    with pytest.raises(UserInputError, match="over the import limit"):
+        import_jsonl(sqlite_engine, f, study="other", max_file_mb=0.0001)
+    from db.settings import Settings
+
+    s = Settings.from_env({"WORKBENCH_MAX_TURN_CHARS": "50", "WORKBENCH_MAX_IMPORT_MB": "1.5"})
+    assert (s.max_turn_chars, s.max_import_mb) == (50, 1.5)
+    assert Settings.from_env({}).max_turn_chars == 100_000
+    with pytest.raises(UserInputError, match="WORKBENCH_MAX_TURN_CHARS must be a positive whole number"):
+        Settings.from_env({"WORKBENCH_MAX_TURN_CHARS": "lots"})

@@ -295,3 +295,20 @@ def test_small_import_both_engines(tiny, engine):
         )
         pseudos = s.exec(select(Participant.pseudonym, Participant.external_id)).all()
         assert all(p != e and not p.startswith("User_") for p, e in pseudos)
+
+
+def test_not_utf8_file_stops_the_import(tiny, sqlite_engine):
+    """A GBK-encoded file used to be skipped as "not UTF-8 text" with no position: now the import
+    stops with one line naming the file and the byte offset, and nothing is written."""
+    bad = tiny / "human_exp_V2" / "User_902" / "旅行规划" / "1.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b'{"history": "' + "旅行".encode("gbk") + b'"}')
+    before = table_counts(sqlite_engine)
+    with pytest.raises(UserInputError, match=r"1\.json: not UTF-8 text .* at byte offset 13"):
+        import_recllmsim(sqlite_engine, tiny, study="tiny")
+    assert table_counts(sqlite_engine) == before
+
+
+def test_overlong_turn_is_malformed(tiny, sqlite_engine):
+    rep = import_recllmsim(sqlite_engine, tiny, study="tiny", max_turn_chars=20)
+    assert rep.imported == 0 and all("WORKBENCH_MAX_TURN_CHARS" in r for _, r in rep.malformed)

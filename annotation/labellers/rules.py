@@ -23,7 +23,7 @@ import yaml
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from annotation.nlp import detect_language, load_pipeline
+from annotation.nlp import clip_texts, detect_language, load_pipeline
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.errors import UserInputError, yaml_problem
 from db.models import Conversation
@@ -152,8 +152,9 @@ class RuleLabeller:
     def label(
         self, user_turns: Sequence[str], dimensions: Iterable[str] = DIMENSIONS
     ) -> dict[str, tuple[str, str]]:
-        """``{dimension: (value, rationale)}`` for the conversation's user turns."""
-        cues = [self._turn_cues(t or "") for t in user_turns]
+        """``{dimension: (value, rationale)}`` for the conversation's user turns (each read up to
+        ``annotation.nlp.MAX_TEXT_CHARS`` characters: spaCy refuses longer texts)."""
+        cues = [self._turn_cues(t) for t in clip_texts(user_turns)[0]]
 
         def where(cat: str, start: int = 0) -> list[str]:
             return [
@@ -237,7 +238,9 @@ def label_study(
             params={"lexicons": {k: m.lexicon.version for k, m in labeller.matchers.items()}},
         )
         records = []
+        cut = 0
         for i, (conv_id, texts) in enumerate(users.items()):
+            cut += clip_texts(texts)[1]
             for dim, (value, why) in labeller.label(texts, dims).items():
                 records.append(
                     LabelRecord(conversation_id=int(conv_id), dimension=dim, value=value, rationale=why)
@@ -245,5 +248,8 @@ def label_study(
             if progress:
                 progress(i + 1, len(users))
         n = write_labels(session, src, records)
+        # how many user turns were read only up to the pipeline limit, for the record
+        src.params = {**(src.params or {}), "texts_cut": cut}
+        session.add(src)
         session.commit()
     return name, len(users), n

@@ -30,6 +30,7 @@ from sklearn.svm import LinearSVC
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from annotation.nlp import clip_texts
 from annotation.store import LabelRecord, ensure_source, write_labels
 from db.errors import UserInputError
 from db.models import Conversation, Turn
@@ -69,8 +70,15 @@ def user_texts_df(session: Session, study_id: int) -> pd.DataFrame:
     for conv_id, _idx, content, kind in session.exec(q).all():
         parts.setdefault(conv_id, []).append(content or "")
         kinds[conv_id] = kind
-    rows = [{"conversation_id": c, "user_kind": kinds[c], "text": document(ts)} for c, ts in parts.items()]
-    return pd.DataFrame(rows, columns=["conversation_id", "user_kind", "text"])
+    cut = 0
+    rows = []
+    for c, ts in parts.items():
+        clipped, n = clip_texts(ts)  # the vectorisers would crawl through a turn of millions of characters
+        cut += n
+        rows.append({"conversation_id": c, "user_kind": kinds[c], "text": document(clipped)})
+    df = pd.DataFrame(rows, columns=["conversation_id", "user_kind", "text"])
+    df.attrs["texts_cut"] = cut
+    return df
 
 
 def document(user_turns: Sequence[str]) -> str:
@@ -269,6 +277,7 @@ class TrainReport:
     n_labels: int
     holdout_source: str | None = None
     cv: pd.DataFrame | None = None  # cross_validate() against the training source, when asked for
+    texts_cut: int = 0  # user turns read only up to annotation.nlp.MAX_TEXT_CHARS characters
 
 
 @dataclass
@@ -278,6 +287,7 @@ class _TrainingData:
     kinds: pd.Series  # user kind per conversation
     targets: pd.DataFrame  # conversation x dimension -> the training source's value
     train_ids: list[int]
+    texts_cut: int = 0
 
 
 def _training_data(
@@ -309,7 +319,9 @@ def _training_data(
     if not dims:
         raise UserInputError(f"{train_source!r} has no conversation-level labels in study {study!r}")
     held = set(lab.loc[lab["source"] == holdout_source, "conversation_id"]) if holdout_source else set()
-    docs = user_texts_df(session, st.id).set_index("conversation_id")
+    docs = user_texts_df(session, st.id)
+    texts_cut = docs.attrs.get("texts_cut", 0)
+    docs = docs.set_index("conversation_id")
     texts, kinds = docs["text"], docs["user_kind"]
     targets = train[train["dimension"].isin(dims)].pivot_table(
         index="conversation_id", columns="dimension", values="value", aggfunc="first"
@@ -319,7 +331,7 @@ def _training_data(
         raise UserInputError(
             f"only {len(train_ids)} conversations to train on; label more with {train_source!r}"
         )
-    return _TrainingData(dims, texts, kinds, targets, train_ids)
+    return _TrainingData(dims, texts, kinds, targets, train_ids, texts_cut)
 
 
 def _trained_source(
@@ -400,6 +412,7 @@ def train_and_label(
         pred = model.predict_df(texts.loc[list(todo)], kinds)
         say(f"labelling {len(todo)} conversations")
         src = _trained_source(session, train_source, holdout_source, version, C, len(ids), cv, cv_folds)
+        src.params = {**src.params, "texts_cut": data.texts_cut}
         records = [
             LabelRecord(
                 conversation_id=int(r.conversation_id),
@@ -421,6 +434,7 @@ def train_and_label(
             n_labels=n,
             holdout_source=holdout_source,
             cv=cv,
+            texts_cut=data.texts_cut,
         )
 
 

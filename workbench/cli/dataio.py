@@ -35,18 +35,27 @@ def import_recllmsim_cmd(
     engine = ready_engine(config.db_url)
     with progress_bar("importing", unit="files") as progress:
         report = import_recllmsim(
-            engine, path, study=study, strict=strict, progress=progress, scenario_dirs=config.scenario_dirs
+            engine,
+            path,
+            study=study,
+            strict=strict,
+            progress=progress,
+            scenario_dirs=config.scenario_dirs,
+            max_turn_chars=config.max_turn_chars,
+            max_file_mb=config.max_import_mb,
         )
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
 
 
 @import_app.command("jsonl")
+@import_app.command("export")
 def import_jsonl_cmd(
     path: Path = typer.Argument(
         ...,
-        help="A conversations.jsonl written by `workbench export` (or its folder); "
-        "labels/label_sources/questionnaires tables beside it are read too.",
+        help="A folder written by `workbench export` in any format (jsonl, csv, parquet), or its "
+        "conversations.jsonl; the labels/label_sources/questionnaires/participants tables beside it "
+        "are read too.",
     ),
     study: str | None = typer.Option(
         None, "--study", help="Study to import into (default: the study named in the file)."
@@ -55,13 +64,22 @@ def import_jsonl_cmd(
         False, "--strict", help="Abort on the first malformed line; nothing is written."
     ),
 ) -> None:
-    """Import a JSONL export into a study (re-running adds nothing)."""
+    """Import an export (any format) into a study (re-running adds nothing)."""
     from db.engine import ready_engine
     from workbench.dataio.jsonl import import_jsonl
 
-    engine = ready_engine(Settings.from_env().db_url)
+    config = Settings.from_env()
+    engine = ready_engine(config.db_url)
     with progress_bar("importing") as progress:
-        report = import_jsonl(engine, path, study=study, strict=strict, progress=progress)
+        report = import_jsonl(
+            engine,
+            path,
+            study=study,
+            strict=strict,
+            progress=progress,
+            max_turn_chars=config.max_turn_chars,
+            max_file_mb=config.max_import_mb,
+        )
     typer.echo(report.summary())
     _fail_when_nothing_valid(report, path)
 
@@ -113,12 +131,13 @@ def register(app: typer.Typer) -> None:
 def _refuse_overwrite(out: Path, fmt: str, force: bool) -> None:
     """Refuse to replace earlier export files in ``out`` unless --force (they may be the only copy of
     an earlier state of the study)."""
-    from workbench.dataio.export import FORMATS, TABLES
+    from workbench.dataio.export import FORMATS, RECORDS, TABLES
 
     if force or fmt not in FORMATS or not out.is_dir():
         return
     table_fmt = "csv" if fmt == "jsonl" else fmt
-    names = (["conversations.jsonl"] if fmt == "jsonl" else []) + [f"{t}.{table_fmt}" for t in TABLES]
+    tables = TABLES if fmt == "jsonl" else (*TABLES, RECORDS)
+    names = (["conversations.jsonl"] if fmt == "jsonl" else []) + [f"{t}.{table_fmt}" for t in tables]
     present = [n for n in names if (out / n).exists()]
     if present:
         raise UserInputError(

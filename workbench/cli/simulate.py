@@ -199,6 +199,7 @@ def _run(engine, spec) -> None:
         summary = run_simulation(engine, spec, progress=show)
     for line in summary.lines():
         typer.echo(line)
+    typer.echo(_cost_line(engine, summary.run_id))
     if summary.budget_stopped:
         typer.echo(f"Stopped at the budget (${spec.budget}); run the same command again to continue.")
     if summary.failed and summary.completed == summary.skipped:
@@ -209,6 +210,21 @@ def _run(engine, spec) -> None:
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _cost_line(engine, run_id: int) -> str:
+    """The whole run's calls and cost so far: current attempts, and apart from them the attempts that
+    restarts threw away (a killed, failed or stopped conversation is started again from scratch)."""
+    from sqlmodel import Session
+
+    from workbench.simulation.runner import run_costs
+
+    with Session(engine) as s:
+        c = run_costs(s, [run_id])[run_id]
+    return (
+        f"run total: {c['calls']} calls, ${c['cost_usd']:.4f} in current attempts; "
+        f"{c['abandoned_calls']} calls, ${c['abandoned_cost_usd']:.4f} in abandoned attempts (restarted)"
+    )
 
 
 def _first_error(engine, run_id: int) -> str:

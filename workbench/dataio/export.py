@@ -2,8 +2,12 @@
 metadata) and tidy tables (conversations, conditions, turns, labels, label_sources, questionnaires).
 
 Formats: ``jsonl`` writes the JSONL file and the tables as CSV; ``csv`` and ``parquet`` write the
-tables only, in that format. Nested values (lists, dicts) in the tables are JSON strings so that both
-formats read back the same. Exports never hold API keys, invite tokens, password hashes or the
+tables in that format, plus a ``records`` table holding each JSONL line (``conversation_id``,
+``record``), so every format can be imported again (``workbench import jsonl DIR``). Nested values
+(lists, dicts) in the tables are JSON strings so that both formats read back the same. The
+``participants`` table (pseudonym, status, language, times) keeps participants who have no
+conversation, and ``questionnaires`` names each answer's participant by pseudonym (consent and
+profile answers belong to a participant, not to a conversation). Exports never hold API keys, invite tokens, password hashes or the
 participants' external ids (Prolific ids, user folders): people appear by pseudonym only.
 """
 
@@ -34,9 +38,20 @@ from db.models import (
     TaskContext,
     Turn,
 )
+from workbench.simulation.runner import run_costs
 
 FORMATS = ("jsonl", "csv", "parquet")
-TABLES = ("conversations", "conditions", "turns", "labels", "label_sources", "questionnaires")
+TABLES = (
+    "conversations",
+    "conditions",
+    "turns",
+    "labels",
+    "label_sources",
+    "questionnaires",
+    "participants",
+)
+RECORDS = "records"  # the JSONL lines as a table, in the csv and parquet formats
+PARTICIPANT_COLUMNS = ["participant", "status", "language", "created_at", "completed_at"]
 
 CONDITION_COLUMNS = [
     "condition_id",
@@ -82,14 +97,7 @@ def export_study(engine: Engine, study_name: str, fmt: str, out_dir: str | Path)
     out.mkdir(parents=True, exist_ok=True)
     with Session(engine) as s:
         study = repo.get_study(s, study_name)
-        frames = {
-            "conversations": repo.conversations_df(s, study.id),
-            "conditions": conditions_df(s, study.id),
-            "turns": repo.turns_df(s, study.id),
-            "labels": repo.labels_df(s, study.id),
-            "label_sources": label_sources_df(s, study.id),
-            "questionnaires": repo.questionnaires_df(s, study.id),
-        }
+        frames = _frames(s, study.id)
         written = []
         if fmt == "jsonl":
             path = out / "conversations.jsonl"
@@ -97,8 +105,16 @@ def export_study(engine: Engine, study_name: str, fmt: str, out_dir: str | Path)
                 for line in conversation_lines(s, study):
                     fh.write(json.dumps(line, ensure_ascii=False, default=_json_default) + "\n")
             written.append(path)
+        else:
+            frames[RECORDS] = pd.DataFrame(
+                [
+                    {"conversation_id": line["id"], "record": json.dumps(line, default=_json_default)}
+                    for line in conversation_lines(s, study)
+                ],
+                columns=["conversation_id", "record"],
+            )
     table_fmt = "csv" if fmt == "jsonl" else fmt
-    for name in TABLES:
+    for name in TABLES + ((RECORDS,) if RECORDS in frames else ()):
         df = _flatten(frames[name])
         path = out / f"{name}.{table_fmt}"
         if table_fmt == "csv":
@@ -107,6 +123,43 @@ def export_study(engine: Engine, study_name: str, fmt: str, out_dir: str | Path)
             df.to_parquet(path, index=False)
         written.append(path)
     return written
+
+
+def _frames(s: Session, study_id: int) -> dict[str, pd.DataFrame]:
+    pseudos = dict(
+        s.exec(select(Participant.id, Participant.pseudonym).where(Participant.study_id == study_id)).all()
+    )
+    answers = repo.questionnaires_df(s, study_id)
+    # the pseudonym, which survives a round trip (the id does not); int ids stay ints (no NaN floats)
+    answers.insert(2, "participant", answers["participant_id"].map(pseudos))
+    for col in ("conversation_id", "participant_id"):
+        answers[col] = answers[col].astype("Int64")
+    return {
+        "conversations": repo.conversations_df(s, study_id),
+        "conditions": conditions_df(s, study_id),
+        "turns": repo.turns_df(s, study_id),
+        "labels": repo.labels_df(s, study_id),
+        "label_sources": label_sources_df(s, study_id),
+        "questionnaires": answers,
+        "participants": participants_df(s, study_id),
+    }
+
+
+def participants_df(session: Session, study_id: int) -> pd.DataFrame:
+    """One row per participant of the study, by pseudonym (no external ids, tokens or flow state)."""
+    rows = [
+        {
+            "participant": p.pseudonym,
+            "status": p.status,
+            "language": p.language,
+            "created_at": p.created_at,
+            "completed_at": p.completed_at,
+        }
+        for p in session.exec(
+            select(Participant).where(Participant.study_id == study_id).order_by(Participant.id)
+        ).all()
+    ]
+    return pd.DataFrame(rows, columns=PARTICIPANT_COLUMNS)
 
 
 def conditions_df(session: Session, study_id: int) -> pd.DataFrame:
@@ -190,10 +243,13 @@ def _study_rows(session: Session, study: Study) -> dict[str, dict]:
         "profs": _by_id(session, Profile, {c.profile_id for c in conds.values() if c.profile_id}),
         "assts": _by_id(session, AssistantConfig, {c.assistant_config_id for c in conds.values()}),
         "sims": {c.id: c for c in session.exec(select(SimulatorConfig)).all()},
-        "runs": {
-            r.id: r
-            for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
-        },
+        "runs": (
+            runs := {
+                r.id: r
+                for r in session.exec(select(SimulationRun).where(SimulationRun.study_id == study.id)).all()
+            }
+        ),
+        "run_costs": run_costs(session, list(runs)),
         "pseudos": dict(
             session.exec(
                 select(Participant.id, Participant.pseudonym).where(Participant.study_id == study.id)
@@ -239,7 +295,7 @@ def _conversation_line(study: Study, conv: Conversation, rows: dict[str, dict], 
         "replicate": conv.replicate,
         "run_id": conv.run_id,
         # the simulation run that made it (re-created by `import jsonl`, so provenance survives a round trip)
-        "run": None if run is None else _run_info(run),
+        "run": None if run is None else _run_info(run, rows["run_costs"][run.id]),
         "twin_of": conv.twin_of_id,  # the "id" of the human conversation this one is a digital twin of
         "started_at": conv.started_at,
         "ended_at": conv.ended_at,
@@ -256,9 +312,11 @@ def _conversation_line(study: Study, conv: Conversation, rows: dict[str, dict], 
     }
 
 
-def _run_info(run: SimulationRun) -> dict:
+def _run_info(run: SimulationRun, costs: dict) -> dict:
     return {
         "key": run.key,
+        # calls and cost of the current attempts, and apart of attempts a restart abandoned
+        "cost": costs,
         "status": run.status,
         "params": run.params,
         "created_at": run.created_at,

@@ -1,7 +1,10 @@
-"""Import a study exported as ``conversations.jsonl`` (see ``workbench.dataio.export``).
+"""Import a study exported by ``workbench export`` in any format (see ``workbench.dataio.export``).
 
-Reads the JSONL and, when they sit beside it, ``labels.csv`` + ``label_sources.csv`` and
-``questionnaires.csv`` (``labels.parquet`` etc. also work). Conditions keep their keys, participants
+Reads ``conversations.jsonl`` (the jsonl format) or, in a csv or parquet export, the ``records``
+table holding the same lines; and, when they sit beside it, ``labels`` + ``label_sources``,
+``questionnaires`` and ``participants`` (``.csv`` or ``.parquet``). Participant-level answers
+(consent, profile: no conversation) go to their participant by pseudonym, and participants without
+any conversation are kept. Conditions keep their keys, participants
 their pseudonyms (a new one is drawn only if the pseudonym is taken in this database).
 """
 
@@ -23,7 +26,9 @@ from sqlmodel import Session, select
 
 from db.errors import UserInputError
 from db.models import Conversation, SimulationRun
+from db.settings import DEFAULT_MAX_IMPORT_MB, DEFAULT_MAX_TURN_CHARS
 from db.types import utcnow
+from workbench.dataio.limits import check_file_size, check_turn_lengths, decode_utf8
 from workbench.dataio.report import ImportReport, Progress
 from workbench.dataio.writer import (
     AssistantSpec,
@@ -34,6 +39,7 @@ from workbench.dataio.writer import (
     ProfileSpec,
     ScenarioSpec,
     SimulatorSpec,
+    write_participants,
     write_records,
 )
 
@@ -62,27 +68,33 @@ def import_jsonl(
     study: str | None = None,
     strict: bool = False,
     progress: Progress = None,
+    max_turn_chars: int = DEFAULT_MAX_TURN_CHARS,
+    max_file_mb: float = DEFAULT_MAX_IMPORT_MB,
 ) -> ImportReport:
     """Import ``path`` (a ``conversations.jsonl`` file or the directory holding it) into ``study``
-    (default: the study named in the file). Malformed lines are skipped and reported."""
+    (default: the study named in the file). Malformed lines (and lines with a turn longer than
+    ``max_turn_chars``) are skipped and reported; a file over ``max_file_mb`` megabytes or not in
+    UTF-8 stops the import before anything is written."""
     t0 = time.perf_counter()
-    p = Path(path).expanduser()
-    file = p / "conversations.jsonl" if p.is_dir() else p
-    if not file.is_file():
-        raise UserInputError(f"{file} not found: give a conversations.jsonl written by `workbench export`.")
+    file = _source_file(Path(path).expanduser())
     folder = file.parent
+    for side in [file, *(folder / f"{t}.{ext}" for t in _SIDE_TABLES for ext in ("csv", "parquet"))]:
+        check_file_size(side, max_file_mb)
     source_specs = _label_sources(_side_table(folder, "label_sources"))
     labels_by_conv = _labels_by_conv(_side_table(folder, "labels"), source_specs)
-    answers_by_conv = _answers_by_conv(_side_table(folder, "questionnaires"))
+    answers_by_conv, answers_by_participant = _answers(_side_table(folder, "questionnaires"))
+    people = _participants(_side_table(folder, "participants"))
 
     report = ImportReport(study=study or "")
     links = _Links()
     records = []
-    for obj, rec in _read_lines(file, report, strict):
+    for obj, rec in _read_lines(file, report, strict, max_turn_chars):
         if not report.study:
             report.study = obj.get("study") or "imported"
         rec.labels = labels_by_conv.get(obj["id"], [])
         rec.questionnaire = answers_by_conv.get(obj["id"], [])
+        if rec.participant and rec.participant.pseudonym in people:
+            rec.participant = people[rec.participant.pseudonym]
         records.append(rec)
         links.add(obj, rec)
     if not report.study:
@@ -97,6 +109,8 @@ def import_jsonl(
     )
     _link_twins(engine, report, links.ext_of, links.twin_of)
     _link_runs(engine, report, links.runs, links.run_of)
+    if report.study_id:
+        write_participants(engine, report, people, answers_by_participant)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -122,31 +136,67 @@ class _Links:
             self.run_of[rec.external_id] = (run["key"], obj.get("replicate") or 0)
 
 
-def _read_lines(file: Path, report: ImportReport, strict: bool):
+_SIDE_TABLES = ("labels", "label_sources", "questionnaires", "participants")
+
+
+def _source_file(p: Path) -> Path:
+    """The file holding the conversation lines: ``conversations.jsonl`` (the jsonl format) or the
+    ``records`` table of a csv or parquet export; ``p`` is that file or the export folder."""
+    if p.is_dir():
+        for name in ("conversations.jsonl", "records.csv", "records.parquet"):
+            if (p / name).is_file():
+                return p / name
+        raise UserInputError(
+            f"{p} holds no conversations.jsonl and no records.csv/records.parquet: give a folder "
+            "written by `workbench export` (any format) or its conversations.jsonl"
+        )
+    if not p.is_file():
+        raise UserInputError(f"{p} not found: give a conversations.jsonl written by `workbench export`.")
+    return p
+
+
+def _raw_lines(file: Path):
+    """(line number, text) of the conversation lines: from a JSONL file, or the ``record`` column of
+    a records table (row numbers as a spreadsheet shows them: the header is row 1)."""
+    if file.suffix in (".csv", ".parquet"):
+        table = _side_table(file.parent, file.stem, file.suffix[1:])
+        if table is None or "record" not in table.columns:
+            raise UserInputError(f"{file}: not a records table of `workbench export` (no 'record' column)")
+        for n, text in enumerate(table["record"].tolist(), 2):
+            yield n, _none(text) or ""
+        return
+    offset = 0
+    with file.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            yield n, decode_utf8(raw, file, offset).removeprefix("\ufeff" if n == 1 else "")
+            offset += len(raw)
+
+
+def _read_lines(file: Path, report: ImportReport, strict: bool, max_turn_chars: int):
     """(line as JSON, its record) for each well-formed line; malformed lines are reported (or, with
     ``strict``, abort the import)."""
-    with file.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            report.files += 1
-            where = f"{file.name}:{n}"
-            try:
-                obj = json.loads(line)
-                rec = _record(obj)
-            except (json.JSONDecodeError, _Bad, KeyError, TypeError, ValueError) as exc:
-                reason = (
-                    f"invalid JSON ({exc.msg})"
-                    if isinstance(exc, json.JSONDecodeError)
-                    else f"missing field {exc}"
-                    if isinstance(exc, KeyError)
-                    else str(exc)
-                )
-                if strict:
-                    raise UserInputError(f"{where}: {reason}. Nothing was imported (--strict).") from None
-                report.malformed.append((where, reason))
-                continue
-            yield obj, rec
+    for n, line in _raw_lines(file):
+        if not line.strip():
+            continue
+        report.files += 1
+        where = f"{file.name}:{n}"
+        try:
+            obj = json.loads(line)
+            rec = _record(obj)
+            check_turn_lengths(rec.turns, max_turn_chars, _Bad)
+        except (json.JSONDecodeError, _Bad, KeyError, TypeError, ValueError) as exc:
+            reason = (
+                f"invalid JSON ({exc.msg})"
+                if isinstance(exc, json.JSONDecodeError)
+                else f"missing field {exc}"
+                if isinstance(exc, KeyError)
+                else str(exc)
+            )
+            if strict:
+                raise UserInputError(f"{where}: {reason}. Nothing was imported (--strict).") from None
+            report.malformed.append((where, reason))
+            continue
+        yield obj, rec
 
 
 def _label_sources(sources) -> dict[str, LabelSourceSpec]:
@@ -173,11 +223,11 @@ def _labels_by_conv(labels, source_specs: dict[str, LabelSourceSpec]) -> dict[An
             name=name, kind=_none(r.get("source_kind")) or "imported"
         )
         source_specs.setdefault(name, spec)
-        by_conv[int(r["conversation_id"])].append(
+        by_conv[_int(r["conversation_id"])].append(
             {
                 "dimension": r["dimension"],
                 "value": _str(r.get("value")),
-                "turn_index": int(r["turn_index"]),
+                "turn_index": _int(r["turn_index"]),
                 "source": spec,
                 "rationale": _none(r.get("rationale")),
                 "samples": _json(r.get("samples")),
@@ -189,22 +239,59 @@ def _labels_by_conv(labels, source_specs: dict[str, LabelSourceSpec]) -> dict[An
     return by_conv
 
 
-def _answers_by_conv(answers) -> dict[Any, list[dict]]:
+def _answers(answers) -> tuple[dict[Any, list[dict]], dict[str, list[dict]]]:
+    """The answers per exported conversation id, and the participant-level ones (consent, profile:
+    no conversation) per participant pseudonym. Ids are read whatever the table made of them
+    (``4061``, ``4061.0`` in a CSV whose column also had blanks, a float in Parquet)."""
     by_conv: dict[Any, list[dict]] = defaultdict(list)
+    by_participant: dict[str, list[dict]] = defaultdict(list)
     for r in answers.to_dict("records") if answers is not None else []:
-        if _none(r.get("conversation_id")) is None:
+        answer = {
+            "questionnaire": r["questionnaire"],
+            "item": str(r["item"]),
+            "value": _str(r.get("value")),
+            "raw_value": _str(r.get("raw_value")),
+            "question": _none(r.get("question")),
+            "created_at": _time(r.get("created_at")),
+        }
+        conv = _int(r.get("conversation_id"))
+        if conv is not None:
+            by_conv[conv].append(answer)
+        elif _none(r.get("participant")) is not None:
+            by_participant[str(r["participant"])].append(answer)
+    return by_conv, by_participant
+
+
+def _participants(table) -> dict[str, ParticipantSpec]:
+    """The exported participants by pseudonym (the participants table of newer exports)."""
+    out = {}
+    for r in table.to_dict("records") if table is not None else []:
+        pseudo = _none(r.get("participant"))
+        if pseudo is None:
             continue
-        by_conv[int(r["conversation_id"])].append(
-            {
-                "questionnaire": r["questionnaire"],
-                "item": str(r["item"]),
-                "value": _str(r.get("value")),
-                "raw_value": _str(r.get("raw_value")),
-                "question": _none(r.get("question")),
-                "created_at": _time(r.get("created_at")),
-            }
+        out[str(pseudo)] = _participant_spec(
+            str(pseudo), _none(r.get("language")) or "en", _none(r.get("status")) or "completed"
         )
-    return by_conv
+    return out
+
+
+def _participant_spec(pseudonym: str, language: str, status: str = "completed") -> ParticipantSpec:
+    # Keyed by the exported pseudonym, so a re-import finds the participant again even where the
+    # pseudonym itself had to be redrawn (taken by another study of this database).
+    return ParticipantSpec(
+        external_source="export",
+        external_id=pseudonym,
+        pseudonym=pseudonym,
+        language=language,
+        status=status,
+    )
+
+
+def _int(v: Any) -> int | None:
+    v = _none(v)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    return int(float(v))
 
 
 def _link_twins(engine: Engine, report: ImportReport, ext_of: dict, twin_of: dict) -> None:
@@ -336,12 +423,7 @@ def _record(o: dict) -> ConversationRecord:
     sim = _simulator(o.get("simulator"))
     part = None
     if o.get("participant"):
-        part = ParticipantSpec(
-            external_source=None,
-            external_id=None,
-            pseudonym=o["participant"],
-            language=o.get("language") or "en",
-        )
+        part = _participant_spec(str(o["participant"]), o.get("language") or "en")
     return ConversationRecord(
         external_id=o.get("external_id") or f"export:{o['id']}",
         user_kind=o["user_kind"],
@@ -431,10 +513,17 @@ def _simulator(sm: dict | None) -> SimulatorSpec | None:
     )
 
 
-def _side_table(folder: Path, name: str) -> pd.DataFrame | None:
-    if (folder / f"{name}.csv").is_file():
-        return pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False, na_values=[""])
-    if (folder / f"{name}.parquet").is_file():
+def _side_table(folder: Path, name: str, only: str | None = None) -> pd.DataFrame | None:
+    if only != "parquet" and (folder / f"{name}.csv").is_file():
+        path = folder / f"{name}.csv"
+        with path.open("rb") as fh:
+            # the whole file is checked: pandas would fail with a traceback on the first bad byte
+            offset = 0
+            for raw in fh:
+                decode_utf8(raw, path, offset)
+                offset += len(raw)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    if only != "csv" and (folder / f"{name}.parquet").is_file():
         return pd.read_parquet(folder / f"{name}.parquet")
     return None
 

@@ -32,6 +32,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from db.errors import UserInputError
+from db.settings import DEFAULT_MAX_IMPORT_MB, DEFAULT_MAX_TURN_CHARS
+from workbench.dataio.limits import check_file_size, check_turn_lengths, decode_utf8
 from workbench.dataio.report import ImportReport, Progress
 from workbench.dataio.writer import (
     AssistantSpec,
@@ -173,6 +175,8 @@ def import_recllmsim(
     strict: bool = False,
     progress: Progress = None,
     scenario_dirs: Iterable[str | Path] = (),
+    max_turn_chars: int = DEFAULT_MAX_TURN_CHARS,
+    max_file_mb: float = DEFAULT_MAX_IMPORT_MB,
 ) -> ImportReport:
     """Import the released dataset at ``path`` into study ``study`` (created when absent).
 
@@ -180,7 +184,8 @@ def import_recllmsim(
 
     Malformed files are skipped and listed in the report; with ``strict`` the first malformed file
     aborts the import (UserInputError) before anything is written, and a database error rolls the
-    whole import back.
+    whole import back. A file that is not UTF-8 or over ``max_file_mb`` stops the import before
+    anything is written; a turn over ``max_turn_chars`` makes its file malformed.
     """
     t0 = time.perf_counter()
     root = Path(path).expanduser()
@@ -197,7 +202,10 @@ def import_recllmsim(
     for wave, p in files:
         rel = p.relative_to(root).as_posix()
         try:
-            records.append(parse_file(p, rel, wave))
+            check_file_size(p, max_file_mb)
+            rec = parse_file(p, rel, wave)
+            check_turn_lengths(rec.turns, max_turn_chars, Malformed)
+            records.append(rec)
         except Malformed as exc:
             if strict:
                 raise UserInputError(
@@ -239,9 +247,7 @@ def parse_file(path: Path, rel: str, wave: str) -> ConversationRecord:
     except OSError as exc:
         raise Malformed(f"cannot read: {exc}") from None
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise Malformed("not UTF-8 text") from None
+        data = json.loads(decode_utf8(raw, path).removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
         raise Malformed(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(data, dict):

@@ -592,7 +592,7 @@ def _label_row(res: _Resolver, cid: int, lab: dict, turn_id_of: dict, now) -> di
     }
 
 
-def _questionnaire_row(study: Study, cid: int, part_id: int | None, q: dict, now) -> dict:
+def _questionnaire_row(study: Study, cid: int | None, part_id: int | None, q: dict, now) -> dict:
     return {
         "study_id": study.id,
         "conversation_id": cid,
@@ -604,3 +604,35 @@ def _questionnaire_row(study: Study, cid: int, part_id: int | None, q: dict, now
         "question": q.get("question"),
         "created_at": q.get("created_at") or now,
     }
+
+
+def write_participants(
+    engine: Engine,
+    report: ImportReport,
+    people: dict[str, ParticipantSpec],
+    answers: dict[str, list[dict]],
+) -> None:
+    """Add the participants of ``people`` the study lacks (those with no conversation: declined
+    consent, dropped out before a task) and the participant-level answers (consent, profile) of each
+    participant that has none yet, so a re-import adds nothing. Keys are exported pseudonyms."""
+    with Session(engine, expire_on_commit=False) as session:
+        study = session.get(Study, report.study_id)
+        res = _Resolver(session, study, report)
+        now = utcnow()
+        rows = []
+        for pseudo in list(people) + [p for p in answers if p not in people]:
+            spec = people.get(pseudo) or ParticipantSpec("export", pseudo, language="en", pseudonym=pseudo)
+            pid, _ = res.participant(spec)
+            mine = answers.get(pseudo) or []
+            has = session.exec(
+                select(QuestionnaireResponse.id).where(
+                    QuestionnaireResponse.participant_id == pid,
+                    QuestionnaireResponse.conversation_id.is_(None),
+                )
+            ).first()
+            if mine and has is None:
+                rows += [_questionnaire_row(study, None, pid, q, now) for q in mine]
+        if rows:
+            res.conn.execute(insert(QuestionnaireResponse.__table__), rows)
+            report.questionnaire_responses += len(rows)
+        session.commit()

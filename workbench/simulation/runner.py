@@ -51,6 +51,10 @@ from workbench.studies import StudySettings, study_settings
 _CONV = Conversation.__table__
 _TURN = Turn.__table__
 _LABEL = Label.__table__
+_CALL = LLMCall.__table__
+# LLMCall.params["attempt"] of the calls of a conversation's attempt that a restart threw away (a
+# killed, stopped or failed attempt): kept for the record, counted apart from the current attempt.
+ABANDONED = "abandoned"
 _INSERT_TURN = insert(_TURN)
 # Typical message sizes (tokens) for dry-run projections.
 EST_USER_TOKENS = 40
@@ -652,6 +656,35 @@ def _planned_call_cost(su: Setup, jobs: list[Job]) -> float:
     return totals["cost"] / totals["calls"]
 
 
+def _mark_abandoned(conn: Any, conv_id: int, now) -> None:
+    """Mark the LLMCall rows of the conversation's previous attempt(s) as abandoned (they stay linked
+    to the conversation, for the record, but no longer count as its calls or cost)."""
+    rows = conn.execute(select(_CALL.c.id, _CALL.c.params).where(_CALL.c.conversation_id == conv_id)).all()
+    for call_id, params in rows:
+        if (params or {}).get("attempt") != ABANDONED:
+            conn.execute(
+                update(_CALL)
+                .where(_CALL.c.id == call_id)
+                .values(params={**(params or {}), "attempt": ABANDONED, "abandoned_at": now.isoformat()})
+            )
+
+
+def run_costs(session: Session, run_ids: Sequence[int]) -> dict[int, dict]:
+    """Per run: ``calls`` and ``cost_usd`` of the current attempts of its conversations, and
+    ``abandoned_calls`` and ``abandoned_cost_usd`` of attempts a restart threw away."""
+    out = {
+        rid: {"calls": 0, "cost_usd": 0.0, "abandoned_calls": 0, "abandoned_cost_usd": 0.0} for rid in run_ids
+    }
+    if not out:
+        return out
+    q = select(LLMCall.run_id, LLMCall.cost_usd, LLMCall.params).where(LLMCall.run_id.in_(list(out)))
+    for rid, cost, params in session.exec(q).all():
+        pre = "abandoned_" if (params or {}).get("attempt") == ABANDONED else ""
+        out[rid][pre + "calls"] += 1
+        out[rid][pre + "cost_usd"] += cost or 0.0
+    return out
+
+
 def _calls_since(engine: Engine, run_id: int, since) -> tuple[int, int]:
     """(calls, failed calls) of the run recorded since ``since``: counted from the LLMCall rows, so
     calls that failed (never counted as progress) are in the summary too."""
@@ -925,6 +958,7 @@ class _Batch:
             # stopped or failed conversation before unfinished ones were skipped) go with its turns.
             conn.execute(delete(_LABEL).where(_LABEL.c.conversation_id == conv_id))
             conn.execute(delete(_TURN).where(_TURN.c.conversation_id == conv_id))
+            _mark_abandoned(conn, conv_id, now)
             conn.execute(
                 update(_CONV)
                 .where(_CONV.c.id == conv_id)
