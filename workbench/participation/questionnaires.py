@@ -5,7 +5,8 @@ and after the study, defined in a versioned YAML file and validated like the cod
 items and attention check, so collected answers compare with the imported data);
 ``load_questionnaires(path)`` reads a researcher's file. Every problem in a file is reported at once,
 each with the file, the line and the field, e.g.
-``q.yaml:12:7: field 'post_task[1].options[0].value': YAML reads yes as a boolean; quote it: "yes"``.
+``q.yaml:12:17: field 'post_task[1].options[0].value': YAML reads this unquoted value as a
+boolean; put it in quotes: value: "yes"``.
 A study stores the validated definition in its settings (``questionnaires``), so it keeps its
 questionnaire when the file changes later.
 
@@ -18,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ _VALUE = r"^[A-Za-z0-9_.\-]{1,100}$"
 def _yaml_scalar(v: Any, what: str = "text") -> Any:
     """Refuse values YAML read as something else than the text that was meant (``Yes`` -> True)."""
     if isinstance(v, bool):
-        raise ValueError(f'YAML reads this unquoted {what} as a boolean; put it in quotes, e.g. "yes"')
+        raise ValueError(f"YAML reads this unquoted {what} as a boolean; put it in quotes")
     if isinstance(v, (int, float)) and what != "text":
         if isinstance(v, float):
             raise ValueError(f"YAML reads this unquoted {what} as the number {v}; put it in quotes")
@@ -170,7 +172,7 @@ class Questionnaires(_Strict):
     @classmethod
     def _version(cls, v: Any) -> Any:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            raise ValueError(f'YAML reads this unquoted version as the number {v}; quote it: version: "{v}"')
+            raise ValueError(f"YAML reads this unquoted version as the number {v}; put it in quotes")
         return _yaml_scalar(v)
 
     def items(self, phase: str) -> list[Item]:
@@ -241,6 +243,8 @@ def _problems(source: str, root: yaml.Node | None, exc: ValidationError) -> list
         node = _node_at(root, loc, key=err.get("type") == "extra_forbidden")
         line = node.start_mark.line + 1 if node is not None else None
         col = node.start_mark.column + 1 if node is not None else None
+        if msg.endswith("put it in quotes") and isinstance(node, yaml.ScalarNode):
+            msg += f": {_field(loc[-1:])}: {json.dumps(node.value, ensure_ascii=False)}"
         problems.append(Problem(Path(source), msg, line, col, _field(loc) or None))
     return problems
 
