@@ -448,3 +448,19 @@ def test_participant_page_asks_a_likert_item_before_the_study(tmp_path):
         assert s.get(Participant, pid).state["step"] == "instructions"
         row = s.exec(select(QuestionnaireResponse).where(QuestionnaireResponse.item == "ai_trust")).one()
         assert (row.questionnaire, row.value, row.raw_value) == ("pre_study", "6", "6")
+
+
+def test_readme_example_is_valid():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index('version: "lab-1"')
+    q = parse_questionnaires(readme[start : readme.index("```", start)], "README.md")
+    assert {i.type for p in ("consent", "pre_study", "post_task") for i in q.items(p)} == {
+        "checkbox",
+        "number",
+        "multiple",
+        "likert",
+        "attention",
+        "text",
+    }
