@@ -464,3 +464,29 @@ def test_readme_example_is_valid():
         "attention",
         "text",
     }
+
+
+def test_a_study_without_post_task_items_goes_straight_on(session):
+    with pytest.raises(
+        QuestionnaireFileError,
+        match=r"x.yaml:3:39: field 'post_study\[0\].expected': only for attention items, not number",
+    ):
+        parse_questionnaires(
+            'version: "b"\npost_study:\n  - {name: n, type: number, expected: 4, question: {en: N}}\n',
+            "x.yaml",
+        )
+    q = parse_questionnaires('version: "bare"\npost_task:\n', "bare.yaml")
+    assert q.post_task == []
+    make_study(
+        session,
+        settings={"tasks_per_participant": 1, "min_turns": 1, "questionnaires": q.model_dump(mode="json")},
+    )
+    [token] = P.create_invites(session, "pilot", 1)
+    p = P.open_participant(session, token)
+    P.give_consent(session, p, True)
+    P.finish_instructions(session, p)
+    P.submit_profile(session, p, profile_answers())
+    P.send_message(session, p, "Hello")
+    P.rate_reply(session, p, _reply(session, p), "yes", 2)
+    P.finish_task(session, p)
+    assert P.participant_view(session, p).step == "done" and p.status == "completed"

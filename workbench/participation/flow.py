@@ -606,7 +606,10 @@ def finish_task(session: Session, p: Participant) -> None:
     conv.status, conv.ended_at, conv.ended_by = "completed", utcnow(), "user"
     conv.end_reason = "max_turns" if view.at_max else "user_ended"
     session.add(conv)
-    _set_step(session, p, "post_task", position=a.position)
+    if phase_items(settings, p, "post_task"):
+        _set_step(session, p, "post_task", position=a.position)
+    else:  # a study without post-task items goes straight on
+        _next_after_task(session, p, settings, a)
 
 
 def submit_post_task(
@@ -630,9 +633,14 @@ def submit_post_task(
         state["once_done"] = sorted({*state.get("once_done", []), *once})
     if any(it.type == "attention" for it in items):
         state["attention_done"] = True
+    p.state = state
+    _next_after_task(session, p, settings, a)
+
+
+def _next_after_task(session: Session, p: Participant, settings: StudySettings, a: Assignment) -> None:
+    """The task's assignment is done: the next task, else the post-study questionnaire, else done."""
     a.status = "completed"
     session.add(a)
-    p.state = state
     if a.position + 1 < n_assignments(session, p):
         _enter_task(session, p, a.position + 1)
     elif phase_items(settings, p, "post_study"):

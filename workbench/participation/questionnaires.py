@@ -103,6 +103,11 @@ class Item(_Strict):
     max_chars: int = Field(5000, ge=1, le=20000)  # text
     expected: str | None = None  # attention: the option that passes
 
+    @field_validator("expected", mode="before")
+    @classmethod
+    def _expected_scalar(cls, v: Any) -> Any:
+        return _yaml_scalar(v, "value")
+
     @model_validator(mode="after")
     def _fits_type(self) -> Item:
         t = self.type
@@ -167,6 +172,11 @@ class Questionnaires(_Strict):
     pre_study: list[Item] = Field(default_factory=list)
     post_task: list[Item] = Field(default_factory=list)
     post_study: list[Item] = Field(default_factory=list)
+
+    @field_validator(*PHASES, mode="before")
+    @classmethod
+    def _empty_phase(cls, v: Any) -> Any:
+        return [] if v is None else v  # "post_study:" with nothing under it
 
     @field_validator("version", mode="before")
     @classmethod
