@@ -77,6 +77,10 @@ class StudySettings(BaseModel):
     idle_timeout_minutes: int = Field(30, ge=1)
     attention_check: bool = True
     quota_per_condition: int | None = None  # human conversations per condition (None = unlimited)
+    # The study's questionnaires as validated when the study was made (a dump of
+    # workbench.participation.questionnaires.Questionnaires, with its version and file name), so a
+    # later change of the file does not change a running study. None: the bundled reference items.
+    questionnaires: dict | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -169,6 +173,7 @@ def create_study(
     description: str | None = None,
     context_sets: Sequence[str] | None = None,
     library=None,
+    questionnaires=None,
 ) -> tuple[Study, int]:
     """Create a study and its conditions: every chosen scenario x task context (of ``language``, from
     ``context_sets``, default the reference's "main" templates) x profile. Returns (study, n_conditions).
@@ -176,6 +181,8 @@ def create_study(
     ``scenarios=None`` means the reference's four scenarios. ``profiles``: ``None``/0 = no fixed profile
     (conditions without a profile; participants bring their own), an int N = N pool profiles sampled
     with ``seed``, or a list of profile keys. One AssistantConfig is shared by all conditions.
+    ``questionnaires``: a validated ``Questionnaires`` (``load_questionnaires(FILE)``), stored in the
+    study's settings; None stores the bundled reference questionnaires.
     Nothing is committed here: the caller's transaction decides. Bad input raises UserInputError
     before anything is written."""
     name = _check_new_name(session, name)
@@ -199,6 +206,7 @@ def create_study(
     settings_doc = study_cfg.model_dump()
     settings_doc.update(
         {
+            "questionnaires": _questionnaires_doc(questionnaires or study_cfg.questionnaires),
             "scenarios": list(contexts),
             "context_sets": sorted(sets),
             "seed": seed,
@@ -212,6 +220,17 @@ def create_study(
     session.flush()
     n = _add_conditions(session, study, contexts, profile_keys, cfg.id, study_cfg.quota_per_condition)
     return study, n
+
+
+def _questionnaires_doc(questionnaires) -> dict:
+    """The definition to store: the given ``Questionnaires`` (or its dump, checked again), else the
+    bundled reference questionnaires."""
+    # Imported here: the participation package imports this module (StudySettings).
+    from workbench.participation.questionnaires import load_questionnaires, study_questionnaires
+
+    if isinstance(questionnaires, dict):
+        questionnaires = study_questionnaires(questionnaires)
+    return (questionnaires or load_questionnaires()).model_dump(mode="json")
 
 
 def _check_new_name(session: Session, name: str) -> str:
@@ -357,13 +376,16 @@ def create_study_from_packs(
     system_prompt: str | None,
     settings: dict,
     extra_dirs=(),
+    questionnaires_file: tuple[str, bytes] | None = None,
 ) -> tuple[Study, int]:
     """Sync the scenario packs (bundled + ``extra_dirs``) and create the study (``create_study``)
-    from a form's values."""
+    from a form's values. ``questionnaires_file``: an uploaded questionnaire file (name, content);
+    None asks the bundled reference questionnaires."""
     if not name.strip():
         raise UserInputError("give the study a name")
     check_model_string(assistant_model)
     validated = StudySettings.model_validate(settings).model_dump(exclude_none=True)
+    questionnaires = _uploaded_questionnaires(questionnaires_file)
     library = load_library(extra_dirs=extra_dirs)
     sync_library(session, library)
     return create_study(
@@ -376,7 +398,21 @@ def create_study_from_packs(
         system_prompt=system_prompt or None,
         settings=validated,
         library=library,
+        questionnaires=questionnaires,
     )
+
+
+def _uploaded_questionnaires(upload: tuple[str, bytes] | None):
+    if upload is None:
+        return None
+    from workbench.participation.questionnaires import parse_questionnaires  # see _questionnaires_doc
+
+    name, content = upload
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError(f"{name}: a questionnaire file is UTF-8 text (YAML)") from None
+    return parse_questionnaires(text, name)
 
 
 def update_settings(session: Session, study_name: str, changes: dict) -> StudySettings:

@@ -103,6 +103,12 @@ def sync() -> None:
     typer.echo(f"Synced the scenario library: {report}")
 
 
+_QUESTIONNAIRES_HELP = (
+    "Questionnaire file (YAML; check it with `workbench questionnaires validate`); default: the reference "
+    "study's items."
+)
+
+
 @study_app.command("create")
 def create(
     name: str = typer.Argument(..., help="Study name (unique)."),
@@ -148,15 +154,18 @@ def create(
         help="Task-context set(s) to draw from (default main; also new, human_exp, human_v1, human_v2).",
     ),
     description: str | None = typer.Option(None, "--description"),
+    questionnaires: Path | None = typer.Option(None, "--questionnaires", help=_QUESTIONNAIRES_HELP),
 ) -> None:
     """Create a study and its conditions (every scenario x task context x sampled profile)."""
     from db.engine import ready_engine, session_scope
     from scenarios import load_library
+    from workbench.participation.questionnaires import load_questionnaires
     from workbench.studies import create_study
 
     settings = _settings_from_flags(tasks_per_participant, min_turns, max_turns, profile_mode)
     prompt_text = _read_prompt(system_prompt)
     keys = [k.strip() for item in (scenarios or []) for k in item.split(",") if k.strip()] or None
+    chosen_questionnaires = load_questionnaires(questionnaires) if questionnaires else None
     config = Settings.from_env()
     with session_scope(ready_engine(config.db_url)) as session:
         study, n = create_study(
@@ -174,13 +183,19 @@ def create(
             description=description,
             context_sets=context_sets,
             library=load_library(extra_dirs=config.scenario_dirs),
+            questionnaires=chosen_questionnaires,
         )
-        scen = ", ".join(study.settings["scenarios"])
-    typer.echo(
-        f"Created study {name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
-        f"language {language}; {profiles or 'no fixed'} profile(s), each with every task context."
-    )
+        _report_created(study, n, profiles)
     _warn_missing_key(assistant_model)
+
+
+def _report_created(study, n: int, profiles: int) -> None:
+    scen = ", ".join(study.settings["scenarios"])
+    typer.echo(
+        f"Created study {study.name!r} (id {study.id}) with {n} conditions: scenarios {scen}; "
+        f"language {study.language}; {profiles or 'no fixed'} profile(s), each with every task context; "
+        f"questionnaires {study.settings['questionnaires']['version']}."
+    )
 
 
 def _read_prompt(path: Path | None) -> str | None:

@@ -33,10 +33,17 @@ from workbench.participation.flow import (
     open_participant,
     participant_view,
     redirect_tag,
+    submit_post_study,
     submit_post_task,
+    submit_pre_study,
     submit_profile,
 )
 from workbench.participation.progress import StudyProgress, study_progress
+from workbench.participation.questionnaires import (
+    Questionnaires,
+    load_questionnaires,
+    parse_questionnaires,
+)
 from workbench.participation.transcripts import (
     Comparison,
     comparison,
@@ -77,7 +84,12 @@ __all__ = [
     "set_model_factory",
     "stream_reply",
     "study_progress",
+    "submit_post_study",
     "submit_post_task",
+    "submit_pre_study",
+    "Questionnaires",
+    "load_questionnaires",
+    "parse_questionnaires",
     "submit_profile",
     "transcript",
     "transcripts_df",

@@ -29,17 +29,25 @@ from db.repo import profile_and_context
 from db.types import utcnow
 from workbench.participation import assignment as assign_mod
 from workbench.participation.entry import participant_for_token
-from workbench.participation.texts import (
-    ATTENTION_EXPECTED,
-    ATTENTION_OPTIONS,
-    POST_TASK_ITEMS,
-    ParticipantError,
-    finish_hint,
-    ui,
-)
+from workbench.participation.questionnaires import Answer, Item, check_answers, study_questionnaires
+from workbench.participation.texts import ParticipantError, finish_hint
 from workbench.studies import StudySettings, study_settings
 
-STEPS = ("consent", "instructions", "profile", "task", "post_task", "done", "screened_out", "full", "expired")
+STEPS = (
+    "consent",
+    "pre_study",
+    "instructions",
+    "profile",
+    "task",
+    "post_task",
+    "post_study",
+    "done",
+    "screened_out",
+    "full",
+    "expired",
+)
+# The steps that ask the study's questionnaire items of the phase of the same name.
+QUESTIONNAIRE_STEPS = ("consent", "pre_study", "post_task", "post_study")
 
 
 @dataclass
@@ -86,6 +94,8 @@ class ParticipantView:
     redirect_url: str | None = None
     redirect_seconds: int = 0  # > 0: send the browser to redirect_url after this many seconds
     ask_attention: bool = False
+    # The questionnaire items this step asks (consent, pre_study, post_task, post_study), in order.
+    questions: list[Item] = field(default_factory=list)
     profile_fields: list[dict] = field(default_factory=list)
     prolific: bool = (
         False  # came from Prolific (an expired session is sent back there with the screen-out code)
@@ -280,12 +290,14 @@ def participant_view(session: Session, p: Participant) -> ParticipantView:
         prolific=prolific,
         unsent=(p.state or {}).get("unsent"),
     )
+    if step in QUESTIONNAIRE_STEPS:
+        view.questions = phase_items(settings, p, step)
     if step == "profile":
         view.profile_fields = profile_fields(p.language)
     elif step == "task":
         view.task = task_view(session, p, settings)
     elif step == "post_task":
-        view.ask_attention = settings.attention_check and not (p.state or {}).get("attention_done")
+        view.ask_attention = any(it.type == "attention" for it in view.questions)
         view.task = task_view(session, p, settings)
     elif step == "done":
         view.code = _code_shown(session, p, settings.completion_code)
@@ -401,8 +413,49 @@ def profile_fields(language: str) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
-def give_consent(session: Session, p: Participant, agreed: bool) -> None:
+def phase_items(settings: StudySettings, p: Participant, phase: str) -> list[Item]:
+    """The study's items of ``phase`` that this participant is asked now: attention checks only while
+    the study's ``attention_check`` setting is on, ``once`` items only the first time."""
+    state = p.state or {}
+    done = set(state.get("once_done", []))
+    out = []
+    for item in study_questionnaires(settings.questionnaires).items(phase):
+        if item.type == "attention" and not settings.attention_check:
+            continue
+        # attention_done: sessions begun before the items came from a file
+        if item.once and (item.name in done or (item.type == "attention" and state.get("attention_done"))):
+            continue
+        out.append(item)
+    return out
+
+
+def _store_answers(session: Session, p: Participant, rows: list[Answer], conversation_id: int | None) -> None:
+    for row in rows:
+        session.add(
+            QuestionnaireResponse(
+                study_id=p.study_id,
+                conversation_id=conversation_id,
+                participant_id=p.id,
+                questionnaire=row.questionnaire,
+                item=row.item,
+                value=row.value,
+                raw_value=row.raw_value,
+                question=row.question,
+            )
+        )
+
+
+def give_consent(
+    session: Session, p: Participant, agreed: bool, answers: dict[str, Any] | None = None
+) -> None:
+    """Agree (with the answers to the study's consent items, required ones checked) or decline."""
     _expect(p, "consent")
+    settings = _settings(session, p)
+    rows = (
+        check_answers(phase_items(settings, p, "consent"), answers or {}, p.language, "consent")
+        if agreed
+        else []
+    )
     session.add(
         QuestionnaireResponse(
             study_id=p.study_id,
@@ -412,11 +465,20 @@ def give_consent(session: Session, p: Participant, agreed: bool) -> None:
             value="yes" if agreed else "no",
         )
     )
+    _store_answers(session, p, rows, None)
     if agreed:
-        _set_step(session, p, "instructions")
+        _set_step(session, p, "pre_study" if phase_items(settings, p, "pre_study") else "instructions")
     else:
         p.status, p.completed_at = "screened_out", utcnow()
         _set_step(session, p, "screened_out")
+
+
+def submit_pre_study(session: Session, p: Participant, answers: dict[str, Any]) -> None:
+    """Store the pre-study questionnaire, then show the instructions."""
+    _expect(p, "pre_study")
+    items = phase_items(_settings(session, p), p, "pre_study")
+    _store_answers(session, p, check_answers(items, answers, p.language, "pre_study"), None)
+    _set_step(session, p, "instructions")
 
 
 def finish_instructions(session: Session, p: Participant) -> None:
@@ -544,70 +606,57 @@ def finish_task(session: Session, p: Participant) -> None:
     conv.status, conv.ended_at, conv.ended_by = "completed", utcnow(), "user"
     conv.end_reason = "max_turns" if view.at_max else "user_ended"
     session.add(conv)
-    _set_step(session, p, "post_task", position=a.position)
+    if phase_items(settings, p, "post_task"):
+        _set_step(session, p, "post_task", position=a.position)
+    else:  # a study without post-task items goes straight on
+        _next_after_task(session, p, settings, a)
 
 
 def submit_post_task(
     session: Session, p: Participant, answers: dict[str, Any], attention: str | None = None
 ) -> None:
-    """Store the post-task questionnaire (and the attention check once), then go on."""
+    """Store the post-task questionnaire (``once`` items such as the attention check the first time
+    only), then go on. ``attention``: the answer to the attention check, when not in ``answers``."""
     _expect(p, "post_task")
-    lang = p.language
-    T = ui(lang)
-    # The questions still open, quoted as the participant reads them (not the items' internal names).
-    missing = [
-        T[item.lower()] for item in POST_TASK_ITEMS if answers.get(item) not in POST_TASK_ITEMS[item]["en"]
-    ]
-    ask_attention = _settings(session, p).attention_check and not (p.state or {}).get("attention_done")
-    if ask_attention and attention not in ATTENTION_OPTIONS["en"]:
-        missing.append(T["attention"])
-    if missing:
-        raise ParticipantError("missing_answers", lang, items=" ".join(f"“{q}”" for q in missing))
+    settings = _settings(session, p)
+    items = phase_items(settings, p, "post_task")
+    answers = dict(answers)
+    for item in items:
+        if item.type == "attention" and attention is not None:
+            answers.setdefault(item.name, attention)
+    rows = check_answers(items, answers, p.language, "post_task")
     a = current_assignment(session, p)
-    for item, labels in POST_TASK_ITEMS.items():
-        session.add(
-            QuestionnaireResponse(
-                study_id=p.study_id,
-                conversation_id=a.conversation_id,
-                participant_id=p.id,
-                questionnaire="post_task",
-                item=item,
-                value=answers[item],
-                raw_value=labels[lang][answers[item]],
-            )
-        )
-    free = (answers.get("free_text") or "").strip()[:5000]
-    if free:
-        session.add(
-            QuestionnaireResponse(
-                study_id=p.study_id,
-                conversation_id=a.conversation_id,
-                participant_id=p.id,
-                questionnaire="post_task",
-                item="free_text",
-                value=free,
-                raw_value=free,
-            )
-        )
-    extra: dict[str, Any] = {}
-    if ask_attention:
-        session.add(
-            QuestionnaireResponse(
-                study_id=p.study_id,
-                conversation_id=a.conversation_id,
-                participant_id=p.id,
-                questionnaire="attention_check",
-                item="color",
-                value="pass" if attention == ATTENTION_EXPECTED else "fail",
-                raw_value=attention,
-            )
-        )
-        extra["attention_done"] = True
+    _store_answers(session, p, rows, a.conversation_id)
+    state = dict(p.state or {})
+    once = [it.name for it in items if it.once]
+    if once:
+        state["once_done"] = sorted({*state.get("once_done", []), *once})
+    if any(it.type == "attention" for it in items):
+        state["attention_done"] = True
+    p.state = state
+    _next_after_task(session, p, settings, a)
+
+
+def _next_after_task(session: Session, p: Participant, settings: StudySettings, a: Assignment) -> None:
+    """The task's assignment is done: the next task, else the post-study questionnaire, else done."""
     a.status = "completed"
     session.add(a)
-    p.state = {**(p.state or {}), **extra}
     if a.position + 1 < n_assignments(session, p):
         _enter_task(session, p, a.position + 1)
+    elif phase_items(settings, p, "post_study"):
+        _set_step(session, p, "post_study")
     else:
-        p.status, p.completed_at = "completed", utcnow()
-        _set_step(session, p, "done")
+        _complete(session, p)
+
+
+def submit_post_study(session: Session, p: Participant, answers: dict[str, Any]) -> None:
+    """Store the post-study questionnaire; the participant has finished (the completion code shows)."""
+    _expect(p, "post_study")
+    items = phase_items(_settings(session, p), p, "post_study")
+    _store_answers(session, p, check_answers(items, answers, p.language, "post_study"), None)
+    _complete(session, p)
+
+
+def _complete(session: Session, p: Participant) -> None:
+    p.status, p.completed_at = "completed", utcnow()
+    _set_step(session, p, "done")

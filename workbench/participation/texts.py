@@ -1,4 +1,4 @@
-"""Interface texts of the participant flow in English and Chinese, and the post-task questionnaire.
+"""Interface texts of the participant flow in English and Chinese.
 
 Study-specific texts (consent, instructions) come from StudySettings; these are the fixed labels.
 """
@@ -79,6 +79,9 @@ UI: dict[str, dict[str, str]] = {
         "number_range": "{label}: please enter a number from {min} to {max}",
         "number_min": "{label}: please enter a number of at least {min}",
         "number_max": "{label}: please enter a number of at most {max}",
+        "a_number": "Please enter a number for: {label}",
+        "pre_study_header": "Before we start",
+        "post_study_header": "About the study as a whole",
         "placeholder_one": "Choose an option",
         "placeholder_many": "Choose options",
         "unsent_label": "Your message (not sent)",
@@ -165,6 +168,9 @@ UI: dict[str, dict[str, str]] = {
         "number_range": "{label}：请输入 {min} 到 {max} 之间的数字",
         "number_min": "{label}：请输入不小于 {min} 的数字",
         "number_max": "{label}：请输入不大于 {max} 的数字",
+        "a_number": "请为以下问题输入数字：{label}",
+        "pre_study_header": "开始之前",
+        "post_study_header": "关于整个研究",
         "placeholder_one": "请选择",
         "placeholder_many": "请选择（可多选）",
         "unsent_label": "你的消息（未发送）",
@@ -182,30 +188,29 @@ UI: dict[str, dict[str, str]] = {
     },
 }
 
-# Post-task questionnaire of the reference study. Item names and stored values are those of the
-# imported reference data (workbench.dataio.recllmsim), so collected and imported answers compare;
-# "Availability" is the reference's name for practical usefulness. Labels per language.
-POST_TASK_ITEMS: dict[str, dict[str, dict[str, str]]] = {
-    "Memorization": {"en": {"yes": "Yes", "no": "No"}, "zh": {"yes": "是", "no": "否"}},
-    "Detail": {
-        "en": {"detailed": "Detailed", "average": "Average", "brief": "Brief"},
-        "zh": {"detailed": "详细", "average": "一般", "brief": "简略"},
-    },
-    "Availability": {
-        "en": {"very_useful": "Very useful", "somewhat": "Somewhat useful", "unusable": "Unusable"},
-        "zh": {"very_useful": "很有用", "somewhat": "有一定参考", "unusable": "不可用"},
-    },
-    "Diversity": {
-        "en": {"diverse": "Diverse", "average": "Average", "single": "Single"},
-        "zh": {"diverse": "结果多样", "average": "一般", "single": "结果单一"},
-    },
-}
-ATTENTION_OPTIONS = {
-    "en": {"red": "Red", "blue": "Blue", "green": "Green"},
-    "zh": {"red": "红色", "blue": "蓝色", "green": "绿色"},
-}
-ATTENTION_EXPECTED = "blue"
+# The post-task questionnaire moved to questionnaires.yaml (workbench.participation.questionnaires);
+# these names are still importable from here, worked out from the bundled file (see __getattr__).
+_REFERENCE_NAMES = ("POST_TASK_ITEMS", "ATTENTION_OPTIONS", "ATTENTION_EXPECTED")
 HALLUCINATION_VALUES = ("yes", "no", "cant_tell")
+
+
+def __getattr__(name: str):
+    """The reference post-task items in the old shapes: POST_TASK_ITEMS {item: {lang: {value: text}}},
+    ATTENTION_OPTIONS {lang: {value: text}} and ATTENTION_EXPECTED (read lazily: the questionnaire
+    module imports this one)."""
+    if name not in _REFERENCE_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from workbench.participation.questionnaires import load_questionnaires
+
+    items = load_questionnaires().post_task
+    attention = next(it for it in items if it.type == "attention")
+    if name == "ATTENTION_EXPECTED":
+        return attention.expected
+    if name == "ATTENTION_OPTIONS":
+        return {lang: attention.options_in(lang) for lang in ("en", "zh")}
+    return {
+        it.name: {lang: it.options_in(lang) for lang in ("en", "zh")} for it in items if it.type == "single"
+    }
 
 
 def ui(language: str) -> dict[str, str]:

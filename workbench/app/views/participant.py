@@ -22,6 +22,7 @@ from workbench.app.common import (
     show_text,
     show_turn,
 )
+from workbench.app.questionnaire_widgets import questionnaire_widgets
 from workbench.participation import (
     ReplyError,
     discard_unsent,
@@ -37,13 +38,14 @@ from workbench.participation import (
     redirect_tag,
     send_message,
     stream_reply,
+    submit_post_study,
     submit_post_task,
+    submit_pre_study,
     submit_profile,
 )
+from workbench.participation.questionnaires import phase_header
 from workbench.participation.texts import (
-    ATTENTION_OPTIONS,
     HALLUCINATION_VALUES,
-    POST_TASK_ITEMS,
     ParticipantError,
     finish_hint,
     ui,
@@ -177,9 +179,10 @@ show_flash()
 if view.step == "consent":
     st.header(T["consent_header"])
     show_text(S.consent_text)
+    consent_answers = questionnaire_widgets(view.questions, view.language)
     c1, c2 = st.columns(2)
     if c1.button(T["agree"], type="primary"):
-        act(give_consent, True)
+        act(give_consent, True, consent_answers)
     if c2.button(T["decline"]):
         act(give_consent, False)
 
@@ -301,34 +304,13 @@ elif view.step == "task" and view.task is not None:
     # (chat.MAX_MESSAGE_CHARS) and the text stays on the page with the length and the limit.
     st.chat_input(T["chat_placeholder"], disabled=not task.can_send, key=CHAT_KEY)
 
-elif view.step == "post_task":
-    st.header(T["post_header"])
-    with st.form("post_task"):
-        answers = {}
-        for item, labels in POST_TASK_ITEMS.items():
-            opts = labels[view.language if view.language in labels else "en"]
-            answers[item] = st.radio(
-                T[item.lower()],
-                list(opts),
-                format_func=opts.get,
-                index=None,
-                horizontal=True,
-                key=f"q_{item}",
-            )
-        attention = None
-        if view.ask_attention:
-            opts = ATTENTION_OPTIONS.get(view.language, ATTENTION_OPTIONS["en"])
-            attention = st.radio(
-                T["attention"],
-                list(opts),
-                format_func=opts.get,
-                index=None,
-                horizontal=True,
-                key="q_attention",
-            )
-        answers["free_text"] = st.text_area(T["free_text"], key="q_free_text", max_chars=5000)
+elif view.step in ("pre_study", "post_task", "post_study"):
+    st.header(phase_header(view.step, view.language))
+    submit = {"pre_study": submit_pre_study, "post_task": submit_post_task, "post_study": submit_post_study}
+    with st.form(view.step):
+        answers = questionnaire_widgets(view.questions, view.language)
         if st.form_submit_button(T["submit"], type="primary"):
-            act(submit_post_task, answers, attention)
+            act(submit[view.step], answers)
 
 elif view.step == "done":
     st.header(T["done_header"])

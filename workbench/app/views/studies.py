@@ -47,6 +47,9 @@ with create_tab:
             help="participant: people fill in the profile questionnaire; assigned: the "
             "condition's profile is shown to them",
         )
+        q_file = st.file_uploader(
+            "Questionnaires (YAML, optional; default: the reference study's items)", type=["yaml", "yml"]
+        )
         if st.form_submit_button("Create study", type="primary"):
             result = run_action(
                 create_study_from_packs,
@@ -64,6 +67,7 @@ with create_tab:
                     "interface_language": language,
                 },
                 extra_dirs=settings().scenario_dirs,
+                questionnaires_file=(q_file.name, q_file.getvalue()) if q_file else None,
             )
             if result is not None:
                 st.session_state["_created"] = (
