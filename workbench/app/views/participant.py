@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from db.engine import session_scope
 from db.errors import DatabaseUnavailable, WorkbenchError
+from workbench.app.a11y import CHAT_INPUT, FIRST_FORM_CONTROL, heading_id, move_focus, page_style
 from workbench.app.common import (
     engine,
     escape_markdown,
@@ -173,11 +174,13 @@ def auto_return(view) -> None:
         st.markdown(redirect_tag(view.redirect_url, view.redirect_seconds), unsafe_allow_html=True)
 
 
+page_style()
 st.title(T["title"])
 show_flash()
 
 if view.step == "consent":
-    st.header(T["consent_header"])
+    st.header(T["consent_header"], anchor=heading_id("consent"))
+    move_focus("#" + heading_id("consent"), "consent")
     show_text(S.consent_text)
     consent_answers = questionnaire_widgets(view.questions, view.language)
     c1, c2 = st.columns(2)
@@ -187,13 +190,15 @@ if view.step == "consent":
         act(give_consent, False)
 
 elif view.step == "instructions":
-    st.header(T["instructions_header"])
+    st.header(T["instructions_header"], anchor=heading_id("instructions"))
+    move_focus("#" + heading_id("instructions"), "instructions")
     show_text(S.instructions_text)
     if st.button(T["continue"], type="primary"):
         act(finish_instructions)
 
 elif view.step == "profile":
-    st.header(T["profile_header"])
+    st.header(T["profile_header"], anchor=heading_id("profile"))
+    move_focus("#" + heading_id("profile"), "profile")
     st.write(T["profile_intro"])
     with st.form("profile"):
         answers = {}
@@ -230,7 +235,13 @@ elif view.step == "task" and view.task is not None:
     task = view.task
     if typed:  # before anything below reruns the page (a pending reply streamed in this tab)
         send(typed)
-    st.subheader(T["task_header"].format(position=task.position + 1, n=task.n_tasks))
+    st.header(T["task_header"].format(position=task.position + 1, n=task.n_tasks), anchor=heading_id("task"))
+    # After a reply: its rating form; after a rating (or on arrival): the message box.
+    rating = task.unrated_index is not None and not task.pending_reply
+    move_focus(
+        FIRST_FORM_CONTROL if rating else CHAT_INPUT,
+        ("task", task.position, len(task.turns), task.unrated_index, task.pending_reply),
+    )
     card, chat = st.columns([1, 2], gap="large")
     with card:
         with st.container(border=True):
@@ -305,7 +316,8 @@ elif view.step == "task" and view.task is not None:
     st.chat_input(T["chat_placeholder"], disabled=not task.can_send, key=CHAT_KEY)
 
 elif view.step in ("pre_study", "post_task", "post_study"):
-    st.header(phase_header(view.step, view.language))
+    st.header(phase_header(view.step, view.language), anchor=heading_id(view.step))
+    move_focus("#" + heading_id(view.step), (view.step, view.task.position if view.task else None))
     submit = {"pre_study": submit_pre_study, "post_task": submit_post_task, "post_study": submit_post_study}
     with st.form(view.step):
         answers = questionnaire_widgets(view.questions, view.language)
@@ -313,7 +325,8 @@ elif view.step in ("pre_study", "post_task", "post_study"):
             act(submit[view.step], answers)
 
 elif view.step == "done":
-    st.header(T["done_header"])
+    st.header(T["done_header"], anchor=heading_id("done"))
+    move_focus("#" + heading_id("done"), "done")
     st.write(T["done_text"])
     st.code(view.code, language=None)
     if view.redirect_url:
@@ -321,7 +334,8 @@ elif view.step == "done":
         auto_return(view)
 
 elif view.step in ("screened_out", "full"):
-    st.header(T["screened_out_header"])
+    st.header(T["screened_out_header"], anchor=heading_id("screened_out"))
+    move_focus("#" + heading_id("screened_out"), "screened_out")
     st.write(T["screened_out_text"] if view.step == "screened_out" else T["full_text"])
     st.code(view.code, language=None)
     if view.redirect_url:
