@@ -882,3 +882,34 @@ def test_database_down_shows_a_short_notice_not_a_traceback(monkeypatch):
     assert [e.value for e in at.error] == [notice]
     page = "\n".join(str(el.value) for el in at.main if hasattr(el, "value"))
     assert "127.0.0.1" not in page and "postgresql" not in page and "Traceback" not in page
+
+
+def test_simulation_page_plans_before_starting_and_shows_every_run(eng):
+    """The dry run says how many conversations, calls and dollars a choice means; a started run
+    shows its planned total, progress and spend to another researcher's session too."""
+    import time
+
+    with Session(eng) as s:
+        make_study(s)
+        s.commit()
+    at = logged_in("researcher", "simulation.py")
+    [t for t in at.text_input if t.label.startswith("Simulator model")][0].set_value("scripted/sim")
+    [n for n in at.number_input if n.label.startswith("Maximum user turns")][0].set_value(2)
+    [b for b in at.button if b.label == "Plan (dry run)"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    plan = " ".join(m.value for m in at.markdown)
+    assert re.search(r"\d+ conversations, 0 already complete", plan) and "projected calls" in plan
+    with Session(eng) as s:
+        assert not s.exec(select(SimulationRun)).all()  # a plan starts nothing
+    [b for b in at.button if b.label == "Start simulation"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from workbench.simulation.runs import simulation_status
+
+    key = at.session_state["sim_key"]
+    deadline = time.time() + 60
+    while simulation_status(key)["running"] and time.time() < deadline:
+        time.sleep(0.2)
+    other = logged_in("researcher", "simulation.py")  # another researcher's session
+    runs = other.dataframe[0].value
+    assert runs["planned"].iloc[0] >= 1 and runs["progress"].iloc[0] == 1.0
+    assert {"spend_usd", "budget_usd"} <= set(runs.columns)
