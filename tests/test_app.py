@@ -913,3 +913,22 @@ def test_simulation_page_plans_before_starting_and_shows_every_run(eng):
     runs = other.dataframe[0].value
     assert runs["planned"].iloc[0] >= 1 and runs["progress"].iloc[0] == 1.0
     assert {"spend_usd", "budget_usd"} <= set(runs.columns)
+
+
+def test_studies_page_says_created_above_the_form_and_clears_it(eng):
+    at = logged_in("researcher", "studies.py")
+    assert at.title[0].value == "Study setup"  # not the Home page's heading
+    [t for t in at.text_input if t.label == "Study name"][0].set_value("cleared")
+    [m for m in at.multiselect if m.label.startswith("Scenarios")][0].set_value(["recipe_planning"])
+    [b for b in at.button if b.label == "Create study"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [ok] = [s for s in at.success if "Created study" in s.value]
+    kinds = [type(el).__name__ for el in at.tabs[0].children.values()]
+    assert kinds[0] == "Success", kinds  # the outcome first, the form below it
+    assert [t.value for t in at.text_input if t.label == "Study name"] == [""]  # ready for the next one
+    assert [m.value for m in at.multiselect if m.label.startswith("Scenarios")] == [[]]
+    # a failed creation keeps what was typed
+    [t for t in at.text_input if t.label == "Study name"][0].set_value("cleared")
+    [b for b in at.button if b.label == "Create study"][0].click().run()
+    assert "already exists" in at.error[0].value
+    assert [t.value for t in at.text_input if t.label == "Study name"] == ["cleared"]
