@@ -9,8 +9,26 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 KIND_COLORS = {"human": "#1f77b4", "agent": "#ff7f0e"}
+KIND_NAMES = {"human": "people", "agent": "simulated users"}
+# One look for every figure (report and dashboard): the same font, background, colours and margins,
+# so figures taken into a paper match each other.
+STYLE = go.layout.Template(
+    layout={
+        "font": {"family": "Helvetica, Arial, sans-serif", "size": 13, "color": "#222"},
+        "title": {"font": {"size": 15}, "x": 0, "xanchor": "left"},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "colorway": ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"],
+        "xaxis": {"showline": True, "linecolor": "#888", "gridcolor": "#eee", "zerolinecolor": "#bbb"},
+        "yaxis": {"showline": True, "linecolor": "#888", "gridcolor": "#eee", "zerolinecolor": "#bbb"},
+        "legend": {"bgcolor": "rgba(255,255,255,0.8)"},
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+    }
+)
+pio.templates["workbench"] = STYLE
 # The forest plot's test per dimension, best first: for Cramer's V the participant-clustered row
 # (its interval resamples whole participants), else the conversation-level one.
 PRIMARY_TESTS = (
@@ -27,17 +45,36 @@ def empty_figure(title: str, message: str = "no data") -> go.Figure:
     fig.add_annotation(
         text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 16}
     )
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=300)
+    fig.update_layout(
+        title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=300, template=STYLE
+    )
     return fig
 
 
+def _name(titles: dict | None, key) -> str:
+    """A readable name for ``key`` (a dimension, feature or source) from ``titles``, else the key."""
+    return str((titles or {}).get(key, key))
+
+
 def label_distribution_fig(
-    frame: pd.DataFrame, dimension: str, categories: list | None = None, by_scenario: bool = True
+    frame: pd.DataFrame,
+    dimension: str,
+    categories: list | None = None,
+    by_scenario: bool = True,
+    title: str | None = None,
+    value_titles: dict | None = None,
 ) -> go.Figure:
-    """Share of each label value, human vs agent, one panel per scenario (plus "all")."""
-    title = f"{dimension}: label distribution, human vs agent"
+    """Share of each label value, human vs agent, one panel per scenario (plus "all").
+    ``title``: the dimension's readable name; ``value_titles``: label value -> shown name (the
+    bars' ``customdata`` keep the stored value)."""
+    title = (
+        f"{title or dimension}: people vs simulated users"
+        if title
+        else f"{dimension}: label distribution, human vs agent"
+    )
     if frame.empty or dimension not in frame.columns or frame[dimension].dropna().empty:
         return empty_figure(title)
+    title_given = value_titles is not None
     d = frame.dropna(subset=[dimension]).assign(value=lambda x: x[dimension].astype(str))
     panels = [("all", d)]
     if by_scenario:
@@ -59,9 +96,9 @@ def label_distribution_fig(
             )
             fig.add_trace(
                 go.Bar(
-                    x=cats,
+                    x=[_name(value_titles, c) for c in cats],
                     y=share.values,
-                    name=kind,
+                    name=KIND_NAMES[kind] if title_given else kind,
                     marker_color=KIND_COLORS[kind],
                     legendgroup=kind,
                     showlegend=col == 1,
@@ -71,19 +108,32 @@ def label_distribution_fig(
                 row=1,
                 col=col,
             )
-    fig.update_layout(title=title, barmode="group", height=360, yaxis_tickformat=".0%")
+    fig.update_layout(title=title, barmode="group", height=360, yaxis_tickformat=".0%", template=STYLE)
     # Labels are categories even when they look like numbers (a 1-5 scale): every value gets its tick,
     # in the codebook's order, instead of a numeric axis that shows only some of them.
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=cats)
+    shown = [_name(value_titles, c) for c in cats]
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=shown)
     return fig
 
 
-def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = "label") -> go.Figure:
+def forest_fig(
+    comparisons: pd.DataFrame,
+    slice_by: str = "pooled",
+    kind: str = "label",
+    titles: dict | None = None,
+    order: list | None = None,
+) -> go.Figure:
     """Effect sizes with intervals of the primary test per dimension (one marker per scenario when
     ``slice_by="scenario"``): Cramer's V of the participant-clustered row where it has one (else of
     the chi-square row), Cliff's delta of the Mann-Whitney row. Cramer's V is unsigned; Cliff's
-    delta is agent minus human."""
-    title = f"Effect sizes with 95% intervals ({kind}s, {slice_by})"
+    delta is agent minus human. ``titles``: dimension -> readable name (then the effect sizes get
+    their plain names too); ``order``: the dimensions top to bottom (default: as in the table)."""
+    what = (
+        {"pooled": "all scenarios", "scenario": "per scenario"}.get(slice_by, slice_by)
+        if titles
+        else slice_by
+    )
+    title = f"Effect sizes with 95% intervals ({kind}s, {what})"
     if comparisons is None or comparisons.empty:
         return empty_figure(title)
     d = comparisons[
@@ -102,12 +152,24 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
     )
     if d.empty:
         return empty_figure(title, "no effect sizes (not enough data)")
+    from analysis.findings import EFFECT_NAMES
+
+    if titles is not None:
+        d = d.assign(
+            _label=d["dimension"].map(lambda x: _name(titles, x))
+            + " ("
+            + d["effect_size_name"].map(lambda x: EFFECT_NAMES.get(x, x))
+            + ")"
+        )
+    else:
+        d = d.assign(_label=d["dimension"] + " (" + d["effect_size_name"] + ")")
+    rows = list(dict.fromkeys(d.sort_values("dimension", key=_order_key(order))["_label"]))
     fig = go.Figure()
     for scen, g in d.groupby("scenario", sort=True):
         fig.add_trace(
             go.Scatter(
                 x=g["effect_size"],
-                y=g["dimension"] + " (" + g["effect_size_name"] + ")",
+                y=g["_label"],
                 mode="markers",
                 name=scen,
                 error_x={
@@ -121,14 +183,32 @@ def forest_fig(comparisons: pd.DataFrame, slice_by: str = "pooled", kind: str = 
         )
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
     fig.update_layout(
-        title=title, height=max(300, 28 * d["dimension"].nunique() + 120), xaxis_title="effect size"
+        title=title,
+        height=max(300, 28 * len(rows) + 120),
+        xaxis_title="effect size (signed: simulated minus people)" if titles else "effect size",
+        template=STYLE,
     )
+    # the first dimension at the top
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=rows[::-1], automargin=True)
     return fig
 
 
-def agreement_heatmap_fig(agreement: pd.DataFrame | None, value: str = "krippendorff_alpha") -> go.Figure:
-    """Agreement per dimension (rows) and pair of sources x user kind (columns, "A vs B: kind")."""
-    title = f"Agreement between label sources ({value})"
+def _order_key(order: list | None):
+    """A sort key putting dimensions in ``order`` (others after, by name)."""
+    pos = {n: i for i, n in enumerate(order or [])}
+    return lambda s: s.map(lambda n: (pos.get(n, len(pos)), n))
+
+
+def agreement_heatmap_fig(
+    agreement: pd.DataFrame | None,
+    value: str = "krippendorff_alpha",
+    titles: dict | None = None,
+    order: list | None = None,
+) -> go.Figure:
+    """Agreement per dimension (rows) and pair of sources x user kind (columns, "A vs B: kind").
+    Every row and column is labelled and every cell shows its value; ``titles``/``order`` as in
+    ``forest_fig``."""
+    title = f"Agreement between label sources ({value.replace('_', ' ') if titles else value})"
     if agreement is None or agreement.empty or value not in agreement.columns:
         return empty_figure(title, "agreement not available")
     d = agreement.copy()
@@ -137,38 +217,57 @@ def agreement_heatmap_fig(agreement: pd.DataFrame | None, value: str = "krippend
     else:
         d["pair"] = d.get("sources", pd.Series("", index=d.index)).astype(str)
     d["column"] = d["pair"] + ": " + d["user_kind"].astype(str)
-    order = list(dict.fromkeys(d["column"]))
+    kinds = {"human": "people", "agent": "simulated users", "all": "all conversations"}
+    one_pair = titles is not None and d["pair"].nunique() == 1
+    if one_pair:  # the pair goes into the title; the columns are the user kinds
+        title += f"<br><sup>{d['pair'].iloc[0]}</sup>"
+    columns = list(dict.fromkeys(d["column"]))
     m = d.pivot_table(index="dimension", columns="column", values=value, aggfunc="first", dropna=False)
-    m = m[[c for c in order if c in m.columns]]
+    m = m[[c for c in columns if c in m.columns]]
     if m.empty:
         return empty_figure(title, "agreement not available")
+    m = m.loc[sorted(m.index, key=lambda n: _order_key(order)(pd.Series([n])).iloc[0])]
     fig = go.Figure(
         go.Heatmap(
             z=m.values,
-            x=list(m.columns),
-            y=list(m.index),
+            x=[
+                kinds.get(c.rsplit(": ", 1)[1], c)
+                if one_pair
+                else (c.replace(" vs ", "<br>vs ").replace(": ", "<br>") if titles is not None else c)
+                for c in m.columns
+            ],
+            y=[_name(titles, r) for r in m.index],
             zmin=-1,
             zmax=1,
+            zmid=0,
             colorscale="RdBu",
             text=[[("" if pd.isna(v) else f"{v:.2f}") for v in row] for row in m.values],
             texttemplate="%{text}",
+            textfont={"size": 13},
+            xgap=2,
+            ygap=2,
+            colorbar={"title": {"text": "alpha"}, "thickness": 14},
         )
     )
-    fig.update_layout(title=title, height=max(300, 26 * len(m) + 120))
+    fig.update_layout(title=title, height=max(320, 34 * len(m) + 160), template=STYLE)
+    # every row and column labelled (plotly otherwise thins the ticks of a long axis), first on top
+    fig.update_yaxes(autorange="reversed", dtick=1, automargin=True, showline=False)
+    fig.update_xaxes(side="bottom", automargin=True, showline=False, tickangle=0)
     return fig
 
 
-def likeness_fig(distances: pd.DataFrame) -> go.Figure:
+def likeness_fig(distances: pd.DataFrame, titles: dict | None = None, order: list | None = None) -> go.Figure:
     """Jensen-Shannon distance to the humans per dimension, one bar group per simulator."""
     title = "Distance to human label distributions (Jensen-Shannon, 0 = identical)"
     if distances is None or distances.empty or distances["js_distance"].dropna().empty:
         return empty_figure(title)
     d = distances.dropna(subset=["js_distance"])
+    d = d.sort_values("dimension", key=_order_key(order), kind="stable")
     fig = go.Figure()
     for sim, g in d.groupby("simulator", sort=True):
         fig.add_trace(
             go.Bar(
-                x=g["dimension"],
+                x=[_name(titles, x) for x in g["dimension"]],
                 y=g["js_distance"],
                 name=str(sim),
                 error_y={
@@ -179,13 +278,18 @@ def likeness_fig(distances: pd.DataFrame) -> go.Figure:
                 },
             )
         )
-    fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1], height=380)
+    fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1], height=400, template=STYLE)
+    fig.update_xaxes(tickangle=-30, automargin=True)
     return fig
 
 
-def turn_length_fig(frame: pd.DataFrame, feature: str = "user_words_per_turn") -> go.Figure:
-    """Distribution of a per-conversation feature (default words per user turn), human vs agent."""
-    title = f"{feature}: human vs agent"
+def turn_length_fig(
+    frame: pd.DataFrame, feature: str = "user_words_per_turn", title: str | None = None
+) -> go.Figure:
+    """Distribution of a per-conversation feature (default words per user turn), human vs agent.
+    ``title``: the feature's readable name."""
+    name = title or feature
+    title = f"{name}: people vs simulated users" if title else f"{feature}: human vs agent"
     if frame is None or frame.empty or feature not in frame.columns or frame[feature].dropna().empty:
         return empty_figure(title)
     fig = go.Figure()
@@ -196,12 +300,12 @@ def turn_length_fig(frame: pd.DataFrame, feature: str = "user_words_per_turn") -
                 go.Box(
                     y=v,
                     x=frame.loc[v.index, "scenario"],
-                    name=f"{kind} (n={len(v)})",
+                    name=f"{KIND_NAMES[kind] if name != feature else kind} (n={len(v)})",
                     marker_color=KIND_COLORS[kind],
                     boxpoints=False,
                 )
             )
-    fig.update_layout(title=title, boxmode="group", height=380, yaxis_title=feature)
+    fig.update_layout(title=title, boxmode="group", height=380, yaxis_title=name, template=STYLE)
     return fig
 
 
@@ -242,5 +346,6 @@ def trajectory_fig(trajectory: pd.DataFrame | None, feature: str = "words") -> g
         xaxis_title="user-turn position",
         yaxis_title=f"mean {feature}",
         xaxis_dtick=1,
+        template=STYLE,
     )
     return fig

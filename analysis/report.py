@@ -11,8 +11,8 @@ Example::
 from __future__ import annotations
 
 import base64
-import html
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,11 +24,22 @@ import pandas as pd
 from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
 from analysis.dataset import StudyData, excluded_note, load_study
+from analysis.findings import (
+    EFFECT_NAMES,
+    SLICE_NAMES,
+    TEST_NAMES,
+    Names,
+    findings_df,
+    label_coverage,
+    not_computed,
+    p_text,
+)
 from analysis.likeness import likeness_tables
 from analysis.trajectory import TRAJECTORY_COLUMNS, stored_turn_features_df, turn_trajectory_df
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 REPORT_SECTIONS = [
+    "findings",
     "summary",
     "comparisons",
     "distributions",
@@ -52,6 +63,7 @@ class AnalysisResult:
     timings: dict = field(default_factory=dict)
     # population x user-turn position x per-turn feature (``analysis.trajectory``)
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
+    codebook: object = None  # the codebook analysed with (its titles and group order name things)
 
 
 def agreement_df(
@@ -130,7 +142,7 @@ def analyze(
     turns = stored_turn_features_df(engine, data.conversations["conversation_id"], data.feature_version)
     traj = turn_trajectory_df(turns, data.conversations)
     timings["trajectory_s"] = time.perf_counter() - t
-    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj)
+    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook)
 
 
 def provenance(engine, result: AnalysisResult) -> dict:
@@ -165,44 +177,46 @@ def provenance(engine, result: AnalysisResult) -> dict:
             if data.label_source
             else None
         )
-    return {
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "software": f"llm-user-workbench {__version__}",
-        "study": data.study_name,
-        "database": engine.url.render_as_string(hide_password=True),
-        "label_source": data.label_source,
-        "label_source_reason": data.label_source_reason,
-        "label_source_model": src.model if src else None,
-        "label_prompt_version": src.prompt_version if src else None,
-        "label_codebook_version": src.codebook_version if src else None,
-        "codebook_version": data.codebook_version or "not available",
-        "feature_version": data.feature_version,
-        "analysis_language": data.language or "each conversation in its own language",
-        "correction": result.correction,
-        "assistant_models": sorted(convs["assistant_model"].dropna().unique().tolist()),
-        "simulators": [
-            {
-                "name": s.name,
-                "model": s.model,
-                "prompt_template": s.prompt_template,
-                "prompt_version": s.prompt_version,
-                "temperature": s.temperature,
-            }
-            for s in sims
-        ],
-        "counts": {
-            "conversations_human": int((convs["user_kind"] == "human").sum()),
-            "conversations_agent": int((convs["user_kind"] == "agent").sum()),
-            "participants": int(convs["participant"].nunique()),
-            "scenarios": int(convs["scenario"].nunique()),
-            "turns": int(n_turns),
-            "labels": int(n_labels),
-        },
-        "label_sources": data.meta.get("label_sources", []),
-        "excluded": data.meta.get("excluded", {}),
-        "excluded_note": excluded_note(data),
-        "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
-    }
+    return _no_paths(
+        {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "software": f"llm-user-workbench {__version__}",
+            "study": data.study_name,
+            "database": _database_name(engine.url),
+            "label_source": data.label_source,
+            "label_source_reason": data.label_source_reason,
+            "label_source_model": src.model if src else None,
+            "label_prompt_version": src.prompt_version if src else None,
+            "label_codebook_version": src.codebook_version if src else None,
+            "codebook_version": data.codebook_version or "not available",
+            "feature_version": data.feature_version,
+            "analysis_language": data.language or "each conversation in its own language",
+            "correction": result.correction,
+            "assistant_models": sorted(convs["assistant_model"].dropna().unique().tolist()),
+            "simulators": [
+                {
+                    "name": s.name,
+                    "model": s.model,
+                    "prompt_template": s.prompt_template,
+                    "prompt_version": s.prompt_version,
+                    "temperature": s.temperature,
+                }
+                for s in sims
+            ],
+            "counts": {
+                "conversations_human": int((convs["user_kind"] == "human").sum()),
+                "conversations_agent": int((convs["user_kind"] == "agent").sum()),
+                "participants": int(convs["participant"].nunique()),
+                "scenarios": int(convs["scenario"].nunique()),
+                "turns": int(n_turns),
+                "labels": int(n_labels),
+            },
+            "label_sources": data.meta.get("label_sources", []),
+            "excluded": data.meta.get("excluded", {}),
+            "excluded_note": excluded_note(data),
+            "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+        }
+    )
 
 
 def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
@@ -285,63 +299,335 @@ def _table_html(df: pd.DataFrame | None, columns: list | None = None, max_rows: 
     )
 
 
+# Column headers a reader understands, for the tables shown (CSV downloads keep the tidy names).
+HEADERS = {
+    "dimension": "Dimension",
+    "scenario": "Scenario",
+    "slice": "Slice",
+    "test": "Test",
+    "statistic": "Statistic",
+    "p_value": "p",
+    "p_adjusted": "p (adjusted)",
+    "effect_size_name": "Effect size",
+    "effect_size": "Value",
+    "ci": "95% CI",
+    "n_human": "n people",
+    "n_agent": "n simulated",
+    "human_summary": "People",
+    "agent_summary": "Simulated",
+    "note": "Note",
+    "rank": "Rank",
+    "simulator": "Simulator",
+    "population": "Population",
+    "human_likeness_index": "Human-likeness index",
+    "human_likeness_index_raw": "Index (raw)",
+    "classifier_auc": "Classifier AUC",
+    "auc_ci": "AUC 95% CI",
+    "early_stop_rate": "Early stop",
+    "positive_feedback_rate": "Positive feedback",
+    "over_cooperation": "Over-cooperation",
+    "persona_contradiction_rate": "Persona contradiction",
+    "js_distance": "JS distance",
+    "js_null": "JS with no difference",
+    "user_kind": "Conversations of",
+    "source_a": "Source A",
+    "source_b": "Source B",
+    "krippendorff_alpha": "Krippendorff's alpha",
+    "cohen_kappa": "Cohen's kappa",
+    "weighted_kappa": "Weighted kappa",
+    "agreement": "Raw agreement",
+}
+USER_KINDS = {"human": "people", "agent": "simulated users", "all": "both"}
+RATE_COLUMNS = ("early_stop_rate", "positive_feedback_rate", "over_cooperation", "persona_contradiction_rate")
+
+
+def _ci(lo, hi) -> str:
+    return "" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _compact_summary(text, dimension: str, names: Names) -> str:
+    """A group's summary in a few words: the most frequent label with its share, or the mean."""
+    if not isinstance(text, str) or not text:
+        return ""
+    if text.startswith("{"):
+        shares = json.loads(text)
+        if not shares:
+            return ""
+        top = max(shares, key=shares.get)
+        return f"{names.label(dimension, top)} {shares[top]:.0%}"
+    return text.replace("mean=", "mean ").replace("median=", "median ").replace(";", ",")
+
+
+def _readable(df: pd.DataFrame, names: Names) -> pd.DataFrame:
+    """Dimension ids as titles (in codebook order), tests and effect sizes by name, intervals in one
+    column, headers in words."""
+    d = df.copy()
+    if "dimension" in d.columns:
+        pos = {n: i for i, n in enumerate(names.sort(d["dimension"].unique()))}
+        d = d.iloc[np.argsort(d["dimension"].map(pos).to_numpy(), kind="stable")]
+        if "human_summary" in d.columns:
+            for col in ("human_summary", "agent_summary"):
+                d[col] = [_compact_summary(t, dim, names) for t, dim in zip(d[col], d["dimension"])]
+        d["dimension"] = d["dimension"].map(names.title)
+    if "test" in d.columns:
+        d["test"] = d["test"].map(lambda t: TEST_NAMES.get(t, t))
+    if "effect_size_name" in d.columns:
+        d["effect_size_name"] = d["effect_size_name"].map(lambda t: EFFECT_NAMES.get(t, t))
+    if {"ci_low", "ci_high"} <= set(d.columns):
+        at = list(d.columns).index("ci_low")
+        d.insert(at, "ci", [_ci(lo, hi) for lo, hi in zip(d["ci_low"], d["ci_high"])])
+        d = d.drop(columns=["ci_low", "ci_high"])
+    if {"auc_ci_low", "auc_ci_high"} <= set(d.columns):
+        d["auc_ci"] = [_ci(lo, hi) for lo, hi in zip(d["auc_ci_low"], d["auc_ci_high"])]
+        d = d.drop(columns=["auc_ci_low", "auc_ci_high"])
+    for col in ("p_value", "p_adjusted"):
+        if col in d.columns:
+            d[col] = d[col].map(format_p)
+    for col in ("effect_size", "statistic"):
+        if col in d.columns:
+            d[col] = d[col].map(lambda x: "" if pd.isna(x) else f"{x:.3g}")
+    for col in RATE_COLUMNS:
+        if col in d.columns:
+            d[col] = d[col].map(lambda x: "" if pd.isna(x) else f"{x:.0%}")
+    if "user_kind" in d.columns:
+        d["user_kind"] = d["user_kind"].map(lambda k: USER_KINDS.get(k, k))
+    if "scenario" in d.columns:
+        d["scenario"] = d["scenario"].astype(str).str.replace("_", " ")
+    return d.rename(columns=lambda c: HEADERS.get(c, str(c).replace("_", " ")))
+
+
+def _with_footnotes(d: pd.DataFrame, col: str = "Note", prefix: str = "n") -> tuple[pd.DataFrame, list]:
+    """Long notes out of the table: the column keeps a marker ("1", "2"...) linking to a numbered
+    list below it, each distinct note listed once."""
+    if col not in d.columns:
+        return d, []
+    notes: dict[str, int] = {}
+    marks = []
+    for text in d[col]:
+        if not isinstance(text, str) or not text.strip():
+            marks.append("")
+            continue
+        k = notes.setdefault(text, len(notes) + 1)
+        marks.append(f"FOOTNOTE{prefix}-{k}")
+    return d.assign(**{col: marks}), [(f"{prefix}-{k}", k, text) for text, k in notes.items()]
+
+
+NUMBER_TEXT = ("95% CI", "AUC 95% CI", "p", "p (adjusted)", "Value", "Statistic")
+
+
+def _column_style(key: str, d: pd.DataFrame) -> str:
+    """Numbers right-aligned, numbers and short names on one line, other text left-aligned and
+    wrapping, so a table fits the page."""
+    right = [
+        i + 1 for i, c in enumerate(d.columns) if pd.api.types.is_numeric_dtype(d[c]) or c in NUMBER_TEXT
+    ]
+    one_line = [i + 1 for i, c in enumerate(d.columns) if c in ("Effect size", "Test")]
+    rules = []
+    if right:
+        rules.append(
+            ",".join(f"#t-{key} td:nth-child({i})" for i in right) + "{text-align:right;white-space:nowrap}"
+        )
+    if one_line:
+        rules.append(",".join(f"#t-{key} td:nth-child({i})" for i in one_line) + "{white-space:nowrap}")
+    return f"<style>{''.join(rules)}</style>" if rules else ""
+
+
+def _data_href(text: str, mime: str) -> str:
+    return f"data:{mime};charset=utf-8;base64," + base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _table_block(key: str, shown: pd.DataFrame, raw: pd.DataFrame | None = None) -> dict:
+    """A table for the report: its HTML (long notes as footnotes), a CSV download (the tidy columns
+    of ``raw``) and a LaTeX download (the readable columns)."""
+    raw = shown if raw is None else raw
+    if shown is None or shown.empty:
+        return {"key": key, "html": "<p class='na'>no rows</p>", "notes": [], "csv": "", "tex": ""}
+    table, notes = _with_footnotes(shown, prefix=key)
+    html_text = _column_style(key, table) + _table_html(table).replace(
+        'class="dataframe tbl"', f'class="tbl" id="t-{key}"', 1
+    )
+    html_text = re.sub(
+        r"FOOTNOTE([\w-]+)-(\d+)", lambda m: f"<a class='fn' href='#fn-{m[1]}-{m[2]}'>[{m[2]}]</a>", html_text
+    )
+    tex = shown.to_latex(index=False, na_rep="--", escape=True, float_format=lambda x: f"{x:.3g}")
+    return {
+        "key": key,
+        "html": html_text,
+        "notes": notes,
+        "csv": _data_href(raw.to_csv(index=False), "text/csv"),
+        "tex": _data_href(tex, "application/x-tex"),
+    }
+
+
+def _figure_html(i: int, key: str, fig) -> dict:
+    """A figure with plotly.js embedded once (first figure), its modebar saving SVG, and links that
+    download it as SVG or PNG (2x) for a paper."""
+    div = f"fig-{i}"
+    height = int(fig.layout.height or 400)
+    config = {
+        "displaylogo": False,
+        "toImageButtonOptions": {"format": "svg", "filename": key, "height": height, "width": 1000},
+    }
+    body = fig.to_html(full_html=False, include_plotlyjs=(i == 0), config=config, div_id=div)
+    return {"html": body, "div": div, "file": key, "height": height}
+
+
+def _report_figures(result: AnalysisResult, names: Names) -> dict[str, list[dict]]:
+    data, comp = result.data, result.comparisons
+    frame = analysis_frame(data)
+    titles, order = {d: names.title(d) for d in data.dimensions}, names.order
+    figs: list[tuple[str, str, object]] = []
+    for dim in names.sort(data.dimensions):
+        cats = data.scales.get(dim, ("", []))[1]
+        fig = charts.label_distribution_fig(
+            frame, dim, cats, title=names.title(dim), value_titles=names.labels.get(dim, {})
+        )
+        figs.append(("distributions", f"distribution-{dim}", fig))
+    figs.append(("effects", "effects-pooled", charts.forest_fig(comp, "pooled", "label", titles, order)))
+    figs.append(("effects", "effects-scenario", charts.forest_fig(comp, "scenario", "label", titles, order)))
+    feat_titles = {f: names.title(f) for f in comp["dimension"].unique()} if len(comp) else {}
+    figs.append(("effects", "effects-features", charts.forest_fig(comp, "pooled", "feature", feat_titles)))
+    for feat in ("user_words_per_turn", "n_user_turns"):
+        figs.append(("features", f"feature-{feat}", charts.turn_length_fig(frame, feat, names.title(feat))))
+    traj = result.turn_trajectory
+    if traj is not None and not traj.empty:
+        figs.append(("trajectory", "trajectory-words", charts.trajectory_fig(traj, "words")))
+    figs.append(
+        ("likeness", "likeness-distances", charts.likeness_fig(result.likeness["distances"], titles, order))
+    )
+    figs.append(
+        ("agreement", "agreement", charts.agreement_heatmap_fig(result.agreement, titles=titles, order=order))
+    )
+    rendered: dict[str, list[dict]] = {}
+    for i, (section, key, fig) in enumerate(figs):
+        rendered.setdefault(section, []).append(_figure_html(i, key, fig))
+    return rendered
+
+
+def _report_tables(result: AnalysisResult, names: Names) -> dict[str, dict]:
+    comp = result.comparisons
+    pooled = comp[(comp["slice_by"] == "pooled") & (comp["kind"] == "label")] if len(comp) else comp
+    shown_cols = COLUMNS + ["slice_by", "slice", "human_summary", "agent_summary", "note"]
+    full = comp[shown_cols] if len(comp) else pd.DataFrame(columns=shown_cols)
+    full = full.assign(
+        slice=[
+            "all" if b == "pooled" else f"{SLICE_NAMES.get(b, b)}: {str(v).replace('_', ' ')}"
+            for b, v in zip(full["slice_by"], full["slice"])
+        ]
+    )
+    like = result.likeness
+    return {
+        "summary": _table_block(
+            "pooled", _readable(pooled[COLUMNS + ["note"]] if len(pooled) else pooled, names), pooled
+        ),
+        "comparisons": _table_block(
+            "comparisons", _readable(full.drop(columns=["slice_by", "scenario"]), names), comp
+        ),
+        "ranking": _table_block("ranking", _readable(like["ranking"], names), like["ranking"]),
+        "failures": _table_block("failures", _readable(like["failures"], names), like["failures"]),
+        "distances": _table_block("distances", _readable(like["distances"], names), like["distances"]),
+        "agreement": _table_block(
+            "agreement", _readable(_agreement_shown(result.agreement), names), result.agreement
+        )
+        if result.agreement is not None
+        else None,
+    }
+
+
+def _agreement_shown(agr: pd.DataFrame) -> pd.DataFrame:
+    keep = [
+        c
+        for c in ("dimension", "user_kind", "source_a", "source_b", "n", "agreement", "cohen_kappa")
+        + ("weighted_kappa", "krippendorff_alpha", "ci_low", "ci_high", "note")
+        if c in agr.columns
+    ]
+    return agr[keep]
+
+
+def _findings(result: AnalysisResult, names: Names) -> dict:
+    """The answer first: findings, the fidelity ranking in words, what could not be computed."""
+    data = result.data
+    found = findings_df(result.comparisons, names)
+    ranking = result.likeness["ranking"]
+    ranked = []
+    for r in ranking.itertuples():
+        if pd.isna(r.human_likeness_index):
+            continue
+        auc = "" if pd.isna(r.classifier_auc) else f"; classifier AUC {r.classifier_auc:.2f}"
+        auc += f" {_ci(r.auc_ci_low, r.auc_ci_high)}" if auc and pd.notna(r.auc_ci_low) else ""
+        ranked.append(
+            f"{r.simulator}: human-likeness index {r.human_likeness_index:.2f}{auc} (n = {r.n_agent})"
+        )
+    gaps = not_computed(result.comparisons, names)
+    if not ranked:
+        gaps.append(
+            "Simulator fidelity ranking: no simulator has labelled conversations to compare with people's."
+        )
+    if result.agreement is None:
+        gaps.append(f"Agreement between label sources: {result.agreement_note}.")
+    if result.turn_trajectory is None or result.turn_trajectory.empty:
+        gaps.append("Per-turn trajectories: no per-turn feature records.")
+    cov = label_coverage(data.conversations, data.labels)
+    return {
+        "findings": found.to_dict("records"),
+        "ranking": ranked,
+        "gaps": gaps,
+        "coverage": {k: {"labelled": a, "total": b} for k, (a, b) in cov.items()},
+    }
+
+
 def render_report(result: AnalysisResult, engine) -> str:
     """The report as one HTML string: plotly.js embedded once (first figure), everything offline."""
     import jinja2
 
-    data = result.data
-    frame = analysis_frame(data)
+    names = Names.of(result.codebook if result.codebook is not None else _default_codebook())
     comp = result.comparisons
-    figs: list[tuple[str, str, object]] = []  # (section, title, figure)
-    for dim in data.dimensions:
-        figs.append(
-            (
-                "distributions",
-                dim,
-                charts.label_distribution_fig(frame, dim, data.scales.get(dim, ("", []))[1]),
-            )
-        )
-    figs.append(("effects", "pooled", charts.forest_fig(comp, "pooled", "label")))
-    figs.append(("effects", "per scenario", charts.forest_fig(comp, "scenario", "label")))
-    figs.append(("effects", "features", charts.forest_fig(comp, "pooled", "feature")))
-    figs.append(("features", "turn length", charts.turn_length_fig(frame, "user_words_per_turn")))
-    figs.append(("features", "turns", charts.turn_length_fig(frame, "n_user_turns")))
-    traj = result.turn_trajectory
-    has_traj = traj is not None and not traj.empty
-    if has_traj:
-        figs.append(("trajectory", "words per turn", charts.trajectory_fig(traj, "words")))
-    figs.append(("likeness", "distances", charts.likeness_fig(result.likeness["distances"])))
-    figs.append(("agreement", "heatmap", charts.agreement_heatmap_fig(result.agreement)))
-    rendered: dict[str, list[str]] = {}
-    for i, (section, _title, fig) in enumerate(figs):
-        rendered.setdefault(section, []).append(
-            fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
-        )
-    csv_bytes = comp.to_csv(index=False).encode("utf-8")
     prov = provenance(engine, result)
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(["html", "j2"]))
     template = env.from_string(TEMPLATE.read_text(encoding="utf-8"))
-    pooled = comp[(comp["slice_by"] == "pooled")] if len(comp) else comp
     return template.render(
-        title=f"Human vs agent: {data.study_name}",
+        title=f"People vs simulated users: {result.data.study_name}",
         prov=prov,
         prov_json=json.dumps(prov, indent=1, default=str),
-        figs=rendered,
+        figs=_report_figures(result, names),
         sections=REPORT_SECTIONS,
-        summary_table=_table_html(pooled[pooled["kind"] == "label"] if len(pooled) else pooled, COLUMNS),
-        comparisons_table=_table_html(
-            comp, COLUMNS + ["slice_by", "slice", "human_summary", "agent_summary", "note"]
-        ),
-        csv_href="data:text/csv;base64," + base64.b64encode(csv_bytes).decode("ascii"),
+        tables=_report_tables(result, names),
+        head=_findings(result, names),
         latex=latex_table(comp) if len(comp) else "",
-        ranking_table=_table_html(result.likeness["ranking"]),
-        failures_table=_table_html(result.likeness["failures"]),
-        distances_table=_table_html(result.likeness["distances"]),
-        agreement_table=_table_html(result.agreement) if result.agreement is not None else "",
         agreement_note=result.agreement_note,
-        trajectory_available=has_traj,
-        escape=html.escape,
+        trajectory_available=result.turn_trajectory is not None and not result.turn_trajectory.empty,
+        p_text=p_text,
     )
+
+
+def _default_codebook():
+    from annotation.codebook import load_codebook
+
+    try:
+        return load_codebook()
+    except Exception:  # noqa: BLE001 - without a codebook the report shows the ids
+        return None
+
+
+def _database_name(url) -> str:
+    """The database without a path or password: "sqlite (study.db)", "postgresql (host/db)"."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite ({Path(url.database).name})" if url.database else "sqlite (in memory)"
+    return f"{url.get_backend_name()} ({url.host or 'local'}/{url.database})"
+
+
+_ABS_PATH = re.compile(r"(?<![\w:])(?:/[^/\s'\",;)]+)+/([^/\s'\",;)]+)")
+
+
+def _no_paths(value):
+    """Absolute paths shortened to their file name (the report travels; the author's folders don't)."""
+    if isinstance(value, str):
+        return _ABS_PATH.sub(r"\1", value)
+    if isinstance(value, dict):
+        return {k: _no_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_paths(v) for v in value]
+    return value
 
 
 def write_report(result: AnalysisResult, engine, out: Path) -> list[Path]:

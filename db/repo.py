@@ -29,6 +29,7 @@ from db.models import (
     Profile,
     QuestionnaireResponse,
     Scenario,
+    SimulationRun,
     SimulatorConfig,
     Study,
     TaskContext,
@@ -534,3 +535,37 @@ def dropouts_df(session: Session, study_id: int) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["participant", "status", "step", "tasks_completed", "last_seen_at"])
+
+
+def condition_choices(session: Session, study_id: int) -> list[tuple[str, str]]:
+    """(condition key, scenario key) of a study's conditions, by scenario then key: what a
+    simulation can be limited to."""
+    rows = session.exec(
+        select(Condition.key, Scenario.key)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .where(Condition.study_id == study_id)
+        .order_by(Scenario.key, Condition.key)
+    ).all()
+    return [(str(c), str(s)) for c, s in rows]
+
+
+def run_spend(session: Session, run_ids: Iterable[int]) -> dict[int, float]:
+    """USD spent per simulation run (the recorded calls' cost; unpriced calls count 0)."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(LLMCall.run_id, func.sum(LLMCall.cost_usd))
+        .where(LLMCall.run_id.in_(ids))
+        .group_by(LLMCall.run_id)
+    ).all()
+    return {int(r): float(c or 0.0) for r, c in rows}
+
+
+def record_run_plan(session: Session, run_key: str, planned: int, budget: float | None) -> None:
+    """Keep a run's planned number of conversations and its budget on its row (``params``), so
+    every session and process sees the total it is working towards."""
+    run = session.exec(select(SimulationRun).where(SimulationRun.key == run_key)).first()
+    if run is not None:
+        run.params = {**(run.params or {}), "planned_conversations": int(planned), "budget_usd": budget}
+        session.add(run)

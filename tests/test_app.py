@@ -979,3 +979,53 @@ def test_postgres_stopping_mid_send_keeps_the_message(pg_url, monkeypatch):
     at.run()
     _offered_again(at, "typed as the server stopped", ui("en")["db_unsent"])
     assert _turns(eng) == [] and participant(eng, 1).state.get("unsent") is None
+
+
+def test_simulation_page_plans_before_starting_and_shows_every_run(eng):
+    """The dry run says how many conversations, calls and dollars a choice means; a started run
+    shows its planned total, progress and spend to another researcher's session too."""
+    import time
+
+    with Session(eng) as s:
+        make_study(s)
+        s.commit()
+    at = logged_in("researcher", "simulation.py")
+    [t for t in at.text_input if t.label.startswith("Simulator model")][0].set_value("scripted/sim")
+    [n for n in at.number_input if n.label.startswith("Maximum user turns")][0].set_value(2)
+    [b for b in at.button if b.label == "Plan (dry run)"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    plan = " ".join(m.value for m in at.markdown)
+    assert re.search(r"\d+ conversations, 0 already complete", plan) and "projected calls" in plan
+    with Session(eng) as s:
+        assert not s.exec(select(SimulationRun)).all()  # a plan starts nothing
+    [b for b in at.button if b.label == "Start simulation"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from workbench.simulation.runs import simulation_status
+
+    key = at.session_state["sim_key"]
+    deadline = time.time() + 60
+    while simulation_status(key)["running"] and time.time() < deadline:
+        time.sleep(0.2)
+    other = logged_in("researcher", "simulation.py")  # another researcher's session
+    runs = other.dataframe[0].value
+    assert runs["planned"].iloc[0] >= 1 and runs["progress"].iloc[0] == 1.0
+    assert {"spend_usd", "budget_usd"} <= set(runs.columns)
+
+
+def test_studies_page_says_created_above_the_form_and_clears_it(eng):
+    at = logged_in("researcher", "studies.py")
+    assert at.title[0].value == "Study setup"  # not the Home page's heading
+    [t for t in at.text_input if t.label == "Study name"][0].set_value("cleared")
+    [m for m in at.multiselect if m.label.startswith("Scenarios")][0].set_value(["recipe_planning"])
+    [b for b in at.button if b.label == "Create study"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [ok] = [s for s in at.success if "Created study" in s.value]
+    kinds = [type(el).__name__ for el in at.tabs[0].children.values()]
+    assert kinds[0] == "Success", kinds  # the outcome first, the form below it
+    assert [t.value for t in at.text_input if t.label == "Study name"] == [""]  # ready for the next one
+    assert [m.value for m in at.multiselect if m.label.startswith("Scenarios")] == [[]]
+    # a failed creation keeps what was typed
+    [t for t in at.text_input if t.label == "Study name"][0].set_value("cleared")
+    [b for b in at.button if b.label == "Create study"][0].click().run()
+    assert "already exists" in at.error[0].value
+    assert [t.value for t in at.text_input if t.label == "Study name"] == ["cleared"]

@@ -80,7 +80,8 @@ def test_report_with_two_sources_shows_agreement(sqlite_engine, pipelines, tmp_p
     result = analyze(sqlite_engine, "agr", n_boot=200, pipelines=pipelines)
     assert result.agreement is not None and len(result.agreement)
     html = write_report(result, sqlite_engine, tmp_path / "r.html")[0].read_text(encoding="utf-8")
-    assert "krippendorff_alpha" in html and "Agreement not available" not in html
+    assert "<th>Krippendorff's alpha</th>" in html and "Agreement not available" not in html
+    assert "Agreement between label sources (krippendorff alpha)" in html  # the heatmap
 
 
 def test_latex_table_of_empty_comparisons():
@@ -138,3 +139,90 @@ def test_report_of_a_tiny_study_has_empty_cells_not_none(sqlite_engine, pipeline
         html.index('<section id="provenance">') : html.index("<details><summary>all provenance")
     ]
     assert "None" not in provenance and "{" not in provenance, provenance
+
+
+def test_report_leads_with_findings_readable_names_and_downloads(sqlite_engine, pipelines, tmp_path):
+    make_study(sqlite_engine, "lead", n_human=40, n_agent=40, seed=4)
+    result = analyze(sqlite_engine, "lead", n_boot=100, pipelines=pipelines)
+    html = write_report(result, sqlite_engine, tmp_path / "report.html")[0].read_text(encoding="utf-8")
+    # the answer first: findings with effect size, interval and the row they come from
+    assert html.index('<section id="findings">') < html.index('<section id="summary">')
+    findings = html[html.index('<section id="findings">') : html.index('<section id="summary">')]
+    findings = " ".join(findings.split())
+    assert re.search(r"Cramer&#39;s V \d\.\d\d \[\d\.\d\d, \d\.\d\d\]", findings)
+    assert re.search(r"Row: politeness / chi_square(_permutation)? / all", findings)
+    assert "40 of 40 people's and 40 of 40 simulated-user conversations have labels" in findings
+    assert "Fidelity of the simulators" in findings and "human-likeness index" in findings
+    # codebook titles, not ids, in table headers and figures; label titles, not codes
+    assert "<th>effect_size_name</th>" not in html and "<th>Effect size</th>" in html
+    assert "Problem-solving approach" in html and "No feedback" in html
+    # dimensions in codebook group order (strategy before interaction style before evaluation)
+    summary = html[html.index('<section id="summary">') : html.index('<section id="comparisons">')]
+    assert summary.index("Problem-solving approach") < summary.index("Politeness") < summary.index("Utility")
+    # every figure downloadable as SVG and PNG; every table as CSV and LaTeX
+    n_figs = html.count('class="plotly-graph-div"')
+    assert n_figs >= 10
+    assert html.count("format: 'svg'") == n_figs and html.count("format: 'png'") == n_figs
+    n_tables = html.count('class="tbl" id="t-')
+    assert n_tables >= 5 and html.count('.csv" href="data:text/csv') == n_tables
+    assert html.count('.tex" href="data:application/x-tex') == n_tables
+    # no absolute paths in the provenance
+    assert str(tmp_path) not in html and "/tmp/" not in html
+
+
+def test_small_study_report_says_what_could_not_be_computed(sqlite_engine, pipelines, tmp_path):
+    make_study(sqlite_engine, "few", n_human=4, n_agent=5, seed=3, n_participants=2)
+    with Session(sqlite_engine) as s:
+        first = s.exec(text("SELECT MIN(conversation_id) FROM label")).one()[0]
+        s.exec(text(f"DELETE FROM label WHERE conversation_id <> {first}"))
+        s.commit()
+    result = analyze(sqlite_engine, "few", n_boot=50, pipelines=pipelines)
+    html = write_report(result, sqlite_engine, tmp_path / "report.html")[0].read_text(encoding="utf-8")
+    findings = html[html.index('<section id="findings">') : html.index('<section id="summary">')]
+    findings = " ".join(findings.split())
+    assert "1 of 4 people's and 0 of 5 simulated-user conversations have labels" in findings
+    assert "Not computed, and why" in findings
+    assert (
+        "(11 label dimensions): not enough labelled conversations to compare (1 of people, 0 of simulated"
+        in findings
+    )
+    assert "No simulator could be ranked" in findings
+
+
+def test_findings_in_plain_words():
+    import pandas as pd
+
+    from analysis.findings import Names, findings_df, magnitude
+    from annotation.codebook import load_codebook
+
+    row = {
+        "dimension": "promise",
+        "scenario": "all",
+        "test": "chi_square",
+        "p_adjusted": 0.0,
+        "effect_size_name": "cramers_v",
+        "effect_size": 0.82,
+        "ci_low": 0.80,
+        "ci_high": 0.83,
+        "n_human": 2124,
+        "n_agent": 1856,
+        "kind": "label",
+        "slice_by": "pooled",
+        "human_summary": '{"HavePromise": 0.14, "NoPromise": 0.86}',
+        "agent_summary": '{"HavePromise": 0.96, "NoPromise": 0.04}',
+    }
+    out = findings_df(pd.DataFrame([row]), Names.of(load_codebook()))
+    f = out.iloc[0]
+    assert f["title"] == "Promise" and f["effect"] == "Cramer's V 0.82 [0.80, 0.83]"
+    assert f["finding"] == (
+        "large difference: “Makes a promise” in 96% of simulated-user conversations vs 14% of people's"
+    )
+    assert f["row"] == "promise / chi_square / all"
+    # Romano et al. (2006) thresholds for Cliff's delta; Cohen (1988) for V
+    assert [magnitude("cliffs_delta", x) for x in (0.1, -0.2, 0.4, 0.5)] == [
+        "negligible",
+        "small",
+        "medium",
+        "large",
+    ]
+    assert magnitude("cramers_v", 0.82) == "large"

@@ -14,9 +14,9 @@ from db.engine import session_scope
 from db.errors import UserInputError, WorkbenchError
 from db.leases import owner_alive
 from db.models import Conversation, SimulationRun, Turn
-from db.repo import get_study
+from db.repo import get_study, record_run_plan, run_spend
 from db.types import utcnow
-from workbench.simulation.runner import run_simulation
+from workbench.simulation.runner import plan_simulation, run_simulation
 from workbench.simulation.spec import SimulationSpec
 
 _runs: dict[str, threading.Thread] = {}
@@ -40,9 +40,20 @@ def start_simulation(engine: Engine, spec: SimulationSpec) -> str:
     if key in _runs and _runs[key].is_alive():
         raise UserInputError("a simulation with this model is already running for this study")
 
+    run_key = plan_simulation(engine, spec).run_key
+    recorded: list[bool] = []
+
+    def plan_known(prog) -> None:
+        # The run's row exists once progress is first reported: keep its planned total and budget
+        # there, so every researcher session (and a CLI) sees what the run works towards.
+        if not recorded:
+            recorded.append(True)
+            with session_scope(engine) as s:
+                record_run_plan(s, run_key, prog.total, spec.budget)
+
     def work() -> None:
         try:
-            run_simulation(engine, spec)
+            run_simulation(engine, spec, progress=plan_known)
         except WorkbenchError as exc:  # a user-facing error: its message says what to do
             _run_errors[key] = str(exc)
         except Exception as exc:  # shown on the page; the runner's own rows say how far it got
@@ -53,6 +64,13 @@ def start_simulation(engine: Engine, spec: SimulationSpec) -> str:
     _runs[key] = t
     t.start()
     return key
+
+
+def study_run_errors(study: str) -> list[str]:
+    """The messages that stopped this server's background runs of ``study`` (any session's)."""
+    return [
+        msg for key, msg in _run_errors.items() if key.startswith(f"{study}:") and not _runs[key].is_alive()
+    ]
 
 
 def simulation_status(key: str) -> dict:
@@ -66,6 +84,10 @@ STALE_MINUTES = 10
 RUN_COLUMNS = [
     "run",
     "status",
+    "planned",
+    "progress",
+    "spend_usd",
+    "budget_usd",
     "process",
     "created_at",
     "finished_at",
@@ -84,9 +106,11 @@ def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
     last turn is older than ``STALE_MINUTES``."""
     rows = []
     now = utcnow()
-    for run in session.exec(
+    runs = session.exec(
         select(SimulationRun).where(SimulationRun.study_id == study_id).order_by(SimulationRun.id)
-    ).all():
+    ).all()
+    spend = run_spend(session, [r.id for r in runs])
+    for run in runs:
         counts = dict(
             session.exec(
                 select(Conversation.status, func.count(Conversation.id))
@@ -104,10 +128,20 @@ def simulation_runs_df(session: Session, study_id: int) -> pd.DataFrame:
             or run.created_at
         )
         status, process = _run_status(run, last, now)
+        params = run.params or {}
+        n = sum(counts.values())
+        planned = int(params.get("planned_conversations") or n)
         rows.append(
             {
                 "run": run.key[:12],
                 "status": status,
+                "planned": planned,
+                # finished conversations (completed or failed) of the planned total, 0..1
+                "progress": min(1.0, (counts.get("completed", 0) + counts.get("failed", 0)) / planned)
+                if planned
+                else 0.0,
+                "spend_usd": round(spend.get(run.id, 0.0), 4),
+                "budget_usd": params.get("budget_usd"),
                 "process": process,
                 "created_at": run.created_at,
                 "finished_at": run.finished_at,

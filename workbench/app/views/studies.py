@@ -13,7 +13,10 @@ from workbench.participation.entry import create_invites, invite_url, prolific_u
 from workbench.studies import available_scenarios, create_study_from_packs, get_settings, update_settings
 
 require_role("researcher")
-st.title("Studies")
+st.title("Study setup")
+st.caption(
+    "Create a study, change its settings, make invite links. Home lists every study with its conversations."
+)
 show_flash()
 eng = engine()
 with session_scope(eng) as s:
@@ -30,7 +33,19 @@ with create_tab:
     except UserInputError as exc:  # an invalid pack (scenarios.LibraryError) or a missing pack folder
         scenario_keys = []
         st.warning(escape_markdown(str(exc)))
-    with st.form("create_study"):
+    # The outcome first, where the eye is (above the form, not below its fold).
+    if st.session_state.get("_created"):
+        st.success(escape_markdown(st.session_state.pop("_created")))
+    if st.session_state.get("_created_warning"):
+        st.warning(
+            escape_markdown(
+                st.session_state.pop("_created_warning")
+                + ". Participants get no reply until it is set where the app runs."
+            )
+        )
+    # A new form (fresh, empty widgets) after each created study, so a second click cannot hit
+    # "already exists"; after an error the form keeps what was typed.
+    with st.form(f"create_study_{st.session_state.get('_create_round', 0)}"):
         name = st.text_input("Study name")
         model = st.text_input("Assistant model (provider/model)", value=settings().default_model)
         chosen = st.multiselect("Scenarios (none = the four reference scenarios)", scenario_keys)
@@ -74,16 +89,8 @@ with create_tab:
                     f"Created study {result[0].name!r} with {result[1]} conditions."
                 )
                 st.session_state["_created_warning"] = check_model_name(model.strip())
+                st.session_state["_create_round"] = st.session_state.get("_create_round", 0) + 1
             st.rerun()
-    if st.session_state.get("_created"):
-        st.success(escape_markdown(st.session_state.pop("_created")))
-    if st.session_state.get("_created_warning"):
-        st.warning(
-            escape_markdown(
-                st.session_state.pop("_created_warning")
-                + ". Participants get no reply until it is set where the app runs."
-            )
-        )
 
 with settings_tab:
     if not names:
@@ -181,4 +188,4 @@ with invite_tab:
             st.text_area(f"Invite links for {links_study}", links, height=200)
             st.download_button("Download links", links, file_name=f"{links_study}-invites.txt")
         st.caption("Prolific study URL (Prolific fills in the ids):")
-        st.code(prolific_url(base, study), language=None)
+        st.code(prolific_url(base, study), language=None, wrap_lines=True)
