@@ -57,3 +57,13 @@ if [ "$want" = "all" ] && ! command -v chromium >/dev/null 2>&1; then
     (sudo apt-get update -qq && sudo apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "warning: could not install chromium" >&2
   fi
 fi
+if [ "$want" = "all" ] && [ ! -f .venv/axe/node_modules/axe-core/axe.min.js ]; then
+  # axe-core (accessibility rules) for the browser tests, from the npm registry.
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p .venv/axe
+    (cd .venv/axe && npm install --silent --no-audit --no-fund axe-core@4 >/dev/null 2>&1) \
+      || echo "warning: could not install axe-core with npm" >&2
+  else
+    echo "warning: npm is missing, so axe-core (accessibility tests) is not installed" >&2
+  fi
+fi

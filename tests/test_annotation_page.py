@@ -299,7 +299,7 @@ def test_save_guess_progress_and_resume(db):
     # A fresh session (new login) resumes at the third item, with progress from the database.
     at2 = page(users)
     assert "已标注 1，已跳过 1，剩余 2" in at2.get("progress")[0].proto.text
-    assert "第 3 条" in at2.subheader[0].value
+    assert "第 3 条" in at2.header[0].value
     # Other annotators are unaffected.
     at3 = page(users, "bob")
     assert "已标注 0" in at3.get("progress")[0].proto.text
@@ -389,8 +389,8 @@ def test_group_headings_appear_once(db, extended_codebook):
     _, users = db
     at = page(users)
     assert not at.exception, at.exception
-    headings = [m.value for m in at.markdown if m.value.startswith("##### ")]
-    assert headings == ["##### 对话策略", "##### 交互风格", "##### 助手的回答"]
+    headings = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert headings == ["#### 对话策略", "#### 交互风格", "#### 助手的回答"]
     titles = [r.label for r in at.radio]
     strategy = [
         d.display_title("zh") for d in extended_codebook.conversation_dimensions() if d.group == "strategy"
@@ -528,7 +528,7 @@ def test_adjudication_page(db):
     # the settled item leaves the list and the box names the item now shown, not the old one
     box = at.selectbox(key="adj_item")
     assert f"{agent_no}：{POL_ZH}" not in box.options and len(box.options) == 3
-    assert box.index == 0 and box.options[0].split("：")[1].startswith(at.subheader[0].value)
+    assert box.index == 0 and box.options[0].split("：")[1].startswith(at.header[0].value)
     assert "已裁决 1 / 4 个分歧" in at.get("progress")[0].proto.text
     with Session(eng) as s:
         src = s.exec(select(LabelSource).where(LabelSource.name == "adjudicated:pilot")).one()
@@ -536,7 +536,7 @@ def test_adjudication_page(db):
         assert (lab.conversation_id, lab.dimension, lab.value) == (agent, "politeness", "Polite")
         assert lab.rationale == "adjudicated by res: thanks in turn 1"
     for _ in range(3):  # settle the rest
-        value = {FORM_ZH: "Oral", POL_ZH: "Polite"}.get(at.subheader[0].value, "no")
+        value = {FORM_ZH: "Oral", POL_ZH: "Polite"}.get(at.header[0].value, "no")
         _by_label(at.radio, "最终标签").set_value(value)
         _by_label(at.button, "保存裁决").click().run()
         assert not at.exception and not at.error

@@ -99,7 +99,7 @@ def test_participant_full_flow(eng, scripted_assistant):
     p = participant(eng, pid)
     assert p.state["step"] == "task" and p.profile_id is not None
     for task in range(2):
-        assert at.subheader[0].value == f"Task {task + 1} of 2"
+        assert at.header[0].value == f"Task {task + 1} of 2"
         at.chat_input[0].set_value("Hi ![me](http://evil.example/me.png)").run()  # sends, then streams
         with Session(eng) as s:
             turns = s.exec(

@@ -109,3 +109,58 @@ def test_participant_steps_have_no_axe_violations(a11y_app):
         _scan(page, source, "post-task", found)
         browser.close()
     assert not found, "\n\n".join(f"[{where}]\n{text}" for where, text in found.items())
+
+
+STAFF_PAGES = [
+    "",
+    "studies",
+    "progress",
+    "transcripts",
+    "simulation",
+    "dashboard",
+    "export",
+    "annotate",
+    "adjudicate",
+]
+
+
+def _login(page, base: str, name: str, password: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(base)
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_text(f"Log out ({name})")).to_be_visible()
+
+
+def test_staff_pages_have_no_axe_violations(a11y_app):
+    import subprocess
+    import sys
+
+    from playwright.sync_api import sync_playwright
+
+    source = axe_source()
+    for name, role in (("rita", "researcher"), ("ann", "annotator")):
+        subprocess.run(
+            [sys.executable, "-m", "workbench.cli", "users", "add", name, "--role", role, "--password-stdin"],
+            input=f"{name}-a11y-pass-1\n",
+            text=True,
+            env=a11y_app["env"],
+            check=True,
+            capture_output=True,
+        )
+    found: dict[str, str] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(a11y_app["base"])
+        page.get_by_role("button", name="Log in").wait_for()
+        _scan(page, source, "login", found)
+        _login(page, a11y_app["base"], "rita", "rita-a11y-pass-1")
+        for path in STAFF_PAGES:
+            page.goto(f"{a11y_app['base']}/{path}")
+            page.get_by_text("Log out (rita)").wait_for()
+            _scan(page, source, f"staff-{path or 'home'}", found)
+        browser.close()
+    assert not found, "\n\n".join(f"[{where}]\n{text}" for where, text in found.items())

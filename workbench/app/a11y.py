@@ -3,7 +3,7 @@
 Streamlit redraws a page after every action and the browser's focus falls back to the page body, so
 a keyboard or screen-reader user has to find their place again after consent, each message, each
 rating and each questionnaire. ``move_focus`` puts the focus on the new step's heading or first
-control, once per step. ``page_style`` raises Streamlit's caption grey (3.9:1 on white) to 7.9:1,
+control, once per step. ``page_style`` raises Streamlit's captions (text at 60% opacity, 3.9:1 on white) to 7.9:1,
 since the participant and staff pages show essential text as captions.
 """
 
@@ -14,6 +14,7 @@ import json
 import streamlit as st
 
 CAPTION_CSS = """<style>
+[data-testid="stCaptionContainer"] { opacity: 1 !important; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { color: #4b5060 !important; }
 </style>"""
 

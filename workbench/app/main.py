@@ -19,6 +19,7 @@ import streamlit as st  # noqa: E402
 from sqlalchemy.exc import InterfaceError, OperationalError  # noqa: E402
 
 from db.errors import DatabaseUnavailable  # noqa: E402
+from workbench.app.a11y import page_style  # noqa: E402
 from workbench.app.auth import current_user, login_form, logout, restore_login  # noqa: E402
 
 # Not "pages/": Streamlit lists a folder of that name in the sidebar on its own before st.navigation
@@ -28,6 +29,7 @@ PAGES = Path(__file__).resolve().parent / "views"
 st.set_page_config(page_title="LLM user workbench", layout="wide")
 # Participants should not see Streamlit's developer menu (Deploy, rerun settings...).
 st.set_option("client.toolbarMode", "minimal")
+page_style()  # readable captions on every page (WCAG AA contrast)
 
 
 def _logout_page() -> None:

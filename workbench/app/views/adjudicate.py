@@ -111,7 +111,7 @@ with left:
                 st.caption(T["the_item"][turn.role].format(n=count[turn.role]))
             show_turn(turn.role, turn.text)
 with right:
-    st.subheader(escape_markdown(_title(row["dimension"])))
+    st.header(escape_markdown(_title(row["dimension"])))
     if row["status"] != OPEN:
         st.caption(escape_markdown(T["status_line"].format(status=T["status"][row["status"]])))
     if dim:

@@ -106,7 +106,7 @@ if conv_id == revisit:
         st.session_state.pop("annotate_revisit", None)
         st.rerun()
 
-st.subheader(T["item"].format(pos=work.position(conv_id) + 1, total=prog.total))
+st.header(T["item"].format(pos=work.position(conv_id) + 1, total=prog.total))
 st.caption(escape_markdown(T["scenario"].format(name=view.scenario_name)))
 
 
@@ -153,7 +153,7 @@ def _definition(dim) -> None:
 
 def _turns(k: str) -> None:
     """The conversation, with a radio under each turn for every turn-level dimension of its role."""
-    st.markdown(f"#### {T['turns_head']}")
+    st.markdown(f"### {T['turns_head']}")
     role_no: dict[str, int] = {}  # assistant turns are numbered as replies, user turns as messages
     for turn in view.turns:
         with st.chat_message(turn.role, avatar=None):
@@ -176,12 +176,12 @@ def _turns(k: str) -> None:
 
 
 def _conversation_dimensions(k: str) -> None:
-    st.markdown(f"#### {T['conv_head']}")
+    st.markdown(f"### {T['conv_head']}")
     # One heading per group (groups in order of first appearance, dimensions in codebook order within
     # a group): an extension codebook may add a dimension of an earlier group at the end.
     conv_dims = codebook.conversation_dimensions()
     for group in dict.fromkeys(d.group for d in conv_dims):
-        st.markdown(f"##### {escape_markdown(T['groups'].get(group, group))}")
+        st.markdown(f"#### {escape_markdown(T['groups'].get(group, group))}")
         for dim in (d for d in conv_dims if d.group == group):
             st.radio(
                 dim.display_title(lang),

@@ -12,7 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from db.engine import session_scope
 from db.errors import DatabaseUnavailable, WorkbenchError
-from workbench.app.a11y import CHAT_INPUT, FIRST_FORM_CONTROL, heading_id, move_focus, page_style
+from workbench.app.a11y import CHAT_INPUT, FIRST_FORM_CONTROL, heading_id, move_focus
 from workbench.app.common import (
     engine,
     escape_markdown,
@@ -174,7 +174,6 @@ def auto_return(view) -> None:
         st.markdown(redirect_tag(view.redirect_url, view.redirect_seconds), unsafe_allow_html=True)
 
 
-page_style()
 st.title(T["title"])
 show_flash()
 
