@@ -24,6 +24,7 @@ import pandas as pd
 from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
 from analysis.dataset import StudyData, excluded_note, load_study
+from analysis.fidelity import study_fidelity, write_fidelity
 from analysis.likeness import likeness_tables
 from analysis.trajectory import TRAJECTORY_COLUMNS, stored_turn_features_df, turn_trajectory_df
 
@@ -52,6 +53,7 @@ class AnalysisResult:
     timings: dict = field(default_factory=dict)
     # population x user-turn position x per-turn feature (``analysis.trajectory``)
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
+    fidelity: dict[str, pd.DataFrame] = field(default_factory=dict)  # analysis.fidelity.study_fidelity
 
 
 def agreement_df(
@@ -130,7 +132,11 @@ def analyze(
     turns = stored_turn_features_df(engine, data.conversations["conversation_id"], data.feature_version)
     traj = turn_trajectory_df(turns, data.conversations)
     timings["trajectory_s"] = time.perf_counter() - t
-    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj)
+    t = time.perf_counter()
+    say("fidelity metrics and their human ceilings")
+    fid = study_fidelity(engine, data, pipelines=pipelines, likeness=like)
+    timings["fidelity_s"] = time.perf_counter() - t
+    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, fid)
 
 
 def provenance(engine, result: AnalysisResult) -> dict:
@@ -223,6 +229,7 @@ def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
         p = out_dir / f"likeness_{name}.csv"
         df.to_csv(p, index=False)
         paths.append(p)
+    paths += write_fidelity(result.fidelity, out_dir)
     p = out_dir / "turn_trajectory.csv"
     result.turn_trajectory.to_csv(p, index=False)
     paths.append(p)
