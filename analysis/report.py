@@ -24,6 +24,7 @@ import pandas as pd
 from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
 from analysis.dataset import StudyData, excluded_note, load_study
+from analysis.fidelity import study_fidelity, write_fidelity
 from analysis.findings import (
     EFFECT_NAMES,
     SLICE_NAMES,
@@ -64,6 +65,7 @@ class AnalysisResult:
     # population x user-turn position x per-turn feature (``analysis.trajectory``)
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
     codebook: object = None  # the codebook analysed with (its titles and group order name things)
+    fidelity: dict[str, pd.DataFrame] = field(default_factory=dict)  # analysis.fidelity.study_fidelity
 
 
 def agreement_df(
@@ -142,7 +144,11 @@ def analyze(
     turns = stored_turn_features_df(engine, data.conversations["conversation_id"], data.feature_version)
     traj = turn_trajectory_df(turns, data.conversations)
     timings["trajectory_s"] = time.perf_counter() - t
-    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook)
+    t = time.perf_counter()
+    say("fidelity metrics and their human ceilings")
+    fid = study_fidelity(engine, data, pipelines=pipelines, likeness=like)
+    timings["fidelity_s"] = time.perf_counter() - t
+    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook, fid)
 
 
 def provenance(engine, result: AnalysisResult) -> dict:
@@ -237,6 +243,7 @@ def write_analysis(result: AnalysisResult, out_dir: Path) -> list[Path]:
         p = out_dir / f"likeness_{name}.csv"
         df.to_csv(p, index=False)
         paths.append(p)
+    paths += write_fidelity(result.fidelity, out_dir)
     p = out_dir / "turn_trajectory.csv"
     result.turn_trajectory.to_csv(p, index=False)
     paths.append(p)

@@ -40,7 +40,7 @@ def analyze(
     output_dir(out, "--out")
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
-    with steps("analysing", expected=5) as step:
+    with steps("analysing", expected=6) as step:
         result = run(
             engine,
             study,
@@ -83,7 +83,7 @@ def report(
     output_file(out, "--out")
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
-    with steps("reporting", expected=6) as step:
+    with steps("reporting", expected=7) as step:
         result = run(
             engine,
             study,
