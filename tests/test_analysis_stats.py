@@ -397,6 +397,7 @@ def test_random_intercept_matches_statsmodels_mixedlm():
     assert r["ci_low"] < r["effect_size"] < r["ci_high"] and 0 < r["p_value"] < 1
 
 
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
 def test_ordinal_cluster_test_matches_statsmodels_ordered_model():
     """Proportional-odds log odds ratio and its CR1 cluster-robust SE against statsmodels'
     OrderedModel(...).fit(cov_type="cluster"); the Cliff's delta cluster bootstrap against an
