@@ -59,6 +59,7 @@ EXTRA_COLUMNS = [
     "agent_summary",
     "label_source",
     "correction",
+    "family",
     "note",
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
@@ -79,8 +80,10 @@ def _summary(values: pd.Series, scale: str, categories: list | None = None) -> s
         order = [c for c in (categories or []) if c in share.index] + [
             c for c in share.index if c not in (categories or [])
         ]
-        return json.dumps({c: round(float(share[c]), 3) for c in order})
-    return f"mean={values.astype(float).mean():.3f}; median={values.astype(float).median():.3f}"
+        return json.dumps({c: float(share[c]) for c in order})  # full precision: n x share = counts
+    v = values.astype(float)
+    sd = v.std(ddof=1) if len(v) > 1 else float("nan")
+    return f"mean={float(v.mean())!r}; sd={float(sd)!r}; median={float(v.median())!r}"
 
 
 def _ranks(values: pd.Series, categories: list) -> pd.Series:
@@ -107,13 +110,16 @@ class Groups:
     categories: list
     n_boot: int
     ci: float
+    thresholds: tuple = (0.05,)  # decision levels a Monte Carlo p must be clear of
 
     def clusters(self) -> np.ndarray:
         return self.people.loc[self.human.index].values
 
 
 def _chi_square(g: Groups) -> dict:
-    return stats.chi_square_test(g.human.tolist(), g.agent.tolist(), g.categories, n_boot=g.n_boot, ci=g.ci)
+    return stats.chi_square_test(
+        g.human.tolist(), g.agent.tolist(), g.categories, n_boot=g.n_boot, ci=g.ci, thresholds=g.thresholds
+    )
 
 
 def _clustered_shares(g: Groups) -> dict:
@@ -132,6 +138,14 @@ def _mann_whitney(g: Groups) -> dict:
 
 def _clustered_mean(g: Groups) -> dict:
     return stats.clustered_test(g.human.values, g.agent.values, g.clusters(), g.ci)
+
+
+def _clustered_ordinal(g: Groups) -> dict:
+    return stats.ordinal_cluster_test(g.human.values, g.agent.values, g.clusters(), g.n_boot, g.ci)
+
+
+def _random_intercept(g: Groups) -> dict:
+    return stats.random_intercept_test(g.human.values, g.agent.values, g.clusters(), g.ci)
 
 
 def _modal_per_unit(vals: pd.DataFrame, scale: str, categories: list) -> pd.DataFrame:
@@ -155,11 +169,13 @@ def _wilcoxon(human: pd.Series, agent: pd.Series, categories: list, ci: float) -
 class ScaleTests:
     """What is run for a variable of one scale. ``values``: the non-missing values as the tests read
     them (the row notes how many it drops as outside the scale; summaries are on these values);
-    ``tests``: one row each, in this order, on the two groups; ``per_unit`` and ``paired``: the
-    matched analysis (one value per unit and kind, then one paired test)."""
+    ``tests``: (role, test) pairs, one row each, in this order, on the two groups; ``recommended``:
+    the role of the test to cite (its pooled rows form the ``primary`` family); ``per_unit`` and
+    ``paired``: the matched analysis (one value per unit and kind, then one paired test)."""
 
     values: Callable[[pd.Series, list], pd.Series]
-    tests: tuple[Callable[[Groups], dict], ...]
+    tests: tuple[tuple[str, Callable[[Groups], dict]], ...]
+    recommended: str
     per_unit: Callable[[pd.DataFrame, str, list], pd.DataFrame]
     paired: Callable[[pd.Series, pd.Series, list, float], dict]
 
@@ -167,23 +183,48 @@ class ScaleTests:
 SCALES: dict[str, ScaleTests] = {
     "nominal": ScaleTests(
         values=lambda v, cats: v.astype(str),
-        tests=(_chi_square, _clustered_shares),
+        tests=(("chi_square", _chi_square), ("clustered", _clustered_shares)),
+        recommended="clustered",
         per_unit=_modal_per_unit,
         paired=_mcnemar_bowker,
     ),
     "ordinal": ScaleTests(
         values=lambda v, cats: _ranks(v, cats).dropna(),
-        tests=(_mann_whitney, _clustered_mean),
+        tests=(
+            ("mann_whitney", _mann_whitney),
+            ("clustered_linear", _clustered_mean),
+            ("clustered", _clustered_ordinal),
+            ("mixed", _random_intercept),
+        ),
+        recommended="clustered",
         per_unit=_mean_per_unit,
         paired=_wilcoxon,
     ),
     "continuous": ScaleTests(
         values=lambda v, cats: v.astype(float),
-        tests=(_welch_t, _mann_whitney, _clustered_mean),
+        tests=(
+            ("welch_t", _welch_t),
+            ("mann_whitney", _mann_whitney),
+            ("clustered", _clustered_mean),
+            ("mixed", _random_intercept),
+        ),
+        recommended="clustered",
         per_unit=_mean_per_unit,
         paired=_wilcoxon,
     ),
 }
+PRIMARY = "primary"  # the family to cite: the recommended test of every variable, pooled
+
+
+def family_name(slice_by: str, slice_name: str, role: str, recommended: bool) -> str:
+    """The multiple-comparison family of a row: ``primary`` for the recommended pooled test, else
+    ``slice_by:slice:role`` (role ``recommended`` for the recommended test), so every family holds
+    at most one row per variable and answers one question."""
+    if slice_by == "pooled" and recommended:
+        return PRIMARY
+    return f"{slice_by}:{slice_name}:{'recommended' if recommended else role}"
+
+
 LABEL_SCALES = ("nominal", "ordinal")  # a label dimension of any other scale is compared as nominal
 
 
@@ -200,12 +241,14 @@ def _tests_for(
     agent: pd.DataFrame,
     n_boot: int,
     ci: float,
+    thresholds: tuple = (0.05,),
 ) -> list[dict]:
     spec = SCALES[scale]
     h, a = human[variable].dropna(), agent[variable].dropna()
     people = human["participant"] if "participant" in human else pd.Series("", index=human.index)
     hv, av = spec.values(h, categories), spec.values(a, categories)
-    out = [test(Groups(hv, av, people, categories, n_boot, ci)) for test in spec.tests]
+    groups = Groups(hv, av, people, categories, n_boot, ci, thresholds)
+    out = [test(groups) | {"role": role} for role, test in spec.tests]
     dropped = (len(h) - len(hv)) + (len(a) - len(av))
     missing_h, missing_a = int(human[variable].isna().sum()), int(agent[variable].isna().sum())
     for r in out:
@@ -222,6 +265,8 @@ def _tests_for(
             )
         if variable in VARIABLE_NOTES:
             _add_note(r, VARIABLE_NOTES[variable])
+        if disagree := stats.disagreement_note(r, 1 - ci):
+            _add_note(r, disagree)
         r.update(
             dimension=variable,
             kind=kind,
@@ -367,7 +412,10 @@ def _paired_rows(frame: pd.DataFrame, variables, ci: float) -> list[dict]:
         r = spec.paired(per["human"], per["agent"], cats, ci)
         if r["n_human"] < MIN_PAIRS:
             continue
+        if disagree := stats.disagreement_note(r, 1 - ci):
+            _add_note(r, disagree)
         r.update(
+            family=family_name("paired", ",".join(sorted(units["match"].unique())), "paired", True),
             dimension=name,
             kind=kind,
             scale=scale,
@@ -390,22 +438,33 @@ def comparisons_df(
     include_features: bool = True,
     paired: bool = True,
 ) -> pd.DataFrame:
-    """The comparison table (``COLUMNS`` first, then ``EXTRA_COLUMNS``); p_adjusted is corrected over
-    every test in the table (Holm by default, ``correction="bh"`` for Benjamini-Hochberg)."""
+    """The comparison table (``COLUMNS`` first, then ``EXTRA_COLUMNS``); p_adjusted is corrected
+    within each row's ``family`` (Holm by default, ``correction="bh"`` for Benjamini-Hochberg): the
+    ``primary`` family holds the recommended test of every variable, pooled; the others one slice
+    and one test each (``family_name``)."""
     stats.adjust_p([], correction)  # validate the method name before any work
     frame = analysis_frame(data)
     variables = _variables(data, include_features)
+    # A Monte Carlo p must settle the decision at alpha and at the family's Bonferroni level (its
+    # smallest Holm threshold); a family holds one row per variable.
+    alpha = 1 - ci
+    thresholds = (alpha, alpha / max(1, len(variables)))
     rows: list[dict] = []
     if not frame.empty:
         for slice_by, slice_name, scenario, hum, age in _slices(frame, by):
             for name, kind, scale, cats in variables:
-                for r in _tests_for(name, kind, scale, cats, hum, age, n_boot, ci):
+                for r in _tests_for(name, kind, scale, cats, hum, age, n_boot, ci, thresholds):
+                    role = r.pop("role")
                     r.update(scenario=scenario, slice_by=slice_by, slice=slice_name)
+                    r["family"] = family_name(slice_by, slice_name, role, role == SCALES[scale].recommended)
                     rows.append(r)
         if paired:
             rows.extend(_paired_rows(frame, variables, ci))
     out = pd.DataFrame(rows, columns=ALL_COLUMNS)
-    out["p_adjusted"] = stats.adjust_p(out["p_value"].tolist(), correction) if len(out) else []
+    out["p_adjusted"] = None
+    for _family, idx in out.groupby("family", sort=False).groups.items():
+        out.loc[idx, "p_adjusted"] = stats.adjust_p(out.loc[idx, "p_value"].tolist(), correction)
+    out["p_adjusted"] = out["p_adjusted"].astype(float)
     out["label_source"] = data.label_source
     out["correction"] = correction
     out["note"] = out["note"].fillna("")
@@ -417,5 +476,11 @@ def comparisons_df(
 
 
 def comparison_records(df: pd.DataFrame) -> list[dict]:
-    """JSON-ready records (NaN -> None)."""
-    return json.loads(df.to_json(orient="records"))
+    """JSON-ready records (NaN -> None) at full precision: Python floats, which ``json.dumps``
+    writes with every digit (pandas' ``to_json`` rounds to 10 decimal places, so a p of 5e-15
+    would be written as 0)."""
+    out = df.astype(object).where(df.notna(), None)
+    return [
+        {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+        for r in out.to_dict("records")
+    ]

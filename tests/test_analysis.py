@@ -49,6 +49,31 @@ def test_comparison_table_on_synthetic_study(engine, pipelines):
     assert (bh.loc[ok, "p_adjusted"] <= comp.loc[ok, "p_adjusted"] + 1e-12).all()
     with pytest.raises(UserInputError):
         comparisons_df(data, correction="bonf")
+    # Families: the primary one holds one recommended, pooled, participant-clustered row per variable;
+    # every family at most one row per variable; Holm runs within a family (statsmodels, by hand).
+    primary = comp[comp["family"] == "primary"]
+    assert (primary["slice_by"] == "pooled").all() and primary["dimension"].is_unique
+    assert set(primary["test"]) <= {"wald_cluster_robust", "ordinal_cluster_robust", "ols_cluster_robust"}
+    assert primary.set_index("dimension").loc["question_broadness", "test"] == "ordinal_cluster_robust"
+    assert not comp.duplicated(["family", "dimension"]).any()
+    from statsmodels.stats.multitest import multipletests
+
+    fam = comp[comp["family"] == "pooled:all:mann_whitney"].dropna(subset=["p_value"])
+    assert fam["p_adjusted"].tolist() == pytest.approx(list(multipletests(fam["p_value"], method="holm")[1]))
+    assert {"mixed_random_intercept", "ordinal_cluster_robust"} <= set(pooled.index.get_level_values("test"))
+    # Summaries keep every digit: the shares times n give the counts back.
+    row = pooled.loc[("politeness", "chi_square")]
+    counts = {k: v * row["n_human"] for k, v in json.loads(row["human_summary"]).items()}
+    assert all(abs(c - round(c)) < 1e-9 for c in counts.values())
+
+
+def test_json_records_keep_full_precision():
+    from analysis.compare import comparison_records
+
+    df = pd.DataFrame({"p_value": [5.1e-15, np.nan], "n_human": [3, 4], "note": ["", None]})
+    text = json.dumps(comparison_records(df))
+    back = json.loads(text)
+    assert back[0]["p_value"] == 5.1e-15 and back[1]["p_value"] is None and back[0]["n_human"] == 3
 
 
 def test_scenario_without_humans_gives_not_enough_data_rows(sqlite_engine, pipelines):

@@ -100,15 +100,43 @@ def test_hedges_g_matches_statsmodels_and_welch_matches_scipy():
 
     rng = np.random.default_rng(5)
     h, a = rng.normal(10, 2, 40), rng.normal(11, 3, 35)
-    r = stats.welch_t_test(h, a)
     g_sm, var_sm = effectsize_smd(a.mean(), a.std(ddof=1), len(a), h.mean(), h.std(ddof=1), len(h))
-    assert r["effect_size"] == pytest.approx(g_sm)
+    g, lo, hi = stats.hedges_g_ci(h, a)
+    assert g == pytest.approx(g_sm)
     half = 1.959964 * math.sqrt(var_sm)
-    assert r["ci_high"] - r["ci_low"] == pytest.approx(
-        2 * half, rel=0.02
-    )  # variance formulas differ in n-3.94
+    assert hi - lo == pytest.approx(2 * half, rel=0.02)  # variance formulas differ in n-3.94
+    r = stats.welch_t_test(h, a)
     t, p = sps.ttest_ind(a, h, equal_var=False)
     assert r["statistic"] == pytest.approx(t) and r["p_value"] == pytest.approx(p)
+    assert r["effect_size_name"] == "bonett_d"  # the effect size, like the test, allows unequal variances
+
+
+def test_bonett_d_by_hand_and_its_se_against_a_simulation():
+    """Bonett (2008) eq. 5-6 by hand (R statpsych::ci.stdmean2 uses the same formulas); its SE
+    against the spread of d over 4,000 simulated samples with unequal variances and sizes."""
+    rng = np.random.default_rng(3)
+    h, a = rng.normal(0, 1, 30), rng.normal(1, 3, 90)
+    d_adj, lo, hi = stats.bonett_d_ci(h, a)
+    v1, v2 = h.var(ddof=1), a.var(ddof=1)
+    d = (a.mean() - h.mean()) / math.sqrt((v1 + v2) / 2)
+    assert d_adj == pytest.approx(d * (1 - 3 / (4 * 120 - 9)))
+    assert (lo + hi) / 2 == pytest.approx(d)
+    sims = np.array([stats.bonett_d_ci(rng.normal(0, 1, 30), rng.normal(1, 3, 90))[0] for _ in range(4000)])
+    se_formula = (hi - lo) / 2 / 1.959964
+    assert sims.std() == pytest.approx(se_formula, rel=0.1)
+
+
+def test_assumption_and_disagreement_notes():
+    """A constant group and heavy ties are named; a p-value and an interval that disagree about
+    "no difference" are flagged (5 varied people against a constant agent group)."""
+    r = stats.mann_whitney_test([1.0, 2.0, 3.0, 3.0, 3.0, 3.0], [3.0] * 40)
+    assert "agent group constant" in r["note"] and "heavy ties" in r["note"]
+    row = {"effect_size_name": "cliffs_delta", "p_value": 6e-13, "ci_low": -0.1, "ci_high": 0.4}
+    assert "p < 0.05 but the interval includes 0" in stats.disagreement_note(row)
+    row.update(p_value=0.2, ci_low=0.01)
+    assert "p >= 0.05 but the interval excludes 0" in stats.disagreement_note(row)
+    assert stats.disagreement_note(row | {"effect_size_name": "cramers_v"}) == ""  # unsigned
+    assert stats.disagreement_note(row | {"p_value": 0.01}) == ""
 
 
 def test_clustered_test_matches_hand_sandwich():
@@ -233,6 +261,14 @@ def test_adjust_p_holm_and_bh():
     assert [bh[i] for i in (0, 1, 2, 4)] == pytest.approx(list(ref))
     with pytest.raises(UserInputError):
         stats.adjust_p(p, "bonferonni")
+    rng = np.random.default_rng(1)
+    for _ in range(50):  # ties and many sizes against statsmodels
+        q = rng.uniform(0, 1, rng.integers(1, 40)) ** 3
+        q[: len(q) // 2] = q[0]
+        for method in ("holm", "fdr_bh"):
+            assert stats._step_adjust(q, method) == pytest.approx(
+                multipletests(q, method=method)[1], abs=1e-15
+            )
 
 
 def test_js_distance_matches_scipy():
@@ -290,7 +326,7 @@ def test_sparse_tables_get_a_permutation_p_value():
     h = ["A"] * 12 + ["B"] * 6 + ["C"] * 1 + ["D"] * 1
     a = ["A"] * 4 + ["B"] * 6 + ["C"] * 3 + ["D"] * 2
     r = stats.chi_square_test(h, a, ["A", "B", "C", "D"], n_boot=200)
-    assert r["test"] == "chi_square_permutation" and "p from 2000 permutations" in r["note"]
+    assert r["test"] == "chi_square_permutation" and "p from 10,000 permutations" in r["note"]
     table, _ = stats.contingency(h, a, ["A", "B", "C", "D"])
     chi2 = sps.chi2_contingency(table, correction=False)[0]
     assert r["statistic"] == pytest.approx(chi2)
@@ -310,7 +346,88 @@ def test_sparse_tables_get_a_permutation_p_value():
     assert r["p_value"] == pytest.approx(ref.pvalue, abs=0.03)
     big = stats.chi_square_test(["A"] * 50 + ["B"] * 50 + ["C"] * 40, ["A"] * 30 + ["B"] * 60 + ["C"] * 50)
     assert big["test"] == "chi_square"  # expected counts >= 5: the usual test
-    # A large sample with one rare category: beyond every permutation, the approximation's p is kept.
-    strong = stats.chi_square_test(["A"] * 900 + ["C"] * 2, ["B"] * 900)
-    assert strong["test"] == "chi_square_permutation" and strong["p_value"] < 1e-100
-    assert "no permutation of 2000 reached the statistic" in strong["note"]
+    # A large sample with one rare category: beyond every permutation; never the approximation's p.
+    strong = stats.chi_square_test(["A"] * 900 + ["C"] * 2, ["B"] * 900, thresholds=(0.05, 1e-4))
+    assert strong["test"] == "chi_square_permutation" and "no permutation reached" in strong["note"]
+    assert strong["p_value"] < 1e-4  # permutations were added until the floor fell below 1e-4
+
+
+def test_permutations_are_added_until_the_decision_is_settled():
+    """The skills_learning_planning ``order`` table of the reference data. R 4.2:
+    chisq.test(t)$p.value = 1.36e-3 (the approximation); fisher.test(t) = 3.7e-4. The permutation
+    p of the chi-square lies between (4.9e-4 from 400,000 draws here) and its Monte Carlo interval
+    must clear both thresholds given, so more than the first 10,000 draws are needed."""
+    table = np.array([[9, 9, 6, 448], [0, 12, 0, 461]])
+    assert sps.chi2_contingency(table, correction=False)[1] == pytest.approx(1.36e-3, rel=0.01)
+    p, n, lo, hi = stats.chi_square_permutation_p(table, thresholds=(0.05, 0.05 / 30))
+    assert all(hi < t or lo > t for t in (0.05, 0.05 / 30)) and n > stats.PERMUTATIONS
+    assert 3e-4 < p < 8e-4 and lo <= p <= hi
+    # with a threshold inside the interval it keeps going up to the cap
+    p2, n2, lo2, hi2 = stats.chi_square_permutation_p(table, thresholds=(p,), max_perm=40_000)
+    assert n2 == 40_000 and lo2 < p < hi2
+    # the Monte Carlo interval is Clopper-Pearson (statsmodels' "beta" method)
+    from statsmodels.stats.proportion import proportion_confint
+
+    assert stats.monte_carlo_interval(7, 1000) == pytest.approx(
+        proportion_confint(7, 1000, alpha=0.01, method="beta")
+    )
+
+
+def test_random_intercept_matches_statsmodels_mixedlm():
+    """The REML random-intercept fit against statsmodels MixedLM on data where MixedLM converges
+    (agents in groups of 3; MixedLM fails on thousands of singleton groups, the case lme4 handles
+    and ``random_intercept_test`` matches on the reference data, tests/test_reproduce.py)."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(45), np.r_[np.full(25, 6), np.full(20, 3)])
+    agent = (g >= 25).astype(float)
+    y = 3 - 0.4 * agent + rng.normal(0, 0.7, 45)[g] + rng.normal(0, 1, len(g))
+    est, se, theta, sigma2 = stats._reml_random_intercept(y, agent, g)
+    df = pd.DataFrame({"y": y, "agent": agent, "g": g})
+    fit = smf.mixedlm("y ~ agent", df, groups=df["g"]).fit(reml=True)
+    assert est == pytest.approx(fit.fe_params["agent"], abs=1e-5)
+    assert se == pytest.approx(fit.bse_fe["agent"], rel=1e-3)
+    assert sigma2 == pytest.approx(fit.scale, rel=1e-3)
+    assert theta**2 * sigma2 == pytest.approx(float(fit.cov_re.iloc[0, 0]), rel=1e-2)
+    people = np.repeat(np.arange(25), 6)
+    r = stats.random_intercept_test(y[:150], y[150:], people)
+    assert r["test"] == "mixed_random_intercept" and r["effect_size_name"] == "mean_difference"
+    assert r["ci_low"] < r["effect_size"] < r["ci_high"] and 0 < r["p_value"] < 1
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
+def test_ordinal_cluster_test_matches_statsmodels_ordered_model():
+    """Proportional-odds log odds ratio and its CR1 cluster-robust SE against statsmodels'
+    OrderedModel(...).fit(cov_type="cluster"); the Cliff's delta cluster bootstrap against an
+    explicit resampling of participants."""
+    import pandas as pd
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    rng = np.random.default_rng(4)
+    people = np.repeat(np.arange(30), 5)
+    shift = rng.normal(0, 0.8, 30)[people]
+    h = np.digitize(rng.logistic(shift, 1, len(people)), [-1.5, 0, 1.5]) + 1.0
+    a = np.digitize(rng.logistic(0.6, 1, 80), [-1.5, 0, 1.5]) + 1.0
+    r = stats.ordinal_cluster_test(h, a, people, n_boot=2000)
+    y = pd.Series(pd.Categorical(np.r_[h, a], ordered=True))
+    x = np.r_[np.zeros(len(h)), np.ones(len(a))][:, None]
+    groups = np.r_[people, 100 + np.arange(len(a))]
+    fit = OrderedModel(y, x, distr="logit").fit(
+        method="bfgs", disp=False, cov_type="cluster", cov_kwds={"groups": groups}, gtol=1e-10
+    )
+    beta, se = fit.params.iloc[0], fit.bse.iloc[0]
+    assert r["statistic"] == pytest.approx(beta / se, rel=2e-3)
+    assert f"log odds ratio (agent - human) {beta:.3g}"[:-1] in r["note"]
+    assert r["p_value"] == pytest.approx(2 * sps.t.sf(abs(beta / se), 29), rel=1e-2)
+    assert r["effect_size"] == pytest.approx(stats.cliffs_delta(h, a))
+    boot = []
+    for _ in range(2000):
+        pick = rng.integers(0, 30, 30)
+        hb = np.concatenate([h[people == i] for i in pick])
+        boot.append(stats.cliffs_delta(hb, rng.choice(a, len(a))))
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    assert r["ci_low"] == pytest.approx(lo, abs=0.03) and r["ci_high"] == pytest.approx(hi, abs=0.03)
+    sep = stats.ordinal_cluster_test([1.0, 2.0, 3.0, 3.0], [3.0] * 5, ["p", "p", "q", "q"])
+    assert sep["p_value"] is None and "no finite estimate" in sep["note"]
