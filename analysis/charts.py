@@ -349,3 +349,39 @@ def trajectory_fig(trajectory: pd.DataFrame | None, feature: str = "words") -> g
         template=STYLE,
     )
     return fig
+
+
+# The summary fidelity metrics shown in the report's chart (the per-feature rows stay in the table).
+FIDELITY_METRICS = (
+    "usi_d1",
+    "usi_d2",
+    "usi_d3",
+    "usi_d4",
+    "usi_d",
+    "mattr_z",
+    "yules_k_z",
+    "hdd_z",
+    "coverage",
+    "frechet",
+    "classifier_auc",
+)
+
+
+def fidelity_fig(records: pd.DataFrame) -> go.Figure:
+    """Each fidelity metric as a share of what people reach against each other (the human ceiling,
+    1 = as close to people as people are to each other), one bar group per simulator."""
+    title = "Fidelity as a share of the human ceiling (1 = as close as people are to each other)"
+    if records is None or records.empty or "calibrated" not in records:
+        return empty_figure(title)
+    d = records[records["metric"].isin(FIDELITY_METRICS)].dropna(subset=["calibrated"])
+    if d.empty:
+        return empty_figure(title, "no metric could be computed")
+    rank = {m: i for i, m in enumerate(FIDELITY_METRICS)}
+    d = d.sort_values("metric", key=lambda s: s.map(rank), kind="stable")
+    fig = go.Figure()
+    for sim, g in d.groupby("simulator", sort=True):
+        fig.add_trace(go.Bar(x=g["metric"], y=g["calibrated"], name=str(sim)))
+    fig.add_hline(y=1, line_dash="dot", line_color="#555", annotation_text="human ceiling")
+    fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1.1], height=400, template=STYLE)
+    fig.update_xaxes(tickangle=-30, automargin=True)
+    return fig

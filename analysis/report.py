@@ -48,6 +48,7 @@ REPORT_SECTIONS = [
     "features",
     "trajectory",
     "likeness",
+    "fidelity",
     "agreement",
     "provenance",
 ]
@@ -502,6 +503,7 @@ def _report_figures(result: AnalysisResult, names: Names) -> dict[str, list[dict
     figs.append(
         ("likeness", "likeness-distances", charts.likeness_fig(result.likeness["distances"], titles, order))
     )
+    figs.append(("fidelity", "fidelity", charts.fidelity_fig(result.fidelity.get("records"))))
     figs.append(
         ("agreement", "agreement", charts.agreement_heatmap_fig(result.agreement, titles=titles, order=order))
     )
@@ -538,6 +540,31 @@ def _report_tables(result: AnalysisResult, names: Names) -> dict[str, dict]:
         )
         if result.agreement is not None
         else None,
+        **_fidelity_tables(result.fidelity, names),
+    }
+
+
+FIDELITY_SHOWN = ["simulator", "metric", "value", "ci_low", "ci_high", "human_ceiling", "calibrated", "note"]
+
+
+def _fidelity_tables(fidelity: dict, names: Names) -> dict:
+    """The fidelity ranking, the summary metrics and the fingerprint features, each beside the human
+    ceiling (``analysis.fidelity``); None where the analysis computed none."""
+    records, ranking = fidelity.get("records"), fidelity.get("ranking")
+    if records is None or records.empty:
+        return {"fidelity_ranking": None, "fidelity_metrics": None, "fidelity_features": None}
+    features = records["metric"].str.startswith("feature:")
+    shown = records[[c for c in FIDELITY_SHOWN if c in records.columns]]
+    return {
+        "fidelity_ranking": _table_block("fidelity_ranking", _readable(ranking, names), ranking)
+        if ranking is not None and len(ranking)
+        else None,
+        "fidelity_metrics": _table_block(
+            "fidelity_metrics", _readable(shown[~features], names), records[~features]
+        ),
+        "fidelity_features": _table_block(
+            "fidelity_features", _readable(shown[features], names), records[features]
+        ),
     }
 
 
