@@ -48,6 +48,9 @@ class Desk:
             return self.studies[0][0]
         return next(i for i, n, _ in self.studies if n == name)
 
+    def names(self) -> list[str]:
+        return [name for _, name, _ in self.studies]
+
 
 def open_desk(session: Session, annotator_id: int) -> Desk:
     """The annotator and their studies; NotFoundError when the account no longer exists."""

@@ -500,6 +500,68 @@ def condition_progress_df(session: Session, study_id: int) -> pd.DataFrame:
     return out.reindex(columns=CONVERSATION_STATUSES, fill_value=0).reset_index()
 
 
+COVERAGE_COLUMNS = [
+    "condition",
+    "scenario",
+    "profile",
+    "coverage",
+    "human_completed",
+    "human_in_progress",
+    "agent_completed",
+    "quota",
+]
+
+
+def _profile_name(key: str | None) -> str:
+    # A designed condition without a profile is filled by each participant's own; simulated users
+    # reach it only as digital twins of those participants (twin conditions, folded in here).
+    return key or "each participant's own"
+
+
+def condition_coverage_df(session: Session, study_id: int) -> pd.DataFrame:
+    """Every designed condition of the study, covered or not: completed and running conversations by
+    user kind, and which kinds have a completed one (``coverage``: "human and agent", "human only",
+    "agent only" or "none"). A twin condition (``base|pseudonym``: a participant's own profile) is
+    counted under its base condition. Example row: ``trip_planning/en-1/pool-3, Trip planning, pool-3,
+    "human and agent", 2, 0, 5, None``."""
+    conds = session.exec(
+        select(Condition.id, Condition.key, Scenario.name, Profile.key, Condition.quota)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .join(Profile, Profile.id == Condition.profile_id, isouter=True)
+        .where(Condition.study_id == study_id)
+        .order_by(Condition.id)
+    ).all()
+    keys = {key for _, key, *_ in conds}
+    base_of = {cid: key.split("|")[0] if key.split("|")[0] in keys else key for cid, key, *_ in conds}
+    rows = {
+        key: dict(zip(COVERAGE_COLUMNS, [key, scen, _profile_name(prof), "", 0, 0, 0, quota]))
+        for cid, key, scen, prof, quota in conds
+        if base_of[cid] == key
+    }
+    counts = session.exec(
+        select(
+            Conversation.condition_id,
+            Conversation.user_kind,
+            Conversation.status,
+            func.count(Conversation.id),
+        )
+        .where(Conversation.study_id == study_id, Conversation.status.in_(["completed", "in_progress"]))
+        .group_by(Conversation.condition_id, Conversation.user_kind, Conversation.status)
+    ).all()
+    for cid, kind, status, n in counts:
+        column = f"{kind}_{status}"
+        if cid in base_of and column in COVERAGE_COLUMNS:
+            rows[base_of[cid]][column] += n
+    for row in rows.values():
+        human, agent = row["human_completed"] > 0, row["agent_completed"] > 0
+        row["coverage"] = {
+            (True, True): "human and agent",
+            (True, False): "human only",
+            (False, True): "agent only",
+        }.get((human, agent), "none")
+    return pd.DataFrame(list(rows.values()), columns=COVERAGE_COLUMNS)
+
+
 def assistant_failures_df(session: Session, study_id: int, limit: int = 50) -> pd.DataFrame:
     """The latest failed assistant calls in participant sessions (participants see only a short
     notice; the details are here and in the server log), newest first."""

@@ -16,6 +16,7 @@ from db.models import Annotator, Conversation, Label, Turn
 from db.models.annotation import AnnotationAssignment, HumanityGuess
 from db.settings import Settings
 from tests.annotation_data import SECRET_MODEL, SECRET_PATH, SECRET_SIMULATOR, make_study
+from workbench.app.texts import ANNOTATE_UI
 
 PAGES = Path(__file__).resolve().parent.parent / "workbench" / "app" / "views"
 INJECTED = "<script>alert('x')</script> ![x](http://evil.example/x.png) **bold** [link](http://evil.example)"
@@ -635,3 +636,34 @@ def test_adjudication_progress_and_choices_without_the_page():
     assert blind.progress(["a"]) == (1, 2, 0)
     assert annotator_of("human:ann1") == "ann1" and annotator_of("llm:gpt") == "llm:gpt"
     assert decision_options({"x": "no", "y": "yes"}) == ["no", "yes"]
+
+
+def test_language_stays_the_annotators_choice_across_studies(db):
+    """A second queue in a study of another language must not switch the page's language; label
+    values are shown by their codebook titles, never as codes (NoExplanation, HavePromise)."""
+    eng, users = db  # "pilot": a Chinese study
+    with Session(eng) as s:
+        make_study(s, n_per_cell=1, name="second", language="en", annotators=())
+        assign_items(s, "second", ["ann"], overlap=1, seed=1)
+        s.commit()
+    at = page(users)
+    assert not at.exception, at.exception
+    [study] = [b for b in at.selectbox if b.label == "Study"]
+    assert study.options == ["second", "pilot"] and study.value == "second"
+    lang = [r for r in at.sidebar.radio if r.label == "Language / 语言"][0]
+    assert lang.value == "en"
+    study.set_value("pilot").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Label conversations"
+    assert [r for r in at.sidebar.radio if r.label == "Language / 语言"][0].value == "en"
+    assert at.query_params["lang"] in ("en", ["en"])
+    codebook = load_codebook()
+    for language in ("en", "zh"):
+        [r for r in at.sidebar.radio if r.label == "Language / 语言"][0].set_value(language).run()
+        shown = {str(o) for r in at.radio for o in r.options}
+        for dim in codebook:
+            for value in dim.labels:
+                if dim.label_title(value, language) != value:
+                    assert value not in shown, (dim.name, value)
+                    assert dim.label_title(value, language) in shown or dim.level == "turn"
+    assert at.title[0].value == ANNOTATE_UI["zh"]["title"]

@@ -1029,3 +1029,67 @@ def test_studies_page_says_created_above_the_form_and_clears_it(eng):
     [b for b in at.button if b.label == "Create study"][0].click().run()
     assert "already exists" in at.error[0].value
     assert [t.value for t in at.text_input if t.label == "Study name"] == ["cleared"]
+
+
+def _twinned_study(session):
+    """The pilot study (4 designed conditions, participants' own profiles) with one completed human
+    conversation on a twin condition and its digital twin."""
+    from db.models import Condition
+
+    study = make_study(session)
+    base = session.exec(
+        select(Condition).where(Condition.study_id == study.id).order_by(Condition.id)
+    ).first()
+    twin = Condition(
+        study_id=study.id,
+        key=f"{base.key}|p-0123",
+        scenario_id=base.scenario_id,
+        task_context_id=base.task_context_id,
+        assistant_config_id=base.assistant_config_id,
+    )
+    session.add(twin)
+    session.flush()
+    for kind in ("human", "agent"):
+        session.add(
+            Conversation(
+                study_id=study.id, condition_id=twin.id, user_kind=kind, replicate=0, status="completed"
+            )
+        )
+    session.add(
+        Conversation(study_id=study.id, condition_id=base.id, user_kind="human", status="in_progress")
+    )
+    session.commit()
+    return study
+
+
+def test_condition_coverage_shows_every_condition_and_folds_twins(engine):
+    from db.repo import condition_coverage_df
+
+    with Session(engine) as s:
+        study = _twinned_study(s)
+        df = condition_coverage_df(s, study.id)
+    assert list(df["condition"]) == [
+        "travel_planning/0",
+        "travel_planning/1",
+        "recipe_planning/0",
+        "recipe_planning/1",
+    ]
+    first = df.iloc[0]
+    assert (first["human_completed"], first["human_in_progress"], first["agent_completed"]) == (1, 1, 1)
+    assert list(df["coverage"]) == ["human and agent", "none", "none", "none"]
+    assert set(df["profile"]) == {"each participant's own"} and set(df["scenario"]) == {
+        "Travel Planning",
+        "Recipe Planning",
+    }
+
+
+def test_progress_page_shows_uncovered_conditions(eng):
+    with Session(eng) as s:
+        _twinned_study(s)
+    at = logged_in("researcher", "progress.py")
+    assert not at.exception, at.exception
+    assert "Conditions covered by user kind" in [h.value for h in at.subheader]
+    coverage = at.dataframe[1].value
+    assert len(coverage) == 4 and (coverage["coverage"] == "none").sum() == 3
+    assert not any("|" in c for c in coverage["condition"])  # twin conditions folded in
+    assert any("3 have no completed human conversation" in c.value for c in at.caption)

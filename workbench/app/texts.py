@@ -14,6 +14,7 @@ ANNOTATE_UI: dict[str, dict] = {
         "none": "No conversations are assigned to you yet. A researcher assigns them "
         "with `workbench annotate assign`.",
         "study": "Study",
+        "study_help": "You have labelling queues in several studies; each keeps its own progress.",
         "lang": "Language",
         "progress": "{done} labelled, {skipped} skipped, {pending} to go (of {total})",
         "finished": "Your queue is finished. Thank you!",
@@ -60,6 +61,7 @@ ANNOTATE_UI: dict[str, dict] = {
         "title": "标注对话",
         "none": "还没有分配给你的对话。研究人员可用 `workbench annotate assign` 分配。",
         "study": "研究",
+        "study_help": "你在多个研究中有标注队列；每个队列各自保存进度。",
         "lang": "语言",
         "progress": "已标注 {done}，已跳过 {skipped}，剩余 {pending}（共 {total}）",
         "finished": "你的队列已完成，谢谢！",

@@ -42,28 +42,31 @@ if not desk.studies:
     st.title(T["title"])
     st.info(T["none"])
     st.stop()
-chosen = None
-if len(desk.studies) > 1:
-    chosen = st.sidebar.selectbox("Study / 研究", [name for _, name, _ in desk.studies], key="annotate_study")
-study_id = desk.study_id(chosen)
-
+# One page language for every study: the annotator's choice, kept in the session. The first queue's
+# language (the one that shows all its items whole) is only the starting choice.
+chosen = st.session_state.get("annotate_study") or st.query_params.get("annotate_study")  # set below
+study_id = desk.study_id(chosen if chosen in desk.names() else None)
 with session_scope(eng) as s:
     work = worklist(s, study_id, user["id"])
-default_lang = work.language if work.language in UI else "en"
+if "annotate_lang" not in st.session_state:
+    kept = st.query_params.get("lang")  # the choice survives a reload through the address
+    st.session_state["annotate_lang"] = kept if kept in UI else work.language if work.language in UI else "en"
 lang = st.sidebar.radio(
     "Language / 语言",
     list(UI),
-    index=list(UI).index(default_lang),
     horizontal=True,
-    key=f"annotate_lang_{study_id}",
+    key="annotate_lang",
     help="Choose before you start an item: switching clears the choices of the item you have not saved yet. "
     "/ 请在开始标注前选择：切换语言会清除当前条目尚未保存的选择。",
 )
+st.query_params["lang"] = lang
 T = UI[lang]
 hide_input_hints(lang)
 st.title(T["title"])
+if len(desk.studies) > 1:
+    st.selectbox(T["study"], desk.names(), key="annotate_study", help=T["study_help"], bind="query-params")
 if work.coverage.get(lang, 0) < len(work.items):
-    st.warning(COVERAGE_WARNING[lang].format(lang=default_lang))
+    st.warning(COVERAGE_WARNING[lang].format(lang=work.language))
 prog = work.progress
 st.progress(
     prog.fraction,

@@ -25,7 +25,10 @@ if user["role"] != "researcher":
 from db.repo import studies_overview_df  # noqa: E402  (after the role check: nothing loads for annotators)
 
 st.title("Studies")
-st.caption("Conversations per study and scenario, by user kind.")
+st.caption(
+    "Conversations per study and scenario, by user kind. New studies, their settings and invite links "
+    "are on the Studies page (Study setup); live coverage of each study's conditions on Progress."
+)
 with session_scope(engine()) as session:
     df = studies_overview_df(session)
 if df.empty:

@@ -20,8 +20,13 @@ for problem in progress.model_problems:
     st.error(escape_markdown(f"Participants get no reply from this server: {problem}"))
 st.subheader("Participants by status")
 table(progress.status, hide_index=True)
-st.subheader("Conversations per condition by user kind")
-table(progress.per_condition, hide_index=True, width="stretch")
+st.subheader("Conditions covered by user kind")
+st.caption(
+    progress.coverage_note()
+    + " Completed and running conversations per condition; digital twins and participants' own "
+    "profiles count under the condition they copy."
+)
+table(progress.coverage, hide_index=True, width="stretch")
 st.subheader("Dropouts")
 table(progress.dropouts, hide_index=True, width="stretch")
 st.subheader("Assistant failures in participant sessions")
