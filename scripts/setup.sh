@@ -57,6 +57,14 @@ if [ "$want" = "all" ] && ! command -v chromium >/dev/null 2>&1; then
     (sudo apt-get update -qq && sudo apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "warning: could not install chromium" >&2
   fi
 fi
+if [ "$want" = "all" ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  # The reverse proxy of the several-servers test (tests/e2e/test_multi_server.py): Debian's nginx.
+  if [ "$(id -u)" = "0" ]; then
+    (apt-get update -qq && apt-get install -y -qq nginx) >/dev/null 2>&1 || echo "warning: could not install nginx" >&2
+  elif command -v sudo >/dev/null 2>&1; then
+    (sudo apt-get update -qq && sudo apt-get install -y -qq nginx) >/dev/null 2>&1 || echo "warning: could not install nginx" >&2
+  fi
+fi
 if [ "$want" = "all" ] && [ ! -f .venv/axe/node_modules/axe-core/axe.min.js ]; then
   # axe-core (accessibility rules) for the browser tests, from the npm registry.
   if command -v npm >/dev/null 2>&1; then

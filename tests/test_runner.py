@@ -126,10 +126,11 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
             assert len(s.exec(select(SimulationRun)).all()) == 1
 
 
-def test_one_process_per_run(engine, monkeypatch):
-    """Two processes on one run would restart each other's conversations: while the run's owner is
-    alive a second start is refused in one line; a dead owner (killed) or one silent for long on
-    another machine is taken over at once."""
+def test_one_process_per_run(sqlite_engine, monkeypatch):
+    """On SQLite two processes on one run would restart each other's conversations: while the run's
+    owner is alive a second start is refused in one line; a dead owner (killed) or one silent for
+    long on another machine is taken over at once. (On PostgreSQL they share it: test_workers.py.)"""
+    engine = sqlite_engine
     import socket
     import threading
     from datetime import timedelta

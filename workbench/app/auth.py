@@ -29,8 +29,17 @@ _DEAD_KEY = "_staff_dead_token"
 
 
 def cookie_name() -> str:
-    """One cookie per server port: browsers share cookies across the ports of a host, and two
-    workbench servers on one machine must not log each other out."""
+    """One cookie per site. Without WORKBENCH_PUBLIC_URL, one per server port: browsers share cookies
+    across the ports of a host, and two workbench servers on one machine must not log each other
+    out. With it (several servers behind one reverse proxy), one per public address, so a login
+    made through one server is valid on the others."""
+    import hashlib
+
+    from workbench.app.common import settings
+
+    public = settings().public_url
+    if public:
+        return f"wb_staff_{hashlib.sha256(public.encode()).hexdigest()[:10]}"
     try:
         port = int(st.get_option("server.port"))
     except Exception:  # noqa: BLE001 - no server (tests)

@@ -35,11 +35,16 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8501, help="Port to listen on."),
         host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 to accept other machines)."),
         headless: bool = typer.Option(True, help="Do not open a browser."),
+        servers: int = typer.Option(
+            1, help="Start this many servers, on ports PORT..PORT+N-1 (behind a reverse proxy; see README)."
+        ),
     ) -> None:
         """Start the Streamlit app on the configured database."""
         from db.engine import ready_engine
 
-        if not 1 <= port <= 65535:
+        if servers < 1:
+            raise UserInputError(f"--servers must be at least 1, got {servers}")
+        if not 1 <= port <= 65535 or port + servers - 1 > 65535:
             raise UserInputError(f"--port must be between 1 and 65535, got {port}")
         config = Settings.from_env()  # a malformed setting stops here, before the server starts
         engine = ready_engine(config.db_url)
@@ -66,8 +71,10 @@ def register(app: typer.Typer) -> None:
             "--client.toolbarMode",
             "minimal",
         ]
-        typer.echo(f"Serving on http://{host}:{port} (database {engine.url.render_as_string()})")
         engine.dispose()  # no connection of ours is handed on to the app
+        if servers > 1:
+            raise typer.Exit(_serve_many(cmd, env, host, port, servers, engine.url.render_as_string()))
+        typer.echo(f"Serving on http://{host}:{port} (database {engine.url.render_as_string()})")
         if os.name == "posix":
             # The app replaces this process: SIGTERM or SIGINT sent to `workbench serve` reach
             # Streamlit itself (a child started with subprocess.call was left running).
@@ -75,6 +82,32 @@ def register(app: typer.Typer) -> None:
             sys.stderr.flush()
             os.execve(sys.executable, cmd, env)
         raise typer.Exit(_run_forwarding_signals(cmd, env))
+
+
+def _serve_many(cmd: list[str], env: dict, host: str, port: int, n: int, db: str) -> int:
+    """``n`` servers on ports ``port``..``port+n-1``: each is ``cmd`` with its own port, all
+    sharing one Streamlit cookie secret (so a browser moved to another server by the proxy keeps a
+    valid XSRF cookie). SIGTERM/SIGINT reach all; returns when all have exited."""
+    import secrets
+    import signal
+
+    env = {**env}
+    env.setdefault("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32))
+    at = cmd.index("--server.port") + 1
+    children = []
+    for p in range(port, port + n):
+        typer.echo(f"Serving on http://{host}:{p} (database {db})")
+        children.append(subprocess.Popen([*cmd[:at], str(p), *cmd[at + 1 :]], env=env))
+
+    def forward(signum, _frame) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
 
 
 def _run_forwarding_signals(cmd: list[str], env: dict) -> int:

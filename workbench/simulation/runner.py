@@ -42,6 +42,7 @@ from db.types import utcnow
 from db.worker import DatabaseWorker
 from workbench.llm import LLMError, get_model, recorded
 from workbench.llm.prices import price_of
+from workbench.simulation import claims
 from workbench.simulation.conversation import ConversationResult, TurnRecord, run_conversation
 from workbench.simulation.spec import SimulationSpec
 from workbench.simulation.templates import PromptTemplate, load_template
@@ -148,11 +149,13 @@ class RunSummary:
     status: str
     twins_skipped: int = 0
     failed_calls: int = 0  # of ``calls``
+    shared: bool = False  # several processes on the run: ``skipped`` includes the others' work
 
     def lines(self) -> list[str]:
+        before = "before this run or by other processes" if self.shared else "before this run"
         return _skipped_line(self.twins_skipped) + [
             f"run {self.run_key[:12]} (id {self.run_id}): {self.status}",
-            f"{self.completed}/{self.total} complete ({self.skipped} before this run), {self.failed} failed, "
+            f"{self.completed}/{self.total} complete ({self.skipped} {before}), {self.failed} failed, "
             f"{self.not_started} not run",
             f"{self.calls} calls ({self.failed_calls} failed), ${self.cost_usd:.4f}, {self.seconds:.1f}s",
         ]
@@ -630,10 +633,14 @@ async def arun_simulation(
     if spec.budget is not None:
         _check_prices({su.simulator_model, *asst_models}, spec.prices_file)
     me = process_owner()
-    _start_run(engine, su, me, spec.run_params(su.min_turns, su.max_turns, su.template.label))
+    joined = _start_or_join(engine, su, me, spec.run_params(su.min_turns, su.max_turns, su.template.label))
     # Read after the claim: what is done is what no other process can still be changing.
     run_id, existing = _existing(engine, su.key)
-    batch = _Batch(engine, su, contexts, run_id, me, existing, sim_model, asst_models, progress)
+    shared = claims.shares_runs(engine)
+    make = _SharedBatch if shared else _Batch
+    batch = make(engine, su, contexts, run_id, me, existing, sim_model, asst_models, progress)
+    if shared:
+        _seed_shared(engine, batch, joined)
     batch.report()
     since = utcnow()
     try:
@@ -642,7 +649,7 @@ async def arun_simulation(
         for model in (sim_model, *asst_models.values()):
             await model.aclose()
         final = batch.final_status()
-        _finish_run(engine, run_id, me, final)
+        (_finish_shared_run if shared else _finish_run)(engine, run_id, me, final)
     summary = batch.summary(final, time.monotonic() - t_start)
     summary.calls, summary.failed_calls = _calls_since(engine, run_id, since)
     return summary
@@ -730,6 +737,62 @@ def _finish_run(engine: Engine, run_id: int, me: str, status: str) -> None:
             .where(_RUN.c.id == run_id, _RUN.c.owner == me)
             .values(status=status, finished_at=utcnow(), owner=None)
         )
+
+
+def _start_or_join(engine: Engine, su: Setup, me: str, params: dict) -> bool:
+    """Start (or resume) the run as its owner; on PostgreSQL, join it when another live process
+    works on it (True). On SQLite a second process is refused, as before."""
+    try:
+        _start_run(engine, su, me, params)
+        return False
+    except UserInputError as exc:
+        if claims.shares_runs(engine):
+            return True
+        raise UserInputError(
+            f"{exc}; on SQLite one process works on a run (on PostgreSQL several processes share it)"
+        ) from None
+
+
+def _seed_shared(engine: Engine, batch: _Batch, joined: bool) -> None:
+    """The run's claim rows; the process that (re)started the run reopens the failed jobs it was
+    asked to retry (a process joining a live run leaves the others' outcomes alone)."""
+    reopen = set()
+    if batch.spec.retry_failed and not joined:
+        reopen = {k for k, (_id, st) in batch.existing.items() if st == "failed"}
+    claims.seed_claims(engine, batch.run_id, [(j.condition_id, j.replicate) for j in batch.su.jobs], reopen)
+
+
+def _finish_shared_run(engine: Engine, run_id: int, me: str, status: str) -> None:
+    """Give back this process's claims; the last process of a shared run records its final status
+    (counted from the database, over all processes' conversations)."""
+    if claims.release_all(engine, run_id, me):
+        with engine.begin() as conn:  # others still work: hand them the run, if it was ours
+            conn.execute(
+                update(_RUN)
+                .where(_RUN.c.id == run_id, _RUN.c.owner == me)
+                .values(owner=_any_worker(conn, run_id, me))
+            )
+        return
+    with engine.begin() as conn:
+        if status != "budget_stopped":
+            open_jobs = conn.execute(
+                select(func.count()).where(claims._CLAIM.c.run_id == run_id, claims._CLAIM.c.done.is_(False))
+            ).scalar_one()
+            failed = conn.execute(
+                select(func.count()).where(_CONV.c.run_id == run_id, _CONV.c.status != "completed")
+            ).scalar_one()
+            status = "completed" if not open_jobs and not failed else "completed_with_failures"
+        conn.execute(
+            update(_RUN).where(_RUN.c.id == run_id).values(status=status, finished_at=utcnow(), owner=None)
+        )
+
+
+def _any_worker(conn: Any, run_id: int, me: str) -> str | None:
+    return conn.execute(
+        select(claims._CLAIM.c.worker)
+        .where(claims._CLAIM.c.run_id == run_id, claims._CLAIM.c.worker.is_not(None))
+        .limit(1)
+    ).scalar()
 
 
 def _recorders(engine: Engine, su: Setup, run_id: int, db: DatabaseWorker, sim_model: Any, asst_models: dict):
@@ -1028,3 +1091,70 @@ class _Batch:
             status,
             self.su.twins_skipped,
         )
+
+
+class _SharedBatch(_Batch):
+    """This process's share of a run that several processes work on together (PostgreSQL): each
+    conversation is claimed in the database when a slot is free (``workbench.simulation.claims``)
+    instead of taken from a list made at the start, its claim beats while it runs and is released
+    in the transaction that closes it. Progress counts every process's completed conversations."""
+
+    def __init__(self, engine: Engine, su: Setup, *args: Any):
+        super().__init__(engine, su, *args)
+        self.engine = engine
+        self.jobs_by_key = {(j.condition_id, j.replicate): j for j in su.jobs}
+        self.conditions = sorted({j.condition_id for j in su.jobs})
+        self.max_replicate = max((j.replicate for j in su.jobs), default=-1)
+        self.ran = 0  # conversations this process completed
+
+    async def run(self) -> None:
+        beating = asyncio.create_task(self._beat())
+        try:
+            await asyncio.gather(*(self._worker() for _ in range(self.spec.concurrency)))
+        finally:
+            beating.cancel()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(claims.CLAIM_BEAT_SECONDS)
+            try:
+                await asyncio.to_thread(claims.beat, self.engine, self.run_id, self.me)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the work goes on
+                pass
+
+    async def _worker(self) -> None:
+        while not self.budget_stopped:
+            job, done = await self.db.run(self._claim)
+            self.prog.done = done
+            if job is None:
+                return
+            self.prog.in_flight += 1
+            try:
+                await self._one(job)
+            finally:
+                self.prog.in_flight -= 1
+                self.report()
+
+    def _claim(self, conn: Any) -> tuple[Job | None, int]:
+        """(the next job claimed for this process or None, conversations completed by all)."""
+        key = claims.claim_next(conn, self.run_id, self.me, self.conditions, self.max_replicate)
+        done = claims.completed_count(conn, self.run_id)
+        if key is None:
+            return None, done
+        prior = claims.prior_conversation(conn, self.run_id, key)
+        if prior:
+            self.existing[key] = prior
+        else:
+            self.existing.pop(key, None)
+        return self.jobs_by_key.get(key) or Job(*key), done
+
+    def _close_conversation(self, conn: Any, conv_id: int, status: str, values: dict) -> None:
+        super()._close_conversation(conn, conv_id, status, values)
+        self.ran += status == "completed"
+        key = conn.execute(select(_CONV.c.condition_id, _CONV.c.replicate).where(_CONV.c.id == conv_id)).one()
+        claims.release_claim(conn, self.run_id, tuple(key), self.me, done=status in ("completed", "failed"))
+
+    def summary(self, status: str, seconds: float) -> RunSummary:
+        out = super().summary(status, seconds)
+        out.skipped, out.shared = self.prog.done - self.ran, True
+        return out
