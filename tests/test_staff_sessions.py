@@ -376,7 +376,7 @@ def test_a_role_change_applies_to_the_open_tab(eng_both, browser):
     _set_account(eng, "rita", role="researcher")
     at.run()
     at.switch_page("views/studies.py").run()
-    assert at.title[0].value == "Studies" and at.session_state["user"]["role"] == "researcher"
+    assert at.title[0].value == "Study setup" and at.session_state["user"]["role"] == "researcher"
 
 
 def test_a_user_without_a_login_token_is_not_logged_in(eng, browser):
