@@ -57,12 +57,12 @@ def test_item_box_follows_the_decision(tmp_path, chromium_path):
         )
         # named by an opaque number (one conversation here: item 1), never by its database id
         assert first == f"item 1: {dim_first.capitalize()}"
-        expect(page.locator("h3").first).to_have_text(dim_first.capitalize())
+        expect(page.locator("h2").first).to_have_text(dim_first.capitalize())
         form = page.locator('[data-testid="stForm"]')
         form.get_by_text("Oral" if dim_first == "formality" else "Polite", exact=True).click()
         form.get_by_role("button", name="Save decision").click()
         expect(page.get_by_text("1 of 2 disagreements settled")).to_be_visible()
-        expect(page.locator("h3").first).to_have_text(dim_next.capitalize())
+        expect(page.locator("h2").first).to_have_text(dim_next.capitalize())
         expect(
             page.locator('[data-testid="stSelectbox"]').filter(has_text="Item").locator("input").first
         ).to_have_value(f"item 1: {dim_next.capitalize()}")
