@@ -472,34 +472,6 @@ def participants_status_df(session: Session, study_id: int) -> pd.DataFrame:
 CONVERSATION_STATUSES = ["completed", "in_progress", "abandoned", "failed"]
 
 
-def condition_progress_df(session: Session, study_id: int) -> pd.DataFrame:
-    """Conversations per condition by user kind and status (twin conditions included)."""
-    rows = session.exec(
-        select(
-            Condition.key,
-            Scenario.key,
-            Conversation.user_kind,
-            Conversation.status,
-            func.count(Conversation.id),
-        )
-        .join(Conversation, Conversation.condition_id == Condition.id)
-        .join(Scenario, Scenario.id == Condition.scenario_id)
-        .where(Condition.study_id == study_id)
-        .group_by(Condition.key, Scenario.key, Conversation.user_kind, Conversation.status)
-    ).all()
-    df = pd.DataFrame(rows, columns=["condition", "scenario", "user_kind", "status", "n"])
-    if df.empty:
-        return pd.DataFrame(columns=["condition", "scenario", "user_kind", *CONVERSATION_STATUSES])
-    out = df.pivot_table(
-        index=["condition", "scenario", "user_kind"],
-        columns="status",
-        values="n",
-        aggfunc="sum",
-        fill_value=0,
-    )
-    return out.reindex(columns=CONVERSATION_STATUSES, fill_value=0).reset_index()
-
-
 COVERAGE_COLUMNS = [
     "condition",
     "scenario",
