@@ -10,7 +10,6 @@ from db.errors import UserInputError
 from db.settings import Settings
 from workbench.cli._progress import steps
 
-
 _JUDGE = typer.Option(
     None, "--judge", help="LLM judge of pairwise indistinguishability, provider/model (default: no judge)."
 )
