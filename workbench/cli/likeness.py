@@ -80,8 +80,10 @@ def likeness(
         )
     judged = _run_judge(engine, data, chat, judge_samples, judge_pairs, budget, concurrency, config, n_boot)
     three = _indistinguishability(engine, data, tables, judged)
+    tables["indistinguishability"] = three["three_way"]
+    tables["indistinguishability_agreement"] = three["agreement"]
     _summary(tables, data)
-    for p in [*write_fidelity(tables, out), *_write_three_way(three, out)]:
+    for p in write_fidelity(tables, out):
         typer.echo(f"wrote {p}")
     if json_file is not None:
         import json
@@ -197,15 +199,6 @@ def _indistinguishability(engine, data, tables, judged):
                     f"{r.simulator}: judge win rate {r.win_rate:.3f} ({r.n_pairs} pairs), calibrated {cal}"
                 )
     return indistinguishability_tables(engine, data, tables["records"], summary)
-
-
-def _write_three_way(three: dict, out: Path) -> list[Path]:
-    paths = [out / "indistinguishability.csv"]
-    three["three_way"].to_csv(paths[0], index=False)
-    if len(three["agreement"]):
-        paths.append(out / "indistinguishability_agreement.csv")
-        three["agreement"].to_csv(paths[1], index=False)
-    return paths
 
 
 def register(app: typer.Typer) -> None:
