@@ -206,6 +206,7 @@ def test_pairs_twins_first_same_condition_and_a_prefix_of_more():
     short = J.build_pairs(convs, 1)
     assert [p.pair_id for p in short if p.kind == "sp"] == [sp[0].pair_id]
     assert J._unmatched(convs) == {"sim": 1}
+    assert J.build_pairs(convs[convs["user_kind"] == "human"], None) == []  # no anchors without a simulator
 
 
 # --------------------------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ def _same_kind_pairs(kind: str, sim: str | None, pool: pd.DataFrame, seed: int) 
 
 def build_pairs(convs: pd.DataFrame, n_pairs: int | None = DEFAULT_PAIRS, seed: int = SEED) -> list[Pair]:
     """SP pairs per simulator (twins first), PP pairs per simulator and HH pairs, each list cut at
-    ``n_pairs`` (None: all). The order is seeded and a shorter list is the start of a longer one, so
+    ``n_pairs`` (None: all); no anchors without a simulator-human pair (nothing to calibrate). The order is seeded and a shorter list is the start of a longer one, so
     a rerun with more pairs reuses the judgements of the first ones. ``convs``: conversation_id,
     user_kind, simulator, condition_id, scenario, task_context_id, twin_of_id, participant."""
     convs = convs[convs["user_kind"].isin(["human", "agent"])].copy()
@@ -243,9 +243,11 @@ def build_pairs(convs: pd.DataFrame, n_pairs: int | None = DEFAULT_PAIRS, seed: 
     out: list[Pair] = []
     for sim in sorted(set(convs["population"]) - {"human"}):
         agents = convs[convs["population"] == sim]
-        out += cut(_sp_pairs(sim, agents, humans, seed))
-        out += cut(_same_kind_pairs("pp", sim, agents, seed))
-    out += cut(_same_kind_pairs("hh", None, humans, seed))
+        sp = cut(_sp_pairs(sim, agents, humans, seed))
+        if sp:  # anchors only for a simulator that has pairs with people
+            out += sp + cut(_same_kind_pairs("pp", sim, agents, seed))
+    if out:
+        out += cut(_same_kind_pairs("hh", None, humans, seed))
     return out
 
 
@@ -640,6 +642,7 @@ def attach_stored_judge(engine, result, n_boot: int = 1000) -> None:
         result.fidelity["records"] = records
         result.fidelity["ranking"] = ranking_df(records, label_index)
     tables = indistinguishability_tables(engine, result.data, records, summary)
-    if len(tables["three_way"]):
+    three = tables["three_way"]
+    if three[["annotators_balanced_accuracy", "judge_win_rate"]].notna().any().any():
         result.fidelity["indistinguishability"] = tables["three_way"]
         result.fidelity["indistinguishability_agreement"] = tables["agreement"]

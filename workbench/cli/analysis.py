@@ -52,7 +52,7 @@ def analyze(
             agreement=False,
             progress=step,
         )
-        attach_stored_judge(engine, result)  # the judge's stored judgements, nothing called
+        attach_stored_judge(engine, result, n_boot=n_boot)  # the judge's stored judgements, nothing called
         step("writing the tables")
         paths = write_analysis(result, out)
     comp = result.comparisons
@@ -96,7 +96,7 @@ def report(
             n_boot=n_boot,
             progress=step,
         )
-        attach_stored_judge(engine, result)  # the judge's stored judgements, nothing called
+        attach_stored_judge(engine, result, n_boot=n_boot)  # the judge's stored judgements, nothing called
         step("writing the report")
         paths = write_report(result, engine, out)
     for p in paths:

@@ -183,6 +183,8 @@ def _run_judge(engine, data, chat, samples, pairs, budget, concurrency, config, 
 
 def _indistinguishability(engine, data, tables, judged):
     """Add the judge's rows to the records (and re-rank); the three-way table."""
+    import pandas as pd
+
     from analysis.fidelity import ranking_df
     from analysis.indistinguishability import indistinguishability_tables, with_judge_records
 
@@ -193,8 +195,8 @@ def _indistinguishability(engine, data, tables, judged):
         tables["records"] = with_judge_records(tables["records"], recs)
         tables["ranking"] = ranking_df(tables["records"], labels)
         for r in summary.itertuples():
-            if r.win_rate is not None and r.win_rate == r.win_rate:
-                cal = "n/a" if r.calibrated is None or r.calibrated != r.calibrated else f"{r.calibrated:.3f}"
+            if pd.notna(r.win_rate):
+                cal = f"{r.calibrated:.3f}" if pd.notna(r.calibrated) else "n/a"
                 typer.echo(
                     f"{r.simulator}: judge win rate {r.win_rate:.3f} ({r.n_pairs} pairs), calibrated {cal}"
                 )
