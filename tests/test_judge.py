@@ -343,10 +343,29 @@ def test_report_shows_stored_judgements_without_calling(study, tmp_path, capsys,
         result = analyze(study, "jd", n_boot=100, agreement=False)
         attach_stored_judge(study, result, n_boot=50)
         assert len(srv.requests) == n  # nothing called
+    # The annotators' blind guesses join the table: every guess right.
+    from db.models import Annotator
+    from db.models.annotation import HumanityGuess
+
+    convs = result.data.conversations
+    with Session(study) as s:
+        ann = Annotator(name="ann", role="annotator")
+        s.add(ann)
+        s.flush()
+        for cid, kind in zip(convs["conversation_id"], convs["user_kind"]):
+            guess = "human" if kind == "human" else "ai"
+            s.add(
+                HumanityGuess(
+                    study_id=result.data.study_id, annotator_id=ann.id, conversation_id=int(cid), guess=guess
+                )
+            )
+        s.commit()
+    attach_stored_judge(study, result, n_boot=50)
     recs = result.fidelity["records"]
     pi = recs[recs["metric"] == "judge_pi"].iloc[0]
     assert pi["value"] == 0.0 and "3 pairs" in pi["note"]
     three = result.fidelity["indistinguishability"]
-    assert three.loc[0, "judge_pairs"] == 3
+    assert three.loc[0, "judge_pairs"] == 3 and three.loc[0, "annotators_balanced_accuracy"] == 1.0
+    assert three.loc[0, "annotators_verdict"] == "tells apart" and three.loc[0, "agree"]
     html = render_report(result, study)
     assert "Indistinguishability three ways" in html
