@@ -130,6 +130,7 @@ RANKING_COLUMNS = [
     "lexical",
     "distribution",
     "discriminator",
+    "judge",
     "labels",
     "n_families",
 ]
@@ -807,6 +808,7 @@ RANKING_FAMILIES = {
     "lexical": ["mattr_z", "yules_k_z", "hdd_z"],
     "distribution": ["coverage", "frechet"],
     "discriminator": ["classifier_auc"],
+    "judge": ["judge_pi"],  # its calibrated score (HH/PP); only with `likeness --judge` or stored judgements
 }
 
 
@@ -913,7 +915,8 @@ def fidelity_records(records: pd.DataFrame) -> list[dict]:
 
 
 def write_fidelity(tables: dict[str, pd.DataFrame] | None, out_dir: Path) -> list[Path]:
-    """fidelity.json (a list of records), fidelity.csv and fidelity_ranking.csv in ``out_dir``."""
+    """fidelity.json (a list of records), fidelity.csv and fidelity_ranking.csv in ``out_dir``, and
+    indistinguishability.csv (+ _agreement.csv) when ``tables`` holds them."""
     if not tables:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -923,4 +926,8 @@ def write_fidelity(tables: dict[str, pd.DataFrame] | None, out_dir: Path) -> lis
     )
     tables["records"].to_csv(paths[1], index=False)
     tables["ranking"].to_csv(paths[2], index=False)
+    for key in ("indistinguishability", "indistinguishability_agreement"):  # analysis.indistinguishability
+        if tables.get(key) is not None and len(tables[key]):
+            paths.append(out_dir / f"{key}.csv")
+            tables[key].to_csv(paths[-1], index=False)
     return paths

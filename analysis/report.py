@@ -541,6 +541,7 @@ def _report_tables(result: AnalysisResult, names: Names) -> dict[str, dict]:
         if result.agreement is not None
         else None,
         **_fidelity_tables(result.fidelity, names),
+        **_indistinguishability_tables(result.fidelity, names),
     }
 
 
@@ -565,6 +566,23 @@ def _fidelity_tables(fidelity: dict, names: Names) -> dict:
         "fidelity_features": _table_block(
             "fidelity_features", _readable(shown[features], names), records[features]
         ),
+    }
+
+
+def _indistinguishability_tables(fidelity: dict, names: Names) -> dict:
+    """The three-way indistinguishability table (annotators' guesses, the LLM judge, the classifier;
+    ``analysis.indistinguishability``) and how far the measures agree across simulators; None when
+    the analysis has no such data (``workbench.judge.attach_stored_judge`` adds it)."""
+    three, agr = fidelity.get("indistinguishability"), fidelity.get("indistinguishability_agreement")
+    if three is None or three.empty:
+        return {"indistinguishability": None, "indistinguishability_agreement": None}
+    return {
+        "indistinguishability": _table_block("indistinguishability", _readable(three, names), three),
+        "indistinguishability_agreement": _table_block(
+            "indistinguishability_agreement", _readable(agr, names), agr
+        )
+        if agr is not None and len(agr)
+        else None,
     }
 
 

@@ -35,6 +35,7 @@ def analyze(
     from annotation.codebook import load_codebook
     from db.engine import ready_engine
     from workbench.cli._common import output_dir
+    from workbench.judge import attach_stored_judge
 
     _check(correction, n_boot)
     output_dir(out, "--out")
@@ -51,6 +52,7 @@ def analyze(
             agreement=False,
             progress=step,
         )
+        attach_stored_judge(engine, result, n_boot=n_boot)  # the judge's stored judgements, nothing called
         step("writing the tables")
         paths = write_analysis(result, out)
     comp = result.comparisons
@@ -76,6 +78,7 @@ def report(
     from annotation.codebook import load_codebook
     from db.engine import ready_engine
     from workbench.cli._common import output_file
+    from workbench.judge import attach_stored_judge
 
     _check(correction, n_boot)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -93,6 +96,7 @@ def report(
             n_boot=n_boot,
             progress=step,
         )
+        attach_stored_judge(engine, result, n_boot=n_boot)  # the judge's stored judgements, nothing called
         step("writing the report")
         paths = write_report(result, engine, out)
     for p in paths:
