@@ -808,7 +808,9 @@ RANKING_FAMILIES = {
     "lexical": ["mattr_z", "yules_k_z", "hdd_z"],
     "distribution": ["coverage", "frechet"],
     "discriminator": ["classifier_auc"],
-    "judge": ["judge_pi"],  # its calibrated score (HH/PP); only with `likeness --judge` or stored judgements
+    "judge": [
+        "judge_pi"
+    ],  # share of the HH anchor, as the AUC; only with `likeness --judge` or stored judgements
 }
 
 

@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.fidelity import RECORD_COLUMNS, Metric
+from analysis.fidelity import calibrate as ceiling_share
 
 VERDICTS = ("A", "B", "TIE")
 MIN_GAP = 1e-6  # the reference's guard on HH - PP
@@ -262,8 +263,10 @@ def judge_summary(
 
 def judge_records(summary: pd.DataFrame, model: str, prompt_version: str, samples: int) -> pd.DataFrame:
     """``judge_pi`` and ``judge_pi_calibrated`` rows of ``fidelity.json`` (``RECORD_COLUMNS``) per
-    simulator. ``judge_pi``: value the win rate, ``human_ceiling`` the HH anchor, ``calibrated`` the
-    calibrated score, ``human_mean`` / ``agent_mean`` the HH / PP anchors. ``judge_pi_calibrated``:
+    simulator. ``judge_pi``: value the win rate, ``human_ceiling`` the HH anchor, ``calibrated`` its
+    share of the ceiling as for the classifier AUC (direction "half": 1 - the excess distance from
+    0.5 over the HH anchor's, our definition, because the HH/PP formula is unstable when both anchors
+    sit near 0.5), ``human_mean`` / ``agent_mean`` the HH / PP anchors. ``judge_pi_calibrated``:
     value the calibrated score, ``human_ceiling`` the HH pairs' own calibrated score."""
     rows = []
     for r in summary.to_dict("records"):
@@ -287,7 +290,7 @@ def judge_records(summary: pd.DataFrame, model: str, prompt_version: str, sample
                 "ci_low": r["ci_low"],
                 "ci_high": r["ci_high"],
                 "human_ceiling": r["hh"],
-                "calibrated": r["calibrated"],
+                "calibrated": _half_share(r["win_rate"], r["hh"]),
                 "human_mean": r["hh"],
                 "agent_mean": r["pp"],
                 "direction": "half",
@@ -309,6 +312,13 @@ def judge_records(summary: pd.DataFrame, model: str, prompt_version: str, sample
         )
     out = pd.DataFrame(rows, columns=RECORD_COLUMNS)
     return out.astype(object).where(out.notna(), None)
+
+
+def _half_share(win_rate, hh) -> float | None:
+    """The win rate as a share of the HH anchor's closeness to 0.5 (``fidelity.calibrate``, "half")."""
+    if win_rate is None or hh is None or pd.isna(win_rate) or pd.isna(hh):
+        return None
+    return ceiling_share("half", float(win_rate), 0.5 + abs(float(hh) - 0.5))
 
 
 def with_judge_records(records: pd.DataFrame, judge: pd.DataFrame) -> pd.DataFrame:

@@ -75,7 +75,10 @@ def test_calibration_by_hand_as_the_reference_defines_it():
     assert s["calibrated"] == pytest.approx(per_pair.mean())
     rec = I.judge_records(I.judge_summary(I.pair_scores(_judgements(rows)), n_boot=0), "m/x", "p@1", 1)
     assert list(rec["metric"]) == ["judge_pi", "judge_pi_calibrated"]
-    assert rec.iloc[0]["human_ceiling"] == pytest.approx(hh) and rec.iloc[0]["calibrated"] == s["calibrated"]
+    assert rec.iloc[0]["human_ceiling"] == pytest.approx(hh)
+    # judge_pi's share of the ceiling, as for the AUC: |0.625 - 0.5| is no further from 0.5 than HH's
+    assert rec.iloc[0]["calibrated"] == pytest.approx(1.0)
+    assert rec.iloc[1]["value"] == pytest.approx(s["calibrated"])
 
 
 def test_bootstrap_interval_matches_scipy_without_clusters():
