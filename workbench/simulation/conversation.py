@@ -113,7 +113,9 @@ async def _rate_reply(call: Callable, ratings: Ratings, turns: list[dict]) -> tu
     return c, (ReplyRating(error=error) if c is None else parse_reply_rating(c.text))
 
 
-async def _post_task(call: Callable, ratings: Ratings, turns: list[dict]) -> tuple[Any, PostTaskAnswers | None]:
+async def _post_task(
+    call: Callable, ratings: Ratings, turns: list[dict]
+) -> tuple[Any, PostTaskAnswers | None]:
     messages = ratings.rater.post_task_messages(turns)
     if messages is None:
         return None, None

@@ -187,7 +187,9 @@ def parse_reply_rating(text: str) -> ReplyRating:
     s = _satisfaction(data.get("satisfaction"))
     problems = []
     if h is None:
-        problems.append(f"hallucination {data.get('hallucination')!r} is not one of {', '.join(HALLUCINATION_VALUES)}")
+        problems.append(
+            f"hallucination {data.get('hallucination')!r} is not one of {', '.join(HALLUCINATION_VALUES)}"
+        )
     if s is None:
         problems.append(f"satisfaction {data.get('satisfaction')!r} is not a whole number 1-5")
     if problems:
@@ -311,7 +313,9 @@ class Rater:
             options = "; ".join(f'"{v}" ({text})' for v, text in it.options_in(lang).items())
             return f"- {it.name}: {q}{opt} ({how}: {options})"
         if it.type == "number":
-            bounds = f" [{'' if it.min is None else f'{it.min:g}'}..{'' if it.max is None else f'{it.max:g}'}]"
+            bounds = (
+                f" [{'' if it.min is None else f'{it.min:g}'}..{'' if it.max is None else f'{it.max:g}'}]"
+            )
             return f"- {it.name}: {q}{opt} ({t.part(lang, 'number')}{bounds})"
         return f"- {it.name}: {q}{opt} ({t.part(lang, it.type if it.type == 'checkbox' else 'text')})"
 
