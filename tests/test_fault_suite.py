@@ -122,14 +122,15 @@ def test_restarted_conversation_keeps_calls_apart(engine, monkeypatch, tmp_path,
         calls = s.exec(select(LLMCall).where(LLMCall.conversation_id == conv.id)).all()
         abandoned = [c for c in calls if c.params.get("attempt") == ABANDONED]
         current = [c for c in calls if c.params.get("attempt") != ABANDONED]
-        assert len(abandoned) == n_first and len(current) == 5  # 3 simulator + 2 assistant turns
+        # 3 simulator + 2 assistant turns + the simulated user's 2 reply ratings and post-task answers
+        assert len(abandoned) == n_first and len(current) == 8
         turns = s.exec(select(Turn).where(Turn.conversation_id == conv.id)).all()
         assert {t.llm_call_id for t in turns} <= {c.id for c in current}
         costs = run_costs(s, [conv.run_id])[conv.run_id]
-    assert costs["calls"] == 5 and costs["abandoned_calls"] == n_first
+    assert costs["calls"] == 8 and costs["abandoned_calls"] == n_first
     export_study(engine, "r", "jsonl", tmp_path / "out")
     line = json.loads((tmp_path / "out" / "conversations.jsonl").read_text().splitlines()[0])
-    assert line["run"]["cost"]["abandoned_calls"] == n_first and line["run"]["cost"]["calls"] == 5
+    assert line["run"]["cost"]["abandoned_calls"] == n_first and line["run"]["cost"]["calls"] == 8
 
 
 # --------------------------------------------------------------------------------------------------
