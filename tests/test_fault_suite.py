@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from sqlmodel import Session, select
 
 from db.engine import dispose_engines, make_engine
 from db.migrate import upgrade
-from db.models import Condition, Conversation, LabelSource, LLMCall, Turn
+from db.models import Condition, Conversation, LabelSource, LLMCall, QuestionnaireResponse, Turn
 from tests.cli_helpers import run_cli
 from workbench.dataio.jsonl import import_jsonl
 from workbench.testing.fake_llm_server import FakeLLMServer
@@ -190,7 +191,13 @@ def test_kill_9_during_simulate_then_rerun(tmp_path):
             assert idx == list(range(5))  # 3 simulated user turns, 2 replies
         calls = s.exec(select(LLMCall)).all()
         live = [c for c in calls if c.params.get("attempt") != ABANDONED]
-        assert len(live) == 5 * n  # one call per turn of the current attempts
+        # one call per turn of the current attempts, one per reply rated and one post-task questionnaire
+        assert len(live) == 8 * n
+        # the simulated user answered each post-task questionnaire once (none twice after the kill)
+        answers = Counter(
+            s.exec(select(QuestionnaireResponse.conversation_id, QuestionnaireResponse.item)).all()
+        )
+        assert set(answers.values()) == {1} and len(answers) == 3 * n
     eng.dispose()
 
 
