@@ -165,19 +165,7 @@ async def run_conversation(
         return c
 
     def record(role: str, content: str, c: Any, started: Any, t0: float, meta: dict) -> TurnRecord:
-        return TurnRecord(
-            index=len(turns),
-            role=role,
-            content=content,
-            created_at=started,
-            completed_at=utcnow(),
-            latency_ms=(time.perf_counter() - t0) * 1000,
-            prompt_tokens=c.usage.prompt_tokens,
-            completion_tokens=c.usage.completion_tokens,
-            llm_call_id=c.call_id,
-            meta=meta,
-            call=c,
-        )
+        return _record(len(turns), role, content, c, started, t0, meta)
 
     async def add(rec: TurnRecord) -> None:
         turns.append({"role": rec.role, "content": rec.content})
@@ -215,6 +203,23 @@ async def run_conversation(
     reason, by = await play()
     post_call, post = await _post_task(call, ratings, turns) if ratings is not None else (None, None)
     return ConversationResult(reason, by, n_user, cost, calls, tokens, records, post, post_call)
+
+
+def _record(index: int, role: str, content: str, c: Any, started: Any, t0: float, meta: dict) -> TurnRecord:
+    """The turn ``c`` produced, finished now (its call started at ``started``, ``t0``)."""
+    return TurnRecord(
+        index=index,
+        role=role,
+        content=content,
+        created_at=started,
+        completed_at=utcnow(),
+        latency_ms=(time.perf_counter() - t0) * 1000,
+        prompt_tokens=c.usage.prompt_tokens,
+        completion_tokens=c.usage.completion_tokens,
+        llm_call_id=c.call_id,
+        meta=meta,
+        call=c,
+    )
 
 
 def _rating_meta(ratings: Ratings, rating: ReplyRating) -> dict:
