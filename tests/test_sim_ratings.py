@@ -317,11 +317,17 @@ def test_a_restarted_conversation_does_not_answer_twice(sqlite_engine, monkeypat
         assert len(replies) == 2 and all(t.meta["rating_call_id"] in live for t in replies)
 
 
-def test_dry_run_counts_the_rating_calls(sqlite_engine):
+def test_dry_run_counts_the_rating_calls(sqlite_engine, tmp_path):
     engine = sqlite_engine
     n = _study(engine)
-    on = plan_simulation(engine, _spec(min_turns=2, max_turns=4))
-    off = plan_simulation(engine, _spec(min_turns=2, max_turns=4, ratings=False))
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        "models:\n  openai/fake-sim: {input: 1.0, output: 2.0}\n  openai/fake-assistant: {input: 1.0, output: 2.0}\n"
+    )
+    kw = dict(min_turns=2, max_turns=4, prices_file=str(prices))
+    on = plan_simulation(engine, _spec(**kw))
+    off = plan_simulation(engine, _spec(**kw, ratings=False))
+    assert on.cost_usd > off.cost_usd > 0 and on.cost_usd_max > off.cost_usd_max
     assert on.run_key != off.run_key
     # expected turns 3: three replies rated and one post-task questionnaire per conversation
     assert on.rating_calls == 4 * n and off.rating_calls == 0

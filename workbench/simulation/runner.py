@@ -543,6 +543,7 @@ def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
     expected = max(su.min_turns, round((su.min_turns + su.max_turns) / 2))
     totals = {"calls": 0, "calls_max": 0, "p": 0, "c": 0, "cost": 0.0, "cost_max": 0.0, "unknown": False}
     totals["rating_calls"] = 0
+    rating_base = _rating_prompt_tokens(su)
     models = {su.simulator_model}
     for j in remaining:
         cfg = su.configs[su.assistant_override_id or su.conditions[j.condition_id].assistant_config_id]
@@ -554,7 +555,7 @@ def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
             sim_p = p // 2
             cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns, su.spec.prices_file)
             cost_a = _cost(cfg.model, p - sim_p, aout * turns, su.spec.prices_file)
-            r_calls, r_p, r_c = _rating_projection(su, turns, aout)
+            r_calls, r_p, r_c = _rating_projection(su, rating_base, turns, aout)
             cost_r = _cost(su.simulator_model, r_p, r_c, su.spec.prices_file) if r_calls else 0.0
             if cost_s is None or cost_a is None or cost_r is None:
                 totals["unknown"] = True
@@ -568,21 +569,27 @@ def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
     return totals, models
 
 
-def _rating_projection(su: Setup, turns: int, asst_out: int) -> tuple[int, int, int]:
+def _rating_prompt_tokens(su: Setup) -> int:
+    """The tokens of a rating prompt without the conversation (0 with ratings off)."""
+    t = su.rating_template
+    if t is None:
+        return 0
+    return (len(t.part("en", "system", profile="x" * 400, task="x" * 400)) + len(t.part("en", "reply"))) // 4
+
+
+def _rating_projection(su: Setup, base: int, turns: int, asst_out: int) -> tuple[int, int, int]:
     """(calls, prompt tokens, completion tokens) of one conversation's ratings: one call per
     assistant reply (its prompt holds the conversation so far) and one post-task call."""
     if su.rating_template is None:
         return 0, 0, 0
-    sys_tokens = len(su.rating_template.part("en", "system", profile="x" * 400, task="x" * 400)) // 4
-    ask = len(su.rating_template.part("en", "reply", transcript="")) // 4
     calls, prompt = turns, 0
     for t in range(1, turns + 1):
-        prompt += sys_tokens + ask + t * (EST_USER_TOKENS + asst_out)
+        prompt += base + t * (EST_USER_TOKENS + asst_out)
     completion = turns * EST_RATING_TOKENS
     n_items = len(su.post_task_items)
     if n_items:
         calls += 1
-        prompt += sys_tokens + ask + turns * (EST_USER_TOKENS + asst_out) + 40 * n_items
+        prompt += base + turns * (EST_USER_TOKENS + asst_out) + 40 * n_items
         completion += 20 * n_items
     return calls, prompt, completion
 
