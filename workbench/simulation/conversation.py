@@ -117,7 +117,7 @@ async def _post_task(
     call: Callable, ratings: Ratings, turns: list[dict]
 ) -> tuple[Any, PostTaskAnswers | None]:
     messages = ratings.rater.post_task_messages(turns)
-    if messages is None:
+    if messages is None or not any(t["role"] == "assistant" for t in turns):  # nothing to judge
         return None, None
     c, error = await _ask(call, ratings, messages)
     if c is None:
