@@ -99,7 +99,8 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
         prof.enable()
     cpu0, main0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
     # Plain-text replies never carry the end signal: every conversation runs exactly TURNS user
-    # turns (2 calls each).
+    # turns (2 calls each). The simulated user's ratings are off: the figures measure the runner's
+    # own cost per call, comparable with the earlier ones.
     opts = {"http_transport": transport}
     summary = run_simulation(
         engine,
@@ -111,6 +112,7 @@ def child(n: int, concurrency: int, latency: float, profile: str | None, transpo
             concurrency=concurrency,
             max_turns=TURNS,
             min_turns=1,
+            ratings=False,
         ),
         model_options={"openai/bench-simulator": opts, "openai/bench-assistant": opts},
     )

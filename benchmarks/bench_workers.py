@@ -46,6 +46,7 @@ def _workers(url: str, base_url: str, name: str, k: int, args) -> tuple[float, i
     env = {**os.environ, "WORKBENCH_DB_URL": url, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-fake"}
     cmd = [sys.executable, "-m", "workbench.cli", "simulate", "--study", name]
     cmd += ["--simulator-model", "openai/fake-sim", "--n-per-condition", str(args.n), "--no-cache"]
+    cmd += ["--no-ratings"]  # 2 calls per turn, as the figures in the README
     cmd += [
         "--concurrency",
         str(args.concurrency),

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from sqlmodel import Session, select
 
 from db.engine import dispose_engines, make_engine
 from db.migrate import upgrade
-from db.models import Condition, Conversation, LabelSource, LLMCall, Turn
+from db.models import Condition, Conversation, LabelSource, LLMCall, QuestionnaireResponse, Turn
 from tests.cli_helpers import run_cli
 from workbench.dataio.jsonl import import_jsonl
 from workbench.testing.fake_llm_server import FakeLLMServer
@@ -122,14 +123,15 @@ def test_restarted_conversation_keeps_calls_apart(engine, monkeypatch, tmp_path,
         calls = s.exec(select(LLMCall).where(LLMCall.conversation_id == conv.id)).all()
         abandoned = [c for c in calls if c.params.get("attempt") == ABANDONED]
         current = [c for c in calls if c.params.get("attempt") != ABANDONED]
-        assert len(abandoned) == n_first and len(current) == 5  # 3 simulator + 2 assistant turns
+        # 3 simulator + 2 assistant turns + the simulated user's 2 reply ratings and post-task answers
+        assert len(abandoned) == n_first and len(current) == 8
         turns = s.exec(select(Turn).where(Turn.conversation_id == conv.id)).all()
         assert {t.llm_call_id for t in turns} <= {c.id for c in current}
         costs = run_costs(s, [conv.run_id])[conv.run_id]
-    assert costs["calls"] == 5 and costs["abandoned_calls"] == n_first
+    assert costs["calls"] == 8 and costs["abandoned_calls"] == n_first
     export_study(engine, "r", "jsonl", tmp_path / "out")
     line = json.loads((tmp_path / "out" / "conversations.jsonl").read_text().splitlines()[0])
-    assert line["run"]["cost"]["abandoned_calls"] == n_first and line["run"]["cost"]["calls"] == 5
+    assert line["run"]["cost"]["abandoned_calls"] == n_first and line["run"]["cost"]["calls"] == 8
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,7 +191,13 @@ def test_kill_9_during_simulate_then_rerun(tmp_path):
             assert idx == list(range(5))  # 3 simulated user turns, 2 replies
         calls = s.exec(select(LLMCall)).all()
         live = [c for c in calls if c.params.get("attempt") != ABANDONED]
-        assert len(live) == 5 * n  # one call per turn of the current attempts
+        # one call per turn of the current attempts, one per reply rated and one post-task questionnaire
+        assert len(live) == 8 * n
+        # the simulated user answered each post-task questionnaire once (none twice after the kill)
+        answers = Counter(
+            s.exec(select(QuestionnaireResponse.conversation_id, QuestionnaireResponse.item)).all()
+        )
+        assert set(answers.values()) == {1} and len(answers) == 3 * n
     eng.dispose()
 
 

@@ -162,18 +162,25 @@ def test_whole_dataset(recllmsim, sqlite_engine):
             and src.model == "openai/gpt-4o-2024-08-06"
             and src.params["labeller"] == "llm"
         )
+
         # questionnaires, normalised, with the Chinese option kept
-        post = dict(
-            s.exec(
-                select(QuestionnaireResponse.value, func.count())
-                .where(
-                    QuestionnaireResponse.questionnaire == "post_task",
-                    QuestionnaireResponse.item == "Availability",
-                )
-                .group_by(QuestionnaireResponse.value)
-            ).all()
-        )
-        assert post == {"very_useful": 1256, "somewhat": 830, "unusable": 38}
+        def availability(kind):
+            return dict(
+                s.exec(
+                    select(QuestionnaireResponse.value, func.count())
+                    .join(Conversation, Conversation.id == QuestionnaireResponse.conversation_id)
+                    .where(
+                        QuestionnaireResponse.questionnaire == "post_task",
+                        QuestionnaireResponse.item == "Availability",
+                        Conversation.user_kind == kind,
+                    )
+                    .group_by(QuestionnaireResponse.value)
+                ).all()
+            )
+
+        assert availability("human") == {"very_useful": 1256, "somewhat": 830, "unusable": 38}
+        # the agents' self-reported utility (0-2) answers the same item: 1850 twos and 6 ones
+        assert availability("agent") == {"very_useful": 1850, "somewhat": 6}
         assert (
             s.exec(
                 select(func.count(QuestionnaireResponse.id)).where(
@@ -190,6 +197,12 @@ def test_whole_dataset(recllmsim, sqlite_engine):
             ).one()
             == 1856 * 3
         )
+        mapped = s.exec(
+            select(func.count(QuestionnaireResponse.id))
+            .join(Conversation, Conversation.id == QuestionnaireResponse.conversation_id)
+            .where(QuestionnaireResponse.questionnaire == "post_task", Conversation.user_kind == "agent")
+        ).one()
+        assert mapped == 1856 * 3  # Detail, Availability, Diversity; no self-report of Memorization
         # pool profiles keyed by preference_id; one profile per participant (two users changed theirs)
         assert s.exec(select(func.count(Profile.id)).where(Profile.key.like("pool-%"))).one() == 100
         assert s.exec(select(func.count(Profile.id)).where(Profile.key.like("participant-%"))).one() == 148
@@ -312,3 +325,37 @@ def test_not_utf8_file_stops_the_import(tiny, sqlite_engine):
 def test_overlong_turn_is_malformed(tiny, sqlite_engine):
     rep = import_recllmsim(sqlite_engine, tiny, study="tiny", max_turn_chars=20)
     assert rep.imported == 0 and all("WORKBENCH_MAX_TURN_CHARS" in r for _, r in rep.malformed)
+
+
+def test_agent_self_reports_answer_the_participants_post_task_items(tiny, sqlite_engine):
+    """The agents' self-report (detail / utility / diversity, 0-2) is mapped onto the post-task items
+    people answer (Detail / Availability / Diversity), marked as the simulator's; the originals stay,
+    and the annotators' ratings of the agents are not taken for the user's answers."""
+    import_recllmsim(sqlite_engine, tiny, study="tiny")
+    with Session(sqlite_engine) as s:
+        agents = s.exec(select(Conversation).where(Conversation.user_kind == "agent")).all()
+        assert agents
+        for conv in agents:
+            rows = s.exec(
+                select(QuestionnaireResponse).where(QuestionnaireResponse.conversation_id == conv.id)
+            ).all()
+            own = {r.item: r for r in rows if r.questionnaire == "agent_self_report"}
+            post = {r.item: r for r in rows if r.questionnaire == "post_task"}
+            assert (
+                set(own) == {"detail", "utility", "diversity"}
+                and len([r for r in rows if r.questionnaire == "agent_rating"]) == 7
+            )
+            assert set(post) == {"Detail", "Availability", "Diversity"}
+            for src, item, scale in [
+                ("detail", "Detail", ["brief", "average", "detailed"]),
+                ("utility", "Availability", ["unusable", "somewhat", "very_useful"]),
+                ("diversity", "Diversity", ["single", "average", "diverse"]),
+            ]:
+                raw = json.loads(post[item].raw_value)
+                assert raw == {
+                    "by": "simulator",
+                    "source": "agent_self_report",
+                    "item": src,
+                    "answer": int(own[src].value),
+                }
+                assert post[item].value == scale[int(own[src].value)] and post[item].participant_id is None

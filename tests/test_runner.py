@@ -35,6 +35,10 @@ def responder(turns: int = 3, fail_on: str | None = None):
 
     def fn(req: FakeRequest) -> str:
         msgs = req.messages
+        if "study questionnaire" in msgs[0]["content"]:  # the simulated user's ratings (user-rating@1)
+            if "hallucination" in msgs[-1]["content"]:
+                return json.dumps({"hallucination": "no", "satisfaction": 4, "reason": "fine"})
+            return json.dumps({"Memorization": "no", "Detail": "detailed", "Availability": "somewhat"})
         if "role-playing" in msgs[0]["content"]:
             seen = sum(1 for m in msgs[2:] if m["role"] == "user")
             return json.dumps({"message": f"question {seen}", "end": seen >= turns})
@@ -98,13 +102,15 @@ def test_run_records_everything_and_resumes(engine, monkeypatch):
             assert [t.role for t in turns] == ["user", "assistant"] * 3 + ["user"]
             assert all(t.llm_call_id for t in turns)
             calls = s.exec(select(LLMCall).where(LLMCall.conversation_id == c.id)).all()
-            assert {x.purpose for x in calls} == {"simulator", "assistant"}
+            assert {x.purpose for x in calls} == {"simulator", "assistant", "simulator_rating"}
             # each turn points at the call that produced it (rows are written in deferred batches)
             by_id = {x.id: x for x in calls}
             assert all(
                 by_id[t.llm_call_id].purpose == ("simulator" if t.role == "user" else "assistant")
                 for t in turns
             )
+            # the simulated user rated every reply (tests/test_sim_ratings.py tests the ratings)
+            assert all(by_id[t.meta["rating_call_id"]].purpose == "simulator_rating" for t in turns[1::2])
             assert all(by_id[t.llm_call_id].response == t.content for t in turns if t.role == "assistant")
             asst_call = next(x for x in calls if x.purpose == "assistant")
             assert asst_call.messages[0] == {"role": "system", "content": "You are a travel assistant."}

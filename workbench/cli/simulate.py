@@ -84,6 +84,14 @@ _Tpm = Annotated[
     int | None, typer.Option("--tpm", help="Tokens-per-minute limit (0 = no limit, the default).")
 ]
 _NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not answer calls from the response cache.")]
+_NoRatings = Annotated[
+    bool,
+    typer.Option(
+        "--no-ratings",
+        help="Do not ask the simulated user the participants' per-reply rating and post-task "
+        "questionnaire (asked by default, in calls of their own).",
+    ),
+]
 _RetryFailed = Annotated[
     bool,
     typer.Option(
@@ -115,6 +123,7 @@ def simulate(
     tpm: _Tpm = None,
     no_cache: _NoCache = False,
     retry_failed: _RetryFailed = True,
+    no_ratings: _NoRatings = False,
 ) -> None:
     """Simulate users talking to the study's assistant (resumable: rerun the same command to continue)."""
     from db.engine import ready_engine
@@ -156,6 +165,7 @@ def simulate(
         cache=settings.llm_cache and not no_cache,
         prices_file=str(settings.prices_file) if settings.prices_file else None,
         retry_failed=retry_failed,
+        ratings=not no_ratings,
     )
     engine = ready_engine(settings.db_url)
     if dry_run:

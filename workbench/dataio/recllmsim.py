@@ -151,6 +151,17 @@ QUESTIONNAIRE_VALUES = {
     "Diversity": {"结果多样": "diverse", "一般": "average", "结果单一": "single"},
 }
 
+# The agents' self-report (``satisfaction``: detail / utility / diversity, 0-2, 2 the best) answers
+# three of the participants' post-task items: each is also stored as that item's answer, marked as the
+# simulator's (as ``workbench simulate`` marks its own: ``raw_value`` {"by": "simulator", ...}).
+# Assumed: the points run as the items' options do, 2 the first (best) option. The annotators' ratings
+# of the agents (``rating``, agent_rating) are a third party's judgement, not the user's: not mapped.
+SELF_REPORT_ITEMS = {
+    "detail": ("Detail", {2: "detailed", 1: "average", 0: "brief"}),
+    "utility": ("Availability", {2: "very_useful", 1: "somewhat", 0: "unusable"}),
+    "diversity": ("Diversity", {2: "diverse", 1: "average", 0: "single"}),
+}
+
 _STRATEGY = re.compile(r"^strategy_(human_)?V(\d+)$")
 
 
@@ -474,7 +485,26 @@ def _agent_questionnaire(data: dict) -> list[dict]:
                     "raw_value": json.dumps(v),
                 }
             )
+            if qname == "agent_self_report":
+                questionnaire += _self_report_as_post_task(str(item), v)
     return questionnaire
+
+
+def _self_report_as_post_task(item: str, v: Any) -> list[dict]:
+    """The post-task answer a self-report item gives (none for other items or values)."""
+    target = SELF_REPORT_ITEMS.get(item)
+    point = v if isinstance(v, int) and not isinstance(v, bool) else None
+    if target is None or point not in target[1]:
+        return []
+    raw = {"by": "simulator", "source": "agent_self_report", "item": item, "answer": v}
+    return [
+        {
+            "questionnaire": "post_task",
+            "item": target[0],
+            "value": target[1][point],
+            "raw_value": json.dumps(raw),
+        }
+    ]
 
 
 _AGENT_KEYS = {

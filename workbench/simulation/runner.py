@@ -31,6 +31,7 @@ from db.models import (
     LLMCall,
     Participant,
     Profile,
+    QuestionnaireResponse,
     Scenario,
     SimulationRun,
     SimulatorConfig,
@@ -42,8 +43,17 @@ from db.types import utcnow
 from db.worker import DatabaseWorker
 from workbench.llm import LLMError, get_model, recorded
 from workbench.llm.prices import price_of
+from workbench.participation.questionnaires import study_questionnaires
 from workbench.simulation import claims
-from workbench.simulation.conversation import ConversationResult, TurnRecord, run_conversation
+from workbench.simulation.conversation import ConversationResult, Ratings, TurnRecord, run_conversation
+from workbench.simulation.rating import PURPOSE as RATING_PURPOSE
+from workbench.simulation.rating import (
+    Rater,
+    RatingTemplate,
+    load_rating_template,
+    rated_items,
+    simulator_raw_value,
+)
 from workbench.simulation.spec import SimulationSpec
 from workbench.simulation.templates import PromptTemplate, load_template
 from workbench.simulation.user import SimulatedUser, UserContext
@@ -53,6 +63,7 @@ _CONV = Conversation.__table__
 _TURN = Turn.__table__
 _LABEL = Label.__table__
 _CALL = LLMCall.__table__
+_ANSWER = QuestionnaireResponse.__table__
 # LLMCall.params["attempt"] of the calls of a conversation's attempt that a restart threw away (a
 # killed, stopped or failed attempt): kept for the record, counted apart from the current attempt.
 ABANDONED = "abandoned"
@@ -60,6 +71,7 @@ _INSERT_TURN = insert(_TURN)
 # Typical message sizes (tokens) for dry-run projections.
 EST_USER_TOKENS = 40
 EST_ASSISTANT_TOKENS = 400
+EST_RATING_TOKENS = 60  # a per-reply rating answer; a post-task answer: 20 per item
 
 
 @dataclass
@@ -85,6 +97,9 @@ class Setup:
     configs: dict  # assistant_config_id -> AssistantConfig
     conditions: dict  # condition_id -> Condition
     twins_skipped: int = 0  # unfinished human sessions left out of "twin of all"
+    # With ratings on: the rating prompt and the study's post-task items the simulated user answers.
+    rating_template: RatingTemplate | None = None
+    post_task_items: list = field(default_factory=list)
 
     @property
     def simulator_model(self) -> str:
@@ -105,6 +120,7 @@ class Plan:
     cost_usd_max: float | None
     models: list[str]
     twins_skipped: int = 0
+    rating_calls: int = 0  # of ``calls``: the simulated user's ratings and post-task answers
 
     def lines(self) -> list[str]:
         cost = (
@@ -115,11 +131,16 @@ class Plan:
         return [
             f"run {self.run_key[:12]}: {self.n_conversations} conversations, {self.n_done} already complete, "
             f"{self.n_remaining} to run",
-            f"projected calls: {self.calls:,} (at most {self.calls_max:,})",
+            f"projected calls: {self.calls:,} (at most {self.calls_max:,})" + self._ratings_note(),
             f"projected tokens: {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion",
             f"projected cost: {cost}",
             f"models: {', '.join(self.models)}",
         ] + _skipped_line(self.twins_skipped)
+
+    def _ratings_note(self) -> str:
+        if not self.rating_calls:
+            return ""
+        return f", {self.rating_calls:,} of them the simulated user's ratings (--no-ratings skips them)"
 
 
 @dataclass
@@ -297,11 +318,30 @@ def _setup(session: Session, spec: SimulationSpec) -> Setup:
         ).all()
     }
     override_id = _assistant_override(session, spec, conds, configs)
-    key = spec.run_key(st.id, sim_cfg.fingerprint, override_id)
+    rating = load_rating_template() if spec.ratings else None
+    key = spec.run_key(st.id, sim_cfg.fingerprint, override_id, rating.label if rating else None)
     session.commit()
     return Setup(
-        spec, st, template, sim_cfg.id, override_id, jobs, key, min_t, max_t, configs, conds, twins_skipped
+        spec,
+        st,
+        template,
+        sim_cfg.id,
+        override_id,
+        jobs,
+        key,
+        min_t,
+        max_t,
+        configs,
+        conds,
+        twins_skipped,
+        rating,
+        _post_task_items(st) if rating else [],
     )
+
+
+def _post_task_items(study: Study) -> list:
+    """The study's post-task items the simulated user answers (as its participants do)."""
+    return rated_items(study_questionnaires(study_settings(study).questionnaires).items("post_task"))
 
 
 def _turn_limits(spec: SimulationSpec, settings: StudySettings) -> tuple[int, int]:
@@ -492,6 +532,7 @@ def plan_simulation(engine: Engine, spec: SimulationSpec) -> Plan:
         None if unknown else totals["cost_max"],
         sorted(models),
         su.twins_skipped,
+        totals["rating_calls"],
     )
 
 
@@ -501,6 +542,8 @@ def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
     sim_sys = len(su.template.part("en", "system", profile="x" * 400, task="x" * 400)) // 4
     expected = max(su.min_turns, round((su.min_turns + su.max_turns) / 2))
     totals = {"calls": 0, "calls_max": 0, "p": 0, "c": 0, "cost": 0.0, "cost_max": 0.0, "unknown": False}
+    totals["rating_calls"] = 0
+    rating_base = _rating_prompt_tokens(su)
     models = {su.simulator_model}
     for j in remaining:
         cfg = su.configs[su.assistant_override_id or su.conditions[j.condition_id].assistant_config_id]
@@ -512,15 +555,43 @@ def _project(su: Setup, remaining: list[Job]) -> tuple[dict, set[str]]:
             sim_p = p // 2
             cost_s = _cost(su.simulator_model, sim_p, (EST_USER_TOKENS + 10) * turns, su.spec.prices_file)
             cost_a = _cost(cfg.model, p - sim_p, aout * turns, su.spec.prices_file)
-            if cost_s is None or cost_a is None:
+            r_calls, r_p, r_c = _rating_projection(su, rating_base, turns, aout)
+            cost_r = _cost(su.simulator_model, r_p, r_c, su.spec.prices_file) if r_calls else 0.0
+            if cost_s is None or cost_a is None or cost_r is None:
                 totals["unknown"] = True
             else:
-                totals["cost" + suffix] += cost_s + cost_a
-            totals["calls" + suffix] += calls
+                totals["cost" + suffix] += cost_s + cost_a + cost_r
+            totals["calls" + suffix] += calls + r_calls
             if not suffix:
-                totals["p"] += p
-                totals["c"] += c
+                totals["p"] += p + r_p
+                totals["c"] += c + r_c
+                totals["rating_calls"] += r_calls
     return totals, models
+
+
+def _rating_prompt_tokens(su: Setup) -> int:
+    """The tokens of a rating prompt without the conversation (0 with ratings off)."""
+    t = su.rating_template
+    if t is None:
+        return 0
+    return (len(t.part("en", "system", profile="x" * 400, task="x" * 400)) + len(t.part("en", "reply"))) // 4
+
+
+def _rating_projection(su: Setup, base: int, turns: int, asst_out: int) -> tuple[int, int, int]:
+    """(calls, prompt tokens, completion tokens) of one conversation's ratings: one call per
+    assistant reply (its prompt holds the conversation so far) and one post-task call."""
+    if su.rating_template is None:
+        return 0, 0, 0
+    calls, prompt = turns, 0
+    for t in range(1, turns + 1):
+        prompt += base + t * (EST_USER_TOKENS + asst_out)
+    completion = turns * EST_RATING_TOKENS
+    n_items = len(su.post_task_items)
+    if n_items:
+        calls += 1
+        prompt += base + turns * (EST_USER_TOKENS + asst_out) + 40 * n_items
+        completion += 20 * n_items
+    return calls, prompt, completion
 
 
 # --------------------------------------------------------------------------------------------------
@@ -633,7 +704,10 @@ async def arun_simulation(
     if spec.budget is not None:
         _check_prices({su.simulator_model, *asst_models}, spec.prices_file)
     me = process_owner()
-    joined = _start_or_join(engine, su, me, spec.run_params(su.min_turns, su.max_turns, su.template.label))
+    rating_label = su.rating_template.label if su.rating_template else None
+    joined = _start_or_join(
+        engine, su, me, spec.run_params(su.min_turns, su.max_turns, su.template.label, rating_label)
+    )
     # Read after the claim: what is done is what no other process can still be changing.
     run_id, existing = _existing(engine, su.key)
     shared = claims.shares_runs(engine)
@@ -830,6 +904,9 @@ def _recorders(engine: Engine, su: Setup, run_id: int, db: DatabaseWorker, sim_m
 def _write_turn(conn: Any, conv_id: int, rec: TurnRecord) -> None:
     if rec.llm_call_id is None and rec.call is not None:
         rec.llm_call_id = rec.call.call_id  # its LLMCall row was queued (so written) before this turn
+    rating = rec.rating
+    if rating is not None:
+        rec.meta = _rated(conn, rec.meta, rec.rating_call, rating.error)
     conn.execute(
         _INSERT_TURN,
         dict(
@@ -845,8 +922,47 @@ def _write_turn(conn: Any, conv_id: int, rec: TurnRecord) -> None:
             llm_call_id=rec.llm_call_id,
             meta=rec.meta,
             intent=None,
+            hallucination=rating.hallucination if rating else None,
+            satisfaction=rating.satisfaction if rating else None,
+            satisfaction_reason=rating.reason if rating else None,
         ),
     )
+
+
+def _rated(conn: Any, meta: dict, call: Any, error: str | None) -> dict:
+    """The meta of a turn or answer the simulated user rated: the rating call's id (its row was queued
+    before this write); an answer that could not be used is recorded as the call's error."""
+    if call is None:
+        return meta
+    if error and call.call_id is not None:
+        conn.execute(update(_CALL).where(_CALL.c.id == call.call_id).values(error=f"rating: {error}"))
+    return {**meta, "rating_call_id": call.call_id}
+
+
+def _write_post_task(conn: Any, study_id: int, conv_id: int, res: ConversationResult, label: str) -> None:
+    """The simulated user's post-task answers, stored where participants' are, marked as the
+    simulator's (``raw_value`` names who answered, the prompt and the call)."""
+    post, call = res.post_task, res.post_task_call
+    if post is None:
+        return
+    _rated(conn, {}, call, post.error)
+    call_id = call.call_id if call is not None else None
+    rows = [
+        dict(
+            study_id=study_id,
+            conversation_id=conv_id,
+            participant_id=None,
+            questionnaire=a.questionnaire,
+            item=a.item,
+            value=a.value,
+            raw_value=simulator_raw_value(a, call_id, label),
+            question=a.question,
+            created_at=utcnow(),
+        )
+        for a in post.answers
+    ]
+    if rows:
+        conn.execute(insert(_ANSWER), rows)
 
 
 class _ConversationWrites:
@@ -988,8 +1104,16 @@ class _Batch:
         sim = self.sim_rec.bind(conversation_id=conv_id)
         asst = self.asst_rec[cfg.model].bind(conversation_id=conv_id, prompt_version=cfg.version)
         writes = _ConversationWrites(self.db, conv_id, self._after_call)
+        ratings = None
+        if su.rating_template is not None:
+            # The simulated user's answers: the simulator's model, recorded apart under their own prompt.
+            rater = Rater(su.rating_template, user.ctx, su.post_task_items)
+            model = self.sim_rec.bind(
+                conversation_id=conv_id, purpose=RATING_PURPOSE, prompt_version=rater.label
+            )
+            ratings = Ratings(rater, model, {**self.sim_params, "seed": conv_seed})
         try:
-            return await run_conversation(
+            res = await run_conversation(
                 user,
                 sim,
                 asst,
@@ -1000,9 +1124,13 @@ class _Batch:
                 self._before_call,
                 writes.after,
                 self._call_failed,
+                ratings,
             )
         finally:
             await writes.flush()
+        if ratings is not None:
+            await self.db.run(_write_post_task, su.study.id, conv_id, res, ratings.rater.label)
+        return res
 
     async def _fail(self, conv_id: int, error: str) -> None:
         await self._close(conv_id, "failed", error=error, end_reason="error", ended_by="system")
@@ -1020,6 +1148,9 @@ class _Batch:
             # A restart rewrites the transcript: labels of the old one (a labeller may have run on a
             # stopped or failed conversation before unfinished ones were skipped) go with its turns.
             conn.execute(delete(_LABEL).where(_LABEL.c.conversation_id == conv_id))
+            # ... and so do the simulated user's post-task answers (a participant never answers for
+            # a simulated conversation): a killed run does not answer twice.
+            conn.execute(delete(_ANSWER).where(_ANSWER.c.conversation_id == conv_id))
             conn.execute(delete(_TURN).where(_TURN.c.conversation_id == conv_id))
             _mark_abandoned(conn, conv_id, now)
             conn.execute(

@@ -63,6 +63,9 @@ class SimulationSpec(BaseModel):
     retry_failed: bool = True
     # Digital twins of abandoned, screened-out or unfinished human sessions are skipped unless asked.
     include_unfinished: bool = False
+    # The simulated user also answers the participants' instruments (per-reply rating, post-task
+    # questionnaire) in calls of their own (workbench.simulation.rating); False: --no-ratings.
+    ratings: bool = True
     # Prices of the models (a YAML file, WORKBENCH_PRICES); None: the bundled table. Not part of the run's identity.
     prices_file: str | None = None
 
@@ -113,13 +116,20 @@ class SimulationSpec(BaseModel):
             raise ValueError(f"min turns ({self.min_turns}) is greater than max turns ({self.max_turns})")
         return self
 
-    def run_key(self, study_id: int, simulator_fingerprint: str, assistant_override_id: int | None) -> str:
+    def run_key(
+        self,
+        study_id: int,
+        simulator_fingerprint: str,
+        assistant_override_id: int | None,
+        rating_prompt: str | None = None,
+    ) -> str:
         """The run's identity: equal settings give an equal key, so running again resumes.
 
         The study, the simulator config (its fingerprint covers the model, prompt, sampling and the
         turn limits as resolved against the study's settings), the assistant override and the
-        selection of conditions or twins define a run's results; concurrency, limits, budget, cache
-        and retries do not, so changing them resumes the same run. The JSON is the one keys were
+        selection of conditions or twins define a run's results, and so do the simulated user's
+        ratings (with the rating prompt's ``name@version``, ``rating_prompt``); concurrency, limits,
+        budget, cache and retries do not, so changing them resumes the same run. The JSON is the one keys were
         always made from, so runs made before this object existed still resume.
         """
         identity = {
@@ -131,6 +141,8 @@ class SimulationSpec(BaseModel):
         }
         if self.include_unfinished and self.twin_of:  # only when set: older runs keep their keys
             identity["include_unfinished"] = True
+        if self.ratings:  # only when on: runs without ratings (and those made before them) keep their keys
+            identity["ratings"] = rating_prompt or "user-rating"
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def simulator_call_params(self) -> dict:
@@ -142,7 +154,9 @@ class SimulationSpec(BaseModel):
             params["max_tokens"] = self.simulator_max_tokens
         return params
 
-    def run_params(self, min_turns: int, max_turns: int, prompt_label: str) -> dict:
+    def run_params(
+        self, min_turns: int, max_turns: int, prompt_label: str, rating_prompt: str | None = None
+    ) -> dict:
         """The parameters stored on the run's row (and exported with its conversations)."""
         return {
             "simulator_model": self.simulator_model,
@@ -155,6 +169,7 @@ class SimulationSpec(BaseModel):
             "seed": self.seed,
             "temperature": self.temperature,
             "goal_reminder_every": self.goal_reminder_every,
+            "ratings": (rating_prompt or "user-rating") if self.ratings else None,
         }
 
 

@@ -38,6 +38,11 @@ with st.form("simulate"):
     twins = st.checkbox(
         "Digital twins of the human conversations (same condition, the participant's profile)"
     )
+    ratings = st.checkbox(
+        "The simulated user rates each reply and answers the post-task questionnaire, as participants do",
+        value=True,
+        help="In calls of their own that never enter the conversation (the CLI's --no-ratings turns them off).",
+    )
     b1, b2 = st.columns(2)
     dry_run = b1.form_submit_button("Plan (dry run)", width="stretch")
     start = b2.form_submit_button("Start simulation", type="primary", width="stretch")
@@ -53,6 +58,7 @@ def _spec() -> SimulationSpec:
         max_turns=int(max_turns) or None,
         budget=float(budget) or None,
         twin_of=["all"] if twins else None,
+        ratings=ratings,
         cache=settings().llm_cache,
         prices_file=str(settings().prices_file) if settings().prices_file else None,
     )
