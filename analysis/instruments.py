@@ -546,13 +546,7 @@ def survey_mae_records(
         rng = np.random.default_rng(seed + 1 + i)
         draws: dict[str, list[float]] = {}
         for _ in range(n_boot if point else 0):
-            e = item_errors(
-                frame,
-                cluster_resample(hum, clusters[hum], rng),
-                cluster_resample(oth, clusters[oth], rng),
-                items,
-                cells,
-            )
+            e = errors(cluster_resample(hum, clusters[hum], rng), cluster_resample(oth, clusters[oth], rng))
             for k, v in {**e, "survey": _mae(e)}.items():
                 if v is not None:
                     draws.setdefault(k, []).append(v)
