@@ -43,7 +43,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -721,15 +720,19 @@ def study_instruments(
     n_boot: int = stats.DEFAULT_BOOT,
     splits: int = DEFAULT_SPLITS,
     fidelity_boot: int = DEFAULT_BOOT,
-    progress: Callable[[str], None] | None = None,
+    comparisons: bool = True,
 ) -> dict:
     """Everything of a loaded study: ``{"instruments", "comparisons", "records", "by_position",
-    "note"}``, ``note`` one line when the study has no instrument data ('' otherwise). The rank
+    "note"}`` (``comparisons=False``: no comparison rows), ``note`` one line when the study has no instrument data ('' otherwise). The rank
     agreement (``analysis.rank_agreement``) joins ``records``."""
     from analysis.rank_agreement import rank_agreement_df
 
     inst = load_instruments(engine, data)
-    comp = instrument_comparisons_df(inst, correction, n_boot)
+    comp = (
+        instrument_comparisons_df(inst, correction, n_boot)
+        if comparisons
+        else pd.DataFrame(columns=ALL_COLUMNS)
+    )
     records = pd.concat(
         [instrument_records(inst, splits, fidelity_boot), rank_agreement_df(inst, splits, fidelity_boot)],
         ignore_index=True,
@@ -756,3 +759,14 @@ def availability_note(inst: Instruments) -> str:
     if kinds == {"agent"}:
         return "Participants' instruments: only simulated users answered them; no person did."
     return ""
+
+
+def merge_fidelity(fidelity: dict | None, records: pd.DataFrame, label_index: dict | None = None) -> dict:
+    """``analysis.fidelity`` tables with the instrument and rank-agreement records added and the
+    ranking recomputed (their families join it where they have calibrated scores)."""
+    from analysis.fidelity import ranking_df
+
+    base = (fidelity or {}).get("records")
+    parts = [f for f in (base, records) if f is not None and len(f)]
+    recs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
+    return {**(fidelity or {}), "records": recs, "ranking": ranking_df(recs, label_index)}

@@ -24,7 +24,7 @@ import pandas as pd
 from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
 from analysis.dataset import StudyData, excluded_note, load_study
-from analysis.fidelity import study_fidelity, write_fidelity
+from analysis.fidelity import label_index_of, study_fidelity, write_fidelity
 from analysis.findings import (
     EFFECT_NAMES,
     SLICE_NAMES,
@@ -35,6 +35,7 @@ from analysis.findings import (
     not_computed,
     p_text,
 )
+from analysis.instruments import merge_fidelity, study_instruments
 from analysis.likeness import likeness_tables
 from analysis.trajectory import TRAJECTORY_COLUMNS, stored_turn_features_df, turn_trajectory_df
 
@@ -49,6 +50,7 @@ REPORT_SECTIONS = [
     "trajectory",
     "likeness",
     "fidelity",
+    "instruments",
     "agreement",
     "provenance",
 ]
@@ -67,6 +69,8 @@ class AnalysisResult:
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
     codebook: object = None  # the codebook analysed with (its titles and group order name things)
     fidelity: dict[str, pd.DataFrame] = field(default_factory=dict)  # analysis.fidelity.study_fidelity
+    # analysis.instruments.study_instruments: the participants' per-reply answers and questionnaires
+    instruments: dict = field(default_factory=dict)
 
 
 def agreement_df(
@@ -149,7 +153,14 @@ def analyze(
     say("fidelity metrics and their human ceilings")
     fid = study_fidelity(engine, data, pipelines=pipelines, likeness=like)
     timings["fidelity_s"] = time.perf_counter() - t
-    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook, fid)
+    t = time.perf_counter()
+    say("the participants' instruments (ratings, questionnaires, rank agreement)")
+    inst = study_instruments(engine, data, correction=correction, n_boot=n_boot)
+    if len(inst["comparisons"]):  # the instrument rows join the comparison table (their own families)
+        comp = pd.concat([comp, inst["comparisons"]], ignore_index=True) if len(comp) else inst["comparisons"]
+    fid = merge_fidelity(fid, inst["records"], label_index_of(like))
+    timings["instruments_s"] = time.perf_counter() - t
+    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook, fid, inst)
 
 
 def provenance(engine, result: AnalysisResult) -> dict:

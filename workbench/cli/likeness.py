@@ -23,7 +23,14 @@ def likeness(
 ) -> None:
     """Fidelity of each simulator against people: fidelity.json / .csv and fidelity_ranking.csv."""
     from analysis.dataset import load_study
-    from analysis.fidelity import choose_embedder, fidelity_records, study_fidelity, write_fidelity
+    from analysis.fidelity import (
+        choose_embedder,
+        fidelity_records,
+        label_index_of,
+        study_fidelity,
+        write_fidelity,
+    )
+    from analysis.instruments import merge_fidelity, study_instruments
     from analysis.likeness import likeness_tables
     from db.engine import ready_engine
     from workbench.cli._common import output_dir, output_file
@@ -36,7 +43,7 @@ def likeness(
     output_dir(out, "--out")
     output_file(json_file, "--json")
     engine = ready_engine(Settings.from_env().db_url)
-    with steps("measuring fidelity", expected=3) as step:
+    with steps("measuring fidelity", expected=4) as step:
         step("loading conversations, labels and features")
         data = load_study(engine, study)
         step("label-based distances")
@@ -45,7 +52,12 @@ def likeness(
         tables = study_fidelity(
             engine, data, splits=splits, n_boot=n_boot, likeness=like, embedding=embedding
         )
+        step("the participants' instruments: survey error, rank agreement, twins")
+        inst = study_instruments(engine, data, splits=splits, fidelity_boot=n_boot, comparisons=False)
+        tables = merge_fidelity(tables, inst["records"], label_index_of(like))
     _summary(tables, data)
+    if inst["note"]:
+        typer.echo(inst["note"])
     for p in write_fidelity(tables, out):
         typer.echo(f"wrote {p}")
     if json_file is not None:
