@@ -653,6 +653,8 @@ def _alignment(h: np.ndarray, a: np.ndarray) -> tuple[float, float]:
 
 
 TWIN_METRICS = ("twin_weighted_kappa", "twin_ordinal_alpha")
+# Every fidelity metric these modules add (the report's instruments section shows these records).
+INSTRUMENT_METRIC_NAMES = ("survey_mae", *TWIN_METRICS, "rank_spearman", "rank_kendall")
 
 
 def twin_alignment_records(inst: Instruments, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> list[dict]:
