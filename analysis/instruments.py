@@ -523,11 +523,11 @@ def survey_mae_records(
     items = {n: s for n, s in inst.items.items() if frame[ITEM_PREFIX + n].notna().any()}
     sims = sorted(set(frame["population"]) - {"human"})
     hum = np.flatnonzero(frame["population"].to_numpy() == "human")
-    if not items:
-        return [
-            record(s, "survey_mae", "survey", note="no post-task answers in this study")
-            for s in sims or [None]
-        ]
+    if not sims or not items:
+        note = (
+            "no simulated conversations in this study" if not sims else "no post-task answers in this study"
+        )
+        return [record(s, "survey_mae", "survey", note=note) for s in sims or [None]]
     cell_keys, matched = _cells(frame)
     cells, uniq = pd.factorize(cell_keys)
     cells = np.asarray(cells)
