@@ -385,3 +385,42 @@ def fidelity_fig(records: pd.DataFrame) -> go.Figure:
     fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1.1], height=400, template=STYLE)
     fig.update_xaxes(tickangle=-30, automargin=True)
     return fig
+
+
+def satisfaction_position_fig(by_position: pd.DataFrame | None) -> go.Figure:
+    """Mean per-reply satisfaction (1-5) by reply position, people against each simulator, with 95%
+    t-intervals (``analysis.instruments.satisfaction_by_position_df``)."""
+    title = "Satisfaction with each reply, by its position (mean, 95% t-intervals)"
+    if by_position is None or by_position.empty:
+        return empty_figure(title, "no per-reply satisfaction ratings")
+    fig = go.Figure()
+    for pop in sorted(by_position["population"].unique(), key=lambda p: (p != "human", p)):
+        g = by_position[by_position["population"] == pop].sort_values("reply_position")
+        name = KIND_NAMES["human"] if pop == "human" else f"simulated: {pop}"
+        fig.add_trace(
+            go.Scatter(
+                x=g["reply_position"],
+                y=g["mean"],
+                mode="lines+markers",
+                name=name,
+                line={"color": KIND_COLORS["human"], "width": 3} if pop == "human" else None,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (g["ci_high"] - g["mean"]).fillna(0),
+                    "arrayminus": (g["mean"] - g["ci_low"]).fillna(0),
+                },
+                customdata=g[["n"]].to_numpy(),
+                hovertemplate="reply %{x}: %{y:.2f} (n=%{customdata[0]})<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        height=380,
+        xaxis_title="assistant reply (1 = the first)",
+        yaxis_title="mean satisfaction (1-5)",
+        yaxis_range=[1, 5.2],
+        xaxis_dtick=1,
+        template=STYLE,
+    )
+    return fig

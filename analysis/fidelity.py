@@ -131,6 +131,8 @@ RANKING_COLUMNS = [
     "distribution",
     "discriminator",
     "judge",
+    "survey",
+    "rank_agreement",
     "labels",
     "n_families",
 ]
@@ -811,19 +813,37 @@ RANKING_FAMILIES = {
     "judge": [
         "judge_pi"
     ],  # share of the HH anchor, as the AUC; only with `likeness --judge` or stored judgements
+    # analysis.instruments / analysis.rank_agreement, where the study has the participants' answers
+    "survey": ["survey_mae"],
+    "rank_agreement": ["rank_spearman"],
 }
+# A metric with several records per simulator counts only these groups (group prefixes): the
+# survey's overall error (not its items), the assistant-level rank correlations (each outcome).
+RANKING_GROUPS = {"survey_mae": ("survey",), "rank_spearman": ("assistant:",)}
+
+
+def _ranked_calibrated(g: pd.DataFrame) -> pd.Series:
+    """metric -> its calibrated score for the ranking (the mean over the records it counts)."""
+    keep = [
+        m not in RANKING_GROUPS or str(grp).startswith(RANKING_GROUPS[m])
+        for m, grp in zip(g["metric"], g["group"])
+    ]
+    g = g[keep]
+    return g.groupby("metric")["calibrated"].agg(lambda v: v.dropna().mean() if v.notna().any() else None)
 
 
 def ranking_df(records: pd.DataFrame, label_index: dict | None = None) -> pd.DataFrame:
     """Simulators ranked by ``fidelity_score``: the mean over the families of measures (fingerprint,
-    lexical, distribution, discriminator and, when labels exist, ``labels`` = the label-based
+    lexical, distribution, discriminator, survey and rank agreement where the study has the
+    participants' answers (``RANKING_GROUPS`` says which records count) and, when labels exist, ``labels`` = the label-based
     human-likeness index of ``analysis.likeness``) of each family's mean calibrated score; highest
     first, ties by name."""
     rows = []
     recs = records[records["simulator"].notna()]
     for sim, g in recs.groupby("simulator", sort=True):
-        cal = g.set_index("metric")["calibrated"]
-        row = {"simulator": sim, "n_agent": int(g["n_agent"].iloc[0])}
+        cal = _ranked_calibrated(g)
+        n_agent = pd.to_numeric(g["n_agent"], errors="coerce").dropna()
+        row = {"simulator": sim, "n_agent": int(n_agent.iloc[0]) if len(n_agent) else 0}
         for fam, names in RANKING_FAMILIES.items():
             vals = [float(cal[n]) for n in names if n in cal.index and pd.notna(cal[n])]
             row[fam] = float(np.mean(vals)) if vals else None

@@ -24,7 +24,7 @@ import pandas as pd
 from analysis import charts
 from analysis.compare import COLUMNS, analysis_frame, comparison_records, comparisons_df
 from analysis.dataset import StudyData, excluded_note, load_study
-from analysis.fidelity import study_fidelity, write_fidelity
+from analysis.fidelity import label_index_of, study_fidelity, write_fidelity
 from analysis.findings import (
     EFFECT_NAMES,
     SLICE_NAMES,
@@ -35,6 +35,7 @@ from analysis.findings import (
     not_computed,
     p_text,
 )
+from analysis.instruments import merge_fidelity, study_instruments
 from analysis.likeness import likeness_tables
 from analysis.trajectory import TRAJECTORY_COLUMNS, stored_turn_features_df, turn_trajectory_df
 
@@ -49,6 +50,7 @@ REPORT_SECTIONS = [
     "trajectory",
     "likeness",
     "fidelity",
+    "instruments",
     "agreement",
     "provenance",
 ]
@@ -67,6 +69,8 @@ class AnalysisResult:
     turn_trajectory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRAJECTORY_COLUMNS))
     codebook: object = None  # the codebook analysed with (its titles and group order name things)
     fidelity: dict[str, pd.DataFrame] = field(default_factory=dict)  # analysis.fidelity.study_fidelity
+    # analysis.instruments.study_instruments: the participants' per-reply answers and questionnaires
+    instruments: dict = field(default_factory=dict)
 
 
 def agreement_df(
@@ -149,7 +153,14 @@ def analyze(
     say("fidelity metrics and their human ceilings")
     fid = study_fidelity(engine, data, pipelines=pipelines, likeness=like)
     timings["fidelity_s"] = time.perf_counter() - t
-    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook, fid)
+    t = time.perf_counter()
+    say("the participants' instruments (ratings, questionnaires, rank agreement)")
+    inst = study_instruments(engine, data, correction=correction, n_boot=n_boot)
+    if len(inst["comparisons"]):  # the instrument rows join the comparison table (their own families)
+        comp = pd.concat([comp, inst["comparisons"]], ignore_index=True) if len(comp) else inst["comparisons"]
+    fid = merge_fidelity(fid, inst["records"], label_index_of(like))
+    timings["instruments_s"] = time.perf_counter() - t
+    return AnalysisResult(data, comp, like, agr, note, correction, timings, traj, codebook, fid, inst)
 
 
 def provenance(engine, result: AnalysisResult) -> dict:
@@ -504,6 +515,8 @@ def _report_figures(result: AnalysisResult, names: Names) -> dict[str, list[dict
         ("likeness", "likeness-distances", charts.likeness_fig(result.likeness["distances"], titles, order))
     )
     figs.append(("fidelity", "fidelity", charts.fidelity_fig(result.fidelity.get("records"))))
+    by_position = (result.instruments or {}).get("by_position")
+    figs.append(("instruments", "instruments-satisfaction", charts.satisfaction_position_fig(by_position)))
     figs.append(
         ("agreement", "agreement", charts.agreement_heatmap_fig(result.agreement, titles=titles, order=order))
     )
@@ -542,6 +555,7 @@ def _report_tables(result: AnalysisResult, names: Names) -> dict[str, dict]:
         else None,
         **_fidelity_tables(result.fidelity, names),
         **_indistinguishability_tables(result.fidelity, names),
+        **_instrument_tables(result, names),
     }
 
 
@@ -584,6 +598,106 @@ def _indistinguishability_tables(fidelity: dict, names: Names) -> dict:
         if agr is not None and len(agr)
         else None,
     }
+
+
+INSTRUMENT_METRICS = {
+    "survey_mae": "Post-task survey error (MAE, 0 = as people answer)",
+    "twin_weighted_kappa": "Twins' per-reply satisfaction: weighted kappa",
+    "twin_ordinal_alpha": "Twins' per-reply satisfaction: ordinal alpha",
+    "rank_spearman": "Ranking of assistants: Spearman's rho",
+    "rank_kendall": "Ranking of assistants: Kendall's tau-b",
+}
+INSTRUMENT_SHOWN = [
+    "simulator",
+    "metric",
+    "group",
+    "value",
+    "ci_low",
+    "ci_high",
+    "human_ceiling",
+    "calibrated",
+]
+
+
+INSTRUMENT_TESTS = {
+    "mixed_random_intercept": "Random intercept (mixed)",
+    "ordinal_cluster_robust": "Ordinal logit (clustered)",
+}
+_LONG_NUMBER = re.compile(r"-?\d+\.\d{4,}(?:e-?\d+)?")
+
+
+def _short_numbers(text) -> str:
+    """Numbers in a summary at 3 significant digits ("mean 2.8000000000000003" -> "mean 2.8")."""
+    return _LONG_NUMBER.sub(lambda m: f"{float(m[0]):.3g}", text) if isinstance(text, str) else text
+
+
+def _instrument_group(group) -> str:
+    g = str(group or "")
+    if g == "survey":
+        return "all items"
+    if g.startswith("item:"):
+        return "item " + g.removeprefix("item:").replace("_", " ")
+    level, _, outcome = g.partition(":")
+    level = {"assistant": "assistants", "assistant_x_scenario": "assistant x scenario cells"}.get(
+        level, level
+    )
+    return f"{level}, by {outcome}" if outcome else level.replace("_", " ")
+
+
+def _instrument_tables(result: AnalysisResult, names: Names) -> dict:
+    """The participants' instruments (``analysis.instruments``): comparison rows (pooled and per
+    simulator; per scenario and reply position apart), and the survey error, twin alignment and rank
+    agreement records, with readable names; the study's one-line note where it lacks the data."""
+    from analysis.instruments import INSTRUMENT_METRIC_NAMES, SLICE_TITLES, instrument_titles
+
+    inst = result.instruments or {}
+    comp = inst.get("comparisons")
+    out = {"instruments_note": inst.get("note", ""), "instrument_rows": None, "instrument_slices": None}
+    out["instrument_fidelity"] = None
+    named = Names(
+        titles={**names.titles, **instrument_titles(inst.get("instruments"))},
+        labels=names.labels,
+        scales=names.scales,
+        order=names.order,
+    )
+    if comp is not None and len(comp):
+        cols = COLUMNS + ["slice_by", "slice", "human_summary", "agent_summary", "note"]
+        d = comp[cols].assign(
+            slice=[
+                "all"
+                if b == "pooled"
+                else f"{SLICE_TITLES.get(b, SLICE_NAMES.get(b, b))}: {str(v).replace('_', ' ')}"
+                for b, v in zip(comp["slice_by"], comp["slice"])
+            ]
+        )
+        # The table shows the test to cite (participant-clustered); every test is in the details and CSV.
+        cited = comp["family"].str.endswith(("primary", ":recommended"))
+        main = d["slice_by"].isin(["pooled", "simulator"]) & cited
+        for key, part in (("instrument_rows", main), ("instrument_slices", ~main)):
+            if part.any():
+                shown = _readable(d[part].drop(columns=["slice_by", "scenario"]), named)
+                shown["Test"] = shown["Test"].map(lambda t: INSTRUMENT_TESTS.get(t, t))
+                for col in ("People", "Simulated"):
+                    shown[col] = shown[col].map(_short_numbers)
+                out[key] = _table_block(key, shown, comp[part])
+    recs = (result.fidelity or {}).get("records")
+    if recs is not None and len(recs):
+        mine = recs[recs["metric"].isin(INSTRUMENT_METRIC_NAMES)]
+        if len(mine):
+            shown = mine[INSTRUMENT_SHOWN + ["note"]].assign(
+                metric=mine["metric"].map(INSTRUMENT_METRICS), group=mine["group"].map(_instrument_group)
+            )
+            shown = _readable(shown, named).rename(
+                columns={
+                    "metric": "Measure",
+                    "value": "Value",
+                    "group": "Over",
+                    "human ceiling": "Human ceiling",
+                    "calibrated": "Share of ceiling",
+                }
+            )
+            out["instrument_fidelity"] = _table_block("instrument_fidelity", shown, mine)
+    return out
 
 
 def _agreement_shown(agr: pd.DataFrame) -> pd.DataFrame:

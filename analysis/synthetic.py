@@ -106,8 +106,9 @@ class _Design:
     simulator configurations and label source."""
 
     study_id: int
-    conditions: dict[tuple[str, int], int]
+    conditions: dict[tuple, int]  # (scenario, profile index[, assistant index]) -> condition id
     n_profiles: int
+    n_assistants: int
     people: list[int]
     simulator_ids: list[int]
     source_id: int
@@ -165,6 +166,7 @@ def _design(
     n_participants: int,
     simulators: int,
     label_source: str,
+    assistants: int = 1,
 ) -> _Design:
     """Insert the study with its scenarios, profiles, conditions, participants and configurations."""
     study = Study(name=name, language="en", settings={}, source="created")
@@ -172,7 +174,11 @@ def _design(
     session.flush()
     contexts = _scenario_contexts(session, name, scenarios)
     profiles = _profiles(session, name)
-    assistant = get_or_create_assistant_config(session, "scripted/assistant")
+    # One assistant configuration keeps the historical key (scenario, profile); several add the index.
+    helpers = [
+        get_or_create_assistant_config(session, "scripted/assistant" if k == 0 else f"scripted/assistant-{k}")
+        for k in range(assistants)
+    ]
     sims = [
         get_or_create_simulator_config(
             session,
@@ -186,17 +192,18 @@ def _design(
     conditions = {}
     for key in scenarios:
         for j, pid in enumerate(profiles):
-            cond = Condition(
-                study_id=study.id,
-                key=f"{key}-{j}",
-                scenario_id=contexts[key][0],
-                task_context_id=contexts[key][1],
-                profile_id=pid,
-                assistant_config_id=assistant.id,
-            )
-            session.add(cond)
-            session.flush()
-            conditions[(key, j)] = cond.id
+            for k, assistant in enumerate(helpers):
+                cond = Condition(
+                    study_id=study.id,
+                    key=f"{key}-{j}" if assistants == 1 else f"{key}-{j}-a{k}",
+                    scenario_id=contexts[key][0],
+                    task_context_id=contexts[key][1],
+                    profile_id=pid,
+                    assistant_config_id=assistant.id,
+                )
+                session.add(cond)
+                session.flush()
+                conditions[(key, j) if assistants == 1 else (key, j, k)] = cond.id
     people = []
     for i in range(n_participants):
         p = Participant(study_id=study.id, pseudonym=f"{name}-p{i}", status="completed")
@@ -205,7 +212,7 @@ def _design(
         people.append(p.id)
     source = get_or_create_label_source(session, label_source, "llm", model="scripted/labeller")
     session.commit()
-    return _Design(study.id, conditions, len(profiles), people, [s.id for s in sims], source.id)
+    return _Design(study.id, conditions, len(profiles), assistants, people, [s.id for s in sims], source.id)
 
 
 def _turn_rows(rng, ids: _NextIds, conv_id: int, bank: list[str], n_user: int, now) -> list[dict]:
@@ -275,11 +282,14 @@ def make_study(
     max_user_turns: int = 6,
     with_labels: bool = True,
     chunk: int = 20000,
+    assistants: int = 1,
 ) -> int:
     """Insert a study with ``n_human`` human and ``n_agent`` agent conversations; returns its id.
 
     ``human_scenarios`` restricts humans to some scenarios (to test one-sided data); ``twins`` makes
-    agent conversation i the digital twin of human conversation i (same condition).
+    agent conversation i the digital twin of human conversation i (same condition); ``assistants``
+    makes that many assistant configurations (conditions per scenario, profile and assistant; with
+    more than one, each conversation draws its assistant after its profile).
     """
     # The random draws happen in a fixed order per conversation (condition, participant, turn
     # count, turns, labels): tests pin numbers that depend on it.
@@ -287,7 +297,9 @@ def make_study(
     now = utcnow()
     human_scenarios = list(human_scenarios) if human_scenarios is not None else list(scenarios)
     with Session(engine) as session:
-        design = _design(session, name, scenarios, n_participants if n_human else 0, simulators, label_source)
+        design = _design(
+            session, name, scenarios, n_participants if n_human else 0, simulators, label_source, assistants
+        )
         ids = _NextIds(_id_start(session, Conversation), _id_start(session, Turn), _id_start(session, Label))
         plan = [("human", i) for i in range(n_human)] + [("agent", i) for i in range(n_agent)]
         human_cond: dict[int, tuple[int, int]] = {}  # human index -> (conversation id, condition id)
@@ -299,9 +311,10 @@ def make_study(
                 else:
                     twin_of = None
                     pool = human_scenarios if kind == "human" else list(scenarios)
-                    cond_id = design.conditions[
-                        (pool[rng.integers(len(pool))], int(rng.integers(design.n_profiles)))
-                    ]
+                    key = (pool[rng.integers(len(pool))], int(rng.integers(design.n_profiles)))
+                    if design.n_assistants > 1:
+                        key = (*key, int(rng.integers(design.n_assistants)))
+                    cond_id = design.conditions[key]
                 lang = human_language if kind == "human" else "en"
                 convs.append(
                     _conversation_row(rng, design, ids.conversation, kind, i, cond_id, twin_of, lang, now)
@@ -351,3 +364,161 @@ def _conversation_row(
         "meta": {},
         "external_id": None,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The participants' instruments: per-reply ratings and post-task answers
+# --------------------------------------------------------------------------------------------------
+
+AVAILABILITY = ["unusable", "somewhat", "very_useful"]  # worst first
+
+
+def _rating_targets(engine, study_id: int) -> tuple[list[dict], dict[int, list[int]]]:
+    """The study's conversations (id, kind, participant, simulator name, twin, assistant config,
+    scenario) and each conversation's assistant turn ids in order."""
+    from sqlalchemy import select as core_select
+
+    from db.models import Condition, SimulatorConfig
+
+    conv, cond, sim, turn = (
+        Conversation.__table__,
+        Condition.__table__,
+        SimulatorConfig.__table__,
+        Turn.__table__,
+    )
+    q = (
+        core_select(
+            conv.c.id,
+            conv.c.user_kind,
+            conv.c.participant_id,
+            sim.c.name,
+            conv.c.twin_of_id,
+            cond.c.assistant_config_id,
+            cond.c.scenario_id,
+        )
+        .join(cond, cond.c.id == conv.c.condition_id)
+        .outerjoin(sim, sim.c.id == conv.c.simulator_config_id)
+        .where(conv.c.study_id == study_id)
+        .order_by(conv.c.id)
+    )
+    keys = ["id", "kind", "participant_id", "simulator", "twin_of", "assistant", "scenario"]
+    tq = (
+        core_select(turn.c.conversation_id, turn.c.id)
+        .join(conv, conv.c.id == turn.c.conversation_id)
+        .where(conv.c.study_id == study_id, turn.c.role == "assistant")
+        .order_by(turn.c.conversation_id, turn.c.index)
+    )
+    with engine.connect() as c:
+        convs = [dict(zip(keys, r)) for r in c.execute(q).all()]
+        replies: dict[int, list[int]] = {}
+        for cid, tid in c.execute(tq).all():
+            replies.setdefault(cid, []).append(tid)
+    return convs, replies
+
+
+def _people_like(rng, q: float, n: int) -> tuple[list[int], list[str]]:
+    """People's model: satisfaction rises with the assistant's quality ``q`` and falls slowly over
+    the replies; made-up flags are rarer for better assistants."""
+    sat = [int(np.clip(round(3.0 + q - 0.15 * t + rng.normal(0, 0.7)), 1, 5)) for t in range(n)]
+    p_yes = float(np.clip(0.2 - 0.08 * q, 0.02, 0.6))
+    flags = [str(rng.choice(["yes", "no", "cant_tell"], p=[p_yes, 0.9 - p_yes, 0.1])) for _ in range(n)]
+    return sat, flags
+
+
+def _answers(rng, mode: str, sat: list[int]) -> dict[str, str]:
+    if mode == "random":
+        return {
+            "Availability": AVAILABILITY[int(rng.integers(3))],
+            "Memorization": str(rng.choice(["yes", "no"])),
+            "Ease": str(int(rng.integers(1, 8))),
+        }
+    if mode == "positive":
+        return {"Availability": "very_useful", "Memorization": "no", "Ease": "7"}
+    m = float(np.mean(sat)) if sat else 3.0
+    level = 2 if m + rng.normal(0, 0.4) >= 3.6 else 1 if m + rng.normal(0, 0.4) >= 2.4 else 0
+    return {
+        "Availability": AVAILABILITY[level],
+        "Memorization": str(rng.choice(["yes", "no"], p=[0.3, 0.7])),
+        "Ease": str(int(np.clip(round(m * 1.4 + rng.normal(0, 0.8)), 1, 7))),
+    }
+
+
+def add_instruments(
+    engine,
+    study_id: int,
+    seed: int = 0,
+    quality: Sequence[float] | None = None,
+    modes: dict[str, str] | None = None,
+    twin_noise: float = 0.1,
+) -> None:
+    """Give every assistant reply of a synthetic study the user's per-reply answers (satisfaction
+    1-5, made-up information yes / no / cant_tell) and every conversation a post-task questionnaire
+    (items Availability, Memorization, Ease 1-7), for people and simulated users alike; simulated
+    users' turns carry ``meta["rated_by"] = "simulator"`` and their questionnaire rows no participant.
+
+    ``quality``: each assistant configuration's quality (in id order; default evenly spread over
+    [-1.2, 1.2]). ``modes``: simulator name -> "copy" (answers like people: the same model, and a
+    twin copies its person's rating of the same reply, changed by one point with probability
+    ``twin_noise``), "random" (uniform answers) or "positive" (always pleased); default "copy".
+    """
+    from sqlalchemy import bindparam, update
+
+    from db.models import QuestionnaireResponse
+
+    rng = np.random.default_rng(seed)
+    convs, replies = _rating_targets(engine, study_id)
+    assistants = sorted({c["assistant"] for c in convs})
+    quality = list(quality) if quality is not None else list(np.linspace(-1.2, 1.2, max(len(assistants), 1)))
+    q_of = dict(zip(assistants, quality))
+    modes = modes or {}
+    by_id: dict[int, list[int]] = {}
+    turn_rows, answer_rows = [], []
+    now = utcnow()
+    for c in convs:
+        ids = replies.get(c["id"], [])
+        mode = "human" if c["kind"] == "human" else modes.get(c["simulator"], "copy")
+        sat, flags = _people_like(rng, q_of[c["assistant"]], len(ids))
+        if mode == "random":
+            sat = [int(x) for x in rng.integers(1, 6, size=len(ids))]
+            flags = [str(x) for x in rng.choice(["yes", "no", "cant_tell"], size=len(ids))]
+        elif mode == "positive":
+            sat, flags = [int(x) for x in rng.integers(4, 6, size=len(ids))], ["no"] * len(ids)
+        elif mode == "copy" and c["twin_of"] in by_id:
+            person = by_id[c["twin_of"]]
+            for t in range(min(len(person), len(sat))):
+                step = int(rng.choice([-1, 1])) if rng.random() < twin_noise else 0
+                sat[t] = int(np.clip(person[t] + step, 1, 5))
+        if c["kind"] == "human":
+            by_id[c["id"]] = sat
+        meta = {} if c["kind"] == "human" else {"rated_by": "simulator"}
+        for tid, s, f in zip(ids, sat, flags):
+            turn_rows.append({"tid": tid, "satisfaction": s, "hallucination": f, "meta": meta})
+        for item, value in _answers(rng, mode if mode != "human" else "copy", sat).items():
+            answer_rows.append(
+                {
+                    "study_id": study_id,
+                    "conversation_id": c["id"],
+                    "participant_id": c["participant_id"] if c["kind"] == "human" else None,
+                    "questionnaire": "post_task",
+                    "item": item,
+                    "value": value,
+                    "raw_value": value,
+                    "question": None,
+                    "created_at": now,
+                }
+            )
+    turn = Turn.__table__
+    stmt = (
+        update(turn)
+        .where(turn.c.id == bindparam("tid"))
+        .values(
+            satisfaction=bindparam("satisfaction"),
+            hallucination=bindparam("hallucination"),
+            meta=bindparam("meta"),
+        )
+    )
+    with engine.begin() as conn:
+        if turn_rows:
+            conn.execute(stmt, turn_rows)
+        if answer_rows:
+            conn.execute(insert(QuestionnaireResponse.__table__), answer_rows)

@@ -41,7 +41,7 @@ def analyze(
     output_dir(out, "--out")
     config = Settings.from_env()
     engine = ready_engine(config.db_url)
-    with steps("analysing", expected=6) as step:
+    with steps("analysing", expected=7) as step:
         result = run(
             engine,
             study,
@@ -61,6 +61,8 @@ def analyze(
         f"{len(comp)} comparisons ({(comp['note'].str.startswith('not enough')).sum()} not enough data), "
         f"correction {correction}"
     )
+    if note := result.instruments.get("note"):
+        typer.echo(note)
     for p in paths:
         typer.echo(f"wrote {p}")
 

@@ -47,7 +47,14 @@ def likeness(
     """Fidelity of each simulator against people: fidelity.json / .csv, fidelity_ranking.csv and
     indistinguishability.csv (annotators' guesses, the LLM judge with --judge, the classifier)."""
     from analysis.dataset import load_study
-    from analysis.fidelity import choose_embedder, fidelity_records, study_fidelity, write_fidelity
+    from analysis.fidelity import (
+        choose_embedder,
+        fidelity_records,
+        label_index_of,
+        study_fidelity,
+        write_fidelity,
+    )
+    from analysis.instruments import merge_fidelity, study_instruments
     from analysis.likeness import likeness_tables
     from db.engine import ready_engine
     from workbench.cli._common import output_dir, output_file
@@ -69,7 +76,7 @@ def likeness(
         for line in _judge_plan(engine, data, judge, judge_samples, judge_pairs, config).lines():
             typer.echo(line)
         return
-    with steps("measuring fidelity", expected=3) as step:
+    with steps("measuring fidelity", expected=4) as step:
         step("loading conversations, labels and features")
         data = load_study(engine, study)
         step("label-based distances")
@@ -78,11 +85,16 @@ def likeness(
         tables = study_fidelity(
             engine, data, splits=splits, n_boot=n_boot, likeness=like, embedding=embedding
         )
+        step("the participants' instruments: survey error, rank agreement, twins")
+        inst = study_instruments(engine, data, splits=splits, fidelity_boot=n_boot, comparisons=False)
+        tables = merge_fidelity(tables, inst["records"], label_index_of(like))
     judged = _run_judge(engine, data, chat, judge_samples, judge_pairs, budget, concurrency, config, n_boot)
     three = _indistinguishability(engine, data, tables, judged)
     tables["indistinguishability"] = three["three_way"]
     tables["indistinguishability_agreement"] = three["agreement"]
     _summary(tables, data)
+    if inst["note"]:
+        typer.echo(inst["note"])
     for p in write_fidelity(tables, out):
         typer.echo(f"wrote {p}")
     if json_file is not None:
