@@ -50,6 +50,17 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
     assert not at.exception, at.exception
     assert any("Dashboard" in t.value for t in at.title)
     assert any("20 human and 20 agent" in c.value for c in at.caption)
+    # the fidelity section: the ranking and every measure beside the human ceiling, named plainly
+    assert any(h.value == "Fidelity against the human ceiling" for h in at.subheader)
+    frames = [d.value for d in at.dataframe]
+    ranking = next(f for f in frames if "Fidelity score" in f.columns)
+    assert list(ranking["Simulator"]) == ["sim-0"] and ranking["Rank"].tolist() == [1]
+    measures = next(f for f in frames if "Share of ceiling" in f.columns and "Measure" in f.columns)
+    assert "Fingerprint (mean of D1-D4)" in set(measures["Measure"]) and "Human ceiling" in measures.columns
+    assert not any("usi_d" in str(m) for m in measures["Measure"])
+    # readable names: dimension titles in the choices, not snake_case ids
+    dim_box = next(b for b in at.selectbox if b.label == "Dimension")
+    assert all("_" not in dim_box.format_func(o) for o in dim_box.options)
     # the label sources offered are those labelling the chosen study, with their counts
     box = next(b for b in at.selectbox if b.label == "Label source")
     assert box.options[0] == "(best available)" and len(box.options) == 2
