@@ -9,6 +9,7 @@ from db.errors import WorkbenchError
 from db.repo import condition_choices, get_study
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, settings, study_names, table
+from workbench.llm.costs import costs_df
 from workbench.simulation import SimulationSpec, plan_simulation, spec_error, start_simulation
 from workbench.simulation.runs import simulation_runs_df, study_run_errors
 
@@ -21,6 +22,7 @@ with session_scope(eng) as s:
     study_id = get_study(s, study).id
     choices = condition_choices(s, study_id)
     runs = simulation_runs_df(s, study_id)
+    costs = costs_df(s, study_id)  # the table of `workbench costs --study NAME`
 
 scenarios = sorted({sc for _, sc in choices})
 with st.form("simulate"):
@@ -101,3 +103,32 @@ table(
         "budget_usd": st.column_config.NumberColumn("budget", format="$%.2f"),
     },
 )
+
+st.subheader("Spending")
+if len(costs) == 1:  # only the total row
+    st.caption("No model calls recorded for this study yet.")
+else:
+    st.caption(
+        "Every recorded model call of the study, by purpose, model and simulation run: failed calls "
+        "and abandoned attempts included, calls answered from the cache cost nothing. The same table "
+        "as `workbench costs --study NAME`."
+    )
+    table(
+        costs.assign(run_id=costs["run_id"].astype(object).where(costs["run_id"].notna(), None)),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "purpose": "Purpose",
+            "model": "Model",
+            "run_id": st.column_config.NumberColumn(
+                "Run", help="simulation run (empty: outside simulation runs)"
+            ),
+            "calls": "Calls",
+            "failed_calls": "Failed",
+            "cached_calls": "From cache",
+            "prompt_tokens": "Prompt tokens",
+            "completion_tokens": "Completion tokens",
+            "cost_usd": st.column_config.NumberColumn("Cost", format="$%.4f"),
+        },
+    )
+    st.download_button("costs.csv", costs.to_csv(index=False), "costs.csv", "text/csv")
