@@ -315,7 +315,7 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
         page.goto(f"{base}/{path}")
         expect(page.get_by_text("Log out (ann)")).to_be_visible()
         expect(page.get_by_text("Page not found")).to_be_visible()  # not her page: Streamlit says so
-        expect(page.get_by_text("Dashboard: human vs agent")).to_have_count(0)
+        expect(page.get_by_text("Dashboard: people vs simulated users")).to_have_count(0)
         expect(page.get_by_role("heading", name="Transcripts")).to_have_count(0)
         expect(page.get_by_role("heading", name="Export")).to_have_count(0)
         expect(page.get_by_role("heading", name="Adjudicate disagreements")).to_have_count(0)
@@ -345,7 +345,7 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     shot(page, SHOTS / "staff-07-researcher-home.png")
 
     sidebar.get_by_text("Dashboard", exact=True).click()
-    expect(page.get_by_text("Dashboard: human vs agent")).to_be_visible()
+    expect(page.get_by_text("Dashboard: people vs simulated users")).to_be_visible()
     expect(page.get_by_text("12 human and 8 agent conversations")).to_be_visible(timeout=90_000)
     expect(page.get_by_text("Click a bar to list the conversations behind it.")).to_be_visible()
     expect(page.get_by_text("Labels: imported:recllmsim-gpt4o (best available")).to_be_visible()

@@ -7,7 +7,7 @@ from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, settings, show_reply, study_names, table
 
 require_role("researcher")
-st.title("Dashboard: human vs agent")
+st.title("Dashboard: people vs simulated users")
 
 from analysis import charts  # noqa: E402  (after the role check: nothing loads for others)
 from analysis.compare import analysis_frame, comparisons_df  # noqa: E402
@@ -47,7 +47,8 @@ def _load(url: str, study: str, source: str, version: tuple, codebook_extensions
 def _fidelity(url: str, study: str, source: str, version: tuple, filters: tuple, _sub, _names):
     # Seconds of work (fingerprints, embeddings, 20 human-human splits): cached per study, data
     # version and filter choice; the loaded data itself is not hashed (leading underscore).
-    return fidelity_view(eng, _sub, _names)
+    # The label-based human-likeness index joins the ranking as its "labels" family, as in the report.
+    return fidelity_view(eng, _sub, _names, likeness=likeness_tables(_sub, n_boot=200))
 
 
 with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
@@ -167,7 +168,13 @@ with tab_fid:  # last in the script (it may take seconds the first time), first 
         if fid.metrics is not None and len(fid.metrics):
             st.plotly_chart(fid.figure)
             st.markdown("**Every measure beside the human ceiling**")
-            table(fid.metrics, hide_index=True, width="stretch")
+            # every row in view (about 11 per simulator), no inner scrolling
+            table(
+                fid.metrics,
+                hide_index=True,
+                width="stretch",
+                height=min(35 * (len(fid.metrics) + 1) + 3, 1200),
+            )
         for title, extra in fid.extra.items():  # e.g. indistinguishability three ways, instruments
             st.markdown(f"**{escape_markdown(title)}**")
             table(extra, hide_index=True, width="stretch")
