@@ -1,6 +1,7 @@
 """Researcher: plan a simulation run (conversations, calls, tokens, cost), start it in the background
 and follow every run of the study from the database (any researcher's session sees the same)."""
 
+import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
@@ -11,7 +12,7 @@ from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, settings, study_names, table
 from workbench.llm.costs import costs_df
 from workbench.simulation import SimulationSpec, plan_simulation, spec_error, start_simulation
-from workbench.simulation.runs import simulation_runs_df, study_run_errors
+from workbench.simulation.runs import run_names, simulation_runs_df, study_run_errors
 
 require_role("researcher")
 st.title("Simulation")
@@ -23,6 +24,7 @@ with session_scope(eng) as s:
     choices = condition_choices(s, study_id)
     runs = simulation_runs_df(s, study_id)
     costs = costs_df(s, study_id)  # the table of `workbench costs --study NAME`
+    named = run_names(s, study_id)  # its runs as the runs table names them
 
 scenarios = sorted({sc for _, sc in choices})
 with st.form("simulate"):
@@ -95,12 +97,21 @@ table(
     hide_index=True,
     width="stretch",
     column_config={
-        "planned": st.column_config.NumberColumn("planned", help="conversations this run works towards"),
+        "run": "Run",
+        "status": "Status",
+        "planned": st.column_config.NumberColumn("Planned", help="conversations this run works towards"),
         "progress": st.column_config.ProgressColumn(
-            "progress", help="completed or failed of planned", min_value=0.0, max_value=1.0, format="percent"
+            "Progress", help="completed or failed of planned", min_value=0.0, max_value=1.0, format="percent"
         ),
-        "spend_usd": st.column_config.NumberColumn("spend", format="$%.2f"),
-        "budget_usd": st.column_config.NumberColumn("budget", format="$%.2f"),
+        "spend_usd": st.column_config.NumberColumn("Spend", format="$%.2f"),
+        "budget_usd": st.column_config.NumberColumn("Budget", format="$%.2f"),
+        "process": "Process",
+        "created_at": st.column_config.DatetimeColumn("Created"),
+        "finished_at": st.column_config.DatetimeColumn("Finished"),
+        "last_turn_at": st.column_config.DatetimeColumn("Last turn"),
+        "completed": "Completed",
+        "in_progress": "In progress",
+        "failed": "Failed",
     },
 )
 
@@ -114,7 +125,7 @@ else:
         "as `workbench costs --study NAME`."
     )
     table(
-        costs.assign(run_id=costs["run_id"].astype(object).where(costs["run_id"].notna(), None)),
+        costs.assign(run_id=["" if pd.isna(v) else named.get(int(v), str(v)) for v in costs["run_id"]]),
         hide_index=True,
         width="stretch",
         column_config={
