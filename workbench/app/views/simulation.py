@@ -131,7 +131,7 @@ else:
         column_config={
             "purpose": "Purpose",
             "model": "Model",
-            "run_id": st.column_config.NumberColumn(
+            "run_id": st.column_config.TextColumn(
                 "Run", help="simulation run (empty: outside simulation runs)"
             ),
             "calls": "Calls",
