@@ -177,3 +177,38 @@ def test_unfinished_conversations_are_left_out_and_new_data_shows_at_once(sqlite
         for c in at.caption
     ), [c.value for c in at.caption]
     eng.dispose()
+
+
+def test_fidelity_view_names_measures_and_passes_further_tables_through():
+    """The dashboard's fidelity section from given tables: measures by plain name beside the human
+    ceiling, shares as percentages, any further table of the fidelity analysis (the three-way
+    indistinguishability table, the instruments) passed on with a title; nothing silently empty."""
+    import pandas as pd
+
+    from analysis.dashboard import fidelity_view
+    from analysis.findings import Names
+
+    records = pd.DataFrame(
+        [
+            {"simulator": "sim-a", "metric": "usi_d", "value": 0.8, "ci_low": 0.7, "ci_high": 0.9,
+             "human_ceiling": 0.9, "calibrated": 0.5, "note": None},
+            {"simulator": "sim-a", "metric": "feature:words_per_turn", "value": 0.9, "ci_low": 0.8,
+             "ci_high": 1.0, "human_ceiling": 0.95, "calibrated": 0.94, "note": None},
+            {"simulator": "sim-a", "metric": "frechet", "value": None, "ci_low": None, "ci_high": None,
+             "human_ceiling": None, "calibrated": None, "note": "too few conversations"},
+        ]
+    )  # fmt: skip
+    ranking = pd.DataFrame([{"rank": 1, "simulator": "sim-a", "n_agent": 4, "fidelity_score": 0.5}])
+    extra = pd.DataFrame([{"simulator": "sim-a", "judge_win_rate": 0.4}])
+    view = fidelity_view(
+        None, None, Names(), {"records": records, "ranking": ranking, "indistinguishability": extra}
+    )
+    assert view.metrics["Measure"].tolist() == ["Fingerprint (mean of D1-D4)", "Frechet distance"]
+    assert view.metrics["Share of ceiling"].tolist() == ["50%", ""]
+    assert "Human ceiling" in view.metrics.columns and len(view.features) == 1
+    assert view.ranking["Fidelity score"].tolist() == ["50%"]
+    assert view.notes == ["Frechet distance: too few conversations"]
+    [(title, table)] = view.extra.items()
+    assert title.startswith("Indistinguishability three ways") and len(table) == 1
+    empty = fidelity_view(None, None, Names(), {"records": records.iloc[:0], "ranking": ranking.iloc[:0]})
+    assert empty.ranking is None and empty.notes and "people and of simulated users" in empty.notes[0]
