@@ -367,9 +367,10 @@ FIDELITY_METRICS = (
 )
 
 
-def fidelity_fig(records: pd.DataFrame) -> go.Figure:
+def fidelity_fig(records: pd.DataFrame, titles: dict | None = None) -> go.Figure:
     """Each fidelity metric as a share of what people reach against each other (the human ceiling,
-    1 = as close to people as people are to each other), one bar group per simulator."""
+    1 = as close to people as people are to each other), one bar group per simulator. ``titles``:
+    metric -> readable name."""
     title = "Fidelity as a share of the human ceiling (1 = as close as people are to each other)"
     if records is None or records.empty or "calibrated" not in records:
         return empty_figure(title)
@@ -380,7 +381,7 @@ def fidelity_fig(records: pd.DataFrame) -> go.Figure:
     d = d.sort_values("metric", key=lambda s: s.map(rank), kind="stable")
     fig = go.Figure()
     for sim, g in d.groupby("simulator", sort=True):
-        fig.add_trace(go.Bar(x=g["metric"], y=g["calibrated"], name=str(sim)))
+        fig.add_trace(go.Bar(x=[_name(titles, m) for m in g["metric"]], y=g["calibrated"], name=str(sim)))
     fig.add_hline(y=1, line_dash="dot", line_color="#555", annotation_text="human ceiling")
     fig.update_layout(title=title, barmode="group", yaxis_range=[0, 1.1], height=400, template=STYLE)
     fig.update_xaxes(tickangle=-30, automargin=True)

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from annotation import labelling, queue
 from annotation.codebook import Codebook
 from annotation.labelling import ItemView, SavedItem
-from db.errors import NotFoundError
+from db.errors import NotFoundError, WorkbenchError
 from db.models import Annotator, Study
 
 
@@ -169,3 +169,88 @@ def submit_item(
 def reopen_skipped(session: Session, study_id: int, annotator_id: int) -> int:
     """Put the annotator's skipped items back in the queue; returns how many."""
     return queue.reopen_skipped(session, study_id, annotator_id)
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the annotator did on the labelling page: ``kind`` "save" or "skip" (with the form's
+    ``answers``) for a conversation, or "reopen" the skipped items of a study."""
+
+    kind: str
+    study_id: int
+    conversation_id: int | None = None
+    answers: SavedItem | None = None
+    language: str = "en"
+
+
+@dataclass
+class DeskState:
+    """Everything the labelling page shows after one action, read in one session."""
+
+    desk: Desk
+    work: Worklist | None = None  # None: no queue in any study
+    language: str = "en"  # the page language
+    current: int | None = None  # the conversation open now (None: nothing left to label)
+    view: ItemView | None = None
+    saved: SavedItem | None = None
+    done: str | None = None  # the action applied ("save", "skip", "reopen")
+    error: str | None = None  # why the action was refused (nothing of it is stored)
+
+
+def _apply(session: Session, annotator_id: int, codebook: Codebook, action: Action, state: DeskState) -> None:
+    try:
+        if action.kind == "reopen":
+            reopen_skipped(session, action.study_id, annotator_id)
+        elif action.kind in ("save", "skip"):
+            answers = action.answers or SavedItem()
+            submit_item(
+                session,
+                action.study_id,
+                annotator_id,
+                action.conversation_id,
+                codebook,
+                answers,
+                skip=action.kind == "skip",
+                language=action.language,
+            )
+        else:
+            raise ValueError(f"unknown labelling action {action.kind!r}")
+        session.flush()
+    except WorkbenchError as exc:
+        session.rollback()  # nothing of a refused action stays; the page is read afresh below
+        state.error = str(exc)
+    else:
+        state.done = action.kind
+
+
+def desk_state(
+    session: Session,
+    annotator_id: int,
+    codebook: Codebook,
+    study: str | None = None,
+    language: str | None = None,
+    languages: tuple[str, ...] = ("en", "zh"),
+    revisit: int | None = None,
+    action: Action | None = None,
+) -> DeskState:
+    """Apply the annotator's ``action`` (if any), then read the page: their studies, the queue of
+    ``study`` (the newest when None or unknown), the item open now (``revisit``, an item already
+    labelled or skipped, when it may be revisited and no save or skip just happened; else the next
+    pending one) in ``language`` (when one of ``languages``; else the queue's language, else the
+    first of ``languages``), with what was saved for it. One session for the whole page run."""
+    desk = open_desk(session, annotator_id)
+    state = DeskState(desk=desk, language=language if language in languages else languages[0])
+    if action is not None:
+        _apply(session, annotator_id, codebook, action, state)
+    if not desk.studies:
+        return state
+    work = worklist(session, desk.study_id(study if study in desk.names() else None), annotator_id)
+    state.work = work
+    if language not in languages and work.language in languages:
+        state.language = work.language
+    state.current = work.current(None if state.done in ("save", "skip") else revisit)
+    if state.current is not None:
+        state.view, state.saved = open_item(
+            session, work.study_id, annotator_id, state.current, state.language
+        )
+    return state

@@ -438,25 +438,30 @@ def study_names(session: Session) -> list[str]:
 
 
 def studies_overview_df(session: Session) -> pd.DataFrame:
-    """Conversations per study and scenario, by user kind (columns human, agent)."""
+    """Conversations per study and scenario, by user kind (columns human, agent); ``scenario_name``
+    is the scenario's display name (the key is ``scenario``)."""
     rows = session.exec(
-        select(Study.name, Scenario.key, Conversation.user_kind, func.count(Conversation.id))
+        select(Study.name, Scenario.key, Scenario.name, Conversation.user_kind, func.count(Conversation.id))
         .join(Conversation, Conversation.study_id == Study.id)
         .join(Condition, Condition.id == Conversation.condition_id)
         .join(Scenario, Scenario.id == Condition.scenario_id)
-        .group_by(Study.name, Scenario.key, Conversation.user_kind)
+        .group_by(Study.name, Scenario.key, Scenario.name, Conversation.user_kind)
     ).all()
-    df = pd.DataFrame(rows, columns=["study", "scenario", "user_kind", "n"])
+    df = pd.DataFrame(rows, columns=["study", "scenario", "scenario_name", "user_kind", "n"])
     out = df.pivot_table(
-        index=["study", "scenario"], columns="user_kind", values="n", aggfunc="sum", fill_value=0
+        index=["study", "scenario", "scenario_name"],
+        columns="user_kind",
+        values="n",
+        aggfunc="sum",
+        fill_value=0,
     )
     out = out.reindex(columns=["human", "agent"], fill_value=0).reset_index()
     # Studies without conversations still appear.
     for name in study_names(session):
         if name not in set(out["study"]):
-            out.loc[len(out)] = [name, "", 0, 0]
+            out.loc[len(out)] = [name, "", "", 0, 0]
     return out.sort_values(["study", "scenario"]).reset_index(drop=True)[
-        ["study", "scenario", "human", "agent"]
+        ["study", "scenario", "scenario_name", "human", "agent"]
     ]
 
 

@@ -50,6 +50,17 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
     assert not at.exception, at.exception
     assert any("Dashboard" in t.value for t in at.title)
     assert any("20 human and 20 agent" in c.value for c in at.caption)
+    # the fidelity section: the ranking and every measure beside the human ceiling, named plainly
+    assert any(h.value == "Fidelity against the human ceiling" for h in at.subheader)
+    frames = [d.value for d in at.dataframe]
+    ranking = next(f for f in frames if "Fidelity score" in f.columns)
+    assert list(ranking["Simulator"]) == ["sim-0"] and ranking["Rank"].tolist() == [1]
+    measures = next(f for f in frames if "Share of ceiling" in f.columns and "Measure" in f.columns)
+    assert "Fingerprint (mean of D1-D4)" in set(measures["Measure"]) and "Human ceiling" in measures.columns
+    assert not any("usi_d" in str(m) for m in measures["Measure"])
+    # readable names: dimension titles in the choices, not snake_case ids
+    dim_box = next(b for b in at.selectbox if b.label == "Dimension")
+    assert dim_box.options and all("_" not in o for o in dim_box.options)
     # the label sources offered are those labelling the chosen study, with their counts
     box = next(b for b in at.selectbox if b.label == "Label source")
     assert box.options[0] == "(best available)" and len(box.options) == 2
@@ -87,7 +98,10 @@ def test_drilldown_renders_replies_as_safe_markdown(sqlite_url, monkeypatch):
         s.commit()
     data = load_study(eng, "dash")
     frame = analysis_frame(data)
-    dim = data.dimensions[0]
+    from analysis.findings import Names
+    from annotation.codebook import load_codebook
+
+    dim = Names.of(load_codebook()).sort(data.dimensions)[0]  # the page lists them in codebook group order
     value = frame.loc[frame.user_kind == "agent", dim].dropna().iloc[0]
     eng.dispose()
     monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
@@ -163,3 +177,38 @@ def test_unfinished_conversations_are_left_out_and_new_data_shows_at_once(sqlite
         for c in at.caption
     ), [c.value for c in at.caption]
     eng.dispose()
+
+
+def test_fidelity_view_names_measures_and_passes_further_tables_through():
+    """The dashboard's fidelity section from given tables: measures by plain name beside the human
+    ceiling, shares as percentages, any further table of the fidelity analysis (the three-way
+    indistinguishability table, the instruments) passed on with a title; nothing silently empty."""
+    import pandas as pd
+
+    from analysis.dashboard import fidelity_view
+    from analysis.findings import Names
+
+    records = pd.DataFrame(
+        [
+            {"simulator": "sim-a", "metric": "usi_d", "value": 0.8, "ci_low": 0.7, "ci_high": 0.9,
+             "human_ceiling": 0.9, "calibrated": 0.5, "note": None},
+            {"simulator": "sim-a", "metric": "feature:words_per_turn", "value": 0.9, "ci_low": 0.8,
+             "ci_high": 1.0, "human_ceiling": 0.95, "calibrated": 0.94, "note": None},
+            {"simulator": "sim-a", "metric": "frechet", "value": None, "ci_low": None, "ci_high": None,
+             "human_ceiling": None, "calibrated": None, "note": "too few conversations"},
+        ]
+    )  # fmt: skip
+    ranking = pd.DataFrame([{"rank": 1, "simulator": "sim-a", "n_agent": 4, "fidelity_score": 0.5}])
+    extra = pd.DataFrame([{"simulator": "sim-a", "judge_win_rate": 0.4}])
+    view = fidelity_view(
+        None, None, Names(), {"records": records, "ranking": ranking, "indistinguishability": extra}
+    )
+    assert view.metrics["Measure"].tolist() == ["Fingerprint (mean of D1-D4)", "Frechet distance"]
+    assert view.metrics["Share of ceiling"].tolist() == ["50%", ""]
+    assert "Human ceiling" in view.metrics.columns and len(view.features) == 1
+    assert view.ranking["Fidelity score"].tolist() == ["50%"]
+    assert view.notes == ["Frechet distance: too few conversations"]
+    [(title, table)] = view.extra.items()
+    assert title.startswith("Indistinguishability three ways") and len(table) == 1
+    empty = fidelity_view(None, None, Names(), {"records": records.iloc[:0], "ranking": ranking.iloc[:0]})
+    assert empty.ranking is None and empty.notes and "people and of simulated users" in empty.notes[0]

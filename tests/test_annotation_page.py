@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -667,3 +668,69 @@ def test_language_stays_the_annotators_choice_across_studies(db):
                     assert value not in shown, (dim.name, value)
                     assert dim.label_title(value, language) in shown or dim.level == "turn"
     assert at.title[0].value == ANNOTATE_UI["zh"]["title"]
+
+
+@contextmanager
+def sessions_opened():
+    """The database sessions that begin a transaction while the block runs (SQLAlchemy's
+    ``after_begin`` event on every Session), as a list of distinct sessions."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session as OrmSession
+
+    seen: list = []
+
+    def began(session, transaction, connection):
+        if not any(x is session for x in seen):
+            seen.append(session)
+
+    event.listen(OrmSession, "after_begin", began)
+    try:
+        yield seen
+    finally:
+        event.remove(OrmSession, "after_begin", began)
+
+
+def test_one_database_session_per_action(db):
+    """Issue 14: each action on the labelling page (open, a refused save, save, skip, revisit, back,
+    switch the language, reopen the skipped items) is one page run that opens one session."""
+    eng, users = db
+    at = AppTest.from_file(str(PAGES / "annotate.py"), default_timeout=30)
+    at.session_state["user"] = {"id": users["ann"], "name": "ann", "role": "annotator"}
+
+    def one_session(step, act):
+        with sessions_opened() as seen:
+            act()
+        assert not at.exception, (step, at.exception)
+        assert len(seen) == 1, f"{step}: {len(seen)} sessions"
+
+    def click(label):
+        return lambda: next(b for b in at.button if b.label == label).click().run()
+
+    one_session("open", at.run)
+    fill(at, skip_dims=("politeness",))
+    one_session("refused save", click("保存并继续"))
+    assert at.error
+    fill(at)
+    one_session("save", click("保存并继续"))
+    assert not at.error and "已标注 1" in at.get("progress")[0].proto.text
+    one_session("skip", click("跳过"))
+    assert "已跳过 1" in at.get("progress")[0].proto.text
+    one_session("revisit", click(ANNOTATE_UI["zh"]["review_open"]))
+    assert at.info and at.info[0].value == ANNOTATE_UI["zh"]["editing"]
+    one_session("back", click(ANNOTATE_UI["zh"]["back"]))
+    assert not at.info
+    lang = next(r for r in at.sidebar.radio if r.label == "Language / 语言")
+    one_session("language", lambda: lang.set_value("en").run())
+    assert at.title[0].value == ANNOTATE_UI["en"]["title"]
+    with Session(eng) as s:  # leave only the skipped item, then take it back
+        for a in s.exec(
+            select(AnnotationAssignment).where(
+                AnnotationAssignment.annotator_id == users["ann"], AnnotationAssignment.status == "pending"
+            )
+        ).all():
+            a.status = "done"
+            s.add(a)
+        s.commit()
+    one_session("finished", at.run)
+    one_session("reopen", click(ANNOTATE_UI["en"]["reopen"].format(n=1)))
+    assert "0 skipped" in at.get("progress")[0].proto.text and at.header

@@ -339,6 +339,8 @@ def test_home_lists_studies_with_counts(eng):
     assert not at.exception, at.exception
     df = at.dataframe[0].value
     assert set(df["study"]) == {"pilot"} and df["human"].sum() == 1 and df["agent"].sum() == 0
+    # the scenario by its display name beside the key (the page shows the name)
+    assert df["scenario_name"].tolist() != df["scenario"].tolist() and all(df["scenario_name"])
 
 
 def test_home_hides_user_kinds_from_annotators(eng):
@@ -1010,6 +1012,10 @@ def test_simulation_page_plans_before_starting_and_shows_every_run(eng):
     runs = other.dataframe[0].value
     assert runs["planned"].iloc[0] >= 1 and runs["progress"].iloc[0] == 1.0
     assert {"spend_usd", "budget_usd"} <= set(runs.columns)
+    # spending by purpose, model and run: the table of `workbench costs --study NAME`
+    costs = next(d.value for d in other.dataframe if "purpose" in d.value.columns)
+    assert costs["purpose"].iloc[-1] == "total" and costs["calls"].iloc[-1] >= 1
+    assert (costs["run_id"] == runs["run"].iloc[0]).any()  # named as the runs table names the run
 
 
 def test_studies_page_says_created_above_the_form_and_clears_it(eng):

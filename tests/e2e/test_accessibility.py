@@ -101,6 +101,7 @@ def test_participant_steps_have_no_axe_violations(a11y_app):
         ).click()
         page.get_by_role("button", name="Save rating").click()
         expect(page.get_by_text("satisfaction: 4/5")).to_be_visible()
+        expect(chat).to_be_focused()  # after a saved rating the message box takes the focus
         _scan(page, source, "rated", found)
         page.get_by_role("button", name="Finish this task").click()
         expect(page.get_by_role("button", name="Submit")).to_be_visible()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from analysis.findings import Names
 from annotation.codebook import load_codebook
 from annotation.labelling import blind_view
 from db.engine import make_engine
@@ -199,7 +200,7 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     expect(page.get_by_role("link", name="Go to labelling")).to_be_visible()
     shot(page, SHOTS / "staff-01-annotator-home.png")
     home_text = page_text(page)
-    assert "labelled" in home_text and "staff" in home_text  # the scan reads the table's cells too
+    assert "Labelled" in home_text and "staff" in home_text  # the scan reads the table's cells too
     _assert_blind(home_text, "home page")
     sidebar = page.locator('[data-testid="stSidebarNav"]')
     for research_page in (
@@ -315,7 +316,7 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
         page.goto(f"{base}/{path}")
         expect(page.get_by_text("Log out (ann)")).to_be_visible()
         expect(page.get_by_text("Page not found")).to_be_visible()  # not her page: Streamlit says so
-        expect(page.get_by_text("Dashboard: human vs agent")).to_have_count(0)
+        expect(page.get_by_text("Dashboard: people vs simulated users")).to_have_count(0)
         expect(page.get_by_role("heading", name="Transcripts")).to_have_count(0)
         expect(page.get_by_role("heading", name="Export")).to_have_count(0)
         expect(page.get_by_role("heading", name="Adjudicate disagreements")).to_have_count(0)
@@ -345,16 +346,20 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     shot(page, SHOTS / "staff-07-researcher-home.png")
 
     sidebar.get_by_text("Dashboard", exact=True).click()
-    expect(page.get_by_text("Dashboard: human vs agent")).to_be_visible()
+    expect(page.get_by_text("Dashboard: people vs simulated users")).to_be_visible()
     expect(page.get_by_text("12 human and 8 agent conversations")).to_be_visible(timeout=90_000)
-    expect(page.get_by_text("Click a bar to list the conversations behind it.")).to_be_visible()
     expect(page.get_by_text("Labels: imported:recllmsim-gpt4o (best available")).to_be_visible()
-    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    # the fidelity section comes first: the ranking of simulators beside the human ceiling
+    expect(page.get_by_text("Ranking of simulators")).to_be_visible(timeout=120_000)
+    shot(page, SHOTS / "staff-08a-dashboard-fidelity.png")
+    page.get_by_role("tab", name="Distributions").click()
+    expect(page.get_by_text("Click a bar to list the conversations behind it.")).to_be_visible()
+    chart = page.get_by_role("tabpanel").locator('[data-testid="stPlotlyChart"]').first
     expect(chart.locator(".bars .point path").first).to_be_attached()
     shot(page, SHOTS / "staff-08-dashboard.png")
     # Drill-down: a click on a bar selects its point; Streamlit reruns with the selection.
     bar = chart.locator(".bars .point path").first
-    heading = page.get_by_text(re.compile(r"^\d+ (human|agent) conversations with \w+ = "))
+    heading = page.get_by_text(re.compile(r"^\d+ (people's|simulated users') conversations with .+ = "))
     for attempt in range(3):  # plotly binds its click handlers a moment after the bars are drawn
         bar.click(force=True)
         try:
@@ -363,9 +368,15 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
         except AssertionError:
             if attempt == 2:
                 raise
-    m = re.match(r"^(\d+) (human|agent) conversations with (\w+) = (\S+) \((\w+)\)$", heading.inner_text())
+    # the heading names the bar plainly (codebook titles): read the ids back through the codebook
+    m = re.match(
+        r"^(\d+) (people's|simulated users') conversations with (.+) = (.+) \((.+)\)$", heading.inner_text()
+    )
     assert m, heading.inner_text()
-    n_listed, kind, dim, value, scen = int(m[1]), m[2], m[3], m[4], m[5]
+    names = Names.of(load_codebook())
+    dim = next(d for d, t in names.titles.items() if t == m[3])
+    value = next(v for v, t in names.labels[dim].items() if t == m[4])
+    n_listed, kind, scen = int(m[1]), "human" if m[2] == "people's" else "agent", m[5].replace(" ", "_")
     with Session(eng) as s:  # the bar's conversations, counted independently from the database
         src = s.exec(select(LabelSource).where(LabelSource.name == "imported:recllmsim-gpt4o")).one()
         q = (

@@ -18,16 +18,28 @@ CAPTION_CSS = """<style>
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { color: #4b5060 !important; }
 </style>"""
 
+# The script waits for an enabled, visible match (during a rerun the old page stays on screen for a
+# moment: the message box is still there but disabled while a rating is open, and focusing a disabled
+# element does nothing), focuses it, and then watches for a second: if the rerun's redraw drops the
+# focus to the page body, it puts it back. It never takes the focus from an element the user chose.
 _FOCUS_JS = """<script>(function(){
-  var sel = %s, t0 = Date.now();
+  var sel = %s, t0 = Date.now(), done = 0;
+  function usable(el) {
+    return el && el.offsetParent !== null && !el.disabled && el.getAttribute('aria-disabled') !== 'true';
+  }
+  function lost() {
+    var a = document.activeElement;
+    return !a || a === document.body || a === document.documentElement;
+  }
   function go() {
     var el = document.querySelector(sel);
-    if (el && el.offsetParent !== null) {
+    if (usable(el) && (!done || lost())) {
       if (!el.matches('input,textarea,button,select,a[href],[tabindex]')) el.setAttribute('tabindex', '-1');
       el.focus();
-      return;
+      if (document.activeElement === el && !done) done = Date.now();
     }
-    if (Date.now() - t0 < 5000) setTimeout(go, 100);
+    if (done && Date.now() - done > 1500) return;
+    if (Date.now() - t0 < 8000) setTimeout(go, 100);
   }
   setTimeout(go, 50);
 })();</script>"""

@@ -171,3 +171,12 @@ def _run_status(run: SimulationRun, last_turn_at: datetime, now: datetime) -> tu
             if idle >= STALE_MINUTES:
                 status = f"running? no new turn for {idle} min: its process may have stopped; start it again to resume"
     return status, process
+
+
+def run_names(session: Session, study_id: int) -> dict[int, str]:
+    """Run id -> the name the runs table shows (the first 12 characters of its key), e.g. to name
+    the runs of ``workbench.llm.costs.costs_df``."""
+    runs = session.exec(
+        select(SimulationRun.id, SimulationRun.key).where(SimulationRun.study_id == study_id)
+    ).all()
+    return {int(i): key[:12] for i, key in runs}

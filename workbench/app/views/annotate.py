@@ -9,7 +9,7 @@ import secrets
 import streamlit as st
 
 from annotation.labelling import CONFIDENCE_RANGE, GUESSES, SavedItem
-from annotation.worklist import item_key, open_desk, open_item, reopen_skipped, submit_item, worklist
+from annotation.worklist import Action, desk_state, item_key
 from db.engine import session_scope
 from db.errors import WorkbenchError
 from workbench.app.auth import require_role
@@ -27,30 +27,39 @@ from workbench.app.texts import COVERAGE_WARNING
 
 user = require_role("annotator", "researcher")
 show_flash()
-eng = engine()
 codebook = codebook_or_stop()
 
+# One action (save, skip, reopen, a widget change) is one page run with one database session: the
+# buttons' callbacks only note what was asked (``Action``, the revisited item), and
+# ``desk_state`` applies it and reads everything the page shows.
+state = st.session_state
 try:
-    with session_scope(eng) as s:
-        desk = open_desk(s, user["id"])
+    with session_scope(engine()) as s:
+        desk = desk_state(
+            s,
+            user["id"],
+            codebook,
+            study=state.get("annotate_study") or st.query_params.get("annotate_study"),
+            # One page language for every study: the annotator's choice, kept in the session and the
+            # address (a reload keeps it); the first queue's language is only the starting choice.
+            language=state.get("annotate_lang") or st.query_params.get("lang"),
+            languages=tuple(UI),
+            revisit=state.get("annotate_revisit"),
+            action=state.pop("_annotate_action", None),
+        )
 except WorkbenchError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     st.stop()
 
-if not desk.studies:
+if desk.work is None:
     T = UI["en"]
     st.title(T["title"])
     st.info(T["none"])
     st.stop()
-# One page language for every study: the annotator's choice, kept in the session. The first queue's
-# language (the one that shows all its items whole) is only the starting choice.
-chosen = st.session_state.get("annotate_study") or st.query_params.get("annotate_study")  # set below
-study_id = desk.study_id(chosen if chosen in desk.names() else None)
-with session_scope(eng) as s:
-    work = worklist(s, study_id, user["id"])
-if "annotate_lang" not in st.session_state:
-    kept = st.query_params.get("lang")  # the choice survives a reload through the address
-    st.session_state["annotate_lang"] = kept if kept in UI else work.language if work.language in UI else "en"
+work, study_id, conv_id = desk.work, desk.work.study_id, desk.current
+if desk.done in ("save", "skip"):
+    state.pop("annotate_revisit", None)
+state.setdefault("annotate_lang", desk.language)
 lang = st.sidebar.radio(
     "Language / 语言",
     list(UI),
@@ -63,8 +72,12 @@ st.query_params["lang"] = lang
 T = UI[lang]
 hide_input_hints(lang)
 st.title(T["title"])
-if len(desk.studies) > 1:
-    st.selectbox(T["study"], desk.names(), key="annotate_study", help=T["study_help"], bind="query-params")
+if desk.done in ("save", "skip"):
+    st.toast(T["skipped_msg"] if desk.done == "skip" else T["saved"])
+if len(desk.desk.studies) > 1:
+    st.selectbox(
+        T["study"], desk.desk.names(), key="annotate_study", help=T["study_help"], bind="query-params"
+    )
 if work.coverage.get(lang, 0) < len(work.items):
     st.warning(COVERAGE_WARNING[lang].format(lang=work.language))
 prog = work.progress
@@ -73,41 +86,51 @@ st.progress(
     text=T["progress"].format(done=prog.done, skipped=prog.skipped, pending=prog.pending, total=prog.total),
 )
 
+
+def _revisit(items: dict) -> None:
+    state["annotate_revisit"] = items[state["annotate_review_pick"]]
+
+
+def _act(kind: str, study: int, conversation: int | None = None, answers=None) -> None:
+    """Note the action for the next run (``answers``: a function reading the form, called now, when
+    the submitted values are in the session state)."""
+    state["_annotate_action"] = Action(
+        kind, study, conversation, answers() if answers else None, language=state.get("annotate_lang", lang)
+    )
+
+
 # Revisiting an earlier item (resumable and correctable; the state lives in the database).
 done_items = work.reviewable()
-revisit = st.session_state.get("annotate_revisit")
+revisit = state.get("annotate_revisit")
 if done_items:
     with st.sidebar.expander(T["review"]):
-        pick = st.selectbox(
+        st.selectbox(
             T["review_pick"],
             [pos for pos, _ in done_items],
             format_func=lambda p: f"#{p + 1}",
             key="annotate_review_pick",
         )
-        if st.button(T["review_open"], key="annotate_review_open"):
-            st.session_state["annotate_revisit"] = dict(done_items)[pick]
-            st.rerun()
+        st.button(T["review_open"], key="annotate_review_open", on_click=_revisit, args=(dict(done_items),))
 
-conv_id = work.current(revisit)
 if conv_id is None:
     # "Finished" only when something was labelled; a queue of skips says so.
     if work.only_skipped():
         st.warning(T["finished_skipped"].format(n=prog.skipped))
     else:
         st.success(T["finished"])
-    if prog.skipped and st.button(T["reopen"].format(n=prog.skipped), key="annotate_reopen"):
-        with session_scope(eng) as s:
-            reopen_skipped(s, study_id, user["id"])
-        st.rerun()
+    if prog.skipped:
+        st.button(
+            T["reopen"].format(n=prog.skipped),
+            key="annotate_reopen",
+            on_click=_act,
+            args=("reopen", study_id),
+        )
     st.stop()
 
-with session_scope(eng) as s:
-    view, saved = open_item(s, study_id, user["id"], conv_id, lang)
+view, saved = desk.view, desk.saved
 if conv_id == revisit:
     st.info(T["editing_skipped"] if work.status(conv_id) == "skipped" else T["editing"])
-    if st.button(T["back"], key="annotate_back"):
-        st.session_state.pop("annotate_revisit", None)
-        st.rerun()
+    st.button(T["back"], key="annotate_back", on_click=lambda: state.pop("annotate_revisit", None))
 
 st.header(T["item"].format(pos=work.position(conv_id) + 1, total=prog.total))
 st.caption(escape_markdown(T["scenario"].format(name=view.scenario_name)))
@@ -222,7 +245,6 @@ def _notes_and_guess(k: str) -> None:
 
 def _answers(k: str) -> SavedItem:
     """The form's answers, read from the widgets' state."""
-    state = st.session_state
     return SavedItem(
         values={d.name: state.get(f"{k}-{d.name}") for d in codebook.conversation_dimensions()},
         turn_values={
@@ -239,23 +261,17 @@ def _answers(k: str) -> SavedItem:
     )
 
 
-salt = st.session_state.setdefault("_annotate_key_salt", secrets.token_hex(8))
+salt = state.setdefault("_annotate_key_salt", secrets.token_hex(8))
 k = item_key(salt, study_id, conv_id)
 with st.form(key=f"{k}-form"):
     _turns(k)
     _conversation_dimensions(k)
     _notes_and_guess(k)
     b1, b2 = st.columns(2)
-    save = b1.form_submit_button(T["save"], type="primary", width="stretch")
-    skip = b2.form_submit_button(T["skip"], width="stretch")
-
-if save or skip:
-    try:
-        with session_scope(eng) as s:
-            submit_item(s, study_id, user["id"], conv_id, codebook, _answers(k), skip=skip, language=lang)
-    except WorkbenchError as exc:
-        st.error(escape_markdown(str(exc)))
-    else:
-        st.session_state.pop("annotate_revisit", None)
-        st.toast(T["skipped_msg"] if skip else T["saved"])
-        st.rerun()
+    read = lambda: _answers(k)  # noqa: E731
+    b1.form_submit_button(
+        T["save"], type="primary", width="stretch", on_click=_act, args=("save", study_id, conv_id, read)
+    )
+    b2.form_submit_button(T["skip"], width="stretch", on_click=_act, args=("skip", study_id, conv_id, read))
+if desk.error:
+    st.error(escape_markdown(desk.error))

@@ -4,31 +4,30 @@ import streamlit as st
 
 from db.engine import session_scope
 from workbench.app.auth import require_role
-from workbench.app.common import engine, settings, show_reply, study_names, table
+from workbench.app.common import engine, escape_markdown, settings, show_reply, study_names, table
 
 require_role("researcher")
-st.title("Dashboard: human vs agent")
+st.title("Dashboard: people vs simulated users")
 
 from analysis import charts  # noqa: E402  (after the role check: nothing loads for others)
 from analysis.compare import analysis_frame, comparisons_df  # noqa: E402
+from analysis.dashboard import FIDELITY_TITLE, fidelity_view, readable_table, study_header  # noqa: E402
 from analysis.dataset import excluded_note, load_study  # noqa: E402
 from analysis.explore import drilldown_ids, filter_options, filter_study  # noqa: E402
 from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
+from analysis.findings import Names  # noqa: E402
 from analysis.likeness import likeness_tables  # noqa: E402
-from db.repo import data_version, get_study, label_sources_df, turns_df  # noqa: E402
+from db.repo import turns_df  # noqa: E402
 
 eng = engine()
 names = study_names(eng)
 c1, c2 = st.columns(2)
 study = c1.selectbox("Study", names, key="dash_study", bind="query-params")  # kept on reload
-with session_scope(eng) as s:
-    # Only the sources that label something in this study (with how many labels), not every study's.
-    found = label_sources_df(s, get_study(s, study).id)
-    counts = dict(zip(found["name"], found["n_labels"]))
-sources = [n for n in found["name"] if counts.get(n)]
+with session_scope(eng) as s:  # one session: the study's label sources and its data version
+    study_id, counts, version = study_header(s, study)
 source = c2.selectbox(
     "Label source",
-    ["(best available)"] + sources,
+    ["(best available)", *counts],
     format_func=lambda n: n if n not in counts else f"{n} ({counts[n]:,} labels)",
 )
 
@@ -40,7 +39,16 @@ def _load(url: str, study: str, source: str, version: tuple, codebook_extensions
     from annotation.codebook import load_codebook
 
     codebook = load_codebook(extensions=codebook_extensions)
-    return load_study(eng, study, labels=None if source == "(best available)" else source, codebook=codebook)
+    data = load_study(eng, study, labels=None if source == "(best available)" else source, codebook=codebook)
+    return data, Names.of(codebook)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8, ttl=3600)
+def _fidelity(url: str, study: str, source: str, version: tuple, filters: tuple, _sub, _names):
+    # Seconds of work (fingerprints, embeddings, 20 human-human splits): cached per study, data
+    # version and filter choice; the loaded data itself is not hashed (leading underscore).
+    # The label-based human-likeness index joins the ranking as its "labels" family, as in the report.
+    return fidelity_view(eng, _sub, _names, likeness=likeness_tables(_sub, n_boot=200))
 
 
 with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
@@ -51,9 +59,9 @@ with st.spinner("Loading conversations, labels and features (features are comput
             "picked up on its own; this also re-reads edited labels)",
         ):
             _load.clear()
-        with session_scope(eng) as s:
-            version = data_version(s, get_study(s, study).id)
-        data = _load(eng.url.render_as_string(), study, source, version, settings().codebook_extensions)
+            _fidelity.clear()
+        url = eng.url.render_as_string()
+        data, dnames = _load(url, study, source, version, settings().codebook_extensions)
     except Exception as exc:  # a user-facing message, not a traceback
         st.error(str(exc))
         st.stop()
@@ -62,7 +70,9 @@ st.caption(f"Labels: {data.label_source or 'none'} ({data.label_source_reason})"
 opts = filter_options(data)
 f1, f2, f3, f4 = st.columns(4)
 chosen = {
-    "scenarios": f1.multiselect("Scenario", opts["scenarios"]),
+    "scenarios": f1.multiselect(
+        "Scenario", opts["scenarios"], format_func=lambda x: str(x).replace("_", " ")
+    ),
     "assistant_models": f2.multiselect("Assistant model", opts["assistant_models"]),
     "simulators": f3.multiselect("Simulator configuration", opts["simulators"]),
     "waves": f4.multiselect("Wave", opts["waves"]),
@@ -74,23 +84,34 @@ st.caption(
     f"{int(kinds.get('human', 0))} human and {int(kinds.get('agent', 0))} agent conversations. "
     + excluded_note(data)
 )
+titles = {d: dnames.title(d) for d in sub.dimensions}
 
-tab_dist, tab_effects, tab_like, tab_feat = st.tabs(
-    ["Distributions", "Effect sizes", "Human-likeness", "Features"]
+tab_fid, tab_dist, tab_effects, tab_like, tab_feat = st.tabs(
+    ["Fidelity", "Distributions", "Effect sizes", "Human-likeness (labels)", "Features"]
 )
 with tab_dist:
     if not sub.dimensions:
         st.info("No labels for these conversations.")
     else:
-        dim = st.selectbox("Dimension", sub.dimensions)
-        fig = charts.label_distribution_fig(frame, dim, sub.scales.get(dim, ("", []))[1])
+        dim = st.selectbox("Dimension", dnames.sort(sub.dimensions), format_func=dnames.title)
+        fig = charts.label_distribution_fig(
+            frame,
+            dim,
+            sub.scales.get(dim, ("", []))[1],
+            title=dnames.title(dim),
+            value_titles=dnames.labels.get(dim, {}),
+        )
         event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"dist-{dim}")
         points = (event or {}).get("selection", {}).get("points", []) if event else []
         custom = points[0].get("customdata") if points else None
         if custom and len(custom) == 3:
             kind, scen, value = custom
             ids = drilldown_ids(frame, dim, kind, scen, value)
-            st.subheader(f"{len(ids)} {kind} conversations with {dim} = {value} ({scen})")
+            who = "people's" if kind == "human" else "simulated users'"
+            st.subheader(
+                f"{len(ids)} {who} conversations with {dnames.title(dim)} = {dnames.label(dim, value)} "
+                f"({str(scen).replace('_', ' ')})"
+            )
             if ids:
                 conv_id = st.selectbox("Conversation", ids)
                 with session_scope(eng) as s:
@@ -106,29 +127,61 @@ with tab_dist:
 with tab_effects:
     n_boot = st.select_slider("Bootstrap replicates", [200, 500, 1000], value=200)
     comp = comparisons_df(sub, n_boot=n_boot, by=("scenario",))
-    st.plotly_chart(charts.forest_fig(comp, "pooled", "label"))
-    st.plotly_chart(charts.forest_fig(comp, "scenario", "label"))
+    st.plotly_chart(charts.forest_fig(comp, "pooled", "label", titles, dnames.order))
+    st.plotly_chart(charts.forest_fig(comp, "scenario", "label", titles, dnames.order))
     # p-values in scientific notation: fixed-point cuts the tiny ones off at the left ("…0000006")
-    table(
-        comp,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            c: st.column_config.NumberColumn(format="scientific")
-            for c in ("p_value", "p_adjusted")
-            if c in comp
-        },
-    )
+    table(readable_table(comp, dnames), hide_index=True, width="stretch")
     st.download_button("comparisons.csv", comp.to_csv(index=False), "comparisons.csv", "text/csv")
 with tab_like:
     tables = likeness_tables(sub, n_boot=200)
-    table(tables["ranking"], hide_index=True, width="stretch")
-    st.plotly_chart(charts.likeness_fig(tables["distances"]))
-    table(tables["failures"], hide_index=True, width="stretch")
+    table(readable_table(tables["ranking"], dnames), hide_index=True, width="stretch")
+    st.plotly_chart(charts.likeness_fig(tables["distances"], titles, dnames.order))
+    if len(tables["failures"]):
+        table(readable_table(tables["failures"], dnames), hide_index=True, width="stretch")
 with tab_feat:
     available = [c for c in CONTINUOUS_FEATURES if c in sub.features.columns]
     if not available or frame.empty:
         st.info("No conversation features for these conversations.")
     else:
-        feature = st.selectbox("Feature", available)
-        st.plotly_chart(charts.turn_length_fig(frame, feature))
+        feature = st.selectbox("Feature", available, format_func=dnames.title)
+        st.plotly_chart(charts.turn_length_fig(frame, feature, dnames.title(feature)))
+with tab_fid:  # last in the script (it may take seconds the first time), first among the tabs
+    st.subheader(FIDELITY_TITLE)
+    filters = tuple((k, tuple(v)) for k, v in chosen.items())
+    with st.spinner("Computing the fidelity measures and their human ceilings (once per data version)..."):
+        try:
+            fid = _fidelity(url, study, source, version, filters, sub, dnames)
+        except Exception as exc:  # a user-facing message, not a traceback
+            st.error(f"The fidelity measures could not be computed: {exc}")
+            fid = None
+    if fid is not None:
+        st.markdown(
+            "Each measure beside the **human ceiling** (people against people: two halves of the "
+            "participants, 20 splits) and as a **share** of it (100% = as close to people as people "
+            "are to each other)."
+        )
+        for note in fid.notes:
+            st.markdown(f"- {escape_markdown(note)}")
+        if fid.ranking is not None:
+            st.markdown("**Ranking of simulators**")
+            table(fid.ranking, hide_index=True, width="stretch")
+        if fid.metrics is not None and len(fid.metrics):
+            st.plotly_chart(fid.figure)
+            st.markdown("**Every measure beside the human ceiling**")
+            # every row in view (about 11 per simulator), no inner scrolling
+            table(
+                fid.metrics,
+                hide_index=True,
+                width="stretch",
+                height=min(35 * (len(fid.metrics) + 1) + 3, 1200),
+            )
+        for title, extra in fid.extra.items():  # e.g. indistinguishability three ways, instruments
+            st.markdown(f"**{escape_markdown(title)}**")
+            table(extra, hide_index=True, width="stretch")
+        if fid.features is not None and len(fid.features):
+            with st.expander("The fingerprint features one by one"):
+                table(fid.features, hide_index=True, width="stretch")
+        if len(fid.records):
+            st.download_button(
+                "fidelity.csv", fid.records.to_csv(index=False), "fidelity.csv", "text/csv", key="fid-csv"
+            )

@@ -16,7 +16,18 @@ if user["role"] != "researcher":
         queues = annotator_queues_df(session, user["id"])
     if not queues.empty:
         st.caption("Your labelling queues.")
-        table(queues, hide_index=True, width="stretch")
+        table(
+            queues,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "study": "Study",
+                "labelled": "Labelled",
+                "skipped": "Skipped",
+                "to go": "To go",
+                "total": "Total",
+            },
+        )
         st.page_link("views/annotate.py", label="Go to labelling")
     else:
         st.info("No conversations are assigned to you yet.")
@@ -37,4 +48,19 @@ if df.empty:
         "(`workbench import recllmsim PATH`)."
     )
 else:
-    table(df, hide_index=True, width="stretch")
+    # Plain names on screen (the scenario's display name, people and simulated users); the tidy
+    # snake_case fields stay the data's.
+    table(
+        df,
+        hide_index=True,
+        width="stretch",
+        column_order=["study", "scenario_name", "human", "agent"],
+        column_config={
+            "study": "Study",
+            "scenario_name": "Scenario",
+            "human": st.column_config.NumberColumn("People", help="conversations of real participants"),
+            "agent": st.column_config.NumberColumn(
+                "Simulated users", help="conversations of simulated users"
+            ),
+        },
+    )

@@ -1,6 +1,7 @@
 """Researcher: plan a simulation run (conversations, calls, tokens, cost), start it in the background
 and follow every run of the study from the database (any researcher's session sees the same)."""
 
+import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
@@ -9,8 +10,9 @@ from db.errors import WorkbenchError
 from db.repo import condition_choices, get_study
 from workbench.app.auth import require_role
 from workbench.app.common import engine, escape_markdown, settings, study_names, table
+from workbench.llm.costs import costs_df
 from workbench.simulation import SimulationSpec, plan_simulation, spec_error, start_simulation
-from workbench.simulation.runs import simulation_runs_df, study_run_errors
+from workbench.simulation.runs import run_names, simulation_runs_df, study_run_errors
 
 require_role("researcher")
 st.title("Simulation")
@@ -21,6 +23,8 @@ with session_scope(eng) as s:
     study_id = get_study(s, study).id
     choices = condition_choices(s, study_id)
     runs = simulation_runs_df(s, study_id)
+    costs = costs_df(s, study_id)  # the table of `workbench costs --study NAME`
+    named = run_names(s, study_id)  # its runs as the runs table names them
 
 scenarios = sorted({sc for _, sc in choices})
 with st.form("simulate"):
@@ -99,11 +103,49 @@ table(
     hide_index=True,
     width="stretch",
     column_config={
-        "planned": st.column_config.NumberColumn("planned", help="conversations this run works towards"),
+        "run": "Run",
+        "status": "Status",
+        "planned": st.column_config.NumberColumn("Planned", help="conversations this run works towards"),
         "progress": st.column_config.ProgressColumn(
-            "progress", help="completed or failed of planned", min_value=0.0, max_value=1.0, format="percent"
+            "Progress", help="completed or failed of planned", min_value=0.0, max_value=1.0, format="percent"
         ),
-        "spend_usd": st.column_config.NumberColumn("spend", format="$%.2f"),
-        "budget_usd": st.column_config.NumberColumn("budget", format="$%.2f"),
+        "spend_usd": st.column_config.NumberColumn("Spend", format="$%.2f"),
+        "budget_usd": st.column_config.NumberColumn("Budget", format="$%.2f"),
+        "process": "Process",
+        "created_at": st.column_config.DatetimeColumn("Created"),
+        "finished_at": st.column_config.DatetimeColumn("Finished"),
+        "last_turn_at": st.column_config.DatetimeColumn("Last turn"),
+        "completed": "Completed",
+        "in_progress": "In progress",
+        "failed": "Failed",
     },
 )
+
+st.subheader("Spending")
+if len(costs) == 1:  # only the total row
+    st.caption("No model calls recorded for this study yet.")
+else:
+    st.caption(
+        "Every recorded model call of the study, by purpose, model and simulation run: failed calls "
+        "and abandoned attempts included, calls answered from the cache cost nothing. The same table "
+        "as `workbench costs --study NAME`."
+    )
+    table(
+        costs.assign(run_id=["" if pd.isna(v) else named.get(int(v), str(v)) for v in costs["run_id"]]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "purpose": "Purpose",
+            "model": "Model",
+            "run_id": st.column_config.TextColumn(
+                "Run", help="simulation run (empty: outside simulation runs)"
+            ),
+            "calls": "Calls",
+            "failed_calls": "Failed",
+            "cached_calls": "From cache",
+            "prompt_tokens": "Prompt tokens",
+            "completion_tokens": "Completion tokens",
+            "cost_usd": st.column_config.NumberColumn("Cost", format="$%.4f"),
+        },
+    )
+    st.download_button("costs.csv", costs.to_csv(index=False), "costs.csv", "text/csv")
