@@ -18,8 +18,8 @@ from db.errors import DatabaseUnavailable, UserInputError, WorkbenchError
 from db.migrate import is_current, upgrade
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-PG_POOL_SIZE = 10  # connections kept open per process (PostgreSQL)
-PG_MAX_OVERFLOW = 30  # extra connections opened under load, closed when returned
+PG_POOL_SIZE = 20  # connections kept open per process (PostgreSQL)
+PG_MAX_OVERFLOW = 20  # extra connections opened under load, closed when returned
 SUPPORTED_URLS = "sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname"
 
 _engines: dict[str, Engine] = {}

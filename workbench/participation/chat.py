@@ -19,9 +19,9 @@ from sqlmodel import Session, select
 
 from db.engine import session_scope
 from db.errors import WorkbenchError
-from db.models import AssistantConfig, Condition, Conversation, Participant, Turn
+from db.models import Assignment, AssistantConfig, Condition, Conversation, Participant, Turn
 from db.types import utcnow
-from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment
+from workbench.participation.flow import _expect, _settings
 from workbench.participation.texts import HALLUCINATION_VALUES, ParticipantError
 
 MAX_MESSAGE_CHARS = 4000
@@ -74,10 +74,16 @@ def set_model_factory(factory: ModelFactory | None) -> None:
 
 
 def _current_conversation(session: Session, p: Participant) -> Conversation:
-    a = current_assignment(session, p)
-    if a is None or a.conversation_id is None:
+    """The conversation of the participant's current task (one query: the assignment joined)."""
+    pos = (p.state or {}).get("position", 0)
+    conv = session.exec(
+        select(Conversation)
+        .join(Assignment, Assignment.conversation_id == Conversation.id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos)
+    ).first()
+    if conv is None:
         raise ParticipantError("no_task", p.language)
-    return session.get(Conversation, a.conversation_id)
+    return conv
 
 
 def send_message(session: Session, p: Participant, text: str, kept: bool = False) -> Turn:
@@ -144,16 +150,20 @@ def discard_unsent(session: Session, p: Participant) -> None:
         session.add(p)
 
 
-def assistant_messages(session: Session, conv: Conversation) -> tuple[list[dict], AssistantConfig]:
-    cond = session.get(Condition, conv.condition_id)
-    cfg = session.get(AssistantConfig, cond.assistant_config_id)
+def _assistant_input(session: Session, conv: Conversation) -> tuple[list[dict], AssistantConfig, int]:
+    """The messages for the assistant, its config and the number of turns so far (two queries: the
+    config joined to the condition, and the turns' roles and texts without loading Turn objects)."""
+    cfg = session.exec(
+        select(AssistantConfig)
+        .join(Condition, Condition.assistant_config_id == AssistantConfig.id)
+        .where(Condition.id == conv.condition_id)
+    ).one()
+    rows = session.exec(
+        select(Turn.role, Turn.content).where(Turn.conversation_id == conv.id).order_by(Turn.index)
+    ).all()
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    messages += [
-        {"role": t.role, "content": t.content}
-        for t in conversation_turns(session, conv.id)
-        if t.role in ("user", "assistant")
-    ]
-    return messages, cfg
+    messages += [{"role": role, "content": content} for role, content in rows if role in ("user", "assistant")]
+    return messages, cfg, len(rows)
 
 
 def stream_reply(engine: Engine, participant_id: int, factory: ModelFactory | None = None) -> Iterator[str]:
@@ -166,10 +176,9 @@ def stream_reply(engine: Engine, participant_id: int, factory: ModelFactory | No
     with Session(engine, expire_on_commit=False) as s:
         p = s.get(Participant, participant_id)
         conv = _current_conversation(s, p)
-        messages, cfg = assistant_messages(s, conv)
+        messages, cfg, index = _assistant_input(s, conv)
         if not messages or messages[-1]["role"] != "user":
             return
-        index = len(conversation_turns(s, conv.id))
         conv_id, study_id, pseudonym = conv.id, conv.study_id, p.pseudonym
     params = {
         k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None
