@@ -106,7 +106,9 @@ def choose_conditions(session: Session, participant: Participant, settings: Stud
         scenarios_used.add(rep.scenario_id)
     # A stable order before counterbalancing, so that the Latin square rows mean the same sequence.
     ids = {c.scenario_id for c in chosen}
-    keys = dict(session.exec(select(Scenario.id, Scenario.key).where(Scenario.id.in_(ids))).all()) if ids else {}
+    keys = (
+        dict(session.exec(select(Scenario.id, Scenario.key).where(Scenario.id.in_(ids))).all()) if ids else {}
+    )
     chosen.sort(key=lambda c: (keys.get(c.scenario_id, ""), c.id))
     return chosen
 
@@ -148,7 +150,9 @@ def lock_study(session: Session, study_id: int) -> None:
     participant reads the loads after the first one's assignments are committed.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": ASSIGNMENT_LOCK_NS, "id": study_id})
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": ASSIGNMENT_LOCK_NS, "id": study_id}
+        )
         return
     session.execute(
         update(Study.__table__).where(Study.__table__.c.id == study_id).values(id=Study.__table__.c.id)

@@ -19,10 +19,11 @@ from sqlmodel import Session, select
 
 from db.engine import session_scope
 from db.errors import WorkbenchError
-from db.models import Assignment, AssistantConfig, Condition, Conversation, Participant, Turn
+from db.models import Assignment, AssistantConfig, Condition, Conversation, Participant, Study, Turn
 from db.types import utcnow
-from workbench.participation.flow import _expect, _settings
+from workbench.participation.flow import _expect
 from workbench.participation.texts import HALLUCINATION_VALUES, ParticipantError
+from workbench.studies import StudySettings
 
 MAX_MESSAGE_CHARS = 4000
 log = logging.getLogger(__name__)
@@ -99,24 +100,42 @@ def send_message(session: Session, p: Participant, text: str, kept: bool = False
         raise ParticipantError("msg_empty", lang)
     if len(text) > MAX_MESSAGE_CHARS:
         raise ParticipantError("msg_too_long", lang, length=len(text), limit=MAX_MESSAGE_CHARS)
-    # A lean check (this runs on every message): the turns' roles and ratings only, no task card.
-    conv = _current_conversation(session, p)
-    if conv.status != "in_progress":
-        raise ParticipantError("task_ended", lang)
-    turns = session.exec(
-        select(Turn.role, Turn.hallucination, Turn.satisfaction)
-        .where(Turn.conversation_id == conv.id)
+    # A lean check (this runs on every message): one query for the task's conversation, the study's
+    # settings and the turns' roles and ratings (no task card, no Turn objects).
+    pos = (p.state or {}).get("position", 0)
+    rows = session.exec(
+        select(
+            Conversation.id,
+            Conversation.status,
+            Study.settings,
+            Turn.role,
+            Turn.hallucination,
+            Turn.satisfaction,
+        )
+        .join(Assignment, Assignment.conversation_id == Conversation.id)
+        .join(Study, Study.id == Conversation.study_id)
+        .outerjoin(Turn, Turn.conversation_id == Conversation.id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos)
         .order_by(Turn.index)
     ).all()
+    if not rows:
+        raise ParticipantError("no_task", lang)
+    conv_id, status, settings = rows[0][:3]
+    if status != "in_progress":
+        raise ParticipantError("task_ended", lang)
+    turns = [r[3:] for r in rows if r[3] is not None]
     if turns and turns[-1][0] == "user":
         raise ParticipantError("reply_pending", lang)
     if any(role == "assistant" and (h is None or sat is None) for role, h, sat in turns):
         raise ParticipantError("rate_first", lang)
-    if sum(1 for role, _, _ in turns if role == "user") >= _settings(session, p).max_turns:
+    if (
+        sum(1 for role, _, _ in turns if role == "user")
+        >= StudySettings.model_validate(settings or {}).max_turns
+    ):
         raise ParticipantError("msg_limit", lang)
     now = utcnow()
     turn = Turn(
-        conversation_id=conv.id, index=len(turns), role="user", content=text, created_at=now, completed_at=now
+        conversation_id=conv_id, index=len(turns), role="user", content=text, created_at=now, completed_at=now
     )
     session.add(turn)
     p.last_seen_at = now
@@ -162,7 +181,9 @@ def _assistant_input(session: Session, conv: Conversation) -> tuple[list[dict], 
         select(Turn.role, Turn.content).where(Turn.conversation_id == conv.id).order_by(Turn.index)
     ).all()
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    messages += [{"role": role, "content": content} for role, content in rows if role in ("user", "assistant")]
+    messages += [
+        {"role": role, "content": content} for role, content in rows if role in ("user", "assistant")
+    ]
     return messages, cfg, len(rows)
 
 
@@ -252,10 +273,14 @@ def rate_reply(
         raise ParticipantError("rate_missing_hallucination", p.language)
     if satisfaction is None or int(satisfaction) not in range(1, 6):
         raise ParticipantError("rate_missing_satisfaction", p.language)
-    conv = _current_conversation(session, p)
-    turn = session.exec(
-        select(Turn).where(Turn.conversation_id == conv.id, Turn.index == int(turn_index))
+    pos = (p.state or {}).get("position", 0)
+    turn = session.exec(  # the reply of the current task's conversation, found in one query
+        select(Turn)
+        .join(Assignment, Assignment.conversation_id == Turn.conversation_id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos, Turn.index == int(turn_index))
     ).first()
+    if turn is None:
+        _current_conversation(session, p)  # no task at all: say so rather than "no such reply"
     if turn is None or turn.role != "assistant":
         raise ParticipantError("no_such_reply", p.language)
     turn.hallucination, turn.satisfaction = hallucination, int(satisfaction)

@@ -217,7 +217,9 @@ def current_assignment(session: Session, p: Participant) -> Assignment | None:
 
 
 def n_assignments(session: Session, p: Participant) -> int:
-    return session.exec(select(func.count()).select_from(Assignment).where(Assignment.participant_id == p.id)).one()
+    return session.exec(
+        select(func.count()).select_from(Assignment).where(Assignment.participant_id == p.id)
+    ).one()
 
 
 def conversation_turns(session: Session, conversation_id: int) -> list[Turn]:
