@@ -59,59 +59,9 @@ def _wait_for_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"the fake LLM server did not start on port {port}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--participants", type=int, default=50)
-    ap.add_argument("--turns", type=int, default=4, help="user turns per task")
-    ap.add_argument("--tasks", type=int, default=2)
-    ap.add_argument("--latency", type=float, default=1.0, help="fake LLM latency per reply (s)")
-    ap.add_argument(
-        "--think",
-        type=float,
-        default=1.0,
-        help="mean seconds a participant takes before each action (reading, typing); 0 = stress test",
-    )
-    ap.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
-    ap.add_argument("--db-url", default=None, help="database URL (SQLite or PostgreSQL); overrides --db")
-    ap.add_argument("--pool-size", type=int, default=None, help="connection pool size (PostgreSQL)")
-    args = ap.parse_args()
-
-    url = args.db_url or f"sqlite:///{args.db or Path(tempfile.mkdtemp()) / 'bench.db'}"
+def play(url: str, tokens: list[str], args: argparse.Namespace) -> dict:
+    """Play these participants, one thread each, in this process; returns the timings and errors."""
     engine = make_engine(url, **({"pool_size": args.pool_size} if args.pool_size else {}))
-    upgrade(engine)
-    study_name = f"bench-{random.randrange(16**8):08x}"
-    with session_scope(engine) as s:
-        study = make_study(
-            s,
-            name=study_name,
-            model="openai/fake",
-            contexts=5,
-            scenarios=("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning"),
-            settings={"tasks_per_participant": args.tasks, "min_turns": 1, "max_turns": args.turns},
-        )
-        tokens = P.create_invites(s, study_name, args.participants)
-        study_id = study.id
-
-    # The fake LLM runs in its own process, as a real provider would be elsewhere: in this process
-    # it would compete with the participants' threads for the interpreter lock.
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workbench.testing.fake_llm_server",
-            "--port",
-            str(port),
-            "--latency",
-            str(args.latency),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_for_port(port)
-    os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
-    os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
-
     persist_ms: list[float] = []
     kinds: dict[str, list[float]] = {"user turn": [], "assistant turn": [], "rating": []}
     locked: list[str] = []
@@ -182,12 +132,103 @@ def main() -> None:
     P.chat.session_scope = timed_scope
 
     threads = [threading.Thread(target=participant, args=(t,)) for t in tokens]
-    t0 = time.perf_counter()
+    cpu0 = time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    engine.dispose()
+    return {
+        "persist_ms": persist_ms,
+        "kinds": kinds,
+        "locked": locked,
+        "errors": errors,
+        "cpu_s": time.process_time() - cpu0,
+    }
+
+
+def _play_child(job: tuple) -> dict:
+    url, tokens, args, base_url = job
+    os.environ["OPENAI_BASE_URL"] = base_url
+    os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+    return play(url, tokens, args)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--participants", type=int, default=50)
+    ap.add_argument("--turns", type=int, default=4, help="user turns per task")
+    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--latency", type=float, default=1.0, help="fake LLM latency per reply (s)")
+    ap.add_argument(
+        "--think",
+        type=float,
+        default=1.0,
+        help="mean seconds a participant takes before each action (reading, typing); 0 = stress test",
+    )
+    ap.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
+    ap.add_argument("--db-url", default=None, help="database URL (SQLite or PostgreSQL); overrides --db")
+    ap.add_argument("--pool-size", type=int, default=None, help="connection pool size (PostgreSQL)")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="split the participants over this many processes (as over several app servers)",
+    )
+    args = ap.parse_args()
+
+    url = args.db_url or f"sqlite:///{args.db or Path(tempfile.mkdtemp()) / 'bench.db'}"
+    engine = make_engine(url, **({"pool_size": args.pool_size} if args.pool_size else {}))
+    upgrade(engine)
+    study_name = f"bench-{random.randrange(16**8):08x}"
+    with session_scope(engine) as s:
+        study = make_study(
+            s,
+            name=study_name,
+            model="openai/fake",
+            contexts=5,
+            scenarios=("travel_planning", "recipe_planning", "preparing_gifts", "skills_learning_planning"),
+            settings={"tasks_per_participant": args.tasks, "min_turns": 1, "max_turns": args.turns},
+        )
+        tokens = P.create_invites(s, study_name, args.participants)
+        study_id = study.id
+
+    # The fake LLM runs in its own process, as a real provider would be elsewhere: in this process
+    # it would compete with the participants' threads for the interpreter lock.
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench.testing.fake_llm_server",
+            "--port",
+            str(port),
+            "--latency",
+            str(args.latency),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_port(port)
+    os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+    os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+
+    t0 = time.perf_counter()
+    if args.processes > 1:  # like several app servers: each process its own interpreter lock and pool
+        import multiprocessing
+
+        chunks = [tokens[i :: args.processes] for i in range(args.processes)]
+        jobs = [(url, chunk, args, os.environ["OPENAI_BASE_URL"]) for chunk in chunks]
+        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            parts = pool.map(_play_child, jobs)
+    else:
+        parts = [play(url, tokens, args)]
     wall = time.perf_counter() - t0
+    persist_ms = [ms for part in parts for ms in part["persist_ms"]]
+    kinds = {k: [ms for part in parts for ms in part["kinds"][k]] for k in parts[0]["kinds"]}
+    locked = [e for part in parts for e in part["locked"]]
+    errors = [e for part in parts for e in part["errors"]]
+    cpu_s = sum(part["cpu_s"] for part in parts)
     server.terminate()
     server.wait(10)
 
@@ -209,7 +250,10 @@ def main() -> None:
         f"participants: {args.participants} simultaneous, {args.tasks} tasks x {args.turns} turns, "
         f"fake LLM latency {args.latency}s, think time {args.think}s, {engine.url.render_as_string()}"
     )
-    print(f"wall time: {wall:.1f} s; participants completed: {done}/{args.participants}")
+    print(
+        f"wall time: {wall:.1f} s; participants completed: {done}/{args.participants}; "
+        f"CPU of the participant processes: {cpu_s:.1f} s in {args.processes} process(es)"
+    )
     print(f"turns expected: {expected}, stored: {stored}, lost: {expected - stored}")
     print(f"'database is locked' errors: {len(locked)}; other errors: {len(errors)}")
     for e in (locked + errors)[:5]:

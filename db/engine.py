@@ -18,8 +18,8 @@ from db.errors import DatabaseUnavailable, UserInputError, WorkbenchError
 from db.migrate import is_current, upgrade
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-PG_POOL_SIZE = 10  # connections kept open per process (PostgreSQL)
-PG_MAX_OVERFLOW = 30  # extra connections opened under load, closed when returned
+PG_POOL_SIZE = 20  # connections kept open per process (PostgreSQL)
+PG_MAX_OVERFLOW = 20  # extra connections opened under load, closed when returned
 SUPPORTED_URLS = "sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname"
 
 _engines: dict[str, Engine] = {}
@@ -63,8 +63,10 @@ def make_engine(url: str, **kw) -> Engine:
     kw.setdefault("pool_pre_ping", True)
     # Every browser session of the app and every participant's write needs a connection for a few
     # milliseconds; with SQLAlchemy's default pool (5 + 10 overflow) 200 participants queued for a
-    # connection and p95 turn persistence reached 2 s (benchmarks/bench_participants.py). 10 + 30 per
-    # process lets two servers stay under PostgreSQL's default max_connections (100).
+    # connection and p95 turn persistence reached 2 s (benchmarks/bench_participants.py). 20 kept + 20
+    # overflow per process (overflow connections are closed on return, so under steady load a small
+    # kept pool opened and closed connections all the time) lets two servers stay under PostgreSQL's
+    # default max_connections (100).
     kw.setdefault("pool_size", PG_POOL_SIZE)
     kw.setdefault("max_overflow", PG_MAX_OVERFLOW)
     try:

@@ -182,3 +182,36 @@ def test_sqlite_keeps_one_worker_per_run(sqlite_url, monkeypatch, capsys):
     assert code == 2
     assert "on SQLite one process works on a run" in err and len(err.strip().splitlines()) == 1
     eng.dispose()
+
+
+def test_two_workers_share_the_runs_budget(pg_url, tmp_path):
+    """--budget is the run's: two workers together stop before it is passed (each counts the other's
+    recorded calls and the conversations it holds), and both stop."""
+    eng = make_engine(pg_url)
+    upgrade(eng)
+    n = _study(eng, name="wb")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  openai/fake-*: {input: 100, output: 100}\n")
+    budget = 0.5
+    with FakeLLMServer(responder=responder(TURNS), latency=0.03) as srv:
+        env = {
+            **os.environ,
+            "WORKBENCH_DB_URL": pg_url,
+            "OPENAI_BASE_URL": srv.openai_base_url,
+            "WORKBENCH_PRICES": str(prices),
+        }
+        cmd = _cmd("wb", 4) + ["--budget", str(budget)]
+        procs = [_worker(cmd, env) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    with Session(eng) as s:
+        spent = s.exec(select(func.sum(LLMCall.cost_usd))).one()
+        statuses = {c.status for c in s.exec(select(Conversation)).all()}
+        run = s.exec(select(SimulationRun)).one()
+    # alone, each worker would have spent up to the budget; together they stay under it
+    assert 0 < spent <= budget, spent
+    assert "stopped" in statuses and "in_progress" not in statuses
+    assert run.status == "budget_stopped" and run.owner is None
+    assert len(statuses) and n
+    eng.dispose()

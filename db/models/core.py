@@ -310,6 +310,8 @@ class Label(SQLModel, table=True):
 class LLMCall(SQLModel, table=True):
     """Every real model call, with what is needed to trace and price it. Never an API key."""
 
+    # A shared simulation run's workers read its spend and last minute's calls (runner._SharedBatch).
+    __table_args__ = (Index("ix_llmcall_run_created", "run_id", "created_at"),)
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(max_length=40)
     model: str = Field(max_length=200)

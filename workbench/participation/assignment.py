@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Hashable
 
-from sqlalchemy import update
+from sqlalchemy import func, or_, text, update
 from sqlmodel import Session, select
 
 from db.models import Assignment, Condition, Participant, Profile, Scenario, Study
@@ -47,26 +47,39 @@ def _unit(cond: Condition, mode: str) -> Hashable:
 
 def base_conditions(session: Session, study_id: int, language: str | None = None) -> list[Condition]:
     """The study's designed conditions (not the participants' twin conditions)."""
-    rows = session.exec(
-        select(Condition, Profile.source)
+    # The twin conditions (one per participant in "participant" profile mode) are left out by the
+    # database: this runs under the study's assignment lock, and loading them all made each
+    # assignment cost O(participants).
+    conds = session.exec(
+        select(Condition)
         .outerjoin(Profile, Profile.id == Condition.profile_id)
-        .where(Condition.study_id == study_id)
+        .where(
+            Condition.study_id == study_id,
+            or_(Profile.source.is_(None), Profile.source != "participant"),
+        )
         .order_by(Condition.id)
     ).all()
-    conds = [c for c, src in rows if src != "participant"]
     if language and any(c.language == language for c in conds):
         conds = [c for c in conds if c.language == language]
     return conds
 
 
 def unit_loads(session: Session, study_id: int, mode: str) -> Counter:
-    """How many live (not released) human assignments each unit holds."""
+    """How many live (not released) human assignments each unit holds (counted by the database:
+    one row per unit, not one per assignment)."""
+    participant_mode = mode == "participant"
+    cols = (
+        (Condition.scenario_id, Condition.task_context_id, Condition.assistant_config_id, Condition.language)
+        if participant_mode
+        else (Condition.id,)
+    )
     rows = session.exec(
-        select(Condition)
+        select(*cols, func.count())
         .join(Assignment, Assignment.condition_id == Condition.id)
         .where(Condition.study_id == study_id, Assignment.status != "released")
+        .group_by(*cols)
     ).all()
-    return Counter(_unit(c, mode) for c in rows)
+    return Counter({(tuple(r[:-1]) if participant_mode else r[0]): r[-1] for r in rows})
 
 
 def choose_conditions(session: Session, participant: Participant, settings: StudySettings) -> list[Condition]:
@@ -92,7 +105,10 @@ def choose_conditions(session: Session, participant: Participant, settings: Stud
         chosen.append(rep)
         scenarios_used.add(rep.scenario_id)
     # A stable order before counterbalancing, so that the Latin square rows mean the same sequence.
-    keys = dict(session.exec(select(Scenario.id, Scenario.key)).all())
+    ids = {c.scenario_id for c in chosen}
+    keys = (
+        dict(session.exec(select(Scenario.id, Scenario.key).where(Scenario.id.in_(ids))).all()) if ids else {}
+    )
     chosen.sort(key=lambda c: (keys.get(c.scenario_id, ""), c.id))
     return chosen
 
@@ -118,14 +134,26 @@ def twin_condition(session: Session, base: Condition, participant: Participant) 
     return cond
 
 
+# First key of the PostgreSQL advisory lock that serialises assignment within a study (the second is
+# the study id); any other advisory lock of the workbench uses another first key.
+ASSIGNMENT_LOCK_NS = 17001
+
+
 def lock_study(session: Session, study_id: int) -> None:
     """Serialise assignment within a study until the caller's transaction ends.
 
     Without it, two participants who reach their first task at the same instant both read the same
-    loads and can push a condition past its quota. A no-op UPDATE of the study row takes a row lock
-    on PostgreSQL and the database write lock on SQLite (whose busy timeout makes the other wait),
-    so the second participant reads the loads after the first one's assignments are committed.
+    loads and can push a condition past its quota. On PostgreSQL it is a transaction-level advisory
+    lock keyed by the study (no row is written, so the study row gets no new version per participant
+    and nothing else that touches the study waits); on SQLite a no-op UPDATE of the study row takes
+    the database write lock (whose busy timeout makes the other wait). Either way the second
+    participant reads the loads after the first one's assignments are committed.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": ASSIGNMENT_LOCK_NS, "id": study_id}
+        )
+        return
     session.execute(
         update(Study.__table__).where(Study.__table__.c.id == study_id).values(id=Study.__table__.c.id)
     )
@@ -144,13 +172,12 @@ def assign(session: Session, participant: Participant, settings: StudySettings) 
     if not chosen:
         return []
     # Row of the Latin square = how many participants of the study were assigned before.
-    row = len(
-        session.exec(
-            select(Assignment.participant_id)
-            .join(Participant, Participant.id == Assignment.participant_id)
-            .where(Participant.study_id == participant.study_id, Assignment.position == 0)
-        ).all()
-    )
+    row = session.exec(
+        select(func.count())
+        .select_from(Assignment)
+        .join(Participant, Participant.id == Assignment.participant_id)
+        .where(Participant.study_id == participant.study_id, Assignment.position == 0)
+    ).one()
     order = latin_square_order(len(chosen), row)
     out = []
     for position, idx in enumerate(order):

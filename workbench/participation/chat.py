@@ -19,10 +19,11 @@ from sqlmodel import Session, select
 
 from db.engine import session_scope
 from db.errors import WorkbenchError
-from db.models import AssistantConfig, Condition, Conversation, Participant, Turn
+from db.models import Assignment, AssistantConfig, Condition, Conversation, Participant, Study, Turn
 from db.types import utcnow
-from workbench.participation.flow import _expect, _settings, conversation_turns, current_assignment
+from workbench.participation.flow import _expect
 from workbench.participation.texts import HALLUCINATION_VALUES, ParticipantError
+from workbench.studies import StudySettings
 
 MAX_MESSAGE_CHARS = 4000
 log = logging.getLogger(__name__)
@@ -74,10 +75,16 @@ def set_model_factory(factory: ModelFactory | None) -> None:
 
 
 def _current_conversation(session: Session, p: Participant) -> Conversation:
-    a = current_assignment(session, p)
-    if a is None or a.conversation_id is None:
+    """The conversation of the participant's current task (one query: the assignment joined)."""
+    pos = (p.state or {}).get("position", 0)
+    conv = session.exec(
+        select(Conversation)
+        .join(Assignment, Assignment.conversation_id == Conversation.id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos)
+    ).first()
+    if conv is None:
         raise ParticipantError("no_task", p.language)
-    return session.get(Conversation, a.conversation_id)
+    return conv
 
 
 def send_message(session: Session, p: Participant, text: str, kept: bool = False) -> Turn:
@@ -93,24 +100,42 @@ def send_message(session: Session, p: Participant, text: str, kept: bool = False
         raise ParticipantError("msg_empty", lang)
     if len(text) > MAX_MESSAGE_CHARS:
         raise ParticipantError("msg_too_long", lang, length=len(text), limit=MAX_MESSAGE_CHARS)
-    # A lean check (this runs on every message): the turns' roles and ratings only, no task card.
-    conv = _current_conversation(session, p)
-    if conv.status != "in_progress":
-        raise ParticipantError("task_ended", lang)
-    turns = session.exec(
-        select(Turn.role, Turn.hallucination, Turn.satisfaction)
-        .where(Turn.conversation_id == conv.id)
+    # A lean check (this runs on every message): one query for the task's conversation, the study's
+    # settings and the turns' roles and ratings (no task card, no Turn objects).
+    pos = (p.state or {}).get("position", 0)
+    rows = session.exec(
+        select(
+            Conversation.id,
+            Conversation.status,
+            Study.settings,
+            Turn.role,
+            Turn.hallucination,
+            Turn.satisfaction,
+        )
+        .join(Assignment, Assignment.conversation_id == Conversation.id)
+        .join(Study, Study.id == Conversation.study_id)
+        .outerjoin(Turn, Turn.conversation_id == Conversation.id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos)
         .order_by(Turn.index)
     ).all()
+    if not rows:
+        raise ParticipantError("no_task", lang)
+    conv_id, status, settings = rows[0][:3]
+    if status != "in_progress":
+        raise ParticipantError("task_ended", lang)
+    turns = [r[3:] for r in rows if r[3] is not None]
     if turns and turns[-1][0] == "user":
         raise ParticipantError("reply_pending", lang)
     if any(role == "assistant" and (h is None or sat is None) for role, h, sat in turns):
         raise ParticipantError("rate_first", lang)
-    if sum(1 for role, _, _ in turns if role == "user") >= _settings(session, p).max_turns:
+    if (
+        sum(1 for role, _, _ in turns if role == "user")
+        >= StudySettings.model_validate(settings or {}).max_turns
+    ):
         raise ParticipantError("msg_limit", lang)
     now = utcnow()
     turn = Turn(
-        conversation_id=conv.id, index=len(turns), role="user", content=text, created_at=now, completed_at=now
+        conversation_id=conv_id, index=len(turns), role="user", content=text, created_at=now, completed_at=now
     )
     session.add(turn)
     p.last_seen_at = now
@@ -144,16 +169,22 @@ def discard_unsent(session: Session, p: Participant) -> None:
         session.add(p)
 
 
-def assistant_messages(session: Session, conv: Conversation) -> tuple[list[dict], AssistantConfig]:
-    cond = session.get(Condition, conv.condition_id)
-    cfg = session.get(AssistantConfig, cond.assistant_config_id)
+def _assistant_input(session: Session, conv: Conversation) -> tuple[list[dict], AssistantConfig, int]:
+    """The messages for the assistant, its config and the number of turns so far (two queries: the
+    config joined to the condition, and the turns' roles and texts without loading Turn objects)."""
+    cfg = session.exec(
+        select(AssistantConfig)
+        .join(Condition, Condition.assistant_config_id == AssistantConfig.id)
+        .where(Condition.id == conv.condition_id)
+    ).one()
+    rows = session.exec(
+        select(Turn.role, Turn.content).where(Turn.conversation_id == conv.id).order_by(Turn.index)
+    ).all()
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     messages += [
-        {"role": t.role, "content": t.content}
-        for t in conversation_turns(session, conv.id)
-        if t.role in ("user", "assistant")
+        {"role": role, "content": content} for role, content in rows if role in ("user", "assistant")
     ]
-    return messages, cfg
+    return messages, cfg, len(rows)
 
 
 def stream_reply(engine: Engine, participant_id: int, factory: ModelFactory | None = None) -> Iterator[str]:
@@ -166,10 +197,9 @@ def stream_reply(engine: Engine, participant_id: int, factory: ModelFactory | No
     with Session(engine, expire_on_commit=False) as s:
         p = s.get(Participant, participant_id)
         conv = _current_conversation(s, p)
-        messages, cfg = assistant_messages(s, conv)
+        messages, cfg, index = _assistant_input(s, conv)
         if not messages or messages[-1]["role"] != "user":
             return
-        index = len(conversation_turns(s, conv.id))
         conv_id, study_id, pseudonym = conv.id, conv.study_id, p.pseudonym
     params = {
         k: v for k, v in (("temperature", cfg.temperature), ("max_tokens", cfg.max_tokens)) if v is not None
@@ -243,10 +273,14 @@ def rate_reply(
         raise ParticipantError("rate_missing_hallucination", p.language)
     if satisfaction is None or int(satisfaction) not in range(1, 6):
         raise ParticipantError("rate_missing_satisfaction", p.language)
-    conv = _current_conversation(session, p)
-    turn = session.exec(
-        select(Turn).where(Turn.conversation_id == conv.id, Turn.index == int(turn_index))
+    pos = (p.state or {}).get("position", 0)
+    turn = session.exec(  # the reply of the current task's conversation, found in one query
+        select(Turn)
+        .join(Assignment, Assignment.conversation_id == Turn.conversation_id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos, Turn.index == int(turn_index))
     ).first()
+    if turn is None:
+        _current_conversation(session, p)  # no task at all: say so rather than "no such reply"
     if turn is None or turn.role != "assistant":
         raise ParticipantError("no_such_reply", p.language)
     turn.hallucination, turn.satisfaction = hallucination, int(satisfaction)

@@ -13,16 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.errors import UserInputError
 from db.models import (
     Assignment,
+    Condition,
     Conversation,
     Participant,
     Profile,
     QuestionnaireResponse,
+    Scenario,
     Study,
+    TaskContext,
     Turn,
 )
 from db.repo import profile_and_context
@@ -213,7 +217,9 @@ def current_assignment(session: Session, p: Participant) -> Assignment | None:
 
 
 def n_assignments(session: Session, p: Participant) -> int:
-    return len(session.exec(select(Assignment.id).where(Assignment.participant_id == p.id)).all())
+    return session.exec(
+        select(func.count()).select_from(Assignment).where(Assignment.participant_id == p.id)
+    ).one()
 
 
 def conversation_turns(session: Session, conversation_id: int) -> list[Turn]:
@@ -223,17 +229,37 @@ def conversation_turns(session: Session, conversation_id: int) -> list[Turn]:
 
 
 def task_view(session: Session, p: Participant, settings: StudySettings) -> TaskView | None:
-    a = current_assignment(session, p)
-    if a is None or a.conversation_id is None:
+    # Every page rerun of a task draws this: three queries (the task joined in one, the turns as
+    # columns, the number of tasks), not one per row, so it stays cheap with hundreds of participants.
+    pos = (p.state or {}).get("position", 0)
+    row = session.exec(
+        select(Assignment, Conversation, Scenario, TaskContext, Profile)
+        .join(Conversation, Conversation.id == Assignment.conversation_id)
+        .join(Condition, Condition.id == Assignment.condition_id)
+        .join(Scenario, Scenario.id == Condition.scenario_id)
+        .join(TaskContext, TaskContext.id == Condition.task_context_id)
+        .outerjoin(Profile, Profile.id == Condition.profile_id)
+        .where(Assignment.participant_id == p.id, Assignment.position == pos)
+    ).first()
+    if row is None:
         return None
-    conv = session.get(Conversation, a.conversation_id)
-    cond, scen, ctx, prof = profile_and_context(session, a.condition_id)
+    a, conv, scen, ctx, prof = row
     lang = p.language
     turns = [
-        TurnView(
-            t.index, t.role, t.content, t.hallucination, t.satisfaction, t.satisfaction_reason, t.created_at
-        )
-        for t in conversation_turns(session, conv.id)
+        TurnView(*t)
+        for t in session.exec(
+            select(
+                Turn.index,
+                Turn.role,
+                Turn.content,
+                Turn.hallucination,
+                Turn.satisfaction,
+                Turn.satisfaction_reason,
+                Turn.created_at,
+            )
+            .where(Turn.conversation_id == conv.id)
+            .order_by(Turn.index)
+        ).all()
     ]
     n_user = sum(1 for t in turns if t.role == "user")
     pending = bool(turns) and turns[-1].role == "user"

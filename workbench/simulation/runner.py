@@ -13,9 +13,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import and_, delete, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -834,6 +835,21 @@ def _seed_shared(engine: Engine, batch: _Batch, joined: bool) -> None:
     if batch.spec.retry_failed and not joined:
         reopen = {k for k, (_id, st) in batch.existing.items() if st == "failed"}
     claims.seed_claims(engine, batch.run_id, [(j.condition_id, j.replicate) for j in batch.su.jobs], reopen)
+    batch.since = _shared_since(engine, batch.run_id, joined)
+
+
+def _shared_since(engine: Engine, run_id: int, joined: bool) -> Any:
+    """Since when the spend of a shared run counts against ``--budget``: the start of the run by the
+    first of the workers now on it (recorded in the run's params; a joining worker reads it)."""
+    with engine.begin() as conn:
+        params = conn.execute(select(_RUN.c.params).where(_RUN.c.id == run_id)).scalar() or {}
+        if joined and params.get("shared_since"):
+            return datetime.fromisoformat(params["shared_since"])
+        now = utcnow()
+        conn.execute(
+            update(_RUN).where(_RUN.c.id == run_id).values(params={**params, "shared_since": now.isoformat()})
+        )
+        return now
 
 
 def _finish_shared_run(engine: Engine, run_id: int, me: str, status: str) -> None:
@@ -1237,6 +1253,11 @@ class _SharedBatch(_Batch):
         self.conditions = sorted({j.condition_id for j in su.jobs})
         self.max_replicate = max((j.replicate for j in su.jobs), default=-1)
         self.ran = 0  # conversations this process completed
+        # The budget and the rpm/tpm limits are the run's, shared by all its workers: checked before
+        # every call against the database (``_shared_before_call``), not by this process's limiter.
+        self.limiter = RateLimiter()
+        self.since = utcnow()  # replaced by _seed_shared
+        self.pending = [0.0, 0, 0]  # cost, calls, tokens of this worker's calls not yet written
 
     async def run(self) -> None:
         beating = asyncio.create_task(self._beat())
@@ -1265,6 +1286,76 @@ class _SharedBatch(_Batch):
             finally:
                 self.prog.in_flight -= 1
                 self.report()
+
+    # ---- the run's budget and limits, shared by every worker ---------------------------------------
+
+    def _before_call(self) -> Any:
+        if self.spec.budget is None and not self.spec.rpm and not self.spec.tpm:
+            return super()._before_call()
+        return self._shared_before_call()
+
+    async def _shared_before_call(self) -> None:
+        """Every worker's spend counts: the run's LLMCall rows (since ``since``), this worker's calls
+        not yet written and in flight, and two calls per conversation another worker holds (one in
+        flight, one possibly not yet written: a conversation makes one call at a time). So workers
+        checking at the same instant still cannot pass the budget together. rpm/tpm count the
+        run's calls and tokens of the last 60 s the same way; over a limit, the call waits."""
+        while True:
+            cost, calls, tokens, others = await self.db.run(self._run_usage)
+            p_cost, p_calls, p_tokens = self.pending
+            if self.spec.budget is not None:
+                spent = cost + p_cost
+                ahead = self.calls_in_flight + 1 + 2 * others
+                if spent >= self.spec.budget or spent + ahead * self._call_estimate() > self.spec.budget:
+                    self.budget_stopped = True
+                    raise BudgetExceeded()
+            busy = calls + p_calls + self.calls_in_flight + others
+            if (self.spec.rpm and busy >= self.spec.rpm) or (
+                self.spec.tpm and tokens + p_tokens >= self.spec.tpm
+            ):
+                await asyncio.sleep(1.0)
+                continue
+            self.calls_in_flight += 1
+            return
+
+    def _run_usage(self, conn: Any) -> tuple[float, int, int, int]:
+        """(the run's spend since ``since``, its calls and tokens of the last 60 s, conversations other
+        workers hold), in one statement."""
+        minute = utcnow() - timedelta(seconds=60)
+        run_calls = _CALL.c.run_id == self.run_id
+        recent = and_(run_calls, _CALL.c.created_at >= minute)
+        row = conn.execute(
+            select(
+                select(func.coalesce(func.sum(_CALL.c.cost_usd), 0.0))
+                .where(run_calls, _CALL.c.created_at >= self.since)
+                .scalar_subquery(),
+                select(func.count()).select_from(_CALL).where(recent).scalar_subquery(),
+                select(func.coalesce(func.sum(_CALL.c.prompt_tokens + _CALL.c.completion_tokens), 0))
+                .where(recent)
+                .scalar_subquery(),
+                select(func.count())
+                .select_from(claims._CLAIM)
+                .where(
+                    claims._CLAIM.c.run_id == self.run_id,
+                    claims._CLAIM.c.done.is_(False),
+                    claims._CLAIM.c.worker.is_not(None),
+                    claims._CLAIM.c.worker != self.me,
+                )
+                .scalar_subquery(),
+            )
+        ).one()
+        return float(row[0] or 0.0), int(row[1]), int(row[2]), int(row[3])
+
+    def _after_call(self, c: Any) -> None:
+        super()._after_call(c)
+        record = getattr(c, "record", None)
+        if record is None:
+            return
+        item = (c.cost_usd or 0.0, 1, c.usage.prompt_tokens + c.usage.completion_tokens)
+        self.pending = [a + b for a, b in zip(self.pending, item)]
+        record.add_done_callback(
+            lambda _f: setattr(self, "pending", [a - b for a, b in zip(self.pending, item)])
+        )
 
     def _claim(self, conn: Any) -> tuple[Job | None, int]:
         """(the next job claimed for this process or None, conversations completed by all)."""

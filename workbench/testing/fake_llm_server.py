@@ -28,6 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A class attribute: the constructor calls listen() with it. (Set on the instance afterwards, it
+    # left the backlog at socketserver's 5, so with 16 clients connecting at once some SYNs were
+    # dropped and those calls started about 1 s late: TCP's retransmission timeout.)
+    request_queue_size = 256
+
+
 @dataclass
 class FakeRequest:
     api: str  # "openai" | "anthropic"
@@ -101,9 +109,7 @@ class FakeLLMServer:
 
     def start(self) -> FakeLLMServer:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 256
+        self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
