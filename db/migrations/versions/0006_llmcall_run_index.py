@@ -1,13 +1,13 @@
 """llmcall (run_id, created_at) index: the workers of a shared run read the run's spend and its
 calls of the last minute before every call when a budget or a rate limit is set
 
-Revision ID: 0007_llmcall_run_index
+Revision ID: 0006_llmcall_run_index
 Revises: 0005_simulation_claims
 """
 
 from alembic import op
 
-revision = "0007_llmcall_run_index"
+revision = "0006_llmcall_run_index"
 down_revision = "0005_simulation_claims"
 branch_labels = None
 depends_on = None
