@@ -94,6 +94,10 @@ HDD_SAMPLE = 42
 DEFAULT_SPLITS = 20
 DEFAULT_BOOT = 200
 MAX_DISTANCE_POINTS = 2000  # coverage compares at most this many conversations per side
+# Frechet distance and the classifier's AUC use at most this many conversations per side (a seeded
+# random subset): on a million conversations each bootstrap draw would otherwise copy and fit
+# hundreds of thousands of rows. The reference data and the tests stay below it.
+MAX_SAMPLE_POINTS = 20_000
 DISTANCE_BOOT = 50  # bootstrap replicates of coverage and Frechet (each is a nearest-neighbour search)
 MIN_CONVERSATIONS = 2
 EMBED_DIMS = 64
@@ -627,7 +631,11 @@ def _distribution_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling:
             None if np.isnan(cov) else cov, note="" if d_ref > 0 else "people's texts coincide"
         )
     }
-    out["frechet"] = Estimate(frechet_distance(P.embedding[ref], P.embedding[oth]))
+    out["frechet"] = Estimate(
+        frechet_distance(
+            P.embedding[_cap(ref, MAX_SAMPLE_POINTS, 3)], P.embedding[_cap(oth, MAX_SAMPLE_POINTS, 4)]
+        )
+    )
     return out
 
 
@@ -661,6 +669,7 @@ def grouped_auc(
 def _classifier_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling: bool = False) -> dict:
     if P.classifier.shape[1] == 0:
         return {"classifier_auc": Estimate(None, note="no conversation features")}
+    ref, oth = _cap(ref, MAX_SAMPLE_POINTS, 5), _cap(oth, MAX_SAMPLE_POINTS, 6)
     if ceiling:
         X = pd.concat([P.classifier.iloc[ref], P.classifier.iloc[oth]])
         groups = P.conversations["cluster"].to_numpy()[np.r_[ref, oth]]
@@ -697,9 +706,12 @@ def _cluster_index(idx: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, n
     return order, np.cumsum(sizes) - sizes, sizes
 
 
-def cluster_resample(idx: np.ndarray, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A bootstrap draw of ``idx``: whole clusters (participants) drawn with replacement."""
-    order, starts, sizes = _cluster_index(idx, clusters)
+def cluster_resample(
+    idx: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, index: tuple | None = None
+) -> np.ndarray:
+    """A bootstrap draw of ``idx``: whole clusters (participants) drawn with replacement. ``index``:
+    ``_cluster_index(idx, clusters)`` when already computed (it sorts, the costly part at scale)."""
+    order, starts, sizes = index if index is not None else _cluster_index(idx, clusters)
     if (sizes == 1).all():
         return idx[rng.integers(len(idx), size=len(idx))]
     pick = rng.integers(len(sizes), size=len(sizes))
@@ -782,13 +794,15 @@ def _estimates(P: Prepared, ref: np.ndarray, oth: np.ndarray, n_boot: int, seed:
     """metric -> (Estimate, bootstrap values) of one simulator against the humans."""
     rng = np.random.default_rng(seed)
     clusters = P.conversations["cluster"].to_numpy()
+    ref_index, oth_index = _cluster_index(ref, clusters[ref]), _cluster_index(oth, clusters[oth])
     out = {}
     for fam, boot in FAMILIES.values():
         point = fam(P, ref, oth)
         reps = min(n_boot, boot) if boot is not None and n_boot > 0 else 0
         draws: dict[str, list[float]] = {k: [] for k in point}
         for _ in range(reps):
-            r, o = cluster_resample(ref, clusters[ref], rng), cluster_resample(oth, clusters[oth], rng)
+            r = cluster_resample(ref, clusters[ref], rng, ref_index)
+            o = cluster_resample(oth, clusters[oth], rng, oth_index)
             for k, est in fam(P, r, o).items():
                 if est.value is not None and np.isfinite(est.value):
                     draws[k].append(est.value)
