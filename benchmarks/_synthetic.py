@@ -61,7 +61,8 @@ def _tree_rss_kb(pid: int) -> int:
 def measured(figures: dict):
     """Fill ``figures`` with peak_rss_mb (this process plus its worker processes, sampled every
     0.2 s), max_rss_mb (this process alone), cpu_s (this process and its finished children) and the
-    1-minute load average before and after."""
+    1-minute load average before and after. (``RUSAGE_CHILDREN``'s max RSS is no use for workers:
+    a spawned child counts the parent's pages it had between fork and exec.)"""
     peak = [0]
     stop = threading.Event()
 
@@ -81,7 +82,6 @@ def measured(figures: dict):
         figures.update(
             peak_rss_mb=round(max(peak[0], me.ru_maxrss) / 1024),
             max_rss_mb=round(me.ru_maxrss / 1024),
-            workers_max_rss_mb=round(kids.ru_maxrss / 1024),
             cpu_s=round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1),
             load_before=round(load_before, 1),
             load_after=round(os.getloadavg()[0], 1),

@@ -41,7 +41,8 @@ def _phase_analyze(url: str, study: str, out: str) -> dict:
 
     engine = make_engine(url)
     t = time.perf_counter()
-    result = analyze(engine, study)
+    say = lambda msg: print(f"    [{time.perf_counter() - t:7.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    result = analyze(engine, study, progress=say)
     write_analysis(result, Path(out))
     write_report(result, engine, Path(out) / "report.html")
     total = time.perf_counter() - t
@@ -69,12 +70,12 @@ def _phase_import(url: str, path: str) -> dict:
 def _run(phase: str, *args: str) -> dict:
     """Run a phase in a child process; returns its figures plus wall time and peak memory."""
     t = time.perf_counter()
+    # stderr (progress, errors) goes straight through; the figures come on stdout
     proc = subprocess.run(
-        [sys.executable, __file__, "--phase", phase, *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, __file__, "--phase", phase, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     wall = time.perf_counter() - t
     if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"phase {phase} failed")
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     figures.update(wall_s=round(wall, 1), load_avg_1min=round(os.getloadavg()[0], 1))
