@@ -554,73 +554,134 @@ def features_df(
     chunk: int = 5000,
 ) -> pd.DataFrame:
     """Per-conversation features of the given conversations, from the feature store; conversations
-    without stored features for this version are computed (batched) and stored first."""
-    from sqlalchemy import delete, insert, select
+    without stored features for this version are computed in chunks and stored first (chunk by
+    chunk, so an interrupted run resumes where it stopped). Large jobs run in worker processes
+    (``analysis.parallel``) when the pipelines are the installed ones (``load_pipelines``)."""
+    from sqlalchemy import delete, insert
 
+    from analysis.parallel import engine_url, map_chunks, use_workers
     from db.models.analysis import ConversationFeatures
     from db.types import utcnow
 
+    own = pipelines is None
     pipelines = pipelines if pipelines is not None else load_pipelines()
     version = feature_version(pipelines, language)
     ids = [int(c) for c in conversations["conversation_id"]]
     table = ConversationFeatures.__table__
-    with engine.begin() as conn:
-        if recompute:
+    if recompute:
+        with engine.begin() as conn:
             for i in range(0, len(ids), chunk):
                 conn.execute(
                     delete(table).where(
                         table.c.version == version, table.c.conversation_id.in_(ids[i : i + chunk])
                     )
                 )
-        stored = {}
-        for i in range(0, len(ids), chunk):
-            q = select(table.c.conversation_id, table.c["values"]).where(
-                table.c.version == version, table.c.conversation_id.in_(ids[i : i + chunk])
-            )
-            stored.update({cid: vals for cid, vals in conn.execute(q)})
-    missing = [c for c in ids if c not in stored]
+    frames, done = _stored_values(engine, table, version, ids, chunk)
+    missing = [c for c in ids if c not in done]
+    del done
+    cols = ["conversation_id", "language", "profile_id", "ended_by", "end_reason", "status"]
+    meta = conversations[[c for c in cols if c in conversations.columns]]
+    parts = [missing[i : i + chunk] for i in range(0, len(missing), chunk)]
+    workers = use_workers(engine, len(missing)) if own else 1
+    if workers > 1:
+        url = engine_url(engine)
+        jobs = ((url, None, meta[meta["conversation_id"].isin(p)], language, version) for p in parts)
+    else:
+        jobs = (
+            (None, engine, meta[meta["conversation_id"].isin(p)], language, version, pipelines) for p in parts
+        )
     texts_cut = 0
-    for i in range(0, len(missing), chunk):
-        part = missing[i : i + chunk]
-        turns = _turns_frame(engine, part)
-        convs = conversations[conversations["conversation_id"].isin(part)]
-        conv_feats, turn_feats = compute_features_df(
-            turns, convs, pipelines, language, personas=persona_texts(engine, convs)
-        )
-        texts_cut += conv_feats.attrs["texts_cut"]
-        by_conv = (
-            {
-                cid: g.drop(columns=["conversation_id"]).to_dict("records")
-                for cid, g in turn_feats.groupby("conversation_id")
-            }
-            if len(turn_feats)
-            else {}
-        )
-        now = utcnow()
-        rows = []
-        for rec in conv_feats.to_dict("records"):
-            cid = int(rec.pop("conversation_id"))
-            vals = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
-            stored[cid] = vals
-            rows.append(
-                {
-                    "conversation_id": cid,
-                    "version": version,
-                    "values": vals,
-                    "turns": _jsonable(by_conv.get(cid, [])),
-                    "computed_at": now,
-                }
-            )
+    for rows, cut in map_chunks(_feature_chunk, jobs, workers):
+        texts_cut += cut
         if rows:
+            now = utcnow()
             with engine.begin() as conn:
-                conn.execute(insert(table), rows)
-    out = pd.DataFrame(
-        [{"conversation_id": cid, **stored[cid]} for cid in ids], columns=["conversation_id"] + list(FEATURES)
-    )
+                conn.execute(insert(table), [{**r, "computed_at": now} for r in rows])
+            frames.append(_values_frame([r["conversation_id"] for r in rows], [r["values"] for r in rows]))
+    out = _in_order(frames, ids)
     for col in CONTINUOUS_FEATURES:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     out.attrs["feature_version"] = version
     return _note_cut(out, texts_cut)
+
+
+def _stored_values(engine, table, version: str, ids: list[int], chunk: int) -> tuple[list, set]:
+    """The stored feature values of ``ids`` (this version) as frames, one per chunk, and their ids."""
+    from sqlalchemy import select
+
+    frames, done = [], set()
+    with engine.connect() as conn:
+        for i in range(0, len(ids), chunk):
+            q = select(table.c.conversation_id, table.c["values"]).where(
+                table.c.version == version, table.c.conversation_id.in_(ids[i : i + chunk])
+            )
+            got = conn.execute(q).all()
+            if got:
+                frames.append(_values_frame([int(c) for c, _ in got], [v for _, v in got]))
+                done.update(int(c) for c, _ in got)
+    return frames, done
+
+
+def _values_frame(cids: list[int], values: list[dict]) -> pd.DataFrame:
+    out = pd.DataFrame.from_records(values, columns=list(FEATURES))
+    out.insert(0, "conversation_id", cids)
+    return out
+
+
+def _in_order(frames: list[pd.DataFrame], ids: list[int]) -> pd.DataFrame:
+    """The frames' rows (one per conversation) in the order of ``ids``."""
+    if not frames:
+        return pd.DataFrame(columns=["conversation_id"] + list(FEATURES))
+    allf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    pos = pd.Series(range(len(allf)), index=allf["conversation_id"].to_numpy())
+    return allf.iloc[pos.loc[ids].to_numpy()].reset_index(drop=True)
+
+
+def _feature_chunk(url, engine, convs: pd.DataFrame, language, version: str, pipelines=None):
+    """Compute one chunk of conversations: (rows for the feature store without ``computed_at``,
+    user turns cut). In a worker process (``url`` set) the engine and pipelines are its own."""
+    if url is not None:
+        from analysis.parallel import worker_engine
+
+        engine = worker_engine(url)
+        pipelines = _worker_pipelines()
+        if feature_version(pipelines, language) != version:
+            raise RuntimeError("a worker process loaded different NLP pipelines than its parent")
+    part = [int(c) for c in convs["conversation_id"]]
+    turns = _turns_frame(engine, part)
+    conv_feats, turn_feats = compute_features_df(
+        turns, convs, pipelines, language, personas=persona_texts(engine, convs)
+    )
+    by_conv = (
+        {
+            cid: g.drop(columns=["conversation_id"]).to_dict("records")
+            for cid, g in turn_feats.groupby("conversation_id")
+        }
+        if len(turn_feats)
+        else {}
+    )
+    rows = []
+    for rec in conv_feats.to_dict("records"):
+        cid = int(rec.pop("conversation_id"))
+        vals = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
+        rows.append(
+            {
+                "conversation_id": cid,
+                "version": version,
+                "values": vals,
+                "turns": _jsonable(by_conv.get(cid, [])),
+            }
+        )
+    return rows, conv_feats.attrs["texts_cut"]
+
+
+_PIPELINES: dict = {}
+
+
+def _worker_pipelines() -> dict:
+    if not _PIPELINES:
+        _PIPELINES.update(load_pipelines())
+    return _PIPELINES
 
 
 def _note_cut(out: pd.DataFrame, texts_cut: int) -> pd.DataFrame:

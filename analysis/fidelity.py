@@ -94,6 +94,10 @@ HDD_SAMPLE = 42
 DEFAULT_SPLITS = 20
 DEFAULT_BOOT = 200
 MAX_DISTANCE_POINTS = 2000  # coverage compares at most this many conversations per side
+# Frechet distance and the classifier's AUC use at most this many conversations per side (a seeded
+# random subset): on a million conversations each bootstrap draw would otherwise copy and fit
+# hundreds of thousands of rows. The reference data and the tests stay below it.
+MAX_SAMPLE_POINTS = 20_000
 DISTANCE_BOOT = 50  # bootstrap replicates of coverage and Frechet (each is a nearest-neighbour search)
 MIN_CONVERSATIONS = 2
 EMBED_DIMS = 64
@@ -310,6 +314,9 @@ class Embedder:
     name: str
     available: Callable[[], bool]
     embed: Callable[[list[str], list[list[str]]], tuple[np.ndarray, str]]
+    # fit(texts, tokens) -> an object with .transform(texts, tokens) -> matrix and .description: used
+    # on large studies, fitted on a sample (``EMBED_FIT_SAMPLE``) and applied chunk by chunk.
+    fit: Callable[[list[str], list[list[str]]], object] | None = None
 
 
 def _grams(tokens: list[str]) -> list[str]:
@@ -334,7 +341,51 @@ def _tfidf_svd(texts: list[str], tokens: list[list[str]]) -> tuple[np.ndarray, s
     return normalize(Z), desc
 
 
+@dataclass
+class FittedTfidfSvd:
+    """TF-IDF + truncated SVD fitted on some conversations, applied to any (picklable: it goes to the
+    worker processes)."""
+
+    tfidf: object
+    svd: object | None
+    description: str
+
+    def transform(self, texts: list[str], tokens: list[list[str]]) -> np.ndarray:
+        from sklearn.preprocessing import normalize
+
+        X = self.tfidf.transform([t if t else ["<empty>"] for t in tokens])
+        return normalize(self.svd.transform(X) if self.svd is not None else X.toarray())
+
+
+def _tfidf_svd_fit(texts: list[str], tokens: list[list[str]]) -> FittedTfidfSvd:
+    """``_tfidf_svd``'s model (same settings) fitted on these conversations."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = [t if t else ["<empty>"] for t in tokens]
+    min_df = 2 if len(docs) >= 20 else 1
+    tfidf = TfidfVectorizer(analyzer=_grams, min_df=min_df, sublinear_tf=True, max_features=20000)
+    X = tfidf.fit_transform(docs)
+    dims = max(1, min(EMBED_DIMS, X.shape[1] - 1, X.shape[0] - 1))
+    svd = TruncatedSVD(n_components=dims, random_state=0).fit(X) if X.shape[1] > 1 else None
+    desc = (
+        f"tfidf_svd: TF-IDF of word 1-2 grams (sublinear tf, min_df {min_df}) over the user turns of "
+        f"{len(docs):,} conversations of this study drawn at random (seed 0), truncated SVD to "
+        f"{dims if svd is not None else X.shape[1]} dimensions, applied to every conversation, rows L2-normalised"
+    )
+    return FittedTfidfSvd(tfidf, svd, desc)
+
+
 ENCODER_MODEL = "paraphrase-multilingual-MiniLM-L12-v2"
+
+
+class _EncoderModel:
+    """The pretrained encoder needs no fit: ``transform`` encodes."""
+
+    description = f"sentence_transformers: {ENCODER_MODEL}, normalised"
+
+    def transform(self, texts: list[str], tokens: list[list[str]]) -> np.ndarray:
+        return _encode(texts, tokens)[0]
 
 
 def _encoder_available() -> bool:
@@ -363,8 +414,10 @@ def _encode(texts: list[str], tokens: list[list[str]]) -> tuple[np.ndarray, str]
 
 # Preference order: the first available one is used unless one is named.
 EMBEDDERS: dict[str, Embedder] = {
-    "sentence_transformers": Embedder("sentence_transformers", _encoder_available, _encode),
-    "tfidf_svd": Embedder("tfidf_svd", lambda: True, _tfidf_svd),
+    "sentence_transformers": Embedder(
+        "sentence_transformers", _encoder_available, _encode, lambda texts, tokens: _EncoderModel()
+    ),
+    "tfidf_svd": Embedder("tfidf_svd", lambda: True, _tfidf_svd, _tfidf_svd_fit),
 }
 
 
@@ -425,6 +478,27 @@ def prepare(
     (the user's turns in the analysis language); ``features``: the feature table of
     ``analysis.features`` for the classifier (optional)."""
     convs = _populations(conversations[conversations["user_kind"].isin(["human", "agent"])])
+    fp, lexical, joined, flat = conversation_scores(convs["conversation_id"], user_turns, pipelines)
+    emb = embedder or choose_embedder()
+    with serial_blas():
+        matrix, desc = emb.embed(joined, flat)
+    clf = _classifier_frame(convs, features)
+    return Prepared(
+        convs,
+        fp,
+        lexical,
+        np.asarray(matrix, float),
+        desc,
+        clf,
+        language,
+    )
+
+
+def conversation_scores(
+    conversation_ids, user_turns: pd.DataFrame, pipelines: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str], list[list[str]]]:
+    """Per conversation of ``conversation_ids`` (in that order): the fingerprint (n x 19), the lexical
+    scores (n x 3), the user texts joined and the user's word tokens (for the embedding)."""
     turns = user_turns.sort_values(["conversation_id", "turn_index"], kind="stable")
     texts = turns["text"].fillna("").astype(str).tolist()
     langs = turns["lang"].fillna("en").astype(str).tolist()
@@ -435,7 +509,7 @@ def prepare(
         entry[0].append(text)
         entry[1].append(tok)
     fp, lexical, joined, flat = [], [], [], []
-    for cid in convs["conversation_id"]:
+    for cid in conversation_ids:
         t, k, lang = by_conv.get(int(cid), ([], [], "en"))
         words = [w for ws in k for w in ws]
         feats, lex = fingerprint(t, k, lang), lexical_scores(words)
@@ -443,18 +517,11 @@ def prepare(
         lexical.append([lex[m] for m in LEXICAL])
         joined.append("\n".join(t))
         flat.append(words)
-    emb = embedder or choose_embedder()
-    with serial_blas():
-        matrix, desc = emb.embed(joined, flat)
-    clf = _classifier_frame(convs, features)
-    return Prepared(
-        convs,
+    return (
         np.asarray(fp, float).reshape(-1, len(FINGERPRINT_FEATURES)),
         np.asarray(lexical, float).reshape(-1, 3),
-        np.asarray(matrix, float),
-        desc,
-        clf,
-        language,
+        joined,
+        flat,
     )
 
 
@@ -567,7 +634,11 @@ def _distribution_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling:
             None if np.isnan(cov) else cov, note="" if d_ref > 0 else "people's texts coincide"
         )
     }
-    out["frechet"] = Estimate(frechet_distance(P.embedding[ref], P.embedding[oth]))
+    out["frechet"] = Estimate(
+        frechet_distance(
+            P.embedding[_cap(ref, MAX_SAMPLE_POINTS, 3)], P.embedding[_cap(oth, MAX_SAMPLE_POINTS, 4)]
+        )
+    )
     return out
 
 
@@ -601,6 +672,7 @@ def grouped_auc(
 def _classifier_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling: bool = False) -> dict:
     if P.classifier.shape[1] == 0:
         return {"classifier_auc": Estimate(None, note="no conversation features")}
+    ref, oth = _cap(ref, MAX_SAMPLE_POINTS, 5), _cap(oth, MAX_SAMPLE_POINTS, 6)
     if ceiling:
         X = pd.concat([P.classifier.iloc[ref], P.classifier.iloc[oth]])
         groups = P.conversations["cluster"].to_numpy()[np.r_[ref, oth]]
@@ -637,9 +709,12 @@ def _cluster_index(idx: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, n
     return order, np.cumsum(sizes) - sizes, sizes
 
 
-def cluster_resample(idx: np.ndarray, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A bootstrap draw of ``idx``: whole clusters (participants) drawn with replacement."""
-    order, starts, sizes = _cluster_index(idx, clusters)
+def cluster_resample(
+    idx: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, index: tuple | None = None
+) -> np.ndarray:
+    """A bootstrap draw of ``idx``: whole clusters (participants) drawn with replacement. ``index``:
+    ``_cluster_index(idx, clusters)`` when already computed (it sorts, the costly part at scale)."""
+    order, starts, sizes = index if index is not None else _cluster_index(idx, clusters)
     if (sizes == 1).all():
         return idx[rng.integers(len(idx), size=len(idx))]
     pick = rng.integers(len(sizes), size=len(sizes))
@@ -722,13 +797,15 @@ def _estimates(P: Prepared, ref: np.ndarray, oth: np.ndarray, n_boot: int, seed:
     """metric -> (Estimate, bootstrap values) of one simulator against the humans."""
     rng = np.random.default_rng(seed)
     clusters = P.conversations["cluster"].to_numpy()
+    ref_index, oth_index = _cluster_index(ref, clusters[ref]), _cluster_index(oth, clusters[oth])
     out = {}
     for fam, boot in FAMILIES.values():
         point = fam(P, ref, oth)
         reps = min(n_boot, boot) if boot is not None and n_boot > 0 else 0
         draws: dict[str, list[float]] = {k: [] for k in point}
         for _ in range(reps):
-            r, o = cluster_resample(ref, clusters[ref], rng), cluster_resample(oth, clusters[oth], rng)
+            r = cluster_resample(ref, clusters[ref], rng, ref_index)
+            o = cluster_resample(oth, clusters[oth], rng, oth_index)
             for k, est in fam(P, r, o).items():
                 if est.value is not None and np.isfinite(est.value):
                     draws[k].append(est.value)
@@ -896,6 +973,81 @@ def user_turns_df(
     return pd.DataFrame(rows, columns=["conversation_id", "turn_index", "text", "lang"])
 
 
+EMBED_FIT_SAMPLE = 20_000  # above this many conversations the embedding is fitted on a sample
+
+
+def prepare_study(
+    engine, data, pipelines: dict | None = None, embedder: Embedder | None = None, chunk: int = 5000
+) -> Prepared:
+    """``prepare`` of a stored study (``analysis.dataset.StudyData``). Up to ``EMBED_FIT_SAMPLE``
+    conversations all user turns are read at once and the embedding is fitted on all of them;
+    above, the embedding is fitted on a seeded random sample of that many conversations and the
+    per-conversation scores and embeddings are computed chunk by chunk (in worker processes,
+    ``analysis.parallel``), so no more than one chunk's turns per process are held in memory."""
+    emb = embedder or choose_embedder()
+    kinds = data.conversations[data.conversations["user_kind"].isin(["human", "agent"])]
+    if len(kinds) <= EMBED_FIT_SAMPLE or emb.fit is None:
+        turns = user_turns_df(engine, data.conversations, data.language)
+        return prepare(
+            data.conversations,
+            turns,
+            data.features,
+            pipelines=pipelines,
+            embedder=emb,
+            language=data.language,
+        )
+    from analysis.parallel import engine_url, map_chunks, use_workers
+
+    convs = _populations(kinds)
+    ids = convs["conversation_id"].to_numpy()
+    meta = kinds[["conversation_id", "language"]]
+    sample = np.sort(np.random.default_rng(0).choice(ids, EMBED_FIT_SAMPLE, replace=False))
+    turns = user_turns_df(engine, meta[meta["conversation_id"].isin(sample)], data.language)
+    _, _, joined, flat = conversation_scores(sample, turns, pipelines)
+    with serial_blas():
+        model = emb.fit(joined, flat)
+    del turns, joined, flat
+    workers = use_workers(engine, len(ids))
+    url = engine_url(engine) if workers > 1 else None
+    parts = [ids[i : i + chunk] for i in range(0, len(ids), chunk)]
+    jobs = (
+        (
+            url,
+            None if url else engine,
+            meta[meta["conversation_id"].isin(p)],
+            data.language,
+            model,
+            None if url else pipelines,
+        )
+        for p in parts
+    )
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    fp, lex, matrix = np.empty((len(ids), len(FINGERPRINT_FEATURES))), np.empty((len(ids), 3)), None
+    for cids, f, lx, z in map_chunks(_score_chunk, jobs, workers):
+        rows = pos.loc[cids].to_numpy()
+        if matrix is None:
+            matrix = np.empty((len(ids), z.shape[1]))
+        fp[rows], lex[rows], matrix[rows] = f, lx, z
+    clf = _classifier_frame(convs, data.features)
+    return Prepared(convs, fp, lex, matrix, model.description, clf, data.language)
+
+
+_WORKER_PIPELINES: dict = {}
+
+
+def _score_chunk(url, engine, meta: pd.DataFrame, language, model, pipelines):
+    """One chunk of ``prepare_study``: (conversation ids, fingerprint, lexical scores, embedding)."""
+    if url is not None:
+        from analysis.parallel import worker_engine
+
+        engine, pipelines = worker_engine(url), _WORKER_PIPELINES
+    turns = user_turns_df(engine, meta, language)
+    cids = meta["conversation_id"].to_numpy()
+    fp, lex, joined, flat = conversation_scores(cids, turns, pipelines)
+    with serial_blas():
+        return cids, fp, lex, np.asarray(model.transform(joined, flat), float)
+
+
 def label_index_of(likeness: dict | None) -> dict:
     """simulator -> the label-based human-likeness index of ``analysis.likeness.likeness_tables``."""
     ranking = (likeness or {}).get("ranking")
@@ -915,15 +1067,7 @@ def study_fidelity(
 ) -> dict[str, pd.DataFrame]:
     """``{"records", "ranking"}`` of a loaded study (``analysis.dataset.StudyData``); ``likeness``:
     the label-based tables, whose index joins the ranking when labels exist."""
-    turns = user_turns_df(engine, data.conversations, data.language)
-    P = prepare(
-        data.conversations,
-        turns,
-        data.features,
-        pipelines=pipelines,
-        embedder=choose_embedder(embedding),
-        language=data.language,
-    )
+    P = prepare_study(engine, data, pipelines=pipelines, embedder=choose_embedder(embedding))
     records, ranking = fidelity_tables(P, splits, n_boot, label_index=label_index_of(likeness))
     return {"records": records, "ranking": ranking}
 

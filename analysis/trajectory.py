@@ -40,16 +40,18 @@ def stored_turn_features_df(
     from db.models.analysis import ConversationFeatures
 
     table = ConversationFeatures.__table__
-    rows: list[dict] = []
+    frames: list[pd.DataFrame] = []  # one per chunk: a million conversations' turns as dicts would not fit
     with engine.connect() as conn:
         for i in range(0, len(ids), chunk):
             q = select(table.c.conversation_id, table.c.turns).where(
                 table.c.version == version, table.c.conversation_id.in_(ids[i : i + chunk])
             )
-            for cid, turns in conn.execute(q):
-                for rec in turns or []:
-                    rows.append({**rec, "conversation_id": int(cid)})
-    out = pd.DataFrame(rows)
+            rows = [
+                {**rec, "conversation_id": int(cid)} for cid, turns in conn.execute(q) for rec in turns or []
+            ]
+            if rows:
+                frames.append(pd.DataFrame(rows))
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
     for col in TURN_COLUMNS:
         if col not in out.columns:
             out[col] = pd.Series(dtype=float)

@@ -6,12 +6,13 @@
 Features are computed and stored first (``load_study``, the "features" phase, reported apart: the
 analysis computes them once per feature version); the "likeness" phase is what the command does
 afterwards: load the study, the label-based distances, every fidelity metric with 20 ceiling splits
-and the intervals, and the files. Each phase runs in a fresh subprocess reporting its peak memory.
+and the intervals, and the files. Each phase runs in a fresh subprocess reporting its wall time, CPU
+time and peak memory (its worker processes included) and the load average before and after.
 
 Usage:
     python benchmarks/bench_fidelity.py                       # both parts
     python benchmarks/bench_fidelity.py --part reference [--db sqlite:///ref.db]   # reuse an import
-    python benchmarks/bench_fidelity.py --part synthetic --n 100000
+    python benchmarks/bench_fidelity.py --part synthetic --conversations 100000 [--db-url pg]
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _synthetic import DEFAULT_CACHE, generate, measured, synthetic_database  # noqa: E402
 
 
 def _phase_features(url: str, study: str) -> dict:
@@ -77,20 +80,6 @@ def _phase_import(url: str, path: str) -> dict:
     return {"import_s": round(time.perf_counter() - t, 1)}
 
 
-def _phase_generate(url: str, n: int) -> dict:
-    from analysis.synthetic import make_study
-    from db.engine import make_engine
-    from db.migrate import upgrade
-
-    engine = make_engine(url)
-    upgrade(engine)
-    t = time.perf_counter()
-    make_study(
-        engine, "bench", n_human=n // 2, n_agent=n - n // 2, n_participants=max(2, n // 50), simulators=3
-    )
-    return {"generate_s": round(time.perf_counter() - t, 1)}
-
-
 def _run(phase: str, *args: str) -> dict:
     t = time.perf_counter()
     proc = subprocess.run(
@@ -111,7 +100,7 @@ def bench(url: str, study: str, out: Path, target_s: float, target_mb: float) ->
     ok = lambda c: "OK" if c else "MISSED"  # noqa: E731
     print(
         f"  target < {target_s:.0f} s and < {target_mb:.0f} MB: time {ok(res['total_s'] < target_s)}, "
-        f"memory {ok(res['max_rss_mb'] < target_mb)}",
+        f"memory {ok(res['peak_rss_mb'] < target_mb)}",
         flush=True,
     )
 
@@ -119,7 +108,9 @@ def bench(url: str, study: str, out: Path, target_s: float, target_mb: float) ->
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["reference", "synthetic", "all"], default="all")
-    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--conversations", "--n", dest="n", type=int, default=100_000)
+    ap.add_argument("--db-url", help="synthetic part: 'pg' (throw-away PostgreSQL) or a database URL")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where generated SQLite files are kept")
     ap.add_argument("--db", help="reuse this database URL (reference: already imported as recllmsim)")
     ap.add_argument("--phase")
     ap.add_argument("args", nargs="*")
@@ -129,11 +120,11 @@ def main() -> None:
             "features": _phase_features,
             "likeness": _phase_likeness,
             "import": _phase_import,
-            "generate": lambda u, n: _phase_generate(u, int(n)),
+            "generate": lambda u, n: generate(u, int(n)),
         }
-        figures = fn[a.phase](*a.args)
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        figures.update(max_rss_mb=round(ru.ru_maxrss / 1024), cpu_s=round(ru.ru_utime + ru.ru_stime, 1))
+        figures: dict = {}
+        with measured(figures):
+            figures.update(fn[a.phase](*a.args))
         print(json.dumps(figures))
         return
     print(f"CPU cores: {os.cpu_count()}; python {sys.version.split()[0]}")
@@ -148,11 +139,9 @@ def main() -> None:
                 print("reference: importing (not part of the target) ...", _run("import", url, str(dataset)))
             bench(url, "recllmsim", tmp / "ref", 30, 3072)
         if a.part in ("synthetic", "all"):
-            url = f"sqlite:///{tmp / 'synthetic.db'}"
-            print(
-                f"synthetic: generating {a.n} conversations ...", _run("generate", url, str(a.n)), flush=True
-            )
-            bench(url, "bench", tmp / "syn", 600, 3072)
+            print(f"synthetic: {a.n:,} conversations (generating them is not part of the target) ...")
+            with synthetic_database(a.n, a.db_url, a.cache, _run) as url:
+                bench(url, "bench", tmp / "syn", 600, 3072)
 
 
 if __name__ == "__main__":

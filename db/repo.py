@@ -219,15 +219,36 @@ def conversations_df(
     session: Session, study_id: int, conversation_ids: Iterable[int] | None = None
 ) -> pd.DataFrame:
     """One row per conversation of the study with its condition and population columns."""
+    # Columns, not ORM objects: a million Conversation objects would take gigabytes.
+    cols = {
+        "conversation_id": Conversation.id,
+        "study_id": Conversation.study_id,
+        "user_kind": Conversation.user_kind,
+        "scenario": Scenario.key,
+        "condition_id": Condition.id,
+        "condition_key": Condition.key,
+        "task_context_id": Condition.task_context_id,
+        "profile_id": Condition.profile_id,
+        "assistant_config_id": Condition.assistant_config_id,
+        "assistant_model": AssistantConfig.model,
+        "participant": Participant.pseudonym,
+        "simulator_config_id": Conversation.simulator_config_id,
+        "simulator": SimulatorConfig.name,
+        "run_id": Conversation.run_id,
+        "replicate": Conversation.replicate,
+        "twin_of_id": Conversation.twin_of_id,
+        "status": Conversation.status,
+        "language": Conversation.language,
+        "started_at": Conversation.started_at,
+        "ended_at": Conversation.ended_at,
+        "end_reason": Conversation.end_reason,
+        "ended_by": Conversation.ended_by,
+        "wave": Conversation.wave,
+        "source": Conversation.source,
+        "external_id": Conversation.external_id,
+    }
     q = (
-        select(
-            Conversation,
-            Condition,
-            Scenario.key,
-            AssistantConfig.model,
-            Participant.pseudonym,
-            SimulatorConfig.name,
-        )
+        select(*cols.values())
         .join(Condition, Condition.id == Conversation.condition_id)
         .join(Scenario, Scenario.id == Condition.scenario_id)
         .join(AssistantConfig, AssistantConfig.id == Condition.assistant_config_id)
@@ -246,38 +267,9 @@ def conversations_df(
             .group_by(Turn.conversation_id)
         ).all()
     )
-    rows = []
-    for conv, cond, scen_key, model, pseudo, sim_name in session.exec(q).all():
-        rows.append(
-            {
-                "conversation_id": conv.id,
-                "study_id": conv.study_id,
-                "user_kind": conv.user_kind,
-                "scenario": scen_key,
-                "condition_id": cond.id,
-                "condition_key": cond.key,
-                "task_context_id": cond.task_context_id,
-                "profile_id": cond.profile_id,
-                "assistant_config_id": cond.assistant_config_id,
-                "assistant_model": model,
-                "participant": pseudo,
-                "simulator_config_id": conv.simulator_config_id,
-                "simulator": sim_name,
-                "run_id": conv.run_id,
-                "replicate": conv.replicate,
-                "twin_of_id": conv.twin_of_id,
-                "status": conv.status,
-                "language": conv.language,
-                "started_at": conv.started_at,
-                "ended_at": conv.ended_at,
-                "end_reason": conv.end_reason,
-                "ended_by": conv.ended_by,
-                "wave": conv.wave,
-                "source": conv.source,
-                "external_id": conv.external_id,
-                "n_turns": counts.get(conv.id, 0),
-            }
-        )
+    rows = [dict(zip(cols, r)) for r in session.exec(q).all()]
+    for r in rows:
+        r["n_turns"] = counts.get(r["conversation_id"], 0)
     return pd.DataFrame(rows, columns=CONVERSATION_COLUMNS)
 
 
