@@ -8,7 +8,7 @@ from analysis.compare import analysis_frame
 from analysis.dataset import load_study
 from analysis.explore import drilldown_ids, filter_options, filter_study
 from analysis.features import load_pipelines
-from analysis.synthetic import make_study
+from analysis.synthetic import add_instruments, make_study
 
 PAGE = Path(__file__).resolve().parent.parent / "workbench" / "app" / "views" / "dashboard.py"
 
@@ -40,7 +40,8 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
 
     eng = make_engine(sqlite_url)
     upgrade(eng)
-    make_study(eng, "dash", n_human=20, n_agent=20, seed=2)
+    dash_id = make_study(eng, "dash", n_human=20, n_agent=20, seed=2)
+    add_instruments(eng, dash_id, seed=2)  # per-reply ratings and post-task answers of both kinds
     make_study(eng, "other", n_human=4, n_agent=4, seed=3, label_source="llm:other-study")
     eng.dispose()
     monkeypatch.setenv("WORKBENCH_DB_URL", sqlite_url)
@@ -58,6 +59,9 @@ def test_dashboard_page_renders_for_researchers(sqlite_url, monkeypatch):
     measures = next(f for f in frames if "Share of ceiling" in f.columns and "Measure" in f.columns)
     assert "Fingerprint (mean of D1-D4)" in set(measures["Measure"]) and "Human ceiling" in measures.columns
     assert not any("usi_d" in str(m) for m in measures["Measure"])
+    # the whole suite (workbench.judge.fidelity_suite): the instruments' rows and the survey error
+    assert any("participants' instruments" in m.value for m in at.markdown)
+    assert any("survey" in str(m).lower() for m in measures["Measure"])
     # readable names: dimension titles in the choices, not snake_case ids
     dim_box = next(b for b in at.selectbox if b.label == "Dimension")
     assert dim_box.options and all("_" not in o for o in dim_box.options)

@@ -646,3 +646,23 @@ def attach_stored_judge(engine, result, n_boot: int = 1000) -> None:
     if three[["annotators_balanced_accuracy", "judge_win_rate"]].notna().any().any():
         result.fidelity["indistinguishability"] = tables["three_way"]
         result.fidelity["indistinguishability_agreement"] = tables["agreement"]
+
+
+def fidelity_suite(engine, data, likeness=None, splits: int = 20, n_boot: int = 200) -> dict:
+    """Every fidelity table of a loaded study as ``workbench likeness`` writes them, calling no model:
+    the label-free records and ranking (``analysis.fidelity.study_fidelity``), the participants'
+    instruments (comparison rows as ``instruments``; survey error, twins and rank agreement in the
+    records) and the stored judgements with the three-way indistinguishability table. For pages
+    (the dashboard) that show the whole suite."""
+    from types import SimpleNamespace
+
+    from analysis.fidelity import label_index_of, study_fidelity
+    from analysis.instruments import merge_fidelity, study_instruments
+
+    tables = study_fidelity(engine, data, splits=splits, n_boot=n_boot, likeness=likeness)
+    inst = study_instruments(engine, data, splits=splits, fidelity_boot=n_boot)
+    tables = merge_fidelity(tables, inst["records"], label_index_of(likeness))
+    tables["instruments"] = inst["comparisons"]
+    holder = SimpleNamespace(fidelity=tables, data=data)
+    attach_stored_judge(engine, holder, n_boot=n_boot)
+    return holder.fidelity

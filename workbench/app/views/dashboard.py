@@ -18,6 +18,7 @@ from analysis.features import CONTINUOUS_FEATURES  # noqa: E402
 from analysis.findings import Names  # noqa: E402
 from analysis.likeness import likeness_tables  # noqa: E402
 from db.repo import turns_df  # noqa: E402
+from workbench.judge import fidelity_suite  # noqa: E402
 
 eng = engine()
 names = study_names(eng)
@@ -48,7 +49,9 @@ def _fidelity(url: str, study: str, source: str, version: tuple, filters: tuple,
     # Seconds of work (fingerprints, embeddings, 20 human-human splits): cached per study, data
     # version and filter choice; the loaded data itself is not hashed (leading underscore).
     # The label-based human-likeness index joins the ranking as its "labels" family, as in the report.
-    return fidelity_view(eng, _sub, _names, likeness=likeness_tables(_sub, n_boot=200))
+    # workbench.judge.fidelity_suite: the label-free measures, the instruments and stored judgements.
+    tables = fidelity_suite(eng, _sub, likeness=likeness_tables(_sub, n_boot=200))
+    return fidelity_view(eng, _sub, _names, tables=tables)
 
 
 with st.spinner("Loading conversations, labels and features (features are computed once, then stored)..."):
