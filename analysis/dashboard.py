@@ -22,6 +22,7 @@ import pandas as pd
 from sqlmodel import Session
 
 from analysis import charts
+from analysis.fidelity import RANKING_FAMILIES
 from analysis.findings import Names
 from analysis.report import _readable as readable_table
 
@@ -44,6 +45,8 @@ METRIC_TITLES = {
     "survey_mae": "Survey answers: mean absolute error",
     "rank_spearman": "Assistant ranking: Spearman",
     "rank_kendall": "Assistant ranking: Kendall",
+    "twin_weighted_kappa": "Twins' per-reply satisfaction: weighted kappa",
+    "twin_ordinal_alpha": "Twins' per-reply satisfaction: ordinal alpha",
 }
 FIDELITY_HEADERS = {
     "metric": "Measure",
@@ -58,10 +61,25 @@ FIDELITY_HEADERS = {
     "lexical": "Lexical",
     "distribution": "Distribution",
     "discriminator": "Discriminator",
+    "judge": "Judge",
+    "survey": "Survey",
+    "rank_agreement": "Assistant ranking",
     "labels": "Labels",
     "n_families": "Families",
 }
-METRIC_COLUMNS = ["simulator", "metric", "value", "ci_low", "ci_high", "human_ceiling", "calibrated", "note"]
+# The ranking's family columns: shares of the human ceiling, shown as percentages.
+SHARE_COLUMNS = ("calibrated", "fidelity_score", *RANKING_FAMILIES, "labels")
+METRIC_COLUMNS = [
+    "simulator",
+    "metric",
+    "group",
+    "value",
+    "ci_low",
+    "ci_high",
+    "human_ceiling",
+    "calibrated",
+    "note",
+]
 # Titles of further tables the fidelity analysis may return beside "records" and "ranking".
 EXTRA_TITLES = {
     "indistinguishability": "Indistinguishability three ways (annotators, judge, discriminator)",
@@ -93,15 +111,7 @@ def _readable_fidelity(df: pd.DataFrame, names: Names) -> pd.DataFrame:
     if "metric" in d.columns:
         d["metric"] = d["metric"].map(lambda m: metric_title(str(m), names))
     # shares of the human ceiling (1 = as close to people as people are to each other) as percentages
-    for col in (
-        "calibrated",
-        "fidelity_score",
-        "fingerprint",
-        "lexical",
-        "distribution",
-        "discriminator",
-        "labels",
-    ):
+    for col in SHARE_COLUMNS:
         if col in d.columns:
             d[col] = d[col].map(lambda x: "" if pd.isna(x) else f"{x:.0%}")
     for col in ("value", "human_ceiling"):
