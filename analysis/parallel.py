@@ -16,8 +16,11 @@ Example::
 from __future__ import annotations
 
 import os
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 
 ENV_WORKERS = "WORKBENCH_ANALYSIS_WORKERS"
 PARALLEL_MIN_CONVERSATIONS = 20_000  # below this, worker start-up (~3 s each) is not worth it
@@ -63,6 +66,29 @@ def use_workers(engine, n_conversations: int) -> int:
     return analysis_workers()
 
 
+@contextmanager
+def _plain_main():
+    """While worker processes start, ``__main__`` is a blank module.
+
+    A "spawn" worker re-runs the parent's ``__main__`` file first. Inside Streamlit that is the
+    page script being run (Streamlit puts it in ``sys.modules["__main__"]``), which would run the
+    page in every worker and kill it. The workers only need ``fn``'s own module, so they get an empty
+    main. The real one is put back unless something else (another script run) replaced it meanwhile.
+    """
+    real = sys.modules.get("__main__")
+    blank = types.ModuleType("__main__")
+    blank.__spec__ = None
+    sys.modules["__main__"] = blank
+    try:
+        yield
+    finally:
+        if sys.modules.get("__main__") is blank:
+            if real is None:
+                del sys.modules["__main__"]
+            else:
+                sys.modules["__main__"] = real
+
+
 def map_chunks(fn: Callable, jobs: Iterable[tuple], workers: int) -> Iterator:
     """``fn(*job)`` for every job, in worker processes when ``workers`` > 1 (results in the order
     they finish, at most 2 per worker in flight), else here in order. ``fn`` must be a module-level
@@ -80,7 +106,8 @@ def map_chunks(fn: Callable, jobs: Iterable[tuple], workers: int) -> Iterator:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     yield f.result()
-            pending.add(pool.submit(fn, *job))
+            with _plain_main():  # workers start inside submit
+                pending.add(pool.submit(fn, *job))
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:

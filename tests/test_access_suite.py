@@ -231,10 +231,12 @@ def test_payloads_are_escaped_on_the_dashboard(site):
     """Tried: the payloads in the conversations the Dashboard's drill-down opens (a click on a bar)."""
     from analysis.compare import analysis_frame
     from analysis.dataset import load_study
+    from analysis.findings import Names
+    from annotation.codebook import load_codebook
 
     data = load_study(site, "pilot")
     frame = analysis_frame(data)
-    dim = data.dimensions[0]
+    dim = Names.of(load_codebook()).sort(data.dimensions)[0]  # the page's first: codebook group order
     value = frame.loc[frame.user_kind == "human", dim].dropna().iloc[0]
     at = _as(site, "rita", "dashboard.py", dash_study="pilot").run()
     at.session_state[f"dist-{dim}"] = {"selection": {"points": [{"customdata": ["human", "all", value]}]}}

@@ -64,3 +64,20 @@ def test_workers_setting(monkeypatch):
     with pytest.raises(UserInputError):
         par.analysis_workers()
     assert par.engine_url(make_engine("sqlite://")) is None
+
+
+def test_workers_start_while_a_page_script_is_main(tmp_path, monkeypatch):
+    """Inside Streamlit ``__main__`` is the page script; spawned workers must not run it (they died
+    with BrokenProcessPool once an in-process page test had left its script there)."""
+    import sys
+    import types
+
+    script = tmp_path / "page.py"
+    script.write_text("import os\nos._exit(3)\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    page.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    out = sorted(par.map_chunks(abs, [(-1,), (-2,), (-3,)], workers=2))
+    assert out == [1, 2, 3]
+    assert sys.modules["__main__"] is page

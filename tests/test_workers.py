@@ -192,7 +192,10 @@ def test_two_workers_share_the_runs_budget(pg_url, tmp_path):
     n = _study(eng, name="wb")
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  openai/fake-*: {input: 100, output: 100}\n")
-    budget = 0.5
+    # One call costs about $0.12 here. A worker keeps two calls in reserve for each conversation the
+    # other holds (up to 5 calls ahead), so a budget under ~$0.6 can stop both before any call when
+    # they claim at the same instant; $1.5 leaves room for some calls whatever the timing.
+    budget = 1.5
     with FakeLLMServer(responder=responder(TURNS), latency=0.03) as srv:
         env = {
             **os.environ,
