@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from annotation.codebook import load_codebook
 from db.errors import NotFoundError, UserInputError
+from db.frames import read_frame
 from db.models.core import UNFINISHED_STATUSES
 
 # Preference of label sources when none is named: the annotators' consensus (adjudicated where they
@@ -112,7 +113,7 @@ def _label_rows(engine, study_id: int, conversation_ids, where) -> pd.DataFrame:
     )
     cols = ["source", "kind", "annotator_id", "conversation_id", "turn_index", "dimension", "value"]
     with engine.connect() as c:
-        out = pd.DataFrame(c.execute(q).all(), columns=cols)
+        out = read_frame(c, q, cols, shared=["source", "kind", "dimension", "value"])
     return out[out["conversation_id"].isin(set(conversation_ids))]
 
 
@@ -155,64 +156,125 @@ def label_sources_coverage_df(engine, study_id: int, conversations: pd.DataFrame
     ``agent``), the number of dimensions, and its coverage: per user kind, the share of the
     (conversation, dimension) cells it labels, over the conversations analysed and the dimensions any
     source labels; ``coverage`` is the smaller of the two kinds. So a source that labels one
-    dimension of every conversation covers little, and unfinished conversations do not count."""
-
-    cols = [
-        "name",
-        "kind",
-        "tier",
-        "human",
-        "agent",
-        "dimensions",
-        "coverage_human",
-        "coverage_agent",
-        "coverage",
-    ]
+    dimension of every conversation covers little, and unfinished conversations do not count.
+    ``conversations`` are the analysed ones (finished, people and simulated users): the labels are
+    counted in the database, one row per source and conversation, never one per label."""
+    cols = ["name", "kind", "tier", "human", "agent", "dimensions", "coverage_human", "coverage_agent"]
+    cols.append("coverage")
     ids = conversations["conversation_id"]
-    rows = _label_rows(engine, study_id, ids, lambda lab, src: lab.c.turn_index == -1)
-    rows = rows[rows["turn_index"] == -1].drop_duplicates(["source", "conversation_id", "dimension"])
-    params = {}
-    if len(rows):
-        from db.models import LabelSource
-
-        with Session(engine) as s:
-            params = dict(
-                s.exec(
-                    select(LabelSource.name, LabelSource.params).where(
-                        LabelSource.name.in_(rows["source"].unique().tolist())
-                    )
-                ).all()
-            )
-    n_annot = rows.loc[(rows["kind"] == "human") & rows["annotator_id"].notna(), "source"].nunique()
-    if n_annot >= 2 or (n_annot >= 1 and (rows["kind"] == "adjudicated").any()):
-        cons = consensus_of(
-            rows[(rows["kind"] == "adjudicated") | ((rows["kind"] == "human") & rows["annotator_id"].notna())]
-        )
-        rows = pd.concat(
-            [rows, cons.assign(source=CONSENSUS, kind="consensus", annotator_id=None)], ignore_index=True
-        )
-    if rows.empty:
+    counts, dims = _coverage_counts(engine, study_id, ids)
+    counts, dims = _with_consensus(engine, study_id, ids, counts, dims)
+    if counts.empty:
         return pd.DataFrame(columns=cols)
-    kind_of = conversations.set_index("conversation_id")["user_kind"]
-    rows["user_kind"] = rows["conversation_id"].map(kind_of)
+    params = _source_params(engine, counts["source"].unique().tolist())
+    counts["user_kind"] = counts["conversation_id"].map(
+        conversations.set_index("conversation_id")["user_kind"]
+    )
     totals = conversations["user_kind"].value_counts().to_dict()
-    n_dims = max(rows["dimension"].nunique(), 1)
+    n_dims = max(len(set().union(*dims.values())), 1)
     out = []
-    for (name, kind), g in rows.groupby(["source", "kind"], sort=False):
+    for (name, kind), g in counts.groupby(["source", "kind"], sort=False):
         r = {
             "name": name,
             "kind": kind,
-            "dimensions": int(g["dimension"].nunique()),
+            "dimensions": len(dims.get(name, ())),
             "tier": 0 if name == CONSENSUS else _tier(kind, params.get(name) or {}),
         }
         for uk in ("human", "agent"):
             gk = g[g["user_kind"] == uk]
             r[uk] = int(gk["conversation_id"].nunique())
-            r[f"coverage_{uk}"] = len(gk) / (max(totals.get(uk, 0), 1) * n_dims)
+            r[f"coverage_{uk}"] = int(gk["cells"].sum()) / (max(totals.get(uk, 0), 1) * n_dims)
         out.append(r)
     out = pd.DataFrame(out, columns=cols)
     out["coverage"] = out[["coverage_human", "coverage_agent"]].min(axis=1)
     return out.sort_values(["tier", "coverage", "name"], ascending=[True, False, True]).reset_index(drop=True)
+
+
+def _analysed_labels(study_id: int):
+    """(label, source, conversation tables, the filter for conversation-level labels with a value on
+    the study's finished conversations of people and simulated users)."""
+    from sqlalchemy import and_
+
+    from db.models import Conversation, Label, LabelSource
+
+    lab, src, conv = Label.__table__, LabelSource.__table__, Conversation.__table__
+    where = and_(
+        conv.c.study_id == study_id,
+        conv.c.user_kind.in_(["human", "agent"]),
+        conv.c.status.not_in(UNFINISHED_STATUSES),
+        lab.c.status == "ok",
+        lab.c.value.is_not(None),
+        lab.c.turn_index == -1,
+    )
+    return lab, src, conv, where
+
+
+def _coverage_counts(engine, study_id: int, ids) -> tuple[pd.DataFrame, dict]:
+    """(per source and analysed conversation: the dimensions it labels there as ``cells``; per source:
+    the set of dimensions it labels), counted in SQL."""
+    from sqlalchemy import distinct, func
+    from sqlalchemy import select as core_select
+
+    lab, src, conv, where = _analysed_labels(study_id)
+    per_conv = (
+        core_select(
+            src.c.name,
+            src.c.kind,
+            src.c.annotator_id,
+            lab.c.conversation_id,
+            func.count(distinct(lab.c.dimension)),
+        )
+        .join(src, src.c.id == lab.c.source_id)
+        .join(conv, conv.c.id == lab.c.conversation_id)
+        .where(where)
+        .group_by(src.c.name, src.c.kind, src.c.annotator_id, lab.c.conversation_id)
+    )
+    per_source = (
+        core_select(src.c.name, lab.c.dimension)
+        .distinct()
+        .join(src, src.c.id == lab.c.source_id)
+        .join(conv, conv.c.id == lab.c.conversation_id)
+        .where(where)
+    )
+    cols = ["source", "kind", "annotator_id", "conversation_id", "cells"]
+    with engine.connect() as c:
+        counts = read_frame(c, per_conv, cols, shared=["source", "kind"])
+        dims: dict[str, set] = {}
+        for name, dim in c.execute(per_source):
+            dims.setdefault(name, set()).add(dim)
+    return counts[counts["conversation_id"].isin(set(ids))].reset_index(drop=True), dims
+
+
+def _with_consensus(
+    engine, study_id: int, ids, counts: pd.DataFrame, dims: dict
+) -> tuple[pd.DataFrame, dict]:
+    """``counts`` and ``dims`` with the ``CONSENSUS`` source added where there are two or more
+    annotators, or one and an adjudication (only the annotators' labels are read for it)."""
+    annot = counts[(counts["kind"] == "human") & counts["annotator_id"].notna()]
+    n_annot = annot["source"].nunique()
+    if not (n_annot >= 2 or (n_annot >= 1 and (counts["kind"] == "adjudicated").any())):
+        return counts, dims
+    rows = _label_rows(
+        engine, study_id, ids, lambda lab, src: _is_annotator(lab, src) & (lab.c.turn_index == -1)
+    )
+    rows = rows[rows["turn_index"] == -1].drop_duplicates(["source", "conversation_id", "dimension"])
+    cons = consensus_of(rows)
+    if cons.empty:
+        return counts, dims
+    cells = cons.groupby("conversation_id")["dimension"].nunique().rename("cells").reset_index()
+    cells = cells.assign(source=CONSENSUS, kind="consensus", annotator_id=None)
+    counts = pd.concat([counts, cells[counts.columns]], ignore_index=True)
+    return counts, {**dims, CONSENSUS: set(cons["dimension"])}
+
+
+def _source_params(engine, names: list[str]) -> dict:
+    """Each named label source's ``params`` (for its tier)."""
+    from db.models import LabelSource
+
+    with Session(engine) as s:
+        return dict(
+            s.exec(select(LabelSource.name, LabelSource.params).where(LabelSource.name.in_(names))).all()
+        )
 
 
 def choose_label_source(coverage: pd.DataFrame) -> tuple[str | None, str]:
@@ -283,7 +345,7 @@ def _labels_frame(engine, study_id: int, source: str | None) -> pd.DataFrame:
         )
     )
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(q).all(), columns=cols)
+        return read_frame(conn, q, cols, shared=["dimension", "value", "status"])
 
 
 def hallucination_source(engine, study_id: int, conversation_ids, chosen: str | None) -> str | None:
@@ -333,7 +395,7 @@ def hallucination_rates_df(
         .where(conv.c.study_id == study_id, turn.c.hallucination.in_(["yes", "no"]))
     )
     with engine.connect() as c:
-        live = pd.DataFrame(c.execute(q_live).all(), columns=["conversation_id", "flag"])
+        live = read_frame(c, q_live, ["conversation_id", "flag"], shared=["flag"])
     post = pd.DataFrame(columns=["conversation_id", "flag"])
     if source is not None:
         ids = conversation_ids if conversation_ids is not None else _study_conversation_ids(engine, study_id)
@@ -390,13 +452,51 @@ def _study_and_source(engine, study_name: str, labels: str | None):
 def _labels_of(engine, study_id: int, convs: pd.DataFrame, source: str | None) -> pd.DataFrame:
     """The source's labels of ``convs``, one column per dimension."""
     ids = convs["conversation_id"]
-    frame = (
-        consensus_labels_frame(engine, study_id, ids)
-        if source == CONSENSUS
-        else _labels_frame(engine, study_id, source)
-    )
-    wide = wide_labels_df(frame)
+    if source is not None and source != CONSENSUS:
+        wide = _wide_labels_of_source(engine, study_id, source)
+    else:
+        frame = (
+            consensus_labels_frame(engine, study_id, ids) if source else _labels_frame(engine, study_id, None)
+        )
+        wide = wide_labels_df(frame)
     return wide[wide["conversation_id"].isin(ids)].reset_index(drop=True)
+
+
+def _wide_labels_of_source(engine, study_id: int, source: str) -> pd.DataFrame:
+    """``wide_labels_df`` of one source's conversation-level labels, pivoted in the database (one
+    row per conversation comes back, not one per label; a source has one value per cell)."""
+    from sqlalchemy import case, func
+    from sqlalchemy import select as core_select
+
+    from db.models import Conversation, Label, LabelSource
+
+    lab, src, conv = Label.__table__, LabelSource.__table__, Conversation.__table__
+    where = (
+        (conv.c.study_id == study_id)
+        & (src.c.name == source)
+        & (lab.c.turn_index == -1)
+        & (lab.c.status == "ok")
+        & lab.c.value.is_not(None)
+    )
+    joined = lab.join(src, src.c.id == lab.c.source_id).join(conv, conv.c.id == lab.c.conversation_id)
+    with engine.connect() as c:
+        dims = sorted(
+            c.execute(core_select(lab.c.dimension).distinct().select_from(joined).where(where)).scalars()
+        )
+        if not dims:
+            return pd.DataFrame({"conversation_id": pd.Series(dtype="int64")})
+        values = [
+            func.max(case((lab.c.dimension == d, lab.c.value))).label(f"d{i}") for i, d in enumerate(dims)
+        ]
+        q = (
+            core_select(lab.c.conversation_id, *values)
+            .select_from(joined)
+            .where(where)
+            .group_by(lab.c.conversation_id)
+            .order_by(lab.c.conversation_id)
+        )
+        wide = read_frame(c, q, ["conversation_id", *dims], shared=dims)
+    return wide.astype({"conversation_id": "int64"})
 
 
 def _features_of(engine, study_id: int, convs: pd.DataFrame, source, pipelines, lang):

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from db.errors import NotFoundError
+from db.frames import read_frame
 from db.models import (
     Assignment,
     AssistantConfig,
@@ -259,18 +260,19 @@ def conversations_df(
     )
     if conversation_ids is not None:
         q = q.where(Conversation.id.in_(list(conversation_ids)))
-    counts = dict(
-        session.exec(
-            select(Turn.conversation_id, func.count(Turn.id))
-            .join(Conversation, Conversation.id == Turn.conversation_id)
-            .where(Conversation.study_id == study_id)
-            .group_by(Turn.conversation_id)
-        ).all()
+    counts = (
+        select(Turn.conversation_id, func.count(Turn.id))
+        .join(Conversation, Conversation.id == Turn.conversation_id)
+        .where(Conversation.study_id == study_id)
+        .group_by(Turn.conversation_id)
     )
-    rows = [dict(zip(cols, r)) for r in session.exec(q).all()]
-    for r in rows:
-        r["n_turns"] = counts.get(r["conversation_id"], 0)
-    return pd.DataFrame(rows, columns=CONVERSATION_COLUMNS)
+    conn = session.connection()
+    texts = ["user_kind", "scenario", "condition_key", "assistant_model", "simulator", "status"]
+    texts += ["language", "end_reason", "ended_by", "wave", "source"]
+    out = read_frame(conn, q, list(cols), shared=texts)
+    n_turns = read_frame(conn, counts, ["conversation_id", "n_turns"]).set_index("conversation_id")["n_turns"]
+    out["n_turns"] = out["conversation_id"].map(n_turns).fillna(0).astype("int64")
+    return out[CONVERSATION_COLUMNS]
 
 
 TURN_COLUMNS = [
