@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from annotation.nlp import MAX_TEXT_CHARS, clip_texts, lang_key, load_pipeline, load_pipelines  # noqa: F401  (part of this module's API)
+from db.frames import read_frame
 
 FEATURES_VERSION = "3"  # 3: Chinese acceptance cues 行 / 可以 only as a reply of their own
 MATTR_WINDOW = 50  # Covington & McFall (2010) use 500 for long texts; user turns here are short
@@ -710,7 +711,7 @@ def _turns_frame(engine, conversation_ids: list[int]) -> pd.DataFrame:
         .order_by(t.c.conversation_id, t.c["index"])
     )
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(q).all(), columns=cols)
+        return read_frame(conn, q, cols, shared=["role", "translation_language"])
 
 
 def persona_texts(engine, conversations: pd.DataFrame) -> dict:

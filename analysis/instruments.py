@@ -59,6 +59,7 @@ from analysis.fidelity import (
     cluster_resample,
     participant_halves,
 )
+from db.frames import read_frame
 
 SATISFACTION = "satisfaction"
 MADE_UP = "made_up_share"
@@ -142,7 +143,7 @@ def reply_answers_df(engine, study_id: int, conversation_ids) -> pd.DataFrame:
     )
     cols = ["conversation_id", "index", "satisfaction", "hallucination"]
     with engine.connect() as c:
-        df = pd.DataFrame(c.execute(q).all(), columns=cols)
+        df = read_frame(c, q, cols, shared=["hallucination"])
     df = df[df["conversation_id"].isin(set(conversation_ids))].sort_values(["conversation_id", "index"])
     df["reply_position"] = df.groupby("conversation_id").cumcount() + 1
     df["satisfaction"] = pd.to_numeric(df["satisfaction"], errors="coerce")

@@ -420,10 +420,13 @@ FEW_CLUSTERS = 10
 def _cluster_ids(human_clusters: Sequence, n_agent: int) -> tuple[np.ndarray, int]:
     """Cluster index per observation (humans by participant; each agent conversation its own) and the
     number of human clusters. Humans without a participant id are one cluster each as well."""
-    hc = pd.Series(list(human_clusters), dtype=object)
-    missing = hc.isna() | (hc.astype(str) == "")
-    hc = hc.astype(str).where(~missing, [f"\x00solo{i}" for i in range(len(hc))])
-    codes, uniq = pd.factorize(hc)
+    # vectorised (no Python loop over a million ids); codes in order of first appearance as before
+    hc = pd.Series(np.asarray(human_clusters, dtype=object), dtype=object)
+    missing = (hc.isna() | (hc.astype(str) == "")).to_numpy()
+    ids = hc.astype(str).to_numpy(dtype=object)
+    solo = np.flatnonzero(missing)
+    ids[solo] = [f"\x00solo{i}" for i in solo]
+    codes, uniq = pd.factorize(ids)
     g_h = len(uniq)
     return np.concatenate([codes, g_h + np.arange(n_agent)]), g_h
 
