@@ -45,6 +45,7 @@ import yaml
 from scipy.special import gammaln
 
 from analysis.features import CONTINUOUS_FEATURES, mattr
+from analysis.folds import stratified_group_folds
 from analysis.likeness import CLASSIFIER_EXCLUDE, classifier_auc
 from annotation.nlp import clip_texts, lang_key, load_pipeline
 
@@ -650,7 +651,7 @@ def grouped_auc(
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -662,10 +663,8 @@ def grouped_auc(
         StandardScaler(),
         LogisticRegression(max_iter=1000),
     )
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    scores = cross_val_predict(model, X.to_numpy(float), y, cv=cv, groups=groups, method="predict_proba")[
-        :, 1
-    ]
+    cv = stratified_group_folds(y, groups, k, seed)  # StratifiedGroupKFold's folds, faster
+    scores = cross_val_predict(model, X.to_numpy(float), y, cv=cv, method="predict_proba")[:, 1]
     return float(roc_auc_score(y, scores))
 
 
