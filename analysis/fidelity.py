@@ -249,21 +249,23 @@ def fingerprint(texts: list[str], tokens: list[list[str]], language: str = "en")
     if not texts:
         return dict.fromkeys(FINGERPRINT_FEATURES, 0.0)
     lex = load_lexicons()[lang_key(language)]
-    lengths = np.array([len(t) for t in tokens], dtype=float)
+    # Counts and sums of whole numbers in plain Python (exact, as NumPy's are; NumPy on lists this
+    # short cost more in calls than in arithmetic), the spread through NumPy as before.
+    lengths = [len(t) for t in tokens]
+    n, total = len(lengths), sum(lengths)
     lowered = [t.lower() for t in texts]
-    out = {"words_per_turn": float(lengths.mean())}
-    out["short_utterance_rate"] = float((lengths <= SHORT_TURN_WORDS).mean())
+    out = {"words_per_turn": total / n}
+    out["short_utterance_rate"] = sum(length <= SHORT_TURN_WORDS for length in lengths) / n
     for feat, entry in RATE_LEXICONS.items():
         subject = [t.strip() for t in lowered] if entry == "acknowledgment" else lowered
-        out[feat] = float(np.mean([bool(lex[entry].search(t)) for t in subject]))
-    mean = lengths.mean()
-    out["verbosity_cv"] = float(lengths.std() / mean) if len(lengths) > 1 and mean > 0 else 0.0
+        search = lex[entry].search
+        out[feat] = sum(search(t) is not None for t in subject) / n
+    mean = total / n
+    out["verbosity_cv"] = float(np.std(np.array(lengths, dtype=float)) / mean) if n > 1 and mean > 0 else 0.0
     out["repetition_rate"] = repetition_rate(tokens)
-    total = lengths.sum()
-    out["front_loading_ratio"] = (
-        float(lengths[:2].sum() / total) if total > 0 and len(texts) >= 2 else float(total > 0)
-    )
-    out["identifiers_per_turn"] = float(np.mean([len(lex["identifier"].findall(t)) for t in texts]))
+    out["front_loading_ratio"] = float(sum(lengths[:2]) / total) if total > 0 and n >= 2 else float(total > 0)
+    findall = lex["identifier"].findall
+    out["identifiers_per_turn"] = sum(len(findall(t)) for t in texts) / n
     out["opening_length"] = float(lengths[0])
     return {f: out[f] for f in FINGERPRINT_FEATURES}
 
