@@ -260,10 +260,10 @@ def fingerprint(texts: list[str], tokens: list[list[str]], language: str = "en")
         subject = [t.strip() for t in lowered] if entry == "acknowledgment" else lowered
         search = lex[entry].search
         out[feat] = sum(search(t) is not None for t in subject) / n
-    mean = total / n
-    out["verbosity_cv"] = float(np.std(np.array(lengths, dtype=float)) / mean) if n > 1 and mean > 0 else 0.0
+    spread = float(np.std(np.array(lengths, dtype=float)))
+    out["verbosity_cv"] = spread / out["words_per_turn"] if n > 1 and total > 0 else 0.0
     out["repetition_rate"] = repetition_rate(tokens)
-    out["front_loading_ratio"] = float(sum(lengths[:2]) / total) if total > 0 and n >= 2 else float(total > 0)
+    out["front_loading_ratio"] = sum(lengths[:2]) / total if total > 0 and n >= 2 else float(total > 0)
     findall = lex["identifier"].findall
     out["identifiers_per_turn"] = sum(len(findall(t)) for t in texts) / n
     out["opening_length"] = float(lengths[0])

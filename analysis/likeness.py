@@ -180,12 +180,12 @@ def classifier_auc(
         human_groups.to_numpy(dtype=object), np.array([f"a:{i}" for i in range(n_a)], dtype=object)
     ]
     grouped = bool(known.any()) and human_groups.nunique() >= k
-    if grouped:
-        cv = stratified_group_folds(y, groups, k, seed)  # StratifiedGroupKFold's folds, faster
-        scores = cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
-    else:
-        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        scores = cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
+    cv = (
+        stratified_group_folds(y, groups, k, seed)  # StratifiedGroupKFold's folds, faster
+        if grouped
+        else StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    )
+    scores = cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
     delta, lo, hi = stats.cliffs_delta_ci(scores[y == 0], scores[y == 1], ci)
     return {
         "auc": (delta + 1) / 2,
