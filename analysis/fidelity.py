@@ -561,7 +561,11 @@ def dice(m: float, h: float) -> float:
 
 
 def _fingerprint_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling: bool = False) -> dict:
-    h, a = P.fingerprint[ref].mean(axis=0), P.fingerprint[oth].mean(axis=0)
+    return _fingerprint_values(P.fingerprint[ref].mean(axis=0), P.fingerprint[oth].mean(axis=0))
+
+
+def _fingerprint_values(h: np.ndarray, a: np.ndarray) -> dict:
+    """The fingerprint's estimates from the mean fingerprint of the humans (h) and the agents (a)."""
     out = {
         f"feature:{f}": Estimate(dice(a[i], h[i]), float(h[i]), float(a[i]))
         for i, f in enumerate(FINGERPRINT_FEATURES)
@@ -580,14 +584,15 @@ def _lexical_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling: bool
         if len(h) < MIN_CONVERSATIONS or len(a) < 1:
             out[f"{m}_z"] = Estimate(None, note="not enough conversations with user words")
             continue
-        sd = float(h.std(ddof=1))
-        hm, am = float(h.mean()), float(a.mean())
-        if sd == 0:
-            out[f"{m}_z"] = Estimate(None, hm, am, "the human scores do not vary (SD 0)")
-            continue
-        # mean over the simulator's conversations of (x - mean_h) / sd_h
-        out[f"{m}_z"] = Estimate((am - hm) / sd, hm, am)
+        out[f"{m}_z"] = _lexical_value(float(h.mean()), float(h.std(ddof=1)), float(a.mean()))
     return out
+
+
+def _lexical_value(hm: float, sd: float, am: float) -> Estimate:
+    """The mean over the simulator's conversations of (x - mean_h) / sd_h."""
+    if not sd > 0:
+        return Estimate(None, hm, am, "the human scores do not vary (SD 0)")
+    return Estimate((am - hm) / sd, hm, am)
 
 
 def chamfer_coverage(H: np.ndarray, S: np.ndarray, d_ref: float) -> float:
@@ -629,8 +634,10 @@ def _distribution_family(P: Prepared, ref: np.ndarray, oth: np.ndarray, ceiling:
         return {"coverage": Estimate(None, note=note), "frechet": Estimate(None, note=note)}
     H = P.embedding[_cap(ref, MAX_DISTANCE_POINTS, 1)]
     S = P.embedding[_cap(oth, MAX_DISTANCE_POINTS, 2)]
-    # mean distance between pairs of people (the upper triangle: each pair once, no self-pairs)
-    d_ref = float(euclidean_distances(H)[np.triu_indices(len(H), 1)].mean())
+    # mean distance between pairs of people (each pair once, no self-pairs): the distance matrix is
+    # symmetric with a zero diagonal, so the upper triangle's mean is the off-diagonal sum / n(n-1)
+    D = euclidean_distances(H)
+    d_ref = float((D.sum() - np.trace(D)) / (len(H) * (len(H) - 1)))
     cov = chamfer_coverage(H, S, d_ref)
     out = {
         "coverage": Estimate(
@@ -724,12 +731,74 @@ def cluster_resample(
     return order[np.repeat(starts[pick], n) + offsets]
 
 
+def _unit_sums(values: np.ndarray, idx: np.ndarray, index: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums of ``values``' rows per unit that ``cluster_resample`` draws (a cluster; each of
+    ``idx`` where every cluster has one row), in its order, and the units' sizes."""
+    order, starts, sizes = index
+    if (sizes == 1).all():
+        return values[idx], sizes
+    return np.add.reduceat(values[order], starts, axis=0), sizes
+
+
+def _draw_counts(units: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each unit is drawn in one ``cluster_resample`` draw (the same random numbers)."""
+    return np.bincount(rng.integers(units, size=units), minlength=units).astype(float)
+
+
+def _fingerprint_boot(P: Prepared, ref: tuple, oth: tuple, rng: np.random.Generator, reps: int) -> list:
+    """``reps`` bootstrap replicates of the fingerprint family from per-cluster sums: a draw's mean
+    is (counts @ sums) / (counts @ sizes), the mean of the drawn rows without gathering them."""
+    (sr, nr), (so, no) = _unit_sums(P.fingerprint, *ref), _unit_sums(P.fingerprint, *oth)
+    out = []
+    for _ in range(reps):
+        wr, wo = _draw_counts(len(nr), rng), _draw_counts(len(no), rng)
+        out.append(_fingerprint_values(wr @ sr / (wr @ nr), wo @ so / (wo @ no)))
+    return out
+
+
+def _lexical_sums(P: Prepared, idx: np.ndarray, index: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit and lexical score: count of scored conversations, sum, and sum of squares around the
+    side's mean (centred, so a draw's variance keeps its precision); the centre."""
+    x = P.lexical[idx]
+    scored = (~np.isnan(x)).sum(axis=0)
+    centre = np.nansum(x, axis=0) / np.maximum(scored, 1)
+    full = np.full_like(P.lexical, np.nan)
+    full[idx] = x
+    ok = ~np.isnan(full)
+    parts = [ok.astype(float), np.where(ok, full, 0.0), np.where(ok, (full - centre) ** 2, 0.0)]
+    sums = [_unit_sums(v, idx, index)[0] for v in parts]
+    return np.stack(sums), centre
+
+
+def _lexical_boot(P: Prepared, ref: tuple, oth: tuple, rng: np.random.Generator, reps: int) -> list:
+    """``reps`` bootstrap replicates of the lexical family from per-cluster sums (as
+    ``_fingerprint_boot``); a draw's SD is sqrt((sum w q - N (mean - centre)^2) / (N - 1))."""
+    (hr, centre), (ho, _) = _lexical_sums(P, *ref), _lexical_sums(P, *oth)
+    out = []
+    for _ in range(reps):
+        wr, wo = _draw_counts(hr.shape[1], rng), _draw_counts(ho.shape[1], rng)
+        (n, s, q), (na, sa, _) = wr @ hr, wo @ ho
+        rep = {}
+        for j, m in enumerate(LEXICAL):
+            if n[j] >= MIN_CONVERSATIONS and na[j] >= 1:
+                hm = s[j] / n[j]
+                var = (q[j] - n[j] * (hm - centre[j]) ** 2) / (n[j] - 1)
+                rep[f"{m}_z"] = _lexical_value(hm, float(np.sqrt(max(var, 0.0))), sa[j] / na[j])
+        out.append(rep)
+    return out
+
+
+# family name -> its bootstrap from per-cluster sums (same draws as resampling rows, no gathering)
+BOOT_BY_SUMS: dict[str, Callable[..., list]] = {"fingerprint": _fingerprint_boot, "lexical": _lexical_boot}
+
+
 def participant_halves(
-    idx: np.ndarray, clusters: np.ndarray, rng: np.random.Generator
+    idx: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, index: tuple | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two halves of ``idx`` by cluster: clusters in random order, the first ones (up to half the
-    conversations) on one side, the rest on the other; no cluster on both sides."""
-    order, starts, sizes = _cluster_index(idx, clusters)
+    conversations) on one side, the rest on the other; no cluster on both sides. ``index``: as for
+    ``cluster_resample``."""
+    order, starts, sizes = index if index is not None else _cluster_index(idx, clusters)
     perm = rng.permutation(len(sizes))
     before = np.cumsum(sizes[perm]) - sizes[perm]
     first = perm[before < len(idx) / 2]
@@ -784,8 +853,9 @@ def human_ceiling(P: Prepared, splits: int = DEFAULT_SPLITS, seed: int = 0) -> t
         return {}, "no human ceiling: fewer than two participants (or 4 conversations) among the humans"
     rng = np.random.default_rng(seed)
     out: dict[str, list[float]] = {m.name: [] for m in METRICS}
+    index = _cluster_index(hum, clusters)  # sorted once, not per split
     for _ in range(splits):
-        a, b = participant_halves(hum, clusters, rng)
+        a, b = participant_halves(hum, clusters, rng, index)
         for fam, _boot in FAMILIES.values():
             for name, est in fam(P, a, b, ceiling=True).items():
                 v = _ceiling_value(METRIC_BY_NAME[name].direction, est.value)
@@ -800,14 +870,23 @@ def _estimates(P: Prepared, ref: np.ndarray, oth: np.ndarray, n_boot: int, seed:
     clusters = P.conversations["cluster"].to_numpy()
     ref_index, oth_index = _cluster_index(ref, clusters[ref]), _cluster_index(oth, clusters[oth])
     out = {}
-    for fam, boot in FAMILIES.values():
+    for name, (fam, boot) in FAMILIES.items():
         point = fam(P, ref, oth)
         reps = min(n_boot, boot) if boot is not None and n_boot > 0 else 0
+        if name in BOOT_BY_SUMS:
+            replicates = BOOT_BY_SUMS[name](P, (ref, ref_index), (oth, oth_index), rng, reps)
+        else:
+            replicates = (
+                fam(
+                    P,
+                    cluster_resample(ref, None, rng, ref_index),
+                    cluster_resample(oth, None, rng, oth_index),
+                )
+                for _ in range(reps)
+            )
         draws: dict[str, list[float]] = {k: [] for k in point}
-        for _ in range(reps):
-            r = cluster_resample(ref, clusters[ref], rng, ref_index)
-            o = cluster_resample(oth, clusters[oth], rng, oth_index)
-            for k, est in fam(P, r, o).items():
+        for rep in replicates:
+            for k, est in rep.items():
                 if est.value is not None and np.isfinite(est.value):
                     draws[k].append(est.value)
         out.update({k: (est, draws[k]) for k, est in point.items()})

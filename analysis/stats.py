@@ -421,6 +421,10 @@ def _cluster_ids(human_clusters: Sequence, n_agent: int) -> tuple[np.ndarray, in
     """Cluster index per observation (humans by participant; each agent conversation its own) and the
     number of human clusters. Humans without a participant id are one cluster each as well."""
     # vectorised (no Python loop over a million ids); codes in order of first appearance as before
+    arr = np.asarray(human_clusters) if isinstance(human_clusters, np.ndarray) else None
+    if arr is not None and np.issubdtype(arr.dtype, np.integer):  # codes already (compare.cluster_codes)
+        codes, uniq = pd.factorize(arr)
+        return np.concatenate([codes, len(uniq) + np.arange(n_agent)]), len(uniq)
     hc = pd.Series(np.asarray(human_clusters, dtype=object), dtype=object)
     missing = (hc.isna() | (hc.astype(str) == "")).to_numpy()
     ids = hc.astype(str).to_numpy(dtype=object)
@@ -535,6 +539,26 @@ def _share_differences_wald(
     return d, float(d @ np.linalg.pinv(v) @ d)
 
 
+_WEIGHTS_CACHE: dict = {}
+
+
+def cluster_weights(g: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """How often each of ``g`` clusters is drawn in each of ``n_boot`` bootstrap replicates
+    (``default_rng(seed).multinomial(g, [1/g] * g, size=n_boot)``, as floats), and that generator in
+    the state after the draw. Every variable of a table resamples the same participants with the same
+    seed, so the last draw is kept (at 20,000 participants it takes a second each time)."""
+    key = (g, n_boot, seed)
+    if key not in _WEIGHTS_CACHE:
+        rng = np.random.default_rng(seed)
+        weights = rng.multinomial(g, np.full(g, 1 / g), size=n_boot).astype(float)
+        _WEIGHTS_CACHE.clear()
+        _WEIGHTS_CACHE[key] = (weights, rng.bit_generator.state)
+    weights, state = _WEIGHTS_CACHE[key]
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return weights, rng
+
+
 def _cluster_boot_cramers_v(
     h: np.ndarray,
     table: np.ndarray,
@@ -548,11 +572,10 @@ def _cluster_boot_cramers_v(
     """Percentile interval of Cramer's V: whole participants resampled with all their
     conversations, agent conversations (row 1 of ``table``) resampled singly."""
     k = len(cats)
-    rng = np.random.default_rng(seed)
     codes_h = pd.Categorical(h, categories=cats).codes
     per_cluster = np.zeros((g_h, k))
     np.add.at(per_cluster, (human_groups, codes_h), 1)
-    weights = rng.multinomial(g_h, np.full(g_h, 1 / g_h), size=n_boot)  # B x G_h
+    weights, rng = cluster_weights(g_h, n_boot, seed)  # B x G_h
     reps = np.empty((n_boot, 2, k))
     reps[:, 0, :] = weights @ per_cluster
     reps[:, 1, :] = _multinomial_boot(table[1:2], n_boot, rng)[:, 0, :]
@@ -766,9 +789,8 @@ def _cluster_boot_cliffs_delta(
 ) -> tuple[float, float]:
     """Percentile interval of Cliff's delta for ordinal counts: whole participants resampled with
     all their conversations (rows of ``per_person``, G x k), agent conversations singly."""
-    rng = np.random.default_rng(seed)
-    g = len(per_person)
-    h = rng.multinomial(g, np.full(g, 1 / g), size=n_boot) @ per_person  # B x k
+    weights, rng = cluster_weights(len(per_person), n_boot, seed)
+    h = weights @ per_person  # B x k
     n_a = int(agent_counts.sum())
     a = rng.multinomial(n_a, agent_counts / n_a, size=n_boot).astype(float)
     below = np.cumsum(h, axis=1) - h  # humans strictly below each category

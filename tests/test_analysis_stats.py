@@ -431,3 +431,28 @@ def test_ordinal_cluster_test_matches_statsmodels_ordered_model():
     assert r["ci_low"] == pytest.approx(lo, abs=0.03) and r["ci_high"] == pytest.approx(hi, abs=0.03)
     sep = stats.ordinal_cluster_test([1.0, 2.0, 3.0, 3.0], [3.0] * 5, ["p", "p", "q", "q"])
     assert sep["p_value"] is None and "no finite estimate" in sep["note"]
+
+
+def test_participant_codes_cluster_as_the_ids_do():
+    """compare.cluster_codes + the integer path of _cluster_ids give the clusters of the text ids
+    (missing or empty ids one cluster each), so every clustered test gives the same result."""
+    import pandas as pd
+
+    from analysis.compare import cluster_codes
+
+    rng = np.random.default_rng(4)
+    ids = pd.Series(rng.choice(["a", "b", "c", "", None], size=300), dtype="string")
+    codes = cluster_codes(ids)
+    want, g_want = stats._cluster_ids(ids.to_numpy(dtype=object), 7)
+    got, g_got = stats._cluster_ids(codes, 7)
+    assert g_got == g_want and (got == want).all()
+    x, y = rng.normal(size=300), rng.normal(0.3, 1, size=80)
+    assert stats.clustered_test(x, y, codes) == stats.clustered_test(x, y, ids.to_numpy(dtype=object))
+
+
+def test_cluster_weights_are_the_multinomial_draw_and_leave_the_generator_after_it():
+    for _ in range(2):  # the second call is served from the cache
+        weights, rng = stats.cluster_weights(50, 40, seed=9)
+        ref = np.random.default_rng(9)
+        assert (weights == ref.multinomial(50, np.full(50, 1 / 50), size=40)).all()
+        assert rng.integers(1 << 30) == ref.integers(1 << 30)

@@ -123,6 +123,31 @@ def test_participant_halves_and_cluster_bootstrap_keep_people_whole():
     assert F.calibrate("half", 1.0, 0.55) == 0.0 and F.calibrate("half", 0.52, 0.55) == 1.0
 
 
+@pytest.mark.parametrize("people", [5, 1])  # clusters of several conversations; one each
+def test_bootstrap_by_cluster_sums_equals_resampling_the_rows(people):
+    """The fingerprint and lexical bootstraps from per-cluster sums give the draws of resampling the
+    rows (``cluster_resample``, the same random numbers) and computing the family on them."""
+    rng = np.random.default_rng(3)
+    n = 120
+    P = _prepared_from(lexical=rng.gamma(2.0, 1.0, (n, 3)) + 50, n=n)
+    P.fingerprint = rng.random((n, len(F.FINGERPRINT_FEATURES))) * rng.integers(0, 2, (n, 1))
+    P.lexical[rng.random((n, 3)) < 0.2] = np.nan  # conversations without user words
+    clusters = np.array([f"p:{i // people}" for i in rng.permutation(n)])
+    P.conversations["cluster"] = clusters
+    ref, oth = np.arange(0, n, 2)[::-1], np.arange(1, n, 2)
+    sides = [(i, F._cluster_index(i, clusters[i])) for i in (ref, oth)]
+    for name, boot in F.BOOT_BY_SUMS.items():
+        fam = F.FAMILIES[name][0]
+        fast = boot(P, *sides, np.random.default_rng(7), 30)
+        slow_rng = np.random.default_rng(7)
+        for rep in fast:
+            r, o = (F.cluster_resample(i, None, slow_rng, index) for i, index in sides)
+            want = {k: e.value for k, e in fam(P, r, o).items() if e.value is not None}
+            assert {k: e.value for k, e in rep.items() if e.value is not None} == pytest.approx(
+                want, rel=1e-9, abs=1e-12
+            )
+
+
 WORDS = [f"w{i}" for i in range(80)]
 POLITE = "please could you kindly suggest thank you so much that sounds great i would love".split()
 
