@@ -152,6 +152,10 @@ def _error_body(api: str, status: int) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: a reply's headers and body are two writes, and with Nagle's algorithm the body
+    # waited for the client's delayed ACK of the headers (up to 40 ms on Linux) on a kept-alive
+    # connection, which the latency the server is asked for never included.
+    disable_nagle_algorithm = True
     fake: FakeLLMServer  # set by _make_handler
 
     def log_message(self, *args) -> None:  # keep test output quiet
