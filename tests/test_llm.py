@@ -104,6 +104,18 @@ def test_malformed_body(provider, srv):
     assert _model(provider, srv).complete(MSGS).attempts == 2
 
 
+def test_openai_completion_read_from_the_json_body(srv):
+    """The OpenAI provider reads the reply's JSON itself (no SDK objects): an empty content is "",
+    a missing usage counts 0, and a body without choices, message or content is malformed."""
+    model = _model("openai", srv)
+    ok = {"id": "c1", "model": "m", "choices": [{"message": {"content": None}, "finish_reason": "stop"}]}
+    c = model._to_completion(ok)
+    assert c.text == "" and c.usage.prompt_tokens == 0 and c.finish_reason == "stop" and c.raw["id"] == "c1"
+    for bad in ({"choices": []}, {"choices": [{}]}, {"choices": [{"message": {}}]}, "not json", None):
+        with pytest.raises(LLMError, match="malformed"):
+            model._to_completion(bad)
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_client_error_not_retried(provider, srv):
     srv.push_fault(status=401)
