@@ -297,18 +297,7 @@ def _variables(data: StudyData, include_features: bool) -> list[tuple[str, str, 
     return out
 
 
-CLUSTER = "_cluster"  # the frame's column of participant codes (``cluster_codes``)
-
-
-def cluster_codes(people: pd.Series) -> np.ndarray:
-    """Each row's participant as an integer, the same for the same participant; a row without one
-    ("" or missing) gets a code of its own. The clustered tests read these instead of the ids (a
-    million text ids were converted for every variable and slice)."""
-    known = people.notna() & (people.astype(str) != "")
-    codes, _ = pd.factorize(people.where(known))
-    solo = np.flatnonzero(codes < 0)
-    codes[solo] = codes.max(initial=-1) + 1 + np.arange(len(solo))
-    return codes
+CLUSTER = "_cluster"  # the frame's column of participant codes (``stats.cluster_codes``)
 
 
 def analysis_frame(data: StudyData) -> pd.DataFrame:
@@ -461,7 +450,7 @@ def comparisons_df(
     stats.adjust_p([], correction)  # validate the method name before any work
     frame = analysis_frame(data)
     if "participant" in frame:
-        frame[CLUSTER] = cluster_codes(frame["participant"])
+        frame[CLUSTER] = stats.cluster_codes(frame["participant"])
     variables = _variables(data, include_features)
     # A Monte Carlo p must settle the decision at alpha and at the family's Bonferroni level (its
     # smallest Holm threshold); a family holds one row per variable.

@@ -760,12 +760,9 @@ def _lexical_sums(P: Prepared, idx: np.ndarray, index: tuple) -> tuple[np.ndarra
     """Per unit and lexical score: count of scored conversations, sum, and sum of squares around the
     side's mean (centred, so a draw's variance keeps its precision); the centre."""
     x = P.lexical[idx]
-    scored = (~np.isnan(x)).sum(axis=0)
-    centre = np.nansum(x, axis=0) / np.maximum(scored, 1)
-    full = np.full_like(P.lexical, np.nan)
-    full[idx] = x
-    ok = ~np.isnan(full)
-    parts = [ok.astype(float), np.where(ok, full, 0.0), np.where(ok, (full - centre) ** 2, 0.0)]
+    centre = np.nansum(x, axis=0) / np.maximum((~np.isnan(x)).sum(axis=0), 1)
+    ok = ~np.isnan(P.lexical)  # rows outside ``idx`` are never read by ``_unit_sums``
+    parts = [ok.astype(float), np.where(ok, P.lexical, 0.0), np.where(ok, (P.lexical - centre) ** 2, 0.0)]
     sums = [_unit_sums(v, idx, index)[0] for v in parts]
     return np.stack(sums), centre
 

@@ -417,22 +417,27 @@ def disagreement_note(row: dict, alpha: float = 1 - DEFAULT_CI) -> str:
 FEW_CLUSTERS = 10
 
 
+def cluster_codes(people: pd.Series) -> np.ndarray:
+    """Each row's participant as an integer, the same for the same id (compared as text); a row
+    without one ("" or missing) gets a code of its own. The comparison table computes these once for
+    its frame (``analysis.compare``), so the clustered tests need not convert a million text ids
+    for every variable and slice."""
+    known = (people.notna() & (people.astype(str) != "")).to_numpy()
+    codes, _ = pd.factorize(people.astype(str).where(known))
+    solo = np.flatnonzero(codes < 0)
+    codes[solo] = codes.max(initial=-1) + 1 + np.arange(len(solo))
+    return codes
+
+
 def _cluster_ids(human_clusters: Sequence, n_agent: int) -> tuple[np.ndarray, int]:
     """Cluster index per observation (humans by participant; each agent conversation its own) and the
-    number of human clusters. Humans without a participant id are one cluster each as well."""
-    # vectorised (no Python loop over a million ids); codes in order of first appearance as before
-    arr = np.asarray(human_clusters) if isinstance(human_clusters, np.ndarray) else None
-    if arr is not None and np.issubdtype(arr.dtype, np.integer):  # codes already (compare.cluster_codes)
-        codes, uniq = pd.factorize(arr)
-        return np.concatenate([codes, len(uniq) + np.arange(n_agent)]), len(uniq)
-    hc = pd.Series(np.asarray(human_clusters, dtype=object), dtype=object)
-    missing = (hc.isna() | (hc.astype(str) == "")).to_numpy()
-    ids = hc.astype(str).to_numpy(dtype=object)
-    solo = np.flatnonzero(missing)
-    ids[solo] = [f"\x00solo{i}" for i in solo]
-    codes, uniq = pd.factorize(ids)
-    g_h = len(uniq)
-    return np.concatenate([codes, g_h + np.arange(n_agent)]), g_h
+    number of human clusters. Humans without a participant id are one cluster each as well.
+    ``human_clusters``: ids, or integer codes (``cluster_codes``)."""
+    codes = human_clusters
+    if not (isinstance(codes, np.ndarray) and np.issubdtype(codes.dtype, np.integer)):
+        codes = cluster_codes(pd.Series(np.asarray(human_clusters, dtype=object), dtype=object))
+    codes, uniq = pd.factorize(codes)  # in order of first appearance
+    return np.concatenate([codes, len(uniq) + np.arange(n_agent)]), len(uniq)
 
 
 def _few(g_h: int) -> str:

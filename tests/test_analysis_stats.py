@@ -434,12 +434,11 @@ def test_ordinal_cluster_test_matches_statsmodels_ordered_model():
 
 
 def test_participant_codes_cluster_as_the_ids_do():
-    """compare.cluster_codes + the integer path of _cluster_ids give the clusters of the text ids
+    """stats.cluster_codes + the integer path of _cluster_ids give the clusters of the text ids
     (missing or empty ids one cluster each), so every clustered test gives the same result."""
     import pandas as pd
 
-    from analysis.compare import cluster_codes
-
+    cluster_codes = stats.cluster_codes
     rng = np.random.default_rng(4)
     ids = pd.Series(rng.choice(["a", "b", "c", "", None], size=300), dtype="string")
     codes = cluster_codes(ids)
