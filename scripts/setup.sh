@@ -57,6 +57,17 @@ if [ "$want" = "all" ] && ! command -v chromium >/dev/null 2>&1; then
     (sudo apt-get update -qq && sudo apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "warning: could not install chromium" >&2
   fi
 fi
+if [ "$want" = "all" ] && [ ! -d /usr/share/fonts/truetype/wqy ]; then
+  # A Chinese font, so the browser tests' screenshots of the Chinese pages show characters, not boxes.
+  if [ "$(id -u)" = "0" ]; then
+    apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
+      || (apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
+      || echo "warning: could not install fonts-wqy-microhei (screenshots of Chinese pages show boxes)" >&2
+  elif command -v sudo >/dev/null 2>&1; then
+    (sudo apt-get update -qq && sudo apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
+      || echo "warning: could not install fonts-wqy-microhei (screenshots of Chinese pages show boxes)" >&2
+  fi
+fi
 if [ "$want" = "all" ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   # The reverse proxy of the several-servers test (tests/e2e/test_multi_server.py): Debian's nginx.
   if [ "$(id -u)" = "0" ]; then

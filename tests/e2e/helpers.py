@@ -165,6 +165,28 @@ def click_until(page, locator, expected, attempts: int = 3, timeout_ms: int = 10
                 raise
 
 
+def click_inside(page, opener, button, expected, attempts: int = 3, timeout_ms: int = 10_000) -> None:
+    """Click ``button``, which lies inside something ``opener`` opens (an expander), until ``expected``
+    is visible. Each attempt first opens it again if it is closed: a rerun that redraws the sidebar
+    can close an expander the browser alone had opened."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect
+
+    for attempt in range(attempts):
+        try:
+            settle(page)
+            if not button.is_visible():
+                opener.click(timeout=timeout_ms)
+                expect(button).to_be_visible(timeout=timeout_ms)
+            settle(page)
+            button.click(timeout=timeout_ms)
+            expect(expected).to_be_visible(timeout=timeout_ms)
+            return
+        except (AssertionError, PlaywrightError):
+            if attempt == attempts - 1:
+                raise
+
+
 @contextmanager
 def served_page(db_url: str, tmp_path: Path, **page_options):
     """`workbench serve` on ``db_url`` and one headless chromium page (30 s timeouts): yields

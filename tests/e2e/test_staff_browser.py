@@ -30,6 +30,7 @@ from tests.e2e.helpers import (
     REPO,
     SHOTS,
     AppServer,
+    click_inside,
     click_until,
     page_text,
     settle,
@@ -294,13 +295,14 @@ def _staff_session(browser, browser_pages, base, eng, ann, queue, first, view, r
     expect(page.get_by_text("已标注 1，已跳过 0，剩余 3（共 4）")).to_be_visible()
     assert "session=" not in page.url
     settle(page)
-    # The expander opens in the browser alone; a click racing the page's last drawing can be lost.
-    click_until(
+    # The expander opens in the browser alone; a click racing the page's last drawing can be lost,
+    # and a late rerun can close it again before "打开" is clicked.
+    click_inside(
         page,
         page.locator('[data-testid="stSidebar"]').get_by_text("查看之前的条目"),
         page.get_by_role("button", name="打开"),
+        page.get_by_text("你正在修改已标注过的条目。"),
     )
-    click_until(page, page.get_by_role("button", name="打开"), page.get_by_text("你正在修改已标注过的条目。"))
     form = page.locator('[data-testid="stForm"]')
     for d in conv_dims:
         expect(

@@ -103,7 +103,7 @@ def _act(kind: str, study: int, conversation: int | None = None, answers=None) -
 done_items = work.reviewable()
 revisit = state.get("annotate_revisit")
 if done_items:
-    with st.sidebar.expander(T["review"]):
+    with st.sidebar.expander(T["review"], key="annotate_review"):
         st.selectbox(
             T["review_pick"],
             [pos for pos, _ in done_items],
