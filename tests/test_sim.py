@@ -106,6 +106,37 @@ def test_templates(tmp_path):
         load_template(str(bad))
 
 
+@pytest.mark.parametrize("kind", ["user", "rating"])
+def test_both_prompt_kinds_load_and_fail_alike(tmp_path, kind):
+    """The user prompt and the rating prompt share one loader: the same checks, each in its own words."""
+    from workbench.simulation.rating import load_rating_template
+
+    load, what, label = {
+        "user": (load_template, "prompt template", "user@1"),
+        "rating": (load_rating_template, "rating prompt", "user-rating@1"),
+    }[kind]
+    assert load().label == label and load(label).label == label
+    with pytest.raises(UserInputError, match=f"no {what} 'nope'"):
+        load("nope")
+    with pytest.raises(UserInputError, match=f"{what} file .*missing.yaml does not exist"):
+        load(str(tmp_path / "missing.yaml"))
+    cases = {
+        "name: [x\n": f"in the {what}",
+        "just text\n": f"a {what} needs 'name', 'version'",
+        "name: x\nversion: '1'\n": "no language sections",
+        "name: x\nversion: '1'\nen: {system: hi}\n": "language 'en' lacks",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{i}.yaml"
+        bad.write_text(text)
+        with pytest.raises(UserInputError, match=message):
+            load(str(bad))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserInputError, match=f"cannot read the {what}"):
+        load(str(latin1))
+
+
 def test_async_failure_propagates():
     from workbench.llm import LLMError
     from workbench.simulation.conversation import run_conversation

@@ -19,16 +19,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from db.errors import UserInputError, yaml_problem
 from workbench.llm.base import extract_json
 from workbench.participation.questionnaires import Answer, Item, check_answers
 from workbench.participation.texts import HALLUCINATION_VALUES, ParticipantError
-from workbench.simulation.templates import BUNDLED_DIR
+from workbench.simulation.templates import BUNDLED_DIR, PromptTemplate, TemplateKind, find_template
 from workbench.simulation.user import UserContext
 
 RATING_DIR = BUNDLED_DIR / "rating"
@@ -74,57 +70,14 @@ _HALLUCINATION_WORDS = {
 }
 
 
-@dataclass(frozen=True)
-class RatingTemplate:
-    name: str
-    version: str
-    texts: dict  # language -> {part: text}
-    path: Path
-
-    @property
-    def label(self) -> str:
-        """What the rating calls store as ``prompt_version``: ``name@version``."""
-        return f"{self.name}@{self.version}"
-
-    def part(self, language: str, part: str, **values: Any) -> str:
-        texts = self.texts.get(language) or self.texts.get("en") or next(iter(self.texts.values()))
-        return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), texts[part])
-
-
-def _load(path: Path) -> RatingTemplate:
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserInputError(yaml_problem(path, exc, " in the rating prompt")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read the rating prompt {path}: {exc}") from None
-    if not isinstance(doc, dict) or not doc.get("name") or not doc.get("version"):
-        raise UserInputError(f"{path}: a rating prompt needs 'name', 'version' and per-language texts")
-    texts = {k: v for k, v in doc.items() if k not in ("name", "version") and isinstance(v, dict)}
-    if not texts:
-        raise UserInputError(f"{path}: no language sections (e.g. 'en:') with {', '.join(PARTS)}")
-    for lang, parts in texts.items():
-        missing = [p for p in PARTS if not isinstance(parts.get(p), str)]
-        if missing:
-            raise UserInputError(f"{path}: language {lang!r} lacks {', '.join(missing)}")
-    return RatingTemplate(str(doc["name"]), str(doc["version"]), texts, path)
+RATING = TemplateKind("rating prompt", RATING_DIR, PARTS, _PLACEHOLDER, DEFAULT_RATING_PROMPT)
+# A rating prompt is a prompt template of its own kind (its parts and placeholders).
+RatingTemplate = PromptTemplate
 
 
 def load_rating_template(spec: str | None = None) -> RatingTemplate:
     """``spec``: a YAML path, ``name`` (newest version) or ``name@version``; default ``user-rating``."""
-    spec = spec or DEFAULT_RATING_PROMPT
-    if spec.endswith((".yaml", ".yml")) or "/" in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise UserInputError(f"rating prompt file {spec} does not exist")
-        return _load(path)
-    name, _, version = spec.partition("@")
-    bundled = [_load(p) for p in sorted(RATING_DIR.glob("*.yaml"))]
-    found = [t for t in bundled if t.name == name and (not version or t.version == version)]
-    if not found:
-        known = ", ".join(t.label for t in bundled)
-        raise UserInputError(f"no rating prompt {spec!r} (bundled: {known}; or give a .yaml path)")
-    return max(found, key=lambda t: (len(t.version), t.version))
+    return find_template(RATING, spec)
 
 
 def rated_items(items: list[Item]) -> list[Item]:
