@@ -20,6 +20,30 @@ def _check(correction: str, n_boot: int) -> None:
         raise UserInputError("--n-boot must be at least 100 for a usable interval")
 
 
+def _analysed(study: str, labels: str | None, correction: str, n_boot: int, step, agreement: bool = True):
+    """The study's analysis on the configured database, with the judge's stored judgements (nothing
+    is called): (result, engine)."""
+    from analysis.report import analyze as run
+    from annotation.codebook import load_codebook
+    from db.engine import ready_engine
+    from workbench.judge import attach_stored_judge
+
+    config = Settings.from_env()
+    engine = ready_engine(config.db_url)
+    result = run(
+        engine,
+        study,
+        codebook=load_codebook(extensions=config.codebook_extensions),
+        labels=labels,
+        correction=correction,
+        n_boot=n_boot,
+        agreement=agreement,
+        progress=step,
+    )
+    attach_stored_judge(engine, result, n_boot=n_boot)
+    return result, engine
+
+
 def analyze(
     study: str = typer.Option(..., "--study", help="Study name."),
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
@@ -30,29 +54,13 @@ def analyze(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
 ) -> None:
     """Compare human and agent conversations: comparisons.csv/.json/.tex, likeness tables, meta.json."""
-    from analysis.report import analyze as run
     from analysis.report import write_analysis
-    from annotation.codebook import load_codebook
-    from db.engine import ready_engine
     from workbench.cli._common import output_dir
-    from workbench.judge import attach_stored_judge
 
     _check(correction, n_boot)
     output_dir(out, "--out")
-    config = Settings.from_env()
-    engine = ready_engine(config.db_url)
     with steps("analysing", expected=7) as step:
-        result = run(
-            engine,
-            study,
-            codebook=load_codebook(extensions=config.codebook_extensions),
-            labels=labels,
-            correction=correction,
-            n_boot=n_boot,
-            agreement=False,
-            progress=step,
-        )
-        attach_stored_judge(engine, result, n_boot=n_boot)  # the judge's stored judgements, nothing called
+        result, _ = _analysed(study, labels, correction, n_boot, step, agreement=False)
         step("writing the tables")
         paths = write_analysis(result, out)
     comp = result.comparisons
@@ -75,30 +83,15 @@ def report(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates for intervals."),
 ) -> None:
     """Write one self-contained offline HTML report (+ the comparison table as .csv and .tex)."""
-    from analysis.report import analyze as run
     from analysis.report import write_report
-    from annotation.codebook import load_codebook
-    from db.engine import ready_engine
     from workbench.cli._common import output_file
-    from workbench.judge import attach_stored_judge
 
     _check(correction, n_boot)
     if out.suffix.lower() not in (".html", ".htm"):
         raise UserInputError(f"--out must be an .html file, got {out}")
     output_file(out, "--out")
-    config = Settings.from_env()
-    engine = ready_engine(config.db_url)
     with steps("reporting", expected=7) as step:
-        result = run(
-            engine,
-            study,
-            codebook=load_codebook(extensions=config.codebook_extensions),
-            labels=labels,
-            correction=correction,
-            n_boot=n_boot,
-            progress=step,
-        )
-        attach_stored_judge(engine, result, n_boot=n_boot)  # the judge's stored judgements, nothing called
+        result, engine = _analysed(study, labels, correction, n_boot, step)
         step("writing the report")
         paths = write_report(result, engine, out)
     for p in paths:
