@@ -422,8 +422,9 @@ def cluster_codes(people: pd.Series) -> np.ndarray:
     without one ("" or missing) gets a code of its own. The comparison table computes these once for
     its frame (``analysis.compare``), so the clustered tests need not convert a million text ids
     for every variable and slice."""
-    known = (people.notna() & (people.astype(str) != "")).to_numpy()
-    codes, _ = pd.factorize(people.astype(str).where(known))
+    text = people.astype(str)
+    known = (people.notna() & (text != "")).to_numpy()
+    codes, _ = pd.factorize(text.where(known))
     solo = np.flatnonzero(codes < 0)
     codes[solo] = codes.max(initial=-1) + 1 + np.arange(len(solo))
     return codes
@@ -556,6 +557,7 @@ def cluster_weights(g: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.rand
     if key not in _WEIGHTS_CACHE:
         rng = np.random.default_rng(seed)
         weights = rng.multinomial(g, np.full(g, 1 / g), size=n_boot).astype(float)
+        weights.flags.writeable = False  # shared by every caller with this key
         _WEIGHTS_CACHE.clear()
         _WEIGHTS_CACHE[key] = (weights, rng.bit_generator.state)
     weights, state = _WEIGHTS_CACHE[key]

@@ -49,32 +49,29 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
   echo "Setup done."
 fi
+debian_install() {
+  # debian_install PACKAGE WHAT-IS-MISSING-WITHOUT-IT: Debian's package, as root or through sudo
+  # (without refreshing the package lists first when they already know it); a warning if neither works.
+  local run=""
+  if [ "$(id -u)" != "0" ]; then
+    command -v sudo >/dev/null 2>&1 || return 0
+    run="sudo"
+  fi
+  $run apt-get install -y -qq "$1" >/dev/null 2>&1 \
+    || ($run apt-get update -qq && $run apt-get install -y -qq "$1") >/dev/null 2>&1 \
+    || echo "warning: could not install $1 ($2)" >&2
+}
 if [ "$want" = "all" ] && ! command -v chromium >/dev/null 2>&1; then
   # The browser tests drive Debian's chromium (Playwright cannot download its own browsers here).
-  if [ "$(id -u)" = "0" ]; then
-    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "warning: could not install chromium" >&2
-  elif command -v sudo >/dev/null 2>&1; then
-    (sudo apt-get update -qq && sudo apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "warning: could not install chromium" >&2
-  fi
+  debian_install chromium "the browser tests cannot run"
 fi
 if [ "$want" = "all" ] && [ ! -d /usr/share/fonts/truetype/wqy ]; then
   # A Chinese font, so the browser tests' screenshots of the Chinese pages show characters, not boxes.
-  if [ "$(id -u)" = "0" ]; then
-    apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
-      || (apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
-      || echo "warning: could not install fonts-wqy-microhei (screenshots of Chinese pages show boxes)" >&2
-  elif command -v sudo >/dev/null 2>&1; then
-    (sudo apt-get update -qq && sudo apt-get install -y -qq fonts-wqy-microhei) >/dev/null 2>&1 \
-      || echo "warning: could not install fonts-wqy-microhei (screenshots of Chinese pages show boxes)" >&2
-  fi
+  debian_install fonts-wqy-microhei "screenshots of Chinese pages show boxes"
 fi
 if [ "$want" = "all" ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   # The reverse proxy of the several-servers test (tests/e2e/test_multi_server.py): Debian's nginx.
-  if [ "$(id -u)" = "0" ]; then
-    (apt-get update -qq && apt-get install -y -qq nginx) >/dev/null 2>&1 || echo "warning: could not install nginx" >&2
-  elif command -v sudo >/dev/null 2>&1; then
-    (sudo apt-get update -qq && sudo apt-get install -y -qq nginx) >/dev/null 2>&1 || echo "warning: could not install nginx" >&2
-  fi
+  debian_install nginx "the several-servers test cannot run"
 fi
 if [ "$want" = "all" ] && [ ! -f .venv/axe/node_modules/axe-core/axe.min.js ]; then
   # axe-core (accessibility rules) for the browser tests, from the npm registry.
